@@ -1,0 +1,139 @@
+//! Who may change the catalogue and the accounts. Deny by default: each
+//! function names the only actors it lets through, and says why not otherwise.
+//!
+//! Reading catalogue metadata needs no rule: the existence and description of
+//! every dataset, closed ones included, is public (R-CAT-8, ISO/IEC 17917 9.4).
+//! Reading dataset *content* is the access-governance issue's and is not here.
+
+use crate::account::Actor;
+use crate::catalogue::DatasetMetadata;
+
+/// Why an action was refused; shown to the person refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("you must sign in first")]
+    NotSignedIn,
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+/// Create a catalogue entry owned by `owner`: administrators, and members of the owning organisation.
+pub fn may_create_dataset(actor: &Actor, owner: &str) -> Result<(), Refusal> {
+    match actor {
+        Actor::Anonymous => Err(Refusal::NotSignedIn),
+        _ if actor.is_admin() || actor.is_member_of(owner) => Ok(()),
+        _ => Err(Refusal::NotAllowed(format!(
+            "only members of organisation '{owner}' may register datasets it owns"
+        ))),
+    }
+}
+
+/// Edit an entry: administrators, members of its owner, and members of a custodian organisation.
+/// Handing an entry to another owner needs membership of the new owner too (or administration).
+pub fn may_edit_dataset(actor: &Actor, current: &DatasetMetadata, proposed: &DatasetMetadata) -> Result<(), Refusal> {
+    if matches!(actor, Actor::Anonymous) {
+        return Err(Refusal::NotSignedIn);
+    }
+    if actor.is_admin() {
+        return Ok(());
+    }
+    let maintains = actor.is_member_of(&current.owner_organization_id) || current.custodians().any(|c| actor.is_member_of(c));
+    if !maintains {
+        return Err(Refusal::NotAllowed(format!(
+            "only members of the owner '{}' or of a custodian organisation may edit this dataset",
+            current.owner_organization_id
+        )));
+    }
+    if proposed.owner_organization_id != current.owner_organization_id {
+        if !actor.is_member_of(&current.owner_organization_id) {
+            return Err(Refusal::NotAllowed("only the owner's members may hand a dataset to another owner".into()));
+        }
+        if !actor.is_member_of(&proposed.owner_organization_id) {
+            return Err(Refusal::NotAllowed(format!(
+                "you are not a member of '{}', so you cannot make it the owner",
+                proposed.owner_organization_id
+            )));
+        }
+    }
+    if proposed.spectrum != current.spectrum && !actor.is_member_of(&current.owner_organization_id) {
+        return Err(Refusal::NotAllowed("only the owner decides a dataset's classification".into()));
+    }
+    Ok(())
+}
+
+/// Administer organisations, accounts and groups: administrators only.
+pub fn may_administer(actor: &Actor) -> Result<(), Refusal> {
+    match actor {
+        Actor::Anonymous => Err(Refusal::NotSignedIn),
+        _ if actor.is_admin() => Ok(()),
+        _ => Err(Refusal::NotAllowed("only administrators may manage organisations, accounts and groups".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::Role;
+    use crate::catalogue::{DatasetInput, ValueChainRole, RoleAssignment};
+
+    fn user(roles: &[Role], orgs: &[&str]) -> Actor {
+        Actor::User {
+            username: "u".into(),
+            display_name: "U".into(),
+            roles: roles.to_vec(),
+            organization_ids: orgs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn dataset(owner: &str, custodian: Option<&str>) -> DatasetMetadata {
+        let input: DatasetInput = serde_json::from_value(serde_json::json!({
+            "title": "t", "description": "d", "owner_organization_id": owner, "spectrum": "shared_group"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (_, mut m) = input.validate().unwrap_or_else(|e| panic!("{e}"));
+        if let Some(c) = custodian {
+            m.roles.push(RoleAssignment { organization_id: c.into(), role: ValueChainRole::Custodian });
+        }
+        m
+    }
+
+    #[test]
+    fn who_may_create() {
+        assert_eq!(may_create_dataset(&Actor::Anonymous, "city"), Err(Refusal::NotSignedIn));
+        assert!(may_create_dataset(&user(&[], &["city"]), "city").is_ok());
+        assert!(may_create_dataset(&user(&[], &["uni"]), "city").is_err());
+        assert!(may_create_dataset(&user(&[Role::Trustee, Role::Resident], &[]), "city").is_err());
+        assert!(may_create_dataset(&user(&[Role::Administrator], &[]), "city").is_ok());
+    }
+
+    #[test]
+    fn who_may_edit() {
+        let d = dataset("city", Some("utility"));
+        let same = d.clone();
+        assert_eq!(may_edit_dataset(&Actor::Anonymous, &d, &same), Err(Refusal::NotSignedIn));
+        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &same).is_ok());
+        assert!(may_edit_dataset(&user(&[], &["utility"]), &d, &same).is_ok(), "custodian edits");
+        assert!(may_edit_dataset(&user(&[], &["uni"]), &d, &same).is_err(), "another organisation");
+        assert!(may_edit_dataset(&user(&[Role::Trustee], &[]), &d, &same).is_err(), "trustees do not edit metadata");
+
+        let mut reclassified = d.clone();
+        reclassified.spectrum = crate::Spectrum::Open;
+        assert!(may_edit_dataset(&user(&[], &["utility"]), &d, &reclassified).is_err(), "custodian cannot reclassify");
+        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &reclassified).is_ok());
+
+        let mut handed = d.clone();
+        handed.owner_organization_id = "uni".into();
+        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &handed).is_err(), "not a member of the new owner");
+        assert!(may_edit_dataset(&user(&[], &["city", "uni"]), &d, &handed).is_ok());
+        assert!(may_edit_dataset(&user(&[], &["utility", "uni"]), &d, &handed).is_err(), "custodian cannot hand over");
+    }
+
+    #[test]
+    fn who_may_administer() {
+        assert!(may_administer(&Actor::Anonymous).is_err());
+        for r in [Role::Trustee, Role::Resident] {
+            assert!(may_administer(&user(&[r], &["city"])).is_err());
+        }
+        assert!(may_administer(&user(&[Role::Administrator], &[])).is_ok());
+    }
+}

@@ -1,0 +1,124 @@
+//! The catalogue use cases: register a dataset, change its metadata, read it,
+//! search. Metadata of every dataset is public (R-CAT-8); content is not here.
+
+use citytrust_model::account::Actor;
+use citytrust_model::authz;
+use citytrust_model::catalogue::{Dataset, DatasetInput, DatasetMetadata};
+use citytrust_model::validation::slugify;
+use citytrust_model::ValidationErrors;
+
+use crate::search::{SearchQuery, SearchResults};
+use crate::{Result, Service, ServiceError, rfc3339};
+
+impl Service {
+    /// Register a dataset in the catalogue.
+    pub async fn create_dataset(&self, actor: &Actor, input: DatasetInput) -> Result<Dataset> {
+        let (id, metadata) = input.validate()?;
+        authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
+        self.check_references(&metadata).await?;
+        let id = match id {
+            Some(id) => id,
+            None => self.free_slug(&slugify(&metadata.title)).await?,
+        };
+        let now = rfc3339(self.now());
+        let dataset = Dataset { id, metadata, created_at: now.clone(), updated_at: now, revision: 1 };
+        self.store.insert_dataset(&dataset, actor.username()).await.map_err(|e| match e {
+            citytrust_store::StoreError::Conflict(_) => {
+                ServiceError::Invalid(ValidationErrors::single("id", format!("'{}' is taken by another dataset", dataset.id)))
+            }
+            other => other.into(),
+        })?;
+        self.index_changed(&dataset).await?;
+        tracing::info!(dataset = %dataset.id, by = actor.username().unwrap_or("-"), "dataset registered");
+        Ok(dataset)
+    }
+
+    /// Replace a dataset's metadata. `expected_revision` guards against lost updates.
+    pub async fn update_dataset(
+        &self,
+        actor: &Actor,
+        id: &str,
+        input: DatasetInput,
+        expected_revision: Option<i64>,
+    ) -> Result<Dataset> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let current = self.get_dataset(id).await?;
+        let (new_id, metadata) = input.validate()?;
+        if new_id.as_deref().is_some_and(|n| n != id) {
+            return Err(ValidationErrors::single("id", "a dataset's id cannot change").into());
+        }
+        authz::may_edit_dataset(actor, &current.metadata, &metadata)?;
+        self.check_references(&metadata).await?;
+        let expected = expected_revision.unwrap_or(current.revision);
+        if expected != current.revision {
+            return Err(ServiceError::Stale(format!(
+                "dataset '{id}' is at revision {}, not {expected}; reload and try again",
+                current.revision
+            )));
+        }
+        let dataset = Dataset {
+            id: current.id.clone(),
+            metadata,
+            created_at: current.created_at.clone(),
+            updated_at: rfc3339(self.now()),
+            revision: current.revision + 1,
+        };
+        self.store.update_dataset(&dataset, expected).await?;
+        self.index_changed(&dataset).await?;
+        tracing::info!(dataset = %dataset.id, revision = dataset.revision, by = actor.username().unwrap_or("-"), "dataset updated");
+        Ok(dataset)
+    }
+
+    pub async fn get_dataset(&self, id: &str) -> Result<Dataset> {
+        if !DatasetMetadata::is_valid_id(id) {
+            return Err(ServiceError::NotFound(format!("dataset '{id}'")));
+        }
+        self.store.get_dataset(id).await?.ok_or_else(|| ServiceError::NotFound(format!("dataset '{id}'")))
+    }
+
+    /// Whether `actor` may edit `dataset` as it stands (for showing an edit button).
+    pub fn may_edit(&self, actor: &Actor, dataset: &Dataset) -> bool {
+        authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata).is_ok()
+    }
+
+    /// Full-text search with facets over the whole catalogue.
+    pub fn search(&self, query: &SearchQuery) -> Result<SearchResults> {
+        self.index.search(query)
+    }
+
+    /// Number of entries in the catalogue.
+    pub fn catalogue_size(&self) -> usize {
+        self.index.len()
+    }
+
+    async fn check_references(&self, m: &DatasetMetadata) -> Result<()> {
+        let mut e = ValidationErrors::default();
+        for (field, org) in m.organization_ids() {
+            if self.store.get_organization(org).await?.is_none() {
+                e.push(field, format!("there is no organisation '{org}'"));
+            }
+        }
+        Ok(e.into_result()?)
+    }
+
+    async fn free_slug(&self, base: &str) -> Result<String> {
+        if self.store.get_dataset(base).await?.is_none() {
+            return Ok(base.to_string());
+        }
+        for n in 2..1000 {
+            let candidate = format!("{base}-{n}");
+            if self.store.get_dataset(&candidate).await?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Err(ValidationErrors::single("id", "choose an id: the title's slug is taken").into())
+    }
+
+    async fn index_changed(&self, dataset: &Dataset) -> Result<()> {
+        let owner = self.store.get_organization(&dataset.metadata.owner_organization_id).await?;
+        let revision = self.store.catalogue_revision().await?;
+        self.index.upsert(dataset.clone(), owner.map(|o| o.name), revision)
+    }
+}

@@ -1,0 +1,51 @@
+use citytrust_model::{Refusal, ValidationErrors};
+use citytrust_store::StoreError;
+
+/// Why a use case did not happen. The server maps each to one HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("sign-in required")]
+    Unauthenticated,
+    #[error("the username or password is wrong")]
+    BadCredentials,
+    #[error("the session or token has expired or is unknown; sign in again")]
+    ExpiredCredentials,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Stale(String),
+    /// A failure inside the system; the text is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Refusal> for ServiceError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotSignedIn => ServiceError::Unauthenticated,
+            Refusal::NotAllowed(why) => ServiceError::Forbidden(why),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ServiceError::Conflict(what),
+            e @ StoreError::StaleRevision(_) => ServiceError::Stale(e.to_string()),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tantivy::TantivyError> for ServiceError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        ServiceError::Internal(format!("search index: {e}"))
+    }
+}

@@ -1,0 +1,88 @@
+//! CityTrust's use cases: one function per thing a person can do, each of the
+//! shape validate → decide who may → change state → answer. The HTTP layer and
+//! the CLI call these and nothing below them.
+//!
+//! Time comes from the `Clock` given at construction, so tests control it.
+//! This crate knows neither HTTP nor SQL.
+
+pub mod accounts;
+pub mod catalogue;
+pub mod clock;
+mod error;
+pub mod search;
+
+use std::sync::Arc;
+
+use citytrust_store::Store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ServiceError;
+pub use search::{SearchQuery, SearchResults, SortOrder};
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// How long credentials live.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub session_seconds: i64,
+    pub api_token_seconds: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { session_seconds: 12 * 3600, api_token_seconds: 24 * 3600 }
+    }
+}
+
+/// Everything the use cases need. Cheap to share behind an `Arc`.
+pub struct Service {
+    store: Store,
+    index: search::CatalogueIndex,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+impl Service {
+    /// Build the service over an open store and load the catalogue's search index.
+    pub async fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Result<Service> {
+        let index = search::CatalogueIndex::new()?;
+        let service = Service { store, index, clock, settings };
+        service.refresh_search_index().await?;
+        Ok(service)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Whether the database answers (for `/healthz`).
+    pub async fn health(&self) -> Result<()> {
+        Ok(self.store.ping().await?)
+    }
+
+    /// Rebuild the search index if another node (or a direct database change)
+    /// moved the catalogue on since it was built. Cheap when nothing changed.
+    pub async fn refresh_search_index(&self) -> Result<bool> {
+        let revision = self.store.catalogue_revision().await?;
+        if self.index.revision() == Some(revision) {
+            return Ok(false);
+        }
+        let datasets = self.store.list_datasets().await?;
+        let organizations = self.store.list_organizations().await?;
+        self.index.rebuild(datasets, &organizations, revision)?;
+        Ok(true)
+    }
+}
+
+/// RFC 3339 UTC text for a point in time, as stored and as the API speaks it.
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}

@@ -1,0 +1,545 @@
+//! CityTrust's persistence: organisations, accounts, sessions and the
+//! catalogue, in SQLite (the embedded default) or PostgreSQL (to scale out),
+//! through one sqlx `Any` pool. Each backend has its own migrations under
+//! `migrations/<backend>/`; the SQL in this file is written to run unchanged
+//! on both (`$n` parameters, integers for flags, text for JSON).
+//!
+//! This is the only crate that knows SQL. It enforces no business rule beyond
+//! the schema's constraints: callers (the service crate) decide who may do what.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use citytrust_model::account::{Group, Organization, OrganizationKind, Role, User};
+use citytrust_model::catalogue::{Dataset, DatasetMetadata};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+mod migrate;
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row with the same key exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// Someone else changed the row since it was read.
+    #[error("{0} was changed by someone else; reload and try again")]
+    StaleRevision(String),
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
+    UnsupportedUrl,
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A user as stored, with the password hash that only authentication may see.
+#[derive(Clone)]
+pub struct StoredUser {
+    pub user: User,
+    pub password_hash: Option<String>,
+}
+
+/// A browser session or an API token, looked up by the hash of its secret.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub username: String,
+    /// Only for sessions: the token forms must echo.
+    pub csrf_token: Option<String>,
+    pub expires_at: i64,
+}
+
+/// The database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Open (creating if needed) the SQLite database `citytrust.sqlite` in `data_dir`.
+    pub async fn open_data_dir(data_dir: &Path) -> Result<Store> {
+        let path = data_dir.join("citytrust.sqlite");
+        Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// Connect to `sqlite://…` or `postgres://…` and bring the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match backend {
+            Backend::Sqlite => {
+                pool_options
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                conn.execute(pragma).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?
+            }
+            Backend::Postgres => pool_options.max_connections(16).connect_with(options).await?,
+        };
+        let store = Store { pool, backend };
+        migrate::run(&store.pool, backend).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- organisations -------------------------------------------------
+
+    pub async fn insert_organization(&self, org: &Organization) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO organizations (id, name, kind, description, url, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(org.kind.as_str())
+        .bind(&org.description)
+        .bind(&org.url)
+        .bind(&org.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("organisation '{}'", org.id)))?;
+        Ok(())
+    }
+
+    pub async fn get_organization(&self, id: &str) -> Result<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name, kind, description, url, created_at FROM organizations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| organization_from_row(&r)).transpose()
+    }
+
+    pub async fn list_organizations(&self) -> Result<Vec<Organization>> {
+        let rows = sqlx::query("SELECT id, name, kind, description, url, created_at FROM organizations ORDER BY name, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(organization_from_row).collect()
+    }
+
+    // ---- users -----------------------------------------------------------
+
+    pub async fn insert_user(&self, user: &User, password_hash: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (username, display_name, email, password_hash, is_administrator, is_trustee, \
+             is_resident, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(&user.email)
+        .bind(password_hash)
+        .bind(flag(user.roles.contains(&Role::Administrator)))
+        .bind(flag(user.roles.contains(&Role::Trustee)))
+        .bind(flag(user.roles.contains(&Role::Resident)))
+        .bind(flag(user.disabled))
+        .bind(&user.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("user '{}'", user.username)))?;
+        for org in &user.organization_ids {
+            sqlx::query("INSERT INTO memberships (username, organization_id) VALUES ($1, $2)")
+                .bind(&user.username)
+                .bind(org)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn user_count(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    pub async fn get_user(&self, username: &str) -> Result<Option<StoredUser>> {
+        let row = sqlx::query(
+            "SELECT username, display_name, email, password_hash, is_administrator, is_trustee, is_resident, \
+             disabled, created_at FROM users WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let orgs = sqlx::query("SELECT organization_id FROM memberships WHERE username = $1 ORDER BY organization_id")
+            .bind(username)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>("organization_id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(StoredUser { password_hash: row.try_get("password_hash")?, user: user_from_row(&row, orgs)? }))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT username, display_name, email, is_administrator, is_trustee, is_resident, disabled, created_at \
+             FROM users ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let memberships = sqlx::query("SELECT username, organization_id FROM memberships ORDER BY organization_id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let username: String = row.try_get("username")?;
+            let mut orgs = Vec::new();
+            for m in &memberships {
+                if m.try_get::<String, _>("username")? == username {
+                    orgs.push(m.try_get("organization_id")?);
+                }
+            }
+            out.push(user_from_row(row, orgs)?);
+        }
+        Ok(out)
+    }
+
+    /// Add a person to an organisation (idempotent).
+    pub async fn add_membership(&self, username: &str, organization_id: &str) -> Result<()> {
+        let exists = sqlx::query("SELECT 1 AS one FROM memberships WHERE username = $1 AND organization_id = $2")
+            .bind(username)
+            .bind(organization_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            sqlx::query("INSERT INTO memberships (username, organization_id) VALUES ($1, $2)")
+                .bind(username)
+                .bind(organization_id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The members of one organisation.
+    pub async fn organization_members(&self, organization_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT username FROM memberships WHERE organization_id = $1 ORDER BY username")
+            .bind(organization_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.try_get("username")).collect::<Result<_, _>>()?)
+    }
+
+    // ---- groups ------------------------------------------------------------
+
+    pub async fn insert_group(&self, group: &Group) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO org_groups (id, name, description, criteria, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&group.id)
+            .bind(&group.name)
+            .bind(&group.description)
+            .bind(&group.criteria)
+            .bind(&group.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, format!("group '{}'", group.id)))?;
+        for org in &group.member_organization_ids {
+            sqlx::query("INSERT INTO group_members (group_id, organization_id) VALUES ($1, $2)")
+                .bind(&group.id)
+                .bind(org)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<Group>> {
+        let rows = sqlx::query("SELECT id, name, description, criteria, created_at FROM org_groups ORDER BY name, id")
+            .fetch_all(&self.pool)
+            .await?;
+        let members = sqlx::query("SELECT group_id, organization_id FROM group_members ORDER BY organization_id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let mut member_organization_ids = Vec::new();
+            for m in &members {
+                if m.try_get::<String, _>("group_id")? == id {
+                    member_organization_ids.push(m.try_get("organization_id")?);
+                }
+            }
+            out.push(Group {
+                id,
+                name: r.try_get("name")?,
+                description: r.try_get("description")?,
+                criteria: r.try_get("criteria")?,
+                member_organization_ids,
+                created_at: r.try_get("created_at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- sessions and API tokens -------------------------------------------
+
+    pub async fn insert_session(
+        &self,
+        token_hash: &str,
+        username: &str,
+        csrf_token: &str,
+        created_at: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, username, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(username)
+        .bind(csrf_token)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_session(&self, token_hash: &str) -> Result<Option<StoredCredential>> {
+        let row = sqlx::query("SELECT username, csrf_token, expires_at FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(StoredCredential {
+                username: r.try_get("username")?,
+                csrf_token: Some(r.try_get("csrf_token")?),
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn insert_api_token(&self, token_hash: &str, username: &str, created_at: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (token_hash, username, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(username)
+            .bind(created_at)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_api_token(&self, token_hash: &str) -> Result<Option<StoredCredential>> {
+        let row = sqlx::query("SELECT username, expires_at FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(StoredCredential { username: r.try_get("username")?, csrf_token: None, expires_at: r.try_get("expires_at")? })
+        })
+        .transpose()
+    }
+
+    /// Remove expired sessions and tokens; returns how many went.
+    pub async fn purge_expired_credentials(&self, now_unix: i64) -> Result<u64> {
+        let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now_unix).execute(&self.pool).await?;
+        let b = sqlx::query("DELETE FROM api_tokens WHERE expires_at <= $1").bind(now_unix).execute(&self.pool).await?;
+        Ok(a.rows_affected() + b.rows_affected())
+    }
+
+    // ---- the catalogue -------------------------------------------------------
+
+    /// Insert a new catalogue entry (revision 1) and bump the catalogue revision.
+    pub async fn insert_dataset(&self, dataset: &Dataset, created_by: Option<&str>) -> Result<()> {
+        let metadata = serde_json::to_string(&dataset.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO datasets (id, owner_organization_id, spectrum, title, metadata, created_by, created_at, \
+             updated_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&dataset.id)
+        .bind(&dataset.metadata.owner_organization_id)
+        .bind(dataset.metadata.spectrum.as_str())
+        .bind(&dataset.metadata.title)
+        .bind(&metadata)
+        .bind(created_by)
+        .bind(&dataset.created_at)
+        .bind(&dataset.updated_at)
+        .bind(dataset.revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("dataset '{}'", dataset.id)))?;
+        write_roles(&mut tx, dataset).await?;
+        bump_catalogue_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replace a catalogue entry if it is still at `expected_revision`.
+    pub async fn update_dataset(&self, dataset: &Dataset, expected_revision: i64) -> Result<()> {
+        let metadata = serde_json::to_string(&dataset.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE datasets SET owner_organization_id = $1, spectrum = $2, title = $3, metadata = $4, updated_at = $5, \
+             revision = $6 WHERE id = $7 AND revision = $8",
+        )
+        .bind(&dataset.metadata.owner_organization_id)
+        .bind(dataset.metadata.spectrum.as_str())
+        .bind(&dataset.metadata.title)
+        .bind(&metadata)
+        .bind(&dataset.updated_at)
+        .bind(dataset.revision)
+        .bind(&dataset.id)
+        .bind(expected_revision)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::StaleRevision(format!("dataset '{}'", dataset.id)));
+        }
+        sqlx::query("DELETE FROM dataset_roles WHERE dataset_id = $1").bind(&dataset.id).execute(&mut *tx).await?;
+        write_roles(&mut tx, dataset).await?;
+        bump_catalogue_revision(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>> {
+        let row = sqlx::query("SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| dataset_from_row(&r)).transpose()
+    }
+
+    /// Every catalogue entry, for building the search index.
+    pub async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        let rows = sqlx::query("SELECT id, metadata, created_at, updated_at, revision FROM datasets ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
+    /// How many changes the catalogue has seen; search indexes compare it to know they are current.
+    pub async fn catalogue_revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'").fetch_one(&self.pool).await?;
+        Ok(row.try_get("value")?)
+    }
+}
+
+async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Dataset) -> Result<()> {
+    for r in &dataset.metadata.roles {
+        let role = serde_json::to_value(r.role).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("INSERT INTO dataset_roles (dataset_id, organization_id, role) VALUES ($1, $2, $3)")
+            .bind(&dataset.id)
+            .bind(&r.organization_id)
+            .bind(role.as_str().unwrap_or("unknown"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn bump_catalogue_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'catalogue_revision'").execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+fn conflict(e: sqlx::Error, what: String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(e),
+    }
+}
+
+fn organization_from_row(r: &AnyRow) -> Result<Organization> {
+    let kind: String = r.try_get("kind")?;
+    Ok(Organization {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: OrganizationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organisation kind {kind}")))?,
+        description: r.try_get("description")?,
+        url: r.try_get("url")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn user_from_row(r: &AnyRow, organization_ids: Vec<String>) -> Result<User> {
+    let mut roles = Vec::new();
+    for (column, role) in
+        [("is_administrator", Role::Administrator), ("is_trustee", Role::Trustee), ("is_resident", Role::Resident)]
+    {
+        if r.try_get::<i64, _>(column)? != 0 {
+            roles.push(role);
+        }
+    }
+    Ok(User {
+        username: r.try_get("username")?,
+        display_name: r.try_get("display_name")?,
+        email: r.try_get("email")?,
+        roles,
+        organization_ids,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn dataset_from_row(r: &AnyRow) -> Result<Dataset> {
+    let id: String = r.try_get("id")?;
+    let metadata: String = r.try_get("metadata")?;
+    let metadata: DatasetMetadata =
+        serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("dataset {id}: {e}")))?;
+    Ok(Dataset {
+        id,
+        metadata,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        revision: r.try_get("revision")?,
+    })
+}

@@ -1,0 +1,62 @@
+//! A small migration runner: each backend's numbered SQL files, applied in
+//! order, each in its own transaction, recorded in `citytrust_migrations`.
+
+use sqlx::{AnyPool, Row};
+
+use crate::{Backend, Result, StoreError};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+}];
+
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS citytrust_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    if backend == Backend::Postgres {
+        // Several nodes may start at once: one migrates, the others wait for it.
+        sqlx::query("SELECT pg_advisory_lock(727274) AS locked").fetch_one(pool).await?;
+    }
+    let result = apply_pending(pool, backend).await;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock(727274) AS unlocked").fetch_one(pool).await?;
+    }
+    result
+}
+
+async fn apply_pending(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM citytrust_migrations")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version: m.version, source })?;
+        sqlx::query("INSERT INTO citytrust_migrations (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}
