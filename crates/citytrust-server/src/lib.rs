@@ -1,1 +1,98 @@
-//! placeholder
+//! CityTrust over HTTP: the JSON API (`/api/v1`), its OpenAPI document, the
+//! server-rendered web portal, `/healthz` and Prometheus `/metrics`.
+//!
+//! This is the only crate that knows HTTP. Handlers translate requests into
+//! calls on `citytrust_service::Service` and its answers into responses; they
+//! decide nothing themselves. `app(state)` builds the whole router so tests can
+//! drive it without a socket.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+mod health;
+mod metrics;
+mod web;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, header};
+use citytrust_service::Service;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub use metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub metrics: Arc<Metrics>,
+    /// Whether cookies carry the `Secure` attribute (off only for plain-HTTP development).
+    pub secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(service: Arc<Service>, secure_cookies: bool) -> AppState {
+        AppState { service, metrics: Arc::new(Metrics::new()), secure_cookies }
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let security_headers = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    ];
+    let mut router = Router::new()
+        .merge(api::routes())
+        .merge(web::routes())
+        .merge(health::routes())
+        .fallback(web::not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track));
+    for (name, value) in security_headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    router
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            // The path only: query strings may carry search words, never log bodies or cookies.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Background upkeep: keep the search index current with other nodes' writes
+/// and purge expired credentials. Runs until the process ends.
+pub fn spawn_maintenance(service: Arc<Service>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            if let Err(e) = service.refresh_search_index().await {
+                tracing::warn!(error = %e, "search index refresh failed");
+            }
+            n += 1;
+            if n % 300 == 0 {
+                if let Err(e) = service.purge_expired_credentials().await {
+                    tracing::warn!(error = %e, "credential purge failed");
+                }
+            }
+        }
+    });
+}

@@ -294,3 +294,9 @@ mod tests {
         assert_ne!(hash_password("same password").unwrap(), hash_password("same password").unwrap());
     }
 }
+
+/// A fresh unguessable token for a form that is shown before anyone signs in
+/// (the sign-in form's double-submit CSRF token).
+pub fn new_form_token() -> Result<String> {
+    random_hex::<16>()
+}

@@ -1,0 +1,116 @@
+//! Every error the HTTP layer answers with, in one place. The JSON API answers
+//! RFC 9457 `application/problem+json` with a stable `code`; the portal
+//! answers an HTML page. Internal details are logged, never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use citytrust_model::FieldError;
+use citytrust_service::ServiceError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:citytrust:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    pub code: String,
+    /// For input errors: each field (or line and column) that was wrong.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// An error answered as problem+json.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError { status, code, detail: detail.into(), errors: Vec::new() }
+    }
+    pub fn field(status: StatusCode, code: &'static str, field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let (field, message) = (field.into(), message.into());
+        let detail = if field.is_empty() { message.clone() } else { format!("{field}: {message}") };
+        ApiError { status, code, detail, errors: vec![FieldError { field, message }] }
+    }
+    pub fn not_found(what: impl std::fmt::Display) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    fn title(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::UNAUTHORIZED => "Sign-in required",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::UNPROCESSABLE_ENTITY => "Invalid input",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            _ => "Internal error",
+        }
+    }
+    pub fn problem(&self) -> Problem {
+        Problem {
+            type_: format!("urn:citytrust:problem:{}", self.code),
+            title: self.title().to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code.to_string(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(v) => {
+                let detail = v.to_string();
+                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "validation_failed", detail, errors: v.0 }
+            }
+            ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::Unauthenticated => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in: send Authorization: Bearer <token>")
+            }
+            ServiceError::BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "the username or password is wrong")
+            }
+            ServiceError::ExpiredCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the token has expired or is not known; ask for a new one at /api/v1/auth/token",
+            ),
+            ServiceError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            ServiceError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
+            ServiceError::Stale(why) => ApiError::new(StatusCode::CONFLICT, "stale_revision", why),
+            ServiceError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side; it has been logged")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut res = (self.status, body).into_response();
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"citytrust\""));
+        }
+        res
+    }
+}

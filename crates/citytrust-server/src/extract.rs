@@ -1,0 +1,189 @@
+//! Request extractors for the JSON API. Each refuses bad input with a
+//! problem+json that names the field (or line and column) at fault, so a
+//! client never sees axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use citytrust_model::Actor;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest JSON body the API reads.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// A JSON body, parsed strictly.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = json_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Read a body that must be JSON (`application/json`, or any `+json` type).
+pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send JSON with Content-Type: application/json (got '{content_type}')"),
+        ));
+    }
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than the limit of {MAX_JSON_BODY} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
+        }
+    })
+}
+
+/// Parse JSON into `T`, naming the field on error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    "",
+                    format!("the body is not valid JSON: {inner}"),
+                )
+            }
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", field_of(&path, &message), message)
+            }
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::field(StatusCode::BAD_REQUEST, "malformed_json", "", format!("unexpected data after the JSON value: {e}"))
+    })?;
+    Ok(value)
+}
+
+/// The query string, parsed strictly into `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|err| {
+            let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            ApiError::field(StatusCode::BAD_REQUEST, "invalid_parameter", field_of(&path, &message), message)
+        })
+    }
+}
+
+/// The field an error is about: the path where it happened, plus the name of an unknown or missing field.
+fn field_of(path: &str, message: &str) -> String {
+    let base = if path == "." || path == "?" { "" } else { path };
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()));
+    match (base, named) {
+        ("", Some(name)) => name.to_string(),
+        (base, Some(name)) => format!("{base}.{name}"),
+        (base, None) => base.to_string(),
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Who the API request acts as: a bearer token's owner, or nobody.
+/// A token that is present but unknown or expired is refused, never treated as anonymous.
+pub struct ApiActor(pub Actor);
+
+impl FromRequestParts<AppState> for ApiActor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(ApiActor(Actor::Anonymous)) };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 200)
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the Authorization header must be 'Bearer <token>'")
+            })?;
+        Ok(ApiActor(state.service.actor_for_token(token).await?))
+    }
+}
+
+/// Like `ApiActor` but refuses anonymous requests.
+pub struct SignedIn(pub Actor);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match ApiActor::from_request_parts(parts, state).await?.0 {
+            Actor::Anonymous => Err(citytrust_service::ServiceError::Unauthenticated.into()),
+            actor => Ok(SignedIn(actor)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Vec<Inner>,
+    }
+
+    fn check(body: &str, status: u16, field: &str) {
+        let err = parse_json::<Outer>(body.as_bytes()).expect_err("must fail");
+        assert_eq!(err.status.as_u16(), status, "{body}: {err:?}");
+        assert_eq!(err.errors.first().map(|e| e.field.as_str()), Some(field), "{body}: {err:?}");
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        check(r#"{"name": 1, "inner": []}"#, 422, "name");
+        check(r#"{"name": "x", "inner": [{"n": "two"}]}"#, 422, "inner[0].n");
+        check(r#"{"name": "x", "inner": [], "extra": 1}"#, 422, "extra");
+        check(r#"{"name": "x", "inner": [{"n": 1, "m": 2}]}"#, 422, "inner[0].m");
+        check(r#"{"inner": []}"#, 422, "name");
+        check(r#"{"name": "x", "inner": [{"n": -1}]}"#, 422, "inner[0].n");
+        check(r#"{"name": "x""#, 400, "");
+        check(r#"{"name": "x", "inner": []} trailing"#, 400, "");
+    }
+}

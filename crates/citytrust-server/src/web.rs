@@ -1,0 +1,1444 @@
+//! The server-rendered web portal: home, catalogue search with facets, dataset
+//! pages, the dataset form, sign-in/out and the administration page.
+//!
+//! Pages work without JavaScript. Browser sessions ride on the `ct_session`
+//! cookie (HttpOnly, SameSite=Lax, Secure unless serving plain HTTP in
+//! development); every state-changing form carries the session's CSRF token,
+//! and the sign-in form a double-submit token in the `ct_csrf` cookie.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use citytrust_model::catalogue::{
+    Accuracy, Completeness, Contact, Dataset, DatasetInput, FrameworkClass, Licence, Location, Period,
+    PublicationStatus, Structure, UpdateFrequency,
+};
+use citytrust_model::{
+    Actor, FieldError, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, Spectrum, Theme,
+};
+use citytrust_service::accounts::{Session, new_form_token};
+use citytrust_service::search::FacetCount;
+use citytrust_service::{SearchQuery, ServiceError};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::api::SearchParams;
+use crate::error::ApiError;
+
+const SESSION_COOKIE: &str = "ct_session";
+const SIGNIN_COOKIE: &str = "ct_csrf";
+/// Largest form body the portal reads.
+const MAX_FORM_BODY: usize = 256 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/datasets", get(search_page).post(create_dataset))
+        .route("/datasets/new", get(new_dataset_form))
+        .route("/datasets/{id}", get(dataset_page).post(update_dataset))
+        .route("/datasets/{id}/edit", get(edit_dataset_form))
+        .route("/signin", get(signin_form).post(signin))
+        .route("/signout", post(signout))
+        .route("/admin", get(admin_page))
+        .route("/admin/organizations", post(admin_create_organization))
+        .route("/admin/users", post(admin_create_user))
+        .route("/admin/memberships", post(admin_add_membership))
+        .route("/admin/groups", post(admin_create_group))
+        .route("/static/style.css", get(stylesheet))
+}
+
+// ---- sessions -------------------------------------------------------------------
+
+/// Who is looking at a page: a live browser session, or nobody.
+pub struct Viewer(Option<Session>);
+
+impl Viewer {
+    fn actor(&self) -> Actor {
+        self.0.as_ref().map(|s| s.actor.clone()).unwrap_or(Actor::Anonymous)
+    }
+    fn nav(&self, current: &'static str) -> Nav {
+        match &self.0 {
+            None => Nav { current, ..Nav::default() },
+            Some(s) => Nav {
+                signed_in: true,
+                username: s.user.username.clone(),
+                display_name: s.user.display_name.clone(),
+                is_admin: s.actor.is_admin(),
+                csrf: s.csrf_token.clone(),
+                current,
+            },
+        }
+    }
+    /// The signed-in session, if the form's CSRF token matches it.
+    fn check_form(&self, form: &Form) -> Result<&Session, PageError> {
+        let Some(session) = &self.0 else { return Err(PageError::SignIn) };
+        let sent = form.one("csrf");
+        if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(session.csrf_token.as_bytes())) {
+            return Err(PageError::page(
+                StatusCode::FORBIDDEN,
+                "The form had expired or did not come from this site. Go back, reload the page and try again.",
+            ));
+        }
+        Ok(session)
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else { return Ok(Viewer(None)) };
+        if secret.len() > 200 {
+            return Ok(Viewer(None));
+        }
+        Ok(Viewer(state.service.session(&secret).await.ok()))
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("ct_invalid=; Max-Age=0"))
+}
+
+// ---- errors ---------------------------------------------------------------------
+
+/// Why a page could not be shown.
+pub enum PageError {
+    /// Sign in first (redirects to the sign-in page).
+    SignIn,
+    Page { status: StatusCode, message: String },
+}
+
+impl PageError {
+    fn page(status: StatusCode, message: impl Into<String>) -> PageError {
+        PageError::Page { status, message: message.into() }
+    }
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Unauthenticated | ServiceError::ExpiredCredentials => PageError::SignIn,
+            other => {
+                let api = ApiError::from(other);
+                PageError::Page { status: api.status, message: api.detail }
+            }
+        }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        tracing::error!(error = %e, "template failed");
+        PageError::page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be drawn; the error has been logged.")
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::SignIn => Redirect::to("/signin").into_response(),
+            PageError::Page { status, message } => error_page(status, message, Nav::default()),
+        }
+    }
+}
+
+fn error_page(status: StatusCode, message: String, nav: Nav) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Page not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::UNAUTHORIZED => "Sign-in required",
+        s if s.is_client_error() => "That did not work",
+        _ => "Something went wrong",
+    };
+    let page = ErrorPage { nav, title: title.to_string(), message, status: status.as_u16() };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => (status, title).into_response(),
+    }
+}
+
+/// The fallback for unknown paths: problem+json under `/api/`, a page elsewhere.
+pub async fn not_found(uri: Uri, viewer: Viewer) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::not_found(format!("'{}'", uri.path())).into_response();
+    }
+    error_page(StatusCode::NOT_FOUND, format!("There is no page at {}.", uri.path()), viewer.nav(""))
+}
+
+type PageResult = Result<Response, PageError>;
+
+fn render(t: &impl Template) -> PageResult {
+    Ok(Html(t.render()?).into_response())
+}
+
+// ---- forms ----------------------------------------------------------------------
+
+/// A submitted `application/x-www-form-urlencoded` body; names may repeat.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Form, PageError> {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            return Err(PageError::page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Forms must be sent URL-encoded."));
+        }
+        if body.len() > MAX_FORM_BODY {
+            return Err(PageError::page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."));
+        }
+        Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
+    }
+    fn one(&self, name: &str) -> String {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+    }
+    fn opt(&self, name: &str) -> Option<String> {
+        Some(self.one(name)).filter(|s| !s.is_empty())
+    }
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
+    }
+    fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+    /// A comma-separated list.
+    fn list(&self, name: &str) -> Vec<String> {
+        self.one(name).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    }
+}
+
+/// Parse a snake_case enum value the way the JSON API does.
+fn enum_value<T: DeserializeOwned>(s: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+fn enum_text<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn humanise(s: &str) -> String {
+    let s = s.replace('_', " ");
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => s,
+    }
+}
+
+fn theme_label(t: Theme) -> String {
+    humanise(t.as_str())
+}
+
+// ---- view models ----------------------------------------------------------------
+
+#[derive(Default, Clone)]
+pub struct Nav {
+    signed_in: bool,
+    username: String,
+    display_name: String,
+    is_admin: bool,
+    csrf: String,
+    current: &'static str,
+}
+
+struct Choice {
+    value: String,
+    label: String,
+    selected: bool,
+}
+
+fn choices<T: Copy + serde::Serialize>(all: &[T], selected: &[String]) -> Vec<Choice> {
+    all.iter()
+        .map(|v| {
+            let value = enum_text(v);
+            Choice { label: humanise(&value), selected: selected.contains(&value), value }
+        })
+        .collect()
+}
+
+struct Card {
+    id: String,
+    title: String,
+    summary: String,
+    owner: String,
+    spectrum: String,
+    spectrum_label: String,
+    themes: Vec<String>,
+    format: String,
+    personal_data: bool,
+    updated: String,
+}
+
+fn card(d: &Dataset, orgs: &BTreeMap<String, String>) -> Card {
+    let m = &d.metadata;
+    let mut summary: String = m.description.chars().take(220).collect();
+    if m.description.chars().count() > 220 {
+        summary.push('…');
+    }
+    Card {
+        id: d.id.clone(),
+        title: m.title.clone(),
+        summary,
+        owner: orgs.get(&m.owner_organization_id).cloned().unwrap_or_else(|| m.owner_organization_id.clone()),
+        spectrum: m.spectrum.as_str().to_string(),
+        spectrum_label: m.spectrum.label().to_string(),
+        themes: m.themes.iter().map(|t| theme_label(*t)).collect(),
+        format: m.format.clone().unwrap_or_default(),
+        personal_data: m.personal_data,
+        updated: d.updated_at.get(..10).unwrap_or("").to_string(),
+    }
+}
+
+async fn organization_names(state: &AppState) -> Result<BTreeMap<String, String>, PageError> {
+    Ok(state.service.list_organizations().await?.into_iter().map(|o| (o.id, o.name)).collect())
+}
+
+// ---- home -----------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    nav: Nav,
+    total: usize,
+    spectrum: Vec<FacetLink>,
+    themes: Vec<FacetLink>,
+    recent: Vec<Card>,
+}
+
+async fn home(State(state): State<AppState>, viewer: Viewer) -> PageResult {
+    let all = state.service.search(&SearchQuery {
+        sort: citytrust_service::SortOrder::Updated,
+        page: 1,
+        per_page: 6,
+        ..SearchQuery::default()
+    })?;
+    let orgs = organization_names(&state).await?;
+    let base = SearchParams::default();
+    render(&HomePage {
+        nav: viewer.nav("home"),
+        total: all.total,
+        spectrum: facet_links(&base, "spectrum", &all.facets.spectrum),
+        themes: facet_links(&base, "theme", &all.facets.theme),
+        recent: all.items.iter().map(|d| card(d, &orgs)).collect(),
+    })
+}
+
+// ---- catalogue search ----------------------------------------------------------
+
+struct FacetLink {
+    label: String,
+    value: String,
+    count: usize,
+    href: String,
+    active: bool,
+}
+
+struct FacetGroup {
+    title: &'static str,
+    links: Vec<FacetLink>,
+}
+
+struct PageLink {
+    label: String,
+    href: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "datasets.html")]
+struct SearchPage {
+    nav: Nav,
+    q: String,
+    sort: String,
+    total: usize,
+    results: Vec<Card>,
+    facets: Vec<FacetGroup>,
+    active_filters: Vec<FacetLink>,
+    pages: Vec<PageLink>,
+    error: String,
+}
+
+fn params_get<'a>(p: &'a SearchParams, name: &str) -> &'a Option<String> {
+    match name {
+        "q" => &p.q,
+        "theme" => &p.theme,
+        "spectrum" => &p.spectrum,
+        "organization" => &p.organization,
+        "format" => &p.format,
+        "personal_data" => &p.personal_data,
+        "sort" => &p.sort,
+        "page" => &p.page,
+        _ => &p.per_page,
+    }
+}
+
+fn params_set(p: &mut SearchParams, name: &str, value: Option<String>) {
+    match name {
+        "q" => p.q = value,
+        "theme" => p.theme = value,
+        "spectrum" => p.spectrum = value,
+        "organization" => p.organization = value,
+        "format" => p.format = value,
+        "personal_data" => p.personal_data = value,
+        "sort" => p.sort = value,
+        "page" => p.page = value,
+        _ => p.per_page = value,
+    }
+}
+
+fn search_href(p: &SearchParams) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for name in ["q", "theme", "spectrum", "organization", "format", "personal_data", "sort", "page", "per_page"] {
+        if let Some(v) = params_get(p, name).as_deref().filter(|v| !v.is_empty()) {
+            s.append_pair(name, v);
+        }
+    }
+    let qs = s.finish();
+    if qs.is_empty() { "/datasets".to_string() } else { format!("/datasets?{qs}") }
+}
+
+fn with_param(p: &SearchParams, name: &str, value: Option<String>) -> String {
+    let mut next = SearchParams {
+        q: p.q.clone(),
+        theme: p.theme.clone(),
+        spectrum: p.spectrum.clone(),
+        organization: p.organization.clone(),
+        format: p.format.clone(),
+        personal_data: p.personal_data.clone(),
+        sort: p.sort.clone(),
+        page: None,
+        per_page: p.per_page.clone(),
+    };
+    params_set(&mut next, name, value);
+    search_href(&next)
+}
+
+fn facet_links(p: &SearchParams, name: &str, counts: &[FacetCount]) -> Vec<FacetLink> {
+    let current = params_get(p, name).clone().unwrap_or_default();
+    counts
+        .iter()
+        .map(|c| {
+            let active = current == c.value;
+            let href = with_param(p, name, if active { None } else { Some(c.value.clone()) });
+            FacetLink { label: c.label.clone(), value: c.value.clone(), count: c.count, href, active }
+        })
+        .collect()
+}
+
+async fn search_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw): RawQuery) -> PageResult {
+    let raw = raw.unwrap_or_default();
+    let params: SearchParams = serde_urlencoded::from_str(&raw).unwrap_or_default();
+    let nav = viewer.nav("datasets");
+    let (query, error) = match params.to_query() {
+        Ok(q) => (q, String::new()),
+        Err(e) => (SearchQuery { page: 1, per_page: 20, ..SearchQuery::default() }, e.detail),
+    };
+    let results = state.service.search(&query)?;
+    let orgs = organization_names(&state).await?;
+    let f = &results.facets;
+    let facets = vec![
+        FacetGroup { title: "Classification", links: facet_links(&params, "spectrum", &f.spectrum) },
+        FacetGroup { title: "Theme", links: facet_links(&params, "theme", &f.theme) },
+        FacetGroup { title: "Organisation", links: facet_links(&params, "organization", &f.organization) },
+        FacetGroup { title: "Format", links: facet_links(&params, "format", &f.format) },
+        FacetGroup { title: "Personal data", links: facet_links(&params, "personal_data", &f.personal_data) },
+    ];
+    let active_filters = facets.iter().flat_map(|g| g.links.iter()).filter(|l| l.active).map(|l| FacetLink {
+        label: l.label.clone(),
+        value: l.value.clone(),
+        count: l.count,
+        href: l.href.clone(),
+        active: true,
+    });
+    let active_filters: Vec<FacetLink> = active_filters.collect();
+    let page_count = results.total.div_ceil(query.per_page.max(1)).max(1);
+    let pages = (1..=page_count)
+        .filter(|n| *n == 1 || *n == page_count || n.abs_diff(query.page) <= 2)
+        .map(|n| {
+            let mut href = with_param(&params, "page", Some(n.to_string()));
+            if n == 1 {
+                href = with_param(&params, "page", None);
+            }
+            PageLink { label: n.to_string(), href, current: n == query.page }
+        })
+        .collect();
+    render(&SearchPage {
+        nav,
+        q: query.text.clone(),
+        sort: params.sort.clone().unwrap_or_default(),
+        total: results.total,
+        results: results.items.iter().map(|d| card(d, &orgs)).collect(),
+        facets,
+        active_filters,
+        pages,
+        error,
+    })
+}
+
+// ---- dataset page ---------------------------------------------------------------
+
+struct Row {
+    label: &'static str,
+    value: String,
+    href: String,
+}
+
+struct Section {
+    title: &'static str,
+    rows: Vec<Row>,
+}
+
+fn row(label: &'static str, value: impl Into<String>) -> Row {
+    Row { label, value: value.into(), href: String::new() }
+}
+
+fn opt_row(label: &'static str, value: &Option<String>) -> Row {
+    row(label, value.clone().unwrap_or_default())
+}
+
+fn link_row(label: &'static str, value: &Option<String>) -> Row {
+    let v = value.clone().unwrap_or_default();
+    let href = if v.starts_with("https://") || v.starts_with("http://") { v.clone() } else { String::new() };
+    Row { label, value: v, href }
+}
+
+#[derive(Template)]
+#[template(path = "dataset.html")]
+struct DatasetPage {
+    nav: Nav,
+    id: String,
+    title: String,
+    description: String,
+    spectrum: String,
+    spectrum_label: String,
+    spectrum_explanation: String,
+    closed: bool,
+    personal_data: bool,
+    framework_class: String,
+    structure: String,
+    status: String,
+    owner: String,
+    owner_id: String,
+    themes: Vec<FacetLink>,
+    keywords: Vec<String>,
+    licence: Vec<Row>,
+    licence_verified: bool,
+    has_licence: bool,
+    roles: Vec<Row>,
+    details: Vec<Row>,
+    states: Vec<Section>,
+    may_edit: bool,
+    revision: i64,
+    updated: String,
+}
+
+async fn dataset_page(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
+    let d = state.service.get_dataset(&id).await?;
+    let orgs = organization_names(&state).await?;
+    let name = |id: &str| orgs.get(id).cloned().unwrap_or_else(|| id.to_string());
+    let m = &d.metadata;
+    let s = &m.data_states;
+    let licence = m.licence.clone().unwrap_or_default();
+    let period = m
+        .temporal_coverage
+        .as_ref()
+        .map(|p| format!("{} to {}", p.start, p.end.clone().unwrap_or_else(|| "ongoing".into())))
+        .unwrap_or_default();
+    let cc = &m.column_classes;
+    let page = DatasetPage {
+        nav: viewer.nav("datasets"),
+        id: d.id.clone(),
+        title: m.title.clone(),
+        description: m.description.clone(),
+        spectrum: m.spectrum.as_str().into(),
+        spectrum_label: m.spectrum.label().into(),
+        spectrum_explanation: m.spectrum.explanation().into(),
+        closed: m.spectrum == Spectrum::Closed,
+        personal_data: m.personal_data,
+        framework_class: humanise(&enum_text(&m.framework_class)),
+        structure: humanise(&enum_text(&m.structure)),
+        status: humanise(&enum_text(&m.publication_status)),
+        owner: name(&m.owner_organization_id),
+        owner_id: m.owner_organization_id.clone(),
+        themes: m
+            .themes
+            .iter()
+            .map(|t| FacetLink {
+                label: theme_label(*t),
+                value: t.as_str().into(),
+                count: 0,
+                href: format!("/datasets?theme={}", t.as_str()),
+                active: false,
+            })
+            .collect(),
+        keywords: m.keywords.clone(),
+        has_licence: m.licence.is_some(),
+        licence_verified: licence.verified,
+        licence: vec![
+            row("Licence", licence.title.clone()),
+            row("Identifier", licence.id.clone()),
+            link_row("Terms", &licence.url),
+            opt_row("Note", &licence.note),
+        ],
+        roles: m.roles.iter().map(|r| row(r.role.label(), name(&r.organization_id))).collect(),
+        details: vec![
+            row("Identifier", d.id.clone()),
+            opt_row("Format", &m.format),
+            row("Update frequency", humanise(&enum_text(&m.update_frequency))),
+            row("Temporal coverage", period),
+            row("Location", m.location.as_ref().map(|l| l.system.clone()).unwrap_or_default()),
+            link_row("Location URL", &m.location.as_ref().and_then(|l| l.url.clone())),
+            row("Contact", m.contact.as_ref().map(|c| c.name.clone()).unwrap_or_default()),
+            opt_row("Contact e-mail", &m.contact.as_ref().and_then(|c| c.email.clone())),
+            row("Shared identifiers", m.shared_identifiers.join(", ")),
+            row("Personal columns", cc.personal.join(", ")),
+            row("Quasi-identifying columns", cc.quasi_identifying.join(", ")),
+            row("Spatial columns", cc.spatial.join(", ")),
+            row("Temporal columns", cc.temporal.join(", ")),
+            opt_row("Analogue conversion", &m.analogue_conversion),
+            row("Created", d.created_at.clone()),
+            row("Last changed", d.updated_at.clone()),
+        ],
+        states: vec![
+            Section {
+                title: "Completeness",
+                rows: vec![
+                    opt_row("Coverage", &s.completeness.coverage),
+                    opt_row("Continuity", &s.completeness.continuity),
+                ],
+            },
+            Section {
+                title: "Accuracy",
+                rows: vec![
+                    opt_row("Precision", &s.accuracy.precision),
+                    opt_row("Valid ranges", &s.accuracy.valid_ranges),
+                    opt_row("Tolerances", &s.accuracy.tolerances),
+                    opt_row("Sampling rate", &s.accuracy.sampling_rate),
+                    opt_row("Conversion process", &s.accuracy.conversion_process),
+                ],
+            },
+            Section {
+                title: "Availability",
+                rows: vec![
+                    opt_row("Refresh timetable", &s.availability.refresh_timetable),
+                    opt_row("Planned gaps", &s.availability.planned_gaps),
+                ],
+            },
+            Section { title: "Timeliness", rows: vec![opt_row("Lag", &s.timeliness.lag)] },
+            Section {
+                title: "Provenance",
+                rows: vec![
+                    opt_row("Origin", &s.provenance.origin),
+                    opt_row("Processing history", &s.provenance.processing_history),
+                    opt_row("Lineage", &s.provenance.lineage),
+                    opt_row("Sensor location", &s.provenance.sensor_location),
+                    opt_row("Sensor calibration", &s.provenance.sensor_calibration),
+                ],
+            },
+        ],
+        may_edit: state.service.may_edit(&viewer.actor(), &d),
+        revision: d.revision,
+        updated: d.updated_at.get(..10).unwrap_or("").to_string(),
+    };
+    render(&page)
+}
+
+// ---- dataset form ---------------------------------------------------------------
+
+/// The dataset form's fields, as text, so a refused submission is shown back as typed.
+#[derive(Default)]
+struct FormValues {
+    id: String,
+    title: String,
+    description: String,
+    owner: String,
+    spectrum: String,
+    themes: Vec<String>,
+    keywords: String,
+    format: String,
+    personal_data: bool,
+    licence_id: String,
+    licence_title: String,
+    licence_url: String,
+    update_frequency: String,
+    publication_status: String,
+    framework_class: String,
+    structure: String,
+    contact_name: String,
+    contact_email: String,
+    period_start: String,
+    period_end: String,
+    location_system: String,
+    location_url: String,
+    shared_identifiers: String,
+    personal_columns: String,
+    quasi_columns: String,
+    coverage: String,
+    continuity: String,
+    precision: String,
+    refresh_timetable: String,
+    lag: String,
+    origin: String,
+    lineage: String,
+}
+
+impl FormValues {
+    fn from_input(i: &DatasetInput) -> FormValues {
+        let s = &i.data_states;
+        let licence = i.licence.clone().unwrap_or_default();
+        let contact = i.contact.clone().unwrap_or_default();
+        FormValues {
+            id: i.id.clone().unwrap_or_default(),
+            title: i.title.clone(),
+            description: i.description.clone(),
+            owner: i.owner_organization_id.clone(),
+            spectrum: i.spectrum.as_str().into(),
+            themes: i.themes.iter().map(|t| t.as_str().to_string()).collect(),
+            keywords: i.keywords.join(", "),
+            format: i.format.clone().unwrap_or_default(),
+            personal_data: i.personal_data,
+            licence_id: licence.id,
+            licence_title: licence.title,
+            licence_url: licence.url.unwrap_or_default(),
+            update_frequency: enum_text(&i.update_frequency),
+            publication_status: enum_text(&i.publication_status),
+            framework_class: enum_text(&i.framework_class),
+            structure: enum_text(&i.structure),
+            contact_name: contact.name,
+            contact_email: contact.email.unwrap_or_default(),
+            period_start: i.temporal_coverage.as_ref().map(|p| p.start.clone()).unwrap_or_default(),
+            period_end: i.temporal_coverage.as_ref().and_then(|p| p.end.clone()).unwrap_or_default(),
+            location_system: i.location.as_ref().map(|l| l.system.clone()).unwrap_or_default(),
+            location_url: i.location.as_ref().and_then(|l| l.url.clone()).unwrap_or_default(),
+            shared_identifiers: i.shared_identifiers.join(", "),
+            personal_columns: i.column_classes.personal.join(", "),
+            quasi_columns: i.column_classes.quasi_identifying.join(", "),
+            coverage: s.completeness.coverage.clone().unwrap_or_default(),
+            continuity: s.completeness.continuity.clone().unwrap_or_default(),
+            precision: s.accuracy.precision.clone().unwrap_or_default(),
+            refresh_timetable: s.availability.refresh_timetable.clone().unwrap_or_default(),
+            lag: s.timeliness.lag.clone().unwrap_or_default(),
+            origin: s.provenance.origin.clone().unwrap_or_default(),
+            lineage: s.provenance.lineage.clone().unwrap_or_default(),
+        }
+    }
+
+    fn from_form(f: &Form) -> FormValues {
+        FormValues {
+            id: f.one("id"),
+            title: f.one("title"),
+            description: f.one("description"),
+            owner: f.one("owner_organization_id"),
+            spectrum: f.one("spectrum"),
+            themes: f.all("themes"),
+            keywords: f.one("keywords"),
+            format: f.one("format"),
+            personal_data: f.checked("personal_data"),
+            licence_id: f.one("licence_id"),
+            licence_title: f.one("licence_title"),
+            licence_url: f.one("licence_url"),
+            update_frequency: f.one("update_frequency"),
+            publication_status: f.one("publication_status"),
+            framework_class: f.one("framework_class"),
+            structure: f.one("structure"),
+            contact_name: f.one("contact_name"),
+            contact_email: f.one("contact_email"),
+            period_start: f.one("period_start"),
+            period_end: f.one("period_end"),
+            location_system: f.one("location_system"),
+            location_url: f.one("location_url"),
+            shared_identifiers: f.one("shared_identifiers"),
+            personal_columns: f.one("personal_columns"),
+            quasi_columns: f.one("quasi_columns"),
+            coverage: f.one("coverage"),
+            continuity: f.one("continuity"),
+            precision: f.one("precision"),
+            refresh_timetable: f.one("refresh_timetable"),
+            lag: f.one("lag"),
+            origin: f.one("origin"),
+            lineage: f.one("lineage"),
+        }
+    }
+
+    /// Apply the form's fields over `base` (fields the form does not show are kept).
+    fn apply(&self, f: &Form, mut base: DatasetInput) -> Result<DatasetInput, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        fn opt(s: &str) -> Option<String> {
+            Some(s.to_string()).filter(|s| !s.is_empty())
+        }
+        fn pick<T: DeserializeOwned>(errors: &mut Vec<FieldError>, field: &str, value: &str, current: T) -> T {
+            if value.is_empty() {
+                return current;
+            }
+            enum_value(value).unwrap_or_else(|| {
+                errors.push(FieldError { field: field.into(), message: format!("'{value}' is not one of the choices") });
+                current
+            })
+        }
+        base.id = opt(&self.id);
+        base.title = self.title.clone();
+        base.description = self.description.clone();
+        base.owner_organization_id = self.owner.clone();
+        match Spectrum::parse(&self.spectrum) {
+            Some(s) => base.spectrum = s,
+            None => errors.push(FieldError { field: "spectrum".into(), message: "choose a classification".into() }),
+        }
+        base.themes = Vec::new();
+        for t in &self.themes {
+            match Theme::parse(t) {
+                Some(t) => base.themes.push(t),
+                None => errors.push(FieldError { field: "themes".into(), message: format!("'{t}' is not a theme") }),
+            }
+        }
+        base.keywords = f.list("keywords");
+        base.format = opt(&self.format);
+        base.personal_data = self.personal_data;
+        base.licence = if self.licence_id.is_empty() && self.licence_title.is_empty() {
+            None
+        } else {
+            let previous = base.licence.clone().unwrap_or_default();
+            let same = previous.id == self.licence_id && previous.title == self.licence_title;
+            Some(Licence {
+                id: self.licence_id.clone(),
+                title: self.licence_title.clone(),
+                url: opt(&self.licence_url),
+                // A changed licence has to be checked again.
+                verified: same && previous.verified,
+                note: if same { previous.note } else { None },
+            })
+        };
+        base.update_frequency = pick(&mut errors, "update_frequency", &self.update_frequency, base.update_frequency);
+        base.publication_status =
+            pick(&mut errors, "publication_status", &self.publication_status, base.publication_status);
+        base.framework_class = pick(&mut errors, "framework_class", &self.framework_class, base.framework_class);
+        base.structure = pick(&mut errors, "structure", &self.structure, base.structure);
+        base.contact = if self.contact_name.is_empty() && self.contact_email.is_empty() {
+            None
+        } else {
+            let url = base.contact.as_ref().and_then(|c| c.url.clone());
+            Some(Contact { name: self.contact_name.clone(), email: opt(&self.contact_email), url })
+        };
+        base.temporal_coverage = if self.period_start.is_empty() && self.period_end.is_empty() {
+            None
+        } else {
+            Some(Period { start: self.period_start.clone(), end: opt(&self.period_end) })
+        };
+        base.location = if self.location_system.is_empty() && self.location_url.is_empty() {
+            None
+        } else {
+            Some(Location { system: self.location_system.clone(), url: opt(&self.location_url) })
+        };
+        base.shared_identifiers = f.list("shared_identifiers");
+        base.column_classes.personal = f.list("personal_columns");
+        base.column_classes.quasi_identifying = f.list("quasi_columns");
+        let s = &mut base.data_states;
+        s.completeness = Completeness { coverage: opt(&self.coverage), continuity: opt(&self.continuity) };
+        s.accuracy = Accuracy { precision: opt(&self.precision), ..s.accuracy.clone() };
+        s.availability.refresh_timetable = opt(&self.refresh_timetable);
+        s.timeliness.lag = opt(&self.lag);
+        s.provenance.origin = opt(&self.origin);
+        s.provenance.lineage = opt(&self.lineage);
+        if errors.is_empty() { Ok(base) } else { Err(errors) }
+    }
+}
+
+struct ErrorLink {
+    anchor: String,
+    field: String,
+    message: String,
+}
+
+/// Where on the form a field's error should take the reader.
+fn anchor_for(field: &str) -> String {
+    let head = field.split(['[', '.']).next().unwrap_or(field);
+    let id = match (head, field) {
+        ("owner_organization_id", _) => "owner",
+        ("licence", f) if f.ends_with("url") => "licence_url",
+        ("licence", f) if f.ends_with("id") => "licence_id",
+        ("licence", _) => "licence_title",
+        ("contact", f) if f.ends_with("email") => "contact_email",
+        ("contact", _) => "contact_name",
+        ("temporal_coverage", f) if f.ends_with("end") => "period_end",
+        ("temporal_coverage", _) => "period_start",
+        ("location", f) if f.ends_with("url") => "location_url",
+        ("location", _) => "location_system",
+        ("column_classes", f) if f.contains("quasi") => "quasi_columns",
+        ("column_classes", _) => "personal_columns",
+        ("data_states", f) => f.rsplit('.').next().unwrap_or("title"),
+        ("spectrum", _) => "spectrum-open",
+        ("themes", _) => "themes-first",
+        (h, _) => h,
+    };
+    format!("f-{id}")
+}
+
+#[derive(Template)]
+#[template(path = "dataset_form.html")]
+struct DatasetFormPage {
+    nav: Nav,
+    editing: bool,
+    action: String,
+    dataset_id: String,
+    revision: i64,
+    v: FormValues,
+    owners: Vec<Choice>,
+    spectra: Vec<SpectrumChoice>,
+    themes: Vec<Choice>,
+    frequencies: Vec<Choice>,
+    statuses: Vec<Choice>,
+    classes: Vec<Choice>,
+    structures: Vec<Choice>,
+    errors: Vec<ErrorLink>,
+}
+
+struct SpectrumChoice {
+    value: String,
+    label: String,
+    explanation: String,
+    selected: bool,
+}
+
+const FREQUENCIES: [UpdateFrequency; 10] = [
+    UpdateFrequency::Continuous,
+    UpdateFrequency::Hourly,
+    UpdateFrequency::Daily,
+    UpdateFrequency::Weekly,
+    UpdateFrequency::Monthly,
+    UpdateFrequency::Quarterly,
+    UpdateFrequency::Annual,
+    UpdateFrequency::Irregular,
+    UpdateFrequency::Never,
+    UpdateFrequency::Unknown,
+];
+const STATUSES: [PublicationStatus; 4] =
+    [PublicationStatus::Planned, PublicationStatus::Published, PublicationStatus::Archived, PublicationStatus::Withdrawn];
+const CLASSES: [FrameworkClass; 3] = [FrameworkClass::Metadata, FrameworkClass::Reference, FrameworkClass::Thematic];
+const STRUCTURES: [Structure; 5] =
+    [Structure::Structured, Structure::SemiStructured, Structure::Unstructured, Structure::Analogue, Structure::RealTime];
+
+async fn form_page(
+    state: &AppState,
+    session: &Session,
+    editing: Option<(&str, i64)>,
+    v: FormValues,
+    errors: Vec<FieldError>,
+) -> PageResult {
+    let orgs = state.service.list_organizations().await?;
+    let mine: Vec<&Organization> =
+        orgs.iter().filter(|o| session.actor.is_admin() || session.actor.is_member_of(&o.id)).collect();
+    let owners = mine
+        .iter()
+        .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: o.id == v.owner })
+        .chain(
+            // When editing, keep the current owner selectable even if the editor is only a custodian.
+            orgs.iter()
+                .filter(|o| o.id == v.owner && !mine.iter().any(|m| m.id == o.id))
+                .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: true }),
+        )
+        .collect();
+    let page = DatasetFormPage {
+        nav: Viewer(Some(session.clone())).nav("datasets"),
+        editing: editing.is_some(),
+        action: editing.map(|(id, _)| format!("/datasets/{id}")).unwrap_or_else(|| "/datasets".into()),
+        dataset_id: editing.map(|(id, _)| id.to_string()).unwrap_or_default(),
+        revision: editing.map(|(_, r)| r).unwrap_or(0),
+        owners,
+        spectra: Spectrum::ALL
+            .iter()
+            .map(|s| SpectrumChoice {
+                value: s.as_str().into(),
+                label: s.label().into(),
+                explanation: s.explanation().into(),
+                selected: s.as_str() == v.spectrum,
+            })
+            .collect(),
+        themes: Theme::ALL
+            .iter()
+            .map(|t| Choice { value: t.as_str().into(), label: theme_label(*t), selected: v.themes.iter().any(|x| x == t.as_str()) })
+            .collect(),
+        frequencies: choices(&FREQUENCIES, std::slice::from_ref(&v.update_frequency)),
+        statuses: choices(&STATUSES, std::slice::from_ref(&v.publication_status)),
+        classes: choices(&CLASSES, std::slice::from_ref(&v.framework_class)),
+        structures: choices(&STRUCTURES, std::slice::from_ref(&v.structure)),
+        errors: errors
+            .into_iter()
+            .map(|e| ErrorLink { anchor: anchor_for(&e.field), field: humanise(&e.field), message: e.message })
+            .collect(),
+        v,
+    };
+    let status = if page.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+async fn new_dataset_form(State(state): State<AppState>, viewer: Viewer) -> PageResult {
+    let Some(session) = &viewer.0 else { return Err(PageError::SignIn) };
+    let owner = session.user.organization_ids.first().cloned().unwrap_or_default();
+    let v = FormValues {
+        owner,
+        spectrum: "open".into(),
+        update_frequency: "unknown".into(),
+        publication_status: "published".into(),
+        framework_class: "thematic".into(),
+        structure: "structured".into(),
+        ..FormValues::default()
+    };
+    form_page(&state, session, None, v, Vec::new()).await
+}
+
+fn blank_input() -> DatasetInput {
+    DatasetInput {
+        id: None,
+        title: String::new(),
+        description: String::new(),
+        owner_organization_id: String::new(),
+        roles: Vec::new(),
+        contact: None,
+        keywords: Vec::new(),
+        themes: Vec::new(),
+        licence: None,
+        personal_data: false,
+        column_classes: Default::default(),
+        location: None,
+        format: None,
+        temporal_coverage: None,
+        update_frequency: Default::default(),
+        publication_status: Default::default(),
+        shared_identifiers: Vec::new(),
+        framework_class: Default::default(),
+        structure: Default::default(),
+        analogue_conversion: None,
+        spectrum: Spectrum::Open,
+        data_states: Default::default(),
+    }
+}
+
+/// Split a service refusal into field errors to show on the form, or a page error.
+fn form_errors(e: ServiceError) -> Result<Vec<FieldError>, PageError> {
+    match e {
+        ServiceError::Invalid(v) => Ok(v.0),
+        ServiceError::Conflict(what) => {
+            Ok(vec![FieldError { field: "id".into(), message: format!("{what} already exists; choose another") }])
+        }
+        ServiceError::Stale(why) => Ok(vec![FieldError { field: "title".into(), message: why }]),
+        other => Err(other.into()),
+    }
+}
+
+async fn create_dataset(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let v = FormValues::from_form(&form);
+    let input = match v.apply(&form, blank_input()) {
+        Ok(i) => i,
+        Err(errors) => return form_page(&state, session, None, v, errors).await,
+    };
+    match state.service.create_dataset(&session.actor, input).await {
+        Ok(d) => Ok(Redirect::to(&format!("/datasets/{}", d.id)).into_response()),
+        Err(e) => {
+            let errors = form_errors(e)?;
+            form_page(&state, session, None, v, errors).await
+        }
+    }
+}
+
+async fn edit_dataset_form(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
+    let Some(session) = &viewer.0 else { return Err(PageError::SignIn) };
+    let d = state.service.get_dataset(&id).await?;
+    if !state.service.may_edit(&session.actor, &d) {
+        return Err(PageError::page(StatusCode::FORBIDDEN, "Only the owning organisation, its custodians or an administrator may edit this dataset."));
+    }
+    let v = FormValues::from_input(&d.metadata.to_input());
+    form_page(&state, session, Some((&d.id, d.revision)), v, Vec::new()).await
+}
+
+async fn update_dataset(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let current = state.service.get_dataset(&id).await?;
+    let revision = form.one("revision").parse::<i64>().ok();
+    let mut v = FormValues::from_form(&form);
+    v.id = String::new();
+    let input = match v.apply(&form, current.metadata.to_input()) {
+        Ok(i) => i,
+        Err(errors) => return form_page(&state, session, Some((&id, current.revision)), v, errors).await,
+    };
+    match state.service.update_dataset(&session.actor, &id, input, revision).await {
+        Ok(d) => Ok(Redirect::to(&format!("/datasets/{}", d.id)).into_response()),
+        Err(e) => {
+            let errors = form_errors(e)?;
+            form_page(&state, session, Some((&id, current.revision)), v, errors).await
+        }
+    }
+}
+
+// ---- sign-in --------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+struct SigninPage {
+    nav: Nav,
+    csrf: String,
+    username: String,
+    error: String,
+}
+
+async fn signin_form(State(state): State<AppState>, viewer: Viewer) -> PageResult {
+    if viewer.0.is_some() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    signin_page(&state, String::new(), String::new(), StatusCode::OK)
+}
+
+fn signin_page(state: &AppState, username: String, error: String, status: StatusCode) -> PageResult {
+    let csrf = new_form_token()?;
+    let page = SigninPage { nav: Nav { current: "signin", ..Nav::default() }, csrf: csrf.clone(), username, error };
+    let mut res = (status, Html(page.render()?)).into_response();
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(state, SIGNIN_COOKIE, &csrf, 3600));
+    Ok(res)
+}
+
+async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let sent = form.one("csrf");
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+        return signin_page(
+            &state,
+            form.one("username"),
+            "The sign-in form had expired. Please try again.".into(),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let username = form.one("username");
+    let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
+    if username.is_empty() || password.is_empty() || username.len() > 64 || password.len() > 1024 {
+        return signin_page(&state, username, "Enter your username and password.".into(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let user = match state.service.authenticate(&username, &password).await {
+        Ok(u) => u,
+        Err(ServiceError::BadCredentials) => {
+            return signin_page(&state, username, "The username or password is wrong.".into(), StatusCode::UNAUTHORIZED);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let issued = state.service.start_session(&user).await?;
+    let max_age = (issued.expires_at - state.service.now()).whole_seconds().max(0);
+    let mut res = Redirect::to("/").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, &issued.secret, max_age));
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, "", 0));
+    Ok(res)
+}
+
+async fn signout(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    if viewer.0.is_some() {
+        viewer.check_form(&form)?;
+        if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
+            state.service.end_session(&secret).await?;
+        }
+    }
+    let mut res = Redirect::to("/").into_response();
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, "", 0));
+    Ok(res)
+}
+
+// ---- administration -------------------------------------------------------------
+
+struct UserRow {
+    username: String,
+    display_name: String,
+    roles: String,
+    organizations: String,
+}
+
+struct GroupRow {
+    id: String,
+    name: String,
+    criteria: String,
+    members: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    nav: Nav,
+    organizations: Vec<Organization>,
+    org_choices: Vec<Choice>,
+    kinds: Vec<Choice>,
+    roles: Vec<Choice>,
+    users: Vec<UserRow>,
+    groups: Vec<GroupRow>,
+    message: String,
+    errors: Vec<ErrorLink>,
+}
+
+fn require_admin(viewer: &Viewer) -> Result<&Session, PageError> {
+    match &viewer.0 {
+        None => Err(PageError::SignIn),
+        Some(s) if s.actor.is_admin() => Ok(s),
+        Some(_) => Err(PageError::page(StatusCode::FORBIDDEN, "Only administrators may see the administration page.")),
+    }
+}
+
+async fn admin_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw): RawQuery) -> PageResult {
+    let session = require_admin(&viewer)?;
+    let message = match raw.as_deref().unwrap_or("") {
+        "done=organization" => "Organisation created.",
+        "done=user" => "Account created.",
+        "done=membership" => "Membership added.",
+        "done=group" => "Group created.",
+        _ => "",
+    };
+    admin_view(&state, session, message.into(), Vec::new()).await
+}
+
+async fn admin_view(state: &AppState, session: &Session, message: String, errors: Vec<FieldError>) -> PageResult {
+    let organizations = state.service.list_organizations().await?;
+    let names: BTreeMap<String, String> = organizations.iter().map(|o| (o.id.clone(), o.name.clone())).collect();
+    let users = state.service.list_users(&session.actor).await?;
+    let groups = state.service.list_groups().await?;
+    let page = AdminPage {
+        nav: Viewer(Some(session.clone())).nav("admin"),
+        org_choices: organizations
+            .iter()
+            .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: false })
+            .collect(),
+        kinds: OrganizationKind::ALL
+            .iter()
+            .map(|k| Choice { value: k.as_str().into(), label: humanise(k.as_str()), selected: false })
+            .collect(),
+        roles: Role::ALL
+            .iter()
+            .map(|r| Choice { value: r.as_str().into(), label: humanise(r.as_str()), selected: false })
+            .collect(),
+        users: users
+            .into_iter()
+            .map(|u| UserRow {
+                roles: u.roles.iter().map(|r| humanise(r.as_str())).collect::<Vec<_>>().join(", "),
+                organizations: u
+                    .organization_ids
+                    .iter()
+                    .map(|o| names.get(o).cloned().unwrap_or_else(|| o.clone()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                username: u.username,
+                display_name: u.display_name,
+            })
+            .collect(),
+        groups: groups
+            .into_iter()
+            .map(|g| GroupRow {
+                members: g
+                    .member_organization_ids
+                    .iter()
+                    .map(|o| names.get(o).cloned().unwrap_or_else(|| o.clone()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                id: g.id,
+                name: g.name,
+                criteria: g.criteria,
+            })
+            .collect(),
+        organizations,
+        message,
+        errors: errors
+            .into_iter()
+            .map(|e| ErrorLink { anchor: String::new(), field: humanise(&e.field), message: e.message })
+            .collect(),
+    };
+    let status = if page.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+/// Run an administrative change; on a refusal the page is shown again with the reasons.
+async fn admin_outcome(
+    state: &AppState,
+    session: &Session,
+    result: Result<(), ServiceError>,
+    done: &str,
+) -> PageResult {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/admin?done={done}")).into_response()),
+        Err(e) => {
+            let errors = form_errors(e)?;
+            admin_view(state, session, String::new(), errors).await
+        }
+    }
+}
+
+async fn admin_create_organization(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = require_admin(&viewer)?;
+    viewer.check_form(&form)?;
+    let kind = OrganizationKind::parse(&form.one("kind")).unwrap_or_default();
+    let new = NewOrganization {
+        id: form.one("id"),
+        name: form.one("name"),
+        kind,
+        description: form.one("description"),
+        url: form.opt("url"),
+    };
+    let result = state.service.create_organization(&session.actor, new).await.map(|_| ());
+    admin_outcome(&state, session, result, "organization").await
+}
+
+async fn admin_create_user(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = require_admin(&viewer)?;
+    viewer.check_form(&form)?;
+    let new = NewUser {
+        username: form.one("username"),
+        display_name: form.one("display_name"),
+        email: form.opt("email"),
+        password: form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default(),
+        roles: form.all("roles").iter().filter_map(|r| Role::parse(r)).collect(),
+        organization_ids: form.all("organization_ids"),
+    };
+    let result = state.service.create_user(&session.actor, new).await.map(|_| ());
+    admin_outcome(&state, session, result, "user").await
+}
+
+async fn admin_add_membership(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = require_admin(&viewer)?;
+    viewer.check_form(&form)?;
+    let result =
+        state.service.add_membership(&session.actor, &form.one("username"), &form.one("organization_id")).await;
+    admin_outcome(&state, session, result, "membership").await
+}
+
+async fn admin_create_group(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+    let form = Form::parse(&headers, &body)?;
+    let session = require_admin(&viewer)?;
+    viewer.check_form(&form)?;
+    let new = NewGroup {
+        id: form.one("id"),
+        name: form.one("name"),
+        description: form.one("description"),
+        criteria: form.one("criteria"),
+        member_organization_ids: form.all("member_organization_ids"),
+    };
+    let result = state.service.create_group(&session.actor, new).await.map(|_| ());
+    admin_outcome(&state, session, result, "group").await
+}
+
+// ---- pages shared by all --------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    nav: Nav,
+    title: String,
+    message: String,
+    status: u16,
+}
+
+const STYLESHEET: &str = include_str!("../static/style.css");
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; ct_session=abc; b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn search_links_keep_other_filters_and_drop_the_page() {
+        let p = SearchParams {
+            q: Some("air".into()),
+            theme: Some("energy".into()),
+            page: Some("3".into()),
+            ..SearchParams::default()
+        };
+        assert_eq!(with_param(&p, "spectrum", Some("open".into())), "/datasets?q=air&theme=energy&spectrum=open");
+        assert_eq!(with_param(&p, "theme", None), "/datasets?q=air");
+    }
+
+    #[test]
+    fn field_errors_point_at_form_controls() {
+        assert_eq!(anchor_for("licence.url"), "f-licence_url");
+        assert_eq!(anchor_for("owner_organization_id"), "f-owner");
+        assert_eq!(anchor_for("temporal_coverage.end"), "f-period_end");
+        assert_eq!(anchor_for("data_states.completeness.coverage"), "f-coverage");
+    }
+
+    #[test]
+    fn a_form_keeps_fields_it_does_not_show() {
+        let mut base = blank_input();
+        base.analogue_conversion = Some("scanned".into());
+        base.licence = Some(Licence { id: "CC-BY-4.0".into(), title: "CC BY 4.0".into(), url: None, verified: true, note: None });
+        let body = Bytes::from_static(
+            b"title=T&description=D&owner_organization_id=o&spectrum=open&themes=energy&themes=health\
+              &keywords=a,+b&licence_id=CC-BY-4.0&licence_title=CC+BY+4.0",
+        );
+        let form = Form(form_urlencoded::parse(&body).into_owned().collect());
+        let v = FormValues::from_form(&form);
+        let input = v.apply(&form, base).unwrap();
+        assert_eq!(input.analogue_conversion.as_deref(), Some("scanned"));
+        assert_eq!(input.themes, vec![Theme::Energy, Theme::Health]);
+        assert_eq!(input.keywords, vec!["a", "b"]);
+        assert!(input.licence.unwrap().verified, "an unchanged licence stays verified");
+    }
+
+    #[test]
+    fn an_unknown_choice_is_named() {
+        let form = Form(vec![("spectrum".into(), "secret".into()), ("structure".into(), "xml".into())]);
+        let errors = FormValues::from_form(&form).apply(&form, blank_input()).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["spectrum", "structure"]);
+    }
+}
