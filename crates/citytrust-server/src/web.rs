@@ -69,7 +69,6 @@ impl Viewer {
             None => Nav { current, ..Nav::default() },
             Some(s) => Nav {
                 signed_in: true,
-                username: s.user.username.clone(),
                 display_name: s.user.display_name.clone(),
                 is_admin: s.actor.is_admin(),
                 csrf: s.csrf_token.clone(),
@@ -256,7 +255,6 @@ fn theme_label(t: Theme) -> String {
 #[derive(Default, Clone)]
 pub struct Nav {
     signed_in: bool,
-    username: String,
     display_name: String,
     is_admin: bool,
     csrf: String,

@@ -1,1 +1,224 @@
-fn main() {}
+//! `citytrust`: serve the trust, load and serve the demo city, manage accounts.
+
+mod demo;
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use citytrust_model::{NewUser, Role};
+use citytrust_service::{Service, Settings, SystemClock};
+use citytrust_store::Store;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "citytrust", version, about = "A civic data trust: catalogue, governed sharing and a public transparency log.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the trust.
+    Serve(ServeArgs),
+    /// Load the demo city into a fresh data directory (reusing an existing one) and serve it.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Password for every demo account.
+        #[arg(long, env = "CITYTRUST_DEMO_PASSWORD", default_value = "demo-password", hide_env_values = true)]
+        demo_password: String,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the password is read from standard input. On a data
+    /// directory without accounts, the first account is made an administrator.
+    Add {
+        #[command(flatten)]
+        storage: StorageArgs,
+        username: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// administrator, trustee or resident (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Organisation id the person is a member of (repeatable).
+        #[arg(long = "organization")]
+        organizations: Vec<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct StorageArgs {
+    /// Data directory (holds the SQLite database unless --database-url is given).
+    #[arg(long, env = "CITYTRUST_DATA", default_value = "./citytrust-data")]
+    data: PathBuf,
+    /// `postgres://user:pass@host/db` to keep state in PostgreSQL instead of SQLite.
+    #[arg(long, env = "CITYTRUST_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Address to listen on.
+    #[arg(long, env = "CITYTRUST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Send session cookies without the Secure attribute (only for plain HTTP away from localhost).
+    #[arg(long)]
+    insecure_cookies: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("CITYTRUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let started = Instant::now();
+            let service = open(&args.storage).await?;
+            serve(service, &args, started, None).await
+        }
+        Command::Demo { serve: args, demo_password } => {
+            let started = Instant::now();
+            let service = open(&args.storage).await?;
+            let loaded = demo::load(&service, &demo_password).await?;
+            serve(service, &args, started, Some((loaded, demo_password))).await
+        }
+        Command::User { command: UserCommand::Add { storage, username, display_name, email, roles, organizations } } => {
+            let service = open(&storage).await?;
+            let password = read_password()?;
+            let mut parsed = Vec::new();
+            for r in &roles {
+                parsed.push(Role::parse(r).with_context(|| format!("--role: '{r}' is not administrator, trustee or resident"))?);
+            }
+            let new = NewUser {
+                display_name: display_name.unwrap_or_else(|| username.clone()),
+                username,
+                email,
+                password,
+                roles: parsed,
+                organization_ids: organizations,
+            };
+            let first = service.store().user_count().await? == 0;
+            let user = if first { service.bootstrap_administrator(new).await } else { service.insert_user(new).await }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+            println!("created account '{}' with roles [{}]", user.username, roles.join(", "));
+            Ok(())
+        }
+    }
+}
+
+async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
+    let store = match &storage.database_url {
+        Some(url) => Store::connect(url).await.context("could not open the database given by --database-url")?,
+        None => {
+            std::fs::create_dir_all(&storage.data)
+                .with_context(|| format!("could not create the data directory {}", storage.data.display()))?;
+            Store::open_data_dir(&storage.data)
+                .await
+                .with_context(|| format!("could not open the database in {}", storage.data.display()))?
+        }
+    };
+    let service = Service::new(store, Arc::new(SystemClock), Settings::default()).await?;
+    Ok(Arc::new(service))
+}
+
+async fn serve(
+    service: Arc<Service>,
+    args: &ServeArgs,
+    started: Instant,
+    demo: Option<(demo::Loaded, String)>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let state = citytrust_server::AppState::new(service.clone(), !args.insecure_cookies);
+    citytrust_server::spawn_maintenance(service.clone());
+    let app = citytrust_server::app(state);
+    let url = format!("http://{addr}/");
+    tracing::info!(%url, datasets = service.catalogue_size(), ready_ms = started.elapsed().as_millis() as u64, "serving");
+    if let Some((loaded, password)) = demo {
+        print_demo_banner(&url, &loaded, &password, &args.storage.data);
+    } else {
+        println!("CityTrust is serving at {url}");
+    }
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_demo_banner(url: &str, loaded: &demo::Loaded, password: &str, data: &Path) {
+    let how = if loaded.fresh { "loaded into" } else { "reused from" };
+    println!();
+    println!("CityTrust demo city: {} datasets, {how} {}", loaded.datasets, data.display());
+    println!("Open {url}");
+    println!();
+    println!("Sign in as any of these (password: {password}):");
+    for (user, what) in demo::ACCOUNTS {
+        println!("  {user:<10} {what}");
+    }
+    println!();
+    println!("API: POST {url}api/v1/auth/token with {{\"username\":…,\"password\":…}}; description at {url}api/openapi.json");
+    println!("Stop with Ctrl-C.");
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password (at least 12 characters): ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.is_empty() {
+        bail!("no password given on standard input");
+    }
+    Ok(password)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
