@@ -6,7 +6,9 @@ use utoipa::ToSchema;
 use crate::validation::ValidationErrors;
 
 /// A role a person holds in the trust, beyond membership of organisations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Runs the installation: organisations, accounts, groups.
@@ -202,13 +204,19 @@ impl NewUser {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut e = ValidationErrors::default();
         if !is_username(&self.username) {
-            e.push("username", "must be 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'");
+            e.push(
+                "username",
+                "must be 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'",
+            );
         }
         e.required_text("display_name", &self.display_name, 200);
         e.email("email", &self.email);
         let n = self.password.chars().count();
         if n < MIN_PASSWORD_LEN {
-            e.push("password", format!("must be at least {MIN_PASSWORD_LEN} characters"));
+            e.push(
+                "password",
+                format!("must be at least {MIN_PASSWORD_LEN} characters"),
+            );
         } else if n > 1024 {
             e.push("password", "must be at most 1024 characters");
         }
@@ -221,7 +229,9 @@ impl NewUser {
 
 pub fn is_username(s: &str) -> bool {
     (2..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
@@ -230,7 +240,12 @@ pub fn is_username(s: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Anonymous,
-    User { username: String, display_name: String, roles: Vec<Role>, organization_ids: Vec<String> },
+    User {
+        username: String,
+        display_name: String,
+        roles: Vec<Role>,
+        organization_ids: Vec<String>,
+    },
 }
 
 impl Actor {
@@ -260,7 +275,9 @@ impl Actor {
     pub fn organization_ids(&self) -> &[String] {
         match self {
             Actor::Anonymous => &[],
-            Actor::User { organization_ids, .. } => organization_ids,
+            Actor::User {
+                organization_ids, ..
+            } => organization_ids,
         }
     }
 }

@@ -30,14 +30,19 @@ pub fn may_create_dataset(actor: &Actor, owner: &str) -> Result<(), Refusal> {
 
 /// Edit an entry: administrators, members of its owner, and members of a custodian organisation.
 /// Handing an entry to another owner needs membership of the new owner too (or administration).
-pub fn may_edit_dataset(actor: &Actor, current: &DatasetMetadata, proposed: &DatasetMetadata) -> Result<(), Refusal> {
+pub fn may_edit_dataset(
+    actor: &Actor,
+    current: &DatasetMetadata,
+    proposed: &DatasetMetadata,
+) -> Result<(), Refusal> {
     if matches!(actor, Actor::Anonymous) {
         return Err(Refusal::NotSignedIn);
     }
     if actor.is_admin() {
         return Ok(());
     }
-    let maintains = actor.is_member_of(&current.owner_organization_id) || current.custodians().any(|c| actor.is_member_of(c));
+    let maintains = actor.is_member_of(&current.owner_organization_id)
+        || current.custodians().any(|c| actor.is_member_of(c));
     if !maintains {
         return Err(Refusal::NotAllowed(format!(
             "only members of the owner '{}' or of a custodian organisation may edit this dataset",
@@ -46,7 +51,9 @@ pub fn may_edit_dataset(actor: &Actor, current: &DatasetMetadata, proposed: &Dat
     }
     if proposed.owner_organization_id != current.owner_organization_id {
         if !actor.is_member_of(&current.owner_organization_id) {
-            return Err(Refusal::NotAllowed("only the owner's members may hand a dataset to another owner".into()));
+            return Err(Refusal::NotAllowed(
+                "only the owner's members may hand a dataset to another owner".into(),
+            ));
         }
         if !actor.is_member_of(&proposed.owner_organization_id) {
             return Err(Refusal::NotAllowed(format!(
@@ -55,8 +62,11 @@ pub fn may_edit_dataset(actor: &Actor, current: &DatasetMetadata, proposed: &Dat
             )));
         }
     }
-    if proposed.spectrum != current.spectrum && !actor.is_member_of(&current.owner_organization_id) {
-        return Err(Refusal::NotAllowed("only the owner decides a dataset's classification".into()));
+    if proposed.spectrum != current.spectrum && !actor.is_member_of(&current.owner_organization_id)
+    {
+        return Err(Refusal::NotAllowed(
+            "only the owner decides a dataset's classification".into(),
+        ));
     }
     Ok(())
 }
@@ -66,7 +76,9 @@ pub fn may_administer(actor: &Actor) -> Result<(), Refusal> {
     match actor {
         Actor::Anonymous => Err(Refusal::NotSignedIn),
         _ if actor.is_admin() => Ok(()),
-        _ => Err(Refusal::NotAllowed("only administrators may manage organisations, accounts and groups".into())),
+        _ => Err(Refusal::NotAllowed(
+            "only administrators may manage organisations, accounts and groups".into(),
+        )),
     }
 }
 
@@ -74,7 +86,7 @@ pub fn may_administer(actor: &Actor) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use crate::account::Role;
-    use crate::catalogue::{DatasetInput, ValueChainRole, RoleAssignment};
+    use crate::catalogue::{DatasetInput, RoleAssignment, ValueChainRole};
 
     fn user(roles: &[Role], orgs: &[&str]) -> Actor {
         Actor::User {
@@ -92,14 +104,20 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let (_, mut m) = input.validate().unwrap_or_else(|e| panic!("{e}"));
         if let Some(c) = custodian {
-            m.roles.push(RoleAssignment { organization_id: c.into(), role: ValueChainRole::Custodian });
+            m.roles.push(RoleAssignment {
+                organization_id: c.into(),
+                role: ValueChainRole::Custodian,
+            });
         }
         m
     }
 
     #[test]
     fn who_may_create() {
-        assert_eq!(may_create_dataset(&Actor::Anonymous, "city"), Err(Refusal::NotSignedIn));
+        assert_eq!(
+            may_create_dataset(&Actor::Anonymous, "city"),
+            Err(Refusal::NotSignedIn)
+        );
         assert!(may_create_dataset(&user(&[], &["city"]), "city").is_ok());
         assert!(may_create_dataset(&user(&[], &["uni"]), "city").is_err());
         assert!(may_create_dataset(&user(&[Role::Trustee, Role::Resident], &[]), "city").is_err());
@@ -110,22 +128,43 @@ mod tests {
     fn who_may_edit() {
         let d = dataset("city", Some("utility"));
         let same = d.clone();
-        assert_eq!(may_edit_dataset(&Actor::Anonymous, &d, &same), Err(Refusal::NotSignedIn));
+        assert_eq!(
+            may_edit_dataset(&Actor::Anonymous, &d, &same),
+            Err(Refusal::NotSignedIn)
+        );
         assert!(may_edit_dataset(&user(&[], &["city"]), &d, &same).is_ok());
-        assert!(may_edit_dataset(&user(&[], &["utility"]), &d, &same).is_ok(), "custodian edits");
-        assert!(may_edit_dataset(&user(&[], &["uni"]), &d, &same).is_err(), "another organisation");
-        assert!(may_edit_dataset(&user(&[Role::Trustee], &[]), &d, &same).is_err(), "trustees do not edit metadata");
+        assert!(
+            may_edit_dataset(&user(&[], &["utility"]), &d, &same).is_ok(),
+            "custodian edits"
+        );
+        assert!(
+            may_edit_dataset(&user(&[], &["uni"]), &d, &same).is_err(),
+            "another organisation"
+        );
+        assert!(
+            may_edit_dataset(&user(&[Role::Trustee], &[]), &d, &same).is_err(),
+            "trustees do not edit metadata"
+        );
 
         let mut reclassified = d.clone();
         reclassified.spectrum = crate::Spectrum::Open;
-        assert!(may_edit_dataset(&user(&[], &["utility"]), &d, &reclassified).is_err(), "custodian cannot reclassify");
+        assert!(
+            may_edit_dataset(&user(&[], &["utility"]), &d, &reclassified).is_err(),
+            "custodian cannot reclassify"
+        );
         assert!(may_edit_dataset(&user(&[], &["city"]), &d, &reclassified).is_ok());
 
         let mut handed = d.clone();
         handed.owner_organization_id = "uni".into();
-        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &handed).is_err(), "not a member of the new owner");
+        assert!(
+            may_edit_dataset(&user(&[], &["city"]), &d, &handed).is_err(),
+            "not a member of the new owner"
+        );
         assert!(may_edit_dataset(&user(&[], &["city", "uni"]), &d, &handed).is_ok());
-        assert!(may_edit_dataset(&user(&[], &["utility", "uni"]), &d, &handed).is_err(), "custodian cannot hand over");
+        assert!(
+            may_edit_dataset(&user(&[], &["utility", "uni"]), &d, &handed).is_err(),
+            "custodian cannot hand over"
+        );
     }
 
     #[test]

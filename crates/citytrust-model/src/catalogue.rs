@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 use crate::validation::{ValidationErrors, is_slug};
 
 /// Where a dataset sits on the data spectrum (R-CAT-3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Spectrum {
     /// Anyone may use it, for any purpose.
@@ -28,8 +30,13 @@ pub enum Spectrum {
 }
 
 impl Spectrum {
-    pub const ALL: [Spectrum; 5] =
-        [Spectrum::Open, Spectrum::SharedPublic, Spectrum::SharedGroup, Spectrum::SharedSpecific, Spectrum::Closed];
+    pub const ALL: [Spectrum; 5] = [
+        Spectrum::Open,
+        Spectrum::SharedPublic,
+        Spectrum::SharedGroup,
+        Spectrum::SharedSpecific,
+        Spectrum::Closed,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Spectrum::Open => "open",
@@ -51,10 +58,18 @@ impl Spectrum {
     pub fn explanation(self) -> &'static str {
         match self {
             Spectrum::Open => "Anyone can access, use and share this data.",
-            Spectrum::SharedPublic => "Anyone can use this data, under terms that are not an open licence.",
-            Spectrum::SharedGroup => "Available to members of named groups, decided by predetermined criteria.",
-            Spectrum::SharedSpecific => "Available only to named people or organisations under an agreement.",
-            Spectrum::Closed => "Not shared with anyone outside its owner. Only its existence is published.",
+            Spectrum::SharedPublic => {
+                "Anyone can use this data, under terms that are not an open licence."
+            }
+            Spectrum::SharedGroup => {
+                "Available to members of named groups, decided by predetermined criteria."
+            }
+            Spectrum::SharedSpecific => {
+                "Available only to named people or organisations under an agreement."
+            }
+            Spectrum::Closed => {
+                "Not shared with anyone outside its owner. Only its existence is published."
+            }
         }
     }
     pub fn parse(s: &str) -> Option<Spectrum> {
@@ -126,7 +141,9 @@ pub enum UpdateFrequency {
 }
 
 /// Themes used to browse the catalogue. Each maps to an EU data theme for DCAT-AP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Theme {
     Energy,
@@ -187,7 +204,9 @@ impl Theme {
 
 /// A role an organisation plays in a dataset's value chain (R-ACC-1; ISO/IEC
 /// 17917 7.2 and, for personal data, 7.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueChainRole {
     Creator,
@@ -562,7 +581,10 @@ impl DatasetMetadata {
             e.list(name, cols, 500, 200);
         }
         if !cc.personal.is_empty() && !self.personal_data {
-            e.push("personal_data", "must be true when columns are marked personal");
+            e.push(
+                "personal_data",
+                "must be true when columns are marked personal",
+            );
         }
         if let Some(l) = &self.location {
             e.required_text("location.system", &l.system, 200);
@@ -573,7 +595,10 @@ impl DatasetMetadata {
         }
         if let Some(p) = &self.temporal_coverage {
             let start = e.date("temporal_coverage.start", &p.start);
-            let end = p.end.as_deref().and_then(|end| e.date("temporal_coverage.end", end));
+            let end = p
+                .end
+                .as_deref()
+                .and_then(|end| e.date("temporal_coverage.end", end));
             if let (Some(s), Some(t)) = (start, end) {
                 if t < s {
                     e.push("temporal_coverage.end", "is before the start");
@@ -583,28 +608,61 @@ impl DatasetMetadata {
         e.list("shared_identifiers", &self.shared_identifiers, 50, 200);
         match (&self.structure, &self.analogue_conversion) {
             (Structure::Analogue, None) => {
-                e.push("analogue_conversion", "must say how analogue data was digitised");
+                e.push(
+                    "analogue_conversion",
+                    "must say how analogue data was digitised",
+                );
             }
             (_, Some(text)) => e.required_text("analogue_conversion", text, 2000),
             _ => {}
         }
         let ds = &self.data_states;
         for (name, value) in [
-            ("data_states.completeness.coverage", &ds.completeness.coverage),
-            ("data_states.completeness.continuity", &ds.completeness.continuity),
+            (
+                "data_states.completeness.coverage",
+                &ds.completeness.coverage,
+            ),
+            (
+                "data_states.completeness.continuity",
+                &ds.completeness.continuity,
+            ),
             ("data_states.accuracy.precision", &ds.accuracy.precision),
-            ("data_states.accuracy.valid_ranges", &ds.accuracy.valid_ranges),
+            (
+                "data_states.accuracy.valid_ranges",
+                &ds.accuracy.valid_ranges,
+            ),
             ("data_states.accuracy.tolerances", &ds.accuracy.tolerances),
-            ("data_states.accuracy.sampling_rate", &ds.accuracy.sampling_rate),
-            ("data_states.accuracy.conversion_process", &ds.accuracy.conversion_process),
-            ("data_states.availability.refresh_timetable", &ds.availability.refresh_timetable),
-            ("data_states.availability.planned_gaps", &ds.availability.planned_gaps),
+            (
+                "data_states.accuracy.sampling_rate",
+                &ds.accuracy.sampling_rate,
+            ),
+            (
+                "data_states.accuracy.conversion_process",
+                &ds.accuracy.conversion_process,
+            ),
+            (
+                "data_states.availability.refresh_timetable",
+                &ds.availability.refresh_timetable,
+            ),
+            (
+                "data_states.availability.planned_gaps",
+                &ds.availability.planned_gaps,
+            ),
             ("data_states.timeliness.lag", &ds.timeliness.lag),
             ("data_states.provenance.origin", &ds.provenance.origin),
-            ("data_states.provenance.processing_history", &ds.provenance.processing_history),
+            (
+                "data_states.provenance.processing_history",
+                &ds.provenance.processing_history,
+            ),
             ("data_states.provenance.lineage", &ds.provenance.lineage),
-            ("data_states.provenance.sensor_location", &ds.provenance.sensor_location),
-            ("data_states.provenance.sensor_calibration", &ds.provenance.sensor_calibration),
+            (
+                "data_states.provenance.sensor_location",
+                &ds.provenance.sensor_location,
+            ),
+            (
+                "data_states.provenance.sensor_calibration",
+                &ds.provenance.sensor_calibration,
+            ),
         ] {
             e.optional_text(name, value, 4000);
         }
@@ -618,17 +676,24 @@ impl DatasetMetadata {
 
     /// Organisations named anywhere in the metadata (all must exist).
     pub fn organization_ids(&self) -> impl Iterator<Item = (String, &str)> {
-        std::iter::once(("owner_organization_id".to_string(), self.owner_organization_id.as_str())).chain(
-            self.roles
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (format!("roles[{i}].organization_id"), r.organization_id.as_str())),
-        )
+        std::iter::once((
+            "owner_organization_id".to_string(),
+            self.owner_organization_id.as_str(),
+        ))
+        .chain(self.roles.iter().enumerate().map(|(i, r)| {
+            (
+                format!("roles[{i}].organization_id"),
+                r.organization_id.as_str(),
+            )
+        }))
     }
 
     /// Organisations that may maintain this entry besides its owner.
     pub fn custodians(&self) -> impl Iterator<Item = &str> {
-        self.roles.iter().filter(|r| r.role == ValueChainRole::Custodian).map(|r| r.organization_id.as_str())
+        self.roles
+            .iter()
+            .filter(|r| r.role == ValueChainRole::Custodian)
+            .map(|r| r.organization_id.as_str())
     }
 
     /// Whether this slug belongs in the catalogue at all.
@@ -673,11 +738,26 @@ mod tests {
         check(serde_json::json!({}), &[]);
         check(serde_json::json!({"id": "Bad Id"}), &["id"]);
         check(serde_json::json!({"title": "  "}), &["title"]);
-        check(serde_json::json!({"keywords": ["ok", ""]}), &["keywords[1]"]);
-        check(serde_json::json!({"column_classes": {"personal": ["name"]}}), &["personal_data"]);
-        check(serde_json::json!({"structure": "analogue"}), &["analogue_conversion"]);
-        check(serde_json::json!({"temporal_coverage": {"start": "2018-01-01", "end": "2017-01-01"}}), &["temporal_coverage.end"]);
-        check(serde_json::json!({"themes": ["energy", "energy"]}), &["themes"]);
+        check(
+            serde_json::json!({"keywords": ["ok", ""]}),
+            &["keywords[1]"],
+        );
+        check(
+            serde_json::json!({"column_classes": {"personal": ["name"]}}),
+            &["personal_data"],
+        );
+        check(
+            serde_json::json!({"structure": "analogue"}),
+            &["analogue_conversion"],
+        );
+        check(
+            serde_json::json!({"temporal_coverage": {"start": "2018-01-01", "end": "2017-01-01"}}),
+            &["temporal_coverage.end"],
+        );
+        check(
+            serde_json::json!({"themes": ["energy", "energy"]}),
+            &["themes"],
+        );
         check(
             serde_json::json!({"roles": [{"organization_id": "a-b", "role": "creator"}, {"organization_id": "a-b", "role": "creator"}]}),
             &["roles[1]"],
@@ -696,7 +776,8 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_through_input() {
-        let input: DatasetInput = serde_json::from_value(minimal()).unwrap_or_else(|e| panic!("{e}"));
+        let input: DatasetInput =
+            serde_json::from_value(minimal()).unwrap_or_else(|e| panic!("{e}"));
         let (_, m) = input.clone().validate().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.to_input(), input);
     }

@@ -10,7 +10,9 @@ pub mod authz;
 pub mod catalogue;
 pub mod validation;
 
-pub use account::{Actor, Group, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, User};
+pub use account::{
+    Actor, Group, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, User,
+};
 pub use authz::Refusal;
 pub use catalogue::{
     Dataset, DatasetInput, DatasetMetadata, Spectrum, Theme, UpdateFrequency, ValueChainRole,

@@ -29,10 +29,16 @@ fn summary(errors: &[FieldError]) -> String {
 
 impl ValidationErrors {
     pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ValidationErrors(vec![FieldError { field: field.into(), message: message.into() }])
+        ValidationErrors(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
     }
     pub fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { field: field.into(), message: message.into() });
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -54,7 +60,10 @@ impl ValidationErrors {
         if n > max {
             self.push(field, format!("is {n} characters long; the limit is {max}"));
         }
-        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+        {
             self.push(field, "contains control characters");
         }
     }
@@ -77,7 +86,10 @@ impl ValidationErrors {
         if let Some(v) = value {
             let ok = v.len() <= 254
                 && v.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
                 })
                 && !v.chars().any(char::is_whitespace);
             if !ok {
@@ -95,7 +107,10 @@ impl ValidationErrors {
     }
     pub fn list(&mut self, field: &str, values: &[String], max_items: usize, max_len: usize) {
         if values.len() > max_items {
-            self.push(field, format!("has {} items; the limit is {max_items}", values.len()));
+            self.push(
+                field,
+                format!("has {} items; the limit is {max_items}", values.len()),
+            );
         }
         for (i, v) in values.iter().enumerate() {
             self.required_text(&format!("{field}[{i}]"), v, max_len);
@@ -118,7 +133,8 @@ impl ValidationErrors {
 pub fn is_slug(s: &str) -> bool {
     let len = s.len();
     (2..=100).contains(&len)
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
         && !s.contains("--")
@@ -131,7 +147,9 @@ pub fn slugify(title: &str) -> String {
     let mut pending_hyphen = false;
     for c in title.chars() {
         let folded: &str = match c {
-            'à' | 'á' | 'â' | 'ä' | 'ã' | 'å' | 'À' | 'Á' | 'Â' | 'Ä' | 'Ã' | 'Å' => "a",
+            'à' | 'á' | 'â' | 'ä' | 'ã' | 'å' | 'À' | 'Á' | 'Â' | 'Ä' | 'Ã' | 'Å' => {
+                "a"
+            }
             'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => "e",
             'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => "i",
             'ò' | 'ó' | 'ô' | 'ö' | 'õ' | 'Ò' | 'Ó' | 'Ô' | 'Ö' | 'Õ' => "o",
@@ -159,7 +177,11 @@ pub fn slugify(title: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-').to_string();
-    if out.len() < 2 { format!("dataset-{out}").trim_end_matches('-').to_string() } else { out }
+    if out.len() < 2 {
+        format!("dataset-{out}").trim_end_matches('-').to_string()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]
@@ -175,7 +197,10 @@ mod tests {
     #[test]
     fn slugs_from_titles() {
         check_slugify("Barcelona air quality", "barcelona-air-quality");
-        check_slugify("  Qualitat de l'aire — Barcelona ", "qualitat-de-l-aire-barcelona");
+        check_slugify(
+            "  Qualitat de l'aire — Barcelona ",
+            "qualitat-de-l-aire-barcelona",
+        );
         check_slugify("Mortalitat per barris (2017)", "mortalitat-per-barris-2017");
         check_slugify("Montréal élection", "montreal-election");
         check_slugify("!", "dataset");
@@ -186,7 +211,17 @@ mod tests {
         for ok in ["ab", "barcelona-air-quality", "a1-b2"] {
             assert!(is_slug(ok), "{ok}");
         }
-        for bad in ["a", "-ab", "ab-", "a--b", "Ab", "a b", "a_b", "é-b", &"x".repeat(101)] {
+        for bad in [
+            "a",
+            "-ab",
+            "ab-",
+            "a--b",
+            "Ab",
+            "a b",
+            "a_b",
+            "é-b",
+            &"x".repeat(101),
+        ] {
             assert!(!is_slug(bad), "{bad}");
         }
     }
@@ -200,6 +235,15 @@ mod tests {
         e.email("contact.email", &Some("nobody".into()));
         e.date("temporal_coverage.start", "2017-13-01");
         let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["title", "description", "licence.url", "contact.email", "temporal_coverage.start"]);
+        assert_eq!(
+            fields,
+            [
+                "title",
+                "description",
+                "licence.url",
+                "contact.email",
+                "temporal_coverage.start"
+            ]
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The JSON API under `/api/v1`, and the OpenAPI document that describes it.
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,9 +20,18 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/auth/token", post(issue_token))
         .route("/api/v1/me", get(me))
-        .route("/api/v1/datasets", get(search_datasets).post(create_dataset))
-        .route("/api/v1/datasets/{id}", get(get_dataset).patch(patch_dataset))
-        .route("/api/v1/organizations", get(list_organizations).post(create_organization))
+        .route(
+            "/api/v1/datasets",
+            get(search_datasets).post(create_dataset),
+        )
+        .route(
+            "/api/v1/datasets/{id}",
+            get(get_dataset).patch(patch_dataset),
+        )
+        .route(
+            "/api/v1/organizations",
+            get(list_organizations).post(create_organization),
+        )
         .route("/api/v1/organizations/{id}", get(get_organization))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/groups", get(list_groups).post(create_group))
@@ -56,15 +65,26 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("opaque").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("opaque")
+                    .build(),
+            ),
         );
     }
 }
 
 async fn openapi_json() -> Response {
     match ApiDoc::openapi().to_json() {
-        Ok(body) => ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => ApiError::from(citytrust_service::ServiceError::Internal(e.to_string())).into_response(),
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            ApiError::from(citytrust_service::ServiceError::Internal(e.to_string())).into_response()
+        }
     }
 }
 
@@ -99,11 +119,17 @@ pub struct TokenResponse {
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn issue_token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+async fn issue_token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
     if req.username.len() > 64 || req.password.len() > 1024 {
         return Err(citytrust_service::ServiceError::BadCredentials.into());
     }
-    let issued = state.service.issue_api_token(&req.username, &req.password).await?;
+    let issued = state
+        .service
+        .issue_api_token(&req.username, &req.password)
+        .await?;
     Ok(Json(TokenResponse {
         token: issued.secret,
         expires_at: citytrust_service::rfc3339(issued.expires_at),
@@ -117,7 +143,10 @@ async fn issue_token(State(state): State<AppState>, ApiJson(req): ApiJson<TokenR
         (status = 200, description = "The account the token belongs to", body = User),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn me(State(state): State<AppState>, SignedIn(actor): SignedIn) -> Result<Json<User>, ApiError> {
+async fn me(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<User>, ApiError> {
     let username = actor.username().unwrap_or_default();
     Ok(Json(state.service.get_user(username).await?))
 }
@@ -161,12 +190,19 @@ impl SearchParams {
         fn bad(field: &str, message: String) -> ApiError {
             ApiError::field(StatusCode::BAD_REQUEST, "invalid_parameter", field, message)
         }
-        let number = |field: &str, v: &Option<String>, default: usize, max: usize| -> Result<usize, ApiError> {
+        let number = |field: &str,
+                      v: &Option<String>,
+                      default: usize,
+                      max: usize|
+         -> Result<usize, ApiError> {
             match some(v) {
                 None => Ok(default),
                 Some(s) => match s.parse::<usize>() {
                     Ok(n) if (1..=max).contains(&n) => Ok(n),
-                    _ => Err(bad(field, format!("must be a whole number from 1 to {max}"))),
+                    _ => Err(bad(
+                        field,
+                        format!("must be a whole number from 1 to {max}"),
+                    )),
                 },
             }
         };
@@ -177,10 +213,15 @@ impl SearchParams {
         Ok(SearchQuery {
             text,
             theme: some(&self.theme)
-                .map(|t| Theme::parse(t).ok_or_else(|| bad("theme", format!("'{t}' is not a theme"))))
+                .map(|t| {
+                    Theme::parse(t).ok_or_else(|| bad("theme", format!("'{t}' is not a theme")))
+                })
                 .transpose()?,
             spectrum: some(&self.spectrum)
-                .map(|s| Spectrum::parse(s).ok_or_else(|| bad("spectrum", format!("'{s}' is not a spectrum class"))))
+                .map(|s| {
+                    Spectrum::parse(s)
+                        .ok_or_else(|| bad("spectrum", format!("'{s}' is not a spectrum class")))
+                })
                 .transpose()?,
             organization: some(&self.organization).map(str::to_string),
             format: some(&self.format).map(str::to_string),
@@ -188,14 +229,22 @@ impl SearchParams {
                 .map(|p| match p {
                     "true" => Ok(true),
                     "false" => Ok(false),
-                    other => Err(bad("personal_data", format!("must be true or false, not '{other}'"))),
+                    other => Err(bad(
+                        "personal_data",
+                        format!("must be true or false, not '{other}'"),
+                    )),
                 })
                 .transpose()?,
             sort: match some(&self.sort) {
                 None | Some("relevance") => SortOrder::Relevance,
                 Some("title") => SortOrder::Title,
                 Some("updated") => SortOrder::Updated,
-                Some(other) => return Err(bad("sort", format!("must be relevance, title or updated, not '{other}'"))),
+                Some(other) => {
+                    return Err(bad(
+                        "sort",
+                        format!("must be relevance, title or updated, not '{other}'"),
+                    ));
+                }
             },
             page: number("page", &self.page, 1, 1_000_000)?,
             per_page: number("per_page", &self.per_page, 20, MAX_PER_PAGE)?,
@@ -222,6 +271,7 @@ pub struct DatasetPage {
     ))]
 async fn search_datasets(
     State(state): State<AppState>,
+    _caller: ApiActor,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<DatasetPage>, ApiError> {
     let query = params.to_query()?;
@@ -250,9 +300,15 @@ async fn create_dataset(
     State(state): State<AppState>,
     SignedIn(actor): SignedIn,
     ApiJson(input): ApiJson<DatasetInput>,
-) -> Result<(StatusCode, Json<Dataset>), ApiError> {
+) -> Result<Response, ApiError> {
     let dataset = state.service.create_dataset(&actor, input).await?;
-    Ok((StatusCode::CREATED, Json(dataset)))
+    let location = format!("/api/v1/datasets/{}", dataset.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(dataset),
+    )
+        .into_response())
 }
 
 /// One dataset's catalogue entry.
@@ -262,13 +318,18 @@ async fn create_dataset(
         (status = 200, description = "The entry", body = Dataset),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_dataset(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Dataset>, ApiError> {
+async fn get_dataset(
+    State(state): State<AppState>,
+    _caller: ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<Dataset>, ApiError> {
     Ok(Json(state.service.get_dataset(&id).await?))
 }
 
 /// Change a dataset's metadata with a JSON merge patch (RFC 7396): fields present replace, `null` clears.
 #[utoipa::path(patch, path = "/api/v1/datasets/{id}", tag = "catalogue", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The dataset's id (slug)")),
+    params(("id" = String, Path, description = "The dataset's id (slug)"),
+        ("If-Match" = Option<String>, Header, description = "The revision the change is based on, e.g. \"3\"; a different current revision is refused with 409")),
     request_body(content = Object, description = "A JSON merge patch of the fields of DatasetInput",
         content_type = "application/merge-patch+json"),
     responses(
@@ -288,18 +349,51 @@ async fn patch_dataset(
     Path(id): Path<String>,
     request: Request,
 ) -> Result<Json<Dataset>, ApiError> {
+    let expected = match request.headers().get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_parameter",
+                        "If-Match",
+                        "must be the dataset's revision as an entity tag, e.g. \"3\"",
+                    )
+                })?,
+        ),
+    };
     let body = json_body(request, &state).await?;
     let patch: serde_json::Value = parse_json(&body)?;
     if !patch.is_object() {
-        return Err(ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "", "a merge patch must be a JSON object"));
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "",
+            "a merge patch must be a JSON object",
+        ));
     }
     let current = state.service.get_dataset(&id).await?;
     let mut doc = serde_json::to_value(current.metadata.to_input())
         .map_err(|e| citytrust_service::ServiceError::Internal(e.to_string()))?;
     merge_patch(&mut doc, &patch);
-    let merged = serde_json::to_vec(&doc).map_err(|e| citytrust_service::ServiceError::Internal(e.to_string()))?;
+    let merged = serde_json::to_vec(&doc)
+        .map_err(|e| citytrust_service::ServiceError::Internal(e.to_string()))?;
     let input: DatasetInput = parse_json(&merged)?;
-    Ok(Json(state.service.update_dataset(&actor, &id, input, Some(current.revision)).await?))
+    Ok(Json(
+        state
+            .service
+            .update_dataset(
+                &actor,
+                &id,
+                input,
+                Some(expected.unwrap_or(current.revision)),
+            )
+            .await?,
+    ))
 }
 
 /// RFC 7396 JSON merge patch.
@@ -331,7 +425,9 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
 /// Every organisation.
 #[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts",
     responses((status = 200, description = "Organisations by name", body = Vec<Organization>)))]
-async fn list_organizations(State(state): State<AppState>) -> Result<Json<Vec<Organization>>, ApiError> {
+async fn list_organizations(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Organization>>, ApiError> {
     Ok(Json(state.service.list_organizations().await?))
 }
 
@@ -342,7 +438,10 @@ async fn list_organizations(State(state): State<AppState>) -> Result<Json<Vec<Or
         (status = 200, description = "The organisation", body = Organization),
         (status = 404, description = "No such organisation", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_organization(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Organization>, ApiError> {
+async fn get_organization(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Organization>, ApiError> {
     Ok(Json(state.service.get_organization(&id).await?))
 }
 
@@ -363,7 +462,10 @@ async fn create_organization(
     SignedIn(actor): SignedIn,
     ApiJson(new): ApiJson<NewOrganization>,
 ) -> Result<(StatusCode, Json<Organization>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.service.create_organization(&actor, new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_organization(&actor, new).await?),
+    ))
 }
 
 /// Every account (administrators).
@@ -373,7 +475,10 @@ async fn create_organization(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn list_users(State(state): State<AppState>, ApiActor(actor): ApiActor) -> Result<Json<Vec<User>>, ApiError> {
+async fn list_users(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+) -> Result<Json<Vec<User>>, ApiError> {
     Ok(Json(state.service.list_users(&actor).await?))
 }
 
@@ -394,7 +499,10 @@ async fn create_user(
     SignedIn(actor): SignedIn,
     ApiJson(new): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.service.create_user(&actor, new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_user(&actor, new).await?),
+    ))
 }
 
 /// Every group of organisations.
@@ -421,7 +529,10 @@ async fn create_group(
     SignedIn(actor): SignedIn,
     ApiJson(new): ApiJson<NewGroup>,
 ) -> Result<(StatusCode, Json<Group>), ApiError> {
-    Ok((StatusCode::CREATED, Json(state.service.create_group(&actor, new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_group(&actor, new).await?),
+    ))
 }
 
 #[cfg(test)]
@@ -438,11 +549,31 @@ mod tests {
     #[test]
     fn rfc7396_examples() {
         check(json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"}));
-        check(json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"}));
+        check(
+            json!({"a": "b"}),
+            json!({"b": "c"}),
+            json!({"a": "b", "b": "c"}),
+        );
         check(json!({"a": "b"}), json!({"a": null}), json!({}));
-        check(json!({"a": {"b": "c"}}), json!({"a": {"b": "d", "c": null}}), json!({"a": {"b": "d"}}));
-        check(json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]}));
-        check(json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1}));
-        check(json!({"a": "foo"}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}}));
+        check(
+            json!({"a": {"b": "c"}}),
+            json!({"a": {"b": "d", "c": null}}),
+            json!({"a": {"b": "d"}}),
+        );
+        check(
+            json!({"a": [{"b": "c"}]}),
+            json!({"a": [1]}),
+            json!({"a": [1]}),
+        );
+        check(
+            json!({"e": null}),
+            json!({"a": 1}),
+            json!({"e": null, "a": 1}),
+        );
+        check(
+            json!({"a": "foo"}),
+            json!({"a": {"bb": {"ccc": null}}}),
+            json!({"a": {"bb": {}}}),
+        );
     }
 }

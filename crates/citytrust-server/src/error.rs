@@ -36,15 +36,38 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), errors: Vec::new() }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
     }
-    pub fn field(status: StatusCode, code: &'static str, field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    pub fn field(
+        status: StatusCode,
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ApiError {
         let (field, message) = (field.into(), message.into());
-        let detail = if field.is_empty() { message.clone() } else { format!("{field}: {message}") };
-        ApiError { status, code, detail, errors: vec![FieldError { field, message }] }
+        let detail = if field.is_empty() {
+            message.clone()
+        } else {
+            format!("{field}: {message}")
+        };
+        ApiError {
+            status,
+            code,
+            detail,
+            errors: vec![FieldError { field, message }],
+        }
     }
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
     fn title(&self) -> &'static str {
         match self.status {
@@ -78,26 +101,43 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(v) => {
                 let detail = v.to_string();
-                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "validation_failed", detail, errors: v.0 }
+                ApiError {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "validation_failed",
+                    detail,
+                    errors: v.0,
+                }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
-            ServiceError::Unauthenticated => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "sign in: send Authorization: Bearer <token>")
-            }
-            ServiceError::BadCredentials => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "the username or password is wrong")
-            }
+            ServiceError::Unauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "sign in: send Authorization: Bearer <token>",
+            ),
+            ServiceError::BadCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "the username or password is wrong",
+            ),
             ServiceError::ExpiredCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "the token has expired or is not known; ask for a new one at /api/v1/auth/token",
             ),
             ServiceError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
-            ServiceError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, "conflict", format!("{what} already exists")),
+            ServiceError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
             ServiceError::Stale(why) => ApiError::new(StatusCode::CONFLICT, "stale_revision", why),
             ServiceError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong on our side; it has been logged")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "something went wrong on our side; it has been logged",
+                )
             }
         }
     }
@@ -107,9 +147,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut res = (self.status, body).into_response();
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"citytrust\""));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"citytrust\""),
+            );
         }
         res
     }

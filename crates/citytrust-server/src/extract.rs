@@ -29,9 +29,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 /// Read a body that must be JSON (`application/json`, or any `+json` type).
 pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if !(essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))) {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !(essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json")))
+    {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -46,7 +57,11 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
                 format!("the request body is larger than the limit of {MAX_JSON_BODY} bytes"),
             )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "the request body could not be read")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the request body could not be read",
+            )
         }
     })
 }
@@ -58,22 +73,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-                ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    "",
-                    format!("the body is not valid JSON: {inner}"),
-                )
-            }
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "",
+                format!("the body is not valid JSON: {inner}"),
+            ),
             serde_json::error::Category::Data => {
                 let message = strip_position(&inner.to_string());
-                ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", field_of(&path, &message), message)
+                ApiError::field(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    field_of(&path, &message),
+                    message,
+                )
             }
         }
     })?;
     de.end().map_err(|e| {
-        ApiError::field(StatusCode::BAD_REQUEST, "malformed_json", "", format!("unexpected data after the JSON value: {e}"))
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "",
+            format!("unexpected data after the JSON value: {e}"),
+        )
     })?;
     Ok(value)
 }
@@ -87,11 +112,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|err| {
-            let path = err.path().to_string();
-            let message = err.into_inner().to_string();
-            ApiError::field(StatusCode::BAD_REQUEST, "invalid_parameter", field_of(&path, &message), message)
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let message = err.into_inner().to_string();
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    field_of(&path, &message),
+                    message,
+                )
+            })
     }
 }
 
@@ -100,9 +132,16 @@ fn field_of(path: &str, message: &str) -> String {
     let base = if path == "." || path == "?" { "" } else { path };
     let named = ["unknown field `", "missing field `"]
         .iter()
-        .find_map(|prefix| message.strip_prefix(prefix).and_then(|rest| rest.split('`').next()));
+        .find_map(|prefix| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').next())
+        });
     match (base, named) {
         ("", Some(name)) => name.to_string(),
+        (base, Some(name)) if base == name || base.ends_with(&format!(".{name}")) => {
+            base.to_string()
+        }
         (base, Some(name)) => format!("{base}.{name}"),
         (base, None) => base.to_string(),
     }
@@ -123,15 +162,24 @@ impl FromRequestParts<AppState> for ApiActor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(ApiActor(Actor::Anonymous)) };
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(ApiActor(Actor::Anonymous));
+        };
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 200)
             .ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", "the Authorization header must be 'Bearer <token>'")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the Authorization header must be 'Bearer <token>'",
+                )
             })?;
         Ok(ApiActor(state.service.actor_for_token(token).await?))
     }
@@ -172,15 +220,27 @@ mod tests {
     fn check(body: &str, status: u16, field: &str) {
         let err = parse_json::<Outer>(body.as_bytes()).expect_err("must fail");
         assert_eq!(err.status.as_u16(), status, "{body}: {err:?}");
-        assert_eq!(err.errors.first().map(|e| e.field.as_str()), Some(field), "{body}: {err:?}");
+        assert_eq!(
+            err.errors.first().map(|e| e.field.as_str()),
+            Some(field),
+            "{body}: {err:?}"
+        );
     }
 
     #[test]
     fn json_errors_name_the_field() {
         check(r#"{"name": 1, "inner": []}"#, 422, "name");
-        check(r#"{"name": "x", "inner": [{"n": "two"}]}"#, 422, "inner[0].n");
+        check(
+            r#"{"name": "x", "inner": [{"n": "two"}]}"#,
+            422,
+            "inner[0].n",
+        );
         check(r#"{"name": "x", "inner": [], "extra": 1}"#, 422, "extra");
-        check(r#"{"name": "x", "inner": [{"n": 1, "m": 2}]}"#, 422, "inner[0].m");
+        check(
+            r#"{"name": "x", "inner": [{"n": 1, "m": 2}]}"#,
+            422,
+            "inner[0].m",
+        );
         check(r#"{"inner": []}"#, 422, "name");
         check(r#"{"name": "x", "inner": [{"n": -1}]}"#, 422, "inner[0].n");
         check(r#"{"name": "x""#, 400, "");

@@ -12,7 +12,9 @@ use crate::AppState;
 use crate::error::{ApiError, Problem};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -29,18 +31,37 @@ pub struct Health {
     ))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.service.health().await {
-        Ok(()) => Json(Health { status: "ok".into() }).into_response(),
+        Ok(()) => Json(Health {
+            status: "ok".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check failed");
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store does not answer").into_response()
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store does not answer",
+            )
+            .into_response()
         }
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    state.metrics.set_catalogue_size(state.service.catalogue_size());
+    state
+        .metrics
+        .set_catalogue_size(state.service.catalogue_size());
     match state.metrics.encode() {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
-        Err(e) => ApiError::from(citytrust_service::ServiceError::Internal(e.to_string())).into_response(),
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            ApiError::from(citytrust_service::ServiceError::Internal(e.to_string())).into_response()
+        }
     }
 }

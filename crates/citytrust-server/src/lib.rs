@@ -37,7 +37,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Arc<Service>, secure_cookies: bool) -> AppState {
-        AppState { service, metrics: Arc::new(Metrics::new()), secure_cookies }
+        AppState {
+            service,
+            metrics: Arc::new(Metrics::new()),
+            secure_cookies,
+        }
     }
 }
 
@@ -61,9 +65,15 @@ pub fn app(state: AppState) -> Router {
         .merge(health::routes())
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ));
     for (name, value) in security_headers {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
     }
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

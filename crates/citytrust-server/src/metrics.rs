@@ -48,13 +48,27 @@ impl Metrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let catalogue_size = Gauge::<i64, AtomicI64>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
-        registry.register("http_request_duration_seconds", "Time to answer HTTP requests", latency.clone());
-        registry.register("catalogue_datasets", "Datasets in the catalogue", catalogue_size.clone());
-        Metrics { registry, requests, latency, catalogue_size }
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests",
+            latency.clone(),
+        );
+        registry.register(
+            "catalogue_datasets",
+            "Datasets in the catalogue",
+            catalogue_size.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            catalogue_size,
+        }
     }
 
     pub fn set_catalogue_size(&self, n: usize) {
-        self.catalogue_size.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.catalogue_size
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -74,10 +88,22 @@ impl Default for Metrics {
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
     let res = next.run(req).await;
     let m = &state.metrics;
-    m.requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status: res.status().as_u16() }).inc();
-    m.latency.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());
+    m.requests
+        .get_or_create(&RequestLabels {
+            method: method.clone(),
+            route: route.clone(),
+            status: res.status().as_u16(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&RouteLabels { method, route })
+        .observe(started.elapsed().as_secs_f64());
     res
 }

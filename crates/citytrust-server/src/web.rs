@@ -17,11 +17,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use citytrust_model::catalogue::{
-    Accuracy, Completeness, Contact, Dataset, DatasetInput, FrameworkClass, Licence, Location, Period,
-    PublicationStatus, Structure, UpdateFrequency,
+    Accuracy, Completeness, Contact, Dataset, DatasetInput, FrameworkClass, Licence, Location,
+    Period, PublicationStatus, Structure, UpdateFrequency,
 };
 use citytrust_model::{
-    Actor, FieldError, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, Spectrum, Theme,
+    Actor, FieldError, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role,
+    Spectrum, Theme,
 };
 use citytrust_service::accounts::{Session, new_form_token};
 use citytrust_service::search::FacetCount;
@@ -62,11 +63,17 @@ pub struct Viewer(Option<Session>);
 
 impl Viewer {
     fn actor(&self) -> Actor {
-        self.0.as_ref().map(|s| s.actor.clone()).unwrap_or(Actor::Anonymous)
+        self.0
+            .as_ref()
+            .map(|s| s.actor.clone())
+            .unwrap_or(Actor::Anonymous)
     }
     fn nav(&self, current: &'static str) -> Nav {
         match &self.0 {
-            None => Nav { current, ..Nav::default() },
+            None => Nav {
+                current,
+                ..Nav::default()
+            },
             Some(s) => Nav {
                 signed_in: true,
                 display_name: s.user.display_name.clone(),
@@ -78,7 +85,9 @@ impl Viewer {
     }
     /// The signed-in session, if the form's CSRF token matches it.
     fn check_form(&self, form: &Form) -> Result<&Session, PageError> {
-        let Some(session) = &self.0 else { return Err(PageError::SignIn) };
+        let Some(session) = &self.0 else {
+            return Err(PageError::SignIn);
+        };
         let sent = form.one("csrf");
         if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(session.csrf_token.as_bytes())) {
             return Err(PageError::page(
@@ -93,8 +102,13 @@ impl Viewer {
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else { return Ok(Viewer(None)) };
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(secret) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(Viewer(None));
+        };
         if secret.len() > 200 {
             return Ok(Viewer(None));
         }
@@ -116,7 +130,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("ct_invalid=; Max-Age=0"))
+    HeaderValue::from_str(&text)
+        .unwrap_or_else(|_| HeaderValue::from_static("ct_invalid=; Max-Age=0"))
 }
 
 // ---- errors ---------------------------------------------------------------------
@@ -125,12 +140,18 @@ fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Header
 pub enum PageError {
     /// Sign in first (redirects to the sign-in page).
     SignIn,
-    Page { status: StatusCode, message: String },
+    Page {
+        status: StatusCode,
+        message: String,
+    },
 }
 
 impl PageError {
     fn page(status: StatusCode, message: impl Into<String>) -> PageError {
-        PageError::Page { status, message: message.into() }
+        PageError::Page {
+            status,
+            message: message.into(),
+        }
     }
 }
 
@@ -140,7 +161,10 @@ impl From<ServiceError> for PageError {
             ServiceError::Unauthenticated | ServiceError::ExpiredCredentials => PageError::SignIn,
             other => {
                 let api = ApiError::from(other);
-                PageError::Page { status: api.status, message: api.detail }
+                PageError::Page {
+                    status: api.status,
+                    message: api.detail,
+                }
             }
         }
     }
@@ -149,7 +173,10 @@ impl From<ServiceError> for PageError {
 impl From<askama::Error> for PageError {
     fn from(e: askama::Error) -> Self {
         tracing::error!(error = %e, "template failed");
-        PageError::page(StatusCode::INTERNAL_SERVER_ERROR, "The page could not be drawn; the error has been logged.")
+        PageError::page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The page could not be drawn; the error has been logged.",
+        )
     }
 }
 
@@ -170,7 +197,12 @@ fn error_page(status: StatusCode, message: String, nav: Nav) -> Response {
         s if s.is_client_error() => "That did not work",
         _ => "Something went wrong",
     };
-    let page = ErrorPage { nav, title: title.to_string(), message, status: status.as_u16() };
+    let page = ErrorPage {
+        nav,
+        title: title.to_string(),
+        message,
+        status: status.as_u16(),
+    };
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(_) => (status, title).into_response(),
@@ -182,7 +214,11 @@ pub async fn not_found(uri: Uri, viewer: Viewer) -> Response {
     if uri.path().starts_with("/api/") {
         return ApiError::not_found(format!("'{}'", uri.path())).into_response();
     }
-    error_page(StatusCode::NOT_FOUND, format!("There is no page at {}.", uri.path()), viewer.nav(""))
+    error_page(
+        StatusCode::NOT_FOUND,
+        format!("There is no page at {}.", uri.path()),
+        viewer.nav(""),
+    )
 }
 
 type PageResult = Result<Response, PageError>;
@@ -198,30 +234,53 @@ struct Form(Vec<(String, String)>);
 
 impl Form {
     fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Form, PageError> {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if !content_type.starts_with("application/x-www-form-urlencoded") {
-            return Err(PageError::page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Forms must be sent URL-encoded."));
+            return Err(PageError::page(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Forms must be sent URL-encoded.",
+            ));
         }
         if body.len() > MAX_FORM_BODY {
-            return Err(PageError::page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."));
+            return Err(PageError::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The form is too large.",
+            ));
         }
         Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
     }
     fn one(&self, name: &str) -> String {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
     }
     fn opt(&self, name: &str) -> Option<String> {
         Some(self.one(name)).filter(|s| !s.is_empty())
     }
     fn all(&self, name: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
     }
     fn checked(&self, name: &str) -> bool {
         self.0.iter().any(|(k, _)| k == name)
     }
     /// A comma-separated list.
     fn list(&self, name: &str) -> Vec<String> {
-        self.one(name).split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+        self.one(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -271,7 +330,11 @@ fn choices<T: Copy + serde::Serialize>(all: &[T], selected: &[String]) -> Vec<Ch
     all.iter()
         .map(|v| {
             let value = enum_text(v);
-            Choice { label: humanise(&value), selected: selected.contains(&value), value }
+            Choice {
+                label: humanise(&value),
+                selected: selected.contains(&value),
+                value,
+            }
         })
         .collect()
 }
@@ -299,7 +362,10 @@ fn card(d: &Dataset, orgs: &BTreeMap<String, String>) -> Card {
         id: d.id.clone(),
         title: m.title.clone(),
         summary,
-        owner: orgs.get(&m.owner_organization_id).cloned().unwrap_or_else(|| m.owner_organization_id.clone()),
+        owner: orgs
+            .get(&m.owner_organization_id)
+            .cloned()
+            .unwrap_or_else(|| m.owner_organization_id.clone()),
         spectrum: m.spectrum.as_str().to_string(),
         spectrum_label: m.spectrum.label().to_string(),
         themes: m.themes.iter().map(|t| theme_label(*t)).collect(),
@@ -310,7 +376,13 @@ fn card(d: &Dataset, orgs: &BTreeMap<String, String>) -> Card {
 }
 
 async fn organization_names(state: &AppState) -> Result<BTreeMap<String, String>, PageError> {
-    Ok(state.service.list_organizations().await?.into_iter().map(|o| (o.id, o.name)).collect())
+    Ok(state
+        .service
+        .list_organizations()
+        .await?
+        .into_iter()
+        .map(|o| (o.id, o.name))
+        .collect())
 }
 
 // ---- home -----------------------------------------------------------------------
@@ -408,13 +480,27 @@ fn params_set(p: &mut SearchParams, name: &str, value: Option<String>) {
 
 fn search_href(p: &SearchParams) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
-    for name in ["q", "theme", "spectrum", "organization", "format", "personal_data", "sort", "page", "per_page"] {
+    for name in [
+        "q",
+        "theme",
+        "spectrum",
+        "organization",
+        "format",
+        "personal_data",
+        "sort",
+        "page",
+        "per_page",
+    ] {
         if let Some(v) = params_get(p, name).as_deref().filter(|v| !v.is_empty()) {
             s.append_pair(name, v);
         }
     }
     let qs = s.finish();
-    if qs.is_empty() { "/datasets".to_string() } else { format!("/datasets?{qs}") }
+    if qs.is_empty() {
+        "/datasets".to_string()
+    } else {
+        format!("/datasets?{qs}")
+    }
 }
 
 fn with_param(p: &SearchParams, name: &str, value: Option<String>) -> String {
@@ -440,36 +526,72 @@ fn facet_links(p: &SearchParams, name: &str, counts: &[FacetCount]) -> Vec<Facet
         .map(|c| {
             let active = current == c.value;
             let href = with_param(p, name, if active { None } else { Some(c.value.clone()) });
-            FacetLink { label: c.label.clone(), value: c.value.clone(), count: c.count, href, active }
+            FacetLink {
+                label: c.label.clone(),
+                value: c.value.clone(),
+                count: c.count,
+                href,
+                active,
+            }
         })
         .collect()
 }
 
-async fn search_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw): RawQuery) -> PageResult {
+async fn search_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
     let raw = raw.unwrap_or_default();
     let params: SearchParams = serde_urlencoded::from_str(&raw).unwrap_or_default();
     let nav = viewer.nav("datasets");
     let (query, error) = match params.to_query() {
         Ok(q) => (q, String::new()),
-        Err(e) => (SearchQuery { page: 1, per_page: 20, ..SearchQuery::default() }, e.detail),
+        Err(e) => (
+            SearchQuery {
+                page: 1,
+                per_page: 20,
+                ..SearchQuery::default()
+            },
+            e.detail,
+        ),
     };
     let results = state.service.search(&query)?;
     let orgs = organization_names(&state).await?;
     let f = &results.facets;
     let facets = vec![
-        FacetGroup { title: "Classification", links: facet_links(&params, "spectrum", &f.spectrum) },
-        FacetGroup { title: "Theme", links: facet_links(&params, "theme", &f.theme) },
-        FacetGroup { title: "Organisation", links: facet_links(&params, "organization", &f.organization) },
-        FacetGroup { title: "Format", links: facet_links(&params, "format", &f.format) },
-        FacetGroup { title: "Personal data", links: facet_links(&params, "personal_data", &f.personal_data) },
+        FacetGroup {
+            title: "Classification",
+            links: facet_links(&params, "spectrum", &f.spectrum),
+        },
+        FacetGroup {
+            title: "Theme",
+            links: facet_links(&params, "theme", &f.theme),
+        },
+        FacetGroup {
+            title: "Organisation",
+            links: facet_links(&params, "organization", &f.organization),
+        },
+        FacetGroup {
+            title: "Format",
+            links: facet_links(&params, "format", &f.format),
+        },
+        FacetGroup {
+            title: "Personal data",
+            links: facet_links(&params, "personal_data", &f.personal_data),
+        },
     ];
-    let active_filters = facets.iter().flat_map(|g| g.links.iter()).filter(|l| l.active).map(|l| FacetLink {
-        label: l.label.clone(),
-        value: l.value.clone(),
-        count: l.count,
-        href: l.href.clone(),
-        active: true,
-    });
+    let active_filters = facets
+        .iter()
+        .flat_map(|g| g.links.iter())
+        .filter(|l| l.active)
+        .map(|l| FacetLink {
+            label: l.label.clone(),
+            value: l.value.clone(),
+            count: l.count,
+            href: l.href.clone(),
+            active: true,
+        });
     let active_filters: Vec<FacetLink> = active_filters.collect();
     let page_count = results.total.div_ceil(query.per_page.max(1)).max(1);
     let pages = (1..=page_count)
@@ -479,7 +601,11 @@ async fn search_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw
             if n == 1 {
                 href = with_param(&params, "page", None);
             }
-            PageLink { label: n.to_string(), href, current: n == query.page }
+            PageLink {
+                label: n.to_string(),
+                href,
+                current: n == query.page,
+            }
         })
         .collect();
     render(&SearchPage {
@@ -509,7 +635,11 @@ struct Section {
 }
 
 fn row(label: &'static str, value: impl Into<String>) -> Row {
-    Row { label, value: value.into(), href: String::new() }
+    Row {
+        label,
+        value: value.into(),
+        href: String::new(),
+    }
 }
 
 fn opt_row(label: &'static str, value: &Option<String>) -> Row {
@@ -518,8 +648,16 @@ fn opt_row(label: &'static str, value: &Option<String>) -> Row {
 
 fn link_row(label: &'static str, value: &Option<String>) -> Row {
     let v = value.clone().unwrap_or_default();
-    let href = if v.starts_with("https://") || v.starts_with("http://") { v.clone() } else { String::new() };
-    Row { label, value: v, href }
+    let href = if v.starts_with("https://") || v.starts_with("http://") {
+        v.clone()
+    } else {
+        String::new()
+    };
+    Row {
+        label,
+        value: v,
+        href,
+    }
 }
 
 #[derive(Template)]
@@ -552,7 +690,11 @@ struct DatasetPage {
     updated: String,
 }
 
-async fn dataset_page(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
+async fn dataset_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> PageResult {
     let d = state.service.get_dataset(&id).await?;
     let orgs = organization_names(&state).await?;
     let name = |id: &str| orgs.get(id).cloned().unwrap_or_else(|| id.to_string());
@@ -562,7 +704,13 @@ async fn dataset_page(State(state): State<AppState>, viewer: Viewer, Path(id): P
     let period = m
         .temporal_coverage
         .as_ref()
-        .map(|p| format!("{} to {}", p.start, p.end.clone().unwrap_or_else(|| "ongoing".into())))
+        .map(|p| {
+            format!(
+                "{} to {}",
+                p.start,
+                p.end.clone().unwrap_or_else(|| "ongoing".into())
+            )
+        })
         .unwrap_or_default();
     let cc = &m.column_classes;
     let page = DatasetPage {
@@ -600,16 +748,41 @@ async fn dataset_page(State(state): State<AppState>, viewer: Viewer, Path(id): P
             link_row("Terms", &licence.url),
             opt_row("Note", &licence.note),
         ],
-        roles: m.roles.iter().map(|r| row(r.role.label(), name(&r.organization_id))).collect(),
+        roles: m
+            .roles
+            .iter()
+            .map(|r| row(r.role.label(), name(&r.organization_id)))
+            .collect(),
         details: vec![
             row("Identifier", d.id.clone()),
             opt_row("Format", &m.format),
-            row("Update frequency", humanise(&enum_text(&m.update_frequency))),
+            row(
+                "Update frequency",
+                humanise(&enum_text(&m.update_frequency)),
+            ),
             row("Temporal coverage", period),
-            row("Location", m.location.as_ref().map(|l| l.system.clone()).unwrap_or_default()),
-            link_row("Location URL", &m.location.as_ref().and_then(|l| l.url.clone())),
-            row("Contact", m.contact.as_ref().map(|c| c.name.clone()).unwrap_or_default()),
-            opt_row("Contact e-mail", &m.contact.as_ref().and_then(|c| c.email.clone())),
+            row(
+                "Location",
+                m.location
+                    .as_ref()
+                    .map(|l| l.system.clone())
+                    .unwrap_or_default(),
+            ),
+            link_row(
+                "Location URL",
+                &m.location.as_ref().and_then(|l| l.url.clone()),
+            ),
+            row(
+                "Contact",
+                m.contact
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+            ),
+            opt_row(
+                "Contact e-mail",
+                &m.contact.as_ref().and_then(|c| c.email.clone()),
+            ),
             row("Shared identifiers", m.shared_identifiers.join(", ")),
             row("Personal columns", cc.personal.join(", ")),
             row("Quasi-identifying columns", cc.quasi_identifying.join(", ")),
@@ -644,7 +817,10 @@ async fn dataset_page(State(state): State<AppState>, viewer: Viewer, Path(id): P
                     opt_row("Planned gaps", &s.availability.planned_gaps),
                 ],
             },
-            Section { title: "Timeliness", rows: vec![opt_row("Lag", &s.timeliness.lag)] },
+            Section {
+                title: "Timeliness",
+                rows: vec![opt_row("Lag", &s.timeliness.lag)],
+            },
             Section {
                 title: "Provenance",
                 rows: vec![
@@ -726,10 +902,26 @@ impl FormValues {
             structure: enum_text(&i.structure),
             contact_name: contact.name,
             contact_email: contact.email.unwrap_or_default(),
-            period_start: i.temporal_coverage.as_ref().map(|p| p.start.clone()).unwrap_or_default(),
-            period_end: i.temporal_coverage.as_ref().and_then(|p| p.end.clone()).unwrap_or_default(),
-            location_system: i.location.as_ref().map(|l| l.system.clone()).unwrap_or_default(),
-            location_url: i.location.as_ref().and_then(|l| l.url.clone()).unwrap_or_default(),
+            period_start: i
+                .temporal_coverage
+                .as_ref()
+                .map(|p| p.start.clone())
+                .unwrap_or_default(),
+            period_end: i
+                .temporal_coverage
+                .as_ref()
+                .and_then(|p| p.end.clone())
+                .unwrap_or_default(),
+            location_system: i
+                .location
+                .as_ref()
+                .map(|l| l.system.clone())
+                .unwrap_or_default(),
+            location_url: i
+                .location
+                .as_ref()
+                .and_then(|l| l.url.clone())
+                .unwrap_or_default(),
             shared_identifiers: i.shared_identifiers.join(", "),
             personal_columns: i.column_classes.personal.join(", "),
             quasi_columns: i.column_classes.quasi_identifying.join(", "),
@@ -786,12 +978,20 @@ impl FormValues {
         fn opt(s: &str) -> Option<String> {
             Some(s.to_string()).filter(|s| !s.is_empty())
         }
-        fn pick<T: DeserializeOwned>(errors: &mut Vec<FieldError>, field: &str, value: &str, current: T) -> T {
+        fn pick<T: DeserializeOwned>(
+            errors: &mut Vec<FieldError>,
+            field: &str,
+            value: &str,
+            current: T,
+        ) -> T {
             if value.is_empty() {
                 return current;
             }
             enum_value(value).unwrap_or_else(|| {
-                errors.push(FieldError { field: field.into(), message: format!("'{value}' is not one of the choices") });
+                errors.push(FieldError {
+                    field: field.into(),
+                    message: format!("'{value}' is not one of the choices"),
+                });
                 current
             })
         }
@@ -801,13 +1001,19 @@ impl FormValues {
         base.owner_organization_id = self.owner.clone();
         match Spectrum::parse(&self.spectrum) {
             Some(s) => base.spectrum = s,
-            None => errors.push(FieldError { field: "spectrum".into(), message: "choose a classification".into() }),
+            None => errors.push(FieldError {
+                field: "spectrum".into(),
+                message: "choose a classification".into(),
+            }),
         }
         base.themes = Vec::new();
         for t in &self.themes {
             match Theme::parse(t) {
                 Some(t) => base.themes.push(t),
-                None => errors.push(FieldError { field: "themes".into(), message: format!("'{t}' is not a theme") }),
+                None => errors.push(FieldError {
+                    field: "themes".into(),
+                    message: format!("'{t}' is not a theme"),
+                }),
             }
         }
         base.keywords = f.list("keywords");
@@ -827,38 +1033,72 @@ impl FormValues {
                 note: if same { previous.note } else { None },
             })
         };
-        base.update_frequency = pick(&mut errors, "update_frequency", &self.update_frequency, base.update_frequency);
-        base.publication_status =
-            pick(&mut errors, "publication_status", &self.publication_status, base.publication_status);
-        base.framework_class = pick(&mut errors, "framework_class", &self.framework_class, base.framework_class);
+        base.update_frequency = pick(
+            &mut errors,
+            "update_frequency",
+            &self.update_frequency,
+            base.update_frequency,
+        );
+        base.publication_status = pick(
+            &mut errors,
+            "publication_status",
+            &self.publication_status,
+            base.publication_status,
+        );
+        base.framework_class = pick(
+            &mut errors,
+            "framework_class",
+            &self.framework_class,
+            base.framework_class,
+        );
         base.structure = pick(&mut errors, "structure", &self.structure, base.structure);
         base.contact = if self.contact_name.is_empty() && self.contact_email.is_empty() {
             None
         } else {
             let url = base.contact.as_ref().and_then(|c| c.url.clone());
-            Some(Contact { name: self.contact_name.clone(), email: opt(&self.contact_email), url })
+            Some(Contact {
+                name: self.contact_name.clone(),
+                email: opt(&self.contact_email),
+                url,
+            })
         };
         base.temporal_coverage = if self.period_start.is_empty() && self.period_end.is_empty() {
             None
         } else {
-            Some(Period { start: self.period_start.clone(), end: opt(&self.period_end) })
+            Some(Period {
+                start: self.period_start.clone(),
+                end: opt(&self.period_end),
+            })
         };
         base.location = if self.location_system.is_empty() && self.location_url.is_empty() {
             None
         } else {
-            Some(Location { system: self.location_system.clone(), url: opt(&self.location_url) })
+            Some(Location {
+                system: self.location_system.clone(),
+                url: opt(&self.location_url),
+            })
         };
         base.shared_identifiers = f.list("shared_identifiers");
         base.column_classes.personal = f.list("personal_columns");
         base.column_classes.quasi_identifying = f.list("quasi_columns");
         let s = &mut base.data_states;
-        s.completeness = Completeness { coverage: opt(&self.coverage), continuity: opt(&self.continuity) };
-        s.accuracy = Accuracy { precision: opt(&self.precision), ..s.accuracy.clone() };
+        s.completeness = Completeness {
+            coverage: opt(&self.coverage),
+            continuity: opt(&self.continuity),
+        };
+        s.accuracy = Accuracy {
+            precision: opt(&self.precision),
+            ..s.accuracy.clone()
+        };
         s.availability.refresh_timetable = opt(&self.refresh_timetable);
         s.timeliness.lag = opt(&self.lag);
         s.provenance.origin = opt(&self.origin);
         s.provenance.lineage = opt(&self.lineage);
-        if errors.is_empty() { Ok(base) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(base)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -930,11 +1170,24 @@ const FREQUENCIES: [UpdateFrequency; 10] = [
     UpdateFrequency::Never,
     UpdateFrequency::Unknown,
 ];
-const STATUSES: [PublicationStatus; 4] =
-    [PublicationStatus::Planned, PublicationStatus::Published, PublicationStatus::Archived, PublicationStatus::Withdrawn];
-const CLASSES: [FrameworkClass; 3] = [FrameworkClass::Metadata, FrameworkClass::Reference, FrameworkClass::Thematic];
-const STRUCTURES: [Structure; 5] =
-    [Structure::Structured, Structure::SemiStructured, Structure::Unstructured, Structure::Analogue, Structure::RealTime];
+const STATUSES: [PublicationStatus; 4] = [
+    PublicationStatus::Planned,
+    PublicationStatus::Published,
+    PublicationStatus::Archived,
+    PublicationStatus::Withdrawn,
+];
+const CLASSES: [FrameworkClass; 3] = [
+    FrameworkClass::Metadata,
+    FrameworkClass::Reference,
+    FrameworkClass::Thematic,
+];
+const STRUCTURES: [Structure; 5] = [
+    Structure::Structured,
+    Structure::SemiStructured,
+    Structure::Unstructured,
+    Structure::Analogue,
+    Structure::RealTime,
+];
 
 async fn form_page(
     state: &AppState,
@@ -944,22 +1197,34 @@ async fn form_page(
     errors: Vec<FieldError>,
 ) -> PageResult {
     let orgs = state.service.list_organizations().await?;
-    let mine: Vec<&Organization> =
-        orgs.iter().filter(|o| session.actor.is_admin() || session.actor.is_member_of(&o.id)).collect();
+    let mine: Vec<&Organization> = orgs
+        .iter()
+        .filter(|o| session.actor.is_admin() || session.actor.is_member_of(&o.id))
+        .collect();
     let owners = mine
         .iter()
-        .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: o.id == v.owner })
+        .map(|o| Choice {
+            value: o.id.clone(),
+            label: o.name.clone(),
+            selected: o.id == v.owner,
+        })
         .chain(
             // When editing, keep the current owner selectable even if the editor is only a custodian.
             orgs.iter()
                 .filter(|o| o.id == v.owner && !mine.iter().any(|m| m.id == o.id))
-                .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: true }),
+                .map(|o| Choice {
+                    value: o.id.clone(),
+                    label: o.name.clone(),
+                    selected: true,
+                }),
         )
         .collect();
     let page = DatasetFormPage {
         nav: Viewer(Some(session.clone())).nav("datasets"),
         editing: editing.is_some(),
-        action: editing.map(|(id, _)| format!("/datasets/{id}")).unwrap_or_else(|| "/datasets".into()),
+        action: editing
+            .map(|(id, _)| format!("/datasets/{id}"))
+            .unwrap_or_else(|| "/datasets".into()),
         dataset_id: editing.map(|(id, _)| id.to_string()).unwrap_or_default(),
         revision: editing.map(|(_, r)| r).unwrap_or(0),
         owners,
@@ -974,7 +1239,11 @@ async fn form_page(
             .collect(),
         themes: Theme::ALL
             .iter()
-            .map(|t| Choice { value: t.as_str().into(), label: theme_label(*t), selected: v.themes.iter().any(|x| x == t.as_str()) })
+            .map(|t| Choice {
+                value: t.as_str().into(),
+                label: theme_label(*t),
+                selected: v.themes.iter().any(|x| x == t.as_str()),
+            })
             .collect(),
         frequencies: choices(&FREQUENCIES, std::slice::from_ref(&v.update_frequency)),
         statuses: choices(&STATUSES, std::slice::from_ref(&v.publication_status)),
@@ -982,17 +1251,32 @@ async fn form_page(
         structures: choices(&STRUCTURES, std::slice::from_ref(&v.structure)),
         errors: errors
             .into_iter()
-            .map(|e| ErrorLink { anchor: anchor_for(&e.field), field: humanise(&e.field), message: e.message })
+            .map(|e| ErrorLink {
+                anchor: anchor_for(&e.field),
+                field: humanise(&e.field),
+                message: e.message,
+            })
             .collect(),
         v,
     };
-    let status = if page.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if page.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     Ok((status, Html(page.render()?)).into_response())
 }
 
 async fn new_dataset_form(State(state): State<AppState>, viewer: Viewer) -> PageResult {
-    let Some(session) = &viewer.0 else { return Err(PageError::SignIn) };
-    let owner = session.user.organization_ids.first().cloned().unwrap_or_default();
+    let Some(session) = &viewer.0 else {
+        return Err(PageError::SignIn);
+    };
+    let owner = session
+        .user
+        .organization_ids
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let v = FormValues {
         owner,
         spectrum: "open".into(),
@@ -1036,15 +1320,24 @@ fn blank_input() -> DatasetInput {
 fn form_errors(e: ServiceError) -> Result<Vec<FieldError>, PageError> {
     match e {
         ServiceError::Invalid(v) => Ok(v.0),
-        ServiceError::Conflict(what) => {
-            Ok(vec![FieldError { field: "id".into(), message: format!("{what} already exists; choose another") }])
-        }
-        ServiceError::Stale(why) => Ok(vec![FieldError { field: "title".into(), message: why }]),
+        ServiceError::Conflict(what) => Ok(vec![FieldError {
+            field: "id".into(),
+            message: format!("{what} already exists; choose another"),
+        }]),
+        ServiceError::Stale(why) => Ok(vec![FieldError {
+            field: "title".into(),
+            message: why,
+        }]),
         other => Err(other.into()),
     }
 }
 
-async fn create_dataset(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+async fn create_dataset(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
     let form = Form::parse(&headers, &body)?;
     let session = viewer.check_form(&form)?;
     let v = FormValues::from_form(&form);
@@ -1061,11 +1354,20 @@ async fn create_dataset(State(state): State<AppState>, viewer: Viewer, headers: 
     }
 }
 
-async fn edit_dataset_form(State(state): State<AppState>, viewer: Viewer, Path(id): Path<String>) -> PageResult {
-    let Some(session) = &viewer.0 else { return Err(PageError::SignIn) };
+async fn edit_dataset_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> PageResult {
+    let Some(session) = &viewer.0 else {
+        return Err(PageError::SignIn);
+    };
     let d = state.service.get_dataset(&id).await?;
     if !state.service.may_edit(&session.actor, &d) {
-        return Err(PageError::page(StatusCode::FORBIDDEN, "Only the owning organisation, its custodians or an administrator may edit this dataset."));
+        return Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Only the owning organisation, its custodians or an administrator may edit this dataset.",
+        ));
     }
     let v = FormValues::from_input(&d.metadata.to_input());
     form_page(&state, session, Some((&d.id, d.revision)), v, Vec::new()).await
@@ -1086,9 +1388,15 @@ async fn update_dataset(
     v.id = String::new();
     let input = match v.apply(&form, current.metadata.to_input()) {
         Ok(i) => i,
-        Err(errors) => return form_page(&state, session, Some((&id, current.revision)), v, errors).await,
+        Err(errors) => {
+            return form_page(&state, session, Some((&id, current.revision)), v, errors).await;
+        }
     };
-    match state.service.update_dataset(&session.actor, &id, input, revision).await {
+    match state
+        .service
+        .update_dataset(&session.actor, &id, input, revision)
+        .await
+    {
         Ok(d) => Ok(Redirect::to(&format!("/datasets/{}", d.id)).into_response()),
         Err(e) => {
             let errors = form_errors(e)?;
@@ -1115,11 +1423,27 @@ async fn signin_form(State(state): State<AppState>, viewer: Viewer) -> PageResul
     signin_page(&state, String::new(), String::new(), StatusCode::OK)
 }
 
-fn signin_page(state: &AppState, username: String, error: String, status: StatusCode) -> PageResult {
+fn signin_page(
+    state: &AppState,
+    username: String,
+    error: String,
+    status: StatusCode,
+) -> PageResult {
     let csrf = new_form_token()?;
-    let page = SigninPage { nav: Nav { current: "signin", ..Nav::default() }, csrf: csrf.clone(), username, error };
+    let page = SigninPage {
+        nav: Nav {
+            current: "signin",
+            ..Nav::default()
+        },
+        csrf: csrf.clone(),
+        username,
+        error,
+    };
     let mut res = (status, Html(page.render()?)).into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(state, SIGNIN_COOKIE, &csrf, 3600));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, SIGNIN_COOKIE, &csrf, 3600),
+    );
     Ok(res)
 }
 
@@ -1136,26 +1460,52 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         );
     }
     let username = form.one("username");
-    let password = form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default();
+    let password = form
+        .0
+        .iter()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     if username.is_empty() || password.is_empty() || username.len() > 64 || password.len() > 1024 {
-        return signin_page(&state, username, "Enter your username and password.".into(), StatusCode::UNPROCESSABLE_ENTITY);
+        return signin_page(
+            &state,
+            username,
+            "Enter your username and password.".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
     }
     let user = match state.service.authenticate(&username, &password).await {
         Ok(u) => u,
         Err(ServiceError::BadCredentials) => {
-            return signin_page(&state, username, "The username or password is wrong.".into(), StatusCode::UNAUTHORIZED);
+            return signin_page(
+                &state,
+                username,
+                "The username or password is wrong.".into(),
+                StatusCode::UNAUTHORIZED,
+            );
         }
         Err(e) => return Err(e.into()),
     };
     let issued = state.service.start_session(&user).await?;
-    let max_age = (issued.expires_at - state.service.now()).whole_seconds().max(0);
+    let max_age = (issued.expires_at - state.service.now())
+        .whole_seconds()
+        .max(0);
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, &issued.secret, max_age));
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, "", 0));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, SESSION_COOKIE, &issued.secret, max_age),
+    );
+    res.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, "", 0));
     Ok(res)
 }
 
-async fn signout(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+async fn signout(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
     let form = Form::parse(&headers, &body)?;
     if viewer.0.is_some() {
         viewer.check_form(&form)?;
@@ -1164,7 +1514,10 @@ async fn signout(State(state): State<AppState>, viewer: Viewer, headers: HeaderM
         }
     }
     let mut res = Redirect::to("/").into_response();
-    res.headers_mut().append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, "", 0));
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, SESSION_COOKIE, "", 0),
+    );
     Ok(res)
 }
 
@@ -1202,11 +1555,18 @@ fn require_admin(viewer: &Viewer) -> Result<&Session, PageError> {
     match &viewer.0 {
         None => Err(PageError::SignIn),
         Some(s) if s.actor.is_admin() => Ok(s),
-        Some(_) => Err(PageError::page(StatusCode::FORBIDDEN, "Only administrators may see the administration page.")),
+        Some(_) => Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Only administrators may see the administration page.",
+        )),
     }
 }
 
-async fn admin_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw): RawQuery) -> PageResult {
+async fn admin_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
     let session = require_admin(&viewer)?;
     let message = match raw.as_deref().unwrap_or("") {
         "done=organization" => "Organisation created.",
@@ -1218,29 +1578,54 @@ async fn admin_page(State(state): State<AppState>, viewer: Viewer, RawQuery(raw)
     admin_view(&state, session, message.into(), Vec::new()).await
 }
 
-async fn admin_view(state: &AppState, session: &Session, message: String, errors: Vec<FieldError>) -> PageResult {
+async fn admin_view(
+    state: &AppState,
+    session: &Session,
+    message: String,
+    errors: Vec<FieldError>,
+) -> PageResult {
     let organizations = state.service.list_organizations().await?;
-    let names: BTreeMap<String, String> = organizations.iter().map(|o| (o.id.clone(), o.name.clone())).collect();
+    let names: BTreeMap<String, String> = organizations
+        .iter()
+        .map(|o| (o.id.clone(), o.name.clone()))
+        .collect();
     let users = state.service.list_users(&session.actor).await?;
     let groups = state.service.list_groups().await?;
     let page = AdminPage {
         nav: Viewer(Some(session.clone())).nav("admin"),
         org_choices: organizations
             .iter()
-            .map(|o| Choice { value: o.id.clone(), label: o.name.clone(), selected: false })
+            .map(|o| Choice {
+                value: o.id.clone(),
+                label: o.name.clone(),
+                selected: false,
+            })
             .collect(),
         kinds: OrganizationKind::ALL
             .iter()
-            .map(|k| Choice { value: k.as_str().into(), label: humanise(k.as_str()), selected: false })
+            .map(|k| Choice {
+                value: k.as_str().into(),
+                label: humanise(k.as_str()),
+                selected: false,
+            })
             .collect(),
         roles: Role::ALL
             .iter()
-            .map(|r| Choice { value: r.as_str().into(), label: humanise(r.as_str()), selected: false })
+            .map(|r| Choice {
+                value: r.as_str().into(),
+                label: humanise(r.as_str()),
+                selected: false,
+            })
             .collect(),
         users: users
             .into_iter()
             .map(|u| UserRow {
-                roles: u.roles.iter().map(|r| humanise(r.as_str())).collect::<Vec<_>>().join(", "),
+                roles: u
+                    .roles
+                    .iter()
+                    .map(|r| humanise(r.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 organizations: u
                     .organization_ids
                     .iter()
@@ -1269,10 +1654,18 @@ async fn admin_view(state: &AppState, session: &Session, message: String, errors
         message,
         errors: errors
             .into_iter()
-            .map(|e| ErrorLink { anchor: String::new(), field: humanise(&e.field), message: e.message })
+            .map(|e| ErrorLink {
+                anchor: String::new(),
+                field: humanise(&e.field),
+                message: e.message,
+            })
             .collect(),
     };
-    let status = if page.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if page.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     Ok((status, Html(page.render()?)).into_response())
 }
 
@@ -1309,11 +1702,20 @@ async fn admin_create_organization(
         description: form.one("description"),
         url: form.opt("url"),
     };
-    let result = state.service.create_organization(&session.actor, new).await.map(|_| ());
+    let result = state
+        .service
+        .create_organization(&session.actor, new)
+        .await
+        .map(|_| ());
     admin_outcome(&state, session, result, "organization").await
 }
 
-async fn admin_create_user(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+async fn admin_create_user(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
     let form = Form::parse(&headers, &body)?;
     let session = require_admin(&viewer)?;
     viewer.check_form(&form)?;
@@ -1321,11 +1723,24 @@ async fn admin_create_user(State(state): State<AppState>, viewer: Viewer, header
         username: form.one("username"),
         display_name: form.one("display_name"),
         email: form.opt("email"),
-        password: form.0.iter().find(|(k, _)| k == "password").map(|(_, v)| v.clone()).unwrap_or_default(),
-        roles: form.all("roles").iter().filter_map(|r| Role::parse(r)).collect(),
+        password: form
+            .0
+            .iter()
+            .find(|(k, _)| k == "password")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        roles: form
+            .all("roles")
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .collect(),
         organization_ids: form.all("organization_ids"),
     };
-    let result = state.service.create_user(&session.actor, new).await.map(|_| ());
+    let result = state
+        .service
+        .create_user(&session.actor, new)
+        .await
+        .map(|_| ());
     admin_outcome(&state, session, result, "user").await
 }
 
@@ -1338,12 +1753,23 @@ async fn admin_add_membership(
     let form = Form::parse(&headers, &body)?;
     let session = require_admin(&viewer)?;
     viewer.check_form(&form)?;
-    let result =
-        state.service.add_membership(&session.actor, &form.one("username"), &form.one("organization_id")).await;
+    let result = state
+        .service
+        .add_membership(
+            &session.actor,
+            &form.one("username"),
+            &form.one("organization_id"),
+        )
+        .await;
     admin_outcome(&state, session, result, "membership").await
 }
 
-async fn admin_create_group(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap, body: Bytes) -> PageResult {
+async fn admin_create_group(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
     let form = Form::parse(&headers, &body)?;
     let session = require_admin(&viewer)?;
     viewer.check_form(&form)?;
@@ -1354,7 +1780,11 @@ async fn admin_create_group(State(state): State<AppState>, viewer: Viewer, heade
         criteria: form.one("criteria"),
         member_organization_ids: form.all("member_organization_ids"),
     };
-    let result = state.service.create_group(&session.actor, new).await.map(|_| ());
+    let result = state
+        .service
+        .create_group(&session.actor, new)
+        .await
+        .map(|_| ());
     admin_outcome(&state, session, result, "group").await
 }
 
@@ -1374,8 +1804,14 @@ const STYLESHEET: &str = include_str!("../static/style.css");
 async fn stylesheet() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/css; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
         ],
         STYLESHEET,
     )
@@ -1389,7 +1825,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; ct_session=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; ct_session=abc; b=2"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "missing"), None);
     }
@@ -1402,7 +1841,10 @@ mod tests {
             page: Some("3".into()),
             ..SearchParams::default()
         };
-        assert_eq!(with_param(&p, "spectrum", Some("open".into())), "/datasets?q=air&theme=energy&spectrum=open");
+        assert_eq!(
+            with_param(&p, "spectrum", Some("open".into())),
+            "/datasets?q=air&theme=energy&spectrum=open"
+        );
         assert_eq!(with_param(&p, "theme", None), "/datasets?q=air");
     }
 
@@ -1411,14 +1853,23 @@ mod tests {
         assert_eq!(anchor_for("licence.url"), "f-licence_url");
         assert_eq!(anchor_for("owner_organization_id"), "f-owner");
         assert_eq!(anchor_for("temporal_coverage.end"), "f-period_end");
-        assert_eq!(anchor_for("data_states.completeness.coverage"), "f-coverage");
+        assert_eq!(
+            anchor_for("data_states.completeness.coverage"),
+            "f-coverage"
+        );
     }
 
     #[test]
     fn a_form_keeps_fields_it_does_not_show() {
         let mut base = blank_input();
         base.analogue_conversion = Some("scanned".into());
-        base.licence = Some(Licence { id: "CC-BY-4.0".into(), title: "CC BY 4.0".into(), url: None, verified: true, note: None });
+        base.licence = Some(Licence {
+            id: "CC-BY-4.0".into(),
+            title: "CC BY 4.0".into(),
+            url: None,
+            verified: true,
+            note: None,
+        });
         let body = Bytes::from_static(
             b"title=T&description=D&owner_organization_id=o&spectrum=open&themes=energy&themes=health\
               &keywords=a,+b&licence_id=CC-BY-4.0&licence_title=CC+BY+4.0",
@@ -1429,13 +1880,21 @@ mod tests {
         assert_eq!(input.analogue_conversion.as_deref(), Some("scanned"));
         assert_eq!(input.themes, vec![Theme::Energy, Theme::Health]);
         assert_eq!(input.keywords, vec!["a", "b"]);
-        assert!(input.licence.unwrap().verified, "an unchanged licence stays verified");
+        assert!(
+            input.licence.unwrap().verified,
+            "an unchanged licence stays verified"
+        );
     }
 
     #[test]
     fn an_unknown_choice_is_named() {
-        let form = Form(vec![("spectrum".into(), "secret".into()), ("structure".into(), "xml".into())]);
-        let errors = FormValues::from_form(&form).apply(&form, blank_input()).unwrap_err();
+        let form = Form(vec![
+            ("spectrum".into(), "secret".into()),
+            ("structure".into(), "xml".into()),
+        ]);
+        let errors = FormValues::from_form(&form)
+            .apply(&form, blank_input())
+            .unwrap_err();
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["spectrum", "structure"]);
     }

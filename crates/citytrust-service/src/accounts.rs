@@ -5,11 +5,13 @@
 //! 256-bit values given to the client once; the store keeps only their
 //! SHA-256, so a copy of the database signs nobody in.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use citytrust_model::account::{Actor, Group, NewGroup, NewOrganization, NewUser, Organization, User};
-use citytrust_model::authz;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use citytrust_model::ValidationErrors;
+use citytrust_model::account::{
+    Actor, Group, NewGroup, NewOrganization, NewUser, Organization, User,
+};
+use citytrust_model::authz;
 use sha2::{Digest, Sha256};
 
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -23,7 +25,10 @@ pub struct IssuedSecret {
 
 impl std::fmt::Debug for IssuedSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedSecret").field("secret", &"<hidden>").field("expires_at", &self.expires_at).finish()
+        f.debug_struct("IssuedSecret")
+            .field("secret", &"<hidden>")
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }
 
@@ -38,7 +43,11 @@ pub struct Session {
 impl Service {
     // ---- organisations, people, groups ----------------------------------
 
-    pub async fn create_organization(&self, actor: &Actor, new: NewOrganization) -> Result<Organization> {
+    pub async fn create_organization(
+        &self,
+        actor: &Actor,
+        new: NewOrganization,
+    ) -> Result<Organization> {
         authz::may_administer(actor)?;
         new.validate()?;
         let org = Organization {
@@ -59,7 +68,10 @@ impl Service {
     }
 
     pub async fn get_organization(&self, id: &str) -> Result<Organization> {
-        self.store.get_organization(id).await?.ok_or_else(|| ServiceError::NotFound(format!("organisation '{id}'")))
+        self.store
+            .get_organization(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("organisation '{id}'")))
     }
 
     pub async fn create_user(&self, actor: &Actor, new: NewUser) -> Result<User> {
@@ -87,7 +99,10 @@ impl Service {
         let mut e = ValidationErrors::default();
         for (i, org) in new.organization_ids.iter().enumerate() {
             if self.store.get_organization(org).await?.is_none() {
-                e.push(format!("organization_ids[{i}]"), format!("there is no organisation '{org}'"));
+                e.push(
+                    format!("organization_ids[{i}]"),
+                    format!("there is no organisation '{org}'"),
+                );
             }
         }
         e.into_result()?;
@@ -117,15 +132,31 @@ impl Service {
         Ok(self.store.list_users().await?)
     }
 
-    pub async fn add_membership(&self, actor: &Actor, username: &str, organization_id: &str) -> Result<()> {
+    pub async fn add_membership(
+        &self,
+        actor: &Actor,
+        username: &str,
+        organization_id: &str,
+    ) -> Result<()> {
         authz::may_administer(actor)?;
         if self.store.get_user(username).await?.is_none() {
-            return Err(ValidationErrors::single("username", format!("there is no user '{username}'")).into());
+            return Err(ValidationErrors::single(
+                "username",
+                format!("there is no user '{username}'"),
+            )
+            .into());
         }
-        if self.store.get_organization(organization_id).await?.is_none() {
-            return Err(
-                ValidationErrors::single("organization_id", format!("there is no organisation '{organization_id}'")).into()
-            );
+        if self
+            .store
+            .get_organization(organization_id)
+            .await?
+            .is_none()
+        {
+            return Err(ValidationErrors::single(
+                "organization_id",
+                format!("there is no organisation '{organization_id}'"),
+            )
+            .into());
         }
         Ok(self.store.add_membership(username, organization_id).await?)
     }
@@ -136,7 +167,10 @@ impl Service {
         let mut e = ValidationErrors::default();
         for (i, org) in new.member_organization_ids.iter().enumerate() {
             if self.store.get_organization(org).await?.is_none() {
-                e.push(format!("member_organization_ids[{i}]"), format!("there is no organisation '{org}'"));
+                e.push(
+                    format!("member_organization_ids[{i}]"),
+                    format!("there is no organisation '{org}'"),
+                );
             }
         }
         e.into_result()?;
@@ -185,14 +219,23 @@ impl Service {
         let now = self.now();
         let expires_at = now + time::Duration::seconds(self.settings.api_token_seconds);
         self.store
-            .insert_api_token(&sha256_hex(&secret), &user.username, &rfc3339(now), expires_at.unix_timestamp())
+            .insert_api_token(
+                &sha256_hex(&secret),
+                &user.username,
+                &rfc3339(now),
+                expires_at.unix_timestamp(),
+            )
             .await?;
         Ok(IssuedSecret { secret, expires_at })
     }
 
     /// The actor a bearer token acts as.
     pub async fn actor_for_token(&self, token: &str) -> Result<Actor> {
-        let cred = self.store.get_api_token(&sha256_hex(token)).await?.ok_or(ServiceError::ExpiredCredentials)?;
+        let cred = self
+            .store
+            .get_api_token(&sha256_hex(token))
+            .await?
+            .ok_or(ServiceError::ExpiredCredentials)?;
         if cred.expires_at <= self.now().unix_timestamp() {
             return Err(ServiceError::ExpiredCredentials);
         }
@@ -207,19 +250,33 @@ impl Service {
         let now = self.now();
         let expires_at = now + time::Duration::seconds(self.settings.session_seconds);
         self.store
-            .insert_session(&sha256_hex(&secret), &user.username, &csrf, &rfc3339(now), expires_at.unix_timestamp())
+            .insert_session(
+                &sha256_hex(&secret),
+                &user.username,
+                &csrf,
+                &rfc3339(now),
+                expires_at.unix_timestamp(),
+            )
             .await?;
         Ok(IssuedSecret { secret, expires_at })
     }
 
     /// The session a cookie stands for, if it is live.
     pub async fn session(&self, secret: &str) -> Result<Session> {
-        let cred = self.store.get_session(&sha256_hex(secret)).await?.ok_or(ServiceError::ExpiredCredentials)?;
+        let cred = self
+            .store
+            .get_session(&sha256_hex(secret))
+            .await?
+            .ok_or(ServiceError::ExpiredCredentials)?;
         if cred.expires_at <= self.now().unix_timestamp() {
             return Err(ServiceError::ExpiredCredentials);
         }
         let user = self.active_user(&cred.username).await?;
-        Ok(Session { actor: Actor::from_user(&user), user, csrf_token: cred.csrf_token.unwrap_or_default() })
+        Ok(Session {
+            actor: Actor::from_user(&user),
+            user,
+            csrf_token: cred.csrf_token.unwrap_or_default(),
+        })
     }
 
     pub async fn end_session(&self, secret: &str) -> Result<()> {
@@ -227,7 +284,10 @@ impl Service {
     }
 
     pub async fn purge_expired_credentials(&self) -> Result<u64> {
-        Ok(self.store.purge_expired_credentials(self.now().unix_timestamp()).await?)
+        Ok(self
+            .store
+            .purge_expired_credentials(self.now().unix_timestamp())
+            .await?)
     }
 
     pub async fn get_user(&self, username: &str) -> Result<User> {
@@ -244,7 +304,8 @@ impl Service {
 
 fn hash_password(password: &str) -> Result<String> {
     let salt_bytes = random_bytes::<16>()?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| ServiceError::Internal(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -256,8 +317,12 @@ const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$
 
 fn verify_password(hash: Option<&str>, password: &str) -> bool {
     let real = hash.is_some();
-    let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DECOY_HASH)) else { return false };
-    let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+    let Ok(parsed) = PasswordHash::new(hash.unwrap_or(DECOY_HASH)) else {
+        return false;
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
     ok && real
 }
 
@@ -285,13 +350,19 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password(Some(&h), "correct horse battery"));
         assert!(!verify_password(Some(&h), "correct horse battery!"));
-        assert!(!verify_password(None, "anything"), "unknown users never verify");
+        assert!(
+            !verify_password(None, "anything"),
+            "unknown users never verify"
+        );
         assert!(!verify_password(Some("not a hash"), "x"));
     }
 
     #[test]
     fn hashes_are_salted() {
-        assert_ne!(hash_password("same password").unwrap(), hash_password("same password").unwrap());
+        assert_ne!(
+            hash_password("same password").unwrap(),
+            hash_password("same password").unwrap()
+        );
     }
 }
 

@@ -1,11 +1,11 @@
 //! The catalogue use cases: register a dataset, change its metadata, read it,
 //! search. Metadata of every dataset is public (R-CAT-8); content is not here.
 
+use citytrust_model::ValidationErrors;
 use citytrust_model::account::Actor;
 use citytrust_model::authz;
 use citytrust_model::catalogue::{Dataset, DatasetInput, DatasetMetadata};
 use citytrust_model::validation::slugify;
-use citytrust_model::ValidationErrors;
 
 use crate::search::{SearchQuery, SearchResults};
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -13,21 +13,37 @@ use crate::{Result, Service, ServiceError, rfc3339};
 impl Service {
     /// Register a dataset in the catalogue.
     pub async fn create_dataset(&self, actor: &Actor, input: DatasetInput) -> Result<Dataset> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
         let (id, metadata) = input.validate()?;
-        authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
+        // Organisations are public, so naming an unknown one is an input error, reported before the permission check.
         self.check_references(&metadata).await?;
+        authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
         let id = match id {
             Some(id) => id,
             None => self.free_slug(&slugify(&metadata.title)).await?,
         };
         let now = rfc3339(self.now());
-        let dataset = Dataset { id, metadata, created_at: now.clone(), updated_at: now, revision: 1 };
-        self.store.insert_dataset(&dataset, actor.username()).await.map_err(|e| match e {
-            citytrust_store::StoreError::Conflict(_) => {
-                ServiceError::Invalid(ValidationErrors::single("id", format!("'{}' is taken by another dataset", dataset.id)))
-            }
-            other => other.into(),
-        })?;
+        let dataset = Dataset {
+            id,
+            metadata,
+            created_at: now.clone(),
+            updated_at: now,
+            revision: 1,
+        };
+        self.store
+            .insert_dataset(&dataset, actor.username())
+            .await
+            .map_err(|e| match e {
+                citytrust_store::StoreError::Conflict(_) => {
+                    ServiceError::Invalid(ValidationErrors::single(
+                        "id",
+                        format!("'{}' is taken by another dataset", dataset.id),
+                    ))
+                }
+                other => other.into(),
+            })?;
         self.index_changed(&dataset).await?;
         tracing::info!(dataset = %dataset.id, by = actor.username().unwrap_or("-"), "dataset registered");
         Ok(dataset)
@@ -49,8 +65,8 @@ impl Service {
         if new_id.as_deref().is_some_and(|n| n != id) {
             return Err(ValidationErrors::single("id", "a dataset's id cannot change").into());
         }
-        authz::may_edit_dataset(actor, &current.metadata, &metadata)?;
         self.check_references(&metadata).await?;
+        authz::may_edit_dataset(actor, &current.metadata, &metadata)?;
         let expected = expected_revision.unwrap_or(current.revision);
         if expected != current.revision {
             return Err(ServiceError::Stale(format!(
@@ -75,7 +91,10 @@ impl Service {
         if !DatasetMetadata::is_valid_id(id) {
             return Err(ServiceError::NotFound(format!("dataset '{id}'")));
         }
-        self.store.get_dataset(id).await?.ok_or_else(|| ServiceError::NotFound(format!("dataset '{id}'")))
+        self.store
+            .get_dataset(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("dataset '{id}'")))
     }
 
     /// Whether `actor` may edit `dataset` as it stands (for showing an edit button).
@@ -117,8 +136,12 @@ impl Service {
     }
 
     async fn index_changed(&self, dataset: &Dataset) -> Result<()> {
-        let owner = self.store.get_organization(&dataset.metadata.owner_organization_id).await?;
+        let owner = self
+            .store
+            .get_organization(&dataset.metadata.owner_organization_id)
+            .await?;
         let revision = self.store.catalogue_revision().await?;
-        self.index.upsert(dataset.clone(), owner.map(|o| o.name), revision)
+        self.index
+            .upsert(dataset.clone(), owner.map(|o| o.name), revision)
     }
 }

@@ -30,7 +30,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { session_seconds: 12 * 3600, api_token_seconds: 24 * 3600 }
+        Settings {
+            session_seconds: 12 * 3600,
+            api_token_seconds: 24 * 3600,
+        }
     }
 }
 
@@ -46,7 +49,12 @@ impl Service {
     /// Build the service over an open store and load the catalogue's search index.
     pub async fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Result<Service> {
         let index = search::CatalogueIndex::new()?;
-        let service = Service { store, index, clock, settings };
+        let service = Service {
+            store,
+            index,
+            clock,
+            settings,
+        };
         service.refresh_search_index().await?;
         Ok(service)
     }
@@ -83,6 +91,9 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }

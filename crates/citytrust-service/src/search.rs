@@ -16,9 +16,12 @@ use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::query::{Query, QueryParser};
 use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, FAST, STORED, Schema, TextFieldIndexing, TextOptions,
+    FAST, Field, INDEXED, IndexRecordOption, STORED, Schema, TextFieldIndexing, TextOptions,
 };
-use tantivy::{DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader, TantivyDocument, Term};
+use tantivy::{
+    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentOrdinal, SegmentReader,
+    TantivyDocument, Term,
+};
 use utoipa::ToSchema;
 
 use crate::{Result, ServiceError};
@@ -113,7 +116,9 @@ impl CatalogueIndex {
     pub fn new() -> Result<CatalogueIndex> {
         let mut builder = Schema::builder();
         let text = TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer("en_stem").set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
             ord: builder.add_u64_field("ord", INDEXED | FAST | STORED),
@@ -124,9 +129,19 @@ impl CatalogueIndex {
         };
         let index = Index::create_in_ram(builder.build());
         let writer = index.writer_with_num_threads(1, 15_000_000)?;
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        let mut parser =
-            QueryParser::for_index(&index, vec![fields.title, fields.keywords, fields.description, fields.extra]);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let mut parser = QueryParser::for_index(
+            &index,
+            vec![
+                fields.title,
+                fields.keywords,
+                fields.description,
+                fields.extra,
+            ],
+        );
         parser.set_conjunction_by_default();
         parser.set_field_boost(fields.title, 3.0);
         parser.set_field_boost(fields.keywords, 2.0);
@@ -152,14 +167,24 @@ impl CatalogueIndex {
     }
 
     /// Replace the whole index with `datasets`.
-    pub fn rebuild(&self, datasets: Vec<Dataset>, organizations: &[Organization], revision: i64) -> Result<()> {
-        let names: HashMap<&str, &str> = organizations.iter().map(|o| (o.id.as_str(), o.name.as_str())).collect();
+    pub fn rebuild(
+        &self,
+        datasets: Vec<Dataset>,
+        organizations: &[Organization],
+        revision: i64,
+    ) -> Result<()> {
+        let names: HashMap<&str, &str> = organizations
+            .iter()
+            .map(|o| (o.id.as_str(), o.name.as_str()))
+            .collect();
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut catalogue = self.catalogue.write().map_err(|_| poisoned())?;
         writer.delete_all_documents()?;
         *catalogue = Catalogue::default();
         for d in datasets {
-            let owner = names.get(d.metadata.owner_organization_id.as_str()).map(|s| s.to_string());
+            let owner = names
+                .get(d.metadata.owner_organization_id.as_str())
+                .map(|s| s.to_string());
             let ord = catalogue.next_ord;
             catalogue.next_ord += 1;
             let entry = self.add(&mut writer, ord, d, owner)?;
@@ -169,12 +194,21 @@ impl CatalogueIndex {
         writer.commit()?;
         self.reader.reload()?;
         catalogue.revision = Some(revision);
-        tracing::debug!(datasets = catalogue.entries.len(), revision, "search index rebuilt");
+        tracing::debug!(
+            datasets = catalogue.entries.len(),
+            revision,
+            "search index rebuilt"
+        );
         Ok(())
     }
 
     /// Add or replace one dataset.
-    pub fn upsert(&self, dataset: Dataset, owner_name: Option<String>, revision: i64) -> Result<()> {
+    pub fn upsert(
+        &self,
+        dataset: Dataset,
+        owner_name: Option<String>,
+        revision: i64,
+    ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut catalogue = self.catalogue.write().map_err(|_| poisoned())?;
         let ord = match catalogue.ord_by_id.get(&dataset.id) {
@@ -202,7 +236,13 @@ impl CatalogueIndex {
         Ok(())
     }
 
-    fn add(&self, writer: &mut IndexWriter, ord: u64, d: Dataset, owner_name: Option<String>) -> Result<Arc<Entry>> {
+    fn add(
+        &self,
+        writer: &mut IndexWriter,
+        ord: u64,
+        d: Dataset,
+        owner_name: Option<String>,
+    ) -> Result<Arc<Entry>> {
         let m = &d.metadata;
         let owner_name = owner_name.unwrap_or_else(|| m.owner_organization_id.clone());
         let mut extra = format!("{} {}", owner_name, m.owner_organization_id);
@@ -237,7 +277,11 @@ impl CatalogueIndex {
         let text = q.text.trim();
         let catalogue = self.catalogue.read().map_err(|_| poisoned())?;
         let matches: Vec<(f32, Arc<Entry>)> = if text.is_empty() {
-            catalogue.entries.values().map(|e| (0.0, e.clone())).collect()
+            catalogue
+                .entries
+                .values()
+                .map(|e| (0.0, e.clone()))
+                .collect()
         } else {
             let (query, _ignored_syntax_errors) = self.parser.parse_query_lenient(text);
             let query: Box<dyn Query> = query;
@@ -256,19 +300,39 @@ impl CatalogueIndex {
             let m = &e.dataset.metadata;
             let pass_theme = q.theme.is_none_or(|t| m.themes.contains(&t));
             let pass_spectrum = q.spectrum.is_none_or(|s| m.spectrum == s);
-            let pass_org = q.organization.as_deref().is_none_or(|o| m.owner_organization_id == o);
-            let pass_format = q.format.as_deref().is_none_or(|f| e.format_key.as_deref() == Some(&f.to_lowercase()));
+            let pass_org = q
+                .organization
+                .as_deref()
+                .is_none_or(|o| m.owner_organization_id == o);
+            let pass_format = q
+                .format
+                .as_deref()
+                .is_none_or(|f| e.format_key.as_deref() == Some(&f.to_lowercase()));
             let pass_personal = q.personal_data.is_none_or(|p| m.personal_data == p);
-            let passes = [pass_theme, pass_spectrum, pass_org, pass_format, pass_personal];
+            let passes = [
+                pass_theme,
+                pass_spectrum,
+                pass_org,
+                pass_format,
+                pass_personal,
+            ];
             let all_but = |i: usize| passes.iter().enumerate().all(|(j, p)| j == i || *p);
             if all_but(0) {
                 for t in &m.themes {
-                    facets.theme.entry(t.as_str().to_string()).or_insert_with(|| (t.as_str().to_string(), 0)).1 += 1;
+                    facets
+                        .theme
+                        .entry(t.as_str().to_string())
+                        .or_insert_with(|| (t.as_str().to_string(), 0))
+                        .1 += 1;
                 }
             }
             if all_but(1) {
                 let s = m.spectrum;
-                facets.spectrum.entry(s.as_str().to_string()).or_insert_with(|| (s.label().to_string(), 0)).1 += 1;
+                facets
+                    .spectrum
+                    .entry(s.as_str().to_string())
+                    .or_insert_with(|| (s.label().to_string(), 0))
+                    .1 += 1;
             }
             if all_but(2) {
                 facets
@@ -279,33 +343,63 @@ impl CatalogueIndex {
             }
             if all_but(3) {
                 if let (Some(key), Some(label)) = (&e.format_key, &m.format) {
-                    facets.format.entry(key.clone()).or_insert_with(|| (label.clone(), 0)).1 += 1;
+                    facets
+                        .format
+                        .entry(key.clone())
+                        .or_insert_with(|| (label.clone(), 0))
+                        .1 += 1;
                 }
             }
             if all_but(4) {
-                let (v, l) = if m.personal_data { ("true", "Personal data") } else { ("false", "No personal data") };
-                facets.personal_data.entry(v.to_string()).or_insert_with(|| (l.to_string(), 0)).1 += 1;
+                let (v, l) = if m.personal_data {
+                    ("true", "Personal data")
+                } else {
+                    ("false", "No personal data")
+                };
+                facets
+                    .personal_data
+                    .entry(v.to_string())
+                    .or_insert_with(|| (l.to_string(), 0))
+                    .1 += 1;
             }
             if passes.iter().all(|p| *p) {
                 hits.push((score, e));
             }
         }
 
-        let by_title = |a: &Arc<Entry>, b: &Arc<Entry>| a.title_key.cmp(&b.title_key).then(a.dataset.id.cmp(&b.dataset.id));
+        let by_title = |a: &Arc<Entry>, b: &Arc<Entry>| {
+            a.title_key
+                .cmp(&b.title_key)
+                .then(a.dataset.id.cmp(&b.dataset.id))
+        };
         match q.sort {
             SortOrder::Relevance if !text.is_empty() => {
                 hits.sort_by(|(sa, a), (sb, b)| sb.total_cmp(sa).then_with(|| by_title(a, b)))
             }
-            SortOrder::Relevance | SortOrder::Title => hits.sort_by(|(_, a), (_, b)| by_title(a, b)),
+            SortOrder::Relevance | SortOrder::Title => {
+                hits.sort_by(|(_, a), (_, b)| by_title(a, b))
+            }
             SortOrder::Updated => hits.sort_by(|(_, a), (_, b)| {
-                b.dataset.updated_at.cmp(&a.dataset.updated_at).then_with(|| by_title(a, b))
+                b.dataset
+                    .updated_at
+                    .cmp(&a.dataset.updated_at)
+                    .then_with(|| by_title(a, b))
             }),
         }
         let per_page = q.per_page.clamp(1, MAX_PER_PAGE);
         let start = q.page.max(1).saturating_sub(1).saturating_mul(per_page);
         let total = hits.len();
-        let items = hits.into_iter().skip(start).take(per_page).map(|(_, e)| e.dataset.clone()).collect();
-        Ok(SearchResults { items, total, facets: facets.finish() })
+        let items = hits
+            .into_iter()
+            .skip(start)
+            .take(per_page)
+            .map(|(_, e)| e.dataset.clone())
+            .collect();
+        Ok(SearchResults {
+            items,
+            total,
+            facets: facets.finish(),
+        })
     }
 }
 
@@ -321,8 +415,14 @@ struct FacetTally {
 impl FacetTally {
     fn finish(self) -> Facets {
         fn sorted(m: BTreeMap<String, (String, usize)>) -> Vec<FacetCount> {
-            let mut v: Vec<FacetCount> =
-                m.into_iter().map(|(value, (label, count))| FacetCount { value, label, count }).collect();
+            let mut v: Vec<FacetCount> = m
+                .into_iter()
+                .map(|(value, (label, count))| FacetCount {
+                    value,
+                    label,
+                    count,
+                })
+                .collect();
             v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
             v
         }
@@ -352,8 +452,15 @@ impl Collector for AllScores {
     type Fruit = Vec<(f32, u64)>;
     type Child = SegmentScores;
 
-    fn for_segment(&self, _segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentScores> {
-        Ok(SegmentScores { ords: reader.fast_fields().u64("ord")?, out: Vec::new() })
+    fn for_segment(
+        &self,
+        _segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<SegmentScores> {
+        Ok(SegmentScores {
+            ords: reader.fast_fields().u64("ord")?,
+            out: Vec::new(),
+        })
     }
 
     fn requires_scoring(&self) -> bool {
@@ -384,24 +491,65 @@ mod tests {
     use super::*;
     use citytrust_model::catalogue::DatasetInput;
 
-    fn dataset(id: &str, title: &str, description: &str, spectrum: &str, themes: &[&str], format: &str) -> Dataset {
+    fn dataset(
+        id: &str,
+        title: &str,
+        description: &str,
+        spectrum: &str,
+        themes: &[&str],
+        format: &str,
+    ) -> Dataset {
         let input: DatasetInput = serde_json::from_value(serde_json::json!({
             "title": title, "description": description, "owner_organization_id": "city",
             "spectrum": spectrum, "themes": themes, "format": format, "keywords": ["city"]
         }))
         .unwrap();
         let (_, metadata) = input.validate().unwrap();
-        Dataset { id: id.into(), metadata, created_at: "2026-01-01T00:00:00Z".into(), updated_at: "2026-01-01T00:00:00Z".into(), revision: 1 }
+        Dataset {
+            id: id.into(),
+            metadata,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            revision: 1,
+        }
     }
 
     fn index() -> CatalogueIndex {
         let idx = CatalogueIndex::new().unwrap();
         idx.rebuild(
             vec![
-                dataset("air", "Air quality readings", "Hourly NO2 and PM10 at stations", "open", &["environment"], "CSV"),
-                dataset("energy", "Building energy benchmarking", "Energy use of large buildings", "shared_specific", &["energy", "buildings"], "CSV"),
-                dataset("accidents", "Traffic accidents", "Accidents recorded by police", "shared_group", &["safety", "mobility"], "CSV"),
-                dataset("bounds", "District boundaries", "Official district boundaries", "open", &["boundaries"], "GeoJSON"),
+                dataset(
+                    "air",
+                    "Air quality readings",
+                    "Hourly NO2 and PM10 at stations",
+                    "open",
+                    &["environment"],
+                    "CSV",
+                ),
+                dataset(
+                    "energy",
+                    "Building energy benchmarking",
+                    "Energy use of large buildings",
+                    "shared_specific",
+                    &["energy", "buildings"],
+                    "CSV",
+                ),
+                dataset(
+                    "accidents",
+                    "Traffic accidents",
+                    "Accidents recorded by police",
+                    "shared_group",
+                    &["safety", "mobility"],
+                    "CSV",
+                ),
+                dataset(
+                    "bounds",
+                    "District boundaries",
+                    "Official district boundaries",
+                    "open",
+                    &["boundaries"],
+                    "GeoJSON",
+                ),
             ],
             &[],
             1,
@@ -411,7 +559,13 @@ mod tests {
     }
 
     fn check(q: SearchQuery, expect_ids: &[&str]) -> SearchResults {
-        let r = index().search(&SearchQuery { per_page: 20, page: 1, ..q }).unwrap();
+        let r = index()
+            .search(&SearchQuery {
+                per_page: 20,
+                page: 1,
+                ..q
+            })
+            .unwrap();
         let ids: Vec<&str> = r.items.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, expect_ids);
         assert_eq!(r.total, expect_ids.len());
@@ -420,42 +574,133 @@ mod tests {
 
     #[test]
     fn text_matches_with_stemming_and_ranks_title_first() {
-        check(SearchQuery { text: "accident".into(), ..Default::default() }, &["accidents"]);
-        check(SearchQuery { text: "energy".into(), ..Default::default() }, &["energy"]);
-        check(SearchQuery { text: "district".into(), ..Default::default() }, &["bounds"]);
-        check(SearchQuery { text: "nothing-like-this".into(), ..Default::default() }, &[]);
-        check(SearchQuery { text: "AND OR ((".into(), ..Default::default() }, &[]);
+        check(
+            SearchQuery {
+                text: "accident".into(),
+                ..Default::default()
+            },
+            &["accidents"],
+        );
+        check(
+            SearchQuery {
+                text: "energy".into(),
+                ..Default::default()
+            },
+            &["energy"],
+        );
+        check(
+            SearchQuery {
+                text: "district".into(),
+                ..Default::default()
+            },
+            &["bounds"],
+        );
+        check(
+            SearchQuery {
+                text: "nothing-like-this".into(),
+                ..Default::default()
+            },
+            &[],
+        );
+        check(
+            SearchQuery {
+                text: "AND OR ((".into(),
+                ..Default::default()
+            },
+            &[],
+        );
     }
 
     #[test]
     fn empty_query_lists_everything_by_title() {
-        check(SearchQuery::default(), &["air", "energy", "bounds", "accidents"]);
+        check(
+            SearchQuery::default(),
+            &["air", "energy", "bounds", "accidents"],
+        );
     }
 
     #[test]
     fn facets_filter_and_count_the_other_filters() {
-        let r = check(SearchQuery { spectrum: Some(Spectrum::Open), ..Default::default() }, &["air", "bounds"]);
+        let r = check(
+            SearchQuery {
+                spectrum: Some(Spectrum::Open),
+                ..Default::default()
+            },
+            &["air", "bounds"],
+        );
         // The spectrum facet ignores its own filter; the format facet honours it.
         assert_eq!(r.facets.spectrum.iter().map(|f| f.count).sum::<usize>(), 4);
-        assert_eq!(r.facets.format.iter().find(|f| f.value == "csv").map(|f| f.count), Some(1));
-        check(SearchQuery { theme: Some(Theme::Energy), ..Default::default() }, &["energy"]);
-        check(SearchQuery { format: Some("geojson".into()), ..Default::default() }, &["bounds"]);
-        check(SearchQuery { personal_data: Some(true), ..Default::default() }, &[]);
+        assert_eq!(
+            r.facets
+                .format
+                .iter()
+                .find(|f| f.value == "csv")
+                .map(|f| f.count),
+            Some(1)
+        );
+        check(
+            SearchQuery {
+                theme: Some(Theme::Energy),
+                ..Default::default()
+            },
+            &["energy"],
+        );
+        check(
+            SearchQuery {
+                format: Some("geojson".into()),
+                ..Default::default()
+            },
+            &["bounds"],
+        );
+        check(
+            SearchQuery {
+                personal_data: Some(true),
+                ..Default::default()
+            },
+            &[],
+        );
     }
 
     #[test]
     fn upsert_replaces_and_pages() {
         let idx = index();
-        let mut d = dataset("air", "Air pollution", "Hourly NO2", "closed", &["environment"], "CSV");
+        let mut d = dataset(
+            "air",
+            "Air pollution",
+            "Hourly NO2",
+            "closed",
+            &["environment"],
+            "CSV",
+        );
         d.revision = 2;
         idx.upsert(d, None, 2).unwrap();
         assert_eq!(idx.len(), 4);
         assert_eq!(idx.revision(), Some(2));
-        let r = idx.search(&SearchQuery { text: "pollution".into(), page: 1, per_page: 10, ..Default::default() }).unwrap();
+        let r = idx
+            .search(&SearchQuery {
+                text: "pollution".into(),
+                page: 1,
+                per_page: 10,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(r.items[0].metadata.spectrum, Spectrum::Closed);
-        let r = idx.search(&SearchQuery { text: "quality".into(), page: 1, per_page: 10, ..Default::default() }).unwrap();
+        let r = idx
+            .search(&SearchQuery {
+                text: "quality".into(),
+                page: 1,
+                per_page: 10,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(r.total, 0, "old text is gone");
-        let p2 = idx.search(&SearchQuery { page: 2, per_page: 3, ..Default::default() }).unwrap();
+        let p2 = idx
+            .search(&SearchQuery {
+                page: 2,
+                per_page: 3,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!((p2.total, p2.items.len()), (4, 1));
     }
 }

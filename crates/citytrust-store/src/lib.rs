@@ -107,7 +107,12 @@ impl Store {
                     .connect_with(options)
                     .await?
             }
-            Backend::Postgres => pool_options.max_connections(16).connect_with(options).await?,
+            Backend::Postgres => {
+                pool_options
+                    .max_connections(16)
+                    .connect_with(options)
+                    .await?
+            }
         };
         let store = Store { pool, backend };
         migrate::run(&store.pool, backend).await?;
@@ -147,10 +152,12 @@ impl Store {
     }
 
     pub async fn get_organization(&self, id: &str) -> Result<Option<Organization>> {
-        let row = sqlx::query("SELECT id, name, kind, description, url, created_at FROM organizations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, kind, description, url, created_at FROM organizations WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| organization_from_row(&r)).transpose()
     }
 
@@ -193,7 +200,9 @@ impl Store {
     }
 
     pub async fn user_count(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
 
@@ -206,14 +215,19 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let orgs = sqlx::query("SELECT organization_id FROM memberships WHERE username = $1 ORDER BY organization_id")
-            .bind(username)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("organization_id"))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(StoredUser { password_hash: row.try_get("password_hash")?, user: user_from_row(&row, orgs)? }))
+        let orgs = sqlx::query(
+            "SELECT organization_id FROM memberships WHERE username = $1 ORDER BY organization_id",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>("organization_id"))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(StoredUser {
+            password_hash: row.try_get("password_hash")?,
+            user: user_from_row(&row, orgs)?,
+        }))
     }
 
     pub async fn list_users(&self) -> Result<Vec<User>> {
@@ -223,9 +237,11 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let memberships = sqlx::query("SELECT username, organization_id FROM memberships ORDER BY organization_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let memberships = sqlx::query(
+            "SELECT username, organization_id FROM memberships ORDER BY organization_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let username: String = row.try_get("username")?;
@@ -242,11 +258,13 @@ impl Store {
 
     /// Add a person to an organisation (idempotent).
     pub async fn add_membership(&self, username: &str, organization_id: &str) -> Result<()> {
-        let exists = sqlx::query("SELECT 1 AS one FROM memberships WHERE username = $1 AND organization_id = $2")
-            .bind(username)
-            .bind(organization_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let exists = sqlx::query(
+            "SELECT 1 AS one FROM memberships WHERE username = $1 AND organization_id = $2",
+        )
+        .bind(username)
+        .bind(organization_id)
+        .fetch_optional(&self.pool)
+        .await?;
         if exists.is_none() {
             sqlx::query("INSERT INTO memberships (username, organization_id) VALUES ($1, $2)")
                 .bind(username)
@@ -259,11 +277,16 @@ impl Store {
 
     /// The members of one organisation.
     pub async fn organization_members(&self, organization_id: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT username FROM memberships WHERE organization_id = $1 ORDER BY username")
-            .bind(organization_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(|r| r.try_get("username")).collect::<Result<_, _>>()?)
+        let rows = sqlx::query(
+            "SELECT username FROM memberships WHERE organization_id = $1 ORDER BY username",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("username"))
+            .collect::<Result<_, _>>()?)
     }
 
     // ---- groups ------------------------------------------------------------
@@ -291,12 +314,16 @@ impl Store {
     }
 
     pub async fn list_groups(&self) -> Result<Vec<Group>> {
-        let rows = sqlx::query("SELECT id, name, description, criteria, created_at FROM org_groups ORDER BY name, id")
-            .fetch_all(&self.pool)
-            .await?;
-        let members = sqlx::query("SELECT group_id, organization_id FROM group_members ORDER BY organization_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, description, criteria, created_at FROM org_groups ORDER BY name, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let members = sqlx::query(
+            "SELECT group_id, organization_id FROM group_members ORDER BY organization_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let id: String = r.try_get("id")?;
@@ -342,10 +369,12 @@ impl Store {
     }
 
     pub async fn get_session(&self, token_hash: &str) -> Result<Option<StoredCredential>> {
-        let row = sqlx::query("SELECT username, csrf_token, expires_at FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT username, csrf_token, expires_at FROM sessions WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(StoredCredential {
                 username: r.try_get("username")?,
@@ -357,11 +386,20 @@ impl Store {
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    pub async fn insert_api_token(&self, token_hash: &str, username: &str, created_at: &str, expires_at: i64) -> Result<()> {
+    pub async fn insert_api_token(
+        &self,
+        token_hash: &str,
+        username: &str,
+        created_at: &str,
+        expires_at: i64,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO api_tokens (token_hash, username, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(username)
@@ -378,15 +416,25 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
-            Ok(StoredCredential { username: r.try_get("username")?, csrf_token: None, expires_at: r.try_get("expires_at")? })
+            Ok(StoredCredential {
+                username: r.try_get("username")?,
+                csrf_token: None,
+                expires_at: r.try_get("expires_at")?,
+            })
         })
         .transpose()
     }
 
     /// Remove expired sessions and tokens; returns how many went.
     pub async fn purge_expired_credentials(&self, now_unix: i64) -> Result<u64> {
-        let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now_unix).execute(&self.pool).await?;
-        let b = sqlx::query("DELETE FROM api_tokens WHERE expires_at <= $1").bind(now_unix).execute(&self.pool).await?;
+        let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_unix)
+            .execute(&self.pool)
+            .await?;
+        let b = sqlx::query("DELETE FROM api_tokens WHERE expires_at <= $1")
+            .bind(now_unix)
+            .execute(&self.pool)
+            .await?;
         Ok(a.rows_affected() + b.rows_affected())
     }
 
@@ -394,7 +442,8 @@ impl Store {
 
     /// Insert a new catalogue entry (revision 1) and bump the catalogue revision.
     pub async fn insert_dataset(&self, dataset: &Dataset, created_by: Option<&str>) -> Result<()> {
-        let metadata = serde_json::to_string(&dataset.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let metadata = serde_json::to_string(&dataset.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO datasets (id, owner_organization_id, spectrum, title, metadata, created_by, created_at, \
@@ -420,7 +469,8 @@ impl Store {
 
     /// Replace a catalogue entry if it is still at `expected_revision`.
     pub async fn update_dataset(&self, dataset: &Dataset, expected_revision: i64) -> Result<()> {
-        let metadata = serde_json::to_string(&dataset.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let metadata = serde_json::to_string(&dataset.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE datasets SET owner_organization_id = $1, spectrum = $2, title = $3, metadata = $4, updated_at = $5, \
@@ -437,9 +487,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::StaleRevision(format!("dataset '{}'", dataset.id)));
+            return Err(StoreError::StaleRevision(format!(
+                "dataset '{}'",
+                dataset.id
+            )));
         }
-        sqlx::query("DELETE FROM dataset_roles WHERE dataset_id = $1").bind(&dataset.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM dataset_roles WHERE dataset_id = $1")
+            .bind(&dataset.id)
+            .execute(&mut *tx)
+            .await?;
         write_roles(&mut tx, dataset).await?;
         bump_catalogue_revision(&mut tx).await?;
         tx.commit().await?;
@@ -447,24 +503,30 @@ impl Store {
     }
 
     pub async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>> {
-        let row = sqlx::query("SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| dataset_from_row(&r)).transpose()
     }
 
     /// Every catalogue entry, for building the search index.
     pub async fn list_datasets(&self) -> Result<Vec<Dataset>> {
-        let rows = sqlx::query("SELECT id, metadata, created_at, updated_at, revision FROM datasets ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(dataset_from_row).collect()
     }
 
     /// How many changes the catalogue has seen; search indexes compare it to know they are current.
     pub async fn catalogue_revision(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get("value")?)
     }
 }
@@ -472,18 +534,22 @@ impl Store {
 async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Dataset) -> Result<()> {
     for r in &dataset.metadata.roles {
         let role = serde_json::to_value(r.role).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT INTO dataset_roles (dataset_id, organization_id, role) VALUES ($1, $2, $3)")
-            .bind(&dataset.id)
-            .bind(&r.organization_id)
-            .bind(role.as_str().unwrap_or("unknown"))
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO dataset_roles (dataset_id, organization_id, role) VALUES ($1, $2, $3)",
+        )
+        .bind(&dataset.id)
+        .bind(&r.organization_id)
+        .bind(role.as_str().unwrap_or("unknown"))
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
 
 async fn bump_catalogue_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
-    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'catalogue_revision'").execute(&mut **tx).await?;
+    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'catalogue_revision'")
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -503,7 +569,8 @@ fn organization_from_row(r: &AnyRow) -> Result<Organization> {
     Ok(Organization {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        kind: OrganizationKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("organisation kind {kind}")))?,
+        kind: OrganizationKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("organisation kind {kind}")))?,
         description: r.try_get("description")?,
         url: r.try_get("url")?,
         created_at: r.try_get("created_at")?,
@@ -512,9 +579,11 @@ fn organization_from_row(r: &AnyRow) -> Result<Organization> {
 
 fn user_from_row(r: &AnyRow, organization_ids: Vec<String>) -> Result<User> {
     let mut roles = Vec::new();
-    for (column, role) in
-        [("is_administrator", Role::Administrator), ("is_trustee", Role::Trustee), ("is_resident", Role::Resident)]
-    {
+    for (column, role) in [
+        ("is_administrator", Role::Administrator),
+        ("is_trustee", Role::Trustee),
+        ("is_resident", Role::Resident),
+    ] {
         if r.try_get::<i64, _>(column)? != 0 {
             roles.push(role);
         }
@@ -533,8 +602,8 @@ fn user_from_row(r: &AnyRow, organization_ids: Vec<String>) -> Result<User> {
 fn dataset_from_row(r: &AnyRow) -> Result<Dataset> {
     let id: String = r.try_get("id")?;
     let metadata: String = r.try_get("metadata")?;
-    let metadata: DatasetMetadata =
-        serde_json::from_str(&metadata).map_err(|e| StoreError::Corrupt(format!("dataset {id}: {e}")))?;
+    let metadata: DatasetMetadata = serde_json::from_str(&metadata)
+        .map_err(|e| StoreError::Corrupt(format!("dataset {id}: {e}")))?;
     Ok(Dataset {
         id,
         metadata,

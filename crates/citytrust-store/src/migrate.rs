@@ -27,11 +27,15 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     .await?;
     if backend == Backend::Postgres {
         // Several nodes may start at once: one migrates, the others wait for it.
-        sqlx::query("SELECT pg_advisory_lock(727274) AS locked").fetch_one(pool).await?;
+        sqlx::query("SELECT pg_advisory_lock(727274) AS locked")
+            .fetch_one(pool)
+            .await?;
     }
     let result = apply_pending(pool, backend).await;
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock(727274) AS unlocked").fetch_one(pool).await?;
+        sqlx::query("SELECT pg_advisory_unlock(727274) AS unlocked")
+            .fetch_one(pool)
+            .await?;
     }
     result
 }
@@ -49,7 +53,13 @@ async fn apply_pending(pool: &AnyPool, backend: Backend) -> Result<()> {
             Backend::Postgres => m.postgres,
         };
         let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|source| StoreError::Migration { version: m.version, source })?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|source| StoreError::Migration {
+                version: m.version,
+                source,
+            })?;
         sqlx::query("INSERT INTO citytrust_migrations (version, name) VALUES ($1, $2)")
             .bind(m.version)
             .bind(m.name)

@@ -18,7 +18,10 @@ pub const ACCOUNTS: [(&str, &str); 7] = [
     ("trustee1", "trustee"),
     ("trustee2", "trustee"),
     ("trustee3", "trustee"),
-    ("owner", "member of the City Data Office, which owns the city's datasets"),
+    (
+        "owner",
+        "member of the City Data Office, which owns the city's datasets",
+    ),
     ("analyst", "member of City University (a research partner)"),
     ("resident", "a resident"),
 ];
@@ -73,35 +76,60 @@ fn serde_path_to_error<'de, T: Deserialize<'de>>(
 pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
     let m = manifest()?;
     let mut created = 0usize;
-    let admin_spec = m.users.iter().find(|u| u.roles.contains(&Role::Administrator)).context("the demo needs an administrator")?;
+    let admin_spec = m
+        .users
+        .iter()
+        .find(|u| u.roles.contains(&Role::Administrator))
+        .context("the demo needs an administrator")?;
     let admin = match service.store().get_user(&admin_spec.username).await? {
         Some(stored) => stored.user,
         None => {
             created += 1;
-            service.insert_user(new_user(admin_spec, password)).await.map_err(|e| anyhow::anyhow!("demo administrator: {e}"))?
+            service
+                .insert_user(new_user(admin_spec, password))
+                .await
+                .map_err(|e| anyhow::anyhow!("demo administrator: {e}"))?
         }
     };
     let actor = Actor::from_user(&admin);
     for org in m.organizations {
         let id = org.id.clone();
-        created += kept(service.create_organization(&actor, org).await.map(|_| ()), &format!("organisation {id}"))?;
+        created += kept(
+            service.create_organization(&actor, org).await.map(|_| ()),
+            &format!("organisation {id}"),
+        )?;
     }
     for user in m.users.iter().filter(|u| u.username != admin.username) {
-        created += kept(service.insert_user(new_user(user, password)).await.map(|_| ()), &format!("account {}", user.username))?;
+        created += kept(
+            service
+                .insert_user(new_user(user, password))
+                .await
+                .map(|_| ()),
+            &format!("account {}", user.username),
+        )?;
     }
     for group in m.groups {
         let id = group.id.clone();
-        created += kept(service.create_group(&actor, group).await.map(|_| ()), &format!("group {id}"))?;
+        created += kept(
+            service.create_group(&actor, group).await.map(|_| ()),
+            &format!("group {id}"),
+        )?;
     }
     for d in m.datasets {
         let id = d.dataset.id.clone().unwrap_or_default();
         if service.get_dataset(&id).await.is_ok() {
             continue;
         }
-        service.create_dataset(&actor, d.dataset).await.map_err(|e| anyhow::anyhow!("demo dataset {id}: {e}"))?;
+        service
+            .create_dataset(&actor, d.dataset)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo dataset {id}: {e}"))?;
         created += 1;
     }
-    Ok(Loaded { fresh: created > 0, datasets: service.catalogue_size() })
+    Ok(Loaded {
+        fresh: created > 0,
+        datasets: service.catalogue_size(),
+    })
 }
 
 fn new_user(u: &DemoUser, password: &str) -> NewUser {
@@ -133,7 +161,9 @@ mod tests {
         for d in m.datasets {
             let id = d.dataset.id.clone().unwrap();
             if let Some(file) = &d.file {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/data").join(file);
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../demo/data")
+                    .join(file);
                 assert!(path.is_file(), "{id}: {} is missing", path.display());
             }
             d.dataset.validate().unwrap_or_else(|e| panic!("{id}: {e}"));

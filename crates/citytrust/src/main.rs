@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "citytrust", version, about = "A civic data trust: catalogue, governed sharing and a public transparency log.")]
+#[command(
+    name = "citytrust",
+    version,
+    about = "A civic data trust: catalogue, governed sharing and a public transparency log."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,12 @@ enum Command {
         #[command(flatten)]
         serve: ServeArgs,
         /// Password for every demo account.
-        #[arg(long, env = "CITYTRUST_DEMO_PASSWORD", default_value = "demo-password", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "CITYTRUST_DEMO_PASSWORD",
+            default_value = "demo-password",
+            hide_env_values = true
+        )]
         demo_password: String,
     },
     /// Manage accounts.
@@ -87,11 +96,15 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("CITYTRUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("CITYTRUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli))
 }
 
@@ -102,18 +115,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let service = open(&args.storage).await?;
             serve(service, &args, started, None).await
         }
-        Command::Demo { serve: args, demo_password } => {
+        Command::Demo {
+            serve: args,
+            demo_password,
+        } => {
             let started = Instant::now();
             let service = open(&args.storage).await?;
             let loaded = demo::load(&service, &demo_password).await?;
             serve(service, &args, started, Some((loaded, demo_password))).await
         }
-        Command::User { command: UserCommand::Add { storage, username, display_name, email, roles, organizations } } => {
+        Command::User {
+            command:
+                UserCommand::Add {
+                    storage,
+                    username,
+                    display_name,
+                    email,
+                    roles,
+                    organizations,
+                },
+        } => {
             let service = open(&storage).await?;
             let password = read_password()?;
             let mut parsed = Vec::new();
             for r in &roles {
-                parsed.push(Role::parse(r).with_context(|| format!("--role: '{r}' is not administrator, trustee or resident"))?);
+                parsed.push(Role::parse(r).with_context(|| {
+                    format!("--role: '{r}' is not administrator, trustee or resident")
+                })?);
             }
             let new = NewUser {
                 display_name: display_name.unwrap_or_else(|| username.clone()),
@@ -124,10 +152,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 organization_ids: organizations,
             };
             let first = service.store().user_count().await? == 0;
-            let user = if first { service.bootstrap_administrator(new).await } else { service.insert_user(new).await }
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let user = if first {
+                service.bootstrap_administrator(new).await
+            } else {
+                service.insert_user(new).await
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
-            println!("created account '{}' with roles [{}]", user.username, roles.join(", "));
+            println!(
+                "created account '{}' with roles [{}]",
+                user.username,
+                roles.join(", ")
+            );
             Ok(())
         }
     }
@@ -135,13 +171,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
     let store = match &storage.database_url {
-        Some(url) => Store::connect(url).await.context("could not open the database given by --database-url")?,
+        Some(url) => Store::connect(url)
+            .await
+            .context("could not open the database given by --database-url")?,
         None => {
-            std::fs::create_dir_all(&storage.data)
-                .with_context(|| format!("could not create the data directory {}", storage.data.display()))?;
-            Store::open_data_dir(&storage.data)
-                .await
-                .with_context(|| format!("could not open the database in {}", storage.data.display()))?
+            std::fs::create_dir_all(&storage.data).with_context(|| {
+                format!(
+                    "could not create the data directory {}",
+                    storage.data.display()
+                )
+            })?;
+            Store::open_data_dir(&storage.data).await.with_context(|| {
+                format!("could not open the database in {}", storage.data.display())
+            })?
         }
     };
     let service = Service::new(store, Arc::new(SystemClock), Settings::default()).await?;
@@ -168,15 +210,25 @@ async fn serve(
     } else {
         println!("CityTrust is serving at {url}");
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 fn print_demo_banner(url: &str, loaded: &demo::Loaded, password: &str, data: &Path) {
-    let how = if loaded.fresh { "loaded into" } else { "reused from" };
+    let how = if loaded.fresh {
+        "loaded into"
+    } else {
+        "reused from"
+    };
     println!();
-    println!("CityTrust demo city: {} datasets, {how} {}", loaded.datasets, data.display());
+    println!(
+        "CityTrust demo city: {} datasets, {how} {}",
+        loaded.datasets,
+        data.display()
+    );
     println!("Open {url}");
     println!();
     println!("Sign in as any of these (password: {password}):");
@@ -184,7 +236,9 @@ fn print_demo_banner(url: &str, loaded: &demo::Loaded, password: &str, data: &Pa
         println!("  {user:<10} {what}");
     }
     println!();
-    println!("API: POST {url}api/v1/auth/token with {{\"username\":…,\"password\":…}}; description at {url}api/openapi.json");
+    println!(
+        "API: POST {url}api/v1/auth/token with {{\"username\":…,\"password\":…}}; description at {url}api/openapi.json"
+    );
     println!("Stop with Ctrl-C.");
 }
 

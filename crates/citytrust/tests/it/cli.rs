@@ -1,0 +1,263 @@
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn citytrust() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_citytrust"));
+    c.env("CITYTRUST_LOG", "warn")
+        .env_remove("CITYTRUST_DATABASE_URL")
+        .env_remove("CITYTRUST_DATA");
+    c
+}
+
+/// Storage arguments: the data dir, plus a fresh PostgreSQL database when testing against PostgreSQL.
+async fn storage(dir: &std::path::Path) -> Vec<String> {
+    let mut args = vec!["--data".to_string(), dir.display().to_string()];
+    if let Ok(admin_url) = std::env::var("CITYTRUST_TEST_DATABASE_URL") {
+        if !admin_url.is_empty() {
+            use sqlx::Connection;
+            let name = format!(
+                "ct_cli_{}",
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (server, _) = admin_url.rsplit_once('/').unwrap();
+            args.push("--database-url".into());
+            args.push(format!("{server}/{name}"));
+        }
+    }
+    args
+}
+
+struct Running {
+    child: Child,
+    url: String,
+    banner: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `citytrust demo` on a free port and wait until it prints its URL.
+fn start_demo(storage: &[String]) -> Running {
+    let mut child = citytrust()
+        .arg("demo")
+        .args(storage)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    let mut url = None;
+    while url.is_none() || !banner.contains("Stop with Ctrl-C") {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "demo exited early; printed:\n{banner}"
+        );
+        if let Some(u) = line.trim().strip_prefix("Open ") {
+            url = Some(u.trim_end_matches('/').to_string());
+        }
+        banner.push_str(&line);
+    }
+    Running {
+        child,
+        url: url.unwrap(),
+        banner,
+    }
+}
+
+#[tokio::test]
+async fn the_demo_loads_the_city_once_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(dir.path()).await;
+    let client = reqwest::Client::new();
+    {
+        let demo = start_demo(&storage);
+        assert!(demo.banner.contains("loaded into"), "{}", demo.banner);
+        for account in [
+            "admin",
+            "trustee1",
+            "trustee2",
+            "trustee3",
+            "owner",
+            "analyst",
+            "resident",
+            "demo-password",
+        ] {
+            assert!(demo.banner.contains(account), "the banner names {account}");
+        }
+        let page: Value = client
+            .get(format!("{}/api/v1/datasets?per_page=100", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["total"], 17);
+        let ids: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        for id in [
+            "barcelona-air-quality",
+            "citibike-jersey-city-trips",
+            "seattle-building-energy",
+            "cairns-gtfs",
+            "household-smart-meter-readings",
+        ] {
+            assert!(ids.contains(&id), "{id}");
+        }
+        // The owner account belongs to the organisation that owns the city datasets, and may edit them.
+        let res = client
+            .post(format!("{}/api/v1/auth/token", demo.url))
+            .json(&json!({"username": "owner", "password": "demo-password"}))
+            .send()
+            .await
+            .unwrap();
+        let token = res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let res = client
+            .patch(format!(
+                "{}/api/v1/datasets/barcelona-air-quality",
+                demo.url
+            ))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"keywords":["air"]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let citibike: Value = client
+            .get(format!(
+                "{}/api/v1/datasets/citibike-jersey-city-trips",
+                demo.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(citibike["personal_data"], true);
+        assert_eq!(citibike["licence"]["verified"], false);
+        assert!(
+            citibike["licence"]["note"]
+                .as_str()
+                .unwrap()
+                .contains("not verified")
+        );
+    }
+    // Run again on the same directory: reused, not reloaded (the edit above survives).
+    let demo = start_demo(&storage);
+    assert!(demo.banner.contains("reused from"), "{}", demo.banner);
+    let d: Value = client
+        .get(format!(
+            "{}/api/v1/datasets/barcelona-air-quality",
+            demo.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["keywords"], json!(["air"]));
+    assert_eq!(d["revision"], 2);
+}
+
+#[tokio::test]
+async fn user_add_creates_the_first_administrator_from_a_password_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(dir.path()).await;
+    let add = |name: &str, password: &str| {
+        let mut child = citytrust()
+            .args(["user", "add"])
+            .args(&storage)
+            .arg(name)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("root", "a long admin password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("created account 'root' with roles [administrator]")
+    );
+    let out = add("second", "short");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("password") && err.contains("12"), "{err}");
+    assert!(!err.contains("short\n"), "the password is not echoed");
+    let out = add("second", "another long password");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("roles []"),
+        "only the first account is made an administrator"
+    );
+
+    // The administrator can sign in to a server on that data directory.
+    let mut serve = citytrust()
+        .arg("serve")
+        .args(&storage)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let res = reqwest::Client::new()
+        .post(format!("{url}/api/v1/auth/token"))
+        .json(&json!({"username": "root", "password": "a long admin password"}))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(status, 200);
+}

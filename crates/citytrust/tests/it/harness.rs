@@ -1,0 +1,239 @@
+use std::sync::Arc;
+
+use citytrust_model::{NewOrganization, NewUser, OrganizationKind, Role};
+use citytrust_service::{ManualClock, Service, Settings};
+use citytrust_store::Store;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running server over a fresh database, with two organisations and one
+/// account per role: `admin`, `trustee`, `resident`, `alice` (member of
+/// `city-energy`), `bob` (member of `water-co`).
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub service: Arc<Service>,
+    pub clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fresh_store(dir: &std::path::Path) -> Store {
+    match std::env::var("CITYTRUST_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            use sqlx::Connection;
+            let name = format!(
+                "ct_test_{}",
+                dir.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .expect("connect to the PostgreSQL test server");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let url = match admin_url.rsplit_once('/') {
+                Some((server, _db)) => format!("{server}/{name}"),
+                None => panic!("CITYTRUST_TEST_DATABASE_URL must end in /<database>"),
+            };
+            Store::connect(&url).await.expect("open PostgreSQL store")
+        }
+        _ => Store::open_data_dir(dir).await.expect("open SQLite store"),
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fresh_store(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(
+            time::macros::datetime!(2026-03-01 09:00 UTC),
+        ));
+        let service = Arc::new(
+            Service::new(store, clock.clone(), Settings::default())
+                .await
+                .unwrap(),
+        );
+        seed(&service).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = citytrust_server::app(citytrust_server::AppState::new(service.clone(), true));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        TestApp {
+            base: format!("http://{addr}"),
+            client,
+            service,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn token(&self, username: &str) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/v1/auth/token"))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "sign-in as {username}");
+        res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn patch_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self
+            .client
+            .patch(self.url(path))
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// How many catalogue entries the database holds (not the index: proves nothing half-written).
+    pub async fn stored_datasets(&self) -> usize {
+        self.service.store().list_datasets().await.unwrap().len()
+    }
+}
+
+async fn seed(service: &Service) {
+    service
+        .insert_user(user("admin", vec![Role::Administrator], vec![]))
+        .await
+        .unwrap();
+    let admin = citytrust_model::Actor::from_user(&service.get_user("admin").await.unwrap());
+    for (id, name, kind) in [
+        (
+            "city-energy",
+            "City Energy Department",
+            OrganizationKind::CityDepartment,
+        ),
+        ("water-co", "Water Company", OrganizationKind::Utility),
+    ] {
+        service
+            .create_organization(
+                &admin,
+                NewOrganization {
+                    id: id.into(),
+                    name: name.into(),
+                    kind,
+                    description: String::new(),
+                    url: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    service
+        .insert_user(user("trustee", vec![Role::Trustee], vec![]))
+        .await
+        .unwrap();
+    service
+        .insert_user(user("resident", vec![Role::Resident], vec![]))
+        .await
+        .unwrap();
+    service
+        .insert_user(user("alice", vec![], vec!["city-energy"]))
+        .await
+        .unwrap();
+    service
+        .insert_user(user("bob", vec![], vec!["water-co"]))
+        .await
+        .unwrap();
+}
+
+fn user(name: &str, roles: Vec<Role>, orgs: Vec<&str>) -> NewUser {
+    NewUser {
+        username: name.into(),
+        display_name: format!("{name} (test)"),
+        email: None,
+        password: PASSWORD.into(),
+        roles,
+        organization_ids: orgs.into_iter().map(String::from).collect(),
+    }
+}
+
+/// A minimal valid dataset owned by `owner`.
+pub fn dataset(title: &str, owner: &str, spectrum: &str) -> Value {
+    json!({"title": title, "description": format!("About {title}."), "owner_organization_id": owner, "spectrum": spectrum})
+}
+
+/// Assert a problem+json answer with `status` and `code`, naming `field` if given; returns the body.
+pub async fn assert_problem(res: Response, status: u16, code: &str, field: Option<&str>) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(ct, "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().ends_with(code));
+    if let Some(field) = field {
+        let fields: Vec<&str> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert!(fields.contains(&field), "expected field {field} in {body}");
+    }
+    body
+}

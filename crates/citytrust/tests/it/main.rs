@@ -1,0 +1,8 @@
+//! End-to-end tests over real HTTP against a real database: SQLite by default,
+//! PostgreSQL when `CITYTRUST_TEST_DATABASE_URL` names a server (each test then
+//! gets a fresh database of its own). `scripts/test` runs the suite both ways.
+
+mod api;
+mod cli;
+mod harness;
+mod web;

@@ -1,0 +1,686 @@
+use reqwest::Response;
+use serde_json::json;
+
+use crate::harness::{PASSWORD, TestApp, dataset};
+
+/// A browser: keeps cookies by hand (reqwest's jar would drop `Secure` cookies over plain HTTP).
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookies: Vec<(String, String)>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Browser {
+            app,
+            cookies: Vec::new(),
+        }
+    }
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    fn keep(&mut self, res: &Response) {
+        for v in res.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !attrs.contains("Max-Age=0") {
+                self.cookies.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+    async fn get(&mut self, path: &str) -> Response {
+        let res = self
+            .app
+            .client
+            .get(self.app.url(path))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        res
+    }
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+        let body = {
+            let mut s = form_encode(form);
+            if s.is_empty() {
+                s.push_str("x=");
+            }
+            s
+        };
+        let res = self
+            .app
+            .client
+            .post(self.app.url(path))
+            .header("cookie", self.cookie_header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        res
+    }
+    async fn sign_in(&mut self, username: &str) {
+        let page = self.get("/signin").await.text().await.unwrap();
+        let csrf = hidden(&page, "csrf");
+        let res = self
+            .post(
+                "/signin",
+                &[
+                    ("csrf", &csrf),
+                    ("username", username),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 303, "sign-in as {username}");
+        assert!(self.cookies.iter().any(|(k, _)| k == "ct_session"));
+    }
+    /// The CSRF token the signed-in pages carry.
+    async fn csrf(&mut self) -> String {
+        let page = self.get("/datasets").await.text().await.unwrap();
+        hidden(&page, "csrf")
+    }
+}
+
+fn form_encode(form: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in form.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(&encode(k));
+        out.push('=');
+        out.push_str(&encode(v));
+    }
+    out
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden {name} in page"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_public_pages_render_without_signing_in() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let mut d = dataset(
+        "Solar <script>alert(1)</script> panels",
+        "city-energy",
+        "closed",
+    );
+    d["personal_data"] = json!(true);
+    d["themes"] = json!(["energy"]);
+    d["licence"] = json!({"id": "CC-BY-4.0", "title": "CC BY 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"});
+    let created: serde_json::Value = app
+        .post_json("/api/v1/datasets", Some(&alice), &d)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let mut b = Browser::new(&app);
+    for path in [
+        "/",
+        "/datasets",
+        "/datasets?q=solar&theme=energy",
+        "/signin",
+        "/static/style.css",
+    ] {
+        let res = b.get(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let csp = res
+            .headers()
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'self'"));
+        assert_eq!(res.headers().get("x-frame-options").unwrap(), "DENY");
+    }
+    let page = b
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Solar &#60;script&#62;alert(1)&#60;/script&#62; panels")
+            || page.contains("Solar &lt;script&gt;"),
+        "titles are escaped"
+    );
+    assert!(!page.contains("<script>alert(1)"));
+    assert!(page.contains("badge-closed") && page.contains("Personal data"));
+    assert!(
+        page.contains("has no content to download"),
+        "closed datasets say they carry no content"
+    );
+    assert!(
+        page.contains("Not yet: check the publisher"),
+        "an unverified licence says so"
+    );
+    assert!(
+        !page.contains("Edit this dataset"),
+        "anonymous readers get no edit link"
+    );
+    let search = b.get("/datasets?q=solar").await.text().await.unwrap();
+    assert!(search.contains(&format!("/datasets/{id}")));
+    assert!(search.contains("1 dataset<"));
+    let res = b.get("/no/such/page").await;
+    assert_eq!(res.status(), 404);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("<h1>Page not found</h1>")
+    );
+    // A bad filter is explained on the page, not a server error.
+    let res = b.get("/datasets?spectrum=bogus").await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("is not a spectrum class")
+    );
+}
+
+#[tokio::test]
+async fn a_member_signs_in_creates_a_dataset_through_the_form_and_finds_it() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice").await;
+    let session = b
+        .cookies
+        .iter()
+        .find(|(k, _)| k == "ct_session")
+        .unwrap()
+        .1
+        .clone();
+    assert!(session.len() >= 32);
+    let form_page = b.get("/datasets/new").await;
+    assert_eq!(form_page.status(), 200);
+    let html = form_page.text().await.unwrap();
+    let csrf = hidden(&html, "csrf");
+    assert!(
+        html.contains("value=\"city-energy\""),
+        "alice's organisation is offered as owner"
+    );
+    assert!(
+        !html.contains("value=\"water-co\""),
+        "other organisations are not offered"
+    );
+
+    // A refused submission keeps what was typed and names the field.
+    let res = b
+        .post(
+            "/datasets",
+            &[
+                ("csrf", &csrf),
+                ("title", "District heating"),
+                ("description", ""),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "open"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("href=\"#f-description\""),
+        "the error links to the field"
+    );
+    assert!(html.contains("value=\"District heating\""));
+    assert_eq!(app.stored_datasets().await, 0);
+
+    let res = b
+        .post(
+            "/datasets",
+            &[
+                ("csrf", &csrf),
+                ("title", "District heating network"),
+                ("description", "Pipes, plants and heat delivered."),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "shared_public"),
+                ("themes", "energy"),
+                ("themes", "buildings"),
+                ("keywords", "heat, pipes"),
+                ("personal_data", "true"),
+                ("licence_id", "CC-BY-4.0"),
+                ("licence_title", "CC BY 4.0"),
+                ("period_start", "2020-01-01"),
+                ("coverage", "Every substation"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers().get("location").unwrap(),
+        "/datasets/district-heating-network"
+    );
+    let stored: serde_json::Value = app
+        .get("/api/v1/datasets/district-heating-network", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["spectrum"], "shared_public");
+    assert_eq!(stored["themes"], json!(["energy", "buildings"]));
+    assert_eq!(stored["personal_data"], true);
+    assert_eq!(
+        stored["data_states"]["completeness"]["coverage"],
+        "Every substation"
+    );
+
+    let search = b.get("/datasets?q=heating").await.text().await.unwrap();
+    assert!(search.contains("District heating network"));
+    let page = b
+        .get("/datasets/district-heating-network")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Edit this dataset"));
+
+    // Editing through the form.
+    let edit = b
+        .get("/datasets/district-heating-network/edit")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(edit.contains("value=\"District heating network\""));
+    let res = b
+        .post(
+            "/datasets/district-heating-network",
+            &[
+                ("csrf", &csrf),
+                ("revision", "1"),
+                ("title", "District heating"),
+                ("description", "Pipes."),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "shared_public"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let stored: serde_json::Value = app
+        .get("/api/v1/datasets/district-heating-network", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored["title"].as_str(), stored["revision"].as_i64()),
+        (Some("District heating"), Some(2))
+    );
+
+    // Signing out ends the session on the server, not just in the browser.
+    let res = b.post("/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let res = app
+        .client
+        .get(app.url("/datasets/new"))
+        .header("cookie", format!("ct_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "the old session cookie no longer works");
+}
+
+#[tokio::test]
+async fn session_cookies_are_secure_httponly_and_samesite() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    let page = b.get("/signin").await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf");
+    let res = b
+        .post(
+            "/signin",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("ct_session="))
+        .unwrap();
+    for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+}
+
+#[tokio::test]
+async fn sign_in_may_not_succeed_without_the_form_token_or_with_a_wrong_password() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    b.get("/signin").await;
+    let res = b
+        .post("/signin", &[("username", "alice"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(!b.cookies.iter().any(|(k, _)| k == "ct_session"));
+    // A token from another browser (not matching this one's cookie) fails too.
+    let mut other = Browser::new(&app);
+    let foreign = hidden(&other.get("/signin").await.text().await.unwrap(), "csrf");
+    let res = b
+        .post(
+            "/signin",
+            &[
+                ("csrf", &foreign),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let csrf = hidden(&b.get("/signin").await.text().await.unwrap(), "csrf");
+    let res = b
+        .post(
+            "/signin",
+            &[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", "not the password"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("The username or password is wrong.")
+    );
+    assert!(!b.cookies.iter().any(|(k, _)| k == "ct_session"));
+}
+
+#[tokio::test]
+async fn forms_may_not_change_anything_without_the_sessions_csrf_token() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    b.sign_in("alice").await;
+    let fields = [
+        ("title", "Forged"),
+        ("description", "x"),
+        ("owner_organization_id", "city-energy"),
+        ("spectrum", "open"),
+    ];
+    let res = b.post("/datasets", &fields).await;
+    assert_eq!(res.status(), 403);
+    let mut forged = fields.to_vec();
+    forged.push(("csrf", "0000"));
+    assert_eq!(b.post("/datasets", &forged).await.status(), 403);
+    assert_eq!(app.stored_datasets().await, 0);
+}
+
+#[tokio::test]
+async fn anonymous_visitors_may_not_create_through_the_portal() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    let res = b.get("/datasets/new").await;
+    assert_eq!(
+        (
+            res.status().as_u16(),
+            res.headers().get("location").unwrap().to_str().unwrap()
+        ),
+        (303, "/signin")
+    );
+    let res = b
+        .post(
+            "/datasets",
+            &[
+                ("csrf", "x"),
+                ("title", "T"),
+                ("description", "D"),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "open"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    for path in [
+        "/admin/organizations",
+        "/admin/users",
+        "/admin/groups",
+        "/admin/memberships",
+    ] {
+        let res = b
+            .post(path, &[("csrf", "x"), ("id", "evil"), ("name", "Evil")])
+            .await;
+        assert_eq!(res.status(), 303, "{path}");
+    }
+    assert_eq!(app.stored_datasets().await, 0);
+    assert_eq!(app.service.list_organizations().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_member_may_not_edit_another_organisations_dataset_through_the_portal() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    app.post_json(
+        "/api/v1/datasets",
+        Some(&alice),
+        &dataset("Grid load", "city-energy", "open"),
+    )
+    .await;
+    let mut b = Browser::new(&app);
+    b.sign_in("bob").await;
+    let page = b.get("/datasets/grid-load").await.text().await.unwrap();
+    assert!(!page.contains("Edit this dataset"));
+    assert_eq!(b.get("/datasets/grid-load/edit").await.status(), 403);
+    let csrf = b.csrf().await;
+    let res = b
+        .post(
+            "/datasets/grid-load",
+            &[
+                ("csrf", &csrf),
+                ("title", "Hijacked"),
+                ("description", "x"),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "open"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    // Nor register one for an organisation he is not in.
+    let res = b
+        .post(
+            "/datasets",
+            &[
+                ("csrf", &csrf),
+                ("title", "Fake"),
+                ("description", "x"),
+                ("owner_organization_id", "city-energy"),
+                ("spectrum", "open"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let stored: serde_json::Value = app
+        .get("/api/v1/datasets/grid-load", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stored["title"].as_str(), stored["revision"].as_i64()),
+        (Some("Grid load"), Some(1))
+    );
+    assert_eq!(app.stored_datasets().await, 1);
+}
+
+#[tokio::test]
+async fn a_resident_may_not_see_or_use_the_admin_pages() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    assert_eq!(
+        b.get("/admin").await.status(),
+        303,
+        "anonymous visitors are sent to sign in"
+    );
+    for who in ["resident", "alice", "trustee"] {
+        let mut b = Browser::new(&app);
+        b.sign_in(who).await;
+        let home = b.get("/").await.text().await.unwrap();
+        assert!(
+            !home.contains("href=\"/admin\""),
+            "{who} gets no admin link"
+        );
+        assert_eq!(b.get("/admin").await.status(), 403, "{who}");
+        let csrf = b.csrf().await;
+        let res = b
+            .post(
+                "/admin/organizations",
+                &[("csrf", &csrf), ("id", "evil"), ("name", "Evil")],
+            )
+            .await;
+        assert_eq!(res.status(), 403);
+        let res = b
+            .post(
+                "/admin/users",
+                &[
+                    ("csrf", &csrf),
+                    ("username", "mallory"),
+                    ("display_name", "M"),
+                    ("password", "long enough password"),
+                    ("roles", "administrator"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 403);
+        let res = b
+            .post(
+                "/admin/memberships",
+                &[
+                    ("csrf", &csrf),
+                    ("username", who),
+                    ("organization_id", "water-co"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 403);
+    }
+    assert_eq!(app.service.list_organizations().await.unwrap().len(), 2);
+    assert!(
+        app.service
+            .store()
+            .get_user("mallory")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_administrator_manages_organisations_people_and_groups() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    b.sign_in("admin").await;
+    let page = b.get("/admin").await;
+    assert_eq!(page.status(), 200);
+    let csrf = hidden(&page.text().await.unwrap(), "csrf");
+    let res = b
+        .post(
+            "/admin/organizations",
+            &[
+                ("csrf", &csrf),
+                ("id", "uni"),
+                ("name", "The University"),
+                ("kind", "university"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.headers().get("location").unwrap(),
+        "/admin?done=organization"
+    );
+    let res = b
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("username", "carol"),
+                ("display_name", "Carol"),
+                ("password", "long enough password"),
+                ("organization_ids", "uni"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let res = b
+        .post(
+            "/admin/memberships",
+            &[
+                ("csrf", &csrf),
+                ("username", "bob"),
+                ("organization_id", "uni"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let res = b
+        .post(
+            "/admin/groups",
+            &[
+                ("csrf", &csrf),
+                ("id", "researchers"),
+                ("name", "Researchers"),
+                ("criteria", "Accredited"),
+                ("member_organization_ids", "uni"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    // A refused change is explained.
+    let res = b
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("username", "dave"),
+                ("display_name", "Dave"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("at least 12 characters"));
+    let page = b.get("/admin?done=group").await.text().await.unwrap();
+    for text in ["The University", "carol", "Researchers", "Group created."] {
+        assert!(page.contains(text), "{text}");
+    }
+    let bob = app.service.get_user("bob").await.unwrap();
+    assert_eq!(
+        bob.organization_ids,
+        vec!["uni".to_string(), "water-co".to_string()]
+    );
+}
