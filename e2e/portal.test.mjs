@@ -1,0 +1,153 @@
+// Browser tests against a running CityTrust demo (BASE_URL). Run by scripts/test.
+// Signs in as `owner`, creates a dataset through the form, finds it by search,
+// and checks every page visited with axe-core (WCAG 2.1 A/AA): no violations.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const BASE = (process.env.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
+const PASSWORD = process.env.DEMO_PASSWORD || 'demo-password';
+
+let browser;
+
+before(async () => {
+  // Playwright gives every launch a fresh temporary profile (it refuses --user-data-dir here).
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Run axe-core on the page (the CSP forbids inline script, so bypass it for the test). */
+async function assertAccessible(page, label) {
+  await page.addScriptTag({ content: AXE_SOURCE });
+  const result = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } }));
+  const problems = result.violations.map(v => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.map(n => n.target.join(' ')).join('\n    ')}`);
+  assert.deepEqual(problems, [], `${label}: accessibility violations`);
+}
+
+async function newPage(viewport) {
+  const context = await browser.newContext({ bypassCSP: true, viewport });
+  return context.newPage();
+}
+
+async function signIn(page, username) {
+  await page.goto(`${BASE}/signin`);
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${BASE}/`);
+}
+
+test('public pages are accessible and readable without signing in', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/signin', '/nowhere']) {
+    await page.goto(`${BASE}${path}`);
+    await assertAccessible(page, path);
+  }
+  await page.context().close();
+});
+
+test('the owner signs in, creates a dataset through the form and finds it by search', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await signIn(page, 'owner');
+  await assertAccessible(page, 'home, signed in');
+  await page.getByRole('link', { name: 'New dataset' }).click();
+  await page.waitForURL(`${BASE}/datasets/new`);
+  await assertAccessible(page, 'new dataset form');
+
+  const title = `Street tree inventory ${Date.now()}`;
+  await page.getByLabel(/^Title/).fill(title);
+  await page.getByLabel(/^Description/).fill('Every street tree: species, planting year and location.');
+  await page.getByLabel('Keywords').fill('trees, canopy, greening');
+  await page.getByRole('checkbox', { name: 'Environment' }).check();
+  await page.getByRole('radio', { name: 'Shared — public access' }).check();
+  await page.getByLabel('Format').fill('CSV');
+  await page.getByLabel('Licence identifier').fill('CC-BY-4.0');
+  await page.getByLabel('Licence title').fill('Creative Commons Attribution 4.0');
+  await page.getByRole('button', { name: 'Create dataset' }).click();
+  await page.waitForURL(/\/datasets\/street-tree-inventory-\d+$/);
+  await assert.doesNotReject(page.getByRole('heading', { level: 1, name: title }).waitFor());
+  assert.ok(await page.getByText('Shared — public access').first().isVisible());
+  await assertAccessible(page, 'the new dataset page');
+
+  await page.goto(`${BASE}/datasets`);
+  await page.getByLabel('Search datasets').fill('street tree inventory');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForURL(/\/datasets\?q=street/);
+  const link = page.getByRole('link', { name: title });
+  await link.waitFor();
+  await assertAccessible(page, 'search results');
+  await link.click();
+  await page.waitForURL(/\/datasets\/street-tree-inventory-\d+$/);
+
+  // A refused form names the field and is accessible too.
+  await page.goto(`${BASE}/datasets/new`);
+  await page.getByLabel(/^Title/).fill('No description');
+  await page.getByLabel(/^Description/).fill(' ');
+  await page.getByRole('button', { name: 'Create dataset' }).click();
+  await page.getByRole('alert').waitFor();
+  assert.match(await page.getByRole('alert').innerText(), /Description/);
+  await assertAccessible(page, 'form with errors');
+  await page.context().close();
+});
+
+test('the portal works by keyboard alone', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await page.goto(`${BASE}/`);
+  await page.keyboard.press('Tab');
+  const skip = await page.evaluate(() => document.activeElement?.textContent?.trim());
+  assert.equal(skip, 'Skip to main content');
+  await page.keyboard.press('Enter');
+  await page.keyboard.press('Tab');
+  const focused = await page.evaluate(() => document.activeElement?.closest('main') !== null);
+  assert.ok(focused, 'after the skip link, focus moves into the main content');
+  await page.goto(`${BASE}/signin`);
+  await page.getByLabel('Username').focus();
+  await page.keyboard.type('owner');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.waitForURL(`${BASE}/`);
+  await page.context().close();
+});
+
+test('a resident cannot see the admin page; the administrator can', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await signIn(page, 'resident');
+  assert.equal(await page.getByRole('link', { name: 'Administration' }).count(), 0);
+  const res = await page.goto(`${BASE}/admin`);
+  assert.equal(res.status(), 403);
+  await page.context().close();
+
+  const admin = await newPage({ width: 1280, height: 900 });
+  await signIn(admin, 'admin');
+  await admin.getByRole('link', { name: 'Administration' }).click();
+  await admin.waitForURL(`${BASE}/admin`);
+  await assertAccessible(admin, 'admin page');
+  await admin.context().close();
+});
+
+test('pages are readable on a phone', async () => {
+  const page = await newPage({ width: 375, height: 740 });
+  for (const path of ['/', '/datasets', '/datasets/seattle-building-energy']) {
+    await page.goto(`${BASE}${path}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 1, `${path} scrolls sideways on a phone by ${overflow}px`);
+    await assertAccessible(page, `${path} on a phone`);
+  }
+  await page.context().close();
+});
