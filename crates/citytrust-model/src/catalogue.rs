@@ -456,7 +456,6 @@ pub struct Dataset {
 
 /// `DatasetInput` without its optional id: the metadata proper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DatasetMetadata {
     pub title: String,
     pub description: String,
@@ -599,10 +598,10 @@ impl DatasetMetadata {
                 .end
                 .as_deref()
                 .and_then(|end| e.date("temporal_coverage.end", end));
-            if let (Some(s), Some(t)) = (start, end) {
-                if t < s {
-                    e.push("temporal_coverage.end", "is before the start");
-                }
+            if let (Some(s), Some(t)) = (start, end)
+                && t < s
+            {
+                e.push("temporal_coverage.end", "is before the start");
             }
         }
         e.list("shared_identifiers", &self.shared_identifiers, 50, 200);

@@ -98,10 +98,10 @@ pub fn spawn_maintenance(service: Arc<Service>) {
                 tracing::warn!(error = %e, "search index refresh failed");
             }
             n += 1;
-            if n % 300 == 0 {
-                if let Err(e) = service.purge_expired_credentials().await {
-                    tracing::warn!(error = %e, "credential purge failed");
-                }
+            if n.is_multiple_of(300)
+                && let Err(e) = service.purge_expired_credentials().await
+            {
+                tracing::warn!(error = %e, "credential purge failed");
             }
         }
     });

@@ -291,7 +291,7 @@ impl Service {
     }
 
     pub async fn get_user(&self, username: &str) -> Result<User> {
-        Ok(self.active_user(username).await?)
+        self.active_user(username).await
     }
 
     async fn active_user(&self, username: &str) -> Result<User> {
@@ -340,6 +340,12 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
+/// A fresh unguessable token for a form that is shown before anyone signs in
+/// (the sign-in form's double-submit CSRF token).
+pub fn new_form_token() -> Result<String> {
+    random_hex::<16>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,10 +370,4 @@ mod tests {
             hash_password("same password").unwrap()
         );
     }
-}
-
-/// A fresh unguessable token for a form that is shown before anyone signs in
-/// (the sign-in form's double-submit CSRF token).
-pub fn new_form_token() -> Result<String> {
-    random_hex::<16>()
 }

@@ -341,14 +341,14 @@ impl CatalogueIndex {
                     .or_insert_with(|| (e.owner_name.clone(), 0))
                     .1 += 1;
             }
-            if all_but(3) {
-                if let (Some(key), Some(label)) = (&e.format_key, &m.format) {
-                    facets
-                        .format
-                        .entry(key.clone())
-                        .or_insert_with(|| (label.clone(), 0))
-                        .1 += 1;
-                }
+            if all_but(3)
+                && let (Some(key), Some(label)) = (&e.format_key, &m.format)
+            {
+                facets
+                    .format
+                    .entry(key.clone())
+                    .or_insert_with(|| (label.clone(), 0))
+                    .1 += 1;
             }
             if all_but(4) {
                 let (v, l) = if m.personal_data {

@@ -63,7 +63,7 @@ pub struct Loaded {
 
 fn manifest() -> anyhow::Result<Manifest> {
     let mut de = serde_json::Deserializer::from_str(MANIFEST);
-    Ok(serde_path_to_error(&mut de)?)
+    serde_path_to_error(&mut de)
 }
 
 fn serde_path_to_error<'de, T: Deserialize<'de>>(

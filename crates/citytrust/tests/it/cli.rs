@@ -14,26 +14,26 @@ fn citytrust() -> Command {
 /// Storage arguments: the data dir, plus a fresh PostgreSQL database when testing against PostgreSQL.
 async fn storage(dir: &std::path::Path) -> Vec<String> {
     let mut args = vec!["--data".to_string(), dir.display().to_string()];
-    if let Ok(admin_url) = std::env::var("CITYTRUST_TEST_DATABASE_URL") {
-        if !admin_url.is_empty() {
-            use sqlx::Connection;
-            let name = format!(
-                "ct_cli_{}",
-                dir.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .to_lowercase()
-                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-            );
-            let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let (server, _) = admin_url.rsplit_once('/').unwrap();
-            args.push("--database-url".into());
-            args.push(format!("{server}/{name}"));
-        }
+    if let Ok(admin_url) = std::env::var("CITYTRUST_TEST_DATABASE_URL")
+        && !admin_url.is_empty()
+    {
+        use sqlx::Connection;
+        let name = format!(
+            "ct_cli_{}",
+            dir.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (server, _) = admin_url.rsplit_once('/').unwrap();
+        args.push("--database-url".into());
+        args.push(format!("{server}/{name}"));
     }
     args
 }
