@@ -390,11 +390,14 @@ pub struct DataStates {
 pub struct DatasetInput {
     /// A URL-safe slug; derived from the title when absent. Fixed once created.
     #[serde(default)]
-    #[schema(example = "barcelona-air-quality")]
+    #[schema(example = "barcelona-air-quality", min_length = 2, max_length = 100, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
+    #[schema(min_length = 1, max_length = 20000, pattern = "\\S")]
     pub description: String,
     /// The organisation that owns the data and decides its classification.
+    #[schema(min_length = 2, max_length = 100, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub owner_organization_id: String,
     /// Other organisations in the value chain: creator, custodian, publishers, users, controller, processor.
     #[serde(default)]
