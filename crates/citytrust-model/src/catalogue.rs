@@ -390,7 +390,12 @@ pub struct DataStates {
 pub struct DatasetInput {
     /// A URL-safe slug; derived from the title when absent. Fixed once created.
     #[serde(default)]
-    #[schema(example = "barcelona-air-quality", min_length = 2, max_length = 100, pattern = "^[a-z0-9]+(-[a-z0-9]+)*$")]
+    #[schema(
+        example = "barcelona-air-quality",
+        min_length = 2,
+        max_length = 100,
+        pattern = "^[a-z0-9]+(-[a-z0-9]+)*$"
+    )]
     pub id: Option<String>,
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: String,
