@@ -2,12 +2,21 @@
 //! building and checking of inclusion and consistency proofs (RFC 6962 §2.1,
 //! as in C2SP tlog and transparency-dev/merkle).
 //!
+//! The [`subtree`] module adds the subtrees of the Merkle Tree Certificates
+//! draft and their inclusion and consistency proofs.
+//!
 //! Pure functions over hashes: no IO, no clock, no randomness. Verification
 //! takes proof elements as byte slices of any length, because proofs come
 //! from outside and a malformed one must be refused, never trusted to be the
 //! right shape.
 
+pub mod subtree;
 pub mod tree;
+
+pub use subtree::{
+    is_valid_subtree, subtree_hash_from_inclusion_proof, verify_subtree_consistency,
+    verify_subtree_inclusion,
+};
 
 use sha2::{Digest, Sha256};
 
@@ -58,6 +67,18 @@ pub enum ProofError {
     EmptyProof,
     #[error("consistency with the empty tree proves nothing")]
     EmptyTree,
+    #[error("[{start}, {end}) is not a subtree")]
+    InvalidSubtree { start: u64, end: u64 },
+    #[error("index {index} is not in the subtree [{start}, {end})")]
+    IndexOutsideSubtree { index: u64, start: u64, end: u64 },
+    #[error("the subtree [{start}, {end}) is not in a tree of size {size}")]
+    SubtreeBeyondSize { start: u64, end: u64, size: u64 },
+    #[error("a proof hash is {0} bytes, not {HASH_SIZE}")]
+    ProofHashSize(usize),
+    #[error("the subtree hash is {0} bytes, not {HASH_SIZE}")]
+    SubtreeHashSize(usize),
+    #[error("the proof does not lead to the expected subtree hash")]
+    SubtreeMismatch,
 }
 
 /// Check that `leaf_hash` is the `index`-th leaf of the tree of `size` leaves with root `root`.

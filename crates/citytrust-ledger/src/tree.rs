@@ -1,9 +1,11 @@
-//! Building roots and proofs from a list of leaf hashes (RFC 6962 §2.1).
+//! Building roots and proofs from a list of leaf hashes (RFC 6962 §2.1), and
+//! the subtree hashes and proofs of the Merkle Tree Certificates draft (§4).
 //!
 //! These are the reference definitions: recursive, over a slice held in
 //! memory. The log's tile store answers the same questions from stored
 //! subtree hashes; tests check the two agree.
 
+use crate::subtree::is_valid_subtree;
 use crate::{Hash, empty_root, node_hash};
 
 /// The largest power of two strictly smaller than `n` (n ≥ 2).
@@ -76,6 +78,74 @@ fn subproof(leaves: &[Hash], m: usize, whole: bool, out: &mut Vec<Hash>) {
         out.push(root(&leaves[k..]));
     } else {
         subproof(&leaves[k..], m - k, false, out);
+        out.push(root(&leaves[..k]));
+    }
+}
+
+/// The leaves of the subtree `[start, end)`, if it is a subtree within `leaves`.
+fn subtree_leaves(leaves: &[Hash], start: u64, end: u64) -> Option<&[Hash]> {
+    if !is_valid_subtree(start, end) {
+        return None;
+    }
+    let start = usize::try_from(start).ok()?;
+    let end = usize::try_from(end).ok()?;
+    leaves.get(start..end)
+}
+
+/// MTH(D[start:end]): the hash of the subtree `[start, end)`, or `None` if that
+/// is not a subtree of the tree over `leaves`.
+pub fn subtree_hash(leaves: &[Hash], start: u64, end: u64) -> Option<Hash> {
+    subtree_leaves(leaves, start, end).map(root)
+}
+
+/// The subtree inclusion proof for entry `index` of the subtree `[start, end)`
+/// (draft §4.3): PATH(index - start, D[start:end]), or `None` if the entry or
+/// the subtree is not there.
+pub fn subtree_inclusion_proof(
+    leaves: &[Hash],
+    index: u64,
+    start: u64,
+    end: u64,
+) -> Option<Vec<Hash>> {
+    let sub = subtree_leaves(leaves, start, end)?;
+    let m = usize::try_from(index.checked_sub(start)?).ok()?;
+    inclusion_proof(sub, m)
+}
+
+/// SUBTREE_PROOF(start, end, D_n) (draft §4.4.1): the consistency proof from
+/// the subtree `[start, end)` to the tree over all of `leaves`, or `None` if
+/// that is not a subtree of it.
+pub fn subtree_consistency_proof(leaves: &[Hash], start: u64, end: u64) -> Option<Vec<Hash>> {
+    subtree_leaves(leaves, start, end)?;
+    let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+    let mut proof = Vec::new();
+    if start < end {
+        subtree_subproof(leaves, start, end, true, &mut proof);
+    }
+    Some(proof)
+}
+
+/// SUBTREE_SUBPROOF(start, end, D_n, known): `known` says whether the verifier
+/// already holds the hash of the node the recursion ends at.
+fn subtree_subproof(leaves: &[Hash], start: usize, end: usize, known: bool, out: &mut Vec<Hash>) {
+    let n = leaves.len();
+    if start == 0 && end == n {
+        if !known {
+            out.push(root(leaves));
+        }
+        return;
+    }
+    let k = split(n);
+    if end <= k {
+        subtree_subproof(&leaves[..k], start, end, known, out);
+        out.push(root(&leaves[k..]));
+    } else if k <= start {
+        subtree_subproof(&leaves[k..], start - k, end - k, known, out);
+        out.push(root(&leaves[..k]));
+    } else {
+        // start < k < end, so start is 0: the subtree's root is not a node of
+        // this tree, and the verifier needs the hash of the right part.
+        subtree_subproof(&leaves[k..], 0, end - k, false, out);
         out.push(root(&leaves[..k]));
     }
 }

@@ -1,12 +1,16 @@
-//! Every RFC 6962 inclusion and consistency vector of transparency-dev/merkle:
-//! happy paths must verify, every mutated proof (`wantErr`) must be refused.
+//! Every RFC 6962 inclusion and consistency vector of transparency-dev/merkle,
+//! and every subtree inclusion and consistency vector (Merkle Tree
+//! Certificates draft): happy paths must verify, every mutated proof
+//! (`wantErr`) must be refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use citytrust_ledger::{verify_consistency, verify_inclusion};
+use citytrust_ledger::{
+    verify_consistency, verify_inclusion, verify_subtree_consistency, verify_subtree_inclusion,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -26,6 +30,32 @@ struct Inclusion {
 struct Consistency {
     size1: u64,
     size2: u64,
+    root1: String,
+    root2: String,
+    proof: Option<Vec<String>>,
+    desc: String,
+    want_err: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubtreeInclusion {
+    leaf_idx: u64,
+    start: u64,
+    end: u64,
+    root: String,
+    leaf_hash: String,
+    proof: Option<Vec<String>>,
+    desc: String,
+    want_err: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubtreeConsistency {
+    start: u64,
+    end: u64,
+    size: u64,
     root1: String,
     root2: String,
     proof: Option<Vec<String>>,
@@ -104,5 +134,67 @@ fn consistency_vectors() {
         );
         if v.want_err { refused += 1 } else { ok += 1 }
     }
+    assert!(ok > 0 && refused > 0);
+}
+
+#[test]
+fn subtree_inclusion_vectors() {
+    let files = files("subtreeinclusion");
+    assert!(files.len() > 50, "vectors missing");
+    let (mut ok, mut refused) = (0, 0);
+    for f in &files {
+        let v: SubtreeInclusion =
+            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let proof: Vec<Vec<u8>> = v.proof.unwrap_or_default().iter().map(|p| b64(p)).collect();
+        let proof: Vec<&[u8]> = proof.iter().map(Vec::as_slice).collect();
+        let result = verify_subtree_inclusion(
+            v.leaf_idx,
+            v.start,
+            v.end,
+            &b64(&v.leaf_hash),
+            &proof,
+            &b64(&v.root),
+        );
+        assert_eq!(
+            result.is_err(),
+            v.want_err,
+            "{} ({}): {result:?}",
+            f.display(),
+            v.desc
+        );
+        if v.want_err { refused += 1 } else { ok += 1 }
+    }
+    eprintln!("subtree inclusion vectors: {ok} verified, {refused} refused");
+    assert!(ok > 0 && refused > 0);
+}
+
+#[test]
+fn subtree_consistency_vectors() {
+    let files = files("subtreeconsistency");
+    assert!(files.len() > 50, "vectors missing");
+    let (mut ok, mut refused) = (0, 0);
+    for f in &files {
+        let v: SubtreeConsistency =
+            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let proof: Vec<Vec<u8>> = v.proof.unwrap_or_default().iter().map(|p| b64(p)).collect();
+        let proof: Vec<&[u8]> = proof.iter().map(Vec::as_slice).collect();
+        let result = verify_subtree_consistency(
+            v.start,
+            v.end,
+            v.size,
+            &proof,
+            &b64(&v.root1),
+            &b64(&v.root2),
+        );
+        assert_eq!(
+            result.is_err(),
+            v.want_err,
+            "{} ({}): {result:?}",
+            f.display(),
+            v.desc
+        );
+        if v.want_err { refused += 1 } else { ok += 1 }
+    }
+    eprintln!("subtree consistency vectors: {ok} verified, {refused} refused");
     assert!(ok > 0 && refused > 0);
 }
