@@ -40,3 +40,5 @@ python3 bench/search_latency.py "$URL" 5000
 wrk -t2 -c32 -d20s -s bench/wrk_search.lua "$URL" | sed -n '1,12p'
 rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$SERVE/status)
 echo "RSS after load: $((rss_kb / 1024)) MB"
+echo "--- baseline on the same catalogue, same run ---"
+python3 bench/fts5_baseline.py "$WORK/data/citytrust.sqlite" 2000
