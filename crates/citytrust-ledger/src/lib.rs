@@ -10,6 +10,7 @@
 //! from outside and a malformed one must be refused, never trusted to be the
 //! right shape.
 
+pub mod checkpoint;
 pub mod subtree;
 pub mod tree;
 
