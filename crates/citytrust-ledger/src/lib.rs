@@ -11,6 +11,7 @@
 //! right shape.
 
 pub mod checkpoint;
+pub mod entry;
 pub mod subtree;
 pub mod tree;
 

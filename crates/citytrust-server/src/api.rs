@@ -49,11 +49,12 @@ pub fn routes() -> Router<AppState> {
         crate::health::healthz,
         issue_token, me, search_datasets, create_dataset, get_dataset, patch_dataset,
         list_organizations, create_organization, get_organization,
-        list_users, create_user, list_groups, create_group
+        list_users, create_user, list_groups, create_group,
+        crate::ledger::entry, crate::ledger::consistency
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "accounts"), (name = "operations"))
+    tags((name = "catalogue"), (name = "accounts"), (name = "ledger"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

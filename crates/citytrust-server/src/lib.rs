@@ -10,6 +10,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 mod health;
+mod ledger;
 mod metrics;
 mod web;
 
@@ -63,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::routes())
         .merge(web::routes())
         .merge(health::routes())
+        .merge(ledger::routes())
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
         .layer(axum::middleware::from_fn_with_state(
@@ -89,6 +91,25 @@ pub fn app(state: AppState) -> Router {
 /// Background upkeep: keep the search index current with other nodes' writes
 /// and purge expired credentials. Runs until the process ends.
 pub fn spawn_maintenance(service: Arc<Service>) {
+    // The log's sequencer: fold new entries into the tree and sign a
+    // checkpoint at least every second while entries arrive.
+    let sequencer = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            loop {
+                match sequencer.integrate_ledger().await {
+                    Ok(Some(_)) => continue, // more may be waiting
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "transparency log integration failed");
+                        break;
+                    }
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut n: u64 = 0;

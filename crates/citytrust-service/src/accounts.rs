@@ -58,7 +58,16 @@ impl Service {
             url: new.url,
             created_at: rfc3339(self.now()),
         };
-        self.store.insert_organization(&org).await?;
+        let (body, at) = self.log_entry(
+            "organization.created",
+            serde_json::json!({"organization": org.id, "name": org.name, "kind": org.kind.as_str()}),
+        )?;
+        self.store
+            .insert_organization(
+                &org,
+                &crate::ledger::new_entry("organization.created", &body, &at),
+            )
+            .await?;
         tracing::info!(organization = %org.id, by = actor.username().unwrap_or("-"), "organisation created");
         Ok(org)
     }
@@ -182,7 +191,19 @@ impl Service {
             member_organization_ids: new.member_organization_ids,
             created_at: rfc3339(self.now()),
         };
-        self.store.insert_group(&group).await?;
+        let (body, at) = self.log_entry(
+            "group.created",
+            serde_json::json!({
+                "group": group.id, "name": group.name, "criteria": group.criteria,
+                "members": group.member_organization_ids,
+            }),
+        )?;
+        self.store
+            .insert_group(
+                &group,
+                &crate::ledger::new_entry("group.created", &body, &at),
+            )
+            .await?;
         Ok(group)
     }
 

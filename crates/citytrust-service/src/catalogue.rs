@@ -32,8 +32,24 @@ impl Service {
             updated_at: now,
             revision: 1,
         };
+        let (body, at) = self.log_entry(
+            "dataset.registered",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "title": dataset.metadata.title,
+                "owner": dataset.metadata.owner_organization_id,
+                "spectrum": dataset.metadata.spectrum.as_str(),
+                "personal_data": dataset.metadata.personal_data,
+                "revision": dataset.revision,
+                "by": acting_for(actor, &dataset),
+            }),
+        )?;
         self.store
-            .insert_dataset(&dataset, actor.username())
+            .insert_dataset(
+                &dataset,
+                actor.username(),
+                &crate::ledger::new_entry("dataset.registered", &body, &at),
+            )
             .await
             .map_err(|e| match e {
                 citytrust_store::StoreError::Conflict(_) => {
@@ -81,7 +97,31 @@ impl Service {
             updated_at: rfc3339(self.now()),
             revision: current.revision + 1,
         };
-        self.store.update_dataset(&dataset, expected).await?;
+        let reclassified = current.metadata.spectrum != dataset.metadata.spectrum;
+        let kind = if reclassified {
+            "dataset.reclassified"
+        } else {
+            "dataset.changed"
+        };
+        let (body, at) = self.log_entry(
+            kind,
+            serde_json::json!({
+                "dataset": dataset.id,
+                "owner": dataset.metadata.owner_organization_id,
+                "spectrum": dataset.metadata.spectrum.as_str(),
+                "previous_spectrum": current.metadata.spectrum.as_str(),
+                "previous_owner": current.metadata.owner_organization_id,
+                "revision": dataset.revision,
+                "by": acting_for(actor, &dataset),
+            }),
+        )?;
+        self.store
+            .update_dataset(
+                &dataset,
+                expected,
+                &crate::ledger::new_entry(kind, &body, &at),
+            )
+            .await?;
         self.index_changed(&dataset).await?;
         tracing::info!(dataset = %dataset.id, revision = dataset.revision, by = actor.username().unwrap_or("-"), "dataset updated");
         Ok(dataset)
@@ -144,4 +184,19 @@ impl Service {
         self.index
             .upsert(dataset.clone(), owner.map(|o| o.name), revision)
     }
+}
+
+/// Who acted, as the public log records it: a role or an organisation, never a person.
+fn acting_for(actor: &Actor, dataset: &Dataset) -> String {
+    if actor.is_admin() {
+        return "administrator".to_string();
+    }
+    let m = &dataset.metadata;
+    if actor.is_member_of(&m.owner_organization_id) {
+        return format!("organization:{}", m.owner_organization_id);
+    }
+    m.custodians()
+        .find(|c| actor.is_member_of(c))
+        .map(|c| format!("organization:{c}"))
+        .unwrap_or_else(|| "member".to_string())
 }

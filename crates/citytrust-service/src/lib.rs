@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod catalogue;
 pub mod clock;
 mod error;
+pub mod ledger;
 pub mod search;
 
 use std::sync::Arc;
@@ -21,11 +22,15 @@ pub use search::{SearchQuery, SearchResults, SortOrder};
 
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
-/// How long credentials live.
+/// How long credentials live, and the transparency log's identity.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub session_seconds: i64,
     pub api_token_seconds: i64,
+    /// The log's origin line and key name, e.g. `citytrust.example.org/ledger`.
+    pub ledger_origin: String,
+    /// The log's signing key; `None` makes a throw-away key (tests, trials).
+    pub ledger_seed: Option<ledger::LedgerSeed>,
 }
 
 impl Default for Settings {
@@ -33,6 +38,8 @@ impl Default for Settings {
         Settings {
             session_seconds: 12 * 3600,
             api_token_seconds: 24 * 3600,
+            ledger_origin: "citytrust.localhost/ledger".to_string(),
+            ledger_seed: None,
         }
     }
 }
@@ -43,19 +50,27 @@ pub struct Service {
     index: search::CatalogueIndex,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    ledger: ledger::Ledger,
 }
 
 impl Service {
     /// Build the service over an open store and load the catalogue's search index.
     pub async fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Result<Service> {
         let index = search::CatalogueIndex::new()?;
+        let seed = match &settings.ledger_seed {
+            Some(seed) => seed.clone(),
+            None => ledger::LedgerSeed(accounts::random_bytes::<32>()?),
+        };
+        let ledger = ledger::Ledger::new(&settings.ledger_origin, &seed)?;
         let service = Service {
             store,
             index,
             clock,
             settings,
+            ledger,
         };
         service.refresh_search_index().await?;
+        service.load_ledger().await?;
         Ok(service)
     }
 

@@ -61,6 +61,25 @@ pub struct StoredCredential {
     pub expires_at: i64,
 }
 
+/// A transparency-log entry to append with a change: its type, canonical body and time.
+#[derive(Debug, Clone, Copy)]
+pub struct NewLogEntry<'a> {
+    pub kind: &'a str,
+    /// The canonical encoding (UTF-8 JSON).
+    pub body: &'a str,
+    pub at: &'a str,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: i64,
+    /// Lower-case hex.
+    pub root: String,
+    pub note: String,
+    pub created_at: String,
+}
+
 /// The database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -135,7 +154,12 @@ impl Store {
 
     // ---- organisations -------------------------------------------------
 
-    pub async fn insert_organization(&self, org: &Organization) -> Result<()> {
+    pub async fn insert_organization(
+        &self,
+        org: &Organization,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, kind, description, url, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -145,9 +169,11 @@ impl Store {
         .bind(&org.description)
         .bind(&org.url)
         .bind(&org.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("organisation '{}'", org.id)))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -291,7 +317,7 @@ impl Store {
 
     // ---- groups ------------------------------------------------------------
 
-    pub async fn insert_group(&self, group: &Group) -> Result<()> {
+    pub async fn insert_group(&self, group: &Group, entry: &NewLogEntry<'_>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO org_groups (id, name, description, criteria, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
@@ -309,6 +335,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -438,10 +465,104 @@ impl Store {
         Ok(a.rows_affected() + b.rows_affected())
     }
 
+    // ---- the transparency log --------------------------------------------------
+
+    /// How many entries have been appended (committed or not yet integrated).
+    pub async fn ledger_size(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_size'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    /// Entries `from..` in index order, at most `limit`.
+    pub async fn ledger_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT idx, body FROM ledger_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+        )
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("idx")?, r.try_get("body")?)))
+            .collect()
+    }
+
+    pub async fn ledger_entry(&self, idx: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT body FROM ledger_entries WHERE idx = $1")
+            .bind(idx)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("body")?)).transpose()
+    }
+
+    /// Every stored tree hash, in stored-hash-index order (hex).
+    pub async fn ledger_hashes(&self) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT id, hash FROM ledger_hashes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("hash")?)))
+            .collect()
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query("SELECT size, root, note, created_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| checkpoint_from_row(&r)).transpose()
+    }
+
+    pub async fn checkpoint_at(&self, size: i64) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT size, root, note, created_at FROM ledger_checkpoints WHERE size = $1",
+        )
+        .bind(size)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| checkpoint_from_row(&r)).transpose()
+    }
+
+    /// Store the tree hashes of newly integrated entries and the checkpoint that
+    /// covers them, together. Another node having done it first is a `Conflict`.
+    pub async fn record_integration(
+        &self,
+        hashes: &[(i64, String)],
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, hash) in hashes {
+            sqlx::query("INSERT INTO ledger_hashes (id, hash) VALUES ($1, $2)")
+                .bind(id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict(e, format!("tree hash {id}")))?;
+        }
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(checkpoint.size)
+        .bind(&checkpoint.root)
+        .bind(&checkpoint.note)
+        .bind(&checkpoint.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("checkpoint {}", checkpoint.size)))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- the catalogue -------------------------------------------------------
 
     /// Insert a new catalogue entry (revision 1) and bump the catalogue revision.
-    pub async fn insert_dataset(&self, dataset: &Dataset, created_by: Option<&str>) -> Result<()> {
+    pub async fn insert_dataset(
+        &self,
+        dataset: &Dataset,
+        created_by: Option<&str>,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
         let metadata = serde_json::to_string(&dataset.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
@@ -463,12 +584,18 @@ impl Store {
         .map_err(|e| conflict(e, format!("dataset '{}'", dataset.id)))?;
         write_roles(&mut tx, dataset).await?;
         bump_catalogue_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Replace a catalogue entry if it is still at `expected_revision`.
-    pub async fn update_dataset(&self, dataset: &Dataset, expected_revision: i64) -> Result<()> {
+    pub async fn update_dataset(
+        &self,
+        dataset: &Dataset,
+        expected_revision: i64,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
         let metadata = serde_json::to_string(&dataset.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
@@ -498,6 +625,7 @@ impl Store {
             .await?;
         write_roles(&mut tx, dataset).await?;
         bump_catalogue_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -544,6 +672,29 @@ async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Datase
         .await?;
     }
     Ok(())
+}
+
+/// Append a log entry inside the transaction of the change it records; returns its index.
+/// The counter row serialises appenders (a row lock on PostgreSQL, the write lock on
+/// SQLite), so indexes are dense and commit in order.
+async fn append_entry(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    entry: &NewLogEntry<'_>,
+) -> Result<i64> {
+    let row = sqlx::query(
+        "UPDATE counters SET value = value + 1 WHERE name = 'ledger_size' RETURNING value",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let idx: i64 = row.try_get::<i64, _>("value")? - 1;
+    sqlx::query("INSERT INTO ledger_entries (idx, kind, body, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(idx)
+        .bind(entry.kind)
+        .bind(entry.body)
+        .bind(entry.at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(idx)
 }
 
 async fn bump_catalogue_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
@@ -610,5 +761,14 @@ fn dataset_from_row(r: &AnyRow) -> Result<Dataset> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         revision: r.try_get("revision")?,
+    })
+}
+
+fn checkpoint_from_row(r: &AnyRow) -> Result<StoredCheckpoint> {
+    Ok(StoredCheckpoint {
+        size: r.try_get("size")?,
+        root: r.try_get("root")?,
+        note: r.try_get("note")?,
+        created_at: r.try_get("created_at")?,
     })
 }

@@ -12,29 +12,46 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
-    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+        postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "ledger",
+        sqlite: include_str!("../migrations/sqlite/0002_ledger.sql"),
+        postgres: include_str!("../migrations/postgres/0002_ledger.sql"),
+    },
+];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS citytrust_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
-    if backend == Backend::Postgres {
-        // Several nodes may start at once: one migrates, the others wait for it.
-        sqlx::query("SELECT pg_advisory_lock(727274) AS locked")
-            .fetch_one(pool)
+    // Several nodes may start at once: one migrates, the others wait for it.
+    // The advisory lock belongs to a database session, so lock and unlock on
+    // one dedicated connection (a pooled query could unlock on another one and
+    // leave the lock held for ever).
+    let mut lock = match backend {
+        Backend::Postgres => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock(727274) AS locked")
+                .fetch_one(&mut *conn)
+                .await?;
+            Some(conn)
+        }
+        Backend::Sqlite => None,
+    };
+    let result = async {
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS citytrust_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(pool)
             .await?;
+        apply_pending(pool, backend).await
     }
-    let result = apply_pending(pool, backend).await;
-    if backend == Backend::Postgres {
+    .await;
+    if let Some(conn) = lock.as_mut() {
         sqlx::query("SELECT pg_advisory_unlock(727274) AS unlocked")
-            .fetch_one(pool)
+            .fetch_one(&mut **conn)
             .await?;
     }
     result

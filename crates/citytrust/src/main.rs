@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use citytrust_model::{NewUser, Role};
+use citytrust_service::ledger::LedgerSeed;
 use citytrust_service::{Service, Settings, SystemClock};
 use citytrust_store::Store;
 use clap::{Args, Parser, Subcommand};
@@ -79,6 +80,13 @@ struct StorageArgs {
     /// `postgres://user:pass@host/db` to keep state in PostgreSQL instead of SQLite.
     #[arg(long, env = "CITYTRUST_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// The transparency log's origin (its name in checkpoints and its key's name).
+    #[arg(
+        long,
+        env = "CITYTRUST_LEDGER_ORIGIN",
+        default_value = "citytrust.localhost/ledger"
+    )]
+    ledger_origin: String,
 }
 
 #[derive(Args, Clone)]
@@ -186,8 +194,68 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
             })?
         }
     };
-    let service = Service::new(store, Arc::new(SystemClock), Settings::default()).await?;
+    std::fs::create_dir_all(&storage.data).with_context(|| {
+        format!(
+            "could not create the data directory {}",
+            storage.data.display()
+        )
+    })?;
+    let seed = ledger_key(&storage.data)?;
+    let settings = Settings {
+        ledger_origin: storage.ledger_origin.clone(),
+        ledger_seed: Some(seed),
+        ..Settings::default()
+    };
+    let service = Service::new(store, Arc::new(SystemClock), settings).await?;
     Ok(Arc::new(service))
+}
+
+/// The log's signing key: `DIR/ledger-key` (64 hex digits, readable by the owner
+/// only), made on first start. Losing it means starting a new log; keep it backed up.
+fn ledger_key(data: &Path) -> anyhow::Result<LedgerSeed> {
+    let path = data.join("ledger-key");
+    let seed = match std::fs::read_to_string(&path) {
+        Ok(text) => decode_hex(text.trim())
+            .with_context(|| format!("{} is not 64 hex digits", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+            let text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &format!("{text}\n"))?;
+            tracing::info!(path = %path.display(), "created the transparency log's signing key");
+            seed
+        }
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    Ok(LedgerSeed(seed))
+}
+
+fn decode_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 async fn serve(

@@ -13,13 +13,15 @@ pub const PASSWORD: &str = "correct horse battery";
 /// `city-energy`), `bob` (member of `water-co`).
 pub struct TestApp {
     pub base: String,
+    /// The database the app runs on (for tests that tamper behind its back).
+    pub db_url: String,
     pub client: Client,
     pub service: Arc<Service>,
     pub clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
-async fn fresh_store(dir: &std::path::Path) -> Store {
+async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
     match std::env::var("CITYTRUST_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
             use sqlx::Connection;
@@ -42,24 +44,30 @@ async fn fresh_store(dir: &std::path::Path) -> Store {
                 Some((server, _db)) => format!("{server}/{name}"),
                 None => panic!("CITYTRUST_TEST_DATABASE_URL must end in /<database>"),
             };
-            Store::connect(&url).await.expect("open PostgreSQL store")
+            (
+                Store::connect(&url).await.expect("open PostgreSQL store"),
+                url,
+            )
         }
-        _ => Store::open_data_dir(dir).await.expect("open SQLite store"),
+        _ => (
+            Store::open_data_dir(dir).await.expect("open SQLite store"),
+            format!("sqlite://{}", dir.join("citytrust.sqlite").display()),
+        ),
     }
 }
 
 impl TestApp {
     pub async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = fresh_store(dir.path()).await;
+        let (store, db_url) = fresh_store(dir.path()).await;
         let clock = Arc::new(ManualClock::new(
             time::macros::datetime!(2026-03-01 09:00 UTC),
         ));
-        let service = Arc::new(
-            Service::new(store, clock.clone(), Settings::default())
-                .await
-                .unwrap(),
-        );
+        let settings = Settings {
+            ledger_seed: Some(test_seed()),
+            ..Settings::default()
+        };
+        let service = Arc::new(Service::new(store, clock.clone(), settings).await.unwrap());
         seed(&service).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -71,11 +79,37 @@ impl TestApp {
             .unwrap();
         TestApp {
             base: format!("http://{addr}"),
+            db_url,
             client,
             service,
             clock,
             _dir: dir,
         }
+    }
+
+    /// Run SQL directly against the app's database.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&self.db_url).await.unwrap();
+        sqlx::query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected()
+    }
+
+    /// A second service over the same database, as after a restart.
+    pub async fn restart_service(&self) -> Result<Service, citytrust_service::ServiceError> {
+        let store = Store::connect(&self.db_url).await.unwrap();
+        Service::new(
+            store,
+            self.clock.clone(),
+            Settings {
+                ledger_seed: Some(test_seed()),
+                ..Settings::default()
+            },
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -236,4 +270,8 @@ pub async fn assert_problem(res: Response, status: u16, code: &str, field: Optio
         assert!(fields.contains(&field), "expected field {field} in {body}");
     }
     body
+}
+
+pub fn test_seed() -> citytrust_service::ledger::LedgerSeed {
+    citytrust_service::ledger::LedgerSeed([42u8; 32])
 }

@@ -8,4 +8,5 @@
 mod api;
 mod cli;
 mod harness;
+mod ledger;
 mod web;

@@ -1,0 +1,164 @@
+//! The public transparency log over HTTP: the verifier key, the newest signed
+//! checkpoint, and entries with their inclusion proofs; consistency proofs
+//! between checkpoints. Hashes travel as standard base64, as in C2SP.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::ApiQuery;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ledger/key", get(key))
+        .route("/ledger/checkpoint", get(checkpoint))
+        .route("/api/v1/ledger/entries/{index}", get(entry))
+        .route("/api/v1/ledger/consistency", get(consistency))
+}
+
+fn text(body: String, cache: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The log's signed-note verifier key: `<name>+<key id>+<base64 key>`.
+async fn key(State(state): State<AppState>) -> Response {
+    text(
+        format!("{}\n", state.service.ledger_verifier_key()),
+        "public, max-age=86400",
+    )
+}
+
+/// The newest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.service.latest_checkpoint().await? {
+        Some(cp) => Ok(text(cp.note, "no-cache")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the log has no checkpoint yet",
+        )),
+    }
+}
+
+/// A signed checkpoint.
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointView {
+    pub size: u64,
+    /// The tree's root hash, base64.
+    pub root: String,
+    /// The signed note, as served at /ledger/checkpoint for this size.
+    pub note: String,
+}
+
+/// A log entry with the proof that the log holds it.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub index: u64,
+    /// The entry, decoded.
+    #[schema(value_type = Object)]
+    pub entry: serde_json::Value,
+    /// The canonical encoding that was hashed (UTF-8 JSON).
+    pub encoded: String,
+    /// RFC 6962 leaf hash of `encoded`, base64.
+    pub leaf_hash: String,
+    /// Inclusion proof (leaf to root), base64 hashes, against `checkpoint`.
+    pub inclusion_proof: Vec<String>,
+    pub checkpoint: CheckpointView,
+}
+
+/// One log entry with its inclusion proof against the newest checkpoint.
+#[utoipa::path(get, path = "/api/v1/ledger/entries/{index}", tag = "ledger",
+    params(("index" = u64, Path, description = "The entry's index, from 0")),
+    responses(
+        (status = 200, description = "The entry and its proof", body = LedgerEntry),
+        (status = 404, description = "No such entry in a checkpoint yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn entry(
+    State(state): State<AppState>,
+    Path(index): Path<String>,
+) -> Result<Json<LedgerEntry>, ApiError> {
+    let index: u64 = index
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("log entry '{index}'")))?;
+    let proven = state.service.ledger_entry(index).await?;
+    let entry = serde_json::from_str(&proven.body)
+        .map_err(|e| citytrust_service::ServiceError::Internal(e.to_string()))?;
+    let root = hex_to_b64(&proven.checkpoint.root);
+    Ok(Json(LedgerEntry {
+        index: proven.index,
+        entry,
+        leaf_hash: STANDARD.encode(proven.leaf_hash),
+        inclusion_proof: proven.proof.iter().map(|h| STANDARD.encode(h)).collect(),
+        encoded: proven.body,
+        checkpoint: CheckpointView {
+            size: u64::try_from(proven.checkpoint.size).unwrap_or(0),
+            root,
+            note: proven.checkpoint.note,
+        },
+    }))
+}
+
+fn hex_to_b64(hex_text: &str) -> String {
+    let bytes: Vec<u8> = (0..hex_text.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex_text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    STANDARD.encode(bytes)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyParams {
+    /// The smaller tree size (at least 1).
+    #[param(minimum = 1)]
+    pub from: u64,
+    /// The larger tree size (at most the newest checkpoint's).
+    #[param(minimum = 1)]
+    pub to: u64,
+}
+
+/// A consistency proof between two tree sizes.
+#[derive(Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// RFC 6962 consistency proof, base64 hashes.
+    pub proof: Vec<String>,
+}
+
+/// The proof that the log of `to` entries extends the log of `from` entries.
+#[utoipa::path(get, path = "/api/v1/ledger/consistency", tag = "ledger", params(ConsistencyParams),
+    responses(
+        (status = 200, description = "The proof", body = ConsistencyProof),
+        (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The sizes are out of range", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn consistency(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ConsistencyParams>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let proof = state.service.ledger_consistency(p.from, p.to).await?;
+    Ok(Json(ConsistencyProof {
+        from: p.from,
+        to: p.to,
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+    }))
+}

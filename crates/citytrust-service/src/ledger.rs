@@ -1,0 +1,326 @@
+//! The transparency log as a service: entries are appended by the store in the
+//! transaction of the change they record (see `Service::log_entry`); the
+//! integrator here folds committed entries into the Merkle tree, and signs a
+//! checkpoint for each new size; readers get entries with inclusion proofs
+//! and consistency proofs between checkpoints.
+//!
+//! Invariant: a checkpoint is signed only after the new tree has been proven
+//! consistent with the last stored checkpoint, so the log never signs two
+//! inconsistent views — also after a crash, because the tree state is
+//! reloaded from (and checked against) the database on start.
+
+use citytrust_ledger::checkpoint::LogSigner;
+use citytrust_ledger::{Hash, entry};
+use citytrust_store::{NewLogEntry, StoreError, StoredCheckpoint};
+use tlog_tiles::tlog;
+
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// Most entries folded into the tree per checkpoint.
+const BATCH: i64 = 4096;
+
+/// The 32-byte seed of the log's Ed25519 key. Never printed.
+#[derive(Clone)]
+pub struct LedgerSeed(pub [u8; 32]);
+
+impl std::fmt::Debug for LedgerSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LedgerSeed(<hidden>)")
+    }
+}
+
+/// The Merkle tree as far as it is checkpointed: every stored hash (tlog layout).
+#[derive(Default)]
+struct TreeState {
+    size: u64,
+    hashes: Vec<tlog::Hash>,
+}
+
+struct Reader<'a>(&'a [tlog::Hash]);
+
+impl tlog::HashReader for Reader<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<tlog::Hash>, tlog::Error> {
+        indexes
+            .iter()
+            .map(|i| {
+                usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| self.0.get(i))
+                    .copied()
+                    .ok_or(tlog::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+pub(crate) struct Ledger {
+    signer: LogSigner,
+    state: tokio::sync::Mutex<TreeState>,
+}
+
+/// An entry with the proof that it is in the log.
+#[derive(Debug, Clone)]
+pub struct ProvenEntry {
+    pub index: u64,
+    /// The canonical encoding.
+    pub body: String,
+    pub leaf_hash: Hash,
+    /// RFC 6962 inclusion proof, leaf to root.
+    pub proof: Vec<Hash>,
+    pub checkpoint: StoredCheckpoint,
+}
+
+fn corrupt(why: impl Into<String>) -> ServiceError {
+    ServiceError::Internal(format!("transparency log: {}", why.into()))
+}
+
+fn hex_hash(h: &[u8]) -> String {
+    hex::encode(h)
+}
+
+fn parse_hex_hash(s: &str) -> Result<tlog::Hash> {
+    let bytes = hex::decode(s).map_err(|_| corrupt("a stored hash is not hex"))?;
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| corrupt("a stored hash is not 32 bytes"))?;
+    Ok(tlog::Hash(arr))
+}
+
+impl Ledger {
+    pub(crate) fn new(origin: &str, seed: &LedgerSeed) -> Result<Ledger> {
+        let signer = LogSigner::from_seed(origin, &seed.0)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Ledger {
+            signer,
+            state: tokio::sync::Mutex::new(TreeState::default()),
+        })
+    }
+}
+
+impl Service {
+    /// The log's signed-note verifier key.
+    pub fn ledger_verifier_key(&self) -> &str {
+        self.ledger.signer.verifier_key()
+    }
+
+    /// The log's origin line (and key name).
+    pub fn ledger_origin(&self) -> &str {
+        self.ledger.signer.origin()
+    }
+
+    /// Encode an entry for the log, stamped with the current time.
+    pub(crate) fn log_entry(
+        &self,
+        kind: &str,
+        fields: serde_json::Value,
+    ) -> Result<(String, String)> {
+        let at = rfc3339(self.now());
+        let body =
+            entry::encode(kind, &at, fields).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let body = String::from_utf8(body).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok((body, at))
+    }
+
+    /// Load the checkpointed tree from the database and check it: every stored
+    /// hash is present and the root recomputes to the last signed one.
+    pub(crate) async fn load_ledger(&self) -> Result<()> {
+        let mut state = self.ledger.state.lock().await;
+        *state = self.read_tree().await?;
+        Ok(())
+    }
+
+    async fn read_tree(&self) -> Result<TreeState> {
+        let Some(cp) = self.store.latest_checkpoint().await? else {
+            return Ok(TreeState::default());
+        };
+        let size = u64::try_from(cp.size).map_err(|_| corrupt("negative checkpoint size"))?;
+        let rows = self.store.ledger_hashes().await?;
+        let want = tlog::stored_hash_count(size);
+        let mut hashes = Vec::with_capacity(rows.len());
+        for (i, (id, hash)) in rows.iter().enumerate() {
+            if u64::try_from(*id).ok() != Some(i as u64) {
+                return Err(corrupt(format!("stored hash {i} is missing")));
+            }
+            if (i as u64) < want {
+                hashes.push(parse_hex_hash(hash)?);
+            }
+        }
+        if (hashes.len() as u64) < want {
+            return Err(corrupt(format!(
+                "{} stored hashes for a checkpoint of size {size}; need {want}",
+                hashes.len()
+            )));
+        }
+        // Recompute every stored hash from the entries themselves: an edited
+        // entry or hash stops the service rather than being served as proven.
+        let mut recomputed: Vec<tlog::Hash> = Vec::with_capacity(hashes.len());
+        let mut next: u64 = 0;
+        while next < size {
+            let from = i64::try_from(next).map_err(|_| corrupt("log too large"))?;
+            let batch = self.store.ledger_entries(from, BATCH).await?;
+            if batch.is_empty() {
+                return Err(corrupt(format!("entry {next} is missing")));
+            }
+            for (idx, body) in batch {
+                if next >= size {
+                    break;
+                }
+                if u64::try_from(idx).ok() != Some(next) {
+                    return Err(corrupt(format!("entry {next} is missing")));
+                }
+                let stored = tlog::stored_hashes(next, body.as_bytes(), &Reader(&recomputed))
+                    .map_err(|e| corrupt(e.to_string()))?;
+                recomputed.extend(stored);
+                next += 1;
+            }
+        }
+        if let Some(i) = recomputed.iter().zip(&hashes).position(|(a, b)| a != b) {
+            let (level, n) = tlog::split_stored_hash_index(i as u64);
+            return Err(corrupt(format!(
+                "the stored tree does not match its entries (hash {i}: level {level}, node {n})"
+            )));
+        }
+        let root = tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))?;
+        if hex_hash(&root.0) != cp.root {
+            return Err(corrupt(format!(
+                "the stored tree does not match checkpoint {size}"
+            )));
+        }
+        Ok(TreeState { size, hashes })
+    }
+
+    /// Fold committed entries into the tree and sign a checkpoint for the new
+    /// size. Returns the new size, or `None` when there was nothing to do.
+    pub async fn integrate_ledger(&self) -> Result<Option<u64>> {
+        let mut state = self.ledger.state.lock().await;
+        // Another node may have integrated meanwhile.
+        if let Some(cp) = self.store.latest_checkpoint().await?
+            && u64::try_from(cp.size).unwrap_or(0) != state.size
+        {
+            *state = self.read_tree().await?;
+        }
+        let from = i64::try_from(state.size).map_err(|_| corrupt("log too large"))?;
+        let entries = self.store.ledger_entries(from, BATCH).await?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let old_size = state.size;
+        let old_root = if old_size > 0 {
+            Some(
+                tlog::tree_hash(old_size, &Reader(&state.hashes))
+                    .map_err(|e| corrupt(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let mut hashes = state.hashes.clone();
+        let mut new_rows = Vec::new();
+        let mut size = old_size;
+        for (idx, body) in &entries {
+            if u64::try_from(*idx).ok() != Some(size) {
+                break; // not yet committed: stop at the gap
+            }
+            let stored = tlog::stored_hashes(size, body.as_bytes(), &Reader(&hashes))
+                .map_err(|e| corrupt(e.to_string()))?;
+            for h in stored {
+                new_rows.push((hashes.len() as i64, hex_hash(&h.0)));
+                hashes.push(h);
+            }
+            size += 1;
+        }
+        if size == old_size {
+            return Ok(None);
+        }
+        let root = tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(old_root) = old_root {
+            let proof = tlog::prove_tree(size, old_size, &Reader(&hashes))
+                .map_err(|e| corrupt(e.to_string()))?;
+            tlog::check_tree(&proof, size, root, old_size, old_root).map_err(|_| {
+                corrupt(format!(
+                    "refusing to sign: tree {size} is not consistent with checkpoint {old_size}"
+                ))
+            })?;
+        }
+        let note = self
+            .ledger
+            .signer
+            .sign_checkpoint(size, &root.0)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let checkpoint = StoredCheckpoint {
+            size: i64::try_from(size).map_err(|_| corrupt("log too large"))?,
+            root: hex_hash(&root.0),
+            note: String::from_utf8(note).map_err(|e| corrupt(e.to_string()))?,
+            created_at: rfc3339(self.now()),
+        };
+        match self.store.record_integration(&new_rows, &checkpoint).await {
+            Ok(()) => {
+                *state = TreeState { size, hashes };
+                Ok(Some(size))
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Another node got there first; take its tree.
+                *state = self.read_tree().await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The newest signed checkpoint, if the log has any entries integrated.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        Ok(self.store.latest_checkpoint().await?)
+    }
+
+    /// Entry `index` with its inclusion proof against the newest checkpoint.
+    pub async fn ledger_entry(&self, index: u64) -> Result<ProvenEntry> {
+        let not_found =
+            || ServiceError::NotFound(format!("log entry {index} (not yet in a checkpoint)"));
+        let state = self.ledger.state.lock().await;
+        if index >= state.size {
+            return Err(not_found());
+        }
+        let size_i64 = i64::try_from(state.size).map_err(|_| not_found())?;
+        let checkpoint = self
+            .store
+            .checkpoint_at(size_i64)
+            .await?
+            .ok_or_else(not_found)?;
+        let body = self
+            .store
+            .ledger_entry(i64::try_from(index).map_err(|_| not_found())?)
+            .await?
+            .ok_or_else(not_found)?;
+        let proof = tlog::prove_record(state.size, index, &Reader(&state.hashes))
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(ProvenEntry {
+            index,
+            leaf_hash: citytrust_ledger::leaf_hash(body.as_bytes()),
+            body,
+            proof: proof.into_iter().map(|h| h.0).collect(),
+            checkpoint,
+        })
+    }
+
+    /// The consistency proof from the tree of `from` entries to the tree of `to` entries.
+    pub async fn ledger_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        let state = self.ledger.state.lock().await;
+        if from == 0 || from > to || to > state.size {
+            return Err(citytrust_model::ValidationErrors::single(
+                "from",
+                format!(
+                    "need 1 <= from <= to <= {} (the newest checkpoint)",
+                    state.size
+                ),
+            )
+            .into());
+        }
+        let proof = tlog::prove_tree(to, from, &Reader(&state.hashes))
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(proof.into_iter().map(|h| h.0).collect())
+    }
+}
+
+/// The log entry for a store write, borrowed for the call.
+pub(crate) fn new_entry<'a>(kind: &'a str, body: &'a str, at: &'a str) -> NewLogEntry<'a> {
+    NewLogEntry { kind, body, at }
+}

@@ -1,0 +1,256 @@
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use citytrust_ledger::checkpoint::open_checkpoint;
+use citytrust_ledger::{verify_consistency, verify_inclusion};
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, assert_problem, dataset};
+
+fn b64(s: &Value) -> Vec<u8> {
+    STANDARD.decode(s.as_str().unwrap()).unwrap()
+}
+
+/// Fetch entry `i` and check its proof and its checkpoint's signature from public data only.
+async fn verified_entry(app: &TestApp, key: &str, i: u64) -> Value {
+    let res = app.get(&format!("/api/v1/ledger/entries/{i}"), None).await;
+    assert_eq!(res.status(), 200, "entry {i}");
+    let e: Value = res.json().await.unwrap();
+    let cp = open_checkpoint(e["checkpoint"]["note"].as_str().unwrap().as_bytes(), key).unwrap();
+    assert_eq!(
+        STANDARD.encode(cp.root),
+        e["checkpoint"]["root"].as_str().unwrap()
+    );
+    let encoded = e["encoded"].as_str().unwrap();
+    let leaf = citytrust_ledger::leaf_hash(encoded.as_bytes());
+    assert_eq!(leaf.to_vec(), b64(&e["leaf_hash"]));
+    let proof: Vec<Vec<u8>> = e["inclusion_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64)
+        .collect();
+    let proof: Vec<&[u8]> = proof.iter().map(Vec::as_slice).collect();
+    verify_inclusion(i, cp.size, &leaf, &proof, &cp.root).unwrap();
+    // The decoded entry is the canonical encoding's content.
+    assert_eq!(serde_json::from_str::<Value>(encoded).unwrap(), e["entry"]);
+    e["entry"].clone()
+}
+
+#[tokio::test]
+async fn every_change_is_logged_provably_and_without_names() {
+    let app = TestApp::start().await;
+    let key = app
+        .get("/ledger/key", None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(key.starts_with("citytrust.localhost/ledger+"), "{key}");
+    // Nothing integrated yet: no checkpoint.
+    assert_eq!(app.get("/ledger/checkpoint", None).await.status(), 404);
+    let alice = app.token("alice").await;
+    app.post_json(
+        "/api/v1/datasets",
+        Some(&alice),
+        &dataset("Heat map", "city-energy", "open"),
+    )
+    .await;
+    app.patch_json(
+        "/api/v1/datasets/heat-map",
+        Some(&alice),
+        &json!({"description": "Heat."}),
+    )
+    .await;
+    app.patch_json(
+        "/api/v1/datasets/heat-map",
+        Some(&alice),
+        &json!({"spectrum": "shared_group"}),
+    )
+    .await;
+    // A refused change writes no entry.
+    let before = app.service.store().ledger_size().await.unwrap();
+    let bob = app.token("bob").await;
+    app.patch_json(
+        "/api/v1/datasets/heat-map",
+        Some(&bob),
+        &json!({"title": "x"}),
+    )
+    .await;
+    app.patch_json(
+        "/api/v1/datasets/heat-map",
+        Some(&alice),
+        &json!({"spectrum": "bogus"}),
+    )
+    .await;
+    assert_eq!(app.service.store().ledger_size().await.unwrap(), before);
+
+    assert_eq!(app.service.integrate_ledger().await.unwrap(), Some(5));
+    let note = app
+        .get("/ledger/checkpoint", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        note.starts_with("citytrust.localhost/ledger\n5\n"),
+        "{note}"
+    );
+    assert_eq!(open_checkpoint(note.as_bytes(), &key).unwrap().size, 5);
+
+    let mut kinds = Vec::new();
+    for i in 0..5 {
+        let e = verified_entry(&app, &key, i).await;
+        assert_eq!(e["v"], 1);
+        let text = e.to_string();
+        for name in ["alice", "bob", "admin"] {
+            assert!(
+                !text.contains(&format!("\"{name}\"")),
+                "entry {i} names a person: {text}"
+            );
+        }
+        kinds.push(e["type"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        kinds,
+        [
+            "organization.created",
+            "organization.created",
+            "dataset.registered",
+            "dataset.changed",
+            "dataset.reclassified"
+        ]
+    );
+    let reclassified = verified_entry(&app, &key, 4).await;
+    assert_eq!(reclassified["previous_spectrum"], "open");
+    assert_eq!(reclassified["spectrum"], "shared_group");
+    assert_eq!(reclassified["by"], "organization:city-energy");
+    assert_problem(
+        app.get("/api/v1/ledger/entries/5", None).await,
+        404,
+        "not_found",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn checkpoints_stay_consistent_across_growth_and_restart() {
+    let app = TestApp::start().await;
+    let key = app
+        .get("/ledger/key", None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_string();
+    let alice = app.token("alice").await;
+    app.service.integrate_ledger().await.unwrap();
+    let first = open_checkpoint(
+        app.get("/ledger/checkpoint", None)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .as_bytes(),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(first.size, 2);
+    for i in 0..7 {
+        app.post_json(
+            "/api/v1/datasets",
+            Some(&alice),
+            &dataset(&format!("Set {i}"), "city-energy", "open"),
+        )
+        .await;
+    }
+    app.service.integrate_ledger().await.unwrap();
+    let second = open_checkpoint(
+        app.get("/ledger/checkpoint", None)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .as_bytes(),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(second.size, 9);
+    let res: Value = app
+        .get("/api/v1/ledger/consistency?from=2&to=9", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let proof: Vec<Vec<u8>> = res["proof"].as_array().unwrap().iter().map(b64).collect();
+    let proof: Vec<&[u8]> = proof.iter().map(Vec::as_slice).collect();
+    verify_consistency(2, 9, &proof, &first.root, &second.root).unwrap();
+    assert_problem(
+        app.get("/api/v1/ledger/consistency?from=3&to=99", None)
+            .await,
+        422,
+        "validation_failed",
+        Some("from"),
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/ledger/consistency?from=x&to=9", None)
+            .await,
+        400,
+        "invalid_parameter",
+        Some("from"),
+    )
+    .await;
+
+    // After a restart the tree is reloaded, checked, and grows on consistently.
+    let restarted = app.restart_service().await.unwrap();
+    app.post_json(
+        "/api/v1/datasets",
+        Some(&alice),
+        &dataset("After restart", "city-energy", "open"),
+    )
+    .await;
+    assert_eq!(restarted.integrate_ledger().await.unwrap(), Some(10));
+    let third = restarted.latest_checkpoint().await.unwrap().unwrap();
+    let third = open_checkpoint(third.note.as_bytes(), &key).unwrap();
+    let proof: Vec<[u8; 32]> = restarted.ledger_consistency(9, 10).await.unwrap();
+    let proof: Vec<&[u8]> = proof.iter().map(|h| h.as_slice()).collect();
+    verify_consistency(9, 10, &proof, &second.root, &third.root).unwrap();
+}
+
+#[tokio::test]
+async fn a_tampered_tree_is_detected_on_start() {
+    let app = TestApp::start().await;
+    app.service.integrate_ledger().await.unwrap();
+    app.sql("UPDATE ledger_hashes SET hash = '00000000000000000000000000000000000000000000000000000000000000ff' WHERE id = 0").await;
+    let err = app
+        .restart_service()
+        .await
+        .err()
+        .expect("a tampered tree must stop the service");
+    assert!(
+        err.to_string()
+            .contains("does not match its entries (hash 0"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_entry_is_detected_on_start() {
+    let app = TestApp::start().await;
+    app.service.integrate_ledger().await.unwrap();
+    let n = app.sql("UPDATE ledger_entries SET body = replace(body, 'City Energy', 'Evil Energy') WHERE idx = 0").await;
+    assert_eq!(n, 1);
+    let err = app
+        .restart_service()
+        .await
+        .err()
+        .expect("an edited entry must stop the service");
+    assert!(
+        err.to_string().contains("does not match its entries"),
+        "{err}"
+    );
+}
