@@ -20,6 +20,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ledger/key", get(key))
         .route("/ledger/checkpoint", get(checkpoint))
+        .route("/ledger/tile/{*path}", get(tile))
         .route("/api/v1/ledger/entries/{index}", get(entry))
         .route("/api/v1/ledger/consistency", get(consistency))
 }
@@ -161,4 +162,141 @@ async fn consistency(
         to: p.to,
         proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
     }))
+}
+
+/// A tile address: `<L>/<N>[.p/<W>]` or `entries/<N>[.p/<W>]`, with N written
+/// in 3-digit groups, all but the last prefixed with `x` (C2SP tlog-tiles).
+#[derive(Debug, PartialEq, Eq)]
+struct TilePath {
+    /// `None` for an entry bundle.
+    level: Option<u8>,
+    n: u64,
+    width: u64,
+}
+
+fn parse_tile_path(path: &str) -> Option<TilePath> {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    if parts.len() < 2 {
+        return None;
+    }
+    let level = match parts.remove(0) {
+        "entries" => None,
+        l if !l.is_empty() && l.len() <= 2 && l.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(l.parse::<u8>().ok()?)
+        }
+        _ => return None,
+    };
+    let mut width = 256;
+    if parts.len() >= 2 && parts[parts.len() - 2].ends_with(".p") {
+        let w = parts.pop()?;
+        if w.is_empty()
+            || w.len() > 3
+            || !w.bytes().all(|b| b.is_ascii_digit())
+            || w.starts_with('0')
+        {
+            return None;
+        }
+        width = w.parse::<u64>().ok().filter(|w| (1..256).contains(w))?;
+        let last = parts.pop()?;
+        parts.push(last.strip_suffix(".p")?);
+    }
+    let (last, groups) = parts.split_last()?;
+    let digits = |s: &str| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit());
+    let mut n: u64 = 0;
+    for g in groups {
+        let g = g.strip_prefix('x').filter(|g| digits(g))?;
+        n = n.checked_mul(1000)?.checked_add(g.parse::<u64>().ok()?)?;
+    }
+    if !digits(last) {
+        return None;
+    }
+    n = n
+        .checked_mul(1000)?
+        .checked_add(last.parse::<u64>().ok()?)?;
+    Some(TilePath { level, n, width })
+}
+
+/// Tiles and entry bundles of the log (C2SP tlog-tiles, height 8). Immutable once served.
+async fn tile(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(t) = parse_tile_path(&path) else {
+        return Err(ApiError::not_found(format!("tile '{path}'")));
+    };
+    let data = match t.level {
+        Some(level) => state.service.ledger_tile(level, t.n, t.width).await?,
+        None => state.service.ledger_entry_bundle(t.n, t.width).await?,
+    };
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_paths_follow_c2sp() {
+        let p = |s: &str| parse_tile_path(s);
+        assert_eq!(
+            p("0/000"),
+            Some(TilePath {
+                level: Some(0),
+                n: 0,
+                width: 256
+            })
+        );
+        assert_eq!(
+            p("1/x001/234.p/7"),
+            Some(TilePath {
+                level: Some(1),
+                n: 1234,
+                width: 7
+            })
+        );
+        assert_eq!(
+            p("entries/x123/x456/789"),
+            Some(TilePath {
+                level: None,
+                n: 123_456_789,
+                width: 256
+            })
+        );
+        assert_eq!(
+            p("entries/000.p/255"),
+            Some(TilePath {
+                level: None,
+                n: 0,
+                width: 255
+            })
+        );
+        for bad in [
+            "0/0",
+            "0/1234",
+            "0/x001",
+            "0/001/002",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/000.p/07",
+            "x/000",
+            "0/000.p",
+            "",
+            "entries",
+        ] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
+    }
 }

@@ -324,3 +324,73 @@ impl Service {
 pub(crate) fn new_entry<'a>(kind: &'a str, body: &'a str, at: &'a str) -> NewLogEntry<'a> {
     NewLogEntry { kind, body, at }
 }
+
+/// Tile height of the C2SP tlog-tiles layout: 2^8 = 256 hashes per full tile.
+pub const TILE_HEIGHT: u8 = 8;
+const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+
+impl Service {
+    /// How many hashes exist at tile level `level` in the checkpointed tree.
+    fn hashes_at_level(size: u64, level: u8) -> u64 {
+        size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
+            .unwrap_or(0)
+    }
+
+    /// The hash tile `level`/`n` of `width` hashes (C2SP tlog-tiles), from the checkpointed tree.
+    pub async fn ledger_tile(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>> {
+        let state = self.ledger.state.lock().await;
+        let not_found = || ServiceError::NotFound(format!("tile {level}/{n} of width {width}"));
+        if width == 0 || width > TILE_WIDTH || level > 7 {
+            return Err(not_found());
+        }
+        let available = Self::hashes_at_level(state.size, level);
+        let end = n
+            .checked_mul(TILE_WIDTH)
+            .and_then(|s| s.checked_add(width))
+            .ok_or_else(not_found)?;
+        if end > available {
+            return Err(not_found());
+        }
+        let tile = tlog_tiles::Tile::new(
+            TILE_HEIGHT,
+            level,
+            n,
+            u32::try_from(width).map_err(|_| not_found())?,
+            false,
+        );
+        tile.read_data(&Reader(&state.hashes))
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// The entry bundle `n` of `width` entries: each entry prefixed by its length as a big-endian uint16.
+    pub async fn ledger_entry_bundle(&self, n: u64, width: u64) -> Result<Vec<u8>> {
+        let size = self.ledger.state.lock().await.size;
+        let not_found = || ServiceError::NotFound(format!("entry bundle {n} of width {width}"));
+        if width == 0 || width > TILE_WIDTH {
+            return Err(not_found());
+        }
+        let start = n.checked_mul(TILE_WIDTH).ok_or_else(not_found)?;
+        if start.checked_add(width).is_none_or(|end| end > size) {
+            return Err(not_found());
+        }
+        let from = i64::try_from(start).map_err(|_| not_found())?;
+        let entries = self
+            .store
+            .ledger_entries(from, i64::try_from(width).map_err(|_| not_found())?)
+            .await?;
+        if entries.len() as u64 != width {
+            return Err(corrupt(format!(
+                "entries {start}..{} are not all stored",
+                start + width
+            )));
+        }
+        let mut out = Vec::new();
+        for (_, body) in entries {
+            let len = u16::try_from(body.len())
+                .map_err(|_| corrupt("an entry is longer than 65535 bytes"))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(body.as_bytes());
+        }
+        Ok(out)
+    }
+}

@@ -254,3 +254,84 @@ async fn an_edited_entry_is_detected_on_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn tiles_and_entry_bundles_rebuild_the_signed_root() {
+    let app = TestApp::start().await;
+    let key = app
+        .get("/ledger/key", None)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_string();
+    let alice = app.token("alice").await;
+    for i in 0..3 {
+        app.post_json(
+            "/api/v1/datasets",
+            Some(&alice),
+            &dataset(&format!("Tile {i}"), "city-energy", "open"),
+        )
+        .await;
+    }
+    app.service.integrate_ledger().await.unwrap();
+    let cp = open_checkpoint(
+        app.get("/ledger/checkpoint", None)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .as_bytes(),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(cp.size, 5);
+    let res = app.get("/ledger/tile/entries/000.p/5", None).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()
+            .get("cache-control")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let bundle = res.bytes().await.unwrap();
+    let mut leaves = Vec::new();
+    let mut rest = &bundle[..];
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        citytrust_ledger::entry::decode(&rest[2..2 + len]).unwrap();
+        leaves.push(citytrust_ledger::leaf_hash(&rest[2..2 + len]));
+        rest = &rest[2 + len..];
+    }
+    assert_eq!(leaves.len(), 5);
+    assert_eq!(
+        citytrust_ledger::tree::root(&leaves),
+        cp.root,
+        "the entries rebuild the signed root"
+    );
+    let tile = app
+        .get("/ledger/tile/0/000.p/5", None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        tile.chunks(32)
+            .map(|c| <[u8; 32]>::try_from(c).unwrap())
+            .collect::<Vec<_>>(),
+        leaves
+    );
+    // Beyond the checkpoint, malformed, or not yet full: 404.
+    for path in [
+        "/ledger/tile/entries/000.p/6",
+        "/ledger/tile/entries/000",
+        "/ledger/tile/0/000.p/6",
+        "/ledger/tile/1/000.p/1",
+        "/ledger/tile/0/0",
+    ] {
+        assert_eq!(app.get(path, None).await.status(), 404, "{path}");
+    }
+}
