@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod subtree;
+pub mod tiles;
 pub mod tree;
 
 pub use subtree::{

@@ -1,6 +1,7 @@
 //! `citytrust`: serve the trust, load and serve the demo city, manage accounts.
 
 mod demo;
+mod verify;
 
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -43,6 +44,18 @@ enum Command {
             hide_env_values = true
         )]
         demo_password: String,
+    },
+    /// Verify a CityTrust transparency log from its public files (no database access).
+    Verify {
+        /// The server's base URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        url: String,
+        /// Remember what was seen here, and check the log still holds it next time.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The verifier key to trust (default: the one remembered in --state, else the server's).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Manage accounts.
     User {
@@ -131,6 +144,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let service = open(&args.storage).await?;
             let loaded = demo::load(&service, &demo_password).await?;
             serve(service, &args, started, Some((loaded, demo_password))).await
+        }
+        Command::Verify { url, state, key } => {
+            let report = verify::verify(&url, state.as_deref(), key.as_deref()).await?;
+            println!(
+                "OK: {} entries verified against the checkpoint signed by {}",
+                report.size, report.key
+            );
+            for (kind, n) in &report.by_type {
+                println!("  {n:>8}  {kind}");
+            }
+            Ok(())
         }
         Command::User {
             command:

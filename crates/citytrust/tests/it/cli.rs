@@ -261,3 +261,91 @@ async fn user_add_creates_the_first_administrator_from_a_password_on_stdin() {
     let _ = serve.wait();
     assert_eq!(status, 200);
 }
+
+/// The database URL behind storage arguments.
+fn db_url(storage: &[String], dir: &std::path::Path) -> String {
+    match storage.iter().position(|a| a == "--database-url") {
+        Some(i) => storage[i + 1].clone(),
+        None => format!("sqlite://{}", dir.join("citytrust.sqlite").display()),
+    }
+}
+
+async fn sql(url: &str, statement: &str) -> u64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query(statement)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected()
+}
+
+fn run_verify(url: &str, state: &std::path::Path) -> (bool, String) {
+    let out = citytrust()
+        .args(["verify", "--url", url, "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(dir.path()).await;
+    let demo = start_demo(&storage);
+    let client = reqwest::Client::new();
+    // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
+    let mut size = String::new();
+    for _ in 0..100 {
+        let res = client
+            .get(format!("{}/ledger/checkpoint", demo.url))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            let note = res.text().await.unwrap();
+            let s = note.lines().nth(1).unwrap().to_string();
+            if s == size {
+                break;
+            }
+            size = s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    assert_eq!(size, "28", "9 organisations + 2 groups + 17 datasets");
+    let state = dir.path().join("verify-state.json");
+    let (ok, out) = run_verify(&demo.url, &state);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("OK: 28 entries") && out.contains("dataset.registered"),
+        "{out}"
+    );
+
+    // Someone edits entry 11 (the registration of barcelona-air-quality) in the database.
+    let url = db_url(&storage, dir.path());
+    let edit = "UPDATE ledger_entries SET body = replace(body, 'Barcelona air quality', 'Barcelona air qualitY') WHERE idx = 11";
+    assert_eq!(sql(&url, edit).await, 1);
+    let (ok, out) = run_verify(&demo.url, &state);
+    assert!(
+        !ok && out.contains("entry 11 does not match the log's tree"),
+        "{out}"
+    );
+    sql(&url, "UPDATE ledger_entries SET body = replace(body, 'Barcelona air qualitY', 'Barcelona air quality') WHERE idx = 11").await;
+    let (ok, out) = run_verify(&demo.url, &state);
+    assert!(ok, "restored: {out}");
+
+    // Someone deletes the last entry.
+    assert_eq!(
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 27").await,
+        1
+    );
+    let (ok, out) = run_verify(&demo.url, &state);
+    assert!(!ok && out.contains("entry 27 is missing"), "{out}");
+}

@@ -1,0 +1,257 @@
+//! `citytrust verify`: check a CityTrust transparency log from its public
+//! files alone — the signed checkpoint, the entry bundles and hash tiles —
+//! without any access to its database.
+//!
+//! It checks the checkpoint's signature, decodes every entry (refusing
+//! non-canonical ones), recomputes the Merkle tree from the entries and
+//! compares its root with the signed one, and checks that the log still
+//! contains, unchanged, every entry seen on the previous run (kept in the
+//! state file with the leaf hashes). On a mismatch it names the first bad index.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use citytrust_ledger::checkpoint::open_checkpoint;
+use citytrust_ledger::tiles::{TILE_WIDTH, parse_entry_bundle, tile_path};
+use citytrust_ledger::{Hash, entry, leaf_hash, tree};
+use serde::{Deserialize, Serialize};
+
+/// What a previous run saw.
+#[derive(Serialize, Deserialize)]
+struct State {
+    verifier_key: String,
+    size: u64,
+    /// base64-free lower-case hex of the root.
+    root: String,
+}
+
+pub struct Report {
+    pub size: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub key: String,
+}
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
+    let res = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("could not fetch {url}"))?;
+    if !res.status().is_success() {
+        bail!("{url} answered {}", res.status());
+    }
+    Ok(res)
+}
+
+pub async fn verify(
+    base: &str,
+    state_file: Option<&Path>,
+    key: Option<&str>,
+) -> anyhow::Result<Report> {
+    let base = base.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let previous: Option<(State, Vec<Hash>)> = match state_file {
+        Some(path) if path.exists() => Some(read_state(path)?),
+        _ => None,
+    };
+    let served_key = fetch(&client, &format!("{base}/ledger/key"))
+        .await?
+        .text()
+        .await?
+        .trim()
+        .to_string();
+    let key = match (key, &previous) {
+        (Some(k), _) => k.to_string(),
+        (None, Some((s, _))) => s.verifier_key.clone(),
+        (None, None) => served_key.clone(),
+    };
+    if served_key != key {
+        bail!("the log now publishes a different key ({served_key}) from the one trusted ({key})");
+    }
+    let note = fetch(&client, &format!("{base}/ledger/checkpoint"))
+        .await?
+        .bytes()
+        .await?;
+    let checkpoint = open_checkpoint(&note, &key).context("the checkpoint does not verify")?;
+    let size = checkpoint.size;
+
+    // Every entry, in order, from the entry bundles.
+    let mut leaves: Vec<Hash> = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut bad_entry: Option<(u64, String)> = None;
+    let bundles = size.div_ceil(TILE_WIDTH);
+    for n in 0..bundles {
+        let width = (size - n * TILE_WIDTH).min(TILE_WIDTH);
+        let url = format!("{base}/ledger/{}", tile_path(None, n, width));
+        let res = client
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("could not fetch {url}"))?;
+        if !res.status().is_success() {
+            // Narrow it down: the widest prefix of the bundle the log can still serve.
+            let (mut ok, mut bad) = (0u64, width);
+            while bad - ok > 1 {
+                let mid = (ok + bad) / 2;
+                let probe = format!("{base}/ledger/{}", tile_path(None, n, mid));
+                let served = client
+                    .get(&probe)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if served { ok = mid } else { bad = mid }
+            }
+            bail!(
+                "entry {} is missing: the log cannot serve it ({url} answered {})",
+                n * TILE_WIDTH + ok,
+                res.status()
+            );
+        }
+        let bundle = res.bytes().await?;
+        let entries =
+            parse_entry_bundle(&bundle).map_err(|e| anyhow::anyhow!("entry bundle {n}: {e}"))?;
+        if (entries.len() as u64) < width {
+            bail!(
+                "entry {} is missing: bundle {n} holds {} of {width} entries",
+                n * TILE_WIDTH + entries.len() as u64,
+                entries.len()
+            );
+        }
+        if entries.len() as u64 > width {
+            bail!(
+                "bundle {n} holds {} entries, more than the {width} the checkpoint covers",
+                entries.len()
+            );
+        }
+        for (i, bytes) in entries.iter().enumerate() {
+            let index = n * TILE_WIDTH + i as u64;
+            match entry::decode(bytes) {
+                Ok(e) => *by_type.entry(e.kind).or_default() += 1,
+                Err(e) => {
+                    bad_entry.get_or_insert((index, e.to_string()));
+                }
+            }
+            leaves.push(leaf_hash(bytes));
+        }
+    }
+    if let Some((index, why)) = bad_entry {
+        bail!("entry {index} is malformed: {why}");
+    }
+
+    // The entries must rebuild the signed root.
+    if tree::root(&leaves) != checkpoint.root {
+        let first = first_bad_leaf(&client, base, size, &leaves).await?;
+        match first {
+            Some(i) => {
+                bail!("entry {i} does not match the log's tree: it was changed after it was logged")
+            }
+            None => bail!("the entries do not rebuild the signed root of checkpoint {size}"),
+        }
+    }
+
+    // Everything seen last time must still be there, unchanged.
+    if let Some((prev, prev_leaves)) = &previous {
+        if prev.size > size {
+            bail!(
+                "the log shrank: it had {} entries, now its checkpoint says {size}",
+                prev.size
+            );
+        }
+        if let Some(i) = prev_leaves.iter().zip(&leaves).position(|(a, b)| a != b) {
+            bail!("entry {i} differs from the one seen before: the log forked or was rewritten");
+        }
+        let prev_root = tree::root(
+            &leaves[..usize::try_from(prev.size)
+                .unwrap_or(usize::MAX)
+                .min(leaves.len())],
+        );
+        if hex(&prev_root) != prev.root {
+            bail!(
+                "the log is not consistent with checkpoint {} seen before",
+                prev.size
+            );
+        }
+    }
+    if let Some(path) = state_file {
+        write_state(
+            path,
+            &State {
+                verifier_key: key.clone(),
+                size,
+                root: hex(&checkpoint.root),
+            },
+            &leaves,
+        )?;
+    }
+    Ok(Report { size, by_type, key })
+}
+
+/// Compare our leaf hashes with the log's level-0 hash tiles; the first that differs is the edited entry.
+async fn first_bad_leaf(
+    client: &reqwest::Client,
+    base: &str,
+    size: u64,
+    leaves: &[Hash],
+) -> anyhow::Result<Option<u64>> {
+    for n in 0..size.div_ceil(TILE_WIDTH) {
+        let width = (size - n * TILE_WIDTH).min(TILE_WIDTH);
+        let tile = fetch(
+            client,
+            &format!("{base}/ledger/{}", tile_path(Some(0), n, width)),
+        )
+        .await?
+        .bytes()
+        .await?;
+        for (i, h) in tile.chunks(32).enumerate() {
+            let index = n * TILE_WIDTH + i as u64;
+            if leaves
+                .get(usize::try_from(index).unwrap_or(usize::MAX))
+                .map(|l| l.as_slice())
+                != Some(h)
+            {
+                return Ok(Some(index));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn leaves_path(state: &Path) -> PathBuf {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".leaves");
+    PathBuf::from(p)
+}
+
+fn read_state(path: &Path) -> anyhow::Result<(State, Vec<Hash>)> {
+    let state: State = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not a verify state file", path.display()))?;
+    let raw = std::fs::read(leaves_path(path))
+        .with_context(|| format!("reading {}", leaves_path(path).display()))?;
+    if raw.len() as u64 != state.size * 32 {
+        bail!(
+            "{} does not hold {} leaf hashes",
+            leaves_path(path).display(),
+            state.size
+        );
+    }
+    let leaves = raw
+        .chunks(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+        .collect();
+    Ok((state, leaves))
+}
+
+fn write_state(path: &Path, state: &State, leaves: &[Hash]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::write(leaves_path(path), leaves.concat())?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
