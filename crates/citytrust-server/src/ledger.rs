@@ -102,7 +102,7 @@ async fn entry(
     let proven = state.service.ledger_entry(index).await?;
     let entry = serde_json::from_str(&proven.body)
         .map_err(|e| citytrust_service::ServiceError::Internal(e.to_string()))?;
-    let root = hex_to_b64(&proven.checkpoint.root);
+    let root = STANDARD.encode(proven.root);
     Ok(Json(LedgerEntry {
         index: proven.index,
         entry,
@@ -115,13 +115,6 @@ async fn entry(
             note: proven.checkpoint.note,
         },
     }))
-}
-
-fn hex_to_b64(hex_text: &str) -> String {
-    let bytes: Vec<u8> = (0..hex_text.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex_text.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
-    STANDARD.encode(bytes)
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -270,6 +270,14 @@ impl Form {
             .filter(|v| !v.is_empty())
             .collect()
     }
+    /// A value exactly as typed (passwords: spaces count).
+    fn secret(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
     fn checked(&self, name: &str) -> bool {
         self.0.iter().any(|(k, _)| k == name)
     }
@@ -1460,12 +1468,7 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         );
     }
     let username = form.one("username");
-    let password = form
-        .0
-        .iter()
-        .find(|(k, _)| k == "password")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    let password = form.secret("password");
     if username.is_empty() || password.is_empty() || username.len() > 64 || password.len() > 1024 {
         return signin_page(
             &state,
@@ -1549,6 +1552,18 @@ struct AdminPage {
     groups: Vec<GroupRow>,
     message: String,
     errors: Vec<ErrorLink>,
+}
+
+/// An administrator's submitted form: parsed, from an administrator, with the session's CSRF token.
+fn admin_form<'a>(
+    viewer: &'a Viewer,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Form, &'a Session), PageError> {
+    let form = Form::parse(headers, body)?;
+    let session = require_admin(viewer)?;
+    viewer.check_form(&form)?;
+    Ok((form, session))
 }
 
 fn require_admin(viewer: &Viewer) -> Result<&Session, PageError> {
@@ -1691,9 +1706,7 @@ async fn admin_create_organization(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = require_admin(&viewer)?;
-    viewer.check_form(&form)?;
+    let (form, session) = admin_form(&viewer, &headers, &body)?;
     let kind = OrganizationKind::parse(&form.one("kind")).unwrap_or_default();
     let new = NewOrganization {
         id: form.one("id"),
@@ -1716,19 +1729,12 @@ async fn admin_create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = require_admin(&viewer)?;
-    viewer.check_form(&form)?;
+    let (form, session) = admin_form(&viewer, &headers, &body)?;
     let new = NewUser {
         username: form.one("username"),
         display_name: form.one("display_name"),
         email: form.opt("email"),
-        password: form
-            .0
-            .iter()
-            .find(|(k, _)| k == "password")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+        password: form.secret("password"),
         roles: form
             .all("roles")
             .iter()
@@ -1750,9 +1756,7 @@ async fn admin_add_membership(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = require_admin(&viewer)?;
-    viewer.check_form(&form)?;
+    let (form, session) = admin_form(&viewer, &headers, &body)?;
     let result = state
         .service
         .add_membership(
@@ -1770,9 +1774,7 @@ async fn admin_create_group(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = require_admin(&viewer)?;
-    viewer.check_form(&form)?;
+    let (form, session) = admin_form(&viewer, &headers, &body)?;
     let new = NewGroup {
         id: form.one("id"),
         name: form.one("name"),

@@ -68,6 +68,8 @@ pub struct ProvenEntry {
     /// RFC 6962 inclusion proof, leaf to root.
     pub proof: Vec<Hash>,
     pub checkpoint: StoredCheckpoint,
+    /// `checkpoint.root`, decoded.
+    pub root: Hash,
 }
 
 fn corrupt(why: impl Into<String>) -> ServiceError {
@@ -292,7 +294,9 @@ impl Service {
             .ok_or_else(not_found)?;
         let proof = tlog::prove_record(state.size, index, &Reader(&state.hashes))
             .map_err(|e| corrupt(e.to_string()))?;
+        let root = parse_hex_hash(&checkpoint.root)?.0;
         Ok(ProvenEntry {
+            root,
             index,
             leaf_hash: citytrust_ledger::leaf_hash(body.as_bytes()),
             body,

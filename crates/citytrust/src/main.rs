@@ -239,12 +239,14 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
 fn ledger_key(data: &Path) -> anyhow::Result<LedgerSeed> {
     let path = data.join("ledger-key");
     let seed = match std::fs::read_to_string(&path) {
-        Ok(text) => decode_hex(text.trim())
+        Ok(text) => hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .with_context(|| format!("{} is not 64 hex digits", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
-            let text: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+            let text = hex::encode(seed);
             write_private(&path, &format!("{text}\n"))?;
             tracing::info!(path = %path.display(), "created the transparency log's signing key");
             seed
@@ -252,17 +254,6 @@ fn ledger_key(data: &Path) -> anyhow::Result<LedgerSeed> {
         Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
     };
     Ok(LedgerSeed(seed))
-}
-
-fn decode_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
