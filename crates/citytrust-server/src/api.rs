@@ -50,11 +50,14 @@ pub fn routes() -> Router<AppState> {
         issue_token, me, search_datasets, create_dataset, get_dataset, patch_dataset,
         list_organizations, create_organization, get_organization,
         list_users, create_user, list_groups, create_group,
-        crate::ledger::entry, crate::ledger::consistency
+        crate::ledger::entry, crate::ledger::consistency,
+        crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
+        crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
+        crate::content::get_quality_rules, crate::content::put_quality_rules
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::content::QueryBody)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "accounts"), (name = "ledger"), (name = "operations"))
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

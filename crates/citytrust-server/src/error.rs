@@ -22,7 +22,24 @@ pub struct Problem {
     pub code: String,
     /// For input errors: each field (or line and column) that was wrong.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
+    pub errors: Vec<ProblemItem>,
+    /// For rejected uploads: how many rows were bad (`errors` lists the first ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_errors: Option<u64>,
+}
+
+/// One thing wrong with the input: a field, or a line and column of an uploaded file.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// 1-based line of the uploaded file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// 1-based column number of the uploaded file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    pub message: String,
 }
 
 /// An error answered as problem+json.
@@ -32,6 +49,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    pub rows: Vec<citytrust_query::RowError>,
+    pub total_errors: Option<u64>,
 }
 
 impl ApiError {
@@ -41,6 +60,8 @@ impl ApiError {
             code,
             detail: detail.into(),
             errors: Vec::new(),
+            rows: Vec::new(),
+            total_errors: None,
         }
     }
     pub fn field(
@@ -60,6 +81,8 @@ impl ApiError {
             code,
             detail,
             errors: vec![FieldError { field, message }],
+            rows: Vec::new(),
+            total_errors: None,
         }
     }
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
@@ -91,7 +114,23 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code.to_string(),
-            errors: self.errors.clone(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ProblemItem {
+                    field: Some(e.field.clone()),
+                    line: None,
+                    column: None,
+                    message: e.message.clone(),
+                })
+                .chain(self.rows.iter().map(|e| ProblemItem {
+                    field: e.field.clone(),
+                    line: Some(e.line),
+                    column: e.column,
+                    message: e.message.clone(),
+                }))
+                .collect(),
+            total_errors: self.total_errors,
         }
     }
 }
@@ -106,6 +145,31 @@ impl From<ServiceError> for ApiError {
                     code: "validation_failed",
                     detail,
                     errors: v.0,
+                    rows: Vec::new(),
+                    total_errors: None,
+                }
+            }
+            ServiceError::Unprocessable { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            ServiceError::RowErrors { errors, total } => {
+                let first = errors.first().map(|e| {
+                    let place = match (&e.field, e.column) {
+                        (Some(f), Some(c)) => format!("line {}, column {c} ('{f}')", e.line),
+                        _ => format!("line {}", e.line),
+                    };
+                    format!("; first at {place}: {}", e.message)
+                });
+                ApiError {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    code: "rows_rejected",
+                    detail: format!(
+                        "{total} row(s) could not be read, so nothing was stored{} (send ?on_error=quarantine to keep the good rows)",
+                        first.unwrap_or_default()
+                    ),
+                    errors: Vec::new(),
+                    rows: errors,
+                    total_errors: Some(total),
                 }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),

@@ -7,6 +7,7 @@
 //! drive it without a socket.
 
 pub mod api;
+mod content;
 pub mod error;
 pub mod extract;
 mod health;
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
     ];
     let mut router = Router::new()
         .merge(api::routes())
+        .merge(content::routes())
         .merge(web::routes())
         .merge(health::routes())
         .merge(ledger::routes())

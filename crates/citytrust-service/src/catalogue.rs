@@ -187,7 +187,7 @@ impl Service {
 }
 
 /// Who acted, as the public log records it: a role or an organisation, never a person.
-fn acting_for(actor: &Actor, dataset: &Dataset) -> String {
+pub(crate) fn acting_for(actor: &Actor, dataset: &Dataset) -> String {
     if actor.is_admin() {
         return "administrator".to_string();
     }

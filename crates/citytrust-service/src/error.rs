@@ -20,6 +20,15 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Stale(String),
+    /// Content that cannot be used as sent (`code` names the kind of problem).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// An upload with bad rows, rejected whole: the first errors, and how many there were.
+    #[error("{total} row(s) could not be read")]
+    RowErrors {
+        errors: Vec<citytrust_query::RowError>,
+        total: u64,
+    },
     /// A failure inside the system; the text is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -47,5 +56,37 @@ impl From<StoreError> for ServiceError {
 impl From<tantivy::TantivyError> for ServiceError {
     fn from(e: tantivy::TantivyError) -> Self {
         ServiceError::Internal(format!("search index: {e}"))
+    }
+}
+
+impl From<citytrust_query::QueryError> for ServiceError {
+    fn from(e: citytrust_query::QueryError) -> Self {
+        use citytrust_query::QueryError as Q;
+        match e {
+            Q::Unreadable(message) => ServiceError::Unprocessable {
+                code: "unreadable_content",
+                message,
+            },
+            Q::Rejected { errors, total } => ServiceError::RowErrors { errors, total },
+            Q::Sql(message) => ServiceError::Unprocessable {
+                code: "invalid_query",
+                message,
+            },
+            Q::Unsupported(message) => ServiceError::Unprocessable {
+                code: "unsupported_format",
+                message,
+            },
+            e @ Q::Timeout(_) => ServiceError::Unprocessable {
+                code: "query_timeout",
+                message: e.to_string(),
+            },
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for ServiceError {
+    fn from(e: std::io::Error) -> Self {
+        ServiceError::Internal(format!("storage: {e}"))
     }
 }

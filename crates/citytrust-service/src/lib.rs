@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod catalogue;
 pub mod clock;
+pub mod content;
 mod error;
 pub mod ledger;
 pub mod search;
@@ -31,6 +32,8 @@ pub struct Settings {
     pub ledger_origin: String,
     /// The log's signing key; `None` makes a throw-away key (tests, trials).
     pub ledger_seed: Option<ledger::LedgerSeed>,
+    /// Where dataset content lives; `None` uses a temporary directory (tests, trials).
+    pub content_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -40,6 +43,7 @@ impl Default for Settings {
             api_token_seconds: 24 * 3600,
             ledger_origin: "citytrust.localhost/ledger".to_string(),
             ledger_seed: None,
+            content_dir: None,
         }
     }
 }
@@ -51,6 +55,11 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
+    content_dir: std::path::PathBuf,
+    /// Keeps a temporary content directory alive as long as the service.
+    _content_tmp: Option<tempfile::TempDir>,
+    /// One version commit at a time on this node.
+    upload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -62,15 +71,26 @@ impl Service {
             None => ledger::LedgerSeed(accounts::random_bytes::<32>()?),
         };
         let ledger = ledger::Ledger::new(&settings.ledger_origin, &seed)?;
+        let (content_dir, content_tmp) = match &settings.content_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let tmp = tempfile::tempdir()?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
         let service = Service {
             store,
             index,
             clock,
             settings,
             ledger,
+            content_dir,
+            _content_tmp: content_tmp,
+            upload_lock: tokio::sync::Mutex::new(()),
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;
+        service.sweep_content().await?;
         Ok(service)
     }
 

@@ -70,6 +70,25 @@ pub struct NewLogEntry<'a> {
     pub at: &'a str,
 }
 
+/// One immutable version of a dataset's content, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVersion {
+    pub dataset_id: String,
+    pub version: i64,
+    pub input_format: String,
+    pub rows: i64,
+    pub rejected: i64,
+    pub bytes: i64,
+    pub sha256: String,
+    pub source_sha256: String,
+    /// JSON: the columns and their types.
+    pub columns: String,
+    /// JSON: the quality statement.
+    pub quality: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -657,6 +676,137 @@ impl Store {
             .await?;
         Ok(row.try_get("value")?)
     }
+}
+
+impl Store {
+    /// Record a new version and its log entry in one transaction. The version
+    /// number must be the next one: a concurrent upload that took it first
+    /// makes this a `Conflict`.
+    pub async fn insert_version(&self, v: &StoredVersion, entry: &NewLogEntry<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_versions (dataset_id, version, input_format, row_count, rejected, bytes, sha256, \
+             source_sha256, columns, quality, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&v.dataset_id)
+        .bind(v.version)
+        .bind(&v.input_format)
+        .bind(v.rows)
+        .bind(v.rejected)
+        .bind(v.bytes)
+        .bind(&v.sha256)
+        .bind(&v.source_sha256)
+        .bind(&v.columns)
+        .bind(&v.quality)
+        .bind(&v.created_by)
+        .bind(&v.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("version {} of dataset '{}'", v.version, v.dataset_id)))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A dataset's versions, newest first.
+    pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<StoredVersion>> {
+        let rows = sqlx::query(
+            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// One version, or the latest when `version` is `None`.
+    pub async fn get_version(
+        &self,
+        dataset_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 AND ($2 < 0 OR version = $2) \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(dataset_id)
+        .bind(version.unwrap_or(-1))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    /// Every (dataset, version) pair that exists, for sweeping orphan files.
+    pub async fn all_version_keys(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT dataset_id, version FROM dataset_versions")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("dataset_id")?, r.try_get("version")?)))
+            .collect()
+    }
+
+    pub async fn quality_rules(&self, dataset_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT rules FROM dataset_quality_rules WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get("rules").map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// Replace a dataset's quality rules, logging the change.
+    pub async fn set_quality_rules(
+        &self,
+        dataset_id: &str,
+        rules: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM dataset_quality_rules WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dataset_quality_rules (dataset_id, rules, updated_at) VALUES ($1, $2, $3)",
+        )
+        .bind(dataset_id)
+        .bind(rules)
+        .bind(entry.at)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Append a log entry on its own (a read of content: nothing else changes).
+    /// Returns the entry's index once committed.
+    pub async fn append_log(&self, entry: &NewLogEntry<'_>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(idx)
+    }
+}
+
+fn version_from_row(r: &AnyRow) -> Result<StoredVersion> {
+    Ok(StoredVersion {
+        dataset_id: r.try_get("dataset_id")?,
+        version: r.try_get("version")?,
+        input_format: r.try_get("input_format")?,
+        rows: r.try_get("row_count")?,
+        rejected: r.try_get("rejected")?,
+        bytes: r.try_get("bytes")?,
+        sha256: r.try_get("sha256")?,
+        source_sha256: r.try_get("source_sha256")?,
+        columns: r.try_get("columns")?,
+        quality: r.try_get("quality")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
 }
 
 async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Dataset) -> Result<()> {

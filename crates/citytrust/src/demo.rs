@@ -49,10 +49,29 @@ struct DemoUser {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DemoDataset {
-    /// The file under demo/data/ holding its content (none for metadata-only entries).
-    #[allow(dead_code)]
+    /// The file under demo/data/ the entry describes.
     file: Option<String>,
     dataset: DatasetInput,
+    /// How its content is loaded, when more than "upload `file` as is".
+    #[serde(default)]
+    content: DemoContent,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DemoContent {
+    /// A different file under demo/data/ to load as the content.
+    file: Option<String>,
+    /// The file's format when its name does not say.
+    format: Option<citytrust_query::InputFormat>,
+    /// Declared column types.
+    #[serde(default)]
+    types: std::collections::BTreeMap<String, String>,
+    quality_rules: Option<citytrust_query::quality::QualityRules>,
+    /// Generated content (`smart-meter`), for data no city publishes.
+    synthetic: Option<String>,
+    #[allow(dead_code)]
+    note: Option<String>,
 }
 
 pub struct Loaded {
@@ -115,8 +134,10 @@ pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
             &format!("group {id}"),
         )?;
     }
+    let mut contents = Vec::new();
     for d in m.datasets {
         let id = d.dataset.id.clone().unwrap_or_default();
+        contents.push((id.clone(), d.file, d.content));
         if service.get_dataset(&id).await.is_ok() {
             continue;
         }
@@ -126,10 +147,109 @@ pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
             .map_err(|e| anyhow::anyhow!("demo dataset {id}: {e}"))?;
         created += 1;
     }
+    for (id, file, content) in contents {
+        if service.get_version(&id, None).await.is_ok() {
+            continue;
+        }
+        load_content(service, &actor, &id, file, content)
+            .await
+            .with_context(|| format!("demo dataset {id}: loading its content"))?;
+        created += 1;
+    }
     Ok(Loaded {
         fresh: created > 0,
         datasets: service.catalogue_size(),
     })
+}
+
+/// The demo's data files: beside the binary's source in a checkout.
+fn data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/data")
+}
+
+async fn load_content(
+    service: &Service,
+    actor: &Actor,
+    id: &str,
+    file: Option<String>,
+    content: DemoContent,
+) -> anyhow::Result<()> {
+    if let Some(rules) = content.quality_rules.clone() {
+        service.set_quality_rules(actor, id, rules).await?;
+    }
+    let upload = service.begin_upload(actor, id).await?;
+    let (format, gzip) = match (content.synthetic.as_deref(), content.file.or(file)) {
+        (Some("smart-meter"), _) => {
+            std::fs::write(upload.body_path(), synthetic_smart_meter(42))?;
+            (citytrust_query::InputFormat::Csv, false)
+        }
+        (Some(other), _) => anyhow::bail!("unknown synthetic content '{other}'"),
+        (None, Some(file)) => {
+            let path = data_dir().join(&file);
+            let format = content
+                .format
+                .or_else(|| citytrust_query::InputFormat::from_file_name(&file))
+                .with_context(|| format!("no format for {file}"))?;
+            std::fs::copy(&path, upload.body_path())
+                .with_context(|| format!("could not read {}", path.display()))?;
+            (format, file.ends_with(".gz"))
+        }
+        (None, None) => return Ok(()),
+    };
+    let version = service
+        .finish_upload(
+            upload,
+            citytrust_service::content::UploadOptions {
+                format,
+                on_error: citytrust_query::OnError::Reject,
+                declared: content.types,
+                gzip,
+            },
+            None,
+        )
+        .await?;
+    tracing::info!(dataset = id, rows = version.rows, "demo content loaded");
+    Ok(())
+}
+
+/// Half-hourly readings of 40 made-up households over two weeks, from a fixed
+/// seed, so every demo has the same synthetic data.
+fn synthetic_smart_meter(seed: u64) -> String {
+    let mut state = seed;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut out = String::from("household_id,meter_id,postcode,reading_time,kwh\n");
+    let postcodes = ["CT1 1AA", "CT1 2BB", "CT2 3CC", "CT3 4DD", "CT4 5EE"];
+    for h in 0..40u64 {
+        let postcode = postcodes[(next() % postcodes.len() as u64) as usize];
+        let base = 0.05 + (next() % 100) as f64 / 400.0;
+        for day in 0..14u64 {
+            for slot in 0..48u64 {
+                let hour = slot / 2;
+                let peak = if (7..9).contains(&hour) || (17..22).contains(&hour) {
+                    3.0
+                } else {
+                    1.0
+                };
+                let noise = (next() % 1000) as f64 / 2000.0;
+                let kwh = base * peak * (0.75 + noise);
+                out.push_str(&format!(
+                    "H{h:04},M{:06},{postcode},2026-10-{:02}T{:02}:{:02}:00,{kwh:.3}\n",
+                    100_000 + h * 7,
+                    day + 1,
+                    hour,
+                    (slot % 2) * 30
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn new_user(u: &DemoUser, password: &str) -> NewUser {

@@ -228,6 +228,7 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
     let settings = Settings {
         ledger_origin: storage.ledger_origin.clone(),
         ledger_seed: Some(seed),
+        content_dir: Some(storage.data.join("content")),
         ..Settings::default()
     };
     let service = Service::new(store, Arc::new(SystemClock), settings).await?;

@@ -1,0 +1,531 @@
+//! Dataset content over HTTP: uploads of new versions, version metadata and
+//! quality, governed downloads, and SQL. Bodies stream both ways: an upload
+//! is written to disk as it arrives, a download is read from the service's
+//! spooled (already logged) file.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use citytrust_query::InputFormat;
+use citytrust_query::export::{OutputFormat, Slice};
+use citytrust_query::ingest::OnError;
+use citytrust_query::quality::QualityRules;
+use citytrust_service::content::{QueryRequest, ReadRequest, Served, UploadOptions, VersionInfo};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+use crate::extract::{ApiActor, ApiJson, ApiQuery, SignedIn};
+
+/// Largest upload accepted (after any gzip transfer encoding is undone, the
+/// file may be larger).
+pub const MAX_UPLOAD_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/datasets/{id}/versions",
+            get(list_versions)
+                .post(upload_version)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/datasets/{id}/versions/{version}", get(get_version))
+        .route(
+            "/api/v1/datasets/{id}/versions/{version}/rejects",
+            get(get_rejects),
+        )
+        .route("/api/v1/datasets/{id}/data", get(get_data))
+        .route(
+            "/api/v1/datasets/{id}/quality-rules",
+            get(get_quality_rules).put(put_quality_rules),
+        )
+        .route("/api/v1/query", post(run_query))
+}
+
+/// Options of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// `reject` (default): any bad row rejects the upload. `quarantine`: bad rows go to a rejects file.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(reject|quarantine)$")]
+    pub on_error: Option<OnError>,
+    /// Declared column types, comma-separated `column:type` pairs; a date or
+    /// timestamp may add a chrono format: `starttime:timestamp:%m/%d/%y %H:%M`.
+    #[serde(default)]
+    #[param(max_length = 4000)]
+    pub types: Option<String>,
+}
+
+fn parse_types(types: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for pair in types
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let Some((column, spec)) = pair.split_once(':') else {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "types",
+                format!("'{pair}' is not column:type"),
+            ));
+        };
+        out.insert(column.trim().to_string(), spec.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// Upload a new version of a dataset's content. The body is the file.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/versions", tag = "content", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The dataset's id"), UploadParams),
+    request_body(content = String, description = "The file: CSV, TSV, JSON array, NDJSON, GeoJSON FeatureCollection or Parquet (may be sent with Content-Encoding: gzip)",
+        content_type = "text/csv"),
+    responses(
+        (status = 201, description = "The new version, with its quality statement", body = Object),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to publish versions of this dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Upload too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad rows (errors list line, column and message) or an unreadable file", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn upload_version(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let format = InputFormat::from_media_type(&content_type).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the file with Content-Type text/csv, text/tab-separated-values, application/json, \
+                 application/x-ndjson, application/geo+json or application/vnd.apache.parquet (got '{content_type}')"
+            ),
+        )
+    })?;
+    let gzip = match request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(v) if v == "identity" => false,
+        Some(v) if v == "gzip" => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding '{other}' is not supported (use gzip or none)"),
+            ));
+        }
+    };
+    let declared = parse_types(params.types.as_deref())?;
+    let upload = state.service.begin_upload(&actor, &id).await?;
+    receive(request.into_body(), &upload.body_path()).await?;
+    let info = state
+        .service
+        .finish_upload(
+            upload,
+            UploadOptions {
+                format,
+                on_error: params.on_error.unwrap_or_default(),
+                declared,
+                gzip,
+            },
+            None,
+        )
+        .await?;
+    let location = format!(
+        "/api/v1/datasets/{}/versions/{}",
+        info.dataset_id, info.version
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(info),
+    )
+        .into_response())
+}
+
+/// Write a request body to `path` as it arrives, within the size limit.
+async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
+    let mut file = tokio::fs::File::create_new(path)
+        .await
+        .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "upload_interrupted",
+                "the upload was interrupted before the body was complete; nothing was stored",
+            )
+        })?;
+        total += chunk.len() as u64;
+        if total > MAX_UPLOAD_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes; nothing was stored"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+    if total == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_content",
+            "the body is empty: send the file as the request body",
+        ));
+    }
+    Ok(())
+}
+
+/// A dataset's versions, newest first, with their quality statements.
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/versions", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses(
+        (status = 200, description = "The versions", body = Vec<Object>),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_versions(
+    State(state): State<AppState>,
+    _caller: ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<VersionInfo>>, ApiError> {
+    Ok(Json(state.service.list_versions(&id).await?))
+}
+
+/// One version: its columns and its data quality statement.
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
+    responses(
+        (status = 200, description = "The version", body = Object),
+        (status = 404, description = "No such dataset or version", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_version(
+    State(state): State<AppState>,
+    _caller: ApiActor,
+    Path((id, version)): Path<(String, i64)>,
+) -> Result<Json<VersionInfo>, ApiError> {
+    Ok(Json(state.service.get_version(&id, Some(version)).await?))
+}
+
+/// The rows a quarantine upload set aside, as CSV (line, column, field, message, record).
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}/rejects", tag = "content", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
+    responses(
+        (status = 200, description = "The rejected rows", body = String, content_type = "text/csv"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the dataset's maintainer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such version, or no rows set aside", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_rejects(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    Path((id, version)): Path<(String, i64)>,
+) -> Result<Response, ApiError> {
+    let file = state.service.rejects_file(&actor, &id, version).await?;
+    Ok(stream_file(
+        file,
+        "text/csv; charset=utf-8",
+        &format!("{id}-v{version}-rejects.csv"),
+        HeaderMap::new(),
+    ))
+}
+
+/// How to read content.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DataParams {
+    /// csv (default), json, ndjson, geojson or parquet.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(csv|json|ndjson|geojson|parquet)$")]
+    pub format: Option<OutputFormat>,
+    /// A version number; the latest when absent.
+    #[serde(default)]
+    #[param(minimum = 1)]
+    pub version: Option<i64>,
+    /// Rows to skip.
+    #[serde(default)]
+    #[param(minimum = 0)]
+    pub offset: Option<u64>,
+    /// Rows to serve at most (JSON: 1000 by default, 100000 at most).
+    #[serde(default)]
+    #[param(minimum = 1)]
+    pub limit: Option<u64>,
+    /// What the data will be used for (recorded in the transparency log).
+    #[serde(default)]
+    #[param(max_length = 300)]
+    pub purpose: Option<String>,
+}
+
+const JSON_PAGE: u64 = 1000;
+const MAX_PAGE: u64 = 100_000;
+
+/// A dataset's content, streamed. Every read is recorded in the transparency log before the first byte is sent.
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/data", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id"), DataParams),
+    responses(
+        (status = 200, description = "The content; `CityTrust-Log-Entry` names the log entry recording this read", body = String, content_type = "text/csv"),
+        (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Sign-in needed for this dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to read this dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Cannot be served in that format", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_data(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<DataParams>,
+) -> Result<Response, ApiError> {
+    let format = params.format.unwrap_or_default();
+    if params.version.is_some_and(|v| v < 1) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "version",
+            "versions are numbered from 1",
+        ));
+    }
+    let paged = matches!(format, OutputFormat::Json);
+    let offset = params.offset.unwrap_or(0);
+    let limit = match (params.limit, paged) {
+        (Some(0), _) => {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "limit",
+                "limit must be at least 1",
+            ));
+        }
+        (Some(l), true) => Some(l.min(MAX_PAGE)),
+        (Some(l), false) => Some(l),
+        (None, true) => Some(JSON_PAGE),
+        (None, false) => None,
+    };
+    let served = state
+        .service
+        .read_content(
+            &actor,
+            &id,
+            ReadRequest {
+                version: params.version,
+                format,
+                slice: Slice {
+                    offset: usize::try_from(offset).unwrap_or(usize::MAX),
+                    limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+                },
+                purpose: params.purpose,
+            },
+        )
+        .await?;
+    let mut headers = HeaderMap::new();
+    if let Some(limit) = limit
+        && served.rows == limit
+        && paged
+    {
+        let mut next = format!(
+            "/api/v1/datasets/{id}/data?format=json&offset={}&limit={limit}",
+            offset + limit
+        );
+        if let Some(v) = params.version {
+            next.push_str(&format!("&version={v}"));
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            headers.insert(header::LINK, v);
+        }
+    }
+    Ok(served_response(served, headers))
+}
+
+/// A SQL query.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One read-only SELECT. A dataset is the table named by its id with `-`
+    /// replaced by `_` (its latest version); `"<table>@<N>"` (quoted) is version N.
+    #[schema(
+        min_length = 1,
+        max_length = 100000,
+        example = "SELECT \"NOM\" FROM barcelona_districts"
+    )]
+    pub sql: String,
+    /// What the result will be used for (recorded in the transparency log).
+    #[schema(min_length = 1, max_length = 300)]
+    pub purpose: String,
+    /// json (default), csv, ndjson, geojson or parquet.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(csv|json|ndjson|geojson|parquet)$")]
+    pub format: Option<OutputFormat>,
+    /// Rows at most (default 10000, at most 100000); a cut result says so in `CityTrust-Truncated: true`.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_rows: Option<u64>,
+}
+
+/// Run one read-only SELECT over the datasets the caller may read.
+#[utoipa::path(post, path = "/api/v1/query", tag = "content", request_body = QueryBody,
+    responses(
+        (status = 200, description = "The result rows (JSON array of objects by default)", body = Vec<Object>),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Token expired or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The query reads a dataset the caller may not read", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A table names no dataset, or a version that does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a single SELECT, fails to plan, no purpose, or took too long", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn run_query(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    ApiJson(body): ApiJson<QueryBody>,
+) -> Result<Response, ApiError> {
+    if body.max_rows == Some(0) {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "max_rows",
+            "max_rows must be at least 1",
+        ));
+    }
+    let served = state
+        .service
+        .run_query(
+            &actor,
+            QueryRequest {
+                sql: body.sql,
+                purpose: body.purpose,
+                format: body.format.unwrap_or(OutputFormat::Json),
+                max_rows: body
+                    .max_rows
+                    .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+            },
+        )
+        .await?;
+    Ok(served_response(served, HeaderMap::new()))
+}
+
+/// A dataset's quality rules.
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/quality-rules", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses(
+        (status = 200, description = "The rules every upload is measured against", body = Object),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_quality_rules(
+    State(state): State<AppState>,
+    _caller: ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<QualityRules>, ApiError> {
+    state.service.get_dataset(&id).await?;
+    Ok(Json(state.service.quality_rules(&id).await?))
+}
+
+/// Set a dataset's quality rules: key columns, valid ranges, the period the data should cover.
+#[utoipa::path(put, path = "/api/v1/datasets/{id}/quality-rules", tag = "content", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The dataset's id")),
+    request_body(content = Object, description = "{\"key_columns\": [..], \"ranges\": {\"col\": {\"min\": .., \"max\": ..}}, \"period_start\": \"YYYY-MM-DD\", \"period_end\": \"YYYY-MM-DD\"}"),
+    responses(
+        (status = 200, description = "The rules as stored", body = Object),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the dataset's maintainer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn put_quality_rules(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    Path(id): Path<String>,
+    ApiJson(rules): ApiJson<QualityRules>,
+) -> Result<Json<QualityRules>, ApiError> {
+    Ok(Json(
+        state.service.set_quality_rules(&actor, &id, rules).await?,
+    ))
+}
+
+fn served_response(served: Served, mut headers: HeaderMap) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&served.log_index.to_string()) {
+        headers.insert("citytrust-log-entry", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&served.rows.to_string()) {
+        headers.insert("citytrust-rows", v);
+    }
+    if served.truncated {
+        headers.insert("citytrust-truncated", HeaderValue::from_static("true"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{}:", base64_of_hex(&served.sha256))) {
+        headers.insert("repr-digest", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&served.bytes.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, v);
+    }
+    stream_file(served.file, served.media_type, &served.file_name, headers)
+}
+
+fn base64_of_hex(hex_digest: &str) -> String {
+    use base64::Engine;
+    let bytes = hex::decode(hex_digest).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Stream a file in 64 KiB chunks.
+fn stream_file(
+    file: std::fs::File,
+    media_type: &'static str,
+    file_name: &str,
+    mut headers: HeaderMap,
+) -> Response {
+    let file = tokio::fs::File::from_std(file);
+    let stream = futures::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (headers, Body::from_stream(stream)).into_response()
+}

@@ -1,0 +1,728 @@
+//! Dataset content: uploads become immutable versions, and every read of
+//! content — download or SQL — goes through `read_content` / `run_query`,
+//! the one place where the read is permitted, logged and served.
+//!
+//! Files live under the content directory:
+//! - `tmp/<upload>/`: an upload being received and converted (node-local;
+//!   swept at start, removed when an upload fails or is dropped);
+//! - `datasets/<id>/<version>/data.parquet` (+ `rejects.csv`): a version,
+//!   moved into place just before its row commits. A directory without a row
+//!   (a crash between the two) is removed at start.
+//!
+//! A read is spooled to an unnamed temporary file while its SHA-256 is
+//! computed; the log entry naming that digest is committed; only then does the
+//! first byte leave (invariant 1). If logging fails, the read fails.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use citytrust_model::{Actor, Dataset, Spectrum};
+use citytrust_query::export::{OutputFormat, Slice};
+use citytrust_query::ingest::{IngestOptions, OnError, Progress};
+use citytrust_query::quality::{QualityRules, QualityStatement};
+use citytrust_query::sql::Limits;
+use citytrust_query::{ColumnInfo, Declared, DigestWriter, InputFormat};
+use citytrust_store::StoredVersion;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// A version as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    pub dataset_id: String,
+    pub version: i64,
+    /// The format it was uploaded in.
+    pub input_format: String,
+    pub rows: i64,
+    /// Rows set aside in the rejects file (quarantine uploads only).
+    pub rejected: i64,
+    /// Size of the stored Parquet file.
+    pub bytes: i64,
+    /// SHA-256 (hex) of the stored Parquet file.
+    pub sha256: String,
+    /// SHA-256 (hex) of the file as uploaded.
+    pub source_sha256: String,
+    #[schema(value_type = Vec<Object>)]
+    pub columns: Vec<ColumnInfo>,
+    /// The machine-readable data quality statement of this version.
+    #[schema(value_type = Object)]
+    pub quality: QualityStatement,
+    /// The first errors of the rows set aside (quarantine uploads only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<citytrust_query::RowError>,
+    pub created_at: String,
+    /// The table name in SQL (latest version: without `@N`).
+    pub table: String,
+}
+
+impl VersionInfo {
+    fn from_stored(v: StoredVersion) -> Result<VersionInfo> {
+        let columns = serde_json::from_str(&v.columns)
+            .map_err(|e| ServiceError::Internal(format!("stored columns: {e}")))?;
+        let quality = serde_json::from_str(&v.quality)
+            .map_err(|e| ServiceError::Internal(format!("stored quality: {e}")))?;
+        Ok(VersionInfo {
+            table: format!(
+                "{}@{}",
+                citytrust_query::sql::table_name(&v.dataset_id),
+                v.version
+            ),
+            dataset_id: v.dataset_id,
+            version: v.version,
+            input_format: v.input_format,
+            rows: v.rows,
+            rejected: v.rejected,
+            bytes: v.bytes,
+            sha256: v.sha256,
+            source_sha256: v.source_sha256,
+            columns,
+            quality,
+            errors: Vec::new(),
+            created_at: v.created_at,
+        })
+    }
+}
+
+/// How an upload is to be read.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    pub format: InputFormat,
+    pub on_error: OnError,
+    /// Column types the owner declares (`column` → `integer`, `timestamp:%m/%d/%y %H:%M`, …).
+    pub declared: BTreeMap<String, String>,
+    /// The body is gzip-compressed.
+    pub gzip: bool,
+}
+
+/// An upload in progress: a private directory that disappears unless the version commits.
+pub struct Upload {
+    dataset: Dataset,
+    dir: PathBuf,
+    by: String,
+    committed: bool,
+}
+
+impl Upload {
+    /// Where the caller writes the body as received.
+    pub fn body_path(&self) -> PathBuf {
+        self.dir.join("upload.raw")
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Content ready to serve: already logged.
+pub struct Served {
+    /// The bytes, in an unnamed temporary file positioned at its start.
+    pub file: std::fs::File,
+    pub bytes: u64,
+    pub rows: u64,
+    pub sha256: String,
+    pub media_type: &'static str,
+    pub file_name: String,
+    /// The transparency-log entry recording this read.
+    pub log_index: i64,
+    /// The rows were cut at the query's row limit.
+    pub truncated: bool,
+}
+
+/// What a read asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRequest {
+    pub version: Option<i64>,
+    pub format: OutputFormat,
+    pub slice: Slice,
+    pub purpose: Option<String>,
+}
+
+/// A SQL query as asked.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    pub sql: String,
+    pub purpose: String,
+    pub format: OutputFormat,
+    pub max_rows: Option<usize>,
+}
+
+/// Who reads, as the public log names them: an organisation, never a person.
+fn reader_label(actor: &Actor, dataset: &Dataset) -> String {
+    match actor {
+        Actor::Anonymous => "public".into(),
+        _ if actor.is_member_of(&dataset.metadata.owner_organization_id) => {
+            format!("organization:{}", dataset.metadata.owner_organization_id)
+        }
+        _ => actor
+            .organization_ids()
+            .first()
+            .map(|o| format!("organization:{o}"))
+            .unwrap_or_else(|| "individual".into()),
+    }
+}
+
+/// Until access governance lands: open data is readable by anyone, anything
+/// else only by members of the owning organisation. Deny by default.
+pub fn may_read_content(actor: &Actor, dataset: &Dataset) -> std::result::Result<(), String> {
+    if dataset.metadata.spectrum == Spectrum::Open {
+        return Ok(());
+    }
+    if actor.is_member_of(&dataset.metadata.owner_organization_id) {
+        return Ok(());
+    }
+    Err(format!(
+        "dataset '{}' is {} data: only members of its owner '{}' may read its content",
+        dataset.id,
+        dataset.metadata.spectrum.label().to_lowercase(),
+        dataset.metadata.owner_organization_id
+    ))
+}
+
+fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
+    match purpose.map(str::trim).filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(p) if p.chars().count() > 300 => Err(ServiceError::Unprocessable {
+            code: "invalid_purpose",
+            message: "a purpose is at most 300 characters".into(),
+        }),
+        Some(p) => Ok(Some(p.to_string())),
+    }
+}
+
+impl Service {
+    fn content_root(&self) -> &Path {
+        &self.content_dir
+    }
+
+    fn version_dir(&self, dataset_id: &str, version: i64) -> PathBuf {
+        self.content_root()
+            .join("datasets")
+            .join(dataset_id)
+            .join(version.to_string())
+    }
+
+    fn version_file(&self, dataset_id: &str, version: i64) -> PathBuf {
+        self.version_dir(dataset_id, version).join("data.parquet")
+    }
+
+    /// At start: remove uploads that never finished and version directories
+    /// that never got their row (a crash between the move and the commit).
+    pub(crate) async fn sweep_content(&self) -> Result<()> {
+        let tmp = self.content_root().join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        let datasets = self.content_root().join("datasets");
+        std::fs::create_dir_all(&datasets)?;
+        let known: std::collections::HashSet<(String, i64)> =
+            self.store.all_version_keys().await?.into_iter().collect();
+        for dataset in std::fs::read_dir(&datasets)? {
+            let dataset = dataset?;
+            let id = dataset.file_name().to_string_lossy().to_string();
+            for version in std::fs::read_dir(dataset.path())? {
+                let version = version?;
+                let n = version.file_name().to_string_lossy().parse::<i64>().ok();
+                if !n.is_some_and(|n| known.contains(&(id.clone(), n))) {
+                    tracing::warn!(dataset = %id, dir = %version.path().display(), "removing a version directory with no committed version");
+                    std::fs::remove_dir_all(version.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start an upload of a new version: only those who may edit the dataset.
+    pub async fn begin_upload(&self, actor: &Actor, dataset_id: &str) -> Result<Upload> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let dataset = self.get_dataset(dataset_id).await?;
+        citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
+        let token = hex::encode(crate::accounts::random_bytes::<12>()?);
+        let dir = self.content_root().join("tmp").join(token);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Upload {
+            by: crate::catalogue::acting_for(actor, &dataset),
+            dataset,
+            dir,
+            committed: false,
+        })
+    }
+
+    /// Convert the received body, measure its quality, move it into place and
+    /// record the version with its log entry. `progress` sees rows as they go.
+    pub async fn finish_upload(
+        &self,
+        mut upload: Upload,
+        options: UploadOptions,
+        progress: Option<Box<dyn FnMut(Progress) + Send>>,
+    ) -> Result<VersionInfo> {
+        let mut declared = BTreeMap::new();
+        for (column, spec) in &options.declared {
+            let d = Declared::parse(spec).map_err(|m| ServiceError::Unprocessable {
+                code: "invalid_declaration",
+                message: format!("column '{column}': {m}"),
+            })?;
+            declared.insert(column.clone(), d);
+        }
+        let mut ingest_options = IngestOptions::new(options.format);
+        ingest_options.on_error = options.on_error;
+        ingest_options.declared = declared;
+        let dir = upload.dir.clone();
+        let gzip = options.gzip;
+        let mut progress = progress;
+        let report = tokio::task::spawn_blocking(move || {
+            let raw = dir.join("upload.raw");
+            let source_sha256 = sha256_file(&raw)?;
+            let input = if gzip {
+                let plain = dir.join("upload.plain");
+                let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                    std::fs::File::open(&raw)?,
+                ));
+                let mut out = std::io::BufWriter::new(std::fs::File::create_new(&plain)?);
+                std::io::copy(&mut decoder, &mut out).map_err(|e| ServiceError::Unprocessable {
+                    code: "unreadable_content",
+                    message: format!("the body is not valid gzip: {e}"),
+                })?;
+                out.flush()?;
+                std::fs::remove_file(&raw)?;
+                plain
+            } else {
+                raw
+            };
+            let staged = dir.join("version");
+            std::fs::create_dir_all(&staged)?;
+            let mut report_progress = |p: Progress| {
+                if let Some(f) = progress.as_mut() {
+                    f(p)
+                }
+            };
+            let report = citytrust_query::ingest::ingest(
+                &input,
+                &ingest_options,
+                &staged.join("data.parquet"),
+                &staged.join("rejects.csv"),
+                &mut report_progress,
+            )?;
+            std::fs::remove_file(&input)?;
+            Ok::<_, ServiceError>((report, source_sha256))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("upload task: {e}")))??;
+        let (report, source_sha256) = report;
+        let staged = upload.dir.join("version");
+        let rules = self.quality_rules(&upload.dataset.id).await?;
+        let quality = citytrust_query::quality::measure(
+            &staged.join("data.parquet"),
+            &report.columns,
+            &rules,
+        )
+        .await?;
+
+        // One commit at a time per node: the next number, the move, the row.
+        let _guard = self.upload_lock.lock().await;
+        let id = upload.dataset.id.clone();
+        let version = self
+            .store
+            .get_version(&id, None)
+            .await?
+            .map(|v| v.version + 1)
+            .unwrap_or(1);
+        let final_dir = self.version_dir(&id, version);
+        if let Some(parent) = final_dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if final_dir.exists() {
+            // No row has this number (we just read the latest), so this is a leftover of a crash.
+            std::fs::remove_dir_all(&final_dir)?;
+        }
+        std::fs::rename(&staged, &final_dir)?;
+        let now = rfc3339(self.now());
+        let stored = StoredVersion {
+            dataset_id: id.clone(),
+            version,
+            input_format: options.format.to_string(),
+            rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
+            rejected: i64::try_from(report.rejected).unwrap_or(i64::MAX),
+            bytes: i64::try_from(report.bytes).unwrap_or(i64::MAX),
+            sha256: report.sha256.clone(),
+            source_sha256: source_sha256.clone(),
+            columns: serde_json::to_string(&report.columns)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            quality: serde_json::to_string(&quality)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            created_by: upload.by.clone(),
+            created_at: now,
+        };
+        let (body, at) = self.log_entry(
+            "version.published",
+            serde_json::json!({
+                "dataset": id,
+                "version": version,
+                "rows": report.rows,
+                "rejected": report.rejected,
+                "format": options.format.to_string(),
+                "sha256": report.sha256,
+                "source_sha256": source_sha256,
+                "by": upload.by,
+            }),
+        )?;
+        if let Err(e) = self
+            .store
+            .insert_version(
+                &stored,
+                &crate::ledger::new_entry("version.published", &body, &at),
+            )
+            .await
+        {
+            let _ = std::fs::remove_dir_all(&final_dir);
+            return Err(e.into());
+        }
+        upload.committed = true;
+        let _ = std::fs::remove_dir_all(&upload.dir);
+        tracing::info!(dataset = %id, version, rows = report.rows, "version published");
+        let mut info = VersionInfo::from_stored(stored)?;
+        info.errors = report.errors;
+        Ok(info)
+    }
+
+    /// A dataset's versions, newest first (metadata: public like the catalogue).
+    pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<VersionInfo>> {
+        self.get_dataset(dataset_id).await?;
+        self.store
+            .list_versions(dataset_id)
+            .await?
+            .into_iter()
+            .map(VersionInfo::from_stored)
+            .collect()
+    }
+
+    pub async fn get_version(&self, dataset_id: &str, version: Option<i64>) -> Result<VersionInfo> {
+        self.get_dataset(dataset_id).await?;
+        let v = self
+            .store
+            .get_version(dataset_id, version)
+            .await?
+            .ok_or_else(|| match version {
+                Some(n) => ServiceError::NotFound(format!("version {n} of dataset '{dataset_id}'")),
+                None => ServiceError::NotFound(format!(
+                    "content of dataset '{dataset_id}' (no version uploaded yet)"
+                )),
+            })?;
+        VersionInfo::from_stored(v)
+    }
+
+    pub async fn quality_rules(&self, dataset_id: &str) -> Result<QualityRules> {
+        match self.store.quality_rules(dataset_id).await? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| ServiceError::Internal(format!("stored quality rules: {e}"))),
+            None => Ok(QualityRules::default()),
+        }
+    }
+
+    /// The owner's quality rules: who may edit the dataset may set them.
+    pub async fn set_quality_rules(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        rules: QualityRules,
+    ) -> Result<QualityRules> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let dataset = self.get_dataset(dataset_id).await?;
+        citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
+        let text =
+            serde_json::to_string(&rules).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (body, at) = self.log_entry(
+            "quality_rules.changed",
+            serde_json::json!({
+                "dataset": dataset_id,
+                "rules_sha256": hex::encode(sha2::Sha256::digest(text.as_bytes())),
+                "by": crate::catalogue::acting_for(actor, &dataset),
+            }),
+        )?;
+        self.store
+            .set_quality_rules(
+                dataset_id,
+                &text,
+                &crate::ledger::new_entry("quality_rules.changed", &body, &at),
+            )
+            .await?;
+        Ok(rules)
+    }
+
+    /// The rejects file of a quarantine upload: for those who may edit the dataset.
+    pub async fn rejects_file(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        version: i64,
+    ) -> Result<std::fs::File> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let dataset = self.get_dataset(dataset_id).await?;
+        citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
+        self.get_version(dataset_id, Some(version)).await?;
+        let path = self.version_dir(dataset_id, version).join("rejects.csv");
+        std::fs::File::open(&path).map_err(|_| {
+            ServiceError::NotFound(format!(
+                "rejected rows of version {version} (none were set aside)"
+            ))
+        })
+    }
+
+    /// Read a dataset's content: permitted → spooled and digested → logged → served.
+    pub async fn read_content(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        request: ReadRequest,
+    ) -> Result<Served> {
+        let dataset = self.get_dataset(dataset_id).await?;
+        may_read_content(actor, &dataset).map_err(|why| match actor {
+            Actor::Anonymous => ServiceError::Unauthenticated,
+            _ => ServiceError::Forbidden(why),
+        })?;
+        let purpose = clean_purpose(request.purpose.as_deref())?;
+        let version = self.get_version(dataset_id, request.version).await?;
+        let path = self.version_file(dataset_id, version.version);
+        let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
+            self.content_root().join("tmp"),
+        )?));
+        let rows = citytrust_query::export::export_version(
+            &path,
+            request.slice,
+            request.format,
+            &mut spool,
+        )
+        .await?;
+        let (buffered, bytes, sha256) = spool.finish()?;
+        let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        let (body, at) = self.log_entry(
+            "content.read",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "version": version.version,
+                "format": request.format.extension(),
+                "offset": request.slice.offset,
+                "limit": request.slice.limit,
+                "rows": rows,
+                "bytes": bytes,
+                "sha256": sha256,
+                "purpose": purpose,
+                "level": "identified_rows",
+                "by": reader_label(actor, &dataset),
+            }),
+        )?;
+        let log_index = self
+            .store
+            .append_log(&crate::ledger::new_entry("content.read", &body, &at))
+            .await?;
+        Ok(Served {
+            file,
+            bytes,
+            rows,
+            sha256,
+            media_type: request.format.media_type(),
+            file_name: format!(
+                "{}-v{}.{}",
+                dataset.id,
+                version.version,
+                request.format.extension()
+            ),
+            log_index,
+            truncated: false,
+        })
+    }
+
+    /// Run one read-only SELECT over the datasets the caller may read.
+    pub async fn run_query(&self, actor: &Actor, request: QueryRequest) -> Result<Served> {
+        let purpose =
+            clean_purpose(Some(&request.purpose))?.ok_or_else(|| ServiceError::Unprocessable {
+                code: "purpose_required",
+                message: "say what the query is for: 'purpose' is required".into(),
+            })?;
+        let checked = citytrust_query::sql::check(&request.sql)?;
+        let mut files = Vec::new();
+        let mut inputs = Vec::new();
+        let mut label = None;
+        for table in &checked.tables {
+            let dataset = self
+                .store
+                .get_dataset(&table.dataset_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "table '{}' (no dataset '{}')",
+                        table.table, table.dataset_id
+                    ))
+                })?;
+            may_read_content(actor, &dataset).map_err(|why| match actor {
+                Actor::Anonymous => ServiceError::Forbidden(format!("{why}; sign in first")),
+                _ => ServiceError::Forbidden(why),
+            })?;
+            let version = self.get_version(&dataset.id, table.version).await?;
+            files.push((
+                table.table.clone(),
+                self.version_file(&dataset.id, version.version),
+            ));
+            inputs.push(serde_json::json!({"dataset": dataset.id, "version": version.version}));
+            if label.is_none() {
+                label = Some(reader_label(actor, &dataset));
+            }
+        }
+        let limits = Limits {
+            max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 100_000),
+            ..Limits::default()
+        };
+        let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
+            self.content_root().join("tmp"),
+        )?));
+        let format = request.format;
+        let run = async {
+            let stream = citytrust_query::sql::start(checked, &files, limits).await?;
+            let limited = CutAt::new(stream, limits.max_rows);
+            let cut = limited.cut.clone();
+            let rows = citytrust_query::export::write_stream(Box::pin(limited), format, &mut spool)
+                .await?;
+            Ok::<_, citytrust_query::QueryError>((
+                rows,
+                cut.load(std::sync::atomic::Ordering::Relaxed),
+            ))
+        };
+        let (rows, truncated) = tokio::time::timeout(limits.timeout, run)
+            .await
+            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))??;
+        let (buffered, bytes, sha256) = spool.finish()?;
+        let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        let (body, at) = self.log_entry(
+            "query.run",
+            serde_json::json!({
+                "inputs": inputs,
+                "sql_sha256": hex::encode(sha2::Sha256::digest(request.sql.as_bytes())),
+                "format": format.extension(),
+                "rows": rows,
+                "truncated": truncated,
+                "bytes": bytes,
+                "sha256": sha256,
+                "purpose": purpose,
+                "level": "identified_rows",
+                "by": label.unwrap_or_else(|| match actor {
+                    Actor::Anonymous => "public".into(),
+                    _ => "individual".into(),
+                }),
+            }),
+        )?;
+        let log_index = self
+            .store
+            .append_log(&crate::ledger::new_entry("query.run", &body, &at))
+            .await?;
+        Ok(Served {
+            file,
+            bytes,
+            rows,
+            sha256,
+            media_type: format.media_type(),
+            file_name: format!("query.{}", format.extension()),
+            log_index,
+            truncated,
+        })
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Passes at most `max` rows and notes whether more were there.
+struct CutAt {
+    inner: citytrust_query::datafusion::execution::SendableRecordBatchStream,
+    left: usize,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutAt {
+    fn new(
+        inner: citytrust_query::datafusion::execution::SendableRecordBatchStream,
+        max: usize,
+    ) -> CutAt {
+        CutAt {
+            inner,
+            left: max,
+            cut: Default::default(),
+        }
+    }
+}
+
+impl futures::Stream for CutAt {
+    type Item = citytrust_query::datafusion::error::Result<
+        citytrust_query::datafusion::arrow::array::RecordBatch,
+    >;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.left == 0 {
+            // Anything further means the limit cut the result.
+            return match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(batch))) if batch.num_rows() > 0 => {
+                    self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Ok(_))) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                let n = batch.num_rows();
+                if n <= self.left {
+                    self.left -= n;
+                    Poll::Ready(Some(Ok(batch)))
+                } else {
+                    let keep = self.left;
+                    self.left = 0;
+                    self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Poll::Ready(Some(Ok(batch.slice(0, keep))))
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl citytrust_query::datafusion::physical_plan::RecordBatchStream for CutAt {
+    fn schema(&self) -> citytrust_query::datafusion::arrow::datatypes::SchemaRef {
+        self.inner.schema()
+    }
+}
