@@ -61,10 +61,21 @@ pub struct Slice {
 
 /// A session for reading stored versions: few partitions, bounded memory.
 pub fn session() -> SessionContext {
-    let config = datafusion::prelude::SessionConfig::new()
+    SessionContext::new_with_config(config())
+}
+
+/// Reading settings shared by every session: text stays `Utf8` (not views),
+/// so what is served has the types that were stored.
+pub fn config() -> datafusion::prelude::SessionConfig {
+    let mut config = datafusion::prelude::SessionConfig::new()
         .with_target_partitions(2)
         .with_batch_size(8192);
-    SessionContext::new_with_config(config)
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    config
 }
 
 /// Stream one stored version (a slice of it) into `out` in `format`; returns the rows written.

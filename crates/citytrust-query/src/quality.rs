@@ -143,7 +143,7 @@ pub async fn measure(
     columns: &[ColumnInfo],
     rules: &QualityRules,
 ) -> Result<QualityStatement> {
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(crate::export::config());
     let path = parquet.to_string_lossy().to_string();
     ctx.register_parquet("v", &path, ParquetReadOptions::default())
         .await?;

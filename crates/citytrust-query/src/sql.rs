@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{ParquetReadOptions, SQLOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{ParquetReadOptions, SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
 
@@ -139,9 +139,7 @@ pub async fn start(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(limits.memory_bytes, 1.0)
         .build_arc()?;
-    let config = SessionConfig::new()
-        .with_target_partitions(2)
-        .with_information_schema(false);
+    let config = crate::export::config().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     for (table, path) in files {
         ctx.register_parquet(

@@ -198,6 +198,11 @@ fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
 }
 
 impl Service {
+    /// Where content files live (for operators and tests).
+    pub fn content_dir(&self) -> &Path {
+        &self.content_dir
+    }
+
     fn content_root(&self) -> &Path {
         &self.content_dir
     }
@@ -604,7 +609,14 @@ impl Service {
         };
         let (rows, truncated) = tokio::time::timeout(limits.timeout, run)
             .await
-            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))??;
+            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))?
+            .map_err(|e| match e {
+                // The query's own failure (a division by zero, a bad cast): the caller's to fix.
+                citytrust_query::QueryError::Engine(m) => {
+                    citytrust_query::QueryError::Sql(format!("the query failed: {m}"))
+                }
+                other => other,
+            })?;
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;

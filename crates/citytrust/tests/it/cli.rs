@@ -319,12 +319,15 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
-    assert_eq!(size, "28", "9 organisations + 2 groups + 17 datasets");
+    assert_eq!(
+        size, "48",
+        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions"
+    );
     let state = dir.path().join("verify-state.json");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 28 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 48 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -343,9 +346,9 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 27").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 47").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 27 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 47 is missing"), "{out}");
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod cli;
+mod content;
 mod harness;
 mod ledger;
 mod web;

@@ -1,0 +1,701 @@
+//! Dataset content end to end: uploads in every format, row errors with line
+//! and column, quarantine, aborted uploads, governed reads and SQL.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, assert_problem, dataset};
+
+const CSV: &str = "station,no2,reading_date,ok\nSants,84,2018-11-01,true\nEixample,,2018-11-02,false\n\"Gràcia, Sant Gervasi\",41.5,2018-11-03,true\n";
+
+async fn new_dataset(app: &TestApp, token: &str, title: &str, spectrum: &str) -> String {
+    let res = app
+        .post_json(
+            "/api/v1/datasets",
+            Some(token),
+            &dataset(title, "city-energy", spectrum),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    ct: &str,
+    body: &[u8],
+    query: &str,
+) -> reqwest::Response {
+    app.post_raw(
+        &format!("/api/v1/datasets/{id}/versions{query}"),
+        Some(token),
+        ct,
+        body.to_vec(),
+    )
+    .await
+}
+
+async fn text(app: &TestApp, path: &str, token: Option<&str>) -> String {
+    let res = app.get(path, token).await;
+    assert_eq!(res.status(), 200, "{path}");
+    res.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn every_format_goes_in_and_comes_out() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = new_dataset(&app, &alice, "Air readings", "open").await;
+
+    // CSV in: types inferred, values kept.
+    let res = upload(&app, &alice, &id, "text/csv", CSV.as_bytes(), "").await;
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["rows"], 3);
+    let types: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["text", "float", "date", "boolean"]);
+    assert_eq!(v["quality"]["columns"][1]["nulls"], 1);
+
+    // CSV → Parquet → CSV keeps every value.
+    let csv = text(
+        &app,
+        &format!("/api/v1/datasets/{id}/data?format=csv"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        csv,
+        "station,no2,reading_date,ok\nSants,84.0,2018-11-01,true\nEixample,,2018-11-02,false\n\"Gràcia, Sant Gervasi\",41.5,2018-11-03,true\n"
+    );
+    let json: Value = serde_json::from_str(
+        &text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?format=json"),
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(json[2]["station"], "Gràcia, Sant Gervasi");
+    assert_eq!(json[1]["no2"], Value::Null);
+    let ndjson = text(
+        &app,
+        &format!("/api/v1/datasets/{id}/data?format=ndjson"),
+        None,
+    )
+    .await;
+    assert_eq!(ndjson.lines().count(), 3);
+
+    // JSON paging: limit, offset and a Link to the next page.
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=json&limit=2"),
+            None,
+        )
+        .await;
+    let link = res.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.contains("offset=2&limit=2"), "{link}");
+    let page2: Value = serde_json::from_str(
+        &text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?format=json&offset=2&limit=2"),
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(page2.as_array().unwrap().len(), 1);
+
+    // Parquet out, and back in as a new version: the same rows.
+    let parquet = app
+        .get(&format!("/api/v1/datasets/{id}/data?format=parquet"), None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "application/vnd.apache.parquet",
+        &parquet,
+        "",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<Value>().await.unwrap()["version"], 2);
+    assert_eq!(
+        text(&app, &format!("/api/v1/datasets/{id}/data?version=2"), None).await,
+        csv
+    );
+    assert_eq!(
+        text(&app, &format!("/api/v1/datasets/{id}/data?version=1"), None).await,
+        csv
+    );
+
+    // TSV, NDJSON and a JSON array.
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "text/tab-separated-values",
+        b"a\tb\n1\tx\n2\ty\n",
+        "",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "application/x-ndjson",
+        b"{\"a\":1,\"b\":\"x\"}\n\n{\"a\":2,\"b\":null,\"c\":{\"n\":1}}\n",
+        "",
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let out = text(
+        &app,
+        &format!("/api/v1/datasets/{id}/data?format=ndjson"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        out,
+        "{\"a\":1,\"b\":\"x\",\"c\":null}\n{\"a\":2,\"b\":null,\"c\":\"{\\\"n\\\":1}\"}\n"
+    );
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "application/json",
+        br#"[{"when":"2018-01-01T02:06:00","n":1.5},{"when":"2018-01-02T00:00:00","n":2}]"#,
+        "",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    // (JSON objects have no column order: columns come sorted by name.)
+    assert_eq!(
+        v["columns"],
+        json!([{"name": "n", "type": "float"}, {"name": "when", "type": "timestamp"}])
+    );
+
+    // GeoJSON in and out: properties become columns, the geometry is kept.
+    let geo = json!({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"NOM": "Ciutat Vella", "code": 1},
+         "geometry": {"type": "Polygon", "coordinates": [[[2.17, 41.38], [2.18, 41.38], [2.18, 41.39], [2.17, 41.38]]]}},
+        {"type": "Feature", "properties": {"NOM": "Eixample", "code": 2},
+         "geometry": {"type": "Point", "coordinates": [2.16, 41.39]}}]});
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "application/geo+json",
+        geo.to_string().as_bytes(),
+        "",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let out: Value = serde_json::from_str(
+        &text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?format=geojson"),
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(out["type"], "FeatureCollection");
+    assert_eq!(out["features"][0]["properties"]["NOM"], "Ciutat Vella");
+    assert_eq!(
+        out["features"][0]["geometry"],
+        geo["features"][0]["geometry"]
+    );
+    assert_eq!(out["features"][1]["geometry"]["type"], "Point");
+
+    // A table with longitude/latitude is served as GeoJSON points; one without coordinates is refused.
+    upload(
+        &app,
+        &alice,
+        &id,
+        "text/csv",
+        b"name,longitude,latitude\nA,2.1,41.3\n",
+        "",
+    )
+    .await;
+    let out: Value = serde_json::from_str(
+        &text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?format=geojson"),
+            None,
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        out["features"][0]["geometry"]["coordinates"],
+        json!([2.1, 41.3])
+    );
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=geojson&version=1"),
+            None,
+        )
+        .await;
+    assert_problem(res, 422, "unsupported_format", None).await;
+
+    // gzip-encoded uploads.
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(CSV.as_bytes()).unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
+        .bearer_auth(&alice)
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        text(&app, &format!("/api/v1/datasets/{id}/data"), None).await,
+        csv
+    );
+    let versions: Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 8);
+    assert_eq!(versions[0]["version"], 8);
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_with_line_and_column_and_nothing_is_stored() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = new_dataset(&app, &alice, "Messy file", "open").await;
+
+    let mut csv = b"id,count,name\n".to_vec();
+    for i in 0..20 {
+        csv.extend(format!("{i},{i},row {i}\n").as_bytes());
+    }
+    csv.extend(b"21,twelve,ok\n"); // line 22: wrong type in column 2
+    csv.extend(b"22,5\n"); // line 23: wrong number of fields
+    csv.extend(b"23,7,caf\xe9\n"); // line 24: not UTF-8 (Latin-1)
+    // The owner declares `count` an integer (inference alone would make it text).
+    let res = upload(&app, &alice, &id, "text/csv", &csv, "?types=count:integer").await;
+    let body = assert_problem(res, 422, "rows_rejected", None).await;
+    assert_eq!(body["total_errors"], 3, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["line"], 22);
+    assert_eq!(errors[0]["column"], 2);
+    assert_eq!(errors[0]["field"], "count");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong type: 'twelve' is not an integer"),
+        "{body}"
+    );
+    assert_eq!(errors[1]["line"], 23);
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong number of fields: expected 3, found 2")
+    );
+    assert_eq!(errors[2]["line"], 24);
+    assert_eq!(errors[2]["column"], 3);
+    assert!(
+        errors[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad encoding")
+    );
+    let versions: Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions, json!([]));
+
+    // Invalid geometry, named by line.
+    let geo = "{\"type\":\"FeatureCollection\",\"features\":[\n{\"type\":\"Feature\",\"properties\":{\"a\":1},\"geometry\":{\"type\":\"Point\",\"coordinates\":[1,2]}},\n{\"type\":\"Feature\",\"properties\":{\"a\":2},\"geometry\":{\"type\":\"Polygon\",\"coordinates\":[[[0,0],[1,0],[1,1],[0,1]]]}}\n]}";
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "application/geo+json",
+        geo.as_bytes(),
+        "",
+    )
+    .await;
+    let body = assert_problem(res, 422, "rows_rejected", None).await;
+    assert_eq!(body["errors"][0]["line"], 3);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid geometry: a polygon ring must end where it starts"),
+        "{body}"
+    );
+
+    // Quarantine keeps the good rows; the owner downloads the bad ones.
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "text/csv",
+        &csv,
+        "?on_error=quarantine&types=count:integer",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["rows"], 20);
+    assert_eq!(v["rejected"], 3);
+    assert_eq!(v["errors"][0]["line"], 22);
+    let rejects = text(
+        &app,
+        &format!("/api/v1/datasets/{id}/versions/1/rejects"),
+        Some(&alice),
+    )
+    .await;
+    assert!(
+        rejects.starts_with("line,column,field,message,record\n22,2,count,"),
+        "{rejects}"
+    );
+    assert!(rejects.contains("\"21,twelve,ok\""), "{rejects}");
+    let bob = app.token("bob").await;
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/versions/1/rejects"),
+            Some(&bob),
+        )
+        .await;
+    assert_problem(res, 403, "forbidden", None).await;
+
+    // Declared types override inference, and say where they do not fit.
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "text/csv",
+        b"code,n\n08001,1\n08002,2\n",
+        "?types=n:text,code:integer",
+    )
+    .await;
+    let body = assert_problem(res, 422, "rows_rejected", None).await;
+    assert_eq!(body["errors"][0]["line"], 2);
+    assert_eq!(body["errors"][0]["field"], "code");
+
+    // Whole-file problems.
+    for (ct, body, code) in [
+        ("text/csv", &b""[..], "unreadable_content"),
+        (
+            "application/json",
+            &b"{\"not\": \"an array\"}"[..],
+            "unreadable_content",
+        ),
+        (
+            "application/vnd.apache.parquet",
+            &b"not parquet"[..],
+            "unreadable_content",
+        ),
+        ("text/csv", &b"a,b\n1,2\n"[..], "invalid_declaration"),
+    ] {
+        let query = if code == "invalid_declaration" {
+            "?types=a:complex"
+        } else {
+            ""
+        };
+        let res = upload(&app, &alice, &id, ct, body, query).await;
+        assert_problem(res, 422, code, None).await;
+    }
+    let res = upload(&app, &alice, &id, "application/xml", b"<a/>", "").await;
+    assert_problem(res, 415, "unsupported_media_type", None).await;
+    let res = upload(&app, &alice, &id, "text/csv", b"a\n1\n", "?on_error=maybe").await;
+    assert_problem(res, 400, "invalid_parameter", Some("on_error")).await;
+}
+
+#[tokio::test]
+async fn only_maintainers_upload_and_an_aborted_upload_leaves_nothing() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let id = new_dataset(&app, &alice, "Meters", "closed").await;
+    let res = upload(&app, &bob, &id, "text/csv", CSV.as_bytes(), "").await;
+    assert_problem(res, 403, "forbidden", None).await;
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            None,
+            "text/csv",
+            CSV.as_bytes().to_vec(),
+        )
+        .await;
+    assert_problem(res, 401, "unauthenticated", None).await;
+
+    // Promise a megabyte, send a little, hang up.
+    use tokio::io::AsyncWriteExt;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/datasets/{id}/versions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {alice}\r\n\
+         Content-Type: text/csv\r\nContent-Length: 1000000\r\n\r\nstation,no2\nSants,84\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    drop(socket);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let tmp = app.service.content_dir().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !app.service
+            .content_dir()
+            .join("datasets")
+            .join(&id)
+            .exists()
+    );
+    let versions: Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions, json!([]));
+}
+
+#[tokio::test]
+async fn reads_are_governed_and_logged() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let id = new_dataset(&app, &alice, "Household meters", "shared_group").await;
+    assert_eq!(
+        upload(&app, &alice, &id, "text/csv", CSV.as_bytes(), "")
+            .await
+            .status(),
+        201
+    );
+
+    let path = format!("/api/v1/datasets/{id}/data");
+    assert_problem(app.get(&path, None).await, 401, "unauthenticated", None).await;
+    let body = assert_problem(app.get(&path, Some(&bob)).await, 403, "forbidden", None).await;
+    assert!(!body.to_string().contains("Sants"));
+    let res = app
+        .get(&format!("{path}?purpose=billing%20check"), Some(&alice))
+        .await;
+    assert_eq!(res.status(), 200);
+    let index: u64 = res.headers()["citytrust-log-entry"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let digest = res.headers()["repr-digest"].to_str().unwrap().to_string();
+    let served = res.bytes().await.unwrap();
+    use base64::Engine;
+    use sha2::Digest;
+    let expected = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&served));
+    assert_eq!(digest, format!("sha-256=:{expected}:"));
+    // The entry is committed before the bytes are served, and names exactly what was served.
+    let entry = app
+        .service
+        .store()
+        .ledger_entry(index as i64)
+        .await
+        .unwrap()
+        .unwrap();
+    let entry: Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(entry["type"], "content.read", "{entry}");
+    let fields = &entry;
+    assert_eq!(fields["dataset"], id.as_str(), "{entry}");
+    assert_eq!(fields["purpose"], "billing check");
+    assert_eq!(fields["rows"], 3);
+    assert_eq!(fields["by"], "organization:city-energy");
+    let hex_digest: String = sha2::Sha256::digest(&served)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(fields["sha256"], hex_digest.as_str());
+    assert!(!entry.to_string().contains("alice"));
+
+    // Metadata stays public: versions and quality are listed for anyone.
+    assert_eq!(
+        app.get(&format!("/api/v1/datasets/{id}/versions/1"), None)
+            .await
+            .status(),
+        200
+    );
+    assert_problem(
+        app.get(&format!("/api/v1/datasets/{id}/versions/9"), None)
+            .await,
+        404,
+        "not_found",
+        None,
+    )
+    .await;
+    assert_problem(
+        app.get(&format!("{path}?version=0"), Some(&alice)).await,
+        400,
+        "invalid_parameter",
+        Some("version"),
+    )
+    .await;
+    assert_problem(
+        app.get(&format!("{path}?format=xml"), Some(&alice)).await,
+        400,
+        "invalid_parameter",
+        Some("format"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sql_runs_one_select_over_what_the_caller_may_read() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let open = new_dataset(&app, &alice, "Stations", "open").await;
+    let closed = new_dataset(&app, &alice, "Secret readings", "closed").await;
+    upload(
+        &app,
+        &alice,
+        &open,
+        "text/csv",
+        b"station,district\nSants,Sants-Montjuic\nEixample,Eixample\n",
+        "",
+    )
+    .await;
+    upload(
+        &app,
+        &alice,
+        &closed,
+        "text/csv",
+        b"station,no2\nSants,84\nEixample,12\n",
+        "",
+    )
+    .await;
+    upload(
+        &app,
+        &alice,
+        &open,
+        "text/csv",
+        b"station,district\nSants,Sants-Montjuic\n",
+        "",
+    )
+    .await;
+    let t_open = open.replace('-', "_");
+    let t_closed = closed.replace('-', "_");
+
+    let q = |sql: String| json!({"sql": sql, "purpose": "air quality report"});
+    let res = app.post_json("/api/v1/query", Some(&alice), &q(format!(
+        "SELECT s.district, c.no2 FROM {t_open} s JOIN {t_closed} c ON s.station = c.station ORDER BY c.no2 DESC"))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!([{"district": "Sants-Montjuic", "no2": 84}])
+    );
+    // Older versions by name.
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            None,
+            &q(format!("SELECT COUNT(*) AS n FROM \"{t_open}@1\"")),
+        )
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([{"n": 2}]));
+    // Row limit.
+    let res = app.post_json("/api/v1/query", None, &json!({"sql": format!("SELECT * FROM \"{t_open}@1\""), "purpose": "x", "max_rows": 1, "format": "csv"})).await;
+    assert_eq!(res.headers()["citytrust-truncated"], "true");
+    assert_eq!(
+        res.text().await.unwrap(),
+        "station,district\nSants,Sants-Montjuic\n"
+    );
+
+    // Refusals: a dataset the caller may not read, anything but SELECT, unknown tables, no purpose.
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&bob),
+            &q(format!("SELECT * FROM {t_closed} WHERE no2 > 50")),
+        )
+        .await;
+    let body = assert_problem(res, 403, "forbidden", None).await;
+    assert!(
+        !body.to_string().contains("84") && !body.to_string().contains("Sants"),
+        "{body}"
+    );
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&bob),
+            &q(format!(
+                "SELECT s.* FROM {t_open} s WHERE s.station IN (SELECT station FROM {t_closed})"
+            )),
+        )
+        .await;
+    assert_problem(res, 403, "forbidden", None).await;
+    for sql in [
+        "DELETE FROM x",
+        "DROP TABLE x",
+        "SELECT 1; SELECT 2",
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "CREATE TABLE y AS SELECT 1",
+    ] {
+        let res = app
+            .post_json("/api/v1/query", Some(&alice), &q(sql.into()))
+            .await;
+        assert_problem(res, 422, "invalid_query", None).await;
+    }
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&alice),
+            &q("SELECT * FROM no_such_table".into()),
+        )
+        .await;
+    assert_problem(res, 404, "not_found", None).await;
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&alice),
+            &q(format!("SELECT nonexistent FROM {t_open}")),
+        )
+        .await;
+    assert_problem(res, 422, "invalid_query", None).await;
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&alice),
+            &json!({"sql": "SELECT 1", "purpose": " "}),
+        )
+        .await;
+    assert_problem(res, 422, "purpose_required", None).await;
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&alice),
+            &json!({"sql": "SELECT 1", "purpose": "x", "extra": 1}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("extra")).await;
+}
