@@ -135,10 +135,8 @@ pub async fn write_stream(
                 rows += batch.num_rows() as u64;
                 writer.write(&batch)?;
             }
+            // Writes `[]` when there were no rows.
             writer.finish()?;
-            if rows == 0 {
-                out.write_all(b"[]")?;
-            }
         }
         OutputFormat::Ndjson => {
             let mut writer = datafusion::arrow::json::WriterBuilder::new()

@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiActor, ApiJson, ApiQuery, SignedIn};
+use crate::extract::{ApiActor, ApiJson, ApiPath, ApiQuery, SignedIn};
 
 /// Largest upload accepted (after any gzip transfer encoding is undone, the
 /// file may be larger).
@@ -95,6 +95,7 @@ fn parse_types(types: Option<&str>) -> Result<BTreeMap<String, String>, ApiError
         content_type = "text/csv"),
     responses(
         (status = 201, description = "The new version, with its quality statement", body = Object),
+        (status = 400, description = "Unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not allowed to publish versions of this dataset", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
@@ -225,17 +226,25 @@ async fn list_versions(
     Ok(Json(state.service.list_versions(&id).await?))
 }
 
+/// A version's path: `/datasets/{id}/versions/{version}`.
+#[derive(Debug, Deserialize)]
+pub struct VersionPath {
+    id: String,
+    version: i64,
+}
+
 /// One version: its columns and its data quality statement.
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}", tag = "content",
     params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
     responses(
         (status = 200, description = "The version", body = Object),
+        (status = 400, description = "The version is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset or version", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_version(
     State(state): State<AppState>,
     _caller: ApiActor,
-    Path((id, version)): Path<(String, i64)>,
+    ApiPath(VersionPath { id, version }): ApiPath<VersionPath>,
 ) -> Result<Json<VersionInfo>, ApiError> {
     Ok(Json(state.service.get_version(&id, Some(version)).await?))
 }
@@ -245,6 +254,7 @@ async fn get_version(
     params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
     responses(
         (status = 200, description = "The rejected rows", body = String, content_type = "text/csv"),
+        (status = 400, description = "The version is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the dataset's maintainer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such version, or no rows set aside", body = Problem, content_type = "application/problem+json"),
@@ -252,7 +262,7 @@ async fn get_version(
 async fn get_rejects(
     State(state): State<AppState>,
     SignedIn(actor): SignedIn,
-    Path((id, version)): Path<(String, i64)>,
+    ApiPath(VersionPath { id, version }): ApiPath<VersionPath>,
 ) -> Result<Response, ApiError> {
     let file = state.service.rejects_file(&actor, &id, version).await?;
     Ok(stream_file(
@@ -278,11 +288,11 @@ pub struct DataParams {
     pub version: Option<i64>,
     /// Rows to skip.
     #[serde(default)]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 9007199254740991_u64)]
     pub offset: Option<u64>,
     /// Rows to serve at most (JSON: 1000 by default, 100000 at most).
     #[serde(default)]
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 9007199254740991_u64)]
     pub limit: Option<u64>,
     /// What the data will be used for (recorded in the transparency log).
     #[serde(default)]
@@ -292,12 +302,20 @@ pub struct DataParams {
 
 const JSON_PAGE: u64 = 1000;
 const MAX_PAGE: u64 = 100_000;
+/// 2^53 − 1: past any real row count, and safe for the engine to add to.
+const MAX_ROW_INDEX: u64 = 9_007_199_254_740_991;
 
 /// A dataset's content, streamed. Every read is recorded in the transparency log before the first byte is sent.
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/data", tag = "content",
     params(("id" = String, Path, description = "The dataset's id"), DataParams),
     responses(
-        (status = 200, description = "The content; `CityTrust-Log-Entry` names the log entry recording this read", body = String, content_type = "text/csv"),
+        (status = 200, description = "The content; `CityTrust-Log-Entry` names the log entry recording this read", content(
+            (String = "text/csv"),
+            (Vec<Object> = "application/json"),
+            (String = "application/x-ndjson"),
+            (Object = "application/geo+json"),
+            (String = "application/vnd.apache.parquet"),
+        )),
         (status = 400, description = "Bad parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Sign-in needed for this dataset", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not allowed to read this dataset", body = Problem, content_type = "application/problem+json"),
@@ -318,6 +336,16 @@ async fn get_data(
             "version",
             "versions are numbered from 1",
         ));
+    }
+    for (field, value) in [("offset", params.offset), ("limit", params.limit)] {
+        if value.is_some_and(|v| v > MAX_ROW_INDEX) {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                field,
+                format!("{field} may be at most {MAX_ROW_INDEX}"),
+            ));
+        }
     }
     let paged = matches!(format, OutputFormat::Json);
     let offset = params.offset.unwrap_or(0);
@@ -398,7 +426,13 @@ pub struct QueryBody {
 /// Run one read-only SELECT over the datasets the caller may read.
 #[utoipa::path(post, path = "/api/v1/query", tag = "content", request_body = QueryBody,
     responses(
-        (status = 200, description = "The result rows (JSON array of objects by default)", body = Vec<Object>),
+        (status = 200, description = "The result rows (JSON array of objects by default)", content(
+            (String = "text/csv"),
+            (Vec<Object> = "application/json"),
+            (String = "application/x-ndjson"),
+            (Object = "application/geo+json"),
+            (String = "application/vnd.apache.parquet"),
+        )),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Token expired or unknown", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The query reads a dataset the caller may not read", body = Problem, content_type = "application/problem+json"),

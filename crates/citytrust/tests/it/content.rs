@@ -115,6 +115,38 @@ async fn every_format_goes_in_and_comes_out() {
     )
     .unwrap();
     assert_eq!(page2.as_array().unwrap().len(), 1);
+    // Past the end: an empty array, still valid JSON; absurd offsets are refused, not a 500.
+    assert_eq!(
+        text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?format=json&offset=50"),
+            None
+        )
+        .await,
+        "[]"
+    );
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?offset=9223372036854775808"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["errors"][0]["field"],
+        "offset"
+    );
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/versions/99999999999999999999"),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["errors"][0]["field"],
+        "version"
+    );
 
     // Parquet out, and back in as a new version: the same rows.
     let parquet = app
