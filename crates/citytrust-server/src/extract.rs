@@ -199,6 +199,38 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// Path parameters, with a problem document (naming the parameter) when one does not parse.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                use axum::extract::path::ErrorKind;
+                let field = match &rejection {
+                    axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e) => {
+                        match e.kind() {
+                            ErrorKind::ParseErrorAtKey { key, .. }
+                            | ErrorKind::InvalidUtf8InPathParam { key } => key.clone(),
+                            _ => String::new(),
+                        }
+                    }
+                    _ => String::new(),
+                };
+                Err(ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    field,
+                    rejection.body_text(),
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,37 +277,5 @@ mod tests {
         check(r#"{"name": "x", "inner": [{"n": -1}]}"#, 422, "inner[0].n");
         check(r#"{"name": "x""#, 400, "");
         check(r#"{"name": "x", "inner": []} trailing"#, 400, "");
-    }
-}
-
-/// Path parameters, with a problem document (naming the parameter) when one does not parse.
-pub struct ApiPath<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
-            Err(rejection) => {
-                use axum::extract::path::ErrorKind;
-                let field = match &rejection {
-                    axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e) => {
-                        match e.kind() {
-                            ErrorKind::ParseErrorAtKey { key, .. }
-                            | ErrorKind::InvalidUtf8InPathParam { key } => key.clone(),
-                            _ => String::new(),
-                        }
-                    }
-                    _ => String::new(),
-                };
-                Err(ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
-                    field,
-                    rejection.body_text(),
-                ))
-            }
-        }
     }
 }
