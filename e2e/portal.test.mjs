@@ -54,10 +54,14 @@ async function signIn(page, username) {
 
 test('public pages are accessible and readable without signing in', async () => {
   const page = await newPage({ width: 1280, height: 900 });
-  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/signin', '/nowhere']) {
+  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/datasets/barcelona-districts', '/signin', '/nowhere']) {
     await page.goto(`${BASE}${path}`);
     await assertAccessible(page, path);
   }
+  // GeoJSON content gets a map: the ten districts of Barcelona.
+  await page.goto(`${BASE}/datasets/barcelona-districts`);
+  assert.ok(await page.getByRole('img', { name: /Map of/ }).isVisible());
+  assert.ok(await page.locator('svg.map .map-areas path').count() >= 10);
   await page.context().close();
 });
 
@@ -105,6 +109,56 @@ test('the owner signs in, creates a dataset through the form and finds it by sea
   await page.context().close();
 });
 
+test('the owner uploads a CSV through the dataset page and sees its quality chart and map', async () => {
+  // A fresh dataset of the owner's organisation, made through the API.
+  const token = (await (await fetch(`${BASE}/api/v1/auth/token`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'owner', password: PASSWORD }),
+  })).json()).token;
+  const created = await fetch(`${BASE}/api/v1/datasets`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({
+      title: `Bike parking ${Date.now()}`, description: 'Bike parking places counted in the street.',
+      owner_organization_id: 'city-data-office', spectrum: 'open', update_frequency: 'monthly',
+    }),
+  });
+  assert.equal(created.status, 201);
+  const { id } = await created.json();
+
+  const page = await newPage({ width: 1280, height: 900 });
+  await signIn(page, 'owner');
+  await page.goto(`${BASE}/datasets/${id}`);
+  await assertAccessible(page, 'dataset page before content, with the upload form');
+  const form = page.locator('#upload-form');
+  assert.ok(await form.isVisible(), 'the script reveals the form');
+
+  // A bad file first: refused, each bad row named, nothing published.
+  await page.getByLabel('File', { exact: true }).setInputFiles({
+    name: 'parking.csv', mimeType: 'text/csv',
+    buffer: Buffer.from('place,spaces,longitude,latitude\nRambla,12,2.1734,41.3818\nSants,2.1403,41.3791\n'),
+  });
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await page.locator('#upload-errors .error-box').waitFor();
+  assert.match(await page.locator('#upload-errors').innerText(), /line 3: wrong number of fields/);
+  await assertAccessible(page, 'upload refused');
+
+  // Then a good one: progress, then the new version with its chart and map.
+  let csv = 'place,spaces,longitude,latitude\n';
+  for (let i = 0; i < 400; i++) csv += `Place ${i},${i % 7 === 0 ? '' : 5 + (i % 30)},${(2.10 + (i % 20) * 0.005).toFixed(4)},${(41.37 + Math.floor(i / 20) * 0.003).toFixed(4)}\n`;
+  await page.getByLabel('File', { exact: true }).setInputFiles({ name: 'parking.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await page.waitForURL(new RegExp(`/datasets/${id}\\?published=1`));
+  await page.getByRole('status').filter({ hasText: 'Version 1 is published.' }).waitFor();
+  const chart = page.getByRole('img', { name: /Completeness per column/ });
+  assert.ok(await chart.isVisible(), 'the quality chart is drawn');
+  assert.equal(await chart.locator('rect.bar-fill').count(), 4, 'one bar per column');
+  assert.ok(await page.getByRole('img', { name: /Map of/ }).isVisible(), 'the map is drawn');
+  assert.equal(await page.locator('svg.map circle').count(), 400);
+  assert.match(await page.getByRole('table', { name: /Columns of version 1/ }).innerText(), /spaces\s+integer\s+85\.5%\s+58/);
+  await assertAccessible(page, 'dataset page with content');
+  await page.context().close();
+});
+
 test('the portal works by keyboard alone', async () => {
   const page = await newPage({ width: 1280, height: 900 });
   await page.goto(`${BASE}/`);
@@ -143,7 +197,7 @@ test('a resident cannot see the admin page; the administrator can', async () => 
 
 test('pages are readable on a phone', async () => {
   const page = await newPage({ width: 375, height: 740 });
-  for (const path of ['/', '/datasets', '/datasets/seattle-building-energy']) {
+  for (const path of ['/', '/datasets', '/datasets/seattle-building-energy', '/datasets/barcelona-districts']) {
     await page.goto(`${BASE}${path}`);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 1, `${path} scrolls sideways on a phone by ${overflow}px`);

@@ -186,7 +186,7 @@ fn csv_header_writer<W: Write>(out: W) -> csv::Writer<W> {
 }
 
 /// Where a row's geometry comes from.
-enum Geometry {
+pub(crate) enum Geometry {
     /// GeoJSON text in this column.
     Column(usize),
     /// A point from longitude and latitude columns.
@@ -194,7 +194,7 @@ enum Geometry {
 }
 
 impl Geometry {
-    fn find(schema: &Schema) -> Option<Geometry> {
+    pub(crate) fn find(schema: &Schema) -> Option<Geometry> {
         let by = |names: &[&str]| {
             schema.fields().iter().position(|f| {
                 names.contains(&f.name().to_ascii_lowercase().as_str())

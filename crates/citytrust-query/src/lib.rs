@@ -6,6 +6,7 @@
 //! - [`quality`] measures a written version (completeness, validity,
 //!   uniqueness, outliers, time coverage and gaps) with DataFusion.
 //! - [`export`] streams a version out as CSV, JSON, NDJSON, GeoJSON or Parquet.
+//! - [`preview`] draws a version's geometry as an SVG map.
 //! - [`sql`] runs one read-only `SELECT` over the versions a caller may read.
 //!
 //! No HTTP, no SQL store, no clock: the service crate decides who may read
@@ -13,6 +14,7 @@
 
 pub mod export;
 pub mod ingest;
+pub mod preview;
 pub mod quality;
 pub mod sql;
 mod values;

@@ -78,9 +78,12 @@ pub struct ColumnQuality {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outliers {
     pub count: u64,
-    pub low_fence: f64,
-    pub high_fence: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_fence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_fence: Option<f64>,
     /// The most extreme values found beyond the fences.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<f64>,
 }
 
@@ -107,6 +110,26 @@ pub struct KeyQuality {
     /// Rows whose key value appears more than once.
     pub duplicate_rows: u64,
     pub unique: bool,
+}
+
+impl QualityStatement {
+    /// The statement without values from the data (minimum, maximum, mean,
+    /// spread, outlier fences and examples), for someone who may see that
+    /// the dataset exists but not read it. Counts and shares stay.
+    pub fn without_values(mut self) -> QualityStatement {
+        for c in &mut self.columns {
+            c.min = None;
+            c.max = None;
+            c.mean = None;
+            c.stddev = None;
+            if let Some(o) = &mut c.outliers {
+                o.low_fence = None;
+                o.high_fence = None;
+                o.examples.clear();
+            }
+        }
+        self
+    }
 }
 
 /// Quote a column name for SQL.
@@ -272,8 +295,8 @@ pub async fn measure(
                 };
                 out[i].outliers = Some(Outliers {
                     count,
-                    low_fence: lo,
-                    high_fence: hi,
+                    low_fence: Some(lo),
+                    high_fence: Some(hi),
                     examples,
                 });
             } else if let Some(range) = rules.ranges.get(&out[i].name) {

@@ -53,9 +53,10 @@ pub fn routes() -> Router<AppState> {
         crate::ledger::entry, crate::ledger::consistency,
         crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
-        crate::content::get_quality_rules, crate::content::put_quality_rules
+        crate::content::get_quality_rules, crate::content::put_quality_rules,
+        crate::content::get_timeliness
     ),
-    components(schemas(Problem, crate::content::QueryBody)),
+    components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "operations"))
 )]

@@ -16,7 +16,9 @@ use citytrust_query::InputFormat;
 use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::ingest::OnError;
 use citytrust_query::quality::QualityRules;
-use citytrust_service::content::{QueryRequest, ReadRequest, Served, UploadOptions, VersionInfo};
+use citytrust_service::content::{
+    QueryRequest, ReadRequest, RefreshState, Served, UploadOptions, VersionInfo,
+};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
@@ -44,6 +46,7 @@ pub fn routes() -> Router<AppState> {
             get(get_rejects),
         )
         .route("/api/v1/datasets/{id}/data", get(get_data))
+        .route("/api/v1/datasets/{id}/timeliness", get(get_timeliness))
         .route(
             "/api/v1/datasets/{id}/quality-rules",
             get(get_quality_rules).put(put_quality_rules),
@@ -110,6 +113,28 @@ async fn upload_version(
     ApiQuery(params): ApiQuery<UploadParams>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let info = receive_version(&state, &actor, &id, params, request).await?;
+    let location = format!(
+        "/api/v1/datasets/{}/versions/{}",
+        info.dataset_id, info.version
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(info),
+    )
+        .into_response())
+}
+
+/// Receive a request whose body is a file and publish it as a new version
+/// (the API and the portal's upload form both come here).
+pub(crate) async fn receive_version(
+    state: &AppState,
+    actor: &citytrust_model::Actor,
+    id: &str,
+    params: UploadParams,
+    request: Request,
+) -> Result<VersionInfo, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -144,9 +169,9 @@ async fn upload_version(
         }
     };
     let declared = parse_types(params.types.as_deref())?;
-    let upload = state.service.begin_upload(&actor, &id).await?;
+    let upload = state.service.begin_upload(actor, id).await?;
     receive(request.into_body(), &upload.body_path()).await?;
-    let info = state
+    Ok(state
         .service
         .finish_upload(
             upload,
@@ -158,17 +183,7 @@ async fn upload_version(
             },
             None,
         )
-        .await?;
-    let location = format!(
-        "/api/v1/datasets/{}/versions/{}",
-        info.dataset_id, info.version
-    );
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(info),
-    )
-        .into_response())
+        .await?)
 }
 
 /// Write a request body to `path` as it arrives, within the size limit.
@@ -220,10 +235,10 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
     ))]
 async fn list_versions(
     State(state): State<AppState>,
-    _caller: ApiActor,
+    ApiActor(actor): ApiActor,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<VersionInfo>>, ApiError> {
-    Ok(Json(state.service.list_versions(&id).await?))
+    Ok(Json(state.service.list_versions(&actor, &id).await?))
 }
 
 /// A version's path: `/datasets/{id}/versions/{version}`.
@@ -243,10 +258,15 @@ pub struct VersionPath {
     ))]
 async fn get_version(
     State(state): State<AppState>,
-    _caller: ApiActor,
+    ApiActor(actor): ApiActor,
     ApiPath(VersionPath { id, version }): ApiPath<VersionPath>,
 ) -> Result<Json<VersionInfo>, ApiError> {
-    Ok(Json(state.service.get_version(&id, Some(version)).await?))
+    Ok(Json(
+        state
+            .service
+            .get_version(&actor, &id, Some(version))
+            .await?,
+    ))
 }
 
 /// The rows a quarantine upload set aside, as CSV (line, column, field, message, record).
@@ -469,6 +489,21 @@ async fn run_query(
         )
         .await?;
     Ok(served_response(served, HeaderMap::new()))
+}
+
+/// Whether the dataset is refreshed on its declared timetable (its update frequency).
+#[utoipa::path(get, path = "/api/v1/datasets/{id}/timeliness", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses(
+        (status = 200, description = "On time, overdue, awaiting its first version, or without a timetable", body = RefreshState),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_timeliness(
+    State(state): State<AppState>,
+    _caller: ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<RefreshState>, ApiError> {
+    Ok(Json(state.service.timeliness(&id).await?))
 }
 
 /// A dataset's quality rules.

@@ -13,6 +13,7 @@ pub mod extract;
 mod health;
 mod ledger;
 mod metrics;
+mod portal_content;
 mod web;
 
 use std::sync::Arc;

@@ -46,6 +46,14 @@ pub fn routes() -> Router<AppState> {
         .route("/datasets/new", get(new_dataset_form))
         .route("/datasets/{id}", get(dataset_page).post(update_dataset))
         .route("/datasets/{id}/edit", get(edit_dataset_form))
+        .route(
+            "/datasets/{id}/versions",
+            post(crate::portal_content::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/static/upload.js",
+            get(crate::portal_content::upload_script),
+        )
         .route("/signin", get(signin_form).post(signin))
         .route("/signout", post(signout))
         .route("/admin", get(admin_page))
@@ -62,6 +70,9 @@ pub fn routes() -> Router<AppState> {
 pub struct Viewer(Option<Session>);
 
 impl Viewer {
+    pub(crate) fn session(&self) -> Option<&Session> {
+        self.0.as_ref()
+    }
     fn actor(&self) -> Actor {
         self.0
             .as_ref()
@@ -696,14 +707,32 @@ struct DatasetPage {
     may_edit: bool,
     revision: i64,
     updated: String,
+    content: crate::portal_content::ContentView,
 }
 
 async fn dataset_page(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> PageResult {
     let d = state.service.get_dataset(&id).await?;
+    let may_edit = state.service.may_edit(&viewer.actor(), &d);
+    let published = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "published")
+        .and_then(|(_, v)| v.parse::<i64>().ok());
+    let content = crate::portal_content::content_view(
+        &state,
+        &viewer.actor(),
+        &d,
+        may_edit,
+        viewer
+            .session()
+            .map(|s| s.csrf_token.clone())
+            .unwrap_or_default(),
+        published,
+    )
+    .await?;
     let orgs = organization_names(&state).await?;
     let name = |id: &str| orgs.get(id).cloned().unwrap_or_else(|| id.to_string());
     let m = &d.metadata;
@@ -840,9 +869,10 @@ async fn dataset_page(
                 ],
             },
         ],
-        may_edit: state.service.may_edit(&viewer.actor(), &d),
+        may_edit,
         revision: d.revision,
         updated: d.updated_at.get(..10).unwrap_or("").to_string(),
+        content,
     };
     render(&page)
 }

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use citytrust_model::catalogue::UpdateFrequency;
 use citytrust_model::{Actor, Dataset, Spectrum};
 use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::ingest::{IngestOptions, OnError, Progress};
@@ -57,6 +58,10 @@ pub struct VersionInfo {
     pub created_at: String,
     /// The table name in SQL (latest version: without `@N`).
     pub table: String,
+    /// True when the caller may not read the content: the quality statement
+    /// then omits values taken from the data (minimum, maximum, mean, outliers).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub values_withheld: bool,
 }
 
 impl VersionInfo {
@@ -83,7 +88,18 @@ impl VersionInfo {
             quality,
             errors: Vec::new(),
             created_at: v.created_at,
+            values_withheld: false,
         })
+    }
+
+    /// As `actor` may see it: values from the data only for those who may read it.
+    fn for_reader(mut self, actor: &Actor, dataset: &Dataset) -> VersionInfo {
+        if may_read_content(actor, dataset).is_err() {
+            self.quality = self.quality.without_values();
+            self.errors.clear();
+            self.values_withheld = true;
+        }
+        self
     }
 }
 
@@ -400,18 +416,35 @@ impl Service {
         Ok(info)
     }
 
-    /// A dataset's versions, newest first (metadata: public like the catalogue).
-    pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<VersionInfo>> {
-        self.get_dataset(dataset_id).await?;
+    /// A dataset's versions, newest first. That a version exists, its size and
+    /// its quality shares are public like the catalogue; values taken from the
+    /// data are withheld from those who may not read it.
+    pub async fn list_versions(&self, actor: &Actor, dataset_id: &str) -> Result<Vec<VersionInfo>> {
+        let dataset = self.get_dataset(dataset_id).await?;
         self.store
             .list_versions(dataset_id)
             .await?
             .into_iter()
-            .map(VersionInfo::from_stored)
+            .map(|v| Ok(VersionInfo::from_stored(v)?.for_reader(actor, &dataset)))
             .collect()
     }
 
-    pub async fn get_version(&self, dataset_id: &str, version: Option<i64>) -> Result<VersionInfo> {
+    /// One version (the latest when `version` is `None`), as `actor` may see it.
+    pub async fn get_version(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        version: Option<i64>,
+    ) -> Result<VersionInfo> {
+        let dataset = self.get_dataset(dataset_id).await?;
+        Ok(self
+            .version_record(dataset_id, version)
+            .await?
+            .for_reader(actor, &dataset))
+    }
+
+    /// A version in full, for the read path itself.
+    async fn version_record(&self, dataset_id: &str, version: Option<i64>) -> Result<VersionInfo> {
         self.get_dataset(dataset_id).await?;
         let v = self
             .store
@@ -478,7 +511,7 @@ impl Service {
         }
         let dataset = self.get_dataset(dataset_id).await?;
         citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
-        self.get_version(dataset_id, Some(version)).await?;
+        self.version_record(dataset_id, Some(version)).await?;
         let path = self.version_dir(dataset_id, version).join("rejects.csv");
         std::fs::File::open(&path).map_err(|_| {
             ServiceError::NotFound(format!(
@@ -500,7 +533,7 @@ impl Service {
             _ => ServiceError::Forbidden(why),
         })?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
-        let version = self.get_version(dataset_id, request.version).await?;
+        let version = self.version_record(dataset_id, request.version).await?;
         let path = self.version_file(dataset_id, version.version);
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.content_root().join("tmp"),
@@ -578,7 +611,7 @@ impl Service {
                 Actor::Anonymous => ServiceError::Forbidden(format!("{why}; sign in first")),
                 _ => ServiceError::Forbidden(why),
             })?;
-            let version = self.get_version(&dataset.id, table.version).await?;
+            let version = self.version_record(&dataset.id, table.version).await?;
             files.push((
                 table.table.clone(),
                 self.version_file(&dataset.id, version.version),
@@ -652,6 +685,123 @@ impl Service {
             log_index,
             truncated,
         })
+    }
+}
+
+/// Whether a dataset is refreshed on the timetable its owner declared.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RefreshState {
+    /// The declared update frequency.
+    #[schema(value_type = String)]
+    pub update_frequency: UpdateFrequency,
+    /// `on_time`, `overdue`, `awaiting_first_version` or `no_timetable`
+    /// (irregular, never or unknown frequency).
+    pub state: &'static str,
+    pub overdue: bool,
+    /// When the latest version was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_version_at: Option<String>,
+    /// When the next version is due; it is overdue a quarter of a period later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_due_at: Option<String>,
+}
+
+/// The period a frequency promises, if it promises one.
+pub fn refresh_period(frequency: UpdateFrequency) -> Option<time::Duration> {
+    use time::Duration;
+    Some(match frequency {
+        UpdateFrequency::Continuous => Duration::minutes(15),
+        UpdateFrequency::Hourly => Duration::hours(1),
+        UpdateFrequency::Daily => Duration::days(1),
+        UpdateFrequency::Weekly => Duration::weeks(1),
+        UpdateFrequency::Monthly => Duration::days(31),
+        UpdateFrequency::Quarterly => Duration::days(92),
+        UpdateFrequency::Annual => Duration::days(366),
+        UpdateFrequency::Irregular | UpdateFrequency::Never | UpdateFrequency::Unknown => {
+            return None;
+        }
+    })
+}
+
+impl Service {
+    /// The dataset's timeliness now: due a period after the latest version
+    /// (or after the dataset was catalogued, before any), overdue a quarter of
+    /// a period after that.
+    pub async fn timeliness(&self, dataset_id: &str) -> Result<RefreshState> {
+        let dataset = self.get_dataset(dataset_id).await?;
+        let frequency = dataset.metadata.update_frequency;
+        let latest = self.store.get_version(dataset_id, None).await?;
+        let last_version_at = latest.as_ref().map(|v| v.created_at.clone());
+        let Some(period) = refresh_period(frequency) else {
+            return Ok(RefreshState {
+                update_frequency: frequency,
+                state: "no_timetable",
+                overdue: false,
+                last_version_at,
+                next_due_at: None,
+            });
+        };
+        let since = last_version_at.as_deref().unwrap_or(&dataset.created_at);
+        let since =
+            time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| ServiceError::Internal(format!("stored time '{since}': {e}")))?;
+        let due = since + period;
+        let overdue = self.now() > due + period / 4;
+        Ok(RefreshState {
+            update_frequency: frequency,
+            state: match (overdue, latest.is_some()) {
+                (true, _) => "overdue",
+                (false, true) => "on_time",
+                (false, false) => "awaiting_first_version",
+            },
+            overdue,
+            last_version_at,
+            next_due_at: Some(rfc3339(due)),
+        })
+    }
+
+    /// An SVG map of a version's geometry, for those who may read it; `None`
+    /// when it has no geometry or the caller may not read it. Drawn once per
+    /// version and kept beside it (a version never changes).
+    pub async fn map_preview(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<String>> {
+        let dataset = self.get_dataset(dataset_id).await?;
+        if may_read_content(actor, &dataset).is_err() {
+            return Ok(None);
+        }
+        let version = self.version_record(dataset_id, version).await?;
+        let dir = self.version_dir(dataset_id, version.version);
+        let cached = dir.join("map.svg");
+        let none = dir.join("map.none");
+        if let Ok(svg) = std::fs::read_to_string(&cached) {
+            return Ok(Some(svg));
+        }
+        if none.exists() {
+            return Ok(None);
+        }
+        let title = format!(
+            "Map of {} (version {})",
+            dataset.metadata.title, version.version
+        );
+        let parquet = dir.join("data.parquet");
+        let tmp = self.content_root().join("tmp");
+        tokio::task::spawn_blocking(move || {
+            let svg = citytrust_query::preview::map_svg(&parquet, &title)?;
+            let (target, text) = match &svg {
+                Some(svg) => (cached, svg.as_str()),
+                None => (none, ""),
+            };
+            let mut file = tempfile::NamedTempFile::new_in(tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.persist(&target).map_err(|e| e.error)?;
+            Ok::<_, ServiceError>(svg)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("map task: {e}")))?
     }
 }
 

@@ -148,7 +148,7 @@ pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
         created += 1;
     }
     for (id, file, content) in contents {
-        if service.get_version(&id, None).await.is_ok() {
+        if service.get_version(&actor, &id, None).await.is_ok() {
             continue;
         }
         load_content(service, &actor, &id, file, content)

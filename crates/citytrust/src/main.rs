@@ -1,6 +1,7 @@
 //! `citytrust`: serve the trust, load and serve the demo city, manage accounts.
 
 mod demo;
+mod import;
 mod verify;
 
 use std::io::{BufRead, IsTerminal};
@@ -56,6 +57,32 @@ enum Command {
         /// The verifier key to trust (default: the one remembered in --state, else the server's).
         #[arg(long)]
         key: Option<String>,
+    },
+    /// Publish a file as a new version of a dataset, through a running trust's API.
+    Import {
+        /// The file: .csv, .tsv, .json, .ndjson, .geojson or .parquet, optionally .gz.
+        file: PathBuf,
+        /// The dataset's id.
+        #[arg(long)]
+        dataset: String,
+        /// The trust's base URL.
+        #[arg(long, env = "CITYTRUST_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API token (from POST /api/v1/auth/token); without it, --username
+        /// signs in with a password read from standard input.
+        #[arg(long, env = "CITYTRUST_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, conflicts_with = "token")]
+        username: Option<String>,
+        /// reject (default): any bad row refuses the file; quarantine: bad rows are set aside.
+        #[arg(long, default_value = "reject", value_parser = ["reject", "quarantine"])]
+        on_error: String,
+        /// Declared column types: `column:type[:format],…`.
+        #[arg(long)]
+        types: Option<String>,
+        /// The format, when the file name does not say: csv, tsv, json, ndjson, geojson or parquet.
+        #[arg(long, value_parser = ["csv", "tsv", "json", "ndjson", "geojson", "parquet"])]
+        format: Option<String>,
     },
     /// Manage accounts.
     User {
@@ -154,6 +181,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (kind, n) in &report.by_type {
                 println!("  {n:>8}  {kind}");
             }
+            Ok(())
+        }
+        Command::Import {
+            file,
+            dataset,
+            url,
+            token,
+            username,
+            on_error,
+            types,
+            format,
+        } => {
+            let token = match (token, username) {
+                (Some(t), _) => t,
+                (None, Some(u)) => import::token_for(&url, &u, &read_password()?).await?,
+                (None, None) => {
+                    bail!("give --token (or CITYTRUST_TOKEN), or --username to sign in")
+                }
+            };
+            let media_type = format.as_deref().map(|f| match f {
+                "csv" => "text/csv",
+                "tsv" => "text/tab-separated-values",
+                "json" => "application/json",
+                "ndjson" => "application/x-ndjson",
+                "geojson" => "application/geo+json",
+                _ => "application/vnd.apache.parquet",
+            });
+            let version = import::import(import::ImportArgs {
+                url: &url,
+                token: &token,
+                dataset: &dataset,
+                file: &file,
+                media_type,
+                on_error: &on_error,
+                types: types.as_deref(),
+                show_progress: std::io::stderr().is_terminal(),
+            })
+            .await?;
+            println!(
+                "published version {} of {}: {} rows{}",
+                version["version"],
+                dataset,
+                version["rows"],
+                match version["rejected"].as_u64() {
+                    Some(n) if n > 0 => format!(
+                        ", {n} set aside (see /api/v1/datasets/{dataset}/versions/{}/rejects)",
+                        version["version"]
+                    ),
+                    _ => String::new(),
+                }
+            );
             Ok(())
         }
         Command::User {

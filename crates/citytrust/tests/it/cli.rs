@@ -126,6 +126,37 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
         ] {
             assert!(ids.contains(&id), "{id}");
         }
+        // Real content: the Barcelona tables join with the district boundaries in SQL…
+        let sql = r#"WITH pop AS (SELECT "District.Name" AS n, SUM("Number") AS people FROM barcelona_population WHERE "Year" = 2017 GROUP BY 1),
+            st AS (SELECT "District.Name" AS n, COUNT(*) AS stations FROM barcelona_transport_stations GROUP BY 1)
+            SELECT d."NOM" AS district, pop.people, st.stations FROM barcelona_districts d
+            JOIN pop ON pop.n = d."NOM" LEFT JOIN st ON st.n = d."NOM" ORDER BY pop.people DESC"#;
+        let rows: Value = client
+            .post(format!("{}/api/v1/query", demo.url))
+            .json(&json!({"sql": sql, "purpose": "transport stations per inhabitant by district"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = rows.as_array().unwrap_or_else(|| panic!("{rows}"));
+        assert_eq!(rows.len(), 10, "every district matches by name: {rows:?}");
+        assert_eq!(rows[0]["district"], "Eixample");
+        assert!(rows.iter().all(|r| r["stations"].as_i64().unwrap() > 0));
+        // …and the districts' page draws them on a map.
+        let page = client
+            .get(format!("{}/datasets/barcelona-districts", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains(
+            "<title id=\"map-title\">Map of Barcelona district boundaries (version 1)</title>"
+        ));
+        assert!(page.matches("<path d=").count() >= 10);
         // The owner account belongs to the organisation that owns the city datasets, and may edit them.
         let res = client
             .post(format!("{}/api/v1/auth/token", demo.url))
@@ -351,4 +382,135 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     );
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(!ok && out.contains("entry 47 is missing"), "{out}");
+}
+
+/// Run `citytrust import …` (blocking, off the runtime); returns (success, stdout, stderr).
+async fn run_import(args: Vec<String>, stdin: Option<&'static str>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut child = citytrust()
+            .arg("import")
+            .args(&args)
+            .env_remove("CITYTRUST_TOKEN")
+            .env_remove("CITYTRUST_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn import_publishes_a_file_through_the_api_and_names_bad_rows() {
+    let app = crate::harness::TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = app
+        .create_dataset(
+            &alice,
+            &crate::harness::dataset("Meter readings", "city-energy", "open"),
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("readings.csv");
+    let mut csv = String::from("meter,at,kwh\n");
+    for i in 0..5000 {
+        csv.push_str(&format!(
+            "m{},2026-03-01T{:02}:00:00Z,{}.5\n",
+            i % 40,
+            i % 24,
+            i
+        ));
+    }
+    std::fs::write(&good, &csv).unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "meter,at,kwh\nm1,2026-03-01T00:00:00Z,1.5\nm2,2026-03-01T01:00:00Z\nm3,2026-03-01T02:00:00Z,lots\n").unwrap();
+    let common = |file: &std::path::Path| {
+        vec![
+            file.display().to_string(),
+            "--dataset".into(),
+            id.clone(),
+            "--url".into(),
+            app.base.clone(),
+        ]
+    };
+
+    // No credentials: refused before sending anything.
+    let (ok, _, err) = run_import(common(&good), None).await;
+    assert!(!ok);
+    assert!(err.contains("--token"), "{err}");
+
+    // A good file, with a token.
+    let mut args = common(&good);
+    args.extend(["--token".into(), alice.clone()]);
+    let (ok, out, err) = run_import(args, None).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("published version 1 of {id}: 5000 rows")),
+        "{out}"
+    );
+    assert!(err.contains("rows/s"), "{err}");
+
+    // A bad file is refused whole, each bad row named by line and column.
+    let mut args = common(&bad);
+    args.extend([
+        "--token".into(),
+        alice.clone(),
+        "--types".into(),
+        "kwh:float".into(),
+    ]);
+    let (ok, out, err) = run_import(args, None).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("line 4, column 3"), "{err}");
+    let versions: Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.as_array().unwrap().len(),
+        1,
+        "the refused file left nothing"
+    );
+
+    // Signing in with a password on stdin; quarantine sets the bad rows aside.
+    let mut args = common(&bad);
+    args.extend([
+        "--username".into(),
+        "alice".into(),
+        "--on-error".into(),
+        "quarantine".into(),
+        "--types".into(),
+        "kwh:float".into(),
+    ]);
+    let (ok, out, err) = run_import(args, Some("correct horse battery\n")).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("published version 2"), "{out}");
+    assert!(out.contains("2 set aside"), "{out}");
+
+    // A member of another organisation may not publish.
+    let mut args = common(&good);
+    args.extend(["--token".into(), app.token("bob").await]);
+    let (ok, _, err) = run_import(args, None).await;
+    assert!(!ok);
+    assert!(err.contains("(403)"), "{err}");
 }

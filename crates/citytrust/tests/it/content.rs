@@ -8,18 +8,8 @@ use crate::harness::{TestApp, assert_problem, dataset};
 const CSV: &str = "station,no2,reading_date,ok\nSants,84,2018-11-01,true\nEixample,,2018-11-02,false\n\"Gràcia, Sant Gervasi\",41.5,2018-11-03,true\n";
 
 async fn new_dataset(app: &TestApp, token: &str, title: &str, spectrum: &str) -> String {
-    let res = app
-        .post_json(
-            "/api/v1/datasets",
-            Some(token),
-            &dataset(title, "city-energy", spectrum),
-        )
-        .await;
-    assert_eq!(res.status(), 201);
-    res.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    app.create_dataset(token, &dataset(title, "city-energy", spectrum))
+        .await
 }
 
 async fn upload(

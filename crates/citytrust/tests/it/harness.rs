@@ -177,6 +177,23 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// Create a dataset through the API; its id.
+    pub async fn create_dataset(&self, token: &str, body: &Value) -> String {
+        let res = self.post_json("/api/v1/datasets", Some(token), body).await;
+        assert_eq!(res.status(), 201);
+        res.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A portal page's HTML as an anonymous visitor sees it.
+    pub async fn page(&self, path: &str) -> String {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        res.text().await.unwrap()
+    }
+
     /// How many catalogue entries the database holds (not the index: proves nothing half-written).
     pub async fn stored_datasets(&self) -> usize {
         self.service.store().list_datasets().await.unwrap().len()

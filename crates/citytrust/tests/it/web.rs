@@ -684,3 +684,194 @@ async fn an_administrator_manages_organisations_people_and_groups() {
         vec!["uni".to_string(), "water-co".to_string()]
     );
 }
+
+impl Browser<'_> {
+    /// Send a file the way the dataset page's upload script does.
+    async fn upload(&mut self, id: &str, csrf: Option<&str>, csv: &str) -> Response {
+        let mut req = self
+            .app
+            .client
+            .post(
+                self.app
+                    .url(&format!("/datasets/{id}/versions?on_error=reject")),
+            )
+            .header("cookie", self.cookie_header())
+            .header("content-type", "text/csv")
+            .body(csv.to_string());
+        if let Some(csrf) = csrf {
+            req = req.header("x-csrf-token", csrf);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_dataset_page_shows_content_quality_and_a_map_and_the_owner_uploads_through_it() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let mut d = dataset("Charging points", "city-energy", "open");
+    d["update_frequency"] = json!("daily");
+    let id = app.create_dataset(&alice, &d).await;
+
+    // Before any content: the page says so, and the first version is awaited.
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(page.contains("No content has been published yet."));
+    assert!(page.contains("No version yet; the first is due by"));
+    assert!(
+        !page.contains("id=\"upload-form\""),
+        "anonymous visitors get no upload form"
+    );
+
+    // The owner's page has the form; the upload needs the session's CSRF token.
+    let mut owner = Browser::new(&app);
+    owner.sign_in("alice").await;
+    let page = owner
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"upload-form\""));
+    assert!(page.contains("<script src=\"/static/upload.js\" defer></script>"));
+    let csrf = page
+        .split("data-csrf=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let csv = "name,kw,longitude,latitude\nPlaça Catalunya,50,2.1700,41.3870\nSants,22,2.1400,41.3790\nGlòries,,2.1890,41.4030\n";
+    let res = owner.upload(&id, None, csv).await;
+    assert_eq!(res.status(), 403, "no CSRF token, no upload");
+    let res = owner.upload(&id, Some("forged"), csv).await;
+    assert_eq!(res.status(), 403);
+    let res = Browser::new(&app).upload(&id, Some(&csrf), csv).await;
+    assert_eq!(res.status(), 401, "a token without the session is nothing");
+    let mut bob = Browser::new(&app);
+    bob.sign_in("bob").await;
+    let bob_csrf = bob.csrf().await;
+    let res = bob.upload(&id, Some(&bob_csrf), csv).await;
+    assert_eq!(
+        res.status(),
+        403,
+        "another organisation's member may not publish"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/datasets/{id}/versions"), None)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap(),
+        json!([]),
+        "refused uploads left nothing"
+    );
+    let res = owner
+        .upload(&id, Some(&csrf), "name,kw\nx,not-a-number\n")
+        .await;
+    assert_eq!(res.status(), 201, "text columns are inferred as text");
+    let res = owner.upload(&id, Some(&csrf), csv).await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["version"], 2);
+
+    // Anyone sees the version, the quality chart with the same figures in a table, the rows over versions and the map.
+    let page = app.page(&format!("/datasets/{id}?published=2")).await;
+    assert!(page.contains("Version 2 is published."));
+    assert!(page.contains("<title id=\"quality-chart-title\">Completeness per column</title>"));
+    assert!(
+        page.contains("kw 66.7%"),
+        "completeness of kw (2 of 3) in the chart's description"
+    );
+    assert!(page.contains("<title id=\"rows-chart-title\">Rows per version</title>"));
+    assert!(page.contains("version 1 1 rows, version 2 3 rows"));
+    assert!(page.contains("class=\"map\""));
+    assert_eq!(page.matches("<circle").count(), 3, "one point per station");
+    assert!(page.contains("?format=geojson"));
+    assert!(page.contains("On time: the next version is due by"));
+    assert!(page.contains("<th scope=\"row\">latitude</th>"));
+
+    // A day and a half without a new version of a daily dataset: overdue, on the page and in the API.
+    app.clock.advance(time::Duration::hours(31));
+    let t: serde_json::Value = app
+        .get(&format!("/api/v1/datasets/{id}/timeliness"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["state"], "overdue", "{t}");
+    assert_eq!(t["overdue"], true);
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(page.contains("<span class=\"badge badge-overdue\">Overdue</span>"));
+}
+
+#[tokio::test]
+async fn values_from_data_others_may_not_read_stay_off_the_page_and_the_api() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = app
+        .create_dataset(
+            &alice,
+            &dataset("Household meters", "city-energy", "shared_public"),
+        )
+        .await;
+    let mut csv = String::from("meter,kwh,longitude,latitude\n");
+    for i in 0..20 {
+        csv.push_str(&format!("m{i},{},2.1{i:02},41.38\n", 100 + i));
+    }
+    csv.push_str("m99,987654,2.15,41.39\n");
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            Some(&alice),
+            "text/csv",
+            csv.into_bytes(),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+
+    // The owner sees the outlier and the range.
+    let mine: serde_json::Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions/1"), Some(&alice))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(mine.to_string().contains("987654"), "{mine}");
+    assert!(mine.get("values_withheld").is_none());
+
+    // Anyone else sees counts and shares only.
+    for token in [None, Some(app.token("bob").await)] {
+        let theirs: serde_json::Value = app
+            .get(
+                &format!("/api/v1/datasets/{id}/versions/1"),
+                token.as_deref(),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(theirs["values_withheld"], true);
+        assert!(!theirs.to_string().contains("987654"), "{theirs}");
+        let kwh = &theirs["quality"]["columns"][1];
+        assert_eq!(kwh["name"], "kwh");
+        assert!(kwh.get("min").is_none() && kwh.get("max").is_none() && kwh.get("mean").is_none());
+        assert_eq!(kwh["outliers"]["count"], 1, "the count stays");
+        let list: serde_json::Value = app
+            .get(&format!("/api/v1/datasets/{id}/versions"), token.as_deref())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(!list.to_string().contains("987654"));
+    }
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(page.contains("Completeness per column"));
+    assert!(
+        !page.contains("987654"),
+        "no value from the data on the public page"
+    );
+    assert!(
+        !page.contains("class=\"map\""),
+        "no map of data the visitor may not read"
+    );
+    assert!(!page.contains("?format=csv"), "no download links either");
+    assert!(page.contains("only members of its owner"));
+}

@@ -1,0 +1,507 @@
+//! The dataset page's content section: the latest version, its data quality
+//! (drawn as SVG on the server), the row counts over versions, a map for
+//! geometry, timeliness, downloads, and the owner's upload form.
+//!
+//! Charts are inline SVG with a title and a description, and every figure in
+//! a chart is also in a table beside it, so nothing depends on seeing colour
+//! or shape. The upload form needs script (`/static/upload.js`) for its
+//! progress bar; without script the page says how else to publish.
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use citytrust_model::{Actor, Dataset};
+use citytrust_query::preview::xml_escape;
+use citytrust_query::quality::ColumnQuality;
+use citytrust_service::content::{VersionInfo, may_read_content};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::content::{UploadParams, receive_version};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::web::{PageError, Viewer};
+
+/// What the dataset page shows of the content.
+#[derive(Default)]
+pub struct ContentView {
+    pub has_content: bool,
+    pub may_read: bool,
+    /// Why the viewer may not read the rows.
+    pub read_note: String,
+    pub values_withheld: bool,
+    pub version: i64,
+    pub rows: String,
+    pub rejected: i64,
+    pub published: String,
+    pub input_format: String,
+    pub size: String,
+    pub sha256: String,
+    pub table: String,
+    pub downloads: Vec<(String, String)>,
+    pub columns: Vec<ColumnRow>,
+    pub completeness_svg: String,
+    pub findings: Vec<String>,
+    pub versions: Vec<VersionRow>,
+    pub rows_svg: String,
+    pub map_svg: String,
+    pub timeliness: String,
+    pub overdue: bool,
+    /// The version just published through the form, to confirm it.
+    pub just_published: Option<i64>,
+    pub may_upload: bool,
+    pub csrf: String,
+}
+
+pub struct ColumnRow {
+    pub name: String,
+    pub kind: String,
+    pub completeness: String,
+    pub nulls: String,
+    pub range: String,
+}
+
+pub struct VersionRow {
+    pub version: i64,
+    pub rows: String,
+    pub rejected: i64,
+    pub published: String,
+    pub input_format: String,
+}
+
+/// Build the content section for `viewer`.
+pub async fn content_view(
+    state: &AppState,
+    actor: &Actor,
+    dataset: &Dataset,
+    may_upload: bool,
+    csrf: String,
+    published: Option<i64>,
+) -> Result<ContentView, PageError> {
+    let versions = state.service.list_versions(actor, &dataset.id).await?;
+    let timeliness = state.service.timeliness(&dataset.id).await?;
+    let mut view = ContentView {
+        may_upload,
+        csrf,
+        overdue: timeliness.overdue,
+        timeliness: match timeliness.state {
+            "overdue" => format!(
+                "Overdue: a new version was due by {} ({} updates are promised).",
+                date_of(timeliness.next_due_at.as_deref().unwrap_or("")),
+                enum_label(&timeliness.update_frequency)
+            ),
+            "on_time" => format!(
+                "On time: the next version is due by {} ({} updates).",
+                date_of(timeliness.next_due_at.as_deref().unwrap_or("")),
+                enum_label(&timeliness.update_frequency)
+            ),
+            "awaiting_first_version" => format!(
+                "No version yet; the first is due by {}.",
+                date_of(timeliness.next_due_at.as_deref().unwrap_or(""))
+            ),
+            _ => "No refresh timetable is declared (the update frequency is irregular, never or unknown).".into(),
+        },
+        ..ContentView::default()
+    };
+    let Some(latest) = versions.first() else {
+        return Ok(view);
+    };
+    view.has_content = true;
+    match may_read_content(actor, dataset) {
+        Ok(()) => view.may_read = true,
+        Err(why) => view.read_note = why,
+    }
+    view.values_withheld = latest.values_withheld;
+    view.version = latest.version;
+    view.rows = thousands(latest.rows);
+    view.rejected = latest.rejected;
+    view.published = date_of(&latest.created_at);
+    view.input_format = latest.input_format.clone();
+    view.size = human_bytes(latest.bytes);
+    view.sha256 = latest.sha256.clone();
+    view.table = citytrust_query::sql::table_name(&dataset.id);
+    view.just_published = published.filter(|p| versions.iter().any(|v| v.version == *p));
+    if view.may_read {
+        let base = format!("/api/v1/datasets/{}/data", dataset.id);
+        view.downloads = vec![
+            ("CSV".into(), format!("{base}?format=csv")),
+            (
+                "JSON (first 1,000 rows, paged)".into(),
+                format!("{base}?format=json"),
+            ),
+            ("NDJSON".into(), format!("{base}?format=ndjson")),
+            ("Parquet".into(), format!("{base}?format=parquet")),
+        ];
+        view.map_svg = state
+            .service
+            .map_preview(actor, &dataset.id, Some(latest.version))
+            .await?
+            .unwrap_or_default();
+        if !view.map_svg.is_empty() {
+            view.downloads
+                .insert(3, ("GeoJSON".into(), format!("{base}?format=geojson")));
+        }
+    }
+    view.columns = latest.quality.columns.iter().map(column_row).collect();
+    view.completeness_svg = completeness_chart(&latest.quality.columns);
+    view.findings = findings(latest);
+    view.versions = versions
+        .iter()
+        .map(|v| VersionRow {
+            version: v.version,
+            rows: thousands(v.rows),
+            rejected: v.rejected,
+            published: date_of(&v.created_at),
+            input_format: v.input_format.clone(),
+        })
+        .collect();
+    view.rows_svg = rows_chart(&versions);
+    Ok(view)
+}
+
+fn enum_label<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        _ => String::new(),
+    }
+}
+
+fn date_of(rfc3339: &str) -> String {
+    match rfc3339.get(..16) {
+        Some(s) => s.replace('T', " "),
+        None => rfc3339.to_string(),
+    }
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn human_bytes(n: i64) -> String {
+    let n = n.max(0) as f64;
+    if n < 1024.0 {
+        format!("{n} bytes")
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else if n < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", n / 1024.0 / 1024.0)
+    } else {
+        format!("{:.2} GiB", n / 1024.0 / 1024.0 / 1024.0)
+    }
+}
+
+fn percent(share: f64) -> String {
+    let p = share * 100.0;
+    if p > 99.95 && share < 1.0 {
+        "99.9%".into()
+    } else if p < 0.05 && share > 0.0 {
+        "0.1%".into()
+    } else if (p - p.round()).abs() < 0.05 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+fn column_row(c: &ColumnQuality) -> ColumnRow {
+    let range = match (&c.min, &c.max) {
+        (Some(min), Some(max)) if min == max => min.clone(),
+        (Some(min), Some(max)) => format!("{min} – {max}"),
+        _ => String::new(),
+    };
+    ColumnRow {
+        name: c.name.clone(),
+        kind: enum_label(&c.column_type),
+        completeness: percent(c.completeness),
+        nulls: thousands(c.nulls as i64),
+        range,
+    }
+}
+
+/// What a reader should know about this version's quality, in sentences.
+fn findings(v: &VersionInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    let q = &v.quality;
+    for c in &q.columns {
+        if let Some(o) = c.outliers.as_ref().filter(|o| o.count > 0) {
+            let mut s = format!(
+                "{}: {} outlier{} (beyond three interquartile ranges",
+                c.name,
+                thousands(o.count as i64),
+                if o.count == 1 { "" } else { "s" }
+            );
+            if let (Some(lo), Some(hi)) = (o.low_fence, o.high_fence) {
+                let _ = write!(s, ": below {lo} or above {hi}");
+            }
+            s.push(')');
+            if !o.examples.is_empty() {
+                let examples: Vec<String> =
+                    o.examples.iter().take(5).map(|e| e.to_string()).collect();
+                let _ = write!(s, ", for example {}", examples.join(", "));
+            }
+            s.push('.');
+            out.push(s);
+        }
+        if let Some(val) = c.validity.as_ref().filter(|v| v.violations > 0) {
+            let bound = match (val.range.min, val.range.max) {
+                (Some(a), Some(b)) => format!("{a} to {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => "the declared range".into(),
+            };
+            out.push(format!(
+                "{}: {} value{} outside the valid range ({bound}).",
+                c.name,
+                thousands(val.violations as i64),
+                if val.violations == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(t) = &c.time {
+            if let Some(gap) = t.largest_gap_seconds.filter(|g| *g > 0) {
+                out.push(format!(
+                    "{}: the largest gap between consecutive times is {}.",
+                    c.name,
+                    duration_text(gap)
+                ));
+            }
+            if let Some(cov) = t.period_coverage.filter(|c| *c < 0.999) {
+                out.push(format!(
+                    "{}: the data covers {} of the declared period.",
+                    c.name,
+                    percent(cov)
+                ));
+            }
+        }
+    }
+    if let Some(k) = &q.keys {
+        out.push(if k.unique {
+            format!("The key ({}) is unique.", k.columns.join(", "))
+        } else {
+            format!(
+                "The key ({}) is not unique: {} rows share a key value with another row.",
+                k.columns.join(", "),
+                thousands(k.duplicate_rows as i64)
+            )
+        });
+    }
+    if v.rejected > 0 {
+        out.push(format!(
+            "{} bad row{} set aside in quarantine at upload.",
+            thousands(v.rejected),
+            if v.rejected == 1 { " was" } else { "s were" }
+        ));
+    }
+    out
+}
+
+fn duration_text(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{seconds} seconds"),
+        (0, 0, m) => format!("{m} minutes"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} days {h} h"),
+    }
+}
+
+/// Completeness per column as horizontal bars.
+fn completeness_chart(columns: &[ColumnQuality]) -> String {
+    if columns.is_empty() {
+        return String::new();
+    }
+    let (label_w, bar_w, row_h) = (190.0, 420.0, 24.0);
+    let height = row_h * columns.len() as f64 + 8.0;
+    let mut bars = String::new();
+    let mut described = Vec::new();
+    for (i, c) in columns.iter().enumerate() {
+        let y = 4.0 + row_h * i as f64;
+        let mut name: String = c.name.chars().take(26).collect();
+        if c.name.chars().count() > 26 {
+            name.push('…');
+        }
+        let pct = percent(c.completeness);
+        let _ = write!(
+            bars,
+            "<text class=\"chart-label\" x=\"{x:.0}\" y=\"{ty:.0}\" text-anchor=\"end\">{name}</text>\
+             <rect class=\"bar-track\" x=\"{label_w:.0}\" y=\"{y:.0}\" width=\"{bar_w:.0}\" height=\"16\"/>\
+             <rect class=\"bar-fill{low}\" x=\"{label_w:.0}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"16\"/>\
+             <text class=\"chart-value\" x=\"{vx:.0}\" y=\"{ty:.0}\">{pct}</text>",
+            x = label_w - 8.0,
+            ty = y + 12.5,
+            name = xml_escape(&name),
+            low = if c.completeness < 0.9 { " bar-low" } else { "" },
+            w = bar_w * c.completeness.clamp(0.0, 1.0),
+            vx = label_w + bar_w + 8.0,
+        );
+        described.push(format!("{} {pct}", c.name));
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{w:.0}\" viewBox=\"0 0 {w:.0} {height:.0}\" \
+         role=\"img\" aria-labelledby=\"quality-chart-title quality-chart-desc\">\
+         <title id=\"quality-chart-title\">Completeness per column</title>\
+         <desc id=\"quality-chart-desc\">Share of rows with a value: {}.</desc>{bars}</svg>",
+        xml_escape(&described.join(", ")),
+        w = label_w + bar_w + 60.0,
+    )
+}
+
+/// Rows per version as vertical bars, oldest on the left (at most the latest 24).
+fn rows_chart(versions: &[VersionInfo]) -> String {
+    let shown: Vec<&VersionInfo> = versions.iter().take(24).rev().collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    let max = shown.iter().map(|v| v.rows).max().unwrap_or(0).max(1) as f64;
+    let (slot, top, plot_h) = (44.0, 20.0, 120.0);
+    let width = slot * shown.len() as f64 + 20.0;
+    let mut bars = String::new();
+    for (i, v) in shown.iter().enumerate() {
+        let h = plot_h * v.rows as f64 / max;
+        let x = 10.0 + slot * i as f64;
+        let _ = write!(
+            bars,
+            "<rect class=\"bar-fill\" x=\"{:.0}\" y=\"{:.1}\" width=\"{:.0}\" height=\"{h:.1}\"/>\
+             <text class=\"chart-value\" x=\"{cx:.0}\" y=\"{vy:.1}\" text-anchor=\"middle\">{}</text>\
+             <text class=\"chart-label\" x=\"{cx:.0}\" y=\"{ly:.0}\" text-anchor=\"middle\">v{}</text>",
+            x + 6.0,
+            top + plot_h - h,
+            slot - 12.0,
+            compact(v.rows),
+            v.version,
+            cx = x + slot / 2.0,
+            vy = top + plot_h - h - 4.0,
+            ly = top + plot_h + 16.0,
+        );
+    }
+    let described: Vec<String> = shown
+        .iter()
+        .map(|v| format!("version {} {} rows", v.version, v.rows))
+        .collect();
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width:.0}\" viewBox=\"0 0 {width:.0} {h:.0}\" \
+         role=\"img\" aria-labelledby=\"rows-chart-title rows-chart-desc\">\
+         <title id=\"rows-chart-title\">Rows per version</title>\
+         <desc id=\"rows-chart-desc\">{}.</desc>{bars}</svg>",
+        xml_escape(&described.join(", ")),
+        h = top + plot_h + 24.0,
+    )
+}
+
+fn compact(n: i64) -> String {
+    match n {
+        n if n >= 10_000_000 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{}k", n / 1000),
+        n if n >= 1000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// `POST /datasets/{id}/versions`: the upload form's script sends the file
+/// as the body, with the session's CSRF token in `X-CSRF-Token`. Answers in
+/// JSON like the API (201 with the version, or a problem document).
+pub async fn upload(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let Some(session) = viewer.session() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in to publish a version",
+        ));
+    };
+    let sent = request
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(session.csrf_token.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "the form had expired or did not come from this site: reload the page and try again",
+        ));
+    }
+    let actor = session.actor.clone();
+    let info = receive_version(&state, &actor, &id, params, request).await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+const UPLOAD_SCRIPT: &str = include_str!("../static/upload.js");
+
+pub async fn upload_script() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        UPLOAD_SCRIPT,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(26880), "26,880");
+        assert_eq!(thousands(-1234567), "-1,234,567");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(percent(1.0), "100%");
+        assert_eq!(percent(0.9996), "99.9%");
+        assert_eq!(percent(0.0001), "0.1%");
+        assert_eq!(percent(0.5), "50%");
+        assert_eq!(percent(0.123), "12.3%");
+        assert_eq!(compact(5_000_000), "5.0M");
+        assert_eq!(duration_text(90_061), "1 days 1 h");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+    }
+
+    #[test]
+    fn column_names_in_charts_are_escaped() {
+        let c = ColumnQuality {
+            name: "<script>".into(),
+            column_type: citytrust_query::ColumnType::Text,
+            nulls: 1,
+            completeness: 0.5,
+            min: None,
+            max: None,
+            mean: None,
+            stddev: None,
+            outliers: None,
+            validity: None,
+            time: None,
+        };
+        let svg = completeness_chart(&[c]);
+        assert!(!svg.contains("<script>"));
+        assert!(svg.contains("&lt;script&gt;"));
+        assert!(svg.contains("bar-low"));
+    }
+}
