@@ -486,6 +486,36 @@ pub struct DatasetMetadata {
     pub analogue_conversion: Option<String>,
     pub spectrum: Spectrum,
     pub data_states: DataStates,
+    /// Present when the dataset was derived from others by a query (R-CAT-5).
+    /// Set by the trust, never by a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation: Option<Derivation>,
+}
+
+/// How a derived dataset was made, and whether its class has been re-assessed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Derivation {
+    /// The query that made it.
+    pub sql: String,
+    /// Every input, at the version read.
+    pub inputs: Vec<DerivedInput>,
+    /// The most stringent class among the inputs, which the dataset inherited.
+    pub inherited_spectrum: Spectrum,
+    /// Until its owner re-assesses it, a derived dataset is not shared beyond
+    /// its owner, whatever its class says: aggregation can reveal what the
+    /// inputs did not.
+    pub needs_reassessment: bool,
+    /// The owner's reasons when re-assessing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassessment_note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DerivedInput {
+    pub dataset_id: String,
+    pub version: i64,
+    pub spectrum: Spectrum,
+    pub personal_data: bool,
 }
 
 impl DatasetInput {
@@ -517,6 +547,7 @@ impl DatasetInput {
             analogue_conversion: self.analogue_conversion,
             spectrum: self.spectrum,
             data_states: self.data_states,
+            derivation: None,
         };
         metadata.check(&mut e);
         e.into_result().map(|()| (self.id, metadata))

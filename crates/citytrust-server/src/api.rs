@@ -54,9 +54,12 @@ pub fn routes() -> Router<AppState> {
         crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
         crate::content::get_quality_rules, crate::content::put_quality_rules,
-        crate::content::get_timeliness
+        crate::content::get_timeliness, crate::lineage::derive, crate::lineage::reassess,
+        crate::feedback::report_feedback, crate::feedback::list_feedback, crate::feedback::answer_feedback
     ),
-    components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState)),
+    components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
+        crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
+        citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "operations"))
 )]

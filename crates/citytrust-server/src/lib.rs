@@ -10,8 +10,10 @@ pub mod api;
 mod content;
 pub mod error;
 pub mod extract;
+mod feedback;
 mod health;
 mod ledger;
+mod lineage;
 mod metrics;
 mod portal_content;
 mod web;
@@ -65,6 +67,8 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(api::routes())
         .merge(content::routes())
+        .merge(lineage::routes())
+        .merge(feedback::routes())
         .merge(web::routes())
         .merge(health::routes())
         .merge(ledger::routes())

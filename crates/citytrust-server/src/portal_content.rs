@@ -10,20 +10,22 @@
 use std::fmt::Write as _;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use citytrust_model::{Actor, Dataset};
 use citytrust_query::preview::xml_escape;
 use citytrust_query::quality::ColumnQuality;
 use citytrust_service::content::{VersionInfo, may_read_content};
+use citytrust_service::feedback::{FeedbackAnswer, FeedbackInput};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::content::{UploadParams, receive_version};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::web::{PageError, Viewer};
+use crate::web::{Form, PageError, Viewer};
 
 /// What the dataset page shows of the content.
 #[derive(Default)]
@@ -54,6 +56,30 @@ pub struct ContentView {
     pub just_published: Option<i64>,
     pub may_upload: bool,
     pub csrf: String,
+    /// Inputs of a derived dataset: (text, link).
+    pub derived_from: Vec<(String, String)>,
+    pub derived_sql: String,
+    pub needs_reassessment: bool,
+    pub inherited: String,
+    pub reassessment_note: String,
+    /// Signed in: may report an error.
+    pub may_report: bool,
+    pub reports: Vec<ReportRow>,
+    pub report_columns: Vec<String>,
+    pub report_versions: Vec<i64>,
+    pub notice: String,
+}
+
+pub struct ReportRow {
+    pub id: String,
+    pub about: String,
+    pub description: String,
+    pub status: String,
+    pub open: bool,
+    pub response: String,
+    pub resolved_version: Option<i64>,
+    pub reported: String,
+    pub reporter: String,
 }
 
 pub struct ColumnRow {
@@ -80,6 +106,7 @@ pub async fn content_view(
     may_upload: bool,
     csrf: String,
     published: Option<i64>,
+    notice: &str,
 ) -> Result<ContentView, PageError> {
     let versions = state.service.list_versions(actor, &dataset.id).await?;
     let timeliness = state.service.timeliness(&dataset.id).await?;
@@ -104,8 +131,78 @@ pub async fn content_view(
             ),
             _ => "No refresh timetable is declared (the update frequency is irregular, never or unknown).".into(),
         },
+        may_report: !matches!(actor, Actor::Anonymous),
+        notice: match notice {
+            "reported" => "Thank you: your report is recorded, and the dataset's maintainers will answer it here.".into(),
+            "answered" => "The answer is recorded, and the reporter can see it.".into(),
+            _ => String::new(),
+        },
         ..ContentView::default()
     };
+    if view.may_report {
+        view.reports = state
+            .service
+            .list_feedback(actor, &dataset.id)
+            .await?
+            .into_iter()
+            .map(|f| {
+                let mut about = Vec::new();
+                if let Some(v) = f.version {
+                    about.push(format!("version {v}"));
+                }
+                if let Some(c) = &f.column {
+                    about.push(format!("column {c}"));
+                }
+                if let Some(r) = f.row {
+                    about.push(format!("row {r}"));
+                }
+                ReportRow {
+                    open: f.status == "open",
+                    about: if about.is_empty() {
+                        "the dataset".into()
+                    } else {
+                        about.join(", ")
+                    },
+                    status: match f.status.as_str() {
+                        "accepted" => "Accepted".into(),
+                        "rejected" => "Rejected".into(),
+                        _ => "Awaiting an answer".into(),
+                    },
+                    response: f.response.unwrap_or_default(),
+                    resolved_version: f.resolved_version,
+                    reported: date_of(&f.reported_at),
+                    reporter: if actor.username() == Some(f.reported_by.as_str()) {
+                        "you".into()
+                    } else {
+                        f.reported_by
+                    },
+                    id: f.id,
+                    description: f.description,
+                }
+            })
+            .collect();
+        view.report_versions = versions.iter().map(|v| v.version).collect();
+        view.report_columns = versions
+            .first()
+            .map(|v| v.columns.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+    }
+    if let Some(d) = &dataset.metadata.derivation {
+        view.derived_from = d
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    format!("{} (version {})", i.dataset_id, i.version),
+                    format!("/datasets/{}", i.dataset_id),
+                )
+            })
+            .collect();
+        view.derived_sql = d.sql.clone();
+        view.needs_reassessment = d.needs_reassessment;
+        view.inherited = d.inherited_spectrum.label().to_string();
+        view.reassessment_note = d.reassessment_note.clone().unwrap_or_default();
+    }
     let Some(latest) = versions.first() else {
         return Ok(view);
     };
@@ -444,6 +541,72 @@ pub async fn upload(
     let actor = session.actor.clone();
     let info = receive_version(&state, &actor, &id, params, request).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// `POST /datasets/{id}/feedback`: the report form.
+pub async fn report(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let number = |name: &str| -> Result<Option<i64>, PageError> {
+        form.opt(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    PageError::page(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("The {name} must be a number."),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let input = FeedbackInput {
+        version: number("version")?,
+        column: form.opt("column"),
+        row: number("row")?,
+        description: form.one("description"),
+    };
+    state
+        .service
+        .report_feedback(&session.actor, &id, input)
+        .await?;
+    Ok(Redirect::to(&format!("/datasets/{id}?notice=reported#feedback")).into_response())
+}
+
+/// `POST /datasets/{id}/feedback/{feedback}/answer`: a maintainer's answer form.
+pub async fn answer(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((id, feedback)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let resolved_version = match form.opt("resolved_version") {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            PageError::page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "The correcting version must be a number.",
+            )
+        })?),
+    };
+    let answer = FeedbackAnswer {
+        decision: form.one("decision"),
+        response: form.one("response"),
+        resolved_version,
+    };
+    state
+        .service
+        .answer_feedback(&session.actor, &id, &feedback, answer)
+        .await?;
+    Ok(Redirect::to(&format!("/datasets/{id}?notice=answered#feedback")).into_response())
 }
 
 const UPLOAD_SCRIPT: &str = include_str!("../static/upload.js");

@@ -54,6 +54,14 @@ pub fn routes() -> Router<AppState> {
             "/static/upload.js",
             get(crate::portal_content::upload_script),
         )
+        .route(
+            "/datasets/{id}/feedback",
+            post(crate::portal_content::report),
+        )
+        .route(
+            "/datasets/{id}/feedback/{feedback}/answer",
+            post(crate::portal_content::answer),
+        )
         .route("/signin", get(signin_form).post(signin))
         .route("/signout", post(signout))
         .route("/admin", get(admin_page))
@@ -95,7 +103,7 @@ impl Viewer {
         }
     }
     /// The signed-in session, if the form's CSRF token matches it.
-    fn check_form(&self, form: &Form) -> Result<&Session, PageError> {
+    pub(crate) fn check_form(&self, form: &Form) -> Result<&Session, PageError> {
         let Some(session) = &self.0 else {
             return Err(PageError::SignIn);
         };
@@ -158,7 +166,7 @@ pub enum PageError {
 }
 
 impl PageError {
-    fn page(status: StatusCode, message: impl Into<String>) -> PageError {
+    pub(crate) fn page(status: StatusCode, message: impl Into<String>) -> PageError {
         PageError::Page {
             status,
             message: message.into(),
@@ -241,10 +249,10 @@ fn render(t: &impl Template) -> PageResult {
 // ---- forms ----------------------------------------------------------------------
 
 /// A submitted `application/x-www-form-urlencoded` body; names may repeat.
-struct Form(Vec<(String, String)>);
+pub(crate) struct Form(Vec<(String, String)>);
 
 impl Form {
-    fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Form, PageError> {
+    pub(crate) fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Form, PageError> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -263,14 +271,14 @@ impl Form {
         }
         Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
     }
-    fn one(&self, name: &str) -> String {
+    pub(crate) fn one(&self, name: &str) -> String {
         self.0
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default()
     }
-    fn opt(&self, name: &str) -> Option<String> {
+    pub(crate) fn opt(&self, name: &str) -> Option<String> {
         Some(self.one(name)).filter(|s| !s.is_empty())
     }
     fn all(&self, name: &str) -> Vec<String> {
@@ -718,9 +726,17 @@ async fn dataset_page(
 ) -> PageResult {
     let d = state.service.get_dataset(&id).await?;
     let may_edit = state.service.may_edit(&viewer.actor(), &d);
-    let published = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "published")
-        .and_then(|(_, v)| v.parse::<i64>().ok());
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let published = param("published").parse::<i64>().ok();
     let content = crate::portal_content::content_view(
         &state,
         &viewer.actor(),
@@ -731,6 +747,7 @@ async fn dataset_page(
             .map(|s| s.csrf_token.clone())
             .unwrap_or_default(),
         published,
+        param("notice"),
     )
     .await?;
     let orgs = organization_names(&state).await?;

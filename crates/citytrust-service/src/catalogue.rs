@@ -17,6 +17,19 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let (id, metadata) = input.validate()?;
+        self.register_dataset(actor, id, metadata).await
+    }
+
+    /// Register checked metadata (with a derivation, when the trust derived it).
+    pub(crate) async fn register_dataset(
+        &self,
+        actor: &Actor,
+        id: Option<String>,
+        metadata: DatasetMetadata,
+    ) -> Result<Dataset> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
         // Organisations are public, so naming an unknown one is an input error, reported before the permission check.
         self.check_references(&metadata).await?;
         authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
@@ -41,6 +54,11 @@ impl Service {
                 "spectrum": dataset.metadata.spectrum.as_str(),
                 "personal_data": dataset.metadata.personal_data,
                 "revision": dataset.revision,
+                "derived_from": dataset.metadata.derivation.as_ref().map(|d| d
+                    .inputs
+                    .iter()
+                    .map(|i| serde_json::json!({"dataset": i.dataset_id, "version": i.version}))
+                    .collect::<Vec<_>>()),
                 "by": acting_for(actor, &dataset),
             }),
         )?;
@@ -77,9 +95,26 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let current = self.get_dataset(id).await?;
-        let (new_id, metadata) = input.validate()?;
+        let (new_id, mut metadata) = input.validate()?;
         if new_id.as_deref().is_some_and(|n| n != id) {
             return Err(ValidationErrors::single("id", "a dataset's id cannot change").into());
+        }
+        // How it was derived is the trust's record, not an editable field.
+        metadata.derivation = current.metadata.derivation.clone();
+        if metadata
+            .derivation
+            .as_ref()
+            .is_some_and(|d| d.needs_reassessment)
+            && metadata.spectrum != current.metadata.spectrum
+        {
+            return Err(ValidationErrors::single(
+                "spectrum",
+                format!(
+                    "this derived dataset awaits re-assessment: choose its class with \
+                     POST /api/v1/datasets/{id}/reassessment, giving your reasons"
+                ),
+            )
+            .into());
         }
         self.check_references(&metadata).await?;
         authz::may_edit_dataset(actor, &current.metadata, &metadata)?;
@@ -175,7 +210,7 @@ impl Service {
         Err(ValidationErrors::single("id", "choose an id: the title's slug is taken").into())
     }
 
-    async fn index_changed(&self, dataset: &Dataset) -> Result<()> {
+    pub(crate) async fn index_changed(&self, dataset: &Dataset) -> Result<()> {
         let owner = self
             .store
             .get_organization(&dataset.metadata.owner_organization_id)

@@ -171,7 +171,7 @@ pub struct QueryRequest {
 }
 
 /// Who reads, as the public log names them: an organisation, never a person.
-fn reader_label(actor: &Actor, dataset: &Dataset) -> String {
+pub(crate) fn reader_label(actor: &Actor, dataset: &Dataset) -> String {
     match actor {
         Actor::Anonymous => "public".into(),
         _ if actor.is_member_of(&dataset.metadata.owner_organization_id) => {
@@ -188,6 +188,23 @@ fn reader_label(actor: &Actor, dataset: &Dataset) -> String {
 /// Until access governance lands: open data is readable by anyone, anything
 /// else only by members of the owning organisation. Deny by default.
 pub fn may_read_content(actor: &Actor, dataset: &Dataset) -> std::result::Result<(), String> {
+    let owner = &dataset.metadata.owner_organization_id;
+    if dataset
+        .metadata
+        .derivation
+        .as_ref()
+        .is_some_and(|d| d.needs_reassessment)
+    {
+        return if actor.is_member_of(owner) {
+            Ok(())
+        } else {
+            Err(format!(
+                "dataset '{}' was derived from others and awaits its owner's re-assessment: \
+                 until then only members of '{owner}' may read it",
+                dataset.id
+            ))
+        };
+    }
     if dataset.metadata.spectrum == Spectrum::Open {
         return Ok(());
     }
@@ -230,7 +247,7 @@ impl Service {
             .join(version.to_string())
     }
 
-    fn version_file(&self, dataset_id: &str, version: i64) -> PathBuf {
+    pub(crate) fn version_file(&self, dataset_id: &str, version: i64) -> PathBuf {
         self.version_dir(dataset_id, version).join("data.parquet")
     }
 
@@ -444,7 +461,11 @@ impl Service {
     }
 
     /// A version in full, for the read path itself.
-    async fn version_record(&self, dataset_id: &str, version: Option<i64>) -> Result<VersionInfo> {
+    pub(crate) async fn version_record(
+        &self,
+        dataset_id: &str,
+        version: Option<i64>,
+    ) -> Result<VersionInfo> {
         self.get_dataset(dataset_id).await?;
         let v = self
             .store

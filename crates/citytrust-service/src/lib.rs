@@ -10,7 +10,9 @@ pub mod catalogue;
 pub mod clock;
 pub mod content;
 mod error;
+pub mod feedback;
 pub mod ledger;
+pub mod lineage;
 pub mod search;
 
 use std::sync::Arc;

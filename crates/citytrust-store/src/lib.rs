@@ -89,6 +89,25 @@ pub struct StoredVersion {
     pub created_at: String,
 }
 
+/// A report of an error in a dataset, and its answer (the feedback loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFeedback {
+    pub id: String,
+    pub dataset_id: String,
+    pub version: Option<i64>,
+    pub column_name: Option<String>,
+    pub row_number: Option<i64>,
+    pub description: String,
+    pub reported_by: String,
+    pub reported_at: String,
+    /// `open`, `accepted` or `rejected`.
+    pub status: String,
+    pub response: Option<String>,
+    pub resolved_version: Option<i64>,
+    pub answered_by: Option<String>,
+    pub answered_at: Option<String>,
+}
+
 /// A signed checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -708,6 +727,71 @@ impl Store {
         Ok(())
     }
 
+    /// Record a report, with its log entry, in one transaction.
+    pub async fn insert_feedback(&self, f: &StoredFeedback, entry: &NewLogEntry<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_feedback (id, dataset_id, version, column_name, row_number, description, \
+             reported_by, reported_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&f.id)
+        .bind(&f.dataset_id)
+        .bind(f.version)
+        .bind(&f.column_name)
+        .bind(f.row_number)
+        .bind(&f.description)
+        .bind(&f.reported_by)
+        .bind(&f.reported_at)
+        .bind(&f.status)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("feedback '{}'", f.id)))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Answer an open report (with its log entry); `false` when it was no longer open.
+    pub async fn answer_feedback(
+        &self,
+        f: &StoredFeedback,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE dataset_feedback SET status = $1, response = $2, resolved_version = $3, answered_by = $4, \
+             answered_at = $5 WHERE id = $6 AND status = 'open'",
+        )
+        .bind(&f.status)
+        .bind(&f.response)
+        .bind(f.resolved_version)
+        .bind(&f.answered_by)
+        .bind(&f.answered_at)
+        .bind(&f.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A dataset's reports, oldest first.
+    pub async fn list_feedback(&self, dataset_id: &str) -> Result<Vec<StoredFeedback>> {
+        let rows = sqlx::query(
+            "SELECT id, dataset_id, version, column_name, row_number, description, reported_by, reported_at, \
+             status, response, resolved_version, answered_by, answered_at FROM dataset_feedback \
+             WHERE dataset_id = $1 ORDER BY reported_at, id",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(feedback_from_row).collect()
+    }
+
     /// A dataset's versions, newest first.
     pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<StoredVersion>> {
         let rows = sqlx::query(
@@ -790,6 +874,24 @@ impl Store {
         tx.commit().await?;
         Ok(idx)
     }
+}
+
+fn feedback_from_row(r: &AnyRow) -> Result<StoredFeedback> {
+    Ok(StoredFeedback {
+        id: r.try_get("id")?,
+        dataset_id: r.try_get("dataset_id")?,
+        version: r.try_get("version")?,
+        column_name: r.try_get("column_name")?,
+        row_number: r.try_get("row_number")?,
+        description: r.try_get("description")?,
+        reported_by: r.try_get("reported_by")?,
+        reported_at: r.try_get("reported_at")?,
+        status: r.try_get("status")?,
+        response: r.try_get("response")?,
+        resolved_version: r.try_get("resolved_version")?,
+        answered_by: r.try_get("answered_by")?,
+        answered_at: r.try_get("answered_at")?,
+    })
 }
 
 fn version_from_row(r: &AnyRow) -> Result<StoredVersion> {

@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_content.sql"),
         postgres: include_str!("../migrations/postgres/0003_content.sql"),
     },
+    Migration {
+        version: 4,
+        name: "feedback",
+        sqlite: include_str!("../migrations/sqlite/0004_feedback.sql"),
+        postgres: include_str!("../migrations/postgres/0004_feedback.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

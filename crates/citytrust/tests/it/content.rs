@@ -721,3 +721,377 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
         .await;
     assert_problem(res, 422, "validation_failed", Some("extra")).await;
 }
+
+/// The log's entries as JSON, oldest first.
+async fn log_entries(app: &TestApp) -> Vec<Value> {
+    app.service
+        .store()
+        .ledger_entries(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| serde_json::from_str(&e).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let stations = new_dataset(&app, &alice, "Stations", "open").await;
+    let mut readings_input = dataset("Readings", "city-energy", "shared_group");
+    readings_input["personal_data"] = json!(true);
+    let readings = app.create_dataset(&alice, &readings_input).await;
+    for (id, csv) in [
+        (
+            &stations,
+            "station,district\nSants,Sants-Montjuic\nEixample,Eixample\nGracia,Gracia\n",
+        ),
+        (
+            &readings,
+            "station,no2\nSants,84\nSants,60\nEixample,41\nGracia,30\n",
+        ),
+    ] {
+        let res = upload(&app, &alice, id, "text/csv", csv.as_bytes(), "").await;
+        assert_eq!(res.status(), 201);
+    }
+    let (s, r) = (stations.replace('-', "_"), readings.replace('-', "_"));
+    let sql = format!(
+        "SELECT s.district, AVG(r.no2) AS no2, COUNT(*) AS n FROM {s} s JOIN {r} r ON r.station = s.station GROUP BY s.district ORDER BY s.district"
+    );
+    let body = |sql: &str| {
+        json!({
+            "dataset": {"title": "NO2 by district", "description": "Mean NO2 per district.", "owner_organization_id": "city-energy", "spectrum": "open"},
+            "sql": sql,
+            "purpose": "district air quality report"
+        })
+    };
+    let datasets_before = app.stored_datasets().await;
+
+    // Refusals register nothing: a failing query, an input the caller may not read, no purpose, anonymous.
+    let res = app
+        .post_json(
+            "/api/v1/derived-datasets",
+            Some(&alice),
+            &body(&format!("SELECT nope FROM {s}")),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let res = app
+        .post_json(
+            "/api/v1/derived-datasets",
+            Some(&bob),
+            &json!({
+        "dataset": {"title": "Copy", "description": "d", "owner_organization_id": "water-co", "spectrum": "open"},
+        "sql": format!("SELECT * FROM {r}"), "purpose": "x"}),
+        )
+        .await;
+    let problem = assert_problem(res, 403, "forbidden", None).await;
+    assert!(
+        !problem.to_string().contains("84"),
+        "nothing of the data leaks: {problem}"
+    );
+    let mut no_purpose = body(&sql);
+    no_purpose["purpose"] = json!(" ");
+    let res = app
+        .post_json("/api/v1/derived-datasets", Some(&alice), &no_purpose)
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("purpose")).await;
+    let res = app
+        .post_json("/api/v1/derived-datasets", None, &body(&sql))
+        .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(app.stored_datasets().await, datasets_before);
+
+    // Derived: the inputs at their versions, the strictest class, personal data, awaiting re-assessment.
+    let res = app
+        .post_json("/api/v1/derived-datasets", Some(&alice), &body(&sql))
+        .await;
+    assert_eq!(res.status(), 201);
+    let derived: Value = res.json().await.unwrap();
+    let id = derived["dataset"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        derived["dataset"]["spectrum"], "shared_group",
+        "the open request is raised to its strictest input"
+    );
+    assert_eq!(derived["dataset"]["personal_data"], true);
+    let d = &derived["dataset"]["derivation"];
+    assert_eq!(d["needs_reassessment"], true);
+    assert_eq!(d["inherited_spectrum"], "shared_group");
+    assert_eq!(
+        d["inputs"],
+        json!([
+            {"dataset_id": readings, "version": 1, "spectrum": "shared_group", "personal_data": true},
+            {"dataset_id": stations, "version": 1, "spectrum": "open", "personal_data": false}
+        ]),
+        "inputs by table name"
+    );
+    assert_eq!(derived["version"]["rows"], 3);
+    assert!(
+        derived["dataset"]["data_states"]["provenance"]["lineage"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{stations} version 1"))
+    );
+    let path = format!("/api/v1/datasets/{id}/data?format=json");
+    let rows: Value = app.get(&path, Some(&alice)).await.json().await.unwrap();
+    assert_eq!(
+        rows[2],
+        json!({"district": "Sants-Montjuic", "no2": 72.0, "n": 2})
+    );
+
+    // Until re-assessed, only the owner reads it: not another organisation, not the public.
+    let res = app.get(&path, Some(&bob)).await;
+    let problem = assert_problem(res, 403, "forbidden", None).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("re-assessment")
+    );
+    assert_eq!(app.get(&path, None).await.status(), 401);
+    // Its class may not change by an edit, and the derivation is not editable.
+    let res = app
+        .patch_json(
+            &format!("/api/v1/datasets/{id}"),
+            Some(&alice),
+            &json!({"spectrum": "open"}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("spectrum")).await;
+    let res = app
+        .patch_json(
+            &format!("/api/v1/datasets/{id}"),
+            Some(&alice),
+            &json!({"derivation": {"needs_reassessment": false}}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16() / 100, 4, "not an editable field");
+    let res = app
+        .patch_json(
+            &format!("/api/v1/datasets/{id}"),
+            Some(&alice),
+            &json!({"derivation": null}),
+        )
+        .await;
+    let kept: Value = res.json().await.unwrap();
+    assert_eq!(
+        kept["derivation"]["needs_reassessment"], true,
+        "erasing it is a no-op: {kept}"
+    );
+    let res = app
+        .patch_json(
+            &format!("/api/v1/datasets/{id}"),
+            Some(&alice),
+            &json!({"keywords": ["air"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["derivation"]["needs_reassessment"],
+        true
+    );
+
+    // Re-assessment: maintainers only, with reasons, and only of derived data.
+    let reassess = format!("/api/v1/datasets/{id}/reassessment");
+    let choice = json!({"spectrum": "open", "personal_data": false, "note": "District means over at least two readings; no station is singled out."});
+    let res = app.post_json(&reassess, Some(&bob), &choice).await;
+    assert_problem(res, 403, "forbidden", None).await;
+    let res = app.post_json(&reassess, None, &choice).await;
+    assert_eq!(res.status(), 401);
+    let res = app
+        .post_json(
+            &reassess,
+            Some(&alice),
+            &json!({"spectrum": "open", "note": "  "}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("note")).await;
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{stations}/reassessment"),
+            Some(&alice),
+            &choice,
+        )
+        .await;
+    assert_problem(res, 422, "not_derived", None).await;
+    assert_eq!(
+        app.get(&path, None).await.status(),
+        401,
+        "refusals changed nothing"
+    );
+    let res = app.post_json(&reassess, Some(&alice), &choice).await;
+    assert_eq!(res.status(), 200);
+    let after: Value = res.json().await.unwrap();
+    assert_eq!(after["spectrum"], "open");
+    assert_eq!(after["personal_data"], false);
+    assert_eq!(after["derivation"]["needs_reassessment"], false);
+    assert_eq!(
+        after["derivation"]["inherited_spectrum"], "shared_group",
+        "the record of what it inherited stays"
+    );
+    assert_eq!(
+        app.get(&path, None).await.status(),
+        200,
+        "now shared as its class says"
+    );
+
+    // Both steps are in the public log, naming inputs and organisations, not people.
+    let log = log_entries(&app).await;
+    let derived_entry = log.iter().find(|e| e["type"] == "dataset.derived").unwrap();
+    assert_eq!(
+        derived_entry["inputs"][0],
+        json!({"dataset": readings, "version": 1})
+    );
+    assert_eq!(derived_entry["purpose"], "district air quality report");
+    let reassessed = log
+        .iter()
+        .find(|e| e["type"] == "dataset.reassessed")
+        .unwrap();
+    assert_eq!(reassessed["previous_spectrum"], "shared_group");
+    assert_eq!(reassessed["spectrum"], "open");
+    assert!(!log.iter().any(|e| e.to_string().contains("alice")));
+}
+
+#[tokio::test]
+async fn users_report_errors_and_owners_answer_them_on_the_record() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let resident = app.token("resident").await;
+    let bob = app.token("bob").await;
+    let id = new_dataset(&app, &alice, "Air readings", "open").await;
+    let res = upload(&app, &alice, &id, "text/csv", CSV.as_bytes(), "").await;
+    assert_eq!(res.status(), 201);
+    let feedback = format!("/api/v1/datasets/{id}/feedback");
+    let cell = json!({"version": 1, "column": "no2", "row": 2, "description": "Eixample shows no reading, but the station was working that day."});
+
+    // Only signed-in users report, and a report must point at something that exists.
+    assert_eq!(app.post_json(&feedback, None, &cell).await.status(), 401);
+    for (body, status, field) in [
+        (
+            json!({"column": "pm25", "description": "x"}),
+            422,
+            Some("column"),
+        ),
+        (json!({"row": 2, "description": "x"}), 422, Some("column")),
+        (
+            json!({"column": "no2", "row": 99, "description": "x"}),
+            422,
+            Some("row"),
+        ),
+        (json!({"description": "  "}), 422, Some("description")),
+        (json!({"version": 9, "description": "x"}), 404, None),
+    ] {
+        let res = app.post_json(&feedback, Some(&resident), &body).await;
+        assert_eq!(res.status().as_u16(), status, "{body}");
+        if let Some(field) = field {
+            assert_problem(res, status, "validation_failed", Some(field)).await;
+        }
+    }
+    let res = app.post_json(&feedback, Some(&resident), &cell).await;
+    assert_eq!(res.status(), 201);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(report["status"], "open");
+    let fid = report["id"].as_str().unwrap().to_string();
+    let answer = format!("{feedback}/{fid}/answer");
+
+    // The reporter and the maintainers see it; nobody else does.
+    let seen = |token: String| {
+        let app = &app;
+        let feedback = feedback.clone();
+        async move {
+            app.get(&feedback, Some(&token))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(seen(resident.clone()).await, 1);
+    assert_eq!(seen(alice.clone()).await, 1);
+    assert_eq!(seen(bob.clone()).await, 0);
+    assert_eq!(app.get(&feedback, None).await.status(), 401);
+
+    // Only maintainers answer.
+    let accept = json!({"decision": "accepted", "response": "The reading was lost in transfer; restored in version 2.", "resolved_version": 2});
+    for token in [&bob, &resident] {
+        let res = app.post_json(&answer, Some(token), &accept).await;
+        assert_problem(res, 403, "forbidden", None).await;
+    }
+    // An acceptance names a correcting version that exists and is newer than the one reported.
+    let res = app.post_json(&answer, Some(&alice), &accept).await;
+    assert_eq!(res.status(), 404, "version 2 does not exist yet");
+    let fixed = CSV.replace("Eixample,,", "Eixample,52,");
+    let res = upload(&app, &alice, &id, "text/csv", fixed.as_bytes(), "").await;
+    assert_eq!(res.status(), 201);
+    let mut stale = accept.clone();
+    stale["resolved_version"] = json!(1);
+    let res = app.post_json(&answer, Some(&alice), &stale).await;
+    assert_problem(res, 422, "validation_failed", Some("resolved_version")).await;
+    let res = app.post_json(&answer, Some(&alice), &accept).await;
+    assert_eq!(res.status(), 200);
+    let res = app.post_json(&answer, Some(&alice), &accept).await;
+    assert_problem(res, 409, "stale_revision", None).await;
+
+    // The reporter sees the outcome.
+    let mine: Value = app
+        .get(&feedback, Some(&resident))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["status"], "accepted");
+    assert_eq!(mine[0]["resolved_version"], 2);
+    assert!(mine[0]["response"].as_str().unwrap().contains("restored"));
+
+    // A rejection gives a reason and names no version.
+    let res = app
+        .post_json(
+            &feedback,
+            Some(&resident),
+            &json!({"column": "station", "description": "Gràcia is spelt wrong."}),
+        )
+        .await;
+    let fid2 = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer2 = format!("{feedback}/{fid2}/answer");
+    let res = app
+        .post_json(&answer2, Some(&alice), &json!({"decision": "rejected", "response": "It is the official name.", "resolved_version": 2}))
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("resolved_version")).await;
+    let res = app
+        .post_json(
+            &answer2,
+            Some(&alice),
+            &json!({"decision": "rejected", "response": "  "}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("response")).await;
+    let res = app
+        .post_json(&answer2, Some(&alice), &json!({"decision": "rejected", "response": "\"Gràcia, Sant Gervasi\" is the official name."}))
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "rejected");
+
+    // On the record, without names.
+    let log = log_entries(&app).await;
+    assert_eq!(
+        log.iter()
+            .filter(|e| e["type"] == "feedback.reported")
+            .count(),
+        2
+    );
+    let answered: Vec<&Value> = log
+        .iter()
+        .filter(|e| e["type"] == "feedback.answered")
+        .collect();
+    assert_eq!(answered.len(), 2);
+    assert_eq!(answered[0]["decision"], "accepted");
+    assert_eq!(answered[0]["resolved_version"], 2);
+    assert!(!log.iter().any(|e| e.to_string().contains("resident")));
+}

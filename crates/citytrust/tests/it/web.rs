@@ -875,3 +875,126 @@ async fn values_from_data_others_may_not_read_stay_off_the_page_and_the_api() {
     assert!(!page.contains("?format=csv"), "no download links either");
     assert!(page.contains("only members of its owner"));
 }
+
+#[tokio::test]
+async fn a_resident_reports_an_error_through_the_page_and_sees_the_owners_answer() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = app
+        .create_dataset(&alice, &dataset("Bus stops", "city-energy", "open"))
+        .await;
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            Some(&alice),
+            "text/csv",
+            b"stop,name\n1,Placa Espanya\n2,Sants\n".to_vec(),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(
+        page.contains("to report an error in this dataset"),
+        "anonymous visitors are asked to sign in"
+    );
+
+    let mut resident = Browser::new(&app);
+    resident.sign_in("resident").await;
+    let csrf = resident.csrf().await;
+    let report = [
+        ("csrf", csrf.as_str()),
+        ("version", "1"),
+        ("column", "name"),
+        ("row", "1"),
+        ("description", "Plaça Espanya is missing its cedilla."),
+    ];
+    let res = resident
+        .post(&format!("/datasets/{id}/feedback"), &report[1..])
+        .await;
+    assert_eq!(res.status(), 403, "no CSRF token, no report");
+    let res = resident
+        .post(&format!("/datasets/{id}/feedback"), &report)
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = resident
+        .get(&format!("/datasets/{id}?notice=reported"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("your report is recorded"));
+    assert!(page.contains("Your reports"));
+    assert!(page.contains("Awaiting an answer"));
+    assert!(
+        !page.contains("Answer this report"),
+        "a reporter does not answer"
+    );
+    let res = resident
+        .post(
+            &format!("/datasets/{id}/feedback"),
+            &[("csrf", &csrf), ("column", "bogus"), ("description", "x")],
+        )
+        .await;
+    assert_eq!(res.status(), 422, "an unknown column is refused");
+
+    // The owner sees the report with an answer form, and answers it.
+    let mut owner = Browser::new(&app);
+    owner.sign_in("alice").await;
+    let page = owner
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Reports on this dataset"));
+    assert!(page.contains("Answer this report"));
+    let fid = page
+        .split("/feedback/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    let owner_csrf = owner.csrf().await;
+    let mut bob = Browser::new(&app);
+    bob.sign_in("bob").await;
+    let bob_csrf = bob.csrf().await;
+    let answer = format!("/datasets/{id}/feedback/{fid}/answer");
+    let res = bob
+        .post(
+            &answer,
+            &[
+                ("csrf", &bob_csrf),
+                ("decision", "rejected"),
+                ("response", "no"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 403, "only maintainers answer");
+    let res = owner
+        .post(
+            &answer,
+            &[
+                ("csrf", &owner_csrf),
+                ("decision", "rejected"),
+                (
+                    "response",
+                    "The stop's official name is written without it.",
+                ),
+                ("resolved_version", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = resident
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<strong>Rejected</strong>"));
+    assert!(
+        page.contains("Answer: The stop&#39;s official name is written without it.")
+            || page.contains("Answer: The stop&#x27;s official name"),
+        "{page}"
+    );
+}

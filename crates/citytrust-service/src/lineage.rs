@@ -1,0 +1,259 @@
+//! Derived datasets (R-CAT-5): a dataset made by one read-only query over
+//! others. It records its inputs at the versions read, inherits the most
+//! stringent class and the personal-data flag of its inputs, and starts
+//! "needing re-assessment": until a maintainer of its owner chooses its class
+//! (with reasons, in the log) its content is readable only by its owner,
+//! whatever its class says — aggregation can reveal what the inputs did not.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use citytrust_model::catalogue::{Dataset, DatasetInput, Derivation, DerivedInput};
+use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
+use citytrust_query::export::OutputFormat;
+use citytrust_query::ingest::OnError;
+use citytrust_query::sql::Limits;
+use citytrust_query::{DigestWriter, InputFormat};
+use sha2::Digest;
+
+use crate::content::{UploadOptions, VersionInfo, may_read_content};
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// Rows a derivation may produce at most.
+pub const MAX_DERIVED_ROWS: usize = 50_000_000;
+
+/// Make a dataset from a query.
+#[derive(Debug, Clone)]
+pub struct DeriveRequest {
+    /// The new dataset's metadata; its class is raised to the most stringent of the inputs'.
+    pub dataset: DatasetInput,
+    pub sql: String,
+    pub purpose: String,
+}
+
+/// A maintainer's re-assessment of a derived dataset's class.
+#[derive(Debug, Clone)]
+pub struct Reassessment {
+    pub spectrum: Spectrum,
+    /// Whether the derived data is personal data (unchanged when `None`).
+    pub personal_data: Option<bool>,
+    /// Why this class is right for what the derivation reveals.
+    pub note: String,
+    pub expected_revision: Option<i64>,
+}
+
+impl Service {
+    /// Run `request.sql` over the datasets the caller may read and register
+    /// the result as a new dataset with one version. Nothing is registered
+    /// unless the query runs.
+    pub async fn derive_dataset(
+        &self,
+        actor: &Actor,
+        request: DeriveRequest,
+    ) -> Result<(Dataset, VersionInfo)> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let purpose = request.purpose.trim().to_string();
+        if purpose.is_empty() || purpose.chars().count() > 300 {
+            return Err(ValidationErrors::single(
+                "purpose",
+                "say in at most 300 characters what the derived data is for",
+            )
+            .into());
+        }
+        let (id, mut metadata) = request.dataset.validate()?;
+        authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
+        let checked = citytrust_query::sql::check(&request.sql)?;
+        let mut inputs = Vec::new();
+        let mut files = Vec::new();
+        for table in &checked.tables {
+            let dataset = self
+                .store
+                .get_dataset(&table.dataset_id)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "table '{}' (no dataset '{}')",
+                        table.table, table.dataset_id
+                    ))
+                })?;
+            may_read_content(actor, &dataset).map_err(ServiceError::Forbidden)?;
+            let version = self.version_record(&dataset.id, table.version).await?;
+            files.push((
+                table.table.clone(),
+                self.version_file(&dataset.id, version.version),
+            ));
+            inputs.push(DerivedInput {
+                dataset_id: dataset.id.clone(),
+                version: version.version,
+                spectrum: dataset.metadata.spectrum,
+                personal_data: dataset.metadata.personal_data,
+            });
+        }
+        let Some(inherited) = inputs.iter().map(|i| i.spectrum).max() else {
+            return Err(ValidationErrors::single(
+                "sql",
+                "a derived dataset is made from at least one dataset: name one in FROM",
+            )
+            .into());
+        };
+        metadata.spectrum = metadata.spectrum.max(inherited);
+        metadata.personal_data |= inputs.iter().any(|i| i.personal_data);
+        let lineage: Vec<String> = inputs
+            .iter()
+            .map(|i| format!("{} version {}", i.dataset_id, i.version))
+            .collect();
+        let provenance = &mut metadata.data_states.provenance;
+        if provenance.lineage.is_none() {
+            provenance.lineage = Some(format!("Derived by a query from {}.", lineage.join(", ")));
+        }
+        metadata.derivation = Some(Derivation {
+            sql: request.sql.clone(),
+            inputs: inputs.clone(),
+            inherited_spectrum: inherited,
+            needs_reassessment: true,
+            reassessment_note: None,
+        });
+
+        // Run the query first: a query that fails registers nothing.
+        let limits = Limits {
+            max_rows: MAX_DERIVED_ROWS,
+            timeout: std::time::Duration::from_secs(600),
+            ..Limits::default()
+        };
+        let spool = tempfile::NamedTempFile::new_in(self.content_dir().join("tmp"))?;
+        let mut out = DigestWriter::new(std::io::BufWriter::new(spool.reopen()?));
+        let run = async {
+            let stream = citytrust_query::sql::start(checked, &files, limits).await?;
+            citytrust_query::export::write_stream(stream, OutputFormat::Parquet, &mut out).await
+        };
+        let rows = tokio::time::timeout(limits.timeout, run)
+            .await
+            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))?
+            .map_err(|e| match e {
+                citytrust_query::QueryError::Engine(m) => {
+                    citytrust_query::QueryError::Sql(format!("the query failed: {m}"))
+                }
+                other => other,
+            })?;
+        if rows as usize > MAX_DERIVED_ROWS {
+            return Err(ServiceError::Unprocessable {
+                code: "too_many_rows",
+                message: format!("a derived dataset has at most {MAX_DERIVED_ROWS} rows"),
+            });
+        }
+        let (mut buffered, _, _) = out.finish()?;
+        buffered.flush()?;
+
+        let dataset = self.register_dataset(actor, id, metadata).await?;
+        let upload = self.begin_upload(actor, &dataset.id).await?;
+        spool
+            .persist(upload.body_path())
+            .map_err(|e| ServiceError::Internal(format!("derived content: {}", e.error)))?;
+        let info = self
+            .finish_upload(
+                upload,
+                UploadOptions {
+                    format: InputFormat::Parquet,
+                    on_error: OnError::Reject,
+                    declared: BTreeMap::new(),
+                    gzip: false,
+                },
+                None,
+            )
+            .await?;
+        let (body, at) = self.log_entry(
+            "dataset.derived",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "inputs": inputs
+                    .iter()
+                    .map(|i| serde_json::json!({"dataset": i.dataset_id, "version": i.version}))
+                    .collect::<Vec<_>>(),
+                "sql_sha256": hex::encode(sha2::Sha256::digest(request.sql.as_bytes())),
+                "rows": rows,
+                "spectrum": dataset.metadata.spectrum.as_str(),
+                "needs_reassessment": true,
+                "purpose": purpose,
+                "by": crate::catalogue::acting_for(actor, &dataset),
+            }),
+        )?;
+        self.store
+            .append_log(&crate::ledger::new_entry("dataset.derived", &body, &at))
+            .await?;
+        tracing::info!(dataset = %dataset.id, rows, "dataset derived");
+        Ok((dataset, info))
+    }
+
+    /// A maintainer chooses a derived dataset's class, with reasons; from then
+    /// on it is shared as that class says.
+    pub async fn reassess_dataset(
+        &self,
+        actor: &Actor,
+        id: &str,
+        r: Reassessment,
+    ) -> Result<Dataset> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let current = self.get_dataset(id).await?;
+        authz::may_edit_dataset(actor, &current.metadata, &current.metadata)?;
+        let Some(derivation) = current.metadata.derivation.clone() else {
+            return Err(ServiceError::Unprocessable {
+                code: "not_derived",
+                message: format!(
+                    "dataset '{id}' was not derived from others: change its class by editing it"
+                ),
+            });
+        };
+        let note = r.note.trim().to_string();
+        if note.is_empty() || note.chars().count() > 2000 {
+            return Err(ValidationErrors::single(
+                "note",
+                "give the reasons for this class (at most 2000 characters): what could the derived data reveal, and to whom",
+            )
+            .into());
+        }
+        let expected = r.expected_revision.unwrap_or(current.revision);
+        if expected != current.revision {
+            return Err(ServiceError::Stale(format!(
+                "dataset '{id}' is at revision {}, not {expected}; reload and try again",
+                current.revision
+            )));
+        }
+        let mut dataset = current.clone();
+        dataset.metadata.spectrum = r.spectrum;
+        if let Some(p) = r.personal_data {
+            dataset.metadata.personal_data = p;
+        }
+        dataset.metadata.derivation = Some(Derivation {
+            needs_reassessment: false,
+            reassessment_note: Some(note),
+            ..derivation.clone()
+        });
+        dataset.revision = current.revision + 1;
+        dataset.updated_at = rfc3339(self.now());
+        let (body, at) = self.log_entry(
+            "dataset.reassessed",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "spectrum": dataset.metadata.spectrum.as_str(),
+                "previous_spectrum": current.metadata.spectrum.as_str(),
+                "inherited_spectrum": derivation.inherited_spectrum.as_str(),
+                "personal_data": dataset.metadata.personal_data,
+                "revision": dataset.revision,
+                "by": crate::catalogue::acting_for(actor, &dataset),
+            }),
+        )?;
+        self.store
+            .update_dataset(
+                &dataset,
+                expected,
+                &crate::ledger::new_entry("dataset.reassessed", &body, &at),
+            )
+            .await?;
+        self.index_changed(&dataset).await?;
+        Ok(dataset)
+    }
+}
