@@ -61,7 +61,7 @@ class Server:
 
     def __init__(self, workdir):
         self.data = Path(tempfile.mkdtemp(dir=workdir, prefix="ct-"))
-        env = dict(os.environ, CITYTRUST_LOG="warn")
+        env = dict(os.environ, CITYTRUST_LOG=os.environ.get("CITYTRUST_LOG", "warn"))
         subprocess.run([BIN, "user", "add", "--data", self.data, "admin", "--role", "administrator"],
                        input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
         self.port = free_port()

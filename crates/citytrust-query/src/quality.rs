@@ -160,13 +160,23 @@ async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Option<RecordBatch>>
     Ok(batches.into_iter().find(|b| b.num_rows() > 0))
 }
 
+/// Working memory of one measurement; beyond it, sorts and groupings spill to disk.
+const MEASURE_MEMORY: usize = 96 * 1024 * 1024;
+
 /// Measure the version stored at `parquet`.
 pub async fn measure(
     parquet: &Path,
     columns: &[ColumnInfo],
     rules: &QualityRules,
 ) -> Result<QualityStatement> {
-    let ctx = SessionContext::new_with_config(crate::export::config());
+    // Sorting distinct times and grouping keys grows with the data: a spilling
+    // pool keeps the measurement's memory bounded whatever the file's size.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(std::sync::Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(MEASURE_MEMORY),
+        ))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(crate::export::config(), runtime);
     let path = parquet.to_string_lossy().to_string();
     ctx.register_parquet("v", &path, ParquetReadOptions::default())
         .await?;

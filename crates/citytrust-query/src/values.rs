@@ -218,6 +218,26 @@ fn parse_date(s: &str, format: Option<&str>) -> Option<i32> {
     i32::try_from(d.signed_duration_since(EPOCH).num_days()).ok()
 }
 
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), the commonest form, without allocating.
+fn plain_timestamp(b: &[u8]) -> Option<NaiveDateTime> {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let n = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(n(0, 4)?).ok()?, n(5, 7)?, n(8, 10)?)?;
+    date.and_hms_opt(n(11, 13)?, n(14, 16)?, n(17, 19)?)
+}
+
 fn parse_timestamp(s: &str, format: Option<&str>) -> Option<i64> {
     let t = s.trim();
     let dt = match format {
@@ -225,6 +245,9 @@ fn parse_timestamp(s: &str, format: Option<&str>) -> Option<i64> {
         None => {
             if t.len() < 16 || t.as_bytes().get(4) != Some(&b'-') {
                 return None;
+            }
+            if let Some(dt) = plain_timestamp(t.as_bytes()) {
+                return Some(dt.and_utc().timestamp_micros());
             }
             if let Ok(with_zone) = chrono::DateTime::parse_from_rfc3339(t) {
                 with_zone.naive_utc()
@@ -445,6 +468,33 @@ mod tests {
             inf.observe(Cell::Text(v));
         }
         inf.decide()
+    }
+
+    #[test]
+    fn plain_timestamps_take_the_fast_path_and_agree_with_chrono() {
+        for t in [
+            "2018-01-01 02:06:00",
+            "2018-12-31T23:59:59",
+            "1999-02-28 00:00:01",
+        ] {
+            let slow = NaiveDateTime::parse_from_str(&t.replacen(' ', "T", 1), "%Y-%m-%dT%H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros();
+            assert_eq!(parse_timestamp(t, None), Some(slow), "{t}");
+        }
+        for bad in [
+            "2018-02-30 00:00:00",
+            "2018-01-01 24:00:00",
+            "2018-01-01 0a:00:00",
+            "2018/01/01 00:00:00",
+        ] {
+            assert!(plain_timestamp(bad.as_bytes()).is_none(), "{bad}");
+        }
+        assert!(
+            parse_timestamp("2018-01-01 02:06:00.5", None).is_some(),
+            "fractions take the slow path"
+        );
     }
 
     #[test]

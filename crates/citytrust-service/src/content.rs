@@ -318,9 +318,14 @@ impl Service {
         let dir = upload.dir.clone();
         let gzip = options.gzip;
         let mut progress = progress;
+        let started = std::time::Instant::now();
         let report = tokio::task::spawn_blocking(move || {
             let raw = dir.join("upload.raw");
-            let source_sha256 = sha256_file(&raw)?;
+            // The file as sent is hashed on the other core while it is converted.
+            let hashing = {
+                let file = std::fs::File::open(&raw)?;
+                std::thread::spawn(move || sha256_reader(file))
+            };
             let input = if gzip {
                 let plain = dir.join("upload.plain");
                 let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
@@ -351,6 +356,9 @@ impl Service {
                 &staged.join("rejects.csv"),
                 &mut report_progress,
             )?;
+            let source_sha256 = hashing
+                .join()
+                .map_err(|_| ServiceError::Internal("hashing the upload failed".into()))??;
             std::fs::remove_file(&input)?;
             Ok::<_, ServiceError>((report, source_sha256))
         })
@@ -358,6 +366,7 @@ impl Service {
         .map_err(|e| ServiceError::Internal(format!("upload task: {e}")))??;
         let (report, source_sha256) = report;
         let staged = upload.dir.join("version");
+        let converted = started.elapsed();
         let rules = self.quality_rules(&upload.dataset.id).await?;
         let quality = citytrust_query::quality::measure(
             &staged.join("data.parquet"),
@@ -427,7 +436,14 @@ impl Service {
         }
         upload.committed = true;
         let _ = std::fs::remove_dir_all(&upload.dir);
-        tracing::info!(dataset = %id, version, rows = report.rows, "version published");
+        tracing::info!(
+            dataset = %id,
+            version,
+            rows = report.rows,
+            convert_ms = converted.as_millis() as u64,
+            measure_ms = (started.elapsed() - converted).as_millis() as u64,
+            "version published"
+        );
         let mut info = VersionInfo::from_stored(stored)?;
         info.errors = report.errors;
         Ok(info)
@@ -826,10 +842,9 @@ impl Service {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)?;
+fn sha256_reader(mut file: std::fs::File) -> Result<String> {
     let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

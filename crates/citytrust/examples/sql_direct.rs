@@ -2,7 +2,7 @@
 //! version and session settings CityTrust uses) over one Parquet file, with no
 //! HTTP, no governance and no logging. Prints the best and median wall time.
 //!
-//! cargo run --release -p citytrust-query --example sql_direct -- FILE.parquet TABLE "SELECT …" [RUNS]
+//! cargo run --release --example sql_direct -- FILE.parquet TABLE "SELECT …" [RUNS]
 
 use std::time::Instant;
 
