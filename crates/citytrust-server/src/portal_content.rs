@@ -62,6 +62,10 @@ pub struct ContentView {
     pub needs_reassessment: bool,
     pub inherited: String,
     pub reassessment_note: String,
+    /// (value, label, selected) for the re-assessment form.
+    pub spectra: Vec<(String, String, bool)>,
+    pub personal_data: bool,
+    pub revision: i64,
     /// Signed in: may report an error.
     pub may_report: bool,
     pub reports: Vec<ReportRow>,
@@ -135,6 +139,7 @@ pub async fn content_view(
         notice: match notice {
             "reported" => "Thank you: your report is recorded, and the dataset's maintainers will answer it here.".into(),
             "answered" => "The answer is recorded, and the reporter can see it.".into(),
+            "reassessed" => "The re-assessment is recorded; the dataset is now shared as its class says.".into(),
             _ => String::new(),
         },
         ..ContentView::default()
@@ -202,6 +207,18 @@ pub async fn content_view(
         view.needs_reassessment = d.needs_reassessment;
         view.inherited = d.inherited_spectrum.label().to_string();
         view.reassessment_note = d.reassessment_note.clone().unwrap_or_default();
+        view.spectra = citytrust_model::Spectrum::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_string(),
+                    s.label().to_string(),
+                    *s == dataset.metadata.spectrum,
+                )
+            })
+            .collect();
+        view.personal_data = dataset.metadata.personal_data;
+        view.revision = dataset.revision;
     }
     let Some(latest) = versions.first() else {
         return Ok(view);
@@ -607,6 +624,37 @@ pub async fn answer(
         .answer_feedback(&session.actor, &id, &feedback, answer)
         .await?;
     Ok(Redirect::to(&format!("/datasets/{id}?notice=answered#feedback")).into_response())
+}
+
+/// `POST /datasets/{id}/reassessment`: a maintainer chooses a derived dataset's class.
+pub async fn reassess(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let spectrum = citytrust_model::Spectrum::ALL
+        .into_iter()
+        .find(|s| s.as_str() == form.one("spectrum"))
+        .ok_or_else(|| PageError::page(StatusCode::UNPROCESSABLE_ENTITY, "Choose a class."))?;
+    let revision = form.one("revision").parse::<i64>().ok();
+    state
+        .service
+        .reassess_dataset(
+            &session.actor,
+            &id,
+            citytrust_service::lineage::Reassessment {
+                spectrum,
+                personal_data: Some(form.opt("personal_data").is_some()),
+                note: form.one("note"),
+                expected_revision: revision,
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/datasets/{id}?notice=reassessed#content")).into_response())
 }
 
 const UPLOAD_SCRIPT: &str = include_str!("../static/upload.js");

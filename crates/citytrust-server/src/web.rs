@@ -55,6 +55,10 @@ pub fn routes() -> Router<AppState> {
             get(crate::portal_content::upload_script),
         )
         .route(
+            "/datasets/{id}/reassessment",
+            post(crate::portal_content::reassess),
+        )
+        .route(
             "/datasets/{id}/feedback",
             post(crate::portal_content::report),
         )

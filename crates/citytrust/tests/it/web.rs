@@ -998,3 +998,104 @@ async fn a_resident_reports_an_error_through_the_page_and_sees_the_owners_answer
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let source = app
+        .create_dataset(&alice, &dataset("Meters", "city-energy", "shared_public"))
+        .await;
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{source}/versions"),
+            Some(&alice),
+            "text/csv",
+            b"district,kwh\nSants,10\nSants,12\nGracia,7\n".to_vec(),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let res = app
+        .post_json(
+            "/api/v1/derived-datasets",
+            Some(&alice),
+            &json!({
+                "dataset": {"title": "Energy by district", "description": "Sums.", "owner_organization_id": "city-energy", "spectrum": "open"},
+                "sql": format!("SELECT district, SUM(kwh) AS kwh FROM {} GROUP BY district", source.replace('-', "_")),
+                "purpose": "district totals"
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<serde_json::Value>().await.unwrap()["dataset"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(page.contains("Needs re-assessment"));
+    assert!(page.contains(&format!(
+        "<a href=\"/datasets/{source}\">{source} (version 1)</a>"
+    )));
+    assert!(
+        !page.contains("Re-assess this derived dataset"),
+        "only maintainers get the form"
+    );
+
+    let mut bob = Browser::new(&app);
+    bob.sign_in("bob").await;
+    let bob_csrf = bob.csrf().await;
+    let form = |csrf: &str| {
+        vec![
+            ("csrf".to_string(), csrf.to_string()),
+            ("spectrum".to_string(), "open".to_string()),
+            (
+                "note".to_string(),
+                "Totals over whole districts single no household out.".to_string(),
+            ),
+        ]
+    };
+
+    let bob_form = form(&bob_csrf);
+    let bob_pairs: Vec<(&str, &str)> = bob_form
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let res = bob
+        .post(&format!("/datasets/{id}/reassessment"), &bob_pairs)
+        .await;
+    assert_eq!(res.status(), 403, "another organisation may not re-assess");
+
+    let mut owner = Browser::new(&app);
+    owner.sign_in("alice").await;
+    let page = owner
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Re-assess this derived dataset"));
+    let csrf = owner.csrf().await;
+    let owner_form = form(&csrf);
+    let pairs: Vec<(&str, &str)> = owner_form
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let res = owner
+        .post(&format!("/datasets/{id}/reassessment"), &pairs[1..])
+        .await;
+    assert_eq!(res.status(), 403, "no CSRF token, no change");
+    let res = owner
+        .post(&format!("/datasets/{id}/reassessment"), &pairs)
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(!page.contains("Needs re-assessment"));
+    assert!(page.contains(
+        "Re-assessed by its owner: Totals over whole districts single no household out."
+    ));
+    let res = app
+        .get(&format!("/api/v1/datasets/{id}/data?format=csv"), None)
+        .await;
+    assert_eq!(res.status(), 200, "open to anyone now");
+}
