@@ -622,17 +622,15 @@ impl Service {
         })
     }
 
-    /// Run one read-only SELECT over the datasets the caller may read.
-    pub async fn run_query(&self, actor: &Actor, request: QueryRequest) -> Result<Served> {
-        let purpose =
-            clean_purpose(Some(&request.purpose))?.ok_or_else(|| ServiceError::Unprocessable {
-                code: "purpose_required",
-                message: "say what the query is for: 'purpose' is required".into(),
-            })?;
-        let checked = citytrust_query::sql::check(&request.sql)?;
+    /// The datasets a checked query names, each permitted to `actor`, with the
+    /// version read and the (table, file) pairs to plan the query over.
+    pub(crate) async fn resolve_tables(
+        &self,
+        actor: &Actor,
+        checked: &citytrust_query::sql::CheckedQuery,
+    ) -> Result<(Vec<(String, PathBuf)>, Vec<(Dataset, i64)>)> {
         let mut files = Vec::new();
-        let mut inputs = Vec::new();
-        let mut label = None;
+        let mut read = Vec::new();
         for table in &checked.tables {
             let dataset = self
                 .store
@@ -648,16 +646,30 @@ impl Service {
                 Actor::Anonymous => ServiceError::Forbidden(format!("{why}; sign in first")),
                 _ => ServiceError::Forbidden(why),
             })?;
-            let version = self.version_record(&dataset.id, table.version).await?;
-            files.push((
-                table.table.clone(),
-                self.version_file(&dataset.id, version.version),
-            ));
-            inputs.push(serde_json::json!({"dataset": dataset.id, "version": version.version}));
-            if label.is_none() {
-                label = Some(reader_label(actor, &dataset));
-            }
+            let version = self
+                .version_record(&dataset.id, table.version)
+                .await?
+                .version;
+            files.push((table.table.clone(), self.version_file(&dataset.id, version)));
+            read.push((dataset, version));
         }
+        Ok((files, read))
+    }
+
+    /// Run one read-only SELECT over the datasets the caller may read.
+    pub async fn run_query(&self, actor: &Actor, request: QueryRequest) -> Result<Served> {
+        let purpose =
+            clean_purpose(Some(&request.purpose))?.ok_or_else(|| ServiceError::Unprocessable {
+                code: "purpose_required",
+                message: "say what the query is for: 'purpose' is required".into(),
+            })?;
+        let checked = citytrust_query::sql::check(&request.sql)?;
+        let (files, read) = self.resolve_tables(actor, &checked).await?;
+        let inputs: Vec<serde_json::Value> = read
+            .iter()
+            .map(|(d, v)| serde_json::json!({"dataset": d.id, "version": v}))
+            .collect();
+        let label = read.first().map(|(d, _)| reader_label(actor, d));
         let limits = Limits {
             max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 100_000),
             ..Limits::default()

@@ -16,7 +16,7 @@ use citytrust_query::sql::Limits;
 use citytrust_query::{DigestWriter, InputFormat};
 use sha2::Digest;
 
-use crate::content::{UploadOptions, VersionInfo, may_read_content};
+use crate::content::{UploadOptions, VersionInfo};
 use crate::{Result, Service, ServiceError, rfc3339};
 
 /// Rows a derivation may produce at most.
@@ -65,32 +65,16 @@ impl Service {
         let (id, mut metadata) = request.dataset.validate()?;
         authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
         let checked = citytrust_query::sql::check(&request.sql)?;
-        let mut inputs = Vec::new();
-        let mut files = Vec::new();
-        for table in &checked.tables {
-            let dataset = self
-                .store
-                .get_dataset(&table.dataset_id)
-                .await?
-                .ok_or_else(|| {
-                    ServiceError::NotFound(format!(
-                        "table '{}' (no dataset '{}')",
-                        table.table, table.dataset_id
-                    ))
-                })?;
-            may_read_content(actor, &dataset).map_err(ServiceError::Forbidden)?;
-            let version = self.version_record(&dataset.id, table.version).await?;
-            files.push((
-                table.table.clone(),
-                self.version_file(&dataset.id, version.version),
-            ));
-            inputs.push(DerivedInput {
-                dataset_id: dataset.id.clone(),
-                version: version.version,
-                spectrum: dataset.metadata.spectrum,
-                personal_data: dataset.metadata.personal_data,
-            });
-        }
+        let (files, read) = self.resolve_tables(actor, &checked).await?;
+        let inputs: Vec<DerivedInput> = read
+            .into_iter()
+            .map(|(d, version)| DerivedInput {
+                dataset_id: d.id,
+                version,
+                spectrum: d.metadata.spectrum,
+                personal_data: d.metadata.personal_data,
+            })
+            .collect();
         let Some(inherited) = inputs.iter().map(|i| i.spectrum).max() else {
             return Err(ValidationErrors::single(
                 "sql",
