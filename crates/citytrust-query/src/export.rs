@@ -80,15 +80,16 @@ pub fn config() -> datafusion::prelude::SessionConfig {
 
 /// Stream one stored version (a slice of it) into `out` in `format`; returns the rows written.
 pub async fn export_version(
-    parquet: &Path,
+    versions: &crate::VersionStore,
+    location: &str,
     slice: Slice,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
     let ctx = session();
-    let path = parquet.to_string_lossy().to_string();
+    versions.register(&ctx);
     let df = ctx
-        .read_parquet(path, ParquetReadOptions::default())
+        .read_parquet(location, ParquetReadOptions::default())
         .await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?

@@ -8,12 +8,14 @@
 //! - [`export`] streams a version out as CSV, JSON, NDJSON, GeoJSON or Parquet.
 //! - [`preview`] draws a version's geometry as an SVG map.
 //! - [`sql`] runs one read-only `SELECT` over the versions a caller may read.
+//! - [`objects`] keeps version files in a local directory or an S3-compatible bucket.
 //!
 //! No HTTP, no SQL store, no clock: the service crate decides who may read
 //! what and logs it; this crate only transforms content.
 
 pub mod export;
 pub mod ingest;
+pub mod objects;
 pub mod preview;
 pub mod quality;
 pub mod sql;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use datafusion;
 pub use ingest::{IngestOptions, IngestReport, OnError, RowError};
+pub use objects::VersionStore;
 pub use values::{ColumnType, Declared};
 
 /// The formats an upload may come in.

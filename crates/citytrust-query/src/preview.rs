@@ -9,7 +9,6 @@
 //! beyond that, so a preview stays small whatever the size of the data.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
@@ -36,10 +35,9 @@ enum Shape {
     Polygon(Vec<Vec<(f64, f64)>>),
 }
 
-/// A map of the version at `parquet`, or `None` when it has no geometry
-/// (or no feature with valid coordinates).
-pub fn map_svg(parquet: &Path, title: &str) -> Result<Option<String>> {
-    let file = std::fs::File::open(parquet)?;
+/// A map of the version in the Parquet `file`, or `None` when it has no
+/// geometry (or no feature with valid coordinates).
+pub fn map_svg(file: std::fs::File, title: &str) -> Result<Option<String>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     let Some(geometry) = Geometry::find(builder.schema()) else {
         return Ok(None);

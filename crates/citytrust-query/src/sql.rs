@@ -6,7 +6,6 @@
 //! anything else is refused before planning, and DataFusion is told to
 //! refuse DDL, DML and statements too, as a second lock.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use datafusion::execution::SendableRecordBatchStream;
@@ -133,7 +132,8 @@ impl Default for Limits {
 /// tell a result was cut.
 pub async fn start(
     query: CheckedQuery,
-    files: &[(String, PathBuf)],
+    versions: &crate::VersionStore,
+    files: &[(String, String)],
     limits: Limits,
 ) -> Result<SendableRecordBatchStream> {
     let runtime = RuntimeEnvBuilder::new()
@@ -141,13 +141,10 @@ pub async fn start(
         .build_arc()?;
     let config = crate::export::config().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    for (table, path) in files {
-        ctx.register_parquet(
-            table.as_str(),
-            path.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await?;
+    versions.register(&ctx);
+    for (table, location) in files {
+        ctx.register_parquet(table.as_str(), location, ParquetReadOptions::default())
+            .await?;
     }
     let options = SQLOptions::new()
         .with_allow_ddl(false)

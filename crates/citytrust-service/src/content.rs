@@ -4,10 +4,13 @@
 //!
 //! Files live under the content directory:
 //! - `tmp/<upload>/`: an upload being received and converted (node-local;
-//!   swept at start, removed when an upload fails or is dropped);
-//! - `datasets/<id>/<version>/data.parquet` (+ `rejects.csv`): a version,
-//!   moved into place just before its row commits. A directory without a row
-//!   (a crash between the two) is removed at start.
+//!   swept at start, removed when an upload fails or is dropped), and the
+//!   spools of reads;
+//! - `datasets/<id>/<version>/data.parquet` (+ `rejects.csv`, and `map.svg`
+//!   once drawn): a version, stored just before its row commits — in the same
+//!   directory by default, or under the same keys in an S3-compatible bucket
+//!   when one is configured ([`citytrust_query::VersionStore`]). Files without
+//!   a row (a crash between the two) are removed at start.
 //!
 //! A read is spooled to an unnamed temporary file while its SHA-256 is
 //! computed; the log entry naming that digest is committed; only then does the
@@ -240,40 +243,55 @@ impl Service {
         &self.content_dir
     }
 
-    fn version_dir(&self, dataset_id: &str, version: i64) -> PathBuf {
-        self.content_root()
-            .join("datasets")
-            .join(dataset_id)
-            .join(version.to_string())
+    /// The key prefix of a version's files in the version store.
+    fn version_key(dataset_id: &str, version: i64) -> String {
+        format!("datasets/{dataset_id}/{version}")
     }
 
-    pub(crate) fn version_file(&self, dataset_id: &str, version: i64) -> PathBuf {
-        self.version_dir(dataset_id, version).join("data.parquet")
+    /// Where DataFusion reads a version's Parquet file from.
+    pub(crate) fn version_location(&self, dataset_id: &str, version: i64) -> String {
+        self.versions.location(&format!(
+            "{}/data.parquet",
+            Self::version_key(dataset_id, version)
+        ))
     }
 
-    /// At start: remove uploads that never finished and version directories
-    /// that never got their row (a crash between the move and the commit).
+    /// Where versions' files are kept (for operators and tests).
+    pub fn versions(&self) -> &citytrust_query::VersionStore {
+        &self.versions
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.content_root().join("tmp")
+    }
+
+    /// At start: remove uploads that never finished and version files that
+    /// never got their row (a crash between storing them and the commit).
     pub(crate) async fn sweep_content(&self) -> Result<()> {
-        let tmp = self.content_root().join("tmp");
+        let tmp = self.spool_dir();
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)?;
         }
         std::fs::create_dir_all(&tmp)?;
-        let datasets = self.content_root().join("datasets");
-        std::fs::create_dir_all(&datasets)?;
+        std::fs::create_dir_all(self.content_root().join("datasets"))?;
         let known: std::collections::HashSet<(String, i64)> =
             self.store.all_version_keys().await?.into_iter().collect();
-        for dataset in std::fs::read_dir(&datasets)? {
-            let dataset = dataset?;
-            let id = dataset.file_name().to_string_lossy().to_string();
-            for version in std::fs::read_dir(dataset.path())? {
-                let version = version?;
-                let n = version.file_name().to_string_lossy().parse::<i64>().ok();
-                if !n.is_some_and(|n| known.contains(&(id.clone(), n))) {
-                    tracing::warn!(dataset = %id, dir = %version.path().display(), "removing a version directory with no committed version");
-                    std::fs::remove_dir_all(version.path())?;
-                }
+        let mut orphans = std::collections::BTreeSet::new();
+        for key in self.versions.list("datasets").await? {
+            let mut parts = key.split('/').skip(1);
+            let (Some(id), Some(n)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let committed = n
+                .parse::<i64>()
+                .is_ok_and(|n| known.contains(&(id.to_string(), n)));
+            if !committed {
+                orphans.insert(format!("datasets/{id}/{n}"));
             }
+        }
+        for dir in orphans {
+            tracing::warn!(files = %dir, "removing version files with no committed version");
+            self.versions.remove_dir(&dir).await?;
         }
         Ok(())
     }
@@ -286,7 +304,7 @@ impl Service {
         let dataset = self.get_dataset(dataset_id).await?;
         citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
         let token = hex::encode(crate::accounts::random_bytes::<12>()?);
-        let dir = self.content_root().join("tmp").join(token);
+        let dir = self.spool_dir().join(token);
         std::fs::create_dir_all(&dir)?;
         Ok(Upload {
             by: crate::catalogue::acting_for(actor, &dataset),
@@ -384,15 +402,25 @@ impl Service {
             .await?
             .map(|v| v.version + 1)
             .unwrap_or(1);
-        let final_dir = self.version_dir(&id, version);
-        if let Some(parent) = final_dir.parent() {
-            std::fs::create_dir_all(parent)?;
+        let key = Self::version_key(&id, version);
+        // No row has this number (we just read the latest): anything there is a crash's leftover.
+        self.versions.remove_dir(&key).await?;
+        let published = async {
+            for name in ["rejects.csv", "data.parquet"] {
+                let file = staged.join(name);
+                if file.exists() {
+                    self.versions
+                        .put_file(&file, &format!("{key}/{name}"))
+                        .await?;
+                }
+            }
+            Ok::<_, ServiceError>(())
         }
-        if final_dir.exists() {
-            // No row has this number (we just read the latest), so this is a leftover of a crash.
-            std::fs::remove_dir_all(&final_dir)?;
+        .await;
+        if let Err(e) = published {
+            let _ = self.versions.remove_dir(&key).await;
+            return Err(e);
         }
-        std::fs::rename(&staged, &final_dir)?;
         let now = rfc3339(self.now());
         let stored = StoredVersion {
             dataset_id: id.clone(),
@@ -431,7 +459,7 @@ impl Service {
             )
             .await
         {
-            let _ = std::fs::remove_dir_all(&final_dir);
+            let _ = self.versions.remove_dir(&key).await;
             return Err(e.into());
         }
         upload.committed = true;
@@ -549,12 +577,15 @@ impl Service {
         let dataset = self.get_dataset(dataset_id).await?;
         citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
         self.version_record(dataset_id, Some(version)).await?;
-        let path = self.version_dir(dataset_id, version).join("rejects.csv");
-        std::fs::File::open(&path).map_err(|_| {
-            ServiceError::NotFound(format!(
-                "rejected rows of version {version} (none were set aside)"
-            ))
-        })
+        let key = format!("{}/rejects.csv", Self::version_key(dataset_id, version));
+        self.versions
+            .open(&key, &self.spool_dir())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "rejected rows of version {version} (none were set aside)"
+                ))
+            })
     }
 
     /// Read a dataset's content: permitted → spooled and digested → logged → served.
@@ -571,12 +602,13 @@ impl Service {
         })?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
         let version = self.version_record(dataset_id, request.version).await?;
-        let path = self.version_file(dataset_id, version.version);
+        let location = self.version_location(dataset_id, version.version);
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
-            self.content_root().join("tmp"),
+            self.spool_dir(),
         )?));
         let rows = citytrust_query::export::export_version(
-            &path,
+            &self.versions,
+            &location,
             request.slice,
             request.format,
             &mut spool,
@@ -628,7 +660,7 @@ impl Service {
         &self,
         actor: &Actor,
         checked: &citytrust_query::sql::CheckedQuery,
-    ) -> Result<(Vec<(String, PathBuf)>, Vec<(Dataset, i64)>)> {
+    ) -> Result<(Vec<(String, String)>, Vec<(Dataset, i64)>)> {
         let mut files = Vec::new();
         let mut read = Vec::new();
         for table in &checked.tables {
@@ -650,7 +682,10 @@ impl Service {
                 .version_record(&dataset.id, table.version)
                 .await?
                 .version;
-            files.push((table.table.clone(), self.version_file(&dataset.id, version)));
+            files.push((
+                table.table.clone(),
+                self.version_location(&dataset.id, version),
+            ));
             read.push((dataset, version));
         }
         Ok((files, read))
@@ -675,11 +710,12 @@ impl Service {
             ..Limits::default()
         };
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
-            self.content_root().join("tmp"),
+            self.spool_dir(),
         )?));
         let format = request.format;
         let run = async {
-            let stream = citytrust_query::sql::start(checked, &files, limits).await?;
+            let stream =
+                citytrust_query::sql::start(checked, &self.versions, &files, limits).await?;
             let limited = CutAt::new(stream, limits.max_rows);
             let cut = limited.cut.clone();
             let rows = citytrust_query::export::write_stream(Box::pin(limited), format, &mut spool)
@@ -823,34 +859,39 @@ impl Service {
             return Ok(None);
         }
         let version = self.version_record(dataset_id, version).await?;
-        let dir = self.version_dir(dataset_id, version.version);
-        let cached = dir.join("map.svg");
-        let none = dir.join("map.none");
-        if let Ok(svg) = std::fs::read_to_string(&cached) {
-            return Ok(Some(svg));
+        let key = Self::version_key(dataset_id, version.version);
+        if let Some(svg) = self.versions.get_bytes(&format!("{key}/map.svg")).await? {
+            return Ok(Some(String::from_utf8_lossy(&svg).into_owned()));
         }
-        if none.exists() {
+        if self
+            .versions
+            .get_bytes(&format!("{key}/map.none"))
+            .await?
+            .is_some()
+        {
             return Ok(None);
         }
         let title = format!(
             "Map of {} (version {})",
             dataset.metadata.title, version.version
         );
-        let parquet = dir.join("data.parquet");
-        let tmp = self.content_root().join("tmp");
-        tokio::task::spawn_blocking(move || {
-            let svg = citytrust_query::preview::map_svg(&parquet, &title)?;
-            let (target, text) = match &svg {
-                Some(svg) => (cached, svg.as_str()),
-                None => (none, ""),
-            };
-            let mut file = tempfile::NamedTempFile::new_in(tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.persist(&target).map_err(|e| e.error)?;
-            Ok::<_, ServiceError>(svg)
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(format!("map task: {e}")))?
+        let parquet = self
+            .versions
+            .open(&format!("{key}/data.parquet"), &self.spool_dir())
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("the file of {key} is missing")))?;
+        let svg =
+            tokio::task::spawn_blocking(move || citytrust_query::preview::map_svg(parquet, &title))
+                .await
+                .map_err(|e| ServiceError::Internal(format!("map task: {e}")))??;
+        let (name, text) = match &svg {
+            Some(svg) => ("map.svg", svg.as_bytes().to_vec()),
+            None => ("map.none", Vec::new()),
+        };
+        self.versions
+            .put_bytes(&format!("{key}/{name}"), text, &self.spool_dir())
+            .await?;
+        Ok(svg)
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Settings {
     pub ledger_seed: Option<ledger::LedgerSeed>,
     /// Where dataset content lives; `None` uses a temporary directory (tests, trials).
     pub content_dir: Option<std::path::PathBuf>,
+    /// Keep version files in this S3-compatible bucket (`s3://bucket[/prefix]`,
+    /// credentials from the `AWS_*` environment) instead of under `content_dir`,
+    /// which then holds only uploads in progress and read spools.
+    pub object_store: Option<String>,
 }
 
 impl Default for Settings {
@@ -46,6 +50,7 @@ impl Default for Settings {
             ledger_origin: "citytrust.localhost/ledger".to_string(),
             ledger_seed: None,
             content_dir: None,
+            object_store: None,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct Service {
     settings: Settings,
     ledger: ledger::Ledger,
     content_dir: std::path::PathBuf,
+    /// Where versions' files are kept.
+    versions: citytrust_query::VersionStore,
     /// Keeps a temporary content directory alive as long as the service.
     _content_tmp: Option<tempfile::TempDir>,
     /// One version commit at a time on this node.
@@ -80,7 +87,13 @@ impl Service {
                 (tmp.path().to_path_buf(), Some(tmp))
             }
         };
+        let versions = match &settings.object_store {
+            Some(url) => citytrust_query::VersionStore::s3(url)?,
+            None => citytrust_query::VersionStore::local(&content_dir),
+        };
+        tracing::info!(versions = %versions.describe(), "dataset versions are kept here");
         let service = Service {
+            versions,
             store,
             index,
             clock,

@@ -109,7 +109,8 @@ impl Service {
         let spool = tempfile::NamedTempFile::new_in(self.content_dir().join("tmp"))?;
         let mut out = DigestWriter::new(std::io::BufWriter::new(spool.reopen()?));
         let run = async {
-            let stream = citytrust_query::sql::start(checked, &files, limits).await?;
+            let stream =
+                citytrust_query::sql::start(checked, self.versions(), &files, limits).await?;
             citytrust_query::export::write_stream(stream, OutputFormat::Parquet, &mut out).await
         };
         let rows = tokio::time::timeout(limits.timeout, run)

@@ -120,6 +120,12 @@ struct StorageArgs {
     /// `postgres://user:pass@host/db` to keep state in PostgreSQL instead of SQLite.
     #[arg(long, env = "CITYTRUST_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// `s3://bucket[/prefix]` to keep dataset versions in an S3-compatible
+    /// object store (credentials and endpoint from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP)
+    /// instead of under the data directory.
+    #[arg(long, env = "CITYTRUST_OBJECT_STORE")]
+    object_store: Option<String>,
     /// The transparency log's origin (its name in checkpoints and its key's name).
     #[arg(
         long,
@@ -307,6 +313,7 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
         ledger_origin: storage.ledger_origin.clone(),
         ledger_seed: Some(seed),
         content_dir: Some(storage.data.join("content")),
+        object_store: storage.object_store.clone(),
         ..Settings::default()
     };
     let service = Service::new(store, Arc::new(SystemClock), settings).await?;

@@ -490,13 +490,13 @@ async fn only_maintainers_upload_and_an_aborted_upload_leaves_nothing() {
     let tmp = app.service.content_dir().join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert!(
-        !app.service
-            .content_dir()
-            .join("datasets")
-            .join(&id)
-            .exists()
-    );
+    let stored = app
+        .service
+        .versions()
+        .list(&format!("datasets/{id}"))
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "stored: {stored:?}");
     let versions: Value = app
         .get(&format!("/api/v1/datasets/{id}/versions"), None)
         .await
@@ -504,6 +504,80 @@ async fn only_maintainers_upload_and_an_aborted_upload_leaves_nothing() {
         .await
         .unwrap();
     assert_eq!(versions, json!([]));
+}
+
+#[tokio::test]
+async fn versions_live_in_the_configured_store_and_a_restart_sweeps_files_without_a_row() {
+    let app = TestApp::start().await;
+    let configured = std::env::var("CITYTRUST_TEST_OBJECT_STORE").is_ok_and(|s| !s.is_empty());
+    let versions = app.service.versions().clone();
+    assert_eq!(!versions.is_local(), configured, "{}", versions.describe());
+    let alice = app.token("alice").await;
+    let id = new_dataset(&app, &alice, "Meters", "open").await;
+    let bad = format!("{CSV}Sants,not a reading\n");
+    let res = upload(
+        &app,
+        &alice,
+        &id,
+        "text/csv",
+        bad.as_bytes(),
+        "?on_error=quarantine",
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    // Drawn once, then kept beside the version in the same store.
+    app.page(&format!("/datasets/{id}")).await;
+    let mut stored = versions.list(&format!("datasets/{id}")).await.unwrap();
+    stored.sort();
+    assert_eq!(
+        stored,
+        [
+            format!("datasets/{id}/1/data.parquet"),
+            format!("datasets/{id}/1/map.none"),
+            format!("datasets/{id}/1/rejects.csv"),
+        ]
+    );
+    // A crash between storing version 2's files and committing its row leaves files behind.
+    let tmp = tempfile::tempdir().unwrap();
+    versions
+        .put_bytes(
+            &format!("datasets/{id}/2/data.parquet"),
+            b"PAR1 half".to_vec(),
+            tmp.path(),
+        )
+        .await
+        .unwrap();
+    versions
+        .put_bytes(
+            "datasets/no-such-dataset/1/data.parquet",
+            b"x".to_vec(),
+            tmp.path(),
+        )
+        .await
+        .unwrap();
+    app.restart_service().await.unwrap();
+    let mut after = versions.list("datasets").await.unwrap();
+    after.sort();
+    assert_eq!(
+        after, stored,
+        "the restart removes exactly the files with no row"
+    );
+    // What is left still reads, from wherever it is kept.
+    let csv = text(
+        &app,
+        &format!("/api/v1/datasets/{id}/data?format=csv"),
+        None,
+    )
+    .await;
+    assert!(csv.contains("Gràcia, Sant Gervasi"), "{csv}");
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/versions/1/rejects"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("not a reading"));
 }
 
 #[tokio::test]

@@ -18,7 +18,30 @@ pub struct TestApp {
     pub client: Client,
     pub service: Arc<Service>,
     pub clock: Arc<ManualClock>,
+    settings: Settings,
     _dir: tempfile::TempDir,
+}
+
+/// The settings of a test app in `dir`: content under it, or, when
+/// `CITYTRUST_TEST_OBJECT_STORE` names a bucket (`s3://bucket`), versions in
+/// the bucket under a prefix of the test's own.
+fn test_settings(dir: &std::path::Path) -> Settings {
+    let object_store = std::env::var("CITYTRUST_TEST_OBJECT_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|base| {
+            format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                dir.file_name().unwrap().to_string_lossy()
+            )
+        });
+    Settings {
+        ledger_seed: Some(test_seed()),
+        content_dir: Some(dir.join("content")),
+        object_store,
+        ..Settings::default()
+    }
 }
 
 async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
@@ -63,11 +86,12 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(
             time::macros::datetime!(2026-03-01 09:00 UTC),
         ));
-        let settings = Settings {
-            ledger_seed: Some(test_seed()),
-            ..Settings::default()
-        };
-        let service = Arc::new(Service::new(store, clock.clone(), settings).await.unwrap());
+        let settings = test_settings(dir.path());
+        let service = Arc::new(
+            Service::new(store, clock.clone(), settings.clone())
+                .await
+                .unwrap(),
+        );
         seed(&service).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -83,6 +107,7 @@ impl TestApp {
             client,
             service,
             clock,
+            settings,
             _dir: dir,
         }
     }
@@ -98,18 +123,10 @@ impl TestApp {
             .rows_affected()
     }
 
-    /// A second service over the same database, as after a restart.
+    /// A second service over the same database and files, as after a restart.
     pub async fn restart_service(&self) -> Result<Service, citytrust_service::ServiceError> {
         let store = Store::connect(&self.db_url).await.unwrap();
-        Service::new(
-            store,
-            self.clock.clone(),
-            Settings {
-                ledger_seed: Some(test_seed()),
-                ..Settings::default()
-            },
-        )
-        .await
+        Service::new(store, self.clock.clone(), self.settings.clone()).await
     }
 
     pub fn url(&self, path: &str) -> String {
