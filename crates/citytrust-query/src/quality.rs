@@ -10,6 +10,7 @@ use std::path::Path;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::{ColumnInfo, ColumnType, Result};
@@ -326,16 +327,9 @@ pub async fn measure(
         } else {
             "CAST(t AS BIGINT) / 1000000".to_string()
         };
-        let sql = format!(
-            "SELECT MAX(s - p), MIN(s), MAX(s) FROM (SELECT s, LAG(s) OVER (ORDER BY s) AS p FROM \
-             (SELECT DISTINCT {seconds} AS s FROM (SELECT {q} AS t FROM v WHERE {q} IS NOT NULL)))"
-        );
-        if let Some(b) = one_row(&ctx, &sql).await? {
-            let gap = scalar_string(&b, 0).and_then(|s| s.parse::<i64>().ok());
-            let first = scalar_string(&b, 1).and_then(|s| s.parse::<i64>().ok());
-            let last = scalar_string(&b, 2).and_then(|s| s.parse::<i64>().ok());
-            let coverage = match (period(rules), first, last) {
-                (Some((ps, pe)), Some(f), Some(l)) if pe > ps => {
+        if let Some((f, l, gap)) = time_extent(&ctx, &q, &seconds).await? {
+            let coverage = match period(rules) {
+                Some((ps, pe)) if pe > ps => {
                     let covered = (l.min(pe) - f.max(ps)).max(0);
                     Some(covered as f64 / (pe - ps) as f64)
                 }
@@ -381,6 +375,73 @@ pub async fn measure(
         columns: out,
         keys,
     })
+}
+
+/// Buckets for the largest-gap measure: the gap found is exact whenever it is
+/// at least (last − first) / `GAP_BUCKETS` seconds — every gap worth reporting
+/// (a year of data: from 31 s up; under 12 days of data: to the second) — and
+/// memory stays at 16 MiB whatever the number of rows: no sort of every value.
+const GAP_BUCKETS: i64 = 1 << 20;
+
+/// First and last value (seconds) of a time column and the largest step
+/// between consecutive distinct values (`None` with fewer than two).
+async fn time_extent(
+    ctx: &SessionContext,
+    q: &str,
+    seconds: &str,
+) -> Result<Option<(i64, i64, Option<i64>)>> {
+    let values =
+        format!("SELECT {seconds} AS s FROM (SELECT {q} AS t FROM v WHERE {q} IS NOT NULL)");
+    let Some(b) = one_row(ctx, &format!("SELECT MIN(s), MAX(s) FROM ({values})")).await? else {
+        return Ok(None);
+    };
+    let (Some(first), Some(last)) = (
+        scalar_string(&b, 0).and_then(|s| s.parse::<i64>().ok()),
+        scalar_string(&b, 1).and_then(|s| s.parse::<i64>().ok()),
+    ) else {
+        return Ok(None);
+    };
+    if first == last {
+        return Ok(Some((first, last, None)));
+    }
+    let span = last.saturating_sub(first).max(1);
+    let width = (span / GAP_BUCKETS + 1).max(1);
+    let buckets = usize::try_from(span / width + 1).unwrap_or(1);
+    let mut low = vec![i64::MAX; buckets];
+    let mut high = vec![i64::MIN; buckets];
+    let mut stream = ctx.sql(&values).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let column = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Int64,
+        )?;
+        let column = column
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .ok_or_else(|| crate::QueryError::Engine("time gap: not an integer column".into()))?;
+        for s in column.iter().flatten() {
+            let i = usize::try_from((s - first) / width)
+                .unwrap_or(0)
+                .min(buckets - 1);
+            low[i] = low[i].min(s);
+            high[i] = high[i].max(s);
+        }
+    }
+    let mut gap: Option<i64> = None;
+    let mut previous: Option<i64> = None;
+    for (lo, hi) in low.iter().zip(&high) {
+        if *lo == i64::MAX {
+            continue;
+        }
+        // Steps inside a bucket are shorter than its width: only the steps
+        // across buckets can be the largest gap worth reporting.
+        if let Some(p) = previous {
+            gap = Some(gap.map_or(lo - p, |g| g.max(lo - p)));
+        }
+        previous = Some(*hi);
+    }
+    Ok(Some((first, last, gap)))
 }
 
 async fn outlier_examples(ctx: &SessionContext, name: &str, lo: f64, hi: f64) -> Result<Vec<f64>> {

@@ -2,7 +2,9 @@
 //!
 //! A dataset is the table named by its id with `-` replaced by `_` (its
 //! latest version); `"<table>@<N>"` (quoted, since `@` is not an identifier
-//! character) is version N. Only one `SELECT` (or `WITH … SELECT`) runs:
+//! character) is version N, and `"<table>@<date or time>"` the version in
+//! force then (`@2026-03-01`: as the day ended, UTC; `@2026-03-01T12:00:00Z`:
+//! at that instant). Only one `SELECT` (or `WITH … SELECT`) runs:
 //! anything else is refused before planning, and DataFusion is told to
 //! refuse DDL, DML and statements too, as a second lock.
 
@@ -23,6 +25,19 @@ pub struct TableName {
     pub table: String,
     pub dataset_id: String,
     pub version: Option<i64>,
+    /// The version in force at this instant (seconds since the epoch, UTC).
+    pub as_of: Option<i64>,
+}
+
+/// An "as of" time: `2026-03-01` (the end of that day, UTC) or an RFC 3339
+/// instant; seconds since the epoch.
+pub fn parse_as_of(text: &str) -> Option<i64> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return day.and_hms_opt(23, 59, 59).map(|t| t.and_utc().timestamp());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp())
 }
 
 /// A parsed, checked query: one read-only statement and the tables it reads.
@@ -80,16 +95,20 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
         if tables.iter().any(|t| t.table == table) {
             continue;
         }
-        let (base, version) = match table.split_once('@') {
-            Some((base, v)) => {
-                let n: i64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    QueryError::Sql(format!(
-                        "'{table}': the part after @ must be a version number"
-                    ))
-                })?;
-                (base, Some(n))
-            }
-            None => (table.as_str(), None),
+        let (base, version, as_of) = match table.split_once('@') {
+            Some((base, v)) => match v.parse::<i64>() {
+                Ok(n) if n > 0 => (base, Some(n), None),
+                _ => {
+                    let at = parse_as_of(v).ok_or_else(|| {
+                        QueryError::Sql(format!(
+                            "'{table}': the part after @ must be a version number (\"t@2\"), a date \
+                             (\"t@2026-03-01\") or an RFC 3339 time (\"t@2026-03-01T12:00:00Z\")"
+                        ))
+                    })?;
+                    (base, None, Some(at))
+                }
+            },
+            None => (table.as_str(), None, None),
         };
         if base.is_empty()
             || !base
@@ -103,6 +122,7 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
         tables.push(TableName {
             dataset_id: base.replace('_', "-"),
             version,
+            as_of,
             table,
         });
     }
@@ -212,5 +232,21 @@ mod tests {
         }
         assert!(check("SELECT * FROM other.t").is_err());
         assert!(check("SELECT * FROM \"t@x\"").is_err());
+        assert!(check("SELECT * FROM \"t@0\"").is_err());
+        assert!(check("SELECT * FROM \"t@2026-13-01\"").is_err());
+    }
+
+    #[test]
+    fn tables_are_read_as_of_a_day_or_an_instant() {
+        let ok = check(
+            "SELECT * FROM \"meters@2026-03-01\" a JOIN \"meters@2026-03-01T12:00:00+01:00\" b ON true",
+        )
+        .unwrap();
+        let at: Vec<_> = ok.tables.iter().map(|t| (t.version, t.as_of)).collect();
+        // The end of 1 March 2026 UTC, and 11:00 UTC that day.
+        assert_eq!(
+            at,
+            [(None, Some(1_772_409_599)), (None, Some(1_772_362_800))]
+        );
     }
 }

@@ -306,6 +306,11 @@ pub struct DataParams {
     #[serde(default)]
     #[param(minimum = 1)]
     pub version: Option<i64>,
+    /// Instead of a number, the version in force at a time: a date
+    /// (`2026-03-01`, as that day ended, UTC) or an RFC 3339 instant.
+    #[serde(default)]
+    #[param(max_length = 40)]
+    pub as_of: Option<String>,
     /// Rows to skip.
     #[serde(default)]
     #[param(minimum = 0, maximum = 9007199254740991_u64)]
@@ -357,6 +362,25 @@ async fn get_data(
             "versions are numbered from 1",
         ));
     }
+    let as_of = match params.as_of.as_deref() {
+        None => None,
+        Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                "as_of",
+                "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
+            )
+        })?),
+    };
+    if as_of.is_some() && params.version.is_some() {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "as_of",
+            "name the version by number or by time (as_of), not both",
+        ));
+    }
     for (field, value) in [("offset", params.offset), ("limit", params.limit)] {
         if value.is_some_and(|v| v > MAX_ROW_INDEX) {
             return Err(ApiError::field(
@@ -390,12 +414,13 @@ async fn get_data(
             &id,
             ReadRequest {
                 version: params.version,
+                as_of,
                 format,
                 slice: Slice {
                     offset: usize::try_from(offset).unwrap_or(usize::MAX),
                     limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
                 },
-                purpose: params.purpose,
+                purpose: params.purpose.clone(),
             },
         )
         .await?;
@@ -411,6 +436,14 @@ async fn get_data(
         if let Some(v) = params.version {
             next.push_str(&format!("&version={v}"));
         }
+        for (name, value) in [("as_of", &params.as_of), ("purpose", &params.purpose)] {
+            if let Some(value) = value {
+                next.push_str(&format!(
+                    "&{name}={}",
+                    form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+                ));
+            }
+        }
         if let Ok(v) = HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
             headers.insert(header::LINK, v);
         }
@@ -423,7 +456,8 @@ async fn get_data(
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// One read-only SELECT. A dataset is the table named by its id with `-`
-    /// replaced by `_` (its latest version); `"<table>@<N>"` (quoted) is version N.
+    /// replaced by `_` (its latest version); `"<table>@<N>"` (quoted) is version N and
+    /// `"<table>@2026-03-01"` or `"<table>@2026-03-01T12:00:00Z"` the version in force then.
     #[schema(
         min_length = 1,
         max_length = 100000,

@@ -159,6 +159,8 @@ pub struct Served {
 #[derive(Debug, Clone, Default)]
 pub struct ReadRequest {
     pub version: Option<i64>,
+    /// The version in force at this time (seconds since the epoch) instead.
+    pub as_of: Option<i64>,
     pub format: OutputFormat,
     pub slice: Slice,
     pub purpose: Option<String>,
@@ -524,6 +526,45 @@ impl Service {
         VersionInfo::from_stored(v)
     }
 
+    /// The version in force at `as_of` (seconds since the epoch): the latest
+    /// published at or before it.
+    pub(crate) async fn version_as_of(&self, dataset_id: &str, as_of: i64) -> Result<VersionInfo> {
+        self.get_dataset(dataset_id).await?;
+        for v in self.store.list_versions(dataset_id).await? {
+            let published = time::OffsetDateTime::parse(
+                &v.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|e| ServiceError::Internal(format!("stored version time: {e}")))?;
+            if published.unix_timestamp() <= as_of {
+                return VersionInfo::from_stored(v);
+            }
+        }
+        let at = time::OffsetDateTime::from_unix_timestamp(as_of)
+            .map(rfc3339)
+            .unwrap_or_else(|_| as_of.to_string());
+        Err(ServiceError::NotFound(format!(
+            "a version of dataset '{dataset_id}' published by {at}"
+        )))
+    }
+
+    /// The version a read names: a number, an "as of" time, or the latest.
+    pub(crate) async fn version_for_read(
+        &self,
+        dataset_id: &str,
+        version: Option<i64>,
+        as_of: Option<i64>,
+    ) -> Result<VersionInfo> {
+        match (version, as_of) {
+            (Some(_), Some(_)) => Err(ServiceError::Unprocessable {
+                code: "invalid_version",
+                message: "name a version by number or by time, not both".into(),
+            }),
+            (None, Some(at)) => self.version_as_of(dataset_id, at).await,
+            (version, None) => self.version_record(dataset_id, version).await,
+        }
+    }
+
     pub async fn quality_rules(&self, dataset_id: &str) -> Result<QualityRules> {
         match self.store.quality_rules(dataset_id).await? {
             Some(text) => serde_json::from_str(&text)
@@ -601,7 +642,9 @@ impl Service {
             _ => ServiceError::Forbidden(why),
         })?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
-        let version = self.version_record(dataset_id, request.version).await?;
+        let version = self
+            .version_for_read(dataset_id, request.version, request.as_of)
+            .await?;
         let location = self.version_location(dataset_id, version.version);
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
@@ -679,7 +722,7 @@ impl Service {
                 _ => ServiceError::Forbidden(why),
             })?;
             let version = self
-                .version_record(&dataset.id, table.version)
+                .version_for_read(&dataset.id, table.version, table.as_of)
                 .await?
                 .version;
             files.push((

@@ -581,6 +581,72 @@ async fn versions_live_in_the_configured_store_and_a_restart_sweeps_files_withou
 }
 
 #[tokio::test]
+async fn versions_are_read_as_they_stood_at_a_time() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = new_dataset(&app, &alice, "Counts", "open").await;
+    // Published 2026-03-01 09:00 UTC, then the next day at 15:00 UTC.
+    let res = upload(&app, &alice, &id, "text/csv", b"n\n1\n", "").await;
+    assert_eq!(res.status(), 201);
+    app.clock.advance(time::Duration::hours(30));
+    // A session does not outlive a day: sign in again.
+    let alice = app.token("alice").await;
+    let res = upload(&app, &alice, &id, "text/csv", b"n\n1\n2\n", "").await;
+    assert_eq!(res.status(), 201);
+    let table = id.replace('-', "_");
+    for (as_of, rows) in [
+        ("2026-03-01", "n\n1\n"),
+        ("2026-03-02T14:59:59Z", "n\n1\n"),
+        ("2026-03-02T16:00:00%2B01:00", "n\n1\n2\n"),
+        ("2026-12-31", "n\n1\n2\n"),
+    ] {
+        let csv = text(
+            &app,
+            &format!("/api/v1/datasets/{id}/data?as_of={as_of}"),
+            None,
+        )
+        .await;
+        assert_eq!(csv, rows, "as of {as_of}");
+    }
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            None,
+            &json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{table}@2026-03-01\""), "purpose": "trend"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([{"n": 1}]));
+    // Before the first version there is nothing; a bad time or both selectors are refused.
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?as_of=2026-02-28"),
+            None,
+        )
+        .await;
+    assert_problem(res, 404, "not_found", None).await;
+    let res = app
+        .get(&format!("/api/v1/datasets/{id}/data?as_of=yesterday"), None)
+        .await;
+    assert_problem(res, 400, "invalid_parameter", Some("as_of")).await;
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?as_of=2026-03-01&version=2"),
+            None,
+        )
+        .await;
+    assert_problem(res, 400, "invalid_parameter", Some("as_of")).await;
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            None,
+            &json!({"sql": format!("SELECT * FROM \"{table}@2026-02-28\""), "purpose": "trend"}),
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
 async fn reads_are_governed_and_logged() {
     let app = TestApp::start().await;
     let alice = app.token("alice").await;

@@ -3,7 +3,8 @@
 //! Two passes over the (already spooled) input: the first reads a sample to
 //! decide each column's type (unless the owner declared it), the second
 //! converts every record, appends good rows to Arrow builders and writes a
-//! Parquet row group every so often. Memory is bounded by one batch plus one
+//! Parquet row group every so often. CSV and TSV are converted on every core
+//! ([`parallel`]); JSON, NDJSON and GeoJSON on one. Memory is bounded by one batch plus one
 //! row group, whatever the file's size. A bad row is reported with its line,
 //! column and reason; by default any bad row rejects the upload, or bad rows
 //! go to a rejects file the owner can download (`OnError::Quarantine`).
@@ -25,6 +26,8 @@ use datafusion::parquet::file::properties::WriterProperties;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
+
+mod parallel;
 
 use crate::values::{Cell, ColumnBuilder, ColumnType, Declared, Inference, Value, convert};
 use crate::{ColumnInfo, DigestWriter, InputFormat, QueryError, Result};
@@ -119,6 +122,20 @@ pub fn ingest(
         InputFormat::Parquet => ingest_parquet(input, parquet_out, progress),
         InputFormat::Csv | InputFormat::Tsv => {
             let plan = plan_csv(input, options)?;
+            if parallel::suitable(input)? {
+                let (data_start, first_line) = csv_data_start(input, options.format)?;
+                return parallel::run(
+                    &plan,
+                    options,
+                    input,
+                    data_start,
+                    first_line,
+                    parquet_out,
+                    rejects_out,
+                    parallel::BLOCK_BYTES,
+                    progress,
+                );
+            }
             run(&plan, options, parquet_out, rejects_out, progress, |sink| {
                 csv_records(input, options.format, sink)
             })
@@ -263,6 +280,14 @@ fn csv_header(reader: &mut csv::Reader<BufReader<File>>) -> Result<Vec<String>> 
         names.push(name);
     }
     Ok(names)
+}
+
+/// Where the records start: the byte after the header line, and its line number.
+fn csv_data_start(input: &Path, format: InputFormat) -> Result<(u64, u64)> {
+    let mut reader = csv_reader(input, format)?;
+    csv_header(&mut reader)?;
+    let position = reader.position();
+    Ok((position.byte(), position.line()))
 }
 
 fn plan_csv(input: &Path, options: &IngestOptions) -> Result<Plan> {
