@@ -66,8 +66,10 @@ class Server:
                        input=PASSWORD + "\n", text=True, check=True, env=env, capture_output=True)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        # The server's log (CITYTRUST_LOG=citytrust_service=info adds convert_ms / measure_ms per version).
+        self.log = self.data / "serve.log"
         self.proc = subprocess.Popen([BIN, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         for _ in range(200):
             try:
                 urllib.request.urlopen(self.base + "/healthz", timeout=1)
@@ -192,6 +194,9 @@ def main():
                             "peak_rss_mb": round(peak), "parquet_mb": round(body["bytes"] / 1e6, 1)}
     print(f"citytrust ingest: {t:.2f} s ({rows / t:,.0f} rows/s), peak RSS {peak:.0f} MB "
           f"(idle {idle:.0f} MB), Parquet {body['bytes'] / 1e6:.0f} MB", flush=True)
+    for line in s.log.read_text(errors="replace").splitlines():
+        if "convert_ms" in line:
+            print("  server:", line.strip()[-300:], flush=True)
 
     out = args.workdir / "duckdb-trips.parquet"
     t_duck = duckdb_ingest(args.csv, out)

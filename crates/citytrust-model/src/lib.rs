@@ -5,11 +5,16 @@
 //! This crate does no IO and never reads the clock or a random source: callers
 //! pass time in. Types here are what the store persists and the API speaks.
 
+pub mod access;
 pub mod account;
 pub mod authz;
 pub mod catalogue;
 pub mod validation;
 
+pub use access::{
+    AccessLevel, AccessRequest, Agreement, AgreementStatus, NewAccessRequest, NewVote, Purpose,
+    PurposeKind, RequestStatus, Sharing,
+};
 pub use account::{
     Actor, Group, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, User,
 };

@@ -55,13 +55,19 @@ pub fn routes() -> Router<AppState> {
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
         crate::content::get_quality_rules, crate::content::put_quality_rules,
         crate::content::get_timeliness, crate::lineage::derive, crate::lineage::reassess,
-        crate::feedback::report_feedback, crate::feedback::list_feedback, crate::feedback::answer_feedback
+        crate::feedback::report_feedback, crate::feedback::list_feedback, crate::feedback::answer_feedback,
+        crate::governance::list_purposes, crate::governance::add_purpose, crate::governance::get_charter,
+        crate::governance::put_charter, crate::governance::charter_history, crate::governance::create_request,
+        crate::governance::list_requests, crate::governance::get_request, crate::governance::submit_request,
+        crate::governance::vote, crate::governance::comment, crate::governance::list_agreements,
+        crate::governance::get_agreement, crate::governance::get_odrl, crate::governance::retire
     ),
     components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
-        citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer)),
+        citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer,
+        crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "operations"))
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

@@ -169,7 +169,15 @@ pub(crate) async fn receive_version(
         }
     };
     let declared = parse_types(params.types.as_deref())?;
-    let upload = state.service.begin_upload(actor, id).await?;
+    let upload = match state.service.begin_upload(actor, id).await {
+        Ok(upload) => upload,
+        Err(e) => {
+            // Read (and drop) a small body before refusing, so a client still
+            // sending it gets the answer rather than a reset connection.
+            drain(request.into_body(), 1 << 20).await;
+            return Err(e.into());
+        }
+    };
     receive(request.into_body(), &upload.body_path()).await?;
     Ok(state
         .service
@@ -184,6 +192,18 @@ pub(crate) async fn receive_version(
             None,
         )
         .await?)
+}
+
+/// Read and discard up to `limit` bytes of a body.
+async fn drain(body: Body, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let mut total: u64 = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        total += chunk.len() as u64;
+        if total > limit {
+            break;
+        }
+    }
 }
 
 /// Write a request body to `path` as it arrives, within the size limit.

@@ -26,6 +26,9 @@ pub struct Problem {
     /// For rejected uploads: how many rows were bad (`errors` lists the first ones).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_errors: Option<u64>,
+    /// For reads and requests the charter refused: the `@id` of the rule that refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// One thing wrong with the input: a field, or a line and column of an uploaded file.
@@ -50,7 +53,10 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub rows: Vec<citytrust_query::RowError>,
-    pub total_errors: Option<u64>,
+    /// For rejected uploads: how many rows were bad (0: not a rejected upload).
+    pub total_errors: u64,
+    /// The charter rule that refused (boxed: keeps `ApiError` small).
+    pub rule: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -61,7 +67,8 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             rows: Vec::new(),
-            total_errors: None,
+            total_errors: 0,
+            rule: None,
         }
     }
     pub fn field(
@@ -82,7 +89,8 @@ impl ApiError {
             detail,
             errors: vec![FieldError { field, message }],
             rows: Vec::new(),
-            total_errors: None,
+            total_errors: 0,
+            rule: None,
         }
     }
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
@@ -130,7 +138,8 @@ impl ApiError {
                     message: e.message.clone(),
                 }))
                 .collect(),
-            total_errors: self.total_errors,
+            total_errors: (self.total_errors > 0).then_some(self.total_errors),
+            rule: self.rule.as_deref().map(str::to_string),
         }
     }
 }
@@ -146,7 +155,8 @@ impl From<ServiceError> for ApiError {
                     detail,
                     errors: v.0,
                     rows: Vec::new(),
-                    total_errors: None,
+                    total_errors: 0,
+                    rule: None,
                 }
             }
             ServiceError::Unprocessable { code, message } => {
@@ -169,7 +179,8 @@ impl From<ServiceError> for ApiError {
                     ),
                     errors: Vec::new(),
                     rows: errors,
-                    total_errors: Some(total),
+                    total_errors: total,
+                    rule: None,
                 }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
@@ -189,6 +200,10 @@ impl From<ServiceError> for ApiError {
                 "the token has expired or is not known; ask for a new one at /api/v1/auth/token",
             ),
             ServiceError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            ServiceError::Refused { rule, message } => ApiError {
+                rule: rule.map(String::into_boxed_str),
+                ..ApiError::new(StatusCode::FORBIDDEN, "refused", message)
+            },
             ServiceError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",

@@ -11,6 +11,7 @@ mod content;
 pub mod error;
 pub mod extract;
 mod feedback;
+mod governance;
 mod health;
 mod ledger;
 mod lineage;
@@ -69,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .merge(content::routes())
         .merge(lineage::routes())
         .merge(feedback::routes())
+        .merge(governance::routes())
         .merge(web::routes())
         .merge(health::routes())
         .merge(ledger::routes())

@@ -6,6 +6,8 @@
 //! development); every state-changing form carries the session's CSRF token,
 //! and the sign-in form a double-submit token in the `ct_csrf` cookie.
 
+mod governance_pages;
+
 use std::collections::BTreeMap;
 
 use askama::Template;
@@ -74,6 +76,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/memberships", post(admin_add_membership))
         .route("/admin/groups", post(admin_create_group))
         .route("/static/style.css", get(stylesheet))
+        .merge(governance_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------

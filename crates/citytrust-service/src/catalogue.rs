@@ -162,6 +162,11 @@ impl Service {
         Ok(dataset)
     }
 
+    /// Every catalogue entry (the catalogue is public), for choosers.
+    pub async fn all_datasets(&self) -> Result<Vec<Dataset>> {
+        Ok(self.store.list_datasets().await?)
+    }
+
     pub async fn get_dataset(&self, id: &str) -> Result<Dataset> {
         if !DatasetMetadata::is_valid_id(id) {
             return Err(ServiceError::NotFound(format!("dataset '{id}'")));

@@ -637,11 +637,15 @@ impl Service {
         request: ReadRequest,
     ) -> Result<Served> {
         let dataset = self.get_dataset(dataset_id).await?;
-        may_read_content(actor, &dataset).map_err(|why| match actor {
-            Actor::Anonymous => ServiceError::Unauthenticated,
-            _ => ServiceError::Forbidden(why),
-        })?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
+        let grant = self
+            .authorize_read(
+                actor,
+                &dataset,
+                purpose.as_deref(),
+                citytrust_model::AccessLevel::Identified,
+            )
+            .await?;
         let version = self
             .version_for_read(dataset_id, request.version, request.as_of)
             .await?;
@@ -672,7 +676,10 @@ impl Service {
                 "bytes": bytes,
                 "sha256": sha256,
                 "purpose": purpose,
-                "level": "identified_rows",
+                "level": grant.level.as_str(),
+                "rule": grant.rule,
+                "agreement": grant.agreement_id,
+                "charter_version": grant.charter_version,
                 "by": reader_label(actor, &dataset),
             }),
         )?;
@@ -703,7 +710,11 @@ impl Service {
         &self,
         actor: &Actor,
         checked: &citytrust_query::sql::CheckedQuery,
-    ) -> Result<(Vec<(String, String)>, Vec<(Dataset, i64)>)> {
+        purpose: Option<&str>,
+    ) -> Result<(
+        Vec<(String, String)>,
+        Vec<(Dataset, i64, crate::governance::ReadGrant)>,
+    )> {
         let mut files = Vec::new();
         let mut read = Vec::new();
         for table in &checked.tables {
@@ -717,10 +728,25 @@ impl Service {
                         table.table, table.dataset_id
                     ))
                 })?;
-            may_read_content(actor, &dataset).map_err(|why| match actor {
-                Actor::Anonymous => ServiceError::Forbidden(format!("{why}; sign in first")),
-                _ => ServiceError::Forbidden(why),
-            })?;
+            // Every input must be allowed for this purpose, or nothing runs.
+            let grant = self
+                .authorize_read(
+                    actor,
+                    &dataset,
+                    purpose,
+                    citytrust_model::AccessLevel::Identified,
+                )
+                .await
+                .map_err(|e| match e {
+                    ServiceError::Unauthenticated => ServiceError::Refused {
+                        rule: None,
+                        message: format!(
+                            "table '{}' is not open data: sign in, and read it under an agreement",
+                            table.table
+                        ),
+                    },
+                    other => other,
+                })?;
             let version = self
                 .version_for_read(&dataset.id, table.version, table.as_of)
                 .await?
@@ -729,7 +755,7 @@ impl Service {
                 table.table.clone(),
                 self.version_location(&dataset.id, version),
             ));
-            read.push((dataset, version));
+            read.push((dataset, version, grant));
         }
         Ok((files, read))
     }
@@ -742,12 +768,20 @@ impl Service {
                 message: "say what the query is for: 'purpose' is required".into(),
             })?;
         let checked = citytrust_query::sql::check(&request.sql)?;
-        let (files, read) = self.resolve_tables(actor, &checked).await?;
+        let (files, read) = self.resolve_tables(actor, &checked, Some(&purpose)).await?;
         let inputs: Vec<serde_json::Value> = read
             .iter()
-            .map(|(d, v)| serde_json::json!({"dataset": d.id, "version": v}))
+            .map(|(d, v, g)| {
+                serde_json::json!({
+                    "dataset": d.id,
+                    "version": v,
+                    "level": g.level.as_str(),
+                    "rule": g.rule,
+                    "agreement": g.agreement_id,
+                })
+            })
             .collect();
-        let label = read.first().map(|(d, _)| reader_label(actor, d));
+        let label = read.first().map(|(d, _, _)| reader_label(actor, d));
         let limits = Limits {
             max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 100_000),
             ..Limits::default()
@@ -792,7 +826,6 @@ impl Service {
                 "bytes": bytes,
                 "sha256": sha256,
                 "purpose": purpose,
-                "level": "identified_rows",
                 "by": label.unwrap_or_else(|| match actor {
                     Actor::Anonymous => "public".into(),
                     _ => "individual".into(),

@@ -16,6 +16,13 @@ pub enum ServiceError {
     ExpiredCredentials,
     #[error("{0}")]
     Forbidden(String),
+    /// Refused by the charter (or by a rule the code enforces before it):
+    /// `rule` names the rule when one refused, rather than none permitting.
+    #[error("{message}")]
+    Refused {
+        rule: Option<String>,
+        message: String,
+    },
     #[error("{0} already exists")]
     Conflict(String),
     #[error("{0}")]

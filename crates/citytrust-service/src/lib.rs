@@ -11,6 +11,7 @@ pub mod clock;
 pub mod content;
 mod error;
 pub mod feedback;
+pub mod governance;
 pub mod ledger;
 pub mod lineage;
 pub mod search;
@@ -40,6 +41,10 @@ pub struct Settings {
     /// credentials from the `AWS_*` environment) instead of under `content_dir`,
     /// which then holds only uploads in progress and read spools.
     pub object_store: Option<String>,
+    /// Counting votes (no declared conflict) needed before the majority decides a request.
+    pub quorum: usize,
+    /// Days a high-risk request stays open for public comment before the vote.
+    pub comment_days: i64,
 }
 
 impl Default for Settings {
@@ -51,6 +56,8 @@ impl Default for Settings {
             ledger_seed: None,
             content_dir: None,
             object_store: None,
+            quorum: 3,
+            comment_days: 14,
         }
     }
 }
@@ -69,6 +76,8 @@ pub struct Service {
     _content_tmp: Option<tempfile::TempDir>,
     /// One version commit at a time on this node.
     upload_lock: tokio::sync::Mutex<()>,
+    /// The charter in force, parsed once per version.
+    charter: governance::CharterCache,
 }
 
 impl Service {
@@ -102,10 +111,12 @@ impl Service {
             content_dir,
             _content_tmp: content_tmp,
             upload_lock: tokio::sync::Mutex::new(()),
+            charter: governance::CharterCache::default(),
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;
         service.sweep_content().await?;
+        service.seed_governance().await?;
         Ok(service)
     }
 

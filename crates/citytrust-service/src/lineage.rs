@@ -65,10 +65,10 @@ impl Service {
         let (id, mut metadata) = request.dataset.validate()?;
         authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
         let checked = citytrust_query::sql::check(&request.sql)?;
-        let (files, read) = self.resolve_tables(actor, &checked).await?;
+        let (files, read) = self.resolve_tables(actor, &checked, Some(&purpose)).await?;
         let inputs: Vec<DerivedInput> = read
             .into_iter()
-            .map(|(d, version)| DerivedInput {
+            .map(|(d, version, _)| DerivedInput {
                 dataset_id: d.id,
                 version,
                 spectrum: d.metadata.spectrum,

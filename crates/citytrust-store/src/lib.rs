@@ -16,7 +16,10 @@ use citytrust_model::catalogue::{Dataset, DatasetMetadata};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+mod governance;
 mod migrate;
+
+pub use governance::StoredCharter;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

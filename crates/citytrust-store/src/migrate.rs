@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_feedback.sql"),
         postgres: include_str!("../migrations/postgres/0004_feedback.sql"),
     },
+    Migration {
+        version: 5,
+        name: "governance",
+        sqlite: include_str!("../migrations/sqlite/0005_governance.sql"),
+        postgres: include_str!("../migrations/postgres/0005_governance.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -208,10 +208,10 @@ async fn every_format_goes_in_and_comes_out() {
     .await;
     assert_eq!(res.status(), 201);
     let v: Value = res.json().await.unwrap();
-    // (JSON objects have no column order: columns come sorted by name.)
+    // Columns come in the order they first appear in the document.
     assert_eq!(
         v["columns"],
-        json!([{"name": "n", "type": "float"}, {"name": "when", "type": "timestamp"}])
+        json!([{"name": "when", "type": "timestamp"}, {"name": "n", "type": "float"}])
     );
 
     // GeoJSON in and out: properties become columns, the geometry is kept.
@@ -661,10 +661,19 @@ async fn reads_are_governed_and_logged() {
 
     let path = format!("/api/v1/datasets/{id}/data");
     assert_problem(app.get(&path, None).await, 401, "unauthenticated", None).await;
-    let body = assert_problem(app.get(&path, Some(&bob)).await, 403, "forbidden", None).await;
+    let body = assert_problem(app.get(&path, Some(&bob)).await, 403, "refused", None).await;
+    assert!(!body.to_string().contains("Sants"));
+    let body = assert_problem(
+        app.get(&format!("{path}?purpose=city-operations"), Some(&bob))
+            .await,
+        403,
+        "refused",
+        None,
+    )
+    .await;
     assert!(!body.to_string().contains("Sants"));
     let res = app
-        .get(&format!("{path}?purpose=billing%20check"), Some(&alice))
+        .get(&format!("{path}?purpose=city-operations"), Some(&alice))
         .await;
     assert_eq!(res.status(), 200);
     let index: u64 = res.headers()["citytrust-log-entry"]
@@ -690,7 +699,8 @@ async fn reads_are_governed_and_logged() {
     assert_eq!(entry["type"], "content.read", "{entry}");
     let fields = &entry;
     assert_eq!(fields["dataset"], id.as_str(), "{entry}");
-    assert_eq!(fields["purpose"], "billing check");
+    assert_eq!(fields["purpose"], "city-operations");
+    assert_eq!(fields["rule"], "owner-reads-own-data");
     assert_eq!(fields["rows"], 3);
     assert_eq!(fields["by"], "organization:city-energy");
     let hex_digest: String = sha2::Sha256::digest(&served)
@@ -768,7 +778,7 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
     let t_open = open.replace('-', "_");
     let t_closed = closed.replace('-', "_");
 
-    let q = |sql: String| json!({"sql": sql, "purpose": "air quality report"});
+    let q = |sql: String| json!({"sql": sql, "purpose": "city-operations"});
     let res = app.post_json("/api/v1/query", Some(&alice), &q(format!(
         "SELECT s.district, c.no2 FROM {t_open} s JOIN {t_closed} c ON s.station = c.station ORDER BY c.no2 DESC"))).await;
     assert_eq!(res.status(), 200);
@@ -801,7 +811,8 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
             &q(format!("SELECT * FROM {t_closed} WHERE no2 > 50")),
         )
         .await;
-    let body = assert_problem(res, 403, "forbidden", None).await;
+    let body = assert_problem(res, 403, "refused", None).await;
+    assert_eq!(body["rule"], "closed-data-stays-closed");
     assert!(
         !body.to_string().contains("84") && !body.to_string().contains("Sants"),
         "{body}"
@@ -815,7 +826,7 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
             )),
         )
         .await;
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_problem(res, 403, "refused", None).await;
     for sql in [
         "DELETE FROM x",
         "DROP TABLE x",
@@ -904,7 +915,7 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
         json!({
             "dataset": {"title": "NO2 by district", "description": "Mean NO2 per district.", "owner_organization_id": "city-energy", "spectrum": "open"},
             "sql": sql,
-            "purpose": "district air quality report"
+            "purpose": "city-operations"
         })
     };
     let datasets_before = app.stored_datasets().await;
@@ -924,10 +935,10 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
             Some(&bob),
             &json!({
         "dataset": {"title": "Copy", "description": "d", "owner_organization_id": "water-co", "spectrum": "open"},
-        "sql": format!("SELECT * FROM {r}"), "purpose": "x"}),
+        "sql": format!("SELECT * FROM {r}"), "purpose": "research"}),
         )
         .await;
-    let problem = assert_problem(res, 403, "forbidden", None).await;
+    let problem = assert_problem(res, 403, "refused", None).await;
     assert!(
         !problem.to_string().contains("84"),
         "nothing of the data leaks: {problem}"
@@ -974,7 +985,7 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
             .unwrap()
             .contains(&format!("{stations} version 1"))
     );
-    let path = format!("/api/v1/datasets/{id}/data?format=json");
+    let path = format!("/api/v1/datasets/{id}/data?format=json&purpose=city-operations");
     let rows: Value = app.get(&path, Some(&alice)).await.json().await.unwrap();
     assert_eq!(
         rows[2],
@@ -983,13 +994,9 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
 
     // Until re-assessed, only the owner reads it: not another organisation, not the public.
     let res = app.get(&path, Some(&bob)).await;
-    let problem = assert_problem(res, 403, "forbidden", None).await;
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("re-assessment")
-    );
+    let problem = assert_problem(res, 403, "refused", None).await;
+    assert_eq!(problem["rule"], "reassessment-first");
+    assert!(problem["detail"].as_str().unwrap().contains("re-assess"));
     assert_eq!(app.get(&path, None).await.status(), 401);
     // Its class may not change by an edit, and the derivation is not editable.
     let res = app
@@ -1084,7 +1091,7 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
         derived_entry["inputs"][0],
         json!({"dataset": readings, "version": 1})
     );
-    assert_eq!(derived_entry["purpose"], "district air quality report");
+    assert_eq!(derived_entry["purpose"], "city-operations");
     let reassessed = log
         .iter()
         .find(|e| e["type"] == "dataset.reassessed")

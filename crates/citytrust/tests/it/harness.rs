@@ -263,7 +263,7 @@ async fn seed(service: &Service) {
         .unwrap();
 }
 
-fn user(name: &str, roles: Vec<Role>, orgs: Vec<&str>) -> NewUser {
+pub fn user(name: &str, roles: Vec<Role>, orgs: Vec<&str>) -> NewUser {
     NewUser {
         username: name.into(),
         display_name: format!("{name} (test)"),

@@ -8,6 +8,7 @@
 mod api;
 mod cli;
 mod content;
+mod governance;
 mod harness;
 mod ledger;
 mod web;

@@ -1022,7 +1022,7 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
             &json!({
                 "dataset": {"title": "Energy by district", "description": "Sums.", "owner_organization_id": "city-energy", "spectrum": "open"},
                 "sql": format!("SELECT district, SUM(kwh) AS kwh FROM {} GROUP BY district", source.replace('-', "_")),
-                "purpose": "district totals"
+                "purpose": "city-operations"
             }),
         )
         .await;

@@ -1,0 +1,1214 @@
+//! Access governance: the purpose taxonomy, the charter, access requests,
+//! trustees' votes, agreements — and the decision every read is checked
+//! against (R-ACC-2 … R-ACC-8).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use citytrust_model::access::{
+    AccessLevel, AccessRequest, Agreement, AgreementStatus, Comment, DecisionRecord,
+    NewAccessRequest, NewVote, Purpose, PurposeKind, RequestStatus, Tally, Vote, default_purposes,
+    format_day, parse_day, tally,
+};
+use citytrust_model::catalogue::{Dataset, Spectrum};
+use citytrust_model::{Actor, Role, ValidationErrors};
+use citytrust_policy::{Charter, DatasetFacts, Principal, ReadFacts, RequestFacts, RequestOutcome};
+use citytrust_store::{NewLogEntry, StoredCharter};
+
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// The charter in force on this node, re-read when another version is stored.
+#[derive(Default)]
+pub(crate) struct CharterCache(std::sync::RwLock<Option<(i64, Arc<Charter>)>>);
+
+/// What a permitted read is permitted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadGrant {
+    /// The purpose id read for (`None`: open data read without one).
+    pub purpose: Option<String>,
+    pub level: AccessLevel,
+    /// The charter rule that permitted it.
+    pub rule: String,
+    /// The agreement it was read under, if one was needed.
+    pub agreement_id: Option<String>,
+    pub charter_version: i64,
+}
+
+/// A charter version as shown to trustees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CharterView {
+    pub version: i64,
+    pub text: String,
+    pub note: String,
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub rules: Vec<CharterRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CharterRule {
+    pub id: String,
+    /// permit or forbid
+    pub effect: String,
+    pub reason: Option<String>,
+}
+
+fn spectrum_id(s: Spectrum) -> &'static str {
+    match s {
+        Spectrum::Open => "open",
+        Spectrum::SharedPublic => "shared_public",
+        Spectrum::SharedGroup => "shared_group",
+        Spectrum::SharedSpecific => "shared_specific",
+        Spectrum::Closed => "closed",
+    }
+}
+
+fn facts(dataset: &Dataset) -> DatasetFacts<'_> {
+    DatasetFacts {
+        id: &dataset.id,
+        spectrum: spectrum_id(dataset.metadata.spectrum),
+        owner: &dataset.metadata.owner_organization_id,
+        personal_data: dataset.metadata.personal_data,
+        needs_reassessment: dataset
+            .metadata
+            .derivation
+            .as_ref()
+            .is_some_and(|d| d.needs_reassessment),
+    }
+}
+
+fn policy_error(e: citytrust_policy::PolicyError) -> ServiceError {
+    ServiceError::Internal(format!("charter: {e}"))
+}
+
+/// The actor as the charter sees them, with the groups of their organisations.
+struct Who {
+    user: Option<String>,
+    roles: Vec<&'static str>,
+    orgs: Vec<(String, Vec<String>)>,
+}
+
+impl Who {
+    fn with<T>(&self, f: impl FnOnce(&Principal<'_>) -> T) -> T {
+        let groups: Vec<Vec<&str>> = self
+            .orgs
+            .iter()
+            .map(|(_, g)| g.iter().map(String::as_str).collect())
+            .collect();
+        let orgs: Vec<(&str, &[&str])> = self
+            .orgs
+            .iter()
+            .zip(&groups)
+            .map(|((o, _), g)| (o.as_str(), g.as_slice()))
+            .collect();
+        f(&Principal {
+            user: self.user.as_deref(),
+            roles: &self.roles,
+            organizations: &orgs,
+        })
+    }
+
+    /// Everyone an agreement may name that covers this person.
+    fn recipients(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(u) = &self.user {
+            out.push(format!("user:{u}"));
+        }
+        let mut groups = BTreeSet::new();
+        for (o, gs) in &self.orgs {
+            out.push(format!("organization:{o}"));
+            groups.extend(gs.iter().cloned());
+        }
+        out.extend(groups.into_iter().map(|g| format!("group:{g}")));
+        out
+    }
+}
+
+impl Service {
+    async fn who(&self, actor: &Actor) -> Result<Who> {
+        match actor {
+            Actor::Anonymous => Ok(Who {
+                user: None,
+                roles: vec![],
+                orgs: vec![],
+            }),
+            Actor::User {
+                username,
+                roles,
+                organization_ids,
+                ..
+            } => {
+                let groups = if organization_ids.is_empty() {
+                    vec![]
+                } else {
+                    self.store.list_groups().await?
+                };
+                Ok(Who {
+                    user: Some(username.clone()),
+                    roles: roles.iter().map(|r| r.as_str()).collect(),
+                    orgs: organization_ids
+                        .iter()
+                        .map(|o| {
+                            let gs = groups
+                                .iter()
+                                .filter(|g| g.member_organization_ids.contains(o))
+                                .map(|g| g.id.clone())
+                                .collect();
+                            (o.clone(), gs)
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+
+    /// Seed the taxonomy and the first charter on a new database (idempotent;
+    /// another node doing it at the same time is fine).
+    pub(crate) async fn seed_governance(&self) -> Result<()> {
+        if self.store.list_purposes().await?.is_empty() {
+            let at = rfc3339(self.now());
+            for p in default_purposes() {
+                match self.store.insert_purpose(&p, &at, None).await {
+                    Ok(()) | Err(citytrust_store::StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if self.store.current_charter().await?.is_none() {
+            let charter = StoredCharter {
+                version: 1,
+                text: citytrust_policy::DEFAULT_CHARTER.to_string(),
+                note: "The charter a new trust starts with.".into(),
+                created_by: "system".into(),
+                created_at: rfc3339(self.now()),
+            };
+            // The built-in charter is not a change: it is public (GET
+            // /api/v1/charter/versions) and every decision names the version it used.
+            match self.store.insert_charter(&charter, None).await {
+                Ok(()) | Err(citytrust_store::StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The charter in force and its version, parsed once per version.
+    async fn charter_in_force(&self) -> Result<(i64, Arc<Charter>)> {
+        let stored = self
+            .store
+            .current_charter_version()
+            .await?
+            .ok_or_else(|| ServiceError::Internal("no charter is stored".into()))?;
+        if let Ok(cache) = self.charter.0.read()
+            && let Some((v, c)) = cache.as_ref()
+            && *v == stored
+        {
+            return Ok((*v, c.clone()));
+        }
+        let row = self
+            .store
+            .current_charter()
+            .await?
+            .ok_or_else(|| ServiceError::Internal("no charter is stored".into()))?;
+        let charter = Arc::new(Charter::parse(&row.text).map_err(policy_error)?);
+        if let Ok(mut cache) = self.charter.0.write() {
+            *cache = Some((row.version, charter.clone()));
+        }
+        Ok((row.version, charter))
+    }
+
+    pub async fn purposes(&self) -> Result<Vec<Purpose>> {
+        Ok(self.store.list_purposes().await?)
+    }
+
+    /// Add a purpose to the taxonomy (administrators and trustees).
+    pub async fn add_purpose(&self, actor: &Actor, purpose: Purpose) -> Result<Purpose> {
+        require_trust_role(actor)?;
+        let mut e = ValidationErrors::default();
+        e.slug("id", &purpose.id);
+        e.required_text("name", &purpose.name, 200);
+        e.max_len("description", &purpose.description, 5000);
+        e.into_result()?;
+        let (body, at) = self.log_entry(
+            "purpose.added",
+            serde_json::json!({"purpose": purpose.id, "kind": purpose.kind.as_str(), "commercial": purpose.commercial}),
+        )?;
+        let entry = crate::ledger::new_entry("purpose.added", &body, &at);
+        self.store
+            .insert_purpose(&purpose, &at, Some(&entry))
+            .await?;
+        Ok(purpose)
+    }
+
+    async fn purpose(&self, id: &str) -> Result<Option<Purpose>> {
+        Ok(self.purposes().await?.into_iter().find(|p| p.id == id))
+    }
+
+    /// The charter in force, with its rules.
+    pub async fn charter(&self) -> Result<CharterView> {
+        let row = self
+            .store
+            .current_charter()
+            .await?
+            .ok_or_else(|| ServiceError::NotFound("the charter".into()))?;
+        charter_view(row)
+    }
+
+    /// Every charter version, newest first.
+    pub async fn charter_history(&self) -> Result<Vec<CharterView>> {
+        self.store
+            .list_charters()
+            .await?
+            .into_iter()
+            .map(charter_view)
+            .collect()
+    }
+
+    /// Replace the charter (trustees): validated against the schema first.
+    pub async fn set_charter(&self, actor: &Actor, text: &str, note: &str) -> Result<CharterView> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        if !actor.has_role(Role::Trustee) {
+            return Err(ServiceError::Forbidden(
+                "only trustees change the charter".into(),
+            ));
+        }
+        let mut e = ValidationErrors::default();
+        e.required_text("note", note, 2000);
+        if text.len() > 200_000 {
+            e.push("text", "a charter is at most 200,000 characters");
+        }
+        e.into_result()?;
+        if let Err(citytrust_policy::PolicyError::Invalid(problems)) = Charter::parse(text) {
+            let mut e = ValidationErrors::default();
+            for p in problems {
+                e.push("text", p);
+            }
+            return Err(e.into());
+        }
+        let current = self.store.current_charter_version().await?.unwrap_or(0);
+        let charter = StoredCharter {
+            version: current + 1,
+            text: text.to_string(),
+            note: note.to_string(),
+            created_by: username.to_string(),
+            created_at: rfc3339(self.now()),
+        };
+        let (body, at) = self.log_entry(
+            "charter.changed",
+            serde_json::json!({"version": charter.version, "sha256": sha256_hex(text), "by": "trustee"}),
+        )?;
+        let entry = crate::ledger::new_entry("charter.changed", &body, &at);
+        self.store.insert_charter(&charter, Some(&entry)).await?;
+        charter_view(charter)
+    }
+
+    /// Decide a read: a known purpose (required unless the data is open), a
+    /// level the trust can serve, and a permitting charter rule given the
+    /// agreements in force today. Deny by default.
+    pub async fn authorize_read(
+        &self,
+        actor: &Actor,
+        dataset: &Dataset,
+        purpose: Option<&str>,
+        level: AccessLevel,
+    ) -> Result<ReadGrant> {
+        let refuse = |rule: Option<&str>, message: String| ServiceError::Refused {
+            rule: rule.map(str::to_string),
+            message,
+        };
+        if !level.served() {
+            return Err(refuse(
+                Some("level-not-available"),
+                format!(
+                    "{} cannot be served yet: the privacy engine that makes them does not exist, \
+                     and data is never served raw in their place",
+                    level.label().to_lowercase()
+                ),
+            ));
+        }
+        let open = dataset.metadata.spectrum == Spectrum::Open;
+        if !open && matches!(actor, Actor::Anonymous) {
+            // Nothing but open data is read without signing in.
+            return Err(ServiceError::Unauthenticated);
+        }
+        let purpose_found = match purpose {
+            Some(p) => self.purpose(p).await?,
+            None => None,
+        };
+        if purpose.is_none() && !open {
+            return Err(refuse(
+                Some("purpose-required"),
+                format!(
+                    "dataset '{}' is not open data: say what the read is for with purpose= \
+                     (one of the trust's purposes, GET /api/v1/purposes)",
+                    dataset.id
+                ),
+            ));
+        }
+        if let (Some(p), None, false) = (purpose, &purpose_found, open) {
+            let ids: Vec<String> = self.purposes().await?.into_iter().map(|p| p.id).collect();
+            return Err(ServiceError::Unprocessable {
+                code: "unknown_purpose",
+                message: format!(
+                    "'{p}' is not a purpose of the trust; one of: {}",
+                    ids.join(", ")
+                ),
+            });
+        }
+        let who = self.who(actor).await?;
+        let today = self.today();
+        let mut agreement: Option<Agreement> = None;
+        if let Some(p) = &purpose_found
+            && !open
+        {
+            for a in self
+                .store
+                .agreements_in_force(&dataset.id, &p.id, &who.recipients(), today)
+                .await?
+            {
+                if agreement.as_ref().is_none_or(|b| a.level > b.level) {
+                    agreement = Some(a);
+                }
+            }
+        }
+        let (charter_version, charter) = self.charter_in_force().await?;
+        let read = ReadFacts {
+            purpose: purpose_found.as_ref().map(|p| p.id.as_str()).unwrap_or(""),
+            purpose_kind: purpose_found
+                .as_ref()
+                .map(|p| p.kind.as_str())
+                .unwrap_or(""),
+            commercial: purpose_found.as_ref().is_some_and(|p| p.commercial),
+            level: level.rank(),
+            agreement_level: agreement.as_ref().map(|a| a.level.rank()),
+        };
+        let decision = who
+            .with(|principal| charter.decide_read(principal, &facts(dataset), &read))
+            .map_err(policy_error)?;
+        if decision.allowed {
+            let rule = decision
+                .rules
+                .first()
+                .map(|r| r.id.clone())
+                .unwrap_or_default();
+            let agreement_id = (rule == "agreement-in-force")
+                .then(|| agreement.map(|a| a.id))
+                .flatten();
+            return Ok(ReadGrant {
+                purpose: purpose.map(str::to_string),
+                level,
+                rule,
+                agreement_id,
+                charter_version,
+            });
+        }
+        if let Some(rule) = decision.forbidden_by() {
+            return Err(refuse(
+                Some(&rule.id),
+                format!("refused by the charter's rule {}", rule.describe()),
+            ));
+        }
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let purpose_id = purpose.unwrap_or("");
+        let message = match &agreement {
+            Some(a) => format!(
+                "agreement {} grants '{}' only up to {}, not {}",
+                a.id,
+                purpose_id,
+                a.level.label().to_lowercase(),
+                level.label().to_lowercase()
+            ),
+            None => format!(
+                "no data sharing agreement in force today gives you access to dataset '{}' \
+                 for the purpose '{purpose_id}': ask for it with POST /api/v1/access-requests",
+                dataset.id
+            ),
+        };
+        Err(refuse(
+            None,
+            format!("no rule of the charter permits this read: {message}"),
+        ))
+    }
+
+    fn today(&self) -> i64 {
+        self.now().unix_timestamp().div_euclid(86_400)
+    }
+
+    /// Ask for access (or save a draft). The charter decides at once what it
+    /// can: refusals, automatic grants, public comment; the rest waits for votes.
+    pub async fn create_access_request(
+        &self,
+        actor: &Actor,
+        new: NewAccessRequest,
+    ) -> Result<AccessRequest> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let purposes = self.purposes().await?;
+        let checked = new.validate(&purposes, self.today())?;
+        let organization_id = match &new.organization_id {
+            Some(o) if !actor.is_member_of(o) => {
+                return Err(ValidationErrors::single(
+                    "organization_id",
+                    "you can ask only for an organisation you belong to",
+                )
+                .into());
+            }
+            Some(o) => Some(o.clone()),
+            None => match actor.organization_ids() {
+                [only] => Some(only.clone()),
+                _ => None,
+            },
+        };
+        if let Some(g) = &new.group_id {
+            let group = self
+                .store
+                .list_groups()
+                .await?
+                .into_iter()
+                .find(|x| &x.id == g);
+            let member = group.is_some_and(|x| {
+                organization_id
+                    .as_ref()
+                    .is_some_and(|o| x.member_organization_ids.contains(o))
+            });
+            if !member {
+                return Err(ValidationErrors::single(
+                    "group_id",
+                    "a standing agreement is asked for by a member organisation of the group",
+                )
+                .into());
+            }
+        }
+        let mut errors = ValidationErrors::default();
+        for (i, id) in new.dataset_ids.iter().enumerate() {
+            if self.store.get_dataset(id).await?.is_none() {
+                errors.push(format!("dataset_ids[{i}]"), format!("no dataset '{id}'"));
+            }
+        }
+        errors.into_result()?;
+        let now = rfc3339(self.now());
+        let id = format!("req-{}", hex::encode(crate::accounts::random_bytes::<6>()?));
+        let mut request = AccessRequest {
+            id,
+            requester: username.to_string(),
+            organization_id,
+            group_id: new.group_id.clone(),
+            dataset_ids: new.dataset_ids.clone(),
+            purpose: new.purpose.clone(),
+            level: checked.level,
+            starts_on: format_day(checked.starts_on),
+            ends_on: format_day(checked.ends_on),
+            benefit: new.benefit.clone(),
+            sharing: new.sharing,
+            checklist: new.checklist.clone(),
+            columns: new.columns.clone(),
+            terms: new.terms.clone(),
+            status: RequestStatus::Draft,
+            risk_flags: vec![],
+            comment_until: None,
+            votes: vec![],
+            comments: vec![],
+            decision: None,
+            agreement_id: None,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        if new.draft {
+            self.store
+                .save_access_request(&request, None, None, &[])
+                .await?;
+            return Ok(request);
+        }
+        let (agreement, entries) = self.submit(actor, &mut request).await?;
+        let entries: Vec<NewLogEntry<'_>> = entries
+            .iter()
+            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
+            .collect();
+        self.store
+            .save_access_request(&request, None, agreement.as_ref(), &entries)
+            .await?;
+        Ok(request)
+    }
+
+    /// Submit a saved draft.
+    pub async fn submit_access_request(&self, actor: &Actor, id: &str) -> Result<AccessRequest> {
+        let (mut request, revision) = self.request_for_edit(actor, id).await?;
+        if request.status != RequestStatus::Draft {
+            return Err(ServiceError::Unprocessable {
+                code: "not_a_draft",
+                message: format!("request {id} was submitted already"),
+            });
+        }
+        // A draft is checked in full when it is submitted.
+        let new = NewAccessRequest {
+            dataset_ids: request.dataset_ids.clone(),
+            purpose: request.purpose.clone(),
+            level: request.level.as_str().into(),
+            starts_on: request.starts_on.clone(),
+            ends_on: request.ends_on.clone(),
+            benefit: request.benefit.clone(),
+            sharing: request.sharing,
+            checklist: request.checklist.clone(),
+            organization_id: request.organization_id.clone(),
+            group_id: request.group_id.clone(),
+            columns: request.columns.clone(),
+            terms: request.terms.clone(),
+            draft: false,
+        };
+        new.validate(&self.purposes().await?, self.today())?;
+        let (agreement, entries) = self.submit(actor, &mut request).await?;
+        let entries: Vec<NewLogEntry<'_>> = entries
+            .iter()
+            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
+            .collect();
+        self.store
+            .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
+            .await?;
+        Ok(request)
+    }
+
+    async fn request_for_edit(&self, actor: &Actor, id: &str) -> Result<(AccessRequest, i64)> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let (request, revision) = self
+            .store
+            .get_access_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("access request '{id}'")))?;
+        if request.requester != username {
+            return Err(if request.status == RequestStatus::Draft {
+                ServiceError::NotFound(format!("access request '{id}'"))
+            } else {
+                ServiceError::Forbidden("only the requester may change a request".into())
+            });
+        }
+        Ok((request, revision))
+    }
+
+    /// Let the charter decide what it can; fill status, flags, decision.
+    async fn submit(
+        &self,
+        actor: &Actor,
+        request: &mut AccessRequest,
+    ) -> Result<(Option<Agreement>, Vec<(String, String, String)>)> {
+        let purpose = self
+            .purpose(&request.purpose)
+            .await?
+            .ok_or_else(|| ValidationErrors::single("purpose", "unknown purpose"))?;
+        let who = self.who(actor).await?;
+        let (charter_version, charter) = self.charter_in_force().await?;
+        let today = self.today();
+        let mut datasets = Vec::new();
+        for id in &request.dataset_ids {
+            datasets.push(self.get_dataset(id).await?);
+        }
+        let mut flags = BTreeSet::new();
+        if datasets.iter().any(|d| d.metadata.personal_data) {
+            flags.insert("personal_data");
+        }
+        if request.level.is_row_level() {
+            flags.insert("row_level");
+        }
+        if purpose.commercial {
+            flags.insert("commercial");
+        }
+        if purpose.kind == PurposeKind::Secondary {
+            flags.insert("secondary_use");
+        }
+        if request.sharing == citytrust_model::access::Sharing::OneOff {
+            flags.insert("one_off");
+        }
+        request.risk_flags = flags.into_iter().map(str::to_string).collect();
+        // The most stringent outcome over every dataset decides.
+        let mut refused: Option<(String, Option<String>, String)> = None;
+        let mut all_granted = true;
+        let mut granted_by = Vec::new();
+        let mut comment = false;
+        for dataset in &datasets {
+            let standing = self
+                .standing_agreement(&who, dataset, &purpose.id, request.level, today)
+                .await?;
+            let facts_request = RequestFacts {
+                purpose: &purpose.id,
+                purpose_kind: purpose.kind.as_str(),
+                commercial: purpose.commercial,
+                level: request.level.rank(),
+                row_level: request.level.is_row_level(),
+                sharing: request.sharing.as_str(),
+                standing_agreement: standing,
+            };
+            let outcome = who
+                .with(|p| charter.decide_request(p, &facts(dataset), &facts_request))
+                .map_err(policy_error)?;
+            match outcome {
+                RequestOutcome::Refused(d) => {
+                    all_granted = false;
+                    if refused.is_none() {
+                        let (rule, reason) = match d.forbidden_by() {
+                            Some(r) => (
+                                Some(r.id.clone()),
+                                format!("dataset '{}': {}", dataset.id, r.describe()),
+                            ),
+                            None if dataset.metadata.spectrum == Spectrum::Open => (
+                                None,
+                                format!(
+                                    "dataset '{}' is open data: no request is needed, read it directly",
+                                    dataset.id
+                                ),
+                            ),
+                            None => (
+                                None,
+                                format!(
+                                    "dataset '{}': no rule of the charter lets you request it",
+                                    dataset.id
+                                ),
+                            ),
+                        };
+                        refused = Some((dataset.id.clone(), rule, reason));
+                    }
+                }
+                RequestOutcome::Granted(d) => {
+                    granted_by.extend(d.rules.into_iter().map(|r| r.id));
+                }
+                RequestOutcome::Trustees { public_comment } => {
+                    all_granted = false;
+                    comment |= public_comment.is_some();
+                }
+            }
+        }
+        let now = rfc3339(self.now());
+        request.updated_at = now.clone();
+        let mut entries = Vec::new();
+        let label = self.requester_label(request);
+        let (body, at) = self.log_entry(
+            "access.requested",
+            serde_json::json!({
+                "request": request.id,
+                "datasets": request.dataset_ids,
+                "purpose": request.purpose,
+                "level": request.level.as_str(),
+                "starts_on": request.starts_on,
+                "ends_on": request.ends_on,
+                "sharing": request.sharing.as_str(),
+                "by": label,
+                "risk_flags": request.risk_flags,
+            }),
+        )?;
+        entries.push(("access.requested".to_string(), body, at));
+        let mut agreement = None;
+        if let Some((_, rule, reason)) = refused {
+            request.status = RequestStatus::Refused;
+            request.decision = Some(DecisionRecord {
+                by: "charter".into(),
+                rule,
+                reason,
+                with_consent: false,
+                charter_version,
+                at: now,
+            });
+            entries.push(self.decided_entry(request)?);
+        } else if all_granted {
+            granted_by.sort();
+            granted_by.dedup();
+            request.status = RequestStatus::Approved;
+            request.decision = Some(DecisionRecord {
+                by: "charter".into(),
+                rule: granted_by.first().cloned(),
+                reason: "granted without a vote: within a standing agreement of the group".into(),
+                with_consent: false,
+                charter_version,
+                at: now,
+            });
+            let a = self.agreement_for(request, &datasets)?;
+            request.agreement_id = Some(a.id.clone());
+            entries.push(self.decided_entry(request)?);
+            entries.push(self.agreement_entry("agreement.made", &a)?);
+            agreement = Some(a);
+        } else if comment {
+            request.status = RequestStatus::PublicComment;
+            request.comment_until = Some(format_day(today + self.settings.comment_days));
+        } else {
+            request.status = RequestStatus::UnderReview;
+        }
+        Ok((agreement, entries))
+    }
+
+    /// Whether a standing agreement of one of the requester's groups covers this.
+    async fn standing_agreement(
+        &self,
+        who: &Who,
+        dataset: &Dataset,
+        purpose: &str,
+        level: AccessLevel,
+        today: i64,
+    ) -> Result<bool> {
+        let groups: Vec<String> = who
+            .recipients()
+            .into_iter()
+            .filter(|r| r.starts_with("group:"))
+            .collect();
+        Ok(self
+            .store
+            .agreements_in_force(&dataset.id, purpose, &groups, today)
+            .await?
+            .iter()
+            .any(|a| level <= a.level))
+    }
+
+    fn requester_label(&self, request: &AccessRequest) -> String {
+        match &request.organization_id {
+            Some(o) => format!("organization:{o}"),
+            None => "individual".into(),
+        }
+    }
+
+    fn decided_entry(&self, request: &AccessRequest) -> Result<(String, String, String)> {
+        let decision = request.decision.as_ref();
+        let (body, at) = self.log_entry(
+            "access.decided",
+            serde_json::json!({
+                "request": request.id,
+                "outcome": request.status.as_str(),
+                "by": decision.map(|d| d.by.as_str()),
+                "rule": decision.and_then(|d| d.rule.as_deref()),
+                "reason": decision.map(|d| d.reason.as_str()),
+                "with_consent": decision.is_some_and(|d| d.with_consent),
+                "charter_version": decision.map(|d| d.charter_version),
+                "agreement": request.agreement_id,
+            }),
+        )?;
+        Ok(("access.decided".into(), body, at))
+    }
+
+    fn agreement_entry(&self, kind: &str, a: &Agreement) -> Result<(String, String, String)> {
+        let (body, at) = self.log_entry(
+            kind,
+            serde_json::json!({
+                "agreement": a.id,
+                "version": a.version,
+                "status": a.status.as_str(),
+                "request": a.request_id,
+                "providers": a.providers,
+                "recipient": a.recipient,
+                "datasets": a.dataset_ids,
+                "purpose": a.purpose,
+                "level": a.level.as_str(),
+                "starts_on": a.starts_on,
+                "ends_on": a.ends_on,
+            }),
+        )?;
+        Ok((kind.to_string(), body, at))
+    }
+
+    fn agreement_for(&self, request: &AccessRequest, datasets: &[Dataset]) -> Result<Agreement> {
+        let mut providers: Vec<String> = datasets
+            .iter()
+            .map(|d| d.metadata.owner_organization_id.clone())
+            .collect();
+        providers.sort();
+        providers.dedup();
+        let recipient = match (&request.group_id, &request.organization_id) {
+            (Some(g), _) => format!("group:{g}"),
+            (None, Some(o)) => format!("organization:{o}"),
+            (None, None) => format!("user:{}", request.requester),
+        };
+        let decision = request
+            .decision
+            .clone()
+            .ok_or_else(|| ServiceError::Internal("an agreement without a decision".into()))?;
+        Ok(Agreement {
+            id: format!("dsa-{}", hex::encode(crate::accounts::random_bytes::<6>()?)),
+            version: 1,
+            status: AgreementStatus::Active,
+            request_id: request.id.clone(),
+            providers,
+            recipient,
+            dataset_ids: request.dataset_ids.clone(),
+            columns: request.columns.clone(),
+            purpose: request.purpose.clone(),
+            level: request.level,
+            starts_on: request.starts_on.clone(),
+            ends_on: request.ends_on.clone(),
+            sharing: request.sharing,
+            terms: request.terms.clone(),
+            decision,
+            deletion_attested_at: None,
+            created_at: rfc3339(self.now()),
+        })
+    }
+
+    /// A request, as its requester, the trustees or the public register see it
+    /// (drafts are the requester's alone).
+    pub async fn get_access_request(&self, actor: &Actor, id: &str) -> Result<AccessRequest> {
+        let (request, _) = self
+            .store
+            .get_access_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("access request '{id}'")))?;
+        if request.status == RequestStatus::Draft && actor.username() != Some(&request.requester) {
+            return Err(ServiceError::NotFound(format!("access request '{id}'")));
+        }
+        Ok(request)
+    }
+
+    /// The caller's own requests (`mine`), or the public register / trustees' queue by status.
+    pub async fn list_access_requests(
+        &self,
+        actor: &Actor,
+        mine: bool,
+        statuses: &[RequestStatus],
+    ) -> Result<Vec<AccessRequest>> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        if mine {
+            let Some(username) = actor.username() else {
+                return Err(ServiceError::Unauthenticated);
+            };
+            return Ok(self
+                .store
+                .list_access_requests(Some(username), &statuses, 500)
+                .await?);
+        }
+        let mut list = self
+            .store
+            .list_access_requests(None, &statuses, 500)
+            .await?;
+        list.retain(|r| r.status != RequestStatus::Draft);
+        Ok(list)
+    }
+
+    /// A trustee votes; once the quorum is reached the majority decides
+    /// (a tie denies), and an approval makes the agreement — in one transaction.
+    pub async fn vote(&self, actor: &Actor, id: &str, vote: NewVote) -> Result<AccessRequest> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        if !actor.has_role(Role::Trustee) {
+            return Err(ServiceError::Forbidden(
+                "only trustees vote on requests".into(),
+            ));
+        }
+        vote.validate()?;
+        let (mut request, revision) = self
+            .store
+            .get_access_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("access request '{id}'")))?;
+        if request.status == RequestStatus::Draft {
+            return Err(ServiceError::NotFound(format!("access request '{id}'")));
+        }
+        if request.requester == username {
+            return Err(ServiceError::Forbidden(
+                "a trustee does not vote on their own request".into(),
+            ));
+        }
+        let today = self.today();
+        if request.status == RequestStatus::PublicComment {
+            let until = request
+                .comment_until
+                .as_deref()
+                .and_then(parse_day)
+                .unwrap_or(i64::MAX);
+            if today <= until {
+                return Err(ServiceError::Unprocessable {
+                    code: "comment_period_open",
+                    message: format!(
+                        "request {id} is open for public comment until {}; votes start after it",
+                        request.comment_until.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+            request.status = RequestStatus::UnderReview;
+        }
+        if request.status != RequestStatus::UnderReview {
+            return Err(ServiceError::Unprocessable {
+                code: "already_decided",
+                message: format!("request {id} is {}", request.status.as_str()),
+            });
+        }
+        if request.votes.iter().any(|v| v.trustee == username) {
+            return Err(ServiceError::Conflict(format!("your vote on request {id}")));
+        }
+        let now = rfc3339(self.now());
+        request.votes.push(Vote {
+            trustee: username.to_string(),
+            vote: vote.vote,
+            reason: vote.reason.trim().to_string(),
+            conflict_of_interest: vote.conflict_of_interest.clone(),
+            at: now.clone(),
+        });
+        request.updated_at = now.clone();
+        let (body, at) = self.log_entry(
+            "access.vote",
+            serde_json::json!({
+                "request": request.id,
+                "vote": match vote.vote { citytrust_model::access::VoteChoice::Approve => "approve", citytrust_model::access::VoteChoice::Deny => "deny" },
+                "reason": vote.reason.trim(),
+                "conflict_declared": vote.conflict_of_interest.is_some(),
+                "by": "trustee",
+            }),
+        )?;
+        let mut entries = vec![("access.vote".to_string(), body, at)];
+        let (charter_version, _) = self.charter_in_force().await?;
+        let mut agreement = None;
+        let outcome = tally(&request.votes, self.settings.quorum);
+        if outcome != Tally::Open {
+            let reasons: Vec<String> = request
+                .votes
+                .iter()
+                .filter(|v| v.conflict_of_interest.is_none())
+                .map(|v| v.reason.clone())
+                .collect();
+            request.status = if outcome == Tally::Approved {
+                RequestStatus::Approved
+            } else {
+                RequestStatus::Denied
+            };
+            request.decision = Some(DecisionRecord {
+                by: "trustees".into(),
+                rule: None,
+                reason: reasons.join(" / "),
+                with_consent: false,
+                charter_version,
+                at: now,
+            });
+            if outcome == Tally::Approved {
+                let mut datasets = Vec::new();
+                for d in &request.dataset_ids {
+                    datasets.push(self.get_dataset(d).await?);
+                }
+                let a = self.agreement_for(&request, &datasets)?;
+                request.agreement_id = Some(a.id.clone());
+                entries.push(self.decided_entry(&request)?);
+                entries.push(self.agreement_entry("agreement.made", &a)?);
+                agreement = Some(a);
+            } else {
+                entries.push(self.decided_entry(&request)?);
+            }
+        }
+        let entries: Vec<NewLogEntry<'_>> = entries
+            .iter()
+            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
+            .collect();
+        self.store
+            .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
+            .await?;
+        Ok(request)
+    }
+
+    /// Anyone signed in comments on a request open for public comment.
+    pub async fn comment_on_request(
+        &self,
+        actor: &Actor,
+        id: &str,
+        text: &str,
+    ) -> Result<AccessRequest> {
+        let Actor::User { display_name, .. } = actor else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let mut e = ValidationErrors::default();
+        e.required_text("text", text, 5000);
+        e.into_result()?;
+        let (mut request, revision) = self
+            .store
+            .get_access_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("access request '{id}'")))?;
+        let open = request.status == RequestStatus::PublicComment
+            && request
+                .comment_until
+                .as_deref()
+                .and_then(parse_day)
+                .is_some_and(|until| self.today() <= until);
+        if !open {
+            return Err(ServiceError::Unprocessable {
+                code: "comment_period_closed",
+                message: format!("request {id} is not open for public comment"),
+            });
+        }
+        let now = rfc3339(self.now());
+        request.comments.push(Comment {
+            by: display_name.clone(),
+            text: text.trim().to_string(),
+            at: now.clone(),
+        });
+        request.updated_at = now;
+        self.store
+            .save_access_request(&request, Some(revision), None, &[])
+            .await?;
+        Ok(request)
+    }
+
+    pub async fn agreements(&self) -> Result<Vec<Agreement>> {
+        Ok(self.store.list_agreements(1000).await?)
+    }
+
+    pub async fn agreement(&self, id: &str) -> Result<Agreement> {
+        self.store
+            .get_agreement(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("agreement '{id}'")))
+    }
+
+    /// Retire an agreement before its end (trustees), with a reason: reads
+    /// under it stop at once.
+    pub async fn retire_agreement(
+        &self,
+        actor: &Actor,
+        id: &str,
+        reason: &str,
+    ) -> Result<Agreement> {
+        if actor.username().is_none() {
+            return Err(ServiceError::Unauthenticated);
+        }
+        if !actor.has_role(Role::Trustee) {
+            return Err(ServiceError::Forbidden(
+                "only trustees retire agreements".into(),
+            ));
+        }
+        let mut e = ValidationErrors::default();
+        e.required_text("reason", reason, 5000);
+        e.into_result()?;
+        let mut a = self.agreement(id).await?;
+        if a.status != AgreementStatus::Active {
+            return Err(ServiceError::Unprocessable {
+                code: "not_active",
+                message: format!("agreement {id} is {}", a.status.as_str()),
+            });
+        }
+        a.version += 1;
+        a.status = AgreementStatus::Retired;
+        a.decision.reason = reason.trim().to_string();
+        a.decision.by = "trustees".into();
+        a.decision.at = rfc3339(self.now());
+        a.created_at = a.decision.at.clone();
+        let (kind, body, at) = self.agreement_entry("agreement.retired", &a)?;
+        let entry = crate::ledger::new_entry(&kind, &body, &at);
+        self.store.save_agreement_version(&a, &entry).await?;
+        Ok(a)
+    }
+
+    /// The agreement as an ODRL 2.2 policy (an Agreement between the providers and the recipient).
+    pub async fn agreement_odrl(&self, id: &str, base: &str) -> Result<serde_json::Value> {
+        let a = self.agreement(id).await?;
+        Ok(odrl(&a, base))
+    }
+}
+
+fn require_trust_role(actor: &Actor) -> Result<()> {
+    if actor.username().is_none() {
+        return Err(ServiceError::Unauthenticated);
+    }
+    if actor.is_admin() || actor.has_role(Role::Trustee) {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(
+            "only administrators and trustees change the purpose taxonomy".into(),
+        ))
+    }
+}
+
+fn charter_view(row: StoredCharter) -> Result<CharterView> {
+    let charter = Charter::parse(&row.text).map_err(policy_error)?;
+    let rules = charter
+        .rules()
+        .into_iter()
+        .map(|(r, effect)| CharterRule {
+            id: r.id,
+            effect: effect.to_string(),
+            reason: r.reason,
+        })
+        .collect();
+    Ok(CharterView {
+        version: row.version,
+        text: row.text,
+        note: row.note,
+        created_by: row.created_by,
+        created_at: row.created_at,
+        rules,
+    })
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// ODRL 2.2 JSON-LD: one `Agreement` with a permission per dataset to `use`
+/// it, constrained by purpose, the period and (as a refinement) the level;
+/// duties to delete at the end and to keep it secure.
+pub fn odrl(a: &Agreement, base: &str) -> serde_json::Value {
+    use serde_json::json;
+    let party = |p: &str| -> String {
+        match p.split_once(':') {
+            Some((kind, id)) => format!("{base}/{kind}s/{id}"),
+            None => format!("{base}/{p}"),
+        }
+    };
+    let assigner: Vec<String> = a
+        .providers
+        .iter()
+        .map(|o| format!("{base}/organizations/{o}"))
+        .collect();
+    let assignee = party(&a.recipient);
+    let permissions: Vec<serde_json::Value> = a
+        .dataset_ids
+        .iter()
+        .map(|d| {
+            json!({
+                "target": format!("{base}/datasets/{d}"),
+                "assigner": if assigner.len() == 1 { json!(assigner[0]) } else { json!(assigner) },
+                "assignee": assignee,
+                "action": [{
+                    "rdf:value": {"@id": "odrl:use"},
+                    "refinement": [{
+                        "leftOperand": format!("{base}/ns#accessLevel"),
+                        "operator": "lteq",
+                        "rightOperand": {"@value": a.level.as_str(), "@type": "xsd:string"}
+                    }]
+                }],
+                "constraint": [
+                    {"leftOperand": "purpose", "operator": "eq", "rightOperand": {"@id": format!("{base}/purposes/{}", a.purpose)}},
+                    {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": {"@value": a.starts_on, "@type": "xsd:date"}},
+                    {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": {"@value": a.ends_on, "@type": "xsd:date"}}
+                ],
+                "duty": [{
+                    "action": "delete",
+                    "constraint": [{
+                        "leftOperand": "elapsedTime",
+                        "operator": "lteq",
+                        "rightOperand": {"@value": format!("P{}D", a.terms.retention_days), "@type": "xsd:duration"}
+                    }]
+                }]
+            })
+        })
+        .collect();
+    let mut policy = json!({
+        "@context": ["http://www.w3.org/ns/odrl.jsonld", {"dct": "http://purl.org/dc/terms/", "xsd": "http://www.w3.org/2001/XMLSchema#"}],
+        "@type": "Agreement",
+        "uid": format!("{base}/agreements/{}", a.id),
+        "profile": format!("{base}/ns"),
+        "dct:identifier": a.id,
+        "dct:hasVersion": a.version,
+        "dct:description": format!("Data sharing agreement {} (request {}): {} at level {}, {} to {}.", a.id, a.request_id, a.purpose, a.level.as_str(), a.starts_on, a.ends_on),
+        "permission": permissions,
+    });
+    if a.status != AgreementStatus::Active {
+        policy["prohibition"] = json!([{
+            "target": a.dataset_ids.iter().map(|d| format!("{base}/datasets/{d}")).collect::<Vec<_>>(),
+            "assigner": assigner,
+            "assignee": assignee,
+            "action": "use"
+        }]);
+    }
+    if let Some(licence) = &a.terms.licence {
+        policy["dct:license"] = json!(licence);
+    }
+    policy
+}

@@ -1,0 +1,556 @@
+//! Access governance end to end: requests, votes, agreements, and the
+//! decision every read is checked against (issue 4).
+
+use serde_json::{Value, json};
+
+use citytrust_model::{NewOrganization, OrganizationKind, Role};
+
+use crate::harness::{TestApp, assert_problem, dataset, user};
+
+/// A university with an analyst, and two more trustees (three vote).
+async fn start() -> TestApp {
+    let app = TestApp::start().await;
+    let admin = citytrust_model::Actor::from_user(&app.service.get_user("admin").await.unwrap());
+    app.service
+        .create_organization(
+            &admin,
+            NewOrganization {
+                id: "uni".into(),
+                name: "City University".into(),
+                kind: OrganizationKind::University,
+                description: String::new(),
+                url: None,
+            },
+        )
+        .await
+        .unwrap();
+    for name in ["trustee2", "trustee3"] {
+        app.service
+            .insert_user(user(name, vec![Role::Trustee], vec![]))
+            .await
+            .unwrap();
+    }
+    app.service
+        .insert_user(user("analyst", vec![], vec!["uni"]))
+        .await
+        .unwrap();
+    app
+}
+
+const ENERGY_CSV: &[u8] = b"building,kbtu\nAlpha Tower,1520000\nBeta Hall,830000\n";
+const WATER_CSV: &[u8] = b"meter,litres\nM-1,4200\nM-2,3100\n";
+
+async fn with_content(
+    app: &TestApp,
+    token: &str,
+    title: &str,
+    owner: &str,
+    spectrum: &str,
+    csv: &[u8],
+) -> String {
+    let id = app
+        .create_dataset(token, &dataset(title, owner, spectrum))
+        .await;
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            Some(token),
+            "text/csv",
+            csv.to_vec(),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    id
+}
+
+fn systematic() -> Value {
+    json!({
+        "justified": "We rank buildings for retrofit; without the figures we guess.",
+        "benefits_and_risks": "Lower bills and emissions; owners' commercial figures could leak.",
+        "proportionate": "Only the annual totals, for one year.",
+        "without_personal_data": "The data is about buildings, not people.",
+        "power_to_share": "The city's benchmarking ordinance."
+    })
+}
+
+fn request(datasets: &[&str], purpose: &str, level: &str) -> Value {
+    json!({
+        "dataset_ids": datasets,
+        "purpose": purpose,
+        "level": level,
+        "starts_on": "2026-03-01",
+        "ends_on": "2026-03-31",
+        "benefit": "A public retrofit priority list.",
+        "sharing": "systematic",
+        "checklist": systematic(),
+    })
+}
+
+async fn json_of(res: reqwest::Response, status: u16) -> Value {
+    let code = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(code, status, "{body}");
+    body
+}
+
+/// A refused read says which rule refused it and carries nothing of the data.
+async fn refused(res: reqwest::Response, rule: Option<&str>) -> Value {
+    assert_eq!(res.status(), 403);
+    let text = res.text().await.unwrap();
+    for secret in ["Alpha Tower", "1520000", "kbtu", "M-1", "litres"] {
+        assert!(
+            !text.contains(secret),
+            "a refusal leaked '{secret}': {text}"
+        );
+    }
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["code"], "refused", "{body}");
+    assert_eq!(body["rule"].as_str(), rule, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_request_voted_by_the_trustees_becomes_the_agreement_every_read_is_checked_against() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let analyst = app.token("analyst").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let water = with_content(
+        &app,
+        &bob,
+        "Water meters",
+        "water-co",
+        "shared_public",
+        WATER_CSV,
+    )
+    .await;
+    let data = |id: &str, purpose: &str| {
+        format!("/api/v1/datasets/{id}/data?format=csv&purpose={purpose}")
+    };
+
+    // Before any agreement: no purpose, an unknown purpose, no agreement — all refused.
+    refused(
+        app.get(&format!("/api/v1/datasets/{energy}/data"), Some(&analyst))
+            .await,
+        Some("purpose-required"),
+    )
+    .await;
+    assert_problem(
+        app.get(&data(&energy, "curiosity"), Some(&analyst)).await,
+        422,
+        "unknown_purpose",
+        None,
+    )
+    .await;
+    let body = refused(
+        app.get(&data(&energy, "research"), Some(&analyst)).await,
+        None,
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no data sharing agreement"),
+        "{body}"
+    );
+    // Not signed in: sign in first.
+    assert_eq!(
+        app.get(&data(&energy, "research"), None).await.status(),
+        401
+    );
+    // The owner reads their own data, for a stated purpose.
+    assert_eq!(
+        app.get(&data(&energy, "city-operations"), Some(&alice))
+            .await
+            .status(),
+        200
+    );
+
+    // The request: checked, then sent to the trustees.
+    let mut incomplete = request(&[&energy], "research", "identified");
+    incomplete["checklist"]
+        .as_object_mut()
+        .unwrap()
+        .remove("proportionate");
+    assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &incomplete)
+            .await,
+        422,
+        "validation_failed",
+        Some("checklist.proportionate"),
+    )
+    .await;
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&energy], "research", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    assert!(
+        r["risk_flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("row_level"))
+    );
+    let votes = format!("/api/v1/access-requests/{id}/votes");
+    let approve = json!({"vote": "approve", "reason": "Clear public benefit; totals only."});
+    // Only trustees vote, each once, with a reason.
+    assert_problem(
+        app.post_json(&votes, Some(&bob), &approve).await,
+        403,
+        "forbidden",
+        None,
+    )
+    .await;
+    let t1 = app.token("trustee").await;
+    assert_problem(
+        app.post_json(
+            &votes,
+            Some(&t1),
+            &json!({"vote": "approve", "reason": " "}),
+        )
+        .await,
+        422,
+        "validation_failed",
+        Some("reason"),
+    )
+    .await;
+    let r = json_of(app.post_json(&votes, Some(&t1), &approve).await, 200).await;
+    assert_eq!(r["status"], "under_review");
+    assert_problem(
+        app.post_json(&votes, Some(&t1), &approve).await,
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+    // Still under review: still refused.
+    refused(
+        app.get(&data(&energy, "research"), Some(&analyst)).await,
+        None,
+    )
+    .await;
+    let t2 = app.token("trustee2").await;
+    json_of(app.post_json(&votes, Some(&t2), &approve).await, 200).await;
+    let t3 = app.token("trustee3").await;
+    let r = json_of(
+        app.post_json(
+            &votes,
+            Some(&t3),
+            &json!({"vote": "deny", "reason": "Owners were not asked."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["status"], "approved", "{r}");
+    assert_eq!(r["decision"]["by"], "trustees");
+    let agreement = r["agreement_id"].as_str().unwrap().to_string();
+
+    // The public register lists it; its terms and its ODRL export are public.
+    let list = json_of(app.get("/api/v1/agreements", None).await, 200).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == agreement),
+        "{list}"
+    );
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{agreement}"), None)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(a["recipient"], "organization:uni");
+    assert_eq!(a["providers"], json!(["city-energy"]));
+    assert_eq!(a["purpose"], "research");
+    assert_eq!(a["level"], "identified");
+    let res = app
+        .get(&format!("/api/v1/agreements/{agreement}/odrl"), None)
+        .await;
+    assert_eq!(res.headers()["content-type"], "application/ld+json");
+    let odrl: Value = res.json().await.unwrap();
+    assert_eq!(odrl["@type"], "Agreement");
+    assert!(
+        odrl["permission"][0]["target"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/datasets/{energy}"))
+    );
+    assert_eq!(
+        odrl["permission"][0]["constraint"][0]["leftOperand"],
+        "purpose"
+    );
+
+    // Reads under the agreement: for its purpose only, of its datasets only.
+    let res = app.get(&data(&energy, "research"), Some(&analyst)).await;
+    assert_eq!(res.status(), 200);
+    let entry: u64 = res.headers()["citytrust-log-entry"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(res.text().await.unwrap().contains("Alpha Tower"));
+    let logged = app
+        .service
+        .store()
+        .ledger_entry(entry as i64)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        logged.contains(&agreement) && logged.contains("agreement-in-force"),
+        "{logged}"
+    );
+    refused(
+        app.get(&data(&energy, "commercial"), Some(&analyst)).await,
+        None,
+    )
+    .await;
+    refused(
+        app.get(&data(&water, "research"), Some(&analyst)).await,
+        None,
+    )
+    .await;
+    // Someone else, of another organisation, gets nothing from it.
+    refused(app.get(&data(&energy, "research"), Some(&bob)).await, None).await;
+    // SQL: allowed only if every input is allowed for the purpose.
+    let energy_t = energy.replace('-', "_");
+    let water_t = water.replace('-', "_");
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT COUNT(*) AS n FROM {energy_t}"), "purpose": "research"}),
+        )
+        .await;
+    assert_eq!(json_of(res, 200).await, json!([{"n": 2}]));
+    for (sql, purpose) in [
+        (format!("SELECT * FROM {energy_t}, {water_t}"), "research"),
+        (format!("SELECT COUNT(*) FROM {energy_t}"), "commercial"),
+    ] {
+        let res = app
+            .post_json(
+                "/api/v1/query",
+                Some(&analyst),
+                &json!({"sql": sql, "purpose": purpose}),
+            )
+            .await;
+        refused(res, None).await;
+    }
+
+    // After the end date: refused.
+    app.clock.advance(time::Duration::days(31));
+    let analyst = app.token("analyst").await;
+    refused(
+        app.get(&data(&energy, "research"), Some(&analyst)).await,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_charter_refuses_what_it_must_without_a_vote() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let closed = with_content(&app, &alice, "Payroll", "city-energy", "closed", ENERGY_CSV).await;
+    let open = with_content(
+        &app,
+        &alice,
+        "Streetlights",
+        "city-energy",
+        "open",
+        ENERGY_CSV,
+    )
+    .await;
+
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&closed], "research", "aggregate"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "refused", "{r}");
+    assert_eq!(r["decision"]["by"], "charter");
+    assert_eq!(r["decision"]["rule"], "closed-data-stays-closed");
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&open], "research", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "refused");
+    assert!(
+        r["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no request is needed"),
+        "{r}"
+    );
+    // Closed data is refused by name, even to a signed-in reader with a purpose.
+    refused(
+        app.get(
+            &format!("/api/v1/datasets/{closed}/data?purpose=research"),
+            Some(&analyst),
+        )
+        .await,
+        Some("closed-data-stays-closed"),
+    )
+    .await;
+    // Open data: anyone, with or without a purpose.
+    assert_eq!(
+        app.get(&format!("/api/v1/datasets/{open}/data"), None)
+            .await
+            .status(),
+        200
+    );
+
+    // Drafts are private until submitted, and then checked in full.
+    let mut draft = request(&[&closed], "research", "aggregate");
+    draft["draft"] = json!(true);
+    draft["checklist"] = json!({});
+    let d = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &draft)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(d["status"], "draft");
+    let path = format!("/api/v1/access-requests/{}", d["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, Some(&alice)).await.status(), 404);
+    assert_eq!(app.get(&path, Some(&analyst)).await.status(), 200);
+    assert_problem(
+        app.post_json(&format!("{path}/submit"), Some(&analyst), &json!({}))
+            .await,
+        422,
+        "validation_failed",
+        Some("checklist.justified"),
+    )
+    .await;
+    let mine = json_of(
+        app.get("/api/v1/access-requests?mine=true", Some(&analyst))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(mine.as_array().unwrap().len(), 3);
+    let register = json_of(app.get("/api/v1/access-requests", None).await, 200).await;
+    assert_eq!(
+        register.as_array().unwrap().len(),
+        2,
+        "drafts are not in the register"
+    );
+}
+
+#[tokio::test]
+async fn only_trustees_change_the_charter_and_only_to_a_valid_one() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let trustee = app.token("trustee").await;
+    let charter = json_of(app.get("/api/v1/charter", None).await, 200).await;
+    assert_eq!(charter["version"], 1);
+    let text = charter["text"].as_str().unwrap().to_string();
+    assert!(
+        charter["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "closed-data-stays-closed")
+    );
+    let put = |token: String, body: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .put(app.url("/api/v1/charter"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let edited = format!(
+        "{text}\n@id(\"no-commercial-use\")\n@reason(\"the board does not share for profit\")\nforbid (principal, action == CityTrust::Action::\"read\", resource) when {{ context.commercial }};\n"
+    );
+    assert_problem(
+        put(alice.clone(), json!({"text": edited, "note": "x"})).await,
+        403,
+        "forbidden",
+        None,
+    )
+    .await;
+    let body = assert_problem(
+        put(trustee.clone(), json!({"text": "permit (principal, action, resource) when { resource.colour == \"red\" };", "note": "typo"})).await,
+        422,
+        "validation_failed",
+        Some("text"),
+    )
+    .await;
+    assert!(body.to_string().contains("@id"), "{body}");
+    let v2 = json_of(
+        put(
+            trustee.clone(),
+            json!({"text": edited, "note": "No commercial reads."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(v2["version"], 2);
+    let history = json_of(app.get("/api/v1/charter/versions", None).await, 200).await;
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    // The new rule is in force at once: a commercial read of open data is refused by it.
+    let open = with_content(
+        &app,
+        &alice,
+        "Streetlights",
+        "city-energy",
+        "open",
+        ENERGY_CSV,
+    )
+    .await;
+    refused(
+        app.get(
+            &format!("/api/v1/datasets/{open}/data?purpose=commercial"),
+            None,
+        )
+        .await,
+        Some("no-commercial-use"),
+    )
+    .await;
+    assert_eq!(
+        app.get(
+            &format!("/api/v1/datasets/{open}/data?purpose=research"),
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+}
