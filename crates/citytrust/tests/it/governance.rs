@@ -8,7 +8,7 @@ use citytrust_model::{NewOrganization, OrganizationKind, Role};
 use crate::harness::{TestApp, assert_problem, dataset, user};
 
 /// A university with an analyst, and two more trustees (three vote).
-async fn start() -> TestApp {
+pub(crate) async fn start() -> TestApp {
     let app = TestApp::start().await;
     let admin = citytrust_model::Actor::from_user(&app.service.get_user("admin").await.unwrap());
     app.service

@@ -1099,3 +1099,121 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
         .await;
     assert_eq!(res.status(), 200, "open to anyone now");
 }
+
+#[tokio::test]
+async fn a_request_is_asked_voted_and_registered_through_the_portal() {
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await;
+    let id = app
+        .create_dataset(
+            &alice,
+            &dataset("Building energy", "city-energy", "shared_specific"),
+        )
+        .await;
+
+    // The analyst fills in the form; a wrong date comes back with the answers kept.
+    let mut analyst = Browser::new(&app);
+    analyst.sign_in("analyst").await;
+    let form = analyst
+        .get(&format!("/requests/new?dataset={id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains(&format!("value=\"{id}\" checked")), "{form}");
+    let csrf = hidden(&form, "csrf");
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("dataset_ids", id.as_str()),
+        ("purpose", "research"),
+        ("level", "identified"),
+        ("starts_on", "2026-03-01"),
+        ("ends_on", "2026-02-01"),
+        ("benefit", "A public retrofit priority list."),
+        ("sharing", "systematic"),
+        ("systematic.justified", "Needed to rank buildings."),
+        (
+            "systematic.benefits_and_risks",
+            "Lower bills; commercial figures.",
+        ),
+        ("systematic.proportionate", "Annual totals only."),
+        ("systematic.without_personal_data", "Not personal data."),
+        ("systematic.power_to_share", "The benchmarking ordinance."),
+        ("action", "submit"),
+    ];
+    let res = analyst.post("/requests", &fields).await;
+    assert_eq!(res.status(), 422);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("ends_on") && page.contains("Annual totals only."),
+        "{page}"
+    );
+    fields[5] = ("ends_on", "2026-12-31");
+    let res = analyst.post("/requests", &fields).await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let request_id = location.trim_start_matches("/requests/").to_string();
+    let page = analyst.get(&location).await.text().await.unwrap();
+    assert!(
+        page.contains("Under review") && !page.contains("Your vote"),
+        "{page}"
+    );
+
+    // Each trustee sees it in the queue and votes on its page.
+    for (i, trustee) in ["trustee", "trustee2", "trustee3"].iter().enumerate() {
+        let mut b = Browser::new(&app);
+        b.sign_in(trustee).await;
+        let queue = b.get("/requests").await.text().await.unwrap();
+        assert!(queue.contains(&request_id), "{queue}");
+        let page = b.get(&location).await.text().await.unwrap();
+        assert!(page.contains("Your vote"), "{page}");
+        let csrf = hidden(&page, "csrf");
+        // No reason: refused, nothing recorded.
+        let res = b
+            .post(
+                &format!("{location}/vote"),
+                &[("csrf", &csrf), ("vote", "approve"), ("reason", "")],
+            )
+            .await;
+        assert_eq!(res.status(), 422, "trustee {i}");
+        let res = b
+            .post(
+                &format!("{location}/vote"),
+                &[
+                    ("csrf", &csrf),
+                    ("vote", "approve"),
+                    ("reason", "Clear public benefit."),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 303, "trustee {i}");
+    }
+    // A forged vote (no CSRF token) is refused.
+    let res = analyst
+        .post(
+            &format!("{location}/vote"),
+            &[("vote", "approve"), ("reason", "me")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+
+    // The register shows the agreement and the decision with its reasons, to anyone.
+    let register = app.page("/register").await;
+    assert!(
+        register.contains(&request_id) && register.contains("Clear public benefit."),
+        "{register}"
+    );
+    let r: serde_json::Value = app
+        .get(&format!("/api/v1/access-requests/{request_id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "approved");
+    let agreement = r["agreement_id"].as_str().unwrap();
+    let page = app.page(&format!("/agreements/{agreement}")).await;
+    assert!(
+        page.contains("organization:uni") && page.contains("ODRL policy"),
+        "{page}"
+    );
+}
