@@ -53,6 +53,9 @@ pub(crate) async fn list_purposes(
 /// Add a purpose (administrators and trustees).
 #[utoipa::path(post, path = "/api/v1/purposes", tag = "governance", security(("bearer" = [])), request_body = Purpose,
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Added", body = Purpose),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an administrator or trustee", body = Problem, content_type = "application/problem+json"),
@@ -100,6 +103,9 @@ pub struct CharterBody {
 /// a charter that does not validate is refused with every problem.
 #[utoipa::path(put, path = "/api/v1/charter", tag = "governance", security(("bearer" = [])), request_body = CharterBody,
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The new version, in force now", body = CharterView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
@@ -121,6 +127,8 @@ pub(crate) async fn put_charter(
 /// Ask for access to datasets for a purpose, at a level, for a period.
 #[utoipa::path(post, path = "/api/v1/access-requests", tag = "governance", security(("bearer" = [])), request_body = NewAccessRequest,
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Saved (a draft) or submitted; `status` says where it stands", body = AccessRequest),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -215,6 +223,9 @@ pub(crate) async fn submit_request(
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/votes", tag = "governance", security(("bearer" = [])), request_body = NewVote,
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Recorded; once the quorum is reached the request is decided", body = AccessRequest),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee, or your own request", body = Problem, content_type = "application/problem+json"),
@@ -241,6 +252,9 @@ pub struct CommentBody {
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/comments", tag = "governance", security(("bearer" = [])), request_body = CommentBody,
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Recorded", body = AccessRequest),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = Problem, content_type = "application/problem+json"),
@@ -330,6 +344,9 @@ pub struct RetireBody {
 #[utoipa::path(post, path = "/api/v1/agreements/{id}/retire", tag = "governance", security(("bearer" = [])), request_body = RetireBody,
     params(("id" = String, Path, description = "The agreement's id")),
     responses(
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Retired (a new version)", body = Agreement),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
