@@ -82,6 +82,7 @@ pub fn config() -> datafusion::prelude::SessionConfig {
 pub async fn export_version(
     versions: &crate::VersionStore,
     location: &str,
+    columns: Option<&[String]>,
     slice: Slice,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
@@ -91,6 +92,10 @@ pub async fn export_version(
     let df = ctx
         .read_parquet(location, ParquetReadOptions::default())
         .await?;
+    let df = match columns {
+        Some(columns) => project(df, columns)?,
+        None => df,
+    };
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?
     } else {
@@ -98,6 +103,28 @@ pub async fn export_version(
     };
     let stream = df.execute_stream().await?;
     write_stream(stream, format, out).await
+}
+
+/// Keep only `columns` (those of them this version has, in the version's
+/// order); none of them present is an error rather than an empty table.
+pub fn project(
+    df: datafusion::prelude::DataFrame,
+    columns: &[String],
+) -> Result<datafusion::prelude::DataFrame> {
+    let keep: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| columns.iter().any(|c| c == name))
+        .collect();
+    if keep.is_empty() {
+        return Err(QueryError::Sql(
+            "none of the columns you may read is in this version".into(),
+        ));
+    }
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    Ok(df.select_columns(&keep)?)
 }
 
 /// Write every batch of `stream` to `out`.

@@ -40,6 +40,15 @@ pub fn parse_as_of(text: &str) -> Option<i64> {
         .map(|t| t.timestamp())
 }
 
+/// A table a query may read: its name, its version's file, and the columns
+/// the reader may see (`None`: all).
+#[derive(Debug, Clone)]
+pub struct TableSource {
+    pub table: String,
+    pub location: String,
+    pub columns: Option<Vec<String>>,
+}
+
 /// A parsed, checked query: one read-only statement and the tables it reads.
 pub struct CheckedQuery {
     statement: DFStatement,
@@ -153,7 +162,7 @@ impl Default for Limits {
 pub async fn start(
     query: CheckedQuery,
     versions: &crate::VersionStore,
-    files: &[(String, String)],
+    files: &[TableSource],
     limits: Limits,
 ) -> Result<SendableRecordBatchStream> {
     let runtime = RuntimeEnvBuilder::new()
@@ -162,9 +171,26 @@ pub async fn start(
     let config = crate::export::config().with_information_schema(false);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     versions.register(&ctx);
-    for (table, location) in files {
-        ctx.register_parquet(table.as_str(), location, ParquetReadOptions::default())
-            .await?;
+    for source in files {
+        match &source.columns {
+            None => {
+                ctx.register_parquet(
+                    source.table.as_str(),
+                    &source.location,
+                    ParquetReadOptions::default(),
+                )
+                .await?;
+            }
+            Some(columns) => {
+                // Only the columns the reader may see: a view over an unnamed
+                // scan, so the full table is never addressable by name.
+                let df = ctx
+                    .read_parquet(source.location.as_str(), ParquetReadOptions::default())
+                    .await?;
+                let view = crate::export::project(df, columns)?.into_view();
+                ctx.register_table(source.table.as_str(), view)?;
+            }
+        }
     }
     let options = SQLOptions::new()
         .with_allow_ddl(false)

@@ -656,6 +656,7 @@ impl Service {
         let rows = citytrust_query::export::export_version(
             &self.versions,
             &location,
+            grant.columns.as_deref(),
             request.slice,
             request.format,
             &mut spool,
@@ -712,7 +713,7 @@ impl Service {
         checked: &citytrust_query::sql::CheckedQuery,
         purpose: Option<&str>,
     ) -> Result<(
-        Vec<(String, String)>,
+        Vec<citytrust_query::sql::TableSource>,
         Vec<(Dataset, i64, crate::governance::ReadGrant)>,
     )> {
         let mut files = Vec::new();
@@ -751,10 +752,11 @@ impl Service {
                 .version_for_read(&dataset.id, table.version, table.as_of)
                 .await?
                 .version;
-            files.push((
-                table.table.clone(),
-                self.version_location(&dataset.id, version),
-            ));
+            files.push(citytrust_query::sql::TableSource {
+                table: table.table.clone(),
+                location: self.version_location(&dataset.id, version),
+                columns: grant.columns.clone(),
+            });
             read.push((dataset, version, grant));
         }
         Ok((files, read))

@@ -31,6 +31,8 @@ pub struct ReadGrant {
     pub rule: String,
     /// The agreement it was read under, if one was needed.
     pub agreement_id: Option<String>,
+    /// The columns the agreement limits the read to (`None`: all).
+    pub columns: Option<Vec<String>>,
     pub charter_version: i64,
 }
 
@@ -394,14 +396,19 @@ impl Service {
                 .first()
                 .map(|r| r.id.clone())
                 .unwrap_or_default();
-            let agreement_id = (rule == "agreement-in-force")
-                .then(|| agreement.map(|a| a.id))
+            let under = (rule == "agreement-in-force")
+                .then_some(agreement)
                 .flatten();
+            let columns = under
+                .as_ref()
+                .map(|a| a.columns.clone())
+                .filter(|c| !c.is_empty());
             return Ok(ReadGrant {
                 purpose: purpose.map(str::to_string),
                 level,
                 rule,
-                agreement_id,
+                agreement_id: under.map(|a| a.id),
+                columns,
                 charter_version,
             });
         }

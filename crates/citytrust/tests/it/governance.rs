@@ -554,3 +554,88 @@ async fn only_trustees_change_the_charter_and_only_to_a_valid_one() {
         200
     );
 }
+
+#[tokio::test]
+async fn an_agreement_limited_to_some_columns_serves_only_those() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let mut body = request(&[&energy], "research", "identified");
+    body["columns"] = json!(["building"]);
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        201,
+    )
+    .await;
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        json_of(
+            app.post_json(
+                &votes,
+                Some(&token),
+                &json!({"vote": "approve", "reason": "Names only."}),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{energy}/data?format=csv&purpose=research"),
+            Some(&analyst),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.text().await.unwrap(),
+        "building\nAlpha Tower\nBeta Hall\n"
+    );
+    let table = energy.replace('-', "_");
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT * FROM {table} ORDER BY building"), "purpose": "research"}),
+        )
+        .await;
+    assert_eq!(
+        json_of(res, 200).await,
+        json!([{"building": "Alpha Tower"}, {"building": "Beta Hall"}])
+    );
+    // The other column does not exist for this reader, and nothing of it leaks.
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT SUM(kbtu) FROM {table}"), "purpose": "research"}),
+        )
+        .await;
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("invalid_query") && !text.contains("1520000"),
+        "{text}"
+    );
+    // The owner still sees everything.
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{energy}/data?format=csv&purpose=city-operations"),
+            Some(&alice),
+        )
+        .await;
+    assert!(res.text().await.unwrap().starts_with("building,kbtu\n"));
+}
