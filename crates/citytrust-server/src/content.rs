@@ -339,10 +339,16 @@ pub struct DataParams {
     #[serde(default)]
     #[param(minimum = 1, maximum = 9007199254740991_u64)]
     pub limit: Option<u64>,
-    /// What the data will be used for (recorded in the transparency log).
+    /// What the data will be used for: a purpose id of the trust's taxonomy
+    /// (required unless the data is open; recorded in the transparency log).
     #[serde(default)]
     #[param(max_length = 300)]
     pub purpose: Option<String>,
+    /// The access level read at (identified rows by default). Levels whose
+    /// privacy machinery does not exist yet are refused, never served raw.
+    #[serde(default)]
+    #[param(value_type = Option<String>, pattern = "^(metadata|index|aggregate|dp_aggregate|anonymised|pseudonymised|identified)$")]
+    pub level: Option<citytrust_model::AccessLevel>,
 }
 
 const JSON_PAGE: u64 = 1000;
@@ -441,6 +447,7 @@ async fn get_data(
                     limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
                 },
                 purpose: params.purpose.clone(),
+                level: params.level,
             },
         )
         .await?;
@@ -495,6 +502,10 @@ pub struct QueryBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 100000)]
     pub max_rows: Option<u64>,
+    /// The access level read at (identified rows by default); every input must be granted it.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(metadata|index|aggregate|dp_aggregate|anonymised|pseudonymised|identified)$")]
+    pub level: Option<citytrust_model::AccessLevel>,
 }
 
 /// Run one read-only SELECT over the datasets the caller may read.
@@ -539,6 +550,7 @@ async fn run_query(
                 max_rows: body
                     .max_rows
                     .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+                level: body.level,
             },
         )
         .await?;

@@ -164,6 +164,8 @@ pub struct ReadRequest {
     pub format: OutputFormat,
     pub slice: Slice,
     pub purpose: Option<String>,
+    /// The access level asked for (`None`: identified rows).
+    pub level: Option<citytrust_model::AccessLevel>,
 }
 
 /// A SQL query as asked.
@@ -173,6 +175,8 @@ pub struct QueryRequest {
     pub purpose: String,
     pub format: OutputFormat,
     pub max_rows: Option<usize>,
+    /// The access level asked for (`None`: identified rows).
+    pub level: Option<citytrust_model::AccessLevel>,
 }
 
 /// Who reads, as the public log names them: an organisation, never a person.
@@ -643,7 +647,9 @@ impl Service {
                 actor,
                 &dataset,
                 purpose.as_deref(),
-                citytrust_model::AccessLevel::Identified,
+                request
+                    .level
+                    .unwrap_or(citytrust_model::AccessLevel::Identified),
             )
             .await?;
         let version = self
@@ -712,6 +718,7 @@ impl Service {
         actor: &Actor,
         checked: &citytrust_query::sql::CheckedQuery,
         purpose: Option<&str>,
+        level: citytrust_model::AccessLevel,
     ) -> Result<(
         Vec<citytrust_query::sql::TableSource>,
         Vec<(Dataset, i64, crate::governance::ReadGrant)>,
@@ -731,12 +738,7 @@ impl Service {
                 })?;
             // Every input must be allowed for this purpose, or nothing runs.
             let grant = self
-                .authorize_read(
-                    actor,
-                    &dataset,
-                    purpose,
-                    citytrust_model::AccessLevel::Identified,
-                )
+                .authorize_read(actor, &dataset, purpose, level)
                 .await
                 .map_err(|e| match e {
                     ServiceError::Unauthenticated => ServiceError::Refused {
@@ -770,7 +772,16 @@ impl Service {
                 message: "say what the query is for: 'purpose' is required".into(),
             })?;
         let checked = citytrust_query::sql::check(&request.sql)?;
-        let (files, read) = self.resolve_tables(actor, &checked, Some(&purpose)).await?;
+        let (files, read) = self
+            .resolve_tables(
+                actor,
+                &checked,
+                Some(&purpose),
+                request
+                    .level
+                    .unwrap_or(citytrust_model::AccessLevel::Identified),
+            )
+            .await?;
         let inputs: Vec<serde_json::Value> = read
             .iter()
             .map(|(d, v, g)| {

@@ -65,7 +65,14 @@ impl Service {
         let (id, mut metadata) = request.dataset.validate()?;
         authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
         let checked = citytrust_query::sql::check(&request.sql)?;
-        let (files, read) = self.resolve_tables(actor, &checked, Some(&purpose)).await?;
+        let (files, read) = self
+            .resolve_tables(
+                actor,
+                &checked,
+                Some(&purpose),
+                citytrust_model::AccessLevel::Identified,
+            )
+            .await?;
         let inputs: Vec<DerivedInput> = read
             .into_iter()
             .map(|(d, version, _)| DerivedInput {

@@ -639,3 +639,187 @@ async fn an_agreement_limited_to_some_columns_serves_only_those() {
         .await;
     assert!(res.text().await.unwrap().starts_with("building,kbtu\n"));
 }
+
+/// Every role × spectrum class × access level × read path, against the rule:
+/// levels without their privacy machinery are refused to everyone; open data
+/// is read by anyone; the owner's members read their own; an agreement holder
+/// reads the shared data it covers; nobody else reads anything — and no
+/// refusal carries a value, a count or a column name of the data.
+#[tokio::test]
+async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let classes = [
+        "open",
+        "shared_public",
+        "shared_group",
+        "shared_specific",
+        "closed",
+    ];
+    let mut ids = Vec::new();
+    for class in classes {
+        let csv = format!("zq_marker,zq_amount\nZQVALUE-{class},424242\n");
+        let id = with_content(
+            &app,
+            &alice,
+            &format!("Matrix {class}"),
+            "city-energy",
+            class,
+            csv.as_bytes(),
+        )
+        .await;
+        ids.push((class, id));
+    }
+    // The analyst's organisation holds one agreement over the three shared classes.
+    let analyst = app.token("analyst").await;
+    let shared: Vec<&str> = ids[1..4].iter().map(|(_, id)| id.as_str()).collect();
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&shared, "research", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        app.post_json(
+            &votes,
+            Some(&token),
+            &json!({"vote": "approve", "reason": "ok"}),
+        )
+        .await;
+    }
+    let r = json_of(
+        app.get(
+            &format!("/api/v1/access-requests/{}", r["id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["status"], "approved");
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Who {
+        Anonymous,
+        Resident,
+        Trustee,
+        Admin,
+        Owner,
+        OtherOrg,
+        AgreementHolder,
+    }
+    let roles = [
+        (Who::Anonymous, None, None),
+        (Who::Resident, Some("resident"), None),
+        (Who::Trustee, Some("trustee"), None),
+        (Who::Admin, Some("admin"), Some("city-energy")),
+        (Who::Owner, Some("alice"), Some("city-energy")),
+        (Who::OtherOrg, Some("bob"), Some("water-co")),
+        (Who::AgreementHolder, Some("analyst"), Some("uni")),
+    ];
+    let may_read = |who: Who, class: &str, level: &str| -> bool {
+        level == "identified"
+            && matches!(
+                (who, class),
+                (_, "open")
+                    | (Who::Owner, _)
+                    | (
+                        Who::AgreementHolder,
+                        "shared_public" | "shared_group" | "shared_specific"
+                    )
+            )
+    };
+    let levels = [
+        "metadata",
+        "index",
+        "aggregate",
+        "dp_aggregate",
+        "anonymised",
+        "pseudonymised",
+        "identified",
+    ];
+    let mut checked = 0;
+    for (who, username, org) in roles {
+        let token = match username {
+            Some(u) => Some(app.token(u).await),
+            None => None,
+        };
+        let token = token.as_deref();
+        for (class, id) in &ids {
+            let table = id.replace('-', "_");
+            for level in levels {
+                let expected = may_read(who, class, level);
+                let download = app
+                    .get(
+                        &format!(
+                            "/api/v1/datasets/{id}/data?format=csv&purpose=research&level={level}"
+                        ),
+                        token,
+                    )
+                    .await;
+                let query = app
+                    .post_json(
+                        "/api/v1/query",
+                        token,
+                        &json!({"sql": format!("SELECT * FROM {table}"), "purpose": "research", "level": level, "format": "csv"}),
+                    )
+                    .await;
+                for (path, res) in [("download", download), ("query", query)] {
+                    let status = res.status().as_u16();
+                    let text = res.text().await.unwrap();
+                    let context = format!("{who:?} × {class} × {level} × {path}: {status} {text}");
+                    if expected {
+                        assert_eq!(status, 200, "{context}");
+                        assert!(text.contains(&format!("ZQVALUE-{class}")), "{context}");
+                    } else {
+                        assert!(status == 401 || status == 403, "{context}");
+                        for leak in ["ZQVALUE", "424242", "zq_marker", "zq_amount"] {
+                            assert!(!text.contains(leak), "leaked {leak}: {context}");
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+            // Export into a derived dataset (at the only level it serves): also
+            // needs the right to register a dataset for the organisation.
+            let owner = org.unwrap_or("city-energy");
+            let before = app.stored_datasets().await;
+            let res = app
+                .post_json(
+                    "/api/v1/derived-datasets",
+                    token,
+                    &json!({
+                        "dataset": {"title": format!("Export {who:?} {class}"), "description": "d", "owner_organization_id": owner, "spectrum": "closed"},
+                        "sql": format!("SELECT * FROM {table}"),
+                        "purpose": "research"
+                    }),
+                )
+                .await;
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            let expected = may_read(who, class, "identified") && org.is_some();
+            let context = format!("{who:?} × {class} × export: {status} {text}");
+            if expected {
+                assert_eq!(status, 201, "{context}");
+                assert_eq!(app.stored_datasets().await, before + 1, "{context}");
+            } else {
+                assert!(status == 401 || status == 403, "{context}");
+                assert_eq!(app.stored_datasets().await, before, "{context}");
+                for leak in ["ZQVALUE", "424242", "zq_marker", "zq_amount"] {
+                    assert!(!text.contains(leak), "leaked {leak}: {context}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 7 * 5 * (7 * 2 + 1));
+}
