@@ -205,3 +205,95 @@ test('pages are readable on a phone', async () => {
   }
   await page.context().close();
 });
+
+/** A bearer token for a demo account. */
+async function tokenFor(username) {
+  const res = await fetch(`${BASE}/api/v1/auth/token`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password: PASSWORD }),
+  });
+  assert.equal(res.status, 200);
+  return (await res.json()).token;
+}
+
+function day(offset) {
+  const d = new Date(Date.now() + offset * 86400000);
+  return d.toISOString().slice(0, 10);
+}
+
+test('the analyst asks for building energy, three trustees vote, and the agreement governs every read', async () => {
+  const token = await tokenFor('analyst');
+  const read = (id, purpose) => fetch(`${BASE}/api/v1/datasets/${id}/data?format=csv&purpose=${purpose}`, { headers: { authorization: `Bearer ${token}` } });
+  // Before: refused, and the refusal carries nothing of the data.
+  let res = await read('seattle-building-energy', 'research');
+  assert.equal(res.status, 403);
+  assert.equal((await res.json()).code, 'refused');
+
+  // The request, through the form.
+  const page = await newPage({ width: 1280, height: 900 });
+  await signIn(page, 'analyst');
+  await page.goto(`${BASE}/datasets/seattle-building-energy`);
+  await page.getByRole('link', { name: 'Ask for access' }).click();
+  await page.waitForURL(/\/requests\/new\?dataset=seattle-building-energy/);
+  await assertAccessible(page, 'the request form');
+  assert.ok(await page.getByRole('checkbox', { name: /Building energy|Seattle/ }).first().isChecked());
+  await page.getByLabel('Purpose', { exact: true }).selectOption('research');
+  await page.getByLabel('Level of access').selectOption('identified');
+  await page.getByLabel(/^From/).fill(day(0));
+  await page.getByLabel(/^Until/).fill(day(30));
+  await page.getByLabel('The benefit, and to whom').fill('A public list of the buildings to retrofit first.');
+  const answers = {
+    'Why is sharing': 'To rank buildings by energy intensity; without the figures we would guess.',
+    'Who benefits': 'Tenants and the city; the risk is exposing owners\u2019 commercial figures.',
+    'Why is this much data': 'Only the annual benchmarking totals, for one month of analysis.',
+    'Could the purpose be met': 'It is about buildings, not people; aggregates would hide the ranking.',
+    'Which law': 'The city\u2019s building energy benchmarking ordinance.',
+  };
+  const systematic = page.getByRole('group', { name: 'Questions for systematic sharing' });
+  for (const [start, text] of Object.entries(answers)) {
+    await systematic.getByLabel(new RegExp(`^${start}`)).fill(text);
+  }
+  await page.getByRole('button', { name: 'Send the request' }).click();
+  await page.waitForURL(/\/requests\/req-[0-9a-f]+$/);
+  const requestUrl = page.url();
+  assert.ok(await page.getByText('Under review').first().isVisible());
+  await assertAccessible(page, 'the request page');
+  await page.context().close();
+
+  // The three trustees vote on its page.
+  for (const trustee of ['trustee1', 'trustee2', 'trustee3']) {
+    const t = await newPage({ width: 1280, height: 900 });
+    await signIn(t, trustee);
+    await t.getByRole('link', { name: 'Requests' }).click();
+    await t.waitForURL(`${BASE}/requests`);
+    await assertAccessible(t, `the trustees' queue (${trustee})`);
+    await t.goto(requestUrl);
+    await t.getByRole('radio', { name: 'Approve' }).check();
+    await t.getByLabel(/^Reason/).fill('Clear public benefit; building totals only.');
+    await t.getByRole('button', { name: 'Record my vote' }).click();
+    await t.getByRole('status').filter({ hasText: 'Your vote is recorded.' }).waitFor();
+    await t.context().close();
+  }
+
+  // The public register shows the agreement; its page lists the terms.
+  const pub = await newPage({ width: 1280, height: 900 });
+  await pub.goto(`${BASE}/register`);
+  await assertAccessible(pub, 'the public register');
+  const link = pub.getByRole('link', { name: /^dsa-/ }).first();
+  const agreementId = (await link.innerText()).trim();
+  await link.click();
+  await pub.waitForURL(`${BASE}/agreements/${agreementId}`);
+  assert.match(await pub.locator('main').innerText(), /seattle-building-energy[\s\S]*organization:city-university[\s\S]*research/);
+  await assertAccessible(pub, 'the agreement page');
+  await pub.context().close();
+
+  // Reads: for research, yes; for a commercial purpose, or of another shared dataset, no.
+  res = await read('seattle-building-energy', 'research');
+  assert.equal(res.status, 200);
+  assert.ok((await res.text()).split('\n').length > 100);
+  for (const [id, purpose] of [['seattle-building-energy', 'commercial'], ['barcelona-deaths', 'research']]) {
+    res = await read(id, purpose);
+    assert.equal(res.status, 403, `${id} for ${purpose}`);
+    assert.equal((await res.json()).code, 'refused');
+  }
+});
