@@ -764,11 +764,42 @@ pub struct Agreement {
     pub decision: DecisionRecord,
     /// When the recipient attested deletion at the end.
     pub deletion_attested_at: Option<String>,
+    /// What the recipient attested (how and when the data was deleted).
+    #[serde(default)]
+    pub deletion_statement: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
 
 impl Agreement {
+    /// The last day of use (days since the epoch): the end date, or the day
+    /// before retirement.
+    pub fn last_day(&self) -> i64 {
+        let end = parse_day(&self.ends_on).unwrap_or(i64::MAX);
+        if self.status == AgreementStatus::Retired {
+            let retired = self
+                .decision
+                .at
+                .get(..10)
+                .and_then(parse_day)
+                .unwrap_or(end);
+            end.min(retired)
+        } else {
+            end
+        }
+    }
+    /// The day by which deletion must be attested: the end plus the retention period.
+    pub fn attestation_due(&self) -> i64 {
+        self.last_day()
+            .saturating_add(i64::from(self.terms.retention_days))
+    }
+    /// Whether the recipient is late attesting deletion on `today`.
+    pub fn attestation_overdue(&self, today: i64) -> bool {
+        self.status != AgreementStatus::Superseded
+            && self.deletion_attested_at.is_none()
+            && today > self.attestation_due()
+    }
+
     /// Whether the agreement grants `purpose` at `level` or above on `day` (days since the epoch).
     pub fn covers(&self, dataset_id: &str, purpose: &str, level: AccessLevel, day: i64) -> bool {
         self.status == AgreementStatus::Active

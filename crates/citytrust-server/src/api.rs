@@ -60,12 +60,14 @@ pub fn routes() -> Router<AppState> {
         crate::governance::put_charter, crate::governance::charter_history, crate::governance::create_request,
         crate::governance::list_requests, crate::governance::get_request, crate::governance::submit_request,
         crate::governance::vote, crate::governance::comment, crate::governance::list_agreements,
-        crate::governance::get_agreement, crate::governance::get_odrl, crate::governance::retire
+        crate::governance::get_agreement, crate::governance::get_odrl, crate::governance::retire,
+        crate::governance::attest_deletion, crate::governance::overdue_attestations
     ),
     components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
         citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer,
-        crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody)),
+        crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,
+        crate::governance::AttestationBody)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "operations"))
 )]

@@ -34,6 +34,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agreements/{id}", get(get_agreement))
         .route("/api/v1/agreements/{id}/odrl", get(get_odrl))
         .route("/api/v1/agreements/{id}/retire", post(retire))
+        .route(
+            "/api/v1/agreements/{id}/attest-deletion",
+            post(attest_deletion),
+        )
+        .route(
+            "/api/v1/agreements/overdue-attestations",
+            get(overdue_attestations),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,4 +373,53 @@ pub(crate) async fn retire(
             .retire_agreement(&actor, &id, &body.reason)
             .await?,
     ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationBody {
+    /// How and when the data was deleted.
+    pub statement: String,
+}
+
+/// The recipient attests that the data shared under an ended agreement was deleted.
+#[utoipa::path(post, path = "/api/v1/agreements/{id}/attest-deletion", tag = "governance", security(("bearer" = [])), request_body = AttestationBody,
+    params(("id" = String, Path, description = "The agreement's id")),
+    responses(
+        (status = 200, description = "Recorded (a new version of the agreement)", body = Agreement),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the recipient", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Attested already", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Still in force, or no statement", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn attest_deletion(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+    ApiJson(body): ApiJson<AttestationBody>,
+) -> Result<Json<Agreement>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .attest_deletion(&actor, &id, &body.statement)
+            .await?,
+    ))
+}
+
+/// Ended agreements whose recipients have not attested deletion in time (trustees and administrators).
+#[utoipa::path(get, path = "/api/v1/agreements/overdue-attestations", tag = "governance", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Overdue attestations", body = Vec<Agreement>),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a trustee or administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn overdue_attestations(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<Agreement>>, ApiError> {
+    Ok(Json(state.service.overdue_attestations(&actor).await?))
 }

@@ -610,6 +610,7 @@ impl Service {
             .await?
             .ok_or_else(|| ValidationErrors::single("purpose", "unknown purpose"))?;
         let who = self.who(actor).await?;
+        self.refuse_if_overdue(&who).await?;
         let (charter_version, charter) = self.charter_in_force().await?;
         let today = self.today();
         let mut datasets = Vec::new();
@@ -847,6 +848,7 @@ impl Service {
             terms: request.terms.clone(),
             decision,
             deletion_attested_at: None,
+            deletion_statement: None,
             created_at: rfc3339(self.now()),
         })
     }
@@ -1099,6 +1101,98 @@ impl Service {
         let entry = crate::ledger::new_entry(&kind, &body, &at);
         self.store.save_agreement_version(&a, &entry).await?;
         Ok(a)
+    }
+
+    /// The recipient attests that the data was deleted (R-ACC-8): after the
+    /// agreement's last day, once, by a member of the recipient.
+    pub async fn attest_deletion(
+        &self,
+        actor: &Actor,
+        id: &str,
+        statement: &str,
+    ) -> Result<Agreement> {
+        if actor.username().is_none() {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let mut e = ValidationErrors::default();
+        e.required_text("statement", statement, 5000);
+        e.into_result()?;
+        let mut a = self.agreement(id).await?;
+        let who = self.who(actor).await?;
+        let direct: Vec<String> = who
+            .recipients()
+            .into_iter()
+            .filter(|r| !r.starts_with("group:"))
+            .collect();
+        if !direct.contains(&a.recipient) {
+            return Err(ServiceError::Forbidden(format!(
+                "only the recipient of agreement {id} ({}) attests its deletion",
+                a.recipient
+            )));
+        }
+        if a.deletion_attested_at.is_some() {
+            return Err(ServiceError::Conflict(format!(
+                "the deletion attestation of agreement {id}"
+            )));
+        }
+        if self.today() <= a.last_day() {
+            return Err(ServiceError::Unprocessable {
+                code: "agreement_in_force",
+                message: format!(
+                    "agreement {id} runs until {}; attest deletion after it ends",
+                    format_day(a.last_day())
+                ),
+            });
+        }
+        let now = rfc3339(self.now());
+        a.version += 1;
+        a.deletion_attested_at = Some(now.clone());
+        a.deletion_statement = Some(statement.trim().to_string());
+        a.created_at = now;
+        let (kind, body, at) = self.agreement_entry("agreement.deletion_attested", &a)?;
+        let entry = crate::ledger::new_entry(&kind, &body, &at);
+        self.store.save_agreement_version(&a, &entry).await?;
+        Ok(a)
+    }
+
+    /// Agreements whose recipients are late attesting deletion (trustees and administrators).
+    pub async fn overdue_attestations(&self, actor: &Actor) -> Result<Vec<Agreement>> {
+        require_trust_role(actor)?;
+        let today = self.today();
+        Ok(self
+            .agreements()
+            .await?
+            .into_iter()
+            .filter(|a| a.attestation_overdue(today))
+            .collect())
+    }
+
+    /// Refuse new requests from a recipient late attesting deletion.
+    async fn refuse_if_overdue(&self, who: &Who) -> Result<()> {
+        let today = self.today();
+        let direct: Vec<String> = who
+            .recipients()
+            .into_iter()
+            .filter(|r| !r.starts_with("group:"))
+            .collect();
+        let late: Vec<String> = self
+            .agreements()
+            .await?
+            .into_iter()
+            .filter(|a| direct.contains(&a.recipient) && a.attestation_overdue(today))
+            .map(|a| a.id)
+            .collect();
+        if late.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::Refused {
+            rule: Some("deletion-attestation-overdue".into()),
+            message: format!(
+                "new requests are blocked until deletion is attested for ended agreement(s) {} \
+                 (POST /api/v1/agreements/{{id}}/attest-deletion)",
+                late.join(", ")
+            ),
+        })
     }
 
     /// The agreement as an ODRL 2.2 policy (an Agreement between the providers and the recipient).

@@ -81,6 +81,7 @@ struct RequestsPage {
     nav: Nav,
     mine: Vec<RequestRow>,
     queue: Vec<RequestRow>,
+    overdue: Vec<AgreementRow>,
     is_trustee: bool,
     message: String,
 }
@@ -117,6 +118,17 @@ async fn requests_page(
     } else {
         Vec::new()
     };
+    let overdue = if is_trustee {
+        state
+            .service
+            .overdue_attestations(actor)
+            .await?
+            .iter()
+            .map(agreement_row)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let message = match raw.as_deref().unwrap_or("") {
         "done=draft" => "Draft saved. Only you can see it until you submit it.",
         _ => "",
@@ -125,6 +137,7 @@ async fn requests_page(
         nav: viewer.nav("requests"),
         mine,
         queue,
+        overdue,
         is_trustee,
         message: message.into(),
     })
@@ -576,6 +589,7 @@ struct AgreementPage {
     terms: Terms,
     exchange: String,
     decided: String,
+    attestation: String,
     created_at: String,
 }
 
@@ -606,6 +620,18 @@ async fn agreement_page(
             a.decision.at.get(..10).unwrap_or(&a.decision.at),
             a.decision.reason
         ),
+        attestation: match (&a.deletion_attested_at, &a.deletion_statement) {
+            (Some(at), statement) => format!(
+                "Attested on {}: {}",
+                at.get(..10).unwrap_or(at),
+                statement.as_deref().unwrap_or("")
+            ),
+            (None, _) => format!(
+                "Not attested yet; due by {} (the end plus {} days of retention).",
+                citytrust_model::access::format_day(a.attestation_due()),
+                a.terms.retention_days
+            ),
+        },
         created_at: a.created_at.clone(),
         terms: a.terms.clone(),
         a: agreement_row(&a),

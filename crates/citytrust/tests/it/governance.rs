@@ -823,3 +823,139 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
     }
     assert_eq!(checked, 7 * 5 * (7 * 2 + 1));
 }
+
+#[tokio::test]
+async fn an_ended_agreement_must_have_its_deletion_attested_before_new_requests() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let analyst = app.token("analyst").await;
+    let mut body = request(&[&energy], "research", "identified");
+    body["terms"] = json!({"retention_days": 10});
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        201,
+    )
+    .await;
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        app.post_json(
+            &votes,
+            Some(&token),
+            &json!({"vote": "approve", "reason": "ok"}),
+        )
+        .await;
+    }
+    let r = json_of(
+        app.get(
+            &format!("/api/v1/access-requests/{}", r["id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let agreement = r["agreement_id"].as_str().unwrap().to_string();
+    let attest = format!("/api/v1/agreements/{agreement}/attest-deletion");
+    let statement = json!({"statement": "Deleted from our analysis server on the last day; backups expire in 7 days."});
+    // While in force: nothing to attest yet.
+    assert_problem(
+        app.post_json(&attest, Some(&analyst), &statement).await,
+        422,
+        "agreement_in_force",
+        None,
+    )
+    .await;
+
+    // 2026-03-31 ends it; ten days of retention; on 2026-04-11 the attestation is overdue.
+    app.clock.advance(time::Duration::days(41));
+    let analyst = app.token("analyst").await;
+    let trustee = app.token("trustee").await;
+    let overdue = json_of(
+        app.get("/api/v1/agreements/overdue-attestations", Some(&trustee))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(overdue.as_array().unwrap().len(), 1);
+    assert_eq!(overdue[0]["id"], agreement.as_str());
+    let bob = app.token("bob").await;
+    assert_eq!(
+        app.get("/api/v1/agreements/overdue-attestations", Some(&bob))
+            .await
+            .status(),
+        403
+    );
+    let mut next = request(&[&energy], "research", "identified");
+    next["starts_on"] = json!("2026-04-15");
+    next["ends_on"] = json!("2026-05-15");
+    let body = assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &next)
+            .await,
+        403,
+        "refused",
+        None,
+    )
+    .await;
+    assert_eq!(body["rule"], "deletion-attestation-overdue");
+    assert!(body["detail"].as_str().unwrap().contains(&agreement));
+    // A draft may still be saved.
+    let mut draft = next.clone();
+    draft["draft"] = json!(true);
+    assert_eq!(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &draft)
+            .await
+            .status(),
+        201
+    );
+
+    // Only the recipient attests, once.
+    assert_problem(
+        app.post_json(&attest, Some(&bob), &statement).await,
+        403,
+        "forbidden",
+        None,
+    )
+    .await;
+    let a = json_of(
+        app.post_json(&attest, Some(&analyst), &statement).await,
+        200,
+    )
+    .await;
+    assert!(a["deletion_attested_at"].is_string());
+    assert_eq!(a["version"], 2);
+    assert_problem(
+        app.post_json(&attest, Some(&analyst), &statement).await,
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+    let overdue = json_of(
+        app.get("/api/v1/agreements/overdue-attestations", Some(&trustee))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(overdue, json!([]));
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &next)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review");
+}
