@@ -959,3 +959,116 @@ async fn an_ended_agreement_must_have_its_deletion_attested_before_new_requests(
     .await;
     assert_eq!(r["status"], "under_review");
 }
+
+#[tokio::test]
+async fn a_groups_standing_agreement_grants_its_members_without_a_vote() {
+    let app = start().await;
+    let admin = citytrust_model::Actor::from_user(&app.service.get_user("admin").await.unwrap());
+    app.service
+        .create_group(
+            &admin,
+            citytrust_model::NewGroup {
+                id: "energy-partners".into(),
+                name: "Energy partners".into(),
+                description: String::new(),
+                criteria: "Bodies with a statutory energy-efficiency duty.".into(),
+                member_organization_ids: vec!["uni".into(), "water-co".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let alice = app.token("alice").await;
+    let meters = with_content(
+        &app,
+        &alice,
+        "Meter totals",
+        "city-energy",
+        "shared_group",
+        ENERGY_CSV,
+    )
+    .await;
+    // The university asks on behalf of the group; the trustees approve a standing agreement.
+    let analyst = app.token("analyst").await;
+    let mut body = request(&[&meters], "city-operations", "identified");
+    body["group_id"] = json!("energy-partners");
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review");
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        app.post_json(
+            &votes,
+            Some(&token),
+            &json!({"vote": "approve", "reason": "Statutory duty."}),
+        )
+        .await;
+    }
+    let r = json_of(
+        app.get(
+            &format!("/api/v1/access-requests/{}", r["id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let standing = json_of(
+        app.get(
+            &format!("/api/v1/agreements/{}", r["agreement_id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(standing["recipient"], "group:energy-partners");
+
+    // Another member organisation reads under it, and its own request is granted by the charter.
+    let bob = app.token("bob").await;
+    let read = format!("/api/v1/datasets/{meters}/data?format=csv&purpose=city-operations");
+    assert_eq!(app.get(&read, Some(&bob)).await.status(), 200);
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&bob),
+            &request(&[&meters], "city-operations", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "approved", "{r}");
+    assert_eq!(r["decision"]["by"], "charter");
+    assert_eq!(r["decision"]["rule"], "standing-agreement");
+    // Not for another purpose, and not for an organisation outside the group.
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&bob),
+            &request(&[&meters], "innovation", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review");
+    // A group the requester's organisation is not in cannot be named.
+    let mut body = request(&[&meters], "city-operations", "identified");
+    body["group_id"] = json!("no-such-group");
+    assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        422,
+        "validation_failed",
+        Some("group_id"),
+    )
+    .await;
+}
