@@ -138,6 +138,7 @@ pub(crate) async fn put_charter(
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Saved (a draft) or submitted; `status` says where it stands", body = AccessRequest),
+        (status = 403, description = "New requests blocked: a deletion attestation is overdue", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields (unknown purpose or level, unanswered checklist question …)", body = Problem, content_type = "application/problem+json"),
@@ -213,6 +214,7 @@ pub(crate) async fn get_request(
     params(("id" = String, Path, description = "The request's id")),
     responses(
         (status = 200, description = "Submitted; `status` says where it stands", body = AccessRequest),
+        (status = 403, description = "Not your request, or new requests blocked by an overdue deletion attestation", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such draft of yours", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a draft, or not complete", body = Problem, content_type = "application/problem+json"),
