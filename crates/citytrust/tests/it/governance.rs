@@ -1072,3 +1072,105 @@ async fn a_groups_standing_agreement_grants_its_members_without_a_vote() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn row_level_use_of_personal_data_is_open_for_comment_before_the_vote() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let mut d = dataset("Household meters", "city-energy", "shared_specific");
+    d["personal_data"] = json!(true);
+    let id = app.create_dataset(&alice, &d).await;
+    let analyst = app.token("analyst").await;
+    let mut body = request(&[&id], "research", "pseudonymised");
+    body["ends_on"] = json!("2026-06-30");
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(r["status"], "public_comment", "{r}");
+    assert_eq!(r["comment_until"], "2026-03-15");
+    for flag in ["personal_data", "row_level", "secondary_use"] {
+        assert!(
+            r["risk_flags"].as_array().unwrap().contains(&json!(flag)),
+            "{r}"
+        );
+    }
+    let path = format!("/api/v1/access-requests/{}", r["id"].as_str().unwrap());
+    // During the period: anyone signed in comments; nobody votes yet.
+    let resident = app.token("resident").await;
+    let text = json!({"text": "Please pseudonymise the meter ids per study."});
+    assert_eq!(
+        app.post_json(&format!("{path}/comments"), None, &text)
+            .await
+            .status(),
+        401
+    );
+    let r = json_of(
+        app.post_json(&format!("{path}/comments"), Some(&resident), &text)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        r["comments"][0]["text"],
+        "Please pseudonymise the meter ids per study."
+    );
+    let trustee = app.token("trustee").await;
+    let vote = json!({"vote": "approve", "reason": "Comments answered."});
+    assert_problem(
+        app.post_json(&format!("{path}/votes"), Some(&trustee), &vote)
+            .await,
+        422,
+        "comment_period_open",
+        None,
+    )
+    .await;
+    // After it: comments close, votes open.
+    app.clock.advance(time::Duration::days(15));
+    let resident = app.token("resident").await;
+    assert_problem(
+        app.post_json(&format!("{path}/comments"), Some(&resident), &text)
+            .await,
+        422,
+        "comment_period_closed",
+        None,
+    )
+    .await;
+    let trustee = app.token("trustee").await;
+    let r = json_of(
+        app.post_json(&format!("{path}/votes"), Some(&trustee), &vote)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review");
+    // A trustee who declares a conflict is recorded but not counted.
+    let t2 = app.token("trustee2").await;
+    let r = json_of(
+        app.post_json(
+            &format!("{path}/votes"),
+            Some(&t2),
+            &json!({"vote": "approve", "reason": "Fine.", "conflict_of_interest": "I advise the university."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(r["status"], "under_review");
+    let t3 = app.token("trustee3").await;
+    let r = json_of(
+        app.post_json(
+            &format!("{path}/votes"),
+            Some(&t3),
+            &json!({"vote": "deny", "reason": "Too fine-grained."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    // Two counting votes of a quorum of three: still open.
+    assert_eq!(r["status"], "under_review");
+    assert_eq!(r["votes"].as_array().unwrap().len(), 3);
+}
