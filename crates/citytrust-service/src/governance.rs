@@ -111,6 +111,15 @@ impl Who {
         })
     }
 
+    /// The recipients that stand for this person alone or their own
+    /// organisations (not their groups): who attests deletion, who is blocked.
+    fn direct_recipients(&self) -> Vec<String> {
+        self.recipients()
+            .into_iter()
+            .filter(|r| !r.starts_with("group:"))
+            .collect()
+    }
+
     /// Everyone an agreement may name that covers this person.
     fn recipients(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -1119,11 +1128,7 @@ impl Service {
         e.into_result()?;
         let mut a = self.agreement(id).await?;
         let who = self.who(actor).await?;
-        let direct: Vec<String> = who
-            .recipients()
-            .into_iter()
-            .filter(|r| !r.starts_with("group:"))
-            .collect();
+        let direct = who.direct_recipients();
         if !direct.contains(&a.recipient) {
             return Err(ServiceError::Forbidden(format!(
                 "only the recipient of agreement {id} ({}) attests its deletion",
@@ -1170,11 +1175,7 @@ impl Service {
     /// Refuse new requests from a recipient late attesting deletion.
     async fn refuse_if_overdue(&self, who: &Who) -> Result<()> {
         let today = self.today();
-        let direct: Vec<String> = who
-            .recipients()
-            .into_iter()
-            .filter(|r| !r.starts_with("group:"))
-            .collect();
+        let direct = who.direct_recipients();
         let late: Vec<String> = self
             .agreements()
             .await?

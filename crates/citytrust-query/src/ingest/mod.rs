@@ -971,35 +971,9 @@ fn convert_record(
     let n = plan.columns.len();
     match record {
         Record::Csv(fields) => {
-            if fields.len() != n {
-                return Err(RowError {
-                    line,
-                    column: None,
-                    field: None,
-                    message: format!(
-                        "wrong number of fields: expected {n}, found {}",
-                        fields.len()
-                    ),
-                });
-            }
-            let mut out = Vec::with_capacity(n);
-            for (i, (raw, col)) in fields.iter().zip(&plan.columns).enumerate() {
-                let text = std::str::from_utf8(raw).map_err(|e| {
-                    field_error(
-                        line,
-                        i,
-                        plan,
-                        format!(
-                            "bad encoding: not valid UTF-8 (byte {} of the field)",
-                            e.valid_up_to() + 1
-                        ),
-                    )
-                })?;
-                let value = convert(Cell::Text(text), col.ty, col.format.as_deref())
-                    .map_err(|m| field_error(line, i, plan, m))?;
-                out.push(Owned::of(value));
-            }
-            Ok(out)
+            let mut row = Vec::with_capacity(n);
+            parallel::check_record(plan, fields, line, &mut row)?;
+            Ok(row.into_iter().map(Owned::of).collect())
         }
         Record::Json(map) => {
             let mut out: Vec<Owned> = (0..n).map(|_| Owned::Null).collect();

@@ -435,7 +435,7 @@ fn write_batch(
 }
 
 /// Convert every field of a record into `row`, or say what is wrong with it.
-fn check_record<'r>(
+pub(super) fn check_record<'r>(
     plan: &Plan,
     record: &'r csv::ByteRecord,
     line: u64,
