@@ -195,6 +195,35 @@ test('a resident cannot see the admin page; the administrator can', async () => 
   await admin.context().close();
 });
 
+test('a resident signs in through the city\'s OpenID Connect provider and comes back to the same account', async () => {
+  const OIDC = process.env.OIDC_URL;
+  assert.ok(OIDC, 'scripts/test starts an OpenID Connect provider and sets OIDC_URL');
+  const page = await newPage({ width: 1280, height: 900 });
+  await page.goto(`${BASE}/signin`);
+  await assertAccessible(page, 'sign-in page with an identity service');
+  for (let round = 0; round < 2; round++) {
+    await page.getByRole('link', { name: 'Sign in with City ID' }).click();
+    if (round === 0) {
+      // The provider's own pages: any login name and password, then consent.
+      await page.waitForURL(u => u.href.startsWith(OIDC));
+      await page.locator('input[name=login]').fill('marta.puig');
+      await page.locator('input[name=password]').fill('any password at all');
+      await page.getByRole('button', { name: 'Sign-in' }).click();
+      await page.getByRole('button', { name: 'Continue' }).click();
+    }
+    // Back at the trust, signed in under the name the provider gave.
+    await page.waitForURL(`${BASE}/`);
+    assert.match(await page.locator('.who').innerText(), /Marta Puig/);
+    await page.getByRole('button', { name: /Sign out/ }).click();
+    await page.waitForURL(`${BASE}/`);
+    await page.goto(`${BASE}/signin`);
+  }
+  // An answer replayed to the trust signs nobody in.
+  const res = await page.goto(`${BASE}/signin/oidc/city-id/callback?code=replayed&state=${'0'.repeat(64)}`);
+  assert.equal(res.status(), 403);
+  await page.context().close();
+});
+
 test('pages are readable on a phone', async () => {
   const page = await newPage({ width: 375, height: 740 });
   for (const path of ['/', '/datasets', '/datasets/seattle-building-energy', '/datasets/barcelona-districts']) {

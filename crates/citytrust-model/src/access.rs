@@ -438,6 +438,10 @@ pub struct NewAccessRequest {
     pub columns: Vec<String>,
     #[serde(default)]
     pub terms: Terms,
+    /// Renew or amend this agreement (its id): once decided, the request
+    /// becomes the agreement's next version instead of a new agreement.
+    #[serde(default)]
+    pub amends: Option<String>,
     /// Save without submitting.
     #[serde(default)]
     pub draft: bool,
@@ -626,17 +630,38 @@ pub struct Vote {
 pub enum Tally {
     Approved,
     Denied,
+    /// Not enough counting votes yet.
     Open,
+    /// Too few trustees are free of a conflict to reach even a majority of
+    /// the configured quorum: the board must be completed before it can decide.
+    Stuck,
 }
 
-/// Count votes: those with a declared conflict do not count; once `quorum`
-/// counting votes are in, the majority decides and a tie denies (deny by default).
-pub fn tally(votes: &[Vote], quorum: usize) -> Tally {
+/// How many counting votes decide, when `trustees` may vote on a request
+/// (active trustees other than the requester) and `conflicted` of them
+/// have declared a conflict of interest: the configured quorum, lowered to
+/// the trustees left free to vote, but never below a majority of the
+/// quorum. `None` when even that cannot be reached.
+pub fn votes_needed(quorum: usize, trustees: usize, conflicted: usize) -> Option<usize> {
+    let quorum = quorum.max(1);
+    let free = trustees.saturating_sub(conflicted);
+    let needed = quorum.min(free);
+    (needed > quorum / 2).then_some(needed)
+}
+
+/// Count votes: those with a declared conflict do not count; once
+/// [`votes_needed`] counting votes are in, the majority decides and a tie
+/// denies (deny by default).
+pub fn tally(votes: &[Vote], quorum: usize, trustees: usize) -> Tally {
     let counting: Vec<&Vote> = votes
         .iter()
         .filter(|v| v.conflict_of_interest.is_none())
         .collect();
-    if counting.len() < quorum.max(1) {
+    let conflicted = votes.len() - counting.len();
+    let Some(needed) = votes_needed(quorum, trustees, conflicted) else {
+        return Tally::Stuck;
+    };
+    if counting.len() < needed {
         return Tally::Open;
     }
     let approve = counting
@@ -681,6 +706,12 @@ pub struct DecisionRecord {
 pub struct AccessRequest {
     pub id: String,
     pub requester: String,
+    /// The agent who made the request for the requester, and their authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::account::Delegation>,
+    /// The agreement this request renews or amends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amends: Option<String>,
     pub organization_id: Option<String>,
     pub group_id: Option<String>,
     pub dataset_ids: Vec<String>,
@@ -832,6 +863,7 @@ mod tests {
             group_id: None,
             columns: vec![],
             terms: Terms::default(),
+            amends: None,
             draft: false,
         }
     }
@@ -894,21 +926,59 @@ mod tests {
             at: String::new(),
         };
         use VoteChoice::*;
+        // Board of five, quorum three.
         assert_eq!(
-            tally(&[v(Approve, false), v(Approve, true)], 2),
+            tally(&[v(Approve, false), v(Approve, true)], 3, 5),
             Tally::Open
         );
         assert_eq!(
-            tally(&[v(Approve, false), v(Approve, false)], 2),
+            tally(
+                &[v(Approve, false), v(Approve, false), v(Deny, false)],
+                3,
+                5
+            ),
             Tally::Approved
         );
         assert_eq!(
-            tally(&[v(Approve, false), v(Deny, false)], 2),
+            tally(&[v(Approve, false), v(Deny, false)], 2, 5),
             Tally::Denied
         );
+        // Board of three, quorum three: a declared conflict lowers the votes
+        // needed to the two trustees left, instead of leaving the request open for ever.
         assert_eq!(
-            tally(&[v(Approve, false), v(Deny, false), v(Approve, false)], 3),
+            tally(&[v(Approve, false), v(Approve, true)], 3, 3),
+            Tally::Open
+        );
+        assert_eq!(
+            tally(
+                &[v(Approve, false), v(Approve, true), v(Approve, false)],
+                3,
+                3
+            ),
             Tally::Approved
+        );
+        assert_eq!(
+            tally(&[v(Approve, false), v(Approve, true), v(Deny, false)], 3, 3),
+            Tally::Denied
+        );
+        // Two of three conflicted: one trustee may not decide alone.
+        assert_eq!(
+            tally(
+                &[v(Approve, true), v(Approve, true), v(Approve, false)],
+                3,
+                3
+            ),
+            Tally::Stuck
+        );
+        assert_eq!(votes_needed(3, 3, 0), Some(3));
+        assert_eq!(votes_needed(3, 3, 1), Some(2));
+        assert_eq!(votes_needed(3, 3, 2), None);
+        assert_eq!(votes_needed(5, 9, 4), Some(5));
+        assert_eq!(votes_needed(5, 4, 0), Some(4));
+        assert_eq!(
+            votes_needed(5, 2, 0),
+            None,
+            "a board smaller than a majority of the quorum"
         );
     }
 

@@ -237,6 +237,11 @@ pub fn is_username(s: &str) -> bool {
 
 /// Who is acting: nobody in particular, or a signed-in person with their roles
 /// and organisations as they stood when the request was authenticated.
+///
+/// When an agent acts for another person under a checked [`Authority`], the
+/// actor is the principal (their roles without the personal offices of
+/// administrator and trustee, their organisations) and `agent` says who really
+/// acted and under which authority, so every record can show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Anonymous,
@@ -245,7 +250,131 @@ pub enum Actor {
         display_name: String,
         roles: Vec<Role>,
         organization_ids: Vec<String>,
+        agent: Option<Delegation>,
     },
+}
+
+/// The kinds of authority to act for another person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorityKind {
+    /// A parent or legal guardian acting for a minor.
+    Guardian,
+    /// A lasting or ordinary power of attorney.
+    PowerOfAttorney,
+    /// An organisation's written mandate for an employee or contractor to act for a colleague.
+    Mandate,
+}
+
+impl AuthorityKind {
+    pub const ALL: [AuthorityKind; 3] = [
+        AuthorityKind::Guardian,
+        AuthorityKind::PowerOfAttorney,
+        AuthorityKind::Mandate,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityKind::Guardian => "guardian",
+            AuthorityKind::PowerOfAttorney => "power_of_attorney",
+            AuthorityKind::Mandate => "mandate",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthorityKind::Guardian => "guardian",
+            AuthorityKind::PowerOfAttorney => "power of attorney",
+            AuthorityKind::Mandate => "mandate",
+        }
+    }
+}
+
+/// Authority one person (the agent) holds to act for another (the
+/// principal), as checked by an administrator against its evidence (R-ACC-9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Authority {
+    pub id: String,
+    pub agent: String,
+    pub principal: String,
+    pub kind: AuthorityKind,
+    /// What the authority covers, in words.
+    pub scope: String,
+    /// What was checked: the document seen, its reference.
+    pub evidence: String,
+    /// The administrator who checked the evidence.
+    pub checked_by: String,
+    #[schema(format = Date)]
+    pub starts_on: String,
+    #[schema(format = Date)]
+    pub ends_on: String,
+    /// Set when the authority is withdrawn before its end.
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// Body of `POST /api/v1/authorities`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAuthority {
+    pub agent: String,
+    pub principal: String,
+    pub kind: AuthorityKind,
+    pub scope: String,
+    pub evidence: String,
+    #[schema(format = Date)]
+    pub starts_on: String,
+    #[schema(format = Date)]
+    pub ends_on: String,
+}
+
+impl NewAuthority {
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut e = ValidationErrors::default();
+        for (field, value) in [("agent", &self.agent), ("principal", &self.principal)] {
+            if !is_username(value) {
+                e.push(field, "must be the username of an account");
+            }
+        }
+        if self.agent == self.principal {
+            e.push(
+                "principal",
+                "an agent does not need authority to act for themselves",
+            );
+        }
+        e.required_text("scope", &self.scope, 2000);
+        e.required_text("evidence", &self.evidence, 2000);
+        let start = e.date("starts_on", &self.starts_on);
+        let end = e.date("ends_on", &self.ends_on);
+        if let (Some(s), Some(t)) = (start, end)
+            && t < s
+        {
+            e.push("ends_on", "must not be before starts_on");
+        }
+        e.into_result()
+    }
+}
+
+/// An agent acting for the actor: who, under which checked authority.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Delegation {
+    /// The agent's username.
+    pub agent: String,
+    pub agent_display_name: String,
+    pub authority_id: String,
+    pub kind: AuthorityKind,
+}
+
+impl Delegation {
+    /// "Ana Agent (power of attorney A-…)" for pages and records.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}, authority {})",
+            self.agent_display_name,
+            self.kind.label(),
+            self.authority_id
+        )
+    }
 }
 
 impl Actor {
@@ -255,6 +384,35 @@ impl Actor {
             display_name: u.display_name.clone(),
             roles: u.roles.clone(),
             organization_ids: u.organization_ids.clone(),
+            agent: None,
+        }
+    }
+    /// `agent` acting for `principal` under `authority` (checked by the caller):
+    /// the principal's organisations and roles, less the personal offices.
+    pub fn on_behalf(principal: &User, agent: &User, authority: &Authority) -> Actor {
+        Actor::User {
+            username: principal.username.clone(),
+            display_name: principal.display_name.clone(),
+            roles: principal
+                .roles
+                .iter()
+                .copied()
+                .filter(|r| *r == Role::Resident)
+                .collect(),
+            organization_ids: principal.organization_ids.clone(),
+            agent: Some(Delegation {
+                agent: agent.username.clone(),
+                agent_display_name: agent.display_name.clone(),
+                authority_id: authority.id.clone(),
+                kind: authority.kind,
+            }),
+        }
+    }
+    /// The agent acting for this actor, if any.
+    pub fn agent(&self) -> Option<&Delegation> {
+        match self {
+            Actor::User { agent, .. } => agent.as_ref(),
+            Actor::Anonymous => None,
         }
     }
     pub fn username(&self) -> Option<&str> {

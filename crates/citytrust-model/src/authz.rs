@@ -94,6 +94,7 @@ mod tests {
             display_name: "U".into(),
             roles: roles.to_vec(),
             organization_ids: orgs.iter().map(|s| s.to_string()).collect(),
+            agent: None,
         }
     }
 

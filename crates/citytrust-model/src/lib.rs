@@ -16,7 +16,8 @@ pub use access::{
     PurposeKind, RequestStatus, Sharing,
 };
 pub use account::{
-    Actor, Group, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role, User,
+    Actor, Authority, AuthorityKind, Delegation, Group, NewAuthority, NewGroup, NewOrganization,
+    NewUser, Organization, OrganizationKind, Role, User,
 };
 pub use authz::Refusal;
 pub use catalogue::{

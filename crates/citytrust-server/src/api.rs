@@ -5,7 +5,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use citytrust_model::account::{Group, NewGroup, NewOrganization, NewUser, Organization, User};
+use citytrust_model::account::{
+    Authority, Group, NewAuthority, NewGroup, NewOrganization, NewUser, Organization, User,
+};
 use citytrust_model::catalogue::{Dataset, DatasetInput, Spectrum, Theme};
 use citytrust_service::search::{Facets, MAX_PER_PAGE};
 use citytrust_service::{SearchQuery, SortOrder};
@@ -14,7 +16,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiActor, ApiJson, ApiQuery, SignedIn, json_body, parse_json};
+use crate::extract::{ApiActor, ApiJson, ApiPath, ApiQuery, SignedIn, json_body, parse_json};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -35,6 +37,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/organizations/{id}", get(get_organization))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/groups", get(list_groups).post(create_group))
+        .route(
+            "/api/v1/authorities",
+            get(list_authorities).post(create_authority),
+        )
+        .route("/api/v1/authorities/{id}/revoke", post(revoke_authority))
         .route("/api/openapi.json", get(openapi_json))
 }
 
@@ -50,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         issue_token, me, search_datasets, create_dataset, get_dataset, patch_dataset,
         list_organizations, create_organization, get_organization,
         list_users, create_user, list_groups, create_group,
+        list_authorities, create_authority, revoke_authority,
         crate::ledger::entry, crate::ledger::consistency,
         crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
@@ -549,6 +557,64 @@ async fn create_group(
         StatusCode::CREATED,
         Json(state.service.create_group(&actor, new).await?),
     ))
+}
+
+// ---- agents' authority ------------------------------------------------------
+
+/// Authorities to act for another person: every one for an administrator,
+/// else those the caller holds or is subject to.
+#[utoipa::path(get, path = "/api/v1/authorities", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<Authority>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_authorities(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<Authority>>, ApiError> {
+    Ok(Json(state.service.list_authorities(&actor).await?))
+}
+
+/// Record an authority to act for another person, after checking its
+/// evidence (administrators, in person). Agents then send
+/// `On-Behalf-Of: <principal>` with their own token.
+#[utoipa::path(post, path = "/api/v1/authorities", tag = "accounts", security(("bearer" = [])), request_body = NewAuthority,
+    responses(
+        (status = 201, description = "Recorded (and logged)", body = Authority),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_authority(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiJson(new): ApiJson<NewAuthority>,
+) -> Result<(StatusCode, Json<Authority>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.service.create_authority(&actor, new).await?),
+    ))
+}
+
+/// Withdraw an authority (administrators, in person); it stops counting at once.
+#[utoipa::path(post, path = "/api/v1/authorities/{id}/revoke", tag = "accounts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The authority's id")),
+    responses(
+        (status = 200, description = "Withdrawn", body = Authority),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such authority", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_authority(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Authority>, ApiError> {
+    Ok(Json(state.service.revoke_authority(&actor, &id).await?))
 }
 
 #[cfg(test)]

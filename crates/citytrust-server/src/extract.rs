@@ -156,13 +156,23 @@ fn strip_position(message: &str) -> String {
 
 /// Who the API request acts as: a bearer token's owner, or nobody.
 /// A token that is present but unknown or expired is refused, never treated as anonymous.
+///
+/// With an `On-Behalf-Of: USERNAME` header the token's owner acts for that
+/// person, and only under an authority in force that an administrator checked
+/// (otherwise 403, rule `no-authority`); records then show both.
 pub struct ApiActor(pub Actor);
+
+/// The header an agent names the person they act for in.
+pub const ON_BEHALF_OF: &str = "on-behalf-of";
 
 impl FromRequestParts<AppState> for ApiActor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            if parts.headers.contains_key(ON_BEHALF_OF) {
+                return Err(citytrust_service::ServiceError::Unauthenticated.into());
+            }
             return Ok(ApiActor(Actor::Anonymous));
         };
         let token = value
@@ -181,7 +191,26 @@ impl FromRequestParts<AppState> for ApiActor {
                     "the Authorization header must be 'Bearer <token>'",
                 )
             })?;
-        Ok(ApiActor(state.service.actor_for_token(token).await?))
+        let actor = state.service.actor_for_token(token).await?;
+        match parts.headers.get(ON_BEHALF_OF) {
+            None => Ok(ApiActor(actor)),
+            Some(v) => {
+                let principal = v
+                    .to_str()
+                    .ok()
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty() && p.len() <= 64)
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            "On-Behalf-Of",
+                            "the On-Behalf-Of header must be the username of the person you act for",
+                        )
+                    })?;
+                Ok(ApiActor(state.service.act_for(&actor, principal).await?))
+            }
+        }
     }
 }
 

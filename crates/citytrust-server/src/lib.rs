@@ -16,6 +16,7 @@ mod health;
 mod ledger;
 mod lineage;
 mod metrics;
+pub mod oidc;
 mod portal_content;
 mod web;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether cookies carry the `Secure` attribute (off only for plain-HTTP development).
     pub secure_cookies: bool,
+    /// The city's OpenID Connect providers (none: passwords only).
+    pub oidc: Arc<oidc::Oidc>,
 }
 
 impl AppState {
@@ -47,7 +50,14 @@ impl AppState {
             service,
             metrics: Arc::new(Metrics::new()),
             secure_cookies,
+            oidc: Arc::new(oidc::Oidc::default()),
         }
+    }
+
+    /// Offer sign-in through these OpenID Connect providers.
+    pub fn with_oidc(mut self, oidc: oidc::Oidc) -> AppState {
+        self.oidc = Arc::new(oidc);
+        self
     }
 }
 
@@ -72,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .merge(feedback::routes())
         .merge(governance::routes())
         .merge(web::routes())
+        .merge(oidc::routes())
         .merge(health::routes())
         .merge(ledger::routes())
         .fallback(web::not_found)

@@ -24,7 +24,7 @@ use citytrust_model::catalogue::{
 };
 use citytrust_model::{
     Actor, FieldError, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role,
-    Spectrum, Theme,
+    Spectrum, Theme, User,
 };
 use citytrust_service::accounts::{Session, new_form_token};
 use citytrust_service::search::FacetCount;
@@ -142,7 +142,7 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -153,7 +153,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+pub(crate) fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&text)
@@ -247,7 +247,7 @@ pub async fn not_found(uri: Uri, viewer: Viewer) -> Response {
     )
 }
 
-type PageResult = Result<Response, PageError>;
+pub(crate) type PageResult = Result<Response, PageError>;
 
 fn render(t: &impl Template) -> PageResult {
     Ok(Html(t.render()?).into_response())
@@ -1476,6 +1476,8 @@ struct SigninPage {
     csrf: String,
     username: String,
     error: String,
+    /// (id, name) of the city's identity services.
+    providers: Vec<(String, String)>,
 }
 
 async fn signin_form(State(state): State<AppState>, viewer: Viewer) -> PageResult {
@@ -1500,6 +1502,7 @@ fn signin_page(
         csrf: csrf.clone(),
         username,
         error,
+        providers: state.oidc.choices(),
     };
     let mut res = (status, Html(page.render()?)).into_response();
     res.headers_mut().append(
@@ -1543,17 +1546,22 @@ async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
         Err(e) => return Err(e.into()),
     };
-    let issued = state.service.start_session(&user).await?;
+    signed_in(&state, &user).await
+}
+
+/// Start a session for `user` and go home: after a password, or an identity provider.
+pub(crate) async fn signed_in(state: &AppState, user: &User) -> PageResult {
+    let issued = state.service.start_session(user).await?;
     let max_age = (issued.expires_at - state.service.now())
         .whole_seconds()
         .max(0);
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, &issued.secret, max_age),
+        set_cookie(state, SESSION_COOKIE, &issued.secret, max_age),
     );
     res.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, "", 0));
+        .append(header::SET_COOKIE, set_cookie(state, SIGNIN_COOKIE, "", 0));
     Ok(res)
 }
 

@@ -315,7 +315,7 @@ impl Service {
         self.active_user(username).await
     }
 
-    async fn active_user(&self, username: &str) -> Result<User> {
+    pub(crate) async fn active_user(&self, username: &str) -> Result<User> {
         match self.store.get_user(username).await? {
             Some(s) if !s.user.disabled => Ok(s.user),
             _ => Err(ServiceError::ExpiredCredentials),
@@ -353,11 +353,11 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(buf)
 }
 
-fn random_hex<const N: usize>() -> Result<String> {
+pub(crate) fn random_hex<const N: usize>() -> Result<String> {
     Ok(hex::encode(random_bytes::<N>()?))
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 

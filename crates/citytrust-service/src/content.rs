@@ -671,7 +671,8 @@ impl Service {
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
-        let (body, at) = self.log_entry(
+        let (body, at) = self.log_entry_by(
+            actor,
             "content.read",
             serde_json::json!({
                 "dataset": dataset.id,
@@ -828,7 +829,8 @@ impl Service {
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
-        let (body, at) = self.log_entry(
+        let (body, at) = self.log_entry_by(
+            actor,
             "query.run",
             serde_json::json!({
                 "inputs": inputs,

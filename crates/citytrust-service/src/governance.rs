@@ -451,7 +451,7 @@ impl Service {
         ))
     }
 
-    fn today(&self) -> i64 {
+    pub(crate) fn today(&self) -> i64 {
         self.now().unix_timestamp().div_euclid(86_400)
     }
 
@@ -513,6 +513,8 @@ impl Service {
         let mut request = AccessRequest {
             id,
             requester: username.to_string(),
+            agent: actor.agent().cloned(),
+            amends: new.amends.clone(),
             organization_id,
             group_id: new.group_id.clone(),
             dataset_ids: new.dataset_ids.clone(),
@@ -535,6 +537,7 @@ impl Service {
             created_at: now.clone(),
             updated_at: now,
         };
+        self.check_amendment(actor, &request).await?;
         if new.draft {
             self.store
                 .save_access_request(&request, None, None, &[])
@@ -575,9 +578,11 @@ impl Service {
             group_id: request.group_id.clone(),
             columns: request.columns.clone(),
             terms: request.terms.clone(),
+            amends: request.amends.clone(),
             draft: false,
         };
         new.validate(&self.purposes().await?, self.today())?;
+        self.check_amendment(actor, &request).await?;
         let (agreement, entries) = self.submit(actor, &mut request).await?;
         let entries: Vec<NewLogEntry<'_>> = entries
             .iter()
@@ -704,7 +709,8 @@ impl Service {
         request.updated_at = now.clone();
         let mut entries = Vec::new();
         let label = self.requester_label(request);
-        let (body, at) = self.log_entry(
+        let (body, at) = self.log_entry_by(
+            actor,
             "access.requested",
             serde_json::json!({
                 "request": request.id,
@@ -743,10 +749,10 @@ impl Service {
                 charter_version,
                 at: now,
             });
-            let a = self.agreement_for(request, &datasets)?;
+            let a = self.agreement_for(request, &datasets).await?;
             request.agreement_id = Some(a.id.clone());
             entries.push(self.decided_entry(request)?);
-            entries.push(self.agreement_entry("agreement.made", &a)?);
+            entries.push(self.agreement_entry(made_kind(&a), &a)?);
             agreement = Some(a);
         } else if comment {
             request.status = RequestStatus::PublicComment;
@@ -824,7 +830,23 @@ impl Service {
         Ok((kind.to_string(), body, at))
     }
 
-    fn agreement_for(&self, request: &AccessRequest, datasets: &[Dataset]) -> Result<Agreement> {
+    /// The agreement an approved request makes: a new one, or the next
+    /// version of the agreement it renews or amends.
+    async fn agreement_for(
+        &self,
+        request: &AccessRequest,
+        datasets: &[Dataset],
+    ) -> Result<Agreement> {
+        let (id, version) = match &request.amends {
+            Some(id) => {
+                let current = self.agreement(id).await?;
+                (current.id, current.version + 1)
+            }
+            None => (
+                format!("dsa-{}", hex::encode(crate::accounts::random_bytes::<6>()?)),
+                1,
+            ),
+        };
         let mut providers: Vec<String> = datasets
             .iter()
             .map(|d| d.metadata.owner_organization_id.clone())
@@ -841,8 +863,8 @@ impl Service {
             .clone()
             .ok_or_else(|| ServiceError::Internal("an agreement without a decision".into()))?;
         Ok(Agreement {
-            id: format!("dsa-{}", hex::encode(crate::accounts::random_bytes::<6>()?)),
-            version: 1,
+            id,
+            version,
             status: AgreementStatus::Active,
             request_id: request.id.clone(),
             providers,
@@ -860,6 +882,74 @@ impl Service {
             deletion_statement: None,
             created_at: rfc3339(self.now()),
         })
+    }
+
+    /// Whether `actor` is (or acts for) the direct recipient of `a`.
+    pub async fn receives(&self, actor: &Actor, a: &Agreement) -> Result<bool> {
+        if actor.username().is_none() {
+            return Ok(false);
+        }
+        Ok(self
+            .who(actor)
+            .await?
+            .direct_recipients()
+            .contains(&a.recipient))
+    }
+
+    /// A renewal or amendment is asked for by the agreement's recipient, for
+    /// the same purpose, while the agreement has not been retired; until it
+    /// is decided the agreement's current version stays in force.
+    async fn check_amendment(&self, actor: &Actor, request: &AccessRequest) -> Result<()> {
+        let Some(id) = &request.amends else {
+            return Ok(());
+        };
+        let Some(current) = self.store.get_agreement(id).await? else {
+            return Err(ValidationErrors::single(
+                "amends",
+                format!("there is no agreement '{id}'"),
+            )
+            .into());
+        };
+        if current.status != AgreementStatus::Active {
+            return Err(ValidationErrors::single(
+                "amends",
+                format!(
+                    "agreement {id} is {}; ask for a new agreement instead",
+                    current.status.as_str()
+                ),
+            )
+            .into());
+        }
+        let who = self.who(actor).await?;
+        if !who.direct_recipients().contains(&current.recipient) {
+            return Err(ServiceError::Forbidden(format!(
+                "only the recipient of agreement {id} ({}) renews or amends it",
+                current.recipient
+            )));
+        }
+        let mut e = ValidationErrors::default();
+        if request.purpose != current.purpose {
+            e.push(
+                "purpose",
+                format!(
+                    "agreement {id} is for '{}'; another purpose needs a new agreement",
+                    current.purpose
+                ),
+            );
+        }
+        let recipient = match (&request.group_id, &request.organization_id) {
+            (Some(g), _) => format!("group:{g}"),
+            (None, Some(o)) => format!("organization:{o}"),
+            (None, None) => format!("user:{}", request.requester),
+        };
+        if recipient != current.recipient {
+            e.push(
+                "organization_id",
+                format!("agreement {id} is with {}", current.recipient),
+            );
+        }
+        e.into_result()?;
+        Ok(())
     }
 
     /// A request, as its requester, the trustees or the public register see it
@@ -975,8 +1065,16 @@ impl Service {
         let mut entries = vec![("access.vote".to_string(), body, at)];
         let (charter_version, _) = self.charter_in_force().await?;
         let mut agreement = None;
-        let outcome = tally(&request.votes, self.settings.quorum);
-        if outcome != Tally::Open {
+        let trustees = self.store.count_trustees_except(&request.requester).await?;
+        let outcome = tally(
+            &request.votes,
+            self.settings.quorum,
+            usize::try_from(trustees).unwrap_or(0),
+        );
+        if outcome == Tally::Stuck {
+            tracing::warn!(request = %request.id, trustees, "too many declared conflicts: the board cannot reach a quorum on this request");
+        }
+        if matches!(outcome, Tally::Approved | Tally::Denied) {
             let reasons: Vec<String> = request
                 .votes
                 .iter()
@@ -1001,10 +1099,10 @@ impl Service {
                 for d in &request.dataset_ids {
                     datasets.push(self.get_dataset(d).await?);
                 }
-                let a = self.agreement_for(&request, &datasets)?;
+                let a = self.agreement_for(&request, &datasets).await?;
                 request.agreement_id = Some(a.id.clone());
                 entries.push(self.decided_entry(&request)?);
-                entries.push(self.agreement_entry("agreement.made", &a)?);
+                entries.push(self.agreement_entry(made_kind(&a), &a)?);
                 agreement = Some(a);
             } else {
                 entries.push(self.decided_entry(&request)?);
@@ -1018,6 +1116,33 @@ impl Service {
             .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
             .await?;
         Ok(request)
+    }
+
+    /// Where the vote on an undecided request stands, in words for its page:
+    /// how many counting votes are in and how many decide, or that declared
+    /// conflicts leave too few trustees to decide.
+    pub async fn quorum_state(&self, request: &AccessRequest) -> Result<String> {
+        let trustees = self.store.count_trustees_except(&request.requester).await?;
+        let trustees = usize::try_from(trustees).unwrap_or(0);
+        let conflicted = request
+            .votes
+            .iter()
+            .filter(|v| v.conflict_of_interest.is_some())
+            .count();
+        let counting = request.votes.len() - conflicted;
+        Ok(
+            match citytrust_model::access::votes_needed(self.settings.quorum, trustees, conflicted)
+            {
+                Some(needed) => format!(
+                    "{counting} of the {needed} counting votes that decide are in (quorum {}; {conflicted} declared a conflict of interest).",
+                    self.settings.quorum
+                ),
+                None => format!(
+                    "The board cannot decide this request: {conflicted} of {trustees} trustees declared a conflict of interest, leaving fewer than a majority of the quorum of {}. An administrator must appoint further trustees.",
+                    self.settings.quorum
+                ),
+            },
+        )
     }
 
     /// Anyone signed in comments on a request open for public comment.
@@ -1313,4 +1438,13 @@ pub fn odrl(a: &Agreement, base: &str) -> serde_json::Value {
         policy["dct:license"] = json!(licence);
     }
     policy
+}
+
+/// The log entry type for an agreement's first version or a later one.
+fn made_kind(a: &Agreement) -> &'static str {
+    if a.version == 1 {
+        "agreement.made"
+    } else {
+        "agreement.amended"
+    }
 }

@@ -123,6 +123,24 @@ impl Service {
         Ok((body, at))
     }
 
+    /// Like [`Service::log_entry`], for an action an agent may have taken for
+    /// someone: the entry then says so, naming the authority and its kind
+    /// (never the people).
+    pub(crate) fn log_entry_by(
+        &self,
+        actor: &citytrust_model::Actor,
+        kind: &str,
+        mut fields: serde_json::Value,
+    ) -> Result<(String, String)> {
+        if let (Some(agent), Some(map)) = (actor.agent(), fields.as_object_mut()) {
+            map.insert(
+                "agent".into(),
+                serde_json::json!({"authority": agent.authority_id, "kind": agent.kind.as_str()}),
+            );
+        }
+        self.log_entry(kind, fields)
+    }
+
     /// Load the checkpointed tree from the database and check it: every stored
     /// hash is present and the root recomputes to the last signed one.
     pub(crate) async fn load_ledger(&self) -> Result<()> {

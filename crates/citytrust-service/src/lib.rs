@@ -12,6 +12,7 @@ pub mod content;
 mod error;
 pub mod feedback;
 pub mod governance;
+pub mod identity;
 pub mod ledger;
 pub mod lineage;
 pub mod search;

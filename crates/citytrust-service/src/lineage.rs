@@ -155,7 +155,8 @@ impl Service {
                 None,
             )
             .await?;
-        let (body, at) = self.log_entry(
+        let (body, at) = self.log_entry_by(
+            actor,
             "dataset.derived",
             serde_json::json!({
                 "dataset": dataset.id,

@@ -216,6 +216,12 @@ impl Store {
             }
         };
         if let Some(agreement) = agreement {
+            // A renewal or amendment supersedes the version in force.
+            sqlx::query("UPDATE agreements SET status = 'superseded' WHERE id = $1 AND version < $2 AND status = 'active'")
+                .bind(&agreement.id)
+                .bind(agreement.version)
+                .execute(&mut *tx)
+                .await?;
             insert_agreement(&mut tx, agreement).await?;
         }
         for entry in entries {

@@ -17,9 +17,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 mod governance;
+mod identity;
 mod migrate;
 
 pub use governance::StoredCharter;
+pub use identity::PendingLogin;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,6 +275,17 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
+    /// Active trustees other than `except` (who may not vote on their own request).
+    pub async fn count_trustees_except(&self, except: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM users WHERE is_trustee = 1 AND disabled = 0 AND username <> $1",
+        )
+        .bind(except)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
     pub async fn get_user(&self, username: &str) -> Result<Option<StoredUser>> {
         let row = sqlx::query(
             "SELECT username, display_name, email, password_hash, is_administrator, is_trustee, is_resident, \
@@ -503,7 +516,8 @@ impl Store {
             .bind(now_unix)
             .execute(&self.pool)
             .await?;
-        Ok(a.rows_affected() + b.rows_affected())
+        let c = self.purge_pending_logins(now_unix).await?;
+        Ok(a.rows_affected() + b.rows_affected() + c)
     }
 
     // ---- the transparency log --------------------------------------------------

@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_governance.sql"),
         postgres: include_str!("../migrations/postgres/0005_governance.sql"),
     },
+    Migration {
+        version: 6,
+        name: "identity",
+        sqlite: include_str!("../migrations/sqlite/0006_identity.sql"),
+        postgres: include_str!("../migrations/postgres/0006_identity.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

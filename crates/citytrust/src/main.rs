@@ -145,6 +145,13 @@ struct ServeArgs {
     /// Send session cookies without the Secure attribute (only for plain HTTP away from localhost).
     #[arg(long)]
     insecure_cookies: bool,
+    /// The city's OpenID Connect providers, as a JSON file (see ARCHITECTURE.md, "Identity").
+    #[arg(long, env = "CITYTRUST_OIDC_CONFIG")]
+    oidc_config: Option<PathBuf>,
+    /// Where browsers reach this trust, e.g. https://trust.city.example (default: http://LISTEN);
+    /// identity providers send people back under it.
+    #[arg(long, env = "CITYTRUST_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -369,7 +376,17 @@ async fn serve(
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let state = citytrust_server::AppState::new(service.clone(), !args.insecure_cookies);
+    let mut state = citytrust_server::AppState::new(service.clone(), !args.insecure_cookies);
+    if let Some(path) = &args.oidc_config {
+        let public_url = args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let oidc = citytrust_server::oidc::Oidc::from_file(path, &public_url)
+            .map_err(|e| anyhow::anyhow!("--oidc-config: {e}"))?;
+        tracing::info!(providers = ?oidc.choices().iter().map(|c| &c.0).collect::<Vec<_>>(), "sign-in through OpenID Connect offered");
+        state = state.with_oidc(oidc);
+    }
     citytrust_server::spawn_maintenance(service.clone());
     let app = citytrust_server::app(state);
     let url = format!("http://{addr}/");

@@ -164,6 +164,8 @@ struct RequestForm {
     ends_on: String,
     benefit: String,
     errors: Vec<(String, String)>,
+    /// The agreement this request renews or amends (empty: a new one).
+    amends: String,
 }
 
 fn questions(list: &[Question], answers: &BTreeMap<String, String>) -> Vec<QuestionView> {
@@ -241,6 +243,7 @@ async fn request_form(
         starts_on: values.starts_on.clone(),
         ends_on: values.ends_on.clone(),
         benefit: values.benefit.clone(),
+        amends: values.amends.clone().unwrap_or_default(),
         errors,
     };
     Ok((status, axum::response::Html(page.render()?)).into_response())
@@ -251,12 +254,15 @@ async fn new_request_form(
     viewer: Viewer,
     RawQuery(raw): RawQuery,
 ) -> PageResult {
-    let dataset = raw
-        .as_deref()
-        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "dataset"))
-        .map(|(_, v)| v.into_owned());
-    let values = NewAccessRequest {
-        dataset_ids: dataset.into_iter().collect(),
+    let param = |name: &str| {
+        raw.as_deref().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let mut values = NewAccessRequest {
+        dataset_ids: param("dataset").into_iter().collect(),
         purpose: "research".into(),
         level: "aggregate".into(),
         starts_on: String::new(),
@@ -268,8 +274,32 @@ async fn new_request_form(
         group_id: None,
         columns: vec![],
         terms: Terms::default(),
+        amends: None,
         draft: false,
     };
+    // Renewing or amending: start from the agreement in force and the request that made it.
+    if let Some(id) = param("amends") {
+        let a = state.service.agreement(&id).await?;
+        values.dataset_ids = a.dataset_ids.clone();
+        values.purpose = a.purpose.clone();
+        values.level = a.level.as_str().into();
+        values.starts_on = a.starts_on.clone();
+        values.ends_on = a.ends_on.clone();
+        values.sharing = a.sharing;
+        values.organization_id = a
+            .recipient
+            .strip_prefix("organization:")
+            .map(str::to_string);
+        if let Ok(r) = state
+            .service
+            .get_access_request(&viewer.actor(), &a.request_id)
+            .await
+        {
+            values.benefit = r.benefit;
+            values.checklist = r.checklist;
+        }
+        values.amends = Some(a.id);
+    }
     request_form(&state, &viewer, &values, Vec::new()).await
 }
 
@@ -309,8 +339,17 @@ async fn create_request(
         group_id: None,
         columns: vec![],
         terms: Terms::default(),
+        amends: form.opt("amends"),
         draft,
     };
+    // The portal does not edit columns and terms: an amendment keeps the agreement's.
+    let mut values = values;
+    if let Some(id) = &values.amends
+        && let Ok(a) = state.service.agreement(id).await
+    {
+        values.columns = a.columns;
+        values.terms = a.terms;
+    }
     match state
         .service
         .create_access_request(&session.actor, values.clone())
@@ -343,6 +382,8 @@ struct RequestPage {
     nav: Nav,
     r: RequestRow,
     requester: String,
+    /// "Ana Agent (power of attorney, authority auth-…)" when an agent made it.
+    agent: String,
     organization: String,
     benefit: String,
     sharing: String,
@@ -355,6 +396,7 @@ struct RequestPage {
     comment_until: String,
     may_vote: bool,
     may_comment: bool,
+    quorum: String,
     message: String,
     errors: Vec<(String, String)>,
 }
@@ -378,6 +420,14 @@ async fn request_view(
         && !r.votes.iter().any(|v| Some(&v.trustee) == me.as_ref());
     let may_comment =
         matches!(actor, Actor::User { .. }) && r.status == RequestStatus::PublicComment;
+    let quorum = if matches!(
+        r.status,
+        RequestStatus::UnderReview | RequestStatus::PublicComment
+    ) {
+        state.service.quorum_state(&r).await?
+    } else {
+        String::new()
+    };
     let status = if errors.is_empty() {
         axum::http::StatusCode::OK
     } else {
@@ -386,6 +436,7 @@ async fn request_view(
     let page = RequestPage {
         nav: viewer.nav("requests"),
         requester: r.requester.clone(),
+        agent: r.agent.as_ref().map(|a| a.describe()).unwrap_or_default(),
         organization: r
             .organization_id
             .clone()
@@ -433,6 +484,7 @@ async fn request_view(
         r: row(&r),
         may_vote,
         may_comment,
+        quorum,
         message: message.into(),
         errors,
     };
@@ -591,6 +643,8 @@ struct AgreementPage {
     decided: String,
     attestation: String,
     created_at: String,
+    /// The viewer receives this agreement and may ask to renew or amend it.
+    may_amend: bool,
 }
 
 async fn agreement_page(
@@ -599,7 +653,10 @@ async fn agreement_page(
     Path(id): Path<String>,
 ) -> PageResult {
     let a = state.service.agreement(&id).await?;
+    let may_amend = a.status == citytrust_model::AgreementStatus::Active
+        && state.service.receives(&viewer.actor(), &a).await?;
     render(&AgreementPage {
+        may_amend,
         nav: viewer.nav("register"),
         version: a.version,
         providers: a.providers.join(", "),

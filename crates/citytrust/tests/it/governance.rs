@@ -95,8 +95,9 @@ async fn json_of(res: reqwest::Response, status: u16) -> Value {
 
 /// A refused read says which rule refused it and carries nothing of the data.
 async fn refused(res: reqwest::Response, rule: Option<&str>) -> Value {
-    assert_eq!(res.status(), 403);
+    let status = res.status();
     let text = res.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
     for secret in ["Alpha Tower", "1520000", "kbtu", "M-1", "litres"] {
         assert!(
             !text.contains(secret),
@@ -1170,7 +1171,408 @@ async fn row_level_use_of_personal_data_is_open_for_comment_before_the_vote() {
         200,
     )
     .await;
-    // Two counting votes of a quorum of three: still open.
-    assert_eq!(r["status"], "under_review");
+    // Three trustees, one conflicted: the two left decide (the board does not
+    // deadlock), and their tie denies.
     assert_eq!(r["votes"].as_array().unwrap().len(), 3);
+    assert_eq!(r["status"], "denied", "{r}");
+    assert_eq!(r["decision"]["by"], "trustees");
+}
+
+/// Entries of the log whose kind is `kind`, decoded.
+async fn log_entries(app: &TestApp, kind: &str) -> Vec<Value> {
+    app.service
+        .store()
+        .ledger_entries(0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, body)| serde_json::from_str::<Value>(&body).unwrap())
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_acts_for_another_person_only_under_a_checked_authority_shown_in_every_record() {
+    let app = start().await;
+    app.service
+        .insert_user(user("assistant", vec![], vec![]))
+        .await
+        .unwrap();
+    let alice = app.token("alice").await;
+    let admin = app.token("admin").await;
+    let analyst = app.token("analyst").await;
+    let assistant = app.token("assistant").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let as_agent = |method: reqwest::Method, path: &str, principal: &str| {
+        app.client
+            .request(method, app.url(path))
+            .bearer_auth(&assistant)
+            .header("on-behalf-of", principal)
+    };
+    let body = request(&[&energy], "research", "identified");
+    // No authority: refused, by the rule that says so, and nothing is made.
+    let res = as_agent(reqwest::Method::POST, "/api/v1/access-requests", "analyst")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    refused(res, Some("no-authority")).await;
+    // Nobody acts for anyone without a token of their own.
+    let res = app
+        .client
+        .get(app.url("/api/v1/access-requests"))
+        .header("on-behalf-of", "analyst")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 401, "unauthenticated", None).await;
+    // Only an administrator records an authority.
+    let authority = json!({
+        "agent": "assistant", "principal": "analyst", "kind": "mandate",
+        "scope": "Access requests and reads for the retrofit study.",
+        "evidence": "Signed mandate of the university's research office, ref. UNI-2026-114, seen.",
+        "starts_on": "2026-03-01", "ends_on": "2026-03-31"
+    });
+    let res = app
+        .post_json("/api/v1/authorities", Some(&analyst), &authority)
+        .await;
+    assert_eq!(res.status(), 403);
+    let mut bad = authority.clone();
+    bad["principal"] = json!("assistant");
+    assert_problem(
+        app.post_json("/api/v1/authorities", Some(&admin), &bad)
+            .await,
+        422,
+        "validation_failed",
+        Some("principal"),
+    )
+    .await;
+    let granted = json_of(
+        app.post_json("/api/v1/authorities", Some(&admin), &authority)
+            .await,
+        201,
+    )
+    .await;
+    let authority_id = granted["id"].as_str().unwrap().to_string();
+    assert_eq!(granted["checked_by"], "admin");
+    let logged = log_entries(&app, "authority.granted").await;
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0]["authority"], authority_id.as_str());
+    assert!(
+        !logged[0].to_string().contains("analyst") && !logged[0].to_string().contains("assistant"),
+        "the public log names no person: {}",
+        logged[0]
+    );
+
+    // With it, the request is the analyst's, made by the assistant: both show.
+    let r = json_of(
+        as_agent(reqwest::Method::POST, "/api/v1/access-requests", "analyst")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    assert_eq!(r["requester"], "analyst");
+    assert_eq!(r["organization_id"], "uni");
+    assert_eq!(r["agent"]["agent"], "assistant");
+    assert_eq!(r["agent"]["authority_id"], authority_id.as_str());
+    assert_eq!(r["agent"]["kind"], "mandate");
+    let requested = log_entries(&app, "access.requested").await;
+    assert_eq!(
+        requested.last().unwrap()["agent"]["authority"],
+        authority_id.as_str()
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    let page = app.page(&format!("/requests/{id}")).await;
+    assert!(page.contains("Made on their behalf by"), "{page}");
+    assert!(page.contains(&authority_id));
+
+    // A trustee's offices do not pass to an agent: an agent for a trustee may not vote.
+    let mut for_trustee = authority.clone();
+    for_trustee["principal"] = json!("trustee3");
+    json_of(
+        app.post_json("/api/v1/authorities", Some(&admin), &for_trustee)
+            .await,
+        201,
+    )
+    .await;
+    let res = as_agent(
+        reqwest::Method::POST,
+        &format!("/api/v1/access-requests/{id}/votes"),
+        "trustee3",
+    )
+    .json(&json!({"vote": "approve", "reason": "For my principal."}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    // Nor an administrator's: an agent for the administrator may not record authorities.
+    let mut for_admin = authority.clone();
+    for_admin["principal"] = json!("admin");
+    json_of(
+        app.post_json("/api/v1/authorities", Some(&admin), &for_admin)
+            .await,
+        201,
+    )
+    .await;
+    let res = as_agent(reqwest::Method::POST, "/api/v1/authorities", "admin")
+        .json(&authority)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    // Decided by the three trustees in person; the agent reads under the agreement.
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        json_of(
+            app.post_json(
+                &format!("/api/v1/access-requests/{id}/votes"),
+                Some(&token),
+                &json!({"vote": "approve", "reason": "Proportionate."}),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
+    let read = format!("/api/v1/datasets/{energy}/data?format=csv&purpose=research");
+    let res = as_agent(reqwest::Method::GET, &read, "analyst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Alpha Tower"));
+    let reads = log_entries(&app, "content.read").await;
+    assert_eq!(
+        reads.last().unwrap()["agent"]["authority"],
+        authority_id.as_str()
+    );
+    assert_eq!(reads.last().unwrap()["agent"]["kind"], "mandate");
+    // The analyst's own read carries no agent.
+    assert_eq!(app.get(&read, Some(&analyst)).await.status(), 200);
+    assert!(log_entries(&app, "content.read").await.last().unwrap()["agent"].is_null());
+
+    // Withdrawn: the very next read on the analyst's behalf is refused.
+    let res = app
+        .post_json(
+            &format!("/api/v1/authorities/{authority_id}/revoke"),
+            Some(&analyst),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 403, "only an administrator withdraws");
+    json_of(
+        app.post_json(
+            &format!("/api/v1/authorities/{authority_id}/revoke"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let res = as_agent(reqwest::Method::GET, &read, "analyst")
+        .send()
+        .await
+        .unwrap();
+    refused(res, Some("no-authority")).await;
+    // The principal sees the authority held over them; a stranger sees none.
+    let theirs = json_of(app.get("/api/v1/authorities", Some(&analyst)).await, 200).await;
+    assert_eq!(theirs.as_array().unwrap().len(), 1);
+    assert!(theirs[0]["revoked_at"].is_string());
+    let alices = json_of(app.get("/api/v1/authorities", Some(&alice)).await, 200).await;
+    assert_eq!(alices, json!([]));
+    // An authority that has ended counts no more than a withdrawn one.
+    app.clock.advance(time::Duration::days(31));
+    let fresh = app.token("assistant").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/access-requests"))
+        .bearer_auth(&fresh)
+        .header("on-behalf-of", "trustee3")
+        .send()
+        .await
+        .unwrap();
+    refused(res, Some("no-authority")).await;
+}
+
+/// The three trustees vote the same way on a request.
+async fn all_vote(app: &TestApp, request_id: &str, vote: &str) -> Value {
+    let mut last = Value::Null;
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let token = app.token(t).await;
+        last = json_of(
+            app.post_json(
+                &format!("/api/v1/access-requests/{request_id}/votes"),
+                Some(&token),
+                &json!({"vote": vote, "reason": "Considered."}),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn an_agreement_is_renewed_or_amended_as_a_new_version_decided_again() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let mut body = request(&[&energy], "research", "identified");
+    body["columns"] = json!(["building"]);
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await,
+        201,
+    )
+    .await;
+    let decided = all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let dsa = decided["agreement_id"].as_str().unwrap().to_string();
+
+    // Renewal: the same terms for April. Only the recipient asks, for the same purpose.
+    let mut renewal = body.clone();
+    renewal["amends"] = json!(dsa);
+    renewal["ends_on"] = json!("2026-04-30");
+    let res = app
+        .post_json("/api/v1/access-requests", Some(&alice), &renewal)
+        .await;
+    assert_eq!(res.status(), 403, "not alice's agreement");
+    let mut other_purpose = renewal.clone();
+    other_purpose["purpose"] = json!("commercial");
+    assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &other_purpose)
+            .await,
+        422,
+        "validation_failed",
+        Some("purpose"),
+    )
+    .await;
+    let mut nowhere = renewal.clone();
+    nowhere["amends"] = json!("dsa-000000000000");
+    assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &nowhere)
+            .await,
+        422,
+        "validation_failed",
+        Some("amends"),
+    )
+    .await;
+    let asked = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &renewal)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(asked["status"], "under_review");
+    assert_eq!(asked["amends"], dsa.as_str());
+    // Until it is decided, version 1 is in force.
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{dsa}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(a["version"], 1);
+    let renewed = all_vote(&app, asked["id"].as_str().unwrap(), "approve").await;
+    assert_eq!(
+        renewed["agreement_id"],
+        dsa.as_str(),
+        "the same agreement, not a new one"
+    );
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{dsa}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(a["version"], 2);
+    assert_eq!(a["ends_on"], "2026-04-30");
+    assert_eq!(a["request_id"], asked["id"]);
+    assert_eq!(a["columns"], json!(["building"]));
+    let amended = log_entries(&app, "agreement.amended").await;
+    assert_eq!(amended.len(), 1);
+    assert_eq!(amended[0]["agreement"], dsa.as_str());
+    assert_eq!(amended[0]["version"], 2);
+    let page = app.page(&format!("/agreements/{dsa}")).await;
+    assert!(page.contains("Version 2"), "{page}");
+
+    // In April the renewed agreement governs reads, still limited to its columns.
+    app.clock.advance(time::Duration::days(40));
+    let analyst = app.token("analyst").await;
+    let read = format!("/api/v1/datasets/{energy}/data?format=csv&purpose=research");
+    let res = app.get(&read, Some(&analyst)).await;
+    assert_eq!(res.status(), 200);
+    let csv = res.text().await.unwrap();
+    assert!(csv.starts_with("building\n"), "{csv}");
+
+    // An amendment the trustees deny leaves the version in force untouched.
+    let mut wider = renewal.clone();
+    wider["columns"] = json!([]);
+    wider["starts_on"] = json!("2026-04-10");
+    let asked = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &wider)
+            .await,
+        201,
+    )
+    .await;
+    let denied = all_vote(&app, asked["id"].as_str().unwrap(), "deny").await;
+    let analyst = app.token("analyst").await;
+    assert_eq!(denied["status"], "denied");
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{dsa}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(a["version"], 2);
+    assert_eq!(a["columns"], json!(["building"]));
+    assert!(
+        app.get(&read, Some(&analyst))
+            .await
+            .text()
+            .await
+            .unwrap()
+            .starts_with("building\n")
+    );
+
+    // A retired agreement is not renewed: that takes a new request.
+    let trustee = app.token("trustee").await;
+    let analyst = app.token("analyst").await;
+    json_of(
+        app.post_json(
+            &format!("/api/v1/agreements/{dsa}/retire"),
+            Some(&trustee),
+            &json!({"reason": "The study ended early."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_problem(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &wider)
+            .await,
+        422,
+        "validation_failed",
+        Some("amends"),
+    )
+    .await;
 }

@@ -95,7 +95,18 @@ impl TestApp {
         seed(&service).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = citytrust_server::app(citytrust_server::AppState::new(service.clone(), true));
+        // One identity provider, on a loopback port nothing listens on: the
+        // portal offers it, and every check made before reaching it is tested
+        // here (the whole flow runs against a real provider in the browser tests).
+        let oidc = citytrust_server::oidc::Oidc::from_json(
+            r#"[{"id": "city-id", "name": "City ID", "issuer": "http://127.0.0.1:9/", "client_id": "citytrust", "client_secret": "test-secret"}]"#,
+            &format!("http://{addr}"),
+            None,
+        )
+        .unwrap();
+        let app = citytrust_server::app(
+            citytrust_server::AppState::new(service.clone(), true).with_oidc(oidc),
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -1217,3 +1217,165 @@ async fn a_request_is_asked_voted_and_registered_through_the_portal() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn sign_in_through_an_identity_provider_is_bound_to_the_browser_that_started_it() {
+    let app = TestApp::start().await;
+    let mut b = Browser::new(&app);
+    let page = b.get("/signin").await.text().await.unwrap();
+    assert!(page.contains("href=\"/signin/oidc/city-id\""), "{page}");
+    assert!(page.contains("Sign in with City ID"));
+    // An unknown provider is not found; one that cannot be reached says so.
+    assert_eq!(b.get("/signin/oidc/nowhere").await.status(), 404);
+    let res = b.get("/signin/oidc/city-id").await;
+    assert_eq!(res.status(), 502);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("City ID could not be reached")
+    );
+
+    // An answer with no state, or a state this browser did not start, signs nobody in.
+    let res = b.get("/signin/oidc/city-id/callback?code=abc").await;
+    assert_eq!(res.status(), 403);
+    let started = app.service.begin_external_sign_in("city-id").await.unwrap();
+    let callback = format!(
+        "/signin/oidc/city-id/callback?code=abc&state={}",
+        started.state
+    );
+    let res = b.get(&callback).await;
+    assert_eq!(res.status(), 403, "no cookie: another browser's sign-in");
+    b.cookies.push(("ct_oidc".into(), "0".repeat(64)));
+    assert_eq!(
+        b.get(&callback).await.status(),
+        403,
+        "cookie for another sign-in"
+    );
+    // The right browser: the state is used up, then the provider is asked (and is down).
+    b.cookies.retain(|(k, _)| k != "ct_oidc");
+    b.cookies.push(("ct_oidc".into(), started.state.clone()));
+    assert_eq!(b.get(&callback).await.status(), 502);
+    b.cookies.push(("ct_oidc".into(), started.state.clone()));
+    let res = b.get(&callback).await;
+    assert_eq!(res.status(), 403, "an answer is taken once");
+    assert!(res.text().await.unwrap().contains("expired"));
+    assert!(!b.cookies.iter().any(|(k, _)| k == "ct_session"));
+    // A provider's refusal is shown, and the sign-in is used up with it.
+    let started = app.service.begin_external_sign_in("city-id").await.unwrap();
+    b.cookies.retain(|(k, _)| k != "ct_oidc");
+    b.cookies.push(("ct_oidc".into(), started.state.clone()));
+    let res = b
+        .get(&format!(
+            "/signin/oidc/city-id/callback?error=access_denied&error_description=The+user+said+no&state={}",
+            started.state
+        ))
+        .await;
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("access_denied (The user said no)")
+    );
+    // A sign-in started for one provider is not finished at another.
+    let started = app.service.begin_external_sign_in("other").await.unwrap();
+    b.cookies.retain(|(k, _)| k != "ct_oidc");
+    b.cookies.push(("ct_oidc".into(), started.state.clone()));
+    let res = b
+        .get(&format!(
+            "/signin/oidc/city-id/callback?code=abc&state={}",
+            started.state
+        ))
+        .await;
+    assert_eq!(res.status(), 403);
+    // Ten minutes later a sign-in has expired.
+    let started = app.service.begin_external_sign_in("city-id").await.unwrap();
+    app.clock.advance(time::Duration::minutes(11));
+    assert!(matches!(
+        app.service.finish_external_sign_in(&started.state).await,
+        Err(citytrust_service::ServiceError::ExpiredCredentials)
+    ));
+}
+
+#[tokio::test]
+async fn an_identity_signs_in_to_its_own_account_made_at_first_sign_in() {
+    use citytrust_model::Role;
+    use citytrust_service::identity::ExternalProfile;
+    let app = TestApp::start().await;
+    let profile = |subject: &str, name: &str| ExternalProfile {
+        provider: "city-id".into(),
+        issuer: "https://id.city.example".into(),
+        subject: subject.into(),
+        preferred_username: Some(name.into()),
+        name: Some("Marta Puig".into()),
+        verified_email: Some("marta@example.org".into()),
+        roles: vec![Role::Resident],
+    };
+    let first = app
+        .service
+        .sign_in_external(&profile("sub-1", "Marta"))
+        .await
+        .unwrap();
+    assert_eq!(first.username, "marta");
+    assert_eq!(first.roles, [Role::Resident]);
+    assert_eq!(first.display_name, "Marta Puig");
+    // The same identity, even under a new preferred name, is the same account.
+    let again = app
+        .service
+        .sign_in_external(&profile("sub-1", "marta.p"))
+        .await
+        .unwrap();
+    assert_eq!(again.username, "marta");
+    // Another identity with the same preferred name does not get her account,
+    // and neither does a local account's name.
+    let other = app
+        .service
+        .sign_in_external(&profile("sub-2", "Marta"))
+        .await
+        .unwrap();
+    assert_eq!(other.username, "marta-2");
+    let not_alice = app
+        .service
+        .sign_in_external(&profile("sub-3", "alice"))
+        .await
+        .unwrap();
+    assert_eq!(not_alice.username, "alice-2");
+    // An account made this way has no password to guess.
+    let res = app
+        .post_json(
+            "/api/v1/auth/token",
+            None,
+            &json!({"username": "marta", "password": ""}),
+        )
+        .await;
+    assert_ne!(res.status(), 200);
+    let res = app
+        .post_json(
+            "/api/v1/auth/token",
+            None,
+            &json!({"username": "marta", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    // A disabled account stays shut to its identity too.
+    app.sql("UPDATE users SET disabled = 1 WHERE username = 'marta'")
+        .await;
+    assert!(matches!(
+        app.service
+            .sign_in_external(&profile("sub-1", "Marta"))
+            .await,
+        Err(citytrust_service::ServiceError::ExpiredCredentials)
+    ));
+    // The issuer is part of the identity: the same subject elsewhere is someone else.
+    let mut elsewhere = profile("sub-1", "Marta");
+    elsewhere.issuer = "https://id.other.example".into();
+    assert_eq!(
+        app.service
+            .sign_in_external(&elsewhere)
+            .await
+            .unwrap()
+            .username,
+        "marta-3"
+    );
+}
