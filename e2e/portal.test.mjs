@@ -325,4 +325,23 @@ test('the analyst asks for building energy, three trustees vote, and the agreeme
     assert.equal(res.status, 403, `${id} for ${purpose}`);
     assert.equal((await res.json()).code, 'refused');
   }
+
+  // The same from the portal: download for research; for a commercial purpose the page says no.
+  const a = await newPage({ width: 1280, height: 900 });
+  await signIn(a, 'analyst');
+  await a.goto(`${BASE}/datasets/seattle-building-energy`);
+  await assertAccessible(a, 'a shared dataset with the download form');
+  await a.getByLabel('What the data will be used for').selectOption('research');
+  const [download] = await Promise.all([
+    a.waitForEvent('download'),
+    a.getByRole('button', { name: 'Download', exact: true }).click(),
+  ]);
+  const text = readFileSync(await download.path(), 'utf8');
+  assert.ok(text.split('\n').length > 100, 'the whole dataset came down');
+  await a.goto(`${BASE}/datasets/seattle-building-energy`);
+  await a.getByLabel('What the data will be used for').selectOption('commercial');
+  await a.getByRole('button', { name: 'Download', exact: true }).click();
+  await a.getByRole('heading', { name: 'Not allowed' }).waitFor();
+  assert.match(await a.locator('main').innerText(), /Refused/);
+  await a.context().close();
 });

@@ -612,7 +612,7 @@ async fn put_quality_rules(
     ))
 }
 
-fn served_response(served: Served, mut headers: HeaderMap) -> Response {
+pub(crate) fn served_response(served: Served, mut headers: HeaderMap) -> Response {
     if let Ok(v) = HeaderValue::from_str(&served.log_index.to_string()) {
         headers.insert("citytrust-log-entry", v);
     }

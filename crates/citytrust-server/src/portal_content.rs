@@ -15,9 +15,11 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use citytrust_model::{Actor, Dataset};
+use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::preview::xml_escape;
 use citytrust_query::quality::ColumnQuality;
-use citytrust_service::content::{VersionInfo, may_read_content};
+use citytrust_service::ServiceError;
+use citytrust_service::content::{ReadRequest, VersionInfo, may_read_content};
 use citytrust_service::feedback::{FeedbackAnswer, FeedbackInput};
 use subtle::ConstantTimeEq;
 
@@ -72,6 +74,10 @@ pub struct ContentView {
     pub report_columns: Vec<String>,
     pub report_versions: Vec<i64>,
     pub notice: String,
+    /// Signed in, data not open: download for a purpose (checked against the agreements in force).
+    pub may_ask_download: bool,
+    /// (id, name) of the purposes, the viewer's agreements' purposes first.
+    pub purposes: Vec<(String, String)>,
 }
 
 pub struct ReportRow {
@@ -258,6 +264,31 @@ pub async fn content_view(
             view.downloads
                 .insert(3, ("GeoJSON".into(), format!("{base}?format=geojson")));
         }
+    }
+    if !view.may_read
+        && actor.username().is_some()
+        && dataset.metadata.spectrum != citytrust_model::Spectrum::Closed
+    {
+        view.may_ask_download = true;
+        view.purposes = state
+            .service
+            .purposes()
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
+    }
+    if view.may_read && dataset.metadata.spectrum != citytrust_model::Spectrum::Open {
+        // Members of the owner read without an agreement, but still for a purpose.
+        view.downloads.clear();
+        view.may_ask_download = true;
+        view.purposes = state
+            .service
+            .purposes()
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect();
     }
     view.columns = latest.quality.columns.iter().map(column_row).collect();
     view.completeness_svg = completeness_chart(&latest.quality.columns);
@@ -558,6 +589,71 @@ pub async fn upload(
     let actor = session.actor.clone();
     let info = receive_version(&state, &actor, &id, params, request).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+/// `POST /datasets/{id}/download`: a signed-in download of data that is not
+/// open, for the purpose chosen in the form. The read path checks it against
+/// the decision in force (and logs it) exactly as an API read; a refusal is a
+/// page that says which rule refused it.
+pub async fn download(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let purpose = form.one("purpose");
+    if purpose.is_empty() {
+        return Err(PageError::page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose what the data will be used for.",
+        ));
+    }
+    let format = match form.one("format").as_str() {
+        "csv" | "" => OutputFormat::Csv,
+        "ndjson" => OutputFormat::Ndjson,
+        "parquet" => OutputFormat::Parquet,
+        other => {
+            return Err(PageError::page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "'{}' is not a download format here: choose CSV, NDJSON or Parquet.",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    };
+    let served = state
+        .service
+        .read_content(
+            &session.actor,
+            &id,
+            ReadRequest {
+                version: None,
+                as_of: None,
+                format,
+                slice: Slice {
+                    offset: 0,
+                    limit: None,
+                },
+                purpose: Some(purpose),
+                level: None,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            ServiceError::Refused { rule, message } => PageError::page(
+                StatusCode::FORBIDDEN,
+                match rule {
+                    Some(rule) => format!("Refused by the charter's rule “{rule}”: {message}"),
+                    None => format!("Refused: {message}"),
+                },
+            ),
+            other => other.into(),
+        })?;
+    Ok(crate::content::served_response(served, HeaderMap::new()))
 }
 
 /// `POST /datasets/{id}/feedback`: the report form.

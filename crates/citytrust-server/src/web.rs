@@ -65,6 +65,10 @@ pub fn routes() -> Router<AppState> {
             post(crate::portal_content::report),
         )
         .route(
+            "/datasets/{id}/download",
+            post(crate::portal_content::download),
+        )
+        .route(
             "/datasets/{id}/feedback/{feedback}/answer",
             post(crate::portal_content::answer),
         )

@@ -37,10 +37,10 @@ pub(crate) async fn start() -> TestApp {
     app
 }
 
-const ENERGY_CSV: &[u8] = b"building,kbtu\nAlpha Tower,1520000\nBeta Hall,830000\n";
+pub(crate) const ENERGY_CSV: &[u8] = b"building,kbtu\nAlpha Tower,1520000\nBeta Hall,830000\n";
 const WATER_CSV: &[u8] = b"meter,litres\nM-1,4200\nM-2,3100\n";
 
-async fn with_content(
+pub(crate) async fn with_content(
     app: &TestApp,
     token: &str,
     title: &str,
@@ -73,7 +73,7 @@ fn systematic() -> Value {
     })
 }
 
-fn request(datasets: &[&str], purpose: &str, level: &str) -> Value {
+pub(crate) fn request(datasets: &[&str], purpose: &str, level: &str) -> Value {
     json!({
         "dataset_ids": datasets,
         "purpose": purpose,
@@ -1408,7 +1408,7 @@ async fn an_agent_acts_for_another_person_only_under_a_checked_authority_shown_i
 }
 
 /// The three trustees vote the same way on a request.
-async fn all_vote(app: &TestApp, request_id: &str, vote: &str) -> Value {
+pub(crate) async fn all_vote(app: &TestApp, request_id: &str, vote: &str) -> Value {
     let mut last = Value::Null;
     for t in ["trustee", "trustee2", "trustee3"] {
         let token = app.token(t).await;

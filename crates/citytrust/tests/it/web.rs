@@ -1379,3 +1379,102 @@ async fn an_identity_signs_in_to_its_own_account_made_at_first_sign_in() {
         "marta-3"
     );
 }
+
+#[tokio::test]
+async fn signed_in_downloads_of_data_that_is_not_open_are_governed_like_api_reads() {
+    use crate::governance::{ENERGY_CSV, all_vote, request, with_content};
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    let r = app
+        .post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&energy], "research", "identified"),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let r: serde_json::Value = r.json().await.unwrap();
+    all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+
+    let mut b = Browser::new(&app);
+    b.sign_in("analyst").await;
+    let page = b
+        .get(&format!("/datasets/{energy}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Download for a purpose"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let path = format!("/datasets/{energy}/download");
+    let res = b
+        .post(
+            &path,
+            &[("csrf", &csrf), ("purpose", "research"), ("format", "csv")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    assert!(res.headers().contains_key("citytrust-log-entry"));
+    assert!(res.text().await.unwrap().contains("Alpha Tower"));
+    // Another purpose than the agreement's: refused, saying by which rule, with no data.
+    let res = b
+        .post(
+            &path,
+            &[
+                ("csrf", &csrf),
+                ("purpose", "commercial"),
+                ("format", "csv"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("Refused"), "{text}");
+    assert!(!text.contains("Alpha Tower") && !text.contains("1520000"));
+    // No form token, no download; an unknown format is named.
+    let res = b
+        .post(&path, &[("purpose", "research"), ("format", "csv")])
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = b
+        .post(
+            &path,
+            &[("csrf", &csrf), ("purpose", "research"), ("format", "xlsx")],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("xlsx"));
+    // Someone without an agreement is refused; nobody signed in is sent to sign in.
+    let mut r2 = Browser::new(&app);
+    r2.sign_in("resident").await;
+    let csrf2 = r2.csrf().await;
+    let res = r2
+        .post(
+            &path,
+            &[("csrf", &csrf2), ("purpose", "research"), ("format", "csv")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(!res.text().await.unwrap().contains("Alpha Tower"));
+    let mut anon = Browser::new(&app);
+    let res = anon
+        .post(&path, &[("purpose", "research"), ("format", "csv")])
+        .await;
+    assert_eq!(res.status(), 303);
+}
