@@ -36,6 +36,34 @@ struct TreeState {
     hashes: Vec<tlog::Hash>,
 }
 
+/// The newest checkpoint this node signed, as kept outside the database.
+struct Witness {
+    size: u64,
+    root: tlog::Hash,
+}
+
+/// The tree must be the witnessed one, or extend it.
+fn check_extends(size: u64, hashes: &[tlog::Hash], witness: &Witness) -> Result<()> {
+    if size < witness.size {
+        return Err(corrupt(format!(
+            "the database holds a log of {} entries, but this node signed a checkpoint of {} \
+             (see the ledger-witness file): the database lost entries or was restored from an older \
+             backup; refusing to sign a log that is not consistent with it",
+            size, witness.size
+        )));
+    }
+    let root =
+        tlog::tree_hash(witness.size, &Reader(hashes)).map_err(|e| corrupt(e.to_string()))?;
+    if root != witness.root {
+        return Err(corrupt(format!(
+            "the log in the database is not consistent with checkpoint {} this node signed \
+             (see the ledger-witness file): its first {} entries were rewritten; refusing to sign it",
+            witness.size, witness.size
+        )));
+    }
+    Ok(())
+}
+
 struct Reader<'a>(&'a [tlog::Hash]);
 
 impl tlog::HashReader for Reader<'_> {
@@ -146,7 +174,57 @@ impl Service {
     pub(crate) async fn load_ledger(&self) -> Result<()> {
         let mut state = self.ledger.state.lock().await;
         *state = self.read_tree().await?;
+        if let Some(witness) = self.read_witness()? {
+            check_extends(state.size, &state.hashes, &witness)?;
+        }
         Ok(())
+    }
+
+    /// The checkpoint recorded in the witness file, if there is one.
+    fn read_witness(&self) -> Result<Option<Witness>> {
+        let Some(path) = &self.settings.ledger_witness else {
+            return Ok(None);
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(corrupt(format!("could not read {}: {e}", path.display())));
+            }
+        };
+        let mut lines = text.lines();
+        let size = lines.next().and_then(|l| l.trim().parse::<u64>().ok());
+        let root = lines
+            .next()
+            .map(str::trim)
+            .and_then(|h| parse_hex_hash(h).ok());
+        match (size, root) {
+            (Some(size), Some(root)) => Ok(Some(Witness { size, root })),
+            _ => Err(corrupt(format!(
+                "{} is not a checkpoint witness (a size and a root in hex)",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Record a signed checkpoint in the witness file (written whole, then renamed).
+    fn write_witness(&self, size: u64, root: &tlog::Hash) -> Result<()> {
+        let Some(path) = &self.settings.ledger_witness else {
+            return Ok(());
+        };
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{size}\n{}", hex_hash(&root.0))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| corrupt(format!("could not write {}: {e}", path.display())))
     }
 
     async fn read_tree(&self) -> Result<TreeState> {
@@ -252,6 +330,9 @@ impl Service {
             return Ok(None);
         }
         let root = tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(witness) = self.read_witness()? {
+            check_extends(size, &hashes, &witness)?;
+        }
         if let Some(old_root) = old_root {
             let proof = tlog::prove_tree(size, old_size, &Reader(&hashes))
                 .map_err(|e| corrupt(e.to_string()))?;
@@ -274,6 +355,7 @@ impl Service {
         };
         match self.store.record_integration(&new_rows, &checkpoint).await {
             Ok(()) => {
+                self.write_witness(size, &root)?;
                 *state = TreeState { size, hashes };
                 Ok(Some(size))
             }

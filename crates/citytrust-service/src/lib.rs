@@ -38,6 +38,12 @@ pub struct Settings {
     pub ledger_seed: Option<ledger::LedgerSeed>,
     /// Where dataset content lives; `None` uses a temporary directory (tests, trials).
     pub content_dir: Option<std::path::PathBuf>,
+    /// A file, outside the database, holding the newest checkpoint this node
+    /// signed (`DATA/ledger-witness`). At start the log in the database must
+    /// extend it, and no checkpoint is signed that does not: a database
+    /// restored from an old backup, or a log rewritten in it, stops the node
+    /// instead of being signed over. `None`: no such file (tests, trials).
+    pub ledger_witness: Option<std::path::PathBuf>,
     /// Keep version files in this S3-compatible bucket (`s3://bucket[/prefix]`,
     /// credentials from the `AWS_*` environment) instead of under `content_dir`,
     /// which then holds only uploads in progress and read spools.
@@ -56,6 +62,7 @@ impl Default for Settings {
             ledger_origin: "citytrust.localhost/ledger".to_string(),
             ledger_seed: None,
             content_dir: None,
+            ledger_witness: None,
             object_store: None,
             quorum: 3,
             comment_days: 14,

@@ -320,6 +320,7 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
         ledger_origin: storage.ledger_origin.clone(),
         ledger_seed: Some(seed),
         content_dir: Some(storage.data.join("content")),
+        ledger_witness: Some(storage.data.join("ledger-witness")),
         object_store: storage.object_store.clone(),
         ..Settings::default()
     };

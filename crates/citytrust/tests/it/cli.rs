@@ -331,27 +331,10 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let dir = tempfile::tempdir().unwrap();
     let storage = storage(dir.path()).await;
     let demo = start_demo(&storage);
-    let client = reqwest::Client::new();
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
-    let mut size = String::new();
-    for _ in 0..100 {
-        let res = client
-            .get(format!("{}/ledger/checkpoint", demo.url))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 200 {
-            let note = res.text().await.unwrap();
-            let s = note.lines().nth(1).unwrap().to_string();
-            if s == size {
-                break;
-            }
-            size = s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    }
     assert_eq!(
-        size, "48",
+        settled_size(&demo.url).await,
+        "48",
         "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions"
     );
     let state = dir.path().join("verify-state.json");
@@ -375,6 +358,40 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "restored: {out}");
 
+    // Someone with the database and the key forks the log: stops the node,
+    // rewrites entry 11, drops the signed tree and starts the node again.
+    drop(demo);
+    assert_eq!(sql(&url, edit).await, 1);
+    sql(&url, "DELETE FROM ledger_checkpoints").await;
+    sql(&url, "DELETE FROM ledger_hashes").await;
+    // The node's witness of what it signed stops it.
+    let refused = citytrust()
+        .arg("demo")
+        .args(&storage)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("this node signed a checkpoint of 48"),
+        "{stderr}"
+    );
+    // Without it, the node signs the forked log with the same key, and
+    // verify, remembering what it saw, names the rewritten entry.
+    std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
+    let demo = start_demo(&storage);
+    assert_eq!(settled_size(&demo.url).await, "48");
+    let (ok, out) = run_verify(&demo.url, &state);
+    assert!(
+        !ok && out.contains("entry 11 differs from the one seen before"),
+        "{out}"
+    );
+    // A first-time verifier sees a well-formed log: only memory catches a fork.
+    let fresh = dir.path().join("fresh-state.json");
+    let (ok, out) = run_verify(&demo.url, &fresh);
+    assert!(ok, "{out}");
+
     // Someone deletes the last entry.
     assert_eq!(
         sql(&url, "DELETE FROM ledger_entries WHERE idx = 47").await,
@@ -382,6 +399,29 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     );
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(!ok && out.contains("entry 47 is missing"), "{out}");
+}
+
+/// The checkpoint's size once it stops growing.
+async fn settled_size(url: &str) -> String {
+    let client = reqwest::Client::new();
+    let mut size = String::new();
+    for _ in 0..100 {
+        let res = client
+            .get(format!("{url}/ledger/checkpoint"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            let note = res.text().await.unwrap();
+            let s = note.lines().nth(1).unwrap().to_string();
+            if s == size {
+                break;
+            }
+            size = s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    size
 }
 
 /// Run `citytrust import …` (blocking, off the runtime); returns (success, stdout, stderr).

@@ -18,7 +18,7 @@ pub struct TestApp {
     pub client: Client,
     pub service: Arc<Service>,
     pub clock: Arc<ManualClock>,
-    settings: Settings,
+    pub settings: Settings,
     _dir: tempfile::TempDir,
 }
 
@@ -39,6 +39,7 @@ fn test_settings(dir: &std::path::Path) -> Settings {
     Settings {
         ledger_seed: Some(test_seed()),
         content_dir: Some(dir.join("content")),
+        ledger_witness: Some(dir.join("ledger-witness")),
         object_store,
         ..Settings::default()
     }

@@ -256,6 +256,51 @@ async fn an_edited_entry_is_detected_on_start() {
 }
 
 #[tokio::test]
+async fn a_node_never_signs_over_a_log_that_does_not_extend_its_last_checkpoint() {
+    let app = TestApp::start().await;
+    let signed = app.service.integrate_ledger().await.unwrap().unwrap();
+    let witness = std::fs::read_to_string(app.settings.ledger_witness.as_ref().unwrap()).unwrap();
+    assert!(witness.starts_with(&format!("{signed}\n")), "{witness}");
+    // The database loses its checkpoints and hashes (restored from an old
+    // backup, or wiped by someone who would re-sign the log): the node stops.
+    app.sql("DELETE FROM ledger_checkpoints").await;
+    app.sql("DELETE FROM ledger_hashes").await;
+    let err = app
+        .restart_service()
+        .await
+        .err()
+        .expect("a database behind the witness must stop the node");
+    assert!(
+        err.to_string().contains(&format!(
+            "holds a log of 0 entries, but this node signed a checkpoint of {signed}"
+        )),
+        "{err}"
+    );
+    // Someone also rewrites an entry and has a node without the witness
+    // re-sign the log: a fork under the same key.
+    app.sql("UPDATE ledger_entries SET body = replace(body, 'City Energy', 'Evil Energy') WHERE idx = 0").await;
+    let store = citytrust_store::Store::connect(&app.db_url).await.unwrap();
+    let mut settings = app.settings.clone();
+    settings.ledger_witness = None;
+    let node = citytrust_service::Service::new(store, app.clock.clone(), settings)
+        .await
+        .unwrap();
+    assert_eq!(node.integrate_ledger().await.unwrap(), Some(signed));
+    // The node that signed the original log, with its witness, will not go on from the fork.
+    let err = app
+        .restart_service()
+        .await
+        .err()
+        .expect("a forked log must stop the node");
+    assert!(
+        err.to_string().contains(&format!(
+            "not consistent with checkpoint {signed} this node signed"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn tiles_and_entry_bundles_rebuild_the_signed_root() {
     let app = TestApp::start().await;
     let key = app
