@@ -554,3 +554,211 @@ async fn import_publishes_a_file_through_the_api_and_names_bad_rows() {
     assert!(!ok);
     assert!(err.contains("(403)"), "{err}");
 }
+
+/// Every log entry in the database, in order.
+async fn stored_entries(url: &str) -> Vec<(i64, Value)> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query("SELECT idx, body FROM ledger_entries ORDER BY idx")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: String = r.try_get("body").unwrap();
+            (
+                r.try_get::<i64, _>("idx").unwrap(),
+                serde_json::from_str(&body).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Organisation ids in the database.
+async fn stored_organizations(url: &str) -> std::collections::BTreeSet<String> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query("SELECT id FROM organizations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>("id").unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_killed_mid_burst_loses_no_acknowledged_action_and_its_log_stays_consistent() {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BURST: usize = 10_000;
+    const KILL_AFTER: usize = 2_500;
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(dir.path()).await;
+    let mut demo = start_demo(&storage);
+    let base = demo.url.clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let token: Value = client
+        .post(format!("{base}/api/v1/auth/token"))
+        .json(&json!({"username": "admin", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let before = settled_size(&base).await;
+    let state = dir.path().join("verify-state.json");
+    let (ok, out) = run_verify(&base, &state);
+    assert!(ok, "{out}");
+
+    // The burst: reads of open content (each logged before it is served) and
+    // writes (organisations, each logged in its own transaction), 64 at a time.
+    // The node is killed with SIGKILL once 2,500 have been answered.
+    #[derive(Debug)]
+    enum Acked {
+        Read(u64),
+        Wrote(String),
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (tx, mut killer) = tokio::sync::mpsc::channel::<()>(1);
+    let burst = futures::stream::iter(0..BURST)
+        .map(|i| {
+            let client = client.clone();
+            let base = base.clone();
+            let token = token.clone();
+            let answered = answered.clone();
+            let tx = tx.clone();
+            async move {
+                let res = if i % 3 == 0 {
+                    client
+                        .post(format!("{base}/api/v1/organizations"))
+                        .bearer_auth(&token)
+                        .json(&json!({"id": format!("burst-{i}"), "name": format!("Burst {i}")}))
+                        .send()
+                        .await
+                } else {
+                    client
+                        .get(format!(
+                            "{base}/api/v1/datasets/barcelona-districts/data?format=csv&limit=2"
+                        ))
+                        .send()
+                        .await
+                };
+                let acked = match res {
+                    Ok(r) if r.status() == 201 => Some(Acked::Wrote(format!("burst-{i}"))),
+                    Ok(r) if r.status() == 200 => {
+                        let index = r.headers()["citytrust-log-entry"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        // Acknowledged only once the whole answer arrived.
+                        r.bytes().await.ok().map(|_| Acked::Read(index))
+                    }
+                    Ok(r) => panic!("unexpected answer {} to request {i}", r.status()),
+                    Err(_) => None, // the node is gone
+                };
+                if answered.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                    let _ = tx.try_send(());
+                }
+                acked
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>();
+    let kill = async {
+        killer.recv().await;
+        demo.child.kill().unwrap(); // SIGKILL
+        demo.child.wait().unwrap();
+    };
+    let (acked, ()) = tokio::join!(burst, kill);
+    drop(tx);
+    let acked: Vec<Acked> = acked.into_iter().flatten().collect();
+    let reads: Vec<u64> = acked
+        .iter()
+        .filter_map(|a| match a {
+            Acked::Read(i) => Some(*i),
+            Acked::Wrote(_) => None,
+        })
+        .collect();
+    let writes: Vec<&String> = acked
+        .iter()
+        .filter_map(|a| match a {
+            Acked::Wrote(id) => Some(id),
+            Acked::Read(_) => None,
+        })
+        .collect();
+    assert!(
+        reads.len() + writes.len() >= KILL_AFTER / 2 && acked.len() < BURST,
+        "killed mid-burst: {} reads and {} writes acknowledged of {BURST}",
+        reads.len(),
+        writes.len()
+    );
+
+    // Restart: the node rebuilds its tree from the entries and checks it
+    // against what it signed (it would refuse to start otherwise).
+    let restarted = start_demo(&storage);
+    let after = settled_size(&restarted.url).await;
+    let url = db_url(&storage, dir.path());
+    let entries = stored_entries(&url).await;
+    let orgs = stored_organizations(&url).await;
+    // Dense: every index from 0, no gaps.
+    for (n, (idx, _)) in entries.iter().enumerate() {
+        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
+    }
+    assert_eq!(
+        after,
+        entries.len().to_string(),
+        "everything committed is signed"
+    );
+    // Every acknowledged read has its entry, at the index the answer named.
+    for i in &reads {
+        let (_, e) = &entries[usize::try_from(*i).unwrap()];
+        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
+        assert_eq!(e["dataset"], "barcelona-districts");
+    }
+    // Every acknowledged write is in the database and in the log.
+    let logged: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, e)| e["type"] == "organization.created")
+        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
+        .collect();
+    for id in &writes {
+        assert!(
+            orgs.contains(*id),
+            "acknowledged {id} is not in the database"
+        );
+        assert!(logged.contains(*id), "acknowledged {id} has no log entry");
+    }
+    // No change without its entry, no entry without its change.
+    let burst_orgs: std::collections::BTreeSet<String> = orgs
+        .iter()
+        .filter(|o| o.starts_with("burst-"))
+        .cloned()
+        .collect();
+    let burst_logged: std::collections::BTreeSet<String> = logged
+        .iter()
+        .filter(|o| o.starts_with("burst-"))
+        .cloned()
+        .collect();
+    assert_eq!(burst_orgs, burst_logged);
+    // The new checkpoints extend what verify saw before the burst.
+    assert!(after.parse::<u64>().unwrap() > before.parse::<u64>().unwrap());
+    let (ok, out) = run_verify(&restarted.url, &state);
+    assert!(ok, "{out}");
+    eprintln!(
+        "killed after {} answers: {} reads and {} writes acknowledged; log {before} -> {after} entries",
+        answered.load(Ordering::SeqCst),
+        reads.len(),
+        writes.len()
+    );
+}
