@@ -224,6 +224,27 @@ test('a resident signs in through the city\'s OpenID Connect provider and comes 
   await page.context().close();
 });
 
+test('any log entry\'s proof is checked in the browser from public data, and a forged proof is caught', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await page.goto(`${BASE}/log`);
+  await assertAccessible(page, 'the transparency log');
+  await page.getByRole('region', { name: 'Log entries table' }).getByRole('link').nth(3).click();
+  await page.waitForURL(/\/log\/\d+$/);
+  await page.getByRole('status').filter({ hasText: 'Verified in your browser' }).waitFor();
+  await assertAccessible(page, 'a log entry');
+  // The same page, fed a proof with one hash changed, must not say it verifies.
+  await page.route('**/api/v1/ledger/entries/*', async route => {
+    const res = await route.fetch();
+    const body = await res.json();
+    assert.ok(body.inclusion_proof.length > 0);
+    body.inclusion_proof[0] = Buffer.alloc(32).toString('base64');
+    await route.fulfill({ response: res, json: body });
+  });
+  await page.reload();
+  await page.getByRole('status').filter({ hasText: 'Does not verify: the inclusion proof does not lead to the signed root' }).waitFor();
+  await page.context().close();
+});
+
 test('pages are readable on a phone', async () => {
   const page = await newPage({ width: 375, height: 740 });
   for (const path of ['/', '/datasets', '/datasets/seattle-building-energy', '/datasets/barcelona-districts']) {

@@ -7,6 +7,7 @@
 //! and the sign-in form a double-submit token in the `ct_csrf` cookie.
 
 mod governance_pages;
+mod log_pages;
 
 use std::collections::BTreeMap;
 
@@ -81,6 +82,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/groups", post(admin_create_group))
         .route("/static/style.css", get(stylesheet))
         .merge(governance_pages::routes())
+        .merge(log_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------

@@ -691,10 +691,8 @@ impl Service {
                 "by": reader_label(actor, &dataset),
             }),
         )?;
-        let log_index = self
-            .store
-            .append_log(&crate::ledger::new_entry("content.read", &body, &at))
-            .await?;
+        // Committed (group commit) before a byte is served; no entry, no data.
+        let log_index = self.appender.append("content.read", body, at).await?;
         Ok(Served {
             file,
             bytes,
@@ -847,10 +845,8 @@ impl Service {
                 }),
             }),
         )?;
-        let log_index = self
-            .store
-            .append_log(&crate::ledger::new_entry("query.run", &body, &at))
-            .await?;
+        // Committed (group commit) before a byte is served; no entry, no data.
+        let log_index = self.appender.append("query.run", body, at).await?;
         Ok(Served {
             file,
             bytes,

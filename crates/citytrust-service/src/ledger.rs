@@ -127,6 +127,87 @@ impl Ledger {
     }
 }
 
+/// An entry waiting for its group commit.
+struct Pending {
+    kind: String,
+    body: String,
+    at: String,
+    done: tokio::sync::oneshot::Sender<Result<i64>>,
+}
+
+/// Most entries committed in one transaction.
+const GROUP: usize = 2048;
+
+/// The group committer for entries that record no other change (reads,
+/// queries): callers wait until their entry is committed — durably — and
+/// get its index; entries arriving while a commit is under way go together
+/// in the next one, so one disk flush serves many reads.
+///
+/// Entries that record a change of state are not appended here: they commit
+/// in the transaction of their change.
+#[derive(Clone)]
+pub struct Appender {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+impl Appender {
+    /// Start the committer over `store`; it stops when the last handle is dropped.
+    pub fn spawn(store: citytrust_store::Store) -> Appender {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(GROUP * 4);
+        tokio::spawn(async move {
+            let mut batch: Vec<Pending> = Vec::with_capacity(GROUP);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < GROUP {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let entries: Vec<NewLogEntry<'_>> = batch
+                    .iter()
+                    .map(|p| new_entry(&p.kind, &p.body, &p.at))
+                    .collect();
+                let result = store.append_log_batch(&entries).await;
+                drop(entries);
+                match result {
+                    Ok(first) => {
+                        for (i, p) in batch.drain(..).enumerate() {
+                            let _ = p.done.send(Ok(first + i as i64));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, entries = batch.len(), "could not append to the transparency log");
+                        for p in batch.drain(..) {
+                            let _ = p.done.send(Err(ServiceError::Internal(format!(
+                                "transparency log: {e}"
+                            ))));
+                        }
+                    }
+                }
+            }
+        });
+        Appender { queue }
+    }
+
+    /// Append one entry; returns its index once it is committed. An error
+    /// means it is not in the log, and the caller must not go on (fail closed).
+    pub async fn append(&self, kind: &str, body: String, at: String) -> Result<i64> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.queue
+            .send(Pending {
+                kind: kind.to_string(),
+                body,
+                at,
+                done,
+            })
+            .await
+            .map_err(|_| ServiceError::Internal("transparency log: the appender stopped".into()))?;
+        wait.await
+            .map_err(|_| ServiceError::Internal("transparency log: the appender stopped".into()))?
+    }
+}
+
 impl Service {
     /// The log's signed-note verifier key.
     pub fn ledger_verifier_key(&self) -> &str {
@@ -311,14 +392,51 @@ impl Service {
         } else {
             None
         };
-        let mut hashes = state.hashes.clone();
+        // Fold into the tree in place (no copy of the whole tree per batch);
+        // whatever goes wrong, the tree is cut back to the checkpointed size.
+        let base = state.hashes.len();
+        let folded = self
+            .fold_and_sign(&mut state.hashes, old_size, old_root, &entries)
+            .await;
+        match folded {
+            Ok(Some(size)) => {
+                state.size = size;
+                Ok(Some(size))
+            }
+            Ok(None) => {
+                state.hashes.truncate(base);
+                Ok(None)
+            }
+            Err(ServiceError::Conflict(_)) => {
+                // Another node got there first; take its tree.
+                *state = self.read_tree().await?;
+                Ok(None)
+            }
+            Err(e) => {
+                state.hashes.truncate(base);
+                Err(e)
+            }
+        }
+    }
+
+    /// Add `entries` (from index `old_size`) to `hashes`, prove the new tree
+    /// consistent with the old one and with the witness, sign it and store
+    /// hashes and checkpoint. `None`: nothing to add. A `Conflict` error:
+    /// another node stored this checkpoint first.
+    async fn fold_and_sign(
+        &self,
+        hashes: &mut Vec<tlog::Hash>,
+        old_size: u64,
+        old_root: Option<tlog::Hash>,
+        entries: &[(i64, String)],
+    ) -> Result<Option<u64>> {
         let mut new_rows = Vec::new();
         let mut size = old_size;
-        for (idx, body) in &entries {
+        for (idx, body) in entries {
             if u64::try_from(*idx).ok() != Some(size) {
                 break; // not yet committed: stop at the gap
             }
-            let stored = tlog::stored_hashes(size, body.as_bytes(), &Reader(&hashes))
+            let stored = tlog::stored_hashes(size, body.as_bytes(), &Reader(hashes))
                 .map_err(|e| corrupt(e.to_string()))?;
             for h in stored {
                 new_rows.push((hashes.len() as i64, hex_hash(&h.0)));
@@ -329,12 +447,12 @@ impl Service {
         if size == old_size {
             return Ok(None);
         }
-        let root = tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))?;
+        let root = tlog::tree_hash(size, &Reader(hashes)).map_err(|e| corrupt(e.to_string()))?;
         if let Some(witness) = self.read_witness()? {
-            check_extends(size, &hashes, &witness)?;
+            check_extends(size, hashes, &witness)?;
         }
         if let Some(old_root) = old_root {
-            let proof = tlog::prove_tree(size, old_size, &Reader(&hashes))
+            let proof = tlog::prove_tree(size, old_size, &Reader(hashes))
                 .map_err(|e| corrupt(e.to_string()))?;
             tlog::check_tree(&proof, size, root, old_size, old_root).map_err(|_| {
                 corrupt(format!(
@@ -356,14 +474,9 @@ impl Service {
         match self.store.record_integration(&new_rows, &checkpoint).await {
             Ok(()) => {
                 self.write_witness(size, &root)?;
-                *state = TreeState { size, hashes };
                 Ok(Some(size))
             }
-            Err(StoreError::Conflict(_)) => {
-                // Another node got there first; take its tree.
-                *state = self.read_tree().await?;
-                Ok(None)
-            }
+            Err(StoreError::Conflict(what)) => Err(ServiceError::Conflict(what)),
             Err(e) => Err(e.into()),
         }
     }
@@ -403,6 +516,33 @@ impl Service {
             proof: proof.into_iter().map(|h| h.0).collect(),
             checkpoint,
         })
+    }
+
+    /// Up to `limit` entries from index `from`, as stored (canonical encoding).
+    pub async fn ledger_bodies(&self, from: u64, limit: u64) -> Result<Vec<(u64, String)>> {
+        let from = i64::try_from(from).map_err(|_| corrupt("index too large"))?;
+        let limit = i64::try_from(limit.min(1000)).unwrap_or(1000);
+        Ok(self
+            .store
+            .ledger_entries(from, limit)
+            .await?
+            .into_iter()
+            .filter_map(|(i, body)| u64::try_from(i).ok().map(|i| (i, body)))
+            .collect())
+    }
+
+    /// The inclusion proof of entry `index` in the newest checkpointed tree
+    /// (from the tree held in memory; no database read).
+    pub async fn ledger_inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
+        let state = self.ledger.state.lock().await;
+        if index >= state.size {
+            return Err(ServiceError::NotFound(format!(
+                "log entry {index} (not yet in a checkpoint)"
+            )));
+        }
+        let proof = tlog::prove_record(state.size, index, &Reader(&state.hashes))
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(proof.into_iter().map(|h| h.0).collect())
     }
 
     /// The consistency proof from the tree of `from` entries to the tree of `to` entries.

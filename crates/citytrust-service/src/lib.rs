@@ -77,6 +77,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
+    /// Group commits of read entries.
+    appender: ledger::Appender,
     content_dir: std::path::PathBuf,
     /// Where versions' files are kept.
     versions: citytrust_query::VersionStore,
@@ -109,7 +111,9 @@ impl Service {
             None => citytrust_query::VersionStore::local(&content_dir),
         };
         tracing::info!(versions = %versions.describe(), "dataset versions are kept here");
+        let appender = ledger::Appender::spawn(store.clone());
         let service = Service {
+            appender,
             versions,
             store,
             index,

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use citytrust_ledger::checkpoint::open_checkpoint;
 use citytrust_ledger::tiles::{TILE_WIDTH, parse_entry_bundle, tile_path};
 use citytrust_ledger::{Hash, entry, leaf_hash, tree};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 /// What a previous run saw.
@@ -85,15 +86,33 @@ pub async fn verify(
     let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
     let mut bad_entry: Option<(u64, String)> = None;
     let bundles = size.div_ceil(TILE_WIDTH);
-    for n in 0..bundles {
-        let width = (size - n * TILE_WIDTH).min(TILE_WIDTH);
-        let url = format!("{base}/ledger/{}", tile_path(None, n, width));
-        let res = client
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("could not fetch {url}"))?;
-        if !res.status().is_success() {
+    // Bundles are fetched 16 at a time, on their own tasks, while this one
+    // checks them in order.
+    let fetches = futures::stream::iter(0..bundles)
+        .map(|n| {
+            let client = client.clone();
+            let width = (size - n * TILE_WIDTH).min(TILE_WIDTH);
+            let url = format!("{base}/ledger/{}", tile_path(None, n, width));
+            tokio::spawn(async move {
+                let res = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("could not fetch {url}"))?;
+                let status = res.status();
+                let body = if status.is_success() {
+                    Some(res.bytes().await?)
+                } else {
+                    None
+                };
+                anyhow::Ok((n, width, url, status, body))
+            })
+        })
+        .buffered(16);
+    futures::pin_mut!(fetches);
+    while let Some(fetched) = fetches.next().await {
+        let (n, width, url, status, body) = fetched.context("a fetch failed")??;
+        let Some(bundle) = body else {
             // Narrow it down: the widest prefix of the bundle the log can still serve.
             let (mut ok, mut bad) = (0u64, width);
             while bad - ok > 1 {
@@ -107,12 +126,10 @@ pub async fn verify(
                 if served { ok = mid } else { bad = mid }
             }
             bail!(
-                "entry {} is missing: the log cannot serve it ({url} answered {})",
+                "entry {} is missing: the log cannot serve it ({url} answered {status})",
                 n * TILE_WIDTH + ok,
-                res.status()
             );
-        }
-        let bundle = res.bytes().await?;
+        };
         let entries =
             parse_entry_bundle(&bundle).map_err(|e| anyhow::anyhow!("entry bundle {n}: {e}"))?;
         if (entries.len() as u64) < width {

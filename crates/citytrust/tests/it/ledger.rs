@@ -380,3 +380,31 @@ async fn tiles_and_entry_bundles_rebuild_the_signed_root() {
         assert_eq!(app.get(path, None).await.status(), 404, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_log_pages_list_entries_newest_first_and_show_each() {
+    let app = TestApp::start().await;
+    let size = app.service.integrate_ledger().await.unwrap().unwrap();
+    let page = app.page("/log").await;
+    assert!(page.contains(&format!("<dd>{size}</dd>")), "{page}");
+    assert!(page.contains("organization.created"), "{page}");
+    let newest = page.find(&format!("href=\"/log/{}\"", size - 1)).unwrap();
+    let oldest = page.find("href=\"/log/0\"").unwrap();
+    assert!(newest < oldest, "newest first");
+    let entry = app.page("/log/0").await;
+    assert!(
+        entry.contains("Log entry 0") && entry.contains("organization.created"),
+        "{entry}"
+    );
+    assert!(entry.contains("/static/verify-entry.js"));
+    for (path, status) in [
+        ("/log/nope", 404),
+        (&format!("/log/{size}") as &str, 404),
+        ("/log?before=x", 400),
+    ] {
+        assert_eq!(app.get(path, None).await.status(), status, "{path}");
+    }
+    let script = app.get("/static/verify-entry.js", None).await;
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().contains("rootFrom"));
+}

@@ -1,0 +1,189 @@
+//! The portal's pages on the transparency log: the newest entries with the
+//! checkpoint they are signed under, and one entry with its proof checked in
+//! the reader's browser (`static/verify-entry.js`), from public data only.
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{Nav, PageError, PageResult, Viewer, render};
+use crate::AppState;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/log", get(log_page))
+        .route("/log/{index}", get(entry_page))
+        .route("/static/verify-entry.js", get(verify_script))
+}
+
+const VERIFY_SCRIPT: &str = include_str!("../../static/verify-entry.js");
+
+async fn verify_script() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        VERIFY_SCRIPT,
+    )
+        .into_response()
+}
+
+/// Entries per page of the log.
+const PAGE: u64 = 50;
+
+struct EntryRow {
+    index: u64,
+    kind: String,
+    at: String,
+    summary: String,
+}
+
+#[derive(Template)]
+#[template(path = "log.html")]
+struct LogPage {
+    nav: Nav,
+    size: u64,
+    entries: Vec<EntryRow>,
+    /// The first index of the next (older) page, if any.
+    older: Option<u64>,
+    origin: String,
+    key: String,
+}
+
+/// The fields that say what an entry is about, in a line.
+fn summary(fields: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut parts = Vec::new();
+    for name in [
+        "dataset",
+        "organization",
+        "group",
+        "request",
+        "agreement",
+        "purpose",
+        "level",
+        "rows",
+        "vote",
+        "version",
+        "by",
+    ] {
+        match fields.get(name) {
+            Some(serde_json::Value::String(s)) => parts.push(format!("{name} {s}")),
+            Some(serde_json::Value::Number(n)) => parts.push(format!("{name} {n}")),
+            _ => {}
+        }
+    }
+    parts.join(" · ")
+}
+
+fn row(index: u64, body: &str) -> EntryRow {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let map = value.as_object().cloned().unwrap_or_default();
+    EntryRow {
+        index,
+        kind: map
+            .get("type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        at: map
+            .get("at")
+            .and_then(|v| v.as_str())
+            .map(|a| a.replace('T', " ").trim_end_matches('Z').to_string())
+            .unwrap_or_default(),
+        summary: summary(&map),
+    }
+}
+
+async fn log_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let size = match state.service.latest_checkpoint().await? {
+        Some(cp) => u64::try_from(cp.size).unwrap_or(0),
+        None => 0,
+    };
+    // `?before=N`: the page of entries just before index N.
+    let before = raw
+        .as_deref()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "before")
+                .map(|(_, v)| v.into_owned())
+        })
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                PageError::page(StatusCode::BAD_REQUEST, "before must be an entry number.")
+            })
+        })
+        .transpose()?
+        .unwrap_or(size)
+        .min(size);
+    let from = before.saturating_sub(PAGE);
+    let mut entries: Vec<EntryRow> = state
+        .service
+        .ledger_bodies(from, before - from)
+        .await?
+        .into_iter()
+        .map(|(i, body)| row(i, &body))
+        .collect();
+    entries.reverse();
+    render(&LogPage {
+        nav: viewer.nav("log"),
+        size,
+        entries,
+        older: (from > 0).then_some(from),
+        origin: state.service.ledger_origin().to_string(),
+        key: state.service.ledger_verifier_key().to_string(),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "log_entry.html")]
+struct EntryPage {
+    nav: Nav,
+    e: EntryRow,
+    /// The canonical encoding, pretty-printed for reading.
+    pretty: String,
+}
+
+async fn entry_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(index): Path<String>,
+) -> PageResult {
+    let not_found = || {
+        PageError::page(
+            StatusCode::NOT_FOUND,
+            format!(
+                "There is no entry {} in a checkpoint of the log yet.",
+                index.chars().take(20).collect::<String>()
+            ),
+        )
+    };
+    let i: u64 = index.parse().map_err(|_| not_found())?;
+    let proven = match state.service.ledger_entry(i).await {
+        Ok(p) => p,
+        Err(citytrust_service::ServiceError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    let pretty = serde_json::from_str::<serde_json::Value>(&proven.body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| proven.body.clone());
+    render(&EntryPage {
+        nav: viewer.nav("log"),
+        e: row(i, &proven.body),
+        pretty,
+    })
+}
