@@ -265,21 +265,13 @@ pub async fn content_view(
                 .insert(3, ("GeoJSON".into(), format!("{base}?format=geojson")));
         }
     }
-    if !view.may_read
-        && actor.username().is_some()
-        && dataset.metadata.spectrum != citytrust_model::Spectrum::Closed
+    // Data that is not open is downloaded for a purpose, through the form
+    // (the owner's members read without an agreement, but still for a purpose).
+    let spectrum = dataset.metadata.spectrum;
+    if actor.username().is_some()
+        && spectrum != citytrust_model::Spectrum::Open
+        && (view.may_read || spectrum != citytrust_model::Spectrum::Closed)
     {
-        view.may_ask_download = true;
-        view.purposes = state
-            .service
-            .purposes()
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.name))
-            .collect();
-    }
-    if view.may_read && dataset.metadata.spectrum != citytrust_model::Spectrum::Open {
-        // Members of the owner read without an agreement, but still for a purpose.
         view.downloads.clear();
         view.may_ask_download = true;
         view.purposes = state

@@ -853,11 +853,7 @@ impl Service {
             .collect();
         providers.sort();
         providers.dedup();
-        let recipient = match (&request.group_id, &request.organization_id) {
-            (Some(g), _) => format!("group:{g}"),
-            (None, Some(o)) => format!("organization:{o}"),
-            (None, None) => format!("user:{}", request.requester),
-        };
+        let recipient = recipient_of(request);
         let decision = request
             .decision
             .clone()
@@ -937,11 +933,7 @@ impl Service {
                 ),
             );
         }
-        let recipient = match (&request.group_id, &request.organization_id) {
-            (Some(g), _) => format!("group:{g}"),
-            (None, Some(o)) => format!("organization:{o}"),
-            (None, None) => format!("user:{}", request.requester),
-        };
+        let recipient = recipient_of(request);
         if recipient != current.recipient {
             e.push(
                 "organization_id",
@@ -1446,5 +1438,15 @@ fn made_kind(a: &Agreement) -> &'static str {
         "agreement.made"
     } else {
         "agreement.amended"
+    }
+}
+
+/// Who an agreement made from `request` is with: a group (standing), the
+/// requester's organisation, or the requester in person.
+fn recipient_of(request: &AccessRequest) -> String {
+    match (&request.group_id, &request.organization_id) {
+        (Some(g), _) => format!("group:{g}"),
+        (None, Some(o)) => format!("organization:{o}"),
+        (None, None) => format!("user:{}", request.requester),
     }
 }

@@ -100,19 +100,21 @@ pub async fn verify(
                     .await
                     .with_context(|| format!("could not fetch {url}"))?;
                 let status = res.status();
-                let body = if status.is_success() {
-                    Some(res.bytes().await?)
+                // Each bundle is checked on the task that fetched it, so the
+                // checking runs on every core while the next bundles arrive.
+                let checked = if status.is_success() {
+                    Some(check_bundle(n, &res.bytes().await?))
                 } else {
                     None
                 };
-                anyhow::Ok((n, width, url, status, body))
+                anyhow::Ok((n, width, url, status, checked))
             })
         })
         .buffered(16);
     futures::pin_mut!(fetches);
     while let Some(fetched) = fetches.next().await {
-        let (n, width, url, status, body) = fetched.context("a fetch failed")??;
-        let Some(bundle) = body else {
+        let (n, width, url, status, checked) = fetched.context("a fetch failed")??;
+        let Some(checked) = checked else {
             // Narrow it down: the widest prefix of the bundle the log can still serve.
             let (mut ok, mut bad) = (0u64, width);
             while bad - ok > 1 {
@@ -130,31 +132,24 @@ pub async fn verify(
                 n * TILE_WIDTH + ok,
             );
         };
-        let entries =
-            parse_entry_bundle(&bundle).map_err(|e| anyhow::anyhow!("entry bundle {n}: {e}"))?;
-        if (entries.len() as u64) < width {
+        let checked = checked?;
+        let count = checked.leaves.len() as u64;
+        if count < width {
             bail!(
-                "entry {} is missing: bundle {n} holds {} of {width} entries",
-                n * TILE_WIDTH + entries.len() as u64,
-                entries.len()
+                "entry {} is missing: bundle {n} holds {count} of {width} entries",
+                n * TILE_WIDTH + count,
             );
         }
-        if entries.len() as u64 > width {
-            bail!(
-                "bundle {n} holds {} entries, more than the {width} the checkpoint covers",
-                entries.len()
-            );
+        if count > width {
+            bail!("bundle {n} holds {count} entries, more than the {width} the checkpoint covers");
         }
-        for (i, bytes) in entries.iter().enumerate() {
-            let index = n * TILE_WIDTH + i as u64;
-            match entry::decode(bytes) {
-                Ok(e) => *by_type.entry(e.kind).or_default() += 1,
-                Err(e) => {
-                    bad_entry.get_or_insert((index, e.to_string()));
-                }
-            }
-            leaves.push(leaf_hash(bytes));
+        if let Some(bad) = checked.bad {
+            bad_entry.get_or_insert(bad);
         }
+        for (kind, k) in checked.by_type {
+            *by_type.entry(kind).or_default() += k;
+        }
+        leaves.extend(checked.leaves);
     }
     if let Some((index, why)) = bad_entry {
         bail!("entry {index} is malformed: {why}");
@@ -206,6 +201,35 @@ pub async fn verify(
         )?;
     }
     Ok(Report { size, by_type, key })
+}
+
+/// One entry bundle, checked: its leaf hashes, its entries by type, and the first malformed entry.
+struct CheckedBundle {
+    leaves: Vec<Hash>,
+    by_type: BTreeMap<String, u64>,
+    bad: Option<(u64, String)>,
+}
+
+fn check_bundle(n: u64, bundle: &[u8]) -> anyhow::Result<CheckedBundle> {
+    let entries =
+        parse_entry_bundle(bundle).map_err(|e| anyhow::anyhow!("entry bundle {n}: {e}"))?;
+    let mut checked = CheckedBundle {
+        leaves: Vec::with_capacity(entries.len()),
+        by_type: BTreeMap::new(),
+        bad: None,
+    };
+    for (i, bytes) in entries.iter().enumerate() {
+        match entry::decode(bytes) {
+            Ok(e) => *checked.by_type.entry(e.kind).or_default() += 1,
+            Err(e) => {
+                checked
+                    .bad
+                    .get_or_insert((n * TILE_WIDTH + i as u64, e.to_string()));
+            }
+        }
+        checked.leaves.push(leaf_hash(bytes));
+    }
+    Ok(checked)
 }
 
 /// Compare our leaf hashes with the log's level-0 hash tiles; the first that differs is the edited entry.
