@@ -250,10 +250,23 @@ impl Oidc {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
-        let res = self
+        self.get_json_as(url, None).await
+    }
+
+    /// GET a JSON document, with a bearer token when given; size-limited.
+    async fn get_json_as<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<T, String> {
+        let mut req = self
             .http
             .get(url)
-            .header(header::ACCEPT, "application/json")
+            .header(header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let res = req
             .send()
             .await
             .map_err(|e| format!("could not fetch {url}: {e}"))?;
@@ -350,21 +363,7 @@ impl Oidc {
             return Ok(());
         };
         check_url("userinfo_endpoint", url)?;
-        let res = self
-            .http
-            .get(url)
-            .header(header::AUTHORIZATION, format!("Bearer {access_token}"))
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("could not reach the userinfo endpoint: {e}"))?;
-        let status = res.status();
-        let body = read_limited(res).await?;
-        if !status.is_success() {
-            return Err(format!("the userinfo endpoint answered {status}"));
-        }
-        let info: UserInfo = serde_json::from_slice(&body)
-            .map_err(|e| format!("the userinfo endpoint sent unreadable JSON: {e}"))?;
+        let info: UserInfo = self.get_json_as(url, Some(access_token)).await?;
         if info.sub != claims.sub {
             return Err("the userinfo endpoint describes another subject".into());
         }
