@@ -60,7 +60,10 @@
 
   // A C2SP signed note: the text, then a blank line, then "— name base64(id || signature)" lines.
   async function checkNote(note, verifierKey) {
-    const [name, idHex, keyB64] = verifierKey.trim().split('+');
+    // name+hex key id+base64 key: the base64 may itself contain '+'.
+    const parts = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)$/.exec(verifierKey.trim());
+    if (!parts) throw new Error('the log key is not a signed-note verifier key');
+    const [, name, idHex, keyB64] = parts;
     const keyBytes = b64(keyB64);
     if (keyBytes[0] !== 1 || keyBytes.length !== 33) throw new Error('the log key is not an Ed25519 key');
     const split = note.indexOf('\n\n');
