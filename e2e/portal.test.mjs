@@ -55,7 +55,7 @@ async function signIn(page, username) {
 
 test('public pages are accessible and readable without signing in', async () => {
   const page = await newPage({ width: 1280, height: 900 });
-  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/datasets/barcelona-districts', '/signin', '/nowhere']) {
+  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/datasets/barcelona-districts', '/signin', '/log/analytics', '/nowhere']) {
     await page.goto(`${BASE}${path}`);
     await assertAccessible(page, path);
   }
@@ -406,4 +406,25 @@ test('the analyst asks for building energy, three trustees vote, and the agreeme
   await a.getByRole('heading', { name: 'Not allowed' }).waitFor();
   assert.match(await a.locator('main').innerText(), /Refused/);
   await a.context().close();
+
+  // The agreement's page links each read under it to its signed log entry,
+  // whose proof the reader's browser checks; the analytics count the reads.
+  const reg = await newPage({ width: 1280, height: 900 });
+  const entries = reg.getByRole('region', { name: 'Log entries of this agreement' });
+  for (let tries = 0; ; tries++) {
+    await reg.goto(`${BASE}/agreements/${agreementId}`);
+    if (await entries.getByRole('row', { name: /content\.read/ }).count() >= 2) break;
+    assert.ok(tries < 20, 'the reads under the agreement never appeared in its log entries');
+    await reg.waitForTimeout(500);
+  }
+  await assertAccessible(reg, 'the agreement page with its log entries');
+  await entries.getByRole('row', { name: /content\.read/ }).first().getByRole('link').click();
+  await reg.waitForURL(/\/log\/\d+$/);
+  assert.match(await proofOutcome(reg), /^Verified in your browser/);
+  assert.match(await reg.locator('main').innerText(), /content\.read[\s\S]*research/);
+  await reg.goto(`${BASE}/log/analytics`);
+  const byDataset = reg.getByRole('region', { name: 'Uses by dataset table' });
+  assert.match(await byDataset.getByRole('row', { name: /Building Energy/i }).innerText(), /\d/);
+  await assertAccessible(reg, 'the analytics with uses');
+  await reg.context().close();
 });

@@ -46,7 +46,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Debug, Deserialize)]
 pub struct IdPath {
-    id: String,
+    pub(crate) id: String,
 }
 
 /// The purpose taxonomy: every purpose a read or a request may name.

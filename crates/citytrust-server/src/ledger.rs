@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ledger/tile/{*path}", get(tile))
         .route("/api/v1/ledger/entries/{index}", get(entry))
         .route("/api/v1/ledger/consistency", get(consistency))
+        .route("/api/v1/ledger/analytics", get(analytics))
+        .route("/api/v1/agreements/{id}/log", get(agreement_log))
 }
 
 fn text(body: String, cache: &'static str) -> Response {
@@ -292,4 +294,59 @@ mod tests {
             assert_eq!(p(bad), None, "{bad}");
         }
     }
+}
+
+/// Analytics of access from the signed log: uses of content over time, by
+/// dataset, purpose and party; the least used datasets; access requests over
+/// time and datasets asked for more than once. Public, like the log.
+#[utoipa::path(get, path = "/api/v1/ledger/analytics", tag = "ledger",
+    responses((status = 200, description = "The figures", body = citytrust_service::analytics::AccessAnalytics)))]
+pub(crate) async fn analytics(
+    State(state): State<AppState>,
+) -> Result<Json<citytrust_service::analytics::AccessAnalytics>, ApiError> {
+    Ok(Json(state.service.access_analytics().await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AgreementLogParams {
+    /// Start at this log index (default 0).
+    #[param(minimum = 0)]
+    pub from: Option<u64>,
+    /// Entries per page, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+}
+
+/// The signed log entries about an agreement — its request, votes and
+/// decision, each version, and every read made under it — oldest first.
+#[utoipa::path(get, path = "/api/v1/agreements/{id}/log", tag = "ledger",
+    params(("id" = String, Path, description = "The agreement's id"), AgreementLogParams),
+    responses(
+        (status = 200, description = "The entries", body = citytrust_service::analytics::AgreementEntries),
+        (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn agreement_log(
+    State(state): State<AppState>,
+    ApiPath(crate::governance::IdPath { id }): ApiPath<crate::governance::IdPath>,
+    ApiQuery(p): ApiQuery<AgreementLogParams>,
+) -> Result<Json<citytrust_service::analytics::AgreementEntries>, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "limit",
+            "must be between 1 and 500",
+        ));
+    }
+    let from = i64::try_from(p.from.unwrap_or(0)).unwrap_or(i64::MAX);
+    Ok(Json(
+        state
+            .service
+            .agreement_entries(&id, from, i64::try_from(limit).unwrap_or(500))
+            .await?,
+    ))
 }

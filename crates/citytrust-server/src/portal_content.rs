@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use citytrust_model::{Actor, Dataset};
 use citytrust_query::export::{OutputFormat, Slice};
-use citytrust_query::preview::xml_escape;
 use citytrust_query::quality::ColumnQuality;
 use citytrust_service::ServiceError;
 use citytrust_service::content::{ReadRequest, VersionInfo, may_read_content};
@@ -27,6 +26,7 @@ use crate::AppState;
 use crate::content::{UploadParams, receive_version};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::web::charts::{self, Bar};
 use crate::web::{Form, PageError, Viewer};
 
 /// What the dataset page shows of the content.
@@ -458,95 +458,27 @@ fn duration_text(seconds: i64) -> String {
 
 /// Completeness per column as horizontal bars.
 fn completeness_chart(columns: &[ColumnQuality]) -> String {
-    if columns.is_empty() {
-        return String::new();
-    }
-    let (label_w, bar_w, row_h) = (190.0, 420.0, 24.0);
-    let height = row_h * columns.len() as f64 + 8.0;
-    let mut bars = String::new();
-    let mut described = Vec::new();
-    for (i, c) in columns.iter().enumerate() {
-        let y = 4.0 + row_h * i as f64;
-        let mut name: String = c.name.chars().take(26).collect();
-        if c.name.chars().count() > 26 {
-            name.push('…');
-        }
-        let pct = percent(c.completeness);
-        let _ = write!(
-            bars,
-            "<text class=\"chart-label\" x=\"{x:.0}\" y=\"{ty:.0}\" text-anchor=\"end\">{name}</text>\
-             <rect class=\"bar-track\" x=\"{label_w:.0}\" y=\"{y:.0}\" width=\"{bar_w:.0}\" height=\"16\"/>\
-             <rect class=\"bar-fill{low}\" x=\"{label_w:.0}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"16\"/>\
-             <text class=\"chart-value\" x=\"{vx:.0}\" y=\"{ty:.0}\">{pct}</text>",
-            x = label_w - 8.0,
-            ty = y + 12.5,
-            name = xml_escape(&name),
-            low = if c.completeness < 0.9 { " bar-low" } else { "" },
-            w = bar_w * c.completeness.clamp(0.0, 1.0),
-            vx = label_w + bar_w + 8.0,
-        );
-        described.push(format!("{} {pct}", c.name));
-    }
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{w:.0}\" viewBox=\"0 0 {w:.0} {height:.0}\" \
-         role=\"img\" aria-labelledby=\"quality-chart-title quality-chart-desc\">\
-         <title id=\"quality-chart-title\">Completeness per column</title>\
-         <desc id=\"quality-chart-desc\">Share of rows with a value: {}.</desc>{bars}</svg>",
-        xml_escape(&described.join(", ")),
-        w = label_w + bar_w + 60.0,
-    )
+    let bars: Vec<Bar> = columns
+        .iter()
+        .map(|c| Bar {
+            label: c.name.clone(),
+            share: c.completeness,
+            text: percent(c.completeness),
+            low: c.completeness < 0.9,
+        })
+        .collect();
+    charts::horizontal("quality-chart", "Completeness per column", &bars)
 }
 
 /// Rows per version as vertical bars, oldest on the left (at most the latest 24).
 fn rows_chart(versions: &[VersionInfo]) -> String {
-    let shown: Vec<&VersionInfo> = versions.iter().take(24).rev().collect();
-    if shown.is_empty() {
-        return String::new();
-    }
-    let max = shown.iter().map(|v| v.rows).max().unwrap_or(0).max(1) as f64;
-    let (slot, top, plot_h) = (44.0, 20.0, 120.0);
-    let width = slot * shown.len() as f64 + 20.0;
-    let mut bars = String::new();
-    for (i, v) in shown.iter().enumerate() {
-        let h = plot_h * v.rows as f64 / max;
-        let x = 10.0 + slot * i as f64;
-        let _ = write!(
-            bars,
-            "<rect class=\"bar-fill\" x=\"{:.0}\" y=\"{:.1}\" width=\"{:.0}\" height=\"{h:.1}\"/>\
-             <text class=\"chart-value\" x=\"{cx:.0}\" y=\"{vy:.1}\" text-anchor=\"middle\">{}</text>\
-             <text class=\"chart-label\" x=\"{cx:.0}\" y=\"{ly:.0}\" text-anchor=\"middle\">v{}</text>",
-            x + 6.0,
-            top + plot_h - h,
-            slot - 12.0,
-            compact(v.rows),
-            v.version,
-            cx = x + slot / 2.0,
-            vy = top + plot_h - h - 4.0,
-            ly = top + plot_h + 16.0,
-        );
-    }
-    let described: Vec<String> = shown
+    let shown: Vec<(String, i64)> = versions
         .iter()
-        .map(|v| format!("version {} {} rows", v.version, v.rows))
+        .take(24)
+        .rev()
+        .map(|v| (format!("v{}", v.version), v.rows))
         .collect();
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{width:.0}\" viewBox=\"0 0 {width:.0} {h:.0}\" \
-         role=\"img\" aria-labelledby=\"rows-chart-title rows-chart-desc\">\
-         <title id=\"rows-chart-title\">Rows per version</title>\
-         <desc id=\"rows-chart-desc\">{}.</desc>{bars}</svg>",
-        xml_escape(&described.join(", ")),
-        h = top + plot_h + 24.0,
-    )
-}
-
-fn compact(n: i64) -> String {
-    match n {
-        n if n >= 10_000_000 => format!("{}M", n / 1_000_000),
-        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
-        n if n >= 10_000 => format!("{}k", n / 1000),
-        n if n >= 1000 => format!("{:.1}k", n as f64 / 1e3),
-        n => n.to_string(),
-    }
+    charts::vertical("rows-chart", "Rows per version", "rows", &shown)
 }
 
 /// `POST /datasets/{id}/versions`: the upload form's script sends the file
@@ -778,7 +710,7 @@ mod tests {
         assert_eq!(percent(0.0001), "0.1%");
         assert_eq!(percent(0.5), "50%");
         assert_eq!(percent(0.123), "12.3%");
-        assert_eq!(compact(5_000_000), "5.0M");
+        assert_eq!(charts::compact(5_000_000), "5.0M");
         assert_eq!(duration_text(90_061), "1 days 1 h");
         assert_eq!(human_bytes(2048), "2.0 KiB");
     }

@@ -6,6 +6,7 @@
 //! development); every state-changing form carries the session's CSRF token,
 //! and the sign-in form a double-submit token in the `ct_csrf` cookie.
 
+pub(crate) mod charts;
 mod governance_pages;
 mod log_pages;
 

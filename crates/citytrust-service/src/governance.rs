@@ -819,7 +819,8 @@ impl Service {
                 "status": a.status.as_str(),
                 "request": a.request_id,
                 "providers": a.providers,
-                "recipient": a.recipient,
+                // The log names organisations and groups, never people.
+                "recipient": if a.recipient.starts_with("user:") { "individual" } else { a.recipient.as_str() },
                 "datasets": a.dataset_ids,
                 "purpose": a.purpose,
                 "level": a.level.as_str(),

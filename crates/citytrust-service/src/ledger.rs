@@ -11,7 +11,7 @@
 
 use citytrust_ledger::checkpoint::LogSigner;
 use citytrust_ledger::{Hash, entry};
-use citytrust_store::{NewLogEntry, StoreError, StoredCheckpoint};
+use citytrust_store::{LedgerIndexRow, NewLogEntry, StoreError, StoredCheckpoint};
 use tlog_tiles::tlog;
 
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -258,6 +258,30 @@ impl Service {
         if let Some(witness) = self.read_witness()? {
             check_extends(state.size, &state.hashes, &witness)?;
         }
+        let size = i64::try_from(state.size).map_err(|_| corrupt("log too large"))?;
+        drop(state);
+        self.catch_up_ledger_index(size).await
+    }
+
+    /// Index signed entries that a log kept before `ledger_index` existed
+    /// holds (new entries are indexed with the checkpoint that signs them).
+    async fn catch_up_ledger_index(&self, size: i64) -> Result<()> {
+        let mut next = self.store.ledger_indexed().await?;
+        while next < size {
+            let batch = self
+                .store
+                .ledger_entries(next, BATCH.min(size - next))
+                .await?;
+            let Some(&(last, _)) = batch.last() else {
+                return Err(corrupt(format!("entry {next} is missing")));
+            };
+            let rows: Vec<LedgerIndexRow> = batch
+                .iter()
+                .flat_map(|(idx, body)| index_rows(*idx, body))
+                .collect();
+            self.store.add_ledger_index(&rows, last + 1).await?;
+            next = last + 1;
+        }
         Ok(())
     }
 
@@ -431,11 +455,13 @@ impl Service {
         entries: &[(i64, String)],
     ) -> Result<Option<u64>> {
         let mut new_rows = Vec::new();
+        let mut index = Vec::new();
         let mut size = old_size;
         for (idx, body) in entries {
             if u64::try_from(*idx).ok() != Some(size) {
                 break; // not yet committed: stop at the gap
             }
+            index.extend(index_rows(*idx, body));
             let stored = tlog::stored_hashes(size, body.as_bytes(), &Reader(hashes))
                 .map_err(|e| corrupt(e.to_string()))?;
             for h in stored {
@@ -471,7 +497,11 @@ impl Service {
             note: String::from_utf8(note).map_err(|e| corrupt(e.to_string()))?,
             created_at: rfc3339(self.now()),
         };
-        match self.store.record_integration(&new_rows, &checkpoint).await {
+        match self
+            .store
+            .record_integration(&new_rows, &checkpoint, &index)
+            .await
+        {
             Ok(()) => {
                 self.write_witness(size, &root)?;
                 Ok(Some(size))
@@ -562,6 +592,71 @@ impl Service {
             .map_err(|e| corrupt(e.to_string()))?;
         Ok(proof.into_iter().map(|h| h.0).collect())
     }
+}
+
+/// What entry `idx` is about, read from its public encoding alone: the
+/// datasets it names (one row each), its purpose, the party that acted or
+/// received (an organisation, a group, `individual` or `public`), the
+/// agreement and request. An entry that does not decode is indexed by
+/// position only (the verifier, not the index, judges entries).
+pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
+    let Ok(e) = entry::decode(body.as_bytes()) else {
+        return vec![LedgerIndexRow {
+            idx,
+            kind: "unreadable".into(),
+            ..Default::default()
+        }];
+    };
+    let text = |k: &str| e.fields.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let is_party = |p: &str| {
+        p.starts_with("organization:")
+            || p.starts_with("group:")
+            || p == "individual"
+            || p == "public"
+    };
+    let party = text("by")
+        .filter(|p| is_party(p))
+        .or_else(|| text("recipient").filter(|p| is_party(p)));
+    // (dataset, agreement) pairs: a query's inputs each name their own.
+    let agreement = text("agreement");
+    let mut targets: Vec<(Option<String>, Option<String>)> =
+        match (e.fields.get("inputs"), e.fields.get("datasets")) {
+            (Some(serde_json::Value::Array(inputs)), _) => inputs
+                .iter()
+                .map(|i| {
+                    let field = |k: &str| i.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                    (field("dataset"), field("agreement"))
+                })
+                .collect(),
+            (_, Some(serde_json::Value::Array(a))) => a
+                .iter()
+                .filter_map(|v| v.as_str())
+                .map(|d| (Some(d.to_string()), agreement.clone()))
+                .collect(),
+            _ => text("dataset")
+                .map(|d| (Some(d), agreement.clone()))
+                .into_iter()
+                .collect(),
+        };
+    if targets.is_empty() {
+        targets.push((None, agreement));
+    }
+    let day: String = e.at.chars().take(10).collect();
+    let purpose = text("purpose");
+    let request = text("request");
+    targets
+        .into_iter()
+        .map(|(dataset, agreement)| LedgerIndexRow {
+            idx,
+            kind: e.kind.clone(),
+            day: day.clone(),
+            dataset,
+            purpose: purpose.clone(),
+            party: party.clone(),
+            agreement,
+            request: request.clone(),
+        })
+        .collect()
 }
 
 /// The log entry for a store write, borrowed for the call.

@@ -6,6 +6,7 @@
 //! This crate knows neither HTTP nor SQL.
 
 pub mod accounts;
+pub mod analytics;
 pub mod catalogue;
 pub mod clock;
 pub mod content;

@@ -123,6 +123,44 @@ pub struct StoredCheckpoint {
     pub created_at: String,
 }
 
+/// What one signed log entry is about (one row per dataset it names), for
+/// analytics and the register. Derived from the public entry alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerIndexRow {
+    pub idx: i64,
+    pub kind: String,
+    /// `YYYY-MM-DD` (UTC) of the entry's `at`.
+    pub day: String,
+    pub dataset: Option<String>,
+    pub purpose: Option<String>,
+    /// Who acted or received: `organization:<id>`, `group:<id>`, `individual`, `public`.
+    pub party: Option<String>,
+    pub agreement: Option<String>,
+    pub request: Option<String>,
+}
+
+/// A column of `ledger_index` to count entries by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerFacet {
+    Day,
+    Month,
+    Dataset,
+    Purpose,
+    Party,
+}
+
+impl LedgerFacet {
+    fn expr(self) -> &'static str {
+        match self {
+            LedgerFacet::Day => "day",
+            LedgerFacet::Month => "SUBSTR(day, 1, 7)",
+            LedgerFacet::Dataset => "dataset",
+            LedgerFacet::Purpose => "purpose",
+            LedgerFacet::Party => "party",
+        }
+    }
+}
+
 /// The database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -588,6 +626,7 @@ impl Store {
         &self,
         hashes: &[(i64, String)],
         checkpoint: &StoredCheckpoint,
+        index: &[LedgerIndexRow],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Multi-row inserts: a checkpoint of 4,096 entries stores ~8,200 hashes.
@@ -621,8 +660,100 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("checkpoint {}", checkpoint.size)))?;
+        insert_ledger_index(&mut tx, index, checkpoint.size).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Entries below this index are in `ledger_index`.
+    pub async fn ledger_indexed(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_indexed'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Index entries already signed (a log kept before `ledger_index`
+    /// existed): `rows` cover the entries up to `upto` (exclusive).
+    pub async fn add_ledger_index(&self, rows: &[LedgerIndexRow], upto: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_ledger_index(&mut tx, rows, upto).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Distinct entries of the given kinds counted by `facet` (rows where it is
+    /// set), largest first, then by name.
+    pub async fn ledger_counts(
+        &self,
+        facet: LedgerFacet,
+        kinds: &[&str],
+    ) -> Result<Vec<(String, i64)>> {
+        let expr = facet.expr();
+        let placeholders: Vec<String> = (1..=kinds.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {expr} AS k, COUNT(DISTINCT idx) AS n FROM ledger_index \
+             WHERE kind IN ({}) AND {expr} IS NOT NULL GROUP BY {expr} ORDER BY n DESC, k",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
+    /// For each dataset named in more than one entry of `kind`: how many
+    /// entries, and how many distinct parties made them.
+    pub async fn ledger_repeats(&self, kind: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT dataset, COUNT(DISTINCT idx) AS n, COUNT(DISTINCT party) AS p FROM ledger_index \
+             WHERE kind = $1 AND dataset IS NOT NULL GROUP BY dataset HAVING COUNT(DISTINCT idx) > 1 \
+             ORDER BY n DESC, dataset",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// The signed entries about agreement `id`: those naming it, and those
+    /// naming a request that made or amended it. Oldest first, at most `limit`
+    /// from index `from`; with the total count.
+    pub async fn ledger_entries_of_agreement(
+        &self,
+        id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<(Vec<(i64, String, String)>, i64)> {
+        const MATCH: &str = "(agreement = $1 OR request IN \
+             (SELECT request FROM ledger_index WHERE agreement = $1 AND request IS NOT NULL))";
+        let total: i64 = sqlx::query(&format!(
+            "SELECT COUNT(DISTINCT idx) FROM ledger_index WHERE {MATCH}"
+        ))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT idx, kind, day FROM ledger_index WHERE {MATCH} AND idx >= $2 \
+             ORDER BY idx LIMIT $3"
+        ))
+        .bind(id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, total))
     }
 
     // ---- the catalogue -------------------------------------------------------
@@ -1093,4 +1224,54 @@ fn checkpoint_from_row(r: &AnyRow) -> Result<StoredCheckpoint> {
         note: r.try_get("note")?,
         created_at: r.try_get("created_at")?,
     })
+}
+
+/// Add `rows` to `ledger_index` and move its high-water mark to `upto`
+/// (multi-row inserts, in the caller's transaction).
+async fn insert_ledger_index(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    rows: &[LedgerIndexRow],
+    upto: i64,
+) -> Result<()> {
+    const ROWS: usize = 100;
+    for chunk in rows.chunks(ROWS) {
+        let mut sql = String::from(
+            "INSERT INTO ledger_index (idx, kind, day, dataset, purpose, party, agreement, request) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = 8 * i;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.idx)
+                .bind(&r.kind)
+                .bind(&r.day)
+                .bind(r.dataset.as_deref())
+                .bind(r.purpose.as_deref())
+                .bind(r.party.as_deref())
+                .bind(r.agreement.as_deref())
+                .bind(r.request.as_deref());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    sqlx::query("UPDATE counters SET value = $1 WHERE name = 'ledger_indexed' AND value < $1")
+        .bind(upto)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

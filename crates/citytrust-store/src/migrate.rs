@@ -49,6 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_identity.sql"),
         postgres: include_str!("../migrations/postgres/0006_identity.sql"),
     },
+    Migration {
+        version: 7,
+        name: "ledger_index",
+        sqlite: include_str!("../migrations/sqlite/0007_ledger_index.sql"),
+        postgres: include_str!("../migrations/postgres/0007_ledger_index.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -645,17 +645,40 @@ struct AgreementPage {
     created_at: String,
     /// The viewer receives this agreement and may ask to renew or amend it.
     may_amend: bool,
+    /// Its signed log entries (a page of them, oldest first).
+    log: citytrust_service::analytics::AgreementEntries,
 }
 
 async fn agreement_page(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
 ) -> PageResult {
     let a = state.service.agreement(&id).await?;
+    // `?from=N`: the agreement's log entries from index N on.
+    let from = raw
+        .as_deref()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "from")
+                .map(|(_, v)| v.into_owned())
+        })
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                PageError::page(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "from must be a log entry number.",
+                )
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let log = state.service.agreement_entries(&a.id, from, 100).await?;
     let may_amend = a.status == citytrust_model::AgreementStatus::Active
         && state.service.receives(&viewer.actor(), &a).await?;
     render(&AgreementPage {
+        log,
         may_amend,
         nav: viewer.nav("register"),
         version: a.version,

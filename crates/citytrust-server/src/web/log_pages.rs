@@ -9,12 +9,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::charts::{self, count_bars};
 use super::{Nav, PageError, PageResult, Viewer, render};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/log", get(log_page))
+        .route("/log/analytics", get(analytics_page))
         .route("/log/{index}", get(entry_page))
         .route("/static/verify-entry.js", get(verify_script))
 }
@@ -185,5 +187,62 @@ async fn entry_page(
         nav: viewer.nav("log"),
         e: row(i, &proven.body),
         pretty,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "analytics.html")]
+struct AnalyticsPage {
+    nav: Nav,
+    a: citytrust_service::analytics::AccessAnalytics,
+    over_time_svg: String,
+    by_dataset_svg: String,
+    by_purpose_svg: String,
+    by_party_svg: String,
+    requests_svg: String,
+}
+
+/// Bars for the first `n` counts.
+fn top_bars(counts: &[citytrust_service::analytics::Count], n: usize) -> Vec<charts::Bar> {
+    count_bars(counts.iter().take(n).map(|c| (c.label.as_str(), c.count)))
+}
+
+/// `/log/analytics`: who uses which data, for what, and how often (R-AUD-3),
+/// from the signed log.
+async fn analytics_page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
+    let a = state.service.access_analytics().await?;
+    let series = |counts: &[citytrust_service::analytics::Count]| -> Vec<(String, i64)> {
+        counts.iter().map(|c| (c.label.clone(), c.count)).collect()
+    };
+    render(&AnalyticsPage {
+        nav: viewer.nav("log"),
+        over_time_svg: charts::vertical(
+            "over-time",
+            &format!("Uses of data per {}", a.period),
+            "uses",
+            &series(&a.reads_over_time),
+        ),
+        by_dataset_svg: charts::horizontal(
+            "by-dataset",
+            "Most used datasets",
+            &top_bars(&a.reads_by_dataset, 15),
+        ),
+        by_purpose_svg: charts::horizontal(
+            "by-purpose",
+            "Uses by purpose",
+            &top_bars(&a.reads_by_purpose, 15),
+        ),
+        by_party_svg: charts::horizontal(
+            "by-party",
+            "Uses by organisation",
+            &top_bars(&a.reads_by_party, 15),
+        ),
+        requests_svg: charts::vertical(
+            "requests",
+            "Access requests per month",
+            "requests",
+            &series(&a.requests_over_time),
+        ),
+        a,
     })
 }

@@ -357,6 +357,143 @@ async fn a_request_voted_by_the_trustees_becomes_the_agreement_every_read_is_che
         refused(res, None).await;
     }
 
+    // The register links the agreement to every signed entry about it: the
+    // request, the votes, the decision, the agreement, and each read under it.
+    // Another organisation asks for the same data: demand shows in the analytics.
+    json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&bob),
+            &request(&[&energy], "research", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    app.service.integrate_ledger().await.unwrap();
+    let log = json_of(
+        app.get(&format!("/api/v1/agreements/{agreement}/log"), None)
+            .await,
+        200,
+    )
+    .await;
+    let mut kinds: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "access.decided",
+            "access.requested",
+            "access.vote",
+            "access.vote",
+            "access.vote",
+            "agreement.made",
+            "content.read",
+            "query.run"
+        ],
+        "{log}"
+    );
+    assert_eq!(log["total"], 8);
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["index"] == entry)
+    );
+    // A page at a time; bad parameters and unknown agreements are refused.
+    let page = json_of(
+        app.get(&format!("/api/v1/agreements/{agreement}/log?limit=3"), None)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(page["entries"].as_array().unwrap().len(), 3);
+    let rest = json_of(
+        app.get(
+            &format!(
+                "/api/v1/agreements/{agreement}/log?from={}",
+                page["next"].as_i64().unwrap()
+            ),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 5);
+    assert_eq!(rest["next"], Value::Null);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("when=1", "when"),
+    ] {
+        assert_problem(
+            app.get(&format!("/api/v1/agreements/{agreement}/log?{query}"), None)
+                .await,
+            400,
+            "invalid_parameter",
+            Some(field),
+        )
+        .await;
+    }
+    assert_eq!(
+        app.get("/api/v1/agreements/dsa-nope/log", None)
+            .await
+            .status(),
+        404
+    );
+    let page = app
+        .get(&format!("/agreements/{agreement}"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("In the transparency log")
+            && page.contains(&format!("href=\"/log/{entry}\"")),
+        "{page}"
+    );
+
+    // Analytics, from the signed log alone: who used what, why, how often.
+    let a = json_of(app.get("/api/v1/ledger/analytics", None).await, 200).await;
+    let count = |list: &str, key: &str| {
+        a[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == key)
+            .map(|c| c["count"].as_i64().unwrap())
+    };
+    // The owner's own read, the analyst's download and query.
+    assert_eq!(count("reads_by_dataset", &energy), Some(3), "{a}");
+    assert_eq!(count("reads_by_purpose", "research"), Some(2), "{a}");
+    assert_eq!(count("reads_by_purpose", "city-operations"), Some(1));
+    assert_eq!(count("reads_by_party", "organization:uni"), Some(2));
+    assert_eq!(count("reads_by_party", "organization:city-energy"), Some(1));
+    assert_eq!(count("least_used", &water), Some(0), "{a}");
+    assert_eq!(a["period"], "day");
+    assert_eq!(
+        a["reads_over_time"].as_array().unwrap().last().unwrap()["count"],
+        3
+    );
+    let repeated = &a["repeated_requests"][0];
+    assert_eq!(repeated["dataset"], energy.as_str(), "{a}");
+    assert_eq!(
+        (repeated["requests"].as_i64(), repeated["parties"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let page = app.get("/log/analytics", None).await.text().await.unwrap();
+    assert!(
+        page.contains("Most used datasets") && page.contains("Building energy"),
+        "{page}"
+    );
+
     // After the end date: refused.
     app.clock.advance(time::Duration::days(31));
     let analyst = app.token("analyst").await;
@@ -1575,4 +1712,60 @@ async fn an_agreement_is_renewed_or_amended_as_a_new_version_decided_again() {
         Some("amends"),
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_agreement_with_an_individual_is_logged_without_naming_them() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let energy = with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        ENERGY_CSV,
+    )
+    .await;
+    // The resident belongs to no organisation: the agreement is with them in person.
+    let resident = app.token("resident").await;
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&resident),
+            &request(&[&energy], "research", "aggregate"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let decided = all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let agreement = decided["agreement_id"].as_str().unwrap().to_string();
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{agreement}"), None)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(a["recipient"], "user:resident");
+    let made = log_entries(&app, "agreement.made").await;
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["recipient"], "individual", "{}", made[0]);
+    for kind in [
+        "access.requested",
+        "access.vote",
+        "access.decided",
+        "agreement.made",
+    ] {
+        for e in log_entries(&app, kind).await {
+            assert!(
+                !e.to_string().contains("resident"),
+                "the public log names no person: {e}"
+            );
+        }
+    }
+    // The analytics count them among individuals, by no name.
+    app.service.integrate_ledger().await.unwrap();
+    let a = json_of(app.get("/api/v1/ledger/analytics", None).await, 200).await;
+    assert!(!a.to_string().contains("resident"), "{a}");
 }

@@ -408,3 +408,41 @@ async fn the_log_pages_list_entries_newest_first_and_show_each() {
     assert_eq!(script.status(), 200);
     assert!(script.text().await.unwrap().contains("rootFrom"));
 }
+
+#[tokio::test]
+async fn a_log_kept_before_the_index_existed_is_indexed_at_start() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    for title in ["Bus stops", "Bike lanes"] {
+        let res = app
+            .post_json(
+                "/api/v1/datasets",
+                Some(&alice),
+                &dataset(title, "city-energy", "open"),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+    }
+    app.service.integrate_ledger().await.unwrap();
+    let size = app.service.latest_checkpoint().await.unwrap().unwrap().size;
+    let registered = |store: &citytrust_store::Store| {
+        let store = store.clone();
+        async move {
+            store
+                .ledger_counts(citytrust_store::LedgerFacet::Day, &["dataset.registered"])
+                .await
+                .unwrap()
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<i64>()
+        }
+    };
+    assert_eq!(registered(app.service.store()).await, 2);
+    // As a database migrated from before `ledger_index`: nothing indexed.
+    app.sql("DELETE FROM ledger_index").await;
+    app.sql("UPDATE counters SET value = 0 WHERE name = 'ledger_indexed'")
+        .await;
+    let restarted = app.restart_service().await.unwrap();
+    assert_eq!(restarted.store().ledger_indexed().await.unwrap(), size);
+    assert_eq!(registered(restarted.store()).await, 2);
+}

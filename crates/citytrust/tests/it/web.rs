@@ -781,7 +781,7 @@ async fn the_dataset_page_shows_content_quality_and_a_map_and_the_owner_uploads_
         "completeness of kw (2 of 3) in the chart's description"
     );
     assert!(page.contains("<title id=\"rows-chart-title\">Rows per version</title>"));
-    assert!(page.contains("version 1 1 rows, version 2 3 rows"));
+    assert!(page.contains("v1: 1 rows, v2: 3 rows"));
     assert!(page.contains("class=\"map\""));
     assert_eq!(page.matches("<circle").count(), 3, "one point per station");
     assert!(page.contains("?format=geojson"));
