@@ -155,6 +155,280 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// Check that `bytes` is an entry in canonical form and return its type —
+/// the same judgement as [`decode`] (tested against it), without building a
+/// JSON value: one pass, no allocation unless a key or the type is escaped.
+/// Verifiers check millions of entries with it.
+pub fn check(bytes: &[u8]) -> Result<String, EntryError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| EntryError::Syntax(e.to_string()))?;
+    let mut c = Checker {
+        b: text.as_bytes(),
+        at: 0,
+        depth: 0,
+    };
+    let top = c.object_top()?;
+    if c.at != c.b.len() {
+        return Err(c.syntax("trailing characters"));
+    }
+    match top.version {
+        Some(1) => {}
+        Some(v) => return Err(EntryError::UnknownVersion(v)),
+        None => return Err(EntryError::Missing("v")),
+    }
+    if !top.has_at {
+        return Err(EntryError::Missing("at"));
+    }
+    top.kind.ok_or(EntryError::Missing("type"))
+}
+
+/// What [`check`] needs of the top-level object.
+#[derive(Default)]
+struct Top {
+    version: Option<u64>,
+    kind: Option<String>,
+    has_at: bool,
+}
+
+struct Checker<'a> {
+    b: &'a [u8],
+    at: usize,
+    depth: usize,
+}
+
+/// serde_json's nesting limit: deeper input does not parse.
+const MAX_DEPTH: usize = 128;
+
+impl<'a> Checker<'a> {
+    fn syntax(&self, what: &str) -> EntryError {
+        EntryError::Syntax(format!("{what} at byte {}", self.at))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), EntryError> {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else if self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
+            Err(EntryError::NotCanonical)
+        } else {
+            Err(self.syntax(&format!("expected '{}'", byte as char)))
+        }
+    }
+
+    fn object_top(&mut self) -> Result<Top, EntryError> {
+        let mut top = Top::default();
+        if self.peek() != Some(b'{') {
+            return Err(if self.peek().is_some_and(|b| b.is_ascii_whitespace()) {
+                EntryError::NotCanonical
+            } else {
+                EntryError::NotAnObject
+            });
+        }
+        self.object(Some(&mut top))?;
+        Ok(top)
+    }
+
+    /// An object; at the top level, note `v`, `type` and `at`.
+    fn object(&mut self, mut top: Option<&mut Top>) -> Result<(), EntryError> {
+        self.enter()?;
+        self.expect(b'{')?;
+        let mut previous: Option<std::borrow::Cow<'a, str>> = None;
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            let key = self.string()?;
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.as_bytes() >= key.as_bytes())
+            {
+                // Out of order, or a duplicate (which re-encodes as one key).
+                return Err(EntryError::NotCanonical);
+            }
+            self.expect(b':')?;
+            match (top.as_deref_mut(), key.as_ref()) {
+                (Some(t), "v") => t.version = self.integer()?.map(Some).unwrap_or(None),
+                (Some(t), "type") if self.peek() == Some(b'"') => {
+                    t.kind = Some(self.string()?.into_owned())
+                }
+                (Some(t), "at") if self.peek() == Some(b'"') => {
+                    self.string()?;
+                    t.has_at = true;
+                }
+                _ => self.value()?,
+            }
+            previous = Some(key);
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                Some(b) if b.is_ascii_whitespace() => return Err(EntryError::NotCanonical),
+                _ => return Err(self.syntax("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn enter(&mut self) -> Result<(), EntryError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.syntax("nested too deeply"));
+        }
+        Ok(())
+    }
+
+    fn value(&mut self) -> Result<(), EntryError> {
+        match self.peek() {
+            Some(b'{') => self.object(None),
+            Some(b'[') => {
+                self.enter()?;
+                self.at += 1;
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                loop {
+                    self.value()?;
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.at += 1;
+                            self.depth -= 1;
+                            return Ok(());
+                        }
+                        Some(b) if b.is_ascii_whitespace() => return Err(EntryError::NotCanonical),
+                        _ => return Err(self.syntax("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => self.integer().map(|_| ()),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b) if b.is_ascii_whitespace() => Err(EntryError::NotCanonical),
+            _ => Err(self.syntax("expected a value")),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), EntryError> {
+        if self.b[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(self.syntax("expected a value"))
+        }
+    }
+
+    /// An integer in canonical form; its value when it is a non-negative one
+    /// that fits a u64 (for `v`). Fractions and exponents are refused as the
+    /// encoder refuses them; `-0`, leading zeros and `+` are not canonical.
+    fn integer(&mut self) -> Result<Option<u64>, EntryError> {
+        let start = self.at;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.at += 1;
+        }
+        let digits_from = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = &self.b[digits_from..self.at];
+        if digits.is_empty() {
+            return Err(self.syntax("expected a digit"));
+        }
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            // serde_json reads these as floats, which entries never hold.
+            return Err(EntryError::Fractional);
+        }
+        if digits.len() > 1 && digits[0] == b'0' {
+            return Err(self.syntax("leading zero"));
+        }
+        let text = std::str::from_utf8(&self.b[start..self.at]).unwrap_or("");
+        if negative {
+            match text.parse::<i64>() {
+                Ok(0) => Err(EntryError::NotCanonical),
+                Ok(_) => Ok(None),
+                // Too large for i64: serde_json makes it a float.
+                Err(_) => Err(EntryError::Fractional),
+            }
+        } else {
+            text.parse::<u64>()
+                .map(Some)
+                .map_err(|_| EntryError::Fractional)
+        }
+    }
+
+    /// A string escaped exactly as serde_json escapes: `\"`, `\\`, `\b`,
+    /// `\f`, `\n`, `\r`, `\t`, `\u00xx` (lower-case) for other control
+    /// characters, everything else as itself. Unescaped only if it has escapes.
+    fn string(&mut self) -> Result<std::borrow::Cow<'a, str>, EntryError> {
+        let b: &'a [u8] = self.b;
+        self.expect(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                None => return Err(self.syntax("unterminated string")),
+                Some(b'"') => break,
+                Some(b) if b < 0x20 => return Err(self.syntax("control character in a string")),
+                Some(b'\\') => {
+                    escaped = true;
+                    let esc = self.b.get(self.at + 1).copied();
+                    match esc {
+                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => self.at += 2,
+                        Some(b'u') => {
+                            let hex = self
+                                .b
+                                .get(self.at + 2..self.at + 6)
+                                .ok_or_else(|| self.syntax("bad escape"))?;
+                            if !hex.iter().all(|h| h.is_ascii_hexdigit()) {
+                                return Err(self.syntax("bad escape"));
+                            }
+                            let code =
+                                u32::from_str_radix(std::str::from_utf8(hex).unwrap_or("g"), 16)
+                                    .map_err(|_| self.syntax("bad escape"))?;
+                            // Only other control characters, in lower-case hex, are written so.
+                            let canonical = code < 0x20
+                                && !matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                                && !hex.iter().any(|h| h.is_ascii_uppercase());
+                            if !canonical {
+                                return Err(if (0xd800..0xe000).contains(&code) {
+                                    self.syntax("bad escape")
+                                } else {
+                                    EntryError::NotCanonical
+                                });
+                            }
+                            self.at += 6;
+                        }
+                        Some(b'/') => return Err(EntryError::NotCanonical),
+                        _ => return Err(self.syntax("bad escape")),
+                    }
+                }
+                Some(_) => self.at += 1,
+            }
+        }
+        let raw = &b[start..self.at];
+        self.at += 1;
+        let text = std::str::from_utf8(raw).map_err(|e| EntryError::Syntax(e.to_string()))?;
+        if !escaped {
+            return Ok(std::borrow::Cow::Borrowed(text));
+        }
+        let quoted = &b[start - 1..self.at];
+        serde_json::from_slice::<String>(quoted)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| EntryError::Syntax(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +489,100 @@ mod tests {
             encode("x", "t", json!({"f": "a".repeat(70_000)})),
             Err(EntryError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn the_fast_check_judges_every_entry_as_decode_does() {
+        let good = [
+            encode("content.read", "2026-01-01T00:00:00Z", json!({"by": "public", "rows": 12, "n": -5, "big": u64::MAX, "neg": i64::MIN})).unwrap(),
+            encode("x", "t", json!({"s": "tab\there \"q\" \\ \u{1} \u{7f} é ✓ \u{1F600}", "a": [[], {}, [1, [2, {"k": null}]]], "t": true, "f": false})).unwrap(),
+            encode("esc\"aped\ntype", "t", json!({"\"": 1, "\\": 2, "a\u{1}": 3, "é": 4, "z": 5})).unwrap(),
+            encode("x", "t", json!({})).unwrap(),
+        ];
+        let mut cases: Vec<Vec<u8>> = good.to_vec();
+        let text: Vec<String> = good
+            .iter()
+            .map(|g| String::from_utf8(g.clone()).unwrap())
+            .collect();
+        // Mutations: every one must get the same verdict from both.
+        for t in &text {
+            for (from, to) in [
+                (",", ", "),
+                (":", ": "),
+                ("{", "{ "),
+                ("}", " }"),
+                ("[", "[ "),
+                ("12", "012"),
+                ("12", "12.0"),
+                ("12", "1.2e1"),
+                ("12", "+12"),
+                ("-5", "-0"),
+                ("-5", "-05"),
+                ("\\t", "\\u0009"),
+                ("\\u0001", "\\u0001".to_uppercase().as_str()),
+                ("\\u0001", "\\u0041"),
+                ("\\u0001", "\\ud800"),
+                ("é", "\\u00e9"),
+                ("\"v\":1", "\"v\":2"),
+                ("\"v\":1", "\"v\":\"1\""),
+                ("\"type\":\"", "\"type\":[\""),
+                ("\"at\":", "\"au\":"),
+                ("true", "tru"),
+                ("null", "nul"),
+                ("\"by\"", "\"rows\""),
+                ("18446744073709551615", "18446744073709551616"),
+                ("-9223372036854775808", "-9223372036854775809"),
+                ("\"a\"", "\"b\""),
+                ("\"z\"", "\"a\""),
+                ("[]", "[1,]"),
+                ("{}", "{,}"),
+                ("/", "\\/"),
+            ] {
+                if t.contains(from) {
+                    cases.push(t.replacen(from, to, 1).into_bytes());
+                }
+            }
+            cases.push(format!("{t} ").into_bytes());
+            cases.push(format!(" {t}").into_bytes());
+            cases.push(format!("{t}{{}}").into_bytes());
+            cases.push(t.as_bytes()[..t.len() - 1].to_vec());
+        }
+        cases.push(b"[1]".to_vec());
+        cases.push(br#"{"at":"t","type":"x","v":1,"v":1}"#.to_vec());
+        cases.push(br#"{"at":"t","at":"t","type":"x","v":1}"#.to_vec());
+        cases.push(vec![b'{', 0xff, b'}']);
+        cases.push(
+            format!(
+                "{{\"a\":{}1{},\"at\":\"t\",\"type\":\"x\",\"v\":1}}",
+                "[".repeat(130),
+                "]".repeat(130)
+            )
+            .into_bytes(),
+        );
+        cases.push(
+            format!(
+                "{{\"a\":{}1{},\"at\":\"t\",\"type\":\"x\",\"v\":1}}",
+                "[".repeat(100),
+                "]".repeat(100)
+            )
+            .into_bytes(),
+        );
+        let mut refused = 0;
+        for case in &cases {
+            let slow = decode(case).map(|e| e.kind);
+            let fast = check(case);
+            assert_eq!(
+                fast.is_ok(),
+                slow.is_ok(),
+                "{}: check {fast:?}, decode {slow:?}",
+                String::from_utf8_lossy(case)
+            );
+            if let (Ok(a), Ok(b)) = (&fast, &slow) {
+                assert_eq!(a, b);
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(refused > 60, "{refused} of {} refused", cases.len());
     }
 }

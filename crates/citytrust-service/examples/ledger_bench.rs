@@ -156,6 +156,7 @@ async fn main() {
     let settings = Settings {
         ledger_seed: Some(LedgerSeed(seed)),
         content_dir: Some(dir.join("content")),
+        ledger_tiles: Some(dir.join("ledger-tiles")),
         ..Settings::default()
     };
     let service = Arc::new(

@@ -425,6 +425,12 @@ impl Service {
         match folded {
             Ok(Some(size)) => {
                 state.size = size;
+                // Bundles this checkpoint completed are written once, now.
+                for n in old_size / TILE_WIDTH..size / TILE_WIDTH {
+                    if let Err(e) = self.full_bundle(n, &state.hashes, &entries).await {
+                        tracing::warn!(bundle = n, error = %e, "could not keep a full entry bundle");
+                    }
+                }
                 Ok(Some(size))
             }
             Ok(None) => {
@@ -600,14 +606,19 @@ impl Service {
 /// agreement and request. An entry that does not decode is indexed by
 /// position only (the verifier, not the index, judges entries).
 pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
-    let Ok(e) = entry::decode(body.as_bytes()) else {
-        return vec![LedgerIndexRow {
-            idx,
-            kind: "unreadable".into(),
-            ..Default::default()
-        }];
+    // Parsed, not re-checked for canonical form: the sequencer indexes what
+    // it signs, and verifiers judge the encoding (`entry::check`).
+    let fields = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => {
+            return vec![LedgerIndexRow {
+                idx,
+                kind: "unreadable".into(),
+                ..Default::default()
+            }];
+        }
     };
-    let text = |k: &str| e.fields.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let is_party = |p: &str| {
         p.starts_with("organization:")
             || p.starts_with("group:")
@@ -620,7 +631,7 @@ pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
     // (dataset, agreement) pairs: a query's inputs each name their own.
     let agreement = text("agreement");
     let mut targets: Vec<(Option<String>, Option<String>)> =
-        match (e.fields.get("inputs"), e.fields.get("datasets")) {
+        match (fields.get("inputs"), fields.get("datasets")) {
             (Some(serde_json::Value::Array(inputs)), _) => inputs
                 .iter()
                 .map(|i| {
@@ -641,14 +652,15 @@ pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
     if targets.is_empty() {
         targets.push((None, agreement));
     }
-    let day: String = e.at.chars().take(10).collect();
+    let day: String = text("at").unwrap_or_default().chars().take(10).collect();
+    let kind = text("type").unwrap_or_else(|| "unreadable".into());
     let purpose = text("purpose");
     let request = text("request");
     targets
         .into_iter()
         .map(|(dataset, agreement)| LedgerIndexRow {
             idx,
-            kind: e.kind.clone(),
+            kind: kind.clone(),
             day: day.clone(),
             dataset,
             purpose: purpose.clone(),
@@ -703,15 +715,87 @@ impl Service {
 
     /// The entry bundle `n` of `width` entries: each entry prefixed by its length as a big-endian uint16.
     pub async fn ledger_entry_bundle(&self, n: u64, width: u64) -> Result<Vec<u8>> {
-        let size = self.ledger.state.lock().await.size;
         let not_found = || ServiceError::NotFound(format!("entry bundle {n} of width {width}"));
         if width == 0 || width > TILE_WIDTH {
             return Err(not_found());
         }
         let start = n.checked_mul(TILE_WIDTH).ok_or_else(not_found)?;
+        let size = self.ledger.state.lock().await.size;
         if start.checked_add(width).is_none_or(|end| end > size) {
             return Err(not_found());
         }
+        if width == TILE_WIDTH
+            && let Some(path) = self.bundle_file(n)
+            && let Ok(bundle) = tokio::fs::read(&path).await
+        {
+            return Ok(bundle);
+        }
+        let state = self.ledger.state.lock().await;
+        if width == TILE_WIDTH && self.settings.ledger_tiles.is_some() {
+            return self.full_bundle(n, &state.hashes, &[]).await;
+        }
+        drop(state);
+        self.bundle_from_store(start, width).await
+    }
+
+    /// Where full bundle `n` is kept, if bundles are kept.
+    fn bundle_file(&self, n: u64) -> Option<std::path::PathBuf> {
+        let dir = self.settings.ledger_tiles.as_ref()?;
+        Some(dir.join(citytrust_ledger::tiles::tile_path(None, n, TILE_WIDTH)))
+    }
+
+    /// Full bundle `n` from the database, kept as a file (written whole,
+    /// synced, renamed into place) when bundles are kept and every entry in
+    /// it matches the signed tree's leaf hash.
+    /// `known`: entries at hand (contiguous, in order), used when they hold the bundle.
+    async fn full_bundle(
+        &self,
+        n: u64,
+        hashes: &[tlog::Hash],
+        known: &[(i64, String)],
+    ) -> Result<Vec<u8>> {
+        let start = n * TILE_WIDTH;
+        let at_hand = known.first().and_then(|(first, _)| {
+            let offset = usize::try_from(i64::try_from(start).ok()?.checked_sub(*first)?).ok()?;
+            let slice = known.get(offset..offset + TILE_WIDTH as usize)?;
+            let last_ok =
+                slice.last().map(|(i, _)| *i) == i64::try_from(start + TILE_WIDTH - 1).ok();
+            last_ok.then_some(slice)
+        });
+        let bundle = match at_hand {
+            Some(slice) => frame(slice.iter().map(|(_, body)| body.as_str()))?,
+            None => self.bundle_from_store(start, TILE_WIDTH).await?,
+        };
+        let leaves = citytrust_ledger::tiles::parse_entry_bundle(&bundle)
+            .map_err(|e| corrupt(e.to_string()))?;
+        for (i, body) in leaves.iter().enumerate() {
+            let index = start + i as u64;
+            let stored = hashes
+                .get(tlog::stored_hash_index(0, index) as usize)
+                .ok_or_else(|| corrupt(format!("no leaf hash for entry {index}")))?;
+            if citytrust_ledger::leaf_hash(body) != stored.0 {
+                // Served as stored, never kept: verifiers must see the change
+                // and name the entry.
+                tracing::error!(
+                    entry = index,
+                    "an entry in the database does not match the signed tree"
+                );
+                return Ok(bundle);
+            }
+        }
+        if let Some(path) = self.bundle_file(n) {
+            let bytes = bundle.clone();
+            tokio::task::spawn_blocking(move || write_whole(&path, &bytes))
+                .await
+                .map_err(|e| corrupt(e.to_string()))?
+                .map_err(|e| corrupt(format!("could not keep entry bundle {n}: {e}")))?;
+        }
+        Ok(bundle)
+    }
+
+    /// Bundle of `width` entries from index `start`, read from the database.
+    async fn bundle_from_store(&self, start: u64, width: u64) -> Result<Vec<u8>> {
+        let not_found = || ServiceError::NotFound(format!("entries {start}..{}", start + width));
         let from = i64::try_from(start).map_err(|_| not_found())?;
         let entries = self
             .store
@@ -723,13 +807,31 @@ impl Service {
                 start + width
             )));
         }
-        let mut out = Vec::new();
-        for (_, body) in entries {
-            let len = u16::try_from(body.len())
-                .map_err(|_| corrupt("an entry is longer than 65535 bytes"))?;
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(body.as_bytes());
-        }
-        Ok(out)
+        frame(entries.iter().map(|(_, body)| body.as_str()))
     }
+}
+
+/// Entries as a tlog-tiles entry bundle: each prefixed by its length as a big-endian uint16.
+fn frame<'a>(bodies: impl Iterator<Item = &'a str>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for body in bodies {
+        let len = u16::try_from(body.len())
+            .map_err(|_| corrupt("an entry is longer than 65535 bytes"))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(body.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Write `bytes` to `path` so that a reader sees all of it or nothing, and it
+/// survives a power cut once this returns.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().ok_or(std::io::ErrorKind::InvalidInput)?;
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }

@@ -45,6 +45,11 @@ pub struct Settings {
     /// restored from an old backup, or a log rewritten in it, stops the node
     /// instead of being signed over. `None`: no such file (tests, trials).
     pub ledger_witness: Option<std::path::PathBuf>,
+    /// Where full entry bundles are kept once written (`DATA/ledger-tiles`,
+    /// the C2SP tlog-tiles layout under it): a full bundle never changes, so
+    /// it is read from the database once, checked against the signed tree,
+    /// and served from this file afterwards. `None`: always from the database.
+    pub ledger_tiles: Option<std::path::PathBuf>,
     /// Keep version files in this S3-compatible bucket (`s3://bucket[/prefix]`,
     /// credentials from the `AWS_*` environment) instead of under `content_dir`,
     /// which then holds only uploads in progress and read spools.
@@ -64,6 +69,7 @@ impl Default for Settings {
             ledger_seed: None,
             content_dir: None,
             ledger_witness: None,
+            ledger_tiles: None,
             object_store: None,
             quorum: 3,
             comment_days: 14,

@@ -321,6 +321,7 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
         ledger_seed: Some(seed),
         content_dir: Some(storage.data.join("content")),
         ledger_witness: Some(storage.data.join("ledger-witness")),
+        ledger_tiles: Some(storage.data.join("ledger-tiles")),
         object_store: storage.object_store.clone(),
         ..Settings::default()
     };

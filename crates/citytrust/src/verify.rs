@@ -219,8 +219,8 @@ fn check_bundle(n: u64, bundle: &[u8]) -> anyhow::Result<CheckedBundle> {
         bad: None,
     };
     for (i, bytes) in entries.iter().enumerate() {
-        match entry::decode(bytes) {
-            Ok(e) => *checked.by_type.entry(e.kind).or_default() += 1,
+        match entry::check(bytes) {
+            Ok(kind) => *checked.by_type.entry(kind).or_default() += 1,
             Err(e) => {
                 checked
                     .bad

@@ -13,7 +13,6 @@ CREATE TABLE ledger_index (
     agreement TEXT,
     request   TEXT
 );
-CREATE INDEX ledger_index_idx ON ledger_index (idx);
 CREATE INDEX ledger_index_kind_day ON ledger_index (kind, day);
 CREATE INDEX ledger_index_agreement ON ledger_index (agreement, idx);
 CREATE INDEX ledger_index_request ON ledger_index (request, idx);

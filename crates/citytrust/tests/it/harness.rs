@@ -40,6 +40,7 @@ fn test_settings(dir: &std::path::Path) -> Settings {
         ledger_seed: Some(test_seed()),
         content_dir: Some(dir.join("content")),
         ledger_witness: Some(dir.join("ledger-witness")),
+        ledger_tiles: Some(dir.join("ledger-tiles")),
         object_store,
         ..Settings::default()
     }

@@ -446,3 +446,63 @@ async fn a_log_kept_before_the_index_existed_is_indexed_at_start() {
     assert_eq!(restarted.store().ledger_indexed().await.unwrap(), size);
     assert_eq!(registered(restarted.store()).await, 2);
 }
+
+#[tokio::test]
+async fn full_entry_bundles_are_kept_once_checked_and_an_edited_entry_is_never_kept() {
+    let app = TestApp::start().await;
+    let store = app.service.store().clone();
+    let bodies: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            let at = format!("2026-03-01T10:{:02}:{:02}Z", i / 60 % 60, i % 60);
+            let body = citytrust_ledger::entry::encode(
+                "content.read",
+                &at,
+                json!({"dataset": "d", "rows": i, "by": "public"}),
+            )
+            .unwrap();
+            (String::from_utf8(body).unwrap(), at)
+        })
+        .collect();
+    let entries: Vec<citytrust_store::NewLogEntry<'_>> = bodies
+        .iter()
+        .map(|(body, at)| citytrust_store::NewLogEntry {
+            kind: "content.read",
+            body,
+            at,
+        })
+        .collect();
+    store.append_log_batch(&entries).await.unwrap();
+    app.service.integrate_ledger().await.unwrap();
+    let size = app.service.latest_checkpoint().await.unwrap().unwrap().size as u64;
+    assert!(size >= 512, "{size}");
+    let tiles = app.settings.ledger_tiles.clone().unwrap();
+    let kept = |n: &str| tiles.join("tile/entries").join(n);
+    let bundle = |n: &str| {
+        let app = &app;
+        let path = format!("/ledger/tile/entries/{n}");
+        async move {
+            let res = app.get(&path, None).await;
+            assert_eq!(res.status(), 200);
+            res.bytes().await.unwrap().to_vec()
+        }
+    };
+    // Both full bundles were written when the checkpoint completed them; the
+    // partial one is not kept.
+    let first = bundle("000").await;
+    assert_eq!(std::fs::read(kept("000")).unwrap(), first);
+    assert!(kept("001").exists());
+    assert!(!tiles.join("tile/entries/002.p").exists());
+    // Kept means served as signed, whatever happens to the database after.
+    let edited = app
+        .sql("UPDATE ledger_entries SET body = REPLACE(body, '\"rows\":5,', '\"rows\":6,') WHERE body LIKE '%\"rows\":5,%' AND idx < 256")
+        .await;
+    assert_eq!(edited, 1);
+    assert_eq!(bundle("000").await, first);
+    // Not kept yet and edited: served as stored (so verifiers see it), never kept.
+    std::fs::remove_file(kept("001")).unwrap();
+    app.sql("UPDATE ledger_entries SET body = REPLACE(body, 'public', 'nobody') WHERE idx = 300")
+        .await;
+    let edited = bundle("001").await;
+    assert!(String::from_utf8_lossy(&edited).contains("nobody"));
+    assert!(!kept("001").exists());
+}
