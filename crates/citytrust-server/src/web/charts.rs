@@ -79,13 +79,21 @@ pub fn vertical(id: &str, title: &str, unit: &str, columns: &[(String, i64)]) ->
     let max = columns.iter().map(|c| c.1).max().unwrap_or(0).max(1) as f64;
     let slot = if columns.len() > 24 { 16.0 } else { 44.0 };
     let (top, plot_h) = (20.0, 120.0);
-    let width = slot * columns.len() as f64 + 20.0;
+    // Room either side for a label wider than its bar (a date is ~64 px).
+    let pad = columns
+        .iter()
+        .map(|c| c.0.chars().count())
+        .max()
+        .unwrap_or(0) as f64
+        * 3.5;
+    let pad = pad.max(10.0);
+    let width = slot * columns.len() as f64 + 2.0 * pad;
     // Label every bar when there is room, else about every seventh.
     let every = if slot >= 44.0 { 1 } else { 7 };
     let mut out = String::new();
     for (i, (label, n)) in columns.iter().enumerate() {
         let h = plot_h * *n as f64 / max;
-        let x = 10.0 + slot * i as f64;
+        let x = pad + slot * i as f64;
         let cx = x + slot / 2.0;
         let _ = write!(
             out,
