@@ -337,6 +337,29 @@ fn enum_text<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// Parameter `name` of a page's query string, if given.
+fn query_param(raw: Option<&str>, name: &str) -> Option<String> {
+    raw.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+/// Parameter `name` as a number; anything else is a 400 page saying `why`.
+fn query_number<T: std::str::FromStr>(
+    raw: Option<&str>,
+    name: &str,
+    why: &str,
+) -> Result<Option<T>, PageError> {
+    query_param(raw, name)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| PageError::page(StatusCode::BAD_REQUEST, why.to_string()))
+        })
+        .transpose()
+}
+
 fn humanise(s: &str) -> String {
     let s = s.replace('_', " ");
     let mut c = s.chars();

@@ -187,14 +187,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify { url, state, key } => {
             let report = verify::verify(&url, state.as_deref(), key.as_deref()).await?;
-            println!(
-                "OK: {} entries verified against the checkpoint signed by {}",
+            let mut out = format!(
+                "OK: {} entries verified against the checkpoint signed by {}\n",
                 report.size, report.key
             );
             for (kind, n) in &report.by_type {
-                println!("  {n:>8}  {kind}");
+                out.push_str(&format!("  {n:>8}  {kind}\n"));
             }
-            Ok(())
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
         Command::Import {
             file,

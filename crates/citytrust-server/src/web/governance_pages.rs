@@ -17,7 +17,9 @@ use citytrust_model::access::{
 use citytrust_model::{Actor, Role};
 use citytrust_service::ServiceError;
 
-use super::{Choice, Form, Nav, PageError, PageResult, Viewer, humanise, render};
+use super::{
+    Choice, Form, Nav, PageError, PageResult, Viewer, humanise, query_number, query_param, render,
+};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -254,13 +256,7 @@ async fn new_request_form(
     viewer: Viewer,
     RawQuery(raw): RawQuery,
 ) -> PageResult {
-    let param = |name: &str| {
-        raw.as_deref().and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        })
-    };
+    let param = |name: &str| query_param(raw.as_deref(), name);
     let mut values = NewAccessRequest {
         dataset_ids: param("dataset").into_iter().collect(),
         purpose: "research".into(),
@@ -657,23 +653,8 @@ async fn agreement_page(
 ) -> PageResult {
     let a = state.service.agreement(&id).await?;
     // `?from=N`: the agreement's log entries from index N on.
-    let from = raw
-        .as_deref()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "from")
-                .map(|(_, v)| v.into_owned())
-        })
-        .map(|v| {
-            v.parse::<i64>().map_err(|_| {
-                PageError::page(
-                    axum::http::StatusCode::BAD_REQUEST,
-                    "from must be a log entry number.",
-                )
-            })
-        })
-        .transpose()?
-        .unwrap_or(0);
+    let from =
+        query_number(raw.as_deref(), "from", "from must be a log entry number.")?.unwrap_or(0);
     let log = state.service.agreement_entries(&a.id, from, 100).await?;
     let may_amend = a.status == citytrust_model::AgreementStatus::Active
         && state.service.receives(&viewer.actor(), &a).await?;

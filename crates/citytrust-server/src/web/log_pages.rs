@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::charts::{self, count_bars};
-use super::{Nav, PageError, PageResult, Viewer, render};
+use super::{Nav, PageError, PageResult, Viewer, query_number, render};
 use crate::AppState;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -116,19 +116,7 @@ async fn log_page(
         None => 0,
     };
     // `?before=N`: the page of entries just before index N.
-    let before = raw
-        .as_deref()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "before")
-                .map(|(_, v)| v.into_owned())
-        })
-        .map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                PageError::page(StatusCode::BAD_REQUEST, "before must be an entry number.")
-            })
-        })
-        .transpose()?
+    let before = query_number::<u64>(raw.as_deref(), "before", "before must be an entry number.")?
         .unwrap_or(size)
         .min(size);
     let from = before.saturating_sub(PAGE);
