@@ -146,6 +146,21 @@ pub struct ColumnInfo {
     pub column_type: ColumnType,
 }
 
+/// Whether content with these columns can be served as GeoJSON: a `geometry`
+/// text column, or longitude and latitude number columns (as the export finds them).
+pub fn has_geometry(columns: &[ColumnInfo]) -> bool {
+    let named = |names: &[&str]| {
+        columns.iter().any(|c| {
+            names.contains(&c.name.to_ascii_lowercase().as_str())
+                && c.column_type == ColumnType::Float
+        })
+    };
+    columns
+        .iter()
+        .any(|c| c.name == ingest::GEOMETRY_COLUMN && c.column_type == ColumnType::Text)
+        || (named(&["longitude", "lon", "lng", "long"]) && named(&["latitude", "lat"]))
+}
+
 /// Failures of this crate. Messages are safe to show to the person who asked.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

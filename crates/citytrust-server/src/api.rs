@@ -272,6 +272,7 @@ impl SearchParams {
             },
             page: number("page", &self.page, 1, 1_000_000)?,
             per_page: number("per_page", &self.per_page, 20, MAX_PER_PAGE)?,
+            ..SearchQuery::default()
         })
     }
 }

@@ -189,6 +189,9 @@ impl From<ServiceError> for ApiError {
                 "unauthenticated",
                 "sign in: send Authorization: Bearer <token>",
             ),
+            ServiceError::SignInToRead(how) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", how)
+            }
             ServiceError::BadCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_credentials",

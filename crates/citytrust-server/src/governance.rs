@@ -307,19 +307,6 @@ pub(crate) async fn get_agreement(
     Ok(Json(state.service.agreement(&id).await?))
 }
 
-fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with('[');
-    format!("{}://{host}", if local { "http" } else { "https" })
-}
-
 /// The agreement as an ODRL 2.2 `Agreement` policy in JSON-LD.
 #[utoipa::path(get, path = "/api/v1/agreements/{id}/odrl", tag = "governance",
     params(("id" = String, Path, description = "The agreement's id")),
@@ -334,7 +321,7 @@ pub(crate) async fn get_odrl(
 ) -> Result<Response, ApiError> {
     let policy = state
         .service
-        .agreement_odrl(&id, &base_url(&headers))
+        .agreement_odrl(&id, &crate::base_url(&state, &headers))
         .await?;
     let mut res = Json(policy).into_response();
     res.headers_mut().insert(

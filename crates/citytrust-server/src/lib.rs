@@ -7,7 +7,9 @@
 //! drive it without a socket.
 
 pub mod api;
+mod ckan;
 mod content;
+mod dcat;
 pub mod error;
 pub mod extract;
 mod feedback;
@@ -18,6 +20,7 @@ mod lineage;
 mod metrics;
 pub mod oidc;
 mod portal_content;
+mod rdf;
 mod web;
 
 use std::sync::Arc;
@@ -42,6 +45,9 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// The city's OpenID Connect providers (none: passwords only).
     pub oidc: Arc<oidc::Oidc>,
+    /// The URL the trust is reached at (`--public-url`), for absolute links in
+    /// exports; `None`: taken from the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl AppState {
@@ -51,7 +57,14 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             secure_cookies,
             oidc: Arc::new(oidc::Oidc::default()),
+            public_url: None,
         }
+    }
+
+    /// Absolute links (DCAT-AP, CKAN resource URLs, ODRL) start with this URL.
+    pub fn with_public_url(mut self, url: impl Into<String>) -> AppState {
+        self.public_url = Some(url.into().trim_end_matches('/').to_string());
+        self
     }
 
     /// Offer sign-in through these OpenID Connect providers.
@@ -59,6 +72,26 @@ impl AppState {
         self.oidc = Arc::new(oidc);
         self
     }
+}
+
+/// The trust's own URL: `--public-url` when given, else from the request's
+/// `Host` (plain HTTP for loopback hosts, HTTPS otherwise). A `Host` with
+/// characters no host name has is ignored.
+pub(crate) fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(url) = &state.public_url {
+        return url.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with('[');
+    format!("{}://{host}", if local { "http" } else { "https" })
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,6 +118,8 @@ pub fn app(state: AppState) -> Router {
         .merge(oidc::routes())
         .merge(health::routes())
         .merge(ledger::routes())
+        .merge(dcat::routes())
+        .merge(ckan::routes())
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
         .layer(axum::middleware::from_fn_with_state(

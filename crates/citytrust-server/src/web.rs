@@ -191,7 +191,9 @@ impl PageError {
 impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Unauthenticated | ServiceError::ExpiredCredentials => PageError::SignIn,
+            ServiceError::Unauthenticated
+            | ServiceError::SignInToRead(_)
+            | ServiceError::ExpiredCredentials => PageError::SignIn,
             other => {
                 let api = ApiError::from(other);
                 PageError::Page {
@@ -759,8 +761,23 @@ async fn dataset_page(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> PageResult {
+    // `/datasets/{id}.ttl` and `.jsonld`: the entry as DCAT-AP (ids never hold a dot).
+    for (suffix, syntax) in [
+        (".ttl", crate::rdf::Syntax::Turtle),
+        (".jsonld", crate::rdf::Syntax::JsonLd),
+    ] {
+        if let Some(dataset_id) = id.strip_suffix(suffix) {
+            return Ok(
+                match crate::dcat::dataset_document(&state, &headers, dataset_id, syntax).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                },
+            );
+        }
+    }
     let d = state.service.get_dataset(&id).await?;
     let may_edit = state.service.may_edit(&viewer.actor(), &d);
     let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())

@@ -740,7 +740,7 @@ impl Service {
                 .authorize_read(actor, &dataset, purpose, level)
                 .await
                 .map_err(|e| match e {
-                    ServiceError::Unauthenticated => ServiceError::Refused {
+                    ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => ServiceError::Refused {
                         rule: None,
                         message: format!(
                             "table '{}' is not open data: sign in, and read it under an agreement",

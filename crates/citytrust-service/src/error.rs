@@ -10,6 +10,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("sign-in required")]
     Unauthenticated,
+    /// Sign-in required, with what to do next (e.g. how to ask for access).
+    #[error("sign-in required: {0}")]
+    SignInToRead(String),
     #[error("the username or password is wrong")]
     BadCredentials,
     #[error("the session or token has expired or is unknown; sign in again")]

@@ -343,7 +343,11 @@ impl Service {
         let open = dataset.metadata.spectrum == Spectrum::Open;
         if !open && matches!(actor, Actor::Anonymous) {
             // Nothing but open data is read without signing in.
-            return Err(ServiceError::Unauthenticated);
+            return Err(ServiceError::SignInToRead(format!(
+                "'{}' is not open data: sign in (send Authorization: Bearer <token>) and read it \
+                 for a stated purpose under an agreement; ask for one at /requests/new?dataset={}",
+                dataset.id, dataset.id
+            )));
         }
         let purpose_found = match purpose {
             Some(p) => self.purpose(p).await?,

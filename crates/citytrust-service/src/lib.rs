@@ -14,6 +14,7 @@ mod error;
 pub mod feedback;
 pub mod governance;
 pub mod identity;
+pub mod interop;
 pub mod ledger;
 pub mod lineage;
 pub mod search;

@@ -53,7 +53,22 @@ pub struct SearchQuery {
     /// 1-based.
     pub page: usize,
     pub per_page: usize,
+    /// Only entries carrying every one of these keywords (exact, ignoring case).
+    pub keywords: Vec<String>,
+    /// Only entries under this licence id (exact, ignoring case).
+    pub licence: Option<String>,
+    /// Only the entry with this id.
+    pub id: Option<String>,
+    /// Count keyword and licence facets too (the CKAN API asks for them; the
+    /// portal does not, and with many entries the keyword list is long).
+    pub count_keywords: bool,
+    /// An offset and a count (up to [`MAX_WINDOW`], zero allowed) instead of
+    /// `page` and `per_page`.
+    pub window: Option<(usize, usize)>,
 }
+
+/// The most results one `window` returns.
+pub const MAX_WINDOW: usize = 1000;
 
 /// One value of a facet and how many results carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -72,6 +87,12 @@ pub struct Facets {
     pub organization: Vec<FacetCount>,
     pub format: Vec<FacetCount>,
     pub personal_data: Vec<FacetCount>,
+    /// Only when asked for (`count_keywords`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keyword: Vec<FacetCount>,
+    /// Only when asked for (`count_keywords`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub licence: Vec<FacetCount>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +107,7 @@ struct Entry {
     owner_name: String,
     title_key: String,
     format_key: Option<String>,
+    keyword_keys: Vec<String>,
 }
 
 #[derive(Default)]
@@ -268,6 +290,7 @@ impl CatalogueIndex {
         Ok(Arc::new(Entry {
             title_key: m.title.to_lowercase(),
             format_key: m.format.as_ref().map(|f| f.to_lowercase()),
+            keyword_keys: m.keywords.iter().map(|k| k.to_lowercase()).collect(),
             owner_name,
             dataset: d,
         }))
@@ -295,9 +318,26 @@ impl CatalogueIndex {
         drop(catalogue);
 
         let mut facets = FacetTally::default();
+        let mut keyword_counts: HashMap<&str, usize> = HashMap::new();
+        let mut licence_counts: HashMap<&str, (&str, usize)> = HashMap::new();
+        let wanted_keywords: Vec<String> = q.keywords.iter().map(|k| k.to_lowercase()).collect();
         let mut hits: Vec<(f32, Arc<Entry>)> = Vec::new();
-        for (score, e) in matches {
+        for (score, e) in &matches {
             let m = &e.dataset.metadata;
+            if q.id.as_deref().is_some_and(|id| id != e.dataset.id) {
+                continue;
+            }
+            let pass_keywords = wanted_keywords
+                .iter()
+                .all(|w| e.keyword_keys.iter().any(|k| k == w));
+            let pass_licence = q.licence.as_deref().is_none_or(|l| {
+                m.licence
+                    .as_ref()
+                    .is_some_and(|have| have.id.eq_ignore_ascii_case(l))
+            });
+            if !(pass_keywords && pass_licence) {
+                continue;
+            }
             let pass_theme = q.theme.is_none_or(|t| m.themes.contains(&t));
             let pass_spectrum = q.spectrum.is_none_or(|s| m.spectrum == s);
             let pass_org = q
@@ -363,7 +403,40 @@ impl CatalogueIndex {
                     .1 += 1;
             }
             if passes.iter().all(|p| *p) {
-                hits.push((score, e));
+                if q.count_keywords {
+                    for k in &m.keywords {
+                        *keyword_counts.entry(k.as_str()).or_default() += 1;
+                    }
+                    if let Some(l) = &m.licence {
+                        licence_counts
+                            .entry(l.id.as_str())
+                            .or_insert((l.title.as_str(), 0))
+                            .1 += 1;
+                    }
+                }
+                hits.push((*score, e.clone()));
+            }
+        }
+        let mut facets = facets.finish();
+        if q.count_keywords {
+            facets.keyword = keyword_counts
+                .into_iter()
+                .map(|(k, count)| FacetCount {
+                    value: k.to_string(),
+                    label: k.to_string(),
+                    count,
+                })
+                .collect();
+            facets.licence = licence_counts
+                .into_iter()
+                .map(|(id, (title, count))| FacetCount {
+                    value: id.to_string(),
+                    label: title.to_string(),
+                    count,
+                })
+                .collect();
+            for list in [&mut facets.keyword, &mut facets.licence] {
+                list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
             }
         }
 
@@ -386,8 +459,16 @@ impl CatalogueIndex {
                     .then_with(|| by_title(a, b))
             }),
         }
-        let per_page = q.per_page.clamp(1, MAX_PER_PAGE);
-        let start = q.page.max(1).saturating_sub(1).saturating_mul(per_page);
+        let (start, per_page) = match q.window {
+            Some((offset, count)) => (offset, count.min(MAX_WINDOW)),
+            None => {
+                let per_page = q.per_page.clamp(1, MAX_PER_PAGE);
+                (
+                    q.page.max(1).saturating_sub(1).saturating_mul(per_page),
+                    per_page,
+                )
+            }
+        };
         let total = hits.len();
         let items = hits
             .into_iter()
@@ -398,7 +479,7 @@ impl CatalogueIndex {
         Ok(SearchResults {
             items,
             total,
-            facets: facets.finish(),
+            facets,
         })
     }
 }
@@ -432,6 +513,8 @@ impl FacetTally {
             organization: sorted(self.organization),
             format: sorted(self.format),
             personal_data: sorted(self.personal_data),
+            keyword: Vec::new(),
+            licence: Vec::new(),
         }
     }
 }

@@ -852,6 +852,19 @@ impl Store {
         rows.iter().map(dataset_from_row).collect()
     }
 
+    /// Up to `limit` catalogue entries after `after` in id order: a page for
+    /// exports that stream the whole catalogue without holding it.
+    pub async fn datasets_after(&self, after: &str, limit: i64) -> Result<Vec<Dataset>> {
+        let rows = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
     /// How many changes the catalogue has seen; search indexes compare it to know they are current.
     pub async fn catalogue_revision(&self) -> Result<i64> {
         let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'")
@@ -984,6 +997,28 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    /// The latest version of each of `dataset_ids` that has one (any order).
+    pub async fn latest_versions(&self, dataset_ids: &[String]) -> Result<Vec<StoredVersion>> {
+        let mut out = Vec::new();
+        for chunk in dataset_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+                 quality, created_by, created_at FROM dataset_versions v WHERE dataset_id IN ({}) \
+                 AND version = (SELECT MAX(version) FROM dataset_versions w WHERE w.dataset_id = v.dataset_id)",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(version_from_row(&row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Every (dataset, version) pair that exists, for sweeping orphan files.

@@ -383,6 +383,9 @@ async fn serve(
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let mut state = citytrust_server::AppState::new(service.clone(), !args.insecure_cookies);
+    if let Some(url) = &args.public_url {
+        state = state.with_public_url(url);
+    }
     if let Some(path) = &args.oidc_config {
         let public_url = args
             .public_url

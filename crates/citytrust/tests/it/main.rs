@@ -10,5 +10,6 @@ mod cli;
 mod content;
 mod governance;
 mod harness;
+mod interop;
 mod ledger;
 mod web;
