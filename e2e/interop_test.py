@@ -1,0 +1,191 @@
+"""Interoperability against the running demo, with real third-party tools:
+
+- the catalogue (/catalog.ttl, and /catalog.jsonld, which must be the same
+  graph) validated with pySHACL against the official DCAT-AP 3.0.1 shapes
+  (e2e/dcat-ap/): zero violations;
+- the CKAN-compatible API driven through the real `ckanapi` client:
+  package_search with a query and a facet, package_show, organization_list
+  with all_fields, an open resource downloaded through its returned URL, and
+  CKAN-style errors for bad input — each checked against CityTrust's own API.
+
+Run: BASE_URL=http://127.0.0.1:PORT .venv/bin/python e2e/interop_test.py
+"""
+
+import base64
+import csv as csv_module
+import hashlib
+import io
+import json
+import os
+import pathlib
+import unittest
+import urllib.parse
+
+import ckanapi
+import requests
+from pyshacl import validate
+from rdflib import Graph, Namespace, URIRef
+from rdflib.compare import isomorphic
+from rdflib.namespace import RDF
+
+BASE = os.environ["BASE_URL"].rstrip("/")
+SHAPES = pathlib.Path(__file__).parent / "dcat-ap"
+SH = Namespace("http://www.w3.org/ns/shacl#")
+DCAT = Namespace("http://www.w3.org/ns/dcat#")
+DCT = Namespace("http://purl.org/dc/terms/")
+EU = "http://publications.europa.eu/resource/authority"
+
+
+def ours(path):
+    """CityTrust's own JSON API, the reference the CKAN answers must match."""
+    r = requests.get(BASE + path, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def shapes(name):
+    g = Graph().parse(SHAPES / name)
+    dangling = [(s, o) for s, o in g.subject_objects(SH.property) if g.value(o, SH.path) is None]
+    for s, o in dangling:
+        g.remove((s, SH.property, o))
+    return g, len(dangling)
+
+
+def violations(data):
+    out = []
+    for name in ["dcat-ap-3.0.1-SHACL.ttl", "dcat-ap-3.0.1-ranges.ttl"]:
+        g, dropped = shapes(name)
+        conforms, report, text = validate(data, shacl_graph=g, inference="none")
+        results = list(report.subjects(RDF.type, SH.ValidationResult))
+        bad = [r for r in results if report.value(r, SH.resultSeverity) == SH.Violation]
+        print(f"  {name}: {len(results)} result(s), {len(bad)} violation(s) "
+              f"({dropped} dangling shape reference(s) of the release dropped)")
+        if bad:
+            out.append(text)
+    return out
+
+
+class Dcat(unittest.TestCase):
+    def test_catalogue_conforms_to_dcat_ap_3(self):
+        ttl = requests.get(BASE + "/catalog.ttl", timeout=60)
+        self.assertEqual(ttl.status_code, 200)
+        self.assertTrue(ttl.headers["content-type"].startswith("text/turtle"))
+        graph = Graph().parse(data=ttl.text, format="turtle")
+        print(f"\n/catalog.ttl: {len(graph)} triples")
+        self.assertEqual(violations(graph), [])
+
+        jsonld = requests.get(BASE + "/catalog.jsonld", timeout=60)
+        self.assertEqual(jsonld.headers["content-type"], "application/ld+json")
+        same = Graph().parse(data=jsonld.text, format="json-ld")
+        self.assertTrue(isomorphic(graph, same), "the JSON-LD and Turtle catalogues differ")
+
+        # Every catalogue entry is there, closed ones without distributions.
+        listed = ours("/api/v1/datasets?per_page=100")
+        self.assertEqual(len(set(graph.subjects(RDF.type, DCAT.Dataset))), listed["total"])
+        for d in listed["items"]:
+            node = URIRef(f"{BASE}/datasets/{d['id']}#dataset")
+            self.assertIn((node, RDF.type, DCAT.Dataset), graph)
+            rights = graph.value(node, DCT.accessRights)
+            dists = list(graph.objects(node, DCAT.distribution))
+            if d["spectrum"] == "closed":
+                self.assertEqual(rights, URIRef(f"{EU}/access-right/NON_PUBLIC"))
+                self.assertEqual(dists, [], d["id"])
+            elif d["spectrum"] == "open":
+                self.assertEqual(rights, URIRef(f"{EU}/access-right/PUBLIC"))
+            else:
+                self.assertEqual(rights, URIRef(f"{EU}/access-right/RESTRICTED"))
+
+    def test_the_shapes_do_catch_a_broken_catalogue(self):
+        # A control: without a description (mandatory in DCAT-AP) an entry violates the shapes.
+        graph = Graph().parse(data=requests.get(BASE + "/datasets/barcelona-air-quality.ttl", timeout=30).text,
+                              format="turtle")
+        node = URIRef(f"{BASE}/datasets/barcelona-air-quality#dataset")
+        graph.remove((node, DCT.description, None))
+        self.assertNotEqual(violations(graph), [])
+
+    def test_one_entry_conforms_too(self):
+        graph = Graph().parse(data=requests.get(BASE + "/datasets/barcelona-air-quality.ttl", timeout=30).text,
+                              format="turtle")
+        self.assertEqual(violations(graph), [])
+
+
+class Ckan(unittest.TestCase):
+    def setUp(self):
+        self.ckan = ckanapi.RemoteCKAN(BASE, user_agent="citytrust-interop-test/1 (+ckanapi)")
+
+    def test_package_search_with_a_query_and_a_facet(self):
+        result = self.ckan.action.package_search(q="barcelona", **{"facet.field": '["organization"]', "rows": 100})
+        reference = ours("/api/v1/datasets?q=barcelona&per_page=100")
+        self.assertGreater(result["count"], 0)
+        self.assertEqual(result["count"], reference["total"])
+        self.assertEqual({p["name"] for p in result["results"]}, {d["id"] for d in reference["items"]})
+        by_org = {}
+        for d in reference["items"]:
+            by_org[d["owner_organization_id"]] = by_org.get(d["owner_organization_id"], 0) + 1
+        self.assertEqual(result["facets"]["organization"], by_org)
+        self.assertEqual(sum(i["count"] for i in result["search_facets"]["organization"]["items"]),
+                         result["count"])
+
+        # package_show of a returned id matches the catalogue entry.
+        name = result["results"][0]["name"]
+        package = self.ckan.action.package_show(id=name)
+        entry = ours(f"/api/v1/datasets/{name}")
+        self.assertEqual(package["title"], entry["title"])
+        self.assertEqual(package["notes"], entry["description"])
+        self.assertEqual(package["owner_org"], entry["owner_organization_id"])
+        self.assertEqual([t["name"] for t in package["tags"]], entry["keywords"])
+        self.assertEqual(package["isopen"], entry["spectrum"] == "open")
+
+    def test_organization_list_with_all_fields(self):
+        orgs = self.ckan.action.organization_list(all_fields=True)
+        reference = ours("/api/v1/organizations")
+        reference = reference["items"] if isinstance(reference, dict) else reference
+        self.assertEqual({o["name"] for o in orgs}, {o["id"] for o in reference})
+        titles = {o["id"]: o["name"] for o in reference}
+        for o in orgs:
+            self.assertEqual(o["title"], titles[o["name"]])
+            total = ours(f"/api/v1/datasets?organization={urllib.parse.quote(o['name'])}&per_page=1")["total"]
+            self.assertEqual(o["package_count"], total, o["name"])
+
+    def test_an_open_resource_downloads_through_its_returned_url(self):
+        result = self.ckan.action.package_search(fq="spectrum:open tags:\"air quality\"", rows=5)
+        self.assertGreater(result["count"], 0)
+        package = result["results"][0]
+        csv = next(r for r in package["resources"] if r["format"] == "CSV")
+        self.assertEqual(self.ckan.action.resource_show(id=csv["id"])["url"], csv["url"])
+        response = requests.get(csv["url"], timeout=60)
+        self.assertEqual(response.status_code, 200)
+        self.assertTrue(response.headers["content-type"].startswith("text/csv"))
+        # The bytes are what the log entry of the read says were served.
+        digest = hashlib.sha256(response.content).digest()
+        self.assertIn(base64.b64encode(digest).decode(), response.headers["repr-digest"])
+        self.assertIn("citytrust-log-entry", {k.lower() for k in response.headers})
+        # And they are the latest version, whole: its columns and its rows.
+        latest = ours(f"/api/v1/datasets/{package['name']}/versions")[0]
+        rows = list(csv_module.reader(io.StringIO(response.text)))
+        self.assertEqual(rows[0], [c["name"] for c in latest["columns"]])
+        self.assertEqual(len(rows) - 1, latest["rows"])
+
+    def test_bad_input_gets_ckan_errors(self):
+        with self.assertRaises(ckanapi.errors.ValidationError) as e:
+            self.ckan.action.package_search(rows="many")
+        self.assertEqual(e.exception.error_dict["rows"], ["Invalid integer"])
+        with self.assertRaises(ckanapi.errors.SearchQueryError):
+            self.ckan.action.package_search(fq='tags:"unclosed')
+        with self.assertRaises(ckanapi.errors.NotFound):
+            self.ckan.action.package_show(id="no-such-dataset")
+        with self.assertRaises(ckanapi.errors.CKANAPIError):
+            self.ckan.call_action("package_purge", {"id": "x"})
+        # And the statuses CKAN gives them.
+        statuses = {
+            "package_purge?id=x": 400,
+            "package_search?rows=many": 409,
+            "package_search?fq=tags:%22unclosed": 400,
+            "package_show?id=no-such-dataset": 404,
+        }
+        for path, status in statuses.items():
+            self.assertEqual(requests.get(f"{BASE}/api/3/action/{path}", timeout=30).status_code, status, path)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
