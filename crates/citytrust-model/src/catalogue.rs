@@ -295,6 +295,40 @@ pub struct Location {
     pub url: Option<String>,
 }
 
+/// The area the data covers (DCAT-AP `dct:spatial`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpatialCoverage {
+    /// The place, in words: `Barcelona`, `Seattle, Washington`.
+    #[schema(example = "Barcelona")]
+    pub name: String,
+    /// The place in a gazetteer (GeoNames, the EU's places authority), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://sws.geonames.org/3128760/")]
+    pub uri: Option<String>,
+    /// Bounding box in WGS 84 degrees: `west,south,east,north`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2.05,41.32,2.23,41.47")]
+    pub bbox: Option<String>,
+}
+
+impl SpatialCoverage {
+    /// The bounding box as numbers (west, south, east, north), if it is a valid one.
+    pub fn bounds(&self) -> Option<[f64; 4]> {
+        let parts: Vec<f64> = self
+            .bbox
+            .as_deref()?
+            .split(',')
+            .map(|p| p.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let [w, s, e, n]: [f64; 4] = parts.try_into().ok()?;
+        let lon = |v: f64| (-180.0..=180.0).contains(&v);
+        let lat = |v: f64| (-90.0..=90.0).contains(&v);
+        (lon(w) && lon(e) && lat(s) && lat(n) && s <= n).then_some([w, s, e, n])
+    }
+}
+
 /// The time span the data covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +461,8 @@ pub struct DatasetInput {
     pub format: Option<String>,
     #[serde(default)]
     pub temporal_coverage: Option<Period>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial_coverage: Option<SpatialCoverage>,
     #[serde(default)]
     pub update_frequency: UpdateFrequency,
     #[serde(default)]
@@ -478,6 +514,8 @@ pub struct DatasetMetadata {
     pub location: Option<Location>,
     pub format: Option<String>,
     pub temporal_coverage: Option<Period>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial_coverage: Option<SpatialCoverage>,
     pub update_frequency: UpdateFrequency,
     pub publication_status: PublicationStatus,
     pub shared_identifiers: Vec<String>,
@@ -539,6 +577,7 @@ impl DatasetInput {
             location: self.location,
             format: self.format,
             temporal_coverage: self.temporal_coverage,
+            spatial_coverage: self.spatial_coverage,
             update_frequency: self.update_frequency,
             publication_status: self.publication_status,
             shared_identifiers: self.shared_identifiers,
@@ -573,6 +612,7 @@ impl DatasetMetadata {
             location: m.location,
             format: m.format,
             temporal_coverage: m.temporal_coverage,
+            spatial_coverage: m.spatial_coverage,
             update_frequency: m.update_frequency,
             publication_status: m.publication_status,
             shared_identifiers: m.shared_identifiers,
@@ -641,6 +681,16 @@ impl DatasetMetadata {
                 && t < s
             {
                 e.push("temporal_coverage.end", "is before the start");
+            }
+        }
+        if let Some(c) = &self.spatial_coverage {
+            e.required_text("spatial_coverage.name", &c.name, 200);
+            e.url("spatial_coverage.uri", &c.uri);
+            if c.bbox.is_some() && c.bounds().is_none() {
+                e.push(
+                    "spatial_coverage.bbox",
+                    "must be west,south,east,north in degrees (longitudes -180..180, latitudes -90..90, south not above north)",
+                );
             }
         }
         e.list("shared_identifiers", &self.shared_identifiers, 50, 200);
@@ -791,6 +841,22 @@ mod tests {
         check(
             serde_json::json!({"temporal_coverage": {"start": "2018-01-01", "end": "2017-01-01"}}),
             &["temporal_coverage.end"],
+        );
+        check(
+            serde_json::json!({"spatial_coverage": {"name": "", "uri": "not a url", "bbox": "2,41,3"}}),
+            &[
+                "spatial_coverage.name",
+                "spatial_coverage.uri",
+                "spatial_coverage.bbox",
+            ],
+        );
+        check(
+            serde_json::json!({"spatial_coverage": {"name": "Upside down", "bbox": "2,42,3,41"}}),
+            &["spatial_coverage.bbox"],
+        );
+        check(
+            serde_json::json!({"spatial_coverage": {"name": "Off the map", "bbox": "-190,41,3,42"}}),
+            &["spatial_coverage.bbox"],
         );
         check(
             serde_json::json!({"themes": ["energy", "energy"]}),

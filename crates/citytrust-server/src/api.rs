@@ -69,7 +69,8 @@ pub fn routes() -> Router<AppState> {
         crate::governance::list_requests, crate::governance::get_request, crate::governance::submit_request,
         crate::governance::vote, crate::governance::comment, crate::governance::list_agreements,
         crate::governance::get_agreement, crate::governance::get_odrl, crate::governance::retire,
-        crate::governance::attest_deletion, crate::governance::overdue_attestations
+        crate::governance::attest_deletion, crate::governance::overdue_attestations,
+        crate::dcat::catalog_turtle, crate::dcat::catalog_jsonld, crate::ckan::action
     ),
     components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -77,7 +78,8 @@ pub fn routes() -> Router<AppState> {
         crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,
         crate::governance::AttestationBody)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "operations"))
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "operations"),
+        (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;
 

@@ -103,7 +103,26 @@ const ACTIONS: [&str; 10] = [
     "help_show",
 ];
 
-async fn action(
+/// One CKAN action (GET with query parameters; POST with a JSON body works the same).
+#[utoipa::path(get, path = "/api/3/action/{action}", tag = "ckan",
+    params(
+        ("action" = String, Path, description = "The action", example = "package_search",
+            pattern = "^(status_show|package_list|package_search|package_show|resource_show|organization_list|organization_show|group_list|tag_list|help_show)$"),
+        ("q" = Option<String>, Query, description = "package_search: words, and field:value filters"),
+        ("fq" = Option<String>, Query, description = "package_search: field:value filters (organization, owner_org, groups, tags, license_id, name, id, spectrum, personal_data)"),
+        ("rows" = Option<i64>, Query, description = "package_search: results per answer (at most 1000)"),
+        ("start" = Option<i64>, Query, description = "package_search: results to skip"),
+        ("sort" = Option<String>, Query, description = "package_search: score desc | title_string asc | metadata_modified desc"),
+        ("id" = Option<String>, Query, description = "package_show, resource_show, organization_show: what to show"),
+        ("all_fields" = Option<bool>, Query, description = "organization_list, group_list, tag_list: whole records instead of names"),
+    ),
+    responses(
+        (status = 200, description = "CKAN's envelope: help, success (true), result", body = serde_json::Value, content_type = "application/json"),
+        (status = 400, description = "Unknown action (a 'Bad request' string), unreadable data, or a Search Query Error", body = serde_json::Value, content_type = "application/json"),
+        (status = 404, description = "Not Found Error", body = serde_json::Value, content_type = "application/json"),
+        (status = 409, description = "Validation Error: messages by field", body = serde_json::Value, content_type = "application/json"),
+    ))]
+pub(crate) async fn action(
     State(state): State<AppState>,
     Path(name): Path<String>,
     method: Method,
@@ -464,6 +483,20 @@ impl Cx<'_> {
             extras.push(("temporal_start", p.start.clone()));
             if let Some(end) = &p.end {
                 extras.push(("temporal_end", end.clone()));
+            }
+        }
+        if let Some(c) = &m.spatial_coverage {
+            // ckanext-spatial's conventions: the area in words, and as GeoJSON.
+            extras.push(("spatial_text", c.name.clone()));
+            if let Some(uri) = &c.uri {
+                extras.push(("spatial_uri", uri.clone()));
+            }
+            if let Some([w, s, e, n]) = c.bounds() {
+                extras.push((
+                    "spatial",
+                    json!({"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]})
+                        .to_string(),
+                ));
             }
         }
         if let Some(derivation) = &m.derivation {

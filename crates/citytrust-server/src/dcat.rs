@@ -41,11 +41,17 @@ const PAGE: usize = 200;
 const EU: &str = "http://publications.europa.eu/resource/authority";
 const IANA: &str = "http://www.iana.org/assignments/media-types";
 
-async fn catalog_turtle(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The whole catalogue as DCAT-AP 3.0 in Turtle.
+#[utoipa::path(get, path = "/catalog.ttl", tag = "catalogue",
+    responses((status = 200, description = "dcat:Catalog with every dataset (streamed)", content_type = "text/turtle")))]
+pub(crate) async fn catalog_turtle(State(state): State<AppState>, headers: HeaderMap) -> Response {
     catalog(state, &headers, Syntax::Turtle).await
 }
 
-async fn catalog_jsonld(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The whole catalogue as DCAT-AP 3.0 in JSON-LD.
+#[utoipa::path(get, path = "/catalog.jsonld", tag = "catalogue",
+    responses((status = 200, description = "dcat:Catalog with every dataset (streamed)", body = serde_json::Value, content_type = "application/ld+json")))]
+pub(crate) async fn catalog_jsonld(State(state): State<AppState>, headers: HeaderMap) -> Response {
     catalog(state, &headers, Syntax::JsonLd).await
 }
 
@@ -359,6 +365,27 @@ impl Context<'_> {
                 ds.add("dct:temporal", Term::Blank(period));
             }
         }
+        let mut extra = Vec::new();
+        if let Some(c) = &m.spatial_coverage {
+            let mut place = Node::blank("dct:Location").with("skos:prefLabel", Term::lit(&c.name));
+            if let Some([w, s, e, n]) = c.bounds() {
+                place.add(
+                    "dcat:bbox",
+                    Term::typed(
+                        format!("POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))"),
+                        "gsp:wktLiteral",
+                    ),
+                );
+            }
+            match &c.uri {
+                Some(uri) => {
+                    ds.add("dct:spatial", Term::iri(uri));
+                    place.id = Some(uri.clone());
+                    extra.push(place);
+                }
+                None => ds.add("dct:spatial", Term::Blank(place)),
+            }
+        }
         let prov = &m.data_states.provenance;
         let statement: Vec<String> = [
             ("Origin", &prov.origin),
@@ -435,7 +462,7 @@ impl Context<'_> {
             }
         }
         let mut nodes = Vec::new();
-        let mut distributions = Vec::new();
+        let mut distributions = extra;
         // Closed data carries no content and no distribution (invariant 6).
         if let Some(c) = content.filter(|_| m.spectrum != Spectrum::Closed) {
             ds.add("dcat:version", Term::lit(c.version.to_string()));

@@ -17,6 +17,7 @@ pub(crate) const PREFIXES: &[(&str, &str)] = &[
     ("dct", "http://purl.org/dc/terms/"),
     ("dqv", "http://www.w3.org/ns/dqv#"),
     ("foaf", "http://xmlns.com/foaf/0.1/"),
+    ("gsp", "http://www.opengis.net/ont/geosparql#"),
     ("oa", "http://www.w3.org/ns/oa#"),
     ("prov", "http://www.w3.org/ns/prov#"),
     ("rdfs", "http://www.w3.org/2000/01/rdf-schema#"),

@@ -870,6 +870,22 @@ async fn dataset_page(
             ),
             row("Temporal coverage", period),
             row(
+                "Area covered",
+                m.spatial_coverage
+                    .as_ref()
+                    .map(|c| match c.bounds() {
+                        Some([w, s, e, n]) => {
+                            format!("{} (longitude {w} to {e}, latitude {s} to {n})", c.name)
+                        }
+                        None => c.name.clone(),
+                    })
+                    .unwrap_or_default(),
+            ),
+            link_row(
+                "Area in a gazetteer",
+                &m.spatial_coverage.as_ref().and_then(|c| c.uri.clone()),
+            ),
+            row(
                 "Location",
                 m.location
                     .as_ref()
@@ -1414,6 +1430,7 @@ fn blank_input() -> DatasetInput {
         location: None,
         format: None,
         temporal_coverage: None,
+        spatial_coverage: None,
         update_frequency: Default::default(),
         publication_status: Default::default(),
         shared_identifiers: Vec::new(),

@@ -29,6 +29,7 @@ async fn catalogue(app: &TestApp) -> (String, String, String) {
     open["themes"] = json!(["environment"]);
     open["licence"] = json!({"id": "CC-BY-4.0", "title": "Creative Commons Attribution 4.0", "url": "https://creativecommons.org/licenses/by/4.0/"});
     open["temporal_coverage"] = json!({"start": "2018-11-01", "end": "2018-11-30"});
+    open["spatial_coverage"] = json!({"name": "Barcelona", "uri": "https://sws.geonames.org/3128760/", "bbox": "2.05,41.32,2.23,41.47"});
     let open = app.create_dataset(&alice, &open).await;
     upload_csv(app, &alice, &open).await;
     let mut shared = dataset("Meter readings", "city-energy", "shared_specific");
@@ -124,6 +125,18 @@ async fn the_ckan_api_answers_in_ckans_envelope_and_field_names() {
     assert_eq!(p["license_id"], "CC-BY-4.0");
     assert_eq!(p["isopen"], true);
     assert_eq!(p["tags"][0]["name"], "air quality");
+    let extra = |key: &str| {
+        p["extras"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(extra("spatial_text"), Some(json!("Barcelona")));
+    assert_eq!(extra("spectrum"), Some(json!("open")));
+    let spatial: Value = serde_json::from_str(extra("spatial").unwrap().as_str().unwrap()).unwrap();
+    assert_eq!(spatial["coordinates"][0][2], json!([2.23, 41.47]));
     assert_eq!(p["groups"][0]["name"], "environment");
     let formats: Vec<&str> = p["resources"]
         .as_array()
@@ -359,6 +372,18 @@ async fn the_dcat_ap_catalogue_lists_every_entry_closed_ones_without_distributio
     assert_eq!(
         ds["dct:temporal"][0]["dcat:startDate"][0]["@type"],
         "xsd:date"
+    );
+    assert_eq!(
+        ds["dct:spatial"][0]["@id"],
+        "https://sws.geonames.org/3128760/"
+    );
+    let place = graph
+        .iter()
+        .find(|n| n["@id"] == "https://sws.geonames.org/3128760/")
+        .unwrap();
+    assert_eq!(
+        place["dcat:bbox"][0]["@value"],
+        "POLYGON((2.05 41.32, 2.23 41.32, 2.23 41.47, 2.05 41.47, 2.05 41.32))"
     );
 
     let res = app.get(&format!("/datasets/{open}.jsonld"), None).await;
