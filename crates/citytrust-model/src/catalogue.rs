@@ -140,6 +140,21 @@ pub enum UpdateFrequency {
     Unknown,
 }
 
+impl UpdateFrequency {
+    pub const ALL: [UpdateFrequency; 10] = [
+        UpdateFrequency::Continuous,
+        UpdateFrequency::Hourly,
+        UpdateFrequency::Daily,
+        UpdateFrequency::Weekly,
+        UpdateFrequency::Monthly,
+        UpdateFrequency::Quarterly,
+        UpdateFrequency::Annual,
+        UpdateFrequency::Irregular,
+        UpdateFrequency::Never,
+        UpdateFrequency::Unknown,
+    ];
+}
+
 /// Themes used to browse the catalogue. Each maps to an EU data theme for DCAT-AP.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,

@@ -345,14 +345,7 @@ fn theme_title(t: Theme) -> String {
 
 impl Cx<'_> {
     async fn organizations(&self) -> Result<HashMap<String, Organization>, CkanError> {
-        Ok(self
-            .state
-            .service
-            .list_organizations()
-            .await?
-            .into_iter()
-            .map(|o| (o.id.clone(), o))
-            .collect())
+        Ok(self.state.service.organizations_by_id().await?)
     }
 
     fn organization_dict(&self, o: &Organization, package_count: Option<usize>) -> Value {

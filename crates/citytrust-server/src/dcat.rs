@@ -231,18 +231,7 @@ impl Context<'_> {
                     .with("skos:prefLabel", Term::Text(label.into(), "en")),
             );
         }
-        for f in [
-            UpdateFrequency::Continuous,
-            UpdateFrequency::Hourly,
-            UpdateFrequency::Daily,
-            UpdateFrequency::Weekly,
-            UpdateFrequency::Monthly,
-            UpdateFrequency::Quarterly,
-            UpdateFrequency::Annual,
-            UpdateFrequency::Irregular,
-            UpdateFrequency::Never,
-            UpdateFrequency::Unknown,
-        ] {
+        for f in UpdateFrequency::ALL {
             let (code, label) = frequency(f);
             nodes.push(
                 Node::named(format!("{EU}/frequency/{code}"), "dct:Frequency")
@@ -607,16 +596,6 @@ fn concept(iri: &str, label: &str, scheme: &str) -> Node {
         .with("skos:inScheme", Term::iri(format!("{EU}/{scheme}")))
 }
 
-async fn organizations(state: &AppState) -> Result<HashMap<String, Organization>, ApiError> {
-    Ok(state
-        .service
-        .list_organizations()
-        .await?
-        .into_iter()
-        .map(|o| (o.id.clone(), o))
-        .collect())
-}
-
 fn respond(syntax: Syntax, body: Body) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
@@ -636,7 +615,7 @@ pub(crate) async fn dataset_document(
     syntax: Syntax,
 ) -> Result<Response, ApiError> {
     let d = state.service.get_dataset(id).await?;
-    let organizations = organizations(state).await?;
+    let organizations = state.service.organizations_by_id().await?;
     let base = crate::base_url(state, headers);
     let cx = Context {
         base: &base,
@@ -653,9 +632,9 @@ pub(crate) async fn dataset_document(
 
 /// The whole catalogue, streamed a page of entries at a time.
 async fn catalog(state: AppState, headers: &HeaderMap, syntax: Syntax) -> Response {
-    let organizations = match organizations(&state).await {
+    let organizations = match state.service.organizations_by_id().await {
         Ok(o) => o,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let base = crate::base_url(&state, headers);
     let head = {

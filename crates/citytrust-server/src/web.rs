@@ -1283,18 +1283,6 @@ struct SpectrumChoice {
     selected: bool,
 }
 
-const FREQUENCIES: [UpdateFrequency; 10] = [
-    UpdateFrequency::Continuous,
-    UpdateFrequency::Hourly,
-    UpdateFrequency::Daily,
-    UpdateFrequency::Weekly,
-    UpdateFrequency::Monthly,
-    UpdateFrequency::Quarterly,
-    UpdateFrequency::Annual,
-    UpdateFrequency::Irregular,
-    UpdateFrequency::Never,
-    UpdateFrequency::Unknown,
-];
 const STATUSES: [PublicationStatus; 4] = [
     PublicationStatus::Planned,
     PublicationStatus::Published,
@@ -1370,7 +1358,10 @@ async fn form_page(
                 selected: v.themes.iter().any(|x| x == t.as_str()),
             })
             .collect(),
-        frequencies: choices(&FREQUENCIES, std::slice::from_ref(&v.update_frequency)),
+        frequencies: choices(
+            &UpdateFrequency::ALL,
+            std::slice::from_ref(&v.update_frequency),
+        ),
         statuses: choices(&STATUSES, std::slice::from_ref(&v.publication_status)),
         classes: choices(&CLASSES, std::slice::from_ref(&v.framework_class)),
         structures: choices(&STRUCTURES, std::slice::from_ref(&v.structure)),

@@ -76,6 +76,19 @@ impl Service {
         Ok(self.store.list_organizations().await?)
     }
 
+    /// Every organisation, by id.
+    pub async fn organizations_by_id(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Organization>> {
+        Ok(self
+            .store
+            .list_organizations()
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect())
+    }
+
     pub async fn get_organization(&self, id: &str) -> Result<Organization> {
         self.store
             .get_organization(id)
