@@ -102,6 +102,18 @@ impl LogSigner {
     }
 }
 
+/// Check any note the log's key signed (a consent receipt, say) and return
+/// its text.
+pub fn open_note(note: &[u8], verifier_key: &str) -> Result<String, CheckpointError> {
+    let verifier =
+        StandardVerifier::new(verifier_key).map_err(|_| CheckpointError::BadVerifierKey)?;
+    let parsed = Note::from_bytes(note).map_err(|_| CheckpointError::BadSignature)?;
+    parsed
+        .verify(&VerifierList::new(vec![Box::new(verifier)]))
+        .map_err(|_| CheckpointError::BadSignature)?;
+    String::from_utf8(parsed.text().to_vec()).map_err(|_| CheckpointError::Malformed)
+}
+
 /// Check a signed checkpoint against the log's verifier key, and read it.
 pub fn open_checkpoint(
     note: &[u8],

@@ -478,6 +478,10 @@ pub struct DatasetInput {
     pub temporal_coverage: Option<Period>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spatial_coverage: Option<SpatialCoverage>,
+    /// For personal data about identifiable people: whose row each is, the
+    /// lawful basis per purpose, retention and the privacy notice (R-CIT-*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_terms: Option<crate::residents::PersonalTerms>,
     #[serde(default)]
     pub update_frequency: UpdateFrequency,
     #[serde(default)]
@@ -531,6 +535,10 @@ pub struct DatasetMetadata {
     pub temporal_coverage: Option<Period>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spatial_coverage: Option<SpatialCoverage>,
+    /// For personal data about identifiable people: whose row each is, the
+    /// lawful basis per purpose, retention and the privacy notice (R-CIT-*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal_terms: Option<crate::residents::PersonalTerms>,
     pub update_frequency: UpdateFrequency,
     pub publication_status: PublicationStatus,
     pub shared_identifiers: Vec<String>,
@@ -593,6 +601,7 @@ impl DatasetInput {
             format: self.format,
             temporal_coverage: self.temporal_coverage,
             spatial_coverage: self.spatial_coverage,
+            personal_terms: self.personal_terms,
             update_frequency: self.update_frequency,
             publication_status: self.publication_status,
             shared_identifiers: self.shared_identifiers,
@@ -628,6 +637,7 @@ impl DatasetMetadata {
             format: m.format,
             temporal_coverage: m.temporal_coverage,
             spatial_coverage: m.spatial_coverage,
+            personal_terms: m.personal_terms,
             update_frequency: m.update_frequency,
             publication_status: m.publication_status,
             shared_identifiers: m.shared_identifiers,
@@ -705,6 +715,15 @@ impl DatasetMetadata {
                 e.push(
                     "spatial_coverage.bbox",
                     "must be west,south,east,north in degrees (longitudes -180..180, latitudes -90..90, south not above north)",
+                );
+            }
+        }
+        if let Some(t) = &self.personal_terms {
+            t.check(e);
+            if !self.personal_data {
+                e.push(
+                    "personal_data",
+                    "must be true when personal_terms name a subject key",
                 );
             }
         }

@@ -83,6 +83,7 @@ pub async fn export_version(
     versions: &crate::VersionStore,
     location: &str,
     columns: Option<&[String]>,
+    subjects: Option<&crate::subjects::SubjectFilter>,
     slice: Slice,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
@@ -92,6 +93,11 @@ pub async fn export_version(
     let df = ctx
         .read_parquet(location, ParquetReadOptions::default())
         .await?;
+    // Whose rows first (the key column may be one the reader does not see), then which columns.
+    let df = match subjects {
+        Some(filter) => filter.apply(df)?,
+        None => df,
+    };
     let df = match columns {
         Some(columns) => project(df, columns)?,
         None => df,

@@ -19,6 +19,7 @@ pub mod objects;
 pub mod preview;
 pub mod quality;
 pub mod sql;
+pub mod subjects;
 mod values;
 
 use std::fmt;

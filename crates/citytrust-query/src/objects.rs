@@ -326,4 +326,45 @@ impl VersionStore {
             }
         }
     }
+
+    /// Put the local file `from` in place of `key`, destroying the old bytes:
+    /// a local file is overwritten with zeros and synced before the new one
+    /// is renamed over it; an object is overwritten (a bucket that keeps old
+    /// object versions must have them expired by its lifecycle rules).
+    pub async fn replace_securely(&self, from: &Path, key: &str) -> Result<()> {
+        if let Backend::Local(root) = &self.backend {
+            let to = Self::local_path(root, key);
+            if let Ok(old) = std::fs::OpenOptions::new().write(true).open(&to) {
+                let len = old.metadata()?.len();
+                let mut w = std::io::BufWriter::new(&old);
+                let zeros = vec![0u8; 1 << 16];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(zeros.len() as u64) as usize;
+                    w.write_all(&zeros[..n])?;
+                    left -= n as u64;
+                }
+                w.flush()?;
+                drop(w);
+                old.sync_all()?;
+            }
+        }
+        self.put_file(from, key).await
+    }
+
+    /// Remove one file; none there is not an error.
+    pub async fn remove_file(&self, key: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Local(root) => match std::fs::remove_file(Self::local_path(root, key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            Backend::Remote { store, prefix, .. } => {
+                match store.delete(&Self::object_path(prefix, key)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(remote_error(e)),
+                }
+            }
+        }
+    }
 }

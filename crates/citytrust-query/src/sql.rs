@@ -47,6 +47,8 @@ pub struct TableSource {
     pub table: String,
     pub location: String,
     pub columns: Option<Vec<String>>,
+    /// Whose rows the reader may see (`None`: every row).
+    pub subjects: Option<crate::subjects::SubjectFilter>,
 }
 
 /// A parsed, checked query: one read-only statement and the tables it reads.
@@ -172,25 +174,27 @@ pub async fn start(
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     versions.register(&ctx);
     for source in files {
-        match &source.columns {
-            None => {
-                ctx.register_parquet(
-                    source.table.as_str(),
-                    &source.location,
-                    ParquetReadOptions::default(),
-                )
-                .await?;
-            }
-            Some(columns) => {
-                // Only the columns the reader may see: a view over an unnamed
-                // scan, so the full table is never addressable by name.
-                let df = ctx
-                    .read_parquet(source.location.as_str(), ParquetReadOptions::default())
-                    .await?;
-                let view = crate::export::project(df, columns)?.into_view();
-                ctx.register_table(source.table.as_str(), view)?;
-            }
+        if source.columns.is_none() && source.subjects.is_none() {
+            ctx.register_parquet(
+                source.table.as_str(),
+                &source.location,
+                ParquetReadOptions::default(),
+            )
+            .await?;
+            continue;
         }
+        // Only the rows and columns the reader may see: a view over an
+        // unnamed scan, so the full table is never addressable by name.
+        let mut df = ctx
+            .read_parquet(source.location.as_str(), ParquetReadOptions::default())
+            .await?;
+        if let Some(filter) = &source.subjects {
+            df = filter.apply(df)?;
+        }
+        if let Some(columns) = &source.columns {
+            df = crate::export::project(df, columns)?;
+        }
+        ctx.register_table(source.table.as_str(), df.into_view())?;
     }
     let options = SQLOptions::new()
         .with_allow_ddl(false)

@@ -70,15 +70,22 @@ pub fn routes() -> Router<AppState> {
         crate::governance::vote, crate::governance::comment, crate::governance::list_agreements,
         crate::governance::get_agreement, crate::governance::get_odrl, crate::governance::retire,
         crate::governance::attest_deletion, crate::governance::overdue_attestations,
-        crate::dcat::catalog_turtle, crate::dcat::catalog_jsonld, crate::ckan::action
+        crate::dcat::catalog_turtle, crate::dcat::catalog_jsonld, crate::ckan::action,
+        crate::residents::my_consents, crate::residents::give_consent, crate::residents::withdraw_consent,
+        crate::residents::my_links, crate::residents::link, crate::residents::my_accesses,
+        crate::residents::my_commitments, crate::residents::my_requests, crate::residents::make_request,
+        crate::residents::export, crate::residents::issue_link_code, crate::residents::request_queue,
+        crate::residents::answer_request, crate::residents::erase, crate::residents::set_birth_date
     ),
     components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
         citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer,
         crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,
-        crate::governance::AttestationBody)),
+        crate::governance::AttestationBody, crate::residents::AnswerBody, crate::residents::BirthDateBody,
+        citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
+        citytrust_model::residents::LawfulBasis)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "operations"),
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

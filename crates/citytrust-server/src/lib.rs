@@ -21,6 +21,7 @@ mod metrics;
 pub mod oidc;
 mod portal_content;
 mod rdf;
+mod residents;
 mod web;
 
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub fn app(state: AppState) -> Router {
         .merge(lineage::routes())
         .merge(feedback::routes())
         .merge(governance::routes())
+        .merge(residents::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

@@ -1422,6 +1422,7 @@ fn blank_input() -> DatasetInput {
         format: None,
         temporal_coverage: None,
         spatial_coverage: None,
+        personal_terms: None,
         update_frequency: Default::default(),
         publication_status: Default::default(),
         shared_identifiers: Vec::new(),

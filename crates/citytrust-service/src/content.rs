@@ -179,6 +179,21 @@ pub struct QueryRequest {
     pub level: Option<citytrust_model::AccessLevel>,
 }
 
+/// A read entry's fields, saying (for personal data) which subjects the read
+/// admitted: `only_consenting`, `all_but_objecting` or `all`.
+trait WithSubjects {
+    fn with_subjects(self, scope: Option<&crate::residents::SubjectScope>) -> Self;
+}
+
+impl WithSubjects for serde_json::Value {
+    fn with_subjects(mut self, scope: Option<&crate::residents::SubjectScope>) -> Self {
+        if let (Some(scope), Some(map)) = (scope, self.as_object_mut()) {
+            map.insert("subjects".into(), scope.rule.as_str().into());
+        }
+        self
+    }
+}
+
 /// Who reads, as the public log names them: an organisation, never a person.
 pub(crate) fn reader_label(actor: &Actor, dataset: &Dataset) -> String {
     match actor {
@@ -267,7 +282,7 @@ impl Service {
         &self.versions
     }
 
-    fn spool_dir(&self) -> PathBuf {
+    pub(crate) fn spool_dir(&self) -> PathBuf {
         self.content_root().join("tmp")
     }
 
@@ -388,9 +403,35 @@ impl Service {
         })
         .await
         .map_err(|e| ServiceError::Internal(format!("upload task: {e}")))??;
-        let (report, source_sha256) = report;
+        let (mut report, source_sha256) = report;
         let staged = upload.dir.join("version");
         let converted = started.elapsed();
+        // A personal dataset: people erased from it never come back in a new
+        // version, and the subjects it holds are indexed with it.
+        let mut subjects = Vec::new();
+        if let Some((column, erased)) = self.erased_for_upload(&upload.dataset).await? {
+            let file = staged.join("data.parquet");
+            if !erased.is_empty() {
+                let stripped = staged.join("stripped.parquet");
+                let filter = citytrust_query::subjects::SubjectFilter::all_but(&column, erased);
+                let r = citytrust_query::subjects::rewrite(
+                    &self.versions,
+                    &file.to_string_lossy(),
+                    &filter,
+                    &stripped,
+                )
+                .await?;
+                if r.rows_removed > 0 {
+                    std::fs::rename(&stripped, &file)?;
+                    report.rows = r.rows;
+                    report.bytes = r.bytes;
+                    report.sha256 = r.sha256;
+                } else {
+                    std::fs::remove_file(&stripped)?;
+                }
+            }
+            subjects = citytrust_query::subjects::distinct_keys(&file, &column).await?;
+        }
         let rules = self.quality_rules(&upload.dataset.id).await?;
         let quality = citytrust_query::quality::measure(
             &staged.join("data.parquet"),
@@ -461,6 +502,7 @@ impl Service {
             .store
             .insert_version(
                 &stored,
+                &subjects,
                 &crate::ledger::new_entry("version.published", &body, &at),
             )
             .await
@@ -655,6 +697,8 @@ impl Service {
         let version = self
             .version_for_read(dataset_id, request.version, request.as_of)
             .await?;
+        // Whose rows: decided now, from the consents in force now (invariant 2).
+        let scope = self.subject_scope(actor, &dataset, &grant).await?;
         let location = self.version_location(dataset_id, version.version);
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
@@ -663,6 +707,7 @@ impl Service {
             &self.versions,
             &location,
             grant.columns.as_deref(),
+            scope.as_ref().and_then(|s| s.filter.as_deref()),
             request.slice,
             request.format,
             &mut spool,
@@ -689,10 +734,23 @@ impl Service {
                 "agreement": grant.agreement_id,
                 "charter_version": grant.charter_version,
                 "by": reader_label(actor, &dataset),
-            }),
+            })
+            .with_subjects(scope.as_ref()),
         )?;
         // Committed (group commit) before a byte is served; no entry, no data.
         let log_index = self.appender.append("content.read", body, at).await?;
+        if let Some(scope) = &scope {
+            self.record_personal_read(
+                actor,
+                &dataset,
+                version.version,
+                &grant,
+                scope,
+                log_index,
+                "download",
+            )
+            .await?;
+        }
         Ok(Served {
             file,
             bytes,
@@ -720,7 +778,12 @@ impl Service {
         level: citytrust_model::AccessLevel,
     ) -> Result<(
         Vec<citytrust_query::sql::TableSource>,
-        Vec<(Dataset, i64, crate::governance::ReadGrant)>,
+        Vec<(
+            Dataset,
+            i64,
+            crate::governance::ReadGrant,
+            Option<crate::residents::SubjectScope>,
+        )>,
     )> {
         let mut files = Vec::new();
         let mut read = Vec::new();
@@ -753,12 +816,14 @@ impl Service {
                 .version_for_read(&dataset.id, table.version, table.as_of)
                 .await?
                 .version;
+            let scope = self.subject_scope(actor, &dataset, &grant).await?;
             files.push(citytrust_query::sql::TableSource {
                 table: table.table.clone(),
                 location: self.version_location(&dataset.id, version),
                 columns: grant.columns.clone(),
+                subjects: scope.as_ref().and_then(|s| s.filter.as_deref()).cloned(),
             });
-            read.push((dataset, version, grant));
+            read.push((dataset, version, grant, scope));
         }
         Ok((files, read))
     }
@@ -783,7 +848,7 @@ impl Service {
             .await?;
         let inputs: Vec<serde_json::Value> = read
             .iter()
-            .map(|(d, v, g)| {
+            .map(|(d, v, g, s)| {
                 serde_json::json!({
                     "dataset": d.id,
                     "version": v,
@@ -791,9 +856,10 @@ impl Service {
                     "rule": g.rule,
                     "agreement": g.agreement_id,
                 })
+                .with_subjects(s.as_ref())
             })
             .collect();
-        let label = read.first().map(|(d, _, _)| reader_label(actor, d));
+        let label = read.first().map(|(d, _, _, _)| reader_label(actor, d));
         let limits = Limits {
             max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 100_000),
             ..Limits::default()
@@ -847,6 +913,14 @@ impl Service {
         )?;
         // Committed (group commit) before a byte is served; no entry, no data.
         let log_index = self.appender.append("query.run", body, at).await?;
+        for (dataset, version, grant, scope) in &read {
+            if let Some(scope) = scope {
+                self.record_personal_read(
+                    actor, dataset, *version, grant, scope, log_index, "query",
+                )
+                .await?;
+            }
+        }
         Ok(Served {
             file,
             bytes,

@@ -252,7 +252,7 @@ impl Service {
         Ok(purpose)
     }
 
-    async fn purpose(&self, id: &str) -> Result<Option<Purpose>> {
+    pub(crate) async fn purpose(&self, id: &str) -> Result<Option<Purpose>> {
         Ok(self.purposes().await?.into_iter().find(|p| p.id == id))
     }
 

@@ -288,6 +288,17 @@ impl Service {
                 )));
             }
         };
+        if authority.kind == citytrust_model::AuthorityKind::Guardian
+            && !self.is_minor_today(&principal.username).await?
+        {
+            return Err(ServiceError::Refused {
+                rule: Some("guardian-of-adult".into()),
+                message: format!(
+                    "a guardian acts only for someone under {}; '{}' is not (or their age is not recorded)",
+                    self.settings.minor_age, principal.username
+                ),
+            });
+        }
         let agent_user = self.active_user(agent).await?;
         Ok(Actor::on_behalf(&principal, &agent_user, &authority))
     }

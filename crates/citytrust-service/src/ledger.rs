@@ -209,6 +209,22 @@ impl Appender {
 }
 
 impl Service {
+    /// Sign `text` (which must not parse as a checkpoint: its second line is
+    /// not a tree size) as a C2SP signed note with the log's key.
+    pub(crate) fn sign_statement(&self, text: &str) -> Result<String> {
+        debug_assert!(
+            text.lines()
+                .nth(1)
+                .is_none_or(|l| l.parse::<u64>().is_err())
+        );
+        let note = self
+            .ledger
+            .signer
+            .sign_note(text.as_bytes())
+            .map_err(|e| ServiceError::Internal(format!("signing: {e}")))?;
+        String::from_utf8(note).map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
     /// The log's signed-note verifier key.
     pub fn ledger_verifier_key(&self) -> &str {
         self.ledger.signer.verifier_key()

@@ -17,13 +17,14 @@ pub mod identity;
 pub mod interop;
 pub mod ledger;
 pub mod lineage;
+pub mod residents;
 pub mod search;
 
 use std::sync::Arc;
 
 use citytrust_store::Store;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use error::ServiceError;
 pub use search::{SearchQuery, SearchResults, SortOrder};
 
@@ -59,6 +60,12 @@ pub struct Settings {
     pub quorum: usize,
     /// Days a high-risk request stays open for public comment before the vote.
     pub comment_days: i64,
+    /// Days the trust has to answer a subject request (default: one month).
+    pub subject_request_days: i64,
+    /// Below this age a guardian decides for a resident (R-CIT-5).
+    pub minor_age: u8,
+    /// Hours after a breach is registered within which the regulator must be told.
+    pub breach_notify_hours: i64,
 }
 
 impl Default for Settings {
@@ -74,6 +81,9 @@ impl Default for Settings {
             object_store: None,
             quorum: 3,
             comment_days: 14,
+            subject_request_days: 30,
+            minor_age: 16,
+            breach_notify_hours: 72,
         }
     }
 }
@@ -96,6 +106,8 @@ pub struct Service {
     upload_lock: tokio::sync::Mutex<()>,
     /// The charter in force, parsed once per version.
     charter: governance::CharterCache,
+    /// Who each personal read may include, checked against the subjects revision on every read.
+    subjects: residents::SubjectCache,
 }
 
 impl Service {
@@ -132,6 +144,7 @@ impl Service {
             _content_tmp: content_tmp,
             upload_lock: tokio::sync::Mutex::new(()),
             charter: governance::CharterCache::default(),
+            subjects: residents::SubjectCache::default(),
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;

@@ -75,7 +75,7 @@ impl Service {
             .await?;
         let inputs: Vec<DerivedInput> = read
             .into_iter()
-            .map(|(d, version, _)| DerivedInput {
+            .map(|(d, version, _, _)| DerivedInput {
                 dataset_id: d.id,
                 version,
                 spectrum: d.metadata.spectrum,

@@ -19,9 +19,11 @@ use sqlx::{AnyPool, Executor, Row};
 mod governance;
 mod identity;
 mod migrate;
+mod residents;
 
 pub use governance::StoredCharter;
 pub use identity::PendingLogin;
+pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -878,7 +880,14 @@ impl Store {
     /// Record a new version and its log entry in one transaction. The version
     /// number must be the next one: a concurrent upload that took it first
     /// makes this a `Conflict`.
-    pub async fn insert_version(&self, v: &StoredVersion, entry: &NewLogEntry<'_>) -> Result<()> {
+    /// Record a version (with the subjects it holds, for a personal dataset)
+    /// and its log entry in one transaction.
+    pub async fn insert_version(
+        &self,
+        v: &StoredVersion,
+        subjects: &[String],
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO dataset_versions (dataset_id, version, input_format, row_count, rejected, bytes, sha256, \
@@ -899,6 +908,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("version {} of dataset '{}'", v.version, v.dataset_id)))?;
+        residents::insert_subjects(&mut tx, &v.dataset_id, v.version, subjects).await?;
         append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())

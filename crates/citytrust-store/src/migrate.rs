@@ -55,6 +55,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_ledger_index.sql"),
         postgres: include_str!("../migrations/postgres/0007_ledger_index.sql"),
     },
+    Migration {
+        version: 8,
+        name: "residents",
+        sqlite: include_str!("../migrations/sqlite/0008_residents.sql"),
+        postgres: include_str!("../migrations/postgres/0008_residents.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -78,7 +78,16 @@ pub struct Loaded {
     /// Whether anything was created by this run.
     pub fresh: bool,
     pub datasets: usize,
+    /// The household `resident` is linked to in `household-electricity`.
+    pub household: Option<String>,
 }
+
+/// A fresh demo city's history starts this many days ago.
+pub const HISTORY_DAYS: i64 = 21;
+
+/// The synthetic personal dataset, and the household `resident` lives in.
+pub const PERSONAL_DATASET: &str = "household-electricity";
+pub const RESIDENTS_HOUSEHOLD: &str = "H0007";
 
 fn manifest() -> anyhow::Result<Manifest> {
     let mut de = serde_json::Deserializer::from_str(MANIFEST);
@@ -92,9 +101,18 @@ fn serde_path_to_error<'de, T: Deserialize<'de>>(
 }
 
 /// Load whatever of the demo is missing. Returns what is there afterwards.
-pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
+pub async fn load(
+    service: &Service,
+    password: &str,
+    clock: &citytrust_service::ShiftedClock,
+) -> anyhow::Result<Loaded> {
     let m = manifest()?;
     let mut created = 0usize;
+    let fresh_city = service.store().get_user("admin").await?.is_none();
+    if !fresh_city {
+        // A city loaded before lives in the present.
+        clock.catch_up(0);
+    }
     let admin_spec = m
         .users
         .iter()
@@ -156,10 +174,105 @@ pub async fn load(service: &Service, password: &str) -> anyhow::Result<Loaded> {
             .with_context(|| format!("demo dataset {id}: loading its content"))?;
         created += 1;
     }
+    let household = residents(service, fresh_city, clock).await?;
+    clock.catch_up(0);
     Ok(Loaded {
         fresh: created > 0,
         datasets: service.catalogue_size(),
+        household,
     })
+}
+
+/// The residents' side of the demo: `resident` linked to a household of the
+/// synthetic smart-meter data, consenting to research by City University;
+/// `analyst` asking for it and the trustees deciding, after the public
+/// comment period, on a consent-based agreement (purpose research, rows).
+async fn demo_actor(service: &Service, name: &str) -> anyhow::Result<Actor> {
+    service
+        .get_user(name)
+        .await
+        .map(|u| Actor::from_user(&u))
+        .map_err(|e| anyhow::anyhow!("demo account {name}: {e}"))
+}
+
+async fn residents(
+    service: &Service,
+    fresh_city: bool,
+    clock: &citytrust_service::ShiftedClock,
+) -> anyhow::Result<Option<String>> {
+    let resident = demo_actor(service, "resident").await?;
+    if service.my_links(&resident).await?.is_empty() {
+        service
+            .link_verified(
+                "resident",
+                PERSONAL_DATASET,
+                RESIDENTS_HOUSEHOLD,
+                "demo_loader",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo link: {e}"))?;
+        kept(
+            service
+                .give_consent(
+                    &resident,
+                    citytrust_model::residents::NewConsent {
+                        dataset_id: PERSONAL_DATASET.into(),
+                        purpose: "research".into(),
+                        recipient_organization_id: Some("city-university".into()),
+                        kind: Default::default(),
+                        reward: None,
+                    },
+                )
+                .await
+                .map(|_| ()),
+            "consent",
+        )?;
+    }
+    if fresh_city {
+        let analyst = demo_actor(service, "analyst").await?;
+        let today = citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400);
+        let until =
+            citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400 + 365);
+        let request: citytrust_model::NewAccessRequest = serde_json::from_value(
+            serde_json::json!({
+                "dataset_ids": [PERSONAL_DATASET],
+                "purpose": "research",
+                "level": "identified",
+                "starts_on": today,
+                "ends_on": until,
+                "benefit": "A study of how households' evening peaks respond to time-of-use tariffs, published openly, to help the city design fairer tariffs.",
+                "sharing": "systematic",
+                "checklist": {
+                    "justified": "Peaks can only be studied in half-hourly readings per household.",
+                    "benefits_and_risks": "Fairer tariffs; households could be singled out by their patterns, so the data stays in the university's secure environment.",
+                    "proportionate": "Two weeks of readings, only of households that consented.",
+                    "without_personal_data": "Aggregates hide the very peaks the study is about.",
+                    "power_to_share": "Each household's consent, recorded in the trust."
+                }
+            }),
+        )?;
+        let r = service
+            .create_access_request(&analyst, request)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo access request: {e}"))?;
+        // The public comment period has passed: the board decides today.
+        clock.catch_up(0);
+        for trustee in ["trustee1", "trustee2", "trustee3"] {
+            service
+                .vote(
+                    &demo_actor(service, trustee).await?,
+                    &r.id,
+                    citytrust_model::NewVote {
+                        vote: citytrust_model::access::VoteChoice::Approve,
+                        reason: "Public benefit; consent-based, so only households that agreed are read.".into(),
+                        conflict_of_interest: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("demo vote: {e}"))?;
+        }
+    }
+    Ok(Some(RESIDENTS_HOUSEHOLD.to_string()))
 }
 
 /// The demo's data files: beside the binary's source in a checkout.

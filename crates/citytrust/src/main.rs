@@ -181,8 +181,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             demo_password,
         } => {
             let started = Instant::now();
-            let service = open(&args.storage).await?;
-            let loaded = demo::load(&service, &demo_password).await?;
+            // A fresh demo city is loaded as of three weeks ago, so that its
+            // history (the comment period of a request, say) has run its course.
+            let clock = Arc::new(citytrust_service::ShiftedClock::behind(
+                demo::HISTORY_DAYS * 86_400,
+            ));
+            let service = open_with(&args.storage, clock.clone()).await?;
+            let loaded = demo::load(&service, &demo_password, &clock).await?;
             serve(service, &args, started, Some((loaded, demo_password))).await
         }
         Command::Verify { url, state, key } => {
@@ -297,6 +302,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
+    open_with(storage, Arc::new(SystemClock)).await
+}
+
+async fn open_with(
+    storage: &StorageArgs,
+    clock: Arc<dyn citytrust_service::Clock>,
+) -> anyhow::Result<Arc<Service>> {
     let store = match &storage.database_url {
         Some(url) => Store::connect(url)
             .await
@@ -329,7 +341,7 @@ async fn open(storage: &StorageArgs) -> anyhow::Result<Arc<Service>> {
         object_store: storage.object_store.clone(),
         ..Settings::default()
     };
-    let service = Service::new(store, Arc::new(SystemClock), settings).await?;
+    let service = Service::new(store, clock, settings).await?;
     Ok(Arc::new(service))
 }
 
@@ -429,6 +441,13 @@ fn print_demo_banner(url: &str, loaded: &demo::Loaded, password: &str, data: &Pa
     println!("Sign in as any of these (password: {password}):");
     for (user, what) in demo::ACCOUNTS {
         println!("  {user:<10} {what}");
+    }
+    if let Some(household) = &loaded.household {
+        println!();
+        println!(
+            "resident is linked to household {household} of the synthetic dataset {} (its subject key), and consents to research use by City University; analyst reads it under a consent-based agreement.",
+            demo::PERSONAL_DATASET
+        );
     }
     println!();
     println!(

@@ -729,7 +729,7 @@ struct Writer {
     parquet: ArrowWriter<HashingWriter>,
 }
 
-type HashingWriter = DigestWriter<std::io::BufWriter<File>>;
+pub(crate) type HashingWriter = DigestWriter<std::io::BufWriter<File>>;
 
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
@@ -739,7 +739,7 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn open_parquet(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingWriter>> {
+pub(crate) fn open_parquet(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingWriter>> {
     let file = File::create_new(path)?;
     let sink = DigestWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     Ok(ArrowWriter::try_new(
@@ -749,7 +749,7 @@ fn open_parquet(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<HashingWri
     )?)
 }
 
-fn close_parquet(writer: ArrowWriter<HashingWriter>) -> Result<(u64, String)> {
+pub(crate) fn close_parquet(writer: ArrowWriter<HashingWriter>) -> Result<(u64, String)> {
     let (buffered, bytes, sha256) = writer.into_inner()?.finish()?;
     let file = buffered.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;

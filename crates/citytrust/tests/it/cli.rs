@@ -122,7 +122,7 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
             "citibike-jersey-city-trips",
             "seattle-building-energy",
             "cairns-gtfs",
-            "household-smart-meter-readings",
+            "household-electricity",
         ] {
             assert!(ids.contains(&id), "{id}");
         }
@@ -334,14 +334,15 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
     assert_eq!(
         settled_size(&demo.url).await,
-        "48",
-        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions"
+        "56",
+        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions, \
+         then the residents' story: a link, a consent, a request, three votes, the decision"
     );
     let state = dir.path().join("verify-state.json");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 48 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 56 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -374,14 +375,14 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("this node signed a checkpoint of 48"),
+        stderr.contains("this node signed a checkpoint of 56"),
         "{stderr}"
     );
     // Without it, the node signs the forked log with the same key, and
     // verify, remembering what it saw, names the rewritten entry.
     std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
     let demo = start_demo(&storage);
-    assert_eq!(settled_size(&demo.url).await, "48");
+    assert_eq!(settled_size(&demo.url).await, "56");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(
         !ok && out.contains("entry 11 differs from the one seen before"),
@@ -394,11 +395,11 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 47").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 55").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 47 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 55 is missing"), "{out}");
 }
 
 /// The checkpoint's size once it stops growing.

@@ -12,4 +12,5 @@ mod governance;
 mod harness;
 mod interop;
 mod ledger;
+mod residents;
 mod web;

@@ -1,0 +1,878 @@
+//! Residents' rows (R-CIT-1 … R-CIT-8): the subject index of personal
+//! datasets, link codes and links, consents, reads of personal data, subject
+//! requests, commitments, dates of birth, the inbox and breaches. Documents
+//! are the model's JSON beside the columns lookups need.
+
+use citytrust_model::residents::{Consent, SubjectLink, SubjectRequest};
+use sqlx::Row;
+
+use crate::{NewLogEntry, Result, Store, StoreError, StoredVersion, append_entry, conflict};
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Rows per multi-row INSERT (3 values each: well under either backend's bind limit).
+const CHUNK: usize = 1000;
+
+/// A consent row: the document, its owner, and the subjects revisions its changes made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConsent {
+    pub username: String,
+    pub given_rev: i64,
+    pub withdrawn_rev: Option<i64>,
+    pub consent: Consent,
+}
+
+/// A read of a personal dataset, as kept for "who used my data".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalRead {
+    pub log_index: i64,
+    pub dataset_id: String,
+    pub version: i64,
+    /// The subject rule the read applied (`only_consenting`, `all_but_objecting`, `all`).
+    pub rule: String,
+    pub purpose: Option<String>,
+    /// The reader's organisations, comma-separated (for matching a consent's recipient).
+    pub recipients: String,
+    /// The subjects revision the read's filter was computed at.
+    pub rev: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// JSON: what the resident is shown (who, level, agreement, kind).
+    pub body: String,
+}
+
+/// A commitment the public log carries for a resident, with its salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commitment {
+    pub commitment: String,
+    pub salt: String,
+    pub kind: String,
+    pub created_at: String,
+}
+
+/// What an erasure changes in one version's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasedVersion {
+    pub version: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub sha256: String,
+    pub quality: String,
+}
+
+pub(crate) async fn insert_subjects(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dataset_id: &str,
+    version: i64,
+    keys: &[String],
+) -> Result<()> {
+    for chunk in keys.chunks(CHUNK) {
+        let marks: Vec<String> = (0..chunk.len())
+            .map(|i| format!("($1, $2, ${})", i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO subject_index (dataset_id, version, subject_key) VALUES {}",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(dataset_id).bind(version);
+        for k in chunk {
+            q = q.bind(k);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn bump_subjects_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
+    let row = sqlx::query(
+        "UPDATE counters SET value = value + 1 WHERE name = 'subjects_revision' RETURNING value",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("value")?)
+}
+
+const REV: &str = "(SELECT value FROM counters WHERE name = 'subjects_revision')";
+
+/// Keys and the revision they were read at, from one statement (one snapshot).
+fn keys_and_rev(rows: &[sqlx::any::AnyRow]) -> Result<(Vec<String>, Option<i64>)> {
+    let rev = match rows.first() {
+        Some(r) => Some(r.try_get::<i64, _>("rev")?),
+        None => None,
+    };
+    let keys = rows
+        .iter()
+        .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((keys, rev))
+}
+
+fn in_list(first: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Moves on with every change to consents, links or erased subjects.
+    pub async fn subjects_revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'subjects_revision'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    /// Subject keys with a consent or donation in force for `purpose` whose
+    /// recipient is any or one of `recipients` (erased subjects never), and
+    /// the subjects revision they were read at.
+    pub async fn consenting_keys(
+        &self,
+        dataset_id: &str,
+        purpose: &str,
+        recipients: &[String],
+    ) -> Result<(Vec<String>, i64)> {
+        let sql = format!(
+            "SELECT DISTINCT l.subject_key, {REV} AS rev FROM consents c JOIN subject_links l \
+             ON l.username = c.username AND l.dataset_id = c.dataset_id \
+             WHERE c.dataset_id = $1 AND c.purpose = $2 AND c.withdrawn_rev IS NULL \
+             AND c.kind IN ('consent', 'donation') \
+             AND l.subject_key NOT IN (SELECT subject_key FROM erased_subjects WHERE dataset_id = $1) \
+             AND (c.recipient IS NULL{})",
+            if recipients.is_empty() {
+                String::new()
+            } else {
+                format!(" OR c.recipient IN ({})", in_list(3, recipients.len()))
+            }
+        );
+        let mut q = sqlx::query(&sql).bind(dataset_id).bind(purpose);
+        for r in recipients {
+            q = q.bind(r);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let (keys, rev) = keys_and_rev(&rows)?;
+        Ok((keys, self.rev_or_now(rev).await?))
+    }
+
+    async fn rev_or_now(&self, rev: Option<i64>) -> Result<i64> {
+        match rev {
+            Some(r) => Ok(r),
+            None => self.subjects_revision().await,
+        }
+    }
+
+    /// Subject keys with an objection in force to `purpose` (when given), plus
+    /// every erased subject, and the revision they were read at.
+    pub async fn excluded_keys(
+        &self,
+        dataset_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<(Vec<String>, i64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT u.subject_key, {REV} AS rev FROM (\
+             SELECT l.subject_key FROM consents c JOIN subject_links l \
+             ON l.username = c.username AND l.dataset_id = c.dataset_id \
+             WHERE c.dataset_id = $1 AND c.purpose = $2 AND c.withdrawn_rev IS NULL \
+             AND c.kind = 'objection' \
+             UNION SELECT subject_key FROM erased_subjects WHERE dataset_id = $1) u"
+        ))
+        .bind(dataset_id)
+        .bind(purpose.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        let (keys, rev) = keys_and_rev(&rows)?;
+        Ok((keys, self.rev_or_now(rev).await?))
+    }
+
+    pub async fn erased_keys(&self, dataset_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT subject_key FROM erased_subjects WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
+            .collect()
+    }
+
+    /// The revision at which `key` was erased from `dataset_id`, if it was.
+    pub async fn erased_rev(&self, dataset_id: &str, key: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT erased_rev FROM erased_subjects WHERE dataset_id = $1 AND subject_key = $2",
+        )
+        .bind(dataset_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("erased_rev")).transpose()?)
+    }
+
+    /// Whether `key` appears in any version of `dataset_id` (erased or not).
+    pub async fn subject_known(&self, dataset_id: &str, key: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM subject_index WHERE dataset_id = $1 AND subject_key = $2",
+        )
+        .bind(dataset_id)
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// The versions still holding `key`'s rows.
+    pub async fn versions_holding(&self, dataset_id: &str, key: &str) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT version FROM subject_index WHERE dataset_id = $1 AND subject_key = $2 \
+             AND erased = 0 ORDER BY version",
+        )
+        .bind(dataset_id)
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("version")?))
+            .collect()
+    }
+
+    // ---- link codes and links -------------------------------------------
+
+    pub async fn insert_link_code(
+        &self,
+        code_hash: &str,
+        dataset_id: &str,
+        subject_key: &str,
+        issued_by: &str,
+        created_at: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO link_codes (code_hash, dataset_id, subject_key, issued_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(code_hash)
+        .bind(dataset_id)
+        .bind(subject_key)
+        .bind(issued_by)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "link code".into()))?;
+        Ok(())
+    }
+
+    /// Use a code once: link `username` to the subject it names, with the log
+    /// entry, in one transaction. `None`: no such unused, unexpired code.
+    /// `Err(Conflict)`: the subject is already linked to an account.
+    pub async fn redeem_link_code(
+        &self,
+        code_hash: &str,
+        username: &str,
+        now: i64,
+        linked_at: &str,
+        via: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<Option<SubjectLink>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE link_codes SET used_by = $2, used_at = $3 \
+             WHERE code_hash = $1 AND used_by IS NULL AND expires_at > $4 \
+             RETURNING dataset_id, subject_key",
+        )
+        .bind(code_hash)
+        .bind(username)
+        .bind(linked_at)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let link = SubjectLink {
+            dataset_id: row.try_get("dataset_id")?,
+            subject_key: row.try_get("subject_key")?,
+            via: via.to_string(),
+            linked_at: linked_at.to_string(),
+        };
+        sqlx::query(
+            "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(username)
+        .bind(&link.dataset_id)
+        .bind(&link.subject_key)
+        .bind(&link.via)
+        .bind(&link.linked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "a link to these records".into()))?;
+        bump_subjects_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
+    /// Link directly (an identity provider's verified claim; the demo loader).
+    pub async fn insert_link(
+        &self,
+        username: &str,
+        link: &SubjectLink,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(username)
+        .bind(&link.dataset_id)
+        .bind(&link.subject_key)
+        .bind(&link.via)
+        .bind(&link.linked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "a link to these records".into()))?;
+        bump_subjects_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn links_of(&self, username: &str) -> Result<Vec<SubjectLink>> {
+        let rows = sqlx::query(
+            "SELECT dataset_id, subject_key, via, linked_at FROM subject_links \
+             WHERE username = $1 ORDER BY dataset_id, subject_key",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubjectLink {
+                    dataset_id: r.try_get("dataset_id")?,
+                    subject_key: r.try_get("subject_key")?,
+                    via: r.try_get("via")?,
+                    linked_at: r.try_get("linked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Who is linked to `key` in `dataset_id`, if anyone.
+    pub async fn holder_of(&self, dataset_id: &str, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT username FROM subject_links WHERE dataset_id = $1 AND subject_key = $2",
+        )
+        .bind(dataset_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("username")).transpose()?)
+    }
+
+    // ---- consents ---------------------------------------------------------
+
+    /// Record a consent (with its commitment and log entry) in one transaction.
+    pub async fn insert_consent(
+        &self,
+        c: &StoredConsent,
+        commitment: &Commitment,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO consents (id, username, kind, dataset_id, purpose, recipient, given_at, given_rev, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
+        )
+        .bind(&c.consent.id)
+        .bind(&c.username)
+        .bind(c.consent.kind.as_str())
+        .bind(&c.consent.dataset_id)
+        .bind(&c.consent.purpose)
+        .bind(&c.consent.recipient_organization_id)
+        .bind(&c.consent.given_at)
+        .bind(json(&c.consent)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("consent '{}'", c.consent.id)))?;
+        insert_commitment(&mut tx, &c.username, commitment).await?;
+        let rev = bump_subjects_revision(&mut tx).await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = c.consent.clone();
+        doc.log_entries.push(idx);
+        sqlx::query("UPDATE consents SET body = $2, given_rev = $3 WHERE id = $1")
+            .bind(&doc.id)
+            .bind(json(&doc)?)
+            .bind(rev)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Mark a consent withdrawn (if it still is in force), in one transaction
+    /// with its commitment and log entry. `false`: it was already withdrawn.
+    pub async fn withdraw_consent(
+        &self,
+        c: &StoredConsent,
+        commitment: &Commitment,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let rev = bump_subjects_revision(&mut tx).await?;
+        let done = sqlx::query(
+            "UPDATE consents SET withdrawn_at = $2, withdrawn_rev = $3 WHERE id = $1 AND withdrawn_rev IS NULL",
+        )
+        .bind(&c.consent.id)
+        .bind(&c.consent.withdrawn_at)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        insert_commitment(&mut tx, &c.username, commitment).await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = c.consent.clone();
+        doc.log_entries.push(idx);
+        sqlx::query("UPDATE consents SET body = $2 WHERE id = $1")
+            .bind(&doc.id)
+            .bind(json(&doc)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn consents_of(&self, username: &str) -> Result<Vec<StoredConsent>> {
+        let rows = sqlx::query(
+            "SELECT username, given_rev, withdrawn_rev, body FROM consents WHERE username = $1 \
+             ORDER BY given_rev DESC, id",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(consent_from_row).collect()
+    }
+
+    pub async fn get_consent(&self, id: &str) -> Result<Option<StoredConsent>> {
+        let row = sqlx::query(
+            "SELECT username, given_rev, withdrawn_rev, body FROM consents WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(consent_from_row).transpose()
+    }
+
+    // ---- reads of personal data --------------------------------------------
+
+    pub async fn insert_personal_read(&self, r: &PersonalRead) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO personal_reads (log_index, dataset_id, version, rule, purpose, recipients, rev, at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(r.log_index)
+        .bind(&r.dataset_id)
+        .bind(r.version)
+        .bind(&r.rule)
+        .bind(&r.purpose)
+        .bind(&r.recipients)
+        .bind(r.rev)
+        .bind(&r.at)
+        .bind(&r.body)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads of versions that held `username`'s records (newest first, those
+    /// below `before` when given), with the subject key each concerned.
+    pub async fn reads_touching(
+        &self,
+        username: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(PersonalRead, String)>> {
+        let rows = sqlx::query(
+            "SELECT r.log_index, r.dataset_id, r.version, r.rule, r.purpose, r.recipients, r.rev, r.at, r.body, \
+             l.subject_key FROM subject_links l \
+             JOIN subject_index s ON s.dataset_id = l.dataset_id AND s.subject_key = l.subject_key \
+             JOIN personal_reads r ON r.dataset_id = s.dataset_id AND r.version = s.version \
+             WHERE l.username = $1 AND r.log_index < $2 ORDER BY r.log_index DESC LIMIT $3",
+        )
+        .bind(username)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    PersonalRead {
+                        log_index: r.try_get("log_index")?,
+                        dataset_id: r.try_get("dataset_id")?,
+                        version: r.try_get("version")?,
+                        rule: r.try_get("rule")?,
+                        purpose: r.try_get("purpose")?,
+                        recipients: r.try_get("recipients")?,
+                        rev: r.try_get("rev")?,
+                        at: r.try_get("at")?,
+                        body: r.try_get("body")?,
+                    },
+                    r.try_get("subject_key")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- subject requests ---------------------------------------------------
+
+    pub async fn insert_subject_request(
+        &self,
+        r: &SubjectRequest,
+        due_on: i64,
+        commitment: &Commitment,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO subject_requests (id, username, dataset_id, status, due_on, body) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&r.id)
+        .bind(&r.username)
+        .bind(&r.dataset_id)
+        .bind(r.status.as_str())
+        .bind(due_on)
+        .bind(json(r)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("request '{}'", r.id)))?;
+        insert_commitment(&mut tx, &r.username, commitment).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Save an answered request (with its log entry); `false` if it was no longer open.
+    pub async fn answer_subject_request(
+        &self,
+        r: &SubjectRequest,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE subject_requests SET status = $2, body = $3 WHERE id = $1 AND status = 'open'",
+        )
+        .bind(&r.id)
+        .bind(r.status.as_str())
+        .bind(json(r)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn subject_requests_of(&self, username: &str) -> Result<Vec<SubjectRequest>> {
+        let rows = sqlx::query(
+            "SELECT body FROM subject_requests WHERE username = $1 ORDER BY due_on DESC, id",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("body")?, "subject request"))
+            .collect()
+    }
+
+    /// Requests about the given datasets (an owner's queue), open ones first by deadline.
+    pub async fn subject_requests_for(&self, datasets: &[String]) -> Result<Vec<SubjectRequest>> {
+        if datasets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT body FROM subject_requests WHERE dataset_id IN ({}) \
+             ORDER BY CASE WHEN status = 'open' THEN 0 ELSE 1 END, due_on, id",
+            in_list(1, datasets.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for d in datasets {
+            q = q.bind(d);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| parse(&r.try_get::<String, _>("body")?, "subject request"))
+            .collect()
+    }
+
+    pub async fn get_subject_request(&self, id: &str) -> Result<Option<SubjectRequest>> {
+        let row = sqlx::query("SELECT body FROM subject_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| parse(&r.try_get::<String, _>("body")?, "subject request"))
+            .transpose()
+    }
+
+    // ---- erasure --------------------------------------------------------------
+
+    /// After the files were rewritten: the versions' new sizes and digests, the
+    /// subject marked erased (kept in the index for "who used my data"), the
+    /// request answered, and the log entry, in one transaction.
+    pub async fn record_erasure(
+        &self,
+        dataset_id: &str,
+        subject_key: &str,
+        versions: &[ErasedVersion],
+        request: Option<&SubjectRequest>,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for v in versions {
+            sqlx::query(
+                "UPDATE dataset_versions SET row_count = $3, bytes = $4, sha256 = $5, quality = $6 \
+                 WHERE dataset_id = $1 AND version = $2",
+            )
+            .bind(dataset_id)
+            .bind(v.version)
+            .bind(v.rows)
+            .bind(v.bytes)
+            .bind(&v.sha256)
+            .bind(&v.quality)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE subject_index SET erased = 1 WHERE dataset_id = $1 AND subject_key = $2",
+        )
+        .bind(dataset_id)
+        .bind(subject_key)
+        .execute(&mut *tx)
+        .await?;
+        let rev = bump_subjects_revision(&mut tx).await?;
+        sqlx::query(
+            "INSERT INTO erased_subjects (dataset_id, subject_key, erased_rev) VALUES ($1, $2, $3) \
+             ON CONFLICT (dataset_id, subject_key) DO NOTHING",
+        )
+        .bind(dataset_id)
+        .bind(subject_key)
+        .bind(rev)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(r) = request {
+            sqlx::query("UPDATE subject_requests SET status = $2, body = $3 WHERE id = $1")
+                .bind(&r.id)
+                .bind(r.status.as_str())
+                .bind(json(r)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn version_row(&self, dataset_id: &str, version: i64) -> Result<StoredVersion> {
+        self.get_version(dataset_id, Some(version))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no version {version} of {dataset_id}")))
+    }
+
+    // ---- commitments, birth dates, inbox, breaches ---------------------------
+
+    /// Keep a commitment's salt for its resident (entries appended outside a
+    /// store transaction: reads, exports).
+    pub async fn insert_commitment(&self, username: &str, c: &Commitment) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_commitment(&mut tx, username, c).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ids of the datasets an organisation owns.
+    pub async fn dataset_ids_owned_by(&self, organization_id: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT id FROM datasets WHERE owner_organization_id = $1 ORDER BY id")
+                .bind(organization_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("id")?))
+            .collect()
+    }
+
+    pub async fn commitments_of(&self, username: &str) -> Result<Vec<Commitment>> {
+        let rows = sqlx::query(
+            "SELECT commitment, salt, kind, created_at FROM subject_commitments WHERE username = $1 \
+             ORDER BY created_at DESC, commitment",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Commitment {
+                    commitment: r.try_get("commitment")?,
+                    salt: r.try_get("salt")?,
+                    kind: r.try_get("kind")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn set_birth_day(&self, username: &str, day: i64, checked_by: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO birth_dates (username, birth_day, checked_by) VALUES ($1, $2, $3) \
+             ON CONFLICT (username) DO UPDATE SET birth_day = $2, checked_by = $3",
+        )
+        .bind(username)
+        .bind(day)
+        .bind(checked_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn birth_day(&self, username: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT birth_day FROM birth_dates WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("birth_day")).transpose()?)
+    }
+
+    /// Messages to people, and a breach with its log entry, in one transaction.
+    pub async fn insert_breach(
+        &self,
+        id: &str,
+        created_at: &str,
+        body: &str,
+        messages: &[(String, String, String)],
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO breaches (id, created_at, body) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(created_at)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        for (message_id, username, message) in messages {
+            sqlx::query(
+                "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(message_id)
+            .bind(username)
+            .bind(created_at)
+            .bind(message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn update_breach(&self, id: &str, body: &str) -> Result<()> {
+        sqlx::query("UPDATE breaches SET body = $2 WHERE id = $1")
+            .bind(id)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn breaches(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT body FROM breaches ORDER BY created_at DESC, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("body")?))
+            .collect()
+    }
+
+    pub async fn get_breach(&self, id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT body FROM breaches WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("body")).transpose()?)
+    }
+
+    pub async fn send_message(&self, id: &str, username: &str, at: &str, body: &str) -> Result<()> {
+        sqlx::query("INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(username)
+            .bind(at)
+            .bind(body)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn inbox_of(&self, username: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT body FROM inbox WHERE username = $1 ORDER BY created_at DESC, id LIMIT 200",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("body")?))
+            .collect()
+    }
+
+    /// Everyone linked to records in `dataset_id` (for a breach's reach).
+    pub async fn holders_in(&self, dataset_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT username FROM subject_links WHERE dataset_id = $1 ORDER BY username",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("username")?))
+            .collect()
+    }
+}
+
+async fn insert_commitment(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    c: &Commitment,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO subject_commitments (commitment, username, salt, kind, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&c.commitment)
+    .bind(username)
+    .bind(&c.salt)
+    .bind(&c.kind)
+    .bind(&c.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn consent_from_row(r: &sqlx::any::AnyRow) -> Result<StoredConsent> {
+    Ok(StoredConsent {
+        username: r.try_get("username")?,
+        given_rev: r.try_get("given_rev")?,
+        withdrawn_rev: r.try_get("withdrawn_rev")?,
+        consent: parse(&r.try_get::<String, _>("body")?, "consent")?,
+    })
+}
