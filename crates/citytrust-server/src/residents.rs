@@ -44,6 +44,12 @@ pub fn routes() -> Router<AppState> {
     responses(
         (status = 200, description = "Newest first", body = Vec<Consent>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_consents(
     State(state): State<AppState>,
@@ -61,6 +67,10 @@ pub(crate) async fn my_consents(
         (status = 403, description = "Refused (not linked; a minor without their guardian)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same consent is already in force", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn give_consent(
     State(state): State<AppState>,
@@ -80,6 +90,11 @@ pub(crate) async fn give_consent(
         (status = 200, description = "Withdrawn and logged, with a new signed receipt", body = Consent),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "You have no such consent", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn withdraw_consent(
     State(state): State<AppState>,
@@ -94,6 +109,12 @@ pub(crate) async fn withdraw_consent(
     responses(
         (status = 200, description = "Your links", body = Vec<SubjectLink>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_links(
     State(state): State<AppState>,
@@ -110,6 +131,10 @@ pub(crate) async fn my_links(
         (status = 403, description = "Unknown, used or expired code", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The records are linked to an account already", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a code", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn link(
     State(state): State<AppState>,
@@ -137,6 +162,12 @@ pub(crate) struct AccessParams {
     responses(
         (status = 200, description = "Newest first; each names its log entry", body = Vec<AccessView>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_accesses(
     State(state): State<AppState>,
@@ -156,6 +187,12 @@ pub(crate) async fn my_accesses(
     responses(
         (status = 200, description = "Newest first", body = Vec<CommitmentView>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_commitments(
     State(state): State<AppState>,
@@ -169,6 +206,12 @@ pub(crate) async fn my_commitments(
     responses(
         (status = 200, description = "Your requests", body = Vec<SubjectRequest>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_requests(
     State(state): State<AppState>,
@@ -185,6 +228,10 @@ pub(crate) async fn my_requests(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Your account is linked to no records", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn make_request(
     State(state): State<AppState>,
@@ -203,6 +250,12 @@ pub(crate) async fn make_request(
     responses(
         (status = 200, description = "The bundle (logged; `CityTrust-Log-Entry` names the entry)", content_type = "application/json", body = Object),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn export(
     State(state): State<AppState>,
@@ -245,6 +298,9 @@ pub(crate) fn bundle_response(bundle: citytrust_service::residents::Bundle) -> R
         (status = 403, description = "Not a member of the owner", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No records with that key; not personal data", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn issue_link_code(
     State(state): State<AppState>,
@@ -263,6 +319,12 @@ pub(crate) async fn issue_link_code(
     responses(
         (status = 200, description = "The owner's queue", body = Vec<SubjectRequest>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn request_queue(
     State(state): State<AppState>,
@@ -290,6 +352,10 @@ pub(crate) struct AnswerBody {
         (status = 404, description = "No such request for your organisation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already answered", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn answer_request(
     State(state): State<AppState>,
@@ -314,6 +380,11 @@ pub(crate) async fn answer_request(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request for your organisation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already answered", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn erase(
     State(state): State<AppState>,
@@ -341,6 +412,9 @@ pub(crate) struct BirthDateBody {
         (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a date, or in the future", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn set_birth_date(
     State(state): State<AppState>,
