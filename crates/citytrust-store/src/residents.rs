@@ -299,18 +299,7 @@ impl Store {
             via: via.to_string(),
             linked_at: linked_at.to_string(),
         };
-        sqlx::query(
-            "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(username)
-        .bind(&link.dataset_id)
-        .bind(&link.subject_key)
-        .bind(&link.via)
-        .bind(&link.linked_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict(e, "a link to these records".into()))?;
+        insert_link_row(&mut tx, username, &link).await?;
         bump_subjects_revision(&mut tx).await?;
         append_entry(&mut tx, entry).await?;
         tx.commit().await?;
@@ -325,18 +314,7 @@ impl Store {
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(username)
-        .bind(&link.dataset_id)
-        .bind(&link.subject_key)
-        .bind(&link.via)
-        .bind(&link.linked_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| conflict(e, "a link to these records".into()))?;
+        insert_link_row(&mut tx, username, link).await?;
         bump_subjects_revision(&mut tx).await?;
         append_entry(&mut tx, entry).await?;
         tx.commit().await?;
@@ -847,6 +825,26 @@ impl Store {
             .map(|r| Ok(r.try_get::<String, _>("username")?))
             .collect()
     }
+}
+
+async fn insert_link_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    link: &SubjectLink,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(username)
+    .bind(&link.dataset_id)
+    .bind(&link.subject_key)
+    .bind(&link.via)
+    .bind(&link.linked_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| conflict(e, "a link to these records".into()))?;
+    Ok(())
 }
 
 async fn insert_commitment(
