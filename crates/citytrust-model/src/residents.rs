@@ -675,3 +675,161 @@ mod tests {
         assert_eq!(withdrawn["state"], "dpv:ConsentWithdrawn");
     }
 }
+
+// ---- breaches (R-CIT-8) ------------------------------------------------------
+
+/// What a breach exposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BreachScope {
+    /// What logged reads served: the records of the datasets that reads (under
+    /// one agreement, or in a period, when given) included. A recipient's
+    /// extract leaked, say.
+    #[default]
+    Reads,
+    /// Everything stored: every person with records in the datasets (the
+    /// trust's own storage was reached).
+    Stored,
+}
+
+impl BreachScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreachScope::Reads => "reads",
+            BreachScope::Stored => "stored",
+        }
+    }
+    pub fn parse(s: &str) -> Option<BreachScope> {
+        [BreachScope::Reads, BreachScope::Stored]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Body of `POST /api/v1/breaches`: a trustee registers a breach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewBreach {
+    pub title: String,
+    /// What happened, for the register and the regulator.
+    pub description: String,
+    /// The datasets whose records it touched (at least one).
+    pub dataset_ids: Vec<String>,
+    /// `reads` (default) or `stored`.
+    #[serde(default)]
+    pub scope: BreachScope,
+    /// Reads scope: only reads under this agreement.
+    #[serde(default)]
+    pub agreement_id: Option<String>,
+    /// Reads scope: only reads on or after this day (`YYYY-MM-DD`).
+    #[serde(default)]
+    #[schema(format = Date)]
+    pub reads_from: Option<String>,
+    /// Reads scope: only reads on or before this day.
+    #[serde(default)]
+    #[schema(format = Date)]
+    pub reads_to: Option<String>,
+    /// What each affected person is told, in plain words: what happened, what
+    /// it means for them, what the trust is doing, whom to contact.
+    pub notice: String,
+}
+
+impl NewBreach {
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut e = ValidationErrors::default();
+        e.required_text("title", &self.title, 200);
+        e.required_text("description", &self.description, 10_000);
+        e.required_text("notice", &self.notice, 5_000);
+        if self.dataset_ids.is_empty() {
+            e.push("dataset_ids", "name at least one dataset");
+        }
+        e.list("dataset_ids", &self.dataset_ids, 50, 200);
+        for (i, d) in self.dataset_ids.iter().enumerate() {
+            e.slug(&format!("dataset_ids[{i}]"), d);
+        }
+        let from = self
+            .reads_from
+            .as_deref()
+            .and_then(|d| e.date("reads_from", d));
+        let to = self.reads_to.as_deref().and_then(|d| e.date("reads_to", d));
+        if let (Some(f), Some(t)) = (from, to)
+            && t < f
+        {
+            e.push("reads_to", "must not be before reads_from");
+        }
+        if self.scope == BreachScope::Stored
+            && (self.agreement_id.is_some() || self.reads_from.is_some() || self.reads_to.is_some())
+        {
+            e.push(
+                "scope",
+                "a breach of what is stored reaches everyone in the datasets; agreement_id, reads_from and reads_to apply to the reads scope",
+            );
+        }
+        e.into_result()
+    }
+}
+
+/// A registered breach, with who it reached and where the notifications stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Breach {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub dataset_ids: Vec<String>,
+    pub scope: BreachScope,
+    pub agreement_id: Option<String>,
+    #[schema(format = Date)]
+    pub reads_from: Option<String>,
+    #[schema(format = Date)]
+    pub reads_to: Option<String>,
+    pub notice: String,
+    #[schema(format = DateTime)]
+    pub registered_at: String,
+    /// The role that registered it (`trustee`); people are not named.
+    pub registered_by: String,
+    /// The regulator must be told by then (72 hours by default).
+    #[schema(format = DateTime)]
+    pub regulator_due_at: String,
+    #[schema(format = DateTime)]
+    pub regulator_notified_at: Option<String>,
+    /// The regulator's reference for the notification, when given.
+    pub regulator_reference: Option<String>,
+    /// How many people's records it touched (computed from the log and the subject index).
+    pub affected: usize,
+    /// How many of them were sent a notice (everyone whose account is linked to the records).
+    pub notified: usize,
+    /// The log entries about it.
+    pub log_entries: Vec<i64>,
+}
+
+impl Breach {
+    /// Whether the regulator's deadline passed without a notification (at `now`, RFC 3339 UTC).
+    pub fn regulator_overdue(&self, now: &str) -> bool {
+        self.regulator_notified_at.is_none() && now > self.regulator_due_at.as_str()
+    }
+}
+
+/// Body of `POST /api/v1/breaches/{id}/regulator-notified`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegulatorNotice {
+    /// The regulator's reference (case number), if it gave one.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// A message in a resident's inbox (a breach notice, say).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InboxMessage {
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// `breach` for now.
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    /// The breach it is about.
+    pub breach_id: Option<String>,
+    /// The datasets of yours it concerns.
+    pub dataset_ids: Vec<String>,
+}

@@ -207,3 +207,68 @@ pub async fn rewrite(
         sha256,
     })
 }
+
+/// Copy a rejects file (the CSV a quarantine upload wrote: `line, column,
+/// field, message, record`) to `out` without the rows whose raw record holds
+/// `key` as one of its fields. A rejected row was never parsed into columns,
+/// so which field is the subject key is unknown: any field equal to the key
+/// counts, which may remove more rejected rows than the subject's, never fewer.
+/// Returns how many rows were removed.
+pub fn strip_rejects(input: &Path, out: &Path, key: &str) -> Result<u64> {
+    let io = |e: csv::Error| QueryError::Io(std::io::Error::other(e.to_string()));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(input)
+        .map_err(io)?;
+    let mut writer = csv::Writer::from_path(out).map_err(io)?;
+    let mut removed = 0u64;
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(io)?;
+        let holds_key = i > 0
+            && record.get(4).is_some_and(|raw| {
+                csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(raw.as_bytes())
+                    .records()
+                    .flatten()
+                    .any(|fields| fields.iter().any(|f| f.trim() == key))
+            });
+        if holds_key {
+            removed += 1;
+        } else {
+            writer.write_record(&record).map_err(io)?;
+        }
+    }
+    writer.flush()?;
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod rejects_tests {
+    use super::strip_rejects;
+
+    #[test]
+    fn strip_rejects_removes_only_rows_holding_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("rejects.csv");
+        std::fs::write(
+            &input,
+            "line,column,field,message,record\n\
+             3,2,kwh,not a number,\"H-2,abc,2026-01-01\"\n\
+             4,2,kwh,not a number,\"H-20,abc,2026-01-01\"\n\
+             5,3,when,bad date,\"H-3,1.5,yesterday\"\n",
+        )
+        .unwrap();
+        let out = dir.path().join("out.csv");
+        assert_eq!(strip_rejects(&input, &out, "H-2").unwrap(), 1);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            text,
+            "line,column,field,message,record\n\
+             4,2,kwh,not a number,\"H-20,abc,2026-01-01\"\n\
+             5,3,when,bad date,\"H-3,1.5,yesterday\"\n"
+        );
+    }
+}

@@ -75,7 +75,10 @@ pub fn routes() -> Router<AppState> {
         crate::residents::my_links, crate::residents::link, crate::residents::my_accesses,
         crate::residents::my_commitments, crate::residents::my_requests, crate::residents::make_request,
         crate::residents::export, crate::residents::issue_link_code, crate::residents::request_queue,
-        crate::residents::answer_request, crate::residents::erase, crate::residents::set_birth_date
+        crate::residents::answer_request, crate::residents::erase, crate::residents::set_birth_date,
+        crate::residents::my_entries, crate::residents::my_inbox, crate::residents::my_sharing,
+        crate::breaches::register_breach, crate::breaches::list_breaches, crate::breaches::get_breach,
+        crate::breaches::regulator_notified
     ),
     components(schemas(Problem, crate::content::QueryBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -83,7 +86,7 @@ pub fn routes() -> Router<AppState> {
         crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,
         crate::governance::AttestationBody, crate::residents::AnswerBody, crate::residents::BirthDateBody,
         citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
-        citytrust_model::residents::LawfulBasis)),
+        citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))

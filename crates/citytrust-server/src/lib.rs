@@ -7,6 +7,7 @@
 //! drive it without a socket.
 
 pub mod api;
+mod breaches;
 mod ckan;
 mod content;
 mod dcat;
@@ -116,6 +117,7 @@ pub fn app(state: AppState) -> Router {
         .merge(feedback::routes())
         .merge(governance::routes())
         .merge(residents::routes())
+        .merge(breaches::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

@@ -9,10 +9,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use citytrust_model::residents::InboxMessage;
 use citytrust_model::residents::{
     Consent, NewConsent, NewLink, NewLinkCode, NewSubjectRequest, SubjectLink, SubjectRequest,
 };
-use citytrust_service::residents::{AccessView, CommitmentView, IssuedLinkCode};
+use citytrust_service::residents::{
+    AccessView, CommitmentView, EntryAboutMe, IssuedLinkCode, SharedItem,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -27,6 +30,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me/links", get(my_links).post(link))
         .route("/api/v1/me/accesses", get(my_accesses))
         .route("/api/v1/me/commitments", get(my_commitments))
+        .route("/api/v1/me/entries", get(my_entries))
+        .route("/api/v1/me/inbox", get(my_inbox))
+        .route("/api/v1/me/sharing", get(my_sharing))
         .route(
             "/api/v1/me/subject-access-requests",
             get(my_requests).post(make_request),
@@ -199,6 +205,64 @@ pub(crate) async fn my_commitments(
     SignedIn(actor): SignedIn,
 ) -> Result<Json<Vec<CommitmentView>>, ApiError> {
     Ok(Json(state.service.my_commitments(&actor).await?))
+}
+
+/// The signed log entries about you, each with the salt that shows it is
+/// yours: `SHA-256("citytrust-subject-v1\n" ‖ salt ‖ "\n" ‖ username)` equals its `subject`.
+#[utoipa::path(get, path = "/api/v1/me/entries", tag = "residents", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Newest first (entries appear once their checkpoint is signed)", body = Vec<EntryAboutMe>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn my_entries(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<EntryAboutMe>>, ApiError> {
+    Ok(Json(state.service.entries_about_me(&actor).await?))
+}
+
+/// Your messages from the trust: breach notices.
+#[utoipa::path(get, path = "/api/v1/me/inbox", tag = "residents", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<InboxMessage>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn my_inbox(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<InboxMessage>>, ApiError> {
+    Ok(Json(state.service.my_inbox(&actor).await?))
+}
+
+/// What you shared (consents, donations), what you were offered for it, and how often it was used.
+#[utoipa::path(get, path = "/api/v1/me/sharing", tag = "residents", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<SharedItem>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn my_sharing(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<SharedItem>>, ApiError> {
+    Ok(Json(state.service.my_sharing(&actor).await?))
 }
 
 /// Your requests (access, rectification, erasure) and their deadlines.

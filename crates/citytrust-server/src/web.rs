@@ -9,6 +9,7 @@
 pub(crate) mod charts;
 mod governance_pages;
 mod log_pages;
+mod resident_pages;
 
 use std::collections::BTreeMap;
 
@@ -84,6 +85,7 @@ pub fn routes() -> Router<AppState> {
         .route("/static/style.css", get(stylesheet))
         .merge(governance_pages::routes())
         .merge(log_pages::routes())
+        .merge(resident_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------
@@ -111,6 +113,7 @@ impl Viewer {
                 signed_in: true,
                 display_name: s.user.display_name.clone(),
                 is_admin: s.actor.is_admin(),
+                is_trustee: s.actor.has_role(Role::Trustee),
                 csrf: s.csrf_token.clone(),
                 current,
             },
@@ -382,6 +385,7 @@ pub struct Nav {
     signed_in: bool,
     display_name: String,
     is_admin: bool,
+    is_trustee: bool,
     csrf: String,
     current: &'static str,
 }

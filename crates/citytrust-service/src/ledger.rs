@@ -672,6 +672,7 @@ pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
     let kind = text("type").unwrap_or_else(|| "unreadable".into());
     let purpose = text("purpose");
     let request = text("request");
+    let subject = text("subject");
     targets
         .into_iter()
         .map(|(dataset, agreement)| LedgerIndexRow {
@@ -683,6 +684,7 @@ pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
             party: party.clone(),
             agreement,
             request: request.clone(),
+            subject: subject.clone(),
         })
         .collect()
 }

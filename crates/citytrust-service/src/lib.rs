@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod analytics;
+pub mod breaches;
 pub mod catalogue;
 pub mod clock;
 pub mod content;

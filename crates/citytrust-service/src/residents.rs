@@ -93,6 +93,43 @@ pub struct CommitmentView {
     pub created_at: String,
 }
 
+/// A signed log entry about the resident: it carries one of their commitments.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct EntryAboutMe {
+    /// The entry (its proof is checked at `/log/{index}`).
+    pub log_index: i64,
+    /// The entry's type (`consent.given`, `subject.linked`, …).
+    pub kind: String,
+    #[schema(format = Date)]
+    pub day: String,
+    /// The entry's `subject` field …
+    pub commitment: String,
+    /// … which is `SHA-256("citytrust-subject-v1\n" ‖ salt ‖ "\n" ‖ username)`, hex.
+    pub salt: String,
+}
+
+/// One line of what a resident shared (a consent or a donation) and what they were offered for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SharedItem {
+    pub consent_id: String,
+    /// `consent` or `donation`.
+    pub kind: String,
+    pub dataset_id: String,
+    pub purpose: String,
+    /// The organisation it was shared with (`None`: any under an agreement for the purpose).
+    pub recipient_organization_id: Option<String>,
+    /// What was offered in return, as recorded with the consent.
+    pub reward: Option<String>,
+    #[schema(format = DateTime)]
+    pub given_at: String,
+    #[schema(format = DateTime)]
+    pub withdrawn_at: Option<String>,
+    /// Logged reads that included the resident's records because of it.
+    pub uses: usize,
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+}
+
 /// A link code for the owner to hand to the person it names.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct IssuedLinkCode {
@@ -434,6 +471,76 @@ impl Service {
             .collect())
     }
 
+    /// The signed log entries about the resident, newest first, each with the
+    /// salt that shows it is theirs. Entries are listed once their checkpoint
+    /// is signed (the sequencer indexes them then).
+    pub async fn entries_about_me(&self, actor: &Actor) -> Result<Vec<EntryAboutMe>> {
+        let username = signed_in(actor)?;
+        let salts: HashMap<String, String> = self
+            .store
+            .commitments_of(username)
+            .await?
+            .into_iter()
+            .map(|c| (c.commitment, c.salt))
+            .collect();
+        Ok(self
+            .store
+            .entries_about(username)
+            .await?
+            .into_iter()
+            .filter_map(|(log_index, kind, day, commitment)| {
+                let salt = salts.get(&commitment)?.clone();
+                Some(EntryAboutMe {
+                    log_index,
+                    kind,
+                    day,
+                    commitment,
+                    salt,
+                })
+            })
+            .collect())
+    }
+
+    /// What the resident shared (consents and donations, in force or not) and
+    /// what they were offered for it, with how often each was used (R-CIT-6).
+    pub async fn my_sharing(&self, actor: &Actor) -> Result<Vec<SharedItem>> {
+        let consents = self.store.consents_of(signed_in(actor)?).await?;
+        let accesses = self.my_accesses(actor, None, 500).await?;
+        let recipients_of = |a: &AccessView| a.by.strip_prefix("organization:").map(str::to_string);
+        Ok(consents
+            .into_iter()
+            .filter(|c| c.consent.kind != ChoiceKind::Objection)
+            .map(|c| {
+                let c = c.consent;
+                let used: Vec<&AccessView> = accesses
+                    .iter()
+                    .filter(|a| {
+                        a.because == "consent"
+                            && a.dataset_id == c.dataset_id
+                            && a.purpose.as_deref() == Some(c.purpose.as_str())
+                            && c.recipient_organization_id
+                                .as_ref()
+                                .is_none_or(|r| recipients_of(a).as_ref() == Some(r))
+                            && a.at >= c.given_at
+                            && c.withdrawn_at.as_ref().is_none_or(|w| &a.at <= w)
+                    })
+                    .collect();
+                SharedItem {
+                    consent_id: c.id,
+                    kind: c.kind.as_str().to_string(),
+                    dataset_id: c.dataset_id,
+                    purpose: c.purpose,
+                    recipient_organization_id: c.recipient_organization_id,
+                    reward: c.reward,
+                    given_at: c.given_at,
+                    withdrawn_at: c.withdrawn_at,
+                    uses: used.len(),
+                    last_used_at: used.first().map(|a| a.at.clone()),
+                }
+            })
+            .collect())
+    }
+
     // ---- consent -----------------------------------------------------------
 
     /// Whether `actor` may decide for themselves: a minor needs their guardian.
@@ -771,45 +878,8 @@ impl Service {
                 if gone.is_some_and(|g| g <= read.rev) {
                     continue;
                 }
-                let in_force =
-                    |kinds: &[ChoiceKind], recipient_ok: &dyn Fn(&Option<String>) -> bool| {
-                        consents.iter().any(|c| {
-                            c.consent.dataset_id == read.dataset_id
-                                && Some(&c.consent.purpose) == read.purpose.as_ref()
-                                && kinds.contains(&c.consent.kind)
-                                && recipient_ok(&c.consent.recipient_organization_id)
-                                && c.given_rev <= read.rev
-                                && c.withdrawn_rev.is_none_or(|w| w > read.rev)
-                        })
-                    };
-                let readers: Vec<&str> = read
-                    .recipients
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                let because = match SubjectRule::parse(&read.rule) {
-                    Some(SubjectRule::OnlyConsenting) => {
-                        if in_force(&[ChoiceKind::Consent, ChoiceKind::Donation], &|r| {
-                            r.as_deref().is_none_or(|r| readers.contains(&r))
-                        }) {
-                            "consent"
-                        } else {
-                            continue;
-                        }
-                    }
-                    Some(SubjectRule::AllButObjecting) => {
-                        if in_force(&[ChoiceKind::Objection], &|_| true) {
-                            continue;
-                        }
-                        "no_objection"
-                    }
-                    _ => {
-                        if body_agreement(&read.body) {
-                            "basis"
-                        } else {
-                            "owner"
-                        }
-                    }
+                let Some(because) = included_because(&read, &consents) else {
+                    continue;
                 };
                 let body: serde_json::Value =
                     serde_json::from_str(&read.body).unwrap_or(serde_json::Value::Null);
@@ -1034,6 +1104,22 @@ impl Service {
                 }));
                 versions.push(after);
             }
+            // Rows set aside by a quarantine upload are not in the subject
+            // index (they were never parsed): their files are stripped too.
+            for stored in self.store.list_versions(&dataset.id).await? {
+                if stored.rejected == 0 {
+                    continue;
+                }
+                let removed = self
+                    .strip_rejected_rows(&dataset.id, stored.version, key)
+                    .await?;
+                if removed > 0 {
+                    changes.push(serde_json::json!({
+                        "version": stored.version,
+                        "rejected_rows_removed": removed,
+                    }));
+                }
+            }
             request.status = SubjectRequestStatus::Answered;
             request.answer = Some(format!(
                 "your rows were removed from {} version(s) of '{}'",
@@ -1070,6 +1156,33 @@ impl Service {
                 .await?;
         }
         Ok(request)
+    }
+
+    /// Write a version's rejects file again without the rows holding `key`
+    /// (securely replacing the old one); how many rows went.
+    async fn strip_rejected_rows(&self, dataset_id: &str, version: i64, key: &str) -> Result<u64> {
+        let name = format!("datasets/{dataset_id}/{version}/rejects.csv");
+        let Some(file) = self.versions.open(&name, &self.spool_dir()).await? else {
+            return Ok(0);
+        };
+        let dir = tempfile::tempdir_in(self.spool_dir())?;
+        let input = dir.path().join("in.csv");
+        let out = dir.path().join("rejects.csv");
+        {
+            let mut file = file;
+            let mut copy = std::fs::File::create(&input)?;
+            std::io::copy(&mut file, &mut copy)?;
+        }
+        let removed = tokio::task::spawn_blocking({
+            let (input, out, key) = (input.clone(), out.clone(), key.to_string());
+            move || citytrust_query::subjects::strip_rejects(&input, &out, &key)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        if removed > 0 {
+            self.versions.replace_securely(&out, &name).await?;
+        }
+        Ok(removed)
     }
 
     /// Write one version again without `key`'s rows and put it in place of the
@@ -1316,6 +1429,46 @@ impl Service {
 }
 
 /// Whether a kept read went through an agreement (else: the owner's own read).
+/// Why a logged read of personal data included the records of the person
+/// whose consents are `consents` (their records being in the version read and
+/// not erased before it), or `None` when its subject rule left them out.
+pub(crate) fn included_because(
+    read: &PersonalRead,
+    consents: &[StoredConsent],
+) -> Option<&'static str> {
+    let in_force = |kinds: &[ChoiceKind], recipient_ok: &dyn Fn(&Option<String>) -> bool| {
+        consents.iter().any(|c| {
+            c.consent.dataset_id == read.dataset_id
+                && Some(&c.consent.purpose) == read.purpose.as_ref()
+                && kinds.contains(&c.consent.kind)
+                && recipient_ok(&c.consent.recipient_organization_id)
+                && c.given_rev <= read.rev
+                && c.withdrawn_rev.is_none_or(|w| w > read.rev)
+        })
+    };
+    let readers: Vec<&str> = read
+        .recipients
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match SubjectRule::parse(&read.rule) {
+        Some(SubjectRule::OnlyConsenting) => {
+            in_force(&[ChoiceKind::Consent, ChoiceKind::Donation], &|r| {
+                r.as_deref().is_none_or(|r| readers.contains(&r))
+            })
+            .then_some("consent")
+        }
+        Some(SubjectRule::AllButObjecting) => {
+            (!in_force(&[ChoiceKind::Objection], &|_| true)).then_some("no_objection")
+        }
+        _ => Some(if body_agreement(&read.body) {
+            "basis"
+        } else {
+            "owner"
+        }),
+    }
+}
+
 fn body_agreement(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()

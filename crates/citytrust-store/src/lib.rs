@@ -139,6 +139,8 @@ pub struct LedgerIndexRow {
     pub party: Option<String>,
     pub agreement: Option<String>,
     pub request: Option<String>,
+    /// The resident commitment the entry carries, if any.
+    pub subject: Option<String>,
 }
 
 /// A column of `ledger_index` to count entries by.
@@ -1281,15 +1283,15 @@ async fn insert_ledger_index(
     const ROWS: usize = 100;
     for chunk in rows.chunks(ROWS) {
         let mut sql = String::from(
-            "INSERT INTO ledger_index (idx, kind, day, dataset, purpose, party, agreement, request) VALUES ",
+            "INSERT INTO ledger_index (idx, kind, day, dataset, purpose, party, agreement, request, subject) VALUES ",
         );
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let b = 8 * i;
+            let b = 9 * i;
             sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                 b + 1,
                 b + 2,
                 b + 3,
@@ -1297,7 +1299,8 @@ async fn insert_ledger_index(
                 b + 5,
                 b + 6,
                 b + 7,
-                b + 8
+                b + 8,
+                b + 9
             ));
         }
         let mut q = sqlx::query(&sql);
@@ -1310,7 +1313,8 @@ async fn insert_ledger_index(
                 .bind(r.purpose.as_deref())
                 .bind(r.party.as_deref())
                 .bind(r.agreement.as_deref())
-                .bind(r.request.as_deref());
+                .bind(r.request.as_deref())
+                .bind(r.subject.as_deref());
         }
         q.execute(&mut **tx).await?;
     }

@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_residents.sql"),
         postgres: include_str!("../migrations/postgres/0008_residents.sql"),
     },
+    Migration {
+        version: 9,
+        name: "ledger_subjects",
+        sqlite: include_str!("../migrations/sqlite/0009_ledger_subjects.sql"),
+        postgres: include_str!("../migrations/postgres/0009_ledger_subjects.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -3,7 +3,7 @@
 //! requests, commitments, dates of birth, the inbox and breaches. Documents
 //! are the model's JSON beside the columns lookups need.
 
-use citytrust_model::residents::{Consent, SubjectLink, SubjectRequest};
+use citytrust_model::residents::{Breach, Consent, InboxMessage, SubjectLink, SubjectRequest};
 use sqlx::Row;
 
 use crate::{NewLogEntry, Result, Store, StoreError, StoredVersion, append_entry, conflict};
@@ -491,22 +491,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    PersonalRead {
-                        log_index: r.try_get("log_index")?,
-                        dataset_id: r.try_get("dataset_id")?,
-                        version: r.try_get("version")?,
-                        rule: r.try_get("rule")?,
-                        purpose: r.try_get("purpose")?,
-                        recipients: r.try_get("recipients")?,
-                        rev: r.try_get("rev")?,
-                        at: r.try_get("at")?,
-                        body: r.try_get("body")?,
-                    },
-                    r.try_get("subject_key")?,
-                ))
-            })
+            .map(|r| Ok((personal_read_from_row(r)?, r.try_get("subject_key")?)))
             .collect()
     }
 
@@ -732,76 +717,92 @@ impl Store {
         Ok(row.map(|r| r.try_get("birth_day")).transpose()?)
     }
 
-    /// Messages to people, and a breach with its log entry, in one transaction.
+    /// A breach, the notices to the people it reached and its log entry, in
+    /// one transaction; the entry's index is kept in the breach's document.
     pub async fn insert_breach(
         &self,
-        id: &str,
-        created_at: &str,
-        body: &str,
-        messages: &[(String, String, String)],
+        breach: &Breach,
+        messages: &[(String, InboxMessage)],
         entry: &NewLogEntry<'_>,
-    ) -> Result<()> {
+    ) -> Result<Breach> {
         let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = breach.clone();
+        doc.log_entries.push(idx);
         sqlx::query("INSERT INTO breaches (id, created_at, body) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(created_at)
-            .bind(body)
+            .bind(&doc.id)
+            .bind(&doc.registered_at)
+            .bind(json(&doc)?)
             .execute(&mut *tx)
-            .await?;
-        for (message_id, username, message) in messages {
+            .await
+            .map_err(|e| conflict(e, format!("breach '{}'", doc.id)))?;
+        for (username, message) in messages {
             sqlx::query(
                 "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
             )
-            .bind(message_id)
+            .bind(&message.id)
             .bind(username)
-            .bind(created_at)
-            .bind(message)
+            .bind(&message.at)
+            .bind(json(message)?)
             .execute(&mut *tx)
             .await?;
         }
-        append_entry(&mut tx, entry).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(doc)
     }
 
-    pub async fn update_breach(&self, id: &str, body: &str) -> Result<()> {
+    /// Save a breach's new state with its log entry, only if it is still at
+    /// `expected` regulator state (`None`: not yet notified). `None` back: it moved on.
+    pub async fn update_breach(
+        &self,
+        breach: &Breach,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<Option<Breach>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT body FROM breaches WHERE id = $1")
+            .bind(&breach.id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let stored: Breach = parse(&row.try_get::<String, _>("body")?, "breach")?;
+        if stored.regulator_notified_at.is_some() {
+            return Ok(None);
+        }
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = breach.clone();
+        doc.log_entries = stored.log_entries;
+        doc.log_entries.push(idx);
         sqlx::query("UPDATE breaches SET body = $2 WHERE id = $1")
-            .bind(id)
-            .bind(body)
-            .execute(&self.pool)
+            .bind(&doc.id)
+            .bind(json(&doc)?)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Some(doc))
     }
 
-    pub async fn breaches(&self) -> Result<Vec<String>> {
+    pub async fn breaches(&self) -> Result<Vec<Breach>> {
         let rows = sqlx::query("SELECT body FROM breaches ORDER BY created_at DESC, id")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("body")?))
+            .map(|r| parse(&r.try_get::<String, _>("body")?, "breach"))
             .collect()
     }
 
-    pub async fn get_breach(&self, id: &str) -> Result<Option<String>> {
+    pub async fn get_breach(&self, id: &str) -> Result<Option<Breach>> {
         let row = sqlx::query("SELECT body FROM breaches WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|r| r.try_get("body")).transpose()?)
+        row.map(|r| parse(&r.try_get::<String, _>("body")?, "breach"))
+            .transpose()
     }
 
-    pub async fn send_message(&self, id: &str, username: &str, at: &str, body: &str) -> Result<()> {
-        sqlx::query("INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(username)
-            .bind(at)
-            .bind(body)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn inbox_of(&self, username: &str) -> Result<Vec<String>> {
+    /// A person's messages, newest first (at most 200).
+    pub async fn inbox_of(&self, username: &str) -> Result<Vec<InboxMessage>> {
         let rows = sqlx::query(
             "SELECT body FROM inbox WHERE username = $1 ORDER BY created_at DESC, id LIMIT 200",
         )
@@ -809,20 +810,92 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("body")?))
+            .map(|r| parse(&r.try_get::<String, _>("body")?, "message"))
             .collect()
     }
 
-    /// Everyone linked to records in `dataset_id` (for a breach's reach).
-    pub async fn holders_in(&self, dataset_id: &str) -> Result<Vec<String>> {
+    /// Logged reads of personal data in `dataset_id` at or after `from` and
+    /// before `until` (RFC 3339 strings; either open), oldest first.
+    pub async fn personal_reads_of(
+        &self,
+        dataset_id: &str,
+        from: Option<&str>,
+        until: Option<&str>,
+    ) -> Result<Vec<PersonalRead>> {
         let rows = sqlx::query(
-            "SELECT DISTINCT username FROM subject_links WHERE dataset_id = $1 ORDER BY username",
+            "SELECT log_index, dataset_id, version, rule, purpose, recipients, rev, at, body \
+             FROM personal_reads WHERE dataset_id = $1 AND at >= $2 AND at < $3 ORDER BY log_index",
+        )
+        .bind(dataset_id)
+        .bind(from.unwrap_or(""))
+        .bind(until.unwrap_or("\u{10ffff}"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(personal_read_from_row).collect()
+    }
+
+    /// The people linked to records in `dataset_id`, with the key of each.
+    pub async fn links_in(&self, dataset_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT username, subject_key FROM subject_links WHERE dataset_id = $1 ORDER BY username",
         )
         .bind(dataset_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("username")?))
+            .map(|r| Ok((r.try_get("username")?, r.try_get("subject_key")?)))
+            .collect()
+    }
+
+    /// The distinct subject keys the given versions of `dataset_id` held (every
+    /// version: `None`), erased ones included: a breach before the erasure reached them.
+    pub async fn subjects_in(
+        &self,
+        dataset_id: &str,
+        versions: Option<&[i64]>,
+    ) -> Result<Vec<String>> {
+        let sql = match versions {
+            Some([]) => return Ok(Vec::new()),
+            Some(v) => format!(
+                "SELECT DISTINCT subject_key FROM subject_index WHERE dataset_id = $1 AND version IN ({}) \
+                 ORDER BY subject_key",
+                in_list(2, v.len())
+            ),
+            None => "SELECT DISTINCT subject_key FROM subject_index WHERE dataset_id = $1 ORDER BY subject_key".into(),
+        };
+        let mut q = sqlx::query(&sql).bind(dataset_id);
+        for v in versions.unwrap_or_default() {
+            q = q.bind(*v);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
+            .collect()
+    }
+
+    /// The signed log entries carrying one of `username`'s commitments, newest
+    /// first: `(index, type, day, commitment)`.
+    pub async fn entries_about(
+        &self,
+        username: &str,
+    ) -> Result<Vec<(i64, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT i.idx, i.kind, i.day, i.subject FROM subject_commitments c \
+             JOIN ledger_index i ON i.subject = c.commitment WHERE c.username = $1 \
+             ORDER BY i.idx DESC LIMIT 500",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("idx")?,
+                    r.try_get("kind")?,
+                    r.try_get("day")?,
+                    r.try_get("subject")?,
+                ))
+            })
             .collect()
     }
 }
@@ -872,5 +945,19 @@ fn consent_from_row(r: &sqlx::any::AnyRow) -> Result<StoredConsent> {
         given_rev: r.try_get("given_rev")?,
         withdrawn_rev: r.try_get("withdrawn_rev")?,
         consent: parse(&r.try_get::<String, _>("body")?, "consent")?,
+    })
+}
+
+fn personal_read_from_row(r: &sqlx::any::AnyRow) -> Result<PersonalRead> {
+    Ok(PersonalRead {
+        log_index: r.try_get("log_index")?,
+        dataset_id: r.try_get("dataset_id")?,
+        version: r.try_get("version")?,
+        rule: r.try_get("rule")?,
+        purpose: r.try_get("purpose")?,
+        recipients: r.try_get("recipients")?,
+        rev: r.try_get("rev")?,
+        at: r.try_get("at")?,
+        body: r.try_get("body")?,
     })
 }

@@ -125,6 +125,19 @@ impl TestApp {
         }
     }
 
+    /// The log entries of one type, oldest first, as stored (canonical JSON).
+    pub async fn entries_of_type(&self, kind: &str) -> Vec<String> {
+        self.service
+            .store()
+            .ledger_entries(0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.contains(&format!("\"type\":\"{kind}\"")))
+            .collect()
+    }
+
     /// Run SQL directly against the app's database.
     pub async fn sql(&self, statement: &str) -> u64 {
         use sqlx::Connection;

@@ -31,7 +31,7 @@ fn households(csv: &str) -> Vec<String> {
 }
 
 /// A personal dataset of `city-energy` (alice's), with content.
-async fn personal_dataset(app: &TestApp, alice: &str) -> String {
+pub(crate) async fn personal_dataset(app: &TestApp, alice: &str) -> String {
     let mut d = crate::harness::dataset("Household meters", "city-energy", "shared_specific");
     d["personal_data"] = json!(true);
     d["column_classes"] = json!({"personal": ["household", "meter"]});
@@ -318,16 +318,28 @@ async fn consent_decides_every_read_withdrawal_is_immediate_and_erasure_reaches_
     .await;
     assert_eq!(mine[0]["status"], "answered", "{mine}");
 
-    // A second version, then erasure: every version is rewritten without the resident.
+    // A second version, uploaded in quarantine with one of the resident's rows
+    // set aside (and one of a neighbour's), then erasure: every version is
+    // rewritten without the resident, rejected rows included.
+    let mut second = READINGS.to_vec();
+    second.extend_from_slice(b"H-2,M-2,lots\nH-3,M-3,many\n");
     let res = app
         .post_raw(
-            &format!("/api/v1/datasets/{id}/versions"),
+            &format!("/api/v1/datasets/{id}/versions?on_error=quarantine&types=kwh:float"),
             Some(&alice),
             "text/csv",
-            READINGS.to_vec(),
+            second,
         )
         .await;
-    assert_eq!(res.status(), 201);
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let rejects_path = format!("/api/v1/datasets/{id}/versions/2/rejects");
+    let rejects = app
+        .get(&rejects_path, Some(&alice))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(rejects.contains("H-2,M-2,lots"), "{rejects}");
     let before = stored_households(&app, &id, &[1, 2]).await;
     assert!(before.iter().all(|v| v.contains(&"H-2".to_string())));
     let erasure = json_of(
@@ -377,6 +389,19 @@ async fn consent_decides_every_read_withdrawal_is_immediate_and_erasure_reaches_
         assert!(!v.contains(&"H-2".to_string()), "{after:?}");
         assert_eq!(v.len(), 3);
     }
+    let rejects = app
+        .get(&rejects_path, Some(&alice))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!rejects.contains("H-2"), "{rejects}");
+    assert!(rejects.contains("H-3,M-3,many"), "{rejects}");
+    let erased = app.entries_of_type("subject.erased").await;
+    assert!(
+        erased[0].contains("\"rejected_rows_removed\":1"),
+        "{erased:?}"
+    );
     // The owner's reads, and a new upload holding the person again, never return them.
     let own = app
         .get(
@@ -679,4 +704,287 @@ async fn guardians_act_only_for_minors_and_agents_only_while_their_authority_las
         .unwrap();
     let body = json_of(res, 403).await;
     assert_eq!(body["rule"], "no-authority", "{body}");
+}
+
+/// Link `username` to `key` in `dataset` with a code the owner issued.
+async fn link_with_code(app: &TestApp, owner: &str, dataset: &str, username: &str, key: &str) {
+    let code = json_of(
+        app.post_json(
+            &format!("/api/v1/datasets/{dataset}/link-codes"),
+            Some(owner),
+            &json!({"subject_key": key}),
+        )
+        .await,
+        201,
+    )
+    .await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = app.token(username).await;
+    json_of(
+        app.post_json("/api/v1/me/links", Some(&token), &json!({"code": code}))
+            .await,
+        201,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_breach_reaches_exactly_the_people_whose_records_were_served_and_tells_them() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let id = personal_dataset(&app, &alice).await;
+    app.service
+        .insert_user(user("neighbour", vec![Role::Resident], vec![]))
+        .await
+        .unwrap();
+    link_with_code(&app, &alice, &id, "resident", "H-2").await;
+    link_with_code(&app, &alice, &id, "neighbour", "H-1").await;
+    let resident = app.token("resident").await;
+    json_of(
+        app.post_json(
+            "/api/v1/me/consents",
+            Some(&resident),
+            &json!({"dataset_id": id, "purpose": "research", "recipient_organization_id": "uni"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let agreement = research_agreement(&app, &id).await;
+    // Two weeks passed: fresh tokens.
+    let (resident, alice) = (app.token("resident").await, app.token("alice").await);
+    let analyst = app.token("analyst").await;
+    let read = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research"),
+            Some(&analyst),
+        )
+        .await;
+    assert_eq!(households(&read.text().await.unwrap()), ["H-2"]);
+
+    let breach = json!({
+        "title": "Research extract left on a shared drive",
+        "description": "The university's extract was readable by all staff for a week.",
+        "dataset_ids": [id],
+        "agreement_id": agreement,
+        "notice": "A copy of your household's readings given to City University for research was readable by other university staff for a week. We have had it deleted. You do not need to do anything."
+    });
+    // May not: anyone but a trustee.
+    let trustee = app.token("trustee").await;
+    for who in [&analyst, &resident, &alice] {
+        assert_problem(
+            app.post_json("/api/v1/breaches", Some(who), &breach).await,
+            403,
+            "forbidden",
+            None,
+        )
+        .await;
+        assert_eq!(app.get("/api/v1/breaches", Some(who)).await.status(), 403);
+    }
+    assert_eq!(
+        app.post_json("/api/v1/breaches", None, &breach)
+            .await
+            .status(),
+        401
+    );
+    // Bad input names the field, and registers nothing.
+    let mut bad = breach.clone();
+    bad["dataset_ids"] = json!(["no-such-data"]);
+    assert_problem(
+        app.post_json("/api/v1/breaches", Some(&trustee), &bad)
+            .await,
+        422,
+        "validation_failed",
+        Some("dataset_ids[0]"),
+    )
+    .await;
+    let mut bad = breach.clone();
+    bad["scope"] = json!("stored");
+    assert_problem(
+        app.post_json("/api/v1/breaches", Some(&trustee), &bad)
+            .await,
+        422,
+        "validation_failed",
+        Some("scope"),
+    )
+    .await;
+    assert_eq!(
+        json_of(app.get("/api/v1/breaches", Some(&trustee)).await, 200).await,
+        json!([])
+    );
+
+    // The extract held only H-2 (the only consent): one person reached and told.
+    let b = json_of(
+        app.post_json("/api/v1/breaches", Some(&trustee), &breach)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(
+        (b["affected"].as_u64(), b["notified"].as_u64()),
+        (Some(1), Some(1)),
+        "{b}"
+    );
+    let inbox = json_of(app.get("/api/v1/me/inbox", Some(&resident)).await, 200).await;
+    assert_eq!(inbox.as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox[0]["breach_id"], b["id"]);
+    assert!(
+        inbox[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("readable by other")
+    );
+    let neighbour = app.token("neighbour").await;
+    assert_eq!(
+        json_of(app.get("/api/v1/me/inbox", Some(&neighbour)).await, 200).await,
+        json!([])
+    );
+    // The log says how many, never who.
+    let entry = &app.entries_of_type("breach.registered").await[0];
+    assert!(entry.contains("\"affected\":1"), "{entry}");
+    assert!(
+        !entry.contains("resident") && !entry.contains("H-2"),
+        "{entry}"
+    );
+
+    // What is stored was reached: every household, linked or not; the two linked are told.
+    let mut stored = breach.clone();
+    stored["scope"] = json!("stored");
+    stored.as_object_mut().unwrap().remove("agreement_id");
+    let s = json_of(
+        app.post_json("/api/v1/breaches", Some(&trustee), &stored)
+            .await,
+        201,
+    )
+    .await;
+    assert_eq!(
+        (s["affected"].as_u64(), s["notified"].as_u64()),
+        (Some(3), Some(2)),
+        "{s}"
+    );
+    assert_eq!(
+        json_of(app.get("/api/v1/me/inbox", Some(&neighbour)).await, 200)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The regulator's deadline: 72 hours; overdue on the register until a trustee records it.
+    let due = time::OffsetDateTime::parse(
+        b["regulator_due_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let registered = time::OffsetDateTime::parse(
+        b["registered_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(due - registered, time::Duration::hours(72));
+    app.clock.advance(time::Duration::hours(73));
+    let trustee = app.token("trustee").await;
+    let bid = b["id"].as_str().unwrap();
+    let told = json_of(
+        app.post_json(
+            &format!("/api/v1/breaches/{bid}/regulator-notified"),
+            Some(&trustee),
+            &json!({"reference": "ICO-2026-0042"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(told["regulator_reference"], "ICO-2026-0042");
+    assert_eq!(told["log_entries"].as_array().unwrap().len(), 2);
+    let notified = &app.entries_of_type("breach.regulator_notified").await[0];
+    assert!(notified.contains("\"within_deadline\":false"), "{notified}");
+    assert_problem(
+        app.post_json(
+            &format!("/api/v1/breaches/{bid}/regulator-notified"),
+            Some(&trustee),
+            &json!({}),
+        )
+        .await,
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_resident_sees_what_they_shared_and_every_log_entry_about_them() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let id = personal_dataset(&app, &alice).await;
+    link_with_code(&app, &alice, &id, "resident", "H-2").await;
+    let resident = app.token("resident").await;
+    let donation = json_of(
+        app.post_json(
+            "/api/v1/me/consents",
+            Some(&resident),
+            &json!({"dataset_id": id, "purpose": "research", "kind": "donation", "reward": "a report on my household's energy use"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    research_agreement(&app, &id).await;
+    let analyst = app.token("analyst").await;
+    for _ in 0..2 {
+        let res = app
+            .get(
+                &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research"),
+                Some(&analyst),
+            )
+            .await;
+        assert_eq!(households(&res.text().await.unwrap()), ["H-2"]);
+    }
+    let resident = app.token("resident").await;
+    let shared = json_of(app.get("/api/v1/me/sharing", Some(&resident)).await, 200).await;
+    assert_eq!(shared.as_array().unwrap().len(), 1, "{shared}");
+    assert_eq!(shared[0]["consent_id"], donation["id"]);
+    assert_eq!(shared[0]["kind"], "donation");
+    assert_eq!(shared[0]["reward"], "a report on my household's energy use");
+    assert_eq!(shared[0]["uses"], 2, "{shared}");
+
+    // Entries about the resident, once signed: each opens with its salt.
+    app.service.integrate_ledger().await.unwrap();
+    let entries = json_of(app.get("/api/v1/me/entries", Some(&resident)).await, 200).await;
+    let kinds: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["consent.given", "subject.linked"], "{entries}");
+    for e in entries.as_array().unwrap() {
+        let salt = e["salt"].as_str().unwrap();
+        assert_eq!(
+            citytrust_service::residents::commitment_of(salt, "resident"),
+            e["commitment"].as_str().unwrap()
+        );
+        let logged = json_of(
+            app.get(&format!("/api/v1/ledger/entries/{}", e["log_index"]), None)
+                .await,
+            200,
+        )
+        .await;
+        assert_eq!(logged["entry"]["subject"], e["commitment"], "{logged}");
+    }
+    // Nobody else is shown them.
+    let analyst = app.token("analyst").await;
+    assert_eq!(
+        json_of(app.get("/api/v1/me/entries", Some(&analyst)).await, 200).await,
+        json!([])
+    );
+    assert_eq!(
+        json_of(app.get("/api/v1/me/sharing", Some(&analyst)).await, 200).await,
+        json!([])
+    );
+    assert_eq!(app.get("/api/v1/me/entries", None).await.status(), 401);
 }

@@ -1478,3 +1478,188 @@ async fn signed_in_downloads_of_data_that_is_not_open_are_governed_like_api_read
         .await;
     assert_eq!(res.status(), 303);
 }
+
+#[tokio::test]
+async fn the_resident_dashboard_links_records_gives_and_withdraws_consent_and_asks() {
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = crate::residents::personal_dataset(&app, &alice).await;
+    let mut b = Browser::new(&app);
+    // Signed out: sign in first.
+    assert_eq!(b.get("/me").await.status(), 303);
+    b.sign_in("resident").await;
+    let page = b.get("/me").await.text().await.unwrap();
+    assert!(
+        page.contains("No records are linked to your account yet"),
+        "{page}"
+    );
+    let csrf = hidden(&page, "csrf");
+
+    // A code from the owner links the records; a forged form does nothing.
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/link-codes"),
+            Some(&alice),
+            &json!({"subject_key": "H-2"}),
+        )
+        .await;
+    let code: serde_json::Value = res.json().await.unwrap();
+    let code = code["code"].as_str().unwrap().to_string();
+    let forged = b
+        .post("/me/links", &[("csrf", "forged"), ("code", &code)])
+        .await;
+    assert_eq!(forged.status(), 403);
+    let res = b
+        .post("/me/links", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/me?done=link");
+    let page = b.get("/me?done=link").await.text().await.unwrap();
+    assert!(page.contains("<strong>H-2</strong>"), "{page}");
+    // Each use is explained where the choice is made.
+    assert!(page.contains("Researchers may study your readings."));
+    assert!(page.contains("The city plans the grid."));
+    assert!(page.contains("Give consent for"));
+    assert!(page.contains("Object to"));
+
+    // Consent, given and withdrawn as easily.
+    let res = b
+        .post(
+            "/me/consents",
+            &[
+                ("csrf", &csrf),
+                ("dataset_id", &id),
+                ("purpose", "research"),
+                ("recipient", ""),
+                ("kind", "consent"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = b.get("/me").await.text().await.unwrap();
+    assert!(
+        page.contains("You consented (for any organisation"),
+        "{page}"
+    );
+    let start = page.find("/me/consents/cons-").unwrap() + "/me/consents/".len();
+    let consent_id = page[start..].split('/').next().unwrap().to_string();
+    let res = b
+        .post(
+            &format!("/me/consents/{consent_id}/withdraw"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let resident = app.token("resident").await;
+    let consents: serde_json::Value = app
+        .get("/api/v1/me/consents", Some(&resident))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(consents[0]["withdrawn_at"].is_string(), "{consents}");
+    // A choice the basis does not allow is explained on the page, not lost.
+    let res = b
+        .post(
+            "/me/consents",
+            &[
+                ("csrf", &csrf),
+                ("dataset_id", &id),
+                ("purpose", "city-operations"),
+                ("kind", "consent"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("That did not work") && text.contains("you may object instead"),
+        "{text}"
+    );
+    // Objection to the public task.
+    let res = b
+        .post(
+            "/me/consents",
+            &[
+                ("csrf", &csrf),
+                ("dataset_id", &id),
+                ("purpose", "city-operations"),
+                ("kind", "objection"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        b.get("/me")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("You objected")
+    );
+
+    // A request with its deadline, and the copy of everything.
+    let res = b
+        .post(
+            "/me/requests",
+            &[("csrf", &csrf), ("kind", "access"), ("dataset_id", "")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = b.get("/me").await.text().await.unwrap();
+    assert!(
+        page.contains("A copy of my data") && page.contains("Open"),
+        "{page}"
+    );
+    let export = b.post("/me/export", &[("csrf", &csrf)]).await;
+    assert_eq!(export.status(), 200);
+    assert!(
+        export.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    assert!(export.headers().contains_key("citytrust-log-entry"));
+    let bundle: serde_json::Value = export.json().await.unwrap();
+    assert!(bundle["datasets"][0]["rows"].to_string().contains("H-2"));
+    // Forged export: refused.
+    assert_eq!(b.post("/me/export", &[("csrf", "x")]).await.status(), 403);
+}
+
+#[tokio::test]
+async fn only_trustees_see_the_breach_register_and_a_bad_form_keeps_its_answers() {
+    let app = TestApp::start().await;
+    let mut resident = Browser::new(&app);
+    resident.sign_in("resident").await;
+    assert_eq!(resident.get("/breaches").await.status(), 403);
+    let csrf = resident.csrf().await;
+    assert_eq!(
+        resident
+            .post("/breaches", &[("csrf", &csrf), ("title", "x")])
+            .await
+            .status(),
+        403
+    );
+    let mut trustee = Browser::new(&app);
+    trustee.sign_in("trustee").await;
+    let page = trustee.get("/breaches").await.text().await.unwrap();
+    assert!(page.contains("No breach has been registered."));
+    let csrf = hidden(&page, "csrf");
+    let res = trustee
+        .post(
+            "/breaches",
+            &[
+                ("csrf", &csrf),
+                ("title", "Laptop stolen"),
+                ("description", ""),
+                ("dataset_id", ""),
+                ("notice", "We are sorry."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("value=\"Laptop stolen\""), "{text}");
+    assert!(text.contains("name at least one dataset"), "{text}");
+    assert_eq!(app.service.store().breaches().await.unwrap().len(), 0);
+}
