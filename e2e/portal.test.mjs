@@ -55,7 +55,7 @@ async function signIn(page, username) {
 
 test('public pages are accessible and readable without signing in', async () => {
   const page = await newPage({ width: 1280, height: 900 });
-  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-smart-meter-readings', '/datasets/barcelona-districts', '/signin', '/log/analytics', '/nowhere']) {
+  for (const path of ['/', '/datasets', '/datasets?theme=mobility', '/datasets/citibike-jersey-city-trips', '/datasets/household-electricity', '/datasets/barcelona-districts', '/signin', '/log/analytics', '/nowhere']) {
     await page.goto(`${BASE}${path}`);
     await assertAccessible(page, path);
   }
@@ -427,4 +427,82 @@ test('the analyst asks for building energy, three trustees vote, and the agreeme
   assert.match(await byDataset.getByRole('row', { name: /Building Energy/i }).innerText(), /\d/);
   await assertAccessible(reg, 'the analytics with uses');
   await reg.context().close();
+});
+
+test('the resident sees their household, who used it, withdraws and gives consent, and checks their log entries', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await signIn(page, 'resident');
+  await page.getByRole('link', { name: 'My data', exact: true }).click();
+  await page.waitForURL(`${BASE}/me`);
+  await assertAccessible(page, 'the resident dashboard');
+  const main = page.locator('main');
+  // The demo linked the resident to household H0007 and recorded their consent to research by City University.
+  assert.match(await main.innerText(), /H0007/);
+  const research = page.getByRole('region', { name: /Research: used only with your consent/ });
+  assert.match(await research.innerText(), /Researchers at organisations you choose/);
+  assert.match(await research.innerText(), /You consented \(for City University/);
+  // Who used my data: the analyst's read under the agreement, and the owner's own.
+  const who = page.getByRole('region', { name: 'Who used my data table' });
+  assert.match(await who.innerText(), /City University[\s\S]*Research[\s\S]*you consented/);
+
+  // Withdraw: the next read under the agreement has none of the household's rows.
+  await research.getByRole('button', { name: 'Withdraw this consent' }).click();
+  await page.waitForURL(`${BASE}/me?done=withdraw`);
+  assert.match(await page.getByRole('status').innerText(), /From the very next read/);
+  const token = await tokenFor('analyst');
+  const read = await fetch(`${BASE}/api/v1/datasets/household-electricity/data?format=csv&purpose=research`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(read.status, 200);
+  const csv = await read.text();
+  assert.ok(!csv.includes('H0007'), 'a withdrawn household is left out of the next read');
+  // And given again, as easily, to the same recipient.
+  const again = page.getByRole('region', { name: /Research: used only with your consent/ });
+  await again.getByLabel('Who may use them').selectOption({ label: 'City University (demo)' });
+  await again.getByRole('button', { name: /Give consent for Research/ }).click();
+  await page.waitForURL(`${BASE}/me?done=consent`);
+  assert.match(await page.getByRole('region', { name: /Research: used only with your consent/ }).innerText(), /You consented \(for City University/);
+  await assertAccessible(page, 'the dashboard after a change');
+
+  // The entries about the resident link to the log, where the browser checks each proof.
+  const entries = page.getByRole('region', { name: 'My log entries table' });
+  for (let tries = 0; await entries.count() === 0; tries++) {
+    assert.ok(tries < 20, 'no log entries about the resident appeared');
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  assert.match(await entries.innerText(), /Consent given/);
+  await entries.getByRole('link').first().click();
+  await page.waitForURL(/\/log\/\d+$/);
+  assert.match(await proofOutcome(page), /^Verified in your browser/);
+  await page.context().close();
+});
+
+test('a trustee registers a breach and the resident it reached finds the notice on their dashboard', async () => {
+  const t = await newPage({ width: 1280, height: 900 });
+  await signIn(t, 'trustee1');
+  await t.getByRole('link', { name: 'Breaches', exact: true }).click();
+  await t.waitForURL(`${BASE}/breaches`);
+  await assertAccessible(t, 'the breach register');
+  // A form with a missing field says which, and keeps what was typed.
+  await t.getByLabel('Title').fill('Research extract sent to the wrong address');
+  await t.getByRole('button', { name: 'Register the breach and notify' }).click();
+  assert.match(await t.getByRole('alert').innerText(), /not registered/);
+  assert.equal(await t.getByLabel('Title').inputValue(), 'Research extract sent to the wrong address');
+  await assertAccessible(t, 'the breach form with errors');
+  await t.getByLabel('What happened').fill('An extract of the household readings was e-mailed to the wrong university address.');
+  await t.getByLabel('Dataset', { exact: true }).selectOption('household-electricity');
+  await t.getByLabel('What each person is told').fill('A copy of your household readings was sent to the wrong address at the university. It has been deleted. You do not need to do anything.');
+  await t.getByRole('button', { name: 'Register the breach and notify' }).click();
+  await t.waitForURL(`${BASE}/breaches?done=breach`);
+  const row = t.getByRole('region', { name: 'Breaches table' }).getByRole('row', { name: /wrong address/ });
+  assert.match(await row.innerText(), /not yet told/);
+  await assertAccessible(t, 'the breach register with a breach');
+  await t.context().close();
+
+  const r = await newPage({ width: 1280, height: 900 });
+  await signIn(r, 'resident');
+  await r.goto(`${BASE}/me#messages`);
+  const messages = r.getByRole('region', { name: 'Messages from the trust' });
+  assert.match(await messages.innerText(), /sent to the wrong address[\s\S]*It has been deleted/);
+  await assertAccessible(r, 'the dashboard with a breach notice');
+  await r.context().close();
 });

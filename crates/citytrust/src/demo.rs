@@ -271,6 +271,27 @@ async fn residents(
                 .await
                 .map_err(|e| anyhow::anyhow!("demo vote: {e}"))?;
         }
+        // One read under the agreement (only consenting households: the
+        // resident's) and one by the owner for its own planning, so the
+        // resident's "who used my data" has something to show.
+        let owner = demo_actor(service, "owner").await?;
+        for (reader, purpose) in [(&analyst, "research"), (&owner, "city-operations")] {
+            service
+                .read_content(
+                    reader,
+                    PERSONAL_DATASET,
+                    citytrust_service::content::ReadRequest {
+                        version: None,
+                        as_of: None,
+                        format: citytrust_query::export::OutputFormat::Csv,
+                        slice: Default::default(),
+                        purpose: Some(purpose.into()),
+                        level: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("demo read for {purpose}: {e}"))?;
+        }
     }
     Ok(Some(RESIDENTS_HOUSEHOLD.to_string()))
 }

@@ -334,15 +334,16 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
     assert_eq!(
         settled_size(&demo.url).await,
-        "56",
+        "58",
         "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions, \
-         then the residents' story: a link, a consent, a request, three votes, the decision"
+         then the residents' story: a link, a consent, a request, three votes, the decision, \
+         the analyst's read under the agreement and the owner's own read"
     );
     let state = dir.path().join("verify-state.json");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 56 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 58 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -375,14 +376,14 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("this node signed a checkpoint of 56"),
+        stderr.contains("this node signed a checkpoint of 58"),
         "{stderr}"
     );
     // Without it, the node signs the forked log with the same key, and
     // verify, remembering what it saw, names the rewritten entry.
     std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
     let demo = start_demo(&storage);
-    assert_eq!(settled_size(&demo.url).await, "56");
+    assert_eq!(settled_size(&demo.url).await, "58");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(
         !ok && out.contains("entry 11 differs from the one seen before"),
@@ -395,11 +396,11 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 55").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 57").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 55 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 57 is missing"), "{out}");
 }
 
 /// The checkpoint's size once it stops growing.
