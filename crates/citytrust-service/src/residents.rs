@@ -854,55 +854,31 @@ impl Service {
         let username = signed_in(actor)?;
         let limit = limit.clamp(1, 500);
         let consents = self.store.consents_of(username).await?;
-        let mut erased: HashMap<(String, String), Option<i64>> = HashMap::new();
         let mut out = Vec::new();
-        let mut cursor = before;
-        // Reads that left the resident out are skipped; page through until enough.
-        for _ in 0..20 {
-            let page = self
-                .store
-                .reads_touching(username, cursor, (limit * 2) as i64)
-                .await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some(last.0.log_index);
-            let full = page.len() == limit * 2;
-            for (read, key) in page {
-                let gone = match erased.get(&(read.dataset_id.clone(), key.clone())) {
-                    Some(g) => *g,
-                    None => {
-                        let g = self.store.erased_rev(&read.dataset_id, &key).await?;
-                        erased.insert((read.dataset_id.clone(), key.clone()), g);
-                        g
-                    }
-                };
-                if gone.is_some_and(|g| g <= read.rev) {
-                    continue;
-                }
-                let Some(because) = included_because(&read, &consents) else {
-                    continue;
-                };
-                let body: serde_json::Value =
-                    serde_json::from_str(&read.body).unwrap_or(serde_json::Value::Null);
-                out.push(AccessView {
-                    log_index: read.log_index,
-                    at: read.at.clone(),
-                    dataset_id: read.dataset_id.clone(),
-                    version: read.version,
-                    by: body["by"].as_str().unwrap_or("").to_string(),
-                    purpose: read.purpose.clone(),
-                    agreement: body["agreement"].as_str().map(str::to_string),
-                    level: body["level"].as_str().unwrap_or("").to_string(),
-                    kind: body["kind"].as_str().unwrap_or("").to_string(),
-                    because: because.to_string(),
-                    subject_key: key,
-                });
-                if out.len() == limit {
-                    return Ok(out);
-                }
-            }
-            if !full {
-                break;
-            }
+        // The store decides inclusion; the same rule, replayed here, names why.
+        for (read, key) in self
+            .store
+            .reads_touching(username, before, limit as i64)
+            .await?
+        {
+            let Some(because) = included_because(&read, &consents) else {
+                continue;
+            };
+            let body: serde_json::Value =
+                serde_json::from_str(&read.body).unwrap_or(serde_json::Value::Null);
+            out.push(AccessView {
+                log_index: read.log_index,
+                at: read.at.clone(),
+                dataset_id: read.dataset_id.clone(),
+                version: read.version,
+                by: body["by"].as_str().unwrap_or("").to_string(),
+                purpose: read.purpose.clone(),
+                agreement: body["agreement"].as_str().map(str::to_string),
+                level: body["level"].as_str().unwrap_or("").to_string(),
+                kind: body["kind"].as_str().unwrap_or("").to_string(),
+                because: because.to_string(),
+                subject_key: key,
+            });
         }
         Ok(out)
     }

@@ -63,9 +63,9 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 9,
-        name: "ledger_subjects",
-        sqlite: include_str!("../migrations/sqlite/0009_ledger_subjects.sql"),
-        postgres: include_str!("../migrations/postgres/0009_ledger_subjects.sql"),
+        name: "residents_lookups",
+        sqlite: include_str!("../migrations/sqlite/0009_residents_lookups.sql"),
+        postgres: include_str!("../migrations/postgres/0009_residents_lookups.sql"),
     },
 ];
 

@@ -470,26 +470,44 @@ impl Store {
         Ok(())
     }
 
-    /// Reads of versions that held `username`'s records (newest first, those
-    /// below `before` when given), with the subject key each concerned.
+    /// Reads whose scope included `username`'s records (newest first, those
+    /// below `before` when given), with the subject key each concerned: the
+    /// version read held the key, the subject was not erased before the read,
+    /// and the read's subject rule admitted them at the subjects revision it
+    /// was decided at — a consent (or donation) in force for its purpose and
+    /// one of its recipients, or no objection in force, or a rule that admits
+    /// everyone. Decided in SQL so that a resident who withdrew long ago is
+    /// answered as fast as one whose records are read every day.
     pub async fn reads_touching(
         &self,
         username: &str,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<(PersonalRead, String)>> {
-        let rows = sqlx::query(
+        let in_force = "c.username = l.username AND c.dataset_id = r.dataset_id AND c.purpose = r.purpose \
+                        AND c.given_rev <= r.rev AND (c.withdrawn_rev IS NULL OR c.withdrawn_rev > r.rev)";
+        let sql = format!(
             "SELECT r.log_index, r.dataset_id, r.version, r.rule, r.purpose, r.recipients, r.rev, r.at, r.body, \
              l.subject_key FROM subject_links l \
              JOIN subject_index s ON s.dataset_id = l.dataset_id AND s.subject_key = l.subject_key \
              JOIN personal_reads r ON r.dataset_id = s.dataset_id AND r.version = s.version \
-             WHERE l.username = $1 AND r.log_index < $2 ORDER BY r.log_index DESC LIMIT $3",
-        )
-        .bind(username)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE l.username = $1 AND r.log_index < $2 \
+             AND NOT EXISTS (SELECT 1 FROM erased_subjects e WHERE e.dataset_id = r.dataset_id \
+                 AND e.subject_key = l.subject_key AND e.erased_rev <= r.rev) \
+             AND ((r.rule = 'only_consenting' AND EXISTS (SELECT 1 FROM consents c WHERE {in_force} \
+                     AND c.kind IN ('consent', 'donation') \
+                     AND (c.recipient IS NULL OR (',' || r.recipients || ',') LIKE ('%,' || c.recipient || ',%')))) \
+               OR (r.rule = 'all_but_objecting' AND NOT EXISTS (SELECT 1 FROM consents c WHERE {in_force} \
+                     AND c.kind = 'objection')) \
+               OR r.rule NOT IN ('only_consenting', 'all_but_objecting')) \
+             ORDER BY r.log_index DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(username)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| Ok((personal_read_from_row(r)?, r.try_get("subject_key")?)))
             .collect()

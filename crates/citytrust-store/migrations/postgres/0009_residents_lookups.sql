@@ -6,3 +6,9 @@ ALTER TABLE ledger_index ADD COLUMN subject TEXT;
 DELETE FROM ledger_index;
 UPDATE counters SET value = 0 WHERE name = 'ledger_indexed';
 CREATE INDEX ledger_index_subject ON ledger_index (subject);
+
+-- Consents by whose they are: the consent filter and "who used my data" join
+-- each link to its holder's consents for one dataset and purpose. Without it
+-- the planner may walk every consent of the dataset for every link (quadratic:
+-- 0.8 s for 2,000 households in the bench).
+CREATE INDEX consents_by_subject ON consents (username, dataset_id, purpose);
