@@ -5,7 +5,9 @@
 //   node oidc-provider.mjs PORT REDIRECT_URI CLIENT_SECRET
 //
 // Profile claims stay out of the ID token (the default, conforming
-// behaviour), so CityTrust must fetch them from the userinfo endpoint.
+// behaviour), so CityTrust must fetch them from the userinfo endpoint. The
+// `household` scope releases `household_id`, the register's word for whose
+// smart-meter records a person's are (CityTrust's `records` claim).
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -28,6 +30,8 @@ const findAccount = async (_ctx, id) => ({
       name: id.split(/[._-]/).map(w => w.charAt(0).toUpperCase() + w.slice(1)).join(' '),
       email: `${id}@residents.example`,
       email_verified: true,
+      // The city's register vouches for one household: the demo's H0012.
+      ...(id === 'marta.puig' ? { household_id: 'H0012' } : {}),
     };
   },
 });
@@ -47,6 +51,7 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     openid: ['sub'],
     profile: ['name', 'preferred_username'],
     email: ['email', 'email_verified'],
+    household: ['household_id'],
   },
   pkce: { required: () => true },
   cookies: { keys: ['citytrust-e2e-cookie-key-not-secret'] },

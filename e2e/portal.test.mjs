@@ -215,6 +215,10 @@ test('a resident signs in through the city\'s OpenID Connect provider and comes 
     // Back at the trust, signed in under the name the provider gave.
     await page.waitForURL(`${BASE}/`);
     assert.match(await page.locator('.who').innerText(), /Marta Puig/);
+    // The provider vouched for her household: her records are linked, once.
+    await page.goto(`${BASE}/me`);
+    assert.match(await page.locator('main').innerText(), /H0012[\s\S]*your sign-in service/);
+    assert.equal(await page.getByText('Your records carry the key').count(), 1);
     await page.getByRole('button', { name: /Sign out/ }).click();
     await page.waitForURL(`${BASE}/`);
     await page.goto(`${BASE}/signin`);

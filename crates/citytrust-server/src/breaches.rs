@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use citytrust_model::residents::{Breach, NewBreach, RegulatorNotice};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiJson, ApiPath, SignedIn};
 
 pub fn routes() -> Router<AppState> {
@@ -27,14 +27,9 @@ pub fn routes() -> Router<AppState> {
 /// account gets the notice in their inbox at once. The regulator's deadline starts.
 #[utoipa::path(post, path = "/api/v1/breaches", tag = "residents", security(("bearer" = [])), request_body = NewBreach,
     responses(
+        CommonProblems,
         (status = 201, description = "Registered, logged and the people reached notified", body = Breach),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn register_breach(
@@ -51,14 +46,9 @@ pub(crate) async fn register_breach(
 /// The breach register, newest first (trustees).
 #[utoipa::path(get, path = "/api/v1/breaches", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Every breach, with its reach and the regulator's deadline", body = Vec<Breach>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list_breaches(
     State(state): State<AppState>,
@@ -71,14 +61,10 @@ pub(crate) async fn list_breaches(
 #[utoipa::path(get, path = "/api/v1/breaches/{id}", tag = "residents", security(("bearer" = [])),
     params(("id" = String, Path, description = "The breach's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The breach", body = Breach),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such breach", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get_breach(
     State(state): State<AppState>,
@@ -92,15 +78,11 @@ pub(crate) async fn get_breach(
 #[utoipa::path(post, path = "/api/v1/breaches/{id}/regulator-notified", tag = "residents", security(("bearer" = [])), request_body = RegulatorNotice,
     params(("id" = String, Path, description = "The breach's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Recorded and logged", body = Breach),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such breach", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn regulator_notified(
     State(state): State<AppState>,

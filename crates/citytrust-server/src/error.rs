@@ -31,6 +31,42 @@ pub struct Problem {
     pub rule: Option<String>,
 }
 
+/// The problems any JSON operation may answer about its input or its caller,
+/// documented once: an operation lists `CommonProblems` first in its
+/// `responses(…)`, then any status it describes more closely (a later entry
+/// for the same status replaces the common one).
+pub(crate) struct CommonProblems;
+
+impl utoipa::IntoResponses for CommonProblems {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        [
+            ("400", "Malformed JSON or parameters"),
+            ("401", "No valid token"),
+            ("403", "Refused"),
+            ("404", "Not found"),
+            ("413", "Body too large"),
+            ("415", "Not JSON"),
+            ("422", "Invalid fields"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/problem+json", content)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
+
 /// One thing wrong with the input: a field, or a line and column of an uploaded file.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ProblemItem {

@@ -27,6 +27,7 @@ use citytrust_model::Role;
 use citytrust_service::ServiceError;
 use citytrust_service::identity::ExternalProfile;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 use tokio::sync::RwLock;
 
@@ -60,6 +61,19 @@ struct ProviderFile {
     scopes: Vec<String>,
     #[serde(default = "default_roles")]
     roles: Vec<Role>,
+    /// Claims by which the provider vouches for whose records a person's are:
+    /// `{"claim": "household_id", "dataset": "household-electricity"}` links
+    /// the account, at each sign-in, to the records with that subject key.
+    #[serde(default)]
+    records: Vec<RecordClaim>,
+}
+
+/// A claim naming a subject key in one dataset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordClaim {
+    claim: String,
+    dataset: String,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -74,6 +88,7 @@ struct Provider {
     client_secret: Option<String>,
     scopes: Vec<String>,
     roles: Vec<Role>,
+    records: Vec<RecordClaim>,
     discovery: RwLock<Option<(Instant, Discovery)>>,
     keys: RwLock<Option<(Instant, Jwks)>>,
 }
@@ -134,6 +149,16 @@ impl Oidc {
                 return Err(format!("{at}: name and client_id are required"));
             }
             check_url(&format!("{at}: issuer"), &f.issuer)?;
+            for (j, r) in f.records.iter().enumerate() {
+                if r.claim.is_empty()
+                    || r.claim.len() > 100
+                    || !citytrust_model::validation::is_slug(&r.dataset)
+                {
+                    return Err(format!(
+                        "{at}: records [{j}] needs a claim name and a dataset id"
+                    ));
+                }
+            }
             let client_secret = match (f.client_secret, f.client_secret_file) {
                 (Some(_), Some(_)) => {
                     return Err(format!(
@@ -175,6 +200,7 @@ impl Oidc {
                 client_secret,
                 scopes,
                 roles: f.roles,
+                records: f.records,
                 discovery: RwLock::new(None),
                 keys: RwLock::new(None),
             });
@@ -373,6 +399,9 @@ impl Oidc {
             claims.email = info.email;
             claims.email_verified = info.email_verified;
         }
+        for (k, v) in other_claims(info.other) {
+            claims.other.entry(k).or_insert(v);
+        }
         Ok(())
     }
 }
@@ -388,6 +417,8 @@ struct UserInfo {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<bool>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 async fn read_limited(mut res: reqwest::Response) -> Result<Vec<u8>, String> {
@@ -635,15 +666,30 @@ async fn callback(
         )
     })?;
     let mut claims = claims;
+    let record_claims_missing = p
+        .records
+        .iter()
+        .any(|r| !claims.other.contains_key(&r.claim));
     if let Some(access_token) = access_token
-        && claims.preferred_username.is_none()
-        && claims.name.is_none()
-        && claims.email.is_none()
+        && ((claims.preferred_username.is_none()
+            && claims.name.is_none()
+            && claims.email.is_none())
+            || record_claims_missing)
     {
         oidc.userinfo(&d, &access_token, &mut claims)
             .await
             .map_err(|e| provider_down(p, &e))?;
     }
+    let records: Vec<(String, String)> = p
+        .records
+        .iter()
+        .filter_map(|r| {
+            claims
+                .other
+                .get(&r.claim)
+                .map(|key| (r.dataset.clone(), key.clone()))
+        })
+        .collect();
     let profile = ExternalProfile {
         provider: p.id.clone(),
         issuer: p.issuer.clone(),
@@ -663,6 +709,17 @@ async fn callback(
         }
         Err(e) => return Err(e.into()),
     };
+    // The records the provider vouches are theirs; a claim that cannot be
+    // honoured (no such records, linked to someone else) does not stop the sign-in.
+    for (dataset, key) in records {
+        if let Err(e) = state
+            .service
+            .link_from_identity_provider(&user.username, &dataset, &key, &p.id)
+            .await
+        {
+            tracing::warn!(provider = %p.id, dataset = %dataset, error = %e, "a records claim was not linked");
+        }
+    }
     let mut res = signed_in(&state, &user).await?;
     res.headers_mut()
         .append(header::SET_COOKIE, set_cookie(&state, LOGIN_COOKIE, "", 0));
@@ -688,6 +745,20 @@ pub(crate) struct IdClaims {
     pub name: Option<String>,
     pub email: Option<String>,
     pub email_verified: Option<bool>,
+    /// Other string claims (at most 64, each at most 200 characters), for the
+    /// provider's `records` claims.
+    pub other: BTreeMap<String, String>,
+}
+
+/// String claims beyond the standard ones, bounded.
+fn other_claims(map: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, String> {
+    map.into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) if k.len() <= 100 && s.len() <= 200 => Some((k, s)),
+            _ => None,
+        })
+        .take(64)
+        .collect()
 }
 
 /// Why an ID token was refused.
@@ -778,6 +849,8 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<bool>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Verify an ID token's signature against the provider's keys, then its
@@ -888,6 +961,7 @@ pub(crate) fn verify_id_token(
         name: claims.name,
         email: claims.email,
         email_verified: claims.email_verified,
+        other: other_claims(claims.other),
     })
 }
 
@@ -1178,5 +1252,26 @@ mod tests {
         assert!(err(r#"[{"id": "xy", "name": "X", "issuer": "https://id.example", "client_id": "c", "roles": ["king"]}]"#).contains("[0].roles"));
         // Plain HTTP is allowed on the loopback interface only.
         assert!(Oidc::from_json(r#"[{"id": "xy", "name": "X", "issuer": "http://127.0.0.1:9000", "client_id": "c"}]"#, "http://127.0.0.1:8080", None).is_ok());
+        // A records claim names its claim and a dataset id.
+        assert!(err(r#"[{"id": "xy", "name": "X", "issuer": "https://id.example", "client_id": "c", "records": [{"claim": "", "dataset": "d"}]}]"#).contains("records [0]"));
+        assert!(err(r#"[{"id": "xy", "name": "X", "issuer": "https://id.example", "client_id": "c", "records": [{"claim": "h", "dataset": "Not A Slug"}]}]"#).contains("records [0]"));
+    }
+
+    #[test]
+    fn other_string_claims_are_kept_for_records_within_bounds() {
+        let k = keys();
+        let mut c = good_claims();
+        c["household_id"] = json!("H0012");
+        c["shoe_size"] = json!(42);
+        c["essay"] = json!("x".repeat(201));
+        let claims = verify_id_token(&ed(&k, &c), &k.jwks, &expected()).unwrap();
+        assert_eq!(
+            claims.other.get("household_id").map(String::as_str),
+            Some("H0012")
+        );
+        assert!(!claims.other.contains_key("shoe_size"));
+        assert!(!claims.other.contains_key("essay"));
+        // The standard claims are not "other".
+        assert!(!claims.other.contains_key("iss") && !claims.other.contains_key("sub"));
     }
 }

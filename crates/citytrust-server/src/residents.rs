@@ -20,7 +20,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, SignedIn};
 
 pub fn routes() -> Router<AppState> {
@@ -48,14 +48,8 @@ pub fn routes() -> Router<AppState> {
 /// Your consents, objections and donations, with their history, 27560 records and signed receipts.
 #[utoipa::path(get, path = "/api/v1/me/consents", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first", body = Vec<Consent>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_consents(
     State(state): State<AppState>,
@@ -68,15 +62,10 @@ pub(crate) async fn my_consents(
 /// public-interest purpose). Your account must be linked to records in the dataset.
 #[utoipa::path(post, path = "/api/v1/me/consents", tag = "residents", security(("bearer" = [])), request_body = NewConsent,
     responses(
+        CommonProblems,
         (status = 201, description = "Recorded and logged; the body holds the ISO/IEC TS 27560 record and the signed receipt", body = Consent),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Refused (not linked; a minor without their guardian)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The same consent is already in force", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn give_consent(
     State(state): State<AppState>,
@@ -93,14 +82,9 @@ pub(crate) async fn give_consent(
 #[utoipa::path(post, path = "/api/v1/me/consents/{id}/withdraw", tag = "residents", security(("bearer" = [])),
     params(("id" = String, Path, description = "The consent's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Withdrawn and logged, with a new signed receipt", body = Consent),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "You have no such consent", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn withdraw_consent(
     State(state): State<AppState>,
@@ -113,14 +97,8 @@ pub(crate) async fn withdraw_consent(
 /// The records your account is linked to, each verified by a route the trust checked.
 #[utoipa::path(get, path = "/api/v1/me/links", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Your links", body = Vec<SubjectLink>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_links(
     State(state): State<AppState>,
@@ -132,15 +110,11 @@ pub(crate) async fn my_links(
 /// Link your account to your records with the one-time code the data owner gave you.
 #[utoipa::path(post, path = "/api/v1/me/links", tag = "residents", security(("bearer" = [])), request_body = NewLink,
     responses(
+        CommonProblems,
         (status = 201, description = "Linked (and logged under a commitment)", body = SubjectLink),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Unknown, used or expired code", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The records are linked to an account already", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a code", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn link(
     State(state): State<AppState>,
@@ -166,14 +140,8 @@ pub(crate) struct AccessParams {
 /// Who used my data: every logged read whose scope included your records.
 #[utoipa::path(get, path = "/api/v1/me/accesses", tag = "residents", security(("bearer" = [])), params(AccessParams),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first; each names its log entry", body = Vec<AccessView>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_accesses(
     State(state): State<AppState>,
@@ -191,14 +159,8 @@ pub(crate) async fn my_accesses(
 /// The commitments the public log carries for you, with the salts that open them.
 #[utoipa::path(get, path = "/api/v1/me/commitments", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first", body = Vec<CommitmentView>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_commitments(
     State(state): State<AppState>,
@@ -211,14 +173,8 @@ pub(crate) async fn my_commitments(
 /// yours: `SHA-256("citytrust-subject-v1\n" ‖ salt ‖ "\n" ‖ username)` equals its `subject`.
 #[utoipa::path(get, path = "/api/v1/me/entries", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first (entries appear once their checkpoint is signed)", body = Vec<EntryAboutMe>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_entries(
     State(state): State<AppState>,
@@ -230,14 +186,8 @@ pub(crate) async fn my_entries(
 /// Your messages from the trust: breach notices.
 #[utoipa::path(get, path = "/api/v1/me/inbox", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first", body = Vec<InboxMessage>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_inbox(
     State(state): State<AppState>,
@@ -249,14 +199,8 @@ pub(crate) async fn my_inbox(
 /// What you shared (consents, donations), what you were offered for it, and how often it was used.
 #[utoipa::path(get, path = "/api/v1/me/sharing", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first", body = Vec<SharedItem>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_sharing(
     State(state): State<AppState>,
@@ -268,14 +212,8 @@ pub(crate) async fn my_sharing(
 /// Your requests (access, rectification, erasure) and their deadlines.
 #[utoipa::path(get, path = "/api/v1/me/subject-access-requests", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Your requests", body = Vec<SubjectRequest>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn my_requests(
     State(state): State<AppState>,
@@ -288,14 +226,9 @@ pub(crate) async fn my_requests(
 /// (one month unless the trust says otherwise) is tracked and shown to the owner.
 #[utoipa::path(post, path = "/api/v1/me/subject-access-requests", tag = "residents", security(("bearer" = [])), request_body = NewSubjectRequest,
     responses(
+        CommonProblems,
         (status = 201, description = "Made, logged, deadline set", body = SubjectRequest),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Your account is linked to no records", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn make_request(
     State(state): State<AppState>,
@@ -312,14 +245,8 @@ pub(crate) async fn make_request(
 /// received them for what, your consents and requests, the retention periods.
 #[utoipa::path(get, path = "/api/v1/me/export", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "The bundle (logged; `CityTrust-Log-Entry` names the entry)", content_type = "application/json", body = Object),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn export(
     State(state): State<AppState>,
@@ -357,14 +284,11 @@ pub(crate) fn bundle_response(bundle: citytrust_service::residents::Bundle) -> R
 #[utoipa::path(post, path = "/api/v1/datasets/{id}/link-codes", tag = "residents", security(("bearer" = [])), request_body = NewLinkCode,
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 201, description = "Issued", body = IssuedLinkCode),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a member of the owner", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No records with that key; not personal data", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn issue_link_code(
     State(state): State<AppState>,
@@ -381,14 +305,8 @@ pub(crate) async fn issue_link_code(
 /// Subject requests about the datasets your organisations own, open ones first by deadline.
 #[utoipa::path(get, path = "/api/v1/subject-requests", tag = "residents", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "The owner's queue", body = Vec<SubjectRequest>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn request_queue(
     State(state): State<AppState>,
@@ -411,15 +329,10 @@ pub(crate) struct AnswerBody {
 #[utoipa::path(post, path = "/api/v1/subject-requests/{id}/answer", tag = "residents", security(("bearer" = [])), request_body = AnswerBody,
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Answered and logged", body = SubjectRequest),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request for your organisation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already answered", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn answer_request(
     State(state): State<AppState>,
@@ -440,15 +353,10 @@ pub(crate) async fn answer_request(
 #[utoipa::path(post, path = "/api/v1/subject-requests/{id}/erase", tag = "residents", security(("bearer" = [])),
     params(("id" = String, Path, description = "The erasure request's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Erased and logged", body = SubjectRequest),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request for your organisation", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already answered", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn erase(
     State(state): State<AppState>,
@@ -471,14 +379,11 @@ pub(crate) struct BirthDateBody {
 #[utoipa::path(post, path = "/api/v1/users/{username}/birth-date", tag = "residents", security(("bearer" = [])), request_body = BirthDateBody,
     params(("username" = String, Path, description = "The account")),
     responses(
+        CommonProblems,
         (status = 204, description = "Recorded"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a date, or in the future", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON or parameters", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn set_birth_date(
     State(state): State<AppState>,

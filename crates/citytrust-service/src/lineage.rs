@@ -73,6 +73,23 @@ impl Service {
                 citytrust_model::AccessLevel::Identified,
             )
             .await?;
+        // A copy of data read under residents' choices would outlive them: a
+        // withdrawal or an objection must reach every read, so such data is
+        // queried when needed, never copied into a dataset of its own.
+        if let Some((d, _, _, _)) = read.iter().find(|(_, _, _, scope)| {
+            scope
+                .as_ref()
+                .is_some_and(|s| s.rule != citytrust_model::residents::SubjectRule::All)
+        }) {
+            return Err(ServiceError::Refused {
+                rule: Some("derived-from-residents-choices".into()),
+                message: format!(
+                    "'{}' is read under its residents' consent or objections, and a withdrawal must reach \
+                     every read: query it when you need it (POST /api/v1/query) instead of deriving a copy",
+                    d.id
+                ),
+            });
+        }
         let inputs: Vec<DerivedInput> = read
             .into_iter()
             .map(|(d, version, _, _)| DerivedInput {

@@ -452,6 +452,36 @@ impl Service {
         Ok(link)
     }
 
+    /// Link an account signed in through the city's identity provider to the
+    /// records the provider vouches are theirs (a claim naming the subject
+    /// key). Already linked to them: nothing to do. Linked to someone else,
+    /// or no such records: refused (the caller logs it; the sign-in goes on).
+    pub async fn link_from_identity_provider(
+        &self,
+        username: &str,
+        dataset_id: &str,
+        subject_key: &str,
+        provider: &str,
+    ) -> Result<Option<SubjectLink>> {
+        match self.store.holder_of(dataset_id, subject_key).await? {
+            Some(holder) if holder == username => return Ok(None),
+            Some(_) => {
+                return Err(ServiceError::Conflict(format!(
+                    "a link to these records in '{dataset_id}'"
+                )));
+            }
+            None => {}
+        }
+        self.link_verified(
+            username,
+            dataset_id,
+            subject_key,
+            &format!("identity_provider:{provider}"),
+        )
+        .await
+        .map(Some)
+    }
+
     pub async fn my_links(&self, actor: &Actor) -> Result<Vec<SubjectLink>> {
         Ok(self.store.links_of(signed_in(actor)?).await?)
     }

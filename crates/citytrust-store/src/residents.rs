@@ -471,46 +471,114 @@ impl Store {
     }
 
     /// Reads whose scope included `username`'s records (newest first, those
-    /// below `before` when given), with the subject key each concerned: the
-    /// version read held the key, the subject was not erased before the read,
-    /// and the read's subject rule admitted them at the subjects revision it
-    /// was decided at — a consent (or donation) in force for its purpose and
-    /// one of its recipients, or no objection in force, or a rule that admits
-    /// everyone. Decided in SQL so that a resident who withdrew long ago is
-    /// answered as fast as one whose records are read every day.
+    /// below `before` when given, at most `limit`), with the subject key each
+    /// concerned: the version read held the key, the subject was not erased
+    /// before the read, and the read's subject rule admitted them at the
+    /// subjects revision it was decided at — a consent (or donation) in force
+    /// for its purpose and one of its recipients, or no objection in force,
+    /// or a rule that admits everyone.
+    ///
+    /// Each (version, rule) — and for consent-based reads each consent — is
+    /// one walk down an index in log order that stops at `limit` matches, so
+    /// a resident read every day is answered from the newest entries alone. A
+    /// consent-based walk stops, too, at the entry that recorded the consent:
+    /// a read decided after it was logged after it.
     pub async fn reads_touching(
         &self,
         username: &str,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<(PersonalRead, String)>> {
-        let in_force = "c.username = l.username AND c.dataset_id = r.dataset_id AND c.purpose = r.purpose \
-                        AND c.given_rev <= r.rev AND (c.withdrawn_rev IS NULL OR c.withdrawn_rev > r.rev)";
-        let sql = format!(
-            "SELECT r.log_index, r.dataset_id, r.version, r.rule, r.purpose, r.recipients, r.rev, r.at, r.body, \
-             l.subject_key FROM subject_links l \
+        const COLUMNS: &str = "r.log_index, r.dataset_id, r.version, r.rule, r.purpose, r.recipients, r.rev, r.at, r.body";
+        let before = before.unwrap_or(i64::MAX);
+        let held = sqlx::query(
+            "SELECT l.dataset_id, l.subject_key, s.version, e.erased_rev FROM subject_links l \
              JOIN subject_index s ON s.dataset_id = l.dataset_id AND s.subject_key = l.subject_key \
-             JOIN personal_reads r ON r.dataset_id = s.dataset_id AND r.version = s.version \
-             WHERE l.username = $1 AND r.log_index < $2 \
-             AND NOT EXISTS (SELECT 1 FROM erased_subjects e WHERE e.dataset_id = r.dataset_id \
-                 AND e.subject_key = l.subject_key AND e.erased_rev <= r.rev) \
-             AND ((r.rule = 'only_consenting' AND EXISTS (SELECT 1 FROM consents c WHERE {in_force} \
-                     AND c.kind IN ('consent', 'donation') \
-                     AND (c.recipient IS NULL OR (',' || r.recipients || ',') LIKE ('%,' || c.recipient || ',%')))) \
-               OR (r.rule = 'all_but_objecting' AND NOT EXISTS (SELECT 1 FROM consents c WHERE {in_force} \
-                     AND c.kind = 'objection')) \
-               OR r.rule NOT IN ('only_consenting', 'all_but_objecting')) \
-             ORDER BY r.log_index DESC LIMIT $3"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(username)
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((personal_read_from_row(r)?, r.try_get("subject_key")?)))
-            .collect()
+             LEFT JOIN erased_subjects e ON e.dataset_id = l.dataset_id AND e.subject_key = l.subject_key \
+             WHERE l.username = $1",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        let consents = self.consents_of(username).await?;
+        let mut found: Vec<(PersonalRead, String)> = Vec::new();
+        for row in &held {
+            let dataset: String = row.try_get("dataset_id")?;
+            let key: String = row.try_get("subject_key")?;
+            let version: i64 = row.try_get("version")?;
+            let erased: Option<i64> = row.try_get("erased_rev")?;
+            let mut rows = Vec::new();
+            // Reads whose rule admits everyone, or everyone who had not objected.
+            for rule in ["all", "all_but_objecting"] {
+                let objection = if rule == "all_but_objecting" {
+                    " AND NOT EXISTS (SELECT 1 FROM consents c WHERE c.username = $5 \
+                       AND c.dataset_id = r.dataset_id AND c.purpose = r.purpose AND c.kind = 'objection' \
+                       AND c.given_rev <= r.rev AND (c.withdrawn_rev IS NULL OR c.withdrawn_rev > r.rev))"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM personal_reads r WHERE r.dataset_id = $1 AND r.version = $2 \
+                     AND r.rule = '{rule}' AND r.log_index < $3{objection} \
+                     ORDER BY r.log_index DESC LIMIT $4"
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(&dataset)
+                    .bind(version)
+                    .bind(before)
+                    .bind(limit);
+                if !objection.is_empty() {
+                    q = q.bind(username);
+                }
+                rows.extend(q.fetch_all(&self.pool).await?);
+            }
+            // Consent-based reads, each consent's window of revisions.
+            for c in consents.iter().filter(|c| {
+                c.consent.dataset_id == dataset
+                    && matches!(
+                        c.consent.kind,
+                        citytrust_model::residents::ChoiceKind::Consent
+                            | citytrust_model::residents::ChoiceKind::Donation
+                    )
+            }) {
+                let after = c.consent.log_entries.first().copied().unwrap_or(-1);
+                let recipient = if c.consent.recipient_organization_id.is_some() {
+                    " AND (',' || r.recipients || ',') LIKE ('%,' || $9 || ',%')"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM personal_reads r WHERE r.dataset_id = $1 AND r.version = $2 \
+                     AND r.rule = 'only_consenting' AND r.purpose = $3 AND r.log_index < $4 AND r.log_index > $5 \
+                     AND r.rev >= $6 AND r.rev < $7{recipient} ORDER BY r.log_index DESC LIMIT $8"
+                );
+                let mut q = sqlx::query(&sql)
+                    .bind(&dataset)
+                    .bind(version)
+                    .bind(&c.consent.purpose)
+                    .bind(before)
+                    .bind(after)
+                    .bind(c.given_rev)
+                    .bind(c.withdrawn_rev.unwrap_or(i64::MAX))
+                    .bind(limit);
+                if let Some(r) = &c.consent.recipient_organization_id {
+                    q = q.bind(r);
+                }
+                rows.extend(q.fetch_all(&self.pool).await?);
+            }
+            for r in &rows {
+                let read = personal_read_from_row(r)?;
+                if erased.is_none_or(|g| g > read.rev) {
+                    found.push((read, key.clone()));
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            (b.0.log_index, &b.0.dataset_id).cmp(&(a.0.log_index, &a.0.dataset_id))
+        });
+        found.dedup_by(|a, b| a.0.log_index == b.0.log_index && a.0.dataset_id == b.0.dataset_id);
+        found.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(found)
     }
 
     // ---- subject requests ---------------------------------------------------
@@ -846,7 +914,7 @@ impl Store {
         )
         .bind(dataset_id)
         .bind(from.unwrap_or(""))
-        .bind(until.unwrap_or("\u{10ffff}"))
+        .bind(until.unwrap_or("9999-12-31T23:59:59Z"))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(personal_read_from_row).collect()

@@ -133,6 +133,28 @@ struct StorageArgs {
         default_value = "citytrust.localhost/ledger"
     )]
     ledger_origin: String,
+    #[command(flatten)]
+    rules: TrustRules,
+}
+
+/// The trust's own rules of procedure (each defaults to the law's usual figure).
+#[derive(Args, Clone)]
+struct TrustRules {
+    /// Counting trustees' votes needed before the majority decides a request.
+    #[arg(long, env = "CITYTRUST_QUORUM", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=99))]
+    quorum: u16,
+    /// Days a high-risk request stays open for public comment before the vote.
+    #[arg(long, env = "CITYTRUST_COMMENT_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u16).range(0..=366))]
+    comment_days: u16,
+    /// Days the trust has to answer a resident's subject request (one month).
+    #[arg(long, env = "CITYTRUST_SUBJECT_REQUEST_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=366))]
+    subject_request_days: u16,
+    /// Below this age a parent or guardian decides for a resident.
+    #[arg(long, env = "CITYTRUST_MINOR_AGE", default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=25))]
+    minor_age: u8,
+    /// Hours after a breach is registered within which the regulator must be told.
+    #[arg(long, env = "CITYTRUST_BREACH_NOTIFY_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u16).range(1..=8760))]
+    breach_notify_hours: u16,
 }
 
 #[derive(Args, Clone)]
@@ -339,6 +361,11 @@ async fn open_with(
         ledger_witness: Some(storage.data.join("ledger-witness")),
         ledger_tiles: Some(storage.data.join("ledger-tiles")),
         object_store: storage.object_store.clone(),
+        quorum: usize::from(storage.rules.quorum),
+        comment_days: i64::from(storage.rules.comment_days),
+        subject_request_days: i64::from(storage.rules.subject_request_days),
+        minor_age: storage.rules.minor_age,
+        breach_notify_hours: i64::from(storage.rules.breach_notify_hours),
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;

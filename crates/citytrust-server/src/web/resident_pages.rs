@@ -142,6 +142,12 @@ struct Org {
 struct DashboardPage {
     nav: Nav,
     display_name: String,
+    /// The person acted for (`for` on every form), empty when acting for oneself.
+    acting_for: String,
+    /// "as their guardian", … when acting for someone.
+    acting_as: String,
+    /// The people the viewer may act for today, as (username, label).
+    principals: Vec<(String, String)>,
     message: String,
     error: String,
     linked: Vec<LinkedDataset>,
@@ -181,6 +187,14 @@ fn party(by: &str, orgs: &BTreeMap<String, String>) -> String {
     }
 }
 
+fn linked_how(via: &str) -> String {
+    match via {
+        "link_code" => "with a code from the data owner".into(),
+        v if v.starts_with("identity_provider") => "vouched for by your sign-in service".into(),
+        other => format!("by {}", humanise(other).to_lowercase()),
+    }
+}
+
 fn choice_word(kind: ChoiceKind) -> &'static str {
     match kind {
         ChoiceKind::Consent => "You consented",
@@ -198,17 +212,84 @@ fn because_text(because: &str) -> &'static str {
     }
 }
 
+/// Who the dashboard's reader acts as: themself, or — with `for` — the person
+/// an authority in force lets them act for (refused otherwise).
+async fn acting(
+    state: &AppState,
+    viewer: &Viewer,
+    for_whom: &str,
+) -> Result<citytrust_model::Actor, PageError> {
+    let Some(session) = viewer.session() else {
+        return Err(PageError::SignIn);
+    };
+    if for_whom.is_empty() {
+        return Ok(session.actor.clone());
+    }
+    Ok(state.service.act_for(&session.actor, for_whom).await?)
+}
+
+/// A dashboard form: parsed, its CSRF token checked, and who it acts as.
+async fn acting_form(
+    state: &AppState,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Form, String, citytrust_model::Actor), PageError> {
+    let form = Form::parse(headers, body)?;
+    viewer.check_form(&form)?;
+    let for_whom = form.one("for");
+    let actor = acting(state, viewer, &for_whom).await?;
+    Ok((form, for_whom, actor))
+}
+
+fn done_url(done: &str, for_whom: &str) -> String {
+    if for_whom.is_empty() {
+        format!("/me?done={done}")
+    } else {
+        let who: String = form_urlencoded::byte_serialize(for_whom.as_bytes()).collect();
+        format!("/me?done={done}&for={who}")
+    }
+}
+
 async fn dashboard_view(
     state: &AppState,
     viewer: &Viewer,
+    for_whom: &str,
     message: &str,
     error: &str,
 ) -> PageResult {
     let Some(session) = viewer.session() else {
         return Err(PageError::SignIn);
     };
-    let actor = &session.actor;
+    let acting_actor = acting(state, viewer, for_whom).await?;
+    let actor = &acting_actor;
     let service = &state.service;
+    let today =
+        citytrust_model::access::format_day(service.now().unix_timestamp().div_euclid(86_400));
+    let me = session.user.username.clone();
+    let mut principals = Vec::new();
+    for a in service.list_authorities(&session.actor).await? {
+        if a.agent == me && a.revoked_at.is_none() && a.starts_on <= today && today <= a.ends_on {
+            let label = format!(
+                "{} (as their {})",
+                a.principal,
+                humanise(a.kind.as_str()).to_lowercase()
+            );
+            principals.push((a.principal, label));
+        }
+    }
+    let acting_as = match actor.agent() {
+        Some(agent) => format!("as their {}", humanise(agent.kind.as_str()).to_lowercase()),
+        None => String::new(),
+    };
+    let display_name = match actor.username() {
+        Some(u) if actor.agent().is_some() => service
+            .get_user(u)
+            .await
+            .map(|u| u.display_name)
+            .unwrap_or_else(|_| u.to_string()),
+        _ => session.user.display_name.clone(),
+    };
     let orgs = organization_names(state).await?;
     let org_name = |id: &Option<String>| match id {
         Some(id) => orgs.get(id).cloned().unwrap_or_else(|| id.clone()),
@@ -273,11 +354,7 @@ async fn dashboard_view(
             id: dataset.id.clone(),
             title: dataset.metadata.title.clone(),
             subject_key: link.subject_key.clone(),
-            linked: format!(
-                "{} ({})",
-                day_of(&link.linked_at),
-                humanise(&link.via).to_lowercase()
-            ),
+            linked: format!("{}, {}", day_of(&link.linked_at), linked_how(&link.via)),
             notice: terms.notice.clone(),
             retention: terms
                 .retention_note
@@ -391,7 +468,14 @@ async fn dashboard_view(
     .collect();
     let page = DashboardPage {
         nav: viewer.nav("me"),
-        display_name: session.user.display_name.clone(),
+        display_name,
+        acting_for: if actor.agent().is_some() {
+            for_whom.to_string()
+        } else {
+            String::new()
+        },
+        acting_as,
+        principals,
         message: message.to_string(),
         error: error.to_string(),
         linked,
@@ -424,42 +508,45 @@ async fn dashboard(
     viewer: Viewer,
     RawQuery(raw): RawQuery,
 ) -> PageResult {
-    let message = match raw.as_deref().unwrap_or("") {
-        "done=link" => "Your records are linked to your account.",
+    let done = super::query_param(raw.as_deref(), "done").unwrap_or_default();
+    let message = match done.as_str() {
+        "link" => "Your records are linked to your account.",
         "done=consent" => {
             "Your choice is recorded. A signed receipt is in your records (API: /api/v1/me/consents)."
         }
         "done=withdraw" => {
             "Withdrawn. From the very next read, your records are left out of this use."
         }
-        "done=request" => "Your request is sent. The data owner must answer by the date shown.",
+        "request" => "Your request is sent. The data owner must answer by the date shown.",
         _ => "",
     };
-    dashboard_view(&state, &viewer, message, "").await
+    let for_whom = super::query_param(raw.as_deref(), "for").unwrap_or_default();
+    dashboard_view(&state, &viewer, &for_whom, message, "").await
 }
 
 /// A refusal the resident can act on is shown on the dashboard; anything else is an error page.
 async fn outcome<T>(
     state: &AppState,
     viewer: &Viewer,
+    for_whom: &str,
     result: Result<T, ServiceError>,
     done: &str,
 ) -> PageResult {
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/me?done={done}")).into_response()),
+        Ok(_) => Ok(Redirect::to(&done_url(done, for_whom)).into_response()),
         Err(ServiceError::Invalid(v)) => {
             let text =
                 v.0.iter()
                     .map(|e| format!("{}: {}", humanise(&e.field), e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-            dashboard_view(state, viewer, "", &text).await
+            dashboard_view(state, viewer, for_whom, "", &text).await
         }
         Err(
             e @ (ServiceError::Refused { .. }
             | ServiceError::Conflict(_)
             | ServiceError::Forbidden(_)),
-        ) => dashboard_view(state, viewer, "", &e.to_string()).await,
+        ) => dashboard_view(state, viewer, for_whom, "", &e.to_string()).await,
         Err(other) => Err(other.into()),
     }
 }
@@ -470,18 +557,17 @@ async fn link(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
     let result = state
         .service
         .link_with_code(
-            &session.actor,
+            &actor,
             NewLink {
                 code: form.one("code"),
             },
         )
         .await;
-    outcome(&state, &viewer, result, "link").await
+    outcome(&state, &viewer, &for_whom, result, "link").await
 }
 
 async fn give_consent(
@@ -490,8 +576,7 @@ async fn give_consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
     let kind = match form.one("kind").as_str() {
         "objection" => ChoiceKind::Objection,
         "donation" => ChoiceKind::Donation,
@@ -504,8 +589,8 @@ async fn give_consent(
         kind,
         reward: None,
     };
-    let result = state.service.give_consent(&session.actor, new).await;
-    outcome(&state, &viewer, result, "consent").await
+    let result = state.service.give_consent(&actor, new).await;
+    outcome(&state, &viewer, &for_whom, result, "consent").await
 }
 
 async fn withdraw_consent(
@@ -515,10 +600,9 @@ async fn withdraw_consent(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
-    let result = state.service.withdraw_consent(&session.actor, &id).await;
-    outcome(&state, &viewer, result, "withdraw").await
+    let (_, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+    let result = state.service.withdraw_consent(&actor, &id).await;
+    outcome(&state, &viewer, &for_whom, result, "withdraw").await
 }
 
 async fn make_request(
@@ -527,21 +611,24 @@ async fn make_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
     let Some(kind) = SubjectRequestKind::parse(&form.one("kind")) else {
-        return dashboard_view(&state, &viewer, "", "Choose what you are asking for.").await;
+        return dashboard_view(
+            &state,
+            &viewer,
+            &for_whom,
+            "",
+            "Choose what you are asking for.",
+        )
+        .await;
     };
     let new = NewSubjectRequest {
         kind,
         dataset_id: form.opt("dataset_id"),
         details: form.one("details"),
     };
-    let result = state
-        .service
-        .make_subject_request(&session.actor, new)
-        .await;
-    outcome(&state, &viewer, result, "request").await
+    let result = state.service.make_subject_request(&actor, new).await;
+    outcome(&state, &viewer, &for_whom, result, "request").await
 }
 
 /// The export bundle, as a download (a POST: making it writes a log entry).
@@ -551,9 +638,8 @@ async fn export(
     headers: HeaderMap,
     body: Bytes,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
-    let bundle = state.service.my_export(&session.actor).await?;
+    let (_, _, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+    let bundle = state.service.my_export(&actor).await?;
     Ok(crate::residents::bundle_response(bundle))
 }
 

@@ -12,3 +12,8 @@ CREATE INDEX ledger_index_subject ON ledger_index (subject);
 -- the planner may walk every consent of the dataset for every link (quadratic:
 -- 0.8 s for 2,000 households in the bench).
 CREATE INDEX consents_by_subject ON consents (username, dataset_id, purpose);
+
+-- "Who used my data" walks these in log order, one (version, rule) — and for
+-- consent-based reads one purpose — at a time, and stops at a page's worth.
+CREATE INDEX personal_reads_by_rule ON personal_reads (dataset_id, version, rule, log_index);
+CREATE INDEX personal_reads_by_purpose ON personal_reads (dataset_id, version, rule, purpose, log_index);

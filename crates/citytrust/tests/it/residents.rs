@@ -222,6 +222,23 @@ async fn consent_decides_every_read_withdrawal_is_immediate_and_erasure_reaches_
     )
     .await;
     assert_eq!(q, json!([{"household": "H-2", "n": 2}]), "{q}");
+    // No copy outlives a withdrawal: data read under residents' consent is
+    // not derived into a dataset of its own.
+    let derived = app
+        .post_json(
+            "/api/v1/derived-datasets",
+            Some(&analyst),
+            &json!({
+                "dataset": {"title": "Peaks", "description": "d", "owner_organization_id": "uni", "spectrum": "shared_specific"},
+                "sql": format!("SELECT household, COUNT(*) AS n FROM {} GROUP BY household", id.replace('-', "_")),
+                "purpose": "research"}),
+        )
+        .await;
+    let refusal = assert_problem(derived, 403, "refused", None).await;
+    assert_eq!(
+        refusal["rule"], "derived-from-residents-choices",
+        "{refusal}"
+    );
 
     // Withdrawal: the very next read has none of the resident's rows.
     let cid = consent["id"].as_str().unwrap();

@@ -1663,3 +1663,118 @@ async fn only_trustees_see_the_breach_register_and_a_bad_form_keeps_its_answers(
     assert!(text.contains("name at least one dataset"), "{text}");
     assert_eq!(app.service.store().breaches().await.unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_guardian_acts_for_their_child_through_the_dashboard_and_nobody_acts_without_authority() {
+    use citytrust_model::Role;
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = crate::residents::personal_dataset(&app, &alice).await;
+    for name in ["kim", "guardian"] {
+        app.service
+            .insert_user(crate::harness::user(name, vec![Role::Resident], vec![]))
+            .await
+            .unwrap();
+    }
+    let admin = app.token("admin").await;
+    let res = app
+        .post_json(
+            "/api/v1/users/kim/birth-date",
+            Some(&admin),
+            &json!({"birth_date": "2014-01-10"}),
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    app.service
+        .link_verified("kim", &id, "H-1", "test")
+        .await
+        .unwrap();
+    let res = app
+        .post_json(
+            "/api/v1/authorities",
+            Some(&admin),
+            &json!({"agent": "guardian", "principal": "kim", "kind": "guardian", "scope": "Data decisions.",
+                    "evidence": "Birth certificate seen, ref. T-1.", "starts_on": "2026-03-01", "ends_on": "2030-01-01"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+
+    // The child cannot consent alone; the page says why.
+    let mut kim = Browser::new(&app);
+    kim.sign_in("kim").await;
+    let csrf = kim.csrf().await;
+    let consent = |csrf: String, for_whom: &'static str| {
+        vec![
+            ("csrf".to_string(), csrf),
+            ("for".to_string(), for_whom.to_string()),
+            ("dataset_id".to_string(), id.clone()),
+            ("purpose".to_string(), "research".to_string()),
+            ("kind".to_string(), "consent".to_string()),
+        ]
+    };
+    let form = consent(csrf, "");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let res = kim.post("/me/consents", &pairs).await;
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("your parent or guardian")
+    );
+
+    // The guardian switches to the child's data and consents for them.
+    let mut g = Browser::new(&app);
+    g.sign_in("guardian").await;
+    let page = g.get("/me").await.text().await.unwrap();
+    assert!(
+        page.contains("Act for someone you are authorised to help"),
+        "{page}"
+    );
+    assert!(page.contains("kim (as their guardian)"), "{page}");
+    let page = g.get("/me?for=kim").await.text().await.unwrap();
+    assert!(page.contains("You are acting on behalf of"), "{page}");
+    assert!(page.contains("<strong>H-1</strong>"), "{page}");
+    let form = consent(hidden(&page, "csrf"), "kim");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let res = g.post("/me/consents", &pairs).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/me?done=consent&for=kim");
+    let page = g
+        .get("/me?done=consent&for=kim")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("your guardian on your behalf"), "{page}");
+    // The child sees who did it.
+    let page = kim.get("/me").await.text().await.unwrap();
+    assert!(page.contains("your guardian on your behalf"), "{page}");
+
+    // Nobody acts for a person without an authority: not the child for the
+    // guardian, not the owner for the child, not by page nor by form.
+    let res = kim.get("/me?for=guardian").await;
+    assert_eq!(res.status(), 403);
+    let mut owner = Browser::new(&app);
+    owner.sign_in("alice").await;
+    assert_eq!(owner.get("/me?for=kim").await.status(), 403);
+    let csrf = owner.csrf().await;
+    let form = consent(csrf.clone(), "kim");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(owner.post("/me/consents", &pairs).await.status(), 403);
+    assert_eq!(
+        owner
+            .post("/me/export", &[("csrf", &csrf), ("for", "kim")])
+            .await
+            .status(),
+        403
+    );
+    let kim_token = app.token("kim").await;
+    let consents: serde_json::Value = app
+        .get("/api/v1/me/consents", Some(&kim_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(consents.as_array().unwrap().len(), 1, "{consents}");
+}
