@@ -24,75 +24,12 @@ use futures::StreamExt;
 
 use crate::{QueryError, Result};
 
-/// Subject keys, as a set looked up once per row. Keys of at most
-/// [`INLINE`] bytes (ids like `H000123`, UPRNs, meter numbers) are kept inside
-/// the table itself, so a lookup touches one cache line instead of following
-/// a pointer to each candidate's text.
-#[derive(Debug)]
-pub enum KeySet {
-    Inline(AHashSet<InlineKey>),
-    Text(AHashSet<String>),
-}
-
-/// Longest key kept inline.
-pub const INLINE: usize = 23;
-
-/// A short key: its length, then its bytes padded with zeros.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InlineKey([u8; INLINE + 1]);
-
-impl InlineKey {
-    fn new(s: &str) -> Option<InlineKey> {
-        let b = s.as_bytes();
-        if b.len() > INLINE {
-            return None;
-        }
-        let mut k = [0u8; INLINE + 1];
-        k[0] = b.len() as u8;
-        k[1..=b.len()].copy_from_slice(b);
-        Some(InlineKey(k))
-    }
-}
-
-impl KeySet {
-    pub fn contains(&self, key: &str) -> bool {
-        match self {
-            // Every key is short: a longer value is none of them.
-            KeySet::Inline(set) => InlineKey::new(key).is_some_and(|k| set.contains(&k)),
-            KeySet::Text(set) => set.contains(key),
-        }
-    }
-    pub fn len(&self) -> usize {
-        match self {
-            KeySet::Inline(set) => set.len(),
-            KeySet::Text(set) => set.len(),
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl FromIterator<String> for KeySet {
-    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
-        let keys: Vec<String> = iter.into_iter().collect();
-        match keys
-            .iter()
-            .map(|k| InlineKey::new(k))
-            .collect::<Option<AHashSet<InlineKey>>>()
-        {
-            Some(inline) => KeySet::Inline(inline),
-            None => KeySet::Text(keys.into_iter().collect()),
-        }
-    }
-}
-
 /// Which rows of a personal dataset a read gets, by their subject key.
 #[derive(Debug, Clone)]
 pub struct SubjectFilter {
     /// The subject-key column.
     pub column: String,
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<AHashSet<String>>,
     /// `true`: only rows whose key is in `keys` (rows without a key are left
     /// out). `false`: every row except those whose key is in `keys`.
     pub keep: bool,
@@ -147,7 +84,7 @@ fn quoted(name: &str) -> String {
 
 #[derive(Debug)]
 struct SubjectIn {
-    keys: Arc<KeySet>,
+    keys: Arc<AHashSet<String>>,
     keep: bool,
     signature: Signature,
 }
@@ -339,28 +276,5 @@ mod rejects_tests {
              4,2,kwh,not a number,\"H-20,abc,2026-01-01\"\n\
              5,3,when,bad date,\"H-3,1.5,yesterday\"\n"
         );
-    }
-}
-
-#[cfg(test)]
-mod key_set_tests {
-    use super::KeySet;
-
-    #[test]
-    fn short_and_long_keys_are_found_exactly() {
-        let short: KeySet = ["H0001".to_string(), "H0002".into(), String::new()]
-            .into_iter()
-            .collect();
-        assert!(matches!(short, KeySet::Inline(_)));
-        assert!(short.contains("H0001") && short.contains("") && !short.contains("H000"));
-        assert!(!short.contains("H00010") && !short.contains(&"H0001".repeat(10)));
-        let long = "x".repeat(24);
-        let mixed: KeySet = ["H0001".to_string(), long.clone()].into_iter().collect();
-        assert!(matches!(mixed, KeySet::Text(_)));
-        assert!(mixed.contains("H0001") && mixed.contains(&long) && !mixed.contains("H0002"));
-        // Zero bytes cannot stand in for padding.
-        let z: KeySet = ["a".to_string()].into_iter().collect();
-        assert!(!z.contains("a\0"));
-        assert_eq!(z.len(), 1);
     }
 }

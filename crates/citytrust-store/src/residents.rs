@@ -100,17 +100,45 @@ async fn bump_subjects_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Re
 
 const REV: &str = "(SELECT value FROM counters WHERE name = 'subjects_revision')";
 
-/// Keys and the revision they were read at, from one statement (one snapshot).
-fn keys_and_rev(rows: &[sqlx::any::AnyRow]) -> Result<(Vec<String>, Option<i64>)> {
-    let rev = match rows.first() {
-        Some(r) => Some(r.try_get::<i64, _>("rev")?),
-        None => None,
+/// A query for the keys that `inner` (one text column `k`) selects, packed
+/// into one row — each key as `<length in characters>:<key>` — with the
+/// subjects revision: one statement (one snapshot), and one row to decode
+/// instead of one per key (90,000 rows through the driver cost 0.3 s).
+fn packed_keys_sql(backend: crate::Backend, inner: &str) -> String {
+    let concat = match backend {
+        crate::Backend::Sqlite => "group_concat",
+        crate::Backend::Postgres => "string_agg",
     };
-    let keys = rows
-        .iter()
-        .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((keys, rev))
+    format!(
+        "SELECT {concat}(CAST(length(k) AS TEXT) || ':' || k, '') AS keys, {REV} AS rev FROM ({inner}) packed"
+    )
+}
+
+/// The keys and revision of a [`packed_keys_sql`] row.
+fn unpack_keys(row: &sqlx::any::AnyRow) -> Result<(Vec<String>, i64)> {
+    let rev: i64 = row.try_get("rev")?;
+    let packed: Option<String> = row.try_get("keys")?;
+    Ok((unpack(packed.as_deref().unwrap_or(""))?, rev))
+}
+
+fn unpack(mut text: &str) -> Result<Vec<String>> {
+    let bad = || StoreError::Corrupt("packed subject keys".into());
+    let mut keys = Vec::new();
+    while !text.is_empty() {
+        let (n, rest) = text.split_once(':').ok_or_else(bad)?;
+        let n: usize = n.parse().map_err(|_| bad())?;
+        let end = rest
+            .char_indices()
+            .nth(n)
+            .map(|(i, _)| i)
+            .unwrap_or(rest.len());
+        if rest[..end].chars().count() != n {
+            return Err(bad());
+        }
+        keys.push(rest[..end].to_string());
+        text = &rest[end..];
+    }
+    Ok(keys)
 }
 
 fn in_list(first: usize, n: usize) -> String {
@@ -138,8 +166,8 @@ impl Store {
         purpose: &str,
         recipients: &[String],
     ) -> Result<(Vec<String>, i64)> {
-        let sql = format!(
-            "SELECT DISTINCT l.subject_key, {REV} AS rev FROM consents c JOIN subject_links l \
+        let inner = format!(
+            "SELECT DISTINCT l.subject_key AS k FROM consents c JOIN subject_links l \
              ON l.username = c.username AND l.dataset_id = c.dataset_id \
              WHERE c.dataset_id = $1 AND c.purpose = $2 AND c.withdrawn_rev IS NULL \
              AND c.kind IN ('consent', 'donation') \
@@ -151,20 +179,12 @@ impl Store {
                 format!(" OR c.recipient IN ({})", in_list(3, recipients.len()))
             }
         );
+        let sql = packed_keys_sql(self.backend, &inner);
         let mut q = sqlx::query(&sql).bind(dataset_id).bind(purpose);
         for r in recipients {
             q = q.bind(r);
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        let (keys, rev) = keys_and_rev(&rows)?;
-        Ok((keys, self.rev_or_now(rev).await?))
-    }
-
-    async fn rev_or_now(&self, rev: Option<i64>) -> Result<i64> {
-        match rev {
-            Some(r) => Ok(r),
-            None => self.subjects_revision().await,
-        }
+        unpack_keys(&q.fetch_one(&self.pool).await?)
     }
 
     /// Subject keys with an objection in force to `purpose` (when given), plus
@@ -174,20 +194,18 @@ impl Store {
         dataset_id: &str,
         purpose: Option<&str>,
     ) -> Result<(Vec<String>, i64)> {
-        let rows = sqlx::query(&format!(
-            "SELECT u.subject_key, {REV} AS rev FROM (\
-             SELECT l.subject_key FROM consents c JOIN subject_links l \
+        let inner = "SELECT l.subject_key AS k FROM consents c JOIN subject_links l \
              ON l.username = c.username AND l.dataset_id = c.dataset_id \
              WHERE c.dataset_id = $1 AND c.purpose = $2 AND c.withdrawn_rev IS NULL \
              AND c.kind = 'objection' \
-             UNION SELECT subject_key FROM erased_subjects WHERE dataset_id = $1) u"
-        ))
-        .bind(dataset_id)
-        .bind(purpose.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?;
-        let (keys, rev) = keys_and_rev(&rows)?;
-        Ok((keys, self.rev_or_now(rev).await?))
+             UNION SELECT subject_key FROM erased_subjects WHERE dataset_id = $1";
+        let sql = packed_keys_sql(self.backend, inner);
+        let row = sqlx::query(&sql)
+            .bind(dataset_id)
+            .bind(purpose.unwrap_or(""))
+            .fetch_one(&self.pool)
+            .await?;
+        unpack_keys(&row)
     }
 
     pub async fn erased_keys(&self, dataset_id: &str) -> Result<Vec<String>> {
@@ -542,15 +560,26 @@ impl Store {
                     )
             }) {
                 let after = c.consent.log_entries.first().copied().unwrap_or(-1);
+                let mut next = 8;
                 let recipient = if c.consent.recipient_organization_id.is_some() {
-                    " AND (',' || r.recipients || ',') LIKE ('%,' || $9 || ',%')"
+                    next += 1;
+                    " AND (',' || r.recipients || ',') LIKE ('%,' || $8 || ',%')"
                 } else {
                     ""
+                };
+                // A consent in force: walk down from the newest read. A
+                // withdrawn one: the reads decided in its window of revisions
+                // (by the rev index), however long ago it ended.
+                let open = c.withdrawn_rev.is_none();
+                let order = if open {
+                    format!(" ORDER BY r.log_index DESC LIMIT ${next}")
+                } else {
+                    String::new()
                 };
                 let sql = format!(
                     "SELECT {COLUMNS} FROM personal_reads r WHERE r.dataset_id = $1 AND r.version = $2 \
                      AND r.rule = 'only_consenting' AND r.purpose = $3 AND r.log_index < $4 AND r.log_index > $5 \
-                     AND r.rev >= $6 AND r.rev < $7{recipient} ORDER BY r.log_index DESC LIMIT $8"
+                     AND r.rev >= $6 AND r.rev < $7{recipient}{order}"
                 );
                 let mut q = sqlx::query(&sql)
                     .bind(&dataset)
@@ -559,10 +588,12 @@ impl Store {
                     .bind(before)
                     .bind(after)
                     .bind(c.given_rev)
-                    .bind(c.withdrawn_rev.unwrap_or(i64::MAX))
-                    .bind(limit);
+                    .bind(c.withdrawn_rev.unwrap_or(i64::MAX));
                 if let Some(r) = &c.consent.recipient_organization_id {
                     q = q.bind(r);
+                }
+                if open {
+                    q = q.bind(limit);
                 }
                 rows.extend(q.fetch_all(&self.pool).await?);
             }
@@ -1046,4 +1077,21 @@ fn personal_read_from_row(r: &sqlx::any::AnyRow) -> Result<PersonalRead> {
         at: r.try_get("at")?,
         body: r.try_get("body")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unpack;
+
+    #[test]
+    fn packed_keys_come_back_exactly() {
+        assert_eq!(unpack("").unwrap(), Vec::<String>::new());
+        assert_eq!(
+            unpack("5:H00017:a:b,c:d0:3:çé€").unwrap(),
+            ["H0001", "a:b,c:d", "", "çé€"]
+        );
+        for bad in ["5:H00", "x:abc", "3abc", "2:é"] {
+            assert!(unpack(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -17,3 +17,4 @@ CREATE INDEX consents_by_subject ON consents (username, dataset_id, purpose);
 -- consent-based reads one purpose — at a time, and stops at a page's worth.
 CREATE INDEX personal_reads_by_rule ON personal_reads (dataset_id, version, rule, log_index);
 CREATE INDEX personal_reads_by_purpose ON personal_reads (dataset_id, version, rule, purpose, log_index);
+CREATE INDEX personal_reads_by_rev ON personal_reads (dataset_id, version, rule, purpose, rev);
