@@ -10,6 +10,7 @@
 //!      the per-node filter cache warm (the subjects revision unchanged), and
 //!      cold (the revision moved on before every read, as after any consent
 //!      anywhere, so the 90,000 keys are fetched from SQL again).
+//!
 //!    Runs are interleaved and the medians compared.
 //! 2. "Who used my data" (`Service::my_accesses`) once the log holds
 //!    1,000,000 entries, 100,000 of them reads of the personal dataset.
