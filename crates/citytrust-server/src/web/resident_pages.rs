@@ -511,12 +511,10 @@ async fn dashboard(
     let done = super::query_param(raw.as_deref(), "done").unwrap_or_default();
     let message = match done.as_str() {
         "link" => "Your records are linked to your account.",
-        "done=consent" => {
+        "consent" => {
             "Your choice is recorded. A signed receipt is in your records (API: /api/v1/me/consents)."
         }
-        "done=withdraw" => {
-            "Withdrawn. From the very next read, your records are left out of this use."
-        }
+        "withdraw" => "Withdrawn. From the very next read, your records are left out of this use.",
         "request" => "Your request is sent. The data owner must answer by the date shown.",
         _ => "",
     };

@@ -1550,6 +1550,9 @@ async fn the_resident_dashboard_links_records_gives_and_withdraws_consent_and_as
         )
         .await;
     assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/me?done=withdraw");
+    let page = b.get("/me?done=withdraw").await.text().await.unwrap();
+    assert!(page.contains("From the very next read"), "{page}");
     let resident = app.token("resident").await;
     let consents: serde_json::Value = app
         .get("/api/v1/me/consents", Some(&resident))
