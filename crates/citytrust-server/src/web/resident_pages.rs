@@ -494,13 +494,18 @@ async fn dashboard_view(
         entries,
         request_kinds,
     };
-    let html = page.render()?;
-    let status = if error.is_empty() {
-        StatusCode::OK
-    } else {
+    render_form_page(&page, !error.is_empty())
+}
+
+/// A page that may carry a form's errors: 422 when it does, so clients and
+/// tests can tell a refused form from a shown page.
+fn render_form_page(page: &impl Template, failed: bool) -> PageResult {
+    let status = if failed {
         StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
     };
-    Ok((status, axum::response::Html(html)).into_response())
+    Ok((status, axum::response::Html(page.render()?)).into_response())
 }
 
 async fn dashboard(
@@ -744,13 +749,7 @@ async fn breaches_view(
         datasets,
         form,
     };
-    let html = page.render()?;
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::response::Html(html)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn breaches_page(
