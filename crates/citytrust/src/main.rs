@@ -2,6 +2,7 @@
 
 mod demo;
 mod import;
+mod release;
 mod verify;
 
 use std::io::{BufRead, IsTerminal};
@@ -84,6 +85,12 @@ enum Command {
         #[arg(long, value_parser = ["csv", "tsv", "json", "ndjson", "geojson", "parquet"])]
         format: Option<String>,
     },
+    /// Anonymise a CSV table for release: k-anonymity by generalisation and
+    /// suppression (optionally l-diversity or t-closeness); writes the table and
+    /// prints the report (transformation, suppression, information loss, risk) as JSON.
+    Anonymise(release::AnonymiseArgs),
+    /// Print the re-identification risk of a CSV table on its quasi-identifiers, as JSON.
+    Risk(release::RiskArgs),
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -178,6 +185,12 @@ struct ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The release tools need no runtime and no log set-up: their output is the JSON report.
+    let cli = match cli.command {
+        Command::Anonymise(args) => return release::anonymise(args),
+        Command::Risk(args) => return release::risk(args),
+        command => Cli { command },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CITYTRUST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -320,6 +333,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        // Dispatched in `main` before the runtime starts.
+        Command::Anonymise(args) => release::anonymise(args),
+        Command::Risk(args) => release::risk(args),
     }
 }
 
