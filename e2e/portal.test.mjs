@@ -63,6 +63,13 @@ test('public pages are accessible and readable without signing in', async () => 
   await page.goto(`${BASE}/datasets/barcelona-districts`);
   assert.ok(await page.getByRole('img', { name: /Map of/ }).isVisible());
   assert.ok(await page.locator('svg.map .map-areas path').count() >= 10);
+  // The Citi Bike trips carry their re-identification risk report, public like the quality shares.
+  await page.goto(`${BASE}/datasets/citibike-jersey-city-trips`);
+  const risk = page.getByRole('region', { name: /Re-identification risk/ });
+  assert.ok(await risk.isVisible());
+  assert.match(await risk.locator('.risk-summary').innerText(), /records .* are unique on these columns/);
+  const combination = risk.getByRole('row', { name: /^birth year \+ gender \+ start station id\b/ });
+  assert.equal(await combination.locator('td').nth(1).innerText(), '522');
   await page.context().close();
 });
 

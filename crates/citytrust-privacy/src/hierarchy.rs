@@ -283,8 +283,17 @@ fn nice_width(at_least: f64) -> f64 {
     10.0 * magnitude
 }
 
+/// The next level's width: a whole multiple of `width` (so every interval
+/// lies inside one of the next level's — the hierarchy stays a tree) and
+/// still a "nice" 1, 2 or 5 × 10ⁿ: 1 → 2 → 10 → 20 → 100, 5 → 10.
 fn next_nice(width: f64) -> f64 {
-    nice_width(width * 1.5)
+    let magnitude = 10f64.powf(width.log10().floor());
+    let leading = (width / magnitude).round();
+    if leading == 2.0 {
+        width * 5.0
+    } else {
+        width * 2.0
+    }
 }
 
 fn format_bound(value: f64, width: f64) -> String {
@@ -529,6 +538,22 @@ mod tests {
         // every level is coarser than the last
         for level in 1..h.levels() {
             assert!(h.cardinality(level) <= h.cardinality(level - 1));
+        }
+        // Nested widths at every level (5, 10, 20, 100 …: each a multiple of the
+        // last), so the intervals form a tree whatever the values.
+        let all: Vec<String> = (17..=90).map(|a| a.to_string()).collect();
+        let h = Hierarchy::automatic(all.iter().map(String::as_str), "age", None).unwrap();
+        assert_eq!(h.label_of("45", 3), Some("[40, 60)"));
+        assert_eq!(h.label_of("45", 4), Some("[0, 100)"));
+        for (w, next) in [
+            (1.0, 2.0),
+            (2.0, 10.0),
+            (5.0, 10.0),
+            (10.0, 20.0),
+            (0.2, 1.0),
+            (50.0, 100.0),
+        ] {
+            assert!((next_nice(w) - next).abs() < 1e-9, "{w} → {}", next_nice(w));
         }
 
         let h = Hierarchy::automatic(["08001", "08002", "08010"], "postcode", None).unwrap();

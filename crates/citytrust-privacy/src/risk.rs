@@ -11,12 +11,12 @@
 //!   share of records re-identified (classes ÷ records for a whole population).
 
 use ahash::AHashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A record is at risk when its risk exceeds this (a class of fewer than 5).
 pub const DEFAULT_THRESHOLD: f64 = 0.2;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RiskReport {
     pub records: usize,
     pub equivalence_classes: usize,
@@ -36,7 +36,7 @@ pub struct RiskReport {
     pub marketer: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelRisk {
     /// The highest risk of any record.
     pub highest: f64,

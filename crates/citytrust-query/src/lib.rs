@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod objects;
 pub mod preview;
 pub mod quality;
+pub mod risk;
 pub mod sql;
 pub mod subjects;
 mod values;

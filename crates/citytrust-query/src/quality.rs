@@ -49,6 +49,9 @@ pub struct QualityStatement {
     /// Duplicate key values, when key columns are declared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeyQuality>,
+    /// Re-identification risk on the declared quasi-identifiers (counts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<crate::risk::RiskStatement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +218,7 @@ pub async fn measure(
             rows: 0,
             columns: Vec::new(),
             keys: None,
+            risk: None,
         });
     };
     let rows = scalar_u64(&first, 0);
@@ -374,6 +378,7 @@ pub async fn measure(
         rows,
         columns: out,
         keys,
+        risk: None,
     })
 }
 

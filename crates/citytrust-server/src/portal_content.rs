@@ -78,6 +78,80 @@ pub struct ContentView {
     pub may_ask_download: bool,
     /// (id, name) of the purposes, the viewer's agreements' purposes first.
     pub purposes: Vec<(String, String)>,
+    /// The re-identification risk on the declared quasi-identifiers (R-PRV-6).
+    pub risk: Option<RiskView>,
+}
+
+/// The risk report as the dataset page shows it (counts and shares only).
+pub struct RiskView {
+    pub quasi: String,
+    pub missing: String,
+    pub summary: String,
+    pub records: String,
+    pub classes: String,
+    pub unique: String,
+    pub prosecutor_highest: String,
+    pub prosecutor_average: String,
+    pub at_risk: String,
+    pub journalist_highest: String,
+    pub marketer: String,
+    /// (columns, classes, unique records, uniqueness, records at risk), most singling-out first.
+    pub combinations: Vec<(String, String, String, String, String)>,
+}
+
+fn risk_view(r: &citytrust_query::risk::RiskStatement) -> RiskView {
+    let o = &r.overall;
+    let summary = if o.unique_records == 0 && o.prosecutor.records_at_risk == 0 {
+        format!(
+            "No record is unique on these columns, and none has a re-identification risk above {}.",
+            percent(o.threshold)
+        )
+    } else {
+        format!(
+            "{} of {} records ({}) are unique on these columns: anyone who knows those facts about a person in the data finds their row. {} records ({}) have a re-identification risk above {}. This data is not fit to be published open as it is.",
+            thousands(o.unique_records as i64),
+            thousands(o.records as i64),
+            percent(o.uniqueness),
+            thousands(o.prosecutor.records_at_risk as i64),
+            percent(o.prosecutor.share_at_risk),
+            percent(o.threshold)
+        )
+    };
+    RiskView {
+        quasi: r.quasi_identifiers.join(", "),
+        missing: r.missing.join(", "),
+        summary,
+        records: thousands(o.records as i64),
+        classes: thousands(o.equivalence_classes as i64),
+        unique: format!(
+            "{} ({})",
+            thousands(o.unique_records as i64),
+            percent(o.uniqueness)
+        ),
+        prosecutor_highest: percent(o.prosecutor.highest),
+        prosecutor_average: percent(o.prosecutor.average),
+        at_risk: format!(
+            "{} ({})",
+            thousands(o.prosecutor.records_at_risk as i64),
+            percent(o.prosecutor.share_at_risk)
+        ),
+        journalist_highest: percent(o.journalist.highest),
+        marketer: percent(o.marketer),
+        combinations: r
+            .combinations
+            .iter()
+            .take(10)
+            .map(|c| {
+                (
+                    c.columns.join(" + "),
+                    thousands(c.equivalence_classes as i64),
+                    thousands(c.unique_records as i64),
+                    percent(c.uniqueness),
+                    thousands(c.records_at_risk as i64),
+                )
+            })
+            .collect(),
+    }
 }
 
 pub struct ReportRow {
@@ -285,6 +359,7 @@ pub async fn content_view(
     view.columns = latest.quality.columns.iter().map(column_row).collect();
     view.completeness_svg = completeness_chart(&latest.quality.columns);
     view.findings = findings(latest);
+    view.risk = latest.quality.risk.as_ref().map(risk_view);
     view.versions = versions
         .iter()
         .map(|v| VersionRow {

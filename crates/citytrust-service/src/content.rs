@@ -433,10 +433,17 @@ impl Service {
             subjects = citytrust_query::subjects::distinct_keys(&file, &column).await?;
         }
         let rules = self.quality_rules(&upload.dataset.id).await?;
-        let quality = citytrust_query::quality::measure(
+        let mut quality = citytrust_query::quality::measure(
             &staged.join("data.parquet"),
             &report.columns,
             &rules,
+        )
+        .await?;
+        quality.risk = citytrust_query::risk::measure_risk(
+            &staged.join("data.parquet"),
+            &report.columns,
+            &upload.dataset.metadata.column_classes.quasi_identifying,
+            quality.rows,
         )
         .await?;
 

@@ -91,6 +91,9 @@ enum Command {
     Anonymise(release::AnonymiseArgs),
     /// Print the re-identification risk of a CSV table on its quasi-identifiers, as JSON.
     Risk(release::RiskArgs),
+    /// Count a CSV table by one to four columns, with margins, small cells
+    /// suppressed so no margin gives them away; prints the table as JSON.
+    Tabulate(release::TabulateArgs),
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -189,6 +192,7 @@ fn main() -> anyhow::Result<()> {
     let cli = match cli.command {
         Command::Anonymise(args) => return release::anonymise(args),
         Command::Risk(args) => return release::risk(args),
+        Command::Tabulate(args) => return release::tabulate(args),
         command => Cli { command },
     };
     tracing_subscriber::fmt()
@@ -336,6 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         // Dispatched in `main` before the runtime starts.
         Command::Anonymise(args) => release::anonymise(args),
         Command::Risk(args) => release::risk(args),
+        Command::Tabulate(args) => release::tabulate(args),
     }
 }
 

@@ -416,6 +416,93 @@ pub fn risk(args: RiskArgs) -> anyhow::Result<()> {
     })
 }
 
+#[derive(Args)]
+pub struct TabulateArgs {
+    /// The table (CSV with a header row).
+    input: PathBuf,
+    /// The columns to group by (one to four).
+    #[arg(long, value_delimiter = ',', required = true)]
+    by: Vec<String>,
+    /// Numeric columns to sum per cell (suppressed with the cell's count).
+    #[arg(long, value_delimiter = ',')]
+    sum: Vec<String>,
+    /// Cells counting fewer records than this (and more than none) are suppressed.
+    #[arg(long, default_value_t = 10)]
+    threshold: u64,
+    #[arg(long, default_value = ",")]
+    delimiter: String,
+}
+
+#[derive(Serialize)]
+struct TabulateOutput<'a> {
+    input: String,
+    dimensions: &'a [String],
+    measures: &'a [String],
+    records: usize,
+    #[serde(flatten)]
+    table: citytrust_privacy::cells::Protected,
+}
+
+/// `citytrust tabulate`: a GROUP BY count (and sums) with every margin, small
+/// cells suppressed and secondary suppression applied, as JSON.
+pub fn tabulate(args: TabulateArgs) -> anyhow::Result<()> {
+    let delimiter = delimiter_byte(&args.delimiter)?;
+    if args.by.len() > 4 {
+        bail!("--by takes at most four columns, not {}", args.by.len());
+    }
+    if args.threshold == 0 {
+        bail!("--threshold must be at least 1");
+    }
+    let table = Table::read(&args.input, delimiter)?;
+    let by = args
+        .by
+        .iter()
+        .map(|name| table.column(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sums = args
+        .sum
+        .iter()
+        .map(|name| table.column(name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut groups: BTreeMap<Vec<String>, (u64, Vec<f64>)> = BTreeMap::new();
+    for (record, line) in table.records.iter().zip(&table.lines) {
+        let key: Vec<String> = by
+            .iter()
+            .map(|c| record.get(*c).unwrap_or("").trim().to_owned())
+            .collect();
+        let mut values = Vec::with_capacity(sums.len());
+        for (c, name) in sums.iter().zip(&args.sum) {
+            let raw = record.get(*c).unwrap_or("").trim();
+            let value: f64 = raw.parse().map_err(|_| {
+                anyhow!(
+                    "{}, line {line}, column {name:?}: {raw:?} is not a number",
+                    args.input.display()
+                )
+            })?;
+            values.push(value);
+        }
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (0, vec![0.0; sums.len()]));
+        entry.0 += 1;
+        for (total, v) in entry.1.iter_mut().zip(values) {
+            *total += v;
+        }
+    }
+    let rows: Vec<(Vec<String>, u64, Vec<f64>)> = groups
+        .into_iter()
+        .map(|(key, (count, sums))| (key, count, sums))
+        .collect();
+    let protected = citytrust_privacy::cells::protect(by.len(), &rows, args.threshold)?;
+    print_json(&TabulateOutput {
+        input: args.input.display().to_string(),
+        dimensions: &args.by,
+        measures: &args.sum,
+        records: table.records.len(),
+        table: protected,
+    })
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut out = serde_json::to_string_pretty(value)?;
     out.push('\n');

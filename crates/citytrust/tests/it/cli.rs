@@ -199,6 +199,34 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
                 .unwrap()
                 .contains("not verified")
         );
+        // Its risk report (R-PRV-6) is measured at upload and public, unlike the rows.
+        let version: Value = client
+            .get(format!(
+                "{}/api/v1/datasets/citibike-jersey-city-trips/versions/1",
+                demo.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let risk = &version["quality"]["risk"];
+        assert_eq!(risk["overall"]["records"], 12_677, "{version}");
+        assert_eq!(risk["quasi_identifiers"][0], "birth year");
+        let combination = risk["combinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["columns"] == json!(["birth year", "gender", "start station id"]))
+            .unwrap_or_else(|| panic!("{risk}"));
+        assert_eq!(combination["unique_records"], 522);
+        assert!(
+            risk["overall"]["prosecutor"]["records_at_risk"]
+                .as_u64()
+                .unwrap()
+                > 12_000
+        );
     }
     // Run again on the same directory: reused, not reloaded (the edit above survives).
     let demo = start_demo(&storage);
