@@ -95,7 +95,8 @@ pub struct RiskView {
     pub at_risk: String,
     pub journalist_highest: String,
     pub marketer: String,
-    /// (columns, classes, unique records, uniqueness, records at risk), most singling-out first.
+    /// (columns, classes, unique records, uniqueness, records at risk) of every
+    /// measured combination, most singling-out first.
     pub combinations: Vec<(String, String, String, String, String)>,
 }
 
@@ -140,7 +141,6 @@ fn risk_view(r: &citytrust_query::risk::RiskStatement) -> RiskView {
         combinations: r
             .combinations
             .iter()
-            .take(10)
             .map(|c| {
                 (
                     c.columns.join(" + "),
