@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x target/release/citytrust ] || cargo build --release --locked --bin citytrust
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip show anjana 2>/dev/null | grep -q '^Version: 1.2.3$' \
-  || .venv/bin/pip install -q --disable-pip-version-check anjana==1.2.3 pycanon==1.3.5
-CITYTRUST=target/release/citytrust .venv/bin/python -W ignore bench/anonymise.py
+# anjana and pycanon pin typing_extensions: their own venv (as scripts/test's privacy step)
+[ -x .venv-privacy/bin/python ] || python3 -m venv .venv-privacy
+.venv-privacy/bin/pip show anjana 2>/dev/null | grep -q '^Version: 1.2.3$' \
+  || .venv-privacy/bin/pip install -q --disable-pip-version-check anjana==1.2.3 pycanon==1.3.5
+CITYTRUST=target/release/citytrust .venv-privacy/bin/python -W ignore bench/anonymise.py

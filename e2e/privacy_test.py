@@ -3,7 +3,7 @@ independent code: pycanon (PyPI) for k-anonymity, l-diversity and t-closeness,
 pandas for the risk figures and the true counts, numpy's rank for whether a
 suppressed cell can be worked out from what is published.
 
-    CITYTRUST=target/debug/citytrust .venv/bin/python e2e/privacy_test.py
+    CITYTRUST=target/debug/citytrust .venv-privacy/bin/python e2e/privacy_test.py
 """
 
 import itertools
