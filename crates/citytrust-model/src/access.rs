@@ -187,11 +187,16 @@ impl AccessLevel {
             AccessLevel::Identified => "Identified rows",
         }
     }
-    /// Whether content can be served at this level today. The privacy engine
-    /// (index look-ups, thresholds, noise, anonymisation, pseudonyms) is not
-    /// built yet, so those levels are refused rather than served raw.
+    /// Whether content is served at this level: rows (identified,
+    /// pseudonymised, anonymised) and aggregates (thresholded, DP). A
+    /// metadata-only grant carries no content (the catalogue entry is
+    /// public), and index look-ups are not built: both are refused.
     pub fn served(self) -> bool {
-        matches!(self, AccessLevel::Identified)
+        !matches!(self, AccessLevel::Metadata | AccessLevel::Index)
+    }
+    /// An aggregate level (served as tables of counts, never as rows).
+    pub fn is_aggregate(self) -> bool {
+        matches!(self, AccessLevel::Aggregate | AccessLevel::DpAggregate)
     }
     /// Row-level access to the data itself.
     pub fn is_row_level(self) -> bool {
@@ -983,11 +988,11 @@ mod tests {
     }
 
     #[test]
-    fn levels_are_ordered_and_only_rows_are_served_before_the_privacy_engine() {
+    fn levels_are_ordered_and_all_but_metadata_and_index_are_served() {
         assert!(AccessLevel::Identified > AccessLevel::Pseudonymised);
         assert!(AccessLevel::Metadata < AccessLevel::Index);
-        let served: Vec<_> = AccessLevel::ALL.iter().filter(|l| l.served()).collect();
-        assert_eq!(served, [&AccessLevel::Identified]);
+        let refused: Vec<_> = AccessLevel::ALL.iter().filter(|l| !l.served()).collect();
+        assert_eq!(refused, [&AccessLevel::Metadata, &AccessLevel::Index]);
         for l in AccessLevel::ALL {
             assert_eq!(AccessLevel::parse(l.as_str()), Some(l));
         }

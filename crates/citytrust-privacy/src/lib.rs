@@ -1,5 +1,5 @@
-//! Disclosure control for the trust's releases, on plain values: no IO, no
-//! clock, no random source (keys and noise come from the caller).
+//! Disclosure control for the trust's releases, on plain values: no IO and
+//! no clock. Keys come from the caller; noise only from OpenDP (in [`dp`]).
 //!
 //! * [`hierarchy`]: generalisation hierarchies, from ARX-format CSV or built
 //!   from the values (intervals, dates, redaction, grids).
@@ -9,8 +9,10 @@
 //! * [`cells`]: small-number suppression of aggregates with secondary
 //!   suppression over margins.
 //! * [`pseudonym`]: keyed pseudonyms particular to one agreement.
+//! * [`dp`]: differentially private counts, sums, means and histograms.
 
 pub mod cells;
+pub mod dp;
 pub mod hierarchy;
 pub mod kanon;
 pub mod pseudonym;

@@ -15,6 +15,7 @@
 
 pub mod export;
 pub mod ingest;
+pub mod levels;
 pub mod objects;
 pub mod preview;
 pub mod quality;

@@ -52,6 +52,9 @@ pub fn routes() -> Router<AppState> {
             get(get_quality_rules).put(put_quality_rules),
         )
         .route("/api/v1/query", post(run_query))
+        .route("/api/v1/datasets/{id}/aggregate", post(aggregate))
+        .route("/api/v1/datasets/{id}/dp-statistics", post(dp_statistic))
+        .route("/api/v1/privacy-budgets/{account}", get(get_privacy_budget))
 }
 
 /// Options of an upload.
@@ -344,8 +347,11 @@ pub struct DataParams {
     #[serde(default)]
     #[param(max_length = 300)]
     pub purpose: Option<String>,
-    /// The access level read at (identified rows by default). Levels whose
-    /// privacy machinery does not exist yet are refused, never served raw.
+    /// The access level read at (identified rows by default). Rows are
+    /// served at identified, pseudonymised (direct identifiers replaced by
+    /// keyed pseudonyms that differ per agreement) and anonymised
+    /// (k-anonymous) levels; the aggregate levels are tables, asked for at
+    /// `/aggregate` and `/dp-statistics`.
     #[serde(default)]
     #[param(value_type = Option<String>, pattern = "^(metadata|index|aggregate|dp_aggregate|anonymised|pseudonymised|identified)$")]
     pub level: Option<citytrust_model::AccessLevel>,
@@ -555,6 +561,241 @@ async fn run_query(
         )
         .await?;
     Ok(served_response(served, HeaderMap::new()))
+}
+
+fn parse_version_choice(
+    version: Option<i64>,
+    as_of: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), ApiError> {
+    if version.is_some_and(|v| v < 1) {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "version",
+            "versions are numbered from 1",
+        ));
+    }
+    let as_of = match as_of {
+        None => None,
+        Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
+            ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "as_of",
+                "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
+            )
+        })?),
+    };
+    if as_of.is_some() && version.is_some() {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "as_of",
+            "name the version by number or by time (as_of), not both",
+        ));
+    }
+    Ok((version, as_of))
+}
+
+/// A thresholded table asked for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateBody {
+    /// What the table will be used for: a purpose id of the trust's taxonomy
+    /// (required unless the data is open; recorded in the transparency log).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 300)]
+    pub purpose: Option<String>,
+    /// The table's dimensions, one to four: `{"column": "NAME"}` groups by a
+    /// column's values, `{"grid": {"latitude": "LAT", "longitude": "LON",
+    /// "degrees": 0.01}}` by the grid cell a pair of coordinate columns falls
+    /// in. Origin–destination counts are two grids.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 4)]
+    pub by: Vec<citytrust_query::levels::GroupKey>,
+    /// A number column to total per cell besides the count.
+    #[serde(default)]
+    #[schema(max_length = 300)]
+    pub sum: Option<String>,
+    /// Cells counting fewer rows are suppressed (10 by default, never less).
+    #[serde(default)]
+    #[schema(minimum = 10, maximum = 1000000)]
+    pub threshold: Option<u64>,
+    /// csv (default) or json.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^(csv|json)$")]
+    pub format: Option<OutputFormat>,
+    /// A version number; the latest when absent.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub version: Option<i64>,
+    /// Instead of a number, the version in force at a time.
+    #[serde(default)]
+    #[schema(max_length = 40)]
+    pub as_of: Option<String>,
+}
+
+/// A thresholded table of counts (and sums) over a dataset: cells counting
+/// fewer rows than the threshold are suppressed, and enough others with
+/// them that no margin or total gives a suppressed cell back. Read at the
+/// aggregate level; recorded in the transparency log with the suppression
+/// applied.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/aggregate", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id")),
+    request_body = AggregateBody,
+    responses(
+        (status = 200, description = "The table: one row per cell and a total row per margin; suppressed cells are blank with status `suppressed`", content(
+            (String = "text/csv"),
+            (Object = "application/json"),
+        )),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Sign-in needed for this dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to read this dataset at the aggregate level", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown column, bad grid, threshold below 10", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn aggregate(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AggregateBody>,
+) -> Result<Response, ApiError> {
+    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    let served = state
+        .service
+        .aggregate(
+            &actor,
+            &id,
+            citytrust_service::levels::AggregateRequest {
+                version,
+                as_of,
+                purpose: body.purpose,
+                by: body.by,
+                sum: body.sum,
+                threshold: body.threshold,
+                format: body.format.unwrap_or(OutputFormat::Csv),
+            },
+        )
+        .await?;
+    Ok(served_response(served, HeaderMap::new()))
+}
+
+/// A differentially private statistic asked for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpBody {
+    /// What the statistic will be used for (recorded in the transparency log).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 300)]
+    pub purpose: Option<String>,
+    /// count (rows), sum or mean (of a number column, within bounds), or
+    /// histogram (counts of a column's given categories, and the rest).
+    pub statistic: citytrust_service::levels::DpStatistic,
+    /// The column (not for a count).
+    #[serde(default)]
+    #[schema(max_length = 300)]
+    pub column: Option<String>,
+    /// Sum and mean: `[lower, upper]`; values are clamped to them.
+    #[serde(default)]
+    #[schema(min_items = 2, max_items = 2)]
+    pub bounds: Option<Vec<f64>>,
+    /// Histogram: the categories to count, at most 1000.
+    #[serde(default)]
+    #[schema(max_items = 1000)]
+    pub categories: Vec<String>,
+    /// The privacy loss to spend, above 0 and at most 10; charged to the
+    /// caller's budget under the agreement they read by.
+    pub epsilon: f64,
+    /// A version number; the latest when absent.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub version: Option<i64>,
+    /// Instead of a number, the version in force at a time.
+    #[serde(default)]
+    #[schema(max_length = 40)]
+    pub as_of: Option<String>,
+}
+
+/// A differentially private count, sum, mean or histogram (OpenDP, Laplace
+/// noise), charged to the caller's privacy budget under their agreement
+/// and recorded in the transparency log. A statistic the budget cannot pay
+/// for is refused and says how much is left.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/dp-statistics", tag = "content", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The dataset's id")),
+    request_body = DpBody,
+    responses(
+        (status = 200, description = "The released statistic, its noise and the budget left", body = citytrust_service::levels::DpRelease),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed at the DP level, or over budget (rule `privacy-budget`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad column, bounds, categories or epsilon", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn dp_statistic(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<DpBody>,
+) -> Result<Json<citytrust_service::levels::DpRelease>, ApiError> {
+    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    let bounds = match body.bounds.as_deref() {
+        None => None,
+        Some([lower, upper]) => Some((*lower, *upper)),
+        Some(_) => {
+            return Err(ApiError::field(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "bounds",
+                "bounds are two numbers, [lower, upper]",
+            ));
+        }
+    };
+    if body.categories.len() > 1000 {
+        return Err(ApiError::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "categories",
+            "at most 1000 categories",
+        ));
+    }
+    Ok(Json(
+        state
+            .service
+            .dp_statistic(
+                &actor,
+                &id,
+                citytrust_service::levels::DpRequest {
+                    version,
+                    as_of,
+                    purpose: body.purpose,
+                    statistic: body.statistic,
+                    column: body.column,
+                    bounds,
+                    categories: body.categories,
+                    epsilon: body.epsilon,
+                },
+            )
+            .await?,
+    ))
+}
+
+/// The caller's privacy budget under an account: an agreement's id, or
+/// `dataset:<id>` for DP reads that needed no agreement.
+#[utoipa::path(get, path = "/api/v1/privacy-budgets/{account}", tag = "content", security(("bearer" = [])),
+    params(("account" = String, Path, description = "An agreement id, or dataset:<id>")),
+    responses(
+        (status = 200, description = "Total, spent and remaining epsilon", body = citytrust_service::levels::BudgetView),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_privacy_budget(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    Path(account): Path<String>,
+) -> Result<Json<citytrust_service::levels::BudgetView>, ApiError> {
+    Ok(Json(state.service.privacy_budget(&actor, &account).await?))
 }
 
 /// Whether the dataset is refreshed on its declared timetable (its update frequency).

@@ -181,7 +181,7 @@ pub struct QueryRequest {
 
 /// A read entry's fields, saying (for personal data) which subjects the read
 /// admitted: `only_consenting`, `all_but_objecting` or `all`.
-trait WithSubjects {
+pub(crate) trait WithSubjects {
     fn with_subjects(self, scope: Option<&crate::residents::SubjectScope>) -> Self;
 }
 
@@ -243,7 +243,7 @@ pub fn may_read_content(actor: &Actor, dataset: &Dataset) -> std::result::Result
     ))
 }
 
-fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
+pub(crate) fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
     match purpose.map(str::trim).filter(|p| !p.is_empty()) {
         None => Ok(None),
         Some(p) if p.chars().count() > 300 => Err(ServiceError::Unprocessable {
@@ -710,16 +710,18 @@ impl Service {
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
         )?));
-        let rows = citytrust_query::export::export_version(
-            &self.versions,
-            &location,
-            grant.columns.as_deref(),
-            scope.as_ref().and_then(|s| s.filter.as_deref()),
-            request.slice,
-            request.format,
-            &mut spool,
-        )
-        .await?;
+        let (rows, transform) = self
+            .export_rows_at_level(
+                actor,
+                &dataset,
+                &grant,
+                &location,
+                scope.as_ref().and_then(|s| s.filter.as_deref()),
+                request.slice,
+                request.format,
+                &mut spool,
+            )
+            .await?;
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
@@ -727,6 +729,7 @@ impl Service {
             actor,
             "content.read",
             serde_json::json!({
+                "transform": transform,
                 "dataset": dataset.id,
                 "version": version.version,
                 "format": request.format.extension(),
@@ -843,16 +846,26 @@ impl Service {
                 message: "say what the query is for: 'purpose' is required".into(),
             })?;
         let checked = citytrust_query::sql::check(&request.sql)?;
+        let level = request
+            .level
+            .unwrap_or(citytrust_model::AccessLevel::Identified);
         let (files, read) = self
-            .resolve_tables(
-                actor,
-                &checked,
-                Some(&purpose),
-                request
-                    .level
-                    .unwrap_or(citytrust_model::AccessLevel::Identified),
-            )
+            .resolve_tables(actor, &checked, Some(&purpose), level)
             .await?;
+        if level != citytrust_model::AccessLevel::Identified {
+            // Permitted, but SQL could undo any transform (a GROUP BY of one
+            // row, a join on a pseudonym's source): it runs on identified rows only.
+            return Err(ServiceError::Unprocessable {
+                code: "level_not_for_sql",
+                message: format!(
+                    "SQL runs over identified rows only; at the level of {} read \
+                     GET /api/v1/datasets/{{id}}/data?level={} (rows) or \
+                     POST /api/v1/datasets/{{id}}/aggregate and /dp-statistics (tables)",
+                    level.label().to_lowercase(),
+                    level.as_str()
+                ),
+            });
+        }
         let inputs: Vec<serde_json::Value> = read
             .iter()
             .map(|(d, v, g, s)| {

@@ -17,6 +17,7 @@ pub mod governance;
 pub mod identity;
 pub mod interop;
 pub mod ledger;
+pub mod levels;
 pub mod lineage;
 pub mod residents;
 pub mod search;
@@ -67,6 +68,13 @@ pub struct Settings {
     pub minor_age: u8,
     /// Hours after a breach is registered within which the regulator must be told.
     pub breach_notify_hours: i64,
+    /// The file of pseudonym secrets (`DATA/pseudonym-keys`: one `id hex`
+    /// line per secret, the last in use; readable by the owner only). `None`:
+    /// one throw-away secret for the life of the service (tests, trials).
+    pub pseudonym_keys: Option<std::path::PathBuf>,
+    /// The privacy budget (epsilon) each data user has under each agreement
+    /// for differentially private statistics.
+    pub dp_budget_epsilon: f64,
 }
 
 impl Default for Settings {
@@ -85,6 +93,8 @@ impl Default for Settings {
             subject_request_days: 30,
             minor_age: 16,
             breach_notify_hours: 72,
+            pseudonym_keys: None,
+            dp_budget_epsilon: 1.0,
         }
     }
 }
@@ -109,6 +119,8 @@ pub struct Service {
     charter: governance::CharterCache,
     /// Who each personal read may include, checked against the subjects revision on every read.
     subjects: residents::SubjectCache,
+    /// The pseudonym secret used when `settings.pseudonym_keys` is `None`.
+    pseudonym_fallback: citytrust_privacy::pseudonym::PseudonymSecret,
 }
 
 impl Service {
@@ -146,6 +158,10 @@ impl Service {
             upload_lock: tokio::sync::Mutex::new(()),
             charter: governance::CharterCache::default(),
             subjects: residents::SubjectCache::default(),
+            pseudonym_fallback: citytrust_privacy::pseudonym::PseudonymSecret::new(
+                "t1",
+                accounts::random_bytes::<32>()?,
+            ),
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;

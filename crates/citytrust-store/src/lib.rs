@@ -19,10 +19,12 @@ use sqlx::{AnyPool, Executor, Row};
 mod governance;
 mod identity;
 mod migrate;
+mod privacy;
 mod residents;
 
 pub use governance::StoredCharter;
 pub use identity::PendingLogin;
+pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 
 /// Which database is behind the pool.

@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_residents_lookups.sql"),
         postgres: include_str!("../migrations/postgres/0009_residents_lookups.sql"),
     },
+    Migration {
+        version: 10,
+        name: "privacy_budgets",
+        sqlite: include_str!("../migrations/sqlite/0010_privacy_budgets.sql"),
+        postgres: include_str!("../migrations/postgres/0010_privacy_budgets.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

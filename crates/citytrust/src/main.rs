@@ -94,6 +94,14 @@ enum Command {
     /// Count a CSV table by one to four columns, with margins, small cells
     /// suppressed so no margin gives them away; prints the table as JSON.
     Tabulate(release::TabulateArgs),
+    /// Start using a new pseudonym secret: every pseudonym served from now
+    /// on changes (extracts already given out can no longer be linked to new
+    /// ones), from the next read on. The old secrets stay in DIR/pseudonym-keys.
+    RotatePseudonymKey {
+        /// Data directory.
+        #[arg(long, env = "CITYTRUST_DATA", default_value = "./citytrust-data")]
+        data: PathBuf,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -165,6 +173,19 @@ struct TrustRules {
     /// Hours after a breach is registered within which the regulator must be told.
     #[arg(long, env = "CITYTRUST_BREACH_NOTIFY_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u16).range(1..=8760))]
     breach_notify_hours: u16,
+    /// The privacy budget (total epsilon) each data user has per agreement
+    /// for differentially private statistics.
+    #[arg(long, env = "CITYTRUST_DP_BUDGET", default_value_t = 1.0, value_parser = parse_budget)]
+    dp_budget: f64,
+}
+
+fn parse_budget(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(e) if e.is_finite() && e > 0.0 && e <= 100.0 => Ok(e),
+        _ => Err(format!(
+            "{text:?}: a privacy budget is an epsilon above 0 and at most 100"
+        )),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -193,6 +214,14 @@ fn main() -> anyhow::Result<()> {
         Command::Anonymise(args) => return release::anonymise(args),
         Command::Risk(args) => return release::risk(args),
         Command::Tabulate(args) => return release::tabulate(args),
+        Command::RotatePseudonymKey { data } => {
+            std::fs::create_dir_all(&data).with_context(|| {
+                format!("could not create the data directory {}", data.display())
+            })?;
+            let id = citytrust_service::levels::rotate_pseudonym_key(&data.join("pseudonym-keys"))?;
+            println!("{id}");
+            return Ok(());
+        }
         command => Cli { command },
     };
     tracing_subscriber::fmt()
@@ -341,6 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Anonymise(args) => release::anonymise(args),
         Command::Risk(args) => release::risk(args),
         Command::Tabulate(args) => release::tabulate(args),
+        Command::RotatePseudonymKey { .. } => Ok(()),
     }
 }
 
@@ -387,6 +417,8 @@ async fn open_with(
         subject_request_days: i64::from(storage.rules.subject_request_days),
         minor_age: storage.rules.minor_age,
         breach_notify_hours: i64::from(storage.rules.breach_notify_hours),
+        pseudonym_keys: Some(storage.data.join("pseudonym-keys")),
+        dp_budget_epsilon: storage.rules.dp_budget,
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;
