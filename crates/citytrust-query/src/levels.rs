@@ -136,7 +136,9 @@ pub struct Aggregate {
     pub dimensions: Vec<String>,
     /// The measure summed, if any.
     pub measure: Option<String>,
-    /// Records counted (after the subject filter).
+    /// Records counted (after the subject filter). Not served: it is the
+    /// grand total, which is suppressed when small.
+    #[serde(skip)]
     pub records: u64,
     pub table: Protected,
 }

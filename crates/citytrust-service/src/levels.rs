@@ -116,6 +116,12 @@ fn nano(epsilon: f64) -> i64 {
     (epsilon * 1e9).ceil() as i64
 }
 
+/// A number for a log entry, which holds integers only (its canonical
+/// form): written out as a decimal string.
+fn decimal(x: f64) -> String {
+    format!("{x}")
+}
+
 fn epsilon_of(nano: i64) -> f64 {
     nano as f64 / 1e9
 }
@@ -294,7 +300,7 @@ impl Service {
                 let mut t = serde_json::json!({
                     "kind": "k-anonymity",
                     "k": READ_K,
-                    "suppression_limit_percent": READ_SUPPRESSION_PERCENT,
+                    "suppression_limit_percent": decimal(READ_SUPPRESSION_PERCENT),
                     "quasi_identifiers": read.quasi_identifiers,
                     "dropped": read.dropped,
                 });
@@ -310,8 +316,11 @@ impl Service {
                     map.insert("smallest_class".into(), r.smallest_class.into());
                     map.insert(
                         "loss".into(),
-                        serde_json::to_value(&r.information_loss)
-                            .unwrap_or(serde_json::Value::Null),
+                        serde_json::json!({
+                            "loss": decimal(r.information_loss.loss),
+                            "non_uniform_entropy_share":
+                                decimal(r.information_loss.non_uniform_entropy_share),
+                        }),
                     );
                 }
                 Ok((rows, Some(t)))
@@ -355,6 +364,21 @@ impl Service {
         let grant = self
             .authorize_read(actor, &dataset, purpose.as_deref(), AccessLevel::Aggregate)
             .await?;
+        let personal = &dataset.metadata.column_classes.personal;
+        if let Some(c) = request
+            .by
+            .iter()
+            .flat_map(|k| k.columns())
+            .find(|c| personal.iter().any(|p| p == c))
+        {
+            // A table's labels are shown even where its counts are not.
+            return Err(ServiceError::Unprocessable {
+                code: "personal_dimension",
+                message: format!(
+                    "column {c:?} directly identifies people: a table may not be broken down by it"
+                ),
+            });
+        }
         let threshold = request.threshold.unwrap_or(MIN_THRESHOLD);
         if threshold < MIN_THRESHOLD {
             return Err(ServiceError::Unprocessable {
@@ -654,10 +678,11 @@ impl Service {
                     "kind": "differential_privacy",
                     "statistic": request.statistic.as_str(),
                     "column": request.column,
-                    "bounds": request.bounds.map(|(a, b)| [a, b]),
+                    "bounds": request.bounds.map(|(a, b)| [decimal(a), decimal(b)]),
                     "categories": request.categories.len(),
                     "mechanism": mechanism,
-                    "epsilon": epsilon,
+                    "epsilon": decimal(epsilon),
+                    "epsilon_nano": cost,
                     "budget_account": account,
                 },
             }),

@@ -779,7 +779,9 @@ async fn an_agreement_limited_to_some_columns_serves_only_those() {
 }
 
 /// Every role × spectrum class × access level × read path, against the rule:
-/// levels without their privacy machinery are refused to everyone; open data
+/// metadata and index levels serve no content; rows come at the row levels
+/// by download and identified rows by SQL, tables at the aggregate levels;
+/// open data
 /// is read by anyone; the owner's members read their own; an agreement holder
 /// reads the shared data it covers; nobody else reads anything — and no
 /// refusal carries a value, a count or a column name of the data.
@@ -864,17 +866,34 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
         (Who::OtherOrg, Some("bob"), Some("water-co")),
         (Who::AgreementHolder, Some("analyst"), Some("uni")),
     ];
-    let may_read = |who: Who, class: &str, level: &str| -> bool {
-        level == "identified"
-            && matches!(
-                (who, class),
-                (_, "open")
-                    | (Who::Owner, _)
-                    | (
-                        Who::AgreementHolder,
-                        "shared_public" | "shared_group" | "shared_specific"
-                    )
-            )
+    let may_read = |who: Who, class: &str| -> bool {
+        matches!(
+            (who, class),
+            (_, "open")
+                | (Who::Owner, _)
+                | (
+                    Who::AgreementHolder,
+                    "shared_public" | "shared_group" | "shared_specific"
+                )
+        )
+    };
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Expect {
+        Rows,
+        /// Permitted, but that path does not serve rows at that level.
+        NotThere,
+        Denied,
+    }
+    let expect = |who: Who, class: &str, level: &str, path: &str| -> Expect {
+        if matches!(level, "metadata" | "index") || !may_read(who, class) {
+            Expect::Denied
+        } else if level == "identified"
+            || (path == "download" && matches!(level, "pseudonymised" | "anonymised"))
+        {
+            Expect::Rows
+        } else {
+            Expect::NotThere
+        }
     };
     let levels = [
         "metadata",
@@ -895,7 +914,6 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
         for (class, id) in &ids {
             let table = id.replace('-', "_");
             for level in levels {
-                let expected = may_read(who, class, level);
                 let download = app
                     .get(
                         &format!(
@@ -915,17 +933,66 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
                     let status = res.status().as_u16();
                     let text = res.text().await.unwrap();
                     let context = format!("{who:?} × {class} × {level} × {path}: {status} {text}");
-                    if expected {
-                        assert_eq!(status, 200, "{context}");
-                        assert!(text.contains(&format!("ZQVALUE-{class}")), "{context}");
-                    } else {
-                        assert!(status == 401 || status == 403, "{context}");
+                    match expect(who, class, level, path) {
+                        Expect::Rows => {
+                            assert_eq!(status, 200, "{context}");
+                            assert!(text.contains(&format!("ZQVALUE-{class}")), "{context}");
+                        }
+                        Expect::NotThere => assert_eq!(status, 422, "{context}"),
+                        Expect::Denied => assert!(status == 401 || status == 403, "{context}"),
+                    }
+                    if status != 200 {
                         for leak in ["ZQVALUE", "424242", "zq_marker", "zq_amount"] {
                             assert!(!text.contains(leak), "leaked {leak}: {context}");
                         }
                     }
                     checked += 1;
                 }
+            }
+            // The table levels: a thresholded count (its one row is below
+            // the threshold, so shown suppressed) and a DP count, which
+            // spends a budget kept per signed-in data user.
+            let aggregate = app
+                .post_json(
+                    &format!("/api/v1/datasets/{id}/aggregate"),
+                    token,
+                    &json!({"purpose": "research", "by": [{"column": "zq_amount"}], "format": "json"}),
+                )
+                .await;
+            let dp = app
+                .post_json(
+                    &format!("/api/v1/datasets/{id}/dp-statistics"),
+                    token,
+                    &json!({"purpose": "research", "statistic": "count", "epsilon": 0.1}),
+                )
+                .await;
+            for (path, res) in [("aggregate", aggregate), ("dp", dp)] {
+                let status = res.status().as_u16();
+                let text = res.text().await.unwrap();
+                let context = format!("{who:?} × {class} × {path}: {status} {text}");
+                let allowed = may_read(who, class) && (path == "aggregate" || username.is_some());
+                if allowed {
+                    assert_eq!(status, 200, "{context}");
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    if path == "aggregate" {
+                        // One row: every cell, the total too, is below 10.
+                        let cells = v["table"]["cells"].as_array().unwrap();
+                        assert!(!cells.is_empty(), "{context}");
+                        for c in cells {
+                            assert!(c["count"].is_null(), "{context}");
+                            assert_ne!(c["status"], "shown", "{context}");
+                        }
+                    } else {
+                        assert!(v["value"].is_number(), "{context}");
+                        assert!(v["budget"]["releases"].as_i64() >= Some(1), "{context}");
+                    }
+                } else {
+                    assert!(status == 401 || status == 403, "{context}");
+                    for leak in ["ZQVALUE", "424242", "zq_marker", "zq_amount"] {
+                        assert!(!text.contains(leak), "leaked {leak}: {context}");
+                    }
+                }
+                checked += 1;
             }
             // Export into a derived dataset (at the only level it serves): also
             // needs the right to register a dataset for the organisation.
@@ -944,7 +1011,7 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
                 .await;
             let status = res.status().as_u16();
             let text = res.text().await.unwrap();
-            let expected = may_read(who, class, "identified") && org.is_some();
+            let expected = may_read(who, class) && org.is_some();
             let context = format!("{who:?} × {class} × export: {status} {text}");
             if expected {
                 assert_eq!(status, 201, "{context}");
@@ -959,7 +1026,7 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 7 * 5 * (7 * 2 + 1));
+    assert_eq!(checked, 7 * 5 * (7 * 2 + 3));
 }
 
 #[tokio::test]

@@ -83,6 +83,13 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
 
 impl TestApp {
     pub async fn start() -> TestApp {
+        // CITYTRUST_LOG=warn shows what the server logged (internal errors).
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CITYTRUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let (store, db_url) = fresh_store(dir.path()).await;
         let clock = Arc::new(ManualClock::new(
