@@ -267,8 +267,13 @@ pub async fn aggregate(
             rows.push((key, n, s));
         }
     }
-    let table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
+    let mut table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
         .map_err(|e| QueryError::Unsupported(e.to_string()))?;
+    // Empty combinations (an origin–destination grid is mostly empty) are
+    // left out: a cell not listed counts zero. A suppressed one stays.
+    table
+        .cells
+        .retain(|c| !(c.status == citytrust_privacy::cells::Status::Shown && c.count == Some(0)));
     Ok(Aggregate {
         dimensions: by.iter().map(GroupKey::name).collect(),
         measure: measure.map(str::to_string),

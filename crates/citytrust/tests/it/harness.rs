@@ -41,6 +41,7 @@ fn test_settings(dir: &std::path::Path) -> Settings {
         content_dir: Some(dir.join("content")),
         ledger_witness: Some(dir.join("ledger-witness")),
         ledger_tiles: Some(dir.join("ledger-tiles")),
+        pseudonym_keys: Some(dir.join("pseudonym-keys")),
         object_store,
         ..Settings::default()
     }

@@ -12,5 +12,6 @@ mod governance;
 mod harness;
 mod interop;
 mod ledger;
+mod levels;
 mod residents;
 mod web;

@@ -1,0 +1,625 @@
+//! The access levels below identified rows, served through the privacy
+//! engine (issue 7): pseudonymised and anonymised rows, thresholded tables
+//! (Citi Bike origin–destination counts) and DP statistics against a budget.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use crate::governance::{all_vote, request, start};
+use crate::harness::{TestApp, assert_problem, dataset};
+
+async fn json_of(res: reqwest::Response, status: u16) -> Value {
+    let code = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(code, status, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn text_of(res: reqwest::Response, status: u16) -> String {
+    let code = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(code, status, "{text}");
+    text
+}
+
+/// A dataset with content, its metadata patched by `extra`.
+async fn upload(app: &TestApp, token: &str, mut d: Value, extra: Value, csv: Vec<u8>) -> String {
+    if let (Some(map), Value::Object(extra)) = (d.as_object_mut(), extra) {
+        map.extend(extra);
+    }
+    let id = app.create_dataset(token, &d).await;
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            Some(token),
+            "text/csv",
+            csv,
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    id
+}
+
+/// Ask for access and have the trustees approve (after any comment
+/// period); returns the agreement's id.
+async fn agreement(app: &TestApp, who: &str, dataset: &str, purpose: &str, level: &str) -> String {
+    let token = &app.token(who).await;
+    let mut body = request(&[dataset], purpose, level);
+    body["ends_on"] = json!("2026-12-31");
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(token), &body)
+            .await,
+        201,
+    )
+    .await;
+    if r["status"] == "public_comment" {
+        app.clock.advance(time::Duration::days(15));
+    }
+    let r = all_vote(app, r["id"].as_str().unwrap(), "approve").await;
+    assert_eq!(r["status"], "approved", "{r}");
+    r["agreement_id"].as_str().unwrap().to_string()
+}
+
+fn last_read(entries: &[String]) -> Value {
+    serde_json::from_str(entries.last().unwrap()).unwrap()
+}
+
+/// The value of `column` in each CSV row, in order.
+fn column(csv: &str, name: &str) -> Vec<String> {
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let i = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {csv}"));
+    r.records().map(|rec| rec.unwrap()[i].to_string()).collect()
+}
+
+const PATIENTS: &str =
+    "name,ward,visits\nAnna Roca,A,3\nBen Puig,B,1\nCarla Vidal,A,2\nAnna Roca,C,5\n";
+
+#[tokio::test]
+async fn pseudonyms_differ_across_agreements_are_stable_within_one_and_change_with_the_key() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Ward visits", "city-energy", "shared_specific"),
+        json!({"personal_data": true, "column_classes": {"personal": ["name"]}}),
+        PATIENTS.as_bytes().to_vec(),
+    )
+    .await;
+    let a1 = agreement(&app, "analyst", &id, "research", "pseudonymised").await;
+    let a2 = agreement(&app, "bob", &id, "research", "pseudonymised").await;
+    // (The comment periods outlasted the sign-ins.)
+    let analyst = app.token("analyst").await;
+    let bob = app.token("bob").await;
+    assert_ne!(a1, a2);
+    let path =
+        format!("/api/v1/datasets/{id}/data?format=csv&purpose=research&level=pseudonymised");
+    let analyst_csv = text_of(app.get(&path, Some(&analyst)).await, 200).await;
+    let again = text_of(app.get(&path, Some(&analyst)).await, 200).await;
+    let bob_csv = text_of(app.get(&path, Some(&bob)).await, 200).await;
+    for csv in [&analyst_csv, &bob_csv] {
+        for name in ["Anna", "Roca", "Ben Puig", "Carla"] {
+            assert!(!csv.contains(name), "{name} served in {csv}");
+        }
+        // The other columns are untouched.
+        assert_eq!(column(csv, "ward"), ["A", "B", "A", "C"]);
+    }
+    let p1 = column(&analyst_csv, "name");
+    let p2 = column(&bob_csv, "name");
+    // Stable within one agreement: the same person twice, the same pseudonym
+    // twice, in every read …
+    assert_eq!(p1, column(&again, "name"));
+    assert_eq!(p1[0], p1[3]);
+    assert_ne!(p1[0], p1[1]);
+    assert_eq!(p2[0], p2[3]);
+    // … but no pseudonym of one agreement appears in the other's extract.
+    for p in &p1 {
+        assert!(!p2.contains(p), "{p} links the two extracts");
+    }
+    // The log entry names the transform.
+    let entry = last_read(&app.entries_of_type("content.read").await);
+    assert_eq!(entry["level"], "pseudonymised", "{entry}");
+    assert_eq!(entry["transform"]["kind"], "pseudonymised", "{entry}");
+    assert_eq!(entry["transform"]["columns"], json!(["name"]), "{entry}");
+    assert_eq!(entry["transform"]["scope"], "agreement", "{entry}");
+    // Identified rows are not granted by a pseudonymised agreement.
+    let identified = format!("/api/v1/datasets/{id}/data?format=csv&purpose=research");
+    let res = app.get(&identified, Some(&analyst)).await;
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(!text.contains("Anna"), "{text}");
+
+    // A new key: every pseudonym changes, and stays stable again under it.
+    let keys = app.settings.pseudonym_keys.clone().unwrap();
+    let old_key = entry["transform"]["key"].as_str().unwrap().to_string();
+    let new_key = citytrust_service::levels::rotate_pseudonym_key(&keys).unwrap();
+    assert_ne!(old_key, new_key);
+    let rotated = text_of(app.get(&path, Some(&analyst)).await, 200).await;
+    let p3 = column(&rotated, "name");
+    for p in &p3 {
+        assert!(!p1.contains(p), "{p} survived the rotation");
+    }
+    assert_eq!(p3[0], p3[3]);
+    let entry = last_read(&app.entries_of_type("content.read").await);
+    assert_eq!(entry["transform"]["key"], new_key.as_str(), "{entry}");
+    // The secrets file is the server's alone, and no secret reaches the log.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    let secrets = std::fs::read_to_string(&keys).unwrap();
+    let log = app.entries_of_type("content.read").await.join("\n");
+    for line in secrets.lines() {
+        let secret = line.split_once(' ').unwrap().1;
+        assert!(!log.contains(secret));
+    }
+}
+
+/// A synthetic register of people: an id, three quasi-identifiers and a
+/// sensitive value.
+fn register() -> String {
+    let mut csv = String::from("person_id,age,sex,postcode,diagnosis\n");
+    for i in 0..600u32 {
+        let age = 18 + (i * 37 % 70);
+        let sex = if i % 3 == 0 { "F" } else { "M" };
+        let postcode = format!("080{:02}", i * 13 % 40);
+        let diagnosis = ["asthma", "diabetes", "flu", "none"][(i % 4) as usize];
+        csv.push_str(&format!("P{i:05},{age},{sex},{postcode},{diagnosis}\n"));
+    }
+    csv
+}
+
+#[tokio::test]
+async fn anonymised_rows_are_k_anonymous_on_the_declared_quasi_identifiers_without_identifiers() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let classes =
+        json!({"personal": ["person_id"], "quasi_identifying": ["age", "sex", "postcode"]});
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Clinic register", "city-energy", "shared_specific"),
+        json!({"personal_data": true, "column_classes": classes}),
+        register().into_bytes(),
+    )
+    .await;
+    agreement(&app, "analyst", &id, "research", "anonymised").await;
+    let (alice, analyst) = (app.token("alice").await, app.token("analyst").await);
+    let path = format!("/api/v1/datasets/{id}/data?format=csv&purpose=research&level=anonymised");
+    let csv = text_of(app.get(&path, Some(&analyst)).await, 200).await;
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["age", "sex", "postcode", "diagnosis"]
+    );
+    let mut classes: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut rows = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        *classes
+            .entry((rec[0].to_string(), rec[1].to_string(), rec[2].to_string()))
+            .or_default() += 1;
+        rows += 1;
+    }
+    // At most 5% suppressed; every released combination shared by ≥ 5 rows.
+    assert!(rows >= 570, "{rows} rows");
+    for (key, n) in &classes {
+        assert!(*n >= 5, "{key:?} is shared by {n} rows only");
+    }
+    assert!(!csv.contains("P00001"));
+    let entry = last_read(&app.entries_of_type("content.read").await);
+    let t = &entry["transform"];
+    assert_eq!(t["kind"], "k-anonymity", "{entry}");
+    assert_eq!(t["k"], 5, "{entry}");
+    assert_eq!(t["dropped"], json!(["person_id"]), "{entry}");
+    assert_eq!(t["levels"].as_array().unwrap().len(), 3, "{entry}");
+    assert!(t["loss"]["loss"].as_str().is_some(), "{entry}");
+    // Paging would release a partial table generalised differently: refused.
+    assert_problem(
+        app.get(&format!("{path}&limit=10"), Some(&analyst)).await,
+        422,
+        "no_paging",
+        None,
+    )
+    .await;
+    // SQL could undo the transform: it serves identified rows only.
+    let table = id.replace('-', "_");
+    assert_problem(
+        app.post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT * FROM {table}"), "purpose": "research", "level": "anonymised"}),
+        )
+        .await,
+        422,
+        "level_not_for_sql",
+        None,
+    )
+    .await;
+
+    // Personal data whose owner declared no quasi-identifiers is not
+    // "anonymised" by guesswork.
+    let bare = upload(
+        &app,
+        &alice,
+        dataset("Undeclared register", "city-energy", "shared_specific"),
+        json!({"personal_data": true, "column_classes": {"personal": ["person_id"]}}),
+        register().into_bytes(),
+    )
+    .await;
+    agreement(&app, "analyst", &bare, "research", "anonymised").await;
+    let analyst = app.token("analyst").await;
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{bare}/data?format=csv&purpose=research&level=anonymised"),
+            Some(&analyst),
+        )
+        .await;
+    let body = assert_problem(res, 422, "no_quasi_identifiers", None).await;
+    assert!(!body.to_string().contains("P0000"), "{body}");
+}
+
+/// The manifest's column classes of the Citi Bike trips.
+fn citibike_classes() -> Value {
+    json!({
+        "personal": ["bikeid"],
+        "quasi_identifying": ["birth year", "gender", "start station id", "starttime", "end station id", "stoptime"],
+        "spatial": ["start station latitude", "start station longitude", "end station latitude", "end station longitude"],
+        "temporal": ["starttime", "stoptime"]
+    })
+}
+
+fn citibike_csv() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../demo/data/citibike/JC-201801-citibike-tripdata.csv"
+    );
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test]
+async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_never_as_rows() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Citi Bike trips", "city-energy", "shared_group"),
+        json!({"personal_data": true, "column_classes": citibike_classes()}),
+        citibike_csv(),
+    )
+    .await;
+    let agreement_id = agreement(&app, "analyst", &id, "research", "aggregate").await;
+    let analyst = app.token("analyst").await;
+
+    // Rows at no level, by no path: the grant is for tables.
+    for level in ["identified", "pseudonymised", "anonymised", "dp_aggregate"] {
+        let res = app
+            .get(
+                &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research&level={level}"),
+                Some(&analyst),
+            )
+            .await;
+        assert_eq!(res.status(), 403, "{level}");
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("Exchange Place"), "{text}");
+    }
+    let table = id.replace('-', "_");
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT * FROM {table}"), "purpose": "research"}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/dp-statistics"),
+            Some(&analyst),
+            &json!({"purpose": "research", "statistic": "count", "epsilon": 0.5}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+
+    // Origin–destination counts between areas of about a kilometre.
+    let od = json!({
+        "purpose": "research",
+        "by": [
+            {"grid": {"latitude": "start station latitude", "longitude": "start station longitude", "degrees": 0.01}},
+            {"grid": {"latitude": "end station latitude", "longitude": "end station longitude", "degrees": 0.01}}
+        ],
+        "sum": "tripduration",
+        "format": "json"
+    });
+    let path = format!("/api/v1/datasets/{id}/aggregate");
+    let res = app.post_json(&path, Some(&analyst), &od).await;
+    let log_index: i64 = res.headers()["citytrust-log-entry"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let t = json_of(res, 200).await;
+    assert_eq!(t["dimensions"].as_array().unwrap().len(), 2, "{t}");
+    let cells = t["table"]["cells"].as_array().unwrap();
+    let label = |c: &Value, d: usize| c["key"][d].as_str().map(str::to_string);
+    let mut grid: BTreeMap<(Option<String>, Option<String>), Option<u64>> = BTreeMap::new();
+    let (mut shown, mut small) = (0, 0);
+    for c in cells {
+        let count = c["count"].as_u64();
+        if let Some(n) = count {
+            assert!(n >= 10, "a cell of {n} trips is shown: {c}");
+            shown += 1;
+        } else {
+            assert!(c["sums"].is_null(), "{c}");
+            small += usize::from(c["status"] == "primary");
+        }
+        // Areas are named by their south-west corner on the grid.
+        for d in 0..2 {
+            if let Some(l) = label(c, d) {
+                let (lat, lon) = l.split_once(',').unwrap();
+                assert!((40.6..40.8).contains(&lat.parse::<f64>().unwrap()), "{l}");
+                assert!((-74.2..-73.9).contains(&lon.parse::<f64>().unwrap()), "{l}");
+            }
+        }
+        grid.insert((label(c, 0), label(c, 1)), count);
+    }
+    assert!(shown > 10 && small > 0, "{shown} shown, {small} small");
+    // The grand total is all 12,677 trips (not small, so shown).
+    assert_eq!(grid[&(None, None)], Some(12_677));
+    // No suppressed cell can be worked out from its line's margin: a line
+    // with its total shown has no suppressed cell, or at least two.
+    let origins: Vec<Option<String>> = grid.keys().map(|k| k.0.clone()).collect();
+    let destinations: Vec<Option<String>> = grid.keys().map(|k| k.1.clone()).collect();
+    for (axis, values) in [(0, &origins), (1, &destinations)] {
+        for v in values.iter().flatten() {
+            let line: Vec<(&(Option<String>, Option<String>), &Option<u64>)> = grid
+                .iter()
+                .filter(|(k, _)| {
+                    if axis == 0 {
+                        k.0.as_ref() == Some(v)
+                    } else {
+                        k.1.as_ref() == Some(v)
+                    }
+                })
+                .collect();
+            let total = line.iter().find(|(k, _)| {
+                if axis == 0 {
+                    k.1.is_none()
+                } else {
+                    k.0.is_none()
+                }
+            });
+            let hidden = line
+                .iter()
+                .filter(|(k, c)| c.is_none() && (k.0.is_some() && k.1.is_some()))
+                .count();
+            if let Some((_, Some(_))) = total {
+                assert_ne!(
+                    hidden, 1,
+                    "area {v} (axis {axis}): one hidden cell, margin shown"
+                );
+            }
+        }
+    }
+    // The read is in the log with the transform applied.
+    let entry = last_read(&app.entries_of_type("content.read").await);
+    assert_eq!(entry["level"], "aggregate", "{entry}");
+    assert_eq!(entry["agreement"], agreement_id.as_str(), "{entry}");
+    assert_eq!(
+        entry["transform"]["kind"], "thresholded_aggregate",
+        "{entry}"
+    );
+    assert_eq!(entry["transform"]["threshold"], 10, "{entry}");
+    assert!(
+        entry["transform"]["suppressed_small"].as_u64() > Some(0),
+        "{entry}"
+    );
+    let stored = app
+        .service
+        .store()
+        .ledger_entries(log_index, 1)
+        .await
+        .unwrap();
+    assert!(stored[0].1.contains("thresholded_aggregate"));
+
+    // CSV too, with the suppression stated per cell.
+    let mut csv_body = od.clone();
+    csv_body["format"] = json!("csv");
+    let csv = text_of(app.post_json(&path, Some(&analyst), &csv_body).await, 200).await;
+    assert!(
+        csv.starts_with("\"grid(start station latitude, start station longitude, 0.01)\","),
+        "{csv}"
+    );
+    assert!(csv.contains("suppressed: small"), "{csv}");
+
+    // What may not be asked: a lower threshold, a personal column as a
+    // dimension, an unknown column, a cell smaller than the grid allows.
+    let mut low = od.clone();
+    low["threshold"] = json!(3);
+    assert_problem(
+        app.post_json(&path, Some(&analyst), &low).await,
+        422,
+        "threshold_too_low",
+        None,
+    )
+    .await;
+    let by_bike = json!({"purpose": "research", "by": [{"column": "bikeid"}]});
+    let body = assert_problem(
+        app.post_json(&path, Some(&analyst), &by_bike).await,
+        422,
+        "personal_dimension",
+        None,
+    )
+    .await;
+    assert!(!body.to_string().contains("31929"), "{body}");
+    let unknown = json!({"purpose": "research", "by": [{"column": "no such"}]});
+    let res = app.post_json(&path, Some(&analyst), &unknown).await;
+    assert_eq!(res.status(), 422);
+    let fine = json!({"purpose": "research", "by": [{"grid": {"latitude": "start station latitude", "longitude": "start station longitude", "degrees": 0.00001}}]});
+    let res = app.post_json(&path, Some(&analyst), &fine).await;
+    assert_eq!(res.status(), 422);
+    let extra = json!({"purpose": "research", "by": [{"column": "gender"}], "rows": true});
+    let res = app.post_json(&path, Some(&analyst), &extra).await;
+    assert_eq!(res.status(), 422);
+    // Without the agreement's purpose, or signed out: refused.
+    let other = json!({"purpose": "innovation", "by": [{"column": "gender"}]});
+    assert_eq!(
+        app.post_json(&path, Some(&analyst), &other).await.status(),
+        403
+    );
+    let signed_out = json!({"purpose": "research", "by": [{"column": "gender"}]});
+    assert_eq!(app.post_json(&path, None, &signed_out).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_dp_statistic_spends_the_budget_and_one_that_would_exceed_it_is_refused_saying_what_is_left()
+ {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let mut csv = String::from("district,income\n");
+    for i in 0..500 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            ["Gràcia", "Sants", "Horta"][i % 3],
+            20_000 + i * 37
+        ));
+    }
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Household incomes", "city-energy", "shared_specific"),
+        json!({}),
+        csv.into_bytes(),
+    )
+    .await;
+    let agreement_id = agreement(&app, "analyst", &id, "research", "dp_aggregate").await;
+    let (alice, analyst) = (app.token("alice").await, app.token("analyst").await);
+    let path = format!("/api/v1/datasets/{id}/dp-statistics");
+    // Signed out: no budget to spend.
+    let count = json!({"purpose": "research", "statistic": "count", "epsilon": 0.4});
+    assert_eq!(app.post_json(&path, None, &count).await.status(), 401);
+    // The DP level grants no rows.
+    for level in ["identified", "pseudonymised", "anonymised"] {
+        let res = app
+            .get(
+                &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research&level={level}"),
+                Some(&analyst),
+            )
+            .await;
+        assert_eq!(res.status(), 403, "{level}");
+    }
+
+    let r = json_of(app.post_json(&path, Some(&analyst), &count).await, 200).await;
+    let value = r["value"].as_f64().unwrap();
+    assert!((400.0..600.0).contains(&value), "{r}");
+    assert!(r["mechanism"].as_str().unwrap().contains("Laplace"), "{r}");
+    assert_eq!(r["budget"]["account"], agreement_id.as_str());
+    assert!(
+        (r["budget"]["remaining_epsilon"].as_f64().unwrap() - 0.6).abs() < 1e-6,
+        "{r}"
+    );
+    let mean = json!({"purpose": "research", "statistic": "mean", "column": "income", "bounds": [0, 100000], "epsilon": 0.3});
+    let r = json_of(app.post_json(&path, Some(&analyst), &mean).await, 200).await;
+    assert_eq!(r["budget"]["releases"], 2, "{r}");
+    let histogram = json!({"purpose": "research", "statistic": "histogram", "column": "district", "categories": ["Gràcia", "Sants"], "epsilon": 0.2});
+    let r = json_of(app.post_json(&path, Some(&analyst), &histogram).await, 200).await;
+    assert_eq!(r["value"].as_array().unwrap().len(), 3, "{r}");
+    let entries = app.entries_of_type("content.read").await;
+    let entry = last_read(&entries);
+    assert_eq!(entry["level"], "dp_aggregate", "{entry}");
+    assert_eq!(
+        entry["transform"]["kind"], "differential_privacy",
+        "{entry}"
+    );
+    assert_eq!(entry["transform"]["statistic"], "histogram", "{entry}");
+    assert_eq!(
+        entry["transform"]["budget_account"],
+        agreement_id.as_str(),
+        "{entry}"
+    );
+    assert_eq!(entry["transform"]["epsilon"], "0.2", "{entry}");
+
+    // 0.9 spent of 1: a statistic costing 0.2 is refused, says what is
+    // left, and neither releases nor logs nor charges anything.
+    let res = app
+        .post_json(
+            &path,
+            Some(&analyst),
+            &json!({"purpose": "research", "statistic": "count", "epsilon": 0.2}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["rule"], "privacy-budget", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("only 0.1"), "{detail}");
+    assert!(detail.contains("nothing was released"), "{detail}");
+    assert_eq!(
+        app.entries_of_type("content.read").await.len(),
+        entries.len()
+    );
+    let b = json_of(
+        app.get(
+            &format!("/api/v1/privacy-budgets/{agreement_id}"),
+            Some(&analyst),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(b["releases"], 3, "{b}");
+    assert!(
+        (b["remaining_epsilon"].as_f64().unwrap() - 0.1).abs() < 1e-6,
+        "{b}"
+    );
+    // What is left can still be spent, then nothing more.
+    let last = json!({"purpose": "research", "statistic": "count", "epsilon": 0.1});
+    json_of(app.post_json(&path, Some(&analyst), &last).await, 200).await;
+    let res = app.post_json(&path, Some(&analyst), &last).await;
+    assert_eq!(res.status(), 403);
+    // The budget is the analyst's under this agreement: the owner reading
+    // their own data spends from an account of their own.
+    let r = json_of(app.post_json(&path, Some(&alice), &count).await, 200).await;
+    assert_eq!(r["budget"]["account"], format!("dataset:{id}"));
+    assert_eq!(r["budget"]["releases"], 1);
+
+    // Statistics that cannot be made say why.
+    for (body, field) in [
+        (
+            json!({"purpose": "research", "statistic": "sum", "column": "income", "epsilon": 0.01}),
+            "bounds",
+        ),
+        (
+            json!({"purpose": "research", "statistic": "count", "epsilon": 0}),
+            "epsilon",
+        ),
+        (
+            json!({"purpose": "research", "statistic": "count", "epsilon": 50}),
+            "epsilon",
+        ),
+        (
+            json!({"purpose": "research", "statistic": "histogram", "column": "district", "epsilon": 0.01}),
+            "categories",
+        ),
+        (
+            json!({"purpose": "research", "statistic": "mean", "column": "district", "bounds": [0, 1], "epsilon": 0.01}),
+            "district",
+        ),
+    ] {
+        let res = app.post_json(&path, Some(&alice), &body).await;
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        assert_eq!(status, 422, "{body}: {text}");
+        assert!(text.contains(field), "{body}: {text}");
+    }
+}
