@@ -268,6 +268,9 @@ async fn anonymised_rows_are_k_anonymous_on_the_declared_quasi_identifiers_witho
     assert!(!body.to_string().contains("P0000"), "{body}");
 }
 
+/// An origin–destination cell: its two areas (`None` is a margin).
+type Area2 = (Option<String>, Option<String>);
+
 /// The manifest's column classes of the Citi Bike trips.
 fn citibike_classes() -> Value {
     json!({
@@ -352,7 +355,7 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
     assert_eq!(t["dimensions"].as_array().unwrap().len(), 2, "{t}");
     let cells = t["table"]["cells"].as_array().unwrap();
     let label = |c: &Value, d: usize| c["key"][d].as_str().map(str::to_string);
-    let mut grid: BTreeMap<(Option<String>, Option<String>), Option<u64>> = BTreeMap::new();
+    let mut grid: BTreeMap<Area2, Option<u64>> = BTreeMap::new();
     let (mut shown, mut small) = (0, 0);
     for c in cells {
         let count = c["count"].as_u64();
@@ -382,7 +385,7 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
     let destinations: Vec<Option<String>> = grid.keys().map(|k| k.1.clone()).collect();
     for (axis, values) in [(0, &origins), (1, &destinations)] {
         for v in values.iter().flatten() {
-            let line: Vec<(&(Option<String>, Option<String>), &Option<u64>)> = grid
+            let line: Vec<(&Area2, &Option<u64>)> = grid
                 .iter()
                 .filter(|(k, _)| {
                     if axis == 0 {
