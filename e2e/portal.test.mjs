@@ -411,6 +411,22 @@ test('the analyst asks for building energy, three trustees vote, and the agreeme
   ]);
   const text = readFileSync(await download.path(), 'utf8');
   assert.ok(text.split('\n').length > 100, 'the whole dataset came down');
+  // A table of counts by neighbourhood and building type, small cells blank.
+  await a.goto(`${BASE}/datasets/seattle-building-energy`);
+  await a.getByLabel('What the table will be used for').selectOption('research');
+  await a.getByLabel('Count by').selectOption('Neighborhood');
+  await a.getByLabel('and by (optional)').selectOption('BuildingType');
+  const [tableDownload] = await Promise.all([
+    a.waitForEvent('download'),
+    a.getByRole('button', { name: 'Make the table' }).click(),
+  ]);
+  const table = readFileSync(await tableDownload.path(), 'utf8');
+  assert.match(table, /^Neighborhood,BuildingType,count,status\n/);
+  assert.match(table, /suppressed: small/);
+  for (const line of table.trim().split('\n').slice(1)) {
+    const count = line.split(',').at(-2);
+    assert.ok(count === '' || Number(count) >= 10, `a small count is shown: ${line}`);
+  }
   await a.goto(`${BASE}/datasets/seattle-building-energy`);
   await a.getByLabel('What the data will be used for').selectOption('commercial');
   await a.getByRole('button', { name: 'Download', exact: true }).click();

@@ -141,6 +141,10 @@ pub struct Aggregate {
     #[serde(skip)]
     pub records: u64,
     pub table: Protected,
+    /// Milliseconds spent counting (the GROUP BY) and protecting (margins,
+    /// suppression), for the server's log.
+    #[serde(skip)]
+    pub timings_ms: (u128, u128),
 }
 
 /// Count (and optionally sum `measure`) by `by`, then suppress the cells
@@ -160,13 +164,15 @@ pub async fn aggregate(
             by.len()
         )));
     }
+    let started = std::time::Instant::now();
     let (ctx, df) = frame(versions, location, subjects).await?;
     let mut select = Vec::new();
     for (i, key) in by.iter().enumerate() {
         match key {
             GroupKey::Column(c) => {
                 check_column(&df, allowed, c)?;
-                select.push(format!("CAST({} AS VARCHAR) AS k{i}", quote_ident(c)));
+                // Grouped by the value itself; only the groups are turned into text.
+                select.push(format!("{} AS k{i}", quote_ident(c)));
             }
             GroupKey::Grid {
                 latitude,
@@ -267,6 +273,8 @@ pub async fn aggregate(
             rows.push((key, n, s));
         }
     }
+    let counted = started.elapsed().as_millis();
+    let started = std::time::Instant::now();
     let mut table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
         .map_err(|e| QueryError::Unsupported(e.to_string()))?;
     // Empty combinations (an origin–destination grid is mostly empty) are
@@ -279,6 +287,7 @@ pub async fn aggregate(
         measure: measure.map(str::to_string),
         records,
         table,
+        timings_ms: (counted, started.elapsed().as_millis()),
     })
 }
 

@@ -76,6 +76,8 @@ pub struct ContentView {
     pub notice: String,
     /// Signed in, data not open: download for a purpose (checked against the agreements in force).
     pub may_ask_download: bool,
+    /// Signed in, and the data may be asked for: a thresholded table form.
+    pub may_ask_table: bool,
     /// (id, name) of the purposes, the viewer's agreements' purposes first.
     pub purposes: Vec<(String, String)>,
     /// The re-identification risk on the declared quasi-identifiers (R-PRV-6).
@@ -348,6 +350,12 @@ pub async fn content_view(
     {
         view.downloads.clear();
         view.may_ask_download = true;
+    }
+    // A table of counts (the aggregate level) is asked for the same way.
+    if actor.username().is_some()
+        && (view.may_read || spectrum != citytrust_model::Spectrum::Closed)
+    {
+        view.may_ask_table = true;
         view.purposes = state
             .service
             .purposes()
@@ -624,6 +632,21 @@ pub async fn download(
             ));
         }
     };
+    let level = match form.one("level").as_str() {
+        "" | "identified" => citytrust_model::AccessLevel::Identified,
+        "pseudonymised" => citytrust_model::AccessLevel::Pseudonymised,
+        "anonymised" => citytrust_model::AccessLevel::Anonymised,
+        other => {
+            return Err(PageError::page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "'{}' is not a level rows are downloaded at: choose identified, \
+                     pseudonymised or anonymised rows.",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    };
     let served = state
         .service
         .read_content(
@@ -638,20 +661,73 @@ pub async fn download(
                     limit: None,
                 },
                 purpose: Some(purpose),
-                level: None,
+                level: Some(level),
             },
         )
         .await
-        .map_err(|e| match e {
-            ServiceError::Refused { rule, message } => PageError::page(
-                StatusCode::FORBIDDEN,
-                match rule {
-                    Some(rule) => format!("Refused by the charter's rule “{rule}”: {message}"),
-                    None => format!("Refused: {message}"),
-                },
-            ),
-            other => other.into(),
-        })?;
+        .map_err(refusal_page)?;
+    Ok(crate::content::served_response(served, HeaderMap::new()))
+}
+
+/// A refusal as a page that names the rule; other errors as usual.
+fn refusal_page(e: ServiceError) -> PageError {
+    match e {
+        ServiceError::Refused { rule, message } => PageError::page(
+            StatusCode::FORBIDDEN,
+            match rule {
+                Some(rule) => format!("Refused by the charter's rule “{rule}”: {message}"),
+                None => format!("Refused: {message}"),
+            },
+        ),
+        ServiceError::Unprocessable { message, .. } => {
+            PageError::page(StatusCode::UNPROCESSABLE_ENTITY, message)
+        }
+        other => other.into(),
+    }
+}
+
+/// `POST /datasets/{id}/table`: a thresholded table of counts by one or
+/// two columns, as CSV — the aggregate level, checked, suppressed and
+/// logged exactly as `POST /api/v1/datasets/{id}/aggregate`.
+pub async fn table(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let form = Form::parse(&headers, &body)?;
+    let session = viewer.check_form(&form)?;
+    let purpose = form.opt("purpose");
+    let mut by = Vec::new();
+    for field in ["by", "by2"] {
+        if let Some(c) = form.opt(field) {
+            by.push(citytrust_query::levels::GroupKey::Column(c));
+        }
+    }
+    if by.is_empty() {
+        return Err(PageError::page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose the column to count by.",
+        ));
+    }
+    let served = state
+        .service
+        .aggregate(
+            &session.actor,
+            &id,
+            citytrust_service::levels::AggregateRequest {
+                version: None,
+                as_of: None,
+                purpose,
+                by,
+                sum: None,
+                threshold: None,
+                format: OutputFormat::Csv,
+            },
+        )
+        .await
+        .map_err(refusal_page)?;
     Ok(crate::content::served_response(served, HeaderMap::new()))
 }
 

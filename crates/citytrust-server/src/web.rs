@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
             "/datasets/{id}/download",
             post(crate::portal_content::download),
         )
+        .route("/datasets/{id}/table", post(crate::portal_content::table))
         .route(
             "/datasets/{id}/feedback/{feedback}/answer",
             post(crate::portal_content::answer),

@@ -413,10 +413,20 @@ impl Service {
             threshold,
         )
         .await?;
+        let written = std::time::Instant::now();
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
         )?));
         let rows = citytrust_query::levels::write_aggregate(&agg, request.format, &mut spool)?;
+        tracing::info!(
+            dataset = %dataset.id,
+            cells = agg.table.cells.len(),
+            suppressed = agg.table.primary + agg.table.secondary,
+            count_ms = agg.timings_ms.0,
+            protect_ms = agg.timings_ms.1,
+            write_ms = written.elapsed().as_millis(),
+            "thresholded table"
+        );
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
@@ -637,7 +647,12 @@ impl Service {
         .await?;
         let dp_err = |e: citytrust_privacy::dp::DpError| match e {
             citytrust_privacy::dp::DpError::Invalid(m) => invalid(m),
-            other => ServiceError::Internal(other.to_string()),
+            // OpenDP refuses what it cannot make safely (bounds whose sums
+            // could overflow, …): the asker's to change, nothing released.
+            citytrust_privacy::dp::DpError::Library(m) => {
+                tracing::warn!(error = %m, "OpenDP refused a statistic");
+                invalid(format!("this statistic cannot be released as asked: {m}"))
+            }
         };
         use citytrust_privacy::dp;
         use citytrust_query::levels::DpInput;

@@ -1404,6 +1404,9 @@ async fn signed_in_downloads_of_data_that_is_not_open_are_governed_like_api_read
         .await;
     assert_eq!(r.status(), 201);
     let r: serde_json::Value = r.json().await.unwrap();
+    // Row-level personal data: open for comment first.
+    assert_eq!(r["status"], "public_comment", "{r}");
+    app.clock.advance(time::Duration::days(15));
     all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
 
     let mut b = Browser::new(&app);
@@ -1780,4 +1783,128 @@ async fn a_guardian_acts_for_their_child_through_the_dashboard_and_nobody_acts_w
         .await
         .unwrap();
     assert_eq!(consents.as_array().unwrap().len(), 1, "{consents}");
+}
+
+#[tokio::test]
+async fn the_dataset_page_asks_for_pseudonymised_rows_and_for_thresholded_tables() {
+    use crate::governance::{all_vote, request};
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await;
+    let mut d = crate::harness::dataset("Ward visits", "city-energy", "shared_specific");
+    d["column_classes"] = serde_json::json!({"personal": ["name"]});
+    d["personal_data"] = serde_json::json!(true);
+    let id = app.create_dataset(&alice, &d).await;
+    let mut csv = String::from("name,ward\n");
+    for i in 0..40 {
+        csv.push_str(&format!("Person {i},{}\n", if i < 35 { "A" } else { "B" }));
+    }
+    let res = app
+        .post_raw(
+            &format!("/api/v1/datasets/{id}/versions"),
+            Some(&alice),
+            "text/csv",
+            csv.into_bytes(),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let analyst = app.token("analyst").await;
+    let r = app
+        .post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&id], "research", "pseudonymised"),
+        )
+        .await;
+    let r: serde_json::Value = r.json().await.unwrap();
+    // Row-level personal data: open for comment first.
+    assert_eq!(r["status"], "public_comment", "{r}");
+    app.clock.advance(time::Duration::days(15));
+    all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+
+    let mut b = Browser::new(&app);
+    b.sign_in("analyst").await;
+    let page = b
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("A table of counts"), "{page}");
+    assert!(page.contains("Pseudonymised rows"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    // Pseudonymised rows: the names replaced.
+    let res = b
+        .post(
+            &format!("/datasets/{id}/download"),
+            &[
+                ("csrf", &csrf),
+                ("purpose", "research"),
+                ("format", "csv"),
+                ("level", "pseudonymised"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("Person 1"), "{text}");
+    assert_eq!(text.lines().count(), 41, "{text}");
+    // Identified rows are beyond this agreement: refused, naming the rule.
+    let res = b
+        .post(
+            &format!("/datasets/{id}/download"),
+            &[("csrf", &csrf), ("purpose", "research"), ("format", "csv")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(!res.text().await.unwrap().contains("Person 1"));
+    // A table by ward: 35 shown, the 5 of ward B suppressed — and so the total
+    // (40) with them would give B away … unless it is suppressed too.
+    let res = b
+        .post(
+            &format!("/datasets/{id}/table"),
+            &[
+                ("csrf", &csrf),
+                ("purpose", "research"),
+                ("by", "ward"),
+                ("by2", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("citytrust-log-entry"));
+    let table = res.text().await.unwrap();
+    assert!(table.starts_with("ward,count,status\n"), "{table}");
+    assert!(table.contains("B,,suppressed: small"), "{table}");
+    assert!(!table.contains(",5,"), "{table}");
+    assert!(
+        !(table.contains("A,35,") && table.contains("(total),40,")),
+        "{table}"
+    );
+    // A personal column is no dimension; nor is a form without a token.
+    let res = b
+        .post(
+            &format!("/datasets/{id}/table"),
+            &[("csrf", &csrf), ("purpose", "research"), ("by", "name")],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(!res.text().await.unwrap().contains("Person 1"));
+    let res = b
+        .post(
+            &format!("/datasets/{id}/table"),
+            &[("purpose", "research"), ("by", "ward")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    // Someone without an agreement gets no table.
+    let mut r2 = Browser::new(&app);
+    r2.sign_in("resident").await;
+    let csrf2 = r2.csrf().await;
+    let res = r2
+        .post(
+            &format!("/datasets/{id}/table"),
+            &[("csrf", &csrf2), ("purpose", "research"), ("by", "ward")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
 }
