@@ -192,7 +192,7 @@ impl AccessLevel {
     /// metadata-only grant carries no content (the catalogue entry is
     /// public), and index look-ups are not built: both are refused.
     pub fn served(self) -> bool {
-        !matches!(self, AccessLevel::Metadata | AccessLevel::Index)
+        !matches!(self, AccessLevel::Metadata)
     }
     /// An aggregate level (served as tables of counts, never as rows).
     pub fn is_aggregate(self) -> bool {
@@ -988,11 +988,11 @@ mod tests {
     }
 
     #[test]
-    fn levels_are_ordered_and_all_but_metadata_and_index_are_served() {
+    fn levels_are_ordered_and_all_but_metadata_are_served() {
         assert!(AccessLevel::Identified > AccessLevel::Pseudonymised);
         assert!(AccessLevel::Metadata < AccessLevel::Index);
         let refused: Vec<_> = AccessLevel::ALL.iter().filter(|l| !l.served()).collect();
-        assert_eq!(refused, [&AccessLevel::Metadata, &AccessLevel::Index]);
+        assert_eq!(refused, [&AccessLevel::Metadata]);
         for l in AccessLevel::ALL {
             assert_eq!(AccessLevel::parse(l.as_str()), Some(l));
         }

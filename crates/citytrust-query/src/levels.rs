@@ -364,6 +364,30 @@ pub fn write_aggregate(
     Ok(agg.table.cells.len() as u64)
 }
 
+/// Whether any row (the reader may see) holds `value` in `column`,
+/// compared as text: the index level's answer, and nothing more.
+pub async fn exists(
+    versions: &crate::VersionStore,
+    location: &str,
+    allowed: Option<&[String]>,
+    subjects: Option<&SubjectFilter>,
+    column: &str,
+    value: &str,
+) -> Result<bool> {
+    let (_ctx, df) = frame(versions, location, subjects).await?;
+    check_column(&df, allowed, column)?;
+    use datafusion::logical_expr::Expr;
+    let target = Expr::Column(datafusion::common::Column::from_name(column));
+    let found = df
+        .filter(
+            datafusion::prelude::cast(target, DataType::Utf8).eq(datafusion::prelude::lit(value)),
+        )?
+        .limit(0, Some(1))?
+        .count()
+        .await?;
+    Ok(found > 0)
+}
+
 /// The input of a differentially private statistic.
 pub enum DpInput {
     Rows(usize),

@@ -62,7 +62,7 @@ pub fn routes() -> Router<AppState> {
         crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
         crate::content::get_quality_rules, crate::content::put_quality_rules,
-        crate::content::get_timeliness, crate::content::aggregate, crate::content::dp_statistic,
+        crate::content::get_timeliness, crate::content::aggregate, crate::content::dp_statistic, crate::content::lookup,
         crate::content::get_privacy_budget, crate::lineage::derive, crate::lineage::reassess,
         crate::feedback::report_feedback, crate::feedback::list_feedback, crate::feedback::answer_feedback,
         crate::governance::list_purposes, crate::governance::add_purpose, crate::governance::get_charter,
@@ -81,7 +81,7 @@ pub fn routes() -> Router<AppState> {
         crate::breaches::register_breach, crate::breaches::list_breaches, crate::breaches::get_breach,
         crate::breaches::regulator_notified
     ),
-    components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, citytrust_service::content::RefreshState,
+    components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
         citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer,
         crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,

@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/query", post(run_query))
         .route("/api/v1/datasets/{id}/aggregate", post(aggregate))
         .route("/api/v1/datasets/{id}/dp-statistics", post(dp_statistic))
+        .route("/api/v1/datasets/{id}/lookup", post(lookup))
         .route("/api/v1/privacy-budgets/{account}", get(get_privacy_budget))
 }
 
@@ -777,6 +778,69 @@ async fn dp_statistic(
                     categories: body.categories,
                     epsilon: body.epsilon,
                 },
+            )
+            .await?,
+    ))
+}
+
+/// An index look-up asked for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupBody {
+    /// What the answer will be used for (recorded in the transparency log).
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 300)]
+    pub purpose: Option<String>,
+    /// The column to look in.
+    #[schema(min_length = 1, max_length = 300)]
+    pub column: String,
+    /// The value looked for, compared as text (never logged).
+    #[schema(max_length = 1000)]
+    pub value: String,
+    /// A version number; the latest when absent.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub version: Option<i64>,
+    /// Instead of a number, the version in force at a time.
+    #[serde(default)]
+    #[schema(max_length = 40)]
+    pub as_of: Option<String>,
+}
+
+/// Whether a record exists: the index level (e.g. "is this person in the
+/// register?"). Answers yes or no and nothing more; the look-up is recorded
+/// in the transparency log with its column, never its value.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/lookup", tag = "content",
+    params(("id" = String, Path, description = "The dataset's id")),
+    request_body = LookupBody,
+    responses(
+        (status = 200, description = "Whether a record holds the value", body = citytrust_service::levels::LookupAnswer),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Sign-in needed for this dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed at the index level", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown column, value too long", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn lookup(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LookupBody>,
+) -> Result<Json<citytrust_service::levels::LookupAnswer>, ApiError> {
+    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    Ok(Json(
+        state
+            .service
+            .lookup(
+                &actor,
+                &id,
+                version,
+                as_of,
+                body.purpose.as_deref(),
+                &body.column,
+                &body.value,
             )
             .await?,
     ))

@@ -333,16 +333,9 @@ impl Service {
         if !level.served() {
             return Err(refuse(
                 Some("level-not-available"),
-                match level {
-                    AccessLevel::Metadata => "a metadata-only grant carries no content: the \
-                        catalogue entry (GET /api/v1/datasets/{id}) is the whole of it"
-                        .to_string(),
-                    _ => format!(
-                        "{} are not served: look-ups in a register are not built, and data is \
-                         never served raw in their place",
-                        level.label().to_lowercase()
-                    ),
-                },
+                "a metadata-only grant carries no content: the catalogue entry \
+                 (GET /api/v1/datasets/{id}) is the whole of it"
+                    .to_string(),
             ));
         }
         let open = dataset.metadata.spectrum == Spectrum::Open;

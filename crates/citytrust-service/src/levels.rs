@@ -76,6 +76,36 @@ pub struct DpRequest {
     pub epsilon: f64,
 }
 
+/// The longest value an index look-up takes.
+pub const MAX_LOOKUP_VALUE: usize = 1000;
+
+/// The answer of an index look-up.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LookupAnswer {
+    pub dataset: String,
+    pub version: i64,
+    pub column: String,
+    /// Whether a record holding the value exists (among those the reader may see).
+    pub exists: bool,
+    /// Random, so the logged digest of this answer cannot be guessed.
+    pub nonce: String,
+    /// SHA-256 of `dataset\nversion\ncolumn\nexists\nnonce` (one line each,
+    /// `true`/`false`), as the log entry records it.
+    pub sha256: String,
+    /// The transparency-log entry recording this look-up.
+    pub log_index: i64,
+}
+
+fn lookup_digest_text(
+    dataset: &str,
+    version: i64,
+    column: &str,
+    exists: bool,
+    nonce: &str,
+) -> String {
+    format!("{dataset}\n{version}\n{column}\n{exists}\n{nonce}")
+}
+
 /// A data user's privacy budget under one account.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
@@ -338,6 +368,14 @@ impl Service {
                 .await?;
                 Ok((rows, None))
             }
+            AccessLevel::Index => Err(ServiceError::Unprocessable {
+                code: "index_level",
+                message: format!(
+                    "the index level answers whether a record exists, not with rows: ask with \
+                     POST /api/v1/datasets/{}/lookup",
+                    dataset.id
+                ),
+            }),
             other => Err(ServiceError::Unprocessable {
                 code: "aggregate_level",
                 message: format!(
@@ -471,6 +509,76 @@ impl Service {
             ),
             log_index,
             truncated: false,
+        })
+    }
+
+    /// An index look-up (R-ACC-3's "index only"): whether a record holding
+    /// `value` in `column` exists in the dataset, and nothing else about it.
+    /// Permitted at the index level → answered → logged (the column, never
+    /// the value) → returned.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn lookup(
+        &self,
+        actor: &Actor,
+        dataset_id: &str,
+        version: Option<i64>,
+        as_of: Option<i64>,
+        purpose: Option<&str>,
+        column: &str,
+        value: &str,
+    ) -> Result<LookupAnswer> {
+        let dataset = self.get_dataset(dataset_id).await?;
+        let purpose = clean_purpose(purpose)?;
+        let grant = self
+            .authorize_read(actor, &dataset, purpose.as_deref(), AccessLevel::Index)
+            .await?;
+        if value.len() > MAX_LOOKUP_VALUE {
+            return Err(ServiceError::Unprocessable {
+                code: "invalid_lookup",
+                message: format!("a value looked up is at most {MAX_LOOKUP_VALUE} bytes"),
+            });
+        }
+        let version = self.version_for_read(dataset_id, version, as_of).await?;
+        let scope = self.subject_scope(actor, &dataset, &grant).await?;
+        let location = self.version_location(dataset_id, version.version);
+        let exists = citytrust_query::levels::exists(
+            &self.versions,
+            &location,
+            grant.columns.as_deref(),
+            scope.as_ref().and_then(|s| s.filter.as_deref()),
+            column,
+            value,
+        )
+        .await?;
+        let nonce = hex::encode(crate::accounts::random_bytes::<16>()?);
+        let digest = hex::encode(sha2::Sha256::digest(
+            lookup_digest_text(&dataset.id, version.version, column, exists, &nonce).as_bytes(),
+        ));
+        let log_index = self
+            .log_read(
+                actor,
+                &dataset,
+                version.version,
+                &grant,
+                purpose.as_deref(),
+                scope.as_ref(),
+                serde_json::json!({
+                    "format": "json",
+                    "rows": 1,
+                    "sha256": digest,
+                    "transform": {"kind": "index_lookup", "column": column},
+                }),
+                "index_lookup",
+            )
+            .await?;
+        Ok(LookupAnswer {
+            dataset: dataset.id.clone(),
+            version: version.version,
+            column: column.to_string(),
+            exists,
+            nonce,
+            sha256: digest,
+            log_index,
         })
     }
 

@@ -779,8 +779,9 @@ async fn an_agreement_limited_to_some_columns_serves_only_those() {
 }
 
 /// Every role × spectrum class × access level × read path, against the rule:
-/// metadata and index levels serve no content; rows come at the row levels
-/// by download and identified rows by SQL, tables at the aggregate levels;
+/// the metadata level serves no content; rows come at the row levels by
+/// download and identified rows by SQL, tables at the aggregate levels and
+/// yes-or-no look-ups at the index level;
 /// open data
 /// is read by anyone; the owner's members read their own; an agreement holder
 /// reads the shared data it covers; nobody else reads anything — and no
@@ -885,7 +886,7 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
         Denied,
     }
     let expect = |who: Who, class: &str, level: &str, path: &str| -> Expect {
-        if matches!(level, "metadata" | "index") || !may_read(who, class) {
+        if level == "metadata" || !may_read(who, class) {
             Expect::Denied
         } else if level == "identified"
             || (path == "download" && matches!(level, "pseudonymised" | "anonymised"))
@@ -966,15 +967,24 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
                     &json!({"purpose": "research", "statistic": "count", "epsilon": 0.1}),
                 )
                 .await;
-            for (path, res) in [("aggregate", aggregate), ("dp", dp)] {
+            let lookup = app
+                .post_json(
+                    &format!("/api/v1/datasets/{id}/lookup"),
+                    token,
+                    &json!({"purpose": "research", "column": "zq_marker", "value": format!("ZQVALUE-{class}")}),
+                )
+                .await;
+            for (path, res) in [("aggregate", aggregate), ("dp", dp), ("lookup", lookup)] {
                 let status = res.status().as_u16();
                 let text = res.text().await.unwrap();
                 let context = format!("{who:?} × {class} × {path}: {status} {text}");
-                let allowed = may_read(who, class) && (path == "aggregate" || username.is_some());
+                let allowed = may_read(who, class) && (path != "dp" || username.is_some());
                 if allowed {
                     assert_eq!(status, 200, "{context}");
                     let v: Value = serde_json::from_str(&text).unwrap();
-                    if path == "aggregate" {
+                    if path == "lookup" {
+                        assert_eq!(v["exists"], true, "{context}");
+                    } else if path == "aggregate" {
                         // One row: every cell, the total too, is below 10.
                         let cells = v["table"]["cells"].as_array().unwrap();
                         assert!(!cells.is_empty(), "{context}");
@@ -1026,7 +1036,7 @@ async fn the_authorisation_matrix_holds_for_every_role_class_level_and_path() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 7 * 5 * (7 * 2 + 3));
+    assert_eq!(checked, 7 * 5 * (7 * 2 + 4));
 }
 
 #[tokio::test]

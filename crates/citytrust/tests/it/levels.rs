@@ -626,3 +626,108 @@ async fn a_dp_statistic_spends_the_budget_and_one_that_would_exceed_it_is_refuse
         assert!(text.contains(field), "{body}: {text}");
     }
 }
+
+#[tokio::test]
+async fn an_index_grant_answers_whether_a_record_exists_and_nothing_more() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Parking permits", "city-energy", "shared_specific"),
+        json!({}),
+        "permit,plate,zone\nP-1,1234ABC,Gràcia\nP-2,5678DEF,Sants\n"
+            .as_bytes()
+            .to_vec(),
+    )
+    .await;
+    let analyst = app.token("analyst").await;
+    let path = format!("/api/v1/datasets/{id}/lookup");
+    let ask = |value: &str| json!({"purpose": "research", "column": "plate", "value": value});
+    // Before any agreement: refused.
+    assert_eq!(
+        app.post_json(&path, Some(&analyst), &ask("1234ABC"))
+            .await
+            .status(),
+        403
+    );
+    agreement(&app, "analyst", &id, "research", "index").await;
+    let analyst = app.token("analyst").await;
+    let yes = json_of(
+        app.post_json(&path, Some(&analyst), &ask("1234ABC")).await,
+        200,
+    )
+    .await;
+    assert_eq!(yes["exists"], true, "{yes}");
+    let no = json_of(
+        app.post_json(&path, Some(&analyst), &ask("9999ZZZ")).await,
+        200,
+    )
+    .await;
+    assert_eq!(no["exists"], false, "{no}");
+    // Nothing else comes back: not the row, not its other columns.
+    for answer in [&yes, &no] {
+        let text = answer.to_string();
+        for other in ["P-1", "Sants", "5678DEF"] {
+            assert!(!text.contains(other), "{text}");
+        }
+    }
+    // The log records the look-up and its column, never the value; the
+    // digest it records is that of the answer.
+    let entry = last_read(&app.entries_of_type("content.read").await);
+    assert_eq!(entry["level"], "index", "{entry}");
+    assert_eq!(entry["transform"]["kind"], "index_lookup", "{entry}");
+    assert_eq!(entry["transform"]["column"], "plate", "{entry}");
+    assert_eq!(entry["sha256"], no["sha256"], "{entry}");
+    let log = app.entries_of_type("content.read").await.join("\n");
+    assert!(!log.contains("1234ABC") && !log.contains("9999ZZZ"));
+    use sha2::Digest;
+    let text = format!("{id}\n1\nplate\nfalse\n{}", no["nonce"].as_str().unwrap());
+    assert_eq!(
+        no["sha256"],
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    );
+    // An index grant gives no rows, no tables, no SQL.
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research&level=index"),
+            Some(&analyst),
+        )
+        .await;
+    assert_problem(res, 422, "index_level", None).await;
+    let res = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research"),
+            Some(&analyst),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/aggregate"),
+            Some(&analyst),
+            &json!({"purpose": "research", "by": [{"column": "zone"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    // An unknown column, a value too long, an unknown field: 422.
+    let res = app
+        .post_json(
+            &path,
+            Some(&analyst),
+            &json!({"purpose": "research", "column": "owner", "value": "x"}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let long = "x".repeat(1001);
+    let res = app.post_json(&path, Some(&analyst), &ask(&long)).await;
+    assert_eq!(res.status(), 422);
+    let res = app
+        .post_json(
+            &path,
+            Some(&analyst),
+            &json!({"purpose": "research", "column": "plate", "value": "x", "rows": 1}),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+}
