@@ -298,6 +298,11 @@ pub struct ColumnClasses {
     pub spatial: Vec<String>,
     #[serde(default)]
     pub temporal: Vec<String>,
+    /// Each row is a person's movement (a trip, a trace): rows never leave
+    /// outside the owner's own use, only tables such as origin–destination
+    /// counts (R-PRV-4).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trajectories: bool,
 }
 
 /// Where the data lives.

@@ -401,6 +401,22 @@ impl Service {
         let decision = who
             .with(|principal| charter.decide_read(principal, &facts(dataset), &read))
             .map_err(policy_error)?;
+        if decision.allowed
+            && level.is_row_level()
+            && dataset.metadata.column_classes.trajectories
+            && !actor.is_member_of(&dataset.metadata.owner_organization_id)
+        {
+            // R-PRV-4, a fact of the code: paths stay with their owner.
+            return Err(refuse(
+                Some("trajectories-as-tables"),
+                format!(
+                    "the rows of dataset '{}' are people's movements: outside its owner they \
+                     leave only as tables (POST /api/v1/datasets/{}/aggregate, e.g. \
+                     origin–destination counts between grid areas)",
+                    dataset.id, dataset.id
+                ),
+            ));
+        }
         if decision.allowed {
             let rule = decision
                 .rules
@@ -632,6 +648,22 @@ impl Service {
         let mut datasets = Vec::new();
         for id in &request.dataset_ids {
             datasets.push(self.get_dataset(id).await?);
+        }
+        if request.level.is_row_level()
+            && let Some(d) = datasets.iter().find(|d| {
+                d.metadata.column_classes.trajectories
+                    && !actor.is_member_of(&d.metadata.owner_organization_id)
+            })
+        {
+            return Err(ValidationErrors::single(
+                "level",
+                format!(
+                    "the rows of '{}' are people's movements and leave their owner only as \
+                     tables: ask at the aggregate or dp_aggregate level",
+                    d.id
+                ),
+            )
+            .into());
         }
         let mut flags = BTreeSet::new();
         if datasets.iter().any(|d| d.metadata.personal_data) {

@@ -277,7 +277,8 @@ fn citibike_classes() -> Value {
         "personal": ["bikeid"],
         "quasi_identifying": ["birth year", "gender", "start station id", "starttime", "end station id", "stoptime"],
         "spatial": ["start station latitude", "start station longitude", "end station latitude", "end station longitude"],
-        "temporal": ["starttime", "stoptime"]
+        "temporal": ["starttime", "stoptime"],
+        "trajectories": true
     })
 }
 
@@ -301,6 +302,17 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         citibike_csv(),
     )
     .await;
+    // People's movements: rows may not even be asked for outside the owner.
+    for level in ["identified", "pseudonymised", "anonymised"] {
+        let analyst = app.token("analyst").await;
+        let mut body = request(&[&id], "research", level);
+        body["ends_on"] = json!("2026-12-31");
+        let res = app
+            .post_json("/api/v1/access-requests", Some(&analyst), &body)
+            .await;
+        let body = assert_problem(res, 422, "validation_failed", Some("level")).await;
+        assert!(body.to_string().contains("only as"), "{body}");
+    }
     let agreement_id = agreement(&app, "analyst", &id, "research", "aggregate").await;
     let analyst = app.token("analyst").await;
 
@@ -471,6 +483,16 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
     let fine = json!({"purpose": "research", "by": [{"grid": {"latitude": "start station latitude", "longitude": "start station longitude", "degrees": 0.00001}}]});
     let res = app.post_json(&path, Some(&analyst), &fine).await;
     assert_eq!(res.status(), 422);
+    // The owner's own members still read the rows (closed use).
+    let alice = app.token("alice").await;
+    let own = app
+        .get(
+            &format!("/api/v1/datasets/{id}/data?format=csv&purpose=research"),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("Exchange Place"));
     let extra = json!({"purpose": "research", "by": [{"column": "gender"}], "rows": true});
     let res = app.post_json(&path, Some(&analyst), &extra).await;
     assert_eq!(res.status(), 422);
@@ -730,4 +752,69 @@ async fn an_index_grant_answers_whether_a_record_exists_and_nothing_more() {
         )
         .await;
     assert_eq!(res.status(), 422);
+}
+
+#[tokio::test]
+async fn once_a_dataset_is_marked_as_trajectories_an_agreement_for_rows_reads_only_tables() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let mut csv = String::from("trip,from_zone,to_zone\n");
+    for i in 0..30 {
+        csv.push_str(&format!(
+            "T{i},{},{}\n",
+            ["A", "B"][i % 2],
+            ["C", "D"][i % 3 % 2]
+        ));
+    }
+    let id = upload(
+        &app,
+        &alice,
+        dataset("Scooter trips", "city-energy", "shared_specific"),
+        json!({}),
+        csv.into_bytes(),
+    )
+    .await;
+    agreement(&app, "analyst", &id, "research", "identified").await;
+    let analyst = app.token("analyst").await;
+    let rows = format!("/api/v1/datasets/{id}/data?format=csv&purpose=research");
+    assert_eq!(app.get(&rows, Some(&analyst)).await.status(), 200);
+    // The owner declares the rows to be movements: from the next read on,
+    // the agreement yields tables only.
+    let alice = app.token("alice").await;
+    let res = app
+        .patch_json(
+            &format!("/api/v1/datasets/{id}"),
+            Some(&alice),
+            &json!({"column_classes": {"trajectories": true}}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    for level in ["identified", "pseudonymised", "anonymised"] {
+        let res = app
+            .get(&format!("{rows}&level={level}"), Some(&analyst))
+            .await;
+        assert_eq!(res.status(), 403, "{level}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["rule"], "trajectories-as-tables", "{body}");
+        assert!(!body.to_string().contains("T1"), "{body}");
+    }
+    let table = id.replace('-', "_");
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            Some(&analyst),
+            &json!({"sql": format!("SELECT * FROM {table}"), "purpose": "research"}),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/aggregate"),
+            Some(&analyst),
+            &json!({"purpose": "research", "by": [{"column": "from_zone"}, {"column": "to_zone"}], "format": "json"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    // The owner's members still read the rows.
+    assert_eq!(app.get(&rows, Some(&alice)).await.status(), 200);
 }
