@@ -78,6 +78,28 @@ pub fn config() -> datafusion::prelude::SessionConfig {
     config
 }
 
+/// A stored version as a DataFrame in a fresh session, only the rows of the
+/// subjects `subjects` admits (when given).
+pub(crate) async fn open_version(
+    versions: &crate::VersionStore,
+    location: &str,
+    subjects: Option<&crate::subjects::SubjectFilter>,
+) -> Result<(
+    datafusion::prelude::SessionContext,
+    datafusion::prelude::DataFrame,
+)> {
+    let ctx = session();
+    versions.register(&ctx);
+    let df = ctx
+        .read_parquet(location, ParquetReadOptions::default())
+        .await?;
+    let df = match subjects {
+        Some(filter) => filter.apply(df)?,
+        None => df,
+    };
+    Ok((ctx, df))
+}
+
 /// Stream one stored version (a slice of it) into `out` in `format`; returns the rows written.
 pub async fn export_version(
     versions: &crate::VersionStore,
@@ -88,16 +110,8 @@ pub async fn export_version(
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let ctx = session();
-    versions.register(&ctx);
-    let df = ctx
-        .read_parquet(location, ParquetReadOptions::default())
-        .await?;
     // Whose rows first (the key column may be one the reader does not see), then which columns.
-    let df = match subjects {
-        Some(filter) => filter.apply(df)?,
-        None => df,
-    };
+    let (_ctx, df) = open_version(versions, location, subjects).await?;
     let df = match columns {
         Some(columns) => project(df, columns)?,
         None => df,

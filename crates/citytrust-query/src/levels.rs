@@ -24,11 +24,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::export::{OutputFormat, Slice, session};
+use crate::export::{OutputFormat, Slice};
 use crate::quality::quote_ident;
 use crate::subjects::SubjectFilter;
 use crate::{QueryError, Result};
@@ -86,15 +86,7 @@ async fn frame(
     location: &str,
     subjects: Option<&SubjectFilter>,
 ) -> Result<(SessionContext, DataFrame)> {
-    let ctx = session();
-    versions.register(&ctx);
-    let df = ctx
-        .read_parquet(location, ParquetReadOptions::default())
-        .await?;
-    let df = match subjects {
-        Some(filter) => filter.apply(df)?,
-        None => df,
-    };
+    let (ctx, df) = crate::export::open_version(versions, location, subjects).await?;
     ctx.register_table("v", df.clone().into_view())?;
     Ok((ctx, df))
 }

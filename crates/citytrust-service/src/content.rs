@@ -618,6 +618,22 @@ impl Service {
         }
     }
 
+    /// What a permitted read reads: the version asked for, whose rows
+    /// (decided now, from the consents in force now) and the version's file.
+    pub(crate) async fn read_target(
+        &self,
+        actor: &Actor,
+        dataset: &Dataset,
+        grant: &crate::governance::ReadGrant,
+        version: Option<i64>,
+        as_of: Option<i64>,
+    ) -> Result<(VersionInfo, Option<crate::residents::SubjectScope>, String)> {
+        let version = self.version_for_read(&dataset.id, version, as_of).await?;
+        let scope = self.subject_scope(actor, dataset, grant).await?;
+        let location = self.version_location(&dataset.id, version.version);
+        Ok((version, scope, location))
+    }
+
     pub async fn quality_rules(&self, dataset_id: &str) -> Result<QualityRules> {
         match self.store.quality_rules(dataset_id).await? {
             Some(text) => serde_json::from_str(&text)
@@ -701,12 +717,10 @@ impl Service {
                     .unwrap_or(citytrust_model::AccessLevel::Identified),
             )
             .await?;
-        let version = self
-            .version_for_read(dataset_id, request.version, request.as_of)
-            .await?;
         // Whose rows: decided now, from the consents in force now (invariant 2).
-        let scope = self.subject_scope(actor, &dataset, &grant).await?;
-        let location = self.version_location(dataset_id, version.version);
+        let (version, scope, location) = self
+            .read_target(actor, &dataset, &grant, request.version, request.as_of)
+            .await?;
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
         )?));

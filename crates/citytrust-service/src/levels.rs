@@ -436,11 +436,9 @@ impl Service {
                 ),
             });
         }
-        let version = self
-            .version_for_read(dataset_id, request.version, request.as_of)
+        let (version, scope, location) = self
+            .read_target(actor, &dataset, &grant, request.version, request.as_of)
             .await?;
-        let scope = self.subject_scope(actor, &dataset, &grant).await?;
-        let location = self.version_location(dataset_id, version.version);
         let agg = citytrust_query::levels::aggregate(
             &self.versions,
             &location,
@@ -538,9 +536,9 @@ impl Service {
                 message: format!("a value looked up is at most {MAX_LOOKUP_VALUE} bytes"),
             });
         }
-        let version = self.version_for_read(dataset_id, version, as_of).await?;
-        let scope = self.subject_scope(actor, &dataset, &grant).await?;
-        let location = self.version_location(dataset_id, version.version);
+        let (version, scope, location) = self
+            .read_target(actor, &dataset, &grant, version, as_of)
+            .await?;
         let exists = citytrust_query::levels::exists(
             &self.versions,
             &location,
@@ -739,11 +737,9 @@ impl Service {
         if before.spent_nano + nano(request.epsilon) > before.total_nano {
             return Err(refusal(before));
         }
-        let version = self
-            .version_for_read(dataset_id, request.version, request.as_of)
+        let (version, scope, location) = self
+            .read_target(actor, &dataset, &grant, request.version, request.as_of)
             .await?;
-        let scope = self.subject_scope(actor, &dataset, &grant).await?;
-        let location = self.version_location(dataset_id, version.version);
         let input = citytrust_query::levels::dp_input(
             &self.versions,
             &location,
