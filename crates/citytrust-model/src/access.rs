@@ -172,9 +172,37 @@ impl AccessLevel {
     pub fn parse(s: &str) -> Option<AccessLevel> {
         AccessLevel::ALL.into_iter().find(|l| l.as_str() == s)
     }
-    /// 0 (metadata) … 6 (identified rows): a grant at one rank covers every lower one.
+    /// 0 (metadata) … 6 (identified rows): how much a level shows, for
+    /// sorting and display. A grant at one rank does **not** cover every
+    /// lower one: see [`AccessLevel::covers`].
     pub fn rank(self) -> i64 {
         self as i64
+    }
+    /// Whether a grant at `self` lets its holder read at `asked`: only when
+    /// everything `asked` serves could be computed from what `self` serves.
+    /// Levels are not a total order — exact thresholded tables show what a
+    /// spent differential-privacy budget does not, anonymised rows are not
+    /// exact tables, and only identified rows answer whether a given
+    /// record exists:
+    ///
+    /// | grant | covers |
+    /// |---|---|
+    /// | identified | every level |
+    /// | pseudonymised | pseudonymised, anonymised, aggregate, dp_aggregate, metadata |
+    /// | anonymised | anonymised, metadata |
+    /// | dp_aggregate | dp_aggregate, metadata |
+    /// | aggregate | aggregate, metadata |
+    /// | index | index, metadata |
+    /// | metadata | metadata |
+    pub fn covers(self, asked: AccessLevel) -> bool {
+        use AccessLevel::*;
+        self == asked
+            || asked == Metadata
+            || match self {
+                Identified => true,
+                Pseudonymised => matches!(asked, Anonymised | Aggregate | DpAggregate),
+                _ => false,
+            }
     }
     pub fn label(self) -> &'static str {
         match self {
@@ -836,20 +864,86 @@ impl Agreement {
             && today > self.attestation_due()
     }
 
-    /// Whether the agreement grants `purpose` at `level` or above on `day` (days since the epoch).
+    /// Whether the agreement grants `purpose` at `level` (a level its own
+    /// covers: [`AccessLevel::covers`]) on `day` (days since the epoch).
     pub fn covers(&self, dataset_id: &str, purpose: &str, level: AccessLevel, day: i64) -> bool {
         self.status == AgreementStatus::Active
             && self.purpose == purpose
-            && level <= self.level
+            && self.level.covers(level)
             && self.dataset_ids.iter().any(|d| d == dataset_id)
             && parse_day(&self.starts_on).is_some_and(|s| s <= day)
             && parse_day(&self.ends_on).is_some_and(|e| day <= e)
     }
 }
 
+impl Agreement {
+    /// Whether the agreement shares every one of `columns` (an empty list
+    /// asks for every column, which only an agreement of every column shares).
+    pub fn shares_columns(&self, columns: &[String]) -> bool {
+        self.columns.is_empty()
+            || (!columns.is_empty() && columns.iter().all(|c| self.columns.contains(c)))
+    }
+
+    /// Whether a request asks for nothing this agreement does not already
+    /// give — a level it covers, columns it shares, a period inside its own
+    /// — so that granting it without a vote cannot widen anyone's access.
+    pub fn bounds(
+        &self,
+        level: AccessLevel,
+        columns: &[String],
+        starts_on: &str,
+        ends_on: &str,
+    ) -> bool {
+        let within = match (
+            parse_day(&self.starts_on),
+            parse_day(&self.ends_on),
+            parse_day(starts_on),
+            parse_day(ends_on),
+        ) {
+            (Some(s), Some(e), Some(rs), Some(re)) => s <= rs && re <= e,
+            _ => false,
+        };
+        self.level.covers(level) && self.shares_columns(columns) && within
+    }
+}
+
+/// The one agreement a read at `level` is made under, of those in force for
+/// the reader: one that covers the level, sharing the most columns (every
+/// column first), the lowest id on a tie — never a mix of several. Choosing
+/// the widest, and only among agreements in force, means that retiring an
+/// agreement can only ever narrow what a reader gets.
+pub fn agreement_for_read(agreements: Vec<Agreement>, level: AccessLevel) -> Option<Agreement> {
+    agreements
+        .into_iter()
+        .filter(|a| a.level.covers(level))
+        .min_by(|a, b| {
+            let width = |x: &Agreement| (!x.columns.is_empty(), usize::MAX - x.columns.len());
+            width(a).cmp(&width(b)).then_with(|| a.id.cmp(&b.id))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_cover_only_what_can_be_computed_from_them() {
+        use AccessLevel::*;
+        assert!(Identified.covers(Index));
+        assert!(Identified.covers(DpAggregate));
+        assert!(Pseudonymised.covers(Aggregate));
+        assert!(!Pseudonymised.covers(Index), "a pseudonym does not say who is there");
+        assert!(!DpAggregate.covers(Aggregate), "exact tables are not a noisy statistic");
+        assert!(!Aggregate.covers(DpAggregate));
+        assert!(!Anonymised.covers(Aggregate), "exact tables are not generalised rows");
+        assert!(!Anonymised.covers(Index));
+        assert!(!Index.covers(Aggregate));
+        for l in AccessLevel::ALL {
+            assert!(l.covers(l));
+            assert!(l.covers(Metadata));
+            assert!(Identified.covers(l));
+        }
+    }
 
     fn request() -> NewAccessRequest {
         NewAccessRequest {

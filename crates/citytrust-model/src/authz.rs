@@ -65,10 +65,132 @@ pub fn may_edit_dataset(
     if proposed.spectrum != current.spectrum && !actor.is_member_of(&current.owner_organization_id)
     {
         return Err(Refusal::NotAllowed(
-            "only the owner decides a dataset's classification".into(),
+            "only the owner may make a dataset's class stricter".into(),
         ));
     }
+    if let Some(what) = loosened_protection(current, proposed) {
+        return Err(Refusal::NotAllowed(format!(
+            "{what}: loosening how a dataset is protected is the trustees' decision, not an \
+             editor's (a trustee changes it with POST /api/v1/datasets/{{id}}/classification, \
+             giving the reasons)"
+        )));
+    }
     Ok(())
+}
+
+/// What `proposed` loosens in how `current` is protected, if anything: a
+/// less stringent class, "not personal data", another subject key or lawful
+/// basis, personal terms dropped, fewer personal or quasi-identifying
+/// columns, movements no longer marked as such, more columns released as
+/// non-identifying, or a finer (or no) table bin. Making any of these
+/// stricter is an editor's to do; loosening them is the trust's.
+pub fn loosened_protection(current: &DatasetMetadata, proposed: &DatasetMetadata) -> Option<String> {
+    if proposed.spectrum < current.spectrum {
+        return Some(format!(
+            "spectrum: {} is less stringent than {}",
+            proposed.spectrum.as_str(),
+            current.spectrum.as_str()
+        ));
+    }
+    if current.personal_data && !proposed.personal_data {
+        return Some("personal_data: it is personal data".into());
+    }
+    match (&current.personal_terms, &proposed.personal_terms) {
+        (Some(_), None) => return Some("personal_terms: they may not be removed".into()),
+        (Some(a), Some(b)) => {
+            if a.subject_key != b.subject_key {
+                return Some("personal_terms.subject_key".into());
+            }
+            let purposes = a.purposes.iter().chain(&b.purposes).map(|p| p.purpose.as_str());
+            for p in purposes {
+                if a.basis_for(p) != b.basis_for(p) {
+                    return Some(format!("personal_terms.purposes: the lawful basis for '{p}'"));
+                }
+            }
+        }
+        _ => {}
+    }
+    let (a, b) = (&current.column_classes, &proposed.column_classes);
+    for (field, before, after) in [
+        ("column_classes.personal", &a.personal, &b.personal),
+        (
+            "column_classes.quasi_identifying",
+            &a.quasi_identifying,
+            &b.quasi_identifying,
+        ),
+    ] {
+        if let Some(c) = before.iter().find(|c| !after.contains(c)) {
+            return Some(format!("{field}: '{c}' may not be taken off"));
+        }
+    }
+    if a.trajectories && !b.trajectories {
+        return Some("column_classes.trajectories".into());
+    }
+    if let Some(c) = b.non_identifying.iter().find(|c| !a.non_identifying.contains(c)) {
+        return Some(format!(
+            "column_classes.non_identifying: '{c}' would be released as it is in anonymised rows"
+        ));
+    }
+    for (c, bin) in &a.table_bins {
+        if !b.table_bins.get(c).is_some_and(|n| n.at_least_as_coarse_as(bin)) {
+            return Some(format!("column_classes.table_bins.{c}: a table may not be made finer"));
+        }
+    }
+    None
+}
+
+/// Change how a dataset is protected (class, personal data, personal terms
+/// and lawful bases, column classes) beyond what an editor may: trustees only.
+pub fn may_reclassify(actor: &Actor) -> Result<(), Refusal> {
+    match actor {
+        Actor::Anonymous => Err(Refusal::NotSignedIn),
+        _ if actor.has_role(crate::account::Role::Trustee) => Ok(()),
+        _ => Err(Refusal::NotAllowed(
+            "only the trustees change how a dataset is protected once it is registered".into(),
+        )),
+    }
+}
+
+/// Re-assess a derived dataset's class (R-CAT-5). Its maintainers may keep
+/// the class it inherited or make it stricter; lowering it below its
+/// inputs' most stringent class, or saying it holds no personal data, is
+/// the trustees'. Returns whether the trustees did it (their assessment
+/// also releases it from its inputs' terms).
+pub fn may_reassess_derived(
+    actor: &Actor,
+    current: &DatasetMetadata,
+    inherited: crate::catalogue::Spectrum,
+    proposed: crate::catalogue::Spectrum,
+    clears_personal_data: bool,
+) -> Result<bool, Refusal> {
+    if matches!(actor, Actor::Anonymous) {
+        return Err(Refusal::NotSignedIn);
+    }
+    if actor.has_role(crate::account::Role::Trustee) {
+        return Ok(true);
+    }
+    let maintains = actor.is_member_of(&current.owner_organization_id)
+        || current.custodians().any(|c| actor.is_member_of(c));
+    if !maintains {
+        return Err(Refusal::NotAllowed(format!(
+            "only the trustees, or members of the owner '{}', re-assess this dataset",
+            current.owner_organization_id
+        )));
+    }
+    if proposed < inherited {
+        return Err(Refusal::NotAllowed(format!(
+            "its inputs' most stringent class is {}: only the trustees may classify data derived \
+             from them as {}",
+            inherited.as_str(),
+            proposed.as_str()
+        )));
+    }
+    if clears_personal_data {
+        return Err(Refusal::NotAllowed(
+            "it was derived from personal data: only the trustees may say it is not".into(),
+        ));
+    }
+    Ok(false)
 }
 
 /// Administer organisations, accounts and groups: administrators only.

@@ -6,6 +6,8 @@
 //! holds (the input plus its identity and timestamps). Every field name here
 //! is part of the JSON API.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -303,6 +305,77 @@ pub struct ColumnClasses {
     /// counts (R-PRV-4).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub trajectories: bool,
+    /// Columns that say nothing about who a row is about (a measurement, a
+    /// category of the thing measured): anonymised rows keep them as they
+    /// are. Every other column that is not a quasi-identifier is left out of
+    /// anonymised rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub non_identifying: Vec<String>,
+    /// How finely a column may be a dimension of a thresholded table: times
+    /// truncated to at least a unit, numbers in intervals of at least a
+    /// width, coordinates on a grid of at least so many degrees. A column
+    /// named here is tabulated only so binned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub table_bins: BTreeMap<String, TableBin>,
+}
+
+/// The finest a column may be tabulated (see [`ColumnClasses::table_bins`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TableBin {
+    /// Times and dates truncated to this unit, or a coarser one.
+    Time(TimeUnit),
+    /// Numbers in intervals of at least this width (a positive integer).
+    Width(u64),
+    /// Coordinates on a grid of at least this many thousandths of a degree
+    /// (10 = 0.01°, about a kilometre).
+    GridMillidegrees(u32),
+}
+
+/// A unit times are truncated to, finest first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    Hour,
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl TimeUnit {
+    pub const ALL: [TimeUnit; 5] = [
+        TimeUnit::Hour,
+        TimeUnit::Day,
+        TimeUnit::Week,
+        TimeUnit::Month,
+        TimeUnit::Year,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeUnit::Hour => "hour",
+            TimeUnit::Day => "day",
+            TimeUnit::Week => "week",
+            TimeUnit::Month => "month",
+            TimeUnit::Year => "year",
+        }
+    }
+}
+
+impl TableBin {
+    /// Whether `self` is at least as coarse as `other` (so replacing
+    /// `other` by `self` does not let a table be finer).
+    pub fn at_least_as_coarse_as(&self, other: &TableBin) -> bool {
+        match (self, other) {
+            (TableBin::Time(a), TableBin::Time(b)) => a >= b,
+            (TableBin::Width(a), TableBin::Width(b)) => a >= b && a % b == 0,
+            (TableBin::GridMillidegrees(a), TableBin::GridMillidegrees(b)) => a >= b,
+            _ => false,
+        }
+    }
 }
 
 /// Where the data lives.
@@ -571,9 +644,20 @@ pub struct Derivation {
     /// its owner, whatever its class says: aggregation can reveal what the
     /// inputs did not.
     pub needs_reassessment: bool,
-    /// The owner's reasons when re-assessing.
+    /// The reasons given when re-assessing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reassessment_note: Option<String>,
+    /// The purpose of the trust's taxonomy its inputs were read for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Until the trustees have assessed what the derivation reveals and
+    /// released it, it carries its inputs' terms (R-CAT-5): it is read only
+    /// by someone who may, at that moment, read every input (for the purpose
+    /// read, every column the derivation read, at the identified level) —
+    /// its owner included. A retired agreement, a withdrawn grant or a
+    /// narrower column limit on an input reaches the derived data too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released_by_trustees: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -582,6 +666,13 @@ pub struct DerivedInput {
     pub version: i64,
     pub spectrum: Spectrum,
     pub personal_data: bool,
+    /// The agreement the input was read under (none for open data or its
+    /// owner's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_id: Option<String>,
+    /// The columns the derivation could read (empty: every column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
 }
 
 impl DatasetInput {
@@ -685,8 +776,31 @@ impl DatasetMetadata {
             ("column_classes.quasi_identifying", &cc.quasi_identifying),
             ("column_classes.spatial", &cc.spatial),
             ("column_classes.temporal", &cc.temporal),
+            ("column_classes.non_identifying", &cc.non_identifying),
         ] {
             e.list(name, cols, 500, 200);
+        }
+        for c in &cc.non_identifying {
+            if cc.personal.contains(c) || cc.quasi_identifying.contains(c) {
+                e.push(
+                    "column_classes.non_identifying",
+                    format!("'{c}' is also marked personal or quasi-identifying"),
+                );
+            }
+        }
+        if cc.table_bins.len() > 500 {
+            e.push("column_classes.table_bins", "has more than 500 entries");
+        }
+        for (c, bin) in &cc.table_bins {
+            let field = format!("column_classes.table_bins.{c}");
+            if c.trim().is_empty() || c.len() > 200 {
+                e.push(&field, "names no column");
+            }
+            match bin {
+                TableBin::Width(0) => e.push(&field, "a width is at least 1"),
+                TableBin::GridMillidegrees(0) => e.push(&field, "a grid is at least 1 millidegree"),
+                _ => {}
+            }
         }
         if !cc.personal.is_empty() && !self.personal_data {
             e.push(

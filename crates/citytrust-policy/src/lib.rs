@@ -335,8 +335,10 @@ pub struct ReadFacts<'a> {
     pub commercial: bool,
     /// Rank of the access level read at (0 metadata … 6 identified).
     pub level: i64,
-    /// The highest level an agreement in force today grants this reader for
-    /// this dataset and purpose; `None` when there is none.
+    /// The level of the agreement in force today that this read is made
+    /// under — one whose level *covers* the level read at (the caller
+    /// decides that with `AccessLevel::covers`; levels are not a total
+    /// order) — `None` when no agreement covers it.
     pub agreement_level: Option<i64>,
 }
 
@@ -506,9 +508,10 @@ mod tests {
             .decide_read(&analyst(), &dataset("shared_specific"), &read(Some(6)))
             .unwrap();
         assert_eq!(ids(&d), ["agreement-in-force"]);
-        // Below the level read: refused, and no rule forbade it (nothing permits).
+        // No agreement covers the level read: refused, and no rule forbade
+        // it (nothing permits).
         let d = c
-            .decide_read(&analyst(), &dataset("shared_specific"), &read(Some(4)))
+            .decide_read(&analyst(), &dataset("shared_specific"), &read(None))
             .unwrap();
         assert!(!d.allowed && d.rules.is_empty());
         // Closed data: an agreement does not open it; the forbidding rule is named.

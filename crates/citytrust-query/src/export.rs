@@ -11,7 +11,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -78,25 +78,21 @@ pub fn config() -> datafusion::prelude::SessionConfig {
     config
 }
 
-/// A stored version as a DataFrame in a fresh session, only the rows of the
-/// subjects `subjects` admits (when given).
+/// A stored version as a DataFrame in a fresh session: only `columns`
+/// (`None`: all) of the rows `subjects` admits (`None`: all), through the
+/// governed scan ([`crate::governed`]).
 pub(crate) async fn open_version(
     versions: &crate::VersionStore,
     location: &str,
+    columns: Option<&[String]>,
     subjects: Option<&crate::subjects::SubjectFilter>,
 ) -> Result<(
     datafusion::prelude::SessionContext,
     datafusion::prelude::DataFrame,
 )> {
-    let ctx = session();
-    versions.register(&ctx);
-    let df = ctx
-        .read_parquet(location, ParquetReadOptions::default())
-        .await?;
-    let df = match subjects {
-        Some(filter) => filter.apply(df)?,
-        None => df,
-    };
+    let ctx = versions.session();
+    let table = crate::governed::governed_table(&ctx, location, columns, subjects).await?;
+    let df = ctx.read_table(table)?;
     Ok((ctx, df))
 }
 
@@ -110,12 +106,7 @@ pub async fn export_version(
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    // Whose rows first (the key column may be one the reader does not see), then which columns.
-    let (_ctx, df) = open_version(versions, location, subjects).await?;
-    let df = match columns {
-        Some(columns) => project(df, columns)?,
-        None => df,
-    };
+    let (_ctx, df) = open_version(versions, location, columns, subjects).await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?
     } else {

@@ -80,30 +80,32 @@ impl GroupKey {
     }
 }
 
-/// A version's rows after the subject filter, as table `v` of a session.
+/// A version as its reader may see it (the governed scan: admitted rows,
+/// allowed columns), as table `v` of a session.
 async fn frame(
     versions: &crate::VersionStore,
     location: &str,
+    allowed: Option<&[String]>,
     subjects: Option<&SubjectFilter>,
 ) -> Result<(SessionContext, DataFrame)> {
-    let (ctx, df) = crate::export::open_version(versions, location, subjects).await?;
+    let (ctx, df) = crate::export::open_version(versions, location, allowed, subjects).await?;
     ctx.register_table("v", df.clone().into_view())?;
     Ok((ctx, df))
 }
 
 /// Refuse a column the version lacks, or one the reader may not read.
 fn check_column(df: &DataFrame, allowed: Option<&[String]>, column: &str) -> Result<DataType> {
+    if allowed.is_some_and(|a| !a.iter().any(|c| c == column)) {
+        return Err(QueryError::Unsupported(format!(
+            "column {column:?} is not one your agreement lets you read"
+        )));
+    }
     let field = df
         .schema()
         .fields()
         .iter()
         .find(|f| f.name() == column)
         .ok_or_else(|| QueryError::Unsupported(format!("the version has no column {column:?}")))?;
-    if allowed.is_some_and(|a| !a.iter().any(|c| c == column)) {
-        return Err(QueryError::Unsupported(format!(
-            "column {column:?} is not one your agreement lets you read"
-        )));
-    }
     Ok(field.data_type().clone())
 }
 
@@ -157,7 +159,7 @@ pub async fn aggregate(
         )));
     }
     let started = std::time::Instant::now();
-    let (ctx, df) = frame(versions, location, subjects).await?;
+    let (ctx, df) = frame(versions, location, allowed, subjects).await?;
     let mut select = Vec::new();
     for (i, key) in by.iter().enumerate() {
         match key {
@@ -366,7 +368,7 @@ pub async fn exists(
     column: &str,
     value: &str,
 ) -> Result<bool> {
-    let (_ctx, df) = frame(versions, location, subjects).await?;
+    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
     check_column(&df, allowed, column)?;
     use datafusion::logical_expr::Expr;
     let target = Expr::Column(datafusion::common::Column::from_name(column));
@@ -397,7 +399,7 @@ pub async fn dp_input(
     column: Option<&str>,
     numeric: bool,
 ) -> Result<DpInput> {
-    let (ctx, df) = frame(versions, location, subjects).await?;
+    let (ctx, df) = frame(versions, location, allowed, subjects).await?;
     let Some(column) = column else {
         let rows = df.count().await?;
         return Ok(DpInput::Rows(rows));
@@ -449,11 +451,7 @@ pub async fn export_pseudonymised(
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let (_ctx, df) = frame(versions, location, subjects).await?;
-    let df = match allowed {
-        Some(columns) => crate::export::project(df, columns)?,
-        None => df,
-    };
+    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?
     } else {
@@ -533,11 +531,7 @@ pub async fn export_anonymised(
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<(u64, AnonymisedRead)> {
-    let (_ctx, df) = frame(versions, location, subjects).await?;
-    let df = match allowed {
-        Some(columns) => crate::export::project(df, columns)?,
-        None => df,
-    };
+    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
     let names: Vec<String> = df
         .schema()
         .fields()

@@ -14,8 +14,10 @@
 //! what and logs it; this crate only transforms content.
 
 pub mod export;
+pub mod governed;
 pub mod ingest;
 pub mod levels;
+pub mod limits;
 pub mod objects;
 pub mod preview;
 pub mod quality;
@@ -164,7 +166,9 @@ pub fn has_geometry(columns: &[ColumnInfo]) -> bool {
         || (named(&["longitude", "lon", "lng", "long"]) && named(&["latitude", "lat"]))
 }
 
-/// Failures of this crate. Messages are safe to show to the person who asked.
+/// Failures of this crate. Messages are safe to show to the person who asked,
+/// except [`QueryError::Engine`] and the detail of [`QueryError::Failed`],
+/// which may quote stored values and go to the server's log only.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The input is unusable as a whole (not CSV, empty, bad header, …).
@@ -173,9 +177,14 @@ pub enum QueryError {
     /// Rows were bad and the owner asked to reject the whole upload.
     #[error("{} row(s) could not be read", .total)]
     Rejected { errors: Vec<RowError>, total: u64 },
-    /// A SQL statement CityTrust will not run, or one that fails to plan.
+    /// A SQL statement CityTrust will not run (written by CityTrust).
     #[error("{0}")]
     Sql(String),
+    /// A query refused before it ran, with a stable code: too long, too
+    /// deep, not a SELECT, a syntax error, an unknown name. The message is
+    /// CityTrust's and quotes only the query.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// A read that cannot be served in the asked form.
     #[error("{0}")]
     Unsupported(String),
@@ -183,19 +192,156 @@ pub enum QueryError {
     Timeout(u64),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    /// The engine failed (planning or running): what kind of failure, in
+    /// CityTrust's words, and the engine's own text for the server log.
+    #[error("{}", .0.message)]
+    Failed(EngineFailure),
+    /// Something in this crate went wrong (never shown).
     #[error("engine error: {0}")]
     Engine(String),
 }
 
+impl QueryError {
+    pub fn refused(code: &'static str, message: impl Into<String>) -> QueryError {
+        QueryError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// An engine failure as CityTrust describes it: a stable code and a message
+/// chosen by its kind alone (so it carries nothing of the data), and the
+/// engine's text (`detail`), which may quote a value and is never sent.
+#[derive(Debug, Clone)]
+pub struct EngineFailure {
+    pub code: &'static str,
+    pub message: String,
+    pub detail: String,
+}
+
+/// A size limit a function's result hit (see [`limits`]): an error of our own
+/// inside DataFusion's, recognised again by [`EngineFailure::of`].
+#[derive(Debug)]
+pub struct LimitExceeded(pub String);
+
+impl fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for LimitExceeded {}
+
+impl EngineFailure {
+    /// Describe `e` by its kind. Planning errors (names, types) depend only
+    /// on the query and the visible columns; running errors may depend on
+    /// values, so their message names the kind of operation, never a value.
+    pub fn of(e: &datafusion::error::DataFusionError) -> EngineFailure {
+        use datafusion::arrow::error::ArrowError;
+        use datafusion::common::SchemaError;
+        use datafusion::error::DataFusionError as D;
+        let detail = e.to_string();
+        let (code, message): (&'static str, String) = match e.find_root() {
+            D::ArrowError(a, _) => match a.as_ref() {
+                ArrowError::CastError(_) | ArrowError::ParseError(_) => (
+                    "cast_failed",
+                    "a value could not be converted to the type asked for (by a CAST, or by a \
+                     function that reads numbers or dates from text); TRY_CAST gives NULL instead"
+                        .into(),
+                ),
+                ArrowError::DivideByZero => (
+                    "division_by_zero",
+                    "the query divided by zero; NULLIF(divisor, 0) gives NULL instead".into(),
+                ),
+                ArrowError::ArithmeticOverflow(_) => (
+                    "arithmetic_overflow",
+                    "a calculation went beyond the range of its number type; cast to a wider \
+                     type (BIGINT, DOUBLE) first"
+                        .into(),
+                ),
+                ArrowError::MemoryError(_) => (
+                    "query_too_large",
+                    "the query needed more memory than the trust gives a query".into(),
+                ),
+                _ => (
+                    "query_failed",
+                    "a function or operator of the query failed on an argument it cannot use \
+                     (a number out of range, a date or format it cannot read)"
+                        .into(),
+                ),
+            },
+            D::ResourcesExhausted(_) => (
+                "query_too_large",
+                "the query needed more memory or temporary disk than the trust gives a query; \
+                 aggregate or filter it, or add a LIMIT"
+                    .into(),
+            ),
+            D::External(inner) if inner.downcast_ref::<LimitExceeded>().is_some() => (
+                "result_too_large",
+                inner.to_string(),
+            ),
+            D::SchemaError(s, _) => match s.as_ref() {
+                SchemaError::FieldNotFound { field, .. } => (
+                    "unknown_column",
+                    format!(
+                        "no column {:?} in the tables of this query (that you may read)",
+                        field.name
+                    ),
+                ),
+                SchemaError::AmbiguousReference { field } => (
+                    "ambiguous_column",
+                    format!(
+                        "column {:?} is in more than one table of the query: name its table",
+                        field.name
+                    ),
+                ),
+                _ => (
+                    "invalid_query",
+                    "the query names a column twice or in a way that cannot be resolved".into(),
+                ),
+            },
+            D::SQL(..) => (
+                "sql_syntax",
+                "the SQL could not be parsed".into(),
+            ),
+            D::NotImplemented(_) => (
+                "sql_unsupported",
+                "the query uses SQL that the trust's engine does not support".into(),
+            ),
+            D::Plan(m) if m.contains("Invalid function") || m.contains("No function matches") => (
+                "unknown_function",
+                "the query calls a function that does not exist, or with arguments it does not \
+                 take"
+                    .into(),
+            ),
+            D::Plan(_) => (
+                "invalid_query",
+                "the query could not be planned: a type or a name does not fit (a function's \
+                 arguments, text compared with a number, a selected column missing from GROUP BY)"
+                    .into(),
+            ),
+            _ => (
+                "query_failed",
+                "the query failed while it ran".into(),
+            ),
+        };
+        EngineFailure {
+            code,
+            message,
+            detail,
+        }
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for QueryError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        QueryError::Engine(e.to_string())
+        QueryError::Failed(EngineFailure::of(&e))
     }
 }
 
 impl From<datafusion::arrow::error::ArrowError> for QueryError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        QueryError::Engine(e.to_string())
+        QueryError::from(datafusion::error::DataFusionError::from(e))
     }
 }
 

@@ -29,10 +29,27 @@ use crate::{QueryError, Result};
 const PART_BYTES: usize = 16 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// The store of version files. Cheap to clone.
-#[derive(Clone, Debug)]
+/// The store of version files, and the runtime (memory pool, spill
+/// allowance) every read session over them shares. Cheap to clone.
+#[derive(Clone)]
 pub struct VersionStore {
     backend: Backend,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+}
+
+impl std::fmt::Debug for VersionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionStore")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// The runtime read sessions get until [`VersionStore::with_resources`] says otherwise.
+fn default_runtime() -> Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+    crate::limits::ReadResources::default()
+        .runtime()
+        .unwrap_or_else(|_| Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()))
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +73,7 @@ impl VersionStore {
     pub fn local(root: impl Into<PathBuf>) -> VersionStore {
         VersionStore {
             backend: Backend::Local(root.into()),
+            runtime: default_runtime(),
         }
     }
 
@@ -88,7 +106,22 @@ impl VersionStore {
                 base,
                 prefix: parsed.path().trim_matches('/').to_string(),
             },
+            runtime: default_runtime(),
         })
+    }
+
+    /// Every read session shares `resources` (one memory pool, one spill allowance).
+    pub fn with_resources(mut self, resources: &crate::limits::ReadResources) -> Result<VersionStore> {
+        self.runtime = resources.runtime()?;
+        Ok(self)
+    }
+
+    /// A session for reading versions: the shared runtime, the store registered.
+    pub fn session(&self) -> SessionContext {
+        let ctx =
+            SessionContext::new_with_config_rt(crate::export::config(), self.runtime.clone());
+        self.register(&ctx);
+        ctx
     }
 
     /// Where the files are, for operators' logs (no credentials).

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{ParquetReadOptions, SQLOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -62,21 +61,111 @@ pub fn table_name(dataset_id: &str) -> String {
     dataset_id.replace('-', "_")
 }
 
-/// Parse `sql`, refuse anything but a single query, and list the tables it reads.
+/// The longest SQL text taken (bytes).
+pub const MAX_SQL_BYTES: usize = 32 * 1024;
+/// The deepest nesting of expressions and queries taken: `a + b + c` is 3
+/// deep (operators chain to the left), `(SELECT … (SELECT …))` counts each query.
+pub const MAX_DEPTH: usize = 100;
+
+/// Parse `sql`, refuse anything but a single query no longer than
+/// [`MAX_SQL_BYTES`] and no deeper than [`MAX_DEPTH`], and list the tables it
+/// reads. Parsing and measuring run on a thread with a large stack, and a
+/// refused statement is dropped there too, so no input can overflow the
+/// server's stack (a chain of 10,000 `+` parses without recursion but would
+/// be recursed through by everything after the parser).
 pub fn check(sql: &str) -> Result<CheckedQuery> {
-    let mut statements = DFParser::parse_sql(sql)
-        .map_err(|e| QueryError::Sql(format!("the SQL could not be parsed: {e}")))?;
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(QueryError::refused(
+            "sql_too_long",
+            format!(
+                "the query is {} bytes long; the trust takes at most {MAX_SQL_BYTES}",
+                sql.len()
+            ),
+        ));
+    }
+    let text = sql.to_string();
+    std::thread::Builder::new()
+        .name("sql-check".into())
+        .stack_size(256 * 1024 * 1024)
+        .spawn(move || check_on_this_thread(&text))
+        .map_err(QueryError::Io)?
+        .join()
+        .map_err(|_| QueryError::Engine("the SQL checker stopped".into()))?
+}
+
+/// How deep a statement nests, counted until it passes `limit`.
+struct Depth {
+    now: usize,
+    max: usize,
+    limit: usize,
+}
+
+impl Depth {
+    fn enter(&mut self) -> std::ops::ControlFlow<()> {
+        self.now += 1;
+        self.max = self.max.max(self.now);
+        if self.now > self.limit {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    fn leave(&mut self) -> std::ops::ControlFlow<()> {
+        self.now = self.now.saturating_sub(1);
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+impl datafusion::sql::sqlparser::ast::Visitor for Depth {
+    type Break = ();
+    fn pre_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.enter()
+    }
+    fn post_visit_expr(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Expr,
+    ) -> std::ops::ControlFlow<()> {
+        self.leave()
+    }
+    fn pre_visit_query(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Query,
+    ) -> std::ops::ControlFlow<()> {
+        self.enter()
+    }
+    fn post_visit_query(
+        &mut self,
+        _: &datafusion::sql::sqlparser::ast::Query,
+    ) -> std::ops::ControlFlow<()> {
+        self.leave()
+    }
+}
+
+fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
+    use datafusion::sql::sqlparser::ast::Visit;
+    let mut statements = DFParser::parse_sql(sql).map_err(|e| {
+        QueryError::refused(
+            "sql_syntax",
+            format!("the SQL could not be parsed: {}", parser_message(&e.to_string())),
+        )
+    })?;
     if statements.len() != 1 {
-        return Err(QueryError::Sql(format!(
-            "send exactly one SELECT statement (found {})",
-            statements.len()
-        )));
+        return Err(QueryError::refused(
+            "not_a_select",
+            format!(
+                "send exactly one SELECT statement (found {})",
+                statements.len()
+            ),
+        ));
     }
     let statement = statements
         .pop_front()
-        .ok_or_else(|| QueryError::Sql("send exactly one SELECT statement".into()))?;
-    match &statement {
-        DFStatement::Statement(inner) if matches!(inner.as_ref(), Statement::Query(_)) => {}
+        .ok_or_else(|| QueryError::refused("not_a_select", "send exactly one SELECT statement"))?;
+    let inner = match &statement {
+        DFStatement::Statement(inner) if matches!(inner.as_ref(), Statement::Query(_)) => inner,
         other => {
             let first_word = other
                 .to_string()
@@ -84,23 +173,48 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
                 .next()
                 .unwrap_or("")
                 .to_ascii_uppercase();
-            return Err(QueryError::Sql(format!(
-                "only a read-only SELECT may run here; this is a {first_word} statement"
-            )));
+            return Err(QueryError::refused(
+                "not_a_select",
+                format!("only a read-only SELECT may run here; this is a {first_word} statement"),
+            ));
         }
+    };
+    let mut depth = Depth {
+        now: 0,
+        max: 0,
+        limit: MAX_DEPTH,
+    };
+    if inner.visit(&mut depth).is_break() {
+        return Err(QueryError::refused(
+            "sql_too_deep",
+            format!(
+                "the query nests more than {MAX_DEPTH} deep (operators, function calls and \
+                 subqueries inside one another); split it, or use IN (…) instead of long chains \
+                 of OR"
+            ),
+        ));
     }
     let ctx = SessionContext::new();
     let (references, _ctes) = ctx
         .state()
         .resolve_table_references(&statement)
         .map(|refs| (refs, ()))
-        .map_err(|e| QueryError::Sql(e.to_string()))?;
+        .map_err(|e| {
+            tracing::debug!(error = %e, "table references");
+            QueryError::refused(
+                "invalid_query",
+                "the tables the query reads could not be told from it",
+            )
+        })?;
     let mut tables: Vec<TableName> = Vec::new();
     for reference in references {
         if reference.schema().is_some() || reference.catalog().is_some() {
-            return Err(QueryError::Sql(format!(
-                "'{reference}': name datasets by their table name alone (no schema or catalogue)"
-            )));
+            return Err(QueryError::refused(
+                "unknown_table",
+                format!(
+                    "'{reference}': name datasets by their table name alone (no schema or catalogue)"
+                ),
+            ));
         }
         let table = reference.table().to_string();
         if tables.iter().any(|t| t.table == table) {
@@ -111,10 +225,13 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
                 Ok(n) if n > 0 => (base, Some(n), None),
                 _ => {
                     let at = parse_as_of(v).ok_or_else(|| {
-                        QueryError::Sql(format!(
-                            "'{table}': the part after @ must be a version number (\"t@2\"), a date \
-                             (\"t@2026-03-01\") or an RFC 3339 time (\"t@2026-03-01T12:00:00Z\")"
-                        ))
+                        QueryError::refused(
+                            "unknown_table",
+                            format!(
+                                "'{table}': the part after @ must be a version number (\"t@2\"), a date \
+                                 (\"t@2026-03-01\") or an RFC 3339 time (\"t@2026-03-01T12:00:00Z\")"
+                            ),
+                        )
                     })?;
                     (base, None, Some(at))
                 }
@@ -126,9 +243,10 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(QueryError::Sql(format!(
-                "'{table}' is not a dataset table name (lower-case letters, digits and _)"
-            )));
+            return Err(QueryError::refused(
+                "unknown_table",
+                format!("'{table}' is not a dataset table name (lower-case letters, digits and _)"),
+            ));
         }
         tables.push(TableName {
             dataset_id: base.replace('_', "-"),
@@ -140,12 +258,22 @@ pub fn check(sql: &str) -> Result<CheckedQuery> {
     Ok(CheckedQuery { statement, tables })
 }
 
-/// Limits on one query.
+/// The parser's message, which quotes only the query itself: `Expected: …,
+/// found: … at Line: 1, Column: 8`, without its "sql parser error:" prefix.
+fn parser_message(message: &str) -> String {
+    let m = message.trim();
+    let m = m.strip_prefix("SQL error: ").unwrap_or(m);
+    let m = m.strip_prefix("ParserError(\"").unwrap_or(m);
+    let m = m.strip_prefix("sql parser error: ").unwrap_or(m);
+    m.trim_end_matches("\")").to_string()
+}
+
+/// Limits on one query (its memory and spill are the node's shared
+/// allowance: see [`crate::limits`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_rows: usize,
     pub timeout: Duration,
-    pub memory_bytes: usize,
 }
 
 impl Default for Limits {
@@ -153,26 +281,24 @@ impl Default for Limits {
         Limits {
             max_rows: 100_000,
             timeout: Duration::from_secs(30),
-            memory_bytes: 512 * 1024 * 1024,
         }
     }
 }
 
 /// Plan the checked query over the given files (one per table it names) and
 /// start it; at most `limits.max_rows + 1` rows come out, so the caller can
-/// tell a result was cut.
+/// tell a result was cut. A table with a column limit or a subject filter is
+/// the governed scan ([`crate::governed`]); functions are bounded
+/// ([`crate::limits`]). A failure is a [`QueryError::Failed`]: its message is
+/// CityTrust's, the engine's text only its detail.
 pub async fn start(
     query: CheckedQuery,
     versions: &crate::VersionStore,
     files: &[TableSource],
     limits: Limits,
 ) -> Result<SendableRecordBatchStream> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_limit(limits.memory_bytes, 1.0)
-        .build_arc()?;
-    let config = crate::export::config().with_information_schema(false);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
-    versions.register(&ctx);
+    let mut ctx = versions.session();
+    crate::limits::bound_functions(&mut ctx)?;
     for source in files {
         if source.columns.is_none() && source.subjects.is_none() {
             ctx.register_parquet(
@@ -183,46 +309,24 @@ pub async fn start(
             .await?;
             continue;
         }
-        // Only the rows and columns the reader may see: a view over an
-        // unnamed scan, so the full table is never addressable by name.
-        let mut df = ctx
-            .read_parquet(source.location.as_str(), ParquetReadOptions::default())
-            .await?;
-        if let Some(filter) = &source.subjects {
-            df = filter.apply(df)?;
-        }
-        if let Some(columns) = &source.columns {
-            df = crate::export::project(df, columns)?;
-        }
-        ctx.register_table(source.table.as_str(), df.into_view())?;
+        let table = crate::governed::governed_table(
+            &ctx,
+            &source.location,
+            source.columns.as_deref(),
+            source.subjects.as_ref(),
+        )
+        .await?;
+        ctx.register_table(source.table.as_str(), table)?;
     }
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let plan = ctx
-        .state()
-        .statement_to_plan(query.statement)
-        .await
-        .map_err(|e| QueryError::Sql(plain(&e.to_string())))?;
-    options
-        .verify_plan(&plan)
-        .map_err(|e| QueryError::Sql(plain(&e.to_string())))?;
-    let df = ctx
-        .execute_logical_plan(plan)
-        .await
-        .map_err(|e| QueryError::Sql(plain(&e.to_string())))?;
+    let plan = ctx.state().statement_to_plan(query.statement).await?;
+    options.verify_plan(&plan)?;
+    let df = ctx.execute_logical_plan(plan).await?;
     let df = df.limit(0, Some(limits.max_rows.saturating_add(1)))?;
     Ok(df.execute_stream().await?)
-}
-
-/// DataFusion's messages without its "Error during planning:" prefixes.
-fn plain(message: &str) -> String {
-    let mut m = message.trim();
-    for prefix in ["Error during planning: ", "SQL error: ", "Schema error: "] {
-        m = m.strip_prefix(prefix).unwrap_or(m);
-    }
-    m.to_string()
 }
 
 #[cfg(test)]
@@ -258,7 +362,7 @@ mod tests {
             "EXPLAIN SELECT 1",
         ] {
             let err = check(bad).err().unwrap_or_else(|| panic!("{bad} passed"));
-            assert!(matches!(err, QueryError::Sql(_)), "{bad}: {err}");
+            assert!(matches!(err, QueryError::Refused { .. }), "{bad}: {err}");
         }
         assert!(check("SELECT * FROM other.t").is_err());
         assert!(check("SELECT * FROM \"t@x\"").is_err());

@@ -2,24 +2,18 @@
 //! subject-key column decides which rows a read may include, which rows a
 //! subject access request returns, and which rows an erasure removes.
 //!
-//! The filter is a function over the key column evaluated batch by batch
-//! against a hash set, so it costs one hash lookup per row and keeps the
-//! rows' order. It is never registered by name: a query cannot call it,
-//! undo it, or read the table from under it.
+//! A [`SubjectFilter`] is applied inside the scan of a version
+//! ([`crate::governed`]): one hash lookup per row against the admitted (or
+//! excluded) keys, rows kept in order, before any expression of the reader's
+//! sees a row.
 
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
 use ahash::AHashSet;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
-};
-use datafusion::prelude::{DataFrame, ParquetReadOptions, col};
+use datafusion::prelude::{ParquetReadOptions, col};
 use futures::StreamExt;
 
 use crate::{QueryError, Result};
@@ -50,95 +44,11 @@ impl SubjectFilter {
             keep: false,
         }
     }
-
-    /// `df` with only the rows this filter admits. A version without the
-    /// key column is an error, never an unfiltered read.
-    pub fn apply(&self, df: DataFrame) -> Result<DataFrame> {
-        if df
-            .schema()
-            .field_with_unqualified_name(&self.column)
-            .is_err()
-        {
-            return Err(QueryError::Sql(format!(
-                "the subject-key column '{}' is not in this version, so whose rows they are \
-                 cannot be told; nothing is served",
-                self.column
-            )));
-        }
-        if !self.keep && self.keys.is_empty() {
-            return Ok(df);
-        }
-        let udf = ScalarUDF::new_from_impl(SubjectIn {
-            keys: self.keys.clone(),
-            keep: self.keep,
-            signature: Signature::any(1, Volatility::Immutable),
-        });
-        Ok(df.filter(udf.call(vec![col(quoted(&self.column))]))?)
-    }
 }
 
 /// A column reference that keeps the name's case and punctuation.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[derive(Debug)]
-struct SubjectIn {
-    keys: Arc<AHashSet<String>>,
-    keep: bool,
-    signature: Signature,
-}
-
-impl PartialEq for SubjectIn {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.keys, &other.keys) && self.keep == other.keep
-    }
-}
-impl Eq for SubjectIn {}
-impl Hash for SubjectIn {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (Arc::as_ptr(&self.keys) as usize).hash(state);
-        self.keep.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for SubjectIn {
-    fn name(&self) -> &str {
-        "citytrust_subject_admitted"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
-        Ok(DataType::Boolean)
-    }
-    fn invoke_with_args(
-        &self,
-        args: ScalarFunctionArgs,
-    ) -> datafusion::error::Result<ColumnarValue> {
-        let array = args.args[0].to_array(args.number_rows)?;
-        let text = match array.data_type() {
-            DataType::Utf8 => array,
-            _ => cast(&array, &DataType::Utf8)?,
-        };
-        let text = text.as_string::<i32>();
-        let keep = self.keep;
-        // Bits straight into the buffer; a row that names no one: no one
-        // consented for it, and no one objected.
-        let bits = if text.null_count() == 0 {
-            BooleanBuffer::collect_bool(text.len(), |i| self.keys.contains(text.value(i)) == keep)
-        } else {
-            BooleanBuffer::collect_bool(text.len(), |i| {
-                if text.is_null(i) {
-                    !keep
-                } else {
-                    self.keys.contains(text.value(i)) == keep
-                }
-            })
-        };
-        let admitted = BooleanArray::new(bits, None);
-        Ok(ColumnarValue::Array(Arc::new(admitted)))
-    }
 }
 
 /// The distinct subject keys in a local Parquet file (for the subject index).
@@ -190,14 +100,14 @@ pub async fn rewrite(
     filter: &SubjectFilter,
     out: &Path,
 ) -> Result<Rewritten> {
-    let ctx = crate::export::session();
-    versions.register(&ctx);
-    let df = ctx
+    let ctx = versions.session();
+    let before = ctx
         .read_parquet(location, ParquetReadOptions::default())
-        .await?;
-    let before = df.clone().count().await? as u64;
-    let df = filter.apply(df)?;
-    let mut stream = df.execute_stream().await?;
+        .await?
+        .count()
+        .await? as u64;
+    let table = crate::governed::governed_table(&ctx, location, None, Some(filter)).await?;
+    let mut stream = ctx.read_table(table)?.execute_stream().await?;
     let mut writer = crate::ingest::open_parquet(out, stream.schema())?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {

@@ -63,7 +63,7 @@ pub fn routes() -> Router<AppState> {
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
         crate::content::get_quality_rules, crate::content::put_quality_rules,
         crate::content::get_timeliness, crate::content::aggregate, crate::content::dp_statistic, crate::content::lookup,
-        crate::content::get_privacy_budget, crate::lineage::derive, crate::lineage::reassess,
+        crate::content::get_privacy_budget, crate::lineage::derive, crate::lineage::reassess, crate::lineage::reclassify,
         crate::feedback::report_feedback, crate::feedback::list_feedback, crate::feedback::answer_feedback,
         crate::governance::list_purposes, crate::governance::add_purpose, crate::governance::get_charter,
         crate::governance::put_charter, crate::governance::charter_history, crate::governance::create_request,

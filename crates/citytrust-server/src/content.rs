@@ -293,28 +293,44 @@ async fn get_version(
     ))
 }
 
-/// The rows a quarantine upload set aside, as CSV (line, column, field, message, record).
+/// What a rejects file is read for.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RejectsParams {
+    /// A purpose id of the trust's taxonomy (required unless the data is open).
+    #[serde(default)]
+    #[param(max_length = 300)]
+    pub purpose: Option<String>,
+}
+
+/// The rows a quarantine upload set aside, as CSV (line, column, field,
+/// message, record). They are content: read under the same rules as the
+/// rows (identified level, a purpose, an agreement or the owner's own use)
+/// and logged; never to a reader whom only some residents' rows or some
+/// columns may reach.
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}/rejects", tag = "content", security(("bearer" = [])),
-    params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
+    params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number"), RejectsParams),
     responses(
         (status = 200, description = "The rejected rows", body = String, content_type = "text/csv"),
         (status = 400, description = "The version is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not the dataset's maintainer", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such version, or no rows set aside", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a purpose of the trust", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_rejects(
     State(state): State<AppState>,
     SignedIn(actor): SignedIn,
     ApiPath(VersionPath { id, version }): ApiPath<VersionPath>,
+    ApiQuery(params): ApiQuery<RejectsParams>,
 ) -> Result<Response, ApiError> {
-    let file = state.service.rejects_file(&actor, &id, version).await?;
-    Ok(stream_file(
-        file,
-        "text/csv; charset=utf-8",
-        &format!("{id}-v{version}-rejects.csv"),
-        HeaderMap::new(),
-    ))
+    let served = state
+        .service
+        .rejects_file(&actor, &id, version, params.purpose.as_deref())
+        .await?;
+    Ok(served_response(served, HeaderMap::new()))
 }
 
 /// How to read content.
@@ -926,6 +942,10 @@ pub(crate) fn served_response(served: Served, mut headers: HeaderMap) -> Respons
     }
     if served.truncated {
         headers.insert("citytrust-truncated", HeaderValue::from_static("true"));
+    }
+    // With it the reader checks that the entry's commitment is to these bytes.
+    if let Ok(v) = HeaderValue::from_str(&served.nonce) {
+        headers.insert("citytrust-log-nonce", v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{}:", base64_of_hex(&served.sha256))) {
         headers.insert("repr-digest", v);

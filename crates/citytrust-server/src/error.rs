@@ -51,6 +51,7 @@ impl utoipa::IntoResponses for CommonProblems {
             ("413", "Body too large"),
             ("415", "Not JSON"),
             ("422", "Invalid fields"),
+            ("429", "Too many requests at once, or too many failed sign-ins"),
         ]
         .into_iter()
         .map(|(status, description)| {
@@ -93,6 +94,8 @@ pub struct ApiError {
     pub total_errors: u64,
     /// The charter rule that refused (boxed: keeps `ApiError` small).
     pub rule: Option<Box<str>>,
+    /// For 429 and 503: seconds to wait before trying again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -105,6 +108,7 @@ impl ApiError {
             rows: Vec::new(),
             total_errors: 0,
             rule: None,
+            retry_after: None,
         }
     }
     pub fn field(
@@ -127,6 +131,7 @@ impl ApiError {
             rows: Vec::new(),
             total_errors: 0,
             rule: None,
+            retry_after: None,
         }
     }
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
@@ -147,6 +152,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::UNPROCESSABLE_ENTITY => "Invalid input",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             _ => "Internal error",
         }
@@ -193,6 +199,7 @@ impl From<ServiceError> for ApiError {
                     rows: Vec::new(),
                     total_errors: 0,
                     rule: None,
+                    retry_after: None,
                 }
             }
             ServiceError::Unprocessable { code, message } => {
@@ -217,6 +224,7 @@ impl From<ServiceError> for ApiError {
                     rows: errors,
                     total_errors: total,
                     rule: None,
+                    retry_after: None,
                 }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
@@ -249,6 +257,13 @@ impl From<ServiceError> for ApiError {
                 format!("{what} already exists"),
             ),
             ServiceError::Stale(why) => ApiError::new(StatusCode::CONFLICT, "stale_revision", why),
+            ServiceError::TooMany {
+                retry_after_seconds,
+                message,
+            } => ApiError {
+                retry_after: Some(retry_after_seconds),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            },
             ServiceError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 ApiError::new(
@@ -269,6 +284,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -1,5 +1,6 @@
-//! Derived datasets over HTTP: `POST /api/v1/derived-datasets` and
-//! `POST /api/v1/datasets/{id}/reassessment`.
+//! Derived datasets and changes to how a dataset is protected, over HTTP:
+//! `POST /api/v1/derived-datasets`, `POST /api/v1/datasets/{id}/reassessment`
+//! and the trustees' `POST /api/v1/datasets/{id}/classification`.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -21,6 +22,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/derived-datasets", post(derive))
         .route("/api/v1/datasets/{id}/reassessment", post(reassess))
+        .route("/api/v1/datasets/{id}/classification", post(reclassify))
 }
 
 /// A dataset to make from a query over others.
@@ -33,7 +35,8 @@ pub struct DeriveBody {
     /// One read-only SELECT over datasets the caller may read (tables as in `/api/v1/query`).
     #[schema(min_length = 1, max_length = 100000)]
     pub sql: String,
-    /// What the derived data is for (recorded in the transparency log).
+    /// What the derived data is for: a purpose id of the trust's taxonomy
+    /// (every input is read for it; recorded in the transparency log).
     #[schema(min_length = 1, max_length = 300)]
     pub purpose: String,
 }
@@ -131,6 +134,74 @@ pub(crate) async fn reassess(
                     spectrum: body.spectrum,
                     personal_data: body.personal_data,
                     note: body.note,
+                    expected_revision: body.revision,
+                },
+            )
+            .await?,
+    ))
+}
+
+/// The trustees' change to how a dataset is protected. Fields left out stay
+/// as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReclassifyBody {
+    #[serde(default)]
+    pub spectrum: Option<Spectrum>,
+    #[serde(default)]
+    pub personal_data: Option<bool>,
+    /// The personal terms in full (subject key, lawful basis per purpose, …).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub personal_terms: Option<citytrust_model::residents::PersonalTerms>,
+    /// The column classes in full.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub column_classes: Option<citytrust_model::catalogue::ColumnClasses>,
+    /// The trustees' reasons (public: they are in the log).
+    #[schema(min_length = 1, max_length = 2000)]
+    pub reason: String,
+    /// The revision this change was made on (refused if the dataset has changed since).
+    #[serde(default)]
+    pub revision: Option<i64>,
+}
+
+/// Change how a dataset is protected: its class, whether it is personal
+/// data, its personal terms and lawful bases, its column classes (trustees
+/// only; editors may only make these stricter). Logged with the reasons as
+/// `dataset.reclassified`. A derived dataset so assessed no longer carries
+/// its inputs' terms.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/classification", tag = "content", security(("bearer" = [])), request_body = ReclassifyBody,
+    params(("id" = String, Path, description = "The dataset's id")),
+    responses(
+        (status = 200, description = "The dataset, reclassified", body = Dataset),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The dataset changed since that revision", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or no reasons given", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn reclassify(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ReclassifyBody>,
+) -> Result<Json<Dataset>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .reclassify_dataset(
+                &actor,
+                &id,
+                citytrust_service::catalogue::Reclassification {
+                    spectrum: body.spectrum,
+                    personal_data: body.personal_data,
+                    personal_terms: body.personal_terms,
+                    column_classes: body.column_classes,
+                    reason: body.reason,
                     expected_revision: body.revision,
                 },
             )

@@ -227,7 +227,11 @@ impl Service {
     // ---- sign-in ------------------------------------------------------------
 
     /// Check a username and password. Unknown users cost as much time as wrong passwords.
+    /// An account with too many recent failures is refused before any
+    /// password is checked, and only a few checks run at once on a node.
     pub async fn authenticate(&self, username: &str, password: &str) -> Result<User> {
+        self.sign_in_allowed(username)?;
+        let _check = self.password_check_slot().await?;
         let stored = self.store.get_user(username).await?;
         let (hash, user) = match stored {
             Some(s) if !s.user.disabled => (s.password_hash.clone(), Some(s.user)),
@@ -241,6 +245,7 @@ impl Service {
             (true, Some(user)) => Ok(user),
             _ => {
                 tracing::info!(user = %username.chars().take(64).collect::<String>(), "sign-in refused");
+                self.sign_in_failed(username);
                 Err(ServiceError::BadCredentials)
             }
         }

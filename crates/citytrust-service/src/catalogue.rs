@@ -8,6 +8,19 @@ use citytrust_model::catalogue::{Dataset, DatasetInput, DatasetMetadata};
 use citytrust_model::validation::slugify;
 
 use crate::search::{SearchQuery, SearchResults};
+
+/// What the trustees change in how a dataset is protected (each field
+/// left `None` stays as it is).
+#[derive(Debug, Clone, Default)]
+pub struct Reclassification {
+    pub spectrum: Option<citytrust_model::Spectrum>,
+    pub personal_data: Option<bool>,
+    pub personal_terms: Option<citytrust_model::residents::PersonalTerms>,
+    pub column_classes: Option<citytrust_model::catalogue::ColumnClasses>,
+    /// The trustees' reasons (public, in the log).
+    pub reason: String,
+    pub expected_revision: Option<i64>,
+}
 use crate::{Result, Service, ServiceError, rfc3339};
 
 impl Service {
@@ -159,6 +172,100 @@ impl Service {
             .await?;
         self.index_changed(&dataset).await?;
         tracing::info!(dataset = %dataset.id, revision = dataset.revision, by = actor.username().unwrap_or("-"), "dataset updated");
+        Ok(dataset)
+    }
+
+    /// The trustees change how a dataset is protected — its class, whether
+    /// it is personal data, its personal terms (subject key, lawful basis
+    /// per purpose), its column classes — with their reasons, in the log.
+    /// Editors may only make these stricter ([`authz::loosened_protection`]).
+    pub async fn reclassify_dataset(
+        &self,
+        actor: &Actor,
+        id: &str,
+        r: Reclassification,
+    ) -> Result<Dataset> {
+        authz::may_reclassify(actor)?;
+        let current = self.get_dataset(id).await?;
+        let reason = r.reason.trim().to_string();
+        if reason.is_empty() || reason.chars().count() > 2000 {
+            return Err(ValidationErrors::single(
+                "reason",
+                "give the trustees' reasons (at most 2000 characters)",
+            )
+            .into());
+        }
+        let mut input = current.metadata.to_input();
+        if let Some(s) = r.spectrum {
+            input.spectrum = s;
+        }
+        if let Some(p) = r.personal_data {
+            input.personal_data = p;
+        }
+        if let Some(t) = r.personal_terms {
+            input.personal_terms = Some(t);
+        }
+        if let Some(c) = r.column_classes {
+            input.column_classes = c;
+        }
+        let (_, mut metadata) = input.validate()?;
+        metadata.derivation = current.metadata.derivation.clone();
+        if let Some(d) = metadata.derivation.as_mut() {
+            // The trustees have assessed it: it stands on its own now.
+            d.needs_reassessment = false;
+            d.released_by_trustees = true;
+            d.reassessment_note = Some(reason.clone());
+        }
+        let expected = r.expected_revision.unwrap_or(current.revision);
+        if expected != current.revision {
+            return Err(ServiceError::Stale(format!(
+                "dataset '{id}' is at revision {}, not {expected}; reload and try again",
+                current.revision
+            )));
+        }
+        let dataset = Dataset {
+            id: current.id.clone(),
+            metadata,
+            created_at: current.created_at.clone(),
+            updated_at: rfc3339(self.now()),
+            revision: current.revision + 1,
+        };
+        let bases = |m: &DatasetMetadata| -> serde_json::Value {
+            m.personal_terms
+                .as_ref()
+                .map(|t| {
+                    t.purposes
+                        .iter()
+                        .map(|p| serde_json::json!({"purpose": p.purpose, "basis": p.basis.as_str()}))
+                        .collect::<Vec<_>>()
+                        .into()
+                })
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let (body, at) = self.log_entry(
+            "dataset.reclassified",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "owner": dataset.metadata.owner_organization_id,
+                "spectrum": dataset.metadata.spectrum.as_str(),
+                "previous_spectrum": current.metadata.spectrum.as_str(),
+                "personal_data": dataset.metadata.personal_data,
+                "previous_personal_data": current.metadata.personal_data,
+                "bases": bases(&dataset.metadata),
+                "previous_bases": bases(&current.metadata),
+                "reason": reason,
+                "revision": dataset.revision,
+                "by": "trustees",
+            }),
+        )?;
+        self.store
+            .update_dataset(
+                &dataset,
+                expected,
+                &crate::ledger::new_entry("dataset.reclassified", &body, &at),
+            )
+            .await?;
+        self.index_changed(&dataset).await?;
         Ok(dataset)
     }
 

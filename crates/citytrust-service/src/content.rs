@@ -153,6 +153,10 @@ pub struct Served {
     pub log_index: i64,
     /// The rows were cut at the query's row limit.
     pub truncated: bool,
+    /// The nonce of the log entry's commitment to these bytes (the
+    /// `CityTrust-Log-Nonce` header): with it the reader can check that the
+    /// entry commits to what they received.
+    pub nonce: String,
 }
 
 /// What a read asks for.
@@ -674,28 +678,104 @@ impl Service {
         Ok(rules)
     }
 
-    /// The rejects file of a quarantine upload: for those who may edit the dataset.
+    /// The rejects file of a quarantine upload: the raw rows an upload set
+    /// aside. It is content like any other — read through the read path
+    /// (authorised at the identified level for a purpose, logged before it
+    /// is served) — and, since its rows were never parsed, it cannot be
+    /// filtered by whose they are: a read that only some residents' rows may
+    /// reach is refused.
     pub async fn rejects_file(
         &self,
         actor: &Actor,
         dataset_id: &str,
         version: i64,
-    ) -> Result<std::fs::File> {
-        if matches!(actor, Actor::Anonymous) {
-            return Err(ServiceError::Unauthenticated);
-        }
+        purpose: Option<&str>,
+    ) -> Result<Served> {
+        let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
-        citytrust_model::authz::may_edit_dataset(actor, &dataset.metadata, &dataset.metadata)?;
-        self.version_record(dataset_id, Some(version)).await?;
-        let key = format!("{}/rejects.csv", Self::version_key(dataset_id, version));
-        self.versions
+        let purpose = clean_purpose(purpose)?;
+        let grant = self
+            .authorize_read(
+                actor,
+                &dataset,
+                purpose.as_deref(),
+                citytrust_model::AccessLevel::Identified,
+            )
+            .await?;
+        let (version, scope, _) = self
+            .read_target(actor, &dataset, &grant, Some(version), None)
+            .await?;
+        if scope
+            .as_ref()
+            .is_some_and(|s| s.rule != citytrust_model::residents::SubjectRule::All)
+            || grant.columns.is_some()
+        {
+            return Err(ServiceError::Refused {
+                rule: Some("rejects-not-filterable".into()),
+                message: "rows set aside by an upload were never read into columns, so neither \
+                          whose they are nor which of their fields you may see can be told: \
+                          they are read only by whoever may read every row and column"
+                    .into(),
+            });
+        }
+        let key = format!("{}/rejects.csv", Self::version_key(dataset_id, version.version));
+        let mut file = self
+            .versions
             .open(&key, &self.spool_dir())
             .await?
             .ok_or_else(|| {
                 ServiceError::NotFound(format!(
-                    "rejected rows of version {version} (none were set aside)"
+                    "rejected rows of version {} (none were set aside)",
+                    version.version
                 ))
+            })?;
+        let sha256 = sha256_reader(file.try_clone()?)?;
+        let bytes = file.metadata()?.len();
+        file.rewind()?;
+        let nonce = new_nonce()?;
+        let (body, at) = self.log_entry_by(
+            actor,
+            "content.read",
+            serde_json::json!({
+                "dataset": dataset.id,
+                "version": version.version,
+                "part": "rejects",
+                "format": "csv",
+                "bytes": bytes,
+                "commitment": commitment("served", &nonce, &sha256),
+                "purpose": grant.purpose,
+                "level": grant.level.as_str(),
+                "rule": grant.rule,
+                "agreement": grant.agreement_id,
+                "charter_version": grant.charter_version,
+                "by": reader_label(actor, &dataset),
             })
+            .with_subjects(scope.as_ref()),
+        )?;
+        let log_index = self.appender.append("content.read", body, at).await?;
+        if let Some(scope) = &scope {
+            self.record_personal_read(
+                actor,
+                &dataset,
+                version.version,
+                &grant,
+                scope,
+                log_index,
+                "rejects",
+            )
+            .await?;
+        }
+        Ok(Served {
+            file,
+            bytes,
+            rows: 0,
+            sha256,
+            media_type: "text/csv; charset=utf-8",
+            file_name: format!("{}-v{}-rejects.csv", dataset.id, version.version),
+            log_index,
+            truncated: false,
+            nonce,
+        })
     }
 
     /// Read a dataset's content: permitted → spooled and digested → logged → served.
@@ -705,6 +785,7 @@ impl Service {
         dataset_id: &str,
         request: ReadRequest,
     ) -> Result<Served> {
+        let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
         let grant = self
@@ -717,6 +798,7 @@ impl Service {
                     .unwrap_or(citytrust_model::AccessLevel::Identified),
             )
             .await?;
+        let nonce = new_nonce()?;
         // Whose rows: decided now, from the consents in force now (invariant 2).
         let (version, scope, location) = self
             .read_target(actor, &dataset, &grant, request.version, request.as_of)
@@ -751,8 +833,8 @@ impl Service {
                 "limit": request.slice.limit,
                 "rows": rows,
                 "bytes": bytes,
-                "sha256": sha256,
-                "purpose": purpose,
+                "commitment": commitment("served", &nonce, &sha256),
+                "purpose": grant.purpose,
                 "level": grant.level.as_str(),
                 "rule": grant.rule,
                 "agreement": grant.agreement_id,
@@ -789,29 +871,24 @@ impl Service {
             ),
             log_index,
             truncated: false,
+            nonce,
         })
     }
 
-    /// The datasets a checked query names, each permitted to `actor`, with the
-    /// version read and the (table, file) pairs to plan the query over.
+    /// The datasets a checked query names, each permitted to `actor` (or
+    /// nothing runs), noted in `trail` as they are resolved; the tables to
+    /// plan the query over.
     pub(crate) async fn resolve_tables(
         &self,
         actor: &Actor,
         checked: &citytrust_query::sql::CheckedQuery,
         purpose: Option<&str>,
         level: citytrust_model::AccessLevel,
-    ) -> Result<(
-        Vec<citytrust_query::sql::TableSource>,
-        Vec<(
-            Dataset,
-            i64,
-            crate::governance::ReadGrant,
-            Option<crate::residents::SubjectScope>,
-        )>,
-    )> {
+        trail: &mut QueryTrail,
+    ) -> Result<Vec<citytrust_query::sql::TableSource>> {
         let mut files = Vec::new();
-        let mut read = Vec::new();
         for table in &checked.tables {
+            // A name that is no dataset is the caller's text: it never reaches the log.
             let dataset = self
                 .store
                 .get_dataset(&table.dataset_id)
@@ -823,19 +900,24 @@ impl Service {
                     ))
                 })?;
             // Every input must be allowed for this purpose, or nothing runs.
-            let grant = self
-                .authorize_read(actor, &dataset, purpose, level)
-                .await
-                .map_err(|e| match e {
-                    ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => ServiceError::Refused {
-                        rule: None,
-                        message: format!(
-                            "table '{}' is not open data: sign in, and read it under an agreement",
-                            table.table
-                        ),
-                    },
-                    other => other,
-                })?;
+            let grant = match self.authorize_read(actor, &dataset, purpose, level).await {
+                Ok(grant) => grant,
+                Err(e) => {
+                    trail.refused = Some(dataset.id.clone());
+                    return Err(match e {
+                        ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => {
+                            ServiceError::Refused {
+                                rule: None,
+                                message: format!(
+                                    "table '{}' is not open data: sign in, and read it under an agreement",
+                                    table.table
+                                ),
+                            }
+                        }
+                        other => other,
+                    });
+                }
+            };
             let version = self
                 .version_for_read(&dataset.id, table.version, table.as_of)
                 .await?
@@ -847,24 +929,88 @@ impl Service {
                 columns: grant.columns.clone(),
                 subjects: scope.as_ref().and_then(|s| s.filter.as_deref()).cloned(),
             });
-            read.push((dataset, version, grant, scope));
+            trail.read.push(ResolvedTable {
+                dataset,
+                version,
+                grant,
+                scope,
+            });
         }
-        Ok((files, read))
+        Ok(files)
     }
 
     /// Run one read-only SELECT over the datasets the caller may read.
+    /// Every attempt is logged before its answer leaves — served, refused or
+    /// failed — with commitments (not digests) to the SQL and the result.
     pub async fn run_query(&self, actor: &Actor, request: QueryRequest) -> Result<Served> {
+        let _slot = self.read_slot(actor).await?;
+        let nonce = new_nonce()?;
+        let sql_commitment = commitment("sql", &nonce, &request.sql);
+        let mut trail = QueryTrail::default();
+        let result = self.attempt_query(actor, &request, &mut trail).await;
+        let spooled = match result {
+            Ok(spooled) => spooled,
+            Err(e) => {
+                self.log_query_attempt(actor, &trail, &sql_commitment, "query", &e)
+                    .await?;
+                return Err(e);
+            }
+        };
+        let (body, at) = self.log_entry_by(
+            actor,
+            "query.run",
+            serde_json::json!({
+                "outcome": "served",
+                "inputs": trail.inputs(),
+                "sql_commitment": sql_commitment,
+                "format": request.format.extension(),
+                "rows": spooled.rows,
+                "truncated": spooled.truncated,
+                "bytes": spooled.bytes,
+                "commitment": commitment("served", &nonce, &spooled.sha256),
+                "purpose": trail.purpose,
+                "by": trail.label(actor),
+            }),
+        )?;
+        // Committed (group commit) before a byte is served; no entry, no data.
+        let log_index = self.appender.append("query.run", body, at).await?;
+        self.record_query_reads(actor, &trail, log_index, "query")
+            .await?;
+        Ok(Served {
+            file: spooled.file,
+            bytes: spooled.bytes,
+            rows: spooled.rows,
+            sha256: spooled.sha256,
+            media_type: request.format.media_type(),
+            file_name: format!("query.{}", request.format.extension()),
+            log_index,
+            truncated: spooled.truncated,
+            nonce,
+        })
+    }
+
+    /// A query up to its spooled result, noting in `trail` what it read.
+    async fn attempt_query(
+        &self,
+        actor: &Actor,
+        request: &QueryRequest,
+        trail: &mut QueryTrail,
+    ) -> Result<Spooled> {
         let purpose =
             clean_purpose(Some(&request.purpose))?.ok_or_else(|| ServiceError::Unprocessable {
                 code: "purpose_required",
                 message: "say what the query is for: 'purpose' is required".into(),
             })?;
+        // Only the trust's own words for a purpose are ever logged.
+        if self.purpose(&purpose).await?.is_some() {
+            trail.purpose = Some(purpose.clone());
+        }
         let checked = citytrust_query::sql::check(&request.sql)?;
         let level = request
             .level
             .unwrap_or(citytrust_model::AccessLevel::Identified);
-        let (files, read) = self
-            .resolve_tables(actor, &checked, Some(&purpose), level)
+        let files = self
+            .resolve_tables(actor, &checked, Some(&purpose), level, trail)
             .await?;
         if level != citytrust_model::AccessLevel::Identified {
             // Permitted, but SQL could undo any transform (a GROUP BY of one
@@ -880,31 +1026,33 @@ impl Service {
                 ),
             });
         }
-        let inputs: Vec<serde_json::Value> = read
-            .iter()
-            .map(|(d, v, g, s)| {
-                serde_json::json!({
-                    "dataset": d.id,
-                    "version": v,
-                    "level": g.level.as_str(),
-                    "rule": g.rule,
-                    "agreement": g.agreement_id,
-                })
-                .with_subjects(s.as_ref())
-            })
-            .collect();
-        let label = read.first().map(|(d, _, _, _)| reader_label(actor, d));
         let limits = Limits {
             max_rows: request.max_rows.unwrap_or(10_000).clamp(1, 100_000),
             ..Limits::default()
         };
-        let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
-            self.spool_dir(),
-        )?));
-        let format = request.format;
+        self.spool_query(checked, &files, limits, request.format, MAX_RESULT_BYTES)
+            .await
+    }
+
+    /// Run a checked query into a spool file: at most `limits.max_rows`
+    /// rows (more are cut and said so) and `max_bytes` bytes (more is
+    /// refused), within `limits.timeout`. Engine failures come back in
+    /// CityTrust's words ([`query_failure`]).
+    pub(crate) async fn spool_query(
+        &self,
+        checked: citytrust_query::sql::CheckedQuery,
+        files: &[citytrust_query::sql::TableSource],
+        limits: Limits,
+        format: OutputFormat,
+        max_bytes: u64,
+    ) -> Result<Spooled> {
+        let file = tempfile::tempfile_in(self.spool_dir())?;
+        let capped = Capped::new(std::io::BufWriter::new(file), max_bytes);
+        let over = capped.over.clone();
+        let mut spool = DigestWriter::new(capped);
         let run = async {
             let stream =
-                citytrust_query::sql::start(checked, &self.versions, &files, limits).await?;
+                citytrust_query::sql::start(checked, &self.versions, files, limits).await?;
             let limited = CutAt::new(stream, limits.max_rows);
             let cut = limited.cut.clone();
             let rows = citytrust_query::export::write_stream(Box::pin(limited), format, &mut spool)
@@ -914,57 +1062,232 @@ impl Service {
                 cut.load(std::sync::atomic::Ordering::Relaxed),
             ))
         };
-        let (rows, truncated) = tokio::time::timeout(limits.timeout, run)
+        let ran = tokio::time::timeout(limits.timeout, run)
             .await
-            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))?
-            .map_err(|e| match e {
-                // The query's own failure (a division by zero, a bad cast): the caller's to fix.
-                citytrust_query::QueryError::Engine(m) => {
-                    citytrust_query::QueryError::Sql(format!("the query failed: {m}"))
-                }
-                other => other,
-            })?;
-        let (buffered, bytes, sha256) = spool.finish()?;
-        let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        let (body, at) = self.log_entry_by(
-            actor,
-            "query.run",
-            serde_json::json!({
-                "inputs": inputs,
-                "sql_sha256": hex::encode(sha2::Sha256::digest(request.sql.as_bytes())),
-                "format": format.extension(),
-                "rows": rows,
-                "truncated": truncated,
-                "bytes": bytes,
-                "sha256": sha256,
-                "purpose": purpose,
-                "by": label.unwrap_or_else(|| match actor {
-                    Actor::Anonymous => "public".into(),
-                    _ => "individual".into(),
-                }),
-            }),
-        )?;
-        // Committed (group commit) before a byte is served; no entry, no data.
-        let log_index = self.appender.append("query.run", body, at).await?;
-        for (dataset, version, grant, scope) in &read {
-            if let Some(scope) = scope {
-                self.record_personal_read(
-                    actor, dataset, *version, grant, scope, log_index, "query",
-                )
-                .await?;
-            }
+            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))
+            .and_then(|r| r);
+        if over.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ServiceError::Unprocessable {
+                code: "result_too_large",
+                message: format!(
+                    "the result is larger than the {} MiB a query may return; aggregate it, \
+                     select fewer columns or add a LIMIT",
+                    max_bytes >> 20
+                ),
+            });
         }
-        Ok(Served {
+        let (rows, truncated) = ran.map_err(query_failure)?;
+        let (capped, bytes, sha256) = spool.finish()?;
+        let mut file = capped.inner.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(Spooled {
             file,
             bytes,
             rows,
             sha256,
-            media_type: format.media_type(),
-            file_name: format!("query.{}", format.extension()),
-            log_index,
             truncated,
         })
+    }
+
+    /// The log entry of a query attempt that did not serve: why (`outcome`
+    /// refused or failed, the error's code, the rule), what it had read so
+    /// far, a commitment to its SQL. Committed before the refusal is answered.
+    pub(crate) async fn log_query_attempt(
+        &self,
+        actor: &Actor,
+        trail: &QueryTrail,
+        sql_commitment: &str,
+        kind: &str,
+        error: &ServiceError,
+    ) -> Result<()> {
+        let (outcome, code, rule) = attempt_outcome(error);
+        let (body, at) = self.log_entry_by(
+            actor,
+            "query.run",
+            serde_json::json!({
+                "outcome": outcome,
+                "error": code,
+                "rule": rule,
+                "inputs": trail.inputs(),
+                "refused_dataset": trail.refused,
+                "sql_commitment": sql_commitment,
+                "purpose": trail.purpose,
+                "for": kind,
+                "by": trail.label(actor),
+            }),
+        )?;
+        let log_index = self.appender.append("query.run", body, at).await?;
+        // A failed query may still have shown something of the rows it read
+        // (which rows made it fail): the residents concerned see it listed.
+        if outcome == "failed" {
+            self.record_query_reads(actor, trail, log_index, kind).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_query_reads(
+        &self,
+        actor: &Actor,
+        trail: &QueryTrail,
+        log_index: i64,
+        kind: &str,
+    ) -> Result<()> {
+        for t in &trail.read {
+            if let Some(scope) = &t.scope {
+                self.record_personal_read(
+                    actor, &t.dataset, t.version, &t.grant, scope, log_index, kind,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most bytes a query's result may take (it is spooled before it is served).
+pub const MAX_RESULT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One dataset a query reads, as permitted.
+pub(crate) struct ResolvedTable {
+    pub dataset: Dataset,
+    pub version: i64,
+    pub grant: crate::governance::ReadGrant,
+    pub scope: Option<crate::residents::SubjectScope>,
+}
+
+/// How far a query attempt got: for its log entry, whatever its outcome.
+#[derive(Default)]
+pub(crate) struct QueryTrail {
+    /// The purpose, when it is one of the trust's (free text is never logged).
+    pub purpose: Option<String>,
+    pub read: Vec<ResolvedTable>,
+    /// The dataset whose refusal stopped the query.
+    pub refused: Option<String>,
+}
+
+impl QueryTrail {
+    fn inputs(&self) -> Vec<serde_json::Value> {
+        self.read
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "dataset": t.dataset.id,
+                    "version": t.version,
+                    "level": t.grant.level.as_str(),
+                    "rule": t.grant.rule,
+                    "agreement": t.grant.agreement_id,
+                })
+                .with_subjects(t.scope.as_ref())
+            })
+            .collect()
+    }
+
+    fn label(&self, actor: &Actor) -> String {
+        match self.read.first() {
+            Some(t) => reader_label(actor, &t.dataset),
+            None => match actor {
+                Actor::Anonymous => "public".into(),
+                _ => actor
+                    .organization_ids()
+                    .first()
+                    .map(|o| format!("organization:{o}"))
+                    .unwrap_or_else(|| "individual".into()),
+            },
+        }
+    }
+}
+
+/// A query's result in its spool file.
+pub(crate) struct Spooled {
+    pub file: std::fs::File,
+    pub bytes: u64,
+    pub rows: u64,
+    pub sha256: String,
+    pub truncated: bool,
+}
+
+/// A query's failure as the caller sees it: the engine's kind of failure in
+/// CityTrust's words; the engine's own text (which may quote a value) only
+/// in the server's debug log.
+pub(crate) fn query_failure(e: citytrust_query::QueryError) -> ServiceError {
+    match e {
+        citytrust_query::QueryError::Failed(f) => {
+            tracing::debug!(code = f.code, detail = %f.detail, "a query failed");
+            ServiceError::Unprocessable {
+                code: f.code,
+                message: f.message,
+            }
+        }
+        other => other.into(),
+    }
+}
+
+/// How an attempt that served nothing ended, for its log entry.
+fn attempt_outcome(e: &ServiceError) -> (&'static str, &'static str, Option<String>) {
+    match e {
+        ServiceError::Refused { rule, .. } => ("refused", "refused", rule.clone()),
+        ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => {
+            ("refused", "unauthenticated", None)
+        }
+        ServiceError::Forbidden(_) => ("refused", "forbidden", None),
+        ServiceError::NotFound(_) => ("failed", "not_found", None),
+        ServiceError::Unprocessable { code, .. } => ("failed", code, None),
+        ServiceError::Invalid(_) => ("failed", "validation_failed", None),
+        ServiceError::TooMany { .. } => ("refused", "too_many", None),
+        _ => ("failed", "internal", None),
+    }
+}
+
+/// A fresh random nonce (hex), for a commitment.
+pub(crate) fn new_nonce() -> Result<String> {
+    Ok(hex::encode(crate::accounts::random_bytes::<16>()?))
+}
+
+/// A commitment to `text`: SHA-256 of a domain tag, `kind`, the nonce and
+/// the text. Published in the log instead of a plain digest, which anyone
+/// could confirm a guess against (a household id, a count); the reader, who
+/// is given the nonce, can check it holds what they sent or received.
+pub fn commitment(kind: &str, nonce: &str, text: &str) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"citytrust-commitment-v1\n");
+    h.update(kind.as_bytes());
+    h.update(b"\n");
+    h.update(nonce.as_bytes());
+    h.update(b"\n");
+    h.update(text.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Writes through to `inner` until `max` bytes; past that every write fails
+/// (and `over` says why), so a result cannot fill the disk.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W> Capped<W> {
+    fn new(inner: W, max: u64) -> Capped<W> {
+        Capped {
+            inner,
+            left: max,
+            over: Default::default(),
+        }
+    }
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.over.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other("the result is too large"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -39,6 +39,13 @@ pub enum ServiceError {
         errors: Vec<citytrust_query::RowError>,
         total: u64,
     },
+    /// The caller (or the node) is doing as much as it may at once, or has
+    /// failed to sign in too often: try again after a while.
+    #[error("{message}")]
+    TooMany {
+        retry_after_seconds: u64,
+        message: String,
+    },
     /// A failure inside the system; the text is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),

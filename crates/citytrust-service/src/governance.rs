@@ -361,32 +361,33 @@ impl Service {
                 ),
             ));
         }
-        if let (Some(p), None, false) = (purpose, &purpose_found, open) {
+        if let (Some(p), None) = (purpose, &purpose_found) {
+            // Open data too: a purpose is one of the trust's or none, so no
+            // caller's free text ever reaches the public log.
             let ids: Vec<String> = self.purposes().await?.into_iter().map(|p| p.id).collect();
             return Err(ServiceError::Unprocessable {
                 code: "unknown_purpose",
                 message: format!(
-                    "'{p}' is not a purpose of the trust; one of: {}",
+                    "'{}' is not a purpose of the trust; one of: {}",
+                    p.chars().take(100).collect::<String>(),
                     ids.join(", ")
                 ),
             });
         }
         let who = self.who(actor).await?;
         let today = self.today();
-        let mut agreement: Option<Agreement> = None;
-        if let Some(p) = &purpose_found
-            && !open
-        {
-            for a in self
-                .store
-                .agreements_in_force(&dataset.id, &p.id, &who.recipients(), today)
-                .await?
-            {
-                if agreement.as_ref().is_none_or(|b| a.level > b.level) {
-                    agreement = Some(a);
-                }
-            }
-        }
+        // One agreement must allow all of the read: of those in force, one
+        // whose level covers the level asked (levels are compared by what
+        // they allow, not by rank), the widest on columns.
+        let agreement = match &purpose_found {
+            Some(p) if !open => citytrust_model::access::agreement_for_read(
+                self.store
+                    .agreements_in_force(&dataset.id, &p.id, &who.recipients(), today)
+                    .await?,
+                level,
+            ),
+            _ => None,
+        };
         let (charter_version, charter) = self.charter_in_force().await?;
         let read = ReadFacts {
             purpose: purpose_found.as_ref().map(|p| p.id.as_str()).unwrap_or(""),
@@ -426,12 +427,29 @@ impl Service {
             let under = (rule == "agreement-in-force")
                 .then_some(agreement)
                 .flatten();
+            if let Some(a) = &under
+                && !a.level.covers(level)
+            {
+                // A fact of the code, whatever a charter's text compares.
+                return Err(refuse(
+                    Some("level-not-covered"),
+                    format!(
+                        "agreement {} grants {}, which does not include {}",
+                        a.id,
+                        a.level.label().to_lowercase(),
+                        level.label().to_lowercase()
+                    ),
+                ));
+            }
             let columns = under
                 .as_ref()
                 .map(|a| a.columns.clone())
                 .filter(|c| !c.is_empty());
+            // Derived data carries its inputs' terms until the trustees
+            // release it (R-CAT-5): read only by whoever may read every input.
+            self.check_derived_inputs(actor, dataset, purpose).await?;
             return Ok(ReadGrant {
-                purpose: purpose.map(str::to_string),
+                purpose: purpose_found.as_ref().map(|p| p.id.clone()),
                 level,
                 rule,
                 agreement_id: under.map(|a| a.id),
@@ -449,24 +467,57 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let purpose_id = purpose.unwrap_or("");
-        let message = match &agreement {
-            Some(a) => format!(
-                "agreement {} grants '{}' only up to {}, not {}",
-                a.id,
-                purpose_id,
-                a.level.label().to_lowercase(),
-                level.label().to_lowercase()
-            ),
-            None => format!(
-                "no data sharing agreement in force today gives you access to dataset '{}' \
-                 for the purpose '{purpose_id}': ask for it with POST /api/v1/access-requests",
-                dataset.id
-            ),
-        };
+        let message = format!(
+            "no data sharing agreement in force today gives you {} of dataset '{}' for the \
+             purpose '{purpose_id}': ask for it with POST /api/v1/access-requests",
+            level.label().to_lowercase(),
+            dataset.id
+        );
         Err(refuse(
             None,
             format!("no rule of the charter permits this read: {message}"),
         ))
+    }
+
+    /// A derived dataset not yet released by the trustees is read only by
+    /// someone who may, now, read each of its inputs for the same purpose,
+    /// at the identified level, with every column the derivation read.
+    async fn check_derived_inputs(
+        &self,
+        actor: &Actor,
+        dataset: &Dataset,
+        purpose: Option<&str>,
+    ) -> Result<()> {
+        let Some(derivation) = &dataset.metadata.derivation else {
+            return Ok(());
+        };
+        if derivation.released_by_trustees {
+            return Ok(());
+        }
+        let refuse = |input: &str| ServiceError::Refused {
+            rule: Some("derived-data-keeps-its-inputs-terms".into()),
+            message: format!(
+                "'{}' was derived from '{input}', which you may not read in full for this purpose \
+                 now: derived data carries its inputs' agreements, column limits and purposes \
+                 until the trustees release it",
+                dataset.id
+            ),
+        };
+        for input in &derivation.inputs {
+            let Some(source) = self.store.get_dataset(&input.dataset_id).await? else {
+                return Err(refuse(&input.dataset_id));
+            };
+            let grant = Box::pin(self.authorize_read(actor, &source, purpose, AccessLevel::Identified))
+                .await
+                .map_err(|_| refuse(&input.dataset_id))?;
+            if let Some(allowed) = &grant.columns {
+                let read_all = input.columns.is_empty();
+                if read_all || !input.columns.iter().all(|c| allowed.contains(c)) {
+                    return Err(refuse(&input.dataset_id));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn today(&self) -> i64 {
@@ -689,7 +740,7 @@ impl Service {
         let mut comment = false;
         for dataset in &datasets {
             let standing = self
-                .standing_agreement(&who, dataset, &purpose.id, request.level, today)
+                .standing_agreement(&who, dataset, request, today)
                 .await?;
             let facts_request = RequestFacts {
                 purpose: &purpose.id,
@@ -797,13 +848,15 @@ impl Service {
         Ok((agreement, entries))
     }
 
-    /// Whether a standing agreement of one of the requester's groups covers this.
+    /// Whether a standing agreement of one of the requester's groups bounds
+    /// this request: a level it covers, columns it shares, a period inside
+    /// its own. Only then may the charter grant it without a vote, so an
+    /// automatic grant can never widen access.
     async fn standing_agreement(
         &self,
         who: &Who,
         dataset: &Dataset,
-        purpose: &str,
-        level: AccessLevel,
+        request: &AccessRequest,
         today: i64,
     ) -> Result<bool> {
         let groups: Vec<String> = who
@@ -813,10 +866,17 @@ impl Service {
             .collect();
         Ok(self
             .store
-            .agreements_in_force(&dataset.id, purpose, &groups, today)
+            .agreements_in_force(&dataset.id, &request.purpose, &groups, today)
             .await?
             .iter()
-            .any(|a| level <= a.level))
+            .any(|a| {
+                a.bounds(
+                    request.level,
+                    &request.columns,
+                    &request.starts_on,
+                    &request.ends_on,
+                )
+            }))
     }
 
     fn requester_label(&self, request: &AccessRequest) -> String {

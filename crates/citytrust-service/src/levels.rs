@@ -139,6 +139,9 @@ pub struct DpRelease {
     pub budget: BudgetView,
     /// The transparency-log entry recording this release.
     pub log_index: i64,
+    /// The nonce of the entry's commitment to `value` (as JSON text):
+    /// `commitment("dp", nonce, value)` — see the log's documentation.
+    pub nonce: String,
 }
 
 fn nano(epsilon: f64) -> i64 {
@@ -397,6 +400,7 @@ impl Service {
         dataset_id: &str,
         request: AggregateRequest,
     ) -> Result<Served> {
+        let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
         let grant = self
@@ -466,6 +470,7 @@ impl Service {
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
+        let nonce = crate::content::new_nonce()?;
         let transform = serde_json::json!({
             "kind": "thresholded_aggregate",
             "by": agg.dimensions,
@@ -481,13 +486,12 @@ impl Service {
                 &dataset,
                 version.version,
                 &grant,
-                purpose.as_deref(),
                 scope.as_ref(),
                 serde_json::json!({
                     "format": request.format.extension(),
                     "rows": rows,
                     "bytes": bytes,
-                    "sha256": sha256,
+                    "commitment": crate::content::commitment("served", &nonce, &sha256),
                     "transform": transform,
                 }),
                 "aggregate",
@@ -507,6 +511,7 @@ impl Service {
             ),
             log_index,
             truncated: false,
+            nonce,
         })
     }
 
@@ -525,6 +530,7 @@ impl Service {
         column: &str,
         value: &str,
     ) -> Result<LookupAnswer> {
+        let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(purpose)?;
         let grant = self
@@ -558,7 +564,6 @@ impl Service {
                 &dataset,
                 version.version,
                 &grant,
-                purpose.as_deref(),
                 scope.as_ref(),
                 serde_json::json!({
                     "format": "json",
@@ -589,12 +594,11 @@ impl Service {
         dataset: &Dataset,
         version: i64,
         grant: &ReadGrant,
-        purpose: Option<&str>,
         scope: Option<&crate::residents::SubjectScope>,
         fields: serde_json::Value,
         kind: &str,
     ) -> Result<i64> {
-        let body = self.read_entry_fields(actor, dataset, version, grant, purpose, scope, fields);
+        let body = self.read_entry_fields(actor, dataset, version, grant, scope, fields);
         let (body, at) = self.log_entry_by(actor, "content.read", body)?;
         let log_index = self.appender.append("content.read", body, at).await?;
         if let Some(scope) = scope {
@@ -611,7 +615,6 @@ impl Service {
         dataset: &Dataset,
         version: i64,
         grant: &ReadGrant,
-        purpose: Option<&str>,
         scope: Option<&crate::residents::SubjectScope>,
         fields: serde_json::Value,
     ) -> serde_json::Value {
@@ -619,7 +622,8 @@ impl Service {
         let mut body = serde_json::json!({
             "dataset": dataset.id,
             "version": version,
-            "purpose": purpose,
+            // The taxonomy's id (free text never reaches the log).
+            "purpose": grant.purpose,
             "level": grant.level.as_str(),
             "rule": grant.rule,
             "agreement": grant.agreement_id,
@@ -657,6 +661,7 @@ impl Service {
                     .into(),
             ));
         };
+        let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
         let grant = self
@@ -780,19 +785,20 @@ impl Service {
             }
             _ => return Err(ServiceError::Internal("statistic and input differ".into())),
         };
-        let value_sha256 = hex::encode(sha2::Sha256::digest(value.to_string().as_bytes()));
+        // A committed digest: a plain one of a small count could be guessed.
+        let nonce = crate::content::new_nonce()?;
+        let value_commitment = crate::content::commitment("dp", &nonce, &value.to_string());
         let cost = nano(epsilon);
         let fields = self.read_entry_fields(
             actor,
             &dataset,
             version.version,
             &grant,
-            purpose.as_deref(),
             scope.as_ref(),
             serde_json::json!({
                 "format": "json",
                 "rows": 1,
-                "sha256": value_sha256,
+                "commitment": value_commitment,
                 "transform": {
                     "kind": "differential_privacy",
                     "statistic": request.statistic.as_str(),
@@ -846,6 +852,7 @@ impl Service {
             scale,
             budget: budget_view(&account, budget),
             log_index,
+            nonce,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod levels;
 pub mod lineage;
 pub mod residents;
 pub mod search;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -121,6 +122,8 @@ pub struct Service {
     subjects: residents::SubjectCache,
     /// The pseudonym secret used when `settings.pseudonym_keys` is `None`.
     pseudonym_fallback: citytrust_privacy::pseudonym::PseudonymSecret,
+    /// Reads and sign-ins in flight on this node.
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl Service {
@@ -162,6 +165,7 @@ impl Service {
                 "t1",
                 accounts::random_bytes::<32>()?,
             ),
+            throttle: Arc::new(throttle::Throttle::default()),
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;

@@ -13,14 +13,15 @@ use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
 use citytrust_query::export::OutputFormat;
 use citytrust_query::ingest::OnError;
 use citytrust_query::sql::Limits;
-use citytrust_query::{DigestWriter, InputFormat};
-use sha2::Digest;
+use citytrust_query::InputFormat;
 
 use crate::content::{UploadOptions, VersionInfo};
 use crate::{Result, Service, ServiceError, rfc3339};
 
 /// Rows a derivation may produce at most.
 pub const MAX_DERIVED_ROWS: usize = 50_000_000;
+/// Bytes (as Parquet) a derivation may produce at most.
+pub const MAX_DERIVED_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Make a dataset from a query.
 #[derive(Debug, Clone)]
@@ -55,29 +56,57 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let purpose = request.purpose.trim().to_string();
-        if purpose.is_empty() || purpose.chars().count() > 300 {
+        if self.purpose(&purpose).await?.is_none() {
+            let ids: Vec<String> = self.purposes().await?.into_iter().map(|p| p.id).collect();
             return Err(ValidationErrors::single(
                 "purpose",
-                "say in at most 300 characters what the derived data is for",
+                format!(
+                    "say which of the trust's purposes the derived data is for: one of {}",
+                    ids.join(", ")
+                ),
             )
             .into());
         }
         let (id, mut metadata) = request.dataset.validate()?;
         authz::may_create_dataset(actor, &metadata.owner_organization_id)?;
-        let checked = citytrust_query::sql::check(&request.sql)?;
-        let (files, read) = self
+        let nonce = crate::content::new_nonce()?;
+        let sql_commitment = crate::content::commitment("sql", &nonce, &request.sql);
+        let mut trail = crate::content::QueryTrail {
+            purpose: Some(purpose.clone()),
+            ..Default::default()
+        };
+        let _slot = self.read_slot(actor).await?;
+        let checked = match citytrust_query::sql::check(&request.sql) {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ServiceError::from(e);
+                self.log_query_attempt(actor, &trail, &sql_commitment, "derivation", &e)
+                    .await?;
+                return Err(e);
+            }
+        };
+        let files = match self
             .resolve_tables(
                 actor,
                 &checked,
                 Some(&purpose),
                 citytrust_model::AccessLevel::Identified,
+                &mut trail,
             )
-            .await?;
+            .await
+        {
+            Ok(files) => files,
+            Err(e) => {
+                self.log_query_attempt(actor, &trail, &sql_commitment, "derivation", &e)
+                    .await?;
+                return Err(e);
+            }
+        };
         // A copy of data read under residents' choices would outlive them: a
         // withdrawal or an objection must reach every read, so such data is
         // queried when needed, never copied into a dataset of its own.
-        if let Some((d, _, _, _)) = read.iter().find(|(_, _, _, scope)| {
-            scope
+        if let Some(t) = trail.read.iter().find(|t| {
+            t.scope
                 .as_ref()
                 .is_some_and(|s| s.rule != citytrust_model::residents::SubjectRule::All)
         }) {
@@ -86,17 +115,20 @@ impl Service {
                 message: format!(
                     "'{}' is read under its residents' consent or objections, and a withdrawal must reach \
                      every read: query it when you need it (POST /api/v1/query) instead of deriving a copy",
-                    d.id
+                    t.dataset.id
                 ),
             });
         }
-        let inputs: Vec<DerivedInput> = read
-            .into_iter()
-            .map(|(d, version, _, _)| DerivedInput {
-                dataset_id: d.id,
-                version,
-                spectrum: d.metadata.spectrum,
-                personal_data: d.metadata.personal_data,
+        let inputs: Vec<DerivedInput> = trail
+            .read
+            .iter()
+            .map(|t| DerivedInput {
+                dataset_id: t.dataset.id.clone(),
+                version: t.version,
+                spectrum: t.dataset.metadata.spectrum,
+                personal_data: t.dataset.metadata.personal_data,
+                agreement_id: t.grant.agreement_id.clone(),
+                columns: t.grant.columns.clone().unwrap_or_default(),
             })
             .collect();
         let Some(inherited) = inputs.iter().map(|i| i.spectrum).max() else {
@@ -122,38 +154,46 @@ impl Service {
             inherited_spectrum: inherited,
             needs_reassessment: true,
             reassessment_note: None,
+            purpose: Some(purpose.clone()),
+            released_by_trustees: false,
         });
 
         // Run the query first: a query that fails registers nothing.
         let limits = Limits {
             max_rows: MAX_DERIVED_ROWS,
             timeout: std::time::Duration::from_secs(600),
-            ..Limits::default()
         };
-        let spool = tempfile::NamedTempFile::new_in(self.content_dir().join("tmp"))?;
-        let mut out = DigestWriter::new(std::io::BufWriter::new(spool.reopen()?));
-        let run = async {
-            let stream =
-                citytrust_query::sql::start(checked, self.versions(), &files, limits).await?;
-            citytrust_query::export::write_stream(stream, OutputFormat::Parquet, &mut out).await
-        };
-        let rows = tokio::time::timeout(limits.timeout, run)
+        let spooled = match self
+            .spool_query(
+                checked,
+                &files,
+                limits,
+                OutputFormat::Parquet,
+                MAX_DERIVED_BYTES,
+            )
             .await
-            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))?
-            .map_err(|e| match e {
-                citytrust_query::QueryError::Engine(m) => {
-                    citytrust_query::QueryError::Sql(format!("the query failed: {m}"))
-                }
-                other => other,
-            })?;
-        if rows as usize > MAX_DERIVED_ROWS {
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.log_query_attempt(actor, &trail, &sql_commitment, "derivation", &e)
+                    .await?;
+                return Err(e);
+            }
+        };
+        if spooled.truncated {
             return Err(ServiceError::Unprocessable {
                 code: "too_many_rows",
                 message: format!("a derived dataset has at most {MAX_DERIVED_ROWS} rows"),
             });
         }
-        let (mut buffered, _, _) = out.finish()?;
-        buffered.flush()?;
+        let rows = spooled.rows;
+        let spool = tempfile::NamedTempFile::new_in(self.content_dir().join("tmp"))?;
+        {
+            let mut from = spooled.file;
+            let mut to = spool.reopen()?;
+            std::io::copy(&mut from, &mut to)?;
+            to.flush()?;
+        }
 
         let dataset = self.register_dataset(actor, id, metadata).await?;
         let upload = self.begin_upload(actor, &dataset.id).await?;
@@ -181,7 +221,7 @@ impl Service {
                     .iter()
                     .map(|i| serde_json::json!({"dataset": i.dataset_id, "version": i.version}))
                     .collect::<Vec<_>>(),
-                "sql_sha256": hex::encode(sha2::Sha256::digest(request.sql.as_bytes())),
+                "sql_commitment": sql_commitment,
                 "rows": rows,
                 "spectrum": dataset.metadata.spectrum.as_str(),
                 "needs_reassessment": true,
@@ -196,8 +236,11 @@ impl Service {
         Ok((dataset, info))
     }
 
-    /// A maintainer chooses a derived dataset's class, with reasons; from then
-    /// on it is shared as that class says.
+    /// A derived dataset's class chosen again, with reasons. Its maintainers
+    /// may keep its inherited class or make it stricter; only the trustees
+    /// may lower it below the most stringent class of its inputs, or say it
+    /// is not personal data — and only the trustees' assessment releases it
+    /// from its inputs' terms (R-CAT-5).
     pub async fn reassess_dataset(
         &self,
         actor: &Actor,
@@ -208,15 +251,22 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let current = self.get_dataset(id).await?;
-        authz::may_edit_dataset(actor, &current.metadata, &current.metadata)?;
         let Some(derivation) = current.metadata.derivation.clone() else {
             return Err(ServiceError::Unprocessable {
                 code: "not_derived",
                 message: format!(
-                    "dataset '{id}' was not derived from others: change its class by editing it"
+                    "dataset '{id}' was not derived from others: its classification is the \
+                     trustees' to change (POST /api/v1/datasets/{id}/classification)"
                 ),
             });
         };
+        let by_trustees = authz::may_reassess_derived(
+            actor,
+            &current.metadata,
+            derivation.inherited_spectrum,
+            r.spectrum,
+            current.metadata.personal_data && r.personal_data == Some(false),
+        )?;
         let note = r.note.trim().to_string();
         if note.is_empty() || note.chars().count() > 2000 {
             return Err(ValidationErrors::single(
@@ -240,6 +290,7 @@ impl Service {
         dataset.metadata.derivation = Some(Derivation {
             needs_reassessment: false,
             reassessment_note: Some(note),
+            released_by_trustees: derivation.released_by_trustees || by_trustees,
             ..derivation.clone()
         });
         dataset.revision = current.revision + 1;
@@ -252,8 +303,9 @@ impl Service {
                 "previous_spectrum": current.metadata.spectrum.as_str(),
                 "inherited_spectrum": derivation.inherited_spectrum.as_str(),
                 "personal_data": dataset.metadata.personal_data,
+                "released_by_trustees": by_trustees,
                 "revision": dataset.revision,
-                "by": crate::catalogue::acting_for(actor, &dataset),
+                "by": if by_trustees { "trustees".to_string() } else { crate::catalogue::acting_for(actor, &dataset) },
             }),
         )?;
         self.store

@@ -46,6 +46,8 @@ pub(crate) struct SubjectCache {
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     dataset: String,
+    /// The subject-key column (the trustees may change it).
+    column: String,
     rule: SubjectRule,
     purpose: String,
     recipients: Vec<String>,
@@ -209,6 +211,7 @@ impl Service {
         recipients.sort();
         let key = CacheKey {
             dataset: dataset.id.clone(),
+            column: terms.subject_key.clone(),
             rule,
             purpose: purpose.clone(),
             recipients: if rule == SubjectRule::OnlyConsenting {

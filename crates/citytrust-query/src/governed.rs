@@ -1,0 +1,368 @@
+//! The governed scan: a stored version as a table that yields only the rows
+//! and the columns its reader may see (R-ACC-7, R-CIT-2).
+//!
+//! Whose rows a reader may see (the subject filter) and which columns (an
+//! agreement's column limit) are applied *inside the scan*, by an operator
+//! of our own ([`GovernedScanExec`]) that sits directly on the Parquet
+//! reader. Nothing above it — the reader's `WHERE`, `SELECT`, `GROUP BY`,
+//! `JOIN … ON`, a CASE, a cast that fails — ever sees a hidden row, because
+//! no hidden row leaves the scan:
+//!
+//! * the table refuses every filter pushdown (so the planner cannot move a
+//!   reader's predicate into the Parquet reader, under the subject filter),
+//!   and ignores the limit it is offered (a limit applied before the filter
+//!   would make an answer depend on hidden rows);
+//! * the operator refuses the physical optimiser's filter pushdown (dynamic
+//!   filters from joins and TopK included), limit pushdown and projection
+//!   swaps — the defaults of [`ExecutionPlan`], kept on purpose;
+//! * it reports no statistics, so no `COUNT(*)`, `MIN` or `MAX` is answered
+//!   from the file's footer (which counts hidden rows);
+//! * hidden columns are not in the table's schema at all: they cannot be
+//!   named, and an error about a column lists only visible ones.
+//!
+//! Every read path (downloads, SQL, tables, DP inputs, look-ups, the row
+//! levels) opens a version through [`governed_table`], so the guarantee is
+//! one piece of code, not one per path.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Statistics, project_schema};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::StreamExt;
+
+use crate::subjects::SubjectFilter;
+use crate::{QueryError, Result};
+
+/// A stored version as a table of only what the reader may see: `columns`
+/// (`None`: all) of the rows `subjects` admits (`None`: every row).
+pub async fn governed_table(
+    ctx: &SessionContext,
+    location: &str,
+    columns: Option<&[String]>,
+    subjects: Option<&SubjectFilter>,
+) -> Result<Arc<dyn TableProvider>> {
+    let df = ctx
+        .read_parquet(location, ParquetReadOptions::default())
+        .await?;
+    let inner = match df.logical_plan() {
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source)?,
+        _ => {
+            return Err(QueryError::Engine(
+                "a stored version did not open as a table scan".into(),
+            ));
+        }
+    };
+    let file_schema = inner.schema();
+    let visible: Vec<usize> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| columns.is_none_or(|c| c.iter().any(|c| c == f.name())))
+        .map(|(i, _)| i)
+        .collect();
+    if visible.is_empty() {
+        return Err(QueryError::Sql(
+            "none of the columns you may read is in this version".into(),
+        ));
+    }
+    let subjects = match subjects {
+        Some(filter) if filter.keep || !filter.keys.is_empty() => {
+            let key = file_schema
+                .fields()
+                .iter()
+                .position(|f| f.name() == &filter.column)
+                .ok_or_else(|| {
+                    QueryError::Sql(format!(
+                        "the subject-key column '{}' is not in this version, so whose rows \
+                         they are cannot be told; nothing is served",
+                        filter.column
+                    ))
+                })?;
+            Some((key, filter.clone()))
+        }
+        // Nobody to leave out (an objection filter with no objectors).
+        Some(_) | None => None,
+    };
+    let schema = Arc::new(file_schema.project(&visible)?);
+    Ok(Arc::new(GovernedTable {
+        inner,
+        schema,
+        visible,
+        subjects,
+    }))
+}
+
+/// A version as the reader may see it (see the module's header).
+struct GovernedTable {
+    inner: Arc<dyn TableProvider>,
+    /// The visible columns, in the file's order.
+    schema: SchemaRef,
+    /// Each visible column's index in the file.
+    visible: Vec<usize>,
+    /// The subject-key column's index in the file, and whose rows pass.
+    subjects: Option<(usize, SubjectFilter)>,
+}
+
+impl fmt::Debug for GovernedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the keys: a plan may be logged.
+        f.debug_struct("GovernedTable")
+            .field("columns", &self.schema.fields().len())
+            .field("subject_filter", &self.subjects.is_some())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for GovernedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        // Never applied here: every reader's filter is evaluated above the
+        // scan, on admitted rows only (see supports_filters_pushdown).
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|&i| self.visible[i]).collect(),
+            None => self.visible.clone(),
+        };
+        let Some((key, filter)) = &self.subjects else {
+            // No hidden rows: only hidden columns, which the projection leaves out.
+            return self.inner.scan(state, Some(&wanted), &[], limit).await;
+        };
+        let mut read = wanted.clone();
+        let key_at = match read.iter().position(|i| i == key) {
+            Some(p) => p,
+            None => {
+                read.push(*key);
+                read.len() - 1
+            }
+        };
+        // No limit: a limit taken before the filter would count hidden rows.
+        let input = self.inner.scan(state, Some(&read), &[], None).await?;
+        let schema = project_schema(&self.inner.schema(), Some(&wanted))?;
+        Ok(Arc::new(GovernedScanExec::new(
+            input,
+            key_at,
+            (0..wanted.len()).collect(),
+            schema,
+            filter.clone(),
+        )))
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        None
+    }
+}
+
+/// The scan's own operator: the Parquet reader's batches with only the
+/// admitted rows, projected to the columns asked for.
+#[derive(Debug, Clone)]
+pub struct GovernedScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// The subject key's column in the input's batches.
+    key: usize,
+    /// The input's columns to output, in order.
+    output: Vec<usize>,
+    schema: SchemaRef,
+    filter: SubjectFilter,
+    properties: Arc<PlanProperties>,
+}
+
+impl GovernedScanExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        key: usize,
+        output: Vec<usize>,
+        schema: SchemaRef,
+        filter: SubjectFilter,
+    ) -> GovernedScanExec {
+        // No ordering, no constants, no statistics are claimed: nothing the
+        // file's metadata says about hidden rows reaches the planner.
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        GovernedScanExec {
+            input,
+            key,
+            output,
+            schema,
+            filter,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for GovernedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GovernedScanExec: {} subject filter on input column {}",
+            if self.filter.keep { "only" } else { "all but" },
+            self.key
+        )
+    }
+}
+
+impl ExecutionPlan for GovernedScanExec {
+    fn name(&self) -> &str {
+        "GovernedScanExec"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(datafusion::error::DataFusionError::Internal(
+                "GovernedScanExec has one input".into(),
+            ));
+        }
+        Ok(Arc::new(GovernedScanExec::new(
+            children.swap_remove(0),
+            self.key,
+            self.output.clone(),
+            self.schema.clone(),
+            self.filter.clone(),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::execution_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let (key, output, filter) = (self.key, self.output.clone(), self.filter.clone());
+        let schema = self.schema.clone();
+        let out_schema = schema.clone();
+        let admitted = input.map(move |batch| {
+            let batch = batch?;
+            let mask = admitted_rows(batch.column(key).as_ref(), &filter)?;
+            let projected = project_batch(&batch, &output, &out_schema)?;
+            Ok(filter_record_batch(&projected, &mask)?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, admitted)))
+    }
+
+    #[allow(deprecated)]
+    fn partition_statistics(
+        &self,
+        _partition: Option<usize>,
+    ) -> datafusion::error::Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(&self.schema)))
+    }
+}
+
+/// `batch`'s columns `output`, keeping the row count when none is kept
+/// (a `COUNT(*)` reads no column but must count admitted rows).
+fn project_batch(
+    batch: &RecordBatch,
+    output: &[usize],
+    schema: &SchemaRef,
+) -> datafusion::error::Result<RecordBatch> {
+    let columns = output.iter().map(|&i| batch.column(i).clone()).collect();
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// Which rows of a batch the filter admits, by their subject key (compared
+/// as text). A row that names no one is admitted only by an "all but" filter:
+/// no one consented for it, and no one objected.
+pub(crate) fn admitted_rows(
+    keys: &dyn Array,
+    filter: &SubjectFilter,
+) -> datafusion::error::Result<BooleanArray> {
+    let text = match keys.data_type() {
+        DataType::Utf8 => keys.slice(0, keys.len()),
+        _ => cast(keys, &DataType::Utf8)?,
+    };
+    let text = text.as_string::<i32>();
+    let keep = filter.keep;
+    let bits = if text.null_count() == 0 {
+        BooleanBuffer::collect_bool(text.len(), |i| filter.keys.contains(text.value(i)) == keep)
+    } else {
+        BooleanBuffer::collect_bool(text.len(), |i| {
+            if text.is_null(i) {
+                !keep
+            } else {
+                filter.keys.contains(text.value(i)) == keep
+            }
+        })
+    };
+    Ok(BooleanArray::new(bits, None))
+}
