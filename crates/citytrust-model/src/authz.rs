@@ -30,6 +30,8 @@ pub fn may_create_dataset(actor: &Actor, owner: &str) -> Result<(), Refusal> {
 
 /// Edit an entry: administrators, members of its owner, and members of a custodian organisation.
 /// Handing an entry to another owner needs membership of the new owner too (or administration).
+/// Nobody loosens how it is protected by an edit ([`loosened_protection`]): that is the
+/// trustees' ([`may_reclassify`]); only the owner's members make its class stricter.
 pub fn may_edit_dataset(
     actor: &Actor,
     current: &DatasetMetadata,
@@ -37,6 +39,13 @@ pub fn may_edit_dataset(
 ) -> Result<(), Refusal> {
     if matches!(actor, Actor::Anonymous) {
         return Err(Refusal::NotSignedIn);
+    }
+    if let Some(what) = loosened_protection(current, proposed) {
+        return Err(Refusal::NotAllowed(format!(
+            "{what}: loosening how a dataset is protected is the trustees' decision, not an \
+             editor's (a trustee changes it with POST /api/v1/datasets/{{id}}/classification, \
+             giving the reasons)"
+        )));
     }
     if actor.is_admin() {
         return Ok(());
@@ -67,13 +76,6 @@ pub fn may_edit_dataset(
         return Err(Refusal::NotAllowed(
             "only the owner may make a dataset's class stricter".into(),
         ));
-    }
-    if let Some(what) = loosened_protection(current, proposed) {
-        return Err(Refusal::NotAllowed(format!(
-            "{what}: loosening how a dataset is protected is the trustees' decision, not an \
-             editor's (a trustee changes it with POST /api/v1/datasets/{{id}}/classification, \
-             giving the reasons)"
-        )));
     }
     Ok(())
 }
@@ -275,7 +277,21 @@ mod tests {
             may_edit_dataset(&user(&[], &["utility"]), &d, &reclassified).is_err(),
             "custodian cannot reclassify"
         );
-        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &reclassified).is_ok());
+        assert!(
+            may_edit_dataset(&user(&[], &["city"]), &d, &reclassified).is_err(),
+            "a less stringent class is the trustees' decision, not the owner's"
+        );
+        assert!(
+            may_edit_dataset(&user(&[Role::Administrator], &[]), &d, &reclassified).is_err(),
+            "nor an administrator's"
+        );
+        let mut stricter = d.clone();
+        stricter.spectrum = crate::Spectrum::Closed;
+        assert!(may_edit_dataset(&user(&[], &["city"]), &d, &stricter).is_ok());
+        assert!(
+            may_edit_dataset(&user(&[], &["utility"]), &d, &stricter).is_err(),
+            "a custodian does not classify at all"
+        );
 
         let mut handed = d.clone();
         handed.owner_organization_id = "uni".into();

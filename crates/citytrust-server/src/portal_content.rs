@@ -64,7 +64,13 @@ pub struct ContentView {
     pub needs_reassessment: bool,
     pub inherited: String,
     pub reassessment_note: String,
-    /// (value, label, selected) for the re-assessment form.
+    /// The trustees have assessed it: it no longer carries its inputs' terms.
+    pub released_by_trustees: bool,
+    /// The reader may re-assess it now (a maintainer while it awaits
+    /// re-assessment; a trustee until the trustees have released it).
+    pub may_reassess: bool,
+    /// (value, label, selected) for the re-assessment form: for a
+    /// maintainer only its inherited class and stricter ones.
     pub spectra: Vec<(String, String, bool)>,
     pub personal_data: bool,
     pub revision: i64,
@@ -289,8 +295,13 @@ pub async fn content_view(
         view.needs_reassessment = d.needs_reassessment;
         view.inherited = d.inherited_spectrum.label().to_string();
         view.reassessment_note = d.reassessment_note.clone().unwrap_or_default();
+        view.released_by_trustees = d.released_by_trustees;
+        let trustee = actor.has_role(citytrust_model::Role::Trustee);
+        view.may_reassess = (trustee && !d.released_by_trustees)
+            || (view.may_upload && d.needs_reassessment);
         view.spectra = citytrust_model::Spectrum::ALL
             .iter()
+            .filter(|s| trustee || **s >= d.inherited_spectrum)
             .map(|s| {
                 (
                     s.as_str().to_string(),

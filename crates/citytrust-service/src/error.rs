@@ -89,6 +89,9 @@ impl From<citytrust_query::QueryError> for ServiceError {
                 code: "invalid_query",
                 message,
             },
+            Q::Refused { code, message } => ServiceError::Unprocessable { code, message },
+            // An engine failure outside a caller's own query is ours: logged, never shown.
+            Q::Failed(f) => ServiceError::Internal(f.detail),
             Q::Unsupported(message) => ServiceError::Unprocessable {
                 code: "unsupported_format",
                 message,

@@ -669,7 +669,14 @@ pub(crate) fn index_rows(idx: i64, body: &str) -> Vec<LedgerIndexRow> {
         targets.push((None, agreement));
     }
     let day: String = text("at").unwrap_or_default().chars().take(10).collect();
-    let kind = text("type").unwrap_or_else(|| "unreadable".into());
+    let mut kind = text("type").unwrap_or_else(|| "unreadable".into());
+    // A query that served nothing is an attempt, not a use: indexed apart
+    // (`query.refused`, `query.failed`) so the analytics count uses.
+    if kind == "query.run"
+        && let Some(outcome) = text("outcome").filter(|o| o != "served")
+    {
+        kind = format!("query.{outcome}");
+    }
     let purpose = text("purpose");
     let request = text("request");
     let subject = text("subject");

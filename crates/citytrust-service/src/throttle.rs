@@ -30,7 +30,8 @@ pub const SIGN_IN_WINDOW_MINUTES: i64 = 15;
 
 pub(crate) struct Throttle {
     node_reads: Arc<Semaphore>,
-    callers: Mutex<HashMap<String, usize>>,
+    /// Each caller's own places (anonymous callers share one entry).
+    callers: Mutex<HashMap<String, Arc<Semaphore>>>,
     passwords: Arc<Semaphore>,
     /// Failed sign-ins per username: when each happened (unix seconds).
     failures: Mutex<HashMap<String, Vec<i64>>>,
@@ -47,36 +48,28 @@ impl Default for Throttle {
     }
 }
 
+/// Reads a signed-in caller may have waiting for a place; more are refused at once.
+pub const READS_WAITING_PER_CALLER: usize = 32;
+/// Reads all anonymous callers together may have waiting (a public portal's
+/// visitors are all anonymous).
+pub const ANONYMOUS_READS_WAITING: usize = 256;
+
 /// A read's place: held while it runs, given back when dropped.
 pub struct ReadSlot {
+    _caller: OwnedSemaphorePermit,
     _node: OwnedSemaphorePermit,
-    caller: String,
-    throttle: Arc<Throttle>,
 }
 
-impl Drop for ReadSlot {
-    fn drop(&mut self) {
-        if let Ok(mut callers) = self.throttle.callers.lock()
-            && let Some(n) = callers.get_mut(&self.caller)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                callers.remove(&self.caller);
-            }
-        }
-    }
-}
-
-fn caller_key(actor: &Actor) -> (String, usize) {
+/// Whose places a read takes: the caller's key, how many run, how many wait.
+fn caller_key(actor: &Actor) -> (String, usize, usize) {
     match actor.username() {
-        Some(u) => (format!("user:{u}"), READS_PER_CALLER),
-        None => ("anonymous".to_string(), ANONYMOUS_READS),
+        Some(u) => (format!("user:{u}"), READS_PER_CALLER, READS_WAITING_PER_CALLER),
+        None => (
+            "anonymous".to_string(),
+            ANONYMOUS_READS,
+            ANONYMOUS_READS_WAITING,
+        ),
     }
-}
-
-/// The key failures are counted under (bounded in length).
-fn failure_key(username: &str) -> String {
-    username.chars().take(200).collect()
 }
 
 fn busy(message: String) -> ServiceError {
@@ -86,58 +79,61 @@ fn busy(message: String) -> ServiceError {
     }
 }
 
+/// The key failures are counted under (bounded in length).
+fn failure_key(username: &str) -> String {
+    username.chars().take(200).collect()
+}
+
 impl Service {
-    /// A place for one read of `actor`'s: refused at once when the caller
-    /// already has [`READS_PER_CALLER`] running (anonymous callers share
-    /// [`ANONYMOUS_READS`]), queued for a while when the node is full.
+    /// A place for one read of `actor`'s: at most [`READS_PER_CALLER`] of a
+    /// caller's run at once (anonymous callers share [`ANONYMOUS_READS`]),
+    /// and [`READS_PER_NODE`] on the node; the rest wait their turn for up to
+    /// [`READ_QUEUE_SECONDS`], and a caller with [`READS_WAITING_PER_CALLER`]
+    /// waiting already is refused at once (429).
     pub(crate) async fn read_slot(&self, actor: &Actor) -> Result<ReadSlot> {
-        let (caller, limit) = caller_key(actor);
-        {
+        let (caller, limit, waiting) = caller_key(actor);
+        let places = {
             let mut callers = self
                 .throttle
                 .callers
                 .lock()
                 .map_err(|_| ServiceError::Internal("read slots".into()))?;
-            let n = callers.entry(caller.clone()).or_insert(0);
-            if *n >= limit {
-                return Err(busy(if actor.username().is_some() {
-                    format!(
-                        "you have {limit} reads running already; wait for one to finish \
-                         (at most {limit} at once)"
-                    )
-                } else {
-                    format!(
-                        "{limit} reads without signing in are running already; try again \
-                         shortly, or sign in"
-                    )
-                }));
+            if callers.len() > 10_000 {
+                // Forget callers with nothing running or waiting.
+                callers.retain(|_, s| Arc::strong_count(s) > 1);
             }
-            *n += 1;
-        }
-        let node = tokio::time::timeout(
-            std::time::Duration::from_secs(READ_QUEUE_SECONDS),
-            self.throttle.node_reads.clone().acquire_owned(),
-        )
-        .await;
-        let slot = |permit| ReadSlot {
-            _node: permit,
-            caller: caller.clone(),
-            throttle: self.throttle.clone(),
+            callers
+                .entry(caller)
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
         };
-        match node {
-            Ok(Ok(permit)) => Ok(slot(permit)),
-            _ => {
-                // Give the caller's place back.
-                if let Ok(mut callers) = self.throttle.callers.lock()
-                    && let Some(n) = callers.get_mut(&caller)
-                {
-                    *n = n.saturating_sub(1);
-                }
-                Err(busy(
-                    "the server is answering as many reads as it can; try again shortly".into(),
-                ))
-            }
+        // Everyone holding this Arc but the map is running or waiting.
+        if Arc::strong_count(&places) > limit + waiting + 1 {
+            return Err(busy(if actor.username().is_some() {
+                format!(
+                    "you have {limit} reads running and {waiting} waiting already; wait for \
+                     them to finish"
+                )
+            } else {
+                "too many reads without signing in are running or waiting; try again \
+                 shortly, or sign in"
+                    .into()
+            }));
         }
+        let wait = std::time::Duration::from_secs(READ_QUEUE_SECONDS);
+        let full = || busy("the server is answering as many reads as it can; try again shortly".into());
+        let caller = tokio::time::timeout(wait, places.acquire_owned())
+            .await
+            .map_err(|_| full())?
+            .map_err(|_| ServiceError::Internal("read slots".into()))?;
+        let node = tokio::time::timeout(wait, self.throttle.node_reads.clone().acquire_owned())
+            .await
+            .map_err(|_| full())?
+            .map_err(|_| ServiceError::Internal("read slots".into()))?;
+        Ok(ReadSlot {
+            _caller: caller,
+            _node: node,
+        })
     }
 
     /// Refuse a sign-in for `username` while it has had too many failures

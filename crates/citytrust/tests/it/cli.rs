@@ -133,7 +133,7 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
             JOIN pop ON pop.n = d."NOM" LEFT JOIN st ON st.n = d."NOM" ORDER BY pop.people DESC"#;
         let rows: Value = client
             .post(format!("{}/api/v1/query", demo.url))
-            .json(&json!({"sql": sql, "purpose": "transport stations per inhabitant by district"}))
+            .json(&json!({"sql": sql, "purpose": "citizen-engagement"}))
             .send()
             .await
             .unwrap()

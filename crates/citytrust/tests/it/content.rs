@@ -405,6 +405,8 @@ async fn bad_rows_are_reported_with_line_and_column_and_nothing_is_stored() {
         "{rejects}"
     );
     assert!(rejects.contains("\"21,twelve,ok\""), "{rejects}");
+    // The rows set aside are content like the rest: of open data, anyone's,
+    // and the read is logged.
     let bob = app.token("bob").await;
     let res = app
         .get(
@@ -412,7 +414,8 @@ async fn bad_rows_are_reported_with_line_and_column_and_nothing_is_stored() {
             Some(&bob),
         )
         .await;
-    assert_problem(res, 403, "forbidden", None).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("citytrust-log-entry"));
 
     // Declared types override inference, and say where they do not fit.
     let res = upload(
@@ -612,7 +615,7 @@ async fn versions_are_read_as_they_stood_at_a_time() {
         .post_json(
             "/api/v1/query",
             None,
-            &json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{table}@2026-03-01\""), "purpose": "trend"}),
+            &json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{table}@2026-03-01\""), "purpose": "research"}),
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -640,7 +643,7 @@ async fn versions_are_read_as_they_stood_at_a_time() {
         .post_json(
             "/api/v1/query",
             None,
-            &json!({"sql": format!("SELECT * FROM \"{table}@2026-02-28\""), "purpose": "trend"}),
+            &json!({"sql": format!("SELECT * FROM \"{table}@2026-02-28\""), "purpose": "research"}),
         )
         .await;
     assert_eq!(res.status(), 404);
@@ -682,6 +685,10 @@ async fn reads_are_governed_and_logged() {
         .parse()
         .unwrap();
     let digest = res.headers()["repr-digest"].to_str().unwrap().to_string();
+    let nonce = res
+        .headers()
+        .get("citytrust-log-nonce")
+        .map(|v| v.to_str().unwrap().to_string());
     let served = res.bytes().await.unwrap();
     use base64::Engine;
     use sha2::Digest;
@@ -707,7 +714,14 @@ async fn reads_are_governed_and_logged() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert_eq!(fields["sha256"], hex_digest.as_str());
+    // Not the digest itself (a guess could be checked against it), but a
+    // commitment to it, which the reader can open with the nonce they got.
+    assert_eq!(fields["sha256"], Value::Null);
+    let nonce = nonce.expect("a CityTrust-Log-Nonce header");
+    assert_eq!(
+        fields["commitment"],
+        citytrust_service::content::commitment("served", &nonce, &hex_digest).as_str()
+    );
     assert!(!entry.to_string().contains("alice"));
 
     // Metadata stays public: versions and quality are listed for anyone.
@@ -796,7 +810,7 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
         .await;
     assert_eq!(res.json::<Value>().await.unwrap(), json!([{"n": 2}]));
     // Row limit.
-    let res = app.post_json("/api/v1/query", None, &json!({"sql": format!("SELECT * FROM \"{t_open}@1\""), "purpose": "x", "max_rows": 1, "format": "csv"})).await;
+    let res = app.post_json("/api/v1/query", None, &json!({"sql": format!("SELECT * FROM \"{t_open}@1\""), "purpose": "research", "max_rows": 1, "format": "csv"})).await;
     assert_eq!(res.headers()["citytrust-truncated"], "true");
     assert_eq!(
         res.text().await.unwrap(),
@@ -837,7 +851,7 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
         let res = app
             .post_json("/api/v1/query", Some(&alice), &q(sql.into()))
             .await;
-        assert_problem(res, 422, "invalid_query", None).await;
+        assert_problem(res, 422, "not_a_select", None).await;
     }
     let res = app
         .post_json(
@@ -854,7 +868,7 @@ async fn sql_runs_one_select_over_what_the_caller_may_read() {
             &q(format!("SELECT nonexistent FROM {t_open}")),
         )
         .await;
-    assert_problem(res, 422, "invalid_query", None).await;
+    assert_problem(res, 422, "unknown_column", None).await;
     let res = app
         .post_json(
             "/api/v1/query",
@@ -1051,7 +1065,7 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
         .post_json(
             &reassess,
             Some(&alice),
-            &json!({"spectrum": "open", "note": "  "}),
+            &json!({"spectrum": "shared_group", "note": "  "}),
         )
         .await;
     assert_problem(res, 422, "validation_failed", Some("note")).await;
@@ -1068,9 +1082,30 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
         401,
         "refusals changed nothing"
     );
+    // Its maintainers may keep the inherited class (or a stricter one), but
+    // lowering it below its inputs', or saying it is not personal data, is
+    // the trustees' (R-CAT-5).
     let res = app.post_json(&reassess, Some(&alice), &choice).await;
+    let problem = assert_problem(res, 403, "forbidden", None).await;
+    assert!(problem["detail"].as_str().unwrap().contains("trustees"), "{problem}");
+    let res = app
+        .post_json(
+            &reassess,
+            Some(&alice),
+            &json!({"spectrum": "shared_group", "note": "Kept at its inputs' class."}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.get(&path, None).await.status(),
+        401,
+        "still its inputs' terms: not for the public"
+    );
+    let trustee = app.token("trustee").await;
+    let res = app.post_json(&reassess, Some(&trustee), &choice).await;
     assert_eq!(res.status(), 200);
     let after: Value = res.json().await.unwrap();
+    assert_eq!(after["derivation"]["released_by_trustees"], true);
     assert_eq!(after["spectrum"], "open");
     assert_eq!(after["personal_data"], false);
     assert_eq!(after["derivation"]["needs_reassessment"], false);
@@ -1094,10 +1129,11 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
     assert_eq!(derived_entry["purpose"], "city-operations");
     let reassessed = log
         .iter()
-        .find(|e| e["type"] == "dataset.reassessed")
+        .rfind(|e| e["type"] == "dataset.reassessed")
         .unwrap();
     assert_eq!(reassessed["previous_spectrum"], "shared_group");
     assert_eq!(reassessed["spectrum"], "open");
+    assert_eq!(reassessed["by"], "trustees");
     assert!(!log.iter().any(|e| e.to_string().contains("alice")));
 }
 

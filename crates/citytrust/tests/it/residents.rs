@@ -349,7 +349,7 @@ async fn consent_decides_every_read_withdrawal_is_immediate_and_erasure_reaches_
         )
         .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let rejects_path = format!("/api/v1/datasets/{id}/versions/2/rejects");
+    let rejects_path = format!("/api/v1/datasets/{id}/versions/2/rejects?purpose=city-operations");
     let rejects = app
         .get(&rejects_path, Some(&alice))
         .await

@@ -322,6 +322,8 @@ async fn a_member_signs_in_creates_a_dataset_through_the_form_and_finds_it() {
                 ("description", "Pipes."),
                 ("owner_organization_id", "city-energy"),
                 ("spectrum", "shared_public"),
+                // Left unticked it would say "not personal data": the trustees' call.
+                ("personal_data", "true"),
             ],
         )
         .await;
@@ -1048,7 +1050,7 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
     let form = |csrf: &str| {
         vec![
             ("csrf".to_string(), csrf.to_string()),
-            ("spectrum".to_string(), "open".to_string()),
+            ("spectrum".to_string(), "shared_public".to_string()),
             (
                 "note".to_string(),
                 "Totals over whole districts single no household out.".to_string(),
@@ -1094,6 +1096,31 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
     assert!(page.contains(
         "Re-assessed by its owner: Totals over whole districts single no household out."
     ));
+    // Still its input's terms (shared with the public, not open): the
+    // owner's form offers no class below the inherited one; the trustees may.
+    assert!(!owner.get(&format!("/datasets/{id}")).await.text().await.unwrap().contains("<option value=\"open\""));
+    let res = app
+        .get(&format!("/api/v1/datasets/{id}/data?format=csv"), None)
+        .await;
+    assert_eq!(res.status(), 401, "not open: its input is not");
+    let mut trustee = Browser::new(&app);
+    trustee.sign_in("trustee").await;
+    let page = trustee.get(&format!("/datasets/{id}")).await.text().await.unwrap();
+    assert!(page.contains("Re-assess this derived dataset"), "trustees get the form");
+    let csrf = trustee.csrf().await;
+    let res = trustee
+        .post(
+            &format!("/datasets/{id}/reassessment"),
+            &[
+                ("csrf", csrf.as_str()),
+                ("spectrum", "open"),
+                ("note", "District sums over many households: released as open data."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app.page(&format!("/datasets/{id}")).await;
+    assert!(page.contains("Assessed and released by the trustees"), "{page}");
     let res = app
         .get(&format!("/api/v1/datasets/{id}/data?format=csv"), None)
         .await;
