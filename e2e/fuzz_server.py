@@ -68,6 +68,7 @@ PASSWORD = "demo-password"
 USERS = ["analyst", "owner"]
 READ_CAP = 4 * 1024 * 1024  # bytes of a response body read before hanging up
 KIB = 1024
+MAX_SHOWN = 60  # failures printed in full
 MIB = 1024 * 1024
 
 
@@ -824,8 +825,7 @@ def fuzz(server, target, results):
 
 
 def final_checks(server, results, lived):
-    failures = [f"{problem}\n  {req.describe()}\n    answer: {answer!r}"
-                for problem, req, answer in results.failures]
+    failures = []
     if not lived or not server.alive():
         failures.append(f"the server exited during the run (code {server.proc.poll()})")
     elif server.healthz() != 200:
@@ -837,6 +837,8 @@ def final_checks(server, results, lived):
     panics = [line for line in log.splitlines() if "panicked" in line]
     if panics:
         failures.append("the server panicked:\n  " + "\n  ".join(panics[:20]))
+    failures += [f"{problem}\n  {req.describe()}\n    answer: {answer!r}"
+                 for problem, req, answer in results.failures]
     return failures, peak, log
 
 
@@ -850,6 +852,10 @@ def print_summary(results, peak, elapsed, log):
     for counter in results.statuses.values():
         total.update(counter)
     print("statuses: " + ", ".join(f"{s}×{n}" for s, n in sorted(total.items())))
+    by_problem = collections.Counter(f"{problem}: {req.kind} {req.method} {req.path.split('?')[0]}"
+                                     for problem, req, _ in results.failures)
+    for what, n in sorted(by_problem.items()):
+        print(f"failure: {what} ×{n}")
     for note, n in sorted(results.notes.items()):
         print(f"note: {note} ×{n}")
     seconds, req = results.slowest
@@ -892,17 +898,16 @@ def main():
         lived = fuzz(server, target, results)
         elapsed = time.monotonic() - began
         failures, peak, log = final_checks(server, results, lived)
-        print_summary(results, peak, elapsed, log)
         save_failures(results)
-        if failures:
-            print(f"\nFAILED: {len(failures)} problem(s)")
-            for failure in failures:
-                print(f"- {failure}")
-            if not server.alive():
-                print("server stderr (tail):\n" + server.stderr_tail())
-            return 1
-        print("\nPASSED")
-        return 0
+        for failure in failures[:MAX_SHOWN]:
+            print(f"- {failure}")
+        if len(failures) > MAX_SHOWN:
+            print(f"… and {len(failures) - MAX_SHOWN} more")
+        if failures and not server.alive():
+            print("server stderr (tail):\n" + server.stderr_tail())
+        print_summary(results, peak, elapsed, log)
+        print(f"\nFAILED: {len(failures)} problem(s), listed above" if failures else "\nPASSED")
+        return 1 if failures else 0
     finally:
         server.stop()
 

@@ -36,6 +36,15 @@ impl PseudonymSecret {
         }
     }
 
+    /// A key derived from the secret for another use (`label` names it):
+    /// HMAC-SHA-256 of the label under the secret.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let mut mac = keyed(&self.secret);
+        mac.update(b"citytrust derived key v1\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The pseudonymiser of one agreement (or any other scope the caller names).
     pub fn for_scope(&self, scope: &str) -> Pseudonymiser {
         let mut mac = keyed(&self.secret);

@@ -18,7 +18,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use citytrust_privacy::cells::Protected;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -52,7 +51,46 @@ pub enum GroupKey {
         longitude: String,
         degrees: f64,
     },
+    /// A time or date column truncated to `unit` (hour, day, week, month,
+    /// year), named by the start of the period.
+    Time { column: String, unit: String },
+    /// A number column in intervals of `width`, named `[lower, upper)`.
+    Bins { column: String, width: f64 },
 }
+
+/// The units a time dimension is truncated to, finest first.
+pub const TIME_UNITS: [&str; 5] = ["hour", "day", "week", "month", "year"];
+
+/// The finest a column may be tabulated, as its owner declared it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Bin {
+    /// An index into [`TIME_UNITS`].
+    Time(usize),
+    Width(f64),
+    Grid(f64),
+}
+
+/// How a table is protected from a reader who may not read its rows (the
+/// owner, or an identified-rows grant, gets exact counts, still thresholded):
+/// dimensions binned as the owner declares, a mostly-small table refused,
+/// and every shown count and sum perturbed by its cell key.
+#[derive(Debug, Clone, Default)]
+pub struct TableProtection {
+    /// Seeds of the record keys (from the trust's secret; never shown).
+    pub record_seeds: [u64; 4],
+    /// Columns that are places: tabulated only on a grid.
+    pub spatial: Vec<String>,
+    /// Columns that are times: tabulated only truncated.
+    pub temporal: Vec<String>,
+    /// The owner's declared bins per column.
+    pub bins: Vec<(String, Bin)>,
+}
+
+/// The coarsest grid a reader who may not read rows gets when the owner
+/// declared none: 0.01° (about a kilometre).
+pub const DEFAULT_MIN_GRID_DEGREES: f64 = 0.01;
+/// The finest time unit such a reader gets when the owner declared none.
+pub const DEFAULT_MIN_TIME_UNIT: usize = 1; // day
 
 impl GroupKey {
     /// The columns the key reads.
@@ -64,6 +102,7 @@ impl GroupKey {
                 longitude,
                 ..
             } => vec![latitude.as_str(), longitude.as_str()],
+            GroupKey::Time { column, .. } | GroupKey::Bins { column, .. } => vec![column.as_str()],
         }
     }
 
@@ -76,6 +115,8 @@ impl GroupKey {
                 longitude,
                 degrees,
             } => format!("grid({latitude}, {longitude}, {degrees})"),
+            GroupKey::Time { column, unit } => format!("{unit}({column})"),
+            GroupKey::Bins { column, width } => format!("bins({column}, {width})"),
         }
     }
 }
@@ -134,15 +175,172 @@ pub struct Aggregate {
     /// grand total, which is suppressed when small.
     #[serde(skip)]
     pub records: u64,
-    pub table: Protected,
+    /// The cells shown, margins (`null` in a dimension: its total) included.
+    /// A cell not listed counts zero or fewer than the threshold — which of
+    /// the two is not said.
+    pub cells: Vec<ShownCell>,
+    pub threshold: u64,
+    /// Whether counts and sums are perturbed (a reader who may not read the
+    /// rows): each by a small amount fixed by the records in the cell, so
+    /// asking again, or in another table, gives the same value.
+    pub perturbed: bool,
+    /// How many cells were suppressed (small, and to protect small ones):
+    /// for the server's log, never served.
+    #[serde(skip)]
+    pub suppressed: (usize, usize),
     /// Milliseconds spent counting (the GROUP BY) and protecting (margins,
     /// suppression), for the server's log.
     #[serde(skip)]
     pub timings_ms: (u128, u128),
 }
 
+/// One shown cell of a thresholded table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShownCell {
+    /// The cell's value per dimension; `None` is that dimension's total.
+    pub key: Vec<Option<String>>,
+    pub count: u64,
+    /// The measure's sum, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+}
+
+/// Record keys are this many bits; a cell's key is the sum of its records'
+/// modulo 2^RECORD_KEY_BITS (exact in f64 up to 2^33 records).
+const RECORD_KEY_BITS: u32 = 20;
+
+/// The SQL that makes one dimension's key column(s), checked against the
+/// version's types, the reader's columns and (for a reader who may not read
+/// rows) the owner's declared bins.
+fn dimension_sql(
+    df: &DataFrame,
+    allowed: Option<&[String]>,
+    protection: Option<&TableProtection>,
+    key: &GroupKey,
+    i: usize,
+) -> Result<Vec<String>> {
+    let declared = |c: &str| {
+        protection.and_then(|p| p.bins.iter().find(|(n, _)| n == c).map(|(_, b)| b.clone()))
+    };
+    let refuse = |m: String| Err(QueryError::Unsupported(m));
+    match key {
+        GroupKey::Column(c) => {
+            let t = check_column(df, allowed, c)?;
+            if let Some(p) = protection {
+                if p.spatial.contains(c) {
+                    return refuse(format!(
+                        "column {c:?} is a place: tabulate it on a grid ({{\"grid\": {{\"latitude\": …, \"longitude\": …, \"degrees\": …}}}})"
+                    ));
+                }
+                if p.temporal.contains(c) || t.is_temporal() {
+                    return refuse(format!(
+                        "column {c:?} holds times: tabulate them by a period ({{\"time\": {{\"column\": {c:?}, \"unit\": \"day\"}}}})"
+                    ));
+                }
+                if let Some(bin) = declared(c) {
+                    return refuse(format!(
+                        "column {c:?} is tabulated only in bins its owner set ({bin:?} at the finest)"
+                    ));
+                }
+            }
+            Ok(vec![format!("{} AS k{i}", quote_ident(c))])
+        }
+        GroupKey::Time { column, unit } => {
+            let t = check_column(df, allowed, column)?;
+            if !t.is_temporal() {
+                return refuse(format!("column {column:?} holds {t}, not times or dates"));
+            }
+            let Some(rank) = TIME_UNITS.iter().position(|u| u == unit) else {
+                return refuse(format!(
+                    "a time dimension's unit is one of {}, not {unit:?}",
+                    TIME_UNITS.join(", ")
+                ));
+            };
+            if protection.is_some() {
+                let min = match declared(column) {
+                    Some(Bin::Time(m)) => m,
+                    _ => DEFAULT_MIN_TIME_UNIT,
+                };
+                if rank < min {
+                    return refuse(format!(
+                        "column {column:?} is tabulated by {} at the finest, not by {unit}",
+                        TIME_UNITS[min]
+                    ));
+                }
+            }
+            Ok(vec![format!(
+                "CAST(date_trunc('{unit}', CAST({} AS TIMESTAMP)) AS VARCHAR) AS k{i}",
+                quote_ident(column)
+            )])
+        }
+        GroupKey::Bins { column, width } => {
+            let t = check_column(df, allowed, column)?;
+            if !is_numeric(&t) {
+                return refuse(format!("column {column:?} holds {t}, not numbers"));
+            }
+            if !(width.is_finite() && *width > 0.0) {
+                return refuse(format!("a bin's width is a positive number, not {width}"));
+            }
+            if let (Some(_), Some(Bin::Width(min))) = (protection, declared(column)) {
+                let ratio = width / min;
+                if ratio < 1.0 - 1e-9 || (ratio - ratio.round()).abs() > 1e-9 {
+                    return refuse(format!(
+                        "column {column:?} is tabulated in bins of {min} or multiples of it, not {width}"
+                    ));
+                }
+            }
+            Ok(vec![format!(
+                "CAST(FLOOR(CAST({} AS DOUBLE) / {width:e} + 1e-9) AS BIGINT) AS k{i}",
+                quote_ident(column)
+            )])
+        }
+        GroupKey::Grid {
+            latitude,
+            longitude,
+            degrees,
+        } => {
+            if !(degrees.is_finite() && *degrees >= 0.0001 && *degrees <= 10.0) {
+                return refuse(format!(
+                    "a grid cell is 0.0001 to 10 degrees on a side, not {degrees}"
+                ));
+            }
+            if protection.is_some() {
+                let min = [latitude, longitude]
+                    .iter()
+                    .filter_map(|c| match declared(c) {
+                        Some(Bin::Grid(g)) => Some(g),
+                        _ => None,
+                    })
+                    .fold(DEFAULT_MIN_GRID_DEGREES, f64::max);
+                if *degrees < min - 1e-12 {
+                    return refuse(format!(
+                        "these coordinates are tabulated on a grid of {min}° or more, not {degrees}°"
+                    ));
+                }
+            }
+            let mut out = Vec::new();
+            for (axis, c) in [("a", latitude), ("b", longitude)] {
+                let t = check_column(df, allowed, c)?;
+                if !is_numeric(&t) {
+                    return refuse(format!("column {c:?} holds {t}, not coordinates in degrees"));
+                }
+                // Nudged so a coordinate on a cell edge (41.3 / 0.1) lands in its cell.
+                out.push(format!(
+                    "CAST(FLOOR(CAST({} AS DOUBLE) / {degrees:e} + 1e-9) AS BIGINT) AS k{i}{axis}",
+                    quote_ident(c)
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Count (and optionally sum `measure`) by `by`, then suppress the cells
-/// below `threshold` and the cells that would give them away.
+/// below `threshold` and the cells that would give them away; for a reader
+/// who may not read the rows (`protection`), also bin the dimensions as the
+/// owner declared, refuse a table that is mostly small cells, and perturb
+/// what is shown by each cell's key. Only shown cells are returned.
+#[allow(clippy::too_many_arguments)]
 pub async fn aggregate(
     versions: &crate::VersionStore,
     location: &str,
@@ -151,6 +349,7 @@ pub async fn aggregate(
     by: &[GroupKey],
     measure: Option<&str>,
     threshold: u64,
+    protection: Option<&TableProtection>,
 ) -> Result<Aggregate> {
     if by.is_empty() || by.len() > MAX_DIMENSIONS {
         return Err(QueryError::Unsupported(format!(
@@ -162,37 +361,7 @@ pub async fn aggregate(
     let (ctx, df) = frame(versions, location, allowed, subjects).await?;
     let mut select = Vec::new();
     for (i, key) in by.iter().enumerate() {
-        match key {
-            GroupKey::Column(c) => {
-                check_column(&df, allowed, c)?;
-                // Grouped by the value itself; only the groups are turned into text.
-                select.push(format!("{} AS k{i}", quote_ident(c)));
-            }
-            GroupKey::Grid {
-                latitude,
-                longitude,
-                degrees,
-            } => {
-                if !(degrees.is_finite() && *degrees >= 0.0001 && *degrees <= 10.0) {
-                    return Err(QueryError::Unsupported(format!(
-                        "a grid cell is 0.0001 to 10 degrees on a side, not {degrees}"
-                    )));
-                }
-                for (axis, c) in [("a", latitude), ("b", longitude)] {
-                    let t = check_column(&df, allowed, c)?;
-                    if !is_numeric(&t) {
-                        return Err(QueryError::Unsupported(format!(
-                            "column {c:?} holds {t}, not coordinates in degrees"
-                        )));
-                    }
-                    // Nudged so a coordinate on a cell edge (41.3 / 0.1) lands in its cell.
-                    select.push(format!(
-                        "CAST(FLOOR(CAST({} AS DOUBLE) / {degrees:e} + 1e-9) AS BIGINT) AS k{i}{axis}",
-                        quote_ident(c)
-                    ));
-                }
-            }
-        }
+        select.extend(dimension_sql(&df, allowed, protection, key, i)?);
     }
     if let Some(m) = measure {
         let t = check_column(&df, allowed, m)?;
@@ -209,6 +378,21 @@ pub async fn aggregate(
     let mut sql = format!("SELECT {}, COUNT(*) AS n", select.join(", "));
     if let Some(m) = measure {
         sql.push_str(&format!(", SUM(CAST({} AS DOUBLE)) AS s", quote_ident(m)));
+    }
+    if let Some(p) = protection {
+        // Every record's key, from all of its columns the reader may see:
+        // the same record always has the same key, whatever table it is in.
+        ctx.register_udf(record_key_udf(p.record_seeds));
+        let all: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| quote_ident(f.name()))
+            .collect();
+        sql.push_str(&format!(
+            ", SUM(citytrust_record_key({})) AS rk",
+            all.join(", ")
+        ));
     }
     sql.push_str(&format!(" FROM v GROUP BY {}", keys.join(", ")));
     let batches = ctx.sql(&sql).await?.collect().await?;
@@ -233,17 +417,35 @@ pub async fn aggregate(
                     .ok_or_else(|| QueryError::Engine("SUM is not a DOUBLE".into()))
             })
             .transpose()?;
+        let record_keys = protection
+            .map(|_| {
+                let a = cast(batch.column(batch.num_columns() - 1), &DataType::Float64)?;
+                a.as_any()
+                    .downcast_ref::<Float64Array>()
+                    .cloned()
+                    .ok_or_else(|| QueryError::Engine("record keys are not numbers".into()))
+            })
+            .transpose()?;
         for r in 0..batch.num_rows() {
             let mut key = Vec::with_capacity(by.len());
             let mut col = 0;
             for k in by {
                 match k {
-                    GroupKey::Column(_) => {
+                    GroupKey::Column(_) | GroupKey::Time { .. } => {
                         let a = &key_arrays[col];
                         key.push(if a.is_null(r) {
                             MISSING.to_string()
                         } else {
                             a.value(r).to_string()
+                        });
+                        col += 1;
+                    }
+                    GroupKey::Bins { width, .. } => {
+                        let a = &key_arrays[col];
+                        key.push(if a.is_null(r) {
+                            MISSING.to_string()
+                        } else {
+                            bin_label(a.value(r), *width)
                         });
                         col += 1;
                     }
@@ -260,29 +462,88 @@ pub async fn aggregate(
             }
             let n = u64::try_from(counts.value(r)).unwrap_or(0);
             records += n;
-            let s = sums
-                .as_ref()
-                .map(|s| vec![if s.is_null(r) { 0.0 } else { s.value(r) }])
-                .unwrap_or_default();
-            rows.push((key, n, s));
+            let mut measures = Vec::new();
+            if let Some(s) = &sums {
+                measures.push(if s.is_null(r) { 0.0 } else { s.value(r) });
+            }
+            if let Some(k) = &record_keys {
+                measures.push(if k.is_null(r) { 0.0 } else { k.value(r) });
+            }
+            rows.push((key, n, measures));
         }
     }
     let counted = started.elapsed().as_millis();
     let started = std::time::Instant::now();
-    let mut table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
+    let table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
         .map_err(|e| QueryError::Unsupported(e.to_string()))?;
-    // Empty combinations (an origin–destination grid is mostly empty) are
-    // left out: a cell not listed counts zero. A suppressed one stays.
-    table
+    if protection.is_some() {
+        // A table of mostly small cells is a list of records.
+        let inner: Vec<&citytrust_privacy::cells::Cell> = table
+            .cells
+            .iter()
+            .filter(|c| c.key.iter().all(Option::is_some))
+            .collect();
+        let nonempty = inner
+            .iter()
+            .filter(|c| c.count != Some(0))
+            .count();
+        let small = inner
+            .iter()
+            .filter(|c| c.status == citytrust_privacy::cells::Status::Primary)
+            .count();
+        if small * 2 > nonempty {
+            return Err(QueryError::refused(
+                "table_too_sparse",
+                format!(
+                    "most cells of this table would count fewer than {threshold}: it would list \
+                     records rather than count them; ask for fewer or coarser dimensions"
+                ),
+            ));
+        }
+    }
+    let modulus = f64::from(1u32 << RECORD_KEY_BITS);
+    let cells: Vec<ShownCell> = table
         .cells
-        .retain(|c| !(c.status == citytrust_privacy::cells::Status::Shown && c.count == Some(0)));
+        .iter()
+        .filter(|c| c.status == citytrust_privacy::cells::Status::Shown && c.count != Some(0))
+        .filter_map(|c| {
+            let count = c.count?;
+            let sums = c.sums.clone().unwrap_or_default();
+            let mut sum = measure.map(|_| sums.first().copied().unwrap_or(0.0));
+            let count = match protection {
+                Some(_) => {
+                    let record_keys = sums.last().copied().unwrap_or(0.0);
+                    let cell_key = (record_keys % modulus) / modulus;
+                    if let Some(s) = sum.as_mut() {
+                        *s *= citytrust_privacy::cells::sum_factor(cell_key);
+                    }
+                    count.saturating_add_signed(citytrust_privacy::cells::perturbation(cell_key))
+                }
+                None => count,
+            };
+            Some(ShownCell {
+                key: c.key.clone(),
+                count,
+                sum,
+            })
+        })
+        .collect();
     Ok(Aggregate {
         dimensions: by.iter().map(GroupKey::name).collect(),
         measure: measure.map(str::to_string),
         records,
-        table,
+        cells,
+        threshold,
+        perturbed: protection.is_some(),
+        suppressed: (table.primary, table.secondary),
         timings_ms: (counted, started.elapsed().as_millis()),
     })
+}
+
+/// A bin's name: `[lower, upper)`.
+fn bin_label(index: &str, width: f64) -> String {
+    let lower = index.parse::<f64>().unwrap_or(0.0) * width;
+    format!("[{lower}, {})", lower + width)
 }
 
 /// A grid cell's name: its south-west corner, at the grid's precision.
@@ -296,9 +557,80 @@ fn grid_label(lat_index: &str, lon_index: &str, degrees: f64) -> String {
     )
 }
 
-/// Write a protected table: JSON as is; CSV one row per cell (the
-/// dimensions, `count`, the measure's sum, `status`; a total's key is
-/// `(total)`, a suppressed cell's numbers are empty).
+/// `citytrust_record_key(col, …)`: a record's key, a keyed hash of all its
+/// values reduced to [`RECORD_KEY_BITS`] bits. Registered only in the
+/// session of one table, never where a reader's SQL runs.
+fn record_key_udf(seeds: [u64; 4]) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(RecordKey {
+        seeds,
+        signature: datafusion::logical_expr::Signature::variadic_any(
+            datafusion::logical_expr::Volatility::Immutable,
+        ),
+    })
+}
+
+#[derive(Debug)]
+struct RecordKey {
+    seeds: [u64; 4],
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl PartialEq for RecordKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.seeds == other.seeds
+    }
+}
+impl Eq for RecordKey {}
+impl std::hash::Hash for RecordKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Not the seeds themselves: they are secret.
+        0u8.hash(state);
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for RecordKey {
+    fn name(&self) -> &str {
+        "citytrust_record_key"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<datafusion::error::Result<_>>()?;
+        let state = ahash::RandomState::with_seeds(
+            self.seeds[0],
+            self.seeds[1],
+            self.seeds[2],
+            self.seeds[3],
+        );
+        let mut hashes = vec![0u64; rows];
+        datafusion::common::hash_utils::create_hashes_with_hasher(&arrays, &state, &mut hashes)?;
+        let mask = (1u64 << RECORD_KEY_BITS) - 1;
+        let keys: Int64Array = hashes
+            .iter()
+            .map(|h| {
+                // A last keyed mix, so the key is not the engine's hash itself.
+                let mixed = (h ^ self.seeds[1]).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                Some(((mixed >> 17) & mask) as i64)
+            })
+            .collect();
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(keys)))
+    }
+}
+
+/// Write a table: JSON as is; CSV one row per shown cell (the dimensions,
+/// `count`, the measure's sum; a total's key is `(total)`).
 pub fn write_aggregate(
     agg: &Aggregate,
     format: OutputFormat,
@@ -316,33 +648,18 @@ pub fn write_aggregate(
             if let Some(m) = &agg.measure {
                 header.push(format!("sum of {m}"));
             }
-            header.push("status".into());
             w.write_record(&header)
                 .map_err(|e| QueryError::Engine(e.to_string()))?;
-            for cell in &agg.table.cells {
+            for cell in &agg.cells {
                 let mut rec: Vec<String> = cell
                     .key
                     .iter()
                     .map(|k| k.clone().unwrap_or_else(|| "(total)".into()))
                     .collect();
-                rec.push(cell.count.map(|c| c.to_string()).unwrap_or_default());
+                rec.push(cell.count.to_string());
                 if agg.measure.is_some() {
-                    rec.push(
-                        cell.sums
-                            .as_ref()
-                            .and_then(|s| s.first())
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                    );
+                    rec.push(cell.sum.map(|s| s.to_string()).unwrap_or_default());
                 }
-                rec.push(
-                    match cell.status {
-                        citytrust_privacy::cells::Status::Shown => "shown",
-                        citytrust_privacy::cells::Status::Primary => "suppressed: small",
-                        citytrust_privacy::cells::Status::Secondary => "suppressed: would reveal",
-                    }
-                    .into(),
-                );
                 w.write_record(&rec)
                     .map_err(|e| QueryError::Engine(e.to_string()))?;
             }
@@ -355,7 +672,7 @@ pub fn write_aggregate(
             )));
         }
     }
-    Ok(agg.table.cells.len() as u64)
+    Ok(agg.cells.len() as u64)
 }
 
 /// Whether any row (the reader may see) holds `value` in `column`,
@@ -509,15 +826,19 @@ pub async fn export_pseudonymised(
 pub struct AnonymisedRead {
     /// `None` when no quasi-identifier was left to generalise.
     pub report: Option<citytrust_privacy::Report>,
-    /// Columns left out (personal, or places not declared quasi-identifying).
+    /// Columns left out: all but the declared quasi-identifiers and
+    /// non-identifying columns.
     pub dropped: Vec<String>,
     pub quasi_identifiers: Vec<String>,
 }
 
-/// Anonymised rows: `personal` and `drop` columns left out, the
-/// quasi-identifiers generalised (hierarchies built from the values) until
-/// every released combination is shared by at least `k` rows, with at most
-/// `suppression_percent` of rows left out to get there.
+/// Anonymised rows: only the declared quasi-identifiers (generalised over
+/// hierarchies built from the values) and the columns declared
+/// non-identifying (as they are); every other column is left out. Every
+/// released combination of quasi-identifiers is shared by at least `k`
+/// people — distinct values of the `subject` column when the dataset has a
+/// subject key (one person's many rows are not many people), rows otherwise
+/// — with at most `suppression_percent` of rows left out to get there.
 #[allow(clippy::too_many_arguments)]
 pub async fn export_anonymised(
     versions: &crate::VersionStore,
@@ -525,33 +846,55 @@ pub async fn export_anonymised(
     allowed: Option<&[String]>,
     subjects: Option<&SubjectFilter>,
     quasi: &[String],
-    drop: &[String],
+    non_identifying: &[String],
+    subject: Option<&str>,
     k: usize,
     suppression_percent: f64,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<(u64, AnonymisedRead)> {
-    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
+    // The subject key is read (to count people) even when the reader may
+    // not see it; it is never released.
+    let read_columns: Option<Vec<String>> = allowed.map(|a| {
+        let mut c = a.to_vec();
+        if let Some(s) = subject
+            && !c.iter().any(|x| x == s)
+        {
+            c.push(s.to_string());
+        }
+        c
+    });
+    let (_ctx, df) = frame(versions, location, read_columns.as_deref(), subjects).await?;
     let names: Vec<String> = df
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
+        .filter(|n| allowed.is_none_or(|a| a.contains(n)))
         .collect();
     let keep: Vec<String> = names
         .iter()
-        .filter(|n| !drop.contains(n))
+        .filter(|n| quasi.contains(n) || non_identifying.contains(n))
         .cloned()
         .collect();
-    let dropped: Vec<String> = names.iter().filter(|n| drop.contains(n)).cloned().collect();
+    let dropped: Vec<String> = names.iter().filter(|n| !keep.contains(n)).cloned().collect();
     if keep.is_empty() {
         return Err(QueryError::Unsupported(
-            "every column you may read is personal or a place: nothing is left to anonymise".into(),
+            "no column you may read is declared quasi-identifying or non-identifying: \
+             nothing can be released as anonymised rows"
+                .into(),
         ));
     }
     let quasi: Vec<String> = keep.iter().filter(|n| quasi.contains(n)).cloned().collect();
-    let keep_refs: Vec<&str> = keep.iter().map(String::as_str).collect();
-    let df = df.select_columns(&keep_refs)?;
+    let mut read: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let subject_at = match subject {
+        Some(s) if df.schema().field_with_unqualified_name(s).is_ok() => {
+            read.push(s);
+            Some(read.len() - 1)
+        }
+        _ => None,
+    };
+    let df = df.select_columns(&read)?;
     let rows = df.clone().count().await?;
     if rows > MAX_ANONYMISE_ROWS {
         return Err(QueryError::Unsupported(format!(
@@ -559,14 +902,15 @@ pub async fn export_anonymised(
              ask the owner for a prepared extract (citytrust anonymise)"
         )));
     }
-    // Every kept column as text, in memory.
-    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows); keep.len()];
+    // Every read column as text, in memory.
+    let mut columns: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows); read.len()];
     for batch in df.collect().await? {
         for (i, col) in columns.iter_mut().enumerate() {
             let a = strings(batch.column(i))?;
             col.extend(a.iter().map(|v| v.map(str::to_string)));
         }
     }
+    let people: Option<Vec<Option<String>>> = subject_at.map(|i| columns.remove(i));
     let qi_index: Vec<usize> = quasi
         .iter()
         .filter_map(|q| keep.iter().position(|k| k == q))
@@ -601,17 +945,38 @@ pub async fn export_anonymised(
                 hierarchy: h,
             })
             .collect();
-        let result = citytrust_privacy::anonymise(
-            &qis,
-            None,
-            citytrust_privacy::Criteria {
-                k,
-                suppression_percent,
-                l_diversity: None,
-                t_closeness: None,
-            },
-        )
-        .map_err(|e| QueryError::Unsupported(format!("no anonymised release: {e}")))?;
+        // k counts people: raise the row threshold until every released
+        // class holds k distinct subjects (at k × the most rows one person
+        // has it must, so this ends).
+        let most_rows = people.as_ref().map_or(1, |p| most_rows_per_person(p));
+        let mut k_rows = k;
+        let result = loop {
+            let result = citytrust_privacy::anonymise(
+                &qis,
+                None,
+                citytrust_privacy::Criteria {
+                    k: k_rows,
+                    suppression_percent,
+                    l_diversity: None,
+                    t_closeness: None,
+                },
+            )
+            .map_err(|e| QueryError::Unsupported(format!("no anonymised release: {e}")))?;
+            let fewest = match &people {
+                Some(p) => fewest_people_per_class(&result, p, qi_index.len(), rows),
+                None => k,
+            };
+            if fewest >= k {
+                break result;
+            }
+            if k_rows >= k.saturating_mul(most_rows) {
+                return Err(QueryError::Unsupported(format!(
+                    "no release keeps {k} different people in every group within the \
+                     suppression limit"
+                )));
+            }
+            k_rows = (k_rows * 2).min(k.saturating_mul(most_rows));
+        };
         // The released table, as text.
         let mut out_columns: Vec<Vec<Option<String>>> = vec![Vec::new(); keep.len()];
         for r in 0..rows {
@@ -651,4 +1016,43 @@ pub async fn export_anonymised(
             quasi_identifiers: quasi,
         },
     ))
+}
+
+/// The most rows any one subject has.
+fn most_rows_per_person(people: &[Option<String>]) -> usize {
+    let mut counts: ahash::AHashMap<&str, usize> = ahash::AHashMap::new();
+    for p in people.iter().flatten() {
+        *counts.entry(p.as_str()).or_default() += 1;
+    }
+    counts.values().copied().max().unwrap_or(1).max(1)
+}
+
+/// The fewest distinct subjects in any released class of `result`.
+fn fewest_people_per_class(
+    result: &citytrust_privacy::Anonymised<'_>,
+    people: &[Option<String>],
+    qis: usize,
+    rows: usize,
+) -> usize {
+    // A row naming no one counts as a person of its own.
+    let mut classes: ahash::AHashMap<Vec<&str>, (ahash::AHashSet<&str>, usize)> =
+        ahash::AHashMap::new();
+    for r in 0..rows {
+        if result.suppressed(r) {
+            continue;
+        }
+        let key: Vec<&str> = (0..qis).map(|q| result.label(r, q).unwrap_or("")).collect();
+        let (set, unnamed) = classes.entry(key).or_default();
+        match &people[r] {
+            Some(p) => {
+                set.insert(p.as_str());
+            }
+            None => *unnamed += 1,
+        }
+    }
+    classes
+        .values()
+        .map(|(s, unnamed)| s.len() + unnamed)
+        .min()
+        .unwrap_or(usize::MAX)
 }

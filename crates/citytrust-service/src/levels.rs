@@ -244,6 +244,56 @@ impl Service {
             .ok_or_else(|| ServiceError::Internal("no pseudonym secret".into()))
     }
 
+    /// The first pseudonym secret (it stays in the file when the key is
+    /// rotated): the root of keys that must not change with a rotation.
+    fn first_secret(&self) -> Result<PseudonymSecret> {
+        let Some(path) = &self.settings.pseudonym_keys else {
+            return Ok(self.pseudonym_fallback.clone());
+        };
+        self.pseudonym_secret()?;
+        read_keys(path)?
+            .and_then(|k| k.into_iter().next())
+            .ok_or_else(|| ServiceError::Internal("no pseudonym secret".into()))
+    }
+
+    /// How a table of `dataset` is protected from a reader who may not
+    /// read its rows: the owner's bins and column classes, and the seeds of
+    /// the dataset's record keys (stable: rotating the pseudonym key does
+    /// not change them, so perturbation cannot be averaged over rotations).
+    fn table_protection(&self, dataset: &Dataset) -> Result<citytrust_query::levels::TableProtection> {
+        use citytrust_model::catalogue::TableBin;
+        use citytrust_query::levels::{Bin, TIME_UNITS};
+        let key = self
+            .first_secret()?
+            .derive(&format!("record keys of dataset {}", dataset.id));
+        let mut seeds = [0u64; 4];
+        for (i, chunk) in key.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            seeds[i] = u64::from_le_bytes(b);
+        }
+        let classes = &dataset.metadata.column_classes;
+        Ok(citytrust_query::levels::TableProtection {
+            record_seeds: seeds,
+            spatial: classes.spatial.clone(),
+            temporal: classes.temporal.clone(),
+            bins: classes
+                .table_bins
+                .iter()
+                .map(|(c, b)| {
+                    let bin = match b {
+                        TableBin::Time(u) => {
+                            Bin::Time(TIME_UNITS.iter().position(|x| *x == u.as_str()).unwrap_or(0))
+                        }
+                        TableBin::Width(w) => Bin::Width(*w as f64),
+                        TableBin::GridMillidegrees(m) => Bin::Grid(f64::from(*m) / 1000.0),
+                    };
+                    (c.clone(), bin)
+                })
+                .collect(),
+        })
+    }
+
     /// Rows at a row level below identified, with the transform that made
     /// them (for the log entry).
     #[allow(clippy::too_many_arguments)]
@@ -309,21 +359,19 @@ impl Service {
                             .into(),
                     });
                 }
-                let mut drop = classes.personal.clone();
-                drop.extend(
-                    classes
-                        .spatial
-                        .iter()
-                        .filter(|c| !classes.quasi_identifying.contains(c))
-                        .cloned(),
-                );
+                let subject = dataset
+                    .metadata
+                    .personal_terms
+                    .as_ref()
+                    .map(|t| t.subject_key.as_str());
                 let (rows, read) = citytrust_query::levels::export_anonymised(
                     &self.versions,
                     location,
                     grant.columns.as_deref(),
                     subjects,
                     &classes.quasi_identifying,
-                    &drop,
+                    &classes.non_identifying,
+                    subject,
                     READ_K,
                     READ_SUPPRESSION_PERCENT,
                     format,
@@ -333,6 +381,7 @@ impl Service {
                 let mut t = serde_json::json!({
                     "kind": "k-anonymity",
                     "k": READ_K,
+                    "k_counts": if subject.is_some() { "people" } else { "rows" },
                     "suppression_limit_percent": decimal(READ_SUPPRESSION_PERCENT),
                     "quasi_identifiers": read.quasi_identifiers,
                     "dropped": read.dropped,
@@ -443,6 +492,17 @@ impl Service {
         let (version, scope, location) = self
             .read_target(actor, &dataset, &grant, request.version, request.as_of)
             .await?;
+        // A reader who may read the rows gets exact (thresholded) counts;
+        // one who may not gets a table that cannot give rows back.
+        let rows_allowed = self
+            .authorize_read(actor, &dataset, purpose.as_deref(), AccessLevel::Identified)
+            .await
+            .is_ok();
+        let protection = if rows_allowed {
+            None
+        } else {
+            Some(self.table_protection(&dataset)?)
+        };
         let agg = citytrust_query::levels::aggregate(
             &self.versions,
             &location,
@@ -451,6 +511,7 @@ impl Service {
             &request.by,
             request.sum.as_deref(),
             threshold,
+            protection.as_ref(),
         )
         .await?;
         let written = std::time::Instant::now();
@@ -460,8 +521,8 @@ impl Service {
         let rows = citytrust_query::levels::write_aggregate(&agg, request.format, &mut spool)?;
         tracing::info!(
             dataset = %dataset.id,
-            cells = agg.table.cells.len(),
-            suppressed = agg.table.primary + agg.table.secondary,
+            cells = agg.cells.len(),
+            suppressed = agg.suppressed.0 + agg.suppressed.1,
             count_ms = agg.timings_ms.0,
             protect_ms = agg.timings_ms.1,
             write_ms = written.elapsed().as_millis(),
@@ -476,9 +537,10 @@ impl Service {
             "by": agg.dimensions,
             "sum": agg.measure,
             "threshold": threshold,
-            "cells": agg.table.cells.len(),
-            "suppressed_small": agg.table.primary,
-            "suppressed_secondary": agg.table.secondary,
+            // Cells shown only: how many were held back is not public (it
+            // would tell small cells from empty ones).
+            "cells": agg.cells.len(),
+            "perturbed": agg.perturbed,
         });
         let log_index = self
             .log_read(

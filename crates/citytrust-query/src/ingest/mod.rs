@@ -282,12 +282,22 @@ fn csv_header(reader: &mut csv::Reader<BufReader<File>>) -> Result<Vec<String>> 
     Ok(names)
 }
 
-/// Where the records start: the byte after the header line, and its line number.
+/// Where the records start: the first byte after the header line's end
+/// (the whole of a CRLF, and any blank lines), and its physical line.
 fn csv_data_start(input: &Path, format: InputFormat) -> Result<(u64, u64)> {
     let mut reader = csv_reader(input, format)?;
     csv_header(&mut reader)?;
-    let position = reader.position();
-    Ok((position.byte(), position.line()))
+    let after_header = reader.position().byte();
+    let mut head = Vec::new();
+    File::open(input)?
+        .take(after_header + 64 * 1024)
+        .read_to_end(&mut head)?;
+    let mut start = (after_header as usize).min(head.len());
+    while start < head.len() && matches!(head[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    let line = PhysicalLines::new(1).line_of(&head, start);
+    Ok((start as u64, line))
 }
 
 fn plan_csv(input: &Path, options: &IngestOptions) -> Result<Plan> {
@@ -315,22 +325,153 @@ fn plan_csv(input: &Path, options: &IngestOptions) -> Result<Plan> {
 }
 
 fn csv_records(input: &Path, format: InputFormat, sink: &mut Sink<'_>) -> Result<()> {
-    let mut reader = csv_reader(input, format)?;
-    csv_header(&mut reader)?;
+    // The csv reader counts only "\n" as a line end, and gives a record's
+    // position before the "\n" of a CRLF: lines are counted here instead,
+    // from the line ends read through the file.
+    let ends = Rc::new(std::cell::RefCell::new(std::collections::VecDeque::new()));
+    let file = LineEnds {
+        inner: File::open(input)?,
+        offset: 0,
+        prev_cr: false,
+        ends: ends.clone(),
+    };
+    let mut builder = csv::ReaderBuilder::new();
+    builder.has_headers(false).flexible(true);
+    if format == InputFormat::Tsv {
+        builder.delimiter(b'\t').quoting(false);
+    }
+    let mut reader = builder.from_reader(BufReader::with_capacity(1 << 20, file));
+    let mut header = csv::ByteRecord::new();
+    reader
+        .read_byte_record(&mut header)
+        .map_err(|e| QueryError::Unreadable(e.to_string()))?;
+    let mut before = 0u64;
     let mut record = csv::ByteRecord::new();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => return Ok(()),
-            Err(e) => return Err(QueryError::Unreadable(e.to_string())),
+            Err(e) => {
+                let at = e
+                    .position()
+                    .map(|p| line_at(&ends, &mut before, p.byte()))
+                    .unwrap_or(0);
+                return Err(QueryError::Unreadable(format!("line {at}: {e}")));
+            }
         }
-        let (line, byte) = record
-            .position()
-            .map(|p| (p.line(), p.byte()))
-            .unwrap_or((0, 0));
+        let byte = record.position().map(|p| p.byte()).unwrap_or(0);
+        let line = line_at(&ends, &mut before, byte);
         if !sink(line, byte, Ok(Record::Csv(&record))) {
             return Ok(());
         }
+    }
+}
+
+/// A reader that notes where each line ends ("\r\n", a lone "\r" or a
+/// lone "\n": offset and length) as bytes pass through it.
+struct LineEnds<R> {
+    inner: R,
+    offset: u64,
+    prev_cr: bool,
+    ends: Rc<std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>>,
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut ends = self.ends.borrow_mut();
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = self.offset + i as u64;
+            match b {
+                b'\r' => {
+                    ends.push_back((at, 1));
+                    self.prev_cr = true;
+                }
+                b'\n' if self.prev_cr => {
+                    if let Some(last) = ends.back_mut() {
+                        last.1 = 2;
+                    }
+                    self.prev_cr = false;
+                }
+                b'\n' => {
+                    ends.push_back((at, 1));
+                    self.prev_cr = false;
+                }
+                _ => self.prev_cr = false,
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The physical line of a record the csv reader places at byte `pos`:
+/// 1 + the line ends before its first byte (line ends it starts on — the
+/// "\n" of a CRLF, blank lines — skipped). Positions only increase;
+/// `before` counts the line ends already passed.
+fn line_at(
+    ends: &std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>,
+    before: &mut u64,
+    pos: u64,
+) -> u64 {
+    let mut ends = ends.borrow_mut();
+    let mut pos = pos;
+    while let Some(&(at, len)) = ends.front() {
+        if at > pos {
+            break;
+        }
+        // A line end before the record, or one it starts on.
+        pos = pos.max(at + len);
+        ends.pop_front();
+        *before += 1;
+    }
+    *before + 1
+}
+
+/// Physical line numbers in a block held in memory (see [`line_at`]): a
+/// line ends at "\r\n", a lone "\r" or a lone "\n".
+pub(crate) struct PhysicalLines {
+    line: u64,
+    at: usize,
+    prev_cr: bool,
+}
+
+impl PhysicalLines {
+    /// Counting from `first_line` at the start of the bytes.
+    pub(crate) fn new(first_line: u64) -> PhysicalLines {
+        PhysicalLines {
+            line: first_line,
+            at: 0,
+            prev_cr: false,
+        }
+    }
+
+    /// The line of the record placed at byte `pos` of `bytes` (positions
+    /// only increase); the line ends it starts on are skipped.
+    pub(crate) fn line_of(&mut self, bytes: &[u8], pos: usize) -> u64 {
+        let mut start = pos.min(bytes.len());
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start > self.at {
+            for &b in &bytes[self.at..start] {
+                match b {
+                    b'\r' => {
+                        self.line += 1;
+                        self.prev_cr = true;
+                    }
+                    b'\n' => {
+                        if !self.prev_cr {
+                            self.line += 1;
+                        }
+                        self.prev_cr = false;
+                    }
+                    _ => self.prev_cr = false,
+                }
+            }
+            self.at = start;
+        }
+        self.line
     }
 }
 

@@ -301,7 +301,12 @@ fn split(
         if buf.is_empty() {
             continue;
         }
-        let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        // Cut just after a "\n": the next block starts on a new line.
+        let next_line = {
+            let mut lines = super::PhysicalLines::new(line);
+            lines.line_of(&buf, buf.len());
+            lines.line
+        };
         consumed += buf.len() as u64;
         let block = Block {
             seq,
@@ -310,7 +315,7 @@ fn split(
             bytes: buf,
         };
         seq += 1;
-        line += lines;
+        line = next_line;
         if blocks.send(block).is_err() {
             // The writer stopped (an error there): nothing more to do.
             return Ok(());
@@ -354,6 +359,8 @@ fn convert_block(
     let quarantine = options.on_error == OnError::Quarantine;
     let mut record = csv::ByteRecord::new();
     let mut values: Vec<Value<'static>> = Vec::with_capacity(n);
+    // Physical lines whatever the line ending (the csv reader counts "\n" only).
+    let mut lines = super::PhysicalLines::new(block.first_line);
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -361,12 +368,15 @@ fn convert_block(
             Err(e) => {
                 let at = e
                     .position()
-                    .map(|p| block.first_line + p.line() - 1)
+                    .map(|p| lines.line_of(&block.bytes, p.byte() as usize))
                     .unwrap_or(block.first_line);
                 return Err(QueryError::Unreadable(format!("line {at}: {e}")));
             }
         }
-        let line = block.first_line + record.position().map(|p| p.line()).unwrap_or(1) - 1;
+        let line = lines.line_of(
+            &block.bytes,
+            record.position().map(|p| p.byte() as usize).unwrap_or(0),
+        );
         // One vector for every row (emptied before the record it borrows from is overwritten).
         let mut row: Vec<Value<'_>> = std::mem::take(&mut values)
             .into_iter()
@@ -498,6 +508,50 @@ mod tests {
             }
         }
         rows
+    }
+
+    /// A row's line is its physical line whatever the line ending (the
+    /// CRLF of Windows exports and of the real Citi Bike files, or a lone
+    /// CR), by the one-thread reader and by blocks alike.
+    #[test]
+    fn line_numbers_are_physical_lines_whatever_the_line_ending() {
+        for ending in ["\n", "\r\n", "\r"] {
+            let dir = tempfile::tempdir().unwrap();
+            let input = dir.path().join("in.csv");
+            let text = ["a,b", "1,2", "3,4", "5,6,7", "8,9", "x,y,z", ""].join(ending);
+            std::fs::write(&input, text).unwrap();
+            let mut options = IngestOptions::new(InputFormat::Csv);
+            options.on_error = OnError::Quarantine;
+            let plan = super::super::plan_csv(&input, &options).unwrap();
+            let (start, first_line) =
+                super::super::csv_data_start(&input, InputFormat::Csv).unwrap();
+            let one = super::super::run(
+                &plan,
+                &options,
+                &dir.path().join("one.parquet"),
+                &dir.path().join("one.rejects.csv"),
+                &mut |_| {},
+                |sink| super::super::csv_records(&input, InputFormat::Csv, sink),
+            )
+            .unwrap();
+            let many = run(
+                &plan,
+                &options,
+                &input,
+                start,
+                first_line,
+                &dir.path().join("many.parquet"),
+                &dir.path().join("many.rejects.csv"),
+                8,
+                &mut |_| {},
+            )
+            .unwrap();
+            for report in [&one, &many] {
+                let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+                assert_eq!(lines, [4, 6], "ending {ending:?}: {:?}", report.errors);
+                assert_eq!(report.rows, 3, "ending {ending:?}");
+            }
+        }
     }
 
     /// Cut into many small blocks, a file converts exactly as the one-thread
