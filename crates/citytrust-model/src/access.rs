@@ -876,6 +876,39 @@ impl Agreement {
     }
 }
 
+impl AccessRequest {
+    /// Whether `actor` sees the people named in this request: the requester,
+    /// the agent who asked for them, the trustees and administrators.
+    pub fn names_visible_to(&self, actor: &crate::account::Actor) -> bool {
+        let Some(username) = actor.username() else {
+            return false;
+        };
+        username == self.requester
+            || self.agent.as_ref().is_some_and(|a| a.agent == username)
+            || actor.has_role(crate::account::Role::Trustee)
+            || actor.is_admin()
+    }
+
+    /// The request as the public sees it (the register names organisations
+    /// and roles, as the log does, never people): the requester by their
+    /// organisation or as "an individual", an agent by the kind of authority
+    /// only, each trustee's vote without the trustee's name.
+    pub fn without_names(mut self) -> AccessRequest {
+        self.requester = match &self.organization_id {
+            Some(o) => format!("a member of {o}"),
+            None => "an individual".to_string(),
+        };
+        if let Some(agent) = self.agent.as_mut() {
+            agent.agent = "an agent".to_string();
+            agent.agent_display_name = "an agent".to_string();
+        }
+        for (i, v) in self.votes.iter_mut().enumerate() {
+            v.trustee = format!("trustee {}", i + 1);
+        }
+        self
+    }
+}
+
 impl Agreement {
     /// Whether the agreement shares every one of `columns` (an empty list
     /// asks for every column, which only an agreement of every column shares).

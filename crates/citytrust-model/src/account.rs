@@ -288,6 +288,36 @@ impl AuthorityKind {
     }
 }
 
+/// What an authority lets an agent do for the principal. Deny by default:
+/// an agent's request outside every area its authority covers is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorityArea {
+    /// The principal's own data as a resident: consents, objections,
+    /// donations, links, subject requests, exports, erasure (`/api/v1/me/…`,
+    /// the resident's dashboard).
+    ResidentsChoices,
+    /// Asking for access to data, renewing, amending and attesting deletion.
+    AccessRequests,
+    /// Reading data under the principal's agreements.
+    Reads,
+}
+
+impl AuthorityArea {
+    pub const ALL: [AuthorityArea; 3] = [
+        AuthorityArea::ResidentsChoices,
+        AuthorityArea::AccessRequests,
+        AuthorityArea::Reads,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityArea::ResidentsChoices => "residents_choices",
+            AuthorityArea::AccessRequests => "access_requests",
+            AuthorityArea::Reads => "reads",
+        }
+    }
+}
+
 /// Authority one person (the agent) holds to act for another (the
 /// principal), as checked by an administrator against its evidence (R-ACC-9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -298,6 +328,10 @@ pub struct Authority {
     pub kind: AuthorityKind,
     /// What the authority covers, in words.
     pub scope: String,
+    /// What the agent may do under it (enforced on every request they make
+    /// for the principal). An authority recorded before areas existed covers none.
+    #[serde(default)]
+    pub covers: Vec<AuthorityArea>,
     /// What was checked: the document seen, its reference.
     pub evidence: String,
     /// The administrator who checked the evidence.
@@ -321,6 +355,9 @@ pub struct NewAuthority {
     pub principal: String,
     pub kind: AuthorityKind,
     pub scope: String,
+    /// What the agent may do under it: at least one area.
+    #[serde(default)]
+    pub covers: Vec<AuthorityArea>,
     pub evidence: String,
     #[schema(format = Date)]
     pub starts_on: String,
@@ -343,6 +380,12 @@ impl NewAuthority {
             );
         }
         e.required_text("scope", &self.scope, 2000);
+        if self.covers.is_empty() {
+            e.push(
+                "covers",
+                "name what the agent may do: residents_choices, access_requests and/or reads",
+            );
+        }
         e.required_text("evidence", &self.evidence, 2000);
         let start = e.date("starts_on", &self.starts_on);
         let end = e.date("ends_on", &self.ends_on);
@@ -363,6 +406,9 @@ pub struct Delegation {
     pub agent_display_name: String,
     pub authority_id: String,
     pub kind: AuthorityKind,
+    /// The area of the request this delegation was checked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<AuthorityArea>,
 }
 
 impl Delegation {
@@ -389,7 +435,12 @@ impl Actor {
     }
     /// `agent` acting for `principal` under `authority` (checked by the caller):
     /// the principal's organisations and roles, less the personal offices.
-    pub fn on_behalf(principal: &User, agent: &User, authority: &Authority) -> Actor {
+    pub fn on_behalf(
+        principal: &User,
+        agent: &User,
+        authority: &Authority,
+        area: AuthorityArea,
+    ) -> Actor {
         Actor::User {
             username: principal.username.clone(),
             display_name: principal.display_name.clone(),
@@ -405,6 +456,7 @@ impl Actor {
                 agent_display_name: agent.display_name.clone(),
                 authority_id: authority.id.clone(),
                 kind: authority.kind,
+                area: Some(area),
             }),
         }
     }

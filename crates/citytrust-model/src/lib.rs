@@ -17,7 +17,7 @@ pub use access::{
     PurposeKind, RequestStatus, Sharing,
 };
 pub use account::{
-    Actor, Authority, AuthorityKind, Delegation, Group, NewAuthority, NewGroup, NewOrganization,
+    Actor, Authority, AuthorityArea, AuthorityKind, Delegation, Group, NewAuthority, NewGroup, NewOrganization,
     NewUser, Organization, OrganizationKind, Role, User,
 };
 pub use authz::Refusal;

@@ -477,25 +477,18 @@ pub async fn aggregate(
     let table = citytrust_privacy::cells::protect(by.len(), &rows, threshold)
         .map_err(|e| QueryError::Unsupported(e.to_string()))?;
     if protection.is_some() {
-        // A table of mostly small cells is a list of records.
-        let inner: Vec<&citytrust_privacy::cells::Cell> = table
-            .cells
-            .iter()
-            .filter(|c| c.key.iter().all(Option::is_some))
-            .collect();
-        let nonempty = inner
-            .iter()
-            .filter(|c| c.count != Some(0))
-            .count();
-        let small = inner
-            .iter()
-            .filter(|c| c.status == citytrust_privacy::cells::Status::Primary)
-            .count();
-        if small * 2 > nonempty {
+        // A table of mostly small cells is a list of records: refused when
+        // most of its records are in cells below the threshold, or nearly
+        // all of its (non-empty) cells are.
+        let nonempty = rows.iter().filter(|r| r.1 > 0).count();
+        let small: Vec<&(Vec<String>, u64, Vec<f64>)> =
+            rows.iter().filter(|r| r.1 > 0 && r.1 < threshold).collect();
+        let in_small: u64 = small.iter().map(|r| r.1).sum();
+        if in_small * 2 > records || small.len() * 5 > nonempty * 4 {
             return Err(QueryError::refused(
                 "table_too_sparse",
                 format!(
-                    "most cells of this table would count fewer than {threshold}: it would list \
+                    "most of this table would be cells of fewer than {threshold}: it would list \
                      records rather than count them; ask for fewer or coarser dimensions"
                 ),
             ));

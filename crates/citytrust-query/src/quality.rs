@@ -118,7 +118,7 @@ pub struct KeyQuality {
 
 impl QualityStatement {
     /// The statement without values from the data (minimum, maximum, mean,
-    /// spread, outlier fences and examples), for someone who may see that
+    /// spread, outlier fences and examples, time gaps and coverage), for someone who may see that
     /// the dataset exists but not read it. Counts and shares stay.
     pub fn without_values(mut self) -> QualityStatement {
         for c in &mut self.columns {
@@ -126,6 +126,9 @@ impl QualityStatement {
             c.max = None;
             c.mean = None;
             c.stddev = None;
+            // The largest gap and the period covered are read off the
+            // values (first, last, consecutive times): withheld too.
+            c.time = None;
             if let Some(o) = &mut c.outliers {
                 o.low_fence = None;
                 o.high_fence = None;

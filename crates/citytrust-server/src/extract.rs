@@ -208,10 +208,42 @@ impl FromRequestParts<AppState> for ApiActor {
                             "the On-Behalf-Of header must be the username of the person you act for",
                         )
                     })?;
-                Ok(ApiActor(state.service.act_for(&actor, principal).await?))
+                let Some(area) = authority_area(parts.uri.path()) else {
+                    return Err(citytrust_service::ServiceError::Refused {
+                        rule: Some("outside-authority".into()),
+                        message: "an agent acts for another person only to make their choices \
+                                  as a resident (/api/v1/me/…), to ask for access \
+                                  (/api/v1/access-requests, /api/v1/agreements/…) or to read data \
+                                  under their agreements — not here"
+                            .into(),
+                    }
+                    .into());
+                };
+                Ok(ApiActor(
+                    state.service.act_for(&actor, principal, area).await?,
+                ))
             }
         }
     }
+}
+
+/// The area of an agent's authority a request falls in (`None`: none,
+/// so no agent may make it for someone else).
+pub fn authority_area(path: &str) -> Option<citytrust_model::AuthorityArea> {
+    use citytrust_model::AuthorityArea as A;
+    if path == "/api/v1/me" || path.starts_with("/api/v1/me/") {
+        return Some(A::ResidentsChoices);
+    }
+    if path.starts_with("/api/v1/access-requests") || path.starts_with("/api/v1/agreements/") {
+        return Some(A::AccessRequests);
+    }
+    let reads = path == "/api/v1/query"
+        || path.starts_with("/api/v1/privacy-budgets/")
+        || (path.starts_with("/api/v1/datasets/")
+            && ["/data", "/aggregate", "/dp-statistics", "/lookup", "/rejects"]
+                .iter()
+                .any(|end| path.ends_with(end)));
+    reads.then_some(A::Reads)
 }
 
 /// Like `ApiActor` but refuses anonymous requests.

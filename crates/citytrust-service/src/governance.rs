@@ -1050,7 +1050,11 @@ impl Service {
         if request.status == RequestStatus::Draft && actor.username() != Some(&request.requester) {
             return Err(ServiceError::NotFound(format!("access request '{id}'")));
         }
-        Ok(request)
+        Ok(if request.names_visible_to(actor) {
+            request
+        } else {
+            request.without_names()
+        })
     }
 
     /// The caller's own requests (`mine`), or the public register / trustees' queue by status.
@@ -1075,7 +1079,16 @@ impl Service {
             .list_access_requests(None, &statuses, 500)
             .await?;
         list.retain(|r| r.status != RequestStatus::Draft);
-        Ok(list)
+        Ok(list
+            .into_iter()
+            .map(|r| {
+                if r.names_visible_to(actor) {
+                    r
+                } else {
+                    r.without_names()
+                }
+            })
+            .collect())
     }
 
     /// A trustee votes; once the quorum is reached the majority decides
@@ -1272,7 +1285,11 @@ impl Service {
         self.store
             .save_access_request(&request, Some(revision), None, &[])
             .await?;
-        Ok(request)
+        Ok(if request.names_visible_to(actor) {
+            request
+        } else {
+            request.without_names()
+        })
     }
 
     pub async fn agreements(&self) -> Result<Vec<Agreement>> {

@@ -179,6 +179,12 @@ impl Service {
             principal: new.principal,
             kind: new.kind,
             scope: new.scope.trim().to_string(),
+            covers: {
+                let mut c = new.covers.clone();
+                c.sort_by_key(|a| a.as_str());
+                c.dedup();
+                c
+            },
             evidence: new.evidence.trim().to_string(),
             checked_by: checked_by.to_string(),
             starts_on: new.starts_on,
@@ -192,6 +198,7 @@ impl Service {
             serde_json::json!({
                 "authority": authority.id,
                 "kind": authority.kind.as_str(),
+                "covers": authority.covers.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
                 "starts_on": authority.starts_on,
                 "ends_on": authority.ends_on,
                 "by": "administrator",
@@ -252,7 +259,12 @@ impl Service {
     /// an administrator is in force today (rule `no-authority`). Agents do not
     /// chain, and the principal's offices of administrator and trustee do not
     /// pass to the agent.
-    pub async fn act_for(&self, actor: &Actor, principal: &str) -> Result<Actor> {
+    pub async fn act_for(
+        &self,
+        actor: &Actor,
+        principal: &str,
+        area: citytrust_model::AuthorityArea,
+    ) -> Result<Actor> {
         let Some(agent) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
@@ -280,6 +292,23 @@ impl Service {
             )));
         };
         debug_assert!(parse_day(&authority.ends_on).is_some_and(|d| d >= today));
+        if !authority.covers.contains(&area) {
+            return Err(ServiceError::Refused {
+                rule: Some("outside-authority".into()),
+                message: format!(
+                    "your authority {} to act for '{}' does not cover {} (it covers: {})",
+                    authority.id,
+                    principal,
+                    area.as_str(),
+                    authority
+                        .covers
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
         let principal = match self.store.get_user(principal).await? {
             Some(s) if !s.user.disabled => s.user,
             _ => {
@@ -300,7 +329,7 @@ impl Service {
             });
         }
         let agent_user = self.active_user(agent).await?;
-        Ok(Actor::on_behalf(&principal, &agent_user, &authority))
+        Ok(Actor::on_behalf(&principal, &agent_user, &authority, area))
     }
 }
 

@@ -225,7 +225,14 @@ async fn acting(
     if for_whom.is_empty() {
         return Ok(session.actor.clone());
     }
-    Ok(state.service.act_for(&session.actor, for_whom).await?)
+    Ok(state
+        .service
+        .act_for(
+            &session.actor,
+            for_whom,
+            citytrust_model::AuthorityArea::ResidentsChoices,
+        )
+        .await?)
 }
 
 /// A dashboard form: parsed, its CSRF token checked, and who it acts as.

@@ -2,7 +2,7 @@
 //! engine (issue 7): pseudonymised and anonymised rows, thresholded tables
 //! (Citi Bike origin–destination counts) and DP statistics against a budget.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
@@ -182,8 +182,9 @@ fn register() -> String {
 async fn anonymised_rows_are_k_anonymous_on_the_declared_quasi_identifiers_without_identifiers() {
     let app = start().await;
     let alice = app.token("alice").await;
-    let classes =
-        json!({"personal": ["person_id"], "quasi_identifying": ["age", "sex", "postcode"]});
+    // The diagnosis is declared non-identifying: released as it is. A
+    // column declared neither way would be left out (see the attack suite).
+    let classes = json!({"personal": ["person_id"], "quasi_identifying": ["age", "sex", "postcode"], "non_identifying": ["diagnosis"]});
     let id = upload(
         &app,
         &alice,
@@ -282,6 +283,45 @@ fn citibike_classes() -> Value {
     })
 }
 
+/// Trips and their total duration per (origin, destination) 0.01° area of
+/// the real file, with every margin (`None`: all areas), named as the
+/// tables name them.
+fn od_truth() -> HashMap<Area2, (u64, f64)> {
+    let mut out: HashMap<Area2, (u64, f64)> = HashMap::new();
+    let bytes = citibike_csv();
+    let mut r = csv::Reader::from_reader(&bytes[..]);
+    let h = r.headers().unwrap().clone();
+    let at = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let (slat, slon, elat, elon, dur) = (
+        at("start station latitude"),
+        at("start station longitude"),
+        at("end station latitude"),
+        at("end station longitude"),
+        at("tripduration"),
+    );
+    let area = |lat: &str, lon: &str| {
+        let cell = |x: &str| (x.parse::<f64>().unwrap() / 0.01 + 1e-9).floor() * 0.01;
+        format!("{:.2},{:.2}", cell(lat), cell(lon))
+    };
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let o = area(&rec[slat], &rec[slon]);
+        let d = area(&rec[elat], &rec[elon]);
+        let seconds: f64 = rec[dur].parse().unwrap();
+        for key in [
+            (Some(o.clone()), Some(d.clone())),
+            (Some(o.clone()), None),
+            (None, Some(d.clone())),
+            (None, None),
+        ] {
+            let e = out.entry(key).or_default();
+            e.0 += 1;
+            e.1 += seconds;
+        }
+    }
+    out
+}
+
 fn citibike_csv() -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -365,19 +405,25 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         .unwrap();
     let t = json_of(res, 200).await;
     assert_eq!(t["dimensions"].as_array().unwrap().len(), 2, "{t}");
-    let cells = t["table"]["cells"].as_array().unwrap();
+    assert_eq!(t["perturbed"], true, "the analyst may not read the rows: {t}");
+    // The truth, from the file itself: trips and total duration per pair of
+    // 0.01° areas (and every margin).
+    let truth = od_truth();
+    let cells = t["cells"].as_array().unwrap();
     let label = |c: &Value, d: usize| c["key"][d].as_str().map(str::to_string);
-    let mut grid: BTreeMap<Area2, Option<u64>> = BTreeMap::new();
-    let (mut shown, mut small) = (0, 0);
+    let mut shown = 0;
     for c in cells {
-        let count = c["count"].as_u64();
-        if let Some(n) = count {
-            assert!(n >= 10, "a cell of {n} trips is shown: {c}");
-            shown += 1;
-        } else {
-            assert!(c["sums"].is_null(), "{c}");
-            small += usize::from(c["status"] == "primary");
-        }
+        let key: Area2 = (label(c, 0), label(c, 1));
+        let (n, duration) = truth.get(&key).copied().unwrap_or((0, 0.0));
+        let count = c["count"].as_u64().unwrap() as i64;
+        // Only cells of at least 10 trips are listed (nothing says whether an
+        // absent cell is empty or small), each moved by at most 2 ...
+        assert!(n >= 10, "a cell of {n} trips is listed: {c}");
+        assert!((count - n as i64).abs() <= 2, "{count} for {n} trips: {c}");
+        // ... and its total duration by at most a tenth.
+        let sum = c["sum"].as_f64().unwrap();
+        assert!((sum - duration).abs() <= duration * 0.1 + 1e-6, "{sum} for {duration}: {c}");
+        assert!(c.get("status").is_none(), "no status tells small from empty: {c}");
         // Areas are named by their south-west corner on the grid.
         for d in 0..2 {
             if let Some(l) = label(c, d) {
@@ -386,47 +432,37 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
                 assert!((-74.2..-73.9).contains(&lon.parse::<f64>().unwrap()), "{l}");
             }
         }
-        grid.insert((label(c, 0), label(c, 1)), count);
+        shown += 1;
     }
-    assert!(shown > 10 && small > 0, "{shown} shown, {small} small");
-    // The grand total is all 12,677 trips (not small, so shown).
-    assert_eq!(grid[&(None, None)], Some(12_677));
-    // No suppressed cell can be worked out from its line's margin: a line
-    // with its total shown has no suppressed cell, or at least two.
-    let origins: Vec<Option<String>> = grid.keys().map(|k| k.0.clone()).collect();
-    let destinations: Vec<Option<String>> = grid.keys().map(|k| k.1.clone()).collect();
-    for (axis, values) in [(0, &origins), (1, &destinations)] {
-        for v in values.iter().flatten() {
-            let line: Vec<(&Area2, &Option<u64>)> = grid
-                .iter()
-                .filter(|(k, _)| {
-                    if axis == 0 {
-                        k.0.as_ref() == Some(v)
-                    } else {
-                        k.1.as_ref() == Some(v)
-                    }
-                })
-                .collect();
-            let total = line.iter().find(|(k, _)| {
-                if axis == 0 {
-                    k.1.is_none()
-                } else {
-                    k.0.is_none()
-                }
-            });
-            let hidden = line
-                .iter()
-                .filter(|(k, c)| c.is_none() && (k.0.is_some() && k.1.is_some()))
-                .count();
-            if let Some((_, Some(_))) = total {
-                assert_ne!(
-                    hidden, 1,
-                    "area {v} (axis {axis}): one hidden cell, margin shown"
-                );
-            }
+    let small = truth
+        .iter()
+        .filter(|(k, (n, _))| k.0.is_some() && k.1.is_some() && *n > 0 && *n < 10)
+        .count();
+    assert!(shown > 10 && small > 0, "{shown} shown, {small} small (none listed)");
+    // The grand total: all 12,677 trips, give or take 2.
+    let total = cells
+        .iter()
+        .find(|c| c["key"][0].is_null() && c["key"][1].is_null())
+        .unwrap();
+    assert!((total["count"].as_i64().unwrap() - 12_677).abs() <= 2, "{total}");
+    // The same records always get the same change: asking again gives the
+    // same table, and an area's trips as a margin here equal its cell in a
+    // one-dimensional table (differencing two tables gains nothing exact).
+    let again = json_of(app.post_json(&path, Some(&analyst), &od).await, 200).await;
+    assert_eq!(again, t);
+    let origins = json!({"purpose": "research", "by": [od["by"][0].clone()], "format": "json"});
+    let one = json_of(app.post_json(&path, Some(&analyst), &origins).await, 200).await;
+    for c in one["cells"].as_array().unwrap() {
+        let o = c["key"][0].as_str().map(str::to_string);
+        if let Some(m) = cells
+            .iter()
+            .find(|m| m["key"][0].as_str().map(str::to_string) == o && m["key"][1].is_null())
+        {
+            assert_eq!(m["count"], c["count"], "area {o:?}: {m} vs {c}");
         }
     }
-    // The read is in the log with the transform applied.
+    // The read is in the log with the transform applied, and the log does
+    // not say how many cells were held back (small from empty, again).
     let entry = last_read(&app.entries_of_type("content.read").await);
     assert_eq!(entry["level"], "aggregate", "{entry}");
     assert_eq!(entry["agreement"], agreement_id.as_str(), "{entry}");
@@ -435,10 +471,8 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         "{entry}"
     );
     assert_eq!(entry["transform"]["threshold"], 10, "{entry}");
-    assert!(
-        entry["transform"]["suppressed_small"].as_u64() > Some(0),
-        "{entry}"
-    );
+    assert_eq!(entry["transform"]["perturbed"], true, "{entry}");
+    assert!(entry["transform"].get("suppressed_small").is_none(), "{entry}");
     let stored = app
         .service
         .store()
@@ -447,7 +481,7 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         .unwrap();
     assert!(stored[0].1.contains("thresholded_aggregate"));
 
-    // CSV too, with the suppression stated per cell.
+    // CSV too: the listed cells only.
     let mut csv_body = od.clone();
     csv_body["format"] = json!("csv");
     let csv = text_of(app.post_json(&path, Some(&analyst), &csv_body).await, 200).await;
@@ -455,7 +489,8 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         csv.starts_with("\"grid(start station latitude, start station longitude, 0.01)\","),
         "{csv}"
     );
-    assert!(csv.contains("suppressed: small"), "{csv}");
+    assert!(!csv.contains("suppressed"), "{csv}");
+    assert_eq!(csv.lines().count(), shown + 1);
 
     // What may not be asked: a lower threshold, a personal column as a
     // dimension, an unknown column, a cell smaller than the grid allows.

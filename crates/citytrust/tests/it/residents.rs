@@ -665,7 +665,7 @@ async fn guardians_act_only_for_minors_and_agents_only_while_their_authority_las
             .unwrap();
     }
     let authority = |agent: &str, principal: &str, kind: &str, ends: &str| {
-        json!({"agent": agent, "principal": principal, "kind": kind, "scope": "Data decisions.",
+        json!({"agent": agent, "principal": principal, "kind": kind, "scope": "Data decisions.", "covers": ["residents_choices", "access_requests", "reads"],
                "evidence": "Document seen, ref. T-1.", "starts_on": "2026-03-01", "ends_on": ends})
     };
     for body in [

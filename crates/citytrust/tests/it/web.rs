@@ -1723,7 +1723,7 @@ async fn a_guardian_acts_for_their_child_through_the_dashboard_and_nobody_acts_w
         .post_json(
             "/api/v1/authorities",
             Some(&admin),
-            &json!({"agent": "guardian", "principal": "kim", "kind": "guardian", "scope": "Data decisions.",
+            &json!({"agent": "guardian", "principal": "kim", "kind": "guardian", "scope": "Data decisions.", "covers": ["residents_choices", "access_requests", "reads"],
                     "evidence": "Birth certificate seen, ref. T-1.", "starts_on": "2026-03-01", "ends_on": "2030-01-01"}),
         )
         .await;
@@ -1897,11 +1897,12 @@ async fn the_dataset_page_asks_for_pseudonymised_rows_and_for_thresholded_tables
     assert_eq!(res.status(), 200);
     assert!(res.headers().contains_key("citytrust-log-entry"));
     let table = res.text().await.unwrap();
-    assert!(table.starts_with("ward,count,status\n"), "{table}");
-    assert!(table.contains("B,,suppressed: small"), "{table}");
-    assert!(!table.contains(",5,"), "{table}");
+    // Only cells shown are listed (nothing tells a small cell from an empty
+    // one), and this reader, who may not read the rows, gets perturbed counts.
+    assert!(table.starts_with("ward,count\n"), "{table}");
+    assert!(!table.contains("\nB,"), "{table}");
     assert!(
-        !(table.contains("A,35,") && table.contains("(total),40,")),
+        !(table.contains("\nA,") && table.contains("(total),")),
         "{table}"
     );
     // A personal column is no dimension; nor is a form without a token.
