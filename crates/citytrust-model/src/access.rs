@@ -965,10 +965,19 @@ mod tests {
         assert!(Identified.covers(Index));
         assert!(Identified.covers(DpAggregate));
         assert!(Pseudonymised.covers(Aggregate));
-        assert!(!Pseudonymised.covers(Index), "a pseudonym does not say who is there");
-        assert!(!DpAggregate.covers(Aggregate), "exact tables are not a noisy statistic");
+        assert!(
+            !Pseudonymised.covers(Index),
+            "a pseudonym does not say who is there"
+        );
+        assert!(
+            !DpAggregate.covers(Aggregate),
+            "exact tables are not a noisy statistic"
+        );
         assert!(!Aggregate.covers(DpAggregate));
-        assert!(!Anonymised.covers(Aggregate), "exact tables are not generalised rows");
+        assert!(
+            !Anonymised.covers(Aggregate),
+            "exact tables are not generalised rows"
+        );
         assert!(!Anonymised.covers(Index));
         assert!(!Index.covers(Aggregate));
         for l in AccessLevel::ALL {

@@ -86,7 +86,10 @@ pub fn may_edit_dataset(
 /// columns, movements no longer marked as such, more columns released as
 /// non-identifying, or a finer (or no) table bin. Making any of these
 /// stricter is an editor's to do; loosening them is the trust's.
-pub fn loosened_protection(current: &DatasetMetadata, proposed: &DatasetMetadata) -> Option<String> {
+pub fn loosened_protection(
+    current: &DatasetMetadata,
+    proposed: &DatasetMetadata,
+) -> Option<String> {
     if proposed.spectrum < current.spectrum {
         return Some(format!(
             "spectrum: {} is less stringent than {}",
@@ -103,10 +106,16 @@ pub fn loosened_protection(current: &DatasetMetadata, proposed: &DatasetMetadata
             if a.subject_key != b.subject_key {
                 return Some("personal_terms.subject_key".into());
             }
-            let purposes = a.purposes.iter().chain(&b.purposes).map(|p| p.purpose.as_str());
+            let purposes = a
+                .purposes
+                .iter()
+                .chain(&b.purposes)
+                .map(|p| p.purpose.as_str());
             for p in purposes {
                 if a.basis_for(p) != b.basis_for(p) {
-                    return Some(format!("personal_terms.purposes: the lawful basis for '{p}'"));
+                    return Some(format!(
+                        "personal_terms.purposes: the lawful basis for '{p}'"
+                    ));
                 }
             }
         }
@@ -128,14 +137,24 @@ pub fn loosened_protection(current: &DatasetMetadata, proposed: &DatasetMetadata
     if a.trajectories && !b.trajectories {
         return Some("column_classes.trajectories".into());
     }
-    if let Some(c) = b.non_identifying.iter().find(|c| !a.non_identifying.contains(c)) {
+    if let Some(c) = b
+        .non_identifying
+        .iter()
+        .find(|c| !a.non_identifying.contains(c))
+    {
         return Some(format!(
             "column_classes.non_identifying: '{c}' would be released as it is in anonymised rows"
         ));
     }
     for (c, bin) in &a.table_bins {
-        if !b.table_bins.get(c).is_some_and(|n| n.at_least_as_coarse_as(bin)) {
-            return Some(format!("column_classes.table_bins.{c}: a table may not be made finer"));
+        if !b
+            .table_bins
+            .get(c)
+            .is_some_and(|n| n.at_least_as_coarse_as(bin))
+        {
+            return Some(format!(
+                "column_classes.table_bins.{c}: a table may not be made finer"
+            ));
         }
     }
     None

@@ -17,8 +17,8 @@ pub use access::{
     PurposeKind, RequestStatus, Sharing,
 };
 pub use account::{
-    Actor, Authority, AuthorityArea, AuthorityKind, Delegation, Group, NewAuthority, NewGroup, NewOrganization,
-    NewUser, Organization, OrganizationKind, Role, User,
+    Actor, Authority, AuthorityArea, AuthorityKind, Delegation, Group, NewAuthority, NewGroup,
+    NewOrganization, NewUser, Organization, OrganizationKind, Role, User,
 };
 pub use authz::Refusal;
 pub use catalogue::{

@@ -247,7 +247,8 @@ fn dimension_sql(
         }
         GroupKey::Time { column, unit } => {
             let t = check_column(df, allowed, column)?;
-            if !t.is_temporal() {
+            let declared_temporal = protection.is_some_and(|p| p.temporal.contains(column));
+            if !(t.is_temporal() || (declared_temporal && t == DataType::Utf8)) {
                 return refuse(format!("column {column:?} holds {t}, not times or dates"));
             }
             let Some(rank) = TIME_UNITS.iter().position(|u| u == unit) else {
@@ -268,8 +269,9 @@ fn dimension_sql(
                     ));
                 }
             }
+            // Text declared as times: what does not read as a time is "(missing)".
             Ok(vec![format!(
-                "CAST(date_trunc('{unit}', CAST({} AS TIMESTAMP)) AS VARCHAR) AS k{i}",
+                "CAST(date_trunc('{unit}', TRY_CAST({} AS TIMESTAMP)) AS VARCHAR) AS k{i}",
                 quote_ident(column)
             )])
         }
@@ -322,7 +324,9 @@ fn dimension_sql(
             for (axis, c) in [("a", latitude), ("b", longitude)] {
                 let t = check_column(df, allowed, c)?;
                 if !is_numeric(&t) {
-                    return refuse(format!("column {c:?} holds {t}, not coordinates in degrees"));
+                    return refuse(format!(
+                        "column {c:?} holds {t}, not coordinates in degrees"
+                    ));
                 }
                 // Nudged so a coordinate on a cell edge (41.3 / 0.1) lands in its cell.
                 out.push(format!(
@@ -618,7 +622,9 @@ impl datafusion::logical_expr::ScalarUDFImpl for RecordKey {
                 Some(((mixed >> 17) & mask) as i64)
             })
             .collect();
-        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(keys)))
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            keys,
+        )))
     }
 }
 
@@ -870,7 +876,11 @@ pub async fn export_anonymised(
         .filter(|n| quasi.contains(n) || non_identifying.contains(n))
         .cloned()
         .collect();
-    let dropped: Vec<String> = names.iter().filter(|n| !keep.contains(n)).cloned().collect();
+    let dropped: Vec<String> = names
+        .iter()
+        .filter(|n| !keep.contains(n))
+        .cloned()
+        .collect();
     if keep.is_empty() {
         return Err(QueryError::Unsupported(
             "no column you may read is declared quasi-identifying or non-identifying: \

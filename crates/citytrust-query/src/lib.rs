@@ -276,10 +276,9 @@ impl EngineFailure {
                  aggregate or filter it, or add a LIMIT"
                     .into(),
             ),
-            D::External(inner) if inner.downcast_ref::<LimitExceeded>().is_some() => (
-                "result_too_large",
-                inner.to_string(),
-            ),
+            D::External(inner) if inner.downcast_ref::<LimitExceeded>().is_some() => {
+                ("result_too_large", inner.to_string())
+            }
             D::SchemaError(s, _) => match s.as_ref() {
                 SchemaError::FieldNotFound { field, .. } => (
                     "unknown_column",
@@ -300,10 +299,7 @@ impl EngineFailure {
                     "the query names a column twice or in a way that cannot be resolved".into(),
                 ),
             },
-            D::SQL(..) => (
-                "sql_syntax",
-                "the SQL could not be parsed".into(),
-            ),
+            D::SQL(..) => ("sql_syntax", "the SQL could not be parsed".into()),
             D::NotImplemented(_) => (
                 "sql_unsupported",
                 "the query uses SQL that the trust's engine does not support".into(),
@@ -320,10 +316,7 @@ impl EngineFailure {
                  arguments, text compared with a number, a selected column missing from GROUP BY)"
                     .into(),
             ),
-            _ => (
-                "query_failed",
-                "the query failed while it ran".into(),
-            ),
+            _ => ("query_failed", "the query failed while it ran".into()),
         };
         EngineFailure {
             code,

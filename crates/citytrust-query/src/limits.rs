@@ -135,26 +135,50 @@ fn sizes(arg: &ColumnarValue, rows: usize) -> DfResult<Vec<u64>> {
             DataType::Utf8 => {
                 let s = a.as_string::<i32>();
                 (0..s.len())
-                    .map(|i| if s.is_null(i) { 0 } else { s.value(i).len() as u64 })
+                    .map(|i| {
+                        if s.is_null(i) {
+                            0
+                        } else {
+                            s.value(i).len() as u64
+                        }
+                    })
                     .collect()
             }
             DataType::LargeUtf8 => {
                 let s = a.as_string::<i64>();
                 (0..s.len())
-                    .map(|i| if s.is_null(i) { 0 } else { s.value(i).len() as u64 })
+                    .map(|i| {
+                        if s.is_null(i) {
+                            0
+                        } else {
+                            s.value(i).len() as u64
+                        }
+                    })
                     .collect()
             }
             DataType::Utf8View => {
                 let s = a.as_string_view();
                 (0..s.len())
-                    .map(|i| if s.is_null(i) { 0 } else { s.value(i).len() as u64 })
+                    .map(|i| {
+                        if s.is_null(i) {
+                            0
+                        } else {
+                            s.value(i).len() as u64
+                        }
+                    })
                     .collect()
             }
             t if t.is_integer() => {
                 let n = cast(a, &DataType::Int64)?;
                 let n = n.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
                 (0..n.len())
-                    .map(|i| if n.is_null(i) { 0 } else { n.value(i).max(0) as u64 })
+                    .map(|i| {
+                        if n.is_null(i) {
+                            0
+                        } else {
+                            n.value(i).max(0) as u64
+                        }
+                    })
                     .collect()
             }
             _ => vec![0; a.len()],
@@ -184,7 +208,13 @@ fn check(function: &str, rule: Rule, args: &[ColumnarValue], rows: usize) -> DfR
         .iter()
         .map(|a| sizes(a, rows))
         .collect::<DfResult<_>>()?;
-    let at = |arg: usize, row: usize| sizes.get(arg).and_then(|s| s.get(row)).copied().unwrap_or(0);
+    let at = |arg: usize, row: usize| {
+        sizes
+            .get(arg)
+            .and_then(|s| s.get(row))
+            .copied()
+            .unwrap_or(0)
+    };
     let mut total: u64 = 0;
     for row in 0..rows {
         let bound = match rule {
@@ -195,9 +225,13 @@ fn check(function: &str, rule: Rule, args: &[ColumnarValue], rows: usize) -> DfR
                 let places = text / from.max(1) + 1;
                 text.saturating_add(places.saturating_mul(to))
             }
-            Rule::Sum => (0..args.len()).map(|a| at(a, row)).fold(0u64, u64::saturating_add),
+            Rule::Sum => (0..args.len())
+                .map(|a| at(a, row))
+                .fold(0u64, u64::saturating_add),
             Rule::ConcatWs => {
-                let parts = (1..args.len()).map(|a| at(a, row)).fold(0u64, u64::saturating_add);
+                let parts = (1..args.len())
+                    .map(|a| at(a, row))
+                    .fold(0u64, u64::saturating_add);
                 parts.saturating_add(at(0, row).saturating_mul(args.len() as u64))
             }
         };
@@ -367,9 +401,11 @@ impl FunctionRewrite for ConcatRewrite {
         let Expr::BinaryExpr(b) = expr else {
             return Ok(Transformed::no(expr));
         };
-        Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-            Arc::new(ScalarUDF::new_from_impl(ConcatOperator::new())),
-            vec![*b.left, *b.right],
-        ))))
+        Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(
+                Arc::new(ScalarUDF::new_from_impl(ConcatOperator::new())),
+                vec![*b.left, *b.right],
+            ),
+        )))
     }
 }

@@ -111,15 +111,17 @@ impl VersionStore {
     }
 
     /// Every read session shares `resources` (one memory pool, one spill allowance).
-    pub fn with_resources(mut self, resources: &crate::limits::ReadResources) -> Result<VersionStore> {
+    pub fn with_resources(
+        mut self,
+        resources: &crate::limits::ReadResources,
+    ) -> Result<VersionStore> {
         self.runtime = resources.runtime()?;
         Ok(self)
     }
 
     /// A session for reading versions: the shared runtime, the store registered.
     pub fn session(&self) -> SessionContext {
-        let ctx =
-            SessionContext::new_with_config_rt(crate::export::config(), self.runtime.clone());
+        let ctx = SessionContext::new_with_config_rt(crate::export::config(), self.runtime.clone());
         self.register(&ctx);
         ctx
     }

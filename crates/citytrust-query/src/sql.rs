@@ -149,7 +149,10 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
     let mut statements = DFParser::parse_sql(sql).map_err(|e| {
         QueryError::refused(
             "sql_syntax",
-            format!("the SQL could not be parsed: {}", parser_message(&e.to_string())),
+            format!(
+                "the SQL could not be parsed: {}",
+                parser_message(&e.to_string())
+            ),
         )
     })?;
     if statements.len() != 1 {

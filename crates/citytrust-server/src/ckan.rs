@@ -136,7 +136,7 @@ pub(crate) async fn action(
             &Value::String(format!("Bad request - Action name not known: {name}")),
         );
     }
-    let base = crate::base_url(&state, &headers);
+    let base = crate::base_url(&state);
     let help = format!("{base}/api/3/action/help_show?name={name}");
     let params = match request_data(&method, &headers, query.as_deref(), &body) {
         Ok(p) => p,

@@ -610,13 +610,13 @@ fn respond(syntax: Syntax, body: Body) -> Response {
 /// `/datasets/{id}.ttl` and `/datasets/{id}.jsonld`: one entry as DCAT-AP.
 pub(crate) async fn dataset_document(
     state: &AppState,
-    headers: &HeaderMap,
+    _headers: &HeaderMap,
     id: &str,
     syntax: Syntax,
 ) -> Result<Response, ApiError> {
     let d = state.service.get_dataset(id).await?;
     let organizations = state.service.organizations_by_id().await?;
-    let base = crate::base_url(state, headers);
+    let base = crate::base_url(state);
     let cx = Context {
         base: &base,
         organizations: &organizations,
@@ -631,12 +631,12 @@ pub(crate) async fn dataset_document(
 }
 
 /// The whole catalogue, streamed a page of entries at a time.
-async fn catalog(state: AppState, headers: &HeaderMap, syntax: Syntax) -> Response {
+async fn catalog(state: AppState, _headers: &HeaderMap, syntax: Syntax) -> Response {
     let organizations = match state.service.organizations_by_id().await {
         Ok(o) => o,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let base = crate::base_url(&state, headers);
+    let base = crate::base_url(&state);
     let head = {
         let cx = Context {
             base: &base,

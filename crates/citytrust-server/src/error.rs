@@ -51,7 +51,10 @@ impl utoipa::IntoResponses for CommonProblems {
             ("413", "Body too large"),
             ("415", "Not JSON"),
             ("422", "Invalid fields"),
-            ("429", "Too many requests at once, or too many failed sign-ins"),
+            (
+                "429",
+                "Too many requests at once, or too many failed sign-ins",
+            ),
         ]
         .into_iter()
         .map(|(status, description)| {

@@ -240,9 +240,15 @@ pub fn authority_area(path: &str) -> Option<citytrust_model::AuthorityArea> {
     let reads = path == "/api/v1/query"
         || path.starts_with("/api/v1/privacy-budgets/")
         || (path.starts_with("/api/v1/datasets/")
-            && ["/data", "/aggregate", "/dp-statistics", "/lookup", "/rejects"]
-                .iter()
-                .any(|end| path.ends_with(end)));
+            && [
+                "/data",
+                "/aggregate",
+                "/dp-statistics",
+                "/lookup",
+                "/rejects",
+            ]
+            .iter()
+            .any(|end| path.ends_with(end)));
     reads.then_some(A::Reads)
 }
 

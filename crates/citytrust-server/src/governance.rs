@@ -316,12 +316,12 @@ pub(crate) async fn get_agreement(
     ))]
 pub(crate) async fn get_odrl(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _headers: HeaderMap,
     ApiPath(IdPath { id }): ApiPath<IdPath>,
 ) -> Result<Response, ApiError> {
     let policy = state
         .service
-        .agreement_odrl(&id, &crate::base_url(&state, &headers))
+        .agreement_odrl(&id, &crate::base_url(&state))
         .await?;
     let mut res = Json(policy).into_response();
     res.headers_mut().insert(

@@ -47,8 +47,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// The city's OpenID Connect providers (none: passwords only).
     pub oidc: Arc<oidc::Oidc>,
-    /// The URL the trust is reached at (`--public-url`), for absolute links in
-    /// exports; `None`: taken from the request's `Host`.
+    /// The URL the trust is reached at (`--public-url`, else the address
+    /// it listens on), for absolute links in exports.
     pub public_url: Option<String>,
 }
 
@@ -76,24 +76,14 @@ impl AppState {
     }
 }
 
-/// The trust's own URL: `--public-url` when given, else from the request's
-/// `Host` (plain HTTP for loopback hosts, HTTPS otherwise). A `Host` with
-/// characters no host name has is ignored.
-pub(crate) fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
-    if let Some(url) = &state.public_url {
-        return url.clone();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with('[');
-    format!("{}://{host}", if local { "http" } else { "https" })
+/// The trust's own URL: `--public-url` when given, else the address it
+/// listens on (`serve` sets it). Never the request's `Host`: a caller must
+/// not choose where the links in the trust's exports point.
+pub(crate) fn base_url(state: &AppState) -> String {
+    state
+        .public_url
+        .clone()
+        .unwrap_or_else(|| "http://localhost".to_string())
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -297,8 +297,8 @@ pub async fn content_view(
         view.reassessment_note = d.reassessment_note.clone().unwrap_or_default();
         view.released_by_trustees = d.released_by_trustees;
         let trustee = actor.has_role(citytrust_model::Role::Trustee);
-        view.may_reassess = (trustee && !d.released_by_trustees)
-            || (view.may_upload && d.needs_reassessment);
+        view.may_reassess =
+            (trustee && !d.released_by_trustees) || (view.may_upload && d.needs_reassessment);
         view.spectra = citytrust_model::Spectrum::ALL
             .iter()
             .filter(|s| trustee || **s >= d.inherited_spectrum)

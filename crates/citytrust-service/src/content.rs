@@ -718,7 +718,10 @@ impl Service {
                     .into(),
             });
         }
-        let key = format!("{}/rejects.csv", Self::version_key(dataset_id, version.version));
+        let key = format!(
+            "{}/rejects.csv",
+            Self::version_key(dataset_id, version.version)
+        );
         let mut file = self
             .versions
             .open(&key, &self.spool_dir())
@@ -1120,7 +1123,8 @@ impl Service {
         // A failed query may still have shown something of the rows it read
         // (which rows made it fail): the residents concerned see it listed.
         if outcome == "failed" {
-            self.record_query_reads(actor, trail, log_index, kind).await?;
+            self.record_query_reads(actor, trail, log_index, kind)
+                .await?;
         }
         Ok(())
     }

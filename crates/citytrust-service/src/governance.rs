@@ -507,9 +507,10 @@ impl Service {
             let Some(source) = self.store.get_dataset(&input.dataset_id).await? else {
                 return Err(refuse(&input.dataset_id));
             };
-            let grant = Box::pin(self.authorize_read(actor, &source, purpose, AccessLevel::Identified))
-                .await
-                .map_err(|_| refuse(&input.dataset_id))?;
+            let grant =
+                Box::pin(self.authorize_read(actor, &source, purpose, AccessLevel::Identified))
+                    .await
+                    .map_err(|_| refuse(&input.dataset_id))?;
             if let Some(allowed) = &grant.columns {
                 let read_all = input.columns.is_empty();
                 if read_all || !input.columns.iter().all(|c| allowed.contains(c)) {

@@ -260,7 +260,10 @@ impl Service {
     /// read its rows: the owner's bins and column classes, and the seeds of
     /// the dataset's record keys (stable: rotating the pseudonym key does
     /// not change them, so perturbation cannot be averaged over rotations).
-    fn table_protection(&self, dataset: &Dataset) -> Result<citytrust_query::levels::TableProtection> {
+    fn table_protection(
+        &self,
+        dataset: &Dataset,
+    ) -> Result<citytrust_query::levels::TableProtection> {
         use citytrust_model::catalogue::TableBin;
         use citytrust_query::levels::{Bin, TIME_UNITS};
         let key = self
@@ -282,9 +285,12 @@ impl Service {
                 .iter()
                 .map(|(c, b)| {
                     let bin = match b {
-                        TableBin::Time(u) => {
-                            Bin::Time(TIME_UNITS.iter().position(|x| *x == u.as_str()).unwrap_or(0))
-                        }
+                        TableBin::Time(u) => Bin::Time(
+                            TIME_UNITS
+                                .iter()
+                                .position(|x| *x == u.as_str())
+                                .unwrap_or(0),
+                        ),
                         TableBin::Width(w) => Bin::Width(*w as f64),
                         TableBin::GridMillidegrees(m) => Bin::Grid(f64::from(*m) / 1000.0),
                     };

@@ -10,10 +10,10 @@ use std::io::Write;
 
 use citytrust_model::catalogue::{Dataset, DatasetInput, Derivation, DerivedInput};
 use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
+use citytrust_query::InputFormat;
 use citytrust_query::export::OutputFormat;
 use citytrust_query::ingest::OnError;
 use citytrust_query::sql::Limits;
-use citytrust_query::InputFormat;
 
 use crate::content::{UploadOptions, VersionInfo};
 use crate::{Result, Service, ServiceError, rfc3339};

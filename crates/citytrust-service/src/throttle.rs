@@ -63,7 +63,11 @@ pub struct ReadSlot {
 /// Whose places a read takes: the caller's key, how many run, how many wait.
 fn caller_key(actor: &Actor) -> (String, usize, usize) {
     match actor.username() {
-        Some(u) => (format!("user:{u}"), READS_PER_CALLER, READS_WAITING_PER_CALLER),
+        Some(u) => (
+            format!("user:{u}"),
+            READS_PER_CALLER,
+            READS_WAITING_PER_CALLER,
+        ),
         None => (
             "anonymous".to_string(),
             ANONYMOUS_READS,
@@ -121,7 +125,8 @@ impl Service {
             }));
         }
         let wait = std::time::Duration::from_secs(READ_QUEUE_SECONDS);
-        let full = || busy("the server is answering as many reads as it can; try again shortly".into());
+        let full =
+            || busy("the server is answering as many reads as it can; try again shortly".into());
         let caller = tokio::time::timeout(wait, places.acquire_owned())
             .await
             .map_err(|_| full())?
@@ -175,10 +180,7 @@ impl Service {
             if failures.len() > 100_000 {
                 failures.clear();
             }
-            failures
-                .entry(failure_key(username))
-                .or_default()
-                .push(now);
+            failures.entry(failure_key(username)).or_default().push(now);
         }
     }
 

@@ -475,9 +475,18 @@ async fn serve(
         .with_context(|| format!("could not listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let mut state = citytrust_server::AppState::new(service.clone(), !args.insecure_cookies);
-    if let Some(url) = &args.public_url {
-        state = state.with_public_url(url);
-    }
+    // Absolute links never follow a request's Host header: the public URL,
+    // else the address listened on (an unspecified one named as localhost).
+    let listen_url = if addr.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on every interface without --public-url: links in the catalogue \
+             exports will name localhost; set --public-url to the address people reach"
+        );
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    state = state.with_public_url(args.public_url.clone().unwrap_or(listen_url));
     if let Some(path) = &args.oidc_config {
         let public_url = args
             .public_url

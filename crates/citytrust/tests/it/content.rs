@@ -1087,7 +1087,10 @@ async fn derived_data_inherits_the_strictest_class_and_waits_for_reassessment() 
     // the trustees' (R-CAT-5).
     let res = app.post_json(&reassess, Some(&alice), &choice).await;
     let problem = assert_problem(res, 403, "forbidden", None).await;
-    assert!(problem["detail"].as_str().unwrap().contains("trustees"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("trustees"),
+        "{problem}"
+    );
     let res = app
         .post_json(
             &reassess,

@@ -115,7 +115,9 @@ impl TestApp {
         )
         .unwrap();
         let app = citytrust_server::app(
-            citytrust_server::AppState::new(service.clone(), true).with_oidc(oidc),
+            citytrust_server::AppState::new(service.clone(), true)
+                .with_oidc(oidc)
+                .with_public_url(format!("http://{addr}")),
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let client = Client::builder()

@@ -24,7 +24,13 @@ async fn text_of(res: reqwest::Response, status: u16) -> String {
 }
 
 /// A dataset with content, its metadata patched by `extra`.
-async fn upload(app: &TestApp, token: &str, mut d: Value, extra: Value, csv: Vec<u8>) -> String {
+pub(crate) async fn upload(
+    app: &TestApp,
+    token: &str,
+    mut d: Value,
+    extra: Value,
+    csv: Vec<u8>,
+) -> String {
     if let (Some(map), Value::Object(extra)) = (d.as_object_mut(), extra) {
         map.extend(extra);
     }
@@ -43,7 +49,13 @@ async fn upload(app: &TestApp, token: &str, mut d: Value, extra: Value, csv: Vec
 
 /// Ask for access and have the trustees approve (after any comment
 /// period); returns the agreement's id.
-async fn agreement(app: &TestApp, who: &str, dataset: &str, purpose: &str, level: &str) -> String {
+pub(crate) async fn agreement(
+    app: &TestApp,
+    who: &str,
+    dataset: &str,
+    purpose: &str,
+    level: &str,
+) -> String {
     let token = &app.token(who).await;
     let mut body = request(&[dataset], purpose, level);
     body["ends_on"] = json!("2026-12-31");
@@ -273,7 +285,7 @@ async fn anonymised_rows_are_k_anonymous_on_the_declared_quasi_identifiers_witho
 type Area2 = (Option<String>, Option<String>);
 
 /// The manifest's column classes of the Citi Bike trips.
-fn citibike_classes() -> Value {
+pub(crate) fn citibike_classes() -> Value {
     json!({
         "personal": ["bikeid"],
         "quasi_identifying": ["birth year", "gender", "start station id", "starttime", "end station id", "stoptime"],
@@ -322,7 +334,7 @@ fn od_truth() -> HashMap<Area2, (u64, f64)> {
     out
 }
 
-fn citibike_csv() -> Vec<u8> {
+pub(crate) fn citibike_csv() -> Vec<u8> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../demo/data/citibike/JC-201801-citibike-tripdata.csv"
@@ -405,7 +417,10 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         .unwrap();
     let t = json_of(res, 200).await;
     assert_eq!(t["dimensions"].as_array().unwrap().len(), 2, "{t}");
-    assert_eq!(t["perturbed"], true, "the analyst may not read the rows: {t}");
+    assert_eq!(
+        t["perturbed"], true,
+        "the analyst may not read the rows: {t}"
+    );
     // The truth, from the file itself: trips and total duration per pair of
     // 0.01° areas (and every margin).
     let truth = od_truth();
@@ -422,8 +437,14 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         assert!((count - n as i64).abs() <= 2, "{count} for {n} trips: {c}");
         // ... and its total duration by at most a tenth.
         let sum = c["sum"].as_f64().unwrap();
-        assert!((sum - duration).abs() <= duration * 0.1 + 1e-6, "{sum} for {duration}: {c}");
-        assert!(c.get("status").is_none(), "no status tells small from empty: {c}");
+        assert!(
+            (sum - duration).abs() <= duration * 0.1 + 1e-6,
+            "{sum} for {duration}: {c}"
+        );
+        assert!(
+            c.get("status").is_none(),
+            "no status tells small from empty: {c}"
+        );
         // Areas are named by their south-west corner on the grid.
         for d in 0..2 {
             if let Some(l) = label(c, d) {
@@ -438,13 +459,19 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
         .iter()
         .filter(|(k, (n, _))| k.0.is_some() && k.1.is_some() && *n > 0 && *n < 10)
         .count();
-    assert!(shown > 10 && small > 0, "{shown} shown, {small} small (none listed)");
+    assert!(
+        shown > 10 && small > 0,
+        "{shown} shown, {small} small (none listed)"
+    );
     // The grand total: all 12,677 trips, give or take 2.
     let total = cells
         .iter()
         .find(|c| c["key"][0].is_null() && c["key"][1].is_null())
         .unwrap();
-    assert!((total["count"].as_i64().unwrap() - 12_677).abs() <= 2, "{total}");
+    assert!(
+        (total["count"].as_i64().unwrap() - 12_677).abs() <= 2,
+        "{total}"
+    );
     // The same records always get the same change: asking again gives the
     // same table, and an area's trips as a margin here equal its cell in a
     // one-dimensional table (differencing two tables gains nothing exact).
@@ -472,7 +499,10 @@ async fn citi_bike_trips_are_released_as_thresholded_origin_destination_counts_n
     );
     assert_eq!(entry["transform"]["threshold"], 10, "{entry}");
     assert_eq!(entry["transform"]["perturbed"], true, "{entry}");
-    assert!(entry["transform"].get("suppressed_small").is_none(), "{entry}");
+    assert!(
+        entry["transform"].get("suppressed_small").is_none(),
+        "{entry}"
+    );
     let stored = app
         .service
         .store()

@@ -59,7 +59,7 @@ pub(crate) async fn personal_dataset(app: &TestApp, alice: &str) -> String {
 
 /// The analyst's university gets a consent-based research agreement (rows),
 /// decided by the trustees after the public comment period.
-async fn research_agreement(app: &TestApp, dataset: &str) -> String {
+pub(crate) async fn research_agreement(app: &TestApp, dataset: &str) -> String {
     let analyst = app.token("analyst").await;
     let mut body = crate::governance::request(&[dataset], "research", "identified");
     body["ends_on"] = json!("2026-12-31");
@@ -724,7 +724,13 @@ async fn guardians_act_only_for_minors_and_agents_only_while_their_authority_las
 }
 
 /// Link `username` to `key` in `dataset` with a code the owner issued.
-async fn link_with_code(app: &TestApp, owner: &str, dataset: &str, username: &str, key: &str) {
+pub(crate) async fn link_with_code(
+    app: &TestApp,
+    owner: &str,
+    dataset: &str,
+    username: &str,
+    key: &str,
+) {
     let code = json_of(
         app.post_json(
             &format!("/api/v1/datasets/{dataset}/link-codes"),

@@ -1098,15 +1098,31 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
     ));
     // Still its input's terms (shared with the public, not open): the
     // owner's form offers no class below the inherited one; the trustees may.
-    assert!(!owner.get(&format!("/datasets/{id}")).await.text().await.unwrap().contains("<option value=\"open\""));
+    assert!(
+        !owner
+            .get(&format!("/datasets/{id}"))
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("<option value=\"open\"")
+    );
     let res = app
         .get(&format!("/api/v1/datasets/{id}/data?format=csv"), None)
         .await;
     assert_eq!(res.status(), 401, "not open: its input is not");
     let mut trustee = Browser::new(&app);
     trustee.sign_in("trustee").await;
-    let page = trustee.get(&format!("/datasets/{id}")).await.text().await.unwrap();
-    assert!(page.contains("Re-assess this derived dataset"), "trustees get the form");
+    let page = trustee
+        .get(&format!("/datasets/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Re-assess this derived dataset"),
+        "trustees get the form"
+    );
     let csrf = trustee.csrf().await;
     let res = trustee
         .post(
@@ -1114,13 +1130,19 @@ async fn the_owner_reassesses_a_derived_dataset_on_its_page() {
             &[
                 ("csrf", csrf.as_str()),
                 ("spectrum", "open"),
-                ("note", "District sums over many households: released as open data."),
+                (
+                    "note",
+                    "District sums over many households: released as open data.",
+                ),
             ],
         )
         .await;
     assert_eq!(res.status(), 303);
     let page = app.page(&format!("/datasets/{id}")).await;
-    assert!(page.contains("Assessed and released by the trustees"), "{page}");
+    assert!(
+        page.contains("Assessed and released by the trustees"),
+        "{page}"
+    );
     let res = app
         .get(&format!("/api/v1/datasets/{id}/data?format=csv"), None)
         .await;
