@@ -333,6 +333,9 @@ pub async fn start(
 }
 
 #[cfg(test)]
+mod hidden_rows;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
