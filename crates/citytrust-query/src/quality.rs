@@ -167,6 +167,32 @@ async fn one_row(ctx: &SessionContext, sql: &str) -> Result<Option<RecordBatch>>
     Ok(batches.into_iter().find(|b| b.num_rows() > 0))
 }
 
+/// Aggregates planned in one query at most: planning grows faster than the
+/// number of expressions, so a wide table is measured a slice at a time.
+const EXPRESSIONS_PER_QUERY: usize = 200;
+
+/// `SELECT exprs FROM v` as one row, run a slice of expressions at a time
+/// and put back together in order.
+async fn one_row_of(ctx: &SessionContext, exprs: &[String]) -> Result<Option<RecordBatch>> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (i, chunk) in exprs.chunks(EXPRESSIONS_PER_QUERY).enumerate() {
+        let aliased: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, e)| format!("{e} AS e{}", i * EXPRESSIONS_PER_QUERY + j))
+            .collect();
+        let Some(batch) = one_row(ctx, &format!("SELECT {} FROM v", aliased.join(", "))).await?
+        else {
+            return Ok(None);
+        };
+        fields.extend(batch.schema().fields().iter().cloned());
+        columns.extend(batch.columns().iter().cloned());
+    }
+    let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
+}
+
 /// Working memory of one measurement; beyond it, sorts and groupings spill to disk.
 const MEASURE_MEMORY: usize = 96 * 1024 * 1024;
 
@@ -215,8 +241,7 @@ pub async fn measure(
             ColumnType::Boolean | ColumnType::Text => {}
         }
     }
-    let sql = format!("SELECT {} FROM v", exprs.join(", "));
-    let Some(first) = one_row(&ctx, &sql).await? else {
+    let Some(first) = one_row_of(&ctx, &exprs).await? else {
         return Ok(QualityStatement {
             rows: 0,
             columns: Vec::new(),
@@ -301,7 +326,7 @@ pub async fn measure(
         ));
     }
     if !exprs.is_empty()
-        && let Some(second) = one_row(&ctx, &format!("SELECT {} FROM v", exprs.join(", "))).await?
+        && let Some(second) = one_row_of(&ctx, &exprs).await?
     {
         for (k, &(what, i, lo, hi)) in wants.iter().enumerate() {
             let count = scalar_u64(&second, k);

@@ -1050,25 +1050,39 @@ impl Service {
         max_bytes: u64,
     ) -> Result<Spooled> {
         let file = tempfile::tempfile_in(self.spool_dir())?;
-        let capped = Capped::new(std::io::BufWriter::new(file), max_bytes);
-        let over = capped.over.clone();
-        let mut spool = DigestWriter::new(capped);
-        let run = async {
-            let stream =
-                citytrust_query::sql::start(checked, &self.versions, files, limits).await?;
-            let limited = CutAt::new(stream, limits.max_rows);
-            let cut = limited.cut.clone();
-            let rows = citytrust_query::export::write_stream(Box::pin(limited), format, &mut spool)
-                .await?;
-            Ok::<_, citytrust_query::QueryError>((
-                rows,
-                cut.load(std::sync::atomic::Ordering::Relaxed),
-            ))
+        let versions = self.versions.clone();
+        let files = files.to_vec();
+        // On the query runtime's own threads: a costly query never holds the
+        // threads that answer requests, and one past its time is stopped
+        // from here (aborted at its next step).
+        let mut task = self.query_runtime.spawn(async move {
+            let capped = Capped::new(std::io::BufWriter::new(file), max_bytes);
+            let over = capped.over.clone();
+            let mut spool = DigestWriter::new(capped);
+            let ran = async {
+                let stream =
+                    citytrust_query::sql::start(checked, &versions, &files, limits).await?;
+                let limited = CutAt::new(stream, limits.max_rows);
+                let cut = limited.cut.clone();
+                let rows =
+                    citytrust_query::export::write_stream(Box::pin(limited), format, &mut spool)
+                        .await?;
+                Ok::<_, citytrust_query::QueryError>((
+                    rows,
+                    cut.load(std::sync::atomic::Ordering::Relaxed),
+                ))
+            }
+            .await;
+            (ran, spool, over)
+        })?;
+        let (ran, spool, over) = match tokio::time::timeout(limits.timeout, &mut task).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Err(ServiceError::Internal(format!("a query's task: {e}"))),
+            Err(_) => {
+                task.abort();
+                return Err(citytrust_query::QueryError::Timeout(limits.timeout.as_secs()).into());
+            }
         };
-        let ran = tokio::time::timeout(limits.timeout, run)
-            .await
-            .map_err(|_| citytrust_query::QueryError::Timeout(limits.timeout.as_secs()))
-            .and_then(|r| r);
         if over.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ServiceError::Unprocessable {
                 code: "result_too_large",

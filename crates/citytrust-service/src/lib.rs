@@ -124,6 +124,48 @@ pub struct Service {
     pseudonym_fallback: citytrust_privacy::pseudonym::PseudonymSecret,
     /// Reads and sign-ins in flight on this node.
     throttle: Arc<throttle::Throttle>,
+    /// The threads readers' SQL runs on.
+    query_runtime: QueryRuntime,
+}
+
+/// A runtime of its own for readers' SQL: a costly query never holds the
+/// threads that answer requests (`/healthz` included), and a query past its
+/// time is aborted from outside it.
+pub(crate) struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn new() -> Result<QueryRuntime> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 8);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("citytrust-query")
+            .enable_all()
+            .build()?;
+        Ok(QueryRuntime(Some(runtime)))
+    }
+
+    pub(crate) fn spawn<F>(&self, future: F) -> Result<tokio::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(r) => Ok(r.spawn(future)),
+            None => Err(ServiceError::Internal("the query runtime is gone".into())),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Not a blocking shutdown: the service may be dropped on a runtime.
+        if let Some(r) = self.0.take() {
+            r.shutdown_background();
+        }
+    }
 }
 
 impl Service {
@@ -166,6 +208,7 @@ impl Service {
                 accounts::random_bytes::<32>()?,
             ),
             throttle: Arc::new(throttle::Throttle::default()),
+            query_runtime: QueryRuntime::new()?,
         };
         service.refresh_search_index().await?;
         service.load_ledger().await?;

@@ -578,4 +578,14 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+    // Requests in flight get a few seconds to finish; then the process ends
+    // whatever is still running (an upload cut short leaves nothing: its
+    // files are swept at the next start).
+    // A thread of its own: the runtime's tasks stop when it shuts down,
+    // and its shutdown waits for blocking work.
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        tracing::warn!("work still running 10 s after the stop signal: stopping now");
+        std::process::exit(0);
+    });
 }

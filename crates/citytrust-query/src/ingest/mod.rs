@@ -105,6 +105,8 @@ pub struct Progress {
 }
 
 const BATCH_ROWS: usize = 8192;
+/// The most columns a version may have.
+pub const MAX_COLUMNS: usize = 2000;
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// The column GeoJSON geometries are kept in, as GeoJSON text.
 pub const GEOMETRY_COLUMN: &str = "geometry";
@@ -254,7 +256,14 @@ fn csv_header(reader: &mut csv::Reader<BufReader<File>>) -> Result<Vec<String>> 
             "the file is empty: a header line naming the columns is needed".into(),
         ));
     }
+    if header.len() > MAX_COLUMNS {
+        return Err(QueryError::Unreadable(format!(
+            "line 1: the header names {} columns; a version has at most {MAX_COLUMNS}",
+            header.len()
+        )));
+    }
     let mut names: Vec<String> = Vec::with_capacity(header.len());
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (i, raw) in header.iter().enumerate() {
         let raw = if i == 0 {
             raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw)
@@ -273,10 +282,11 @@ fn csv_header(reader: &mut csv::Reader<BufReader<File>>) -> Result<Vec<String>> 
         }
         let base = name.clone();
         let mut n = 2;
-        while names.contains(&name) {
+        while taken.contains(&name) {
             name = format!("{base}_{n}");
             n += 1;
         }
+        taken.insert(name.clone());
         names.push(name);
     }
     Ok(names)
@@ -818,15 +828,22 @@ fn plan_json(input: &Path, options: &IngestOptions) -> Result<Plan> {
     let mut names: Vec<String> = Vec::new();
     let mut inferred: Vec<Inference> = Vec::new();
     let mut nested: Vec<bool> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut too_many = false;
     let mut seen = 0usize;
     let limit = options.sample_rows;
     let mut sink = |_line: u64, _bytes: u64, record: std::result::Result<Record<'_>, String>| {
         seen += 1;
         if let Ok(Record::Json(map)) = record {
             for (key, value) in map {
-                let i = match names.iter().position(|n| n == key) {
-                    Some(i) => i,
+                let i = match index.get(key) {
+                    Some(&i) => i,
+                    None if names.len() >= MAX_COLUMNS => {
+                        too_many = true;
+                        continue;
+                    }
                     None => {
+                        index.insert(key.clone(), names.len());
                         names.push(key.clone());
                         inferred.push(Inference::default());
                         nested.push(false);
@@ -843,6 +860,11 @@ fn plan_json(input: &Path, options: &IngestOptions) -> Result<Plan> {
         seen < limit
     };
     json_records(input, options.format, &mut sink)?;
+    if too_many {
+        return Err(QueryError::Unreadable(format!(
+            "the records name more than {MAX_COLUMNS} fields; a version has at most {MAX_COLUMNS} columns"
+        )));
+    }
     if names.is_empty() {
         return Err(QueryError::Unreadable(
             "the file holds no records to take columns from".into(),
@@ -1178,6 +1200,12 @@ fn ingest_parquet(
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| QueryError::Unreadable(format!("not a readable Parquet file: {e}")))?;
     let source = builder.schema().clone();
+    if source.fields().len() > MAX_COLUMNS {
+        return Err(QueryError::Unreadable(format!(
+            "the file has {} columns; a version has at most {MAX_COLUMNS}",
+            source.fields().len()
+        )));
+    }
     let mut fields = Vec::new();
     let mut columns = Vec::new();
     for (i, field) in source.fields().iter().enumerate() {
