@@ -1040,13 +1040,13 @@ fn fewest_people_per_class(
     // A row naming no one counts as a person of its own.
     let mut classes: ahash::AHashMap<Vec<&str>, (ahash::AHashSet<&str>, usize)> =
         ahash::AHashMap::new();
-    for r in 0..rows {
+    for (r, person) in people.iter().enumerate().take(rows) {
         if result.suppressed(r) {
             continue;
         }
         let key: Vec<&str> = (0..qis).map(|q| result.label(r, q).unwrap_or("")).collect();
         let (set, unnamed) = classes.entry(key).or_default();
-        match &people[r] {
+        match person {
             Some(p) => {
                 set.insert(p.as_str());
             }

@@ -94,11 +94,11 @@ pub struct ApiError {
     pub errors: Vec<FieldError>,
     pub rows: Vec<citytrust_query::RowError>,
     /// For rejected uploads: how many rows were bad (0: not a rejected upload).
-    pub total_errors: u64,
+    pub total_errors: u32,
     /// The charter rule that refused (boxed: keeps `ApiError` small).
     pub rule: Option<Box<str>>,
     /// For 429 and 503: seconds to wait before trying again (`Retry-After`).
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<std::num::NonZeroU16>,
 }
 
 impl ApiError {
@@ -183,7 +183,7 @@ impl ApiError {
                     message: e.message.clone(),
                 }))
                 .collect(),
-            total_errors: (self.total_errors > 0).then_some(self.total_errors),
+            total_errors: (self.total_errors > 0).then_some(u64::from(self.total_errors)),
             rule: self.rule.as_deref().map(str::to_string),
         }
     }
@@ -225,7 +225,7 @@ impl From<ServiceError> for ApiError {
                     ),
                     errors: Vec::new(),
                     rows: errors,
-                    total_errors: total,
+                    total_errors: u32::try_from(total).unwrap_or(u32::MAX),
                     rule: None,
                     retry_after: None,
                 }
@@ -264,7 +264,9 @@ impl From<ServiceError> for ApiError {
                 retry_after_seconds,
                 message,
             } => ApiError {
-                retry_after: Some(retry_after_seconds),
+                retry_after: std::num::NonZeroU16::new(
+                    u16::try_from(retry_after_seconds.max(1)).unwrap_or(u16::MAX),
+                ),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
             },
             ServiceError::Internal(why) => {

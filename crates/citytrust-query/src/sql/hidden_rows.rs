@@ -45,7 +45,16 @@ const ADMITTED: [&str; 2] = ["H-2", "H-4"];
 
 /// (household, meter, kwh, note, n, secret) — admitted rows never fail,
 /// hidden rows always do.
-fn rows(with_hidden: bool) -> Vec<(&'static str, &'static str, f64, &'static str, i64, &'static str)> {
+fn rows(
+    with_hidden: bool,
+) -> Vec<(
+    &'static str,
+    &'static str,
+    f64,
+    &'static str,
+    i64,
+    &'static str,
+)> {
     let mut rows = vec![
         ("H-2", "M-2", 0.4, "42", 3, "s2"),
         ("H-2", "M-2", 0.6, "7", 5, "s2"),
@@ -74,11 +83,21 @@ fn write(path: &std::path::Path, with_hidden: bool) {
         Field::new("n", DataType::Int64, true),
     ];
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.4).collect::<Vec<_>>(),
+        )),
     ];
     if with_hidden {
         fields.push(Field::new("secret", DataType::Utf8, true));
@@ -97,7 +116,9 @@ fn write(path: &std::path::Path, with_hidden: bool) {
 /// A number-valued expression; `fail` allows the ones that fail on hidden rows.
 fn num(r: &mut Rng, depth: u32) -> String {
     if depth == 0 {
-        return r.pick(&["kwh", "n", "1", "2.5", "CAST(note AS INT)", "100 / n"]).to_string();
+        return r
+            .pick(&["kwh", "n", "1", "2.5", "CAST(note AS INT)", "100 / n"])
+            .to_string();
     }
     match r.below(9) {
         0 => "CAST(note AS INT)".into(),
@@ -168,7 +189,12 @@ fn query(r: &mut Rng) -> String {
         }
     };
     match r.below(12) {
-        0 => format!("SELECT {} AS a, {} AS b FROM t{}", num(r, d), text(r, d), filter(r)),
+        0 => format!(
+            "SELECT {} AS a, {} AS b FROM t{}",
+            num(r, d),
+            text(r, d),
+            filter(r)
+        ),
         1 => format!(
             "SELECT {} AS g, COUNT(*) AS c, SUM({}) AS s FROM t{} GROUP BY 1 HAVING COUNT(*) > {}",
             text(r, d),
@@ -192,7 +218,11 @@ fn query(r: &mut Rng) -> String {
             num(r, d),
             pred(r, d)
         ),
-        5 => format!("SELECT household, {} AS a FROM t ORDER BY {}", num(r, d), num(r, d)),
+        5 => format!(
+            "SELECT household, {} AS a FROM t ORDER BY {}",
+            num(r, d),
+            num(r, d)
+        ),
         6 => format!(
             "SELECT SUM({}) OVER (PARTITION BY meter) AS w FROM t{}",
             num(r, d),
@@ -215,7 +245,11 @@ fn query(r: &mut Rng) -> String {
 }
 
 /// The outcome of a query: its rows as sorted text, or its refusal code.
-async fn outcome(sql: &str, versions: &VersionStore, source: TableSource) -> Result<Vec<String>, String> {
+async fn outcome(
+    sql: &str,
+    versions: &VersionStore,
+    source: TableSource,
+) -> Result<Vec<String>, String> {
     let code = |e: QueryError| match e {
         QueryError::Failed(f) => {
             if std::env::var("HIDDEN_ROWS_DETAIL").is_ok() {
@@ -327,5 +361,8 @@ async fn no_outcome_depends_on_a_hidden_row_or_column() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The grammar does reach failures (on admitted rows, or at planning).
-    assert!(refusals > 0 && refusals < cases, "{refusals} of {cases} refused");
+    assert!(
+        refusals > 0 && refusals < cases,
+        "{refusals} of {cases} refused"
+    );
 }
