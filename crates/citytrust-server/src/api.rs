@@ -155,6 +155,7 @@ pub struct TokenResponse {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins for this account lately (Retry-After says when to try again)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn issue_token(
     State(state): State<AppState>,

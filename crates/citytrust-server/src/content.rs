@@ -395,6 +395,7 @@ const MAX_ROW_INDEX: u64 = 9_007_199_254_740_991;
         (status = 403, description = "Not allowed to read this dataset", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Cannot be served in that format", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_data(
     State(state): State<AppState>,
@@ -548,6 +549,7 @@ pub struct QueryBody {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a single SELECT, fails to plan, no purpose, or took too long", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn run_query(
     State(state): State<AppState>,
@@ -626,7 +628,12 @@ pub struct AggregateBody {
     /// The table's dimensions, one to four: `{"column": "NAME"}` groups by a
     /// column's values, `{"grid": {"latitude": "LAT", "longitude": "LON",
     /// "degrees": 0.01}}` by the grid cell a pair of coordinate columns falls
-    /// in. Origin–destination counts are two grids.
+    /// in (origin–destination counts are two grids), `{"time": {"column":
+    /// "NAME", "unit": "day"}}` by a time truncated to an hour, day, week,
+    /// month or year, `{"bins": {"column": "NAME", "width": 5}}` by a number
+    /// in intervals. A reader who may not read the rows gets places only on a
+    /// grid, times only truncated, each no finer than the owner declared
+    /// (`column_classes.table_bins`; a day and 0.01° when undeclared).
     #[schema(value_type = Vec<Object>, min_items = 1, max_items = 4)]
     pub by: Vec<citytrust_query::levels::GroupKey>,
     /// A number column to total per cell besides the count.
@@ -660,7 +667,7 @@ pub struct AggregateBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = AggregateBody,
     responses(
-        (status = 200, description = "The table: one row per cell and a total row per margin; suppressed cells are blank with status `suppressed`", content(
+        (status = 200, description = "The table: one row per shown cell, margins included (`(total)` in CSV, null in JSON). A cell not listed counts zero or fewer than the threshold, and nothing says which. For a reader who may not read the rows, counts and sums are perturbed (`perturbed: true`): each by a small amount fixed by the records in the cell", content(
             (String = "text/csv"),
             (Object = "application/json"),
         )),
@@ -670,7 +677,8 @@ pub struct AggregateBody {
         (status = 404, description = "No such dataset, or no content yet", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown column, bad grid, threshold below 10", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown column, bad grid, threshold below 10, a dimension finer than its owner allows, or a table of mostly small cells (`table_too_sparse`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn aggregate(
     State(state): State<AppState>,
@@ -750,6 +758,7 @@ pub struct DpBody {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad column, bounds, categories or epsilon", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn dp_statistic(
     State(state): State<AppState>,
@@ -838,6 +847,7 @@ pub struct LookupBody {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown column, value too long", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many reads at once", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn lookup(
     State(state): State<AppState>,

@@ -366,3 +366,91 @@ async fn no_outcome_depends_on_a_hidden_row_or_column() {
         "{refusals} of {cases} refused"
     );
 }
+
+/// Every function the engine offers a reader, scalar and aggregate, called
+/// on columns whose hidden rows make it fail (or not), in a selected and in
+/// a filtering position: the outcome is the one over the admitted rows alone.
+#[tokio::test]
+async fn every_function_answers_as_over_the_admitted_rows_alone() {
+    use datafusion::logical_expr::Volatility;
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.parquet");
+    let admitted = dir.path().join("admitted.parquet");
+    write(&full, true);
+    write(&admitted, false);
+    let versions = VersionStore::local(dir.path());
+    let visible: Vec<String> = ["household", "meter", "kwh", "note", "n"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let source = |location: &std::path::Path| TableSource {
+        table: "t".into(),
+        location: location.to_string_lossy().into_owned(),
+        columns: Some(visible.clone()),
+        subjects: Some(SubjectFilter::only(
+            "household",
+            ADMITTED.iter().map(|s| s.to_string()),
+        )),
+    };
+    // The functions a reader's query can call: those of a query session.
+    let mut ctx = versions.session();
+    crate::limits::bound_functions(&mut ctx).unwrap();
+    let state = ctx.state();
+    let mut scalars: Vec<String> = state
+        .scalar_functions()
+        .iter()
+        .filter(|(_, f)| f.signature().volatility == Volatility::Immutable)
+        .map(|(name, _)| name.clone())
+        .collect();
+    scalars.sort();
+    let mut aggregates: Vec<String> = state
+        .aggregate_functions()
+        .iter()
+        .filter(|(_, f)| f.signature().volatility == Volatility::Immutable)
+        .map(|(name, _)| name.clone())
+        .collect();
+    aggregates.sort();
+    assert!(scalars.len() > 50 && aggregates.len() > 10, "{scalars:?} {aggregates:?}");
+    let args = [
+        "note",
+        "note, n",
+        "note, n, note",
+        "100 / n, note",
+        "CAST(note AS INT)",
+    ];
+    let mut failures = Vec::new();
+    let mut queries = Vec::new();
+    for f in &scalars {
+        let f = if f.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            f.clone()
+        } else {
+            format!("\"{f}\"")
+        };
+        for a in args {
+            queries.push(format!("SELECT {f}({a}) AS x FROM t"));
+            queries.push(format!("SELECT household FROM t WHERE {f}({a}) IS NOT NULL"));
+        }
+    }
+    for f in &aggregates {
+        for a in ["note", "CAST(note AS INT)", "100 / n", "note, n"] {
+            queries.push(format!("SELECT {f}({a}) AS x FROM t"));
+            queries.push(format!("SELECT meter, {f}({a}) AS x FROM t GROUP BY meter"));
+        }
+    }
+    for sql in &queries {
+        let governed = outcome(sql, &versions, source(&full)).await;
+        let truth = outcome(sql, &versions, source(&admitted)).await;
+        if governed != truth {
+            failures.push(format!(
+                "{sql}\n  governed: {governed:?}\n  admitted rows alone: {truth:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        queries.len(),
+        failures.join("\n")
+    );
+}
