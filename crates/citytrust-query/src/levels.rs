@@ -227,12 +227,18 @@ fn dimension_sql(
         GroupKey::Column(c) => {
             let t = check_column(df, allowed, c)?;
             if let Some(p) = protection {
-                if p.spatial.contains(c) {
+                // Coordinates go on a grid; a named area (a district) is a
+                // category like any other.
+                if p.spatial.contains(c) && is_numeric(&t) {
                     return refuse(format!(
                         "column {c:?} is a place: tabulate it on a grid ({{\"grid\": {{\"latitude\": …, \"longitude\": …, \"degrees\": …}}}})"
                     ));
                 }
-                if p.temporal.contains(c) || t.is_temporal() {
+                // Times go by a period; a month number or a weekday name is a
+                // category like any other (and text that is near-unique, such
+                // as times never declared as such, makes a table refused
+                // below as mostly small cells).
+                if t.is_temporal() {
                     return refuse(format!(
                         "column {c:?} holds times: tabulate them by a period ({{\"time\": {{\"column\": {c:?}, \"unit\": \"day\"}}}})"
                     ));
