@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "target/release/citytrust"
+BIN = Path(os.environ.get("CITYTRUST_BIN", ROOT / "target/release/citytrust"))
 DIRECT = ROOT / "target/release/examples/sql_direct"
 PASSWORD = "bench-password-123"
 
@@ -108,7 +108,7 @@ class Server:
     def query(self, sql):
         started = time.perf_counter()
         rows = request(self.base, "POST", "/api/v1/query",
-                       {"sql": sql, "purpose": "bench", "max_rows": 100000}, self.token)
+                       {"sql": sql, "purpose": "research", "max_rows": 100000}, self.token)
         return time.perf_counter() - started, len(rows)
 
     def parquet(self, version):
