@@ -736,38 +736,22 @@ impl Service {
         let bytes = file.metadata()?.len();
         file.rewind()?;
         let nonce = new_nonce()?;
-        let (body, at) = self.log_entry_by(
-            actor,
-            "content.read",
-            serde_json::json!({
-                "dataset": dataset.id,
-                "version": version.version,
-                "part": "rejects",
-                "format": "csv",
-                "bytes": bytes,
-                "commitment": commitment("served", &nonce, &sha256),
-                "purpose": grant.purpose,
-                "level": grant.level.as_str(),
-                "rule": grant.rule,
-                "agreement": grant.agreement_id,
-                "charter_version": grant.charter_version,
-                "by": reader_label(actor, &dataset),
-            })
-            .with_subjects(scope.as_ref()),
-        )?;
-        let log_index = self.appender.append("content.read", body, at).await?;
-        if let Some(scope) = &scope {
-            self.record_personal_read(
+        let log_index = self
+            .log_read(
                 actor,
                 &dataset,
                 version.version,
                 &grant,
-                scope,
-                log_index,
+                scope.as_ref(),
+                serde_json::json!({
+                    "part": "rejects",
+                    "format": "csv",
+                    "bytes": bytes,
+                    "commitment": commitment("served", &nonce, &sha256),
+                }),
                 "rejects",
             )
             .await?;
-        }
         Ok(Served {
             file,
             bytes,
@@ -824,42 +808,26 @@ impl Service {
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
-        let (body, at) = self.log_entry_by(
-            actor,
-            "content.read",
-            serde_json::json!({
-                "transform": transform,
-                "dataset": dataset.id,
-                "version": version.version,
-                "format": request.format.extension(),
-                "offset": request.slice.offset,
-                "limit": request.slice.limit,
-                "rows": rows,
-                "bytes": bytes,
-                "commitment": commitment("served", &nonce, &sha256),
-                "purpose": grant.purpose,
-                "level": grant.level.as_str(),
-                "rule": grant.rule,
-                "agreement": grant.agreement_id,
-                "charter_version": grant.charter_version,
-                "by": reader_label(actor, &dataset),
-            })
-            .with_subjects(scope.as_ref()),
-        )?;
         // Committed (group commit) before a byte is served; no entry, no data.
-        let log_index = self.appender.append("content.read", body, at).await?;
-        if let Some(scope) = &scope {
-            self.record_personal_read(
+        let log_index = self
+            .log_read(
                 actor,
                 &dataset,
                 version.version,
                 &grant,
-                scope,
-                log_index,
+                scope.as_ref(),
+                serde_json::json!({
+                    "transform": transform,
+                    "format": request.format.extension(),
+                    "offset": request.slice.offset,
+                    "limit": request.slice.limit,
+                    "rows": rows,
+                    "bytes": bytes,
+                    "commitment": commitment("served", &nonce, &sha256),
+                }),
                 "download",
             )
             .await?;
-        }
         Ok(Served {
             file,
             bytes,

@@ -656,7 +656,7 @@ impl Service {
     /// Write a read's `content.read` entry (group commit) and the residents'
     /// record of it.
     #[allow(clippy::too_many_arguments)]
-    async fn log_read(
+    pub(crate) async fn log_read(
         &self,
         actor: &Actor,
         dataset: &Dataset,

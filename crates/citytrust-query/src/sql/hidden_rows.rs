@@ -410,7 +410,10 @@ async fn every_function_answers_as_over_the_admitted_rows_alone() {
         .map(|(name, _)| name.clone())
         .collect();
     aggregates.sort();
-    assert!(scalars.len() > 50 && aggregates.len() > 10, "{scalars:?} {aggregates:?}");
+    assert!(
+        scalars.len() > 50 && aggregates.len() > 10,
+        "{scalars:?} {aggregates:?}"
+    );
     let args = [
         "note",
         "note, n",
@@ -428,7 +431,9 @@ async fn every_function_answers_as_over_the_admitted_rows_alone() {
         };
         for a in args {
             queries.push(format!("SELECT {f}({a}) AS x FROM t"));
-            queries.push(format!("SELECT household FROM t WHERE {f}({a}) IS NOT NULL"));
+            queries.push(format!(
+                "SELECT household FROM t WHERE {f}({a}) IS NOT NULL"
+            ));
         }
     }
     for f in &aggregates {
