@@ -12,7 +12,7 @@ mkdir -p "$WORK"
 chmod 755 "$WORK"
 
 cargo build --release --locked --bin citytrust
-cargo build --release --locked --example sql_direct
+cargo build --release --locked --features citytrust/bench --example sql_direct
 
 [ -x "$WORK/venv/bin/python" ] || python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -c 'import duckdb' 2>/dev/null || "$WORK/venv/bin/pip" install -q duckdb==1.4.1

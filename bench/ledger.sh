@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${1:-1000000}
 cargo build --release --locked --quiet --bin citytrust
-cargo build --release --locked --quiet -p citytrust-service --example ledger_bench
+cargo build --release --locked --quiet --workspace --features citytrust-service/bench --example ledger_bench
 WORK=$(mktemp -d /tmp/citytrust-ledger-bench.XXXXXX)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$WORK"; }

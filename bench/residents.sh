@@ -10,5 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${1:-100000}
 RUNS=${2:-15}
-cargo build --release --locked --quiet --example residents_bench
+cargo build --release --locked --quiet --features citytrust/bench --example residents_bench
 target/release/examples/residents_bench --households "$HOUSEHOLDS" --runs "$RUNS"

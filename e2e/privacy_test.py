@@ -20,15 +20,17 @@ from pycanon import anonymity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("CITYTRUST", os.path.join(ROOT, "target", "debug", "citytrust"))
-DATA = os.path.join(ROOT, "..", "shared", "data")
-ADULT = os.path.join(DATA, "adult", "adult.csv")
-ACCIDENTS = os.path.join(DATA, "barcelona", "accidents_2017.csv")
-CITIBIKE = os.path.join(DATA, "citibike", "JC-201801-citibike-tripdata.csv")
+# Everything from the repository itself: a clone alone runs these tests.
+ADULT_DIR = os.path.join(ROOT, "crates", "citytrust-privacy", "testdata", "adult")
+ADULT = os.path.join(ADULT_DIR, "adult.csv")
+DEMO_DATA = os.path.join(ROOT, "demo", "data")
+ACCIDENTS = os.path.join(DEMO_DATA, "barcelona", "accidents_2017.csv")
+CITIBIKE = os.path.join(DEMO_DATA, "citibike", "JC-201801-citibike-tripdata.csv")
 QIS = ["age", "education", "marital-status", "native-country", "occupation", "race", "sex", "workclass"]
 
 
 def hierarchy_path(column):
-    return os.path.join(DATA, "adult", f"adult_hierarchy_{column}.csv")
+    return os.path.join(ADULT_DIR, f"adult_hierarchy_{column}.csv")
 
 
 def read_hierarchy(column):

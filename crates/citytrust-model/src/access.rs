@@ -885,8 +885,7 @@ impl AccessRequest {
         };
         username == self.requester
             || self.agent.as_ref().is_some_and(|a| a.agent == username)
-            || actor.has_role(crate::account::Role::Trustee)
-            || actor.is_admin()
+            || crate::authz::sees_names_in_requests(actor)
     }
 
     /// The request as the public sees it (the register names organisations

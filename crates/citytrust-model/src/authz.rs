@@ -1,5 +1,9 @@
-//! Who may change the catalogue and the accounts. Deny by default: each
-//! function names the only actors it lets through, and says why not otherwise.
+//! Every role check in CityTrust: who may change the catalogue, the accounts,
+//! the charter and the purposes, vote, retire agreements, keep the breach
+//! register, record evidence, issue link codes, re-assess or reclassify a
+//! dataset. Deny by default: each function names the only actors it lets
+//! through, and says why not otherwise. No other file asks an actor for its
+//! roles (the tidy test in `crates/citytrust/tests/it/tidy.rs` holds it).
 //!
 //! Reading catalogue metadata needs no rule: the existence and description of
 //! every dataset, closed ones included, is public (R-CAT-8, ISO/IEC 17917 9.4).
@@ -165,7 +169,7 @@ pub fn loosened_protection(
 pub fn may_reclassify(actor: &Actor) -> Result<(), Refusal> {
     match actor {
         Actor::Anonymous => Err(Refusal::NotSignedIn),
-        _ if actor.has_role(crate::account::Role::Trustee) => Ok(()),
+        _ if trustee(actor) => Ok(()),
         _ => Err(Refusal::NotAllowed(
             "only the trustees change how a dataset is protected once it is registered".into(),
         )),
@@ -187,7 +191,7 @@ pub fn may_reassess_derived(
     if matches!(actor, Actor::Anonymous) {
         return Err(Refusal::NotSignedIn);
     }
-    if actor.has_role(crate::account::Role::Trustee) {
+    if trustee(actor) {
         return Ok(true);
     }
     let maintains = actor.is_member_of(&current.owner_organization_id)
@@ -223,6 +227,89 @@ pub fn may_administer(actor: &Actor) -> Result<(), Refusal> {
             "only administrators may manage organisations, accounts and groups".into(),
         )),
     }
+}
+
+/// Whether the actor is a trustee (the board that decides requests, keeps
+/// the charter and the breach register). The one place the role is read.
+fn trustee(actor: &Actor) -> bool {
+    actor.has_role(crate::account::Role::Trustee)
+}
+
+/// A rule that lets one kind of actor through, or says why not.
+fn only(allowed: bool, actor: &Actor, why: &str) -> Result<(), Refusal> {
+    match actor {
+        Actor::Anonymous => Err(Refusal::NotSignedIn),
+        _ if allowed => Ok(()),
+        _ => Err(Refusal::NotAllowed(why.into())),
+    }
+}
+
+/// Replace the charter (R-ACC-5): trustees.
+pub fn may_change_charter(actor: &Actor) -> Result<(), Refusal> {
+    only(trustee(actor), actor, "only trustees change the charter")
+}
+
+/// Vote on access requests and see the trustees' queue: trustees. (Not on
+/// their own request: the use case checks that, knowing the request.)
+pub fn may_vote(actor: &Actor) -> Result<(), Refusal> {
+    only(trustee(actor), actor, "only trustees vote on requests")
+}
+
+/// Retire an agreement before its end: trustees.
+pub fn may_retire_agreement(actor: &Actor) -> Result<(), Refusal> {
+    only(trustee(actor), actor, "only trustees retire agreements")
+}
+
+/// Register breaches and see the breach register: trustees, in person (an
+/// agent acting for a trustee may not).
+pub fn may_keep_breach_register(actor: &Actor) -> Result<(), Refusal> {
+    only(
+        trustee(actor) && actor.agent().is_none(),
+        actor,
+        "only trustees register breaches and see the breach register",
+    )
+}
+
+/// Change the purpose taxonomy: administrators and trustees.
+pub fn may_change_purposes(actor: &Actor) -> Result<(), Refusal> {
+    only(
+        actor.is_admin() || trustee(actor),
+        actor,
+        "only administrators and trustees change the purpose taxonomy",
+    )
+}
+
+/// Record or withdraw an agent's authority to act for another person, or a
+/// person's date of birth, after checking the evidence: an administrator
+/// acting in person (`what` names the act, for the refusal).
+pub fn may_record_evidence(actor: &Actor, what: &str) -> Result<(), Refusal> {
+    only(
+        actor.is_admin() && actor.agent().is_none(),
+        actor,
+        &format!("only an administrator, acting in person, {what}"),
+    )
+}
+
+/// Issue a one-time link code for a resident's records in a dataset owned
+/// by `owner`: members of the owning organisation.
+pub fn may_issue_link_code(actor: &Actor, owner: &str, dataset: &str) -> Result<(), Refusal> {
+    only(
+        actor.is_member_of(owner),
+        actor,
+        &format!("only members of '{owner}' issue link codes for '{dataset}'"),
+    )
+}
+
+/// Whether the actor sees the people behind requests and votes (the public
+/// register shows organisations and roles only): trustees and administrators.
+pub fn sees_names_in_requests(actor: &Actor) -> bool {
+    trustee(actor) || actor.is_admin()
+}
+
+/// Whether the actor acts as an administrator (for the log's "acting for",
+/// and the portal's administration links).
+pub fn is_administrator(actor: &Actor) -> bool {
+    actor.is_admin()
 }
 
 #[cfg(test)]
@@ -332,5 +419,72 @@ mod tests {
             assert!(may_administer(&user(&[r], &["city"])).is_err());
         }
         assert!(may_administer(&user(&[Role::Administrator], &[])).is_ok());
+    }
+
+    fn as_agent(mut actor: Actor) -> Actor {
+        if let Actor::User { agent, .. } = &mut actor {
+            *agent = Some(crate::account::Delegation {
+                agent: "ana".into(),
+                agent_display_name: "Ana".into(),
+                authority_id: "A-1".into(),
+                kind: crate::account::AuthorityKind::PowerOfAttorney,
+                area: None,
+            });
+        }
+        actor
+    }
+
+    /// Every trustees-only rule refuses everyone else, and says so.
+    #[test]
+    fn only_trustees_keep_the_charter_vote_retire_and_keep_the_breach_register() {
+        type Rule = fn(&Actor) -> Result<(), Refusal>;
+        let rules: [(&str, Rule); 4] = [
+            ("charter", may_change_charter),
+            ("vote", may_vote),
+            ("retire", may_retire_agreement),
+            ("breaches", may_keep_breach_register),
+        ];
+        for (name, rule) in rules {
+            assert_eq!(rule(&Actor::Anonymous), Err(Refusal::NotSignedIn), "{name}");
+            for r in [Role::Administrator, Role::Resident] {
+                assert!(
+                    matches!(rule(&user(&[r], &["city"])), Err(Refusal::NotAllowed(_))),
+                    "{name}: {r:?} may not"
+                );
+            }
+            assert!(rule(&user(&[Role::Trustee], &[])).is_ok(), "{name}");
+        }
+        assert!(
+            may_keep_breach_register(&as_agent(user(&[Role::Trustee], &[]))).is_err(),
+            "an agent may not keep the breach register for a trustee"
+        );
+    }
+
+    #[test]
+    fn purposes_evidence_and_link_codes() {
+        assert!(may_change_purposes(&user(&[Role::Resident], &["city"])).is_err());
+        assert!(may_change_purposes(&Actor::Anonymous).is_err());
+        assert!(may_change_purposes(&user(&[Role::Trustee], &[])).is_ok());
+        assert!(may_change_purposes(&user(&[Role::Administrator], &[])).is_ok());
+
+        let admin = user(&[Role::Administrator], &[]);
+        assert!(may_record_evidence(&admin, "records a date of birth").is_ok());
+        let refused = may_record_evidence(&as_agent(admin), "records a date of birth");
+        assert_eq!(
+            refused,
+            Err(Refusal::NotAllowed(
+                "only an administrator, acting in person, records a date of birth".into()
+            )),
+            "an agent may not record evidence for an administrator"
+        );
+        assert!(may_record_evidence(&user(&[Role::Trustee], &[]), "x").is_err());
+
+        assert!(may_issue_link_code(&user(&[], &["city"]), "city", "d").is_ok());
+        assert!(may_issue_link_code(&user(&[Role::Administrator], &[]), "city", "d").is_err());
+        assert!(may_issue_link_code(&Actor::Anonymous, "city", "d").is_err());
+
+        assert!(sees_names_in_requests(&user(&[Role::Trustee], &[])));
+        assert!(sees_names_in_requests(&user(&[Role::Administrator], &[])));
+        assert!(!sees_names_in_requests(&user(&[Role::Resident], &["city"])));
     }
 }

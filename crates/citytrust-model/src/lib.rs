@@ -9,6 +9,7 @@ pub mod access;
 pub mod account;
 pub mod authz;
 pub mod catalogue;
+pub mod problem;
 pub mod residents;
 pub mod validation;
 
@@ -24,4 +25,5 @@ pub use authz::Refusal;
 pub use catalogue::{
     Dataset, DatasetInput, DatasetMetadata, Spectrum, Theme, UpdateFrequency, ValueChainRole,
 };
+pub use problem::ProblemCode;
 pub use validation::{FieldError, ValidationErrors};

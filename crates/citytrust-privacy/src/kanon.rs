@@ -1061,7 +1061,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn adult_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/adult")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/adult")
     }
 
     pub(crate) const ADULT_QIS: [&str; 8] = [

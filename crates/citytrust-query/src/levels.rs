@@ -15,6 +15,7 @@
 //! the reader may see), so no level reaches a row the identified level
 //! would not.
 
+use crate::ProblemCode;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -496,7 +497,7 @@ pub async fn aggregate(
         let in_small: u64 = small.iter().map(|r| r.1).sum();
         if in_small * 2 > records || small.len() * 5 > nonempty * 4 {
             return Err(QueryError::refused(
-                "table_too_sparse",
+                ProblemCode::TableTooSparse,
                 format!(
                     "most of this table would be cells of fewer than {threshold}: it would list \
                      records rather than count them; ask for fewer or coarser dimensions"

@@ -28,6 +28,7 @@ mod values;
 
 use std::fmt;
 
+pub use citytrust_model::ProblemCode;
 use serde::{Deserialize, Serialize};
 
 pub use datafusion;
@@ -184,7 +185,7 @@ pub enum QueryError {
     /// deep, not a SELECT, a syntax error, an unknown name. The message is
     /// CityTrust's and quotes only the query.
     #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    Refused { code: ProblemCode, message: String },
     /// A read that cannot be served in the asked form.
     #[error("{0}")]
     Unsupported(String),
@@ -202,7 +203,7 @@ pub enum QueryError {
 }
 
 impl QueryError {
-    pub fn refused(code: &'static str, message: impl Into<String>) -> QueryError {
+    pub fn refused(code: ProblemCode, message: impl Into<String>) -> QueryError {
         QueryError::Refused {
             code,
             message: message.into(),
@@ -215,7 +216,7 @@ impl QueryError {
 /// engine's text (`detail`), which may quote a value and is never sent.
 #[derive(Debug, Clone)]
 pub struct EngineFailure {
-    pub code: &'static str,
+    pub code: ProblemCode,
     pub message: String,
     pub detail: String,
 }
@@ -241,82 +242,85 @@ impl EngineFailure {
         use datafusion::common::SchemaError;
         use datafusion::error::DataFusionError as D;
         let detail = e.to_string();
-        let (code, message): (&'static str, String) = match e.find_root() {
+        let (code, message): (ProblemCode, String) = match e.find_root() {
             D::ArrowError(a, _) => match a.as_ref() {
                 ArrowError::CastError(_) | ArrowError::ParseError(_) => (
-                    "cast_failed",
+                    ProblemCode::CastFailed,
                     "a value could not be converted to the type asked for (by a CAST, or by a \
                      function that reads numbers or dates from text); TRY_CAST gives NULL instead"
                         .into(),
                 ),
                 ArrowError::DivideByZero => (
-                    "division_by_zero",
+                    ProblemCode::DivisionByZero,
                     "the query divided by zero; NULLIF(divisor, 0) gives NULL instead".into(),
                 ),
                 ArrowError::ArithmeticOverflow(_) => (
-                    "arithmetic_overflow",
+                    ProblemCode::ArithmeticOverflow,
                     "a calculation went beyond the range of its number type; cast to a wider \
                      type (BIGINT, DOUBLE) first"
                         .into(),
                 ),
                 ArrowError::MemoryError(_) => (
-                    "query_too_large",
+                    ProblemCode::QueryTooLarge,
                     "the query needed more memory than the trust gives a query".into(),
                 ),
                 _ => (
-                    "query_failed",
+                    ProblemCode::QueryFailed,
                     "a function or operator of the query failed on an argument it cannot use \
                      (a number out of range, a date or format it cannot read)"
                         .into(),
                 ),
             },
             D::ResourcesExhausted(_) => (
-                "query_too_large",
+                ProblemCode::QueryTooLarge,
                 "the query needed more memory or temporary disk than the trust gives a query; \
                  aggregate or filter it, or add a LIMIT"
                     .into(),
             ),
             D::External(inner) if inner.downcast_ref::<LimitExceeded>().is_some() => {
-                ("result_too_large", inner.to_string())
+                (ProblemCode::ResultTooLarge, inner.to_string())
             }
             D::SchemaError(s, _) => match s.as_ref() {
                 SchemaError::FieldNotFound { field, .. } => (
-                    "unknown_column",
+                    ProblemCode::UnknownColumn,
                     format!(
                         "no column {:?} in the tables of this query (that you may read)",
                         field.name
                     ),
                 ),
                 SchemaError::AmbiguousReference { field } => (
-                    "ambiguous_column",
+                    ProblemCode::AmbiguousColumn,
                     format!(
                         "column {:?} is in more than one table of the query: name its table",
                         field.name
                     ),
                 ),
                 _ => (
-                    "invalid_query",
+                    ProblemCode::InvalidQuery,
                     "the query names a column twice or in a way that cannot be resolved".into(),
                 ),
             },
-            D::SQL(..) => ("sql_syntax", "the SQL could not be parsed".into()),
+            D::SQL(..) => (ProblemCode::SqlSyntax, "the SQL could not be parsed".into()),
             D::NotImplemented(_) => (
-                "sql_unsupported",
+                ProblemCode::SqlUnsupported,
                 "the query uses SQL that the trust's engine does not support".into(),
             ),
             D::Plan(m) if m.contains("Invalid function") || m.contains("No function matches") => (
-                "unknown_function",
+                ProblemCode::UnknownFunction,
                 "the query calls a function that does not exist, or with arguments it does not \
                  take"
                     .into(),
             ),
             D::Plan(_) => (
-                "invalid_query",
+                ProblemCode::InvalidQuery,
                 "the query could not be planned: a type or a name does not fit (a function's \
                  arguments, text compared with a number, a selected column missing from GROUP BY)"
                     .into(),
             ),
-            _ => ("query_failed", "the query failed while it ran".into()),
+            _ => (
+                ProblemCode::QueryFailed,
+                "the query failed while it ran".into(),
+            ),
         };
         EngineFailure {
             code,

@@ -8,6 +8,7 @@
 //! anything else is refused before planning, and DataFusion is told to
 //! refuse DDL, DML and statements too, as a second lock.
 
+use crate::ProblemCode;
 use std::time::Duration;
 
 use datafusion::execution::SendableRecordBatchStream;
@@ -76,7 +77,7 @@ pub const MAX_DEPTH: usize = 100;
 pub fn check(sql: &str) -> Result<CheckedQuery> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(QueryError::refused(
-            "sql_too_long",
+            ProblemCode::SqlTooLong,
             format!(
                 "the query is {} bytes long; the trust takes at most {MAX_SQL_BYTES}",
                 sql.len()
@@ -148,7 +149,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
     use datafusion::sql::sqlparser::ast::Visit;
     let mut statements = DFParser::parse_sql(sql).map_err(|e| {
         QueryError::refused(
-            "sql_syntax",
+            ProblemCode::SqlSyntax,
             format!(
                 "the SQL could not be parsed: {}",
                 parser_message(&e.to_string())
@@ -157,16 +158,16 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
     })?;
     if statements.len() != 1 {
         return Err(QueryError::refused(
-            "not_a_select",
+            ProblemCode::NotASelect,
             format!(
                 "send exactly one SELECT statement (found {})",
                 statements.len()
             ),
         ));
     }
-    let statement = statements
-        .pop_front()
-        .ok_or_else(|| QueryError::refused("not_a_select", "send exactly one SELECT statement"))?;
+    let statement = statements.pop_front().ok_or_else(|| {
+        QueryError::refused(ProblemCode::NotASelect, "send exactly one SELECT statement")
+    })?;
     let inner = match &statement {
         DFStatement::Statement(inner) if matches!(inner.as_ref(), Statement::Query(_)) => inner,
         other => {
@@ -177,7 +178,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
                 .unwrap_or("")
                 .to_ascii_uppercase();
             return Err(QueryError::refused(
-                "not_a_select",
+                ProblemCode::NotASelect,
                 format!("only a read-only SELECT may run here; this is a {first_word} statement"),
             ));
         }
@@ -189,7 +190,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
     };
     if inner.visit(&mut depth).is_break() {
         return Err(QueryError::refused(
-            "sql_too_deep",
+            ProblemCode::SqlTooDeep,
             format!(
                 "the query nests more than {MAX_DEPTH} deep (operators, function calls and \
                  subqueries inside one another); split it, or use IN (…) instead of long chains \
@@ -205,7 +206,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
         .map_err(|e| {
             tracing::debug!(error = %e, "table references");
             QueryError::refused(
-                "invalid_query",
+                ProblemCode::InvalidQuery,
                 "the tables the query reads could not be told from it",
             )
         })?;
@@ -213,7 +214,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
     for reference in references {
         if reference.schema().is_some() || reference.catalog().is_some() {
             return Err(QueryError::refused(
-                "unknown_table",
+                ProblemCode::UnknownTable,
                 format!(
                     "'{reference}': name datasets by their table name alone (no schema or catalogue)"
                 ),
@@ -229,7 +230,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
                 _ => {
                     let at = parse_as_of(v).ok_or_else(|| {
                         QueryError::refused(
-                            "unknown_table",
+                            ProblemCode::UnknownTable,
                             format!(
                                 "'{table}': the part after @ must be a version number (\"t@2\"), a date \
                                  (\"t@2026-03-01\") or an RFC 3339 time (\"t@2026-03-01T12:00:00Z\")"
@@ -247,7 +248,7 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return Err(QueryError::refused(
-                "unknown_table",
+                ProblemCode::UnknownTable,
                 format!("'{table}' is not a dataset table name (lower-case letters, digits and _)"),
             ));
         }

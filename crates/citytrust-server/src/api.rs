@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use citytrust_model::ProblemCode;
 use citytrust_model::account::{
     Authority, Group, NewAuthority, NewGroup, NewOrganization, NewUser, Organization, User,
 };
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiActor, ApiJson, ApiPath, ApiQuery, SignedIn, json_body, parse_json};
 
 pub fn routes() -> Router<AppState> {
@@ -149,6 +150,7 @@ pub struct TokenResponse {
 /// Exchange a username and password for a bearer token.
 #[utoipa::path(post, path = "/api/v1/auth/token", tag = "accounts", request_body = TokenRequest,
     responses(
+        CommonProblems,
         (status = 200, description = "A new token", body = TokenResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong username or password", body = Problem, content_type = "application/problem+json"),
@@ -178,6 +180,7 @@ async fn issue_token(
 /// The signed-in account.
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "The account the token belongs to", body = User),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -226,7 +229,12 @@ impl SearchParams {
             v.as_deref().map(str::trim).filter(|s| !s.is_empty())
         }
         fn bad(field: &str, message: String) -> ApiError {
-            ApiError::field(StatusCode::BAD_REQUEST, "invalid_parameter", field, message)
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                ProblemCode::InvalidParameter,
+                field,
+                message,
+            )
         }
         let number = |field: &str,
                       v: &Option<String>,
@@ -305,6 +313,7 @@ pub struct DatasetPage {
 /// Search the catalogue. Every dataset's metadata is public, closed ones included.
 #[utoipa::path(get, path = "/api/v1/datasets", tag = "catalogue", params(SearchParams),
     responses(
+        CommonProblems,
         (status = 200, description = "Matching datasets, best first", body = DatasetPage),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -327,6 +336,7 @@ async fn search_datasets(
 /// Register a dataset.
 #[utoipa::path(post, path = "/api/v1/datasets", tag = "catalogue", security(("bearer" = [])), request_body = DatasetInput,
     responses(
+        CommonProblems,
         (status = 201, description = "Registered", body = Dataset),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -354,6 +364,7 @@ async fn create_dataset(
 #[utoipa::path(get, path = "/api/v1/datasets/{id}", tag = "catalogue",
     params(("id" = String, Path, description = "The dataset's id (slug)")),
     responses(
+        CommonProblems,
         (status = 200, description = "The entry", body = Dataset),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -372,6 +383,7 @@ async fn get_dataset(
     request_body(content = Object, description = "A JSON merge patch of the fields of DatasetInput",
         content_type = "application/merge-patch+json"),
     responses(
+        CommonProblems,
         (status = 200, description = "The changed entry", body = Dataset),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -398,7 +410,7 @@ async fn patch_dataset(
                 .ok_or_else(|| {
                     ApiError::field(
                         StatusCode::BAD_REQUEST,
-                        "invalid_parameter",
+                        ProblemCode::InvalidParameter,
                         "If-Match",
                         "must be the dataset's revision as an entity tag, e.g. \"3\"",
                     )
@@ -410,7 +422,7 @@ async fn patch_dataset(
     if !patch.is_object() {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "",
             "a merge patch must be a JSON object",
         ));
@@ -463,7 +475,8 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
 
 /// Every organisation.
 #[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts",
-    responses((status = 200, description = "Organisations by name", body = Vec<Organization>)))]
+    responses(
+        CommonProblems,(status = 200, description = "Organisations by name", body = Vec<Organization>)))]
 async fn list_organizations(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Organization>>, ApiError> {
@@ -474,6 +487,7 @@ async fn list_organizations(
 #[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "accounts",
     params(("id" = String, Path, description = "The organisation's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The organisation", body = Organization),
         (status = 404, description = "No such organisation", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -487,6 +501,7 @@ async fn get_organization(
 /// Add an organisation (administrators).
 #[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("bearer" = [])), request_body = NewOrganization,
     responses(
+        CommonProblems,
         (status = 201, description = "Created", body = Organization),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -510,6 +525,7 @@ async fn create_organization(
 /// Every account (administrators).
 #[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Accounts by username", body = Vec<User>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),
@@ -524,6 +540,7 @@ async fn list_users(
 /// Create an account (administrators).
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("bearer" = [])), request_body = NewUser,
     responses(
+        CommonProblems,
         (status = 201, description = "Created", body = User),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -546,7 +563,8 @@ async fn create_user(
 
 /// Every group of organisations.
 #[utoipa::path(get, path = "/api/v1/groups", tag = "accounts",
-    responses((status = 200, description = "Groups by name", body = Vec<Group>)))]
+    responses(
+        CommonProblems,(status = 200, description = "Groups by name", body = Vec<Group>)))]
 async fn list_groups(State(state): State<AppState>) -> Result<Json<Vec<Group>>, ApiError> {
     Ok(Json(state.service.list_groups().await?))
 }
@@ -554,6 +572,7 @@ async fn list_groups(State(state): State<AppState>) -> Result<Json<Vec<Group>>, 
 /// Create a group of organisations (administrators).
 #[utoipa::path(post, path = "/api/v1/groups", tag = "accounts", security(("bearer" = [])), request_body = NewGroup,
     responses(
+        CommonProblems,
         (status = 201, description = "Created", body = Group),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -580,6 +599,7 @@ async fn create_group(
 /// else those the caller holds or is subject to.
 #[utoipa::path(get, path = "/api/v1/authorities", tag = "accounts", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Newest first", body = Vec<Authority>),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Refused", body = Problem, content_type = "application/problem+json"),
@@ -596,6 +616,7 @@ async fn list_authorities(
 /// `On-Behalf-Of: <principal>` with their own token.
 #[utoipa::path(post, path = "/api/v1/authorities", tag = "accounts", security(("bearer" = [])), request_body = NewAuthority,
     responses(
+        CommonProblems,
         (status = 201, description = "Recorded (and logged)", body = Authority),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -619,6 +640,7 @@ async fn create_authority(
 #[utoipa::path(post, path = "/api/v1/authorities/{id}/revoke", tag = "accounts", security(("bearer" = [])),
     params(("id" = String, Path, description = "The authority's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Withdrawn", body = Authority),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Administrators only", body = Problem, content_type = "application/problem+json"),

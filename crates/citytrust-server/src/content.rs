@@ -3,6 +3,7 @@
 //! is written to disk as it arrives, a download is read from the service's
 //! spooled (already logged) file.
 
+use citytrust_model::ProblemCode;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -25,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiActor, ApiJson, ApiPath, ApiQuery, SignedIn};
 
 /// Largest upload accepted (after any gzip transfer encoding is undone, the
@@ -85,7 +86,7 @@ fn parse_types(types: Option<&str>) -> Result<BTreeMap<String, String>, ApiError
         let Some((column, spec)) = pair.split_once(':') else {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                ProblemCode::InvalidParameter,
                 "types",
                 format!("'{pair}' is not column:type"),
             ));
@@ -101,6 +102,7 @@ fn parse_types(types: Option<&str>) -> Result<BTreeMap<String, String>, ApiError
     request_body(content = String, description = "The file: CSV, TSV, JSON array, NDJSON, GeoJSON FeatureCollection or Parquet (may be sent with Content-Encoding: gzip)",
         content_type = "text/csv"),
     responses(
+        CommonProblems,
         (status = 201, description = "The new version, with its quality statement", body = Object),
         (status = 400, description = "Unknown or malformed parameter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -148,7 +150,7 @@ pub(crate) async fn receive_version(
     let format = InputFormat::from_media_type(&content_type).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ProblemCode::UnsupportedMediaType,
             format!(
                 "send the file with Content-Type text/csv, text/tab-separated-values, application/json, \
                  application/x-ndjson, application/geo+json or application/vnd.apache.parquet (got '{content_type}')"
@@ -167,7 +169,7 @@ pub(crate) async fn receive_version(
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
+                ProblemCode::UnsupportedEncoding,
                 format!("Content-Encoding '{other}' is not supported (use gzip or none)"),
             ));
         }
@@ -221,7 +223,7 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
         let chunk = chunk.map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "upload_interrupted",
+                ProblemCode::UploadInterrupted,
                 "the upload was interrupted before the body was complete; nothing was stored",
             )
         })?;
@@ -229,7 +231,7 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
         if total > MAX_UPLOAD_BYTES {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ProblemCode::BodyTooLarge,
                 format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes; nothing was stored"),
             ));
         }
@@ -243,7 +245,7 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
     if total == 0 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "unreadable_content",
+            ProblemCode::UnreadableContent,
             "the body is empty: send the file as the request body",
         ));
     }
@@ -254,6 +256,7 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/versions", tag = "content",
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The versions", body = Vec<Object>),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -276,6 +279,7 @@ pub struct VersionPath {
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}", tag = "content",
     params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number")),
     responses(
+        CommonProblems,
         (status = 200, description = "The version", body = Object),
         (status = 400, description = "The version is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset or version", body = Problem, content_type = "application/problem+json"),
@@ -312,6 +316,7 @@ pub struct RejectsParams {
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/versions/{version}/rejects", tag = "content", security(("bearer" = [])),
     params(("id" = String, Path, description = "The dataset's id"), ("version" = i64, Path, minimum = 1, description = "The version number"), RejectsParams),
     responses(
+        CommonProblems,
         (status = 200, description = "The rejected rows", body = String, content_type = "text/csv"),
         (status = 400, description = "The version is not a number", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -383,6 +388,7 @@ const MAX_ROW_INDEX: u64 = 9_007_199_254_740_991;
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/data", tag = "content",
     params(("id" = String, Path, description = "The dataset's id"), DataParams),
     responses(
+        CommonProblems,
         (status = 200, description = "The content; `CityTrust-Log-Entry` names the log entry recording this read", content(
             (String = "text/csv"),
             (Vec<Object> = "application/json"),
@@ -407,7 +413,7 @@ async fn get_data(
     if params.version.is_some_and(|v| v < 1) {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            ProblemCode::InvalidParameter,
             "version",
             "versions are numbered from 1",
         ));
@@ -417,7 +423,7 @@ async fn get_data(
         Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
             ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                ProblemCode::InvalidParameter,
                 "as_of",
                 "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
             )
@@ -426,7 +432,7 @@ async fn get_data(
     if as_of.is_some() && params.version.is_some() {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            ProblemCode::InvalidParameter,
             "as_of",
             "name the version by number or by time (as_of), not both",
         ));
@@ -435,7 +441,7 @@ async fn get_data(
         if value.is_some_and(|v| v > MAX_ROW_INDEX) {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                ProblemCode::InvalidParameter,
                 field,
                 format!("{field} may be at most {MAX_ROW_INDEX}"),
             ));
@@ -447,7 +453,7 @@ async fn get_data(
         (Some(0), _) => {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                ProblemCode::InvalidParameter,
                 "limit",
                 "limit must be at least 1",
             ));
@@ -535,6 +541,7 @@ pub struct QueryBody {
 /// Run one read-only SELECT over the datasets the caller may read.
 #[utoipa::path(post, path = "/api/v1/query", tag = "content", request_body = QueryBody,
     responses(
+        CommonProblems,
         (status = 200, description = "The result rows (JSON array of objects by default)", content(
             (String = "text/csv"),
             (Vec<Object> = "application/json"),
@@ -559,7 +566,7 @@ async fn run_query(
     if body.max_rows == Some(0) {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "max_rows",
             "max_rows must be at least 1",
         ));
@@ -589,7 +596,7 @@ fn parse_version_choice(
     if version.is_some_and(|v| v < 1) {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "version",
             "versions are numbered from 1",
         ));
@@ -599,7 +606,7 @@ fn parse_version_choice(
         Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
             ApiError::field(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ProblemCode::ValidationFailed,
                 "as_of",
                 "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
             )
@@ -608,7 +615,7 @@ fn parse_version_choice(
     if as_of.is_some() && version.is_some() {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "as_of",
             "name the version by number or by time (as_of), not both",
         ));
@@ -667,6 +674,7 @@ pub struct AggregateBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = AggregateBody,
     responses(
+        CommonProblems,
         (status = 200, description = "The table: one row per shown cell, margins included (`(total)` in CSV, null in JSON). A cell not listed counts zero or fewer than the threshold, and nothing says which. For a reader who may not read the rows, counts and sums are perturbed (`perturbed: true`): each by a small amount fixed by the records in the cell", content(
             (String = "text/csv"),
             (Object = "application/json"),
@@ -750,6 +758,7 @@ pub struct DpBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = DpBody,
     responses(
+        CommonProblems,
         (status = 200, description = "The released statistic, its noise and the budget left", body = citytrust_service::levels::DpRelease),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -773,7 +782,7 @@ async fn dp_statistic(
         Some(_) => {
             return Err(ApiError::field(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ProblemCode::ValidationFailed,
                 "bounds",
                 "bounds are two numbers, [lower, upper]",
             ));
@@ -782,7 +791,7 @@ async fn dp_statistic(
     if body.categories.len() > 1000 {
         return Err(ApiError::field(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ProblemCode::ValidationFailed,
             "categories",
             "at most 1000 categories",
         ));
@@ -839,6 +848,7 @@ pub struct LookupBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = LookupBody,
     responses(
+        CommonProblems,
         (status = 200, description = "Whether a record holds the value", body = citytrust_service::levels::LookupAnswer),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Sign-in needed for this dataset", body = Problem, content_type = "application/problem+json"),
@@ -877,6 +887,7 @@ async fn lookup(
 #[utoipa::path(get, path = "/api/v1/privacy-budgets/{account}", tag = "content", security(("bearer" = [])),
     params(("account" = String, Path, description = "An agreement id, or dataset:<id>")),
     responses(
+        CommonProblems,
         (status = 200, description = "Total, spent and remaining epsilon", body = citytrust_service::levels::BudgetView),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -892,6 +903,7 @@ async fn get_privacy_budget(
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/timeliness", tag = "content",
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "On time, overdue, awaiting its first version, or without a timetable", body = RefreshState),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -907,6 +919,7 @@ async fn get_timeliness(
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/quality-rules", tag = "content",
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The rules every upload is measured against", body = Object),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -924,6 +937,7 @@ async fn get_quality_rules(
     params(("id" = String, Path, description = "The dataset's id")),
     request_body(content = Object, description = "{\"key_columns\": [..], \"ranges\": {\"col\": {\"min\": .., \"max\": ..}}, \"period_start\": \"YYYY-MM-DD\", \"period_end\": \"YYYY-MM-DD\"}"),
     responses(
+        CommonProblems,
         (status = 200, description = "The rules as stored", body = Object),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),

@@ -5,6 +5,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use citytrust_model::FieldError;
+use citytrust_model::ProblemCode;
 use citytrust_service::ServiceError;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -89,7 +90,7 @@ pub struct ProblemItem {
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ProblemCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub rows: Vec<citytrust_query::RowError>,
@@ -102,7 +103,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ProblemCode, detail: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -116,7 +117,7 @@ impl ApiError {
     }
     pub fn field(
         status: StatusCode,
-        code: &'static str,
+        code: ProblemCode,
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> ApiError {
@@ -140,7 +141,7 @@ impl ApiError {
     pub fn not_found(what: impl std::fmt::Display) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ProblemCode::NotFound,
             format!("{what} not found"),
         )
     }
@@ -166,7 +167,7 @@ impl ApiError {
             title: self.title().to_string(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_string(),
+            code: self.code.as_str().to_string(),
             errors: self
                 .errors
                 .iter()
@@ -196,7 +197,7 @@ impl From<ServiceError> for ApiError {
                 let detail = v.to_string();
                 ApiError {
                     status: StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "validation_failed",
+                    code: ProblemCode::ValidationFailed,
                     detail,
                     errors: v.0,
                     rows: Vec::new(),
@@ -218,7 +219,7 @@ impl From<ServiceError> for ApiError {
                 });
                 ApiError {
                     status: StatusCode::UNPROCESSABLE_ENTITY,
-                    code: "rows_rejected",
+                    code: ProblemCode::RowsRejected,
                     detail: format!(
                         "{total} row(s) could not be read, so nothing was stored{} (send ?on_error=quarantine to keep the good rows)",
                         first.unwrap_or_default()
@@ -233,33 +234,37 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Unauthenticated => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                ProblemCode::Unauthenticated,
                 "sign in: send Authorization: Bearer <token>",
             ),
             ServiceError::SignInToRead(how) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", how)
+                ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::Unauthenticated, how)
             }
             ServiceError::BadCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "bad_credentials",
+                ProblemCode::BadCredentials,
                 "the username or password is wrong",
             ),
             ServiceError::ExpiredCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "invalid_token",
+                ProblemCode::InvalidToken,
                 "the token has expired or is not known; ask for a new one at /api/v1/auth/token",
             ),
-            ServiceError::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            ServiceError::Forbidden(why) => {
+                ApiError::new(StatusCode::FORBIDDEN, ProblemCode::Forbidden, why)
+            }
             ServiceError::Refused { rule, message } => ApiError {
                 rule: rule.map(String::into_boxed_str),
-                ..ApiError::new(StatusCode::FORBIDDEN, "refused", message)
+                ..ApiError::new(StatusCode::FORBIDDEN, ProblemCode::Refused, message)
             },
             ServiceError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                ProblemCode::Conflict,
                 format!("{what} already exists"),
             ),
-            ServiceError::Stale(why) => ApiError::new(StatusCode::CONFLICT, "stale_revision", why),
+            ServiceError::Stale(why) => {
+                ApiError::new(StatusCode::CONFLICT, ProblemCode::StaleRevision, why)
+            }
             ServiceError::TooMany {
                 retry_after_seconds,
                 message,
@@ -267,13 +272,17 @@ impl From<ServiceError> for ApiError {
                 retry_after: std::num::NonZeroU16::new(
                     u16::try_from(retry_after_seconds.max(1)).unwrap_or(u16::MAX),
                 ),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ProblemCode::TooManyRequests,
+                    message,
+                )
             },
             ServiceError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
+                    ProblemCode::Internal,
                     "something went wrong on our side; it has been logged",
                 )
             }

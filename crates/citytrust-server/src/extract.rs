@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use citytrust_model::Actor;
+use citytrust_model::ProblemCode;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -45,7 +46,7 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
     {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ProblemCode::UnsupportedMediaType,
             format!("send JSON with Content-Type: application/json (got '{content_type}')"),
         ));
     }
@@ -53,13 +54,13 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ProblemCode::BodyTooLarge,
                 format!("the request body is larger than the limit of {MAX_JSON_BODY} bytes"),
             )
         } else {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "unreadable_body",
+                ProblemCode::UnreadableBody,
                 "the request body could not be read",
             )
         }
@@ -77,7 +78,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             | serde_json::error::Category::Eof
             | serde_json::error::Category::Io => ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ProblemCode::MalformedJson,
                 "",
                 format!("the body is not valid JSON: {inner}"),
             ),
@@ -85,7 +86,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 let message = strip_position(&inner.to_string());
                 ApiError::field(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
+                    ProblemCode::ValidationFailed,
                     field_of(&path, &message),
                     message,
                 )
@@ -95,7 +96,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end().map_err(|e| {
         ApiError::field(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ProblemCode::MalformedJson,
             "",
             format!("unexpected data after the JSON value: {e}"),
         )
@@ -119,7 +120,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 let message = err.into_inner().to_string();
                 ApiError::field(
                     StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
+                    ProblemCode::InvalidParameter,
                     field_of(&path, &message),
                     message,
                 )
@@ -187,7 +188,7 @@ impl FromRequestParts<AppState> for ApiActor {
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "invalid_token",
+                    ProblemCode::InvalidToken,
                     "the Authorization header must be 'Bearer <token>'",
                 )
             })?;
@@ -203,7 +204,7 @@ impl FromRequestParts<AppState> for ApiActor {
                     .ok_or_else(|| {
                         ApiError::field(
                             StatusCode::BAD_REQUEST,
-                            "invalid_parameter",
+                            ProblemCode::InvalidParameter,
                             "On-Behalf-Of",
                             "the On-Behalf-Of header must be the username of the person you act for",
                         )
@@ -289,7 +290,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
                 };
                 Err(ApiError::field(
                     StatusCode::BAD_REQUEST,
-                    "invalid_parameter",
+                    ProblemCode::InvalidParameter,
                     field,
                     rejection.body_text(),
                 ))

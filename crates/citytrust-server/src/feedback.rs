@@ -9,7 +9,7 @@ use citytrust_service::feedback::{Feedback, FeedbackAnswer, FeedbackInput};
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiJson, ApiPath, SignedIn};
 
 pub fn routes() -> Router<AppState> {
@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(post, path = "/api/v1/datasets/{id}/feedback", tag = "content", security(("bearer" = [])), request_body = FeedbackInput,
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 201, description = "Recorded; its maintainers will answer", body = Feedback),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Sign in to report", body = Problem, content_type = "application/problem+json"),
@@ -50,6 +51,7 @@ pub(crate) async fn report_feedback(
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/feedback", tag = "content", security(("bearer" = [])),
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Reports and their outcomes, oldest first", body = Vec<Feedback>),
         (status = 401, description = "Sign in to see reports", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such dataset", body = Problem, content_type = "application/problem+json"),
@@ -72,6 +74,7 @@ pub struct FeedbackPath {
 #[utoipa::path(post, path = "/api/v1/datasets/{id}/feedback/{feedback}/answer", tag = "content", security(("bearer" = [])), request_body = FeedbackAnswer,
     params(("id" = String, Path, description = "The dataset's id"), ("feedback" = String, Path, description = "The report's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Answered", body = Feedback),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),

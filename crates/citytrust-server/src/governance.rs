@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use citytrust_model::ProblemCode;
 use citytrust_model::access::{
     AccessRequest, Agreement, NewAccessRequest, NewVote, Purpose, RequestStatus,
 };
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiActor, ApiJson, ApiPath, ApiQuery, SignedIn};
 
 pub fn routes() -> Router<AppState> {
@@ -51,7 +52,8 @@ pub struct IdPath {
 
 /// The purpose taxonomy: every purpose a read or a request may name.
 #[utoipa::path(get, path = "/api/v1/purposes", tag = "governance",
-    responses((status = 200, description = "The taxonomy", body = Vec<Purpose>)))]
+    responses(
+        CommonProblems,(status = 200, description = "The taxonomy", body = Vec<Purpose>)))]
 pub(crate) async fn list_purposes(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Purpose>>, ApiError> {
@@ -61,6 +63,7 @@ pub(crate) async fn list_purposes(
 /// Add a purpose (administrators and trustees).
 #[utoipa::path(post, path = "/api/v1/purposes", tag = "governance", security(("bearer" = [])), request_body = Purpose,
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -81,7 +84,8 @@ pub(crate) async fn add_purpose(
 
 /// The charter in force: its Cedar text and its rules.
 #[utoipa::path(get, path = "/api/v1/charter", tag = "governance",
-    responses((status = 200, description = "The charter in force", body = CharterView)))]
+    responses(
+        CommonProblems,(status = 200, description = "The charter in force", body = CharterView)))]
 pub(crate) async fn get_charter(
     State(state): State<AppState>,
 ) -> Result<Json<CharterView>, ApiError> {
@@ -90,7 +94,8 @@ pub(crate) async fn get_charter(
 
 /// Every version of the charter, newest first.
 #[utoipa::path(get, path = "/api/v1/charter/versions", tag = "governance",
-    responses((status = 200, description = "Charter versions", body = Vec<CharterView>)))]
+    responses(
+        CommonProblems,(status = 200, description = "Charter versions", body = Vec<CharterView>)))]
 pub(crate) async fn charter_history(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<CharterView>>, ApiError> {
@@ -111,6 +116,7 @@ pub struct CharterBody {
 /// a charter that does not validate is refused with every problem.
 #[utoipa::path(put, path = "/api/v1/charter", tag = "governance", security(("bearer" = [])), request_body = CharterBody,
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -135,6 +141,7 @@ pub(crate) async fn put_charter(
 /// Ask for access to datasets for a purpose, at a level, for a period.
 #[utoipa::path(post, path = "/api/v1/access-requests", tag = "governance", security(("bearer" = [])), request_body = NewAccessRequest,
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Saved (a draft) or submitted; `status` says where it stands", body = AccessRequest),
@@ -166,6 +173,7 @@ pub struct ListParams {
 /// Access requests: your own (`mine=true`), or the public register (everything submitted).
 #[utoipa::path(get, path = "/api/v1/access-requests", tag = "governance", params(ListParams),
     responses(
+        CommonProblems,
         (status = 200, description = "Requests, newest first", body = Vec<AccessRequest>),
         (status = 400, description = "Unknown status", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "mine=true without signing in", body = Problem, content_type = "application/problem+json"),
@@ -180,7 +188,7 @@ pub(crate) async fn list_requests(
         Some(s) => vec![RequestStatus::parse(s).ok_or_else(|| {
             ApiError::field(
                 StatusCode::BAD_REQUEST,
-                "invalid_parameter",
+                ProblemCode::InvalidParameter,
                 "status",
                 "one of: draft, public_comment, under_review, approved, denied, refused, withdrawn",
             )
@@ -198,6 +206,7 @@ pub(crate) async fn list_requests(
 #[utoipa::path(get, path = "/api/v1/access-requests/{id}", tag = "governance",
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The request", body = AccessRequest),
         (status = 404, description = "No such request (or someone else's draft)", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -213,6 +222,7 @@ pub(crate) async fn get_request(
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/submit", tag = "governance", security(("bearer" = [])),
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Submitted; `status` says where it stands", body = AccessRequest),
         (status = 403, description = "Not your request, or new requests blocked by an overdue deletion attestation", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -233,6 +243,7 @@ pub(crate) async fn submit_request(
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/votes", tag = "governance", security(("bearer" = [])), request_body = NewVote,
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -262,6 +273,7 @@ pub struct CommentBody {
 #[utoipa::path(post, path = "/api/v1/access-requests/{id}/comments", tag = "governance", security(("bearer" = [])), request_body = CommentBody,
     params(("id" = String, Path, description = "The request's id")),
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -286,7 +298,8 @@ pub(crate) async fn comment(
 
 /// The public register of data sharing agreements (latest version of each).
 #[utoipa::path(get, path = "/api/v1/agreements", tag = "governance",
-    responses((status = 200, description = "Agreements, newest first", body = Vec<Agreement>)))]
+    responses(
+        CommonProblems,(status = 200, description = "Agreements, newest first", body = Vec<Agreement>)))]
 pub(crate) async fn list_agreements(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Agreement>>, ApiError> {
@@ -297,6 +310,7 @@ pub(crate) async fn list_agreements(
 #[utoipa::path(get, path = "/api/v1/agreements/{id}", tag = "governance",
     params(("id" = String, Path, description = "The agreement's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The agreement", body = Agreement),
         (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -311,6 +325,7 @@ pub(crate) async fn get_agreement(
 #[utoipa::path(get, path = "/api/v1/agreements/{id}/odrl", tag = "governance",
     params(("id" = String, Path, description = "The agreement's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "ODRL 2.2 JSON-LD", content_type = "application/ld+json"),
         (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -341,6 +356,7 @@ pub struct RetireBody {
 #[utoipa::path(post, path = "/api/v1/agreements/{id}/retire", tag = "governance", security(("bearer" = [])), request_body = RetireBody,
     params(("id" = String, Path, description = "The agreement's id")),
     responses(
+        CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -375,6 +391,7 @@ pub struct AttestationBody {
 #[utoipa::path(post, path = "/api/v1/agreements/{id}/attest-deletion", tag = "governance", security(("bearer" = [])), request_body = AttestationBody,
     params(("id" = String, Path, description = "The agreement's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "Recorded (a new version of the agreement)", body = Agreement),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
@@ -402,6 +419,7 @@ pub(crate) async fn attest_deletion(
 /// Ended agreements whose recipients have not attested deletion in time (trustees and administrators).
 #[utoipa::path(get, path = "/api/v1/agreements/overdue-attestations", tag = "governance", security(("bearer" = [])),
     responses(
+        CommonProblems,
         (status = 200, description = "Overdue attestations", body = Vec<Agreement>),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a trustee or administrator", body = Problem, content_type = "application/problem+json"),

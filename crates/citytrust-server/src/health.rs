@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use citytrust_model::ProblemCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -39,7 +40,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             tracing::error!(error = %e, "health check failed");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
+                ProblemCode::StoreUnavailable,
                 "the store does not answer",
             )
             .into_response()

@@ -9,11 +9,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use citytrust_model::ProblemCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiPath, ApiQuery};
 
 pub fn routes() -> Router<AppState> {
@@ -55,7 +56,7 @@ async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError>
         Some(cp) => Ok(text(cp.note, "no-cache")),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ProblemCode::NotFound,
             "the log has no checkpoint yet",
         )),
     }
@@ -91,6 +92,7 @@ pub struct LedgerEntry {
 #[utoipa::path(get, path = "/api/v1/ledger/entries/{index}", tag = "ledger",
     params(("index" = u64, Path, description = "The entry's index, from 0")),
     responses(
+        CommonProblems,
         (status = 200, description = "The entry and its proof", body = LedgerEntry),
         (status = 404, description = "No such entry in a checkpoint yet", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -143,6 +145,7 @@ pub struct ConsistencyProof {
 /// The proof that the log of `to` entries extends the log of `from` entries.
 #[utoipa::path(get, path = "/api/v1/ledger/consistency", tag = "ledger", params(ConsistencyParams),
     responses(
+        CommonProblems,
         (status = 200, description = "The proof", body = ConsistencyProof),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The sizes are out of range", body = Problem, content_type = "application/problem+json"),
@@ -300,7 +303,8 @@ mod tests {
 /// dataset, purpose and party; the least used datasets; access requests over
 /// time and datasets asked for more than once. Public, like the log.
 #[utoipa::path(get, path = "/api/v1/ledger/analytics", tag = "ledger",
-    responses((status = 200, description = "The figures", body = citytrust_service::analytics::AccessAnalytics)))]
+    responses(
+        CommonProblems,(status = 200, description = "The figures", body = citytrust_service::analytics::AccessAnalytics)))]
 pub(crate) async fn analytics(
     State(state): State<AppState>,
 ) -> Result<Json<citytrust_service::analytics::AccessAnalytics>, ApiError> {
@@ -324,6 +328,7 @@ pub struct AgreementLogParams {
 #[utoipa::path(get, path = "/api/v1/agreements/{id}/log", tag = "ledger",
     params(("id" = String, Path, description = "The agreement's id"), AgreementLogParams),
     responses(
+        CommonProblems,
         (status = 200, description = "The entries", body = citytrust_service::analytics::AgreementEntries),
         (status = 400, description = "A parameter is invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
@@ -337,7 +342,7 @@ pub(crate) async fn agreement_log(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            ProblemCode::InvalidParameter,
             "limit",
             "must be between 1 and 500",
         ));

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, CommonProblems, Problem};
 use crate::extract::{ApiJson, SignedIn};
 
 pub fn routes() -> Router<AppState> {
@@ -53,6 +53,7 @@ pub struct Derived {
 /// before anyone outside the owner may read it.
 #[utoipa::path(post, path = "/api/v1/derived-datasets", tag = "content", security(("bearer" = [])), request_body = DeriveBody,
     responses(
+        CommonProblems,
         (status = 201, description = "The derived dataset and its first version", body = Derived),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -108,6 +109,7 @@ pub struct ReassessBody {
 #[utoipa::path(post, path = "/api/v1/datasets/{id}/reassessment", tag = "content", security(("bearer" = [])), request_body = ReassessBody,
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The dataset, re-assessed", body = Dataset),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -174,6 +176,7 @@ pub struct ReclassifyBody {
 #[utoipa::path(post, path = "/api/v1/datasets/{id}/classification", tag = "content", security(("bearer" = [])), request_body = ReclassifyBody,
     params(("id" = String, Path, description = "The dataset's id")),
     responses(
+        CommonProblems,
         (status = 200, description = "The dataset, reclassified", body = Dataset),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),

@@ -7,10 +7,11 @@
 //! or shape. The upload form needs script (`/static/upload.js`) for its
 //! progress bar; without script the page says how else to publish.
 
+use citytrust_model::ProblemCode;
 use std::fmt::Write as _;
 
 use axum::Json;
-use axum::body::Bytes;
+
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -26,8 +27,9 @@ use crate::AppState;
 use crate::content::{UploadParams, receive_version};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::web::SignedForm;
 use crate::web::charts::{self, Bar};
-use crate::web::{Form, PageError, Viewer};
+use crate::web::{PageError, Viewer};
 
 /// What the dataset page shows of the content.
 #[derive(Default)]
@@ -296,7 +298,7 @@ pub async fn content_view(
         view.inherited = d.inherited_spectrum.label().to_string();
         view.reassessment_note = d.reassessment_note.clone().unwrap_or_default();
         view.released_by_trustees = d.released_by_trustees;
-        let trustee = actor.has_role(citytrust_model::Role::Trustee);
+        let trustee = citytrust_model::authz::may_reclassify(actor).is_ok();
         view.may_reassess =
             (trustee && !d.released_by_trustees) || (view.may_upload && d.needs_reassessment);
         view.spectra = citytrust_model::Spectrum::ALL
@@ -588,7 +590,7 @@ pub async fn upload(
     let Some(session) = viewer.session() else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+            ProblemCode::Unauthenticated,
             "sign in to publish a version",
         ));
     };
@@ -600,7 +602,7 @@ pub async fn upload(
     if sent.is_empty() || !bool::from(sent.as_bytes().ct_eq(session.csrf_token.as_bytes())) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "csrf",
+            ProblemCode::Csrf,
             "the form had expired or did not come from this site: reload the page and try again",
         ));
     }
@@ -615,13 +617,10 @@ pub async fn upload(
 /// page that says which rule refused it.
 pub async fn download(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> Result<Response, PageError> {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let purpose = form.one("purpose");
     if purpose.is_empty() {
         return Err(PageError::page(
@@ -702,13 +701,10 @@ fn refusal_page(e: ServiceError) -> PageError {
 /// logged exactly as `POST /api/v1/datasets/{id}/aggregate`.
 pub async fn table(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> Result<Response, PageError> {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let purpose = form.opt("purpose");
     let mut by = Vec::new();
     for field in ["by", "by2"] {
@@ -745,13 +741,10 @@ pub async fn table(
 /// `POST /datasets/{id}/feedback`: the report form.
 pub async fn report(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> Result<Response, PageError> {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let number = |name: &str| -> Result<Option<i64>, PageError> {
         form.opt(name)
             .map(|v| {
@@ -780,13 +773,10 @@ pub async fn report(
 /// `POST /datasets/{id}/feedback/{feedback}/answer`: a maintainer's answer form.
 pub async fn answer(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path((id, feedback)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> Result<Response, PageError> {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let resolved_version = match form.opt("resolved_version") {
         None => None,
         Some(v) => Some(v.parse::<i64>().map_err(|_| {
@@ -811,13 +801,10 @@ pub async fn answer(
 /// `POST /datasets/{id}/reassessment`: a maintainer chooses a derived dataset's class.
 pub async fn reassess(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> Result<Response, PageError> {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let spectrum = citytrust_model::Spectrum::ALL
         .into_iter()
         .find(|s| s.as_str() == form.one("spectrum"))

@@ -21,6 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use citytrust_model::authz;
 use citytrust_model::catalogue::{
     Accuracy, Completeness, Contact, Dataset, DatasetInput, FrameworkClass, Licence, Location,
     Period, PublicationStatus, Structure, UpdateFrequency,
@@ -113,8 +114,8 @@ impl Viewer {
             Some(s) => Nav {
                 signed_in: true,
                 display_name: s.user.display_name.clone(),
-                is_admin: s.actor.is_admin(),
-                is_trustee: s.actor.has_role(Role::Trustee),
+                is_admin: authz::is_administrator(&s.actor),
+                is_trustee: authz::may_vote(&s.actor).is_ok(),
                 csrf: s.csrf_token.clone(),
                 current,
             },
@@ -267,6 +268,54 @@ fn render(t: &impl Template) -> PageResult {
 }
 
 // ---- forms ----------------------------------------------------------------------
+
+/// A state-changing portal form: URL-encoded, from a signed-in session, and
+/// carrying that session's CSRF token (compared in constant time). The one
+/// way a portal handler that changes anything gets its input, so no handler
+/// can forget the check. (Sign-in, which has no session yet, checks its own
+/// double-submit token; sign-out accepts a form without a session.)
+pub(crate) struct SignedForm {
+    viewer: Viewer,
+    session: Session,
+    pub(crate) form: Form,
+}
+
+impl SignedForm {
+    /// The session the form came from (its token checked).
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+    pub(crate) fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+}
+
+impl axum::extract::FromRequest<AppState> for SignedForm {
+    type Rejection = PageError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<Self, PageError> {
+        let (mut parts, body) = req.into_parts();
+        let Ok(viewer) = Viewer::from_request_parts(&mut parts, state).await;
+        let body = axum::body::to_bytes(body, MAX_FORM_BODY)
+            .await
+            .map_err(|_| {
+                PageError::page(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too large, or did not arrive whole.",
+                )
+            })?;
+        let form = Form::parse(&parts.headers, &body)?;
+        let session = viewer.check_form(&form)?.clone();
+        Ok(SignedForm {
+            viewer,
+            session,
+            form,
+        })
+    }
+}
 
 /// A submitted `application/x-www-form-urlencoded` body; names may repeat.
 pub(crate) struct Form(Vec<(String, String)>);
@@ -1317,7 +1366,7 @@ async fn form_page(
     let orgs = state.service.list_organizations().await?;
     let mine: Vec<&Organization> = orgs
         .iter()
-        .filter(|o| session.actor.is_admin() || session.actor.is_member_of(&o.id))
+        .filter(|o| authz::may_create_dataset(&session.actor, &o.id).is_ok())
         .collect();
     let owners = mine
         .iter()
@@ -1455,16 +1504,10 @@ fn form_errors(e: ServiceError) -> Result<Vec<FieldError>, PageError> {
     }
 }
 
-async fn create_dataset(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
-    let v = FormValues::from_form(&form);
-    let input = match v.apply(&form, blank_input()) {
+async fn create_dataset(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = (&signed.form, signed.session());
+    let v = FormValues::from_form(form);
+    let input = match v.apply(form, blank_input()) {
         Ok(i) => i,
         Err(errors) => return form_page(&state, session, None, v, errors).await,
     };
@@ -1498,18 +1541,15 @@ async fn edit_dataset_form(
 
 async fn update_dataset(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let current = state.service.get_dataset(&id).await?;
     let revision = form.one("revision").parse::<i64>().ok();
-    let mut v = FormValues::from_form(&form);
+    let mut v = FormValues::from_form(form);
     v.id = String::new();
-    let input = match v.apply(&form, current.metadata.to_input()) {
+    let input = match v.apply(form, current.metadata.to_input()) {
         Ok(i) => i,
         Err(errors) => {
             return form_page(&state, session, Some((&id, current.revision)), v, errors).await;
@@ -1678,21 +1718,15 @@ struct AdminPage {
 }
 
 /// An administrator's submitted form: parsed, from an administrator, with the session's CSRF token.
-fn admin_form<'a>(
-    viewer: &'a Viewer,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(Form, &'a Session), PageError> {
-    let form = Form::parse(headers, body)?;
-    let session = require_admin(viewer)?;
-    viewer.check_form(&form)?;
-    Ok((form, session))
+fn admin_form(signed: &SignedForm) -> Result<(&Form, &Session), PageError> {
+    let session = require_admin(signed.viewer())?;
+    Ok((&signed.form, session))
 }
 
 fn require_admin(viewer: &Viewer) -> Result<&Session, PageError> {
     match &viewer.0 {
         None => Err(PageError::SignIn),
-        Some(s) if s.actor.is_admin() => Ok(s),
+        Some(s) if authz::may_administer(&s.actor).is_ok() => Ok(s),
         Some(_) => Err(PageError::page(
             StatusCode::FORBIDDEN,
             "Only administrators may see the administration page.",
@@ -1825,11 +1859,9 @@ async fn admin_outcome(
 
 async fn admin_create_organization(
     State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let (form, session) = admin_form(&viewer, &headers, &body)?;
+    let (form, session) = admin_form(&signed)?;
     let kind = OrganizationKind::parse(&form.one("kind")).unwrap_or_default();
     let new = NewOrganization {
         id: form.one("id"),
@@ -1846,13 +1878,8 @@ async fn admin_create_organization(
     admin_outcome(&state, session, result, "organization").await
 }
 
-async fn admin_create_user(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, session) = admin_form(&viewer, &headers, &body)?;
+async fn admin_create_user(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = admin_form(&signed)?;
     let new = NewUser {
         username: form.one("username"),
         display_name: form.one("display_name"),
@@ -1873,13 +1900,8 @@ async fn admin_create_user(
     admin_outcome(&state, session, result, "user").await
 }
 
-async fn admin_add_membership(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, session) = admin_form(&viewer, &headers, &body)?;
+async fn admin_add_membership(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = admin_form(&signed)?;
     let result = state
         .service
         .add_membership(
@@ -1891,13 +1913,8 @@ async fn admin_add_membership(
     admin_outcome(&state, session, result, "membership").await
 }
 
-async fn admin_create_group(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, session) = admin_form(&viewer, &headers, &body)?;
+async fn admin_create_group(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = admin_form(&signed)?;
     let new = NewGroup {
         id: form.one("id"),
         name: form.one("name"),

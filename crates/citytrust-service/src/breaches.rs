@@ -11,21 +11,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use citytrust_model::access::{format_day, parse_day};
+use citytrust_model::authz;
 use citytrust_model::residents::{Breach, BreachScope, InboxMessage, NewBreach, RegulatorNotice};
-use citytrust_model::{Actor, Role, ValidationErrors};
+use citytrust_model::{Actor, ValidationErrors};
 
 use crate::accounts::random_hex;
 use crate::residents::included_because;
 use crate::{Result, Service, ServiceError, rfc3339};
 
 fn trustee(actor: &Actor) -> Result<()> {
-    match actor {
-        Actor::Anonymous => Err(ServiceError::Unauthenticated),
-        a if a.has_role(Role::Trustee) && a.agent().is_none() => Ok(()),
-        _ => Err(ServiceError::Forbidden(
-            "only trustees register breaches and see the breach register".into(),
-        )),
-    }
+    Ok(authz::may_keep_breach_register(actor)?)
 }
 
 /// Whose records a breach reached: the count, and who of them can be told.

@@ -122,10 +122,8 @@ impl Service {
         {
             return Err(ValidationErrors::single(
                 "spectrum",
-                format!(
-                    "this derived dataset awaits re-assessment: choose its class with \
-                     POST /api/v1/datasets/{id}/reassessment, giving your reasons"
-                ),
+                "this derived dataset awaits re-assessment: choose its class by \
+                 re-assessing it, giving your reasons",
             )
             .into());
         }
@@ -335,7 +333,7 @@ impl Service {
 
 /// Who acted, as the public log records it: a role or an organisation, never a person.
 pub(crate) fn acting_for(actor: &Actor, dataset: &Dataset) -> String {
-    if actor.is_admin() {
+    if authz::is_administrator(actor) {
         return "administrator".to_string();
     }
     let m = &dataset.metadata;

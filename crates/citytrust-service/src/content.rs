@@ -16,6 +16,7 @@
 //! computed; the log entry naming that digest is committed; only then does the
 //! first byte leave (invariant 1). If logging fails, the read fails.
 
+use citytrust_model::ProblemCode;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -251,7 +252,7 @@ pub(crate) fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
     match purpose.map(str::trim).filter(|p| !p.is_empty()) {
         None => Ok(None),
         Some(p) if p.chars().count() > 300 => Err(ServiceError::Unprocessable {
-            code: "invalid_purpose",
+            code: ProblemCode::InvalidPurpose,
             message: "a purpose is at most 300 characters".into(),
         }),
         Some(p) => Ok(Some(p.to_string())),
@@ -350,7 +351,7 @@ impl Service {
         let mut declared = BTreeMap::new();
         for (column, spec) in &options.declared {
             let d = Declared::parse(spec).map_err(|m| ServiceError::Unprocessable {
-                code: "invalid_declaration",
+                code: ProblemCode::InvalidDeclaration,
                 message: format!("column '{column}': {m}"),
             })?;
             declared.insert(column.clone(), d);
@@ -376,7 +377,7 @@ impl Service {
                 ));
                 let mut out = std::io::BufWriter::new(std::fs::File::create_new(&plain)?);
                 std::io::copy(&mut decoder, &mut out).map_err(|e| ServiceError::Unprocessable {
-                    code: "unreadable_content",
+                    code: ProblemCode::UnreadableContent,
                     message: format!("the body is not valid gzip: {e}"),
                 })?;
                 out.flush()?;
@@ -614,7 +615,7 @@ impl Service {
     ) -> Result<VersionInfo> {
         match (version, as_of) {
             (Some(_), Some(_)) => Err(ServiceError::Unprocessable {
-                code: "invalid_version",
+                code: ProblemCode::InvalidVersion,
                 message: "name a version by number or by time, not both".into(),
             }),
             (None, Some(at)) => self.version_as_of(dataset_id, at).await,
@@ -969,7 +970,7 @@ impl Service {
     ) -> Result<Spooled> {
         let purpose =
             clean_purpose(Some(&request.purpose))?.ok_or_else(|| ServiceError::Unprocessable {
-                code: "purpose_required",
+                code: ProblemCode::PurposeRequired,
                 message: "say what the query is for: 'purpose' is required".into(),
             })?;
         // Only the trust's own words for a purpose are ever logged.
@@ -987,11 +988,11 @@ impl Service {
             // Permitted, but SQL could undo any transform (a GROUP BY of one
             // row, a join on a pseudonym's source): it runs on identified rows only.
             return Err(ServiceError::Unprocessable {
-                code: "level_not_for_sql",
+                code: ProblemCode::LevelNotForSql,
                 message: format!(
-                    "SQL runs over identified rows only; at the level of {} read \
-                     GET /api/v1/datasets/{{id}}/data?level={} (rows) or \
-                     POST /api/v1/datasets/{{id}}/aggregate and /dp-statistics (tables)",
+                    "SQL runs over identified rows only; at the level of {} read the \
+                     dataset's rows at that level ({}), or ask for a table or a \
+                     differentially private statistic",
                     level.label().to_lowercase(),
                     level.as_str()
                 ),
@@ -1053,7 +1054,7 @@ impl Service {
         };
         if over.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(ServiceError::Unprocessable {
-                code: "result_too_large",
+                code: ProblemCode::ResultTooLarge,
                 message: format!(
                     "the result is larger than the {} MiB a query may return; aggregate it, \
                      select fewer columns or add a LIMIT",
@@ -1198,7 +1199,7 @@ pub(crate) struct Spooled {
 pub(crate) fn query_failure(e: citytrust_query::QueryError) -> ServiceError {
     match e {
         citytrust_query::QueryError::Failed(f) => {
-            tracing::debug!(code = f.code, detail = %f.detail, "a query failed");
+            tracing::debug!(code = f.code.as_str(), detail = %f.detail, "a query failed");
             ServiceError::Unprocessable {
                 code: f.code,
                 message: f.message,
@@ -1208,19 +1209,20 @@ pub(crate) fn query_failure(e: citytrust_query::QueryError) -> ServiceError {
     }
 }
 
-/// How an attempt that served nothing ended, for its log entry.
-fn attempt_outcome(e: &ServiceError) -> (&'static str, &'static str, Option<String>) {
+/// How an attempt that served nothing ended, for its log entry: the
+/// outcome and the problem code the caller was answered with.
+fn attempt_outcome(e: &ServiceError) -> (&'static str, ProblemCode, Option<String>) {
     match e {
-        ServiceError::Refused { rule, .. } => ("refused", "refused", rule.clone()),
+        ServiceError::Refused { rule, .. } => ("refused", ProblemCode::Refused, rule.clone()),
         ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => {
-            ("refused", "unauthenticated", None)
+            ("refused", ProblemCode::Unauthenticated, None)
         }
-        ServiceError::Forbidden(_) => ("refused", "forbidden", None),
-        ServiceError::NotFound(_) => ("failed", "not_found", None),
-        ServiceError::Unprocessable { code, .. } => ("failed", code, None),
-        ServiceError::Invalid(_) => ("failed", "validation_failed", None),
-        ServiceError::TooMany { .. } => ("refused", "too_many", None),
-        _ => ("failed", "internal", None),
+        ServiceError::Forbidden(_) => ("refused", ProblemCode::Forbidden, None),
+        ServiceError::NotFound(_) => ("failed", ProblemCode::NotFound, None),
+        ServiceError::Unprocessable { code, .. } => ("failed", *code, None),
+        ServiceError::Invalid(_) => ("failed", ProblemCode::ValidationFailed, None),
+        ServiceError::TooMany { .. } => ("refused", ProblemCode::TooManyRequests, None),
+        _ => ("failed", ProblemCode::Internal, None),
     }
 }
 

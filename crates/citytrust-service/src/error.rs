@@ -1,3 +1,8 @@
+//! `ServiceError`: why a use case did not happen, one variant per kind of
+//! answer (the server maps each to one HTTP status and problem code), and the
+//! conversions from the store's and the query engine's errors.
+
+use citytrust_model::ProblemCode;
 use citytrust_model::{Refusal, ValidationErrors};
 use citytrust_store::StoreError;
 
@@ -32,7 +37,7 @@ pub enum ServiceError {
     Stale(String),
     /// Content that cannot be used as sent (`code` names the kind of problem).
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: ProblemCode, message: String },
     /// An upload with bad rows, rejected whole: the first errors, and how many there were.
     #[error("{total} row(s) could not be read")]
     RowErrors {
@@ -81,23 +86,23 @@ impl From<citytrust_query::QueryError> for ServiceError {
         use citytrust_query::QueryError as Q;
         match e {
             Q::Unreadable(message) => ServiceError::Unprocessable {
-                code: "unreadable_content",
+                code: ProblemCode::UnreadableContent,
                 message,
             },
             Q::Rejected { errors, total } => ServiceError::RowErrors { errors, total },
             Q::Sql(message) => ServiceError::Unprocessable {
-                code: "invalid_query",
+                code: ProblemCode::InvalidQuery,
                 message,
             },
             Q::Refused { code, message } => ServiceError::Unprocessable { code, message },
             // An engine failure outside a caller's own query is ours: logged, never shown.
             Q::Failed(f) => ServiceError::Internal(f.detail),
             Q::Unsupported(message) => ServiceError::Unprocessable {
-                code: "unsupported_format",
+                code: ProblemCode::UnsupportedFormat,
                 message,
             },
             e @ Q::Timeout(_) => ServiceError::Unprocessable {
-                code: "query_timeout",
+                code: ProblemCode::QueryTimeout,
                 message: e.to_string(),
             },
             other => ServiceError::Internal(other.to_string()),

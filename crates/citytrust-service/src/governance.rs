@@ -2,6 +2,7 @@
 //! trustees' votes, agreements — and the decision every read is checked
 //! against (R-ACC-2 … R-ACC-8).
 
+use citytrust_model::ProblemCode;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -10,8 +11,9 @@ use citytrust_model::access::{
     NewAccessRequest, NewVote, Purpose, PurposeKind, RequestStatus, Tally, Vote, default_purposes,
     format_day, parse_day, tally,
 };
+use citytrust_model::authz;
 use citytrust_model::catalogue::{Dataset, Spectrum};
-use citytrust_model::{Actor, Role, ValidationErrors};
+use citytrust_model::{Actor, ValidationErrors};
 use citytrust_policy::{Charter, DatasetFacts, Principal, ReadFacts, RequestFacts, RequestOutcome};
 use citytrust_store::{NewLogEntry, StoredCharter};
 
@@ -281,11 +283,7 @@ impl Service {
         let Some(username) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
-        if !actor.has_role(Role::Trustee) {
-            return Err(ServiceError::Forbidden(
-                "only trustees change the charter".into(),
-            ));
-        }
+        authz::may_change_charter(actor)?;
         let mut e = ValidationErrors::default();
         e.required_text("note", note, 2000);
         if text.len() > 200_000 {
@@ -333,8 +331,8 @@ impl Service {
         if !level.served() {
             return Err(refuse(
                 Some("level-not-available"),
-                "a metadata-only grant carries no content: the catalogue entry \
-                 (GET /api/v1/datasets/{id}) is the whole of it"
+                "a metadata-only grant carries no content: the dataset's catalogue \
+                 entry is the whole of it"
                     .to_string(),
             ));
         }
@@ -355,8 +353,8 @@ impl Service {
             return Err(refuse(
                 Some("purpose-required"),
                 format!(
-                    "dataset '{}' is not open data: say what the read is for with purpose= \
-                     (one of the trust's purposes, GET /api/v1/purposes)",
+                    "dataset '{}' is not open data: say what the read is for (its purpose, \
+                     one of the trust's purposes)",
                     dataset.id
                 ),
             ));
@@ -366,7 +364,7 @@ impl Service {
             // caller's free text ever reaches the public log.
             let ids: Vec<String> = self.purposes().await?.into_iter().map(|p| p.id).collect();
             return Err(ServiceError::Unprocessable {
-                code: "unknown_purpose",
+                code: ProblemCode::UnknownPurpose,
                 message: format!(
                     "'{}' is not a purpose of the trust; one of: {}",
                     p.chars().take(100).collect::<String>(),
@@ -412,9 +410,9 @@ impl Service {
                 Some("trajectories-as-tables"),
                 format!(
                     "the rows of dataset '{}' are people's movements: outside its owner they \
-                     leave only as tables (POST /api/v1/datasets/{}/aggregate, e.g. \
-                     origin–destination counts between grid areas)",
-                    dataset.id, dataset.id
+                     leave only as tables (for example origin–destination counts \
+                     between grid areas)",
+                    dataset.id
                 ),
             ));
         }
@@ -469,7 +467,7 @@ impl Service {
         let purpose_id = purpose.unwrap_or("");
         let message = format!(
             "no data sharing agreement in force today gives you {} of dataset '{}' for the \
-             purpose '{purpose_id}': ask for it with POST /api/v1/access-requests",
+             purpose '{purpose_id}': ask the trustees for it with an access request",
             level.label().to_lowercase(),
             dataset.id
         );
@@ -630,7 +628,7 @@ impl Service {
         let (mut request, revision) = self.request_for_edit(actor, id).await?;
         if request.status != RequestStatus::Draft {
             return Err(ServiceError::Unprocessable {
-                code: "not_a_draft",
+                code: ProblemCode::NotADraft,
                 message: format!("request {id} was submitted already"),
             });
         }
@@ -1098,11 +1096,7 @@ impl Service {
         let Some(username) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
-        if !actor.has_role(Role::Trustee) {
-            return Err(ServiceError::Forbidden(
-                "only trustees vote on requests".into(),
-            ));
-        }
+        authz::may_vote(actor)?;
         vote.validate()?;
         let (mut request, revision) = self
             .store
@@ -1126,7 +1120,7 @@ impl Service {
                 .unwrap_or(i64::MAX);
             if today <= until {
                 return Err(ServiceError::Unprocessable {
-                    code: "comment_period_open",
+                    code: ProblemCode::CommentPeriodOpen,
                     message: format!(
                         "request {id} is open for public comment until {}; votes start after it",
                         request.comment_until.as_deref().unwrap_or("")
@@ -1137,7 +1131,7 @@ impl Service {
         }
         if request.status != RequestStatus::UnderReview {
             return Err(ServiceError::Unprocessable {
-                code: "already_decided",
+                code: ProblemCode::AlreadyDecided,
                 message: format!("request {id} is {}", request.status.as_str()),
             });
         }
@@ -1272,7 +1266,7 @@ impl Service {
                 .is_some_and(|until| self.today() <= until);
         if !open {
             return Err(ServiceError::Unprocessable {
-                code: "comment_period_closed",
+                code: ProblemCode::CommentPeriodClosed,
                 message: format!("request {id} is not open for public comment"),
             });
         }
@@ -1315,18 +1309,14 @@ impl Service {
         if actor.username().is_none() {
             return Err(ServiceError::Unauthenticated);
         }
-        if !actor.has_role(Role::Trustee) {
-            return Err(ServiceError::Forbidden(
-                "only trustees retire agreements".into(),
-            ));
-        }
+        authz::may_retire_agreement(actor)?;
         let mut e = ValidationErrors::default();
         e.required_text("reason", reason, 5000);
         e.into_result()?;
         let mut a = self.agreement(id).await?;
         if a.status != AgreementStatus::Active {
             return Err(ServiceError::Unprocessable {
-                code: "not_active",
+                code: ProblemCode::NotActive,
                 message: format!("agreement {id} is {}", a.status.as_str()),
             });
         }
@@ -1372,7 +1362,7 @@ impl Service {
         }
         if self.today() <= a.last_day() {
             return Err(ServiceError::Unprocessable {
-                code: "agreement_in_force",
+                code: ProblemCode::AgreementInForce,
                 message: format!(
                     "agreement {id} runs until {}; attest deletion after it ends",
                     format_day(a.last_day())
@@ -1419,8 +1409,8 @@ impl Service {
         Err(ServiceError::Refused {
             rule: Some("deletion-attestation-overdue".into()),
             message: format!(
-                "new requests are blocked until deletion is attested for ended agreement(s) {} \
-                 (POST /api/v1/agreements/{{id}}/attest-deletion)",
+                "new requests are blocked until the data's deletion is attested for the \
+                 ended agreement(s) {} (on each agreement's page)",
                 late.join(", ")
             ),
         })
@@ -1434,16 +1424,7 @@ impl Service {
 }
 
 fn require_trust_role(actor: &Actor) -> Result<()> {
-    if actor.username().is_none() {
-        return Err(ServiceError::Unauthenticated);
-    }
-    if actor.is_admin() || actor.has_role(Role::Trustee) {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden(
-            "only administrators and trustees change the purpose taxonomy".into(),
-        ))
-    }
+    Ok(authz::may_change_purposes(actor)?)
 }
 
 fn charter_view(row: StoredCharter) -> Result<CharterView> {

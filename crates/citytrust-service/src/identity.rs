@@ -10,6 +10,7 @@
 use citytrust_model::ValidationErrors;
 use citytrust_model::access::{format_day, parse_day};
 use citytrust_model::account::{Actor, Authority, NewAuthority, Role, User, is_username};
+use citytrust_model::authz;
 use citytrust_store::PendingLogin;
 
 use crate::accounts::{random_hex, sha256_hex};
@@ -159,11 +160,7 @@ impl Service {
         let Some(checked_by) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
-        if !actor.is_admin() || actor.agent().is_some() {
-            return Err(ServiceError::Forbidden(
-                "only an administrator, acting in person, records an authority to act for another person".into(),
-            ));
-        }
+        authz::may_record_evidence(actor, "records an authority to act for another person")?;
         new.validate()?;
         let mut e = ValidationErrors::default();
         for (field, who) in [("agent", &new.agent), ("principal", &new.principal)] {
@@ -216,11 +213,7 @@ impl Service {
 
     /// An administrator withdraws an authority; it stops counting at once.
     pub async fn revoke_authority(&self, actor: &Actor, id: &str) -> Result<Authority> {
-        if !actor.is_admin() || actor.agent().is_some() {
-            return Err(ServiceError::Forbidden(
-                "only an administrator, acting in person, withdraws an authority".into(),
-            ));
-        }
+        authz::may_record_evidence(actor, "withdraws an authority")?;
         let mut authority = self
             .store
             .get_authority(id)
@@ -248,7 +241,7 @@ impl Service {
         let Some(username) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
-        if actor.is_admin() && actor.agent().is_none() {
+        if authz::may_record_evidence(actor, "sees every authority").is_ok() {
             Ok(self.store.list_authorities().await?)
         } else {
             Ok(self.store.authorities_of(username).await?)

@@ -4,6 +4,7 @@
 //! read is authorised at its level like any other (deny by default), and
 //! its log entry names the transform applied.
 
+use citytrust_model::ProblemCode;
 use std::io::{Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -348,7 +349,7 @@ impl Service {
             AccessLevel::Anonymised => {
                 if dataset.metadata.personal_data && classes.quasi_identifying.is_empty() {
                     return Err(ServiceError::Unprocessable {
-                        code: "no_quasi_identifiers",
+                        code: ProblemCode::NoQuasiIdentifiers,
                         message: format!(
                             "dataset '{}' is personal data but its owner has declared no \
                              quasi-identifying columns (column_classes.quasi_identifying), so \
@@ -359,7 +360,7 @@ impl Service {
                 }
                 if slice.offset > 0 || slice.limit.is_some() {
                     return Err(ServiceError::Unprocessable {
-                        code: "no_paging",
+                        code: ProblemCode::NoPaging,
                         message: "anonymised rows are released whole (generalisation depends on \
                                   every row): ask without offset and limit, in CSV"
                             .into(),
@@ -427,20 +428,19 @@ impl Service {
                 Ok((rows, None))
             }
             AccessLevel::Index => Err(ServiceError::Unprocessable {
-                code: "index_level",
+                code: ProblemCode::IndexLevel,
                 message: format!(
-                    "the index level answers whether a record exists, not with rows: ask with \
-                     POST /api/v1/datasets/{}/lookup",
+                    "the index level answers whether a record exists in dataset '{}', not with \
+                     rows: ask with a look-up",
                     dataset.id
                 ),
             }),
             other => Err(ServiceError::Unprocessable {
-                code: "aggregate_level",
+                code: ProblemCode::AggregateLevel,
                 message: format!(
-                    "{} are tables, not rows: ask with POST /api/v1/datasets/{}/aggregate \
-                     (thresholded counts) or POST /api/v1/datasets/{}/dp-statistics",
+                    "{} are tables, not rows: ask dataset '{}' for a table of thresholded \
+                     counts or a differentially private statistic",
                     other.label().to_lowercase(),
-                    dataset.id,
                     dataset.id
                 ),
             }),
@@ -470,7 +470,7 @@ impl Service {
         {
             // A table's labels are shown even where its counts are not.
             return Err(ServiceError::Unprocessable {
-                code: "personal_dimension",
+                code: ProblemCode::PersonalDimension,
                 message: format!(
                     "column {c:?} directly identifies people: a table may not be broken down by it"
                 ),
@@ -479,7 +479,7 @@ impl Service {
         let threshold = request.threshold.unwrap_or(MIN_THRESHOLD);
         if threshold < MIN_THRESHOLD {
             return Err(ServiceError::Unprocessable {
-                code: "threshold_too_low",
+                code: ProblemCode::ThresholdTooLow,
                 message: format!(
                     "the trust shows no count below {MIN_THRESHOLD}: a release may use a higher \
                      threshold, not {threshold}"
@@ -488,7 +488,7 @@ impl Service {
         }
         if !matches!(request.format, OutputFormat::Csv | OutputFormat::Json) {
             return Err(ServiceError::Unprocessable {
-                code: "unsupported_format",
+                code: ProblemCode::UnsupportedFormat,
                 message: format!(
                     "a thresholded table is served as csv or json, not {}",
                     request.format.extension()
@@ -606,7 +606,7 @@ impl Service {
             .await?;
         if value.len() > MAX_LOOKUP_VALUE {
             return Err(ServiceError::Unprocessable {
-                code: "invalid_lookup",
+                code: ProblemCode::InvalidLookup,
                 message: format!("a value looked up is at most {MAX_LOOKUP_VALUE} bytes"),
             });
         }
@@ -741,7 +741,7 @@ impl Service {
             )
             .await?;
         let invalid = |message: String| ServiceError::Unprocessable {
-            code: "invalid_statistic",
+            code: ProblemCode::InvalidStatistic,
             message,
         };
         let numeric = match request.statistic {

@@ -5,6 +5,7 @@
 //! (with reasons, in the log) its content is readable only by its owner,
 //! whatever its class says — aggregation can reveal what the inputs did not.
 
+use citytrust_model::ProblemCode;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -114,7 +115,7 @@ impl Service {
                 rule: Some("derived-from-residents-choices".into()),
                 message: format!(
                     "'{}' is read under its residents' consent or objections, and a withdrawal must reach \
-                     every read: query it when you need it (POST /api/v1/query) instead of deriving a copy",
+                     every read: query it when you need it instead of deriving a copy",
                     t.dataset.id
                 ),
             });
@@ -182,7 +183,7 @@ impl Service {
         };
         if spooled.truncated {
             return Err(ServiceError::Unprocessable {
-                code: "too_many_rows",
+                code: ProblemCode::TooManyRows,
                 message: format!("a derived dataset has at most {MAX_DERIVED_ROWS} rows"),
             });
         }
@@ -253,10 +254,10 @@ impl Service {
         let current = self.get_dataset(id).await?;
         let Some(derivation) = current.metadata.derivation.clone() else {
             return Err(ServiceError::Unprocessable {
-                code: "not_derived",
+                code: ProblemCode::NotDerived,
                 message: format!(
                     "dataset '{id}' was not derived from others: its classification is the \
-                     trustees' to change (POST /api/v1/datasets/{id}/classification)"
+                     trustees' to change"
                 ),
             });
         };

@@ -9,10 +9,12 @@
 //! whose salt only the resident is shown, so they (and no one else) can show
 //! an entry is about them.
 
+use citytrust_model::ProblemCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use citytrust_model::access::format_day;
+use citytrust_model::authz;
 use citytrust_model::residents::{
     ChoiceKind, Consent, LawfulBasis, NewConsent, NewLink, NewLinkCode, NewSubjectRequest,
     PersonalTerms, RecordFacts, SubjectLink, SubjectRequest, SubjectRequestKind,
@@ -321,15 +323,10 @@ impl Service {
     ) -> Result<IssuedLinkCode> {
         let by = signed_in(actor)?;
         let dataset = self.get_dataset(dataset_id).await?;
-        if !actor.is_member_of(&dataset.metadata.owner_organization_id) {
-            return Err(ServiceError::Forbidden(format!(
-                "only members of '{}' issue link codes for '{}'",
-                dataset.metadata.owner_organization_id, dataset.id
-            )));
-        }
+        authz::may_issue_link_code(actor, &dataset.metadata.owner_organization_id, &dataset.id)?;
         if personal_terms(&dataset).is_none() {
             return Err(ServiceError::Unprocessable {
-                code: "not_personal",
+                code: ProblemCode::NotPersonal,
                 message: format!(
                     "'{}' names no subject key: there is no one to link",
                     dataset.id
@@ -611,7 +608,7 @@ impl Service {
         let purpose = self.purpose(&new.purpose).await?.ok_or_else(|| {
             ServiceError::Invalid(ValidationErrors::single(
                 "purpose",
-                "is not a purpose of the trust (GET /api/v1/purposes)",
+                "is not one of the trust's purposes",
             ))
         })?;
         if let Some(org) = &new.recipient_organization_id
@@ -1388,11 +1385,7 @@ impl Service {
         let Some(admin) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
-        if !actor.is_admin() || actor.agent().is_some() {
-            return Err(ServiceError::Forbidden(
-                "only an administrator, acting in person, records a date of birth".into(),
-            ));
-        }
+        authz::may_record_evidence(actor, "records a date of birth")?;
         let mut e = ValidationErrors::default();
         let day = e.date("birth_date", date);
         e.into_result()?;

@@ -1,5 +1,7 @@
-//! CityTrust's persistence: organisations, accounts, sessions and the
-//! catalogue, in SQLite (the embedded default) or PostgreSQL (to scale out),
+//! CityTrust's persistence: organisations, accounts, sessions and tokens, the
+//! transparency log's rows and index, the catalogue, versions, feedback and
+//! quality rules here; governance, residents, privacy budgets and identity in
+//! their own modules. In SQLite (the embedded default) or PostgreSQL (to scale out),
 //! through one sqlx `Any` pool. Each backend has its own migrations under
 //! `migrations/<backend>/`; the SQL in this file is written to run unchanged
 //! on both (`$n` parameters, integers for flags, text for JSON).

@@ -1,4 +1,9 @@
-//! `citytrust`: serve the trust, load and serve the demo city, manage accounts.
+//! `citytrust`, the one binary: `serve` the trust; `demo` (load the demo city
+//! and serve it); `verify` a log from its public files; `import` a file
+//! through a running trust's API; the owners' release tools `anonymise`,
+//! `risk` and `tabulate`; `rotate-pseudonym-key`; and `user add`. Also the
+//! process's shape: logging, the listener, graceful shutdown (at most 10 s
+//! after SIGTERM).
 
 mod demo;
 mod import;

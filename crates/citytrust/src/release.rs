@@ -1,5 +1,7 @@
-//! `citytrust anonymise` and `citytrust risk`: the release tools an owner runs
-//! on a CSV file before an anonymised extract leaves the building.
+//! `citytrust anonymise`, `citytrust risk` and `citytrust tabulate`: the
+//! release tools an owner runs on a CSV file before an anonymised extract or a
+//! table leaves the building. Outputs are written beside the target and
+//! renamed into place only on success.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -5,22 +5,24 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::Router;
-use axum::body::Bytes;
+
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use citytrust_model::Actor;
 use citytrust_model::access::{
     AccessLevel, AccessRequest, Agreement, NewAccessRequest, NewVote, Question, RequestStatus,
     Sharing, Terms, VoteChoice,
 };
-use citytrust_model::{Actor, Role};
+use citytrust_model::authz;
 use citytrust_service::ServiceError;
 
 use super::{
-    Choice, Form, Nav, PageError, PageResult, Viewer, humanise, query_number, query_param, render,
+    Choice, Nav, PageError, PageResult, Viewer, humanise, query_number, query_param, render,
 };
 use crate::AppState;
+use crate::web::SignedForm;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -104,7 +106,7 @@ async fn requests_page(
         .iter()
         .map(row)
         .collect();
-    let is_trustee = actor.has_role(Role::Trustee);
+    let is_trustee = authz::may_vote(actor).is_ok();
     let queue = if is_trustee {
         state
             .service
@@ -299,14 +301,8 @@ async fn new_request_form(
     request_form(&state, &viewer, &values, Vec::new()).await
 }
 
-async fn create_request(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+async fn create_request(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = (&signed.form, signed.session());
     let sharing = if form.one("sharing") == "one_off" {
         Sharing::OneOff
     } else {
@@ -358,7 +354,7 @@ async fn create_request(
         Ok(r) => Ok(Redirect::to(&format!("/requests/{}", r.id)).into_response()),
         Err(ServiceError::Invalid(v)) => {
             let errors = v.0.into_iter().map(|e| (e.field, e.message)).collect();
-            request_form(&state, &viewer, &values, errors).await
+            request_form(&state, signed.viewer(), &values, errors).await
         }
         Err(other) => Err(other.into()),
     }
@@ -407,7 +403,7 @@ async fn request_view(
     let actor = viewer.actor();
     let r = state.service.get_access_request(&actor, id).await?;
     let me = actor.username().map(str::to_string);
-    let may_vote = actor.has_role(Role::Trustee)
+    let may_vote = authz::may_vote(&actor).is_ok()
         && matches!(
             r.status,
             RequestStatus::UnderReview | RequestStatus::PublicComment
@@ -503,13 +499,10 @@ async fn request_page(
 
 async fn vote(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     let choice = match form.one("vote").as_str() {
         "approve" => Some(VoteChoice::Approve),
         "deny" => Some(VoteChoice::Deny),
@@ -518,7 +511,7 @@ async fn vote(
     let Some(choice) = choice else {
         return request_view(
             &state,
-            &viewer,
+            signed.viewer(),
             &id,
             "",
             vec![("vote".into(), "choose approve or deny".into())],
@@ -534,7 +527,7 @@ async fn vote(
         Ok(_) => Ok(Redirect::to(&format!("/requests/{id}?done=vote")).into_response()),
         Err(ServiceError::Invalid(v)) => {
             let errors = v.0.into_iter().map(|e| (e.field, e.message)).collect();
-            request_view(&state, &viewer, &id, "", errors).await
+            request_view(&state, signed.viewer(), &id, "", errors).await
         }
         Err(other) => Err(other.into()),
     }
@@ -542,13 +535,10 @@ async fn vote(
 
 async fn comment(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     match state
         .service
         .comment_on_request(&session.actor, &id, &form.one("text"))
@@ -557,7 +547,7 @@ async fn comment(
         Ok(_) => Ok(Redirect::to(&format!("/requests/{id}?done=comment")).into_response()),
         Err(ServiceError::Invalid(v)) => {
             let errors = v.0.into_iter().map(|e| (e.field, e.message)).collect();
-            request_view(&state, &viewer, &id, "", errors).await
+            request_view(&state, signed.viewer(), &id, "", errors).await
         }
         Err(other) => Err(other.into()),
     }

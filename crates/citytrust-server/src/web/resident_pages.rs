@@ -12,20 +12,22 @@ use std::collections::BTreeMap;
 
 use askama::Template;
 use axum::Router;
-use axum::body::Bytes;
+
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use citytrust_model::Actor;
+use citytrust_model::authz;
 use citytrust_model::residents::{
     BreachScope, ChoiceKind, LawfulBasis, NewBreach, NewConsent, NewLink, NewSubjectRequest,
     RegulatorNotice, SubjectRequestKind, SubjectRule,
 };
-use citytrust_model::{Actor, Role};
 use citytrust_service::ServiceError;
 
 use super::{Form, Nav, PageError, PageResult, Viewer, humanise, organization_names};
 use crate::AppState;
+use crate::web::SignedForm;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -236,16 +238,13 @@ async fn acting(
 }
 
 /// A dashboard form: parsed, its CSRF token checked, and who it acts as.
-async fn acting_form(
+async fn acting_form<'a>(
     state: &AppState,
-    viewer: &Viewer,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(Form, String, citytrust_model::Actor), PageError> {
-    let form = Form::parse(headers, body)?;
-    viewer.check_form(&form)?;
+    signed: &'a SignedForm,
+) -> Result<(&'a Form, String, citytrust_model::Actor), PageError> {
+    let form = &signed.form;
     let for_whom = form.one("for");
-    let actor = acting(state, viewer, &for_whom).await?;
+    let actor = acting(state, signed.viewer(), &for_whom).await?;
     Ok((form, for_whom, actor))
 }
 
@@ -561,13 +560,8 @@ async fn outcome<T>(
     }
 }
 
-async fn link(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+async fn link(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, for_whom, actor) = acting_form(&state, &signed).await?;
     let result = state
         .service
         .link_with_code(
@@ -577,16 +571,11 @@ async fn link(
             },
         )
         .await;
-    outcome(&state, &viewer, &for_whom, result, "link").await
+    outcome(&state, signed.viewer(), &for_whom, result, "link").await
 }
 
-async fn give_consent(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+async fn give_consent(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, for_whom, actor) = acting_form(&state, &signed).await?;
     let kind = match form.one("kind").as_str() {
         "objection" => ChoiceKind::Objection,
         "donation" => ChoiceKind::Donation,
@@ -600,32 +589,25 @@ async fn give_consent(
         reward: None,
     };
     let result = state.service.give_consent(&actor, new).await;
-    outcome(&state, &viewer, &for_whom, result, "consent").await
+    outcome(&state, signed.viewer(), &for_whom, result, "consent").await
 }
 
 async fn withdraw_consent(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let (_, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+    let (_, for_whom, actor) = acting_form(&state, &signed).await?;
     let result = state.service.withdraw_consent(&actor, &id).await;
-    outcome(&state, &viewer, &for_whom, result, "withdraw").await
+    outcome(&state, signed.viewer(), &for_whom, result, "withdraw").await
 }
 
-async fn make_request(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (form, for_whom, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+async fn make_request(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, for_whom, actor) = acting_form(&state, &signed).await?;
     let Some(kind) = SubjectRequestKind::parse(&form.one("kind")) else {
         return dashboard_view(
             &state,
-            &viewer,
+            signed.viewer(),
             &for_whom,
             "",
             "Choose what you are asking for.",
@@ -638,17 +620,12 @@ async fn make_request(
         details: form.one("details"),
     };
     let result = state.service.make_subject_request(&actor, new).await;
-    outcome(&state, &viewer, &for_whom, result, "request").await
+    outcome(&state, signed.viewer(), &for_whom, result, "request").await
 }
 
 /// The export bundle, as a download (a POST: making it writes a log entry).
-async fn export(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let (_, _, actor) = acting_form(&state, &viewer, &headers, &body).await?;
+async fn export(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (_, _, actor) = acting_form(&state, &signed).await?;
     let bundle = state.service.my_export(&actor).await?;
     Ok(crate::residents::bundle_response(bundle))
 }
@@ -696,7 +673,7 @@ fn require_trustee(viewer: &Viewer) -> Result<&Actor, PageError> {
     let Some(session) = viewer.session() else {
         return Err(PageError::SignIn);
     };
-    if !session.actor.has_role(Role::Trustee) {
+    if authz::may_keep_breach_register(&session.actor).is_err() {
         return Err(PageError::page(
             StatusCode::FORBIDDEN,
             "Only trustees keep the breach register.",
@@ -774,14 +751,8 @@ async fn breaches_page(
     breaches_view(&state, &viewer, message, Vec::new(), BTreeMap::new()).await
 }
 
-async fn register_breach(
-    State(state): State<AppState>,
-    viewer: Viewer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+async fn register_breach(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let (form, session) = (&signed.form, signed.session());
     let kept: BTreeMap<String, String> = [
         "title",
         "description",
@@ -819,7 +790,7 @@ async fn register_breach(
                         (field, e.message)
                     })
                     .collect();
-            breaches_view(&state, &viewer, "", errors, kept).await
+            breaches_view(&state, signed.viewer(), "", errors, kept).await
         }
         Err(other) => Err(other.into()),
     }
@@ -827,13 +798,10 @@ async fn register_breach(
 
 async fn regulator_notified(
     State(state): State<AppState>,
-    viewer: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: SignedForm,
 ) -> PageResult {
-    let form = Form::parse(&headers, &body)?;
-    let session = viewer.check_form(&form)?;
+    let (form, session) = (&signed.form, signed.session());
     state
         .service
         .regulator_notified(

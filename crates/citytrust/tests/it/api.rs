@@ -1,3 +1,6 @@
+//! The JSON API end to end: tokens and sessions, accounts, organisations and
+//! groups, the catalogue's create/edit/search, and problem+json for bad input.
+
 use serde_json::{Value, json};
 
 use crate::harness::{TestApp, assert_problem, dataset};

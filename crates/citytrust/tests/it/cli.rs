@@ -1,3 +1,6 @@
+//! The `citytrust` binary as an operator runs it: `serve`, `demo`, `import`,
+//! `verify` (including a forked log caught), `user add` and the release tools.
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 

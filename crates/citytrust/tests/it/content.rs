@@ -487,11 +487,32 @@ async fn only_maintainers_upload_and_an_aborted_upload_leaves_nothing() {
          Content-Type: text/csv\r\nContent-Length: 1000000\r\n\r\nstation,no2\nSants,84\n"
     );
     socket.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    drop(socket);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The upload must have started (its body is being spooled) before the
+    // hang-up, or "nothing left behind" would hold trivially.
     let tmp = app.service.content_dir().join("tmp");
-    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    let in_tmp = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let mut started = false;
+    for _ in 0..200 {
+        if !in_tmp().is_empty() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started, "the upload never started spooling into {tmp:?}");
+    drop(socket);
+    let mut left = in_tmp();
+    for _ in 0..200 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = in_tmp();
+    }
     assert!(left.is_empty(), "left behind: {left:?}");
     let stored = app
         .service

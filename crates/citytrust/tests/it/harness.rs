@@ -1,3 +1,7 @@
+//! The test harness: a real server on a free port over a fresh database
+//! (SQLite, or PostgreSQL + S3 when the environment names them), a manual
+//! clock, and one account per role.
+
 use std::sync::Arc;
 
 use citytrust_model::{NewOrganization, NewUser, OrganizationKind, Role};

@@ -1,3 +1,7 @@
+//! The transparency log end to end: entries and their inclusion proofs,
+//! consistency between checkpoints, tiles, and what the log records — every
+//! proof checked from public data only.
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use citytrust_ledger::checkpoint::open_checkpoint;

@@ -15,4 +15,5 @@ mod interop;
 mod ledger;
 mod levels;
 mod residents;
+mod tidy;
 mod web;

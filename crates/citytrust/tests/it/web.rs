@@ -1,3 +1,7 @@
+//! The portal over HTTP without a browser: pages, forms and their CSRF
+//! tokens, sign-in, and every page's "may not". (Chromium runs the portal
+//! in `e2e/`.)
+
 use reqwest::Response;
 use serde_json::json;
 
