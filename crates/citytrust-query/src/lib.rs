@@ -25,11 +25,13 @@ pub mod risk;
 pub mod sql;
 pub mod subjects;
 mod values;
+pub mod version;
 
 use std::fmt;
 
 pub use citytrust_model::ProblemCode;
 use serde::{Deserialize, Serialize};
+pub use version::VersionChoice;
 
 pub use datafusion;
 pub use ingest::{IngestOptions, IngestReport, OnError, RowError};

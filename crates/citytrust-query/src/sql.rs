@@ -8,7 +8,7 @@
 //! anything else is refused before planning, and DataFusion is told to
 //! refuse DDL, DML and statements too, as a second lock.
 
-use crate::ProblemCode;
+use crate::{ProblemCode, VersionChoice};
 use std::time::Duration;
 
 use datafusion::execution::SendableRecordBatchStream;
@@ -18,26 +18,13 @@ use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::{QueryError, Result};
 
-/// A table named in a query: the dataset it stands for and, if given, the version.
+/// A table named in a query: the dataset it stands for and the version it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableName {
     /// As written (and as registered): `barcelona_air_quality` or `barcelona_air_quality@2`.
     pub table: String,
     pub dataset_id: String,
-    pub version: Option<i64>,
-    /// The version in force at this instant (seconds since the epoch, UTC).
-    pub as_of: Option<i64>,
-}
-
-/// An "as of" time: `2026-03-01` (the end of that day, UTC) or an RFC 3339
-/// instant; seconds since the epoch.
-pub fn parse_as_of(text: &str) -> Option<i64> {
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return day.and_hms_opt(23, 59, 59).map(|t| t.and_utc().timestamp());
-    }
-    chrono::DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.timestamp())
+    pub version: VersionChoice,
 }
 
 /// A table a query may read: its name, its version's file, and the columns
@@ -224,23 +211,17 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
         if tables.iter().any(|t| t.table == table) {
             continue;
         }
-        let (base, version, as_of) = match table.split_once('@') {
-            Some((base, v)) => match v.parse::<i64>() {
-                Ok(n) if n > 0 => (base, Some(n), None),
-                _ => {
-                    let at = parse_as_of(v).ok_or_else(|| {
-                        QueryError::refused(
-                            ProblemCode::UnknownTable,
-                            format!(
-                                "'{table}': the part after @ must be a version number (\"t@2\"), a date \
-                                 (\"t@2026-03-01\") or an RFC 3339 time (\"t@2026-03-01T12:00:00Z\")"
-                            ),
-                        )
-                    })?;
-                    (base, None, Some(at))
-                }
-            },
-            None => (table.as_str(), None, None),
+        let (base, version) = match table.split_once('@') {
+            Some((base, v)) => (
+                base,
+                VersionChoice::from_suffix(v).map_err(|e| {
+                    QueryError::refused(
+                        ProblemCode::InvalidVersion,
+                        format!("'{table}': {}", e.message),
+                    )
+                })?,
+            ),
+            None => (table.as_str(), VersionChoice::Latest),
         };
         if base.is_empty()
             || !base
@@ -255,7 +236,6 @@ fn check_on_this_thread(sql: &str) -> Result<CheckedQuery> {
         tables.push(TableName {
             dataset_id: base.replace('_', "-"),
             version,
-            as_of,
             table,
         });
     }
@@ -354,8 +334,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("barcelona-air-quality", None),
-                ("barcelona-districts", Some(1))
+                ("barcelona-air-quality", VersionChoice::Latest),
+                ("barcelona-districts", VersionChoice::Number(1))
             ]
         );
         for bad in [
@@ -383,11 +363,14 @@ mod tests {
             "SELECT * FROM \"meters@2026-03-01\" a JOIN \"meters@2026-03-01T12:00:00+01:00\" b ON true",
         )
         .unwrap();
-        let at: Vec<_> = ok.tables.iter().map(|t| (t.version, t.as_of)).collect();
+        let at: Vec<_> = ok.tables.iter().map(|t| t.version).collect();
         // The end of 1 March 2026 UTC, and 11:00 UTC that day.
         assert_eq!(
             at,
-            [(None, Some(1_772_409_599)), (None, Some(1_772_362_800))]
+            [
+                VersionChoice::AsOf(1_772_409_599),
+                VersionChoice::AsOf(1_772_362_800)
+            ]
         );
     }
 }

@@ -13,10 +13,11 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use citytrust_query::InputFormat;
 use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::ingest::OnError;
 use citytrust_query::quality::QualityRules;
+use citytrust_query::version::InvalidVersion;
+use citytrust_query::{InputFormat, VersionChoice};
 use citytrust_service::content::{
     QueryRequest, ReadRequest, RefreshState, Served, UploadOptions, VersionInfo,
 };
@@ -410,33 +411,8 @@ async fn get_data(
     ApiQuery(params): ApiQuery<DataParams>,
 ) -> Result<Response, ApiError> {
     let format = params.format.unwrap_or_default();
-    if params.version.is_some_and(|v| v < 1) {
-        return Err(ApiError::field(
-            StatusCode::BAD_REQUEST,
-            ProblemCode::InvalidParameter,
-            "version",
-            "versions are numbered from 1",
-        ));
-    }
-    let as_of = match params.as_of.as_deref() {
-        None => None,
-        Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
-            ApiError::field(
-                StatusCode::BAD_REQUEST,
-                ProblemCode::InvalidParameter,
-                "as_of",
-                "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
-            )
-        })?),
-    };
-    if as_of.is_some() && params.version.is_some() {
-        return Err(ApiError::field(
-            StatusCode::BAD_REQUEST,
-            ProblemCode::InvalidParameter,
-            "as_of",
-            "name the version by number or by time (as_of), not both",
-        ));
-    }
+    let version = VersionChoice::from_parts(params.version, params.as_of.as_deref())
+        .map_err(|e| version_problem(StatusCode::BAD_REQUEST, e))?;
     for (field, value) in [("offset", params.offset), ("limit", params.limit)] {
         if value.is_some_and(|v| v > MAX_ROW_INDEX) {
             return Err(ApiError::field(
@@ -469,8 +445,7 @@ async fn get_data(
             &actor,
             &id,
             ReadRequest {
-                version: params.version,
-                as_of,
+                version,
                 format,
                 slice: Slice {
                     offset: usize::try_from(offset).unwrap_or(usize::MAX),
@@ -589,38 +564,19 @@ async fn run_query(
     Ok(served_response(served, HeaderMap::new()))
 }
 
+/// A version named in a JSON body (`version` or `as_of`).
 fn parse_version_choice(
     version: Option<i64>,
     as_of: Option<&str>,
-) -> Result<(Option<i64>, Option<i64>), ApiError> {
-    if version.is_some_and(|v| v < 1) {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemCode::ValidationFailed,
-            "version",
-            "versions are numbered from 1",
-        ));
-    }
-    let as_of = match as_of {
-        None => None,
-        Some(text) => Some(citytrust_query::sql::parse_as_of(text).ok_or_else(|| {
-            ApiError::field(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ProblemCode::ValidationFailed,
-                "as_of",
-                "as_of must be a date (2026-03-01) or an RFC 3339 time (2026-03-01T12:00:00Z)",
-            )
-        })?),
-    };
-    if as_of.is_some() && version.is_some() {
-        return Err(ApiError::field(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemCode::ValidationFailed,
-            "as_of",
-            "name the version by number or by time (as_of), not both",
-        ));
-    }
-    Ok((version, as_of))
+) -> Result<VersionChoice, ApiError> {
+    VersionChoice::from_parts(version, as_of)
+        .map_err(|e| version_problem(StatusCode::UNPROCESSABLE_ENTITY, e))
+}
+
+/// A version choice that names no version: `invalid_version`, naming the
+/// field (400 for a URL's parameters, 422 for a body's fields).
+fn version_problem(status: StatusCode, e: InvalidVersion) -> ApiError {
+    ApiError::field(status, ProblemCode::InvalidVersion, e.field, e.message)
 }
 
 /// A thresholded table asked for.
@@ -694,7 +650,7 @@ async fn aggregate(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AggregateBody>,
 ) -> Result<Response, ApiError> {
-    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    let version = parse_version_choice(body.version, body.as_of.as_deref())?;
     let served = state
         .service
         .aggregate(
@@ -702,7 +658,6 @@ async fn aggregate(
             &id,
             citytrust_service::levels::AggregateRequest {
                 version,
-                as_of,
                 purpose: body.purpose,
                 by: body.by,
                 sum: body.sum,
@@ -775,7 +730,7 @@ async fn dp_statistic(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DpBody>,
 ) -> Result<Json<citytrust_service::levels::DpRelease>, ApiError> {
-    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    let version = parse_version_choice(body.version, body.as_of.as_deref())?;
     let bounds = match body.bounds.as_deref() {
         None => None,
         Some([lower, upper]) => Some((*lower, *upper)),
@@ -804,7 +759,6 @@ async fn dp_statistic(
                 &id,
                 citytrust_service::levels::DpRequest {
                     version,
-                    as_of,
                     purpose: body.purpose,
                     statistic: body.statistic,
                     column: body.column,
@@ -865,18 +819,19 @@ async fn lookup(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<LookupBody>,
 ) -> Result<Json<citytrust_service::levels::LookupAnswer>, ApiError> {
-    let (version, as_of) = parse_version_choice(body.version, body.as_of.as_deref())?;
+    let version = parse_version_choice(body.version, body.as_of.as_deref())?;
     Ok(Json(
         state
             .service
             .lookup(
                 &actor,
                 &id,
-                version,
-                as_of,
-                body.purpose.as_deref(),
-                &body.column,
-                &body.value,
+                citytrust_service::levels::LookupRequest {
+                    version,
+                    purpose: body.purpose,
+                    column: body.column,
+                    value: body.value,
+                },
             )
             .await?,
     ))

@@ -237,8 +237,16 @@ impl From<ServiceError> for ApiError {
                 ProblemCode::Unauthenticated,
                 "sign in: send Authorization: Bearer <token>",
             ),
-            ServiceError::SignInToRead(how) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, ProblemCode::Unauthenticated, how)
+            ServiceError::SignInToRead { message, dataset } => {
+                let ask = match dataset {
+                    Some(d) => format!("; ask for access at /requests/new?dataset={d}"),
+                    None => String::new(),
+                };
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ProblemCode::Unauthenticated,
+                    format!("{message} (sign in: send Authorization: Bearer <token>{ask})"),
+                )
             }
             ServiceError::BadCredentials => ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -20,7 +20,6 @@ mod ledger;
 mod lineage;
 mod metrics;
 pub mod oidc;
-mod portal_content;
 mod rdf;
 mod residents;
 mod web;

@@ -17,6 +17,7 @@
 //! first byte leave (invariant 1). If logging fails, the read fails.
 
 use citytrust_model::ProblemCode;
+use citytrust_query::VersionChoice;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -69,7 +70,7 @@ pub struct VersionInfo {
 }
 
 impl VersionInfo {
-    fn from_stored(v: StoredVersion) -> Result<VersionInfo> {
+    pub(crate) fn from_stored(v: StoredVersion) -> Result<VersionInfo> {
         let columns = serde_json::from_str(&v.columns)
             .map_err(|e| ServiceError::Internal(format!("stored columns: {e}")))?;
         let quality = serde_json::from_str(&v.quality)
@@ -163,9 +164,8 @@ pub struct Served {
 /// What a read asks for.
 #[derive(Debug, Clone, Default)]
 pub struct ReadRequest {
-    pub version: Option<i64>,
-    /// The version in force at this time (seconds since the epoch) instead.
-    pub as_of: Option<i64>,
+    /// Which version: the latest, a number, or the one in force at a time.
+    pub version: VersionChoice,
     pub format: OutputFormat,
     pub slice: Slice,
     pub purpose: Option<String>,
@@ -584,61 +584,6 @@ impl Service {
         VersionInfo::from_stored(v)
     }
 
-    /// The version in force at `as_of` (seconds since the epoch): the latest
-    /// published at or before it.
-    pub(crate) async fn version_as_of(&self, dataset_id: &str, as_of: i64) -> Result<VersionInfo> {
-        self.get_dataset(dataset_id).await?;
-        for v in self.store.list_versions(dataset_id).await? {
-            let published = time::OffsetDateTime::parse(
-                &v.created_at,
-                &time::format_description::well_known::Rfc3339,
-            )
-            .map_err(|e| ServiceError::Internal(format!("stored version time: {e}")))?;
-            if published.unix_timestamp() <= as_of {
-                return VersionInfo::from_stored(v);
-            }
-        }
-        let at = time::OffsetDateTime::from_unix_timestamp(as_of)
-            .map(rfc3339)
-            .unwrap_or_else(|_| as_of.to_string());
-        Err(ServiceError::NotFound(format!(
-            "a version of dataset '{dataset_id}' published by {at}"
-        )))
-    }
-
-    /// The version a read names: a number, an "as of" time, or the latest.
-    pub(crate) async fn version_for_read(
-        &self,
-        dataset_id: &str,
-        version: Option<i64>,
-        as_of: Option<i64>,
-    ) -> Result<VersionInfo> {
-        match (version, as_of) {
-            (Some(_), Some(_)) => Err(ServiceError::Unprocessable {
-                code: ProblemCode::InvalidVersion,
-                message: "name a version by number or by time, not both".into(),
-            }),
-            (None, Some(at)) => self.version_as_of(dataset_id, at).await,
-            (version, None) => self.version_record(dataset_id, version).await,
-        }
-    }
-
-    /// What a permitted read reads: the version asked for, whose rows
-    /// (decided now, from the consents in force now) and the version's file.
-    pub(crate) async fn read_target(
-        &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        grant: &crate::governance::ReadGrant,
-        version: Option<i64>,
-        as_of: Option<i64>,
-    ) -> Result<(VersionInfo, Option<crate::residents::SubjectScope>, String)> {
-        let version = self.version_for_read(&dataset.id, version, as_of).await?;
-        let scope = self.subject_scope(actor, dataset, grant).await?;
-        let location = self.version_location(&dataset.id, version.version);
-        Ok((version, scope, location))
-    }
-
     pub async fn quality_rules(&self, dataset_id: &str) -> Result<QualityRules> {
         match self.store.quality_rules(dataset_id).await? {
             Some(text) => serde_json::from_str(&text)
@@ -695,21 +640,20 @@ impl Service {
         let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(purpose)?;
-        let grant = self
-            .authorize_read(
+        let plan = self
+            .plan_read(
                 actor,
-                &dataset,
+                dataset,
                 purpose.as_deref(),
                 citytrust_model::AccessLevel::Identified,
+                VersionChoice::Number(version),
             )
             .await?;
-        let (version, scope, _) = self
-            .read_target(actor, &dataset, &grant, Some(version), None)
-            .await?;
-        if scope
+        if plan
+            .scope
             .as_ref()
             .is_some_and(|s| s.rule != citytrust_model::residents::SubjectRule::All)
-            || grant.columns.is_some()
+            || plan.grant.columns.is_some()
         {
             return Err(ServiceError::Refused {
                 rule: Some("rejects-not-filterable".into()),
@@ -719,18 +663,15 @@ impl Service {
                     .into(),
             });
         }
-        let key = format!(
-            "{}/rejects.csv",
-            Self::version_key(dataset_id, version.version)
-        );
+        let version = plan.version.version;
+        let key = format!("{}/rejects.csv", Self::version_key(dataset_id, version));
         let mut file = self
             .versions
             .open(&key, &self.spool_dir())
             .await?
             .ok_or_else(|| {
                 ServiceError::NotFound(format!(
-                    "rejected rows of version {} (none were set aside)",
-                    version.version
+                    "rejected rows of version {version} (none were set aside)"
                 ))
             })?;
         let sha256 = sha256_reader(file.try_clone()?)?;
@@ -739,11 +680,7 @@ impl Service {
         let nonce = new_nonce()?;
         let log_index = self
             .log_read(
-                actor,
-                &dataset,
-                version.version,
-                &grant,
-                scope.as_ref(),
+                &plan,
                 serde_json::json!({
                     "part": "rejects",
                     "format": "csv",
@@ -759,7 +696,7 @@ impl Service {
             rows: 0,
             sha256,
             media_type: "text/csv; charset=utf-8",
-            file_name: format!("{}-v{}-rejects.csv", dataset.id, version.version),
+            file_name: format!("{}-v{version}-rejects.csv", plan.dataset.id),
             log_index,
             truncated: false,
             nonce,
@@ -776,35 +713,23 @@ impl Service {
         let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
-        let grant = self
-            .authorize_read(
+        let plan = self
+            .plan_read(
                 actor,
-                &dataset,
+                dataset,
                 purpose.as_deref(),
                 request
                     .level
                     .unwrap_or(citytrust_model::AccessLevel::Identified),
+                request.version,
             )
             .await?;
         let nonce = new_nonce()?;
-        // Whose rows: decided now, from the consents in force now (invariant 2).
-        let (version, scope, location) = self
-            .read_target(actor, &dataset, &grant, request.version, request.as_of)
-            .await?;
         let mut spool = DigestWriter::new(std::io::BufWriter::new(tempfile::tempfile_in(
             self.spool_dir(),
         )?));
         let (rows, transform) = self
-            .export_rows_at_level(
-                actor,
-                &dataset,
-                &grant,
-                &location,
-                scope.as_ref().and_then(|s| s.filter.as_deref()),
-                request.slice,
-                request.format,
-                &mut spool,
-            )
+            .export_rows_at_level(&plan, request.slice, request.format, &mut spool)
             .await?;
         let (buffered, bytes, sha256) = spool.finish()?;
         let mut file = buffered.into_inner().map_err(|e| e.into_error())?;
@@ -812,11 +737,7 @@ impl Service {
         // Committed (group commit) before a byte is served; no entry, no data.
         let log_index = self
             .log_read(
-                actor,
-                &dataset,
-                version.version,
-                &grant,
-                scope.as_ref(),
+                &plan,
                 serde_json::json!({
                     "transform": transform,
                     "format": request.format.extension(),
@@ -837,8 +758,8 @@ impl Service {
             media_type: request.format.media_type(),
             file_name: format!(
                 "{}-v{}.{}",
-                dataset.id,
-                version.version,
+                plan.dataset.id,
+                plan.version.version,
                 request.format.extension()
             ),
             log_index,
@@ -877,7 +798,7 @@ impl Service {
                 Err(e) => {
                     trail.refused = Some(dataset.id.clone());
                     return Err(match e {
-                        ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => {
+                        ServiceError::Unauthenticated | ServiceError::SignInToRead { .. } => {
                             ServiceError::Refused {
                                 rule: None,
                                 message: format!(
@@ -890,23 +811,16 @@ impl Service {
                     });
                 }
             };
-            let version = self
-                .version_for_read(&dataset.id, table.version, table.as_of)
-                .await?
-                .version;
-            let scope = self.subject_scope(actor, &dataset, &grant).await?;
+            let plan = self
+                .plan_read_under(actor, dataset, grant, table.version)
+                .await?;
             files.push(citytrust_query::sql::TableSource {
                 table: table.table.clone(),
-                location: self.version_location(&dataset.id, version),
-                columns: grant.columns.clone(),
-                subjects: scope.as_ref().and_then(|s| s.filter.as_deref()).cloned(),
+                location: plan.location.clone(),
+                columns: plan.grant.columns.clone(),
+                subjects: plan.subjects().cloned(),
             });
-            trail.read.push(ResolvedTable {
-                dataset,
-                version,
-                grant,
-                scope,
-            });
+            trail.read.push(plan);
         }
         Ok(files)
     }
@@ -946,8 +860,7 @@ impl Service {
         )?;
         // Committed (group commit) before a byte is served; no entry, no data.
         let log_index = self.appender.append("query.run", body, at).await?;
-        self.record_query_reads(actor, &trail, log_index, "query")
-            .await?;
+        self.record_query_reads(&trail, log_index, "query").await?;
         Ok(Served {
             file: spooled.file,
             bytes: spooled.bytes,
@@ -1106,26 +1019,19 @@ impl Service {
         // A failed query may still have shown something of the rows it read
         // (which rows made it fail): the residents concerned see it listed.
         if outcome == "failed" {
-            self.record_query_reads(actor, trail, log_index, kind)
-                .await?;
+            self.record_query_reads(trail, log_index, kind).await?;
         }
         Ok(())
     }
 
     async fn record_query_reads(
         &self,
-        actor: &Actor,
         trail: &QueryTrail,
         log_index: i64,
         kind: &str,
     ) -> Result<()> {
-        for t in &trail.read {
-            if let Some(scope) = &t.scope {
-                self.record_personal_read(
-                    actor, &t.dataset, t.version, &t.grant, scope, log_index, kind,
-                )
-                .await?;
-            }
+        for plan in &trail.read {
+            self.record_personal_read(plan, log_index, kind).await?;
         }
         Ok(())
     }
@@ -1134,20 +1040,13 @@ impl Service {
 /// The most bytes a query's result may take (it is spooled before it is served).
 pub const MAX_RESULT_BYTES: u64 = 256 * 1024 * 1024;
 
-/// One dataset a query reads, as permitted.
-pub(crate) struct ResolvedTable {
-    pub dataset: Dataset,
-    pub version: i64,
-    pub grant: crate::governance::ReadGrant,
-    pub scope: Option<crate::residents::SubjectScope>,
-}
-
 /// How far a query attempt got: for its log entry, whatever its outcome.
 #[derive(Default)]
 pub(crate) struct QueryTrail {
     /// The purpose, when it is one of the trust's (free text is never logged).
     pub purpose: Option<String>,
-    pub read: Vec<ResolvedTable>,
+    /// The datasets read, each as planned.
+    pub read: Vec<crate::read::ReadPlan>,
     /// The dataset whose refusal stopped the query.
     pub refused: Option<String>,
 }
@@ -1159,7 +1058,7 @@ impl QueryTrail {
             .map(|t| {
                 serde_json::json!({
                     "dataset": t.dataset.id,
-                    "version": t.version,
+                    "version": t.version.version,
                     "level": t.grant.level.as_str(),
                     "rule": t.grant.rule,
                     "agreement": t.grant.agreement_id,
@@ -1214,7 +1113,7 @@ pub(crate) fn query_failure(e: citytrust_query::QueryError) -> ServiceError {
 fn attempt_outcome(e: &ServiceError) -> (&'static str, ProblemCode, Option<String>) {
     match e {
         ServiceError::Refused { rule, .. } => ("refused", ProblemCode::Refused, rule.clone()),
-        ServiceError::Unauthenticated | ServiceError::SignInToRead(_) => {
+        ServiceError::Unauthenticated | ServiceError::SignInToRead { .. } => {
             ("refused", ProblemCode::Unauthenticated, None)
         }
         ServiceError::Forbidden(_) => ("refused", ProblemCode::Forbidden, None),

@@ -15,9 +15,13 @@ pub enum ServiceError {
     NotFound(String),
     #[error("sign-in required")]
     Unauthenticated,
-    /// Sign-in required, with what to do next (e.g. how to ask for access).
-    #[error("sign-in required: {0}")]
-    SignInToRead(String),
+    /// Sign-in required to read `dataset`, with why (the HTTP layer adds
+    /// where to sign in and to ask for access).
+    #[error("sign-in required: {message}")]
+    SignInToRead {
+        message: String,
+        dataset: Option<String>,
+    },
     #[error("the username or password is wrong")]
     BadCredentials,
     #[error("the session or token has expired or is unknown; sign in again")]

@@ -7,36 +7,22 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use citytrust_model::access::{
-    AccessLevel, AccessRequest, Agreement, AgreementStatus, Comment, DecisionRecord,
-    NewAccessRequest, NewVote, Purpose, PurposeKind, RequestStatus, Tally, Vote, default_purposes,
-    format_day, parse_day, tally,
+    AccessRequest, Agreement, AgreementStatus, Comment, DecisionRecord, NewAccessRequest, NewVote,
+    Purpose, PurposeKind, RequestStatus, Tally, Vote, default_purposes, format_day, parse_day,
+    tally,
 };
 use citytrust_model::authz;
 use citytrust_model::catalogue::{Dataset, Spectrum};
 use citytrust_model::{Actor, ValidationErrors};
-use citytrust_policy::{Charter, DatasetFacts, Principal, ReadFacts, RequestFacts, RequestOutcome};
+use citytrust_policy::{Charter, DatasetFacts, Principal, RequestFacts, RequestOutcome};
 use citytrust_store::{NewLogEntry, StoredCharter};
 
+use crate::ledger::PendingEntry;
 use crate::{Result, Service, ServiceError, rfc3339};
 
 /// The charter in force on this node, re-read when another version is stored.
 #[derive(Default)]
 pub(crate) struct CharterCache(std::sync::RwLock<Option<(i64, Arc<Charter>)>>);
-
-/// What a permitted read is permitted by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadGrant {
-    /// The purpose id read for (`None`: open data read without one).
-    pub purpose: Option<String>,
-    pub level: AccessLevel,
-    /// The charter rule that permitted it.
-    pub rule: String,
-    /// The agreement it was read under, if one was needed.
-    pub agreement_id: Option<String>,
-    /// The columns the agreement limits the read to (`None`: all).
-    pub columns: Option<Vec<String>>,
-    pub charter_version: i64,
-}
 
 /// A charter version as shown to trustees.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -68,7 +54,7 @@ fn spectrum_id(s: Spectrum) -> &'static str {
     }
 }
 
-fn facts(dataset: &Dataset) -> DatasetFacts<'_> {
+pub(crate) fn facts(dataset: &Dataset) -> DatasetFacts<'_> {
     DatasetFacts {
         id: &dataset.id,
         spectrum: spectrum_id(dataset.metadata.spectrum),
@@ -82,19 +68,19 @@ fn facts(dataset: &Dataset) -> DatasetFacts<'_> {
     }
 }
 
-fn policy_error(e: citytrust_policy::PolicyError) -> ServiceError {
+pub(crate) fn policy_error(e: citytrust_policy::PolicyError) -> ServiceError {
     ServiceError::Internal(format!("charter: {e}"))
 }
 
 /// The actor as the charter sees them, with the groups of their organisations.
-struct Who {
+pub(crate) struct Who {
     user: Option<String>,
     roles: Vec<&'static str>,
     orgs: Vec<(String, Vec<String>)>,
 }
 
 impl Who {
-    fn with<T>(&self, f: impl FnOnce(&Principal<'_>) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&Principal<'_>) -> T) -> T {
         let groups: Vec<Vec<&str>> = self
             .orgs
             .iter()
@@ -123,7 +109,7 @@ impl Who {
     }
 
     /// Everyone an agreement may name that covers this person.
-    fn recipients(&self) -> Vec<String> {
+    pub(crate) fn recipients(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(u) = &self.user {
             out.push(format!("user:{u}"));
@@ -139,7 +125,7 @@ impl Who {
 }
 
 impl Service {
-    async fn who(&self, actor: &Actor) -> Result<Who> {
+    pub(crate) async fn who(&self, actor: &Actor) -> Result<Who> {
         match actor {
             Actor::Anonymous => Ok(Who {
                 user: None,
@@ -207,7 +193,7 @@ impl Service {
     }
 
     /// The charter in force and its version, parsed once per version.
-    async fn charter_in_force(&self) -> Result<(i64, Arc<Charter>)> {
+    pub(crate) async fn charter_in_force(&self) -> Result<(i64, Arc<Charter>)> {
         let stored = self
             .store
             .current_charter_version()
@@ -314,211 +300,6 @@ impl Service {
         charter_view(charter)
     }
 
-    /// Decide a read: a known purpose (required unless the data is open), a
-    /// level the trust can serve, and a permitting charter rule given the
-    /// agreements in force today. Deny by default.
-    pub async fn authorize_read(
-        &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        purpose: Option<&str>,
-        level: AccessLevel,
-    ) -> Result<ReadGrant> {
-        let refuse = |rule: Option<&str>, message: String| ServiceError::Refused {
-            rule: rule.map(str::to_string),
-            message,
-        };
-        if !level.served() {
-            return Err(refuse(
-                Some("level-not-available"),
-                "a metadata-only grant carries no content: the dataset's catalogue \
-                 entry is the whole of it"
-                    .to_string(),
-            ));
-        }
-        let open = dataset.metadata.spectrum == Spectrum::Open;
-        if !open && matches!(actor, Actor::Anonymous) {
-            // Nothing but open data is read without signing in.
-            return Err(ServiceError::SignInToRead(format!(
-                "'{}' is not open data: sign in (send Authorization: Bearer <token>) and read it \
-                 for a stated purpose under an agreement; ask for one at /requests/new?dataset={}",
-                dataset.id, dataset.id
-            )));
-        }
-        let purpose_found = match purpose {
-            Some(p) => self.purpose(p).await?,
-            None => None,
-        };
-        if purpose.is_none() && !open {
-            return Err(refuse(
-                Some("purpose-required"),
-                format!(
-                    "dataset '{}' is not open data: say what the read is for (its purpose, \
-                     one of the trust's purposes)",
-                    dataset.id
-                ),
-            ));
-        }
-        if let (Some(p), None) = (purpose, &purpose_found) {
-            // Open data too: a purpose is one of the trust's or none, so no
-            // caller's free text ever reaches the public log.
-            let ids: Vec<String> = self.purposes().await?.into_iter().map(|p| p.id).collect();
-            return Err(ServiceError::Unprocessable {
-                code: ProblemCode::UnknownPurpose,
-                message: format!(
-                    "'{}' is not a purpose of the trust; one of: {}",
-                    p.chars().take(100).collect::<String>(),
-                    ids.join(", ")
-                ),
-            });
-        }
-        let who = self.who(actor).await?;
-        let today = self.today();
-        // One agreement must allow all of the read: of those in force, one
-        // whose level covers the level asked (levels are compared by what
-        // they allow, not by rank), the widest on columns.
-        let agreement = match &purpose_found {
-            Some(p) if !open => citytrust_model::access::agreement_for_read(
-                self.store
-                    .agreements_in_force(&dataset.id, &p.id, &who.recipients(), today)
-                    .await?,
-                level,
-            ),
-            _ => None,
-        };
-        let (charter_version, charter) = self.charter_in_force().await?;
-        let read = ReadFacts {
-            purpose: purpose_found.as_ref().map(|p| p.id.as_str()).unwrap_or(""),
-            purpose_kind: purpose_found
-                .as_ref()
-                .map(|p| p.kind.as_str())
-                .unwrap_or(""),
-            commercial: purpose_found.as_ref().is_some_and(|p| p.commercial),
-            level: level.rank(),
-            agreement_level: agreement.as_ref().map(|a| a.level.rank()),
-        };
-        let decision = who
-            .with(|principal| charter.decide_read(principal, &facts(dataset), &read))
-            .map_err(policy_error)?;
-        if decision.allowed
-            && level.is_row_level()
-            && dataset.metadata.column_classes.trajectories
-            && !actor.is_member_of(&dataset.metadata.owner_organization_id)
-        {
-            // R-PRV-4, a fact of the code: paths stay with their owner.
-            return Err(refuse(
-                Some("trajectories-as-tables"),
-                format!(
-                    "the rows of dataset '{}' are people's movements: outside its owner they \
-                     leave only as tables (for example origin–destination counts \
-                     between grid areas)",
-                    dataset.id
-                ),
-            ));
-        }
-        if decision.allowed {
-            let rule = decision
-                .rules
-                .first()
-                .map(|r| r.id.clone())
-                .unwrap_or_default();
-            let under = (rule == "agreement-in-force")
-                .then_some(agreement)
-                .flatten();
-            if let Some(a) = &under
-                && !a.level.covers(level)
-            {
-                // A fact of the code, whatever a charter's text compares.
-                return Err(refuse(
-                    Some("level-not-covered"),
-                    format!(
-                        "agreement {} grants {}, which does not include {}",
-                        a.id,
-                        a.level.label().to_lowercase(),
-                        level.label().to_lowercase()
-                    ),
-                ));
-            }
-            let columns = under
-                .as_ref()
-                .map(|a| a.columns.clone())
-                .filter(|c| !c.is_empty());
-            // Derived data carries its inputs' terms until the trustees
-            // release it (R-CAT-5): read only by whoever may read every input.
-            self.check_derived_inputs(actor, dataset, purpose).await?;
-            return Ok(ReadGrant {
-                purpose: purpose_found.as_ref().map(|p| p.id.clone()),
-                level,
-                rule,
-                agreement_id: under.map(|a| a.id),
-                columns,
-                charter_version,
-            });
-        }
-        if let Some(rule) = decision.forbidden_by() {
-            return Err(refuse(
-                Some(&rule.id),
-                format!("refused by the charter's rule {}", rule.describe()),
-            ));
-        }
-        if matches!(actor, Actor::Anonymous) {
-            return Err(ServiceError::Unauthenticated);
-        }
-        let purpose_id = purpose.unwrap_or("");
-        let message = format!(
-            "no data sharing agreement in force today gives you {} of dataset '{}' for the \
-             purpose '{purpose_id}': ask the trustees for it with an access request",
-            level.label().to_lowercase(),
-            dataset.id
-        );
-        Err(refuse(
-            None,
-            format!("no rule of the charter permits this read: {message}"),
-        ))
-    }
-
-    /// A derived dataset not yet released by the trustees is read only by
-    /// someone who may, now, read each of its inputs for the same purpose,
-    /// at the identified level, with every column the derivation read.
-    async fn check_derived_inputs(
-        &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        purpose: Option<&str>,
-    ) -> Result<()> {
-        let Some(derivation) = &dataset.metadata.derivation else {
-            return Ok(());
-        };
-        if derivation.released_by_trustees {
-            return Ok(());
-        }
-        let refuse = |input: &str| ServiceError::Refused {
-            rule: Some("derived-data-keeps-its-inputs-terms".into()),
-            message: format!(
-                "'{}' was derived from '{input}', which you may not read in full for this purpose \
-                 now: derived data carries its inputs' agreements, column limits and purposes \
-                 until the trustees release it",
-                dataset.id
-            ),
-        };
-        for input in &derivation.inputs {
-            let Some(source) = self.store.get_dataset(&input.dataset_id).await? else {
-                return Err(refuse(&input.dataset_id));
-            };
-            let grant =
-                Box::pin(self.authorize_read(actor, &source, purpose, AccessLevel::Identified))
-                    .await
-                    .map_err(|_| refuse(&input.dataset_id))?;
-            if let Some(allowed) = &grant.columns {
-                let read_all = input.columns.is_empty();
-                if read_all || !input.columns.iter().all(|c| allowed.contains(c)) {
-                    return Err(refuse(&input.dataset_id));
-                }
-            }
-        }
-        Ok(())
-    }
-
     pub(crate) fn today(&self) -> i64 {
         self.now().unix_timestamp().div_euclid(86_400)
     }
@@ -613,10 +394,7 @@ impl Service {
             return Ok(request);
         }
         let (agreement, entries) = self.submit(actor, &mut request).await?;
-        let entries: Vec<NewLogEntry<'_>> = entries
-            .iter()
-            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
-            .collect();
+        let entries: Vec<NewLogEntry<'_>> = entries.iter().map(PendingEntry::as_new).collect();
         self.store
             .save_access_request(&request, None, agreement.as_ref(), &entries)
             .await?;
@@ -652,10 +430,7 @@ impl Service {
         new.validate(&self.purposes().await?, self.today())?;
         self.check_amendment(actor, &request).await?;
         let (agreement, entries) = self.submit(actor, &mut request).await?;
-        let entries: Vec<NewLogEntry<'_>> = entries
-            .iter()
-            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
-            .collect();
+        let entries: Vec<NewLogEntry<'_>> = entries.iter().map(PendingEntry::as_new).collect();
         self.store
             .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
             .await?;
@@ -686,7 +461,7 @@ impl Service {
         &self,
         actor: &Actor,
         request: &mut AccessRequest,
-    ) -> Result<(Option<Agreement>, Vec<(String, String, String)>)> {
+    ) -> Result<(Option<Agreement>, Vec<PendingEntry>)> {
         let purpose = self
             .purpose(&request.purpose)
             .await?
@@ -808,7 +583,11 @@ impl Service {
                 "risk_flags": request.risk_flags,
             }),
         )?;
-        entries.push(("access.requested".to_string(), body, at));
+        entries.push(PendingEntry {
+            kind: "access.requested".into(),
+            body,
+            at,
+        });
         let mut agreement = None;
         if let Some((_, rule, reason)) = refused {
             request.status = RequestStatus::Refused;
@@ -885,7 +664,7 @@ impl Service {
         }
     }
 
-    fn decided_entry(&self, request: &AccessRequest) -> Result<(String, String, String)> {
+    fn decided_entry(&self, request: &AccessRequest) -> Result<PendingEntry> {
         let decision = request.decision.as_ref();
         let (body, at) = self.log_entry(
             "access.decided",
@@ -900,10 +679,14 @@ impl Service {
                 "agreement": request.agreement_id,
             }),
         )?;
-        Ok(("access.decided".into(), body, at))
+        Ok(PendingEntry {
+            kind: "access.decided".into(),
+            body,
+            at,
+        })
     }
 
-    fn agreement_entry(&self, kind: &str, a: &Agreement) -> Result<(String, String, String)> {
+    fn agreement_entry(&self, kind: &str, a: &Agreement) -> Result<PendingEntry> {
         let (body, at) = self.log_entry(
             kind,
             serde_json::json!({
@@ -921,7 +704,11 @@ impl Service {
                 "ends_on": a.ends_on,
             }),
         )?;
-        Ok((kind.to_string(), body, at))
+        Ok(PendingEntry {
+            kind: kind.to_string(),
+            body,
+            at,
+        })
     }
 
     /// The agreement an approved request makes: a new one, or the next
@@ -1157,7 +944,11 @@ impl Service {
                 "by": "trustee",
             }),
         )?;
-        let mut entries = vec![("access.vote".to_string(), body, at)];
+        let mut entries = vec![PendingEntry {
+            kind: "access.vote".into(),
+            body,
+            at,
+        }];
         let (charter_version, _) = self.charter_in_force().await?;
         let mut agreement = None;
         let trustees = self.store.count_trustees_except(&request.requester).await?;
@@ -1203,10 +994,7 @@ impl Service {
                 entries.push(self.decided_entry(&request)?);
             }
         }
-        let entries: Vec<NewLogEntry<'_>> = entries
-            .iter()
-            .map(|(kind, body, at)| crate::ledger::new_entry(kind, body, at))
-            .collect();
+        let entries: Vec<NewLogEntry<'_>> = entries.iter().map(PendingEntry::as_new).collect();
         self.store
             .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
             .await?;
@@ -1326,9 +1114,10 @@ impl Service {
         a.decision.by = "trustees".into();
         a.decision.at = rfc3339(self.now());
         a.created_at = a.decision.at.clone();
-        let (kind, body, at) = self.agreement_entry("agreement.retired", &a)?;
-        let entry = crate::ledger::new_entry(&kind, &body, &at);
-        self.store.save_agreement_version(&a, &entry).await?;
+        let entry = self.agreement_entry("agreement.retired", &a)?;
+        self.store
+            .save_agreement_version(&a, &entry.as_new())
+            .await?;
         Ok(a)
     }
 
@@ -1374,9 +1163,10 @@ impl Service {
         a.deletion_attested_at = Some(now.clone());
         a.deletion_statement = Some(statement.trim().to_string());
         a.created_at = now;
-        let (kind, body, at) = self.agreement_entry("agreement.deletion_attested", &a)?;
-        let entry = crate::ledger::new_entry(&kind, &body, &at);
-        self.store.save_agreement_version(&a, &entry).await?;
+        let entry = self.agreement_entry("agreement.deletion_attested", &a)?;
+        self.store
+            .save_agreement_version(&a, &entry.as_new())
+            .await?;
         Ok(a)
     }
 

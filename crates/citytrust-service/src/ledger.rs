@@ -701,6 +701,22 @@ pub(crate) fn new_entry<'a>(kind: &'a str, body: &'a str, at: &'a str) -> NewLog
     NewLogEntry { kind, body, at }
 }
 
+/// A log entry made (its canonical body and time fixed) but not yet stored:
+/// several are stored with the change they record, in one transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingEntry {
+    pub kind: String,
+    pub body: String,
+    pub at: String,
+}
+
+impl PendingEntry {
+    /// The entry as the store takes it.
+    pub fn as_new(&self) -> NewLogEntry<'_> {
+        new_entry(&self.kind, &self.body, &self.at)
+    }
+}
+
 /// Tile height of the C2SP tlog-tiles layout: 2^8 = 256 hashes per full tile.
 pub const TILE_HEIGHT: u8 = 8;
 const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use citytrust_model::catalogue::Dataset;
 use citytrust_model::{AccessLevel, Actor};
 use citytrust_privacy::pseudonym::PseudonymSecret;
+use citytrust_query::VersionChoice;
 use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::levels::GroupKey;
 use serde::Serialize;
 use sha2::Digest;
 
 use crate::content::{Served, clean_purpose, reader_label};
-use crate::governance::ReadGrant;
+use crate::read::{ReadGrant, ReadPlan};
 use crate::{Result, Service, ServiceError};
 use citytrust_query::DigestWriter;
 
@@ -34,8 +35,8 @@ pub const READ_SUPPRESSION_PERCENT: f64 = 5.0;
 /// A thresholded table asked for.
 #[derive(Debug, Clone)]
 pub struct AggregateRequest {
-    pub version: Option<i64>,
-    pub as_of: Option<i64>,
+    /// Which version: the latest, a number, or the one in force at a time.
+    pub version: VersionChoice,
     pub purpose: Option<String>,
     pub by: Vec<GroupKey>,
     pub sum: Option<String>,
@@ -67,8 +68,8 @@ impl DpStatistic {
 /// A differentially private statistic asked for.
 #[derive(Debug, Clone)]
 pub struct DpRequest {
-    pub version: Option<i64>,
-    pub as_of: Option<i64>,
+    /// Which version: the latest, a number, or the one in force at a time.
+    pub version: VersionChoice,
     pub purpose: Option<String>,
     pub statistic: DpStatistic,
     pub column: Option<String>,
@@ -79,6 +80,15 @@ pub struct DpRequest {
 
 /// The longest value an index look-up takes.
 pub const MAX_LOOKUP_VALUE: usize = 1000;
+
+/// An index look-up asked for: whether a record holding `value` in `column` exists.
+#[derive(Debug, Clone, Default)]
+pub struct LookupRequest {
+    pub version: VersionChoice,
+    pub purpose: Option<String>,
+    pub column: String,
+    pub value: String,
+}
 
 /// The answer of an index look-up.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -303,18 +313,15 @@ impl Service {
 
     /// Rows at a row level below identified, with the transform that made
     /// them (for the log entry).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn export_rows_at_level(
         &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        grant: &ReadGrant,
-        location: &str,
-        subjects: Option<&citytrust_query::subjects::SubjectFilter>,
+        plan: &ReadPlan,
         slice: Slice,
         format: OutputFormat,
         out: &mut (dyn Write + Send),
     ) -> Result<(u64, Option<serde_json::Value>)> {
+        let (actor, dataset, grant) = (&plan.actor, &plan.dataset, &plan.grant);
+        let (location, subjects) = (plan.location.as_str(), plan.subjects());
         let classes = &dataset.metadata.column_classes;
         match grant.level {
             AccessLevel::Pseudonymised => {
@@ -458,6 +465,7 @@ impl Service {
         let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
         let purpose = clean_purpose(request.purpose.as_deref())?;
+        // Rows that would answer it are not looked at until it is permitted.
         let grant = self
             .authorize_read(actor, &dataset, purpose.as_deref(), AccessLevel::Aggregate)
             .await?;
@@ -495,9 +503,6 @@ impl Service {
                 ),
             });
         }
-        let (version, scope, location) = self
-            .read_target(actor, &dataset, &grant, request.version, request.as_of)
-            .await?;
         // A reader who may read the rows gets exact (thresholded) counts;
         // one who may not gets a table that cannot give rows back.
         let rows_allowed = self
@@ -509,11 +514,14 @@ impl Service {
         } else {
             Some(self.table_protection(&dataset)?)
         };
+        let plan = self
+            .plan_read_under(actor, dataset, grant, request.version)
+            .await?;
         let agg = citytrust_query::levels::aggregate(
             &self.versions,
-            &location,
-            grant.columns.as_deref(),
-            scope.as_ref().and_then(|s| s.filter.as_deref()),
+            &plan.location,
+            plan.columns(),
+            plan.subjects(),
             &request.by,
             request.sum.as_deref(),
             threshold,
@@ -526,7 +534,7 @@ impl Service {
         )?));
         let rows = citytrust_query::levels::write_aggregate(&agg, request.format, &mut spool)?;
         tracing::info!(
-            dataset = %dataset.id,
+            dataset = %plan.dataset.id,
             cells = agg.cells.len(),
             suppressed = agg.suppressed.0 + agg.suppressed.1,
             count_ms = agg.timings_ms.0,
@@ -550,11 +558,7 @@ impl Service {
         });
         let log_index = self
             .log_read(
-                actor,
-                &dataset,
-                version.version,
-                &grant,
-                scope.as_ref(),
+                &plan,
                 serde_json::json!({
                     "format": request.format.extension(),
                     "rows": rows,
@@ -573,8 +577,8 @@ impl Service {
             media_type: request.format.media_type(),
             file_name: format!(
                 "{}-v{}-aggregate.{}",
-                dataset.id,
-                version.version,
+                plan.dataset.id,
+                plan.version.version,
                 request.format.extension()
             ),
             log_index,
@@ -587,20 +591,22 @@ impl Service {
     /// `value` in `column` exists in the dataset, and nothing else about it.
     /// Permitted at the index level → answered → logged (the column, never
     /// the value) → returned.
-    #[allow(clippy::too_many_arguments)]
     pub async fn lookup(
         &self,
         actor: &Actor,
         dataset_id: &str,
-        version: Option<i64>,
-        as_of: Option<i64>,
-        purpose: Option<&str>,
-        column: &str,
-        value: &str,
+        request: LookupRequest,
     ) -> Result<LookupAnswer> {
+        let LookupRequest {
+            version,
+            purpose,
+            column,
+            value,
+        } = request;
+        let (column, value) = (column.as_str(), value.as_str());
         let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
-        let purpose = clean_purpose(purpose)?;
+        let purpose = clean_purpose(purpose.as_deref())?;
         let grant = self
             .authorize_read(actor, &dataset, purpose.as_deref(), AccessLevel::Index)
             .await?;
@@ -610,29 +616,24 @@ impl Service {
                 message: format!("a value looked up is at most {MAX_LOOKUP_VALUE} bytes"),
             });
         }
-        let (version, scope, location) = self
-            .read_target(actor, &dataset, &grant, version, as_of)
-            .await?;
+        let plan = self.plan_read_under(actor, dataset, grant, version).await?;
         let exists = citytrust_query::levels::exists(
             &self.versions,
-            &location,
-            grant.columns.as_deref(),
-            scope.as_ref().and_then(|s| s.filter.as_deref()),
+            &plan.location,
+            plan.columns(),
+            plan.subjects(),
             column,
             value,
         )
         .await?;
+        let (dataset, version) = (&plan.dataset, &plan.version);
         let nonce = hex::encode(crate::accounts::random_bytes::<16>()?);
         let digest = hex::encode(sha2::Sha256::digest(
             lookup_digest_text(&dataset.id, version.version, column, exists, &nonce).as_bytes(),
         ));
         let log_index = self
             .log_read(
-                actor,
-                &dataset,
-                version.version,
-                &grant,
-                scope.as_ref(),
+                &plan,
                 serde_json::json!({
                     "format": "json",
                     "rows": 1,
@@ -651,57 +652,6 @@ impl Service {
             sha256: digest,
             log_index,
         })
-    }
-
-    /// Write a read's `content.read` entry (group commit) and the residents'
-    /// record of it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn log_read(
-        &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        version: i64,
-        grant: &ReadGrant,
-        scope: Option<&crate::residents::SubjectScope>,
-        fields: serde_json::Value,
-        kind: &str,
-    ) -> Result<i64> {
-        let body = self.read_entry_fields(actor, dataset, version, grant, scope, fields);
-        let (body, at) = self.log_entry_by(actor, "content.read", body)?;
-        let log_index = self.appender.append("content.read", body, at).await?;
-        if let Some(scope) = scope {
-            self.record_personal_read(actor, dataset, version, grant, scope, log_index, kind)
-                .await?;
-        }
-        Ok(log_index)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn read_entry_fields(
-        &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        version: i64,
-        grant: &ReadGrant,
-        scope: Option<&crate::residents::SubjectScope>,
-        fields: serde_json::Value,
-    ) -> serde_json::Value {
-        use crate::content::WithSubjects;
-        let mut body = serde_json::json!({
-            "dataset": dataset.id,
-            "version": version,
-            // The taxonomy's id (free text never reaches the log).
-            "purpose": grant.purpose,
-            "level": grant.level.as_str(),
-            "rule": grant.rule,
-            "agreement": grant.agreement_id,
-            "charter_version": grant.charter_version,
-            "by": reader_label(actor, dataset),
-        });
-        if let (Some(map), serde_json::Value::Object(extra)) = (body.as_object_mut(), fields) {
-            map.extend(extra);
-        }
-        body.with_subjects(scope)
     }
 
     /// The budget account of a DP read: its agreement, or the dataset.
@@ -723,11 +673,12 @@ impl Service {
         request: DpRequest,
     ) -> Result<DpRelease> {
         let Actor::User { username, .. } = actor else {
-            return Err(ServiceError::SignInToRead(
-                "differentially private statistics spend a privacy budget kept per data user: \
-                 sign in"
+            return Err(ServiceError::SignInToRead {
+                message: "differentially private statistics spend a privacy budget kept per \
+                          data user: sign in"
                     .into(),
-            ));
+                dataset: Some(dataset_id.to_string()),
+            });
         };
         let _slot = self.read_slot(actor).await?;
         let dataset = self.get_dataset(dataset_id).await?;
@@ -810,14 +761,14 @@ impl Service {
         if before.spent_nano + nano(request.epsilon) > before.total_nano {
             return Err(refusal(before));
         }
-        let (version, scope, location) = self
-            .read_target(actor, &dataset, &grant, request.version, request.as_of)
+        let plan = self
+            .plan_read_under(actor, dataset, grant, request.version)
             .await?;
         let input = citytrust_query::levels::dp_input(
             &self.versions,
-            &location,
-            grant.columns.as_deref(),
-            scope.as_ref().and_then(|s| s.filter.as_deref()),
+            &plan.location,
+            plan.columns(),
+            plan.subjects(),
             request.column.as_deref(),
             numeric,
         )
@@ -857,12 +808,8 @@ impl Service {
         let nonce = crate::content::new_nonce()?;
         let value_commitment = crate::content::commitment("dp", &nonce, &value.to_string());
         let cost = nano(epsilon);
-        let fields = self.read_entry_fields(
-            actor,
-            &dataset,
-            version.version,
-            &grant,
-            scope.as_ref(),
+        let fields = self.read_entry(
+            &plan,
             serde_json::json!({
                 "format": "json",
                 "rows": 1,
@@ -896,21 +843,11 @@ impl Service {
             // Another release spent the rest meanwhile: this one is discarded unseen.
             citytrust_store::Charge::Refused { budget } => return Err(refusal(budget)),
         };
-        if let Some(scope) = &scope {
-            self.record_personal_read(
-                actor,
-                &dataset,
-                version.version,
-                &grant,
-                scope,
-                log_index,
-                "dp_statistic",
-            )
+        self.record_personal_read(&plan, log_index, "dp_statistic")
             .await?;
-        }
         Ok(DpRelease {
-            dataset: dataset.id.clone(),
-            version: version.version,
+            dataset: plan.dataset.id.clone(),
+            version: plan.version.version,
             statistic: request.statistic,
             column: request.column,
             value,

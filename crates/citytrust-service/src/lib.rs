@@ -19,6 +19,7 @@ pub mod interop;
 pub mod ledger;
 pub mod levels;
 pub mod lineage;
+mod read;
 pub mod residents;
 pub mod search;
 mod throttle;

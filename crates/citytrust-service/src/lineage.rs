@@ -125,7 +125,7 @@ impl Service {
             .iter()
             .map(|t| DerivedInput {
                 dataset_id: t.dataset.id.clone(),
-                version: t.version,
+                version: t.version.version,
                 spectrum: t.dataset.metadata.spectrum,
                 personal_data: t.dataset.metadata.personal_data,
                 agreement_id: t.grant.agreement_id.clone(),

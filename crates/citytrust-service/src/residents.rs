@@ -27,7 +27,7 @@ use citytrust_store::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 use sha2::Digest;
 
 use crate::accounts::{random_hex, sha256_hex};
-use crate::governance::ReadGrant;
+use crate::read::ReadGrant;
 use crate::{Result, Service, ServiceError, rfc3339};
 
 /// Link codes are valid this many days unless the owner says otherwise.
@@ -277,20 +277,20 @@ impl Service {
         }))
     }
 
-    /// Keep, privately, what "who used my data" needs about a logged read of personal data.
-    #[allow(clippy::too_many_arguments)]
+    /// Keep, privately, what "who used my data" needs about a logged read
+    /// of personal data (nothing for data about no one).
     pub(crate) async fn record_personal_read(
         &self,
-        actor: &Actor,
-        dataset: &Dataset,
-        version: i64,
-        grant: &ReadGrant,
-        scope: &SubjectScope,
+        plan: &crate::read::ReadPlan,
         log_index: i64,
         kind: &str,
     ) -> Result<()> {
+        let Some(scope) = &plan.scope else {
+            return Ok(());
+        };
+        let (actor, grant) = (&plan.actor, &plan.grant);
         let body = serde_json::json!({
-            "by": crate::content::reader_label(actor, dataset),
+            "by": crate::content::reader_label(actor, &plan.dataset),
             "level": grant.level.as_str(),
             "agreement": grant.agreement_id,
             "kind": kind,
@@ -298,8 +298,8 @@ impl Service {
         self.store
             .insert_personal_read(&PersonalRead {
                 log_index,
-                dataset_id: dataset.id.clone(),
-                version,
+                dataset_id: plan.dataset.id.clone(),
+                version: plan.version.version,
                 rule: scope.rule.as_str().into(),
                 purpose: grant.purpose.clone(),
                 recipients: actor.organization_ids().join(","),

@@ -281,8 +281,7 @@ async fn residents(
                     reader,
                     PERSONAL_DATASET,
                     citytrust_service::content::ReadRequest {
-                        version: None,
-                        as_of: None,
+                        version: citytrust_query::VersionChoice::Latest,
                         format: citytrust_query::export::OutputFormat::Csv,
                         slice: Default::default(),
                         purpose: Some(purpose.into()),

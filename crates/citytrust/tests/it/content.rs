@@ -652,14 +652,14 @@ async fn versions_are_read_as_they_stood_at_a_time() {
     let res = app
         .get(&format!("/api/v1/datasets/{id}/data?as_of=yesterday"), None)
         .await;
-    assert_problem(res, 400, "invalid_parameter", Some("as_of")).await;
+    assert_problem(res, 400, "invalid_version", Some("as_of")).await;
     let res = app
         .get(
             &format!("/api/v1/datasets/{id}/data?as_of=2026-03-01&version=2"),
             None,
         )
         .await;
-    assert_problem(res, 400, "invalid_parameter", Some("as_of")).await;
+    assert_problem(res, 400, "invalid_version", Some("as_of")).await;
     let res = app
         .post_json(
             "/api/v1/query",
@@ -668,6 +668,17 @@ async fn versions_are_read_as_they_stood_at_a_time() {
         )
         .await;
     assert_eq!(res.status(), 404);
+    // A version is named one way wherever it is named: the same problem.
+    for bad in ["yesterday", "0", "2026-13-01"] {
+        let res = app
+            .post_json(
+                "/api/v1/query",
+                None,
+                &json!({"sql": format!("SELECT * FROM \"{table}@{bad}\""), "purpose": "research"}),
+            )
+            .await;
+        assert_problem(res, 422, "invalid_version", None).await;
+    }
 }
 
 #[tokio::test]
@@ -763,7 +774,7 @@ async fn reads_are_governed_and_logged() {
     assert_problem(
         app.get(&format!("{path}?version=0"), Some(&alice)).await,
         400,
-        "invalid_parameter",
+        "invalid_version",
         Some("version"),
     )
     .await;

@@ -10,12 +10,14 @@
 use citytrust_model::ProblemCode;
 use std::fmt::Write as _;
 
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use citytrust_model::{Actor, Dataset};
+use citytrust_query::VersionChoice;
 use citytrust_query::export::{OutputFormat, Slice};
 use citytrust_query::quality::ColumnQuality;
 use citytrust_service::ServiceError;
@@ -30,6 +32,20 @@ use crate::extract::ApiQuery;
 use crate::web::SignedForm;
 use crate::web::charts::{self, Bar};
 use crate::web::{PageError, Viewer};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/datasets/{id}/versions",
+            post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/static/upload.js", get(upload_script))
+        .route("/datasets/{id}/reassessment", post(reassess))
+        .route("/datasets/{id}/feedback", post(report))
+        .route("/datasets/{id}/download", post(download))
+        .route("/datasets/{id}/table", post(table))
+        .route("/datasets/{id}/feedback/{feedback}/answer", post(answer))
+}
 
 /// What the dataset page shows of the content.
 #[derive(Default)]
@@ -663,8 +679,7 @@ pub async fn download(
             &session.actor,
             &id,
             ReadRequest {
-                version: None,
-                as_of: None,
+                version: VersionChoice::Latest,
                 format,
                 slice: Slice {
                     offset: 0,
@@ -724,8 +739,7 @@ pub async fn table(
             &session.actor,
             &id,
             citytrust_service::levels::AggregateRequest {
-                version: None,
-                as_of: None,
+                version: VersionChoice::Latest,
                 purpose,
                 by,
                 sum: None,
@@ -826,7 +840,7 @@ pub async fn reassess(
     Ok(Redirect::to(&format!("/datasets/{id}?notice=reassessed#content")).into_response())
 }
 
-const UPLOAD_SCRIPT: &str = include_str!("../static/upload.js");
+const UPLOAD_SCRIPT: &str = include_str!("../../static/upload.js");
 
 pub async fn upload_script() -> Response {
     (
