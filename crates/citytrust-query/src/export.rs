@@ -98,14 +98,17 @@ pub(crate) async fn open_version(
 
 /// Stream one stored version (a slice of it) into `out` in `format`; returns the rows written.
 pub async fn export_version(
-    versions: &crate::VersionStore,
-    location: &str,
-    columns: Option<&[String]>,
-    subjects: Option<&crate::subjects::SubjectFilter>,
+    source: crate::governed::Source<'_>,
     slice: Slice,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
+    let crate::governed::Source {
+        versions,
+        location,
+        columns,
+        subjects,
+    } = source;
     let (_ctx, df) = open_version(versions, location, columns, subjects).await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?

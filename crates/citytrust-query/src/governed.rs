@@ -52,6 +52,20 @@ use futures::StreamExt;
 use crate::subjects::SubjectFilter;
 use crate::{QueryError, Result};
 
+/// What one governed read opens: a version's file in the store, and the
+/// columns and rows its reader may see. Every read path hands one of these
+/// to the functions that read content ([`crate::export::export_version`],
+/// [`crate::levels`]), which open it as a [`GovernedTable`].
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub versions: &'a crate::VersionStore,
+    pub location: &'a str,
+    /// The columns the reader may see (`None`: all).
+    pub columns: Option<&'a [String]>,
+    /// Whose rows the reader may see (`None`: every row).
+    pub subjects: Option<&'a SubjectFilter>,
+}
+
 /// A stored version as a table of only what the reader may see: `columns`
 /// (`None`: all) of the rows `subjects` admits (`None`: every row).
 pub async fn governed_table(

@@ -29,6 +29,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::export::{OutputFormat, Slice};
+use crate::governed::Source;
 use crate::quality::quote_ident;
 use crate::subjects::SubjectFilter;
 use crate::{QueryError, Result};
@@ -351,17 +352,19 @@ fn dimension_sql(
 /// who may not read the rows (`protection`), also bin the dimensions as the
 /// owner declared, refuse a table that is mostly small cells, and perturb
 /// what is shown by each cell's key. Only shown cells are returned.
-#[allow(clippy::too_many_arguments)]
 pub async fn aggregate(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
+    source: Source<'_>,
     by: &[GroupKey],
     measure: Option<&str>,
     threshold: u64,
     protection: Option<&TableProtection>,
 ) -> Result<Aggregate> {
+    let Source {
+        versions,
+        location,
+        columns: allowed,
+        subjects,
+    } = source;
     if by.is_empty() || by.len() > MAX_DIMENSIONS {
         return Err(QueryError::Unsupported(format!(
             "count by one to {MAX_DIMENSIONS} dimensions, not {}",
@@ -683,14 +686,13 @@ pub fn write_aggregate(
 
 /// Whether any row (the reader may see) holds `value` in `column`,
 /// compared as text: the index level's answer, and nothing more.
-pub async fn exists(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
-    column: &str,
-    value: &str,
-) -> Result<bool> {
+pub async fn exists(source: Source<'_>, column: &str, value: &str) -> Result<bool> {
+    let Source {
+        versions,
+        location,
+        columns: allowed,
+        subjects,
+    } = source;
     let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
     check_column(&df, allowed, column)?;
     use datafusion::logical_expr::Expr;
@@ -714,14 +716,13 @@ pub enum DpInput {
 
 /// What a DP statistic reads: `None` counts rows; `numeric` decides
 /// whether the column is read as numbers or as categories.
-pub async fn dp_input(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
-    column: Option<&str>,
-    numeric: bool,
-) -> Result<DpInput> {
+pub async fn dp_input(source: Source<'_>, column: Option<&str>, numeric: bool) -> Result<DpInput> {
+    let Source {
+        versions,
+        location,
+        columns: allowed,
+        subjects,
+    } = source;
     let (ctx, df) = frame(versions, location, allowed, subjects).await?;
     let Some(column) = column else {
         let rows = df.count().await?;
@@ -762,18 +763,20 @@ pub async fn dp_input(
 
 /// Stream a version's rows with `personal` columns replaced by the
 /// reader's pseudonyms (text; a null stays null).
-#[allow(clippy::too_many_arguments)]
 pub async fn export_pseudonymised(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
+    source: Source<'_>,
     personal: &[String],
     pseudonymiser: Arc<citytrust_privacy::pseudonym::Pseudonymiser>,
     slice: Slice,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
+    let Source {
+        versions,
+        location,
+        columns: allowed,
+        subjects,
+    } = source;
     let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?
@@ -838,6 +841,18 @@ pub struct AnonymisedRead {
     pub quasi_identifiers: Vec<String>,
 }
 
+/// How rows are anonymised: the owner's declarations and the trust's
+/// parameters (see [`export_anonymised`]).
+#[derive(Clone, Copy)]
+pub struct Anonymisation<'a> {
+    pub quasi: &'a [String],
+    pub non_identifying: &'a [String],
+    /// The subject key, if the dataset has one: k counts distinct values of it.
+    pub subject: Option<&'a str>,
+    pub k: usize,
+    pub suppression_percent: f64,
+}
+
 /// Anonymised rows: only the declared quasi-identifiers (generalised over
 /// hierarchies built from the values) and the columns declared
 /// non-identifying (as they are); every other column is left out. Every
@@ -845,20 +860,25 @@ pub struct AnonymisedRead {
 /// people — distinct values of the `subject` column when the dataset has a
 /// subject key (one person's many rows are not many people), rows otherwise
 /// — with at most `suppression_percent` of rows left out to get there.
-#[allow(clippy::too_many_arguments)]
 pub async fn export_anonymised(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
-    quasi: &[String],
-    non_identifying: &[String],
-    subject: Option<&str>,
-    k: usize,
-    suppression_percent: f64,
+    source: Source<'_>,
+    how: Anonymisation<'_>,
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<(u64, AnonymisedRead)> {
+    let Anonymisation {
+        quasi,
+        non_identifying,
+        subject,
+        k,
+        suppression_percent,
+    } = how;
+    let Source {
+        versions,
+        location,
+        columns: allowed,
+        subjects,
+    } = source;
     // The subject key is read (to count people) even when the reader may
     // not see it; it is never released.
     let read_columns: Option<Vec<String>> = allowed.map(|a| {

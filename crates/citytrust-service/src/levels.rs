@@ -321,7 +321,7 @@ impl Service {
         out: &mut (dyn Write + Send),
     ) -> Result<(u64, Option<serde_json::Value>)> {
         let (actor, dataset, grant) = (&plan.actor, &plan.dataset, &plan.grant);
-        let (location, subjects) = (plan.location.as_str(), plan.subjects());
+        let source = plan.source(&self.versions);
         let classes = &dataset.metadata.column_classes;
         match grant.level {
             AccessLevel::Pseudonymised => {
@@ -332,10 +332,7 @@ impl Service {
                 };
                 let p = Arc::new(secret.for_scope(&scope));
                 let rows = citytrust_query::levels::export_pseudonymised(
-                    &self.versions,
-                    location,
-                    grant.columns.as_deref(),
-                    subjects,
+                    source,
                     &classes.personal,
                     p,
                     slice,
@@ -379,15 +376,14 @@ impl Service {
                     .as_ref()
                     .map(|t| t.subject_key.as_str());
                 let (rows, read) = citytrust_query::levels::export_anonymised(
-                    &self.versions,
-                    location,
-                    grant.columns.as_deref(),
-                    subjects,
-                    &classes.quasi_identifying,
-                    &classes.non_identifying,
-                    subject,
-                    READ_K,
-                    READ_SUPPRESSION_PERCENT,
+                    source,
+                    citytrust_query::levels::Anonymisation {
+                        quasi: &classes.quasi_identifying,
+                        non_identifying: &classes.non_identifying,
+                        subject,
+                        k: READ_K,
+                        suppression_percent: READ_SUPPRESSION_PERCENT,
+                    },
                     format,
                     out,
                 )
@@ -422,16 +418,8 @@ impl Service {
                 Ok((rows, Some(t)))
             }
             AccessLevel::Identified => {
-                let rows = citytrust_query::export::export_version(
-                    &self.versions,
-                    location,
-                    grant.columns.as_deref(),
-                    subjects,
-                    slice,
-                    format,
-                    out,
-                )
-                .await?;
+                let rows =
+                    citytrust_query::export::export_version(source, slice, format, out).await?;
                 Ok((rows, None))
             }
             AccessLevel::Index => Err(ServiceError::Unprocessable {
@@ -518,10 +506,7 @@ impl Service {
             .plan_read_under(actor, dataset, grant, request.version)
             .await?;
         let agg = citytrust_query::levels::aggregate(
-            &self.versions,
-            &plan.location,
-            plan.columns(),
-            plan.subjects(),
+            plan.source(&self.versions),
             &request.by,
             request.sum.as_deref(),
             threshold,
@@ -617,15 +602,8 @@ impl Service {
             });
         }
         let plan = self.plan_read_under(actor, dataset, grant, version).await?;
-        let exists = citytrust_query::levels::exists(
-            &self.versions,
-            &plan.location,
-            plan.columns(),
-            plan.subjects(),
-            column,
-            value,
-        )
-        .await?;
+        let exists =
+            citytrust_query::levels::exists(plan.source(&self.versions), column, value).await?;
         let (dataset, version) = (&plan.dataset, &plan.version);
         let nonce = hex::encode(crate::accounts::random_bytes::<16>()?);
         let digest = hex::encode(sha2::Sha256::digest(
@@ -765,10 +743,7 @@ impl Service {
             .plan_read_under(actor, dataset, grant, request.version)
             .await?;
         let input = citytrust_query::levels::dp_input(
-            &self.versions,
-            &plan.location,
-            plan.columns(),
-            plan.subjects(),
+            plan.source(&self.versions),
             request.column.as_deref(),
             numeric,
         )

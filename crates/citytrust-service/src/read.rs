@@ -59,9 +59,18 @@ impl ReadPlan {
     pub fn subjects(&self) -> Option<&SubjectFilter> {
         self.scope.as_ref().and_then(|s| s.filter.as_deref())
     }
-    /// The columns the grant limits the read to (`None`: all).
-    pub fn columns(&self) -> Option<&[String]> {
-        self.grant.columns.as_deref()
+    /// What the read opens: the version's file, with only the columns and
+    /// rows the plan allows (the governed scan applies them).
+    pub fn source<'a>(
+        &'a self,
+        versions: &'a citytrust_query::VersionStore,
+    ) -> citytrust_query::governed::Source<'a> {
+        citytrust_query::governed::Source {
+            versions,
+            location: &self.location,
+            columns: self.grant.columns.as_deref(),
+            subjects: self.subjects(),
+        }
     }
 }
 

@@ -1263,12 +1263,16 @@ impl Service {
             let (rows, csv, version) = match holding.last() {
                 Some(&v) => {
                     let location = self.version_location(&dataset.id, v);
+                    // The resident's own rows, every column.
+                    let source = citytrust_query::governed::Source {
+                        versions: &self.versions,
+                        location: &location,
+                        columns: None,
+                        subjects: Some(&filter),
+                    };
                     let mut json = Vec::new();
                     citytrust_query::export::export_version(
-                        &self.versions,
-                        &location,
-                        None,
-                        Some(&filter),
+                        source,
                         Slice::default(),
                         OutputFormat::Json,
                         &mut json,
@@ -1276,10 +1280,7 @@ impl Service {
                     .await?;
                     let mut csv = Vec::new();
                     citytrust_query::export::export_version(
-                        &self.versions,
-                        &location,
-                        None,
-                        Some(&filter),
+                        source,
                         Slice::default(),
                         OutputFormat::Csv,
                         &mut csv,

@@ -1,0 +1,321 @@
+//! The catalogue's rows: datasets and their value-chain roles, the
+//! catalogue revision, versions (with the subjects they hold), feedback and
+//! quality rules.
+
+use super::*;
+
+impl Store {
+    // ---- the catalogue -------------------------------------------------------
+
+    /// Insert a new catalogue entry (revision 1) and bump the catalogue revision.
+    pub async fn insert_dataset(
+        &self,
+        dataset: &Dataset,
+        created_by: Option<&str>,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let metadata = serde_json::to_string(&dataset.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO datasets (id, owner_organization_id, spectrum, title, metadata, created_by, created_at, \
+             updated_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&dataset.id)
+        .bind(&dataset.metadata.owner_organization_id)
+        .bind(dataset.metadata.spectrum.as_str())
+        .bind(&dataset.metadata.title)
+        .bind(&metadata)
+        .bind(created_by)
+        .bind(&dataset.created_at)
+        .bind(&dataset.updated_at)
+        .bind(dataset.revision)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("dataset '{}'", dataset.id)))?;
+        write_roles(&mut tx, dataset).await?;
+        bump_catalogue_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replace a catalogue entry if it is still at `expected_revision`.
+    pub async fn update_dataset(
+        &self,
+        dataset: &Dataset,
+        expected_revision: i64,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let metadata = serde_json::to_string(&dataset.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE datasets SET owner_organization_id = $1, spectrum = $2, title = $3, metadata = $4, updated_at = $5, \
+             revision = $6 WHERE id = $7 AND revision = $8",
+        )
+        .bind(&dataset.metadata.owner_organization_id)
+        .bind(dataset.metadata.spectrum.as_str())
+        .bind(&dataset.metadata.title)
+        .bind(&metadata)
+        .bind(&dataset.updated_at)
+        .bind(dataset.revision)
+        .bind(&dataset.id)
+        .bind(expected_revision)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::StaleRevision(format!(
+                "dataset '{}'",
+                dataset.id
+            )));
+        }
+        sqlx::query("DELETE FROM dataset_roles WHERE dataset_id = $1")
+            .bind(&dataset.id)
+            .execute(&mut *tx)
+            .await?;
+        write_roles(&mut tx, dataset).await?;
+        bump_catalogue_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_dataset(&self, id: &str) -> Result<Option<Dataset>> {
+        let row = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| dataset_from_row(&r)).transpose()
+    }
+
+    /// Every catalogue entry, for building the search index.
+    pub async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        let rows = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
+    /// Up to `limit` catalogue entries after `after` in id order: a page for
+    /// exports that stream the whole catalogue without holding it.
+    pub async fn datasets_after(&self, after: &str, limit: i64) -> Result<Vec<Dataset>> {
+        let rows = sqlx::query(
+            "SELECT id, metadata, created_at, updated_at, revision FROM datasets WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
+    /// How many changes the catalogue has seen; search indexes compare it to know they are current.
+    pub async fn catalogue_revision(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+    /// Record a new version and its log entry in one transaction. The version
+    /// number must be the next one: a concurrent upload that took it first
+    /// makes this a `Conflict`.
+    /// Record a version (with the subjects it holds, for a personal dataset)
+    /// and its log entry in one transaction.
+    pub async fn insert_version(
+        &self,
+        v: &StoredVersion,
+        subjects: &[String],
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_versions (dataset_id, version, input_format, row_count, rejected, bytes, sha256, \
+             source_sha256, columns, quality, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&v.dataset_id)
+        .bind(v.version)
+        .bind(&v.input_format)
+        .bind(v.rows)
+        .bind(v.rejected)
+        .bind(v.bytes)
+        .bind(&v.sha256)
+        .bind(&v.source_sha256)
+        .bind(&v.columns)
+        .bind(&v.quality)
+        .bind(&v.created_by)
+        .bind(&v.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("version {} of dataset '{}'", v.version, v.dataset_id)))?;
+        residents::insert_subjects(&mut tx, &v.dataset_id, v.version, subjects).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record a report, with its log entry, in one transaction.
+    pub async fn insert_feedback(&self, f: &StoredFeedback, entry: &NewLogEntry<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_feedback (id, dataset_id, version, column_name, row_number, description, \
+             reported_by, reported_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&f.id)
+        .bind(&f.dataset_id)
+        .bind(f.version)
+        .bind(&f.column_name)
+        .bind(f.row_number)
+        .bind(&f.description)
+        .bind(&f.reported_by)
+        .bind(&f.reported_at)
+        .bind(&f.status)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("feedback '{}'", f.id)))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Answer an open report (with its log entry); `false` when it was no longer open.
+    pub async fn answer_feedback(
+        &self,
+        f: &StoredFeedback,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE dataset_feedback SET status = $1, response = $2, resolved_version = $3, answered_by = $4, \
+             answered_at = $5 WHERE id = $6 AND status = 'open'",
+        )
+        .bind(&f.status)
+        .bind(&f.response)
+        .bind(f.resolved_version)
+        .bind(&f.answered_by)
+        .bind(&f.answered_at)
+        .bind(&f.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A dataset's reports, oldest first.
+    pub async fn list_feedback(&self, dataset_id: &str) -> Result<Vec<StoredFeedback>> {
+        let rows = sqlx::query(
+            "SELECT id, dataset_id, version, column_name, row_number, description, reported_by, reported_at, \
+             status, response, resolved_version, answered_by, answered_at FROM dataset_feedback \
+             WHERE dataset_id = $1 ORDER BY reported_at, id",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(feedback_from_row).collect()
+    }
+
+    /// A dataset's versions, newest first.
+    pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<StoredVersion>> {
+        let rows = sqlx::query(
+            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    /// One version, or the latest when `version` is `None`.
+    pub async fn get_version(
+        &self,
+        dataset_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<StoredVersion>> {
+        let row = sqlx::query(
+            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 AND ($2 < 0 OR version = $2) \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(dataset_id)
+        .bind(version.unwrap_or(-1))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| version_from_row(&r)).transpose()
+    }
+
+    /// The latest version of each of `dataset_ids` that has one (any order).
+    pub async fn latest_versions(&self, dataset_ids: &[String]) -> Result<Vec<StoredVersion>> {
+        let mut out = Vec::new();
+        for chunk in dataset_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
+                 quality, created_by, created_at FROM dataset_versions v WHERE dataset_id IN ({}) \
+                 AND version = (SELECT MAX(version) FROM dataset_versions w WHERE w.dataset_id = v.dataset_id)",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(version_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (dataset, version) pair that exists, for sweeping orphan files.
+    pub async fn all_version_keys(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT dataset_id, version FROM dataset_versions")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("dataset_id")?, r.try_get("version")?)))
+            .collect()
+    }
+
+    pub async fn quality_rules(&self, dataset_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT rules FROM dataset_quality_rules WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get("rules").map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// Replace a dataset's quality rules, logging the change.
+    pub async fn set_quality_rules(
+        &self,
+        dataset_id: &str,
+        rules: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM dataset_quality_rules WHERE dataset_id = $1")
+            .bind(dataset_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO dataset_quality_rules (dataset_id, rules, updated_at) VALUES ($1, $2, $3)",
+        )
+        .bind(dataset_id)
+        .bind(rules)
+        .bind(entry.at)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The transparency log's rows: entries appended (one at a time or a batch
+//! in one transaction), signed checkpoints, the integration of entries into
+//! the tree, and the index the public analytics read.
+
+use super::*;
+
+impl Store {
+    // ---- the transparency log --------------------------------------------------
+
+    /// How many entries have been appended (committed or not yet integrated).
+    pub async fn ledger_size(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_size'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
+    /// Entries `from..` in index order, at most `limit`.
+    pub async fn ledger_entries(&self, from: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT idx, body FROM ledger_entries WHERE idx >= $1 ORDER BY idx LIMIT $2",
+        )
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("idx")?, r.try_get("body")?)))
+            .collect()
+    }
+
+    pub async fn ledger_entry(&self, idx: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT body FROM ledger_entries WHERE idx = $1")
+            .bind(idx)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("body")?)).transpose()
+    }
+
+    /// Every stored tree hash, in stored-hash-index order (hex).
+    pub async fn ledger_hashes(&self) -> Result<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT id, hash FROM ledger_hashes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("hash")?)))
+            .collect()
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query("SELECT size, root, note, created_at FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| checkpoint_from_row(&r)).transpose()
+    }
+
+    pub async fn checkpoint_at(&self, size: i64) -> Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT size, root, note, created_at FROM ledger_checkpoints WHERE size = $1",
+        )
+        .bind(size)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| checkpoint_from_row(&r)).transpose()
+    }
+
+    /// Store the tree hashes of newly integrated entries and the checkpoint that
+    /// covers them, together. Another node having done it first is a `Conflict`.
+    pub async fn record_integration(
+        &self,
+        hashes: &[(i64, String)],
+        checkpoint: &StoredCheckpoint,
+        index: &[LedgerIndexRow],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Multi-row inserts: a checkpoint of 4,096 entries stores ~8,200 hashes.
+        const ROWS: usize = 400;
+        for chunk in hashes.chunks(ROWS) {
+            let mut sql = String::from("INSERT INTO ledger_hashes (id, hash) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            }
+            let mut q = sqlx::query(&sql);
+            for (id, hash) in chunk {
+                q = q.bind(id).bind(hash);
+            }
+            q.execute(&mut *tx).await.map_err(|e| {
+                conflict(
+                    e,
+                    format!("tree hash {}", chunk.first().map(|c| c.0).unwrap_or(0)),
+                )
+            })?;
+        }
+        sqlx::query(
+            "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(checkpoint.size)
+        .bind(&checkpoint.root)
+        .bind(&checkpoint.note)
+        .bind(&checkpoint.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("checkpoint {}", checkpoint.size)))?;
+        insert_ledger_index(&mut tx, index, checkpoint.size).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Entries below this index are in `ledger_index`.
+    pub async fn ledger_indexed(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_indexed'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Index entries already signed (a log kept before `ledger_index`
+    /// existed): `rows` cover the entries up to `upto` (exclusive).
+    pub async fn add_ledger_index(&self, rows: &[LedgerIndexRow], upto: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_ledger_index(&mut tx, rows, upto).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Distinct entries of the given kinds counted by `facet` (rows where it is
+    /// set), largest first, then by name.
+    pub async fn ledger_counts(
+        &self,
+        facet: LedgerFacet,
+        kinds: &[&str],
+    ) -> Result<Vec<(String, i64)>> {
+        let expr = facet.expr();
+        let placeholders: Vec<String> = (1..=kinds.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT {expr} AS k, COUNT(DISTINCT idx) AS n FROM ledger_index \
+             WHERE kind IN ({}) AND {expr} IS NOT NULL GROUP BY {expr} ORDER BY n DESC, k",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
+    /// For each dataset named in more than one entry of `kind`: how many
+    /// entries, and how many distinct parties made them.
+    pub async fn ledger_repeats(&self, kind: &str) -> Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT dataset, COUNT(DISTINCT idx) AS n, COUNT(DISTINCT party) AS p FROM ledger_index \
+             WHERE kind = $1 AND dataset IS NOT NULL GROUP BY dataset HAVING COUNT(DISTINCT idx) > 1 \
+             ORDER BY n DESC, dataset",
+        )
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// The signed entries about agreement `id`: those naming it, and those
+    /// naming a request that made or amended it. Oldest first, at most `limit`
+    /// from index `from`; with the total count.
+    pub async fn ledger_entries_of_agreement(
+        &self,
+        id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<(Vec<(i64, String, String)>, i64)> {
+        const MATCH: &str = "(agreement = $1 OR request IN \
+             (SELECT request FROM ledger_index WHERE agreement = $1 AND request IS NOT NULL))";
+        let total: i64 = sqlx::query(&format!(
+            "SELECT COUNT(DISTINCT idx) FROM ledger_index WHERE {MATCH}"
+        ))
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT idx, kind, day FROM ledger_index WHERE {MATCH} AND idx >= $2 \
+             ORDER BY idx LIMIT $3"
+        ))
+        .bind(id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, total))
+    }
+
+    /// Append entries in one transaction (a group commit): indexes are
+    /// taken in one step and the rows written in multi-row inserts. Returns
+    /// the index of the first; the others follow in order.
+    pub async fn append_log_batch(&self, entries: &[NewLogEntry<'_>]) -> Result<i64> {
+        let n = i64::try_from(entries.len())
+            .map_err(|_| StoreError::Corrupt("batch too large".into()))?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE counters SET value = value + $1 WHERE name = 'ledger_size' RETURNING value",
+        )
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first: i64 = row.try_get::<i64, _>("value")? - n;
+        const ROWS: usize = 200;
+        let mut idx = first;
+        for chunk in entries.chunks(ROWS) {
+            let mut sql =
+                String::from("INSERT INTO ledger_entries (idx, kind, body, created_at) VALUES ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 4;
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+            }
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q.bind(idx).bind(e.kind).bind(e.body).bind(e.at);
+                idx += 1;
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(first)
+    }
+
+    /// Append a log entry on its own (a read of content: nothing else
+    /// changes). Returns the entry's index once committed.
+    pub async fn append_log(&self, entry: &NewLogEntry<'_>) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(idx)
+    }
+}
