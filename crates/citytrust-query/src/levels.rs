@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use crate::export::{OutputFormat, Slice};
 use crate::governed::Source;
 use crate::quality::quote_ident;
-use crate::subjects::SubjectFilter;
 use crate::{QueryError, Result};
 
 /// The most dimensions of a thresholded table.
@@ -125,13 +124,14 @@ impl GroupKey {
 
 /// A version as its reader may see it (the governed scan: admitted rows,
 /// allowed columns), as table `v` of a session.
-async fn frame(
-    versions: &crate::VersionStore,
-    location: &str,
-    allowed: Option<&[String]>,
-    subjects: Option<&SubjectFilter>,
-) -> Result<(SessionContext, DataFrame)> {
-    let (ctx, df) = crate::export::open_version(versions, location, allowed, subjects).await?;
+async fn frame(source: Source<'_>) -> Result<(SessionContext, DataFrame)> {
+    let Source {
+        versions,
+        location,
+        columns,
+        subjects,
+    } = source;
+    let (ctx, df) = crate::export::open_version(versions, location, columns, subjects).await?;
     ctx.register_table("v", df.clone().into_view())?;
     Ok((ctx, df))
 }
@@ -359,12 +359,7 @@ pub async fn aggregate(
     threshold: u64,
     protection: Option<&TableProtection>,
 ) -> Result<Aggregate> {
-    let Source {
-        versions,
-        location,
-        columns: allowed,
-        subjects,
-    } = source;
+    let allowed = source.columns;
     if by.is_empty() || by.len() > MAX_DIMENSIONS {
         return Err(QueryError::Unsupported(format!(
             "count by one to {MAX_DIMENSIONS} dimensions, not {}",
@@ -372,7 +367,7 @@ pub async fn aggregate(
         )));
     }
     let started = std::time::Instant::now();
-    let (ctx, df) = frame(versions, location, allowed, subjects).await?;
+    let (ctx, df) = frame(source).await?;
     let mut select = Vec::new();
     for (i, key) in by.iter().enumerate() {
         select.extend(dimension_sql(&df, allowed, protection, key, i)?);
@@ -687,13 +682,8 @@ pub fn write_aggregate(
 /// Whether any row (the reader may see) holds `value` in `column`,
 /// compared as text: the index level's answer, and nothing more.
 pub async fn exists(source: Source<'_>, column: &str, value: &str) -> Result<bool> {
-    let Source {
-        versions,
-        location,
-        columns: allowed,
-        subjects,
-    } = source;
-    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
+    let allowed = source.columns;
+    let (_ctx, df) = frame(source).await?;
     check_column(&df, allowed, column)?;
     use datafusion::logical_expr::Expr;
     let target = Expr::Column(datafusion::common::Column::from_name(column));
@@ -717,13 +707,8 @@ pub enum DpInput {
 /// What a DP statistic reads: `None` counts rows; `numeric` decides
 /// whether the column is read as numbers or as categories.
 pub async fn dp_input(source: Source<'_>, column: Option<&str>, numeric: bool) -> Result<DpInput> {
-    let Source {
-        versions,
-        location,
-        columns: allowed,
-        subjects,
-    } = source;
-    let (ctx, df) = frame(versions, location, allowed, subjects).await?;
+    let allowed = source.columns;
+    let (ctx, df) = frame(source).await?;
     let Some(column) = column else {
         let rows = df.count().await?;
         return Ok(DpInput::Rows(rows));
@@ -771,13 +756,7 @@ pub async fn export_pseudonymised(
     format: OutputFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64> {
-    let Source {
-        versions,
-        location,
-        columns: allowed,
-        subjects,
-    } = source;
-    let (_ctx, df) = frame(versions, location, allowed, subjects).await?;
+    let (_ctx, df) = frame(source).await?;
     let df = if slice.offset > 0 || slice.limit.is_some() {
         df.limit(slice.offset, slice.limit)?
     } else {
@@ -873,12 +852,7 @@ pub async fn export_anonymised(
         k,
         suppression_percent,
     } = how;
-    let Source {
-        versions,
-        location,
-        columns: allowed,
-        subjects,
-    } = source;
+    let allowed = source.columns;
     // The subject key is read (to count people) even when the reader may
     // not see it; it is never released.
     let read_columns: Option<Vec<String>> = allowed.map(|a| {
@@ -890,7 +864,11 @@ pub async fn export_anonymised(
         }
         c
     });
-    let (_ctx, df) = frame(versions, location, read_columns.as_deref(), subjects).await?;
+    let (_ctx, df) = frame(Source {
+        columns: read_columns.as_deref(),
+        ..source
+    })
+    .await?;
     let names: Vec<String> = df
         .schema()
         .fields()
