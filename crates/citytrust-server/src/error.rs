@@ -232,6 +232,11 @@ impl From<ServiceError> for ApiError {
                 }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::TooLarge(why) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ProblemCode::BodyTooLarge,
+                why,
+            ),
             ServiceError::Unauthenticated => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ProblemCode::Unauthenticated,

@@ -370,22 +370,40 @@ impl Service {
                 let file = std::fs::File::open(&raw)?;
                 std::thread::spawn(move || sha256_reader(file))
             };
-            let input = if gzip {
-                let plain = dir.join("upload.plain");
-                let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-                    std::fs::File::open(&raw)?,
-                ));
-                let mut out = std::io::BufWriter::new(std::fs::File::create_new(&plain)?);
-                std::io::copy(&mut decoder, &mut out).map_err(|e| ServiceError::Unprocessable {
-                    code: ProblemCode::UnreadableContent,
-                    message: format!("the body is not valid gzip: {e}"),
-                })?;
-                out.flush()?;
-                std::fs::remove_file(&raw)?;
-                plain
-            } else {
-                raw
-            };
+            let input =
+                if gzip {
+                    let plain = dir.join("upload.plain");
+                    let mut decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                        std::fs::File::open(&raw)?,
+                    ));
+                    let mut out = std::io::BufWriter::new(std::fs::File::create_new(&plain)?);
+                    // A small gzip body can expand without end (a "gzip bomb"):
+                    // read at most the bound, and refuse a body that reaches it.
+                    let sent = std::fs::metadata(&raw)?.len();
+                    let bound = gunzip_bound(sent);
+                    let copied = std::io::copy(&mut (&mut decoder).take(bound + 1), &mut out)
+                        .map_err(|e| ServiceError::Unprocessable {
+                            code: ProblemCode::UnreadableContent,
+                            message: format!("the body is not valid gzip: {e}"),
+                        })?;
+                    if copied > bound {
+                        return Err(ServiceError::TooLarge(format!(
+                            "the gzip body expands to more than {} MiB, the most a body of {} KiB \
+                         may expand to here ({}× its size, at least {} MiB, at most {} GiB); \
+                         nothing was stored",
+                            bound >> 20,
+                            sent.div_ceil(1024),
+                            GUNZIP_MAX_RATIO,
+                            GUNZIP_FLOOR >> 20,
+                            GUNZIP_CEILING >> 30
+                        )));
+                    }
+                    out.flush()?;
+                    std::fs::remove_file(&raw)?;
+                    plain
+                } else {
+                    raw
+                };
             let staged = dir.join("version");
             std::fs::create_dir_all(&staged)?;
             let mut report_progress = |p: Progress| {
@@ -1035,6 +1053,19 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// How far a gzip upload may expand: `GUNZIP_MAX_RATIO` times what was sent
+/// (CSV and JSON compress about 5–15×), at least `GUNZIP_FLOOR` (small,
+/// very regular files) and never more than `GUNZIP_CEILING`.
+pub const GUNZIP_MAX_RATIO: u64 = 100;
+pub const GUNZIP_FLOOR: u64 = 64 << 20;
+pub const GUNZIP_CEILING: u64 = 16 << 30;
+
+/// The most a gzip body of `sent` bytes may expand to.
+pub fn gunzip_bound(sent: u64) -> u64 {
+    sent.saturating_mul(GUNZIP_MAX_RATIO)
+        .clamp(GUNZIP_FLOOR, GUNZIP_CEILING)
 }
 
 /// The most bytes a query's result may take (it is spooled before it is served).

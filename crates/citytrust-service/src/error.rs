@@ -42,6 +42,10 @@ pub enum ServiceError {
     /// Content that cannot be used as sent (`code` names the kind of problem).
     #[error("{message}")]
     Unprocessable { code: ProblemCode, message: String },
+    /// A body larger than the trust takes (for a gzip body: once
+    /// decompressed); nothing was stored.
+    #[error("{0}")]
+    TooLarge(String),
     /// An upload with bad rows, rejected whole: the first errors, and how many there were.
     #[error("{total} row(s) could not be read")]
     RowErrors {

@@ -307,6 +307,67 @@ async fn every_format_goes_in_and_comes_out() {
     assert_eq!(versions[0]["version"], 8);
 }
 
+/// A gzip bomb: a small body that expands past what the trust takes is
+/// refused as too large once the bound is reached — not written out whole —
+/// and leaves nothing behind.
+#[tokio::test]
+async fn a_gzip_body_may_not_expand_without_end() {
+    use std::io::Write;
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let id = new_dataset(&app, &alice, "Bomb", "open").await;
+    // One gzip member of 1 MiB of rows, repeated: 72 MiB once decompressed
+    // (a multi-member gzip is valid), from a body of a few KiB — more than
+    // the 64 MiB floor and far more than 100× its size.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"station,no2\n").unwrap();
+    gz.write_all(&b"Sants,84\n".repeat((1 << 20) / 9)).unwrap();
+    let member = gz.finish().unwrap();
+    let body: Vec<u8> = member.repeat(72);
+    assert!(
+        body.len() < 1 << 20,
+        "the bomb is small: {} bytes",
+        body.len()
+    );
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
+        .bearer_auth(&alice)
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(res, 413, "body_too_large", None).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("64 MiB"),
+        "{problem}"
+    );
+    let tmp = app.service.content_dir().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let versions: Value = app
+        .get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions, json!([]));
+    // The same rows, fewer of them, within the bound: stored.
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
+        .bearer_auth(&alice)
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(member.repeat(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
 #[tokio::test]
 async fn bad_rows_are_reported_with_line_and_column_and_nothing_is_stored() {
     let app = TestApp::start().await;
