@@ -29,6 +29,28 @@ async fn upload(
     .await
 }
 
+/// Upload `body` as a gzip-encoded CSV.
+async fn upload_gzip(app: &TestApp, token: &str, id: &str, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
+        .bearer_auth(token)
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The dataset's versions as the public API lists them.
+async fn versions(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/datasets/{id}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn text(app: &TestApp, path: &str, token: Option<&str>) -> String {
     let res = app.get(path, token).await;
     assert_eq!(res.status(), 200, "{path}");
@@ -282,27 +304,13 @@ async fn every_format_goes_in_and_comes_out() {
     use std::io::Write;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(CSV.as_bytes()).unwrap();
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
-        .bearer_auth(&alice)
-        .header("content-type", "text/csv")
-        .header("content-encoding", "gzip")
-        .body(gz.finish().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let res = upload_gzip(&app, &alice, &id, gz.finish().unwrap()).await;
     assert_eq!(res.status(), 201);
     assert_eq!(
         text(&app, &format!("/api/v1/datasets/{id}/data"), None).await,
         csv
     );
-    let versions: Value = app
-        .get(&format!("/api/v1/datasets/{id}/versions"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let versions = versions(&app, &id).await;
     assert_eq!(versions.as_array().unwrap().len(), 8);
     assert_eq!(versions[0]["version"], 8);
 }
@@ -329,16 +337,7 @@ async fn a_gzip_body_may_not_expand_without_end() {
         "the bomb is small: {} bytes",
         body.len()
     );
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
-        .bearer_auth(&alice)
-        .header("content-type", "text/csv")
-        .header("content-encoding", "gzip")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = upload_gzip(&app, &alice, &id, body).await;
     let problem = assert_problem(res, 413, "body_too_large", None).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("64 MiB"),
@@ -347,24 +346,10 @@ async fn a_gzip_body_may_not_expand_without_end() {
     let tmp = app.service.content_dir().join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    let versions: Value = app
-        .get(&format!("/api/v1/datasets/{id}/versions"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let versions = versions(&app, &id).await;
     assert_eq!(versions, json!([]));
     // The same rows, fewer of them, within the bound: stored.
-    let res = app
-        .client
-        .post(app.url(&format!("/api/v1/datasets/{id}/versions")))
-        .bearer_auth(&alice)
-        .header("content-type", "text/csv")
-        .header("content-encoding", "gzip")
-        .body(member.repeat(1))
-        .send()
-        .await
-        .unwrap();
+    let res = upload_gzip(&app, &alice, &id, member.repeat(1)).await;
     assert_eq!(res.status(), 201);
 }
 
@@ -411,12 +396,7 @@ async fn bad_rows_are_reported_with_line_and_column_and_nothing_is_stored() {
             .unwrap()
             .contains("bad encoding")
     );
-    let versions: Value = app
-        .get(&format!("/api/v1/datasets/{id}/versions"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let versions = versions(&app, &id).await;
     assert_eq!(versions, json!([]));
 
     // Invalid geometry, named by line.
@@ -582,12 +562,7 @@ async fn only_maintainers_upload_and_an_aborted_upload_leaves_nothing() {
         .await
         .unwrap();
     assert!(stored.is_empty(), "stored: {stored:?}");
-    let versions: Value = app
-        .get(&format!("/api/v1/datasets/{id}/versions"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let versions = versions(&app, &id).await;
     assert_eq!(versions, json!([]));
 }
 
