@@ -20,6 +20,12 @@
 //! * hidden columns are not in the table's schema at all: they cannot be
 //!   named, and an error about a column lists only visible ones.
 //!
+//! The rows are left out in one of two ways, with the same result: the
+//! admitted rows of the file, cached per (filter, file) as a Parquet row
+//! selection, are handed to the reader ([`selection`]: no key decoded, no
+//! key looked up, hidden rows not decoded at all); or, where that cannot be
+//! done, the operator looks every row's subject key up ([`admitted_rows`]).
+//!
 //! Every read path (downloads, SQL, tables, DP inputs, look-ups, the row
 //! levels) opens a version through [`governed_table`], so the guarantee is
 //! one piece of code, not one per path.
@@ -52,6 +58,8 @@ use futures::StreamExt;
 use crate::subjects::SubjectFilter;
 use crate::{QueryError, Result};
 
+mod selection;
+
 /// What one governed read opens: a version's file in the store, and the
 /// columns and rows its reader may see. Every read path hands one of these
 /// to the functions that read content ([`crate::export::export_version`],
@@ -73,6 +81,26 @@ pub async fn governed_table(
     location: &str,
     columns: Option<&[String]>,
     subjects: Option<&SubjectFilter>,
+) -> Result<Arc<dyn TableProvider>> {
+    open_governed(ctx, location, columns, subjects, Strategy::Select).await
+}
+
+/// How a governed scan leaves out hidden rows: by a row selection handed to
+/// the Parquet reader where it can ([`selection`]), or always by looking up
+/// every row's key (kept for the tests that hold both to the same answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    Select,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Probe,
+}
+
+async fn open_governed(
+    ctx: &SessionContext,
+    location: &str,
+    columns: Option<&[String]>,
+    subjects: Option<&SubjectFilter>,
+    strategy: Strategy,
 ) -> Result<Arc<dyn TableProvider>> {
     let df = ctx
         .read_parquet(location, ParquetReadOptions::default())
@@ -122,6 +150,7 @@ pub async fn governed_table(
         schema,
         visible,
         subjects,
+        strategy,
     }))
 }
 
@@ -134,6 +163,7 @@ struct GovernedTable {
     visible: Vec<usize>,
     /// The subject-key column's index in the file, and whose rows pass.
     subjects: Option<(usize, SubjectFilter)>,
+    strategy: Strategy,
 }
 
 impl fmt::Debug for GovernedTable {
@@ -173,6 +203,24 @@ impl TableProvider for GovernedTable {
             // No hidden rows: only hidden columns, which the projection leaves out.
             return self.inner.scan(state, Some(&wanted), &[], limit).await;
         };
+        let schema = project_schema(&self.inner.schema(), Some(&wanted))?;
+        let output: Vec<usize> = (0..wanted.len()).collect();
+        // No limit: a limit taken before the filter would count hidden rows.
+        let plain = self.inner.scan(state, Some(&wanted), &[], None).await?;
+        let selected = match self.strategy {
+            Strategy::Select => selection::select_admitted(state, &plain, filter).await?,
+            Strategy::Probe => None,
+        };
+        if let Some(input) = selected {
+            // The reader yields only admitted rows; the operator stays on top
+            // of it so that nothing is pushed into the reader.
+            return Ok(Arc::new(GovernedScanExec::new(
+                input,
+                Rows::Selected,
+                output,
+                schema,
+            )));
+        }
         let mut read = wanted.clone();
         let key_at = match read.iter().position(|i| i == key) {
             Some(p) => p,
@@ -181,15 +229,15 @@ impl TableProvider for GovernedTable {
                 read.len() - 1
             }
         };
-        // No limit: a limit taken before the filter would count hidden rows.
         let input = self.inner.scan(state, Some(&read), &[], None).await?;
-        let schema = project_schema(&self.inner.schema(), Some(&wanted))?;
         Ok(Arc::new(GovernedScanExec::new(
             input,
-            key_at,
-            (0..wanted.len()).collect(),
+            Rows::Probed {
+                key: key_at,
+                filter: filter.clone(),
+            },
+            output,
             schema,
-            filter.clone(),
         )))
     }
 
@@ -208,27 +256,34 @@ impl TableProvider for GovernedTable {
     }
 }
 
+/// How the scan leaves out the rows whose subjects the reader may not see.
+#[derive(Debug, Clone)]
+enum Rows {
+    /// The Parquet reader was handed the admitted rows as a row selection
+    /// ([`selection`]): every row it yields is admitted.
+    Selected,
+    /// Every row's subject key (the input's column `key`) is looked up.
+    Probed { key: usize, filter: SubjectFilter },
+}
+
 /// The scan's own operator: the Parquet reader's batches with only the
 /// admitted rows, projected to the columns asked for.
 #[derive(Debug, Clone)]
 pub struct GovernedScanExec {
     input: Arc<dyn ExecutionPlan>,
-    /// The subject key's column in the input's batches.
-    key: usize,
+    rows: Rows,
     /// The input's columns to output, in order.
     output: Vec<usize>,
     schema: SchemaRef,
-    filter: SubjectFilter,
     properties: Arc<PlanProperties>,
 }
 
 impl GovernedScanExec {
     fn new(
         input: Arc<dyn ExecutionPlan>,
-        key: usize,
+        rows: Rows,
         output: Vec<usize>,
         schema: SchemaRef,
-        filter: SubjectFilter,
     ) -> GovernedScanExec {
         // No ordering, no constants, no statistics are claimed: nothing the
         // file's metadata says about hidden rows reaches the planner.
@@ -240,10 +295,9 @@ impl GovernedScanExec {
         ));
         GovernedScanExec {
             input,
-            key,
+            rows,
             output,
             schema,
-            filter,
             properties,
         }
     }
@@ -251,12 +305,14 @@ impl GovernedScanExec {
 
 impl DisplayAs for GovernedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "GovernedScanExec: {} subject filter on input column {}",
-            if self.filter.keep { "only" } else { "all but" },
-            self.key
-        )
+        match &self.rows {
+            Rows::Selected => write!(f, "GovernedScanExec: subject filter as a row selection"),
+            Rows::Probed { key, filter } => write!(
+                f,
+                "GovernedScanExec: {} subject filter on input column {key}",
+                if filter.keep { "only" } else { "all but" },
+            ),
+        }
     }
 }
 
@@ -296,10 +352,9 @@ impl ExecutionPlan for GovernedScanExec {
         }
         Ok(Arc::new(GovernedScanExec::new(
             children.swap_remove(0),
-            self.key,
+            self.rows.clone(),
             self.output.clone(),
             self.schema.clone(),
-            self.filter.clone(),
         )))
     }
 
@@ -321,14 +376,19 @@ impl ExecutionPlan for GovernedScanExec {
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let (key, output, filter) = (self.key, self.output.clone(), self.filter.clone());
+        let (rows, output) = (self.rows.clone(), self.output.clone());
         let schema = self.schema.clone();
         let out_schema = schema.clone();
         let admitted = input.map(move |batch| {
             let batch = batch?;
-            let mask = admitted_rows(batch.column(key).as_ref(), &filter)?;
             let projected = project_batch(&batch, &output, &out_schema)?;
-            Ok(filter_record_batch(&projected, &mask)?)
+            match &rows {
+                Rows::Selected => Ok(projected),
+                Rows::Probed { key, filter } => {
+                    let mask = admitted_rows(batch.column(*key).as_ref(), filter)?;
+                    Ok(filter_record_batch(&projected, &mask)?)
+                }
+            }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, admitted)))
     }
@@ -382,4 +442,193 @@ pub(crate) fn admitted_rows(
         })
     };
     Ok(BooleanArray::new(bits, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    /// `rows` rows of (household, n) in row groups of 97, every 7th row
+    /// without a household; n is the row's position.
+    fn write(path: &std::path::Path, rows: i64, households: i64) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("household", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let keys: StringArray = (0..rows)
+            .map(|i| (i % 7 != 3).then(|| format!("H-{}", (i * 31 + 5) % households)))
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(keys),
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(97))
+            .build();
+        let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, Some(props))
+            .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// A session that splits even a small file over both partitions.
+    fn session() -> SessionContext {
+        let mut config = crate::export::config();
+        config.options_mut().optimizer.repartition_file_min_size = 1;
+        SessionContext::new_with_config(config)
+    }
+
+    /// (n → household) of the rows a governed read returns, and its plan.
+    async fn read(
+        path: &std::path::Path,
+        filter: &SubjectFilter,
+        strategy: Strategy,
+        sql: &str,
+    ) -> (Vec<Vec<String>>, String) {
+        let ctx = session();
+        let table = open_governed(&ctx, &path.to_string_lossy(), None, Some(filter), strategy)
+            .await
+            .unwrap();
+        ctx.register_table("t", table).unwrap();
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = format!(
+            "{}",
+            datafusion::physical_plan::displayable(
+                df.clone().create_physical_plan().await.unwrap().as_ref()
+            )
+            .indent(true)
+        );
+        let mut rows = Vec::new();
+        for batch in df.collect().await.unwrap() {
+            for i in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            datafusion::arrow::util::display::array_value_to_string(c, i).unwrap()
+                        })
+                        .collect(),
+                );
+            }
+        }
+        rows.sort();
+        (rows, plan)
+    }
+
+    /// What the filter must return, worked out without the engine.
+    fn expected(rows: i64, households: i64, filter: &SubjectFilter) -> BTreeMap<i64, String> {
+        (0..rows)
+            .filter_map(|i| {
+                let key = (i % 7 != 3).then(|| format!("H-{}", (i * 31 + 5) % households));
+                let admitted = match &key {
+                    None => !filter.keep,
+                    Some(k) => filter.keys.contains(k) == filter.keep,
+                };
+                admitted.then(|| (i, key.unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_row_selection_admits_exactly_the_rows_a_key_lookup_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.parquet");
+        let (rows, households) = (5_000, 60);
+        write(&path, rows, households);
+        let some = |step: i64| {
+            (0..households)
+                .step_by(step as usize)
+                .map(|h| format!("H-{h}"))
+        };
+        let filters = [
+            SubjectFilter::only("household", some(3)),
+            SubjectFilter::all_but("household", some(4)),
+            SubjectFilter::only("household", ["H-7".to_string()]),
+            SubjectFilter::only("household", ["nobody".to_string()]),
+            SubjectFilter::all_but("household", some(1)),
+        ];
+        for filter in &filters {
+            let want = expected(rows, households, filter);
+            let all: Vec<Vec<String>> = {
+                let mut v: Vec<Vec<String>> = want
+                    .iter()
+                    .map(|(n, k)| vec![k.clone(), n.to_string()])
+                    .collect();
+                v.sort();
+                v
+            };
+            let mut ns: Vec<Vec<String>> = want.keys().map(|n| vec![n.to_string()]).collect();
+            ns.sort();
+            for strategy in [Strategy::Select, Strategy::Probe] {
+                let (got, plan) = read(&path, filter, strategy, "SELECT household, n FROM t").await;
+                assert_eq!(got, all, "{strategy:?} keep={}", filter.keep);
+                assert_eq!(
+                    plan.contains("as a row selection"),
+                    strategy == Strategy::Select,
+                    "{plan}"
+                );
+                // Without the key column, and counted.
+                let (got, _) = read(&path, filter, strategy, "SELECT n FROM t").await;
+                assert_eq!(got, ns, "{strategy:?}");
+                let (got, _) = read(&path, filter, strategy, "SELECT count(*) FROM t").await;
+                assert_eq!(got, vec![vec![want.len().to_string()]], "{strategy:?}");
+                let (got, _) = read(
+                    &path,
+                    filter,
+                    strategy,
+                    "SELECT n FROM t WHERE n % 2 = 0 LIMIT 100000",
+                )
+                .await;
+                assert_eq!(
+                    got.len(),
+                    want.keys().filter(|n| *n % 2 == 0).count(),
+                    "{strategy:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_in_place_is_not_read_with_the_old_files_selection() {
+        // An erasure rewrites a version at the same location; the same
+        // filter (same id) must not reuse the selection cached for the old file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.parquet");
+        let filter = SubjectFilter::only("household", (0..20).map(|h| format!("H-{h}")));
+        write(&path, 3_000, 40);
+        let (before, plan) = read(&path, &filter, Strategy::Select, "SELECT n FROM t").await;
+        assert!(plan.contains("as a row selection"), "{plan}");
+        assert_eq!(before.len(), expected(3_000, 40, &filter).len());
+        for (rows, households) in [(2_999, 40), (3_000, 41)] {
+            write(&path, rows, households);
+            let (after, _) = read(
+                &path,
+                &filter,
+                Strategy::Select,
+                "SELECT household, n FROM t",
+            )
+            .await;
+            let want: Vec<Vec<String>> = {
+                let mut v: Vec<Vec<String>> = expected(rows, households, &filter)
+                    .into_iter()
+                    .map(|(n, k)| vec![k, n.to_string()])
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(after, want, "{rows} rows of {households} households");
+        }
+    }
 }

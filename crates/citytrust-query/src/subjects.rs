@@ -27,6 +27,15 @@ pub struct SubjectFilter {
     /// `true`: only rows whose key is in `keys` (rows without a key are left
     /// out). `false`: every row except those whose key is in `keys`.
     pub keep: bool,
+    /// Which filter this is, unique in the process (clones share it): the
+    /// governed scan caches the rows a filter admits in a file under it.
+    pub id: u64,
+}
+
+/// The next [`SubjectFilter::id`].
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl SubjectFilter {
@@ -35,6 +44,7 @@ impl SubjectFilter {
             column: column.to_string(),
             keys: Arc::new(keys.into_iter().collect()),
             keep: true,
+            id: next_id(),
         }
     }
     pub fn all_but(column: &str, keys: impl IntoIterator<Item = String>) -> SubjectFilter {
@@ -42,6 +52,7 @@ impl SubjectFilter {
             column: column.to_string(),
             keys: Arc::new(keys.into_iter().collect()),
             keep: false,
+            id: next_id(),
         }
     }
 }
