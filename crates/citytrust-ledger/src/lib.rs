@@ -3,7 +3,10 @@
 //! as in C2SP tlog and transparency-dev/merkle).
 //!
 //! The [`subtree`] module adds the subtrees of the Merkle Tree Certificates
-//! draft and their inclusion and consistency proofs.
+//! draft and their inclusion and consistency proofs; [`checkpoint`] signs
+//! and opens the log's checkpoints; [`witness`] is a witness's side of C2SP
+//! tlog-witness (deciding an `add-checkpoint` request, Ed25519
+//! `cosignature/v1`).
 //!
 //! Pure functions over hashes: no IO, no clock, no randomness. Verification
 //! takes proof elements as byte slices of any length, because proofs come
@@ -15,6 +18,7 @@ pub mod entry;
 pub mod subtree;
 pub mod tiles;
 pub mod tree;
+pub mod witness;
 
 pub use subtree::{
     is_valid_subtree, subtree_hash_from_inclusion_proof, verify_subtree_consistency,
