@@ -141,6 +141,31 @@ pub struct WitnessedLog {
     pub verifier_keys: Vec<String>,
 }
 
+impl WitnessedLog {
+    /// Read `ORIGIN=VERIFIER_KEY` (how an operator names a log to witness):
+    /// the key must be an Ed25519 signed-note verifier key named as the origin.
+    pub fn parse(text: &str) -> Result<WitnessedLog, String> {
+        let (origin, key) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?}: expected ORIGIN=VERIFIER_KEY"))?;
+        if StandardVerifier::new(key).is_err() {
+            return Err(format!(
+                "{text:?}: '{key}' is not a log's verifier key (<name>+<key id>+<base64 key>)"
+            ));
+        }
+        let name = key.split('+').next().unwrap_or_default();
+        if name != origin {
+            return Err(format!(
+                "{text:?}: the verifier key is named '{name}', not the log's origin '{origin}'"
+            ));
+        }
+        Ok(WitnessedLog {
+            origin: origin.to_string(),
+            verifier_keys: vec![key.to_string()],
+        })
+    }
+}
+
 /// The newest checkpoint a witness cosigned for one log (size 0 and the
 /// empty tree's root when it never did).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +182,20 @@ pub struct Accepted {
     pub root: Hash,
     /// The checkpoint's text (the note's body, without signatures).
     pub text: Vec<u8>,
+    /// The log's signature lines that verified (others are dropped).
+    pub log_signatures: Vec<u8>,
+}
+
+impl Accepted {
+    /// The checkpoint as the witness keeps and serves it: the text, the
+    /// log's verified signatures, then `cosignature` (a signature line).
+    pub fn cosigned_note(&self, cosignature: &str) -> Vec<u8> {
+        let mut note = self.text.clone();
+        note.push(b'\n');
+        note.extend_from_slice(&self.log_signatures);
+        note.extend_from_slice(cosignature.as_bytes());
+        note
+    }
 }
 
 /// The origin a checkpoint note names (its first line), before any check:
@@ -194,7 +233,8 @@ pub fn decide(
     let note = Note::from_bytes(&request.note).map_err(|_| {
         malformed("the checkpoint is not a signed note (text, an empty line, signature lines)")
     })?;
-    note.verify(&VerifierList::new(verifiers))
+    let (verified, _unknown) = note
+        .verify(&VerifierList::new(verifiers))
         .map_err(|_| Refusal::BadSignature)?;
     let checkpoint =
         Checkpoint::from_bytes(note.text()).map_err(|_| malformed("not a checkpoint"))?;
@@ -239,6 +279,7 @@ pub fn decide(
         size,
         root,
         text: note.text().to_vec(),
+        log_signatures: verified.iter().flat_map(|s| s.to_bytes()).collect(),
     })
 }
 
@@ -656,8 +697,13 @@ mod tests {
             .verify(&VerifierList::new(vec![Box::new(spec)]))
             .unwrap();
         assert_eq!(verified.len(), 1);
-        // The log's own signature still verifies beside it.
+        // The log's own signature still verifies beside it, and the note the
+        // witness keeps is the same bytes.
         crate::checkpoint::open_checkpoint(&cosigned, log_signer().verifier_key()).unwrap();
+        assert_eq!(
+            accepted.cosigned_note(&witness.cosign(&accepted.text, 1_780_000_000)),
+            cosigned
+        );
         // Ours: found, checked, timestamp returned; missing and forged told apart.
         let key = CosignerKey::parse(&witness.verifier_key()).unwrap();
         assert_eq!(key.verify(&cosigned), Ok(1_780_000_000));

@@ -129,6 +129,16 @@ problem_codes! {
     /// The DP statistic is malformed.
     InvalidStatistic = "invalid_statistic",
 
+    // ---- the witness (C2SP tlog-witness) ---------------------------------------------
+    /// The `add-checkpoint` body is not an `old` line, proof lines, an empty line and a checkpoint, or its old size is beyond the checkpoint.
+    MalformedAddCheckpoint = "malformed_add_checkpoint",
+    /// This witness does not witness a log of that origin.
+    UnknownLog = "unknown_log",
+    /// The checkpoint carries no valid signature of the log's key.
+    CheckpointNotSigned = "checkpoint_not_signed",
+    /// The checkpoint does not extend the one the witness last cosigned.
+    InconsistentCheckpoint = "inconsistent_checkpoint",
+
     // ---- queries ------------------------------------------------------------------
     /// Not exactly one SELECT statement.
     NotASelect = "not_a_select",

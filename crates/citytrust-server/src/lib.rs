@@ -23,6 +23,7 @@ pub mod oidc;
 mod rdf;
 mod residents;
 mod web;
+mod witness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .merge(oidc::routes())
         .merge(health::routes())
         .merge(ledger::routes())
+        .merge(witness::routes())
         .merge(dcat::routes())
         .merge(ckan::routes())
         .fallback(web::not_found)

@@ -23,6 +23,7 @@ mod read;
 pub mod residents;
 pub mod search;
 mod throttle;
+pub mod witness;
 
 use std::sync::Arc;
 
@@ -77,6 +78,10 @@ pub struct Settings {
     /// The privacy budget (epsilon) each data user has under each agreement
     /// for differentially private statistics.
     pub dp_budget_epsilon: f64,
+    /// This trust as a witness of other logs: its name, its own key and the
+    /// logs it witnesses. `None`: a throw-away key, no logs (every
+    /// `add-checkpoint` is answered 404).
+    pub witnessing: Option<witness::Witnessing>,
 }
 
 impl Default for Settings {
@@ -97,6 +102,7 @@ impl Default for Settings {
             breach_notify_hours: 72,
             pseudonym_keys: None,
             dp_budget_epsilon: 1.0,
+            witnessing: None,
         }
     }
 }
@@ -127,6 +133,8 @@ pub struct Service {
     throttle: Arc<throttle::Throttle>,
     /// The threads readers' SQL runs on.
     query_runtime: QueryRuntime,
+    /// This trust as a witness of other logs.
+    witness: witness::Witness,
 }
 
 /// A runtime of its own for readers' SQL: a costly query never holds the
@@ -191,7 +199,16 @@ impl Service {
         };
         tracing::info!(versions = %versions.describe(), "dataset versions are kept here");
         let appender = ledger::Appender::spawn(store.clone());
+        let witness = witness::Witness::new(&match &settings.witnessing {
+            Some(w) => w.clone(),
+            None => witness::Witnessing {
+                name: witness::default_name(&settings.ledger_origin),
+                seed: ledger::LedgerSeed(accounts::random_bytes::<32>()?),
+                logs: Vec::new(),
+            },
+        })?;
         let service = Service {
+            witness,
             appender,
             versions,
             store,

@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_privacy_budgets.sql"),
         postgres: include_str!("../migrations/postgres/0010_privacy_budgets.sql"),
     },
+    Migration {
+        version: 11,
+        name: "witness",
+        sqlite: include_str!("../migrations/sqlite/0011_witness.sql"),
+        postgres: include_str!("../migrations/postgres/0011_witness.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -156,8 +156,22 @@ struct StorageArgs {
         default_value = "citytrust.localhost/ledger"
     )]
     ledger_origin: String,
+    /// A log this trust witnesses (C2SP tlog-witness: it cosigns the log's
+    /// checkpoints at POST /witness/add-checkpoint only when each extends the
+    /// last), as ORIGIN=VERIFIER_KEY; repeat the option (or separate with
+    /// commas in the variable) for several.
+    #[arg(long = "witness-for", env = "CITYTRUST_WITNESS_FOR", value_delimiter = ',', value_parser = parse_witnessed_log)]
+    witness_for: Vec<citytrust_service::witness::WitnessedLog>,
+    /// The witness's name, its cosignatures' key name (default: the log
+    /// origin's host followed by /witness). Its key is DATA/witness-key.
+    #[arg(long, env = "CITYTRUST_WITNESS_NAME")]
+    witness_name: Option<String>,
     #[command(flatten)]
     rules: TrustRules,
+}
+
+fn parse_witnessed_log(text: &str) -> Result<citytrust_service::witness::WitnessedLog, String> {
+    citytrust_service::witness::WitnessedLog::parse(text)
 }
 
 /// The trust's own rules of procedure (each defaults to the law's usual figure).
@@ -410,6 +424,17 @@ async fn open_with(
         )
     })?;
     let seed = ledger_key(&storage.data)?;
+    let witnessing = citytrust_service::witness::Witnessing {
+        name: storage
+            .witness_name
+            .clone()
+            .unwrap_or_else(|| citytrust_service::witness::default_name(&storage.ledger_origin)),
+        seed: private_seed(
+            &storage.data.join("witness-key"),
+            "the witness's signing key",
+        )?,
+        logs: storage.witness_for.clone(),
+    };
     let settings = Settings {
         ledger_origin: storage.ledger_origin.clone(),
         ledger_seed: Some(seed),
@@ -424,6 +449,7 @@ async fn open_with(
         breach_notify_hours: i64::from(storage.rules.breach_notify_hours),
         pseudonym_keys: Some(storage.data.join("pseudonym-keys")),
         dp_budget_epsilon: storage.rules.dp_budget,
+        witnessing: Some(witnessing),
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;
@@ -433,8 +459,16 @@ async fn open_with(
 /// The log's signing key: `DIR/ledger-key` (64 hex digits, readable by the owner
 /// only), made on first start. Losing it means starting a new log; keep it backed up.
 fn ledger_key(data: &Path) -> anyhow::Result<LedgerSeed> {
-    let path = data.join("ledger-key");
-    let seed = match std::fs::read_to_string(&path) {
+    private_seed(
+        &data.join("ledger-key"),
+        "the transparency log's signing key",
+    )
+}
+
+/// A 32-byte secret kept as 64 hex digits in `path` (readable by the owner
+/// only), made on first start.
+fn private_seed(path: &Path, what: &str) -> anyhow::Result<LedgerSeed> {
+    let seed = match std::fs::read_to_string(path) {
         Ok(text) => hex::decode(text.trim())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -443,8 +477,8 @@ fn ledger_key(data: &Path) -> anyhow::Result<LedgerSeed> {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
             let text = hex::encode(seed);
-            write_private(&path, &format!("{text}\n"))?;
-            tracing::info!(path = %path.display(), "created the transparency log's signing key");
+            write_private(path, &format!("{text}\n"))?;
+            tracing::info!(path = %path.display(), "created {what}");
             seed
         }
         Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),

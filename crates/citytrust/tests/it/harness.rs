@@ -88,6 +88,11 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
 
 impl TestApp {
     pub async fn start() -> TestApp {
+        TestApp::start_with(|_| {}).await
+    }
+
+    /// Start with the test settings changed by `change` first.
+    pub async fn start_with(change: impl FnOnce(&mut Settings)) -> TestApp {
         // CITYTRUST_LOG=warn shows what the server logged (internal errors).
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CITYTRUST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -100,7 +105,8 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(
             time::macros::datetime!(2026-03-01 09:00 UTC),
         ));
-        let settings = test_settings(dir.path());
+        let mut settings = test_settings(dir.path());
+        change(&mut settings);
         let service = Arc::new(
             Service::new(store, clock.clone(), settings.clone())
                 .await

@@ -17,3 +17,4 @@ mod levels;
 mod residents;
 mod tidy;
 mod web;
+mod witness;

@@ -1,0 +1,183 @@
+//! This trust as a witness of other trusts' logs (issue 28, R-AUD-2; C2SP
+//! tlog-witness): it cosigns a log's checkpoint only if it extends the newest
+//! one it cosigned for that log, so a log that shows two histories is caught
+//! by the first witness that sees both.
+//!
+//! The protocol's checks are `citytrust_ledger::witness`; here is the
+//! state. The newest cosigned checkpoint per log is in the database (every
+//! node of a trust shares it) and advances only by compare-and-set, in the
+//! same transaction as the `witness.cosigned` entry of this trust's own log:
+//! two requests from the same old size cannot both advance it, and every
+//! cosignature is on the record.
+
+use citytrust_ledger::witness::{self, Cosigner, Latest};
+pub use citytrust_ledger::witness::{MAX_PROOF_LINES, Refusal, WitnessedLog};
+use citytrust_store::{Advance, Witnessed};
+use sha2::{Digest, Sha256};
+
+use crate::ledger::LedgerSeed;
+use crate::{Result, Service, ServiceError};
+
+/// What makes this trust a witness: its name and key (never the log's), and
+/// the logs it witnesses.
+#[derive(Debug, Clone)]
+pub struct Witnessing {
+    /// The cosignatures' key name, a schema-less URL (`city.example/witness`).
+    pub name: String,
+    pub seed: LedgerSeed,
+    pub logs: Vec<WitnessedLog>,
+}
+
+/// The witness, ready to cosign.
+pub(crate) struct Witness {
+    cosigner: Cosigner,
+    logs: Vec<WitnessedLog>,
+}
+
+impl Witness {
+    pub(crate) fn new(settings: &Witnessing) -> Result<Witness> {
+        let cosigner = Cosigner::from_seed(&settings.name, &settings.seed.0)
+            .map_err(|e| ServiceError::Internal(format!("the witness key: {e}")))?;
+        Ok(Witness {
+            cosigner,
+            logs: settings.logs.clone(),
+        })
+    }
+}
+
+/// The witness's name when none is given: the log origin's host with
+/// `/witness` (`city.example/ledger` → `city.example/witness`).
+pub fn default_name(ledger_origin: &str) -> String {
+    let host = ledger_origin.split('/').next().unwrap_or(ledger_origin);
+    format!("{host}/witness")
+}
+
+/// The lowercase hex SHA-256 of an origin (the witness's monitoring path).
+pub fn origin_hash(origin: &str) -> String {
+    hex::encode(Sha256::digest(origin.as_bytes()))
+}
+
+impl Service {
+    fn witness(&self) -> &Witness {
+        &self.witness
+    }
+
+    /// The witness's verifier key (`<name>+<key id>+<base64 of 0x04 ‖ key>`).
+    pub fn witness_verifier_key(&self) -> String {
+        self.witness().cosigner.verifier_key()
+    }
+
+    /// The logs this trust witnesses, with the newest checkpoint it cosigned
+    /// for each (if any).
+    pub async fn witnessed_logs(&self) -> Result<Vec<(WitnessedLog, Option<Witnessed>)>> {
+        let held = self.store.all_witnessed().await?;
+        Ok(self
+            .witness()
+            .logs
+            .iter()
+            .map(|log| {
+                let latest = held.iter().find(|w| w.origin == log.origin).cloned();
+                (log.clone(), latest)
+            })
+            .collect())
+    }
+
+    /// Answer a C2SP tlog-witness `add-checkpoint` request: the cosignature
+    /// line, or why not (each refusal has its status). Internal failures
+    /// (the database) are the outer error: nothing was cosigned.
+    pub async fn add_checkpoint(
+        &self,
+        body: &[u8],
+    ) -> Result<std::result::Result<String, Refusal>> {
+        let request = match witness::parse_add_checkpoint(body) {
+            Ok(r) => r,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let origin = match witness::origin_of(&request.note) {
+            Ok(o) => o,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Some(log) = self.witness().logs.iter().find(|l| l.origin == origin) else {
+            return Ok(Err(Refusal::UnknownLog(origin)));
+        };
+        let held = self.store.witnessed(&origin).await?;
+        let latest = match &held {
+            Some(w) => Latest {
+                size: u64::try_from(w.size)
+                    .map_err(|_| ServiceError::Internal("a witnessed size is negative".into()))?,
+                root: hex::decode(&w.root)
+                    .ok()
+                    .and_then(|r| <[u8; 32]>::try_from(r).ok())
+                    .ok_or_else(|| {
+                        ServiceError::Internal("a witnessed root is not 32 bytes of hex".into())
+                    })?,
+            },
+            None => Latest {
+                size: 0,
+                root: citytrust_ledger::empty_root(),
+            },
+        };
+        let accepted = match witness::decide(&request, log, &latest) {
+            Ok(a) => a,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        // A cosignature's time is never 0 (the specification forbids it).
+        let timestamp = u64::try_from(self.now().unix_timestamp())
+            .unwrap_or(1)
+            .max(1);
+        let cosignature = self.witness().cosigner.cosign(&accepted.text, timestamp);
+        let size = i64::try_from(accepted.size)
+            .map_err(|_| ServiceError::Internal("a checkpoint size beyond i64".into()))?;
+        let (body, at) = self.log_entry(
+            "witness.cosigned",
+            serde_json::json!({
+                "origin": accepted.origin,
+                "size": size,
+                "root": hex::encode(accepted.root),
+                "witness": self.witness().cosigner.name(),
+                "timestamp": timestamp,
+            }),
+        )?;
+        let to = Witnessed {
+            origin: accepted.origin.clone(),
+            size,
+            root: hex::encode(accepted.root),
+            note: String::from_utf8(accepted.cosigned_note(&cosignature))
+                .map_err(|_| ServiceError::Internal("a checkpoint is not UTF-8".into()))?,
+            cosigned_at: at.clone(),
+        };
+        let from = held.as_ref().map(|w| (w.size, w.root.as_str()));
+        match self
+            .store
+            .advance_witnessed(
+                from,
+                &to,
+                &crate::ledger::new_entry("witness.cosigned", &body, &at),
+            )
+            .await?
+        {
+            Advance::Advanced { .. } => Ok(Ok(cosignature)),
+            // Another request advanced it between our read and our write:
+            // the client retries from the size we now hold.
+            Advance::Lost { size } => Ok(Err(Refusal::Conflict {
+                old: request.old_size,
+                latest: u64::try_from(size).unwrap_or_default(),
+            })),
+        }
+    }
+
+    /// The newest checkpoint cosigned for the log whose origin hashes to
+    /// `hash` (lowercase hex SHA-256), with the log's and this witness's
+    /// signatures; `None` if it never cosigned one.
+    pub async fn witnessed_checkpoint(&self, hash: &str) -> Result<Option<String>> {
+        let Some(log) = self
+            .witness()
+            .logs
+            .iter()
+            .find(|l| origin_hash(&l.origin) == hash)
+        else {
+            return Ok(None);
+        };
+        Ok(self.store.witnessed(&log.origin).await?.map(|w| w.note))
+    }
+}

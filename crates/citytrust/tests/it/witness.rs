@@ -1,0 +1,286 @@
+//! The witness (issue 28, C2SP tlog-witness) over HTTP: every status the
+//! specification gives `add-checkpoint`, the race of two requests from the
+//! same old size, the monitoring checkpoint, and a witness that remembers
+//! what it cosigned across a restart.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use citytrust_ledger::checkpoint::LogSigner;
+use citytrust_ledger::witness::{CosignerKey, WitnessedLog};
+use citytrust_ledger::{Hash, tree};
+use citytrust_service::witness::{Witnessing, origin_hash};
+use sha2::Digest;
+
+use crate::harness::{TestApp, assert_problem};
+
+const LOG: &str = "other-city.example/ledger";
+
+fn log_signer() -> LogSigner {
+    LogSigner::from_seed(LOG, &[21u8; 32]).unwrap()
+}
+
+fn leaves(n: u64, fork_at: Option<u64>) -> Vec<Hash> {
+    (0..n)
+        .map(|i| {
+            let text = if Some(i) == fork_at {
+                format!("rewritten {i}")
+            } else {
+                format!("entry {i}")
+            };
+            citytrust_ledger::leaf_hash(text.as_bytes())
+        })
+        .collect()
+}
+
+/// An `add-checkpoint` body: `old`, the proof, an empty line, the note.
+fn body(old: u64, proof: &[Hash], note: &[u8]) -> Vec<u8> {
+    let mut b = format!("old {old}\n").into_bytes();
+    for h in proof {
+        b.extend_from_slice(format!("{}\n", STANDARD.encode(h)).as_bytes());
+    }
+    b.push(b'\n');
+    b.extend_from_slice(note);
+    b
+}
+
+/// A correct request from `old` to `new` over the log's true history.
+fn request(old: u64, new: u64) -> Vec<u8> {
+    let all = leaves(new, None);
+    let proof = if old == 0 || old == new {
+        Vec::new()
+    } else {
+        tree::consistency_proof(&all, old as usize).unwrap()
+    };
+    let note = log_signer()
+        .sign_checkpoint(new, &tree::root(&all))
+        .unwrap();
+    body(old, &proof, &note)
+}
+
+async fn witness_app() -> TestApp {
+    TestApp::start_with(|s| {
+        s.witnessing = Some(Witnessing {
+            name: "city.example/witness".into(),
+            seed: citytrust_service::ledger::LedgerSeed([22u8; 32]),
+            logs: vec![
+                WitnessedLog::parse(&format!("{LOG}={}", log_signer().verifier_key())).unwrap(),
+            ],
+        });
+    })
+    .await
+}
+
+async fn add(app: &TestApp, body: Vec<u8>) -> reqwest::Response {
+    app.post_raw("/witness/add-checkpoint", None, "text/plain", body)
+        .await
+}
+
+async fn witness_key(app: &TestApp) -> CosignerKey {
+    let key = app.get("/witness/key", None).await.text().await.unwrap();
+    CosignerKey::parse(&key).unwrap()
+}
+
+#[tokio::test]
+async fn add_checkpoint_answers_every_status_of_the_specification() {
+    let app = witness_app().await;
+    let key = witness_key(&app).await;
+    assert_eq!(key.name, "city.example/witness");
+
+    // 404: a log this witness does not witness.
+    let stranger = LogSigner::from_seed("stranger.example/log", &[1u8; 32]).unwrap();
+    let note = stranger
+        .sign_checkpoint(3, &tree::root(&leaves(3, None)))
+        .unwrap();
+    assert_problem(
+        add(&app, body(0, &[], &note)).await,
+        404,
+        "unknown_log",
+        None,
+    )
+    .await;
+
+    // 400: malformed bodies, and an old size beyond the checkpoint.
+    for bad in [
+        b"old 01\n\n".to_vec(),
+        b"new 0\n\n".to_vec(),
+        b"old 0\nnot-base64\n\n".to_vec(),
+        b"old 0\n".to_vec(),
+    ] {
+        let mut bad = bad;
+        bad.extend_from_slice(
+            &log_signer()
+                .sign_checkpoint(1, &tree::root(&leaves(1, None)))
+                .unwrap(),
+        );
+        assert_problem(add(&app, bad).await, 400, "malformed_add_checkpoint", None).await;
+    }
+    let note = log_signer()
+        .sign_checkpoint(3, &tree::root(&leaves(3, None)))
+        .unwrap();
+    assert_problem(
+        add(&app, body(4, &[], &note)).await,
+        400,
+        "malformed_add_checkpoint",
+        None,
+    )
+    .await;
+
+    // 403: signed only by another key under the log's name.
+    let impostor = LogSigner::from_seed(LOG, &[99u8; 32]).unwrap();
+    let note = impostor
+        .sign_checkpoint(10, &tree::root(&leaves(10, None)))
+        .unwrap();
+    assert_problem(
+        add(&app, body(0, &[], &note)).await,
+        403,
+        "checkpoint_not_signed",
+        None,
+    )
+    .await;
+
+    // 422: size 0 with a root other than the empty tree's.
+    let note = log_signer().sign_checkpoint(0, &[7u8; 32]).unwrap();
+    assert_problem(
+        add(&app, body(0, &[], &note)).await,
+        422,
+        "inconsistent_checkpoint",
+        None,
+    )
+    .await;
+
+    // 200: the first checkpoint; the answer is one cosignature line that
+    // verifies under the published key.
+    let res = add(&app, request(0, 10)).await;
+    assert_eq!(res.status(), 200);
+    let line = res.text().await.unwrap();
+    assert!(
+        line.starts_with("\u{2014} city.example/witness ") && line.ends_with('\n'),
+        "{line}"
+    );
+    let mut cosigned = log_signer()
+        .sign_checkpoint(10, &tree::root(&leaves(10, None)))
+        .unwrap();
+    cosigned.extend_from_slice(line.as_bytes());
+    let timestamp = key.verify(&cosigned).unwrap();
+    assert_eq!(timestamp, app.service.now().unix_timestamp() as u64);
+
+    // 409: a stale old size; the body is the size held, as text/x.tlog.size.
+    let res = add(&app, request(5, 17)).await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.headers()["content-type"], "text/x.tlog.size");
+    assert_eq!(res.text().await.unwrap(), "10\n");
+
+    // 422: a proof that does not connect 10 to 17 (another history), one cut
+    // short, and the same size with another root.
+    let forked = leaves(17, Some(4));
+    let note = log_signer()
+        .sign_checkpoint(17, &tree::root(&forked))
+        .unwrap();
+    let proof = tree::consistency_proof(&forked, 10).unwrap();
+    assert_problem(
+        add(&app, body(10, &proof, &note)).await,
+        422,
+        "inconsistent_checkpoint",
+        None,
+    )
+    .await;
+    let good = tree::consistency_proof(&leaves(17, None), 10).unwrap();
+    let note = log_signer()
+        .sign_checkpoint(17, &tree::root(&leaves(17, None)))
+        .unwrap();
+    assert_problem(
+        add(&app, body(10, &good[1..], &note)).await,
+        422,
+        "inconsistent_checkpoint",
+        None,
+    )
+    .await;
+    let note = log_signer()
+        .sign_checkpoint(10, &tree::root(&forked[..10]))
+        .unwrap();
+    assert_problem(
+        add(&app, body(10, &[], &note)).await,
+        422,
+        "inconsistent_checkpoint",
+        None,
+    )
+    .await;
+
+    // 200: a consistent extension.
+    assert_eq!(add(&app, request(10, 17)).await.status(), 200);
+
+    // 413: a body over the limit, before anything is parsed.
+    let huge = vec![b'A'; 65 * 1024];
+    assert_problem(add(&app, huge).await, 413, "body_too_large", None).await;
+
+    // The monitoring checkpoint: the log's signature and the witness's.
+    let hash = hex::encode(sha2::Sha256::digest(LOG.as_bytes()));
+    assert_eq!(hash, origin_hash(LOG));
+    let res = app.get(&format!("/witness/{hash}/checkpoint"), None).await;
+    assert_eq!(res.status(), 200);
+    let note = res.bytes().await.unwrap();
+    let opened =
+        citytrust_ledger::checkpoint::open_checkpoint(&note, log_signer().verifier_key()).unwrap();
+    assert_eq!(opened.size, 17);
+    key.verify(&note).unwrap();
+    let other = hex::encode(sha2::Sha256::digest(b"stranger.example/log"));
+    assert_eq!(
+        app.get(&format!("/witness/{other}/checkpoint"), None)
+            .await
+            .status(),
+        404
+    );
+
+    // Each cosignature is an entry of the witness's own log; refusals are not.
+    let entries = app.entries_of_type("witness.cosigned").await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert!(
+        entries[1].contains("\"size\":17") && entries[1].contains(LOG),
+        "{}",
+        entries[1]
+    );
+}
+
+#[tokio::test]
+async fn two_requests_from_the_same_old_size_advance_it_exactly_once() {
+    let app = witness_app().await;
+    assert_eq!(add(&app, request(0, 10)).await.status(), 200);
+    // Eight requests from size 10, each to another size, at once.
+    let sizes: Vec<u64> = (11..19).collect();
+    let answers = futures::future::join_all(sizes.iter().map(|&n| {
+        let app = &app;
+        async move {
+            let res = add(app, request(10, n)).await;
+            (n, res.status().as_u16(), res.text().await.unwrap())
+        }
+    }))
+    .await;
+    let won: Vec<u64> = answers.iter().filter(|a| a.1 == 200).map(|a| a.0).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    for (_, status, text) in answers.iter().filter(|a| a.1 != 200) {
+        assert_eq!(*status, 409);
+        assert_eq!(text, &format!("{}\n", won[0]));
+    }
+    let held = app.service.store().witnessed(LOG).await.unwrap().unwrap();
+    assert_eq!(held.size as u64, won[0]);
+    assert_eq!(app.entries_of_type("witness.cosigned").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_restarted_witness_remembers_what_it_cosigned() {
+    let app = witness_app().await;
+    assert_eq!(add(&app, request(0, 12)).await.status(), 200);
+    let restarted = app.restart_service().await.unwrap();
+    // From 0 again (a log that lost track, or a replay): refused with the size held.
+    match restarted.add_checkpoint(&request(0, 12)).await.unwrap() {
+        Err(citytrust_service::witness::Refusal::Conflict { latest, .. }) => assert_eq!(latest, 12),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        restarted
+            .add_checkpoint(&request(12, 20))
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
