@@ -795,3 +795,41 @@ async fn a_node_killed_mid_burst_loses_no_acknowledged_action_and_its_log_stays_
         writes.len()
     );
 }
+
+#[test]
+fn serve_refuses_a_log_to_witness_it_cannot_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = citytrust_ledger::checkpoint::LogSigner::from_seed("a.example/ledger", &[1u8; 32])
+        .unwrap()
+        .verifier_key()
+        .to_string();
+    for (value, says) in [
+        (
+            "a.example/ledger".to_string(),
+            "expected ORIGIN=VERIFIER_KEY",
+        ),
+        (
+            "a.example/ledger=garbage".to_string(),
+            "is not a log's verifier key",
+        ),
+        (
+            format!("b.example/ledger={key}"),
+            "not the log's origin 'b.example/ledger'",
+        ),
+    ] {
+        let out = citytrust()
+            .args(["serve", "--data"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--witness-for", &value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}: {stderr}");
+        assert!(
+            stderr.contains("--witness-for") && stderr.contains(says),
+            "{value}: {stderr}"
+        );
+    }
+    // Nothing was started: no database, no keys.
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
