@@ -6,7 +6,8 @@
 //! draft and their inclusion and consistency proofs; [`checkpoint`] signs
 //! and opens the log's checkpoints; [`witness`] is a witness's side of C2SP
 //! tlog-witness (deciding an `add-checkpoint` request, Ed25519
-//! `cosignature/v1`).
+//! `cosignature/v1`); [`policy`] reads C2SP tlog-policy files and says
+//! whether a checkpoint's cosignatures meet the quorum.
 //!
 //! Pure functions over hashes: no IO, no clock, no randomness. Verification
 //! takes proof elements as byte slices of any length, because proofs come
@@ -15,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod policy;
 pub mod subtree;
 pub mod tiles;
 pub mod tree;

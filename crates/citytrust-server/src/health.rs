@@ -52,6 +52,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .set_catalogue_size(state.service.catalogue_size());
+    if let Ok(Some(w)) = state.service.witnessing_status().await {
+        state
+            .metrics
+            .set_unwitnessed(w.head.saturating_sub(w.witnessed));
+    }
     match state.metrics.encode() {
         Ok(body) => (
             [(

@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/ledger/key", get(key))
         .route("/ledger/checkpoint", get(checkpoint))
+        .route("/ledger/head", get(head))
         .route("/ledger/tile/{*path}", get(tile))
         .route("/api/v1/ledger/entries/{index}", get(entry))
         .route("/api/v1/ledger/consistency", get(consistency))
@@ -50,10 +51,29 @@ async fn key(State(state): State<AppState>) -> Response {
     )
 }
 
-/// The newest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+/// The published checkpoint (C2SP tlog-checkpoint in a signed note): the
+/// newest signed one, or — when the log is witnessed under a policy — the
+/// newest whose cosignatures meet the quorum, with every cosignature.
 async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match state.service.latest_checkpoint().await? {
-        Some(cp) => Ok(text(cp.note, "no-cache")),
+    match state.service.published_checkpoint().await? {
+        Some(note) => Ok(text(note, "no-cache")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ProblemCode::NotFound,
+            if state.service.witness_policy().is_some() {
+                "the log has no checkpoint its witnesses have cosigned yet (the newest signed one is at /ledger/head)"
+            } else {
+                "the log has no checkpoint yet"
+            },
+        )),
+    }
+}
+
+/// The newest signed checkpoint, witnessed or not, with the cosignatures it
+/// has gathered so far.
+async fn head(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.service.head_checkpoint().await? {
+        Some(note) => Ok(text(note, "no-cache")),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ProblemCode::NotFound,

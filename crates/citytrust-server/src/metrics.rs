@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by route and status, latency by route, catalogue size.
+//! Prometheus metrics: requests by route and status, latency by route, catalogue size,
+//! and the log's entries not yet in a witnessed checkpoint.
 
 use std::sync::atomic::AtomicI64;
 use std::time::Instant;
@@ -35,6 +36,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     catalogue_size: Gauge<i64, AtomicI64>,
+    unwitnessed: Gauge<i64, AtomicI64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +49,12 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let catalogue_size = Gauge::<i64, AtomicI64>::default();
+        let unwitnessed = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "ledger_unwitnessed_entries",
+            "Log entries signed but not yet in a checkpoint whose cosignatures meet the witness policy's quorum",
+            unwitnessed.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -63,7 +71,12 @@ impl Metrics {
             requests,
             latency,
             catalogue_size,
+            unwitnessed,
         }
+    }
+
+    pub fn set_unwitnessed(&self, n: u64) {
+        self.unwitnessed.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_catalogue_size(&self, n: usize) {

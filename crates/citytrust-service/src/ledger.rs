@@ -82,7 +82,7 @@ impl tlog::HashReader for Reader<'_> {
 }
 
 pub(crate) struct Ledger {
-    signer: LogSigner,
+    pub(crate) signer: LogSigner,
     state: tokio::sync::Mutex<TreeState>,
 }
 

@@ -11,6 +11,7 @@ pub mod breaches;
 pub mod catalogue;
 pub mod clock;
 pub mod content;
+pub mod cosigning;
 mod error;
 pub mod feedback;
 pub mod governance;
@@ -82,6 +83,11 @@ pub struct Settings {
     /// logs it witnesses. `None`: a throw-away key, no logs (every
     /// `add-checkpoint` is answered 404).
     pub witnessing: Option<witness::Witnessing>,
+    /// The C2SP tlog-policy this trust's own log is witnessed under: the
+    /// witnesses asked to cosign each checkpoint (those with a URL) and the
+    /// quorum a checkpoint needs to be published. `None`: the newest signed
+    /// checkpoint is published, unwitnessed.
+    pub witness_policy: Option<citytrust_ledger::policy::Policy>,
 }
 
 impl Default for Settings {
@@ -103,6 +109,7 @@ impl Default for Settings {
             pseudonym_keys: None,
             dp_budget_epsilon: 1.0,
             witnessing: None,
+            witness_policy: None,
         }
     }
 }
@@ -186,6 +193,19 @@ impl Service {
             None => ledger::LedgerSeed(accounts::random_bytes::<32>()?),
         };
         let ledger = ledger::Ledger::new(&settings.ledger_origin, &seed)?;
+        if let Some(policy) = &settings.witness_policy
+            && !policy.logs.is_empty()
+            && !policy
+                .logs
+                .iter()
+                .any(|l| l.vkey == ledger.signer.verifier_key())
+        {
+            return Err(ServiceError::Internal(format!(
+                "the witness policy lists no log with this trust's key ({}): a verifier \
+                 holding it would accept none of this log's checkpoints",
+                ledger.signer.verifier_key()
+            )));
+        }
         let (content_dir, content_tmp) = match &settings.content_dir {
             Some(dir) => (dir.clone(), None),
             None => {

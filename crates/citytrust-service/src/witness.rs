@@ -12,7 +12,7 @@
 
 use citytrust_ledger::witness::{self, Cosigner, Latest};
 pub use citytrust_ledger::witness::{MAX_PROOF_LINES, Refusal, WitnessedLog};
-use citytrust_store::{Advance, Witnessed};
+use citytrust_store::{Advance, ForkEvidence, Witnessed};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::LedgerSeed;
@@ -119,6 +119,16 @@ impl Service {
         };
         let accepted = match witness::decide(&request, log, &latest) {
             Ok(a) => a,
+            Err(Refusal::Inconsistent(reason))
+                if held.is_some() && request.old_size == latest.size =>
+            {
+                // The log signed a checkpoint that does not extend one it
+                // signed before and we cosigned: keep the evidence.
+                if let Some(held) = &held {
+                    self.record_fork(held, &request, &reason).await?;
+                }
+                return Ok(Err(Refusal::Inconsistent(reason)));
+            }
             Err(refusal) => return Ok(Err(refusal)),
         };
         // A cosignature's time is never 0 (the specification forbids it).
@@ -166,6 +176,52 @@ impl Service {
         }
     }
 
+    async fn record_fork(
+        &self,
+        held: &Witnessed,
+        request: &witness::AddCheckpoint,
+        reason: &str,
+    ) -> Result<()> {
+        let offered = String::from_utf8_lossy(&request.note).into_owned();
+        let proof: String = request
+            .proof
+            .iter()
+            .map(|h| format!("{}\n", base64_hash(h)))
+            .collect();
+        let (body, at) = self.log_entry(
+            "witness.fork_evidence",
+            serde_json::json!({
+                "origin": held.origin,
+                "held": {"size": held.size, "root": held.root},
+                "offered": offered,
+                "reason": reason,
+            }),
+        )?;
+        let evidence = ForkEvidence {
+            id: 0,
+            origin: held.origin.clone(),
+            held: held.note.clone(),
+            offered,
+            proof,
+            reason: reason.to_string(),
+            recorded_at: at.clone(),
+            log_index: 0,
+        };
+        self.store
+            .record_fork_evidence(
+                &evidence,
+                &crate::ledger::new_entry("witness.fork_evidence", &body, &at),
+            )
+            .await?;
+        tracing::error!(origin = %held.origin, reason, "a witnessed log forked: evidence recorded");
+        Ok(())
+    }
+
+    /// Evidence of forks seen as a witness, newest first.
+    pub async fn fork_evidence(&self) -> Result<Vec<ForkEvidence>> {
+        Ok(self.store.fork_evidence().await?)
+    }
+
     /// The newest checkpoint cosigned for the log whose origin hashes to
     /// `hash` (lowercase hex SHA-256), with the log's and this witness's
     /// signatures; `None` if it never cosigned one.
@@ -180,4 +236,9 @@ impl Service {
         };
         Ok(self.store.witnessed(&log.origin).await?.map(|w| w.note))
     }
+}
+
+fn base64_hash(h: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h)
 }

@@ -32,7 +32,7 @@ pub use governance::StoredCharter;
 pub use identity::PendingLogin;
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
-pub use witness::{Advance, Witnessed};
+pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,7 +390,7 @@ fn dataset_from_row(r: &AnyRow) -> Result<Dataset> {
     })
 }
 
-fn checkpoint_from_row(r: &AnyRow) -> Result<StoredCheckpoint> {
+pub(crate) fn checkpoint_from_row(r: &AnyRow) -> Result<StoredCheckpoint> {
     Ok(StoredCheckpoint {
         size: r.try_get("size")?,
         root: r.try_get("root")?,

@@ -79,6 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_witness.sql"),
         postgres: include_str!("../migrations/postgres/0011_witness.sql"),
     },
+    Migration {
+        version: 12,
+        name: "cosignatures",
+        sqlite: include_str!("../migrations/sqlite/0012_cosignatures.sql"),
+        postgres: include_str!("../migrations/postgres/0012_cosignatures.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

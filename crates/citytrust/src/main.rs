@@ -63,6 +63,11 @@ enum Command {
         /// The verifier key to trust (default: the one remembered in --state, else the server's).
         #[arg(long)]
         key: Option<String>,
+        /// A C2SP tlog-policy file: accept the checkpoint only with its quorum
+        /// of witness cosignatures, and check the log against what each
+        /// witness with a URL holds.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Publish a file as a new version of a dataset, through a running trust's API.
     Import {
@@ -166,6 +171,12 @@ struct StorageArgs {
     /// origin's host followed by /witness). Its key is DATA/witness-key.
     #[arg(long, env = "CITYTRUST_WITNESS_NAME")]
     witness_name: Option<String>,
+    /// A C2SP tlog-policy file for this trust's own log: its `witness` lines
+    /// with a URL (the witness's submission prefix, e.g.
+    /// https://other.example/witness) are asked to cosign each checkpoint,
+    /// and /ledger/checkpoint publishes the newest one meeting its `quorum`.
+    #[arg(long, env = "CITYTRUST_WITNESS_POLICY")]
+    witness_policy: Option<PathBuf>,
     #[command(flatten)]
     rules: TrustRules,
 }
@@ -277,12 +288,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let loaded = demo::load(&service, &demo_password, &clock).await?;
             serve(service, &args, started, Some((loaded, demo_password))).await
         }
-        Command::Verify { url, state, key } => {
-            let report = verify::verify(&url, state.as_deref(), key.as_deref()).await?;
+        Command::Verify {
+            url,
+            state,
+            key,
+            policy,
+        } => {
+            let policy = match &policy {
+                None => None,
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("could not read the policy {}", path.display()))?;
+                    Some(
+                        citytrust_ledger::policy::Policy::parse(&text)
+                            .with_context(|| format!("the policy {}", path.display()))?,
+                    )
+                }
+            };
+            let report =
+                verify::verify(&url, state.as_deref(), key.as_deref(), policy.as_ref()).await?;
             let mut out = format!(
                 "OK: {} entries verified against the checkpoint signed by {}\n",
                 report.size, report.key
             );
+            if let Some((cosigned, missing)) = &report.witnessed {
+                out.push_str(&format!(
+                    "witnessed by {} (quorum met){}\n",
+                    cosigned.join(", "),
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not cosigned by {}", missing.join(", "))
+                    }
+                ));
+            }
+            if let Some((size, missing)) = &report.pending {
+                out.push_str(&format!(
+                    "the newest checkpoint ({size}) is not witnessed under this policy yet: missing {}\n",
+                    missing.join(", ")
+                ));
+            }
             for (kind, n) in &report.by_type {
                 out.push_str(&format!("  {n:>8}  {kind}\n"));
             }
@@ -435,6 +480,16 @@ async fn open_with(
         )?,
         logs: storage.witness_for.clone(),
     };
+    let witness_policy = match &storage.witness_policy {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read the witness policy {}", path.display()))?;
+            let policy = citytrust_ledger::policy::Policy::parse(&text)
+                .with_context(|| format!("the witness policy {}", path.display()))?;
+            Some(policy)
+        }
+    };
     let settings = Settings {
         ledger_origin: storage.ledger_origin.clone(),
         ledger_seed: Some(seed),
@@ -450,6 +505,7 @@ async fn open_with(
         pseudonym_keys: Some(storage.data.join("pseudonym-keys")),
         dp_budget_epsilon: storage.rules.dp_budget,
         witnessing: Some(witnessing),
+        witness_policy,
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;

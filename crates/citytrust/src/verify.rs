@@ -7,12 +7,19 @@
 //! compares its root with the signed one, and checks that the log still
 //! contains, unchanged, every entry seen on the previous run (kept in the
 //! state file with the leaf hashes). On a mismatch it names the first bad index.
+//!
+//! With a C2SP tlog-policy (`--policy`), the checkpoint counts only when its
+//! cosignatures meet the policy's quorum (the report names who cosigned and
+//! who is missing), and each witness the policy gives a URL is asked for the
+//! newest checkpoint it cosigned of this log: one the log's entries do not
+//! rebuild is a fork, named with the witness that holds it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use citytrust_ledger::checkpoint::open_checkpoint;
+use citytrust_ledger::policy::Policy;
 use citytrust_ledger::tiles::{TILE_WIDTH, parse_entry_bundle, tile_path};
 use citytrust_ledger::{Hash, entry, leaf_hash, tree};
 use futures::StreamExt;
@@ -31,6 +38,11 @@ pub struct Report {
     pub size: u64,
     pub by_type: BTreeMap<String, u64>,
     pub key: String,
+    /// Under a policy: the witnesses whose cosignatures verify, and those missing.
+    pub witnessed: Option<(Vec<String>, Vec<String>)>,
+    /// Under a policy: a newer checkpoint than the one verified that does not
+    /// meet the quorum yet, and the witnesses it lacks.
+    pub pending: Option<(u64, Vec<String>)>,
 }
 
 fn hex(h: &[u8]) -> String {
@@ -53,6 +65,7 @@ pub async fn verify(
     base: &str,
     state_file: Option<&Path>,
     key: Option<&str>,
+    policy: Option<&Policy>,
 ) -> anyhow::Result<Report> {
     let base = base.trim_end_matches('/');
     let client = reqwest::Client::new();
@@ -74,10 +87,57 @@ pub async fn verify(
     if served_key != key {
         bail!("the log now publishes a different key ({served_key}) from the one trusted ({key})");
     }
-    let note = fetch(&client, &format!("{base}/ledger/checkpoint"))
-        .await?
-        .bytes()
-        .await?;
+    // Without a policy: the published checkpoint. With one: the newest of
+    // the published checkpoint and the head (the newest signed, with the
+    // cosignatures gathered so far) that meets the quorum — or, when neither
+    // does, the head, so that the entries and the witnesses' views are still
+    // checked (a fork matters more than a missing cosignature) before the
+    // verdict.
+    let published = match client.get(format!("{base}/ledger/checkpoint")).send().await {
+        Ok(res) if res.status().is_success() => Some(res.bytes().await?.to_vec()),
+        Ok(res) if policy.is_some() && res.status() == reqwest::StatusCode::NOT_FOUND => None,
+        Ok(res) => bail!("{base}/ledger/checkpoint answered {}", res.status()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("could not fetch {base}/ledger/checkpoint"));
+        }
+    };
+    let mut pending = None;
+    let (note, witnessed) = match policy {
+        None => (published.context("the log has no checkpoint")?, None),
+        Some(policy) => {
+            let head = match client.get(format!("{base}/ledger/head")).send().await {
+                Ok(res) if res.status().is_success() => Some(res.bytes().await?.to_vec()),
+                _ => None,
+            };
+            let judged = |note: &[u8]| -> anyhow::Result<(u64, citytrust_ledger::policy::Verdict)> {
+                let cp = open_checkpoint(note, &key).context("a checkpoint does not verify")?;
+                let verdict = policy
+                    .check(note)
+                    .context("the checkpoint is not signed by a log the policy lists")?;
+                Ok((cp.size, verdict))
+            };
+            let mut best: Option<(Vec<u8>, u64, citytrust_ledger::policy::Verdict)> = None;
+            for note in [published.clone(), head.clone()].into_iter().flatten() {
+                let (size, verdict) = judged(&note)?;
+                if verdict.quorum_met && best.as_ref().is_none_or(|(_, s, _)| size > *s) {
+                    best = Some((note, size, verdict));
+                }
+            }
+            if let Some(head) = &head {
+                let (size, verdict) = judged(head)?;
+                if !verdict.quorum_met && best.as_ref().is_none_or(|(_, s, _)| size > *s) {
+                    pending = Some((size, verdict.cosigned_by, verdict.missing));
+                }
+            }
+            match best {
+                Some((note, _, verdict)) => (note, Some((verdict.cosigned_by, verdict.missing))),
+                None => (
+                    head.or(published).context("the log has no checkpoint")?,
+                    None,
+                ),
+            }
+        }
+    };
     let checkpoint = open_checkpoint(&note, &key).context("the checkpoint does not verify")?;
     let size = checkpoint.size;
 
@@ -189,6 +249,19 @@ pub async fn verify(
             );
         }
     }
+    if let Some(policy) = policy {
+        check_witnesses_views(&client, base, policy, &key, &checkpoint.origin, &leaves).await?;
+        if witnessed.is_none() {
+            let (cosigned, missing) = pending
+                .as_ref()
+                .map(|(_, c, m)| (c.join(", "), m.join(", ")))
+                .unwrap_or_default();
+            bail!(
+                "no checkpoint of this log meets the policy's quorum: the newest ({size}) is \
+                 cosigned by [{cosigned}], missing [{missing}]"
+            );
+        }
+    }
     if let Some(path) = state_file {
         write_state(
             path,
@@ -200,7 +273,102 @@ pub async fn verify(
             &leaves,
         )?;
     }
-    Ok(Report { size, by_type, key })
+    Ok(Report {
+        size,
+        by_type,
+        key,
+        witnessed,
+        pending: pending.map(|(size, _, missing)| (size, missing)),
+    })
+}
+
+/// Ask each witness of the policy that has a URL for the newest checkpoint
+/// of this log it cosigned; if the log's entries (`leaves`) do not rebuild
+/// it, the log showed that witness another history.
+async fn check_witnesses_views(
+    client: &reqwest::Client,
+    base: &str,
+    policy: &Policy,
+    key: &str,
+    origin: &str,
+    leaves: &[Hash],
+) -> anyhow::Result<()> {
+    let hash = citytrust_service::witness::origin_hash(origin);
+    for w in &policy.witnesses {
+        let Some(url) = &w.url else { continue };
+        let url = format!("{}/{hash}/checkpoint", url.trim_end_matches('/'));
+        let Ok(res) = client.get(&url).send().await else {
+            continue; // a witness that is away says nothing either way
+        };
+        if !res.status().is_success() {
+            continue;
+        }
+        let held = res.bytes().await?;
+        // Only a checkpoint the log signed, and this witness cosigned, counts.
+        let Ok(held_cp) = open_checkpoint(&held, key) else {
+            continue;
+        };
+        if w.key.verify(&held).is_err() {
+            continue;
+        }
+        let held_size = usize::try_from(held_cp.size).unwrap_or(usize::MAX);
+        if held_size > leaves.len() {
+            // Newer than what was verified (a head not yet witnessed under
+            // this policy): the log must prove it extends what was verified.
+            let verified = leaves.len() as u64;
+            let proof_url = format!(
+                "{base}/api/v1/ledger/consistency?from={verified}&to={}",
+                held_cp.size
+            );
+            let proven = async {
+                let res = client.get(&proof_url).send().await.ok()?;
+                if !res.status().is_success() {
+                    return None;
+                }
+                let body: serde_json::Value = res.json().await.ok()?;
+                let proof: Vec<Vec<u8>> = body["proof"]
+                    .as_array()?
+                    .iter()
+                    .map(|h| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(h.as_str()?)
+                            .ok()
+                    })
+                    .collect::<Option<_>>()?;
+                let proof: Vec<&[u8]> = proof.iter().map(|h| h.as_slice()).collect();
+                citytrust_ledger::verify_consistency(
+                    verified,
+                    held_cp.size,
+                    &proof,
+                    &tree::root(leaves),
+                    &held_cp.root,
+                )
+                .ok()
+            }
+            .await;
+            if proven.is_none() {
+                bail!(
+                    "fork: witness {} cosigned checkpoint {} of this log, which the log cannot \
+                     prove extends the {verified} entries it publishes — it showed the witness \
+                     another (or a rolled-back) history",
+                    w.name,
+                    held_cp.size,
+                );
+            }
+            continue;
+        }
+        if tree::root(&leaves[..held_size]) != held_cp.root {
+            bail!(
+                "fork: witness {} cosigned checkpoint {} of this log with root {}, \
+                 which the log's entries do not rebuild — the log showed it another history",
+                w.name,
+                held_cp.size,
+                hex(&held_cp.root)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One entry bundle, checked: its leaf hashes, its entries by type, and the first malformed entry.

@@ -23,6 +23,8 @@ pub struct TestApp {
     pub service: Arc<Service>,
     pub clock: Arc<ManualClock>,
     pub settings: Settings,
+    /// The HTTP server's task (aborted by `stop_serving`).
+    server: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -93,6 +95,16 @@ impl TestApp {
 
     /// Start with the test settings changed by `change` first.
     pub async fn start_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestApp::start_on(listener, change).await
+    }
+
+    /// Start serving on `listener` (bound by the caller, so that other
+    /// apps' settings can name this one's URL before it starts).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        change: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         // CITYTRUST_LOG=warn shows what the server logged (internal errors).
         if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("CITYTRUST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -113,7 +125,6 @@ impl TestApp {
                 .unwrap(),
         );
         seed(&service).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // One identity provider, on a loopback port nothing listens on: the
         // portal offers it, and every check made before reaching it is tested
@@ -129,7 +140,7 @@ impl TestApp {
                 .with_oidc(oidc)
                 .with_public_url(format!("http://{addr}")),
         );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -141,8 +152,15 @@ impl TestApp {
             service,
             clock,
             settings,
+            server,
             _dir: dir,
         }
+    }
+
+    /// Stop answering HTTP (the service itself stays, as for a node whose
+    /// network is cut).
+    pub fn stop_serving(&self) {
+        self.server.abort();
     }
 
     /// The log entries of one type, oldest first, as stored (canonical JSON).

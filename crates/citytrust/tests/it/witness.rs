@@ -284,3 +284,285 @@ async fn a_restarted_witness_remembers_what_it_cosigned() {
             .is_ok()
     );
 }
+
+/// One trust of three on loopback: its log, its witness, its URL.
+struct Trust {
+    name: &'static str,
+    log: LogSigner,
+    witness: citytrust_ledger::witness::Cosigner,
+    url: String,
+}
+
+fn trusts(urls: &[String]) -> Vec<Trust> {
+    ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Trust {
+            name,
+            log: LogSigner::from_seed(&format!("{name}.example/ledger"), &[30 + i as u8; 32])
+                .unwrap(),
+            witness: citytrust_ledger::witness::Cosigner::from_seed(
+                &format!("{name}.example/witness"),
+                &[40 + i as u8; 32],
+            )
+            .unwrap(),
+            url: urls[i].clone(),
+        })
+        .collect()
+}
+
+/// The policy for `of`'s log: the other two trusts' witnesses, `quorum`
+/// of them (`all` or `any`).
+fn policy_text(all: &[Trust], of: usize, quorum: &str) -> String {
+    let mut text = format!("log {}\n", all[of].log.verifier_key());
+    let others: Vec<&Trust> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != of)
+        .map(|(_, t)| t)
+        .collect();
+    for t in &others {
+        text.push_str(&format!(
+            "witness {} {} {}/witness\n",
+            t.name.to_uppercase(),
+            t.witness.verifier_key(),
+            t.url
+        ));
+    }
+    text.push_str(&format!(
+        "group others {quorum} {}\nquorum others\n",
+        others
+            .iter()
+            .map(|t| t.name.to_uppercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    text
+}
+
+/// `citytrust verify --policy` on its own thread (the servers it asks run
+/// on this test's runtime).
+async fn run_verify(url: &str, policy: &str) -> (bool, String) {
+    let (url, policy) = (url.to_string(), policy.to_string());
+    tokio::task::spawn_blocking(move || verify_blocking(&url, &policy))
+        .await
+        .unwrap()
+}
+
+fn verify_blocking(url: &str, policy: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy");
+    std::fs::write(&path, policy).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_citytrust"))
+        .args(["verify", "--url", url, "--policy"])
+        .arg(&path)
+        .env("CITYTRUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn size_of(app_url: &str, path: &str, key: &str) -> u64 {
+    let note = reqwest::get(format!("{app_url}{path}"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    citytrust_ledger::checkpoint::open_checkpoint(&note, key)
+        .unwrap()
+        .size
+}
+
+#[tokio::test]
+async fn three_trusts_witness_each_other_and_a_fork_is_caught() {
+    let mut listeners = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        urls.push(format!("http://{}", l.local_addr().unwrap()));
+        listeners.push(l);
+    }
+    let all = trusts(&urls);
+    let mut apps = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let policy = citytrust_ledger::policy::Policy::parse(&policy_text(&all, i, "all")).unwrap();
+        let logs = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, t)| {
+                WitnessedLog::parse(&format!("{}={}", t.log.origin(), t.log.verifier_key()))
+                    .unwrap()
+            })
+            .collect();
+        let seed = [30 + i as u8; 32];
+        let witness_seed = [40 + i as u8; 32];
+        let origin = all[i].log.origin().to_string();
+        let name = all[i].witness.name().to_string();
+        apps.push(
+            TestApp::start_on(listener, move |s| {
+                s.ledger_origin = origin;
+                s.ledger_seed = Some(citytrust_service::ledger::LedgerSeed(seed));
+                s.witnessing = Some(Witnessing {
+                    name,
+                    seed: citytrust_service::ledger::LedgerSeed(witness_seed),
+                    logs,
+                });
+                s.witness_policy = Some(policy);
+            })
+            .await,
+        );
+    }
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let a_key = all[0].log.verifier_key().to_string();
+    let cosigning = citytrust_server::cosigning::Cosigning::new();
+
+    // A burst of actions on A; its checkpoint is cosigned by B and C.
+    let alice = a.token("alice").await;
+    for i in 0..5 {
+        a.create_dataset(
+            &alice,
+            &crate::harness::dataset(&format!("Witnessed {i}"), "city-energy", "open"),
+        )
+        .await;
+    }
+    let first = a.service.integrate_ledger().await.unwrap().unwrap();
+    // Before the witnesses answer, nothing is published; the head is there.
+    assert_eq!(a.get("/ledger/checkpoint", None).await.status(), 404);
+    assert_eq!(size_of(&a.base, "/ledger/head", &a_key).await, first);
+    assert_eq!(cosigning.round(&a.service).await, 2);
+    let published = a
+        .get("/ledger/checkpoint", None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let two_of_two = citytrust_ledger::policy::Policy::parse(&policy_text(&all, 0, "all")).unwrap();
+    let verdict = two_of_two.check(&published).unwrap();
+    assert!(verdict.quorum_met, "{verdict:?}");
+    assert_eq!(verdict.cosigned_by, vec!["B".to_string(), "C".to_string()]);
+    let (ok, out) = run_verify(&a.base, &policy_text(&all, 0, "all")).await;
+    assert!(
+        ok && out.contains("witnessed by B, C (quorum met)"),
+        "{out}"
+    );
+    // Each witness's log records the cosignature; each holds A's checkpoint.
+    for w in [b, c] {
+        assert_eq!(w.entries_of_type("witness.cosigned").await.len(), 1);
+        let held = w
+            .service
+            .store()
+            .witnessed(all[0].log.origin())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.size as u64, first);
+    }
+    // The others are witnessed the same way.
+    b.service.integrate_ledger().await.unwrap();
+    assert_eq!(cosigning.round(&b.service).await, 2);
+
+    // C goes away: A keeps serving reads and writes, its witnessed checkpoint
+    // stops advancing, B still cosigns the head.
+    c.stop_serving();
+    a.create_dataset(
+        &alice,
+        &crate::harness::dataset("While C is away", "city-energy", "open"),
+    )
+    .await;
+    assert_eq!(a.get("/api/v1/datasets", None).await.status(), 200);
+    let second = a.service.integrate_ledger().await.unwrap().unwrap();
+    assert!(second > first);
+    assert_eq!(cosigning.round(&a.service).await, 1);
+    assert_eq!(size_of(&a.base, "/ledger/checkpoint", &a_key).await, first);
+    assert_eq!(size_of(&a.base, "/ledger/head", &a_key).await, second);
+    let status = a.service.witnessing_status().await.unwrap().unwrap();
+    assert_eq!((status.head, status.witnessed), (second, first));
+    let c_status = status.witnesses.iter().find(|w| w.witness == "C").unwrap();
+    assert!(
+        c_status
+            .failure
+            .as_deref()
+            .unwrap_or("")
+            .contains("unreachable"),
+        "{c_status:?}"
+    );
+    let metrics = a.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "citytrust_ledger_unwitnessed_entries {}",
+            second - first
+        )),
+        "{metrics}"
+    );
+    // 2-of-2: the witnessed checkpoint verifies, and the newer one lacks C;
+    // 1-of-2: the newer one is accepted.
+    let (ok, out) = run_verify(&a.base, &policy_text(&all, 0, "all")).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the newest checkpoint ({second}) is not witnessed under this policy yet: missing C"
+        )),
+        "{out}"
+    );
+    let (ok, out) = run_verify(&a.base, &policy_text(&all, 0, "any")).await;
+    assert!(
+        ok && out.contains(&format!("OK: {second} entries")) && out.contains("witnessed by B"),
+        "{out}"
+    );
+
+    // A's database is rewritten to another history under the same key and
+    // re-signed by a node without A's witness file (the log suite's fork).
+    a.sql("DELETE FROM ledger_checkpoints").await;
+    a.sql("DELETE FROM ledger_hashes").await;
+    a.sql("DELETE FROM checkpoint_cosignatures").await;
+    a.sql("UPDATE ledger_entries SET body = replace(body, 'Witnessed 0', 'Witnessed 9') WHERE idx < 20").await;
+    let store = citytrust_store::Store::connect(&a.db_url).await.unwrap();
+    let mut settings = a.settings.clone();
+    settings.ledger_witness = None;
+    let forked = std::sync::Arc::new(
+        citytrust_service::Service::new(store, a.clock.clone(), settings)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(forked.integrate_ledger().await.unwrap(), Some(second));
+    // B refuses to cosign it and keeps the evidence, in its store and its log.
+    assert_eq!(
+        citytrust_server::cosigning::Cosigning::new()
+            .round(&forked)
+            .await,
+        0
+    );
+    let evidence = b.service.fork_evidence().await.unwrap();
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    assert_eq!(evidence[0].origin, all[0].log.origin());
+    assert!(
+        evidence[0].held.contains(&format!("\n{second}\n")),
+        "{}",
+        evidence[0].held
+    );
+    assert_eq!(b.entries_of_type("witness.fork_evidence").await.len(), 1);
+    assert_eq!(
+        forked.witnessing_status().await.unwrap().unwrap().witnessed,
+        0
+    );
+    // Served, the forked log is named as such by verify, from what B holds.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forked_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = citytrust_server::app(citytrust_server::AppState::new(forked.clone(), true));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (ok, out) = run_verify(&forked_url, &policy_text(&all, 0, "any")).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("fork: witness B cosigned checkpoint {second}")),
+        "{out}"
+    );
+}
