@@ -273,6 +273,48 @@ test('any log entry\'s proof is checked in the browser from public data, and a f
   await page.context().close();
 });
 
+test('the in-browser check lists the witnesses whose cosignatures verify, and only those', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await page.goto(`${BASE}/log`);
+  await page.getByRole('region', { name: 'Log entries table' }).getByRole('link').nth(2).click();
+  await page.waitForURL(/\/log\/\d+$/);
+  // Two witnesses, cosigning per C2SP tlog-cosignature, written here from the specification.
+  const witness = name => {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    const raw = Buffer.concat([Buffer.of(4), Buffer.from(publicKey.export({ format: 'jwk' }).x, 'base64url')]);
+    const id = createHash('sha256').update(Buffer.concat([Buffer.from(`${name}\n`), raw])).digest().subarray(0, 4);
+    return {
+      line: label => `witness ${label} ${name}+${id.toString('hex')}+${raw.toString('base64')}\n`,
+      cosign: (text, time, tamper = false) => {
+        const ts = Buffer.alloc(8);
+        ts.writeBigUInt64BE(BigInt(time));
+        const msg = Buffer.from(`cosignature/v1\ntime ${time}\n${text}${tamper ? 'x' : ''}`);
+        return `\u2014 ${name} ${Buffer.concat([id, ts, sign(null, msg, privateKey)]).toString('base64')}\n`;
+      },
+    };
+  };
+  const [w1, w2] = [witness('w1.example/witness'), witness('w2.example/witness')];
+  await page.route('**/ledger/witnesses', route => route.fulfill({ contentType: 'text/plain', body: w1.line('W1') + w2.line('W2') }));
+  await page.route('**/api/v1/ledger/entries/*', async route => {
+    const res = await route.fetch();
+    const body = await res.json();
+    const note = body.checkpoint.note;
+    const text = note.slice(0, note.indexOf('\n\n') + 1);
+    // W1's cosignature is good; W2's is over other bytes.
+    body.checkpoint.note = note + w1.cosign(text, 1780000000) + w2.cosign(text, 1780000000, true);
+    await route.fulfill({ response: res, json: body });
+  });
+  await page.reload();
+  assert.match(await proofOutcome(page), /Cosigned by the witnesses W1 \(each cosignature checked\)\.$/);
+  await page.unroute('**/api/v1/ledger/entries/*');
+  // No cosignature at all: said plainly.
+  await page.reload();
+  assert.match(await proofOutcome(page), /None of the log's witnesses has cosigned this checkpoint yet\.$/);
+  await page.goto(`${BASE}/witnessing`);
+  await assertAccessible(page, 'what the trust witnesses');
+  await page.context().close();
+});
+
 /** An Ed25519 signed-note key whose base64 contains '+'; C2SP key id = SHA-256(name \\n 0x01 key)[:4]. */
 function keyWithPlus() {
   for (;;) {

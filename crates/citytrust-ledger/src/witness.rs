@@ -405,6 +405,12 @@ impl CosignerKey {
         })
     }
 
+    /// The verifier key again (`<name>+<key id>+<base64 of 0x04 ‖ key>`).
+    pub fn vkey(&self) -> String {
+        let public = [&[ALG_COSIGNATURE_V1][..], self.public.as_bytes()].concat();
+        format!("{}+{:08x}+{}", self.name, self.id, STANDARD.encode(public))
+    }
+
     /// Find this witness's cosignature on a signed checkpoint `note` and
     /// check it; its timestamp when it verifies.
     pub fn verify(&self, note: &[u8]) -> Result<u64, CosignatureError> {

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ledger/key", get(key))
         .route("/ledger/checkpoint", get(checkpoint))
         .route("/ledger/head", get(head))
+        .route("/ledger/witnesses", get(witnesses))
         .route("/ledger/tile/{*path}", get(tile))
         .route("/api/v1/ledger/entries/{index}", get(entry))
         .route("/api/v1/ledger/consistency", get(consistency))
@@ -67,6 +68,31 @@ async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError>
             },
         )),
     }
+}
+
+/// The witnesses the log asks to cosign, as the `witness` lines of its
+/// C2SP tlog-policy (`witness <name> <vkey> [<url>]`), then its quorum rule
+/// in words — for the in-browser check. A verifier pins its own policy.
+async fn witnesses(State(state): State<AppState>) -> Response {
+    let body = match state.service.witness_policy() {
+        None => String::new(),
+        Some(policy) => policy
+            .witnesses
+            .iter()
+            .map(|w| {
+                format!(
+                    "witness {} {}{}\n",
+                    w.name,
+                    w.key.vkey(),
+                    w.url
+                        .as_deref()
+                        .map(|u| format!(" {u}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+    };
+    text(body, "no-cache")
 }
 
 /// The newest signed checkpoint, witnessed or not, with the cosignatures it

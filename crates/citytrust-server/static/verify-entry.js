@@ -1,7 +1,9 @@
 // Check, in the browser and from public data only, that a log entry is in
 // the transparency log: its RFC 6962 leaf hash, its inclusion proof up to the
 // root of a checkpoint, and the Ed25519 signature on that checkpoint (a C2SP
-// signed note) by the key the log publishes at /ledger/key.
+// signed note) by the key the log publishes at /ledger/key; and, when the log
+// is witnessed, each witness's cosignature on that checkpoint (C2SP
+// tlog-cosignature) under the keys listed at /ledger/witnesses.
 'use strict';
 
 (function () {
@@ -84,6 +86,39 @@
     throw new Error('no valid signature by the log\'s key on the checkpoint');
   }
 
+  // C2SP tlog-cosignature (Ed25519 cosignature/v1): "— name base64(id ||
+  // timestamp || signature)" over "cosignature/v1\ntime T\n" + the text.
+  async function cosigners(note, witnessLines) {
+    const split = note.indexOf('\n\n');
+    const text = note.slice(0, split + 1);
+    const lines = note.slice(split + 2).split('\n');
+    const found = [];
+    for (const w of witnessLines.split('\n')) {
+      const m = /^witness (\S+) ([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/]+=*)/.exec(w.trim());
+      if (!m) continue;
+      const [, label, name, idHex, keyB64] = m;
+      const keyBytes = b64(keyB64);
+      if (keyBytes[0] !== 4 || keyBytes.length !== 33) continue;
+      const key = await crypto.subtle.importKey('raw', keyBytes.slice(1), { name: 'Ed25519' }, false, ['verify']);
+      for (const line of lines) {
+        const s = /^\u2014 (\S+) (\S+)$/.exec(line);
+        if (!s || s[1] !== name) continue;
+        const sig = b64(s[2]);
+        const id = Array.from(sig.slice(0, 4), b => b.toString(16).padStart(2, '0')).join('');
+        if (id !== idHex || sig.length !== 76) continue;
+        let time = 0n;
+        for (const b of sig.slice(4, 12)) time = (time << 8n) | BigInt(b);
+        if (time === 0n) continue;
+        const message = enc.encode(`cosignature/v1\ntime ${time}\n${text}`);
+        if (await crypto.subtle.verify({ name: 'Ed25519' }, key, sig.slice(12), message)) {
+          found.push(label);
+          break;
+        }
+      }
+    }
+    return found;
+  }
+
   async function run() {
     const [entryRes, keyRes] = await Promise.all([
       fetch(`/api/v1/ledger/entries/${index}`),
@@ -99,7 +134,16 @@
     if (signed.size !== BigInt(e.checkpoint.size)) throw new Error('the proof is against another checkpoint');
     const root = await rootFrom(index, signed.size, leaf, e.inclusion_proof.map(b64));
     if (!same(root, signed.root)) throw new Error('the inclusion proof does not lead to the signed root');
-    show(true, `Verified in your browser: entry ${index} is in the log. Its inclusion proof leads to the root of checkpoint ${signed.size}, signed by ${signed.name}.`);
+    let witnessed = '';
+    const wRes = await fetch('/ledger/witnesses');
+    const witnessLines = wRes.ok ? await wRes.text() : '';
+    if (witnessLines.trim()) {
+      const names = await cosigners(e.checkpoint.note, witnessLines);
+      witnessed = names.length
+        ? ` Cosigned by the witnesses ${names.join(', ')} (each cosignature checked).`
+        : ' None of the log\'s witnesses has cosigned this checkpoint yet.';
+    }
+    show(true, `Verified in your browser: entry ${index} is in the log. Its inclusion proof leads to the root of checkpoint ${signed.size}, signed by ${signed.name}.${witnessed}`);
   }
 
   if (!(window.crypto && crypto.subtle)) {

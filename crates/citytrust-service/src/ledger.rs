@@ -560,6 +560,11 @@ impl Service {
         let proof = tlog::prove_record(state.size, index, &Reader(&state.hashes))
             .map_err(|e| corrupt(e.to_string()))?;
         let root = parse_hex_hash(&checkpoint.root)?.0;
+        // With the cosignatures the checkpoint has gathered (none without a policy).
+        let mut checkpoint = checkpoint;
+        for (_, line) in self.store.cosignatures_at(checkpoint.size).await? {
+            checkpoint.note.push_str(&line);
+        }
         Ok(ProvenEntry {
             root,
             index,

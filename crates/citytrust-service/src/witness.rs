@@ -12,7 +12,8 @@
 
 use citytrust_ledger::witness::{self, Cosigner, Latest};
 pub use citytrust_ledger::witness::{MAX_PROOF_LINES, Refusal, WitnessedLog};
-use citytrust_store::{Advance, ForkEvidence, Witnessed};
+pub use citytrust_store::ForkEvidence;
+use citytrust_store::{Advance, Witnessed};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::LedgerSeed;

@@ -1,6 +1,8 @@
 //! The portal's pages on the transparency log: the newest entries with the
-//! checkpoint they are signed under, and one entry with its proof checked in
-//! the reader's browser (`static/verify-entry.js`), from public data only.
+//! checkpoint they are signed under and the witnesses that cosign it, one
+//! entry with its proof (and cosignatures) checked in the reader's browser
+//! (`static/verify-entry.js`), from public data only; and `/witnessing`, the
+//! logs this trust witnesses and any evidence of a fork it has seen.
 
 use askama::Template;
 use axum::Router;
@@ -18,6 +20,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/log", get(log_page))
         .route("/log/analytics", get(analytics_page))
         .route("/log/{index}", get(entry_page))
+        .route("/witnessing", get(witnessing_page))
         .route("/static/verify-entry.js", get(verify_script))
 }
 
@@ -60,6 +63,19 @@ struct LogPage {
     older: Option<u64>,
     origin: String,
     key: String,
+    /// Under a witness policy: the newest witnessed size, and each witness.
+    witnessed: Option<u64>,
+    witnesses: Vec<WitnessRow>,
+    /// Fork evidence this trust holds as a witness of other logs.
+    forks: usize,
+}
+
+/// One witness of this trust's log, as the log page shows it.
+struct WitnessRow {
+    name: String,
+    size: i64,
+    cosigned_at: String,
+    failure: String,
 }
 
 /// The fields that say what an entry is about, in a line.
@@ -128,7 +144,32 @@ async fn log_page(
         .map(|(i, body)| row(i, &body))
         .collect();
     entries.reverse();
+    let status = state.service.witnessing_status().await?;
+    let witnesses = status
+        .as_ref()
+        .map(|st| {
+            st.named
+                .iter()
+                .map(|name| {
+                    let seen = st.witnesses.iter().find(|w| &w.witness == name);
+                    WitnessRow {
+                        name: name.clone(),
+                        size: seen.map_or(0, |w| w.size),
+                        cosigned_at: seen
+                            .and_then(|w| w.cosigned_at.clone())
+                            .map(|a| a.replace('T', " ").trim_end_matches('Z').to_string())
+                            .unwrap_or_else(|| "never".into()),
+                        failure: seen.and_then(|w| w.failure.clone()).unwrap_or_default(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let forks = state.service.fork_evidence().await?.len();
     render(&LogPage {
+        witnessed: status.map(|st| st.witnessed),
+        witnesses,
+        forks,
         nav: viewer.nav("log"),
         size,
         entries,
@@ -232,5 +273,58 @@ async fn analytics_page(State(state): State<AppState>, viewer: Viewer) -> PageRe
             &series(&a.requests_over_time),
         ),
         a,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "witnessing.html")]
+struct WitnessingPage {
+    nav: Nav,
+    key: String,
+    logs: Vec<WitnessedRow>,
+    evidence: Vec<citytrust_service::witness::ForkEvidence>,
+}
+
+struct WitnessedRow {
+    origin: String,
+    key: String,
+    size: String,
+    cosigned_at: String,
+    path: String,
+}
+
+/// The logs this trust witnesses, the newest checkpoint it cosigned of each,
+/// and every fork it has seen, with the evidence in full.
+async fn witnessing_page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
+    let logs = state
+        .service
+        .witnessed_logs()
+        .await?
+        .into_iter()
+        .map(|(log, held)| WitnessedRow {
+            path: format!(
+                "/witness/{}/checkpoint",
+                citytrust_service::witness::origin_hash(&log.origin)
+            ),
+            key: log.verifier_keys.join(" "),
+            size: held
+                .as_ref()
+                .map_or("none yet".into(), |h| h.size.to_string()),
+            cosigned_at: held
+                .map(|h| {
+                    h.cosigned_at
+                        .replace('T', " ")
+                        .trim_end_matches('Z')
+                        .to_string()
+                })
+                .unwrap_or_default(),
+            origin: log.origin,
+        })
+        .collect();
+    render(&WitnessingPage {
+        nav: viewer.nav("log"),
+        key: state.service.witness_verifier_key(),
+        logs,
+        evidence: state.service.fork_evidence().await?,
     })
 }

@@ -495,6 +495,13 @@ async fn three_trusts_witness_each_other_and_a_fork_is_caught() {
             .contains("unreachable"),
         "{c_status:?}"
     );
+    let log_page = a.page("/log").await;
+    assert!(
+        log_page.contains("Witnesses of this log")
+            && log_page.contains(&format!("{first} of {second} entries"))
+            && log_page.contains("unreachable"),
+        "{log_page}"
+    );
     let metrics = a.get("/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.contains(&format!(
@@ -550,6 +557,12 @@ async fn three_trusts_witness_each_other_and_a_fork_is_caught() {
         evidence[0].held
     );
     assert_eq!(b.entries_of_type("witness.fork_evidence").await.len(), 1);
+    let page = b.page("/witnessing").await;
+    assert!(
+        page.contains("a.example/ledger: a checkpoint that does not extend the one cosigned"),
+        "{page}"
+    );
+    assert!(b.page("/log").await.contains("it holds evidence of 1 fork"));
     assert_eq!(
         forked.witnessing_status().await.unwrap().unwrap().witnessed,
         0
