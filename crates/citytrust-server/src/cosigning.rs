@@ -213,3 +213,54 @@ impl Cosigning {
         false
     }
 }
+
+/// Witness each other with the trust at `base` (`serve --peer`): until it
+/// answers, ask it every 2 s for its log's key and its witness's key, then
+/// witness its log and add its witness (at `base/witness`) to this log's
+/// policy. Keys taken on first contact, as a demo does; a trust in
+/// production pins them in its configuration.
+pub fn spawn_peering(service: std::sync::Arc<Service>, base: String) {
+    tokio::spawn(async move {
+        let base = base.trim_end_matches('/').to_string();
+        let client = reqwest::Client::builder()
+            .timeout(ANSWER_WITHIN)
+            .build()
+            .unwrap_or_default();
+        let fetch = |path: &'static str| {
+            let (client, url) = (client.clone(), format!("{base}{path}"));
+            async move {
+                let res = client.get(&url).send().await.ok()?;
+                if !res.status().is_success() {
+                    return None;
+                }
+                Some(res.text().await.ok()?.trim().to_string())
+            }
+        };
+        loop {
+            if let (Some(log_key), Some(witness_key)) =
+                (fetch("/ledger/key").await, fetch("/witness/key").await)
+            {
+                let origin = log_key.split('+').next().unwrap_or_default().to_string();
+                let added =
+                    citytrust_service::witness::WitnessedLog::parse(&format!("{origin}={log_key}"))
+                        .map_err(|e| e.to_string())
+                        .and_then(|log| {
+                            service
+                                .add_peer(log, &witness_key, &format!("{base}/witness"))
+                                .map_err(|e| e.to_string())
+                        });
+                match added {
+                    Ok(()) => {
+                        tracing::info!(peer = %base, log = %origin, "witnessing each other with a peer");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(peer = %base, error = %e, "a peer's keys are not usable");
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+}

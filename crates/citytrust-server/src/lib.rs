@@ -161,18 +161,17 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
-    // The witnesses of the log's policy, asked to cosign each new checkpoint.
-    if service.witness_policy().is_some() {
-        let cosigner = service.clone();
-        tokio::spawn(async move {
-            let cosigning = cosigning::Cosigning::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tick.tick().await;
-                cosigning.round(&cosigner).await;
-            }
-        });
-    }
+    // The witnesses of the log's policy, asked to cosign each new checkpoint
+    // (a policy may come later, from peers).
+    let cosigner = service.clone();
+    tokio::spawn(async move {
+        let cosigning = cosigning::Cosigning::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            cosigning.round(&cosigner).await;
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut n: u64 = 0;

@@ -9,7 +9,10 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use citytrust_ledger::policy::Policy;
+use citytrust_ledger::witness::WitnessedLog;
 use citytrust_store::{LogWitness, StoredCheckpoint};
 
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -47,8 +50,47 @@ pub struct WitnessingStatus {
 
 impl Service {
     /// The policy this trust's log is witnessed under, if any.
-    pub fn witness_policy(&self) -> Option<&Policy> {
-        self.settings.witness_policy.as_ref()
+    pub fn witness_policy(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Witness each other with a peer trust (`serve --peer`): witness its
+    /// log, and have its witness cosign this log — the policy becomes this
+    /// log and every peer's witness, all of them needed. A policy given with
+    /// `--witness-policy` is not changed; the peer's log is still witnessed.
+    pub fn add_peer(&self, log: WitnessedLog, witness_vkey: &str, witness_url: &str) -> Result<()> {
+        self.witness_log(log);
+        let key = citytrust_ledger::witness::CosignerKey::parse(witness_vkey)
+            .map_err(|e| ServiceError::Internal(format!("a peer's witness key: {e}")))?;
+        let mut peers = self
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.settings.witness_policy.is_some()
+            || peers.iter().any(|(k, _)| k.public == key.public)
+        {
+            return Ok(());
+        }
+        peers.push((key, witness_url.trim_end_matches('/').to_string()));
+        let mut text = format!("log {}\n", self.ledger_verifier_key());
+        for (k, url) in peers.iter() {
+            text.push_str(&format!("witness {} {} {url}\n", k.name, k.vkey()));
+        }
+        let names: Vec<&str> = peers.iter().map(|(k, _)| k.name.as_str()).collect();
+        text.push_str(&format!(
+            "group peers all {}\nquorum peers\n",
+            names.join(" ")
+        ));
+        let policy = Policy::parse(&text)
+            .map_err(|e| ServiceError::Internal(format!("the peers' policy: {e}")))?;
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(policy));
+        Ok(())
     }
 
     /// What to ask of whom now: the newest checkpoint, and the witnesses of
@@ -139,7 +181,10 @@ impl Service {
 
     /// Record that asking `witness` failed (unreachable, timed out, refused).
     pub async fn cosign_failed(&self, witness: usize, why: &str) -> Result<()> {
-        let Some(w) = self.witness_policy().and_then(|p| p.witnesses.get(witness)) else {
+        let Some(policy) = self.witness_policy() else {
+            return Ok(());
+        };
+        let Some(w) = policy.witnesses.get(witness) else {
             return Ok(());
         };
         let at = rfc3339(self.now());

@@ -142,6 +142,11 @@ pub struct Service {
     query_runtime: QueryRuntime,
     /// This trust as a witness of other logs.
     witness: witness::Witness,
+    /// The policy this trust's own log is witnessed under (from the
+    /// settings, or made from its peers).
+    policy: std::sync::RwLock<Option<Arc<citytrust_ledger::policy::Policy>>>,
+    /// Peers' witnesses (their keys and submission prefixes), for `add_peer`.
+    peers: std::sync::RwLock<Vec<(citytrust_ledger::witness::CosignerKey, String)>>,
 }
 
 /// A runtime of its own for readers' SQL: a costly query never holds the
@@ -227,8 +232,11 @@ impl Service {
                 logs: Vec::new(),
             },
         })?;
+        let policy = std::sync::RwLock::new(settings.witness_policy.clone().map(Arc::new));
         let service = Service {
             witness,
+            policy,
+            peers: std::sync::RwLock::default(),
             appender,
             versions,
             store,

@@ -32,7 +32,8 @@ pub struct Witnessing {
 /// The witness, ready to cosign.
 pub(crate) struct Witness {
     cosigner: Cosigner,
-    logs: Vec<WitnessedLog>,
+    /// The logs witnessed (a peer's is added once it answers).
+    logs: std::sync::RwLock<Vec<WitnessedLog>>,
 }
 
 impl Witness {
@@ -41,7 +42,7 @@ impl Witness {
             .map_err(|e| ServiceError::Internal(format!("the witness key: {e}")))?;
         Ok(Witness {
             cosigner,
-            logs: settings.logs.clone(),
+            logs: std::sync::RwLock::new(settings.logs.clone()),
         })
     }
 }
@@ -63,6 +64,26 @@ impl Service {
         &self.witness
     }
 
+    fn witnessed_log_list(&self) -> Vec<WitnessedLog> {
+        self.witness()
+            .logs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Witness one more log (a peer's), unless it is witnessed already.
+    pub(crate) fn witness_log(&self, log: WitnessedLog) {
+        let mut logs = self
+            .witness()
+            .logs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !logs.iter().any(|l| l.origin == log.origin) {
+            logs.push(log);
+        }
+    }
+
     /// The witness's verifier key (`<name>+<key id>+<base64 of 0x04 ‖ key>`).
     pub fn witness_verifier_key(&self) -> String {
         self.witness().cosigner.verifier_key()
@@ -73,12 +94,11 @@ impl Service {
     pub async fn witnessed_logs(&self) -> Result<Vec<(WitnessedLog, Option<Witnessed>)>> {
         let held = self.store.all_witnessed().await?;
         Ok(self
-            .witness()
-            .logs
-            .iter()
+            .witnessed_log_list()
+            .into_iter()
             .map(|log| {
                 let latest = held.iter().find(|w| w.origin == log.origin).cloned();
-                (log.clone(), latest)
+                (log, latest)
             })
             .collect())
     }
@@ -98,7 +118,8 @@ impl Service {
             Ok(o) => o,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        let Some(log) = self.witness().logs.iter().find(|l| l.origin == origin) else {
+        let logs = self.witnessed_log_list();
+        let Some(log) = logs.iter().find(|l| l.origin == origin) else {
             return Ok(Err(Refusal::UnknownLog(origin)));
         };
         let held = self.store.witnessed(&origin).await?;
@@ -227,12 +248,8 @@ impl Service {
     /// `hash` (lowercase hex SHA-256), with the log's and this witness's
     /// signatures; `None` if it never cosigned one.
     pub async fn witnessed_checkpoint(&self, hash: &str) -> Result<Option<String>> {
-        let Some(log) = self
-            .witness()
-            .logs
-            .iter()
-            .find(|l| origin_hash(&l.origin) == hash)
-        else {
+        let logs = self.witnessed_log_list();
+        let Some(log) = logs.iter().find(|l| origin_hash(&l.origin) == hash) else {
             return Ok(None);
         };
         Ok(self.store.witnessed(&log.origin).await?.map(|w| w.note))

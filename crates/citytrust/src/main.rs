@@ -235,6 +235,14 @@ struct ServeArgs {
     /// identity providers send people back under it.
     #[arg(long, env = "CITYTRUST_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Another trust to witness each other with, by its base URL (repeat for
+    /// several): once it answers, this trust witnesses its log and asks its
+    /// witness to cosign this log, every peer's cosignature needed before a
+    /// checkpoint is published. Its keys are taken from it on first contact
+    /// (for a demo; in production pin them with --witness-for and
+    /// --witness-policy).
+    #[arg(long = "peer", conflicts_with = "witness_policy")]
+    peers: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -593,6 +601,9 @@ async fn serve(
         state = state.with_oidc(oidc);
     }
     citytrust_server::spawn_maintenance(service.clone());
+    for peer in &args.peers {
+        citytrust_server::cosigning::spawn_peering(service.clone(), peer.clone());
+    }
     let app = citytrust_server::app(state);
     let url = format!("http://{addr}/");
     tracing::info!(%url, datasets = service.catalogue_size(), ready_ms = started.elapsed().as_millis() as u64, "serving");

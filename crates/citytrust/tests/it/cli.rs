@@ -833,3 +833,136 @@ fn serve_refuses_a_log_to_witness_it_cannot_check() {
     // Nothing was started: no database, no keys.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn two_trusts_started_with_peer_witness_each_other() {
+    let (dirs, ports) = (
+        [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()],
+        [free_port(), free_port()],
+    );
+    let urls = ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let mut nodes = Vec::new();
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let mut args = storage(dirs[i].path()).await;
+        args.extend([
+            "--ledger-origin".to_string(),
+            format!("{name}.localhost/ledger"),
+        ]);
+        // Something to log: the first administrator.
+        let mut add = citytrust()
+            .args(["user", "add"])
+            .args(&args)
+            .arg("root")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long admin password\n")
+            .unwrap();
+        assert!(add.wait().unwrap().success());
+        args.extend([
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", ports[i]),
+            "--peer".to_string(),
+            urls[1 - i].clone(),
+        ]);
+        let child = citytrust()
+            .arg("serve")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        nodes.push(Running {
+            child,
+            url: urls[i].clone(),
+            banner: String::new(),
+        });
+    }
+    let client = reqwest::Client::new();
+    // Something for each log to hold: an organisation, registered by the administrator.
+    for node in &nodes {
+        let mut token = None;
+        for _ in 0..120 {
+            if let Ok(res) = client
+                .post(format!("{}/api/v1/auth/token", node.url))
+                .json(&json!({"username": "root", "password": "a long admin password"}))
+                .send()
+                .await
+                && res.status() == 200
+            {
+                token = res.json::<Value>().await.unwrap()["token"]
+                    .as_str()
+                    .map(String::from);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        let res = client
+            .post(format!("{}/api/v1/organizations", node.url))
+            .bearer_auth(token.expect("the node answers"))
+            .json(&json!({"id": "city-hall", "name": "City Hall"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    // Each publishes a checkpoint its peer has cosigned (until the peers
+    // have met, the newest is published unwitnessed).
+    for (i, node) in nodes.iter().enumerate() {
+        let other = &nodes[1 - i];
+        let witness_key = client
+            .get(format!("{}/witness/key", other.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let key = citytrust_ledger::witness::CosignerKey::parse(&witness_key).unwrap();
+        let mut cosigned = false;
+        for _ in 0..120 {
+            if let Ok(res) = client
+                .get(format!("{}/ledger/checkpoint", node.url))
+                .send()
+                .await
+                && res.status() == 200
+                && key.verify(&res.bytes().await.unwrap()).is_ok()
+            {
+                cosigned = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(
+            cosigned,
+            "{} published no checkpoint its peer cosigned",
+            node.url
+        );
+        let page = client
+            .get(format!("{}/witnessing", other.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("{}.localhost/ledger", ["a", "b"][i])),
+            "{page}"
+        );
+    }
+}
