@@ -158,6 +158,12 @@ impl Service {
             .unwrap_or(1)
             .max(1);
         let cosignature = self.witness().cosigner.cosign(&accepted.text, timestamp);
+        if held.is_some() && accepted.size == latest.size {
+            // The checkpoint already held, again (a log retrying, or anyone
+            // replaying it): a fresh cosignature, nothing to record — so a
+            // replayed request cannot grow this trust's log.
+            return Ok(Ok(cosignature));
+        }
         let size = i64::try_from(accepted.size)
             .map_err(|_| ServiceError::Internal("a checkpoint size beyond i64".into()))?;
         let (body, at) = self.log_entry(

@@ -68,6 +68,8 @@ struct LogPage {
     witnesses: Vec<WitnessRow>,
     /// Fork evidence this trust holds as a witness of other logs.
     forks: usize,
+    /// The published checkpoint, as served (with its cosignatures).
+    published: String,
 }
 
 /// One witness of this trust's log, as the log page shows it.
@@ -166,7 +168,13 @@ async fn log_page(
         })
         .unwrap_or_default();
     let forks = state.service.fork_evidence().await?.len();
+    let published = state
+        .service
+        .published_checkpoint()
+        .await?
+        .unwrap_or_default();
     render(&LogPage {
+        published,
         witnessed: status.map(|st| st.witnessed),
         witnesses,
         forks,

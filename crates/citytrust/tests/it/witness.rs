@@ -208,6 +208,16 @@ async fn add_checkpoint_answers_every_status_of_the_specification() {
 
     // 200: a consistent extension.
     assert_eq!(add(&app, request(10, 17)).await.status(), 200);
+    // The same checkpoint again, twice (a retry, or a replay): cosigned, not recorded again.
+    for _ in 0..2 {
+        let res = add(&app, request(17, 17)).await;
+        assert_eq!(res.status(), 200);
+        let mut note = log_signer()
+            .sign_checkpoint(17, &tree::root(&leaves(17, None)))
+            .unwrap();
+        note.extend_from_slice(res.text().await.unwrap().as_bytes());
+        key.verify(&note).unwrap();
+    }
 
     // 413: a body over the limit, before anything is parsed.
     let huge = vec![b'A'; 65 * 1024];
@@ -496,6 +506,12 @@ async fn three_trusts_witness_each_other_and_a_fork_is_caught() {
         "{c_status:?}"
     );
     let log_page = a.page("/log").await;
+    assert!(
+        log_page.contains("The published checkpoint")
+            && log_page.contains("\u{2014} b.example/witness ")
+            && log_page.contains("\u{2014} c.example/witness "),
+        "{log_page}"
+    );
     assert!(
         log_page.contains("Witnesses of this log")
             && log_page.contains(&format!("{first} of {second} entries"))
