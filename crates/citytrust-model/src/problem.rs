@@ -178,6 +178,9 @@ problem_codes! {
     // ---- the server ---------------------------------------------------------------
     /// The database or object store cannot be reached.
     StoreUnavailable = "store_unavailable",
+    /// A version's files are on another node's disk: nodes sharing a
+    /// database must share one object store (a misconfiguration).
+    VersionsNotShared = "versions_not_shared",
     /// Something went wrong on the trust's side; it is logged.
     Internal = "internal",
 }

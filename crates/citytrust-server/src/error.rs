@@ -291,6 +291,13 @@ impl From<ServiceError> for ApiError {
                     message,
                 )
             },
+            ServiceError::Unavailable { code, message } => {
+                tracing::warn!(code = %code, "{message}");
+                ApiError {
+                    retry_after: std::num::NonZeroU16::new(5),
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+                }
+            }
             ServiceError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 ApiError::new(

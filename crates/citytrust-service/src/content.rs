@@ -259,6 +259,10 @@ pub(crate) fn clean_purpose(purpose: Option<&str>) -> Result<Option<String>> {
     }
 }
 
+/// How long a version number's claim protects its files from other nodes'
+/// start-up sweeps: far longer than storing a version's files takes.
+const CLAIM_LIFETIME: time::Duration = time::Duration::hours(6);
+
 impl Service {
     /// Where content files live (for operators and tests).
     pub fn content_dir(&self) -> &Path {
@@ -282,6 +286,27 @@ impl Service {
         ))
     }
 
+    /// Where the read path reads a version's file from: on a node that keeps
+    /// versions on its own disk, the file must be on that disk — when it is
+    /// not, another node published it, and nodes sharing a database are set
+    /// up without sharing an object store.
+    pub(crate) fn version_file(&self, dataset_id: &str, version: i64) -> Result<String> {
+        let location = self.version_location(dataset_id, version);
+        if self.versions.is_local() && !Path::new(&location).exists() {
+            return Err(ServiceError::Unavailable {
+                code: ProblemCode::VersionsNotShared,
+                message: format!(
+                    "version {version} of dataset '{dataset_id}' is recorded in the database but its \
+                     files are not on this node: this node keeps versions on its own disk while it \
+                     shares the database with other nodes. Every node sharing a database must keep \
+                     versions in the same object store (serve --object-store s3://…; \
+                     see docs/OPERATING.md)"
+                ),
+            });
+        }
+        Ok(location)
+    }
+
     /// Where versions' files are kept (for operators and tests).
     pub fn versions(&self) -> &citytrust_query::VersionStore {
         &self.versions
@@ -291,8 +316,26 @@ impl Service {
         self.content_root().join("tmp")
     }
 
+    /// Claim the next version number of `dataset_id`, taking the one after
+    /// when another node claimed it at the same moment.
+    async fn claim_next_version(&self, dataset_id: &str) -> Result<i64> {
+        let mut tries = 0;
+        loop {
+            match self
+                .store
+                .claim_version(dataset_id, &rfc3339(self.now()))
+                .await
+            {
+                Err(citytrust_store::StoreError::Conflict(_)) if tries < 16 => tries += 1,
+                other => return Ok(other?),
+            }
+        }
+    }
+
     /// At start: remove uploads that never finished and version files that
-    /// never got their row (a crash between storing them and the commit).
+    /// never got their row (a crash between storing them and the commit) —
+    /// but not the files of an upload another node is publishing now (its
+    /// claim on the number is younger than `CLAIM_LIFETIME`).
     pub(crate) async fn sweep_content(&self) -> Result<()> {
         let tmp = self.spool_dir();
         if tmp.exists() {
@@ -300,14 +343,20 @@ impl Service {
         }
         std::fs::create_dir_all(&tmp)?;
         std::fs::create_dir_all(self.content_root().join("datasets"))?;
-        let known: std::collections::HashSet<(String, i64)> =
+        let cutoff = rfc3339(self.now() - CLAIM_LIFETIME);
+        let mut known: std::collections::HashSet<(String, i64)> =
             self.store.all_version_keys().await?.into_iter().collect();
+        known.extend(self.store.live_version_claims(&cutoff).await?);
         let mut orphans = std::collections::BTreeSet::new();
+        let mut present = std::collections::HashSet::new();
         for key in self.versions.list("datasets").await? {
             let mut parts = key.split('/').skip(1);
             let (Some(id), Some(n)) = (parts.next(), parts.next()) else {
                 continue;
             };
+            if let Ok(n) = n.parse::<i64>() {
+                present.insert((id.to_string(), n));
+            }
             let committed = n
                 .parse::<i64>()
                 .is_ok_and(|n| known.contains(&(id.to_string(), n)));
@@ -318,6 +367,23 @@ impl Service {
         for dir in orphans {
             tracing::warn!(files = %dir, "removing version files with no committed version");
             self.versions.remove_dir(&dir).await?;
+        }
+        let elsewhere = self
+            .store
+            .all_version_keys()
+            .await?
+            .into_iter()
+            .filter(|k| !present.contains(k))
+            .count();
+        if elsewhere > 0 {
+            tracing::warn!(
+                versions = elsewhere,
+                at = %self.versions.describe(),
+                "versions recorded in the database have no files where this node keeps them: \
+                 another node shares the database without sharing its versions (give every node \
+                 the same --object-store); reads of those versions are refused with \
+                 versions_not_shared"
+            );
         }
         Ok(())
     }
@@ -470,18 +536,24 @@ impl Service {
         )
         .await?;
 
-        // One commit at a time per node: the next number, the move, the row.
+        // The next number, claimed in the database: several nodes may be
+        // publishing versions of this dataset at once, and only the claim's
+        // holder writes its files. (Erasure, on this node, waits for it.)
         let _guard = self.upload_lock.lock().await;
         let id = upload.dataset.id.clone();
-        let version = self
-            .store
-            .get_version(&id, None)
-            .await?
-            .map(|v| v.version + 1)
-            .unwrap_or(1);
+        let version = self.claim_next_version(&id).await?;
         let key = Self::version_key(&id, version);
-        // No row has this number (we just read the latest): anything there is a crash's leftover.
-        self.versions.remove_dir(&key).await?;
+        let release = || async {
+            let _ = self.versions.remove_dir(&key).await;
+            if let Err(e) = self.store.release_version_claim(&id, version).await {
+                tracing::warn!(dataset = %id, version, error = %e, "could not release a version claim (swept later)");
+            }
+        };
+        // No row or other claim has this number: anything there is a crash's leftover.
+        if let Err(e) = self.versions.remove_dir(&key).await {
+            release().await;
+            return Err(e.into());
+        }
         let published = async {
             for name in ["rejects.csv", "data.parquet"] {
                 let file = staged.join(name);
@@ -495,7 +567,7 @@ impl Service {
         }
         .await;
         if let Err(e) = published {
-            let _ = self.versions.remove_dir(&key).await;
+            release().await;
             return Err(e);
         }
         let now = rfc3339(self.now());
@@ -537,7 +609,7 @@ impl Service {
             )
             .await
         {
-            let _ = self.versions.remove_dir(&key).await;
+            release().await;
             return Err(e.into());
         }
         upload.committed = true;

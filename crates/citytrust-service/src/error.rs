@@ -59,6 +59,11 @@ pub enum ServiceError {
         retry_after_seconds: u64,
         message: String,
     },
+    /// This node cannot serve it now (a store away, or a node set up for
+    /// another shape): the message says what, for the caller and the
+    /// operator; retrying later, or at another node, may succeed.
+    #[error("{message}")]
+    Unavailable { code: ProblemCode, message: String },
     /// A failure inside the system; the text is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -78,6 +83,18 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict(what) => ServiceError::Conflict(what),
             e @ StoreError::StaleRevision(_) => ServiceError::Stale(e.to_string()),
+            // The database away (restarting, unreachable, every connection
+            // busy past the wait): nothing was done — a read is not served
+            // unlogged — and trying again shortly may succeed.
+            e if e.is_unreachable() => {
+                tracing::warn!(error = %e, "the database cannot be reached");
+                ServiceError::Unavailable {
+                    code: ProblemCode::StoreUnavailable,
+                    message: "the trust's database cannot be reached just now; nothing was done. \
+                              Try again shortly"
+                        .into(),
+                }
+            }
             other => ServiceError::Internal(other.to_string()),
         }
     }

@@ -408,16 +408,72 @@ impl Service {
         Ok(TreeState { size, hashes })
     }
 
+    /// Bring this node's tree up to the newest checkpoint in the database,
+    /// which another node's sequencer may have signed: the entries since
+    /// this node's size are folded in (so an edited entry is caught as at
+    /// start) and the result must give the checkpoint's root; anything else
+    /// — a checkpoint older than this node's tree, a root that does not
+    /// match — rebuilds the tree from every entry, as at start.
+    async fn catch_up(&self, state: &mut TreeState) -> Result<()> {
+        let Some(cp) = self.store.latest_checkpoint().await? else {
+            return Ok(());
+        };
+        let size = u64::try_from(cp.size).map_err(|_| corrupt("negative checkpoint size"))?;
+        if size == state.size {
+            return Ok(());
+        }
+        if size > state.size {
+            let mut hashes = std::mem::take(&mut state.hashes);
+            let base = hashes.len();
+            let mut next = state.size;
+            let folded = async {
+                while next < size {
+                    let from = i64::try_from(next).map_err(|_| corrupt("log too large"))?;
+                    let batch = self.store.ledger_entries(from, BATCH).await?;
+                    if batch.is_empty() {
+                        return Err(corrupt(format!("entry {next} is missing")));
+                    }
+                    for (idx, body) in batch {
+                        if next >= size {
+                            break;
+                        }
+                        if u64::try_from(idx).ok() != Some(next) {
+                            return Err(corrupt(format!("entry {next} is missing")));
+                        }
+                        let stored = tlog::stored_hashes(next, body.as_bytes(), &Reader(&hashes))
+                            .map_err(|e| corrupt(e.to_string()))?;
+                        hashes.extend(stored);
+                        next += 1;
+                    }
+                }
+                tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))
+            }
+            .await;
+            match folded {
+                Ok(root) if hex_hash(&root.0) == cp.root => {
+                    *state = TreeState { size, hashes };
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    hashes.truncate(base);
+                    state.hashes = hashes;
+                    return Err(e);
+                }
+            }
+        }
+        // Not an extension of this node's tree: rebuild it (and fail as at
+        // start, naming the entry, if the database does not hold one history).
+        *state = self.read_tree().await?;
+        Ok(())
+    }
+
     /// Fold committed entries into the tree and sign a checkpoint for the new
     /// size. Returns the new size, or `None` when there was nothing to do.
     pub async fn integrate_ledger(&self) -> Result<Option<u64>> {
         let mut state = self.ledger.state.lock().await;
         // Another node may have integrated meanwhile.
-        if let Some(cp) = self.store.latest_checkpoint().await?
-            && u64::try_from(cp.size).unwrap_or(0) != state.size
-        {
-            *state = self.read_tree().await?;
-        }
+        self.catch_up(&mut state).await?;
         let from = i64::try_from(state.size).map_err(|_| corrupt("log too large"))?;
         let entries = self.store.ledger_entries(from, BATCH).await?;
         if entries.is_empty() {
@@ -455,7 +511,8 @@ impl Service {
             }
             Err(ServiceError::Conflict(_)) => {
                 // Another node got there first; take its tree.
-                *state = self.read_tree().await?;
+                state.hashes.truncate(base);
+                self.catch_up(&mut state).await?;
                 Ok(None)
             }
             Err(e) => {
@@ -542,7 +599,10 @@ impl Service {
     pub async fn ledger_entry(&self, index: u64) -> Result<ProvenEntry> {
         let not_found =
             || ServiceError::NotFound(format!("log entry {index} (not yet in a checkpoint)"));
-        let state = self.ledger.state.lock().await;
+        let mut state = self.ledger.state.lock().await;
+        if index >= state.size {
+            self.catch_up(&mut state).await?;
+        }
         if index >= state.size {
             return Err(not_found());
         }
@@ -591,7 +651,11 @@ impl Service {
     /// The inclusion proof of entry `index` in the newest checkpointed tree
     /// (from the tree held in memory; no database read).
     pub async fn ledger_inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
-        let state = self.ledger.state.lock().await;
+        let mut state = self.ledger.state.lock().await;
+        if index >= state.size {
+            // Another node may have signed a newer checkpoint.
+            self.catch_up(&mut state).await?;
+        }
         if index >= state.size {
             return Err(ServiceError::NotFound(format!(
                 "log entry {index} (not yet in a checkpoint)"
@@ -604,7 +668,10 @@ impl Service {
 
     /// The consistency proof from the tree of `from` entries to the tree of `to` entries.
     pub async fn ledger_consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
-        let state = self.ledger.state.lock().await;
+        let mut state = self.ledger.state.lock().await;
+        if to > state.size {
+            self.catch_up(&mut state).await?;
+        }
         if from == 0 || from > to || to > state.size {
             return Err(citytrust_model::ValidationErrors::single(
                 "from",
@@ -735,17 +802,20 @@ impl Service {
 
     /// The hash tile `level`/`n` of `width` hashes (C2SP tlog-tiles), from the checkpointed tree.
     pub async fn ledger_tile(&self, level: u8, n: u64, width: u64) -> Result<Vec<u8>> {
-        let state = self.ledger.state.lock().await;
+        let mut state = self.ledger.state.lock().await;
         let not_found = || ServiceError::NotFound(format!("tile {level}/{n} of width {width}"));
         if width == 0 || width > TILE_WIDTH || level > 7 {
             return Err(not_found());
         }
-        let available = Self::hashes_at_level(state.size, level);
         let end = n
             .checked_mul(TILE_WIDTH)
             .and_then(|s| s.checked_add(width))
             .ok_or_else(not_found)?;
-        if end > available {
+        if end > Self::hashes_at_level(state.size, level) {
+            // Another node may have signed a newer checkpoint.
+            self.catch_up(&mut state).await?;
+        }
+        if end > Self::hashes_at_level(state.size, level) {
             return Err(not_found());
         }
         let tile = tlog_tiles::Tile::new(
@@ -766,8 +836,16 @@ impl Service {
             return Err(not_found());
         }
         let start = n.checked_mul(TILE_WIDTH).ok_or_else(not_found)?;
-        let size = self.ledger.state.lock().await.size;
-        if start.checked_add(width).is_none_or(|end| end > size) {
+        let end = start.checked_add(width).ok_or_else(not_found)?;
+        let size = {
+            let mut state = self.ledger.state.lock().await;
+            if end > state.size {
+                // Another node may have signed a newer checkpoint.
+                self.catch_up(&mut state).await?;
+            }
+            state.size
+        };
+        if end > size {
             return Err(not_found());
         }
         if width == TILE_WIDTH

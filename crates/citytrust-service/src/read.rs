@@ -308,7 +308,7 @@ impl Service {
         let version = self.version_for_read(&dataset.id, version).await?;
         // Whose rows: decided now, from the consents in force now (invariant 2).
         let scope = self.subject_scope(actor, &dataset, &grant).await?;
-        let location = self.version_location(&dataset.id, version.version);
+        let location = self.version_file(&dataset.id, version.version)?;
         Ok(ReadPlan {
             actor: actor.clone(),
             dataset,

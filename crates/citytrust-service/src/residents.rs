@@ -1201,7 +1201,7 @@ impl Service {
         key: &str,
     ) -> Result<(ErasedVersion, ErasedVersion)> {
         let stored = self.store.version_row(dataset_id, version).await?;
-        let location = self.version_location(dataset_id, version);
+        let location = self.version_file(dataset_id, version)?;
         let dir = tempfile::tempdir_in(self.spool_dir())?;
         let out = dir.path().join("data.parquet");
         let filter = SubjectFilter::all_but(column, [key.to_string()]);
@@ -1262,7 +1262,7 @@ impl Service {
             let filter = SubjectFilter::only(&terms.subject_key, [link.subject_key.clone()]);
             let (rows, csv, version) = match holding.last() {
                 Some(&v) => {
-                    let location = self.version_location(&dataset.id, v);
+                    let location = self.version_file(&dataset.id, v)?;
                     // The resident's own rows, every column.
                     let source = citytrust_query::governed::Source {
                         versions: &self.versions,

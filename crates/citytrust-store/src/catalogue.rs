@@ -121,11 +121,54 @@ impl Store {
             .await?;
         Ok(row.try_get("value")?)
     }
-    /// Record a new version and its log entry in one transaction. The version
-    /// number must be the next one: a concurrent upload that took it first
-    /// makes this a `Conflict`.
+    /// Take the next version number of a dataset for an upload about to
+    /// store its files: one more than any version recorded or claimed. Two
+    /// nodes taking it at once: one gets it, the other a `Conflict` (take
+    /// again).
+    pub async fn claim_version(&self, dataset_id: &str, at: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO version_claims (dataset_id, version, claimed_at) \
+             SELECT $1, COALESCE(MAX(n), 0) + 1, $2 FROM ( \
+                 SELECT version AS n FROM dataset_versions WHERE dataset_id = $1 \
+                 UNION ALL SELECT version AS n FROM version_claims WHERE dataset_id = $1) AS taken \
+             RETURNING version",
+        )
+        .bind(dataset_id)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("the next version of dataset '{dataset_id}'")))?;
+        Ok(row.try_get("version")?)
+    }
+
+    /// Give up a claim (the upload failed; its files are gone).
+    pub async fn release_version_claim(&self, dataset_id: &str, version: i64) -> Result<()> {
+        sqlx::query("DELETE FROM version_claims WHERE dataset_id = $1 AND version = $2")
+            .bind(dataset_id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims taken at `cutoff` or later (uploads that may still be storing
+    /// their files); older ones are removed — a crash's leftovers, whose
+    /// files the caller sweeps.
+    pub async fn live_version_claims(&self, cutoff: &str) -> Result<Vec<(String, i64)>> {
+        sqlx::query("DELETE FROM version_claims WHERE claimed_at < $1")
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT dataset_id, version FROM version_claims")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("dataset_id")?, r.try_get("version")?)))
+            .collect()
+    }
+
     /// Record a version (with the subjects it holds, for a personal dataset)
-    /// and its log entry in one transaction.
+    /// and its log entry in one transaction, ending its number's claim.
     pub async fn insert_version(
         &self,
         v: &StoredVersion,
@@ -152,6 +195,11 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("version {} of dataset '{}'", v.version, v.dataset_id)))?;
+        sqlx::query("DELETE FROM version_claims WHERE dataset_id = $1 AND version = $2")
+            .bind(&v.dataset_id)
+            .bind(v.version)
+            .execute(&mut *tx)
+            .await?;
         residents::insert_subjects(&mut tx, &v.dataset_id, v.version, subjects).await?;
         append_entry(&mut tx, entry).await?;
         tx.commit().await?;

@@ -59,6 +59,28 @@ pub enum StoreError {
     Migration { version: i64, source: sqlx::Error },
 }
 
+impl StoreError {
+    /// The database could not be reached (down, restarting, the network, or
+    /// every connection busy past the pool's wait), as opposed to refusing
+    /// or failing a statement: nothing was done, and a retry may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_),
+            ) => true,
+            // PostgreSQL's connection exceptions (08…) and its shutting
+            // down or restarting (57P01–57P03).
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A user as stored, with the password hash that only authentication may see.

@@ -85,6 +85,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0012_cosignatures.sql"),
         postgres: include_str!("../migrations/postgres/0012_cosignatures.sql"),
     },
+    Migration {
+        version: 13,
+        name: "version_claims",
+        sqlite: include_str!("../migrations/sqlite/0013_version_claims.sql"),
+        postgres: include_str!("../migrations/postgres/0013_version_claims.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

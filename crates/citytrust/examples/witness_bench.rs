@@ -3,7 +3,7 @@
 //! HTTP by the real router):
 //!
 //! 1. **Cosigning**: a witness of a 1,000,000-entry log answers
-//!    `add-checkpoint` — each request a new checkpoint (17 entries more),
+//!    `add-checkpoint` — each request a new checkpoint (17 entries more, or `--step N`),
 //!    from the size it holds, with the RFC 6962 consistency proof (the
 //!    length such proofs have at this size) — timed one by one from a
 //!    keep-alive client; and the protocol's own work (signature check, proof
@@ -16,7 +16,7 @@
 //!    first published (quorum-met) checkpoint that holds it, and the
 //!    appends' rate and latency — against the same run with no witnesses.
 //!
-//!     cargo run --release --features citytrust/bench --example witness_bench -- [--seconds S]
+//!     cargo run --release --features citytrust/bench --example witness_bench -- [--seconds S] [--step N]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -112,7 +112,8 @@ async fn cosigning(dir: &std::path::Path) {
     let _ = witness;
     let start: u64 = 1_000_000;
     let requests: u64 = 2_000;
-    let step = 17;
+    // `--step N`: entries between checkpoints (the proofs' length grows with it).
+    let step: u64 = arg("--step").map_or(17, |s| s.parse().unwrap());
     let t = Instant::now();
     let mut hashes: Vec<tlog::Hash> = Vec::with_capacity(2 * (start + requests * step) as usize);
     for i in 0..start + requests * step {
@@ -125,7 +126,7 @@ async fn cosigning(dir: &std::path::Path) {
         start + requests * step,
         t.elapsed().as_secs_f64()
     );
-    let body = |old: u64, size: u64| -> String {
+    let body = |old: u64, size: u64| -> (String, usize) {
         let root = tlog::tree_hash(size, &Reader(&hashes)).unwrap();
         let mut b = format!("old {old}\n");
         let mut lines = 0;
@@ -138,8 +139,7 @@ async fn cosigning(dir: &std::path::Path) {
         }
         b.push('\n');
         b.push_str(&String::from_utf8(log.sign_checkpoint(size, &root.0).unwrap()).unwrap());
-        let _ = lines;
-        b
+        (b, lines)
     };
     let client = reqwest::Client::new();
     let post = |b: String| {
@@ -152,12 +152,17 @@ async fn cosigning(dir: &std::path::Path) {
             status
         }
     };
-    assert_eq!(post(body(0, start)).await, 200);
+    assert_eq!(post(body(0, start).0).await, 200);
     // The bodies first, so that only the witness is timed.
-    let bodies: Vec<String> = (0..requests)
+    let (bodies, lines): (Vec<String>, Vec<usize>) = (0..requests)
         .map(|k| body(start + k * step, start + (k + 1) * step))
-        .collect();
-    let proof_lines = bodies[0].lines().count() - 6;
+        .unzip();
+    let proof_lines = format!(
+        "{}–{} (mean {:.1})",
+        lines.iter().min().unwrap(),
+        lines.iter().max().unwrap(),
+        lines.iter().sum::<usize>() as f64 / lines.len() as f64
+    );
     let mut times = Vec::with_capacity(requests as usize);
     for b in bodies.iter().cloned() {
         let t = Instant::now();

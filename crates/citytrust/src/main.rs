@@ -600,6 +600,12 @@ async fn serve(
         tracing::info!(providers = ?oidc.choices().iter().map(|c| &c.0).collect::<Vec<_>>(), "sign-in through OpenID Connect offered");
         state = state.with_oidc(oidc);
     }
+    if args.storage.database_url.is_some() && args.storage.object_store.is_none() {
+        tracing::warn!(
+            "versions are kept on this node's own disk: if other nodes share this database, \
+             give every node the same --object-store, or they cannot read each other's versions"
+        );
+    }
     citytrust_server::spawn_maintenance(service.clone());
     for peer in &args.peers {
         citytrust_server::cosigning::spawn_peering(service.clone(), peer.clone());

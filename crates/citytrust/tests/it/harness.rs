@@ -125,6 +125,47 @@ impl TestApp {
                 .unwrap(),
         );
         seed(&service).await;
+        TestApp::serve(listener, service, clock, settings, db_url, dir)
+    }
+
+    /// Another node of the same trust, as docs/OPERATING.md sets several up:
+    /// its own server and data directory (spool, tiles, witness file), the
+    /// same database, object store, keys and clock. `change` alters its
+    /// settings first.
+    pub async fn join_with(&self, change: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            content_dir: Some(dir.path().join("content")),
+            ledger_witness: Some(dir.path().join("ledger-witness")),
+            ledger_tiles: Some(dir.path().join("ledger-tiles")),
+            ..self.settings.clone()
+        };
+        change(&mut settings);
+        let store = Store::connect(&self.db_url).await.unwrap();
+        let service = Arc::new(
+            Service::new(store, self.clock.clone(), settings.clone())
+                .await
+                .unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestApp::serve(
+            listener,
+            service,
+            self.clock.clone(),
+            settings,
+            self.db_url.clone(),
+            dir,
+        )
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        service: Arc<Service>,
+        clock: Arc<ManualClock>,
+        settings: Settings,
+        db_url: String,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
         let addr = listener.local_addr().unwrap();
         // One identity provider, on a loopback port nothing listens on: the
         // portal offers it, and every check made before reaching it is tested

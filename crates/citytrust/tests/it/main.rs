@@ -14,6 +14,7 @@ mod harness;
 mod interop;
 mod ledger;
 mod levels;
+mod nodes;
 mod residents;
 mod tidy;
 mod web;
