@@ -195,6 +195,10 @@ pub enum QueryError {
     Timeout(u64),
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    /// The object store holding versions did not answer (or failed): the
+    /// text, for the server log only, says how.
+    #[error("the object store is unavailable: {0}")]
+    StoreUnavailable(String),
     /// The engine failed (planning or running): what kind of failure, in
     /// CityTrust's words, and the engine's own text for the server log.
     #[error("{}", .0.message)]
@@ -244,6 +248,15 @@ impl EngineFailure {
         use datafusion::common::SchemaError;
         use datafusion::error::DataFusionError as D;
         let detail = e.to_string();
+        if from_object_store(e) {
+            return EngineFailure {
+                code: ProblemCode::StoreUnavailable,
+                message: "the store holding the dataset's versions did not answer; nothing was \
+                          served. Try again shortly"
+                    .into(),
+                detail,
+            };
+        }
         let (code, message): (ProblemCode, String) = match e.find_root() {
             D::ArrowError(a, _) => match a.as_ref() {
                 ArrowError::CastError(_) | ArrowError::ParseError(_) => (
@@ -330,6 +343,26 @@ impl EngineFailure {
             detail,
         }
     }
+}
+
+/// Whether the object store failed under `e` (DataFusion's own variant, or
+/// wrapped by the Parquet reader or an external error, at any depth).
+fn from_object_store(e: &datafusion::error::DataFusionError) -> bool {
+    if matches!(
+        e.find_root(),
+        datafusion::error::DataFusionError::ObjectStore(_)
+    ) {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    for _ in 0..16 {
+        let Some(err) = next else { return false };
+        if err.downcast_ref::<object_store::Error>().is_some() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {

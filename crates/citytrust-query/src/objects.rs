@@ -65,7 +65,7 @@ enum Backend {
 }
 
 fn remote_error(e: object_store::Error) -> QueryError {
-    QueryError::Io(std::io::Error::other(format!("object store: {e}")))
+    QueryError::StoreUnavailable(e.to_string())
 }
 
 impl VersionStore {
@@ -94,8 +94,18 @@ impl VersionStore {
                 QueryError::Unreadable(format!("object store URL '{url}' names no bucket"))
             })?
             .to_string();
+        // A store that does not answer is reported within seconds (a read
+        // or upload then fails with a clear 503) rather than retried for
+        // object_store's default three minutes; transient errors are still
+        // retried a few times.
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+        };
         let store = AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
+            .with_retry(retry)
             .build()
             .map_err(|e| QueryError::Unreadable(format!("object store '{url}': {e}")))?;
         let base = Url::parse(&format!("s3://{bucket}"))

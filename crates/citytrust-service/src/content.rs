@@ -1200,7 +1200,7 @@ pub(crate) struct Spooled {
 /// in the server's debug log.
 pub(crate) fn query_failure(e: citytrust_query::QueryError) -> ServiceError {
     match e {
-        citytrust_query::QueryError::Failed(f) => {
+        citytrust_query::QueryError::Failed(f) if f.code != ProblemCode::StoreUnavailable => {
             tracing::debug!(code = f.code.as_str(), detail = %f.detail, "a query failed");
             ServiceError::Unprocessable {
                 code: f.code,
@@ -1224,6 +1224,7 @@ fn attempt_outcome(e: &ServiceError) -> (&'static str, ProblemCode, Option<Strin
         ServiceError::Unprocessable { code, .. } => ("failed", *code, None),
         ServiceError::Invalid(_) => ("failed", ProblemCode::ValidationFailed, None),
         ServiceError::TooMany { .. } => ("refused", ProblemCode::TooManyRequests, None),
+        ServiceError::Unavailable { code, .. } => ("failed", *code, None),
         _ => ("failed", ProblemCode::Internal, None),
     }
 }

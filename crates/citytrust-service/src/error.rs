@@ -120,6 +120,8 @@ impl From<citytrust_query::QueryError> for ServiceError {
                 message,
             },
             Q::Refused { code, message } => ServiceError::Unprocessable { code, message },
+            Q::StoreUnavailable(detail) => store_unavailable(&detail),
+            Q::Failed(f) if f.code == ProblemCode::StoreUnavailable => store_unavailable(&f.detail),
             // An engine failure outside a caller's own query is ours: logged, never shown.
             Q::Failed(f) => ServiceError::Internal(f.detail),
             Q::Unsupported(message) => ServiceError::Unprocessable {
@@ -132,6 +134,18 @@ impl From<citytrust_query::QueryError> for ServiceError {
             },
             other => ServiceError::Internal(other.to_string()),
         }
+    }
+}
+
+/// The object store holding versions away: nothing was done; the detail
+/// (which may name the bucket) goes to the server log only.
+fn store_unavailable(detail: &str) -> ServiceError {
+    tracing::warn!(error = %detail, "the object store cannot be reached");
+    ServiceError::Unavailable {
+        code: ProblemCode::StoreUnavailable,
+        message: "the store holding dataset versions cannot be reached just now; nothing was \
+                  done. Try again shortly"
+            .into(),
     }
 }
 

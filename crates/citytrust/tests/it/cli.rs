@@ -56,9 +56,15 @@ impl Drop for Running {
 
 /// Start `citytrust demo` on a free port and wait until it prints its URL.
 fn start_demo(storage: &[String]) -> Running {
+    start_demo_with(storage, &[])
+}
+
+/// `start_demo` with environment variables set for the process.
+fn start_demo_with(storage: &[String], env: &[(&str, String)]) -> Running {
     let mut child = citytrust()
         .arg("demo")
         .args(storage)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -965,4 +971,383 @@ async fn two_trusts_started_with_peer_witness_each_other() {
             "{page}"
         );
     }
+}
+
+/// Wait until `url` answers `/healthz`.
+async fn wait_healthy(url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..240 {
+        if let Ok(res) = client.get(format!("{url}/healthz")).send().await
+            && res.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("{url} did not become healthy");
+}
+
+#[tokio::test]
+async fn one_of_two_nodes_killed_mid_burst_loses_nothing_acknowledged_and_the_log_verifies_through_both()
+ {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BURST: usize = 6_000;
+    const KILL_AFTER: usize = 1_500;
+    // The shared shape: PostgreSQL and a bucket (scripts/test's second pass).
+    let bucket = std::env::var("CITYTRUST_TEST_OBJECT_STORE").unwrap_or_default();
+    if bucket.is_empty()
+        || std::env::var("CITYTRUST_TEST_DATABASE_URL")
+            .unwrap_or_default()
+            .is_empty()
+    {
+        eprintln!(
+            "two nodes need PostgreSQL and an object store: run on scripts/test's second pass"
+        );
+        return;
+    }
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut args_a = storage(dir_a.path()).await;
+    let prefix = dir_a
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    args_a.extend([
+        "--object-store".to_string(),
+        format!("{}/{prefix}", bucket.trim_end_matches('/')),
+    ]);
+    let a = start_demo(&args_a);
+    // Node B: the same database, bucket and keys; its own data directory.
+    for key in ["ledger-key", "witness-key", "pseudonym-keys"] {
+        let from = dir_a.path().join(key);
+        if from.exists() {
+            std::fs::copy(&from, dir_b.path().join(key)).unwrap();
+        }
+    }
+    let mut args_b = args_a.clone();
+    args_b[1] = dir_b.path().display().to_string();
+    let port_b = free_port();
+    let start_b = || {
+        citytrust()
+            .arg("serve")
+            .args(&args_b)
+            .args(["--listen", &format!("127.0.0.1:{port_b}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut b = Running {
+        child: start_b(),
+        url: format!("http://127.0.0.1:{port_b}"),
+        banner: String::new(),
+    };
+    wait_healthy(&b.url).await;
+    let nodes = [a.url.clone(), b.url.clone()];
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let token: Value = client
+        .post(format!("{}/api/v1/auth/token", nodes[1]))
+        .json(&json!({"username": "admin", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let before = settled_size(&a.url).await;
+    let state = dir_a.path().join("verify-state.json");
+    let (ok, out) = run_verify(&a.url, &state);
+    assert!(ok, "{out}");
+
+    // The burst, spread over both nodes: reads of open content (its version
+    // in the bucket) and writes (organisations); node B is killed with
+    // SIGKILL once 1,500 requests have been answered, and A goes on.
+    #[derive(Debug)]
+    enum Acked {
+        Read(u64),
+        Wrote(String),
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (tx, mut killer) = tokio::sync::mpsc::channel::<()>(1);
+    let burst = futures::stream::iter(0..BURST)
+        .map(|i| {
+            let (client, token, answered, tx) =
+                (client.clone(), token.clone(), answered.clone(), tx.clone());
+            let base = nodes[i % 2].clone();
+            async move {
+                let res = if i % 3 == 0 {
+                    client
+                        .post(format!("{base}/api/v1/organizations"))
+                        .bearer_auth(&token)
+                        .json(&json!({"id": format!("burst-{i}"), "name": format!("Burst {i}")}))
+                        .send()
+                        .await
+                } else {
+                    client
+                        .get(format!(
+                            "{base}/api/v1/datasets/barcelona-districts/data?format=csv&limit=2"
+                        ))
+                        .send()
+                        .await
+                };
+                let acked = match res {
+                    Ok(r) if r.status() == 201 => Some(Acked::Wrote(format!("burst-{i}"))),
+                    Ok(r) if r.status() == 200 => {
+                        let index = r.headers()["citytrust-log-entry"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        r.bytes().await.ok().map(|_| Acked::Read(index))
+                    }
+                    Ok(r) => panic!(
+                        "unexpected answer {} from {base} to request {i}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    ),
+                    Err(_) => None, // node B is gone
+                };
+                if answered.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                    let _ = tx.try_send(());
+                }
+                acked
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>();
+    let kill = async {
+        killer.recv().await;
+        b.child.kill().unwrap(); // SIGKILL
+        b.child.wait().unwrap();
+    };
+    let (acked, ()) = tokio::join!(burst, kill);
+    drop(tx);
+    let acked: Vec<Acked> = acked.into_iter().flatten().collect();
+    let reads: Vec<u64> = acked
+        .iter()
+        .filter_map(|x| match x {
+            Acked::Read(i) => Some(*i),
+            Acked::Wrote(_) => None,
+        })
+        .collect();
+    let writes: Vec<&String> = acked
+        .iter()
+        .filter_map(|x| match x {
+            Acked::Wrote(id) => Some(id),
+            Acked::Read(_) => None,
+        })
+        .collect();
+    // A answered all of its half; B some of its own before it died.
+    assert!(
+        acked.len() >= BURST / 2 && acked.len() < BURST,
+        "{} reads and {} writes acknowledged of {BURST}",
+        reads.len(),
+        writes.len()
+    );
+
+    // A alone integrates everything (B's sequencer died with it).
+    let after = settled_size(&a.url).await;
+    let url = db_url(&args_a, dir_a.path());
+    let entries = stored_entries(&url).await;
+    let orgs = stored_organizations(&url).await;
+    for (n, (idx, _)) in entries.iter().enumerate() {
+        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
+    }
+    assert_eq!(
+        after,
+        entries.len().to_string(),
+        "everything committed is signed"
+    );
+    for i in &reads {
+        let (_, e) = &entries[usize::try_from(*i).unwrap()];
+        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
+        assert_eq!(e["dataset"], "barcelona-districts");
+    }
+    let logged: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, e)| e["type"] == "organization.created")
+        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
+        .collect();
+    for id in &writes {
+        assert!(
+            orgs.contains(*id),
+            "acknowledged {id} is not in the database"
+        );
+        assert!(logged.contains(*id), "acknowledged {id} has no log entry");
+    }
+    let burst_orgs: std::collections::BTreeSet<&String> =
+        orgs.iter().filter(|o| o.starts_with("burst-")).collect();
+    let burst_logged: std::collections::BTreeSet<&String> =
+        logged.iter().filter(|o| o.starts_with("burst-")).collect();
+    assert_eq!(
+        burst_orgs, burst_logged,
+        "no change without its entry, nor the reverse"
+    );
+    assert!(after.parse::<u64>().unwrap() > before.parse::<u64>().unwrap());
+    // B restarts on the log A extended meanwhile; verify accepts the log
+    // through A, then through B, one state file carried across.
+    b.child = start_b();
+    wait_healthy(&b.url).await;
+    let (ok, out) = run_verify(&a.url, &state);
+    assert!(ok, "{out}");
+    let (ok, out) = run_verify(&b.url, &state);
+    assert!(ok && out.contains(&format!("OK: {after} entries")), "{out}");
+    eprintln!(
+        "B killed after {} answers: {} reads and {} writes acknowledged; log {before} -> {after} entries",
+        answered.load(Ordering::SeqCst),
+        reads.len(),
+        writes.len()
+    );
+}
+
+/// A private S3-compatible server (moto, installed by `scripts/test` in
+/// `.venv`) on `port`, with an empty bucket `ct-fault`; `None` when moto is
+/// not installed.
+async fn private_s3(port: u16) -> Option<Running> {
+    let moto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+    if !moto.exists() {
+        return None;
+    }
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..120 {
+        if client.get(&url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let res = client.put(format!("{url}/ct-fault")).send().await.unwrap();
+    assert!(res.status().is_success(), "bucket: {}", res.status());
+    Some(Running {
+        child,
+        url,
+        banner: String::new(),
+    })
+}
+
+#[tokio::test]
+async fn the_object_store_away_gives_clear_503s_writes_nothing_and_the_node_recovers_on_its_own() {
+    let port = free_port();
+    let Some(s3) = private_s3(port).await else {
+        eprintln!("moto is not installed (.venv/bin/moto_server): scripts/test installs it");
+        return;
+    };
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.url.clone()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "ct-fault".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "ct-fault-secret".to_string()),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = storage(dir.path()).await;
+    args.extend([
+        "--object-store".to_string(),
+        "s3://ct-fault/versions".to_string(),
+    ]);
+    let demo = start_demo_with(&args, &env);
+    let client = reqwest::Client::new();
+    let base = demo.url.clone();
+    let data = format!("{base}/api/v1/datasets/barcelona-districts/data?format=csv&limit=2");
+    let res = client.get(&data).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Uploaded again below as a new version (the same columns).
+    let rows = res.text().await.unwrap();
+    let token: Value = client
+        .post(format!("{base}/api/v1/auth/token"))
+        .json(&json!({"username": "admin", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let upload = || {
+        client
+            .post(format!(
+                "{base}/api/v1/datasets/barcelona-districts/versions"
+            ))
+            .bearer_auth(&token)
+            .header("content-type", "text/csv")
+            .body(rows.clone())
+            .send()
+    };
+    let url = db_url(&args, dir.path());
+    let entries_before = stored_entries(&url).await.len();
+
+    // The store goes away.
+    drop(s3);
+    let started = std::time::Instant::now();
+    for res in [
+        client.get(&data).send().await.unwrap(),
+        upload().await.unwrap(),
+    ] {
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["retry-after"], "5");
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["code"], "store_unavailable", "{problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("nothing was"), "{detail}");
+        // Neither the bucket nor the endpoint is shown.
+        assert!(
+            !detail.contains("ct-fault") && !detail.contains("127.0.0.1"),
+            "{detail}"
+        );
+    }
+    eprintln!(
+        "two refusals while the store was away took {:?}",
+        started.elapsed()
+    );
+    // Nothing was served (so nothing logged as served), nothing published.
+    let entries = stored_entries(&url).await;
+    assert_eq!(
+        entries.len(),
+        entries_before,
+        "{:?}",
+        &entries[entries_before..]
+    );
+    // The node still answers what needs no version file.
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The store comes back (empty: moto keeps nothing): without a restart,
+    // the node publishes and serves again.
+    let _s3 = private_s3(port).await.unwrap();
+    let res = upload().await.unwrap();
+    let text = res.text().await.unwrap();
+    let version: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    assert_eq!(version["rows"], 2, "{text}");
+    let newest = version["version"].as_i64().unwrap();
+    let res = client
+        .get(format!(
+            "{base}/api/v1/datasets/barcelona-districts/data?format=csv&version={newest}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let served = res.text().await.unwrap();
+    assert_eq!(served.lines().count(), rows.lines().count(), "{served}");
+    assert_eq!(served.lines().next(), rows.lines().next());
 }
