@@ -88,12 +88,7 @@ impl From<StoreError> for ServiceError {
             // unlogged — and trying again shortly may succeed.
             e if e.is_unreachable() => {
                 tracing::warn!(error = %e, "the database cannot be reached");
-                ServiceError::Unavailable {
-                    code: ProblemCode::StoreUnavailable,
-                    message: "the trust's database cannot be reached just now; nothing was done. \
-                              Try again shortly"
-                        .into(),
-                }
+                database_unreachable()
             }
             other => ServiceError::Internal(other.to_string()),
         }
@@ -134,6 +129,18 @@ impl From<citytrust_query::QueryError> for ServiceError {
             },
             other => ServiceError::Internal(other.to_string()),
         }
+    }
+}
+
+/// The database away (restarting, unreachable, every connection busy past
+/// the wait): nothing was done — a read is not served unlogged — and trying
+/// again shortly may succeed.
+pub(crate) fn database_unreachable() -> ServiceError {
+    ServiceError::Unavailable {
+        code: ProblemCode::StoreUnavailable,
+        message: "the trust's database cannot be reached just now; nothing was done. Try again \
+                  shortly"
+            .into(),
     }
 }
 

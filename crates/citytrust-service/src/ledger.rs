@@ -178,10 +178,13 @@ impl Appender {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, entries = batch.len(), "could not append to the transparency log");
+                        let unreachable = e.is_unreachable();
                         for p in batch.drain(..) {
-                            let _ = p.done.send(Err(ServiceError::Internal(format!(
-                                "transparency log: {e}"
-                            ))));
+                            let _ = p.done.send(Err(if unreachable {
+                                crate::error::database_unreachable()
+                            } else {
+                                ServiceError::Internal(format!("transparency log: {e}"))
+                            }));
                         }
                     }
                 }

@@ -1553,3 +1553,340 @@ async fn a_backup_restored_on_a_fresh_node_verifies_and_a_database_older_than_a_
         "{text}"
     );
 }
+
+/// A private PostgreSQL server on `port` (its own cluster in `dir`), to be
+/// restarted under a node; run as the `postgres` user when the tests run as
+/// root. Stopped when dropped.
+struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    as_root: bool,
+}
+
+impl PrivatePostgres {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(dir: &std::path::Path, port: u16) -> Option<PrivatePostgres> {
+        let bin = pg_program("initdb").parent()?.to_path_buf();
+        let as_root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root).unwrap();
+        if as_root {
+            for p in [dir, &root] {
+                assert!(
+                    Command::new("chown")
+                        .arg("postgres")
+                        .arg(p)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+            assert!(
+                Command::new("chmod")
+                    .arg("755")
+                    .arg(dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let pg = PrivatePostgres {
+            bin,
+            data: root.join("data"),
+            as_root,
+        };
+        let out = pg
+            .command("initdb")
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+            root.display()
+        );
+        let log = root.join("log").display().to_string();
+        pg.pg_ctl(&["-l", &log, "-w", "-o", &options, "start"]);
+        Some(pg)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn postgresql_restarted_mid_burst_gives_503s_never_a_500_nor_an_unlogged_read_and_the_node_recovers()
+ {
+    use futures::StreamExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const BURST: usize = 4_000;
+    const RESTART_AFTER: usize = 1_000;
+    // Its own server, so that restarting it disturbs no other test; on the
+    // PostgreSQL pass only.
+    if std::env::var("CITYTRUST_TEST_DATABASE_URL")
+        .unwrap_or_default()
+        .is_empty()
+    {
+        eprintln!("runs on scripts/test's PostgreSQL pass");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let pg = PrivatePostgres::start(dir.path(), port).expect("PostgreSQL's programs");
+    let data = dir.path().join("node");
+    let args = vec![
+        "--data".to_string(),
+        data.display().to_string(),
+        "--database-url".to_string(),
+        format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    ];
+    let demo = start_demo(&args);
+    let base = demo.url.clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap();
+    let token: Value = client
+        .post(format!("{base}/api/v1/auth/token"))
+        .json(&json!({"username": "admin", "password": "demo-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let state = dir.path().join("verify-state.json");
+    let (ok, out) = run_verify(&base, &state);
+    assert!(ok, "{out}");
+
+    #[derive(Debug)]
+    enum Answer {
+        Read(u64),
+        Wrote(String),
+        Unavailable,
+        Shed,
+    }
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (tx, mut restart) = tokio::sync::mpsc::channel::<()>(1);
+    let burst = futures::stream::iter(0..BURST)
+        .map(|i| {
+            let (client, token, answered, tx, base) = (
+                client.clone(),
+                token.clone(),
+                answered.clone(),
+                tx.clone(),
+                base.clone(),
+            );
+            async move {
+                let res = if i % 3 == 0 {
+                    client
+                        .post(format!("{base}/api/v1/organizations"))
+                        .bearer_auth(&token)
+                        .json(&json!({"id": format!("burst-{i}"), "name": format!("Burst {i}")}))
+                        .send()
+                        .await
+                } else {
+                    client
+                        .get(format!(
+                            "{base}/api/v1/datasets/barcelona-districts/data?format=csv&limit=2"
+                        ))
+                        .send()
+                        .await
+                }
+                .unwrap();
+                let answer = match res.status().as_u16() {
+                    201 => Answer::Wrote(format!("burst-{i}")),
+                    200 => {
+                        let index = res.headers()["citytrust-log-entry"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        res.bytes().await.unwrap();
+                        Answer::Read(index)
+                    }
+                    503 => {
+                        let problem: Value = res.json().await.unwrap();
+                        assert_eq!(problem["code"], "store_unavailable", "{problem}");
+                        Answer::Unavailable
+                    }
+                    // Reads waiting on the database fill the node's read
+                    // slots: the next are shed, as under any overload.
+                    429 => {
+                        let problem: Value = res.json().await.unwrap();
+                        assert_eq!(problem["code"], "too_many_requests", "{problem}");
+                        Answer::Shed
+                    }
+                    other => panic!(
+                        "request {i} answered {other} while PostgreSQL restarted: {}",
+                        res.text().await.unwrap_or_default()
+                    ),
+                };
+                if answered.fetch_add(1, Ordering::SeqCst) + 1 == RESTART_AFTER {
+                    let _ = tx.try_send(());
+                }
+                answer
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>();
+    // Stopped (fast: sessions cut), away for fifteen seconds — longer than a
+    // request waits for a connection (10 s) — and started again.
+    let root = pg.data.parent().unwrap().to_path_buf();
+    let (log, options) = (
+        root.join("log"),
+        format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off",
+            root.display()
+        ),
+    );
+    let mut stop = pg.command("pg_ctl");
+    stop.arg("-D")
+        .arg(&pg.data)
+        .args(["-m", "fast", "-w", "stop"]);
+    let mut start = pg.command("pg_ctl");
+    // With its log file, or the server would hold the output pipes open.
+    start
+        .arg("-D")
+        .arg(&pg.data)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-o", &options, "start"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let restarting = async move {
+        restart.recv().await;
+        let out = tokio::task::spawn_blocking(move || stop.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+        let status = tokio::task::spawn_blocking(move || start.status().unwrap())
+            .await
+            .unwrap();
+        assert!(status.success());
+    };
+    let (answers, ()) = tokio::join!(burst, restarting);
+    drop(tx);
+    let unavailable = answers
+        .iter()
+        .filter(|a| matches!(a, Answer::Unavailable))
+        .count();
+    let reads: Vec<u64> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Read(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    let writes: Vec<&String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Wrote(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    let shed = answers.iter().filter(|a| matches!(a, Answer::Shed)).count();
+    eprintln!(
+        "PostgreSQL away for 15 s after {RESTART_AFTER} answers: {} reads, {} writes, {unavailable} × 503, {shed} × 429",
+        reads.len(),
+        writes.len()
+    );
+    assert!(
+        unavailable > 0,
+        "requests waiting past the outage are told so"
+    );
+    // Recovered on its own: reads and writes succeed again.
+    let mut recovered = false;
+    for _ in 0..60 {
+        let res = client
+            .get(format!(
+                "{base}/api/v1/datasets/barcelona-districts/data?format=csv&limit=2"
+            ))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            recovered = true;
+            break;
+        }
+        assert_eq!(res.status(), 503);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(recovered, "the node did not recover");
+    // Nothing acknowledged is lost; every read served has its entry; the
+    // log is dense, signed to its end, and verifies against what was seen.
+    let size = settled_size(&base).await;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let entries = stored_entries(&url).await;
+    for (n, (idx, _)) in entries.iter().enumerate() {
+        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
+    }
+    assert_eq!(size, entries.len().to_string());
+    for i in &reads {
+        let (_, e) = &entries[usize::try_from(*i).unwrap()];
+        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
+    }
+    let orgs = stored_organizations(&url).await;
+    let logged: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, e)| e["type"] == "organization.created")
+        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
+        .collect();
+    for id in &writes {
+        assert!(orgs.contains(*id) && logged.contains(*id), "{id}");
+    }
+    let burst_orgs: std::collections::BTreeSet<&String> =
+        orgs.iter().filter(|o| o.starts_with("burst-")).collect();
+    let burst_logged: std::collections::BTreeSet<&String> =
+        logged.iter().filter(|o| o.starts_with("burst-")).collect();
+    assert_eq!(burst_orgs, burst_logged);
+    let (ok, out) = run_verify(&base, &state);
+    assert!(ok, "{out}");
+    drop(demo);
+}
