@@ -457,7 +457,11 @@ impl Service {
                     *state = TreeState { size, hashes };
                     return Ok(());
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    // This node's tree stays whole should the rebuild fail.
+                    hashes.truncate(base);
+                    state.hashes = hashes;
+                }
                 Err(e) => {
                     hashes.truncate(base);
                     state.hashes = hashes;
