@@ -376,26 +376,7 @@ impl Service {
         // Recompute every stored hash from the entries themselves: an edited
         // entry or hash stops the service rather than being served as proven.
         let mut recomputed: Vec<tlog::Hash> = Vec::with_capacity(hashes.len());
-        let mut next: u64 = 0;
-        while next < size {
-            let from = i64::try_from(next).map_err(|_| corrupt("log too large"))?;
-            let batch = self.store.ledger_entries(from, BATCH).await?;
-            if batch.is_empty() {
-                return Err(corrupt(format!("entry {next} is missing")));
-            }
-            for (idx, body) in batch {
-                if next >= size {
-                    break;
-                }
-                if u64::try_from(idx).ok() != Some(next) {
-                    return Err(corrupt(format!("entry {next} is missing")));
-                }
-                let stored = tlog::stored_hashes(next, body.as_bytes(), &Reader(&recomputed))
-                    .map_err(|e| corrupt(e.to_string()))?;
-                recomputed.extend(stored);
-                next += 1;
-            }
-        }
+        self.fold_stored_entries(&mut recomputed, 0, size).await?;
         if let Some(i) = recomputed.iter().zip(&hashes).position(|(a, b)| a != b) {
             let (level, n) = tlog::split_stored_hash_index(i as u64);
             return Err(corrupt(format!(
@@ -409,6 +390,37 @@ impl Service {
             )));
         }
         Ok(TreeState { size, hashes })
+    }
+
+    /// Fold the stored entries `from..to` into `hashes` (the tree of `from`
+    /// entries), in order; a missing entry is corruption.
+    async fn fold_stored_entries(
+        &self,
+        hashes: &mut Vec<tlog::Hash>,
+        from: u64,
+        to: u64,
+    ) -> Result<()> {
+        let mut next = from;
+        while next < to {
+            let at = i64::try_from(next).map_err(|_| corrupt("log too large"))?;
+            let batch = self.store.ledger_entries(at, BATCH).await?;
+            if batch.is_empty() {
+                return Err(corrupt(format!("entry {next} is missing")));
+            }
+            for (idx, body) in batch {
+                if next >= to {
+                    break;
+                }
+                if u64::try_from(idx).ok() != Some(next) {
+                    return Err(corrupt(format!("entry {next} is missing")));
+                }
+                let stored = tlog::stored_hashes(next, body.as_bytes(), &Reader(hashes))
+                    .map_err(|e| corrupt(e.to_string()))?;
+                hashes.extend(stored);
+                next += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Bring this node's tree up to the newest checkpoint in the database,
@@ -428,30 +440,15 @@ impl Service {
         if size > state.size {
             let mut hashes = std::mem::take(&mut state.hashes);
             let base = hashes.len();
-            let mut next = state.size;
-            let folded = async {
-                while next < size {
-                    let from = i64::try_from(next).map_err(|_| corrupt("log too large"))?;
-                    let batch = self.store.ledger_entries(from, BATCH).await?;
-                    if batch.is_empty() {
-                        return Err(corrupt(format!("entry {next} is missing")));
-                    }
-                    for (idx, body) in batch {
-                        if next >= size {
-                            break;
-                        }
-                        if u64::try_from(idx).ok() != Some(next) {
-                            return Err(corrupt(format!("entry {next} is missing")));
-                        }
-                        let stored = tlog::stored_hashes(next, body.as_bytes(), &Reader(&hashes))
-                            .map_err(|e| corrupt(e.to_string()))?;
-                        hashes.extend(stored);
-                        next += 1;
-                    }
+            let folded = match self
+                .fold_stored_entries(&mut hashes, state.size, size)
+                .await
+            {
+                Ok(()) => {
+                    tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))
                 }
-                tlog::tree_hash(size, &Reader(&hashes)).map_err(|e| corrupt(e.to_string()))
-            }
-            .await;
+                Err(e) => Err(e),
+            };
             match folded {
                 Ok(root) if hex_hash(&root.0) == cp.root => {
                     *state = TreeState { size, hashes };

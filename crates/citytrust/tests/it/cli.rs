@@ -628,6 +628,50 @@ async fn stored_organizations(url: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// After a burst of reads (the log indexes their answers named) and
+/// organisation writes under a fault: the log in the database at `url` is
+/// dense and signed to its end (`signed_size`), every acknowledged read has
+/// its entry at the index it was told, every acknowledged write is in the
+/// database and in the log, and no burst change is without its entry, nor
+/// the reverse.
+async fn assert_burst_kept(url: &str, signed_size: &str, reads: &[u64], writes: &[&String]) {
+    let entries = stored_entries(url).await;
+    let orgs = stored_organizations(url).await;
+    for (n, (idx, _)) in entries.iter().enumerate() {
+        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
+    }
+    assert_eq!(
+        signed_size,
+        entries.len().to_string(),
+        "everything committed is signed"
+    );
+    for i in reads {
+        let (_, e) = &entries[usize::try_from(*i).unwrap()];
+        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
+        assert_eq!(e["dataset"], "barcelona-districts");
+    }
+    let logged: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|(_, e)| e["type"] == "organization.created")
+        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
+        .collect();
+    for id in writes {
+        assert!(
+            orgs.contains(*id),
+            "acknowledged {id} is not in the database"
+        );
+        assert!(logged.contains(*id), "acknowledged {id} has no log entry");
+    }
+    let burst_orgs: std::collections::BTreeSet<&String> =
+        orgs.iter().filter(|o| o.starts_with("burst-")).collect();
+    let burst_logged: std::collections::BTreeSet<&String> =
+        logged.iter().filter(|o| o.starts_with("burst-")).collect();
+    assert_eq!(
+        burst_orgs, burst_logged,
+        "no change without its entry, nor the reverse"
+    );
+}
+
 #[tokio::test]
 async fn a_node_killed_mid_burst_loses_no_acknowledged_action_and_its_log_stays_consistent() {
     use futures::StreamExt;
@@ -748,48 +792,7 @@ async fn a_node_killed_mid_burst_loses_no_acknowledged_action_and_its_log_stays_
     let restarted = start_demo(&storage);
     let after = settled_size(&restarted.url).await;
     let url = db_url(&storage, dir.path());
-    let entries = stored_entries(&url).await;
-    let orgs = stored_organizations(&url).await;
-    // Dense: every index from 0, no gaps.
-    for (n, (idx, _)) in entries.iter().enumerate() {
-        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
-    }
-    assert_eq!(
-        after,
-        entries.len().to_string(),
-        "everything committed is signed"
-    );
-    // Every acknowledged read has its entry, at the index the answer named.
-    for i in &reads {
-        let (_, e) = &entries[usize::try_from(*i).unwrap()];
-        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
-        assert_eq!(e["dataset"], "barcelona-districts");
-    }
-    // Every acknowledged write is in the database and in the log.
-    let logged: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter(|(_, e)| e["type"] == "organization.created")
-        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
-        .collect();
-    for id in &writes {
-        assert!(
-            orgs.contains(*id),
-            "acknowledged {id} is not in the database"
-        );
-        assert!(logged.contains(*id), "acknowledged {id} has no log entry");
-    }
-    // No change without its entry, no entry without its change.
-    let burst_orgs: std::collections::BTreeSet<String> = orgs
-        .iter()
-        .filter(|o| o.starts_with("burst-"))
-        .cloned()
-        .collect();
-    let burst_logged: std::collections::BTreeSet<String> = logged
-        .iter()
-        .filter(|o| o.starts_with("burst-"))
-        .cloned()
-        .collect();
-    assert_eq!(burst_orgs, burst_logged);
+    assert_burst_kept(&url, &after, &reads, &writes).await;
     // The new checkpoints extend what verify saw before the burst.
     assert!(after.parse::<u64>().unwrap() > before.parse::<u64>().unwrap());
     let (ok, out) = run_verify(&restarted.url, &state);
@@ -1155,41 +1158,7 @@ async fn one_of_two_nodes_killed_mid_burst_loses_nothing_acknowledged_and_the_lo
     // A alone integrates everything (B's sequencer died with it).
     let after = settled_size(&a.url).await;
     let url = db_url(&args_a, dir_a.path());
-    let entries = stored_entries(&url).await;
-    let orgs = stored_organizations(&url).await;
-    for (n, (idx, _)) in entries.iter().enumerate() {
-        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
-    }
-    assert_eq!(
-        after,
-        entries.len().to_string(),
-        "everything committed is signed"
-    );
-    for i in &reads {
-        let (_, e) = &entries[usize::try_from(*i).unwrap()];
-        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
-        assert_eq!(e["dataset"], "barcelona-districts");
-    }
-    let logged: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter(|(_, e)| e["type"] == "organization.created")
-        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
-        .collect();
-    for id in &writes {
-        assert!(
-            orgs.contains(*id),
-            "acknowledged {id} is not in the database"
-        );
-        assert!(logged.contains(*id), "acknowledged {id} has no log entry");
-    }
-    let burst_orgs: std::collections::BTreeSet<&String> =
-        orgs.iter().filter(|o| o.starts_with("burst-")).collect();
-    let burst_logged: std::collections::BTreeSet<&String> =
-        logged.iter().filter(|o| o.starts_with("burst-")).collect();
-    assert_eq!(
-        burst_orgs, burst_logged,
-        "no change without its entry, nor the reverse"
-    );
+    assert_burst_kept(&url, &after, &reads, &writes).await;
     assert!(after.parse::<u64>().unwrap() > before.parse::<u64>().unwrap());
     // B restarts on the log A extended meanwhile; verify accepts the log
     // through A, then through B, one state file carried across.
@@ -1863,29 +1832,7 @@ async fn postgresql_restarted_mid_burst_gives_503s_never_a_500_nor_an_unlogged_r
     // log is dense, signed to its end, and verifies against what was seen.
     let size = settled_size(&base).await;
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-    let entries = stored_entries(&url).await;
-    for (n, (idx, _)) in entries.iter().enumerate() {
-        assert_eq!(*idx, n as i64, "the log has a gap before entry {idx}");
-    }
-    assert_eq!(size, entries.len().to_string());
-    for i in &reads {
-        let (_, e) = &entries[usize::try_from(*i).unwrap()];
-        assert_eq!(e["type"], "content.read", "entry {i}: {e}");
-    }
-    let orgs = stored_organizations(&url).await;
-    let logged: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter(|(_, e)| e["type"] == "organization.created")
-        .map(|(_, e)| e["organization"].as_str().unwrap().to_string())
-        .collect();
-    for id in &writes {
-        assert!(orgs.contains(*id) && logged.contains(*id), "{id}");
-    }
-    let burst_orgs: std::collections::BTreeSet<&String> =
-        orgs.iter().filter(|o| o.starts_with("burst-")).collect();
-    let burst_logged: std::collections::BTreeSet<&String> =
-        logged.iter().filter(|o| o.starts_with("burst-")).collect();
-    assert_eq!(burst_orgs, burst_logged);
+    assert_burst_kept(&url, &size, &reads, &writes).await;
     let (ok, out) = run_verify(&base, &state);
     assert!(ok, "{out}");
     drop(demo);
