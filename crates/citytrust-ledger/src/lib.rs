@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod hashtile;
 pub mod policy;
 pub mod subtree;
 pub mod tiles;

@@ -11,6 +11,13 @@
 //! `--keep DIR` leaves the database and its key in DIR for `citytrust serve`
 //! (bench/ledger.sh then times `citytrust verify` against it).
 //!
+//! A log of 10^8 entries (bench/biglog.sh, issue 30): `--init DIR` makes the
+//! database and key; bench/fill_log.py writes the entries in bulk; `--adopt
+//! DIR` has the service build their tiles and sign them; `--sustain DIR
+//! --seconds S` then appends through the group committer (256 callers) while
+//! the sequencer integrates, and reports both rates and how far the
+//! sequencer fell behind.
+//!
 //!     cargo run --release -p citytrust-service --example ledger_bench -- [--entries N] [--keep DIR]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -60,8 +67,124 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// The service over the database and key in `dir` (as `--init` made them).
+async fn open(dir: &std::path::Path) -> (Store, Arc<Service>) {
+    let store = Store::open_data_dir(dir).await.unwrap();
+    let key = std::fs::read_to_string(dir.join("ledger-key")).unwrap();
+    let seed: [u8; 32] = hex::decode(key.trim()).unwrap().try_into().unwrap();
+    let settings = Settings {
+        ledger_seed: Some(LedgerSeed(seed)),
+        content_dir: Some(dir.join("content")),
+        ledger_tiles: Some(dir.join("ledger-tiles")),
+        ..Settings::default()
+    };
+    let service = Service::new(store.clone(), Arc::new(SystemClock), settings)
+        .await
+        .unwrap();
+    (store, Arc::new(service))
+}
+
+async fn big_log_modes() -> bool {
+    if let Some(dir) = arg("--init").map(std::path::PathBuf::from) {
+        std::fs::create_dir_all(&dir).unwrap();
+        Store::open_data_dir(&dir).await.unwrap();
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        std::fs::write(dir.join("ledger-key"), format!("{}\n", hex::encode(seed))).unwrap();
+        return true;
+    }
+    if let Some(dir) = arg("--adopt").map(std::path::PathBuf::from) {
+        let (_, service) = open(&dir).await;
+        let t = Instant::now();
+        let size = service.bench_adopt_entries().await.unwrap();
+        println!(
+            "tiles built from {size} entries and signed in {:.1} s ({:.0} entries/s)",
+            t.elapsed().as_secs_f64(),
+            size as f64 / t.elapsed().as_secs_f64()
+        );
+        return true;
+    }
+    if let Some(dir) = arg("--sustain").map(std::path::PathBuf::from) {
+        let seconds: u64 = arg("--seconds").map(|s| s.parse().unwrap()).unwrap_or(30);
+        let (store, service) = open(&dir).await;
+        let start_size = store.ledger_size().await.unwrap() as u64;
+        let appender = Appender::spawn(store.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let callers = 256u64;
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..callers {
+            let (appender, stop) = (appender.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut i = c;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (body, at) = read_entry(start_size + i);
+                    appender.append("content.read", body, at).await.unwrap();
+                    i += callers;
+                    n += 1;
+                }
+                n
+            }));
+        }
+        // The sequencer, as `serve` runs it: integrate whenever there is anything.
+        let sequencer = {
+            let (service, stop, store) = (service.clone(), stop.clone(), store.clone());
+            tokio::spawn(async move {
+                let mut max_lag = 0u64;
+                let mut signed = 0u64;
+                loop {
+                    let done = stop.load(std::sync::atomic::Ordering::Relaxed);
+                    match service.integrate_ledger().await.unwrap() {
+                        Some(s) => signed = s,
+                        None if done => break,
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                    if !done {
+                        let appended = store.ledger_size().await.unwrap() as u64;
+                        max_lag = max_lag.max(appended.saturating_sub(signed));
+                    }
+                }
+                (signed, max_lag)
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let appended: u64 = {
+            let mut n = 0;
+            for task in tasks {
+                n += task.await.unwrap();
+            }
+            n
+        };
+        let appending = t.elapsed().as_secs_f64();
+        let lag_at_stop = store.ledger_size().await.unwrap() as u64
+            - service
+                .latest_checkpoint()
+                .await
+                .unwrap()
+                .map_or(0, |c| c.size as u64);
+        let (signed, max_lag) = sequencer.await.unwrap();
+        let drained = t.elapsed().as_secs_f64();
+        println!(
+            "sustained {seconds} s on a log of {start_size} entries: appended {appended} ({:.0}/s, {callers} callers, group commit); \
+             sequencer integrated {} entries ({:.0}/s over the whole run); behind by {lag_at_stop} entries when appends stopped \
+             (at most {max_lag}), all signed {:.2} s later",
+            appended as f64 / appending,
+            signed - start_size,
+            (signed - start_size) as f64 / drained,
+            drained - appending
+        );
+        return true;
+    }
+    false
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if big_log_modes().await {
+        return;
+    }
     let target: u64 = arg("--entries")
         .map(|s| s.parse().unwrap())
         .unwrap_or(1_000_000);

@@ -37,14 +37,47 @@ impl Store {
         row.map(|r| Ok(r.try_get("body")?)).transpose()
     }
 
-    /// Every stored tree hash, in stored-hash-index order (hex).
-    pub async fn ledger_hashes(&self) -> Result<Vec<(i64, String)>> {
-        let rows = sqlx::query("SELECT id, hash FROM ledger_hashes ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("hash")?)))
-            .collect()
+    /// The stored tiles among `keys` (tile level, index); those not stored are left out.
+    pub async fn ledger_tiles(&self, keys: &[(i64, i64)]) -> Result<Vec<StoredTile>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(200) {
+            let mut sql = String::from("SELECT level, idx, width, hashes FROM ledger_tiles WHERE ");
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&format!(
+                    "(level = ${} AND idx = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for (level, idx) in chunk {
+                q = q.bind(level).bind(idx);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(StoredTile {
+                    level: r
+                        .try_get::<i64, _>(0)
+                        .or_else(|_| r.try_get::<i32, _>(0).map(i64::from))?,
+                    idx: r.try_get(1)?,
+                    width: r
+                        .try_get::<i64, _>(2)
+                        .or_else(|_| r.try_get::<i32, _>(2).map(i64::from))?,
+                    hashes: r.try_get(3)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store tiles outside an integration (the tree rebuilt from its entries).
+    pub async fn put_ledger_tiles(&self, tiles: &[StoredTile]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        upsert_tiles(&mut tx, tiles).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
@@ -64,36 +97,37 @@ impl Store {
         row.map(|r| checkpoint_from_row(&r)).transpose()
     }
 
-    /// Store the tree hashes of newly integrated entries and the checkpoint that
-    /// covers them, together. Another node having done it first is a `Conflict`.
+    /// Store the tiles that integrating entries `old_size..checkpoint.size`
+    /// changed, the checkpoint that covers them and their index rows,
+    /// together. Only one integration extends a given checkpoint: under a
+    /// lock on PostgreSQL (SQLite has one writer), the newest stored
+    /// checkpoint must still be `old_size`, or this is a `Conflict` (another
+    /// node integrated first) and nothing is stored.
     pub async fn record_integration(
         &self,
-        hashes: &[(i64, String)],
+        tiles: &[StoredTile],
+        old_size: i64,
         checkpoint: &StoredCheckpoint,
         index: &[LedgerIndexRow],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        // Multi-row inserts: a checkpoint of 4,096 entries stores ~8,200 hashes.
-        const ROWS: usize = 400;
-        for chunk in hashes.chunks(ROWS) {
-            let mut sql = String::from("INSERT INTO ledger_hashes (id, hash) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            let mut q = sqlx::query(&sql);
-            for (id, hash) in chunk {
-                q = q.bind(id).bind(hash);
-            }
-            q.execute(&mut *tx).await.map_err(|e| {
-                conflict(
-                    e,
-                    format!("tree hash {}", chunk.first().map(|c| c.0).unwrap_or(0)),
-                )
-            })?;
+        if self.backend == Backend::Postgres {
+            // Held to the end of the transaction: the one short lock of the sequencer.
+            sqlx::query("SELECT pg_advisory_xact_lock(727275)::TEXT")
+                .execute(&mut *tx)
+                .await?;
         }
+        let newest: i64 = sqlx::query("SELECT COALESCE(MAX(size), 0) FROM ledger_checkpoints")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if newest != old_size {
+            return Err(StoreError::Conflict(format!(
+                "checkpoint {} (the log is at {newest}, not {old_size})",
+                checkpoint.size
+            )));
+        }
+        upsert_tiles(&mut tx, tiles).await?;
         sqlx::query(
             "INSERT INTO ledger_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -245,4 +279,37 @@ impl Store {
         tx.commit().await?;
         Ok(idx)
     }
+}
+
+/// Insert or widen tiles: a stored tile is only ever replaced by a wider one
+/// (tiles grow; a narrower write is a node behind, and changes nothing).
+async fn upsert_tiles(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tiles: &[StoredTile],
+) -> Result<()> {
+    const ROWS: usize = 50;
+    for chunk in tiles.chunks(ROWS) {
+        let mut sql = String::from("INSERT INTO ledger_tiles (level, idx, width, hashes) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = 4 * i;
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+        }
+        sql.push_str(
+            " ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, hashes = excluded.hashes \
+             WHERE excluded.width > ledger_tiles.width",
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q
+                .bind(i32::try_from(t.level).unwrap_or(i32::MAX))
+                .bind(t.idx)
+                .bind(i32::try_from(t.width).unwrap_or(i32::MAX))
+                .bind(t.hashes.as_slice());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

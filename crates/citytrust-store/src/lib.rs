@@ -156,6 +156,16 @@ pub struct StoredCheckpoint {
     pub created_at: String,
 }
 
+/// A tile of the log's tree as stored (`citytrust_ledger::hashtile` encodes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTile {
+    pub level: i64,
+    pub idx: i64,
+    /// Hashes in its bottom row.
+    pub width: i64,
+    pub hashes: Vec<u8>,
+}
+
 /// What one signed log entry is about (one row per dataset it names), for
 /// analytics and the register. Derived from the public entry alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

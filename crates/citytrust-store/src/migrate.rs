@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_version_claims.sql"),
         postgres: include_str!("../migrations/postgres/0013_version_claims.sql"),
     },
+    Migration {
+        version: 14,
+        name: "ledger_tiles",
+        sqlite: include_str!("../migrations/sqlite/0014_ledger_tiles.sql"),
+        postgres: include_str!("../migrations/postgres/0014_ledger_tiles.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -402,7 +402,7 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     drop(demo);
     assert_eq!(sql(&url, edit).await, 1);
     sql(&url, "DELETE FROM ledger_checkpoints").await;
-    sql(&url, "DELETE FROM ledger_hashes").await;
+    sql(&url, "DELETE FROM ledger_tiles").await;
     // The node's witness of what it signed stops it.
     let refused = citytrust()
         .arg("demo")

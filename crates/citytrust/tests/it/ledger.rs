@@ -229,17 +229,45 @@ async fn checkpoints_stay_consistent_across_growth_and_restart() {
 async fn a_tampered_tree_is_detected_on_start() {
     let app = TestApp::start().await;
     app.service.integrate_ledger().await.unwrap();
-    app.sql("UPDATE ledger_hashes SET hash = '00000000000000000000000000000000000000000000000000000000000000ff' WHERE id = 0").await;
-    let err = app
-        .restart_service()
+    let store = citytrust_store::Store::connect(&app.db_url).await.unwrap();
+    let tile = store.ledger_tiles(&[(0, 0)]).await.unwrap().remove(0);
+    assert!(tile.width >= 2, "{tile:?}");
+    // Stored bottom row first, then each interior row.
+    let interior = 32 * tile.width as usize;
+    // A leaf hash changed, then an interior node: caught by the root (when
+    // it is computed from the changed hash) or by the tile's own rows.
+    for (byte, want) in [
+        (
+            0,
+            "the stored tree does not match itself (tile 0/0, row 1, node 0)",
+        ),
+        (interior, "the stored tree does not match checkpoint"),
+    ] {
+        let mut bad = tile.clone();
+        bad.hashes[byte] ^= 1;
+        app.sql("DELETE FROM ledger_tiles WHERE level = 0 AND idx = 0")
+            .await;
+        store.put_ledger_tiles(&[bad]).await.unwrap();
+        let err = app
+            .restart_service()
+            .await
+            .err()
+            .expect("a tampered tree must stop the service");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    // Cut short (or lost): rebuilt from the entries at start, and checked
+    // against the signed root like any tile.
+    let mut short = tile.clone();
+    short.width -= 1;
+    short.hashes.truncate(32 * (short.width as usize));
+    app.sql("DELETE FROM ledger_tiles WHERE level = 0 AND idx = 0")
+        .await;
+    app.sql("DELETE FROM ledger_tiles WHERE level > 0").await;
+    store.put_ledger_tiles(&[short]).await.unwrap();
+    app.restart_service()
         .await
-        .err()
-        .expect("a tampered tree must stop the service");
-    assert!(
-        err.to_string()
-            .contains("does not match its entries (hash 0"),
-        "{err}"
-    );
+        .expect("a short tile is rebuilt");
+    assert_eq!(store.ledger_tiles(&[(0, 0)]).await.unwrap(), vec![tile]);
 }
 
 #[tokio::test]
@@ -268,7 +296,7 @@ async fn a_node_never_signs_over_a_log_that_does_not_extend_its_last_checkpoint(
     // The database loses its checkpoints and hashes (restored from an old
     // backup, or wiped by someone who would re-sign the log): the node stops.
     app.sql("DELETE FROM ledger_checkpoints").await;
-    app.sql("DELETE FROM ledger_hashes").await;
+    app.sql("DELETE FROM ledger_tiles").await;
     let err = app
         .restart_service()
         .await

@@ -545,7 +545,7 @@ async fn three_trusts_witness_each_other_and_a_fork_is_caught() {
     // A's database is rewritten to another history under the same key and
     // re-signed by a node without A's witness file (the log suite's fork).
     a.sql("DELETE FROM ledger_checkpoints").await;
-    a.sql("DELETE FROM ledger_hashes").await;
+    a.sql("DELETE FROM ledger_tiles").await;
     a.sql("DELETE FROM checkpoint_cosignatures").await;
     a.sql("UPDATE ledger_entries SET body = replace(body, 'Witnessed 0', 'Witnessed 9') WHERE idx < 20").await;
     let store = citytrust_store::Store::connect(&a.db_url).await.unwrap();
