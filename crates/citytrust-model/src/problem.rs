@@ -181,6 +181,9 @@ problem_codes! {
     /// A version's files are on another node's disk: nodes sharing a
     /// database must share one object store (a misconfiguration).
     VersionsNotShared = "versions_not_shared",
+    /// This node's own disk (its spool for uploads and results) is full:
+    /// nothing was stored; another node, or this one later, can take it.
+    NodeDiskFull = "node_disk_full",
     /// Something went wrong on the trust's side; it is logged.
     Internal = "internal",
 }

@@ -215,9 +215,10 @@ async fn drain(body: Body, limit: u64) {
 
 /// Write a request body to `path` as it arrives, within the size limit.
 async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
-    let mut file = tokio::fs::File::create_new(path)
-        .await
-        .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+    // A full disk is this node's `503 node_disk_full` (retryable elsewhere);
+    // any other failure to write is internal.
+    let io = |e: std::io::Error| ApiError::from(citytrust_service::ServiceError::from(e));
+    let mut file = tokio::fs::File::create_new(path).await.map_err(io)?;
     let mut stream = body.into_data_stream();
     let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
@@ -236,13 +237,16 @@ async fn receive(body: Body, path: &std::path::Path) -> Result<(), ApiError> {
                 format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes; nothing was stored"),
             ));
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+        if let Err(e) = file.write_all(&chunk).await {
+            // Read (and drop) the rest of a modest body, so the client gets
+            // the answer rather than a reset connection.
+            drop(file);
+            let rest = axum::body::Body::from_stream(stream);
+            drain(rest, 64 << 20).await;
+            return Err(io(e));
+        }
     }
-    file.flush()
-        .await
-        .map_err(|e| citytrust_service::ServiceError::Internal(format!("upload file: {e}")))?;
+    file.flush().await.map_err(io)?;
     if total == 0 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -158,6 +158,22 @@ fn store_unavailable(detail: &str) -> ServiceError {
 
 impl From<std::io::Error> for ServiceError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return node_disk_full();
+        }
         ServiceError::Internal(format!("storage: {e}"))
+    }
+}
+
+/// This node's disk is full: nothing was stored (the spool's files are
+/// removed as their handles drop); retryable, on another node or later.
+pub(crate) fn node_disk_full() -> ServiceError {
+    tracing::error!(
+        "this node's disk is full: uploads and large answers fail until space is freed"
+    );
+    ServiceError::Unavailable {
+        code: ProblemCode::NodeDiskFull,
+        message: "this server's disk is full just now; nothing was stored. Try again shortly"
+            .into(),
     }
 }

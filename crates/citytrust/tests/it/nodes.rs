@@ -6,8 +6,9 @@
 //! the documented two seconds; uploads of one dataset on two nodes at once
 //! both land, as distinct versions; the log stays single-history and dense
 //! under a burst spread over the nodes; a privacy budget cannot be
-//! overspent by spreading requests; and a node set up with versions on its
-//! own disk says so instead of failing.
+//! overspent by spreading requests; a node set up with versions on its
+//! own disk says so instead of failing; and a node whose disk is full
+//! refuses uploads cleanly while the others go on.
 //!
 //! The shared shape needs the shared object store: these tests run on the
 //! PostgreSQL + S3 pass of `scripts/test` (on SQLite alone they say so and
@@ -506,4 +507,99 @@ async fn a_node_whose_database_is_away_answers_503_and_serves_nothing() {
         assert!(!detail.contains("pool"), "{detail}");
     }
     assert_eq!(app.get("/healthz", None).await.status(), 503);
+}
+
+/// A tmpfs of `kib` KiB mounted over `dir` while it lives (needs root, as
+/// `scripts/test` runs; elsewhere the test says so and returns).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, kib: u32) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("a full disk is simulated with a small tmpfs: this needs root");
+        }
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_disk_is_full_refuses_uploads_cleanly_and_the_others_go_on() {
+    // On the shared shape node B's disk fills while A goes on; on SQLite,
+    // the one node's.
+    let a = TestApp::start().await;
+    let shared = std::env::var("CITYTRUST_TEST_OBJECT_STORE").is_ok_and(|s| !s.is_empty());
+    let b = if shared {
+        Some(a.join_with(|_| {}).await)
+    } else {
+        None
+    };
+    let full = b.as_ref().unwrap_or(&a);
+    let alice = a.token("alice").await;
+    let id = crate::levels::upload(
+        &a,
+        &alice,
+        dataset("Street lamps", "city-energy", "open"),
+        json!({}),
+        b"lamp,watts\nL-1,40\n".to_vec(),
+    )
+    .await;
+    let spool = full.service.content_dir().join("tmp");
+    let Some(disk) = SmallDisk::mount(&spool, 64) else {
+        return;
+    };
+    // An upload of ~2 MB through the full node: refused, retryable, and nothing is left.
+    let mut big = String::from("lamp,watts\n");
+    for i in 0..100_000 {
+        big.push_str(&format!("L-{i},{}\n", 20 + i % 60));
+    }
+    let path = format!("/api/v1/datasets/{id}/versions");
+    let before = a.service.store().ledger_size().await.unwrap();
+    let res = full
+        .post_raw(&path, Some(&alice), "text/csv", big.clone().into_bytes())
+        .await;
+    let retry = res.headers().get("retry-after").cloned();
+    let problem = assert_problem(res, 503, "node_disk_full", None).await;
+    assert_eq!(retry.unwrap(), "5");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("nothing was stored"), "{detail}");
+    assert!(!detail.contains(&spool.display().to_string()), "{detail}");
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool left files"
+    );
+    assert_eq!(a.service.store().ledger_size().await.unwrap(), before);
+    let claims = a.service.store().live_version_claims("0000").await.unwrap();
+    assert!(claims.is_empty(), "{claims:?}");
+    // The full node still serves reads that fit; the others take uploads.
+    let data = format!("/api/v1/datasets/{id}/data?format=csv");
+    assert_eq!(full.get(&data, None).await.status(), 200);
+    if b.is_some() {
+        let res = a
+            .post_raw(&path, Some(&alice), "text/csv", big.clone().into_bytes())
+            .await;
+        assert_eq!(json_of(res, 201).await["version"], 2);
+    }
+    // Space again: the same upload lands on the node that refused it.
+    drop(disk);
+    let res = full
+        .post_raw(&path, Some(&alice), "text/csv", big.into_bytes())
+        .await;
+    let want = if b.is_some() { 3 } else { 2 };
+    assert_eq!(json_of(res, 201).await["version"], want);
 }
