@@ -156,6 +156,16 @@ impl HashTile {
         Ok(())
     }
 
+    /// The tile as it was when its bottom row held `width` hashes (a tile
+    /// read from the database may be wider than the tree a node builds on:
+    /// another node has grown it since).
+    pub fn cut_to(&self, width: u64) -> HashTile {
+        HashTile {
+            width: width.min(self.width),
+            hashes: self.hashes.clone(),
+        }
+    }
+
     /// The C2SP tile of `width` hashes: the bottom row's first `width`.
     pub fn bottom(&self, width: u64) -> Option<Vec<u8>> {
         (width <= self.width).then(|| {
@@ -483,6 +493,16 @@ mod tests {
         bytes[256 * HASH + 3] ^= 1;
         let bad = HashTile::decode((0, 0), 256, &bytes).unwrap();
         assert_eq!(bad.first_inconsistency(), Some((1, 0)));
+        // A tile grown elsewhere, cut back to the tree one builds on, grows again
+        // to the same hashes.
+        let wide = set.get(&(0, 1)).unwrap();
+        let mut cut = TileSet::default();
+        cut.insert((0, 1), wide.cut_to(10));
+        cut.insert((1, 0), set.get(&(1, 0)).unwrap().clone());
+        for i in 266..300 {
+            cut.append(i, &data(i)).unwrap();
+        }
+        assert_eq!(cut.get(&(0, 1)).unwrap().encode(), wide.encode());
         // Out of order growth is refused.
         let mut t = HashTile::default();
         assert!(t.set(0, 1, tlog::Hash([0; HASH])).is_err());

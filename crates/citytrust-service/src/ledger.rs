@@ -684,10 +684,13 @@ impl Service {
         let old_size = state.size;
         let edge = edge_locations(old_size);
         self.load_tiles(state, edge.clone()).await?;
+        // Copies cut to the tree this node builds on: a tile read from the
+        // database may be wider (another node has integrated since; the
+        // store then refuses this checkpoint as a conflict).
         let mut grown = TileSet::default();
         for loc in &edge {
             if let Some(t) = state.tiles.get(&loc.tile) {
-                grown.insert(loc.tile, t.clone());
+                grown.insert(loc.tile, t.cut_to(loc.width));
             }
         }
         if old_size > 0 && tlog::tree_hash(old_size, &grown).map_err(tlog_err)? != state.root {

@@ -271,6 +271,44 @@ async fn a_tampered_tree_is_detected_on_start() {
 }
 
 #[tokio::test]
+async fn a_node_building_on_tiles_another_node_has_grown_since_signs_the_same_tree() {
+    // Node A reads the tree's edge after node B has grown its tiles but
+    // before A sees B's checkpoint (here: B's checkpoint row is set aside
+    // while A starts). A must build on the tree it knows — found by the
+    // three-node load run as "bad math" errors from the sequencer.
+    let app = TestApp::start().await;
+    let alice = app.token("alice").await;
+    let old = app.service.integrate_ledger().await.unwrap().unwrap();
+    for i in 0..5 {
+        app.post_json(
+            "/api/v1/datasets",
+            Some(&alice),
+            &dataset(&format!("Grown {i}"), "city-energy", "open"),
+        )
+        .await;
+    }
+    let grown = app.service.integrate_ledger().await.unwrap().unwrap();
+    assert!(grown > old);
+    let root_by_b = app.service.latest_checkpoint().await.unwrap().unwrap().root;
+    app.sql(&format!(
+        "DELETE FROM ledger_checkpoints WHERE size = {grown}"
+    ))
+    .await;
+    // A is another node: its witness file is its own (none yet).
+    let store = citytrust_store::Store::connect(&app.db_url).await.unwrap();
+    let mut settings = app.settings.clone();
+    settings.ledger_witness = None;
+    let a = citytrust_service::Service::new(store, app.clock.clone(), settings)
+        .await
+        .unwrap();
+    assert_eq!(a.integrate_ledger().await.unwrap(), Some(grown));
+    assert_eq!(
+        a.latest_checkpoint().await.unwrap().unwrap().root,
+        root_by_b
+    );
+}
+
+#[tokio::test]
 async fn an_edited_entry_is_detected_on_start() {
     let app = TestApp::start().await;
     app.service.integrate_ledger().await.unwrap();
