@@ -4,8 +4,10 @@
 #  - `citytrust serve` ready (health answered) from a cold process, 3 starts;
 #  - its resident memory after start and after the proof runs (VmRSS, VmHWM);
 #  - inclusion proofs over HTTP with wrk (one connection, so latency is per
-#    request): entries with proof and checkpoint at random indexes over the
-#    whole log and over the newest 10,000, and C2SP bottom tiles at random;
+#    request): the proof alone (/api/v1/ledger/proofs/{i}) and the entry with
+#    proof and checkpoint (/api/v1/ledger/entries/{i}, three database reads),
+#    at random indexes over the whole log and over the newest 10,000, and
+#    C2SP bottom tiles at random;
 #  - the sequencer against the group committer: 256 callers appending for
 #    30 s while the sequencer integrates (ledger_bench --sustain).
 # The log is built once in DIR (kept for reruns; ~25 GB at 10^8 entries):
@@ -17,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENTRIES=${1:-100000000}
 DIR=${2:-/var/tmp/citytrust-biglog-$ENTRIES}
+# (Keep CARGO_HOME as the build it reuses had it: another CARGO_HOME rebuilds every crate.)
 cargo build --release --locked --quiet --bin citytrust
 cargo build --release --locked --quiet --workspace --features citytrust-service/bench --example ledger_bench
 command -v wrk >/dev/null || { apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; }
@@ -65,6 +68,9 @@ request = function()
     for k = 1, #g - 1 do g[k] = "x" .. g[k] end
     return wrk.format("GET", "/ledger/tile/0/" .. table.concat(g, "/"))
   end
+  if "$4" == "proof" then
+    return wrk.format("GET", "/api/v1/ledger/proofs/" .. i)
+  end
   return wrk.format("GET", "/api/v1/ledger/entries/" .. i)
 end
 LUA
@@ -73,6 +79,8 @@ LUA
 }
 LAST=$(( ENTRIES - 1 ))
 FULL=$(( ENTRIES / 256 * 256 - 1 ))
+proofs "inclusion proof alone, random over the log" 0 "$LAST" proof
+proofs "inclusion proof alone, newest 10,000" $(( LAST - 9999 )) "$LAST" proof
 proofs "entry + inclusion proof + checkpoint, random over the log" 0 "$LAST" entry
 proofs "entry + inclusion proof + checkpoint, newest 10,000" $(( LAST - 9999 )) "$LAST" entry
 proofs "C2SP bottom tile, random over the log" 0 "$FULL" tile

@@ -59,7 +59,7 @@ pub fn routes() -> Router<AppState> {
         list_organizations, create_organization, get_organization,
         list_users, create_user, list_groups, create_group,
         list_authorities, create_authority, revoke_authority,
-        crate::ledger::entry, crate::ledger::consistency, crate::ledger::analytics, crate::ledger::agreement_log,
+        crate::ledger::entry, crate::ledger::proof, crate::ledger::consistency, crate::ledger::analytics, crate::ledger::agreement_log,
         crate::content::upload_version, crate::content::list_versions, crate::content::get_version,
         crate::content::get_rejects, crate::content::get_data, crate::content::run_query,
         crate::content::get_quality_rules, crate::content::put_quality_rules,

@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ledger/witnesses", get(witnesses))
         .route("/ledger/tile/{*path}", get(tile))
         .route("/api/v1/ledger/entries/{index}", get(entry))
+        .route("/api/v1/ledger/proofs/{index}", get(proof))
         .route("/api/v1/ledger/consistency", get(consistency))
         .route("/api/v1/ledger/analytics", get(analytics))
         .route("/api/v1/agreements/{id}/log", get(agreement_log))
@@ -164,6 +165,47 @@ async fn entry(
             root,
             note: proven.checkpoint.note,
         },
+    }))
+}
+
+/// An inclusion proof alone, against the newest checkpoint the node holds.
+#[derive(Serialize, ToSchema)]
+pub struct InclusionProofView {
+    pub index: u64,
+    /// The size of the tree the proof is for (a checkpoint at
+    /// `/ledger/checkpoint` of this size or newer signs it).
+    pub size: u64,
+    /// That tree's root, base64.
+    pub root: String,
+    /// The entry's RFC 6962 leaf hash, base64.
+    pub leaf_hash: String,
+    /// Inclusion proof (leaf to root), base64 hashes.
+    pub inclusion_proof: Vec<String>,
+}
+
+/// The inclusion proof of one entry, without the entry: what a client that
+/// holds the entry (a read's `CityTrust-Log-Entry`, a receipt) needs.
+#[utoipa::path(get, path = "/api/v1/ledger/proofs/{index}", tag = "ledger",
+    params(("index" = u64, Path, description = "The entry's index, from 0")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "The proof", body = InclusionProofView),
+        (status = 404, description = "No such entry in a checkpoint yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn proof(
+    State(state): State<AppState>,
+    Path(index): Path<String>,
+) -> Result<Json<InclusionProofView>, ApiError> {
+    let index: u64 = index
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("log entry '{index}'")))?;
+    let p = state.service.ledger_inclusion_proof(index).await?;
+    Ok(Json(InclusionProofView {
+        index: p.index,
+        size: p.size,
+        root: STANDARD.encode(p.root),
+        leaf_hash: STANDARD.encode(p.leaf_hash),
+        inclusion_proof: p.proof.iter().map(|h| STANDARD.encode(h)).collect(),
     }))
 }
 

@@ -326,7 +326,7 @@ async fn main() {
         rng ^= rng << 17;
         let index = rng % signed;
         let t = Instant::now();
-        let proof = service.ledger_inclusion_proof(index).await.unwrap();
+        let proof = service.ledger_inclusion_proof(index).await.unwrap().proof;
         times.push(t.elapsed());
         assert!(!proof.is_empty());
     }

@@ -98,6 +98,17 @@ pub(crate) struct Ledger {
     state: tokio::sync::Mutex<TreeState>,
 }
 
+/// The proof that the tree of `size` entries holds leaf `leaf_hash` at `index`.
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub size: u64,
+    pub root: Hash,
+    pub leaf_hash: Hash,
+    /// RFC 6962 inclusion proof, leaf to root.
+    pub proof: Vec<Hash>,
+}
+
 /// An entry with the proof that it is in the log.
 #[derive(Debug, Clone)]
 pub struct ProvenEntry {
@@ -846,8 +857,9 @@ impl Service {
     }
 
     /// The inclusion proof of entry `index` in the newest checkpointed tree
-    /// (from the tiles held in memory; the database only for tiles not held).
-    pub async fn ledger_inclusion_proof(&self, index: u64) -> Result<Vec<Hash>> {
+    /// this node holds (from the tiles in its cache; the database only for
+    /// tiles not held, or a newer checkpoint when the entry is beyond it).
+    pub async fn ledger_inclusion_proof(&self, index: u64) -> Result<InclusionProof> {
         let mut state = self.ledger.state.lock().await;
         state.trim();
         if index >= state.size {
@@ -859,7 +871,14 @@ impl Service {
                 "log entry {index} (not yet in a checkpoint)"
             )));
         }
-        Ok(self.prove(&mut state, index).await?.0)
+        let (proof, leaf) = self.prove(&mut state, index).await?;
+        Ok(InclusionProof {
+            index,
+            size: state.size,
+            root: state.root.0,
+            leaf_hash: leaf.0,
+            proof,
+        })
     }
 
     /// The consistency proof from the tree of `from` entries to the tree of `to` entries.

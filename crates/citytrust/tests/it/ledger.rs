@@ -35,6 +35,14 @@ async fn verified_entry(app: &TestApp, key: &str, i: u64) -> Value {
         .collect();
     let proof: Vec<&[u8]> = proof.iter().map(Vec::as_slice).collect();
     verify_inclusion(i, cp.size, &leaf, &proof, &cp.root).unwrap();
+    // The proof alone says the same, for the same tree.
+    let res = app.get(&format!("/api/v1/ledger/proofs/{i}"), None).await;
+    assert_eq!(res.status(), 200, "proof {i}");
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["size"], cp.size);
+    assert_eq!(p["root"], e["checkpoint"]["root"]);
+    assert_eq!(p["leaf_hash"], e["leaf_hash"]);
+    assert_eq!(p["inclusion_proof"], e["inclusion_proof"]);
     // The decoded entry is the canonical encoding's content.
     assert_eq!(serde_json::from_str::<Value>(encoded).unwrap(), e["entry"]);
     e["entry"].clone()
@@ -130,13 +138,13 @@ async fn every_change_is_logged_provably_and_without_names() {
     assert_eq!(reclassified["previous_spectrum"], "open");
     assert_eq!(reclassified["spectrum"], "shared_group");
     assert_eq!(reclassified["by"], "organization:city-energy");
-    assert_problem(
-        app.get("/api/v1/ledger/entries/5", None).await,
-        404,
-        "not_found",
-        None,
-    )
-    .await;
+    for path in [
+        "/api/v1/ledger/entries/5",
+        "/api/v1/ledger/proofs/5",
+        "/api/v1/ledger/proofs/x",
+    ] {
+        assert_problem(app.get(path, None).await, 404, "not_found", None).await;
+    }
 }
 
 #[tokio::test]
