@@ -435,6 +435,17 @@ impl Service {
         // when their bundle is first served, and by every verifier).
         let last = size - 1;
         let first = last - last % hashtile::WIDTH;
+        // Not on the edge when the tree ends a bottom tile (size a multiple of 256).
+        self.load_tiles(
+            &mut state,
+            vec![Location {
+                tile: (0, first / hashtile::WIDTH),
+                row: 0,
+                position: last - first,
+                width: size - first,
+            }],
+        )
+        .await?;
         let entries = self
             .store
             .ledger_entries(first as i64, (size - first) as i64)

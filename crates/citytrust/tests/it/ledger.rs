@@ -317,6 +317,63 @@ async fn a_node_building_on_tiles_another_node_has_grown_since_signs_the_same_tr
 }
 
 #[tokio::test]
+async fn a_log_ending_a_bottom_tile_restarts_and_grows() {
+    // 256 entries: the tree's right edge is a tile not started yet, and the
+    // last full one is checked at start all the same (found by the 10^8-entry
+    // bench, 10^8 being a multiple of 256).
+    let app = TestApp::start().await;
+    let store = app.service.store();
+    let have = store.ledger_size().await.unwrap();
+    let bodies: Vec<(String, String)> = (have..256)
+        .map(|i| {
+            let at = "2026-12-06T00:00:00Z".to_string();
+            let body = citytrust_ledger::entry::encode("test.entry", &at, json!({"n": i})).unwrap();
+            (String::from_utf8(body).unwrap(), at)
+        })
+        .collect();
+    let entries: Vec<citytrust_store::NewLogEntry<'_>> = bodies
+        .iter()
+        .map(|(body, at)| citytrust_store::NewLogEntry {
+            kind: "test.entry",
+            body,
+            at,
+        })
+        .collect();
+    store.append_log_batch(&entries).await.unwrap();
+    assert_eq!(app.service.integrate_ledger().await.unwrap(), Some(256));
+    let again = app
+        .restart_service()
+        .await
+        .expect("restarts on a full bottom tile");
+    // An edited entry of that last full tile is still caught.
+    app.sql(
+        "UPDATE ledger_entries SET body = replace(body, '\"n\":255', '\"n\":999') WHERE idx = 255",
+    )
+    .await;
+    let err = app
+        .restart_service()
+        .await
+        .err()
+        .expect("an edited entry stops the node");
+    assert!(
+        err.to_string()
+            .contains("does not match its entries (entry 255)"),
+        "{err}"
+    );
+    app.sql(
+        "UPDATE ledger_entries SET body = replace(body, '\"n\":999', '\"n\":255') WHERE idx = 255",
+    )
+    .await;
+    app.post_json(
+        "/api/v1/datasets",
+        Some(&app.token("alice").await),
+        &dataset("After a full tile", "city-energy", "open"),
+    )
+    .await;
+    assert_eq!(again.integrate_ledger().await.unwrap(), Some(257));
+}
+
+#[tokio::test]
 async fn an_edited_entry_is_detected_on_start() {
     let app = TestApp::start().await;
     app.service.integrate_ledger().await.unwrap();
