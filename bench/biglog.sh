@@ -61,10 +61,9 @@ math.randomseed(20261206)
 request = function()
   local i = math.random($2, $3)
   if "$4" == "tile" then
-    local n = i // 256
-    local p = ""
+    local n = math.floor(i / 256)
     local g = {}
-    repeat table.insert(g, 1, string.format("%03d", n % 1000)); n = n // 1000 until n == 0
+    repeat table.insert(g, 1, string.format("%03d", n % 1000)); n = math.floor(n / 1000) until n == 0
     for k = 1, #g - 1 do g[k] = "x" .. g[k] end
     return wrk.format("GET", "/ledger/tile/0/" .. table.concat(g, "/"))
   end
@@ -75,7 +74,7 @@ request = function()
 end
 LUA
   printf '%s: ' "$1"
-  wrk -t1 -c1 -d20s --latency -s "$LUA" "http://127.0.0.1:$PORT" | awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} END {printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, (bad==""?0:bad)}'
+  wrk -t1 -c1 -d20s --latency -s "$LUA" "http://127.0.0.1:$PORT" 2>&1 | tee "$DIR/wrk.out" | awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {bad=$NF} /unexpected|error/ {err=1} END {if (err) {print "wrk script error"; exit 1}; printf "%s req/s, p50 %s, p99 %s, non-2xx %s\n", rps, p50, p99, (bad==""?0:bad)}'
 }
 LAST=$(( ENTRIES - 1 ))
 FULL=$(( ENTRIES / 256 * 256 - 1 ))

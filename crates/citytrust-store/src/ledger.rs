@@ -116,6 +116,15 @@ impl Store {
             sqlx::query("SELECT pg_advisory_xact_lock(727275)::TEXT")
                 .execute(&mut *tx)
                 .await?;
+        } else {
+            // Write first, so SQLite takes its write lock (waiting its busy
+            // timeout) before this transaction reads: a read-then-write
+            // transaction is refused at once ("database is locked") when an
+            // appender commits in between, and under steady appends that is
+            // every time — the log would never be signed.
+            sqlx::query("UPDATE counters SET value = value WHERE name = 'ledger_indexed'")
+                .execute(&mut *tx)
+                .await?;
         }
         let newest: i64 = sqlx::query("SELECT COALESCE(MAX(size), 0) FROM ledger_checkpoints")
             .fetch_one(&mut *tx)

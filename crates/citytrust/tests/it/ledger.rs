@@ -2,6 +2,8 @@
 //! consistency between checkpoints, tiles, and what the log records — every
 //! proof checked from public data only.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use citytrust_ledger::checkpoint::open_checkpoint;
@@ -371,6 +373,45 @@ async fn a_log_ending_a_bottom_tile_restarts_and_grows() {
     )
     .await;
     assert_eq!(again.integrate_ledger().await.unwrap(), Some(257));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sequencer_signs_while_reads_are_appended_without_pause() {
+    // Reads' entries commit all the time on a busy node; the sequencer's
+    // transaction must wait its turn, not be refused (found by the
+    // sustained-append bench on SQLite: "database is locked").
+    let app = TestApp::start().await;
+    let appender = citytrust_service::ledger::Appender::spawn(app.service.store().clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (appender, stop) = (appender.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = "2026-12-06T00:00:00Z".to_string();
+                let body =
+                    citytrust_ledger::entry::encode("test.read", &at, json!({"t": t, "n": n}))
+                        .unwrap();
+                appender
+                    .append("test.read", String::from_utf8(body).unwrap(), at)
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+        }));
+    }
+    let mut signed = 0;
+    for _ in 0..40 {
+        if let Some(size) = app.service.integrate_ledger().await.unwrap() {
+            signed = size;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(signed > 2, "signed {signed}");
 }
 
 #[tokio::test]
