@@ -132,7 +132,7 @@ async fn big_log_modes() -> bool {
             let (service, stop, store) = (service.clone(), stop.clone(), store.clone());
             tokio::spawn(async move {
                 let mut max_lag = 0u64;
-                let mut signed = 0u64;
+                let mut signed = start_size;
                 loop {
                     let done = stop.load(std::sync::atomic::Ordering::Relaxed);
                     match service.integrate_ledger().await.unwrap() {
