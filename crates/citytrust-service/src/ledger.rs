@@ -749,17 +749,7 @@ impl Service {
                 ))
             })?;
         }
-        let note = self
-            .ledger
-            .signer
-            .sign_checkpoint(size, &root.0)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let checkpoint = StoredCheckpoint {
-            size: i64::try_from(size).map_err(|_| corrupt("log too large"))?,
-            root: hex_hash(&root.0),
-            note: String::from_utf8(note).map_err(|e| corrupt(e.to_string()))?,
-            created_at: rfc3339(self.now()),
-        };
+        let checkpoint = self.sign_tree(size, &root)?;
         let rows: Vec<StoredTile> = dirty
             .iter()
             .filter_map(|k| stored_tile(*k, grown.get(k)?))
@@ -777,6 +767,21 @@ impl Service {
             Err(StoreError::Conflict(what)) => Err(ServiceError::Conflict(what)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A checkpoint of the tree of `size` entries with `root`, signed now.
+    fn sign_tree(&self, size: u64, root: &tlog::Hash) -> Result<StoredCheckpoint> {
+        let note = self
+            .ledger
+            .signer
+            .sign_checkpoint(size, &root.0)
+            .map_err(|e| corrupt(e.to_string()))?;
+        Ok(StoredCheckpoint {
+            size: i64::try_from(size).map_err(|_| corrupt("log too large"))?,
+            root: hex_hash(&root.0),
+            note: String::from_utf8(note).map_err(|e| corrupt(e.to_string()))?,
+            created_at: rfc3339(self.now()),
+        })
     }
 
     /// The newest signed checkpoint, if the log has any entries integrated.
@@ -1248,17 +1253,7 @@ impl Service {
         self.rebuild_tiles(size).await?;
         self.load_tiles(&mut state, edge_locations(size)).await?;
         let root = tlog::tree_hash(size, &state.tiles).map_err(tlog_err)?;
-        let note = self
-            .ledger
-            .signer
-            .sign_checkpoint(size, &root.0)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let checkpoint = StoredCheckpoint {
-            size: i64::try_from(size).map_err(|_| corrupt("log too large"))?,
-            root: hex_hash(&root.0),
-            note: String::from_utf8(note).map_err(|e| corrupt(e.to_string()))?,
-            created_at: rfc3339(self.now()),
-        };
+        let checkpoint = self.sign_tree(size, &root)?;
         self.store
             .record_integration(&[], 0, &checkpoint, &[])
             .await?;
