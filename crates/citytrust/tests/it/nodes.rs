@@ -63,6 +63,18 @@ fn households(csv: &str) -> Vec<String> {
     h
 }
 
+/// An open dataset of street lamps uploaded through `node`, its first version `csv`.
+async fn street_lamps(node: &TestApp, token: &str, csv: Vec<u8>) -> String {
+    crate::levels::upload(
+        node,
+        token,
+        dataset("Street lamps", "city-energy", "open"),
+        json!({}),
+        csv,
+    )
+    .await
+}
+
 async fn read_csv(node: &TestApp, path: &str, token: &str) -> String {
     let res = node.get(path, Some(token)).await;
     assert_eq!(res.status(), 200, "{}", node.base);
@@ -269,14 +281,7 @@ async fn a_burst_spread_over_three_nodes_gives_one_dense_log_that_verifies() {
     }
     let (a, b, c) = three_nodes().await;
     let alice = a.token("alice").await;
-    let id = crate::levels::upload(
-        &a,
-        &alice,
-        dataset("Street lamps", "city-energy", "open"),
-        json!({}),
-        b"lamp,watts\nL-1,40\nL-2,60\n".to_vec(),
-    )
-    .await;
+    let id = street_lamps(&a, &alice, b"lamp,watts\nL-1,40\nL-2,60\n".to_vec()).await;
     let before = a.service.store().ledger_size().await.unwrap();
     // 3 nodes × 40 callers at once: reads (one entry each) and new
     // catalogue entries (one each), while every node's sequencer integrates.
@@ -449,14 +454,7 @@ async fn a_node_keeping_versions_on_its_own_disk_beside_another_says_so_instead_
     let a = TestApp::start_with(|s| s.object_store = None).await;
     let b = a.join_with(|_| {}).await;
     let alice = a.token("alice").await;
-    let id = crate::levels::upload(
-        &a,
-        &alice,
-        dataset("Street lamps", "city-energy", "open"),
-        json!({}),
-        b"lamp,watts\nL-1,40\n".to_vec(),
-    )
-    .await;
+    let id = street_lamps(&a, &alice, b"lamp,watts\nL-1,40\n".to_vec()).await;
     let data = format!("/api/v1/datasets/{id}/data?format=csv");
     assert_eq!(a.get(&data, None).await.status(), 200);
     let before = a.service.store().ledger_size().await.unwrap();
@@ -488,14 +486,7 @@ async fn a_node_keeping_versions_on_its_own_disk_beside_another_says_so_instead_
 async fn a_node_whose_database_is_away_answers_503_and_serves_nothing() {
     let app = TestApp::start().await;
     let alice = app.token("alice").await;
-    let id = crate::levels::upload(
-        &app,
-        &alice,
-        dataset("Street lamps", "city-energy", "open"),
-        json!({}),
-        b"lamp,watts\nL-1,40\n".to_vec(),
-    )
-    .await;
+    let id = street_lamps(&app, &alice, b"lamp,watts\nL-1,40\n".to_vec()).await;
     let data = format!("/api/v1/datasets/{id}/data?format=csv");
     assert_eq!(app.get(&data, None).await.status(), 200);
     // The database goes away under the node (as when PostgreSQL restarts).
@@ -560,14 +551,7 @@ async fn a_node_whose_disk_is_full_refuses_uploads_cleanly_and_the_others_go_on(
     };
     let full = b.as_ref().unwrap_or(&a);
     let alice = a.token("alice").await;
-    let id = crate::levels::upload(
-        &a,
-        &alice,
-        dataset("Street lamps", "city-energy", "open"),
-        json!({}),
-        b"lamp,watts\nL-1,40\n".to_vec(),
-    )
-    .await;
+    let id = street_lamps(&a, &alice, b"lamp,watts\nL-1,40\n".to_vec()).await;
     let spool = full.service.content_dir().join("tmp");
     let Some(disk) = SmallDisk::mount(&spool, 64) else {
         return;
