@@ -300,6 +300,33 @@ pub fn may_issue_link_code(actor: &Actor, owner: &str, dataset: &str) -> Result<
     )
 }
 
+/// Answer a demand-led data request (plan, publish, point to what exists,
+/// decline): members of the organisation it is assigned to; the
+/// administrators while it is unassigned.
+pub fn may_answer_data_request(actor: &Actor, organization: Option<&str>) -> Result<(), Refusal> {
+    match organization {
+        Some(o) => only(
+            actor.is_member_of(o),
+            actor,
+            &format!("only members of '{o}', which the request is assigned to, answer it"),
+        ),
+        None => only(
+            actor.is_admin(),
+            actor,
+            "the request is not assigned to an organisation yet: only administrators answer or assign it",
+        ),
+    }
+}
+
+/// Assign a data request to the organisation that is to answer it: administrators.
+pub fn may_assign_data_request(actor: &Actor) -> Result<(), Refusal> {
+    only(
+        actor.is_admin(),
+        actor,
+        "only administrators assign data requests",
+    )
+}
+
 /// Whether the actor sees the people behind requests and votes (the public
 /// register shows organisations and roles only): trustees and administrators.
 pub fn sees_names_in_requests(actor: &Actor) -> bool {

@@ -824,7 +824,7 @@ pub struct InboxMessage {
     pub id: String,
     #[schema(format = DateTime)]
     pub at: String,
-    /// `breach` for now.
+    /// `breach`, or `data_request` (a request you asked for or support was answered).
     pub kind: String,
     pub title: String,
     pub body: String,
@@ -832,4 +832,7 @@ pub struct InboxMessage {
     pub breach_id: Option<String>,
     /// The datasets of yours it concerns.
     pub dataset_ids: Vec<String>,
+    /// The data request it is about (`data_request` messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_request_id: Option<String>,
 }

@@ -80,7 +80,11 @@ pub fn routes() -> Router<AppState> {
         crate::residents::answer_request, crate::residents::erase, crate::residents::set_birth_date,
         crate::residents::my_entries, crate::residents::my_inbox, crate::residents::my_sharing,
         crate::breaches::register_breach, crate::breaches::list_breaches, crate::breaches::get_breach,
-        crate::breaches::regulator_notified
+        crate::breaches::regulator_notified,
+        crate::participation::ask_for_data, crate::participation::list_data_requests,
+        crate::participation::get_data_request, crate::participation::support,
+        crate::participation::withdraw_support, crate::participation::answer,
+        crate::participation::assign, crate::participation::roadmap
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -90,7 +94,7 @@ pub fn routes() -> Router<AppState> {
         citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"),
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

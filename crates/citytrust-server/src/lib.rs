@@ -21,6 +21,7 @@ mod ledger;
 mod lineage;
 mod metrics;
 pub mod oidc;
+mod participation;
 mod rdf;
 mod residents;
 mod web;
@@ -109,6 +110,7 @@ pub fn app(state: AppState) -> Router {
         .merge(governance::routes())
         .merge(residents::routes())
         .merge(breaches::routes())
+        .merge(participation::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

@@ -2,7 +2,7 @@
 //! viewer's session, page errors, forms and the `SignedForm` extractor that
 //! checks every state-changing form's CSRF token — and sign-in/out. The
 //! pages are in `web/` by area (catalogue, content, governance, residents,
-//! the log, administration).
+//! participation, the log, administration).
 //!
 //! Pages work without JavaScript. Browser sessions ride on the `ct_session`
 //! cookie (HttpOnly, SameSite=Lax, Secure unless serving plain HTTP in
@@ -15,6 +15,7 @@ pub(crate) mod charts;
 mod content_pages;
 mod governance_pages;
 mod log_pages;
+mod participation_pages;
 mod resident_pages;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .merge(governance_pages::routes())
         .merge(log_pages::routes())
         .merge(resident_pages::routes())
+        .merge(participation_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------

@@ -90,6 +90,7 @@ impl Service {
                     body: breach.notice.clone(),
                     breach_id: Some(breach.id.clone()),
                     dataset_ids: datasets,
+                    data_request_id: None,
                 },
             ));
         }

@@ -20,6 +20,7 @@ pub mod interop;
 pub mod ledger;
 pub mod levels;
 pub mod lineage;
+pub mod participation;
 mod read;
 pub mod residents;
 pub mod search;

@@ -1,7 +1,7 @@
 //! CityTrust's persistence: the `Store`, its connection and the row types
 //! and helpers every area shares here; the rows of each area in its own
 //! module (accounts, the log, the catalogue, governance, residents, privacy
-//! budgets, identity, the witness). In SQLite (the embedded default) or PostgreSQL (to scale out),
+//! budgets, identity, the witness, participation). In SQLite (the embedded default) or PostgreSQL (to scale out),
 //! through one sqlx `Any` pool. Each backend has its own migrations under
 //! `migrations/<backend>/`; the SQL in this file is written to run unchanged
 //! on both (`$n` parameters, integers for flags, text for JSON).
@@ -24,12 +24,14 @@ mod governance;
 mod identity;
 mod ledger;
 mod migrate;
+mod participation;
 mod privacy;
 mod residents;
 mod witness;
 
 pub use governance::StoredCharter;
 pub use identity::PendingLogin;
+pub use participation::{StoredDataRequest, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};

@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_ledger_tiles.sql"),
         postgres: include_str!("../migrations/postgres/0014_ledger_tiles.sql"),
     },
+    Migration {
+        version: 15,
+        name: "data_requests",
+        sqlite: include_str!("../migrations/sqlite/0015_data_requests.sql"),
+        postgres: include_str!("../migrations/postgres/0015_data_requests.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

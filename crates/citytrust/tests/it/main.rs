@@ -15,6 +15,7 @@ mod interop;
 mod ledger;
 mod levels;
 mod nodes;
+mod participation;
 mod residents;
 mod tidy;
 mod web;

@@ -1,0 +1,586 @@
+//! Demand-led data requests (R-PAR-2): anyone signed in asks for data that
+//! is not in the catalogue, or for a closed or shared entry to be opened;
+//! others support it (once each, withdrawable while it is pending); the
+//! organisation it is assigned to — the administrators while none is —
+//! answers: planned by a date (the public roadmap, overdue plans flagged),
+//! published or already there (naming the entry; the requester and the
+//! supporters find a notice in their inbox), or declined with the reason.
+//!
+//! Requests are public; who asked and who supports them are not. The log
+//! gets every step with the request's id, a digest of its words (they may
+//! name people), the organisation that acted and the support count — never
+//! a person.
+
+use std::collections::BTreeSet;
+
+use citytrust_model::access::format_day;
+use citytrust_model::participation::{
+    DataRequest, DataRequestAnswer, DataRequestAssignment, DataRequestEvent, DataRequestStatus,
+    NewDataRequest,
+};
+use citytrust_model::residents::InboxMessage;
+use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
+use citytrust_store::{StoredDataRequest, SupportChange};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::accounts::{random_hex, sha256_hex};
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// How a list of requests is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DataRequestSort {
+    /// Most supported first (then newest).
+    #[default]
+    Support,
+    /// Newest first.
+    Newest,
+}
+
+/// The query of `GET /api/v1/data-requests`.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DataRequestQuery {
+    /// Words that must all appear in the title, description, use case or benefit.
+    pub q: Option<String>,
+    /// Only requests with this status.
+    pub status: Option<DataRequestStatus>,
+    /// `support` (default) or `newest`.
+    pub sort: Option<DataRequestSort>,
+    /// At most this many (1–200, default 50).
+    pub limit: Option<usize>,
+    /// Skip this many first.
+    pub offset: Option<usize>,
+}
+
+/// A page of requests.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct DataRequestPage {
+    /// How many match, over all pages.
+    pub total: usize,
+    pub items: Vec<DataRequest>,
+}
+
+/// The public roadmap: what owners have promised, soonest first, and what
+/// they have delivered.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct Roadmap {
+    /// Plans by target date; `overdue` marks those past it.
+    pub planned: Vec<DataRequest>,
+    /// Requests answered with a published entry, newest first (at most 50).
+    pub published: Vec<DataRequest>,
+}
+
+fn who_acted(actor: &Actor, organization: Option<&str>) -> String {
+    match organization {
+        Some(o) if actor.is_member_of(o) => format!("organization:{o}"),
+        _ if authz::is_administrator(actor) => "administrators".into(),
+        _ => "member".into(),
+    }
+}
+
+impl Service {
+    fn viewer_of(&self, actor: &Actor) -> Option<String> {
+        actor.username().map(str::to_string)
+    }
+
+    async fn supported_by(&self, actor: &Actor) -> Result<BTreeSet<String>> {
+        Ok(match actor.username() {
+            Some(u) => self
+                .store
+                .data_requests_supported_by(u)
+                .await?
+                .into_iter()
+                .collect(),
+            None => BTreeSet::new(),
+        })
+    }
+
+    fn shown(
+        &self,
+        stored: StoredDataRequest,
+        viewer: Option<&str>,
+        supported: &BTreeSet<String>,
+    ) -> DataRequest {
+        let yours = viewer == Some(stored.requested_by.as_str());
+        let supports = supported.contains(&stored.request.id);
+        stored.request.for_viewer(self.today(), yours, supports)
+    }
+
+    async fn stored_data_request(&self, id: &str) -> Result<StoredDataRequest> {
+        self.store
+            .get_data_request(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("data request '{id}'")))
+    }
+
+    /// Ask for data.
+    pub async fn ask_for_data(&self, actor: &Actor, new: NewDataRequest) -> Result<DataRequest> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        new.validate()?;
+        let mut organization_id = new.organization_id.clone();
+        let mut e = ValidationErrors::default();
+        if let Some(d) = &new.dataset_id {
+            match self.store.get_dataset(d).await? {
+                None => e.push("dataset_id", format!("there is no dataset '{d}'")),
+                Some(ds) if ds.metadata.spectrum == Spectrum::Open => e.push(
+                    "dataset_id",
+                    format!("'{d}' is open already: download it from its page"),
+                ),
+                Some(ds) => {
+                    let owner = ds.metadata.owner_organization_id;
+                    if organization_id.as_ref().is_some_and(|o| *o != owner) {
+                        e.push(
+                            "organization_id",
+                            format!("'{d}' is owned by '{owner}': it answers requests to open it"),
+                        );
+                    }
+                    organization_id = Some(owner);
+                }
+            }
+        }
+        if let Some(o) = &new.organization_id
+            && self.store.get_organization(o).await?.is_none()
+        {
+            e.push("organization_id", format!("there is no organisation '{o}'"));
+        }
+        e.into_result()?;
+        let at = rfc3339(self.now());
+        let request = DataRequest {
+            id: format!("dr-{}", random_hex::<6>()?),
+            title: new.title.trim().to_string(),
+            description: new.description.trim().to_string(),
+            reason: new.reason.trim().to_string(),
+            use_case: new.use_case.trim().to_string(),
+            benefit: new.benefit.trim().to_string(),
+            dataset_id: new.dataset_id,
+            organization_id,
+            status: DataRequestStatus::Open,
+            target_date: None,
+            answer_dataset_id: None,
+            answer_note: None,
+            created_at: at.clone(),
+            answered_at: None,
+            supporters: 0,
+            overdue: false,
+            yours: false,
+            supported: false,
+            history: vec![DataRequestEvent {
+                at: at.clone(),
+                what: "opened".into(),
+                by: None,
+                note: None,
+            }],
+            log_entries: vec![],
+        };
+        let (body, at) = self.log_entry_by(
+            actor,
+            "data_request.opened",
+            serde_json::json!({
+                "request": request.id,
+                "text_sha256": sha256_hex(&request.text_for_digest()),
+                "dataset": request.dataset_id,
+                "organization": request.organization_id,
+            }),
+        )?;
+        let stored = self
+            .store
+            .insert_data_request(
+                &request,
+                username,
+                &crate::ledger::new_entry("data_request.opened", &body, &at),
+            )
+            .await?;
+        Ok(stored.for_viewer(self.today(), true, false))
+    }
+
+    /// The requests matching `query`: public, with what concerns the viewer.
+    pub async fn list_data_requests(
+        &self,
+        actor: &Actor,
+        query: &DataRequestQuery,
+    ) -> Result<DataRequestPage> {
+        let limit = query.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ValidationErrors::single("limit", "must be between 1 and 200").into());
+        }
+        let q = query.q.as_deref().unwrap_or("").trim().to_lowercase();
+        if q.chars().count() > 200 {
+            return Err(ValidationErrors::single("q", "at most 200 characters").into());
+        }
+        let words: Vec<&str> = q.split_whitespace().collect();
+        let statuses: Vec<DataRequestStatus> = query.status.into_iter().collect();
+        let viewer = self.viewer_of(actor);
+        let supported = self.supported_by(actor).await?;
+        let mut items: Vec<DataRequest> = self
+            .store
+            .list_data_requests(&statuses)
+            .await?
+            .into_iter()
+            .filter(|s| {
+                let r = &s.request;
+                let text = format!("{} {} {} {}", r.title, r.description, r.use_case, r.benefit)
+                    .to_lowercase();
+                words.iter().all(|w| text.contains(w))
+            })
+            .map(|s| self.shown(s, viewer.as_deref(), &supported))
+            .collect();
+        if query.sort.unwrap_or_default() == DataRequestSort::Support {
+            // Stable: ties keep the store's newest-first order.
+            items.sort_by_key(|r| std::cmp::Reverse(r.supporters));
+        }
+        let total = items.len();
+        let items = items
+            .into_iter()
+            .skip(query.offset.unwrap_or(0))
+            .take(limit)
+            .collect();
+        Ok(DataRequestPage { total, items })
+    }
+
+    pub async fn get_data_request(&self, actor: &Actor, id: &str) -> Result<DataRequest> {
+        let stored = self.stored_data_request(id).await?;
+        let supported = self.supported_by(actor).await?;
+        Ok(self.shown(stored, self.viewer_of(actor).as_deref(), &supported))
+    }
+
+    /// The public roadmap.
+    pub async fn roadmap(&self, actor: &Actor) -> Result<Roadmap> {
+        let viewer = self.viewer_of(actor);
+        let supported = self.supported_by(actor).await?;
+        let mut planned: Vec<DataRequest> = self
+            .store
+            .list_data_requests(&[DataRequestStatus::Planned])
+            .await?
+            .into_iter()
+            .map(|s| self.shown(s, viewer.as_deref(), &supported))
+            .collect();
+        planned.sort_by(|a, b| {
+            a.target_date
+                .cmp(&b.target_date)
+                .then(b.supporters.cmp(&a.supporters))
+        });
+        let mut published: Vec<DataRequest> = self
+            .store
+            .list_data_requests(&[DataRequestStatus::Published])
+            .await?
+            .into_iter()
+            .map(|s| self.shown(s, viewer.as_deref(), &supported))
+            .collect();
+        published.sort_by(|a, b| b.answered_at.cmp(&a.answered_at));
+        published.truncate(50);
+        Ok(Roadmap { planned, published })
+    }
+
+    /// Support a pending request (not your own; once).
+    pub async fn support_data_request(&self, actor: &Actor, id: &str) -> Result<DataRequest> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let stored = self.stored_data_request(id).await?;
+        if stored.requested_by == username {
+            return Err(ServiceError::Forbidden(
+                "you asked for this data: your request counts already, and nobody supports their own"
+                    .into(),
+            ));
+        }
+        self.pending(&stored.request)?;
+        let (body, at) = self.log_entry(
+            "data_request.supported",
+            serde_json::json!({"request": id, "supporters": stored.request.supporters + 1}),
+        )?;
+        match self
+            .store
+            .add_support(
+                id,
+                username,
+                &at,
+                &crate::ledger::new_entry("data_request.supported", &body, &at),
+            )
+            .await?
+        {
+            SupportChange::Done(_) => self.get_data_request(actor, id).await,
+            _ => Err(ServiceError::Stale(format!(
+                "data request '{id}' was answered meanwhile"
+            ))),
+        }
+    }
+
+    /// Withdraw your support while the request is pending.
+    pub async fn withdraw_data_request_support(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<DataRequest> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let stored = self.stored_data_request(id).await?;
+        self.pending(&stored.request)?;
+        let (body, at) = self.log_entry(
+            "data_request.support_withdrawn",
+            serde_json::json!({"request": id, "supporters": (stored.request.supporters - 1).max(0)}),
+        )?;
+        match self
+            .store
+            .withdraw_support(
+                id,
+                username,
+                &crate::ledger::new_entry("data_request.support_withdrawn", &body, &at),
+            )
+            .await?
+        {
+            SupportChange::Done(_) => self.get_data_request(actor, id).await,
+            SupportChange::NotSupported => Err(ServiceError::NotFound(format!(
+                "your support of data request '{id}'"
+            ))),
+            SupportChange::NotPending => Err(ServiceError::Stale(format!(
+                "data request '{id}' was answered meanwhile"
+            ))),
+        }
+    }
+
+    fn pending(&self, request: &DataRequest) -> Result<()> {
+        if request.status.is_pending() {
+            Ok(())
+        } else {
+            Err(ServiceError::Stale(format!(
+                "data request '{}' is {} already: supports are for requests still waiting",
+                request.id,
+                request.status.as_str()
+            )))
+        }
+    }
+
+    /// An administrator assigns a request to the organisation that is to answer it.
+    pub async fn assign_data_request(
+        &self,
+        actor: &Actor,
+        id: &str,
+        assignment: DataRequestAssignment,
+    ) -> Result<DataRequest> {
+        authz::may_assign_data_request(actor)?;
+        let stored = self.stored_data_request(id).await?;
+        let org = assignment.organization_id.trim().to_string();
+        if self.store.get_organization(&org).await?.is_none() {
+            return Err(ValidationErrors::single(
+                "organization_id",
+                format!("there is no organisation '{org}'"),
+            )
+            .into());
+        }
+        let before = stored.request.clone();
+        if !before.status.is_pending() {
+            return Err(ServiceError::Stale(format!(
+                "data request '{id}' is {} already",
+                before.status.as_str()
+            )));
+        }
+        if before.dataset_id.is_some() {
+            return Err(ValidationErrors::single(
+                "organization_id",
+                "a request to open a dataset is answered by the dataset's owner",
+            )
+            .into());
+        }
+        let mut request = before.clone();
+        request.organization_id = Some(org.clone());
+        request.history.push(DataRequestEvent {
+            at: rfc3339(self.now()),
+            what: "assigned".into(),
+            by: Some("administrators".into()),
+            note: Some(format!("to {org}")),
+        });
+        let (body, at) = self.log_entry_by(
+            actor,
+            "data_request.assigned",
+            serde_json::json!({"request": id, "organization": org, "by": "administrators"}),
+        )?;
+        self.store
+            .update_data_request(
+                &request,
+                (before.status, before.organization_id.as_deref()),
+                &crate::ledger::new_entry("data_request.assigned", &body, &at),
+                &[],
+            )
+            .await?
+            .ok_or_else(|| ServiceError::Stale(format!("data request '{id}' changed meanwhile")))?;
+        self.get_data_request(actor, id).await
+    }
+
+    /// The organisation a request is assigned to answers it. A published or
+    /// existing answer tells the requester and every supporter in their inbox.
+    pub async fn answer_data_request(
+        &self,
+        actor: &Actor,
+        id: &str,
+        answer: DataRequestAnswer,
+    ) -> Result<DataRequest> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let stored = self.stored_data_request(id).await?;
+        let before = stored.request.clone();
+        authz::may_answer_data_request(actor, before.organization_id.as_deref())?;
+        if !before.status.is_pending() {
+            return Err(ServiceError::Stale(format!(
+                "data request '{id}' was {} already",
+                before.status.as_str()
+            )));
+        }
+        answer.validate(self.today())?;
+        if let Some(d) = &answer.dataset_id {
+            match self.store.get_dataset(d).await? {
+                None => {
+                    return Err(ValidationErrors::single(
+                        "dataset_id",
+                        format!("there is no dataset '{d}'"),
+                    )
+                    .into());
+                }
+                Some(ds)
+                    if answer.status == DataRequestStatus::Published
+                        && before.dataset_id.as_deref() == Some(d.as_str())
+                        && ds.metadata.spectrum != Spectrum::Open =>
+                {
+                    return Err(ValidationErrors::single(
+                        "dataset_id",
+                        format!(
+                            "the request asks for '{d}' to be opened, and it is still {}",
+                            ds.metadata.spectrum.as_str()
+                        ),
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        let now = rfc3339(self.now());
+        let by = who_acted(actor, before.organization_id.as_deref());
+        let mut request = before.clone();
+        request.status = answer.status;
+        request.target_date = answer.target_date.clone();
+        request.answer_dataset_id = answer.dataset_id.clone();
+        request.answer_note = answer
+            .note
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        request.answered_at = Some(now.clone());
+        request.history.push(DataRequestEvent {
+            at: now.clone(),
+            what: answer.status.as_str().into(),
+            by: Some(by.clone()),
+            note: match (&request.target_date, &request.answer_dataset_id) {
+                (Some(d), _) => Some(format!("by {d}")),
+                (_, Some(d)) => Some(d.clone()),
+                _ => request.answer_note.clone(),
+            },
+        });
+        let mut messages = Vec::new();
+        if matches!(
+            answer.status,
+            DataRequestStatus::Published | DataRequestStatus::Exists
+        ) {
+            let dataset = answer.dataset_id.clone().unwrap_or_default();
+            let mut people = self.store.supporters_of(id).await?;
+            people.push(stored.requested_by.clone());
+            people.sort();
+            people.dedup();
+            let body = if answer.status == DataRequestStatus::Published {
+                format!(
+                    "The data you asked for or supported — \"{}\" — is now published as '{dataset}'.{}",
+                    request.title,
+                    request
+                        .answer_note
+                        .as_deref()
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "The data you asked for or supported — \"{}\" — is in the catalogue already, as '{dataset}'.{}",
+                    request.title,
+                    request
+                        .answer_note
+                        .as_deref()
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default()
+                )
+            };
+            for person in people {
+                messages.push((
+                    person,
+                    InboxMessage {
+                        id: format!("msg-{}", random_hex::<8>()?),
+                        at: now.clone(),
+                        kind: "data_request".into(),
+                        title: format!("Data request answered: {}", request.title),
+                        body: body.clone(),
+                        breach_id: None,
+                        dataset_ids: vec![dataset.clone()],
+                        data_request_id: Some(id.to_string()),
+                    },
+                ));
+            }
+        }
+        let (body, at) = self.log_entry_by(
+            actor,
+            "data_request.answered",
+            serde_json::json!({
+                "request": id,
+                "status": answer.status.as_str(),
+                "target_date": request.target_date,
+                "dataset": request.answer_dataset_id,
+                "note_sha256": request.answer_note.as_deref().map(sha256_hex),
+                "by": by,
+                "supporters": before.supporters,
+                "told": messages.len(),
+            }),
+        )?;
+        self.store
+            .update_data_request(
+                &request,
+                (before.status, before.organization_id.as_deref()),
+                &crate::ledger::new_entry("data_request.answered", &body, &at),
+                &messages,
+            )
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Stale(format!("data request '{id}' was answered meanwhile"))
+            })?;
+        self.get_data_request(actor, id).await
+    }
+
+    /// Requests an organisation's members are to answer (or, for an
+    /// administrator, the unassigned ones too), pending only, oldest first.
+    pub async fn data_requests_to_answer(&self, actor: &Actor) -> Result<Vec<DataRequest>> {
+        if matches!(actor, Actor::Anonymous) {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let viewer = self.viewer_of(actor);
+        let supported = self.supported_by(actor).await?;
+        let mut out: Vec<DataRequest> = self
+            .store
+            .list_data_requests(&[DataRequestStatus::Open, DataRequestStatus::Planned])
+            .await?
+            .into_iter()
+            .filter(|s| {
+                authz::may_answer_data_request(actor, s.request.organization_id.as_deref()).is_ok()
+            })
+            .map(|s| self.shown(s, viewer.as_deref(), &supported))
+            .collect();
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Today, as the roadmap counts it (YYYY-MM-DD).
+    pub fn today_text(&self) -> String {
+        format_day(self.today())
+    }
+}

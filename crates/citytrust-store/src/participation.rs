@@ -1,0 +1,260 @@
+//! Participation rows: demand-led data requests and their supports. Each
+//! change is stored with its log entry in one transaction; a support is a
+//! row keyed by (request, person), so one person supports a request once
+//! whatever the interleaving; answers are conditional on the status read,
+//! so two answers cannot both land.
+
+use citytrust_model::participation::{DataRequest, DataRequestStatus};
+use citytrust_model::residents::InboxMessage;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict};
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A request as stored: the document, with its live support count, and who asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDataRequest {
+    pub request: DataRequest,
+    pub requested_by: String,
+}
+
+fn request_from_row(r: &AnyRow) -> Result<StoredDataRequest> {
+    let body: String = r.try_get("body")?;
+    let mut request: DataRequest = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("data request: {e}")))?;
+    request.supporters = r.try_get("supporters")?;
+    Ok(StoredDataRequest {
+        request,
+        requested_by: r.try_get("requested_by")?,
+    })
+}
+
+/// What a support change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SupportChange {
+    /// Done; the request now has this many supporters.
+    Done(i64),
+    /// The request is no longer waiting for its data (answered meanwhile).
+    NotPending,
+    /// Nothing to withdraw: the person did not support it.
+    NotSupported,
+}
+
+impl Store {
+    /// Store a new request with its log entry; the entry's index is kept in the document.
+    pub async fn insert_data_request(
+        &self,
+        request: &DataRequest,
+        requested_by: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<DataRequest> {
+        let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = request.clone();
+        doc.log_entries.push(idx);
+        sqlx::query(
+            "INSERT INTO data_requests (id, created_at, status, organization_id, requested_by, supporters, body) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        )
+        .bind(&doc.id)
+        .bind(&doc.created_at)
+        .bind(doc.status.as_str())
+        .bind(&doc.organization_id)
+        .bind(requested_by)
+        .bind(json(&doc)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("data request '{}'", doc.id)))?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    pub async fn get_data_request(&self, id: &str) -> Result<Option<StoredDataRequest>> {
+        let row =
+            sqlx::query("SELECT body, supporters, requested_by FROM data_requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    /// Requests in `statuses` (every status when empty), newest first.
+    pub async fn list_data_requests(
+        &self,
+        statuses: &[DataRequestStatus],
+    ) -> Result<Vec<StoredDataRequest>> {
+        let rows = sqlx::query(
+            "SELECT body, supporters, requested_by, status FROM data_requests \
+             ORDER BY created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let status: String = r.try_get("status")?;
+            if statuses.is_empty() || statuses.iter().any(|s| s.as_str() == status) {
+                out.push(request_from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of the requests `username` supports.
+    pub async fn data_requests_supported_by(&self, username: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT request_id FROM data_request_supports WHERE username = $1 ORDER BY request_id",
+        )
+        .bind(username)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("request_id")?))
+            .collect()
+    }
+
+    /// Who supports a request (to tell them of its answer).
+    pub async fn supporters_of(&self, request_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT username FROM data_request_supports WHERE request_id = $1 ORDER BY username",
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("username")?))
+            .collect()
+    }
+
+    /// Record `username`'s support, with its log entry, if the request is
+    /// still pending. A second support by the same person is a `Conflict`.
+    pub async fn add_support(
+        &self,
+        request_id: &str,
+        username: &str,
+        at: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<SupportChange> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the request's row first (the write lock on SQLite), so an answer
+        // cannot land between the status check and the support.
+        let Some(row) = sqlx::query(
+            "UPDATE data_requests SET supporters = supporters + 1 \
+             WHERE id = $1 AND status IN ('open', 'planned') RETURNING supporters",
+        )
+        .bind(request_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(SupportChange::NotPending);
+        };
+        let supporters: i64 = row.try_get("supporters")?;
+        sqlx::query(
+            "INSERT INTO data_request_supports (request_id, username, supported_at) VALUES ($1, $2, $3)",
+        )
+        .bind(request_id)
+        .bind(username)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "your support of this request".into()))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(SupportChange::Done(supporters))
+    }
+
+    /// Withdraw `username`'s support, with its log entry, while the request is pending.
+    pub async fn withdraw_support(
+        &self,
+        request_id: &str,
+        username: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<SupportChange> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE data_requests SET supporters = supporters - 1 \
+             WHERE id = $1 AND status IN ('open', 'planned') RETURNING supporters",
+        )
+        .bind(request_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(SupportChange::NotPending);
+        };
+        let supporters: i64 = row.try_get("supporters")?;
+        let deleted = sqlx::query(
+            "DELETE FROM data_request_supports WHERE request_id = $1 AND username = $2",
+        )
+        .bind(request_id)
+        .bind(username)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            // Dropping the transaction rolls the count back.
+            return Ok(SupportChange::NotSupported);
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(SupportChange::Done(supporters))
+    }
+
+    /// Save a request's new state (an answer or an assignment) with its log
+    /// entry and the inbox messages it sends, only if it is still at
+    /// `expected` status and assignment. `None` back: it changed meanwhile.
+    pub async fn update_data_request(
+        &self,
+        request: &DataRequest,
+        expected: (DataRequestStatus, Option<&str>),
+        entry: &NewLogEntry<'_>,
+        messages: &[(String, InboxMessage)],
+    ) -> Result<Option<DataRequest>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE data_requests SET status = $2, organization_id = $3 \
+             WHERE id = $1 AND status = $4 AND COALESCE(organization_id, '') = $5 \
+             RETURNING body",
+        )
+        .bind(&request.id)
+        .bind(request.status.as_str())
+        .bind(&request.organization_id)
+        .bind(expected.0.as_str())
+        .bind(expected.1.unwrap_or(""))
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let stored: DataRequest = serde_json::from_str(&row.try_get::<String, _>("body")?)
+            .map_err(|e| StoreError::Corrupt(format!("data request: {e}")))?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = request.clone();
+        doc.log_entries = stored.log_entries;
+        doc.log_entries.push(idx);
+        // Viewer-dependent fields are never stored.
+        doc.yours = false;
+        doc.supported = false;
+        doc.overdue = false;
+        sqlx::query("UPDATE data_requests SET body = $2 WHERE id = $1")
+            .bind(&doc.id)
+            .bind(json(&doc)?)
+            .execute(&mut *tx)
+            .await?;
+        for (username, message) in messages {
+            sqlx::query(
+                "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&message.id)
+            .bind(username)
+            .bind(&message.at)
+            .bind(json(message)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(doc))
+    }
+}
