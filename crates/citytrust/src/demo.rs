@@ -176,6 +176,7 @@ pub async fn load(
     }
     let household = residents(service, fresh_city, clock).await?;
     clock.catch_up(0);
+    participation(service).await?;
     Ok(Loaded {
         fresh: created > 0,
         datasets: service.catalogue_size(),
@@ -293,6 +294,56 @@ async fn residents(
         }
     }
     Ok(Some(RESIDENTS_HOUSEHOLD.to_string()))
+}
+
+/// Participation (issue 27): the resident's demand-led request for
+/// cycling-accident hot spots, supported by two others and planned by the
+/// City Data Office on the roadmap. Loaded once (when no request exists).
+async fn participation(service: &Service) -> anyhow::Result<()> {
+    use citytrust_model::participation::{DataRequestAnswer, DataRequestStatus, NewDataRequest};
+    let existing = service
+        .list_data_requests(&Actor::Anonymous, &Default::default())
+        .await?;
+    if existing.total > 0 {
+        return Ok(());
+    }
+    let resident = demo_actor(service, "resident").await?;
+    let request = service
+        .ask_for_data(
+            &resident,
+            NewDataRequest {
+                title: "Cycling accident hot spots".into(),
+                description: "Accidents involving bicycles, located to the street segment or junction, for the last five years, updated monthly.".into(),
+                reason: "The 2017 accident records show every accident, but nobody can see where cyclists are hurt again and again.".into(),
+                use_case: "A public map of the twenty worst junctions for cyclists, for the neighbourhood councils' road-safety walks.".into(),
+                benefit: "Junctions fixed where children and commuters are most at risk.".into(),
+                dataset_id: None,
+                organization_id: Some("city-data-office".into()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo data request: {e}"))?;
+    for supporter in ["analyst", "trustee1"] {
+        service
+            .support_data_request(&demo_actor(service, supporter).await?, &request.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo support: {e}"))?;
+    }
+    let by = citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400 + 90);
+    service
+        .answer_data_request(
+            &demo_actor(service, "owner").await?,
+            &request.id,
+            DataRequestAnswer {
+                status: DataRequestStatus::Planned,
+                target_date: Some(by),
+                dataset_id: None,
+                note: Some("We will derive it from the accident register, at junction level so that no one person can be recognised.".into()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo answer: {e}"))?;
+    Ok(())
 }
 
 /// The demo's data files: beside the binary's source in a checkout.

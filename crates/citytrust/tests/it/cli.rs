@@ -236,6 +236,22 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
                 .unwrap()
                 > 12_000
         );
+        // Participation: the resident's request for cycling-accident hot
+        // spots, supported by two, planned on the roadmap.
+        let roadmap: Value = client
+            .get(format!("{}/api/v1/roadmap", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            roadmap["planned"][0]["title"], "Cycling accident hot spots",
+            "{roadmap}"
+        );
+        assert_eq!(roadmap["planned"][0]["supporters"], 2);
+        assert_eq!(roadmap["planned"][0]["organization_id"], "city-data-office");
     }
     // Run again on the same directory: reused, not reloaded (the edit above survives).
     let demo = start_demo(&storage);
@@ -253,6 +269,15 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
         .unwrap();
     assert_eq!(d["keywords"], json!(["air"]));
     assert_eq!(d["revision"], 2);
+    let requests: Value = client
+        .get(format!("{}/api/v1/data-requests", demo.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(requests["total"], 1, "loaded once: {requests}");
 }
 
 #[tokio::test]

@@ -1959,3 +1959,124 @@ async fn the_dataset_page_asks_for_pseudonymised_rows_and_for_thresholded_tables
         .await;
     assert_eq!(res.status(), 403);
 }
+
+#[tokio::test]
+async fn a_resident_asks_for_data_through_the_portal_others_support_it_and_the_owner_plans_it() {
+    let app = TestApp::start().await;
+    let res = app
+        .client
+        .get(app.url("/data-requests"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the list is public");
+    let mut anonymous = Browser::new(&app);
+    let res = anonymous.get("/data-requests/new").await;
+    assert_eq!(res.status(), 303, "asking needs an account");
+
+    let mut resident = Browser::new(&app);
+    resident.sign_in("resident").await;
+    let csrf = resident.csrf().await;
+    let ask = [
+        ("csrf", csrf.as_str()),
+        ("title", "Cycling accident hot spots"),
+        ("description", "Accidents with bicycles by junction."),
+        ("reason", "The same corners every year."),
+        ("use_case", "A map for the road-safety walk."),
+        ("benefit", "Safer routes to school."),
+        ("dataset_id", ""),
+        ("organization_id", "city-energy"),
+    ];
+    let res = resident.post("/data-requests", &ask[1..]).await;
+    assert_eq!(res.status(), 403, "no CSRF token, no request");
+    let mut missing = ask;
+    missing[5] = ("benefit", " ");
+    let res = resident.post("/data-requests", &missing).await;
+    assert_eq!(res.status(), 422);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("The request was not sent") && page.contains("id=\"dr-benefit-error\""));
+    assert!(
+        page.contains("A map for the road-safety walk."),
+        "the form keeps its answers"
+    );
+    let res = resident.post("/data-requests", &ask).await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let path = location.split('?').next().unwrap().to_string();
+    let page = resident.get(&location).await.text().await.unwrap();
+    assert!(page.contains("you asked for this"));
+    assert!(
+        !page.contains("Support this request"),
+        "nobody supports their own"
+    );
+
+    let mut bob = Browser::new(&app);
+    bob.sign_in("bob").await;
+    let bob_csrf = bob.csrf().await;
+    let page = bob.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Support this request"));
+    assert!(
+        !page.contains("Answer the request"),
+        "water-co does not answer city-energy's request"
+    );
+    let res = bob
+        .post(&format!("{path}/support"), &[("csrf", &bob_csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = bob.get(&path).await.text().await.unwrap();
+    assert!(
+        page.contains("1 supporter ") && page.contains("Withdraw my support"),
+        "{page}"
+    );
+    let res = bob
+        .post(
+            &format!("{path}/answer"),
+            &[("csrf", &bob_csrf), ("status", "declined"), ("note", "no")],
+        )
+        .await;
+    assert_eq!(res.status(), 403, "only the owner answers");
+
+    let mut alice = Browser::new(&app);
+    alice.sign_in("alice").await;
+    let alice_csrf = alice.csrf().await;
+    let list = alice.get("/data-requests").await.text().await.unwrap();
+    assert!(list.contains("Waiting for your answer"));
+    let res = alice
+        .post(
+            &format!("{path}/answer"),
+            &[
+                ("csrf", &alice_csrf),
+                ("status", "planned"),
+                ("target_date", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("id=\"answer-target-date-error\"")
+    );
+    let res = alice
+        .post(
+            &format!("{path}/answer"),
+            &[
+                ("csrf", &alice_csrf),
+                ("status", "planned"),
+                ("target_date", "2026-06-30"),
+                ("dataset_id", ""),
+                ("note", "From the accident register, by junction."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let roadmap = app.page("/roadmap").await;
+    assert!(roadmap.contains("2026-06-30") && roadmap.contains("Cycling accident hot spots"));
+    let page = app.page(&path).await;
+    assert!(page.contains("Planned") && page.contains("by 2026-06-30"));
+    assert!(
+        !page.contains("Rosa") && !page.contains("resident (test)"),
+        "who asked is not shown"
+    );
+}
