@@ -578,3 +578,80 @@ test('a trustee registers a breach and the resident it reached finds the notice 
   await assertAccessible(r, 'the dashboard with a breach notice');
   await r.context().close();
 });
+
+test('a resident asks for data, two others support it, the owner plans and publishes it, and the supporters are told', async () => {
+  const title = `Bus punctuality by line ${Date.now()}`;
+  // Anyone can read the requests; asking needs an account.
+  const anon = await newPage({ width: 1280, height: 900 });
+  await anon.goto(`${BASE}/data-requests`);
+  await assertAccessible(anon, 'the data requests');
+  await anon.goto(`${BASE}/roadmap`);
+  assert.match(await anon.getByRole('region', { name: 'Planned data table' }).innerText(), /Cycling accident hot spots/);
+  await assertAccessible(anon, 'the roadmap');
+  await anon.context().close();
+
+  const r = await newPage({ width: 1280, height: 900 });
+  await signIn(r, 'resident');
+  await r.getByRole('link', { name: 'Data requests', exact: true }).click();
+  await r.getByRole('link', { name: 'Ask for data' }).click();
+  await r.waitForURL(`${BASE}/data-requests/new`);
+  await assertAccessible(r, 'the data request form');
+  await r.getByLabel('What data, in a line').fill(title);
+  await r.getByLabel('What exactly: coverage, detail, period').fill('Scheduled and actual arrival per stop and line, daily.');
+  await r.getByRole('button', { name: 'Send the request' }).click();
+  // Missing parts are named and what was typed is kept.
+  assert.match(await r.getByRole('alert').innerText(), /not sent/);
+  assert.equal(await r.getByLabel('What data, in a line').inputValue(), title);
+  await assertAccessible(r, 'the data request form with errors');
+  await r.getByLabel('Why it is needed').fill('Buses on some lines are late every morning and nobody can show it.');
+  await r.getByLabel('What you would do with it').fill('A monthly league table of lines, for the transport committee.');
+  await r.getByLabel('How residents would benefit').fill('Reliable buses where people depend on them.');
+  await r.getByLabel('Who you think holds it (optional)').selectOption('city-data-office');
+  await r.getByRole('button', { name: 'Send the request' }).click();
+  await r.waitForURL(/\/data-requests\/dr-[0-9a-f]+\?done=asked$/);
+  const requestUrl = r.url().split('?')[0];
+  assert.match(await r.getByRole('status').innerText(), /public now/);
+  await assertAccessible(r, 'a data request, asked');
+  await r.context().close();
+
+  for (const supporter of ['analyst', 'trustee2']) {
+    const s = await newPage({ width: 1280, height: 900 });
+    await signIn(s, supporter);
+    await s.goto(`${BASE}/data-requests?q=${encodeURIComponent(title)}`);
+    await s.getByRole('link', { name: title }).click();
+    await s.getByRole('button', { name: 'Support this request' }).click();
+    await s.waitForURL(/done=supported$/);
+    assert.ok(await s.getByRole('button', { name: 'Withdraw my support' }).isVisible());
+    await s.context().close();
+  }
+
+  const o = await newPage({ width: 1280, height: 900 });
+  await signIn(o, 'owner');
+  await o.goto(`${BASE}/data-requests`);
+  await o.getByRole('region', { name: 'Data requests table' }).getByRole('link', { name: title }).click();
+  assert.match(await o.locator('main').innerText(), /2 supporters/);
+  await assertAccessible(o, 'a data request with the answer form');
+  await o.getByRole('radio', { name: 'Planned' }).check();
+  await o.getByLabel('For a plan: published by (YYYY-MM-DD)').fill(day(30));
+  await o.getByRole('button', { name: 'Record the answer' }).click();
+  await o.waitForURL(/done=answered$/);
+  await o.goto(`${BASE}/roadmap`);
+  assert.match(await o.getByRole('region', { name: 'Planned data table' }).innerText(), new RegExp(title));
+  await o.goto(requestUrl);
+  await o.getByRole('radio', { name: 'Published' }).check();
+  await o.getByLabel('For published or exists: the dataset').selectOption('barcelona-bus-stops');
+  await o.getByLabel('A note (for a decline, the reason)').fill('Published as part of the bus network data.');
+  await o.getByRole('button', { name: 'Record the answer' }).click();
+  await o.waitForURL(/done=answered$/);
+  assert.match(await o.locator('main').innerText(), /Published/);
+  await o.context().close();
+
+  for (const told of ['resident', 'analyst', 'trustee2']) {
+    const p = await newPage({ width: 1280, height: 900 });
+    await signIn(p, told);
+    await p.goto(`${BASE}/me#messages`);
+    const messages = p.getByRole('region', { name: 'Messages from the trust' });
+    assert.match(await messages.innerText(), new RegExp(`Data request answered: ${title}[\\s\\S]*barcelona-bus-stops`), told);
+    await p.context().close();
+  }
+});

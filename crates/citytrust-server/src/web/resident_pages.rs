@@ -124,6 +124,8 @@ struct MessageRow {
     title: String,
     body: String,
     datasets: String,
+    /// The data request it answers (a `data_request` message), else empty.
+    data_request: String,
 }
 
 struct EntryRow {
@@ -450,6 +452,7 @@ async fn dashboard_view(
             title: m.title,
             body: m.body,
             datasets: m.dataset_ids.join(", "),
+            data_request: m.data_request_id.unwrap_or_default(),
         })
         .collect();
     let entries = service
