@@ -1,7 +1,8 @@
 //! Every role check in CityTrust: who may change the catalogue, the accounts,
 //! the charter and the purposes, vote, retire agreements, keep the breach
 //! register, record evidence, issue link codes, re-assess or reclassify a
-//! dataset. Deny by default: each function names the only actors it lets
+//! dataset, answer or assign a data request, open or answer a consultation.
+//! Deny by default: each function names the only actors it lets
 //! through, and says why not otherwise. No other file asks an actor for its
 //! roles (the tidy test in `crates/citytrust/tests/it/tidy.rs` holds it).
 //!
@@ -325,6 +326,33 @@ pub fn may_assign_data_request(actor: &Actor) -> Result<(), Refusal> {
         actor,
         "only administrators assign data requests",
     )
+}
+
+/// Open a consultation of residents: trustees.
+pub fn may_open_consultation(actor: &Actor) -> Result<(), Refusal> {
+    only(trustee(actor), actor, "only trustees open consultations")
+}
+
+/// Answer a consultation: residents (the resident role), and for an
+/// audience of linked residents only those `linked` to the dataset's records.
+pub fn may_answer_consultation(
+    actor: &Actor,
+    audience: crate::participation::Audience,
+    linked: bool,
+) -> Result<(), Refusal> {
+    let resident = actor.has_role(crate::account::Role::Resident);
+    match audience {
+        crate::participation::Audience::Residents => only(
+            resident,
+            actor,
+            "this consultation asks the city's residents: sign in with a resident's account",
+        ),
+        crate::participation::Audience::LinkedResidents => only(
+            resident && linked,
+            actor,
+            "this consultation asks residents whose records are in the dataset concerned: link your records first",
+        ),
+    }
 }
 
 /// Whether the actor sees the people behind requests and votes (the public

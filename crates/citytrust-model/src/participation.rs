@@ -1,10 +1,18 @@
 //! Participation (R-PAR-1 … R-PAR-5): what residents bring to the trust
-//! rather than what is decided about them. For now, demand-led data
-//! requests (R-PAR-2): anyone signed in asks for data that is missing, or
-//! for closed or shared data to be opened, with the use case and the benefit
-//! to residents; others support it; the owner organisation (the
-//! administrators while none is assigned) answers — planned by a date (the
-//! public roadmap), published, already there, or declined with the reason.
+//! rather than what is decided about them.
+//!
+//! Demand-led data requests (R-PAR-2): anyone signed in asks for data that
+//! is missing, or for closed or shared data to be opened, with the use case
+//! and the benefit to residents; others support it; the owner organisation
+//! (the administrators while none is assigned) answers — planned by a date
+//! (the public roadmap), published, already there, or declined with the
+//! reason.
+//!
+//! Consultations (R-PAR-3): trustees ask residents (all, or those linked to
+//! a dataset's records) questions about a proposal between two dates; one
+//! response per person, changeable until it closes; results published when
+//! it closes, small counts suppressed, free text only where its writer
+//! agreed; charter versions cite the consultations that informed them.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -268,6 +276,404 @@ impl DataRequest {
             "benefit": self.benefit,
         })
         .to_string()
+    }
+}
+
+// ---- consultations (R-PAR-3) ------------------------------------------------------
+
+/// What a consultation is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultationSubject {
+    /// A change to the charter or the ethics code.
+    #[default]
+    CharterChange,
+    /// A kind of use of the city's data (sharing smart-meter data for research, say).
+    KindOfUse,
+    /// How a dataset is classified (open, shared, closed).
+    Classification,
+}
+
+impl ConsultationSubject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsultationSubject::CharterChange => "charter_change",
+            ConsultationSubject::KindOfUse => "kind_of_use",
+            ConsultationSubject::Classification => "classification",
+        }
+    }
+}
+
+/// Who may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Any signed-in resident.
+    #[default]
+    Residents,
+    /// Residents whose accounts are linked to records in `dataset_id`.
+    LinkedResidents,
+}
+
+/// The kinds of question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionKind {
+    /// One of the choices.
+    #[default]
+    SingleChoice,
+    /// Any of the choices.
+    MultipleChoice,
+    /// 1 (not at all) to 5 (entirely).
+    Scale,
+    /// Words.
+    FreeText,
+}
+
+/// A question as the trustees write it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewQuestion {
+    #[schema(min_length = 1, max_length = 1000)]
+    pub text: String,
+    pub kind: QuestionKind,
+    /// For single and multiple choice: 2 to 20 choices.
+    #[serde(default)]
+    pub choices: Vec<String>,
+}
+
+/// Body of `POST /api/v1/consultations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewConsultation {
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: String,
+    /// The proposal, in plain words.
+    #[schema(min_length = 1, max_length = 20000)]
+    pub description: String,
+    pub subject: ConsultationSubject,
+    /// The dataset concerned (required for a classification, and for an
+    /// audience of linked residents).
+    #[serde(default)]
+    pub dataset_id: Option<String>,
+    pub audience: Audience,
+    /// 1 to 30 questions.
+    pub questions: Vec<NewQuestion>,
+    /// The first day answers are taken (YYYY-MM-DD).
+    pub opens_on: String,
+    /// The last day answers are taken (YYYY-MM-DD).
+    pub closes_on: String,
+}
+
+/// The most questions a consultation has, and choices a question.
+pub const MAX_QUESTIONS: usize = 30;
+pub const MAX_CHOICES: usize = 20;
+
+impl NewConsultation {
+    /// Check the shape; `today` bounds the dates. Returns (opens, closes) as days.
+    pub fn validate(&self, today: i64) -> Result<(i64, i64), ValidationErrors> {
+        let mut e = ValidationErrors::default();
+        e.required_text("title", &self.title, 200);
+        e.required_text("description", &self.description, 20_000);
+        if let Some(d) = &self.dataset_id {
+            e.slug("dataset_id", d);
+        } else if self.subject == ConsultationSubject::Classification {
+            e.push(
+                "dataset_id",
+                "a consultation on a classification names the dataset",
+            );
+        } else if self.audience == Audience::LinkedResidents {
+            e.push(
+                "dataset_id",
+                "an audience of linked residents needs the dataset they are linked to",
+            );
+        }
+        if self.questions.is_empty() || self.questions.len() > MAX_QUESTIONS {
+            e.push("questions", format!("ask 1 to {MAX_QUESTIONS} questions"));
+        }
+        for (i, q) in self.questions.iter().enumerate() {
+            let f = format!("questions[{i}]");
+            e.required_text(&format!("{f}.text"), &q.text, 1000);
+            match q.kind {
+                QuestionKind::SingleChoice | QuestionKind::MultipleChoice => {
+                    if q.choices.len() < 2 || q.choices.len() > MAX_CHOICES {
+                        e.push(
+                            format!("{f}.choices"),
+                            format!("give 2 to {MAX_CHOICES} choices"),
+                        );
+                    }
+                    e.list(&format!("{f}.choices"), &q.choices, MAX_CHOICES, 200);
+                    let mut seen = std::collections::BTreeSet::new();
+                    if q.choices.iter().any(|c| !seen.insert(c.trim())) {
+                        e.push(format!("{f}.choices"), "each choice once");
+                    }
+                }
+                QuestionKind::Scale | QuestionKind::FreeText => {
+                    if !q.choices.is_empty() {
+                        e.push(format!("{f}.choices"), "only choice questions have choices");
+                    }
+                }
+            }
+        }
+        let day = |e: &mut ValidationErrors, field: &str, v: &str| {
+            e.date(field, v).and(crate::access::parse_day(v))
+        };
+        let opens = day(&mut e, "opens_on", &self.opens_on);
+        let closes = day(&mut e, "closes_on", &self.closes_on);
+        if opens.is_some_and(|o| o < today) {
+            e.push("opens_on", "must not be in the past");
+        }
+        if let (Some(o), Some(c)) = (opens, closes)
+            && c < o
+        {
+            e.push("closes_on", "must not be before opens_on");
+        }
+        if let (Some(o), Some(c)) = (opens, closes)
+            && c - o > 366
+        {
+            e.push("closes_on", "a consultation runs for at most a year");
+        }
+        e.into_result()?;
+        Ok((opens.unwrap_or(today), closes.unwrap_or(today)))
+    }
+}
+
+/// A question as asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Question {
+    /// `q1`, `q2`, …
+    pub id: String,
+    pub text: String,
+    pub kind: QuestionKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+}
+
+impl Question {
+    /// The values an answer may take: the choices, or 1–5.
+    pub fn values(&self) -> Vec<String> {
+        match self.kind {
+            QuestionKind::Scale => (1..=5).map(|v| v.to_string()).collect(),
+            _ => self.choices.clone(),
+        }
+    }
+}
+
+/// Where a consultation stands, by the day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsultationState {
+    #[default]
+    Scheduled,
+    Open,
+    Closed,
+}
+
+/// A charter version that cites a consultation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Citation {
+    pub charter_version: i64,
+    /// The charter version's note (why it changed).
+    pub note: String,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// One choice's count in the published results; `None` when suppressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChoiceCount {
+    pub choice: String,
+    /// Absent: fewer than the threshold chose it (or it would reveal such a count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+/// A question's published results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuestionResult {
+    pub question: String,
+    pub kind: QuestionKind,
+    /// How many answered it; absent when suppressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counts: Vec<ChoiceCount>,
+    /// Free-text answers whose writers agreed to publish them, in alphabetical order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<String>,
+}
+
+/// A closed consultation's results, published once and frozen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsultationResults {
+    /// Counts below this are suppressed (the privacy engine's threshold).
+    pub threshold: u64,
+    /// How many responded; absent when suppressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respondents: Option<u64>,
+    pub questions: Vec<QuestionResult>,
+    #[schema(format = DateTime)]
+    pub published_at: String,
+}
+
+/// A consultation, public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Consultation {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub subject: ConsultationSubject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<String>,
+    pub audience: Audience,
+    pub questions: Vec<Question>,
+    pub opens_on: String,
+    pub closes_on: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// By today's date.
+    #[serde(default)]
+    pub state: ConsultationState,
+    /// Once closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<ConsultationResults>,
+    /// Charter versions that cite it: what it changed.
+    #[serde(default)]
+    pub cited_by: Vec<Citation>,
+    /// The viewer has answered (false for anonymous viewers).
+    #[serde(default)]
+    pub answered: bool,
+    #[serde(default)]
+    pub log_entries: Vec<i64>,
+}
+
+impl Consultation {
+    /// Its state on `today` (days since 1970).
+    pub fn state_on(&self, today: i64) -> ConsultationState {
+        let day = |s: &str| crate::access::parse_day(s).unwrap_or(i64::MAX);
+        if today < day(&self.opens_on) {
+            ConsultationState::Scheduled
+        } else if today <= day(&self.closes_on) {
+            ConsultationState::Open
+        } else {
+            ConsultationState::Closed
+        }
+    }
+}
+
+/// One answer in a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerInput {
+    /// The question's id (`q1`, …).
+    pub question: String,
+    /// For a single choice question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
+    /// For a multiple choice question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
+    /// For a scale question: 1 to 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<u8>,
+    /// For a free-text question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 5000)]
+    pub text: Option<String>,
+}
+
+/// Body of `PUT /api/v1/consultations/{id}/response`: a person's response,
+/// replacing any earlier one until the consultation closes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsultationResponse {
+    /// Answers to some or all questions (each at most once).
+    pub answers: Vec<AnswerInput>,
+    /// Whether your free-text answers may be published with the results
+    /// (without your name). Unpublished, nobody but you ever reads them.
+    #[serde(default)]
+    pub publish_text: bool,
+}
+
+impl ConsultationResponse {
+    /// Check the response against the questions asked.
+    pub fn validate(&self, questions: &[Question]) -> Result<(), ValidationErrors> {
+        let mut e = ValidationErrors::default();
+        if self.answers.is_empty() {
+            e.push("answers", "answer at least one question");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, a) in self.answers.iter().enumerate() {
+            let f = format!("answers[{i}]");
+            let Some(q) = questions.iter().find(|q| q.id == a.question) else {
+                e.push(
+                    format!("{f}.question"),
+                    format!("there is no question '{}'", a.question),
+                );
+                continue;
+            };
+            if !seen.insert(a.question.as_str()) {
+                e.push(format!("{f}.question"), "each question is answered once");
+            }
+            let given = [
+                a.choice.is_some(),
+                a.choices.is_some(),
+                a.scale.is_some(),
+                a.text.is_some(),
+            ];
+            let expected = match q.kind {
+                QuestionKind::SingleChoice => 0,
+                QuestionKind::MultipleChoice => 1,
+                QuestionKind::Scale => 2,
+                QuestionKind::FreeText => 3,
+            };
+            let field = ["choice", "choices", "scale", "text"][expected];
+            if given.iter().filter(|g| **g).count() != 1 || !given[expected] {
+                e.push(
+                    format!("{f}.{field}"),
+                    format!("question '{}' is answered with `{field}` alone", q.id),
+                );
+                continue;
+            }
+            match q.kind {
+                QuestionKind::SingleChoice => {
+                    if let Some(c) = &a.choice
+                        && !q.choices.contains(c)
+                    {
+                        e.push(
+                            format!("{f}.choice"),
+                            format!("'{c}' is not one of the choices"),
+                        );
+                    }
+                }
+                QuestionKind::MultipleChoice => {
+                    let cs = a.choices.as_deref().unwrap_or_default();
+                    if cs.is_empty() {
+                        e.push(format!("{f}.choices"), "choose at least one");
+                    }
+                    let mut picked = std::collections::BTreeSet::new();
+                    for c in cs {
+                        if !q.choices.contains(c) {
+                            e.push(
+                                format!("{f}.choices"),
+                                format!("'{c}' is not one of the choices"),
+                            );
+                        } else if !picked.insert(c) {
+                            e.push(format!("{f}.choices"), format!("'{c}' is chosen twice"));
+                        }
+                    }
+                }
+                QuestionKind::Scale => {
+                    if !a.scale.is_some_and(|v| (1..=5).contains(&v)) {
+                        e.push(format!("{f}.scale"), "from 1 to 5");
+                    }
+                }
+                QuestionKind::FreeText => {
+                    e.required_text(&format!("{f}.text"), a.text.as_deref().unwrap_or(""), 5000);
+                }
+            }
+        }
+        e.into_result()
     }
 }
 

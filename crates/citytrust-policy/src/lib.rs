@@ -19,6 +19,9 @@ use cedar_policy::{
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
 /// The charter a new trust starts with.
 pub const DEFAULT_CHARTER: &str = include_str!("default-charter.cedar");
+/// The plain-language digital ethics code a new trust publishes beside its
+/// charter (R-PAR-1); trustees change it with the charter.
+pub const DEFAULT_ETHICS_CODE: &str = include_str!("default-ethics-code.md");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

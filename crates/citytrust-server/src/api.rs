@@ -84,17 +84,21 @@ pub fn routes() -> Router<AppState> {
         crate::participation::ask_for_data, crate::participation::list_data_requests,
         crate::participation::get_data_request, crate::participation::support,
         crate::participation::withdraw_support, crate::participation::answer,
-        crate::participation::assign, crate::participation::roadmap
+        crate::participation::assign, crate::participation::roadmap,
+        crate::participation::open_consultation, crate::participation::list_consultations,
+        crate::participation::get_consultation, crate::participation::respond,
+        crate::participation::my_response, crate::participation::trustees,
+        crate::participation::set_term, crate::participation::charter_changes
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
         citytrust_service::feedback::Feedback, citytrust_service::feedback::FeedbackInput, citytrust_service::feedback::FeedbackAnswer,
-        crate::governance::CharterBody, crate::governance::CommentBody, crate::governance::RetireBody,
+        citytrust_service::governance::CharterChange, crate::governance::CommentBody, crate::governance::RetireBody,
         crate::governance::AttestationBody, crate::residents::AnswerBody, crate::residents::BirthDateBody,
         citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap"),
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

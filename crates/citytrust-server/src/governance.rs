@@ -10,7 +10,7 @@ use citytrust_model::ProblemCode;
 use citytrust_model::access::{
     AccessRequest, Agreement, NewAccessRequest, NewVote, Purpose, RequestStatus,
 };
-use citytrust_service::governance::CharterView;
+use citytrust_service::governance::{CharterChange, CharterView};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -102,19 +102,9 @@ pub(crate) async fn charter_history(
     Ok(Json(state.service.charter_history().await?))
 }
 
-/// A new charter version.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CharterBody {
-    /// Cedar policies, each with an `@id` and a `@reason`.
-    pub text: String,
-    /// Why the charter changes.
-    pub note: String,
-}
-
 /// Replace the charter (trustees). It is validated against the schema first;
 /// a charter that does not validate is refused with every problem.
-#[utoipa::path(put, path = "/api/v1/charter", tag = "governance", security(("bearer" = [])), request_body = CharterBody,
+#[utoipa::path(put, path = "/api/v1/charter", tag = "governance", security(("bearer" = [])), request_body = CharterChange,
     responses(
         CommonProblems,
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -128,14 +118,9 @@ pub struct CharterBody {
 pub(crate) async fn put_charter(
     State(state): State<AppState>,
     SignedIn(actor): SignedIn,
-    ApiJson(body): ApiJson<CharterBody>,
+    ApiJson(body): ApiJson<CharterChange>,
 ) -> Result<Json<CharterView>, ApiError> {
-    Ok(Json(
-        state
-            .service
-            .set_charter(&actor, &body.text, &body.note)
-            .await?,
-    ))
+    Ok(Json(state.service.set_charter(&actor, body).await?))
 }
 
 /// Ask for access to datasets for a purpose, at a level, for a period.

@@ -1,15 +1,21 @@
 //! Participation over HTTP: demand-led data requests (ask, support,
-//! withdraw, assign, answer) and the public roadmap.
+//! withdraw, assign, answer) and the public roadmap; consultations (open,
+//! respond, results); the board in public (trustees' terms) and what each
+//! charter version changed.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use citytrust_model::participation::{
-    DataRequest, DataRequestAnswer, DataRequestAssignment, NewDataRequest,
+    Consultation, ConsultationResponse, DataRequest, DataRequestAnswer, DataRequestAssignment,
+    NewConsultation, NewDataRequest,
 };
-use citytrust_service::participation::{DataRequestPage, DataRequestQuery, Roadmap};
+use citytrust_service::governance::CharterChanges;
+use citytrust_service::participation::{
+    DataRequestPage, DataRequestQuery, Roadmap, TermInput, Trustee,
+};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -30,6 +36,21 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/data-requests/{id}/answer", post(answer))
         .route("/api/v1/data-requests/{id}/assign", post(assign))
         .route("/api/v1/roadmap", get(roadmap))
+        .route(
+            "/api/v1/consultations",
+            get(list_consultations).post(open_consultation),
+        )
+        .route("/api/v1/consultations/{id}", get(get_consultation))
+        .route(
+            "/api/v1/consultations/{id}/response",
+            get(my_response).put(respond),
+        )
+        .route("/api/v1/trustees", get(trustees))
+        .route("/api/v1/trustees/{username}/term", put(set_term))
+        .route(
+            "/api/v1/charter/versions/{version}/changes",
+            get(charter_changes),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,4 +215,166 @@ pub(crate) async fn roadmap(
     ApiActor(actor): ApiActor,
 ) -> Result<Json<Roadmap>, ApiError> {
     Ok(Json(state.service.roadmap(&actor).await?))
+}
+
+/// Open a consultation of residents (trustees).
+#[utoipa::path(post, path = "/api/v1/consultations", tag = "participation", security(("bearer" = [])), request_body = NewConsultation,
+    responses(
+        CommonProblems,
+        (status = 201, description = "Opened (answers are taken from `opens_on` to `closes_on`)", body = Consultation),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (no questions, a choice question without choices, dates in the past or reversed, an unknown dataset)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn open_consultation(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiJson(body): ApiJson<NewConsultation>,
+) -> Result<Response, ApiError> {
+    let c = state.service.open_consultation(&actor, body).await?;
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+/// Every consultation, the latest to close first; closed ones with their published results. Public.
+#[utoipa::path(get, path = "/api/v1/consultations", tag = "participation",
+    responses(
+        CommonProblems,
+        (status = 200, description = "The consultations", body = Vec<Consultation>),
+    ))]
+pub(crate) async fn list_consultations(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+) -> Result<Json<Vec<Consultation>>, ApiError> {
+    Ok(Json(state.service.list_consultations(&actor).await?))
+}
+
+/// One consultation: its questions, its state, and once closed its results (small numbers suppressed).
+#[utoipa::path(get, path = "/api/v1/consultations/{id}", tag = "participation",
+    params(("id" = String, Path, description = "The consultation's id")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "The consultation", body = Consultation),
+        (status = 404, description = "No such consultation", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_consultation(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+) -> Result<Json<Consultation>, ApiError> {
+    Ok(Json(state.service.get_consultation(&actor, &id).await?))
+}
+
+/// Answer a consultation, or change your answer, while it is open (residents it asks).
+#[utoipa::path(put, path = "/api/v1/consultations/{id}/response", tag = "participation", security(("bearer" = [])), request_body = ConsultationResponse,
+    params(("id" = String, Path, description = "The consultation's id")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "Recorded (replacing your earlier response)", body = Consultation),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not among those it asks", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such consultation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not open yet, or closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An answer that does not fit its question", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn respond(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+    ApiJson(body): ApiJson<ConsultationResponse>,
+) -> Result<Json<Consultation>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .respond_to_consultation(&actor, &id, body)
+            .await?,
+    ))
+}
+
+/// Your own response to a consultation (nobody else's is ever shown).
+#[utoipa::path(get, path = "/api/v1/consultations/{id}/response", tag = "participation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The consultation's id")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "Your response", body = ConsultationResponse),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "You have not answered (or no such consultation)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn my_response(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+) -> Result<Json<ConsultationResponse>, ApiError> {
+    Ok(Json(
+        state.service.my_consultation_response(&actor, &id).await?,
+    ))
+}
+
+/// The board: every trustee, their term, how they were appointed, their declarations of interest. Public.
+#[utoipa::path(get, path = "/api/v1/trustees", tag = "participation",
+    responses(
+        CommonProblems,
+        (status = 200, description = "The trustees", body = Vec<Trustee>),
+    ))]
+pub(crate) async fn trustees(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Trustee>>, ApiError> {
+    Ok(Json(state.service.trustees().await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsernamePath {
+    username: String,
+}
+
+/// Record a trustee's term, appointment and declarations (administrators). Outside the term, the trustee does not vote.
+#[utoipa::path(put, path = "/api/v1/trustees/{username}/term", tag = "participation", security(("bearer" = [])), request_body = TermInput,
+    params(("username" = String, Path, description = "The trustee's username")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "Recorded", body = Trustee),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an administrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a trustee, or invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn set_term(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(UsernamePath { username }): ApiPath<UsernamePath>,
+    ApiJson(body): ApiJson<TermInput>,
+) -> Result<Json<Trustee>, ApiError> {
+    Ok(Json(
+        state
+            .service
+            .set_trustee_term(&actor, &username, body)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VersionPath {
+    version: i64,
+}
+
+/// What a charter version changed from the one before: the rules and the ethics code line by line, why, and the consultation that informed it. Public.
+#[utoipa::path(get, path = "/api/v1/charter/versions/{version}/changes", tag = "governance",
+    params(("version" = i64, Path, description = "The charter version")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "The changes", body = CharterChanges),
+        (status = 400, description = "Not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn charter_changes(
+    State(state): State<AppState>,
+    ApiPath(VersionPath { version }): ApiPath<VersionPath>,
+) -> Result<Json<CharterChanges>, ApiError> {
+    Ok(Json(state.service.charter_changes(version).await?))
 }

@@ -34,6 +34,102 @@ pub struct CharterView {
     #[schema(format = DateTime)]
     pub created_at: String,
     pub rules: Vec<CharterRule>,
+    /// The plain-language digital ethics code published with this version.
+    pub ethics_code: String,
+    /// The consultation that informed this version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consultation_id: Option<String>,
+}
+
+/// A new charter version, as a trustee sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CharterChange {
+    /// Cedar policies, each with an `@id` and a `@reason`.
+    pub text: String,
+    /// Why the charter changes.
+    pub note: String,
+    /// The plain-language ethics code of this version; absent, the code of
+    /// the version before is kept.
+    #[serde(default)]
+    pub ethics_code: Option<String>,
+    /// The (closed) consultation that informed this change.
+    #[serde(default)]
+    pub consultation_id: Option<String>,
+}
+
+/// One line of a comparison.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct DiffLine {
+    /// `same`, `added` or `removed`.
+    pub op: &'static str,
+    pub text: String,
+}
+
+/// What a charter version changed from the one before.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CharterChanges {
+    pub version: i64,
+    /// The version compared with (absent for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<i64>,
+    /// Why it changed.
+    pub note: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consultation_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The Cedar rules, line by line.
+    pub rules: Vec<DiffLine>,
+    /// The ethics code, line by line.
+    pub ethics_code: Vec<DiffLine>,
+}
+
+/// The most lines a comparison handles line by line (beyond, the old text
+/// is shown removed and the new added).
+const MAX_DIFF_LINES: usize = 4000;
+
+/// A line comparison by longest common subsequence.
+pub fn line_diff(old: &str, new: &str) -> Vec<DiffLine> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let line = |op, t: &str| DiffLine {
+        op,
+        text: t.to_string(),
+    };
+    if a.len() > MAX_DIFF_LINES || b.len() > MAX_DIFF_LINES {
+        return a
+            .iter()
+            .map(|t| line("removed", t))
+            .chain(b.iter().map(|t| line("added", t)))
+            .collect();
+    }
+    // lcs[i][j]: the common subsequence's length of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(line("same", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(line("added", b[j]));
+            j += 1;
+        } else {
+            out.push(line("removed", a[i]));
+            i += 1;
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -181,6 +277,8 @@ impl Service {
                 note: "The charter a new trust starts with.".into(),
                 created_by: "system".into(),
                 created_at: rfc3339(self.now()),
+                ethics_code: citytrust_policy::DEFAULT_ETHICS_CODE.to_string(),
+                consultation_id: None,
             };
             // The built-in charter is not a change: it is public (GET
             // /api/v1/charter/versions) and every decision names the version it used.
@@ -265,39 +363,100 @@ impl Service {
     }
 
     /// Replace the charter (trustees): validated against the schema first.
-    pub async fn set_charter(&self, actor: &Actor, text: &str, note: &str) -> Result<CharterView> {
+    /// The ethics code is kept from the version before unless given; a
+    /// consultation cited must exist and be closed.
+    pub async fn set_charter(&self, actor: &Actor, change: CharterChange) -> Result<CharterView> {
         let Some(username) = actor.username() else {
             return Err(ServiceError::Unauthenticated);
         };
         authz::may_change_charter(actor)?;
+        let CharterChange {
+            text,
+            note,
+            ethics_code,
+            consultation_id,
+        } = change;
         let mut e = ValidationErrors::default();
-        e.required_text("note", note, 2000);
+        e.required_text("note", &note, 2000);
         if text.len() > 200_000 {
             e.push("text", "a charter is at most 200,000 characters");
         }
+        if let Some(code) = &ethics_code {
+            e.required_text("ethics_code", code, 50_000);
+        }
+        if let Some(c) = &consultation_id {
+            match self.store.get_consultation(c).await? {
+                None => e.push("consultation_id", format!("there is no consultation '{c}'")),
+                Some(k)
+                    if k.state_on(self.today())
+                        != citytrust_model::participation::ConsultationState::Closed =>
+                {
+                    e.push(
+                        "consultation_id",
+                        format!(
+                            "consultation '{c}' has not closed: cite it once its results are in"
+                        ),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
         e.into_result()?;
-        if let Err(citytrust_policy::PolicyError::Invalid(problems)) = Charter::parse(text) {
+        if let Err(citytrust_policy::PolicyError::Invalid(problems)) = Charter::parse(&text) {
             let mut e = ValidationErrors::default();
             for p in problems {
                 e.push("text", p);
             }
             return Err(e.into());
         }
-        let current = self.store.current_charter_version().await?.unwrap_or(0);
+        let previous = self.store.current_charter().await?;
+        let current = previous.as_ref().map_or(0, |p| p.version);
+        let ethics_code = match ethics_code {
+            Some(code) => code.trim().to_string(),
+            None => previous.map(|p| p.ethics_code).unwrap_or_default(),
+        };
         let charter = StoredCharter {
             version: current + 1,
-            text: text.to_string(),
-            note: note.to_string(),
+            text,
+            note,
             created_by: username.to_string(),
             created_at: rfc3339(self.now()),
+            ethics_code,
+            consultation_id,
         };
         let (body, at) = self.log_entry(
             "charter.changed",
-            serde_json::json!({"version": charter.version, "sha256": sha256_hex(text), "by": "trustee"}),
+            serde_json::json!({
+                "version": charter.version,
+                "sha256": sha256_hex(&charter.text),
+                "ethics_code_sha256": sha256_hex(&charter.ethics_code),
+                "consultation": charter.consultation_id,
+                "by": "trustee",
+            }),
         )?;
         let entry = crate::ledger::new_entry("charter.changed", &body, &at);
         self.store.insert_charter(&charter, Some(&entry)).await?;
         charter_view(charter)
+    }
+
+    /// What a charter version changed from the one before: the rules and the
+    /// ethics code line by line, why, and the consultation that informed it.
+    pub async fn charter_changes(&self, version: i64) -> Result<CharterChanges> {
+        let all = self.store.list_charters().await?;
+        let Some(this) = all.iter().find(|c| c.version == version) else {
+            return Err(ServiceError::NotFound(format!("charter version {version}")));
+        };
+        let before = all.iter().find(|c| c.version == version - 1);
+        let empty = String::new();
+        Ok(CharterChanges {
+            version,
+            previous: before.map(|b| b.version),
+            note: this.note.clone(),
+            consultation_id: this.consultation_id.clone(),
+            created_at: this.created_at.clone(),
+            rules: line_diff(before.map_or(&empty, |b| &b.text), &this.text),
+            ethics_code: line_diff(before.map_or(&empty, |b| &b.ethics_code), &this.ethics_code),
+        })
     }
 
     pub(crate) fn today(&self) -> i64 {
@@ -884,6 +1043,7 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         };
         authz::may_vote(actor)?;
+        self.require_in_term(username).await?;
         vote.validate()?;
         let (mut request, revision) = self
             .store
@@ -1235,6 +1395,8 @@ fn charter_view(row: StoredCharter) -> Result<CharterView> {
         created_by: row.created_by,
         created_at: row.created_at,
         rules,
+        ethics_code: row.ethics_code,
+        consultation_id: row.consultation_id,
     })
 }
 

@@ -1,3 +1,5 @@
+//! Participation (issue 27).
+//!
 //! Demand-led data requests (R-PAR-2): anyone signed in asks for data that
 //! is not in the catalogue, or for a closed or shared entry to be opened;
 //! others support it (once each, withdrawable while it is pending); the
@@ -10,13 +12,23 @@
 //! gets every step with the request's id, a digest of its words (they may
 //! name people), the organisation that acted and the support count — never
 //! a person.
+//!
+//! Consultations (R-PAR-3): trustees open them; residents (all, or those
+//! linked to a dataset's records) answer once, changing their answer until
+//! the closing day; the first read after the close publishes the results —
+//! counted under the consultation's row lock, so no late answer slips in —
+//! with small numbers suppressed by the privacy engine and free text only
+//! where its writer agreed. A response is never shown to anyone but its
+//! writer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use citytrust_model::access::format_day;
 use citytrust_model::participation::{
-    DataRequest, DataRequestAnswer, DataRequestAssignment, DataRequestEvent, DataRequestStatus,
-    NewDataRequest,
+    AnswerInput, Audience, ChoiceCount, Citation, Consultation, ConsultationResponse,
+    ConsultationResults, ConsultationState, DataRequest, DataRequestAnswer, DataRequestAssignment,
+    DataRequestEvent, DataRequestStatus, NewConsultation, NewDataRequest, Question, QuestionKind,
+    QuestionResult,
 };
 use citytrust_model::residents::InboxMessage;
 use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
@@ -583,4 +595,533 @@ impl Service {
     pub fn today_text(&self) -> String {
         format_day(self.today())
     }
+}
+
+// ---- consultations (R-PAR-3) ------------------------------------------------------
+
+/// Count responses into results, suppressing small numbers: for single
+/// choice and scale questions through the privacy engine's table protection
+/// (the question's total is the table's margin, so no suppressed count can
+/// be worked out from the others); for multiple choice, whose counts do not
+/// add up to a total, each count below the threshold on its own.
+pub fn count_results(
+    questions: &[Question],
+    responses: &[ConsultationResponse],
+    threshold: u64,
+    published_at: String,
+) -> Result<ConsultationResults> {
+    let shown = |n: u64| (n == 0 || n >= threshold).then_some(n);
+    let mut out = Vec::with_capacity(questions.len());
+    for q in questions {
+        let answers: Vec<&AnswerInput> = responses
+            .iter()
+            .filter_map(|r| r.answers.iter().find(|a| a.question == q.id))
+            .collect();
+        let answered = answers.len() as u64;
+        let mut result = QuestionResult {
+            question: q.id.clone(),
+            kind: q.kind,
+            answered: shown(answered),
+            counts: Vec::new(),
+            texts: Vec::new(),
+        };
+        match q.kind {
+            QuestionKind::SingleChoice | QuestionKind::Scale => {
+                let value = |a: &AnswerInput| match q.kind {
+                    QuestionKind::Scale => a.scale.map(|v| v.to_string()),
+                    _ => a.choice.clone(),
+                };
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for a in &answers {
+                    if let Some(v) = value(a) {
+                        *counts.entry(v).or_default() += 1;
+                    }
+                }
+                let rows: Vec<(Vec<String>, u64, Vec<f64>)> = counts
+                    .iter()
+                    .map(|(v, n)| (vec![v.clone()], *n, Vec::new()))
+                    .collect();
+                if rows.is_empty() {
+                    result.counts = q
+                        .values()
+                        .into_iter()
+                        .map(|choice| ChoiceCount {
+                            choice,
+                            count: Some(0),
+                        })
+                        .collect();
+                } else {
+                    let table = citytrust_privacy::cells::protect(1, &rows, threshold)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    let cell = |key: Option<&str>| {
+                        table
+                            .cells
+                            .iter()
+                            .find(|c| c.key.first().map(|k| k.as_deref()) == Some(key))
+                    };
+                    result.answered = cell(None).and_then(|c| c.count);
+                    result.counts = q
+                        .values()
+                        .into_iter()
+                        .map(|choice| {
+                            let count = match cell(Some(&choice)) {
+                                Some(c) => c.count,
+                                None => Some(0),
+                            };
+                            ChoiceCount { choice, count }
+                        })
+                        .collect();
+                }
+            }
+            QuestionKind::MultipleChoice => {
+                result.counts = q
+                    .choices
+                    .iter()
+                    .map(|choice| {
+                        let n = answers
+                            .iter()
+                            .filter(|a| a.choices.as_ref().is_some_and(|cs| cs.contains(choice)))
+                            .count() as u64;
+                        ChoiceCount {
+                            choice: choice.clone(),
+                            count: shown(n),
+                        }
+                    })
+                    .collect();
+            }
+            QuestionKind::FreeText => {}
+        }
+        out.push(result);
+    }
+    // Free text: only what its writers agreed to publish, in an order that
+    // says nothing about who wrote it.
+    for r in responses.iter().filter(|r| r.publish_text) {
+        for a in &r.answers {
+            if let (Some(text), Some(q)) =
+                (&a.text, out.iter_mut().find(|q| q.question == a.question))
+                && q.kind == QuestionKind::FreeText
+            {
+                q.texts.push(text.trim().to_string());
+            }
+        }
+    }
+    for q in &mut out {
+        q.texts.sort();
+    }
+    Ok(ConsultationResults {
+        threshold,
+        respondents: shown(responses.len() as u64),
+        questions: out,
+        published_at,
+    })
+}
+
+impl Service {
+    /// A trustee opens a consultation.
+    pub async fn open_consultation(
+        &self,
+        actor: &Actor,
+        new: NewConsultation,
+    ) -> Result<Consultation> {
+        authz::may_open_consultation(actor)?;
+        new.validate(self.today())?;
+        if let Some(d) = &new.dataset_id
+            && self.store.get_dataset(d).await?.is_none()
+        {
+            return Err(ValidationErrors::single(
+                "dataset_id",
+                format!("there is no dataset '{d}'"),
+            )
+            .into());
+        }
+        let questions: Vec<Question> = new
+            .questions
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| Question {
+                id: format!("q{}", i + 1),
+                text: q.text.trim().to_string(),
+                kind: q.kind,
+                choices: q.choices.iter().map(|c| c.trim().to_string()).collect(),
+            })
+            .collect();
+        let c = Consultation {
+            id: format!("cn-{}", random_hex::<6>()?),
+            title: new.title.trim().to_string(),
+            description: new.description.trim().to_string(),
+            subject: new.subject,
+            dataset_id: new.dataset_id,
+            audience: new.audience,
+            questions,
+            opens_on: new.opens_on,
+            closes_on: new.closes_on,
+            created_at: rfc3339(self.now()),
+            state: ConsultationState::Scheduled,
+            results: None,
+            cited_by: vec![],
+            answered: false,
+            log_entries: vec![],
+        };
+        let (body, at) = self.log_entry_by(
+            actor,
+            "consultation.opened",
+            serde_json::json!({
+                "consultation": c.id,
+                "subject": c.subject.as_str(),
+                "dataset": c.dataset_id,
+                "opens_on": c.opens_on,
+                "closes_on": c.closes_on,
+                "questions_sha256": sha256_hex(&serde_json::to_string(&c.questions).unwrap_or_default()),
+                "by": "trustee",
+            }),
+        )?;
+        let stored = self
+            .store
+            .insert_consultation(
+                &c,
+                &crate::ledger::new_entry("consultation.opened", &body, &at),
+            )
+            .await?;
+        self.consultation_view(actor, stored).await
+    }
+
+    /// Fill in the state, the viewer's part and the citations; publish the
+    /// results first if it has closed and they are not out yet.
+    async fn consultation_view(&self, actor: &Actor, mut c: Consultation) -> Result<Consultation> {
+        let today = self.today();
+        c.state = c.state_on(today);
+        if c.state == ConsultationState::Closed && c.results.is_none() {
+            c.results = Some(self.publish_results(&c).await?);
+            if let Some(fresh) = self.store.get_consultation(&c.id).await? {
+                c.log_entries = fresh.log_entries;
+            }
+        }
+        c.answered = match actor.username() {
+            Some(u) => self
+                .store
+                .consultation_response_of(&c.id, u)
+                .await?
+                .is_some(),
+            None => false,
+        };
+        c.cited_by = self
+            .store
+            .charters_citing(&c.id)
+            .await?
+            .into_iter()
+            .map(|(charter_version, note, at)| Citation {
+                charter_version,
+                note,
+                at,
+            })
+            .collect();
+        Ok(c)
+    }
+
+    async fn publish_results(&self, c: &Consultation) -> Result<ConsultationResults> {
+        let threshold = crate::levels::MIN_THRESHOLD;
+        let published_at = rfc3339(self.now());
+        let mut failure = None;
+        let published = self
+            .store
+            .publish_consultation_results(&c.id, |responses| {
+                let made = count_results(&c.questions, responses, threshold, published_at.clone())
+                    .and_then(|results| {
+                        let (body, at) = self.log_entry(
+                            "consultation.results_published",
+                            serde_json::json!({
+                                "consultation": c.id,
+                                "respondents": results.respondents,
+                                "threshold": threshold,
+                                "results_sha256": sha256_hex(&serde_json::to_string(&results).unwrap_or_default()),
+                            }),
+                        )?;
+                        Ok((results, body, at))
+                    });
+                match made {
+                    Ok((results, body, at)) => Ok((
+                        results,
+                        "consultation.results_published".to_string(),
+                        body,
+                        at,
+                    )),
+                    Err(e) => {
+                        let text = e.to_string();
+                        failure = Some(e);
+                        Err(citytrust_store::StoreError::Corrupt(text))
+                    }
+                }
+            })
+            .await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        match published? {
+            Some(results) => Ok(results),
+            // Another node published them first.
+            None => self
+                .store
+                .get_consultation(&c.id)
+                .await?
+                .and_then(|k| k.results)
+                .ok_or_else(|| ServiceError::Internal("consultation results vanished".into())),
+        }
+    }
+
+    /// Every consultation, the latest to close first.
+    pub async fn list_consultations(&self, actor: &Actor) -> Result<Vec<Consultation>> {
+        let mut out = Vec::new();
+        for c in self.store.list_consultations().await? {
+            out.push(self.consultation_view(actor, c).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn get_consultation(&self, actor: &Actor, id: &str) -> Result<Consultation> {
+        let c = self
+            .store
+            .get_consultation(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("consultation '{id}'")))?;
+        self.consultation_view(actor, c).await
+    }
+
+    /// Answer (or change your answer) while the consultation is open.
+    pub async fn respond_to_consultation(
+        &self,
+        actor: &Actor,
+        id: &str,
+        response: ConsultationResponse,
+    ) -> Result<Consultation> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        let c = self
+            .store
+            .get_consultation(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("consultation '{id}'")))?;
+        let linked = match (&c.audience, &c.dataset_id) {
+            (Audience::LinkedResidents, Some(d)) => self
+                .store
+                .links_of(username)
+                .await?
+                .iter()
+                .any(|l| &l.dataset_id == d),
+            _ => false,
+        };
+        authz::may_answer_consultation(actor, c.audience, linked)?;
+        match c.state_on(self.today()) {
+            ConsultationState::Open => {}
+            ConsultationState::Scheduled => {
+                return Err(ServiceError::Stale(format!(
+                    "consultation '{id}' opens on {}",
+                    c.opens_on
+                )));
+            }
+            ConsultationState::Closed => {
+                return Err(ServiceError::Stale(format!(
+                    "consultation '{id}' closed on {}: answers are no longer taken",
+                    c.closes_on
+                )));
+            }
+        }
+        response.validate(&c.questions)?;
+        let mut response = response;
+        for a in &mut response.answers {
+            if let Some(t) = &mut a.text {
+                *t = t.trim().to_string();
+            }
+        }
+        let changed = self
+            .store
+            .consultation_response_of(id, username)
+            .await?
+            .is_some();
+        let (body, at) = self.log_entry(
+            "consultation.responded",
+            serde_json::json!({"consultation": id, "changed": changed}),
+        )?;
+        if !self
+            .store
+            .put_consultation_response(
+                id,
+                username,
+                &at,
+                &response,
+                &crate::ledger::new_entry("consultation.responded", &body, &at),
+            )
+            .await?
+        {
+            return Err(ServiceError::Stale(format!(
+                "consultation '{id}' has closed and its results are published"
+            )));
+        }
+        self.get_consultation(actor, id).await
+    }
+
+    /// Your own response (only you ever read it whole).
+    pub async fn my_consultation_response(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ConsultationResponse> {
+        let Some(username) = actor.username() else {
+            return Err(ServiceError::Unauthenticated);
+        };
+        self.store
+            .consultation_response_of(id, username)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("your response to consultation '{id}'")))
+    }
+}
+
+// ---- the board in public (R-PAR-1) --------------------------------------------------
+
+/// Body of `PUT /api/v1/trustees/{username}/term`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TermInput {
+    /// The first day of the term (YYYY-MM-DD).
+    pub starts_on: String,
+    /// The last day of the term (YYYY-MM-DD).
+    pub ends_on: String,
+    /// How the trustee was appointed ("elected by the residents' assembly, 2026").
+    #[schema(min_length = 1, max_length = 1000)]
+    pub appointed_by: String,
+    /// Their standing declarations of interest ("none" if none).
+    #[schema(min_length = 1, max_length = 5000)]
+    pub declarations: String,
+}
+
+/// A trustee as the public sees them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, ToSchema)]
+pub struct Trustee {
+    pub username: String,
+    pub display_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appointed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declarations: Option<String>,
+    /// Today within the recorded term (true when no term is recorded yet).
+    pub in_term: bool,
+}
+
+impl Service {
+    /// An administrator records a trustee's term, how they were appointed
+    /// and their declarations of interest.
+    pub async fn set_trustee_term(
+        &self,
+        actor: &Actor,
+        username: &str,
+        input: TermInput,
+    ) -> Result<Trustee> {
+        authz::may_administer(actor)?;
+        let user = self.get_user(username).await?;
+        if authz::may_vote(&Actor::from_user(&user)).is_err() {
+            return Err(ValidationErrors::single(
+                "username",
+                format!("'{username}' is not a trustee"),
+            )
+            .into());
+        }
+        let mut e = ValidationErrors::default();
+        let starts = e
+            .date("starts_on", &input.starts_on)
+            .and(citytrust_model::access::parse_day(&input.starts_on));
+        let ends = e
+            .date("ends_on", &input.ends_on)
+            .and(citytrust_model::access::parse_day(&input.ends_on));
+        if let (Some(s), Some(t)) = (starts, ends)
+            && t < s
+        {
+            e.push("ends_on", "must not be before starts_on");
+        }
+        e.required_text("appointed_by", &input.appointed_by, 1000);
+        e.required_text("declarations", &input.declarations, 5000);
+        e.into_result()?;
+        let term = citytrust_store::StoredTerm {
+            username: username.to_string(),
+            starts_on: input.starts_on,
+            ends_on: input.ends_on,
+            appointed_by: input.appointed_by.trim().to_string(),
+            declarations: input.declarations.trim().to_string(),
+            updated_at: rfc3339(self.now()),
+        };
+        let (body, at) = self.log_entry_by(
+            actor,
+            "trustee.term_recorded",
+            serde_json::json!({
+                "trustee": username,
+                "starts_on": term.starts_on,
+                "ends_on": term.ends_on,
+                "declarations_sha256": sha256_hex(&term.declarations),
+                "by": "administrator",
+            }),
+        )?;
+        self.store
+            .put_trustee_term(
+                &term,
+                &crate::ledger::new_entry("trustee.term_recorded", &body, &at),
+            )
+            .await?;
+        self.trustees()
+            .await?
+            .into_iter()
+            .find(|t| t.username == username)
+            .ok_or_else(|| ServiceError::NotFound(format!("trustee '{username}'")))
+    }
+
+    /// The board: every trustee with their term, public.
+    pub async fn trustees(&self) -> Result<Vec<Trustee>> {
+        let terms: BTreeMap<String, citytrust_store::StoredTerm> = self
+            .store
+            .trustee_terms()
+            .await?
+            .into_iter()
+            .map(|t| (t.username.clone(), t))
+            .collect();
+        let today = self.today();
+        let mut out: Vec<Trustee> = self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|u| authz::may_vote(&Actor::from_user(u)).is_ok())
+            .map(|u| {
+                let term = terms.get(&u.username);
+                Trustee {
+                    in_term: term.is_none_or(|t| in_term(t, today)),
+                    starts_on: term.map(|t| t.starts_on.clone()),
+                    ends_on: term.map(|t| t.ends_on.clone()),
+                    appointed_by: term.map(|t| t.appointed_by.clone()),
+                    declarations: term.map(|t| t.declarations.clone()),
+                    username: u.username,
+                    display_name: u.display_name,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.display_name.cmp(&b.display_name));
+        Ok(out)
+    }
+
+    /// Refuse a trustee outside their recorded term (the vote's check).
+    pub(crate) async fn require_in_term(&self, username: &str) -> Result<()> {
+        match self.store.trustee_term(username).await? {
+            Some(t) if !in_term(&t, self.today()) => Err(ServiceError::Forbidden(format!(
+                "your term as a trustee runs from {} to {}: outside it you do not vote",
+                t.starts_on, t.ends_on
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn in_term(t: &citytrust_store::StoredTerm, today: i64) -> bool {
+    let day = citytrust_model::access::parse_day;
+    day(&t.starts_on).is_some_and(|s| s <= today) && day(&t.ends_on).is_some_and(|e| today <= e)
 }

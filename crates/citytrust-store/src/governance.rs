@@ -15,6 +15,10 @@ pub struct StoredCharter {
     pub note: String,
     pub created_by: String,
     pub created_at: String,
+    /// The plain-language digital ethics code published with this version (R-PAR-1).
+    pub ethics_code: String,
+    /// The consultation that informed this version, if any (R-PAR-3).
+    pub consultation_id: Option<String>,
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
@@ -65,7 +69,7 @@ impl Store {
     /// The charter in force (the highest version), if any was stored.
     pub async fn current_charter(&self) -> Result<Option<StoredCharter>> {
         let row = sqlx::query(
-            "SELECT version, text, note, created_by, created_at FROM charters ORDER BY version DESC LIMIT 1",
+            "SELECT version, text, note, created_by, created_at, ethics_code, consultation_id FROM charters ORDER BY version DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -83,7 +87,7 @@ impl Store {
     /// Every version, newest first.
     pub async fn list_charters(&self) -> Result<Vec<StoredCharter>> {
         let rows = sqlx::query(
-            "SELECT version, text, note, created_by, created_at FROM charters ORDER BY version DESC",
+            "SELECT version, text, note, created_by, created_at, ethics_code, consultation_id FROM charters ORDER BY version DESC",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -99,13 +103,16 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO charters (version, text, note, created_by, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO charters (version, text, note, created_by, created_at, ethics_code, consultation_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(charter.version)
         .bind(&charter.text)
         .bind(&charter.note)
         .bind(&charter.created_by)
         .bind(&charter.created_at)
+        .bind(&charter.ethics_code)
+        .bind(&charter.consultation_id)
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict(e, format!("charter version {}", charter.version)))?;
@@ -355,5 +362,7 @@ fn charter_from_row(r: &sqlx::any::AnyRow) -> Result<StoredCharter> {
         note: r.try_get("note")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
+        ethics_code: r.try_get("ethics_code")?,
+        consultation_id: r.try_get("consultation_id")?,
     })
 }

@@ -31,7 +31,7 @@ mod witness;
 
 pub use governance::StoredCharter;
 pub use identity::PendingLogin;
-pub use participation::{StoredDataRequest, SupportChange};
+pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};

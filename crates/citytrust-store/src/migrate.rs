@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0015_data_requests.sql"),
         postgres: include_str!("../migrations/postgres/0015_data_requests.sql"),
     },
+    Migration {
+        version: 16,
+        name: "consultations",
+        sqlite: include_str!("../migrations/sqlite/0016_consultations.sql"),
+        postgres: include_str!("../migrations/postgres/0016_consultations.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -1,10 +1,15 @@
-//! Participation rows: demand-led data requests and their supports. Each
-//! change is stored with its log entry in one transaction; a support is a
-//! row keyed by (request, person), so one person supports a request once
-//! whatever the interleaving; answers are conditional on the status read,
-//! so two answers cannot both land.
+//! Participation rows: demand-led data requests and their supports,
+//! consultations and their responses, trustees' terms. Each change is
+//! stored with its log entry in one transaction. A support is a row keyed
+//! by (request, person), so one person supports a request once whatever the
+//! interleaving; answers are conditional on the status read, so two answers
+//! cannot both land. A response is a row keyed by (consultation, person),
+//! replaced until the results are published; publishing takes the
+//! consultation's row, so no response lands after the count.
 
-use citytrust_model::participation::{DataRequest, DataRequestStatus};
+use citytrust_model::participation::{
+    Consultation, ConsultationResponse, ConsultationResults, DataRequest, DataRequestStatus,
+};
 use citytrust_model::residents::InboxMessage;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -257,4 +262,261 @@ impl Store {
         tx.commit().await?;
         Ok(Some(doc))
     }
+}
+
+// ---- consultations ----------------------------------------------------------------
+
+/// A trustee's term of office, as an administrator records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTerm {
+    pub username: String,
+    pub starts_on: String,
+    pub ends_on: String,
+    pub appointed_by: String,
+    pub declarations: String,
+    pub updated_at: String,
+}
+
+impl Store {
+    /// Store a new consultation with its log entry; the entry's index is kept in the document.
+    pub async fn insert_consultation(
+        &self,
+        c: &Consultation,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<Consultation> {
+        let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = c.clone();
+        doc.log_entries.push(idx);
+        sqlx::query(
+            "INSERT INTO consultations (id, created_at, opens_on, closes_on, body) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&doc.id)
+        .bind(&doc.created_at)
+        .bind(&doc.opens_on)
+        .bind(&doc.closes_on)
+        .bind(json(&doc)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("consultation '{}'", doc.id)))?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    /// A consultation with its frozen results, if published.
+    pub async fn get_consultation(&self, id: &str) -> Result<Option<Consultation>> {
+        let row = sqlx::query("SELECT body, results FROM consultations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(consultation_from_row).transpose()
+    }
+
+    /// Every consultation, the latest to close first.
+    pub async fn list_consultations(&self) -> Result<Vec<Consultation>> {
+        let rows = sqlx::query(
+            "SELECT body, results FROM consultations ORDER BY closes_on DESC, created_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(consultation_from_row).collect()
+    }
+
+    /// Keep `username`'s response (replacing theirs) with its log entry, if the
+    /// consultation's results are not published yet. `false`: they are.
+    pub async fn put_consultation_response(
+        &self,
+        consultation_id: &str,
+        username: &str,
+        at: &str,
+        response: &ConsultationResponse,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Take the consultation's row first: publishing the results takes it
+        // too, so no response lands after the results were counted.
+        let open = sqlx::query(
+            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING id",
+        )
+        .bind(consultation_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if open.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO consultation_responses (consultation_id, username, updated_at, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consultation_id, username) DO UPDATE SET updated_at = $3, body = $4",
+        )
+        .bind(consultation_id)
+        .bind(username)
+        .bind(at)
+        .bind(json(response)?)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `username`'s own response, if any.
+    pub async fn consultation_response_of(
+        &self,
+        consultation_id: &str,
+        username: &str,
+    ) -> Result<Option<ConsultationResponse>> {
+        let row = sqlx::query(
+            "SELECT body FROM consultation_responses WHERE consultation_id = $1 AND username = $2",
+        )
+        .bind(consultation_id)
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| parse_response(&r)).transpose()
+    }
+
+    /// Publish results once: the consultation's row is taken first (a
+    /// response in flight commits before, or finds the results published),
+    /// then every response is read and `count` turns them into the results
+    /// and their log entry (kind, body, at). `None` back: another node
+    /// published them first (read them again).
+    pub async fn publish_consultation_results<F>(
+        &self,
+        consultation_id: &str,
+        count: F,
+    ) -> Result<Option<ConsultationResults>>
+    where
+        F: FnOnce(&[ConsultationResponse]) -> Result<(ConsultationResults, String, String, String)>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
+        )
+        .bind(consultation_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut doc: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
+            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
+        let rows = sqlx::query(
+            "SELECT body FROM consultation_responses WHERE consultation_id = $1 ORDER BY username",
+        )
+        .bind(consultation_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let responses = rows
+            .iter()
+            .map(parse_response)
+            .collect::<Result<Vec<_>>>()?;
+        let (results, kind, body, at) = count(&responses)?;
+        let idx = append_entry(
+            &mut tx,
+            &NewLogEntry {
+                kind: &kind,
+                body: &body,
+                at: &at,
+            },
+        )
+        .await?;
+        doc.log_entries.push(idx);
+        sqlx::query("UPDATE consultations SET body = $2, results = $3 WHERE id = $1")
+            .bind(consultation_id)
+            .bind(json(&doc)?)
+            .bind(json(&results)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(results))
+    }
+
+    /// Charter versions citing a consultation: (version, note, created_at).
+    pub async fn charters_citing(
+        &self,
+        consultation_id: &str,
+    ) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT version, note, created_at FROM charters WHERE consultation_id = $1 ORDER BY version",
+        )
+        .bind(consultation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("version")?,
+                    r.try_get("note")?,
+                    r.try_get("created_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---- trustees' terms --------------------------------------------------------
+
+    /// Record (or replace) a trustee's term, with its log entry.
+    pub async fn put_trustee_term(&self, term: &StoredTerm, entry: &NewLogEntry<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO trustee_terms (username, starts_on, ends_on, appointed_by, declarations, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO UPDATE SET \
+             starts_on = $2, ends_on = $3, appointed_by = $4, declarations = $5, updated_at = $6",
+        )
+        .bind(&term.username)
+        .bind(&term.starts_on)
+        .bind(&term.ends_on)
+        .bind(&term.appointed_by)
+        .bind(&term.declarations)
+        .bind(&term.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn trustee_term(&self, username: &str) -> Result<Option<StoredTerm>> {
+        let row = sqlx::query("SELECT * FROM trustee_terms WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(term_from_row).transpose()
+    }
+
+    pub async fn trustee_terms(&self) -> Result<Vec<StoredTerm>> {
+        let rows = sqlx::query("SELECT * FROM trustee_terms ORDER BY starts_on, username")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(term_from_row).collect()
+    }
+}
+
+fn term_from_row(r: &AnyRow) -> Result<StoredTerm> {
+    Ok(StoredTerm {
+        username: r.try_get("username")?,
+        starts_on: r.try_get("starts_on")?,
+        ends_on: r.try_get("ends_on")?,
+        appointed_by: r.try_get("appointed_by")?,
+        declarations: r.try_get("declarations")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn parse_response(r: &AnyRow) -> Result<ConsultationResponse> {
+    serde_json::from_str(&r.try_get::<String, _>("body")?)
+        .map_err(|e| StoreError::Corrupt(format!("consultation response: {e}")))
+}
+
+fn consultation_from_row(r: &AnyRow) -> Result<Consultation> {
+    let mut c: Consultation = serde_json::from_str(&r.try_get::<String, _>("body")?)
+        .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
+    c.results = r
+        .try_get::<Option<String>, _>("results")?
+        .map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("consultation results: {e}")))
+        })
+        .transpose()?;
+    Ok(c)
 }

@@ -261,6 +261,14 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    pub async fn put_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.client.put(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
         let mut req = self.client.delete(self.url(path));
         if let Some(t) = token {

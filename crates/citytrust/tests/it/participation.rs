@@ -470,3 +470,543 @@ async fn a_request_to_open_a_dataset_goes_to_its_owner() {
         .await;
     assert_problem(res, 422, "validation_failed", Some("dataset_id")).await;
 }
+
+fn consultation(opens: &str, closes: &str) -> Value {
+    json!({
+        "title": "Sharing smart-meter readings for research",
+        "description": "Should households' half-hourly readings be shared with researchers, and on what terms?",
+        "subject": "kind_of_use",
+        "audience": "residents",
+        "questions": [
+            {"text": "Should the readings be shared for research?", "kind": "single_choice", "choices": ["Yes", "No", "Not sure"]},
+            {"text": "For which purposes?", "kind": "multiple_choice", "choices": ["Research", "Tariffs", "Planning"]},
+            {"text": "How comfortable are you with it?", "kind": "scale"},
+            {"text": "Anything else?", "kind": "free_text"}
+        ],
+        "opens_on": opens,
+        "closes_on": closes,
+    })
+}
+
+fn response(
+    choice: &str,
+    purposes: &[&str],
+    scale: u8,
+    text: Option<&str>,
+    publish: bool,
+) -> Value {
+    let mut answers = vec![
+        json!({"question": "q1", "choice": choice}),
+        json!({"question": "q2", "choices": purposes}),
+        json!({"question": "q3", "scale": scale}),
+    ];
+    if let Some(t) = text {
+        answers.push(json!({"question": "q4", "text": t}));
+    }
+    json!({"answers": answers, "publish_text": publish})
+}
+
+#[tokio::test]
+async fn a_consultation_is_answered_once_per_person_and_publishes_only_counts_at_the_threshold() {
+    let app = TestApp::start().await;
+    let trustee = app.token("trustee").await;
+    let resident = app.token("resident").await;
+    let alice = app.token("alice").await;
+
+    // Only trustees open consultations, and only well-formed ones.
+    let good = consultation("2026-03-01", "2026-03-08");
+    assert_eq!(
+        app.post_json("/api/v1/consultations", Some(&resident), &good)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json("/api/v1/consultations", None, &good)
+            .await
+            .status(),
+        401
+    );
+    let mut bad = good.clone();
+    bad["questions"][0]["choices"] = json!(["Yes"]);
+    let res = app
+        .post_json("/api/v1/consultations", Some(&trustee), &bad)
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("questions[0].choices")).await;
+    let res = app
+        .post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-02-01", "2026-03-08"),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("opens_on")).await;
+    let res = app
+        .post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-03-09", "2026-03-08"),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("closes_on")).await;
+    let c = json_of(
+        app.post_json("/api/v1/consultations", Some(&trustee), &good)
+            .await,
+        201,
+    )
+    .await;
+    let id = c["id"].as_str().unwrap().to_string();
+    assert_eq!(c["state"], "open");
+    let answer = format!("/api/v1/consultations/{id}/response");
+
+    // Residents answer; others may not.
+    let res = app
+        .put_json(
+            &answer,
+            Some(&alice),
+            &response("Yes", &["Research"], 4, None, false),
+        )
+        .await;
+    assert_problem(res, 403, "forbidden", None).await;
+    let res = app
+        .put_json(
+            &answer,
+            None,
+            &response("Yes", &["Research"], 4, None, false),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    for (body, field) in [
+        (
+            response("Maybe", &["Research"], 4, None, false),
+            "answers[0].choice",
+        ),
+        (
+            response("Yes", &["Research", "Research"], 4, None, false),
+            "answers[1].choices",
+        ),
+        (
+            response("Yes", &["Research"], 7, None, false),
+            "answers[2].scale",
+        ),
+        (
+            json!({"answers": [{"question": "q9", "choice": "Yes"}]}),
+            "answers[0].question",
+        ),
+        (
+            json!({"answers": [{"question": "q1", "scale": 3}]}),
+            "answers[0].choice",
+        ),
+        (json!({"answers": []}), "answers"),
+    ] {
+        let res = app.put_json(&answer, Some(&resident), &body).await;
+        assert_problem(res, 422, "validation_failed", Some(field)).await;
+    }
+
+    // Fourteen residents: 11 yes, 2 no, 1 not sure. One changes their mind
+    // (counted once); one writes free text not to be published.
+    let mut tokens = vec![resident.clone()];
+    for i in 1..14 {
+        let name = format!("neighbour{i:02}");
+        app.service
+            .insert_user(crate::harness::user(
+                &name,
+                vec![citytrust_model::Role::Resident],
+                vec![],
+            ))
+            .await
+            .unwrap();
+        tokens.push(app.token(&name).await);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let (choice, text, publish) = match i {
+            0 => ("No", Some("Only with my consent, and never sold."), true),
+            1 => ("No", Some("SECRET-UNPUBLISHED-TEXT"), false),
+            2 => ("Not sure", None, false),
+            _ => ("Yes", None, false),
+        };
+        let purposes: &[&str] = if i < 12 {
+            &["Research", "Tariffs"]
+        } else {
+            &["Planning"]
+        };
+        let scale = if i % 2 == 0 { 4 } else { 5 };
+        json_of(
+            app.put_json(
+                &answer,
+                Some(token),
+                &response(choice, purposes, scale, text, publish),
+            )
+            .await,
+            200,
+        )
+        .await;
+    }
+    // The first changes to yes and back to no: still one response.
+    json_of(
+        app.put_json(
+            &answer,
+            Some(&tokens[0]),
+            &response("Yes", &["Research"], 4, None, true),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let mine = json_of(
+        app.put_json(
+            &answer,
+            Some(&tokens[0]),
+            &response(
+                "No",
+                &["Research", "Tariffs"],
+                4,
+                Some("Only with my consent, and never sold."),
+                true,
+            ),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(mine["answered"], true);
+    assert!(
+        mine.get("results").is_none(),
+        "no results while it is open: {mine}"
+    );
+    // Each reads their own response, nobody else's.
+    let own = json_of(app.get(&answer, Some(&tokens[1])).await, 200).await;
+    assert_eq!(own["answers"][3]["text"], "SECRET-UNPUBLISHED-TEXT");
+    let other = json_of(app.get(&answer, Some(&tokens[2])).await, 200).await;
+    assert!(!other.to_string().contains("SECRET"), "{other}");
+    assert_eq!(app.get(&answer, Some(&alice)).await.status(), 404);
+    assert_eq!(app.get(&answer, None).await.status(), 401);
+
+    // Closed: no more answers; the results, once, with small numbers suppressed.
+    app.clock.advance(time::Duration::days(8));
+    let tokens: Vec<String> = {
+        let mut t = vec![app.token("resident").await];
+        for i in 1..14 {
+            t.push(app.token(&format!("neighbour{i:02}")).await);
+        }
+        t
+    };
+    let trustee = app.token("trustee").await;
+    let res = app
+        .put_json(
+            &answer,
+            Some(&tokens[3]),
+            &response("No", &["Research"], 1, None, false),
+        )
+        .await;
+    assert_problem(res, 409, "stale_revision", None).await;
+    let c = json_of(
+        app.get(&format!("/api/v1/consultations/{id}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(c["state"], "closed");
+    let r = &c["results"];
+    assert_eq!(r["threshold"], 10);
+    assert_eq!(r["respondents"], 14, "{r}");
+    let q1 = &r["questions"][0];
+    assert_eq!(q1["answered"], 14);
+    assert_eq!(
+        q1["counts"],
+        json!([{"choice": "Yes", "count": 11}, {"choice": "No"}, {"choice": "Not sure"}])
+    );
+    let q2 = &r["questions"][1];
+    assert_eq!(
+        q2["counts"],
+        json!([{"choice": "Research", "count": 12}, {"choice": "Tariffs", "count": 12}, {"choice": "Planning"}]),
+        "2 chose planning: suppressed"
+    );
+    // The scale: 7 fours and 7 fives: both shown? No — each is under 10.
+    let q3 = &r["questions"][2];
+    assert!(
+        q3["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("count").is_none_or(|n| n == 0)),
+        "{q3}"
+    );
+    // Published text only where its writer agreed; the rest is read by nobody.
+    assert_eq!(
+        r["questions"][3]["texts"],
+        json!(["Only with my consent, and never sold."])
+    );
+    for token in [None, Some(trustee.as_str()), Some(tokens[2].as_str())] {
+        for path in [
+            format!("/api/v1/consultations/{id}"),
+            "/api/v1/consultations".to_string(),
+        ] {
+            let body = app.get(&path, token).await.text().await.unwrap();
+            assert!(
+                !body.contains("SECRET-UNPUBLISHED"),
+                "{path} shows an unpublished answer"
+            );
+        }
+    }
+    // Published once, and in the log without names.
+    json_of(app.get("/api/v1/consultations", None).await, 200).await;
+    assert_eq!(
+        app.entries_of_type("consultation.results_published")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(app.entries_of_type("consultation.opened").await.len(), 1);
+    let responded = app.entries_of_type("consultation.responded").await;
+    assert_eq!(responded.len(), 16);
+    for e in responded {
+        assert!(
+            !e.contains("neighbour") && !e.contains("\"resident\""),
+            "{e}"
+        );
+    }
+
+    // A charter version cites it, once it has closed; its page says what it changed.
+    let charter = json_of(app.get("/api/v1/charter", None).await, 200).await;
+    let mut code = charter["ethics_code"].as_str().unwrap().to_string();
+    assert!(
+        code.contains("digital ethics code"),
+        "a new trust publishes the default code"
+    );
+    code.push_str("8. **Smart meters.** Household readings are shared only with consent.\n");
+    let change = json!({
+        "text": charter["text"],
+        "note": "Readings only with consent, as residents asked.",
+        "ethics_code": code,
+        "consultation_id": id,
+    });
+    let v = json_of(
+        app.put_json("/api/v1/charter", Some(&trustee), &change)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(v["consultation_id"], json!(id));
+    let c = json_of(
+        app.get(&format!("/api/v1/consultations/{id}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(c["cited_by"][0]["charter_version"], v["version"]);
+    let changes = json_of(
+        app.get(
+            &format!("/api/v1/charter/versions/{}/changes", v["version"]),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    let added: Vec<&Value> = changes["ethics_code"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["op"] != "same")
+        .collect();
+    assert_eq!(added.len(), 1, "{changes}");
+    assert!(added[0]["text"].as_str().unwrap().contains("Smart meters"));
+    assert!(
+        changes["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["op"] == "same")
+    );
+    // The next version keeps the code unless it sends one.
+    let keep = json!({"text": charter["text"], "note": "No change to the code."});
+    let v3 = json_of(
+        app.put_json("/api/v1/charter", Some(&trustee), &keep).await,
+        200,
+    )
+    .await;
+    assert!(v3["ethics_code"].as_str().unwrap().contains("Smart meters"));
+    assert!(v3.get("consultation_id").is_none());
+}
+
+#[tokio::test]
+async fn a_charter_may_not_cite_an_open_or_unknown_consultation_and_linked_audiences_need_links() {
+    let app = TestApp::start().await;
+    let trustee = app.token("trustee").await;
+    let resident = app.token("resident").await;
+    let alice = app.token("alice").await;
+    let c = json_of(
+        app.post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-03-01", "2026-03-31"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let charter = json_of(app.get("/api/v1/charter", None).await, 200).await;
+    for cited in [c["id"].clone(), json!("cn-unknown")] {
+        let res = app
+            .put_json(
+                "/api/v1/charter",
+                Some(&trustee),
+                &json!({"text": charter["text"], "note": "x", "consultation_id": cited}),
+            )
+            .await;
+        assert_problem(res, 422, "validation_failed", Some("consultation_id")).await;
+    }
+    // Residents linked to a dataset's records, only.
+    let ds = app
+        .create_dataset(
+            &alice,
+            &dataset("Household meters", "city-energy", "closed"),
+        )
+        .await;
+    let mut linked = consultation("2026-03-01", "2026-03-31");
+    linked["audience"] = json!("linked_residents");
+    let res = app
+        .post_json("/api/v1/consultations", Some(&trustee), &linked)
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("dataset_id")).await;
+    linked["dataset_id"] = json!(ds);
+    let c = json_of(
+        app.post_json("/api/v1/consultations", Some(&trustee), &linked)
+            .await,
+        201,
+    )
+    .await;
+    let res = app
+        .put_json(
+            &format!(
+                "/api/v1/consultations/{}/response",
+                c["id"].as_str().unwrap()
+            ),
+            Some(&resident),
+            &response("Yes", &["Research"], 4, None, false),
+        )
+        .await;
+    let body = assert_problem(res, 403, "forbidden", None).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("link your records"),
+        "{body}"
+    );
+    // A scheduled consultation takes no answers yet.
+    let later = json_of(
+        app.post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-04-01", "2026-04-30"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(later["state"], "scheduled");
+    let res = app
+        .put_json(
+            &format!(
+                "/api/v1/consultations/{}/response",
+                later["id"].as_str().unwrap()
+            ),
+            Some(&resident),
+            &response("Yes", &["Research"], 4, None, false),
+        )
+        .await;
+    assert_problem(res, 409, "stale_revision", None).await;
+}
+
+#[tokio::test]
+async fn a_trustee_out_of_term_may_not_vote_and_the_board_is_public() {
+    let app = crate::governance::start().await;
+    let admin = app.token("admin").await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let energy = crate::governance::with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+    let term = json!({
+        "starts_on": "2024-03-01",
+        "ends_on": "2026-02-28",
+        "appointed_by": "Elected by the residents' assembly, 2024",
+        "declarations": "Board member of the cycling association.",
+    });
+    // Administrators record terms, of trustees only.
+    assert_eq!(
+        app.put_json("/api/v1/trustees/trustee3/term", Some(&alice), &term)
+            .await
+            .status(),
+        403
+    );
+    let res = app
+        .put_json("/api/v1/trustees/alice/term", Some(&admin), &term)
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("username")).await;
+    let mut reversed = term.clone();
+    reversed["ends_on"] = json!("2024-01-01");
+    let res = app
+        .put_json("/api/v1/trustees/trustee3/term", Some(&admin), &reversed)
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("ends_on")).await;
+    let t = json_of(
+        app.put_json("/api/v1/trustees/trustee3/term", Some(&admin), &term)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(t["in_term"], false);
+    let board = json_of(app.get("/api/v1/trustees", None).await, 200).await;
+    let t3 = board
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["username"] == "trustee3")
+        .unwrap();
+    assert_eq!(
+        t3["declarations"],
+        "Board member of the cycling association."
+    );
+    assert_eq!(t3["in_term"], false);
+
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &crate::governance::request(&[&energy], "research", "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    let approve = json!({"vote": "approve", "reason": "Public benefit."});
+    let t3 = app.token("trustee3").await;
+    let res = app.post_json(&votes, Some(&t3), &approve).await;
+    let body = assert_problem(res, 403, "forbidden", None).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("2026-02-28"),
+        "{body}"
+    );
+    // Re-appointed: votes again.
+    let mut renewed = term.clone();
+    renewed["ends_on"] = json!("2028-02-29");
+    json_of(
+        app.put_json("/api/v1/trustees/trustee3/term", Some(&admin), &renewed)
+            .await,
+        200,
+    )
+    .await;
+    json_of(app.post_json(&votes, Some(&t3), &approve).await, 200).await;
+    assert_eq!(app.entries_of_type("trustee.term_recorded").await.len(), 2);
+}
