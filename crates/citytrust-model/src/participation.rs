@@ -534,6 +534,9 @@ pub struct Consultation {
     /// By today's date.
     #[serde(default)]
     pub state: ConsultationState,
+    /// The trustees closed it before its closing date (it closed on `closes_on`).
+    #[serde(default)]
+    pub closed_early: bool,
     /// Once closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<ConsultationResults>,
@@ -551,7 +554,9 @@ impl Consultation {
     /// Its state on `today` (days since 1970).
     pub fn state_on(&self, today: i64) -> ConsultationState {
         let day = |s: &str| crate::access::parse_day(s).unwrap_or(i64::MAX);
-        if today < day(&self.opens_on) {
+        if self.closed_early {
+            ConsultationState::Closed
+        } else if today < day(&self.opens_on) {
             ConsultationState::Scheduled
         } else if today <= day(&self.closes_on) {
             ConsultationState::Open

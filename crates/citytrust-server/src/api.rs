@@ -86,7 +86,7 @@ pub fn routes() -> Router<AppState> {
         crate::participation::withdraw_support, crate::participation::answer,
         crate::participation::assign, crate::participation::roadmap,
         crate::participation::open_consultation, crate::participation::list_consultations,
-        crate::participation::get_consultation, crate::participation::respond,
+        crate::participation::get_consultation, crate::participation::close_consultation, crate::participation::respond,
         crate::participation::my_response, crate::participation::trustees,
         crate::participation::set_term, crate::participation::charter_changes
     ),

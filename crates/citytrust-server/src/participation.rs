@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
             get(list_consultations).post(open_consultation),
         )
         .route("/api/v1/consultations/{id}", get(get_consultation))
+        .route("/api/v1/consultations/{id}/close", post(close_consultation))
         .route(
             "/api/v1/consultations/{id}/response",
             get(my_response).put(respond),
@@ -265,6 +266,25 @@ pub(crate) async fn get_consultation(
     ApiPath(IdPath { id }): ApiPath<IdPath>,
 ) -> Result<Json<Consultation>, ApiError> {
     Ok(Json(state.service.get_consultation(&actor, &id).await?))
+}
+
+/// Close a consultation before its date (trustees): it closes today and its results are published.
+#[utoipa::path(post, path = "/api/v1/consultations/{id}/close", tag = "participation", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The consultation's id")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "Closed, with its results", body = Consultation),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a trustee", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such consultation", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed already", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn close_consultation(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+) -> Result<Json<Consultation>, ApiError> {
+    Ok(Json(state.service.close_consultation(&actor, &id).await?))
 }
 
 /// Answer a consultation, or change your answer, while it is open (residents it asks).

@@ -757,6 +757,7 @@ impl Service {
             closes_on: new.closes_on,
             created_at: rfc3339(self.now()),
             state: ConsultationState::Scheduled,
+            closed_early: false,
             results: None,
             cited_by: vec![],
             answered: false,
@@ -866,6 +867,43 @@ impl Service {
                 .and_then(|k| k.results)
                 .ok_or_else(|| ServiceError::Internal("consultation results vanished".into())),
         }
+    }
+
+    /// Trustees close a consultation before its date; it closes today and
+    /// its results are published at once.
+    pub async fn close_consultation(&self, actor: &Actor, id: &str) -> Result<Consultation> {
+        authz::may_open_consultation(actor)?;
+        let mut c = self
+            .store
+            .get_consultation(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("consultation '{id}'")))?;
+        if c.state_on(self.today()) == ConsultationState::Closed {
+            return Err(ServiceError::Stale(format!(
+                "consultation '{id}' closed on {}",
+                c.closes_on
+            )));
+        }
+        c.closed_early = true;
+        c.closes_on = self.today_text();
+        let (body, at) = self.log_entry_by(
+            actor,
+            "consultation.closed_early",
+            serde_json::json!({"consultation": id, "closes_on": c.closes_on, "by": "trustee"}),
+        )?;
+        if !self
+            .store
+            .close_consultation_early(
+                &c,
+                &crate::ledger::new_entry("consultation.closed_early", &body, &at),
+            )
+            .await?
+        {
+            return Err(ServiceError::Stale(format!(
+                "consultation '{id}' has closed"
+            )));
+        }
+        self.get_consultation(actor, id).await
     }
 
     /// Every consultation, the latest to close first.

@@ -323,7 +323,8 @@ impl Store {
     }
 
     /// Keep `username`'s response (replacing theirs) with its log entry, if the
-    /// consultation's results are not published yet. `false`: they are.
+    /// consultation was not closed early and its results are not published
+    /// yet. `false`: it was, or they are.
     pub async fn put_consultation_response(
         &self,
         consultation_id: &str,
@@ -335,13 +336,18 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Take the consultation's row first: publishing the results takes it
         // too, so no response lands after the results were counted.
-        let open = sqlx::query(
-            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING id",
+        let Some(row) = sqlx::query(
+            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
         )
         .bind(consultation_id)
         .fetch_optional(&mut *tx)
-        .await?;
-        if open.is_none() {
+        .await?
+        else {
+            return Ok(false);
+        };
+        let doc: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
+            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
+        if doc.closed_early {
             return Ok(false);
         }
         sqlx::query(
@@ -355,6 +361,42 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Close a consultation before its date (`doc` is its new document),
+    /// with the log entry, if no results are published yet. `false`: they are.
+    pub async fn close_consultation_early(
+        &self,
+        doc: &Consultation,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
+        )
+        .bind(&doc.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(false);
+        };
+        let stored: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
+            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = doc.clone();
+        doc.log_entries = stored.log_entries;
+        doc.log_entries.push(idx);
+        doc.results = None;
+        doc.cited_by.clear();
+        doc.answered = false;
+        sqlx::query("UPDATE consultations SET body = $2, closes_on = $3 WHERE id = $1")
+            .bind(&doc.id)
+            .bind(json(&doc)?)
+            .bind(&doc.closes_on)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -1,11 +1,18 @@
 //! Participation pages: demand-led data requests (`/data-requests`: search,
 //! ask, support, withdraw; the owner's answer and the administrators'
-//! assignment on a request's page) and the public roadmap (`/roadmap`).
+//! assignment on a request's page) and the public roadmap (`/roadmap`);
+//! consultations (`/consultations`: the list and the trustees' form, a
+//! consultation's page with the resident's answer form or the results); the
+//! charter in public (`/charter`: the ethics code, the rules, the board with
+//! terms and declarations — recorded there by administrators — and every
+//! version's changes with its reason and consultation).
 
 use citytrust_model::participation::{
-    DataRequest, DataRequestAnswer, DataRequestAssignment, DataRequestStatus, NewDataRequest,
+    AnswerInput, Audience, Consultation, ConsultationResponse, ConsultationState,
+    ConsultationSubject, DataRequest, DataRequestAnswer, DataRequestAssignment, DataRequestStatus,
+    NewConsultation, NewDataRequest, NewQuestion, QuestionKind,
 };
-use citytrust_service::participation::{DataRequestQuery, DataRequestSort};
+use citytrust_service::participation::{DataRequestQuery, DataRequestSort, TermInput};
 
 use super::*;
 
@@ -19,6 +26,17 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/data-requests/{id}/answer", post(answer))
         .route("/data-requests/{id}/assign", post(assign))
         .route("/roadmap", get(roadmap_page))
+        .route(
+            "/consultations",
+            get(consultations_page).post(open_consultation),
+        )
+        .route(
+            "/consultations/{id}",
+            get(consultation_page).post(answer_consultation),
+        )
+        .route("/consultations/{id}/close", post(close_consultation))
+        .route("/charter", get(charter_page))
+        .route("/charter/terms", post(record_term))
 }
 
 fn status_label(s: DataRequestStatus) -> &'static str {
@@ -518,4 +536,635 @@ async fn roadmap_page(State(state): State<AppState>, viewer: Viewer) -> PageResu
         planned: roadmap.planned.iter().map(|r| row(r, &orgs)).collect(),
         published: roadmap.published.iter().map(|r| row(r, &orgs)).collect(),
     })
+}
+
+// ---- consultations --------------------------------------------------------------
+
+fn state_label(s: ConsultationState) -> (&'static str, &'static str) {
+    match s {
+        ConsultationState::Scheduled => ("Not open yet", "badge-wait"),
+        ConsultationState::Open => ("Open for answers", "badge-ok"),
+        ConsultationState::Closed => ("Closed", "badge-format"),
+    }
+}
+
+fn subject_label(s: ConsultationSubject) -> &'static str {
+    match s {
+        ConsultationSubject::CharterChange => "A change to the charter",
+        ConsultationSubject::KindOfUse => "A kind of use of the city's data",
+        ConsultationSubject::Classification => "How a dataset is classified",
+    }
+}
+
+struct ConsultationRow {
+    id: String,
+    title: String,
+    state: &'static str,
+    state_class: &'static str,
+    opens_on: String,
+    closes_on: String,
+    answered: bool,
+}
+
+#[derive(Template)]
+#[template(path = "consultations.html")]
+struct ConsultationsPage {
+    nav: Nav,
+    message: String,
+    rows: Vec<ConsultationRow>,
+    may_open: bool,
+    errors: Vec<ErrorLink>,
+    form: BTreeMap<String, String>,
+    today: String,
+    question_slots: Vec<usize>,
+    kinds: Vec<(&'static str, &'static str)>,
+}
+
+impl ConsultationsPage {
+    fn value(&self, name: &str) -> &str {
+        self.form.get(name).map(String::as_str).unwrap_or("")
+    }
+    fn error_for(&self, name: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == name || e.field.starts_with(&format!("{name}.")))
+            .map(|e| e.message.as_str())
+    }
+}
+
+/// How many questions the no-JavaScript form offers.
+const QUESTION_SLOTS: usize = 6;
+
+async fn consultations_view(
+    state: &AppState,
+    viewer: &Viewer,
+    message: &str,
+    errors: Vec<FieldError>,
+    form: BTreeMap<String, String>,
+) -> PageResult {
+    let actor = viewer.actor();
+    let rows = state
+        .service
+        .list_consultations(&actor)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let (state, state_class) = state_label(c.state);
+            ConsultationRow {
+                id: c.id,
+                title: c.title,
+                state,
+                state_class,
+                opens_on: c.opens_on,
+                closes_on: c.closes_on,
+                answered: c.answered,
+            }
+        })
+        .collect();
+    let failed = !errors.is_empty();
+    let page = ConsultationsPage {
+        nav: viewer.nav("consultations"),
+        message: message.to_string(),
+        rows,
+        may_open: viewer.session().is_some() && authz::may_open_consultation(&actor).is_ok(),
+        errors: errors
+            .into_iter()
+            .map(|e| ErrorLink {
+                anchor: consultation_anchor(&e.field),
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        form,
+        today: state.service.today_text(),
+        question_slots: (1..=QUESTION_SLOTS).collect(),
+        kinds: vec![
+            ("single_choice", "One of the choices"),
+            ("multiple_choice", "Any of the choices"),
+            ("scale", "A scale from 1 to 5"),
+            ("free_text", "Their own words"),
+        ],
+    };
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+/// Where a field of the consultation form is: `questions[2].choices` → `cn-q3-choices`.
+fn consultation_anchor(field: &str) -> String {
+    if let Some(rest) = field.strip_prefix("questions[")
+        && let Some((n, tail)) = rest.split_once(']')
+        && let Ok(i) = n.parse::<usize>()
+    {
+        let part = tail.trim_start_matches('.');
+        let part = if part.is_empty() { "text" } else { part };
+        return format!("cn-q{}-{}", i + 1, part.replace('_', "-"));
+    }
+    format!("cn-{}", field.replace('_', "-"))
+}
+
+async fn consultations_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let message = match query_param(raw.as_deref(), "done").as_deref() {
+        Some("opened") => "The consultation is open (or will open on its first day).",
+        _ => "",
+    };
+    consultations_view(&state, &viewer, message, Vec::new(), BTreeMap::new()).await
+}
+
+async fn open_consultation(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let form = &signed.form;
+    let mut kept: BTreeMap<String, String> = [
+        "title",
+        "description",
+        "subject",
+        "audience",
+        "dataset_id",
+        "opens_on",
+        "closes_on",
+    ]
+    .into_iter()
+    .map(|k| (k.to_string(), form.one(k)))
+    .collect();
+    let mut questions = Vec::new();
+    for n in 1..=QUESTION_SLOTS {
+        let text = form.one(&format!("q{n}_text"));
+        let kind = form.one(&format!("q{n}_kind"));
+        let choices = form.one(&format!("q{n}_choices"));
+        kept.insert(format!("q{n}_text"), text.clone());
+        kept.insert(format!("q{n}_kind"), kind.clone());
+        kept.insert(format!("q{n}_choices"), choices.clone());
+        if text.trim().is_empty() {
+            continue;
+        }
+        questions.push(NewQuestion {
+            text,
+            kind: enum_value(&kind).unwrap_or_default(),
+            choices: choices
+                .lines()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    let new = NewConsultation {
+        title: form.one("title"),
+        description: form.one("description"),
+        subject: enum_value(&form.one("subject")).unwrap_or_default(),
+        dataset_id: form.opt("dataset_id"),
+        audience: enum_value(&form.one("audience")).unwrap_or_default(),
+        questions,
+        opens_on: form.one("opens_on"),
+        closes_on: form.one("closes_on"),
+    };
+    match state
+        .service
+        .open_consultation(&signed.session().actor, new)
+        .await
+    {
+        Ok(c) => Ok(Redirect::to(&format!("/consultations/{}?done=opened", c.id)).into_response()),
+        Err(e) => {
+            let errors = form_errors(e)?;
+            consultations_view(&state, signed.viewer(), "", errors, kept).await
+        }
+    }
+}
+
+struct QuestionView {
+    id: String,
+    text: String,
+    kind: QuestionKind,
+    /// (value, label, chosen by the viewer)
+    options: Vec<(String, String, bool)>,
+    text_answer: String,
+}
+
+struct ResultRow {
+    question: String,
+    answered: String,
+    counts: Vec<(String, String)>,
+    texts: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "consultation.html")]
+struct ConsultationPage {
+    nav: Nav,
+    message: String,
+    c: Consultation,
+    state: &'static str,
+    state_class: &'static str,
+    subject: &'static str,
+    questions: Vec<QuestionView>,
+    may_answer: bool,
+    may_close: bool,
+    why_not: String,
+    publish_text: bool,
+    results: Option<(String, u64, Vec<ResultRow>)>,
+    errors: Vec<ErrorLink>,
+}
+
+impl ConsultationPage {
+    fn error_for(&self, question: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.anchor == format!("answer-{question}"))
+            .map(|e| e.message.as_str())
+    }
+}
+
+async fn consultation_view(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    message: &str,
+    errors: Vec<FieldError>,
+    sent: Option<ConsultationResponse>,
+) -> PageResult {
+    let actor = viewer.actor();
+    let c = state.service.get_consultation(&actor, id).await?;
+    let (state_text, state_class) = state_label(c.state);
+    let mine = match sent {
+        Some(r) => Some(r),
+        None if c.answered => state
+            .service
+            .my_consultation_response(&actor, id)
+            .await
+            .ok(),
+        None => None,
+    };
+    let (may_answer, why_not) = if c.state != ConsultationState::Open {
+        (false, String::new())
+    } else if viewer.session().is_none() {
+        (
+            false,
+            "Sign in with a resident's account to answer.".to_string(),
+        )
+    } else {
+        let linked = match (&c.audience, &c.dataset_id) {
+            (Audience::LinkedResidents, Some(d)) => state
+                .service
+                .my_links(&actor)
+                .await?
+                .iter()
+                .any(|l| &l.dataset_id == d),
+            _ => false,
+        };
+        match authz::may_answer_consultation(&actor, c.audience, linked) {
+            Ok(()) => (true, String::new()),
+            Err(why) => (false, format!("You cannot answer: {why}.")),
+        }
+    };
+    let answer_of = |q: &str| {
+        mine.as_ref()
+            .and_then(|r| r.answers.iter().find(|a| a.question == q))
+    };
+    let questions = c
+        .questions
+        .iter()
+        .map(|q| {
+            let a = answer_of(&q.id);
+            let options = q
+                .values()
+                .into_iter()
+                .map(|v| {
+                    let chosen = a.is_some_and(|a| match q.kind {
+                        QuestionKind::SingleChoice => a.choice.as_deref() == Some(v.as_str()),
+                        QuestionKind::MultipleChoice => {
+                            a.choices.as_ref().is_some_and(|cs| cs.contains(&v))
+                        }
+                        QuestionKind::Scale => a.scale.map(|s| s.to_string()) == Some(v.clone()),
+                        QuestionKind::FreeText => false,
+                    });
+                    let label = match (q.kind, v.as_str()) {
+                        (QuestionKind::Scale, "1") => "1 — not at all".to_string(),
+                        (QuestionKind::Scale, "5") => "5 — entirely".to_string(),
+                        _ => v.clone(),
+                    };
+                    (v, label, chosen)
+                })
+                .collect();
+            QuestionView {
+                id: q.id.clone(),
+                text: q.text.clone(),
+                kind: q.kind,
+                options,
+                text_answer: a.and_then(|a| a.text.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let results = c.results.as_ref().map(|r| {
+        let shown = |n: Option<u64>| match n {
+            Some(n) => n.to_string(),
+            None => format!("fewer than {}", r.threshold),
+        };
+        (
+            shown(r.respondents),
+            r.threshold,
+            r.questions
+                .iter()
+                .map(|qr| ResultRow {
+                    question: c
+                        .questions
+                        .iter()
+                        .find(|q| q.id == qr.question)
+                        .map(|q| q.text.clone())
+                        .unwrap_or_default(),
+                    answered: shown(qr.answered),
+                    counts: qr
+                        .counts
+                        .iter()
+                        .map(|cc| (cc.choice.clone(), shown(cc.count)))
+                        .collect(),
+                    texts: qr.texts.clone(),
+                })
+                .collect(),
+        )
+    });
+    let failed = !errors.is_empty();
+    let page = ConsultationPage {
+        nav: viewer.nav("consultations"),
+        message: message.to_string(),
+        state: state_text,
+        state_class,
+        subject: subject_label(c.subject),
+        questions,
+        may_answer,
+        may_close: viewer.session().is_some()
+            && c.state != ConsultationState::Closed
+            && authz::may_open_consultation(&actor).is_ok(),
+        why_not,
+        publish_text: mine.as_ref().is_some_and(|r| r.publish_text),
+        results,
+        errors: errors
+            .into_iter()
+            .map(|e| {
+                // answers[i].… → the question's anchor.
+                let anchor = e
+                    .field
+                    .strip_prefix("answers[")
+                    .and_then(|r| r.split_once(']'))
+                    .and_then(|(n, _)| n.parse::<usize>().ok())
+                    .and_then(|i| {
+                        mine.as_ref()
+                            .and_then(|m| m.answers.get(i))
+                            .map(|a| format!("answer-{}", a.question))
+                    })
+                    .unwrap_or_else(|| "answer-form".to_string());
+                ErrorLink {
+                    anchor,
+                    field: e.field,
+                    message: e.message,
+                }
+            })
+            .collect(),
+        c,
+    };
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+async fn consultation_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let message = match query_param(raw.as_deref(), "done").as_deref() {
+        Some("opened") => "The consultation is published.",
+        Some("closed") => "The consultation is closed and its results are published.",
+        Some("answered") => {
+            "Your answer is recorded. You can change it until the consultation closes; nobody else reads it."
+        }
+        _ => "",
+    };
+    consultation_view(&state, &viewer, &id, message, Vec::new(), None).await
+}
+
+async fn answer_consultation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let c = state
+        .service
+        .get_consultation(&signed.session().actor, &id)
+        .await?;
+    let form = &signed.form;
+    let mut answers = Vec::new();
+    for q in &c.questions {
+        let name = format!("answer_{}", q.id);
+        let mut a = AnswerInput {
+            question: q.id.clone(),
+            ..AnswerInput::default()
+        };
+        match q.kind {
+            QuestionKind::SingleChoice => a.choice = form.opt(&name),
+            QuestionKind::MultipleChoice => {
+                let picked = form.all(&name);
+                a.choices = (!picked.is_empty()).then_some(picked);
+            }
+            QuestionKind::Scale => {
+                a.scale = form.opt(&name).map(|v| v.parse().unwrap_or(0));
+            }
+            QuestionKind::FreeText => a.text = form.opt(&name),
+        }
+        if a.choice.is_some() || a.choices.is_some() || a.scale.is_some() || a.text.is_some() {
+            answers.push(a);
+        }
+    }
+    let response = ConsultationResponse {
+        answers,
+        publish_text: form.checked("publish_text"),
+    };
+    match state
+        .service
+        .respond_to_consultation(&signed.session().actor, &id, response.clone())
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/consultations/{id}?done=answered")).into_response()),
+        Err(ServiceError::Invalid(v)) => {
+            consultation_view(&state, signed.viewer(), &id, "", v.0, Some(response)).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn close_consultation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    state
+        .service
+        .close_consultation(&signed.session().actor, &id)
+        .await?;
+    Ok(Redirect::to(&format!("/consultations/{id}?done=closed")).into_response())
+}
+
+// ---- the charter and the board ------------------------------------------------------
+
+struct VersionView {
+    version: i64,
+    note: String,
+    at: String,
+    consultation: String,
+    rules: Vec<(&'static str, String)>,
+    ethics: Vec<(&'static str, String)>,
+    changed_rules: usize,
+    changed_ethics: usize,
+}
+
+struct TrusteeRow {
+    username: String,
+    name: String,
+    term: String,
+    appointed_by: String,
+    declarations: String,
+    in_term: bool,
+}
+
+#[derive(Template)]
+#[template(path = "charter.html")]
+struct CharterPage {
+    nav: Nav,
+    message: String,
+    version: i64,
+    ethics_code: String,
+    rules: Vec<(String, String, String)>,
+    text: String,
+    consultation: String,
+    trustees: Vec<TrusteeRow>,
+    history: Vec<VersionView>,
+    is_admin: bool,
+    errors: Vec<ErrorLink>,
+}
+
+async fn charter_view(
+    state: &AppState,
+    viewer: &Viewer,
+    message: &str,
+    errors: Vec<FieldError>,
+) -> PageResult {
+    let charter = state.service.charter().await?;
+    let mut history = Vec::new();
+    for v in state.service.charter_history().await? {
+        let changes = state.service.charter_changes(v.version).await?;
+        let keep =
+            |lines: Vec<citytrust_service::governance::DiffLine>| -> Vec<(&'static str, String)> {
+                lines
+                    .into_iter()
+                    .filter(|l| l.op != "same")
+                    .map(|l| (l.op, l.text))
+                    .collect()
+            };
+        let rules = keep(changes.rules);
+        let ethics = keep(changes.ethics_code);
+        history.push(VersionView {
+            version: v.version,
+            note: v.note,
+            at: v
+                .created_at
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string(),
+            consultation: v.consultation_id.unwrap_or_default(),
+            changed_rules: rules.len(),
+            changed_ethics: ethics.len(),
+            rules,
+            ethics,
+        });
+    }
+    let trustees = state
+        .service
+        .trustees()
+        .await?
+        .into_iter()
+        .map(|t| TrusteeRow {
+            term: match (&t.starts_on, &t.ends_on) {
+                (Some(s), Some(e)) => format!("{s} to {e}"),
+                _ => "not recorded".into(),
+            },
+            appointed_by: t.appointed_by.unwrap_or_default(),
+            declarations: t.declarations.unwrap_or_default(),
+            in_term: t.in_term,
+            username: t.username,
+            name: t.display_name,
+        })
+        .collect();
+    let failed = !errors.is_empty();
+    let page = CharterPage {
+        nav: viewer.nav("charter"),
+        message: message.to_string(),
+        version: charter.version,
+        ethics_code: charter.ethics_code,
+        rules: charter
+            .rules
+            .into_iter()
+            .map(|r| (r.id, r.effect, r.reason.unwrap_or_default()))
+            .collect(),
+        text: charter.text,
+        consultation: charter.consultation_id.unwrap_or_default(),
+        trustees,
+        history,
+        is_admin: viewer
+            .session()
+            .is_some_and(|s| authz::may_administer(&s.actor).is_ok()),
+        errors: errors
+            .into_iter()
+            .map(|e| ErrorLink {
+                anchor: format!("term-{}", e.field.replace('_', "-")),
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+    };
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+async fn charter_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    RawQuery(raw): RawQuery,
+) -> PageResult {
+    let message = match query_param(raw.as_deref(), "done").as_deref() {
+        Some("term") => "The term is recorded.",
+        _ => "",
+    };
+    charter_view(&state, &viewer, message, Vec::new()).await
+}
+
+async fn record_term(State(state): State<AppState>, signed: SignedForm) -> PageResult {
+    let form = &signed.form;
+    let input = TermInput {
+        starts_on: form.one("starts_on"),
+        ends_on: form.one("ends_on"),
+        appointed_by: form.one("appointed_by"),
+        declarations: form.one("declarations"),
+    };
+    match state
+        .service
+        .set_trustee_term(&signed.session().actor, &form.one("username"), input)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/charter?done=term#board").into_response()),
+        Err(ServiceError::Invalid(v)) => charter_view(&state, signed.viewer(), "", v.0).await,
+        Err(e) => Err(e.into()),
+    }
 }

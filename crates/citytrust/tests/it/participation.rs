@@ -916,6 +916,66 @@ async fn a_charter_may_not_cite_an_open_or_unknown_consultation_and_linked_audie
         )
         .await;
     assert_problem(res, 409, "stale_revision", None).await;
+    // Trustees may close one early: no answer after that, the results at once.
+    let open = json_of(
+        app.post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-03-01", "2026-03-31"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let oid = open["id"].as_str().unwrap();
+    json_of(
+        app.put_json(
+            &format!("/api/v1/consultations/{oid}/response"),
+            Some(&resident),
+            &response("Yes", &["Research"], 4, Some("Keep it local."), true),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let close = format!("/api/v1/consultations/{oid}/close");
+    assert_eq!(
+        app.post_json(&close, Some(&resident), &json!({}))
+            .await
+            .status(),
+        403
+    );
+    let closed = json_of(app.post_json(&close, Some(&trustee), &json!({})).await, 200).await;
+    assert_eq!(
+        (closed["state"].as_str(), closed["closed_early"].as_bool()),
+        (Some("closed"), Some(true))
+    );
+    assert_eq!(closed["closes_on"], "2026-03-01");
+    let r = &closed["results"];
+    assert!(
+        r.get("respondents").is_none(),
+        "one respondent: suppressed: {r}"
+    );
+    assert_eq!(
+        r["questions"][0]["counts"],
+        json!([{"choice": "Yes"}, {"choice": "No", "count": 0}, {"choice": "Not sure", "count": 0}])
+    );
+    assert_eq!(r["questions"][3]["texts"], json!(["Keep it local."]));
+    let res = app
+        .put_json(
+            &format!("/api/v1/consultations/{oid}/response"),
+            Some(&resident),
+            &response("No", &["Research"], 4, None, false),
+        )
+        .await;
+    assert_problem(res, 409, "stale_revision", None).await;
+    assert_problem(
+        app.post_json(&close, Some(&trustee), &json!({})).await,
+        409,
+        "stale_revision",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
