@@ -174,9 +174,17 @@ pub async fn load(
             .with_context(|| format!("demo dataset {id}: loading its content"))?;
         created += 1;
     }
+    if fresh_city {
+        // While the city still lives three weeks ago: a consultation that
+        // has run its course by today.
+        consultation(service, password).await?;
+    }
     let household = residents(service, fresh_city, clock).await?;
     clock.catch_up(0);
     participation(service).await?;
+    if fresh_city {
+        charter_and_board(service).await?;
+    }
     Ok(Loaded {
         fresh: created > 0,
         datasets: service.catalogue_size(),
@@ -343,6 +351,189 @@ async fn participation(service: &Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("demo answer: {e}"))?;
+    Ok(())
+}
+
+/// How many neighbours of the demo resident answer the demo consultation
+/// (accounts `neighbour01` …, the demo password): enough for some counts to
+/// reach the privacy threshold and others not.
+pub const NEIGHBOURS: usize = 12;
+
+/// Residents consulted on sharing smart-meter readings for research: opened
+/// three weeks ago for a week, answered by the resident and twelve
+/// neighbours (ten of thirteen "yes, with my consent": shown; the rest under
+/// the threshold: suppressed).
+async fn consultation(service: &Service, password: &str) -> anyhow::Result<()> {
+    use citytrust_model::participation::{
+        AnswerInput, Audience, ConsultationResponse, ConsultationSubject, NewConsultation,
+        NewQuestion, QuestionKind,
+    };
+    let trustee = demo_actor(service, "trustee1").await?;
+    let today = service.now().unix_timestamp() / 86_400;
+    let day = citytrust_model::access::format_day;
+    let choice = |text: &str, choices: &[&str]| NewQuestion {
+        text: text.into(),
+        kind: QuestionKind::SingleChoice,
+        choices: choices.iter().map(|c| c.to_string()).collect(),
+    };
+    let c = service
+        .open_consultation(
+            &trustee,
+            NewConsultation {
+                title: "Sharing household smart-meter readings for research".into(),
+                description: "The City Energy Utility's half-hourly readings show how each household uses electricity. The university asks to study them to design fairer time-of-use tariffs. Should the trust allow it, and on what terms?".into(),
+                subject: ConsultationSubject::KindOfUse,
+                dataset_id: Some(PERSONAL_DATASET.into()),
+                audience: Audience::Residents,
+                questions: vec![
+                    choice(
+                        "Should household readings be shared with researchers?",
+                        &["Yes, with my consent", "Yes, anonymised only", "No"],
+                    ),
+                    NewQuestion {
+                        text: "How comfortable are you with researchers reading your household's readings?".into(),
+                        kind: QuestionKind::Scale,
+                        choices: vec![],
+                    },
+                    NewQuestion {
+                        text: "What should the trust require of researchers?".into(),
+                        kind: QuestionKind::FreeText,
+                        choices: vec![],
+                    },
+                ],
+                opens_on: day(today),
+                closes_on: day(today + 6),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo consultation: {e}"))?;
+    let mut people = vec!["resident".to_string()];
+    for i in 1..=NEIGHBOURS {
+        let username = format!("neighbour{i:02}");
+        if service.store().get_user(&username).await?.is_none() {
+            service
+                .insert_user(NewUser {
+                    username: username.clone(),
+                    display_name: format!("Neighbour {i}"),
+                    email: None,
+                    password: password.into(),
+                    roles: vec![Role::Resident],
+                    organization_ids: vec![],
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("demo account {username}: {e}"))?;
+        }
+        people.push(username);
+    }
+    let texts = [
+        Some((
+            "Ask each household first, and let us withdraw at any time.",
+            true,
+        )),
+        Some(("Publish what the study found, in plain words.", true)),
+        Some(("I worry my neighbours could tell when I am away.", false)),
+    ];
+    for (i, person) in people.iter().enumerate() {
+        let answer = match i {
+            0..=9 => "Yes, with my consent",
+            10 | 11 => "Yes, anonymised only",
+            _ => "No",
+        };
+        let mut answers = vec![
+            AnswerInput {
+                question: "q1".into(),
+                choice: Some(answer.into()),
+                ..AnswerInput::default()
+            },
+            AnswerInput {
+                question: "q2".into(),
+                scale: Some(if i < 11 { 4 } else { 2 }),
+                ..AnswerInput::default()
+            },
+        ];
+        let mut publish = false;
+        if let Some(Some((text, p))) = texts.get(i) {
+            answers.push(AnswerInput {
+                question: "q3".into(),
+                text: Some((*text).into()),
+                ..AnswerInput::default()
+            });
+            publish = *p;
+        }
+        service
+            .respond_to_consultation(
+                &demo_actor(service, person).await?,
+                &c.id,
+                ConsultationResponse {
+                    answers,
+                    publish_text: publish,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo answer: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Today: the board's terms on record, and the charter's second version
+/// (consent for smart-meter readings added to the ethics code) citing the
+/// closed consultation.
+async fn charter_and_board(service: &Service) -> anyhow::Result<()> {
+    let admin = demo_actor(service, "admin").await?;
+    for (trustee, since, how, declared) in [
+        (
+            "trustee1",
+            "2025-01-01",
+            "Elected by the residents' assembly, January 2025",
+            "None.",
+        ),
+        (
+            "trustee2",
+            "2025-01-01",
+            "Appointed by the city council, January 2025",
+            "Member of the cycling association's board.",
+        ),
+        (
+            "trustee3",
+            "2026-01-01",
+            "Nominated by the university senate, 2026",
+            "Employed by City University (does not vote on its requests).",
+        ),
+    ] {
+        service
+            .set_trustee_term(
+                &admin,
+                trustee,
+                citytrust_service::participation::TermInput {
+                    starts_on: since.into(),
+                    ends_on: "2028-12-31".into(),
+                    appointed_by: how.into(),
+                    declarations: declared.into(),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo term of {trustee}: {e}"))?;
+    }
+    let consultations = service.list_consultations(&Actor::Anonymous).await?;
+    let Some(c) = consultations.first() else {
+        return Ok(());
+    };
+    let trustee = demo_actor(service, "trustee1").await?;
+    let current = service.charter().await?;
+    let mut code = current.ethics_code.clone();
+    code.push_str("8. **Household readings.** Smart-meter readings of a household are shared\n   for research only with that household's consent, as residents asked.\n");
+    service
+        .set_charter(
+            &trustee,
+            citytrust_service::governance::CharterChange {
+                text: current.text,
+                note: "Residents were consulted on sharing smart-meter readings: most agreed, with their consent. The ethics code now says so.".into(),
+                ethics_code: Some(code),
+                consultation_id: Some(c.id.clone()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo charter: {e}"))?;
     Ok(())
 }
 

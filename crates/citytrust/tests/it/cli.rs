@@ -252,6 +252,61 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
         );
         assert_eq!(roadmap["planned"][0]["supporters"], 2);
         assert_eq!(roadmap["planned"][0]["organization_id"], "city-data-office");
+        // A consultation that ran three weeks ago, its results published with
+        // small numbers suppressed, cited by the charter in force.
+        let consultations: Value = client
+            .get(format!("{}/api/v1/consultations", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let c = &consultations[0];
+        assert_eq!(c["state"], "closed", "{c}");
+        assert_eq!(c["results"]["respondents"], 13);
+        assert_eq!(
+            c["results"]["questions"][0]["counts"],
+            json!([{"choice": "Yes, with my consent", "count": 10}, {"choice": "Yes, anonymised only"}, {"choice": "No"}])
+        );
+        assert_eq!(
+            c["results"]["questions"][2]["texts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let charter: Value = client
+            .get(format!("{}/api/v1/charter", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(charter["consultation_id"], c["id"]);
+        assert!(
+            charter["ethics_code"]
+                .as_str()
+                .unwrap()
+                .contains("Household readings")
+        );
+        let board: Value = client
+            .get(format!("{}/api/v1/trustees", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            board
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["in_term"] == true && t["ends_on"] == "2028-12-31"),
+            "{board}"
+        );
     }
     // Run again on the same directory: reused, not reloaded (the edit above survives).
     let demo = start_demo(&storage);
