@@ -655,3 +655,71 @@ test('a resident asks for data, two others support it, the owner plans and publi
     await p.context().close();
   }
 });
+
+test('a trustee opens a consultation, residents answer, it closes, and the results show only counts at the threshold', async () => {
+  const title = `Opening the parking-occupancy data ${Date.now()}`;
+  const t = await newPage({ width: 1280, height: 900 });
+  await signIn(t, 'trustee1');
+  await t.getByRole('link', { name: 'Consultations', exact: true }).click();
+  await t.waitForURL(`${BASE}/consultations`);
+  await assertAccessible(t, 'the consultations');
+  // The demo's consultation has run: its results are public and cited by the charter.
+  await t.getByRole('link', { name: 'Sharing household smart-meter readings for research' }).click();
+  assert.match(await t.getByRole('region', { name: /^Results: Should household readings/ }).innerText(), /Yes, with my consent\s+10[\s\S]*not shown/);
+  assert.match(await t.locator('main').innerText(), /Charter version 2/);
+  await assertAccessible(t, 'a closed consultation with its results');
+  await t.goto(`${BASE}/consultations`);
+  await t.getByLabel('Title').fill(title);
+  await t.getByLabel('The proposal, in plain words').fill('Should the car parks\' occupancy counts be open data?');
+  await t.getByLabel('Opens on').fill(day(0));
+  await t.getByLabel('Closes after').fill(day(14));
+  await t.locator('#cn-q1-text').fill('Should the counts be open?');
+  await t.locator('#cn-q1-choices').fill('Yes\nNo\nNot sure');
+  await t.getByRole('button', { name: 'Open the consultation' }).click();
+  await t.waitForURL(/\/consultations\/cn-[0-9a-f]+\?done=opened$/);
+  const url = t.url().split('?')[0];
+  const id = url.split('/').pop();
+  await assertAccessible(t, 'an open consultation, as a trustee');
+
+  // The resident answers in the browser; ten neighbours through the API.
+  const r = await newPage({ width: 1280, height: 900 });
+  await signIn(r, 'resident');
+  await r.goto(url);
+  await r.getByRole('radio', { name: 'Yes' }).check();
+  await r.getByRole('button', { name: 'Send my answer' }).click();
+  await r.waitForURL(/done=answered$/);
+  assert.ok(await r.getByRole('button', { name: 'Change my answer' }).isVisible());
+  await assertAccessible(r, 'a consultation answered');
+  await r.context().close();
+  for (let i = 1; i <= 12; i++) {
+    const token = await tokenFor(`neighbour${String(i).padStart(2, '0')}`);
+    const res = await fetch(`${BASE}/api/v1/consultations/${id}/response`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ answers: [{ question: 'q1', choice: i <= 9 ? 'Yes' : i === 10 ? 'No' : 'Not sure' }] }),
+    });
+    assert.equal(res.status, 200, await res.text());
+  }
+
+  await t.goto(url);
+  await t.getByRole('button', { name: 'Close it now and publish the results' }).click();
+  await t.waitForURL(/done=closed$/);
+  const table = t.getByRole('region', { name: 'Results: Should the counts be open?' });
+  const rows = await table.getByRole('row').allInnerTexts();
+  // Ten yes, one no, two not sure: the two small counts are hidden, and the
+  // ten shown (3 left for two hidden counts: 1 and 2, or 2 and 1).
+  assert.match(rows.find(x => x.startsWith('Yes')), /Yes\s+10$/);
+  assert.match(rows.find(x => x.startsWith('No')), /No\s+not shown$/);
+  assert.match(rows.find(x => x.startsWith('Not sure')), /Not sure\s+not shown$/);
+  assert.match(await t.locator('main').innerText(), /People who answered: 13\./);
+  await assertAccessible(t, 'the results of a closed consultation');
+
+  // The charter in public: the ethics code, the board, every version's changes.
+  await t.goto(`${BASE}/charter`);
+  assert.match(await t.getByRole('region', { name: /Our digital ethics code/ }).innerText(), /Household readings/);
+  assert.match(await t.getByRole('region', { name: 'Trustees table' }).innerText(), /Teresa Trustee\s+2025-01-01 to 2028-12-31/);
+  await t.locator('#v2 summary').first().click();
+  assert.match(await t.locator('#v2').innerText(), /Added:.*Household readings/);
+  await assertAccessible(t, 'the charter');
+  await t.context().close();
+});

@@ -4,12 +4,15 @@
 //! suppressed (secondary suppression) until no suppressed small cell can be
 //! worked out from the published cells and margins.
 //!
-//! Secondary suppression works in two passes, repeated until neither changes
+//! Secondary suppression works in three passes, repeated until none changes
 //! anything:
 //! 1. every line of the table (all coordinates fixed but one, its total
 //!    included) holding exactly one suppressed cell gets a second one — the
 //!    smallest non-zero inner cell of that line;
-//! 2. the table's equations (each line sums to its total) are solved for the
+//! 2. a line whose total is shown and whose suppressed cells share a
+//!    remainder no larger than their number gets one more: shown zeros say
+//!    a suppressed cell counts at least one, so `k` cells sharing `k` are all 1;
+//! 3. the table's equations (each line sums to its total) are solved for the
 //!    suppressed cells: a small cell the equations determine exactly gets a
 //!    partner in one of its lines.
 
@@ -300,7 +303,11 @@ fn secondary(cube: &mut Cube, dimensions: usize) -> bool {
                 }
             }
         }
-        // Pass 2: no small cell the equations determine.
+        // Pass 2: no line whose suppressed cells the bounds pin down.
+        if bounded_lines(cube, dimensions) {
+            continue;
+        }
+        // Pass 3: no small cell the equations determine.
         let unknowns: Vec<usize> = (0..size).filter(|i| cube.suppressed(*i)).collect();
         if unknowns.is_empty() {
             return exact;
@@ -336,6 +343,53 @@ fn secondary(cube: &mut Cube, dimensions: usize) -> bool {
             }
         }
     }
+}
+
+/// Shown zeros tell a reader that every suppressed cell counts at least
+/// one. So in a line whose total is shown, `k` suppressed inner cells that
+/// share a remainder of `k` (total minus the shown cells) must each be 1 —
+/// determined, though no equation alone fixes them. Such a line gets one
+/// more suppressed cell (its smallest non-zero shown inner cell; its total
+/// when there is none). Returns whether anything changed.
+fn bounded_lines(cube: &mut Cube, dimensions: usize) -> bool {
+    let size = cube.counts.len();
+    let mut changed = false;
+    for dim in 0..dimensions {
+        for index in 0..size {
+            if !(index / cube.strides[dim]).is_multiple_of(cube.shape[dim]) {
+                continue;
+            }
+            let cells: Vec<usize> = cube.line(index, dim).collect();
+            let Some((&total, inner)) = cells.split_last() else {
+                continue;
+            };
+            if cube.suppressed(total) {
+                continue;
+            }
+            let hidden = inner.iter().filter(|c| cube.suppressed(**c)).count() as u64;
+            if hidden == 0 {
+                continue;
+            }
+            let shown: u64 = inner
+                .iter()
+                .filter(|c| !cube.suppressed(**c))
+                .map(|c| cube.counts[*c])
+                .sum();
+            let remainder = cube.counts[total].saturating_sub(shown);
+            if remainder > hidden {
+                continue;
+            }
+            let partner = inner
+                .iter()
+                .copied()
+                .filter(|c| !cube.suppressed(*c) && cube.counts[*c] > 0)
+                .min_by_key(|c| cube.counts[*c])
+                .unwrap_or(total);
+            cube.status[partner] = Status::Secondary;
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// The suppressed cells whose value the table's equations fix exactly.
@@ -423,6 +477,43 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn small_cells_whose_sum_pins_each_to_one_get_a_partner() {
+        // Two cells of 1 beside 20 and 0: the total (22) less the shown
+        // cells (20 + 0) leaves 2 for two suppressed cells, each at least 1
+        // (the zero is shown): both would be known to be 1.
+        let rows: Vec<(Vec<String>, u64, Vec<f64>)> = [("a", 1), ("b", 1), ("c", 20), ("d", 0)]
+            .iter()
+            .map(|(k, n)| (vec![(*k).to_owned()], *n, vec![]))
+            .collect();
+        let p = protect(1, &rows, 10).unwrap();
+        let count = |k: &str| {
+            p.cells
+                .iter()
+                .find(|c| c.key[0].as_deref() == Some(k))
+                .unwrap()
+                .count
+        };
+        assert_eq!((count("a"), count("b")), (None, None));
+        assert_eq!(
+            count("c"),
+            None,
+            "the remainder must not pin the small cells"
+        );
+        // Three cells sharing a remainder of 22: none is determined.
+        let wider: Vec<(Vec<String>, u64, Vec<f64>)> = [("a", 1), ("b", 2), ("c", 20)]
+            .iter()
+            .map(|(k, n)| (vec![(*k).to_owned()], *n, vec![]))
+            .collect();
+        let q = protect(1, &wider, 10).unwrap();
+        let shown: Vec<Option<u64>> = q.cells.iter().map(|c| c.count).collect();
+        assert_eq!(
+            shown,
+            vec![None, None, Some(20), Some(23)],
+            "1 + 2 = 3 leaves (1,2) or (2,1)"
+        );
     }
 
     #[test]

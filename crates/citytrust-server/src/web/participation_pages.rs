@@ -863,7 +863,7 @@ async fn consultation_view(
     let results = c.results.as_ref().map(|r| {
         let shown = |n: Option<u64>| match n {
             Some(n) => n.to_string(),
-            None => format!("fewer than {}", r.threshold),
+            None => "not shown".to_string(),
         };
         (
             shown(r.respondents),
@@ -1041,7 +1041,8 @@ struct CharterPage {
     nav: Nav,
     message: String,
     version: i64,
-    ethics_code: String,
+    /// The ethics code's lines, each as (emphasised?, text) runs (`**…**` is emphasis).
+    ethics_code: Vec<Vec<(bool, String)>>,
     rules: Vec<(String, String, String)>,
     text: String,
     consultation: String,
@@ -1108,7 +1109,12 @@ async fn charter_view(
         nav: viewer.nav("charter"),
         message: message.to_string(),
         version: charter.version,
-        ethics_code: charter.ethics_code,
+        ethics_code: charter
+            .ethics_code
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(emphasis)
+            .collect(),
         rules: charter
             .rules
             .into_iter()
@@ -1136,6 +1142,17 @@ async fn charter_view(
         StatusCode::OK
     };
     Ok((status, Html(page.render()?)).into_response())
+}
+
+/// A line of the ethics code as runs of plain and `**emphasised**` text
+/// (the markdown heading marker dropped).
+fn emphasis(line: &str) -> Vec<(bool, String)> {
+    line.trim_start_matches("# ")
+        .split("**")
+        .enumerate()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(i, t)| (i % 2 == 1, t.to_string()))
+        .collect()
 }
 
 async fn charter_page(

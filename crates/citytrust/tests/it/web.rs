@@ -2080,3 +2080,151 @@ async fn a_resident_asks_for_data_through_the_portal_others_support_it_and_the_o
         "who asked is not shown"
     );
 }
+
+#[tokio::test]
+async fn a_trustee_opens_a_consultation_through_the_form_a_resident_answers_and_the_results_show() {
+    let app = TestApp::start().await;
+    let mut trustee = Browser::new(&app);
+    trustee.sign_in("trustee").await;
+    let csrf = trustee.csrf().await;
+    let page = trustee.get("/consultations").await.text().await.unwrap();
+    assert!(page.contains("Open a consultation"));
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("title", "Opening the bus-punctuality data"),
+        (
+            "description",
+            "Should the operator's punctuality records be open data?",
+        ),
+        ("subject", "classification"),
+        ("audience", "residents"),
+        ("dataset_id", ""),
+        ("opens_on", "2026-03-01"),
+        ("closes_on", "2026-03-10"),
+        ("q1_text", "Should they be open?"),
+        ("q1_kind", "single_choice"),
+        ("q1_choices", "Yes\nNo"),
+        ("q2_text", "Anything else?"),
+        ("q2_kind", "free_text"),
+        ("q2_choices", ""),
+    ];
+    let res = trustee.post("/consultations", &form).await;
+    assert_eq!(res.status(), 422, "a classification names its dataset");
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("The consultation was not opened")
+            && page.contains("href=\"#cn-dataset-id\"")
+    );
+    assert!(
+        page.contains("Should the operator&#39;s punctuality records be open data?")
+            || page.contains("Should the operator&#x27;s")
+    );
+    let mut fixed = form;
+    fixed[3] = ("subject", "kind_of_use");
+    let res = trustee.post("/consultations", &fixed).await;
+    assert_eq!(res.status(), 303);
+    let path = res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // A resident answers (an answer that does not fit is named), then changes it.
+    let mut resident = Browser::new(&app);
+    resident.sign_in("resident").await;
+    let rcsrf = resident.csrf().await;
+    let page = resident.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Send my answer"));
+    let res = resident
+        .post(&path, &[("csrf", &rcsrf), ("answer_q1", "Perhaps")])
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("href=\"#answer-q1\""));
+    let res = resident
+        .post(
+            &path,
+            &[
+                ("csrf", &rcsrf),
+                ("answer_q1", "Yes"),
+                ("answer_q2", "Publish it monthly."),
+                ("publish_text", "yes"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = resident.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Change my answer") && page.contains("Publish it monthly."));
+    // Someone who is not a resident is told why they cannot answer; their post is refused.
+    let mut alice = Browser::new(&app);
+    alice.sign_in("alice").await;
+    let acsrf = alice.csrf().await;
+    let page = alice.get(&path).await.text().await.unwrap();
+    assert!(page.contains("You cannot answer") && !page.contains("Send my answer"));
+    let res = alice
+        .post(&path, &[("csrf", &acsrf), ("answer_q1", "No")])
+        .await;
+    assert_eq!(res.status(), 403);
+
+    // The trustee closes it: the results show, the single answer suppressed.
+    let res = trustee
+        .post(&format!("{path}/close"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app.page(&path).await;
+    assert!(
+        page.contains("Results") && page.contains("<td>Yes</td><td class=\"num\">not shown</td>"),
+        "{page}"
+    );
+    assert!(page.contains("Publish it monthly."));
+
+    // The charter page: the ethics code, the rules, the board, the versions.
+    let page = app.page("/charter").await;
+    assert!(page.contains("Our digital ethics code") && page.contains("Purpose first."));
+    assert!(page.contains("The board of trustees") && page.contains("not recorded"));
+    assert!(page.contains("Version 1"));
+    assert!(
+        !page.contains("Record a trustee"),
+        "only administrators record terms"
+    );
+    let mut admin = Browser::new(&app);
+    admin.sign_in("admin").await;
+    let admin_csrf = admin.csrf().await;
+    let res = admin
+        .post(
+            "/charter/terms",
+            &[
+                ("csrf", &admin_csrf),
+                ("username", "trustee"),
+                ("starts_on", "2025-01-01"),
+                ("ends_on", "2025-12-31"),
+                ("appointed_by", "Elected, 2025"),
+                ("declarations", "None."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app.page("/charter").await;
+    assert!(
+        page.contains("2025-01-01 to 2025-12-31") && page.contains("out of term: does not vote")
+    );
+    let res = trustee
+        .post(
+            "/charter/terms",
+            &[
+                ("csrf", &csrf),
+                ("username", "trustee"),
+                ("starts_on", "2025-01-01"),
+                ("ends_on", "2030-12-31"),
+                ("appointed_by", "Myself"),
+                ("declarations", "None."),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        403,
+        "a trustee does not extend their own term"
+    );
+}
