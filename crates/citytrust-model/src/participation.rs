@@ -13,6 +13,11 @@
 //! response per person, changeable until it closes; results published when
 //! it closes, small counts suppressed, free text only where its writer
 //! agreed; charter versions cite the consultations that informed them.
+//!
+//! Outcomes (R-PAR-4): each agreement's recipient reports what the share
+//! achieved — effectiveness and impact, effort and risk on 1–5 scales, what
+//! was done, evidence, who benefited — after it ends and yearly for longer
+//! ones, each report due a grace period after its period.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -682,6 +687,157 @@ impl ConsultationResponse {
     }
 }
 
+// ---- outcomes (R-PAR-4) ----------------------------------------------------------
+
+/// Days after a period ends that its outcome report is due.
+pub const OUTCOME_GRACE_DAYS: i64 = 30;
+
+/// Body of `POST /api/v1/agreements/{id}/outcomes`: what a share achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOutcomeReport {
+    /// The period reported on (`year-1`, `year-2`, …, `final`); absent: the
+    /// earliest one due and not yet reported.
+    #[serde(default)]
+    pub period: Option<String>,
+    /// How well the data served the purpose: 1 (not at all) to 5 (fully).
+    #[schema(minimum = 1, maximum = 5)]
+    pub effectiveness: u8,
+    /// The difference it made to residents: 1 (none) to 5 (large).
+    #[schema(minimum = 1, maximum = 5)]
+    pub impact: u8,
+    /// The effort it took: 1 (little) to 5 (a great deal).
+    #[schema(minimum = 1, maximum = 5)]
+    pub effort: u8,
+    /// The risk it carried: 1 (negligible) to 5 (serious).
+    #[schema(minimum = 1, maximum = 5)]
+    pub risk: u8,
+    /// What was done with the data.
+    #[schema(min_length = 1, max_length = 5000)]
+    pub what_was_done: String,
+    /// Who benefited, and how.
+    #[schema(min_length = 1, max_length = 5000)]
+    pub beneficiaries: String,
+    /// A link to the evidence (a report, a service, a publication).
+    #[serde(default)]
+    pub evidence_url: Option<String>,
+    /// A derived dataset in the catalogue that is the evidence.
+    #[serde(default)]
+    pub evidence_dataset_id: Option<String>,
+}
+
+impl NewOutcomeReport {
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut e = ValidationErrors::default();
+        for (field, v) in [
+            ("effectiveness", self.effectiveness),
+            ("impact", self.impact),
+            ("effort", self.effort),
+            ("risk", self.risk),
+        ] {
+            if !(1..=5).contains(&v) {
+                e.push(field, "from 1 to 5");
+            }
+        }
+        e.required_text("what_was_done", &self.what_was_done, 5000);
+        e.required_text("beneficiaries", &self.beneficiaries, 5000);
+        e.url("evidence_url", &self.evidence_url);
+        if let Some(d) = &self.evidence_dataset_id {
+            e.slug("evidence_dataset_id", d);
+        }
+        if let Some(p) = &self.period
+            && p != "final"
+            && !p
+                .strip_prefix("year-")
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1))
+        {
+            e.push("period", "`year-N` or `final`");
+        }
+        e.into_result()
+    }
+}
+
+/// A report filed on an agreement's outcome. Public: it names the
+/// recipient as the register does (an organisation, or "an individual").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeReport {
+    pub id: String,
+    pub agreement_id: String,
+    pub purpose: String,
+    /// `organization:<id>` or `individual`.
+    pub recipient: String,
+    pub period: String,
+    pub due_on: String,
+    pub effectiveness: u8,
+    pub impact: u8,
+    pub effort: u8,
+    pub risk: u8,
+    pub what_was_done: String,
+    pub beneficiaries: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_dataset_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub submitted_at: String,
+    /// The index of its log entry.
+    #[serde(default)]
+    pub log_entry: i64,
+}
+
+/// A report an agreement owes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutcomeDue {
+    pub agreement_id: String,
+    /// `year-N` (a yearly report of a longer agreement) or `final`.
+    pub period: String,
+    /// The last day of the period reported on.
+    pub period_ends_on: String,
+    /// The day it is due by.
+    pub due_on: String,
+    pub reported: bool,
+    /// Due, past its date and not reported.
+    pub overdue: bool,
+}
+
+/// The reports an agreement owes on `today`: one for each full year it has
+/// run short of its end (due a grace period after each anniversary), and a
+/// final one after its last day. Only periods that have ended are listed.
+pub fn outcome_dues(
+    agreement_id: &str,
+    starts_on: &str,
+    last_day: i64,
+    today: i64,
+    reported: &[String],
+) -> Vec<OutcomeDue> {
+    let Some(start) = crate::access::parse_day(starts_on) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |period: String, ends: i64| {
+        if ends >= today {
+            return;
+        }
+        let due = ends + OUTCOME_GRACE_DAYS;
+        let done = reported.contains(&period);
+        out.push(OutcomeDue {
+            agreement_id: agreement_id.to_string(),
+            overdue: !done && today > due,
+            reported: done,
+            period,
+            period_ends_on: crate::access::format_day(ends),
+            due_on: crate::access::format_day(due),
+        });
+    };
+    let mut year = 1;
+    while start + 365 * year < last_day {
+        push(format!("year-{year}"), start + 365 * year - 1);
+        year += 1;
+    }
+    push("final".into(), last_day);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,6 +879,45 @@ mod tests {
             ..answer(DataRequestStatus::Declined)
         };
         assert_eq!(fields(mixed), ["target_date", "dataset_id"]);
+    }
+
+    #[test]
+    fn a_longer_agreement_owes_yearly_reports_and_a_final_one() {
+        let day = |s| crate::access::parse_day(s).unwrap();
+        let last = day("2028-06-30");
+        // Before the first anniversary nothing is owed.
+        assert!(outcome_dues("a", "2026-01-01", last, day("2026-06-01"), &[]).is_empty());
+        let dues = outcome_dues("a", "2026-01-01", last, day("2027-02-15"), &[]);
+        assert_eq!(dues.len(), 1);
+        assert_eq!(
+            (
+                dues[0].period.as_str(),
+                dues[0].period_ends_on.as_str(),
+                dues[0].due_on.as_str()
+            ),
+            ("year-1", "2026-12-31", "2027-01-30")
+        );
+        assert!(dues[0].overdue);
+        let dues = outcome_dues(
+            "a",
+            "2026-01-01",
+            last,
+            day("2028-09-01"),
+            &["year-1".into()],
+        );
+        let periods: Vec<(&str, bool)> = dues
+            .iter()
+            .map(|d| (d.period.as_str(), d.overdue))
+            .collect();
+        assert_eq!(
+            periods,
+            [("year-1", false), ("year-2", true), ("final", true)]
+        );
+        // A short agreement owes only the final report, a grace period after its end.
+        let dues = outcome_dues("b", "2026-03-01", day("2026-03-31"), day("2026-04-30"), &[]);
+        assert_eq!((dues.len(), dues[0].overdue), (1, false));
+        let dues = outcome_dues("b", "2026-03-01", day("2026-03-31"), day("2026-05-01"), &[]);
+        assert!(dues[0].overdue);
     }
 
     #[test]

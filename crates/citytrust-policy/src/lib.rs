@@ -219,6 +219,10 @@ impl Charter {
                     "standing_agreement",
                     RestrictedExpression::new_bool(request.standing_agreement),
                 ),
+                (
+                    "outcome_report_overdue",
+                    RestrictedExpression::new_bool(request.outcome_report_overdue),
+                ),
             ]
         };
         let may_request = self.decide("request", principal, dataset, context())?;
@@ -355,6 +359,9 @@ pub struct RequestFacts<'a> {
     pub row_level: bool,
     pub sharing: &'a str,
     pub standing_agreement: bool,
+    /// The requester (or their organisation) is late reporting an
+    /// agreement's outcome (R-PAR-4).
+    pub outcome_report_overdue: bool,
 }
 
 fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
@@ -559,6 +566,26 @@ mod tests {
             row_level: true,
             sharing: "systematic",
             standing_agreement: standing,
+            outcome_report_overdue: false,
+        }
+    }
+
+    #[test]
+    fn a_recipient_late_with_an_outcome_report_is_refused_whatever_it_asks() {
+        let c = Charter::default_charter();
+        for spectrum in ["shared_public", "shared_group", "shared_specific"] {
+            for standing in [false, true] {
+                let late = RequestFacts {
+                    outcome_report_overdue: true,
+                    ..request(standing, "primary", false)
+                };
+                match c.decide_request(&analyst(), &dataset(spectrum), &late).unwrap() {
+                    RequestOutcome::Refused(d) => {
+                        assert_eq!(ids(&d), ["outcome-report-overdue"], "{spectrum}")
+                    }
+                    other => panic!("{spectrum}: {other:?}"),
+                }
+            }
         }
     }
 

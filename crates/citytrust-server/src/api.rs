@@ -88,7 +88,10 @@ pub fn routes() -> Router<AppState> {
         crate::participation::open_consultation, crate::participation::list_consultations,
         crate::participation::get_consultation, crate::participation::close_consultation, crate::participation::respond,
         crate::participation::my_response, crate::participation::trustees,
-        crate::participation::set_term, crate::participation::charter_changes
+        crate::participation::set_term, crate::participation::charter_changes,
+        crate::participation::agreement_outcomes, crate::participation::report_outcome,
+        crate::participation::outcome_reports, crate::participation::outcome_summary,
+        crate::participation::overdue_outcomes
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -98,7 +101,7 @@ pub fn routes() -> Router<AppState> {
         citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public"),
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public, outcomes of agreements"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

@@ -1,7 +1,7 @@
 //! Participation over HTTP: demand-led data requests (ask, support,
 //! withdraw, assign, answer) and the public roadmap; consultations (open,
 //! respond, results); the board in public (trustees' terms) and what each
-//! charter version changed.
+//! charter version changed; agreements' outcome reports.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,11 +10,12 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use citytrust_model::participation::{
     Consultation, ConsultationResponse, DataRequest, DataRequestAnswer, DataRequestAssignment,
-    NewConsultation, NewDataRequest,
+    NewConsultation, NewDataRequest, NewOutcomeReport, OutcomeDue, OutcomeReport,
 };
 use citytrust_service::governance::CharterChanges;
 use citytrust_service::participation::{
-    DataRequestPage, DataRequestQuery, Roadmap, TermInput, Trustee,
+    AgreementOutcomes, DataRequestPage, DataRequestQuery, OutcomeSummary, Roadmap, TermInput,
+    Trustee,
 };
 use serde::Deserialize;
 
@@ -52,6 +53,13 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/charter/versions/{version}/changes",
             get(charter_changes),
         )
+        .route(
+            "/api/v1/agreements/{id}/outcomes",
+            get(agreement_outcomes).post(report_outcome),
+        )
+        .route("/api/v1/outcomes", get(outcome_reports))
+        .route("/api/v1/outcomes/summary", get(outcome_summary))
+        .route("/api/v1/outcomes/overdue", get(overdue_outcomes))
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,4 +405,76 @@ pub(crate) async fn charter_changes(
     ApiPath(VersionPath { version }): ApiPath<VersionPath>,
 ) -> Result<Json<CharterChanges>, ApiError> {
     Ok(Json(state.service.charter_changes(version).await?))
+}
+
+/// An agreement's outcome reports, and the reports it owes (yearly, and after its end). Public.
+#[utoipa::path(get, path = "/api/v1/agreements/{id}/outcomes", tag = "participation",
+    params(("id" = String, Path, description = "The agreement's id")),
+    responses(
+        CommonProblems,
+        (status = 200, description = "Reports and what is owed", body = AgreementOutcomes),
+        (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn agreement_outcomes(
+    State(state): State<AppState>,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+) -> Result<Json<AgreementOutcomes>, ApiError> {
+    Ok(Json(state.service.agreement_outcomes(&id).await?))
+}
+
+/// Report what an agreement's share achieved (its recipient), for the earliest period owed or the one named.
+#[utoipa::path(post, path = "/api/v1/agreements/{id}/outcomes", tag = "participation", security(("bearer" = [])), request_body = NewOutcomeReport,
+    params(("id" = String, Path, description = "The agreement's id")),
+    responses(
+        CommonProblems,
+        (status = 201, description = "Filed, public and logged", body = OutcomeReport),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the agreement's recipient", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such agreement", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "That period is reported already", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or no report owed yet", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn report_outcome(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
+    ApiJson(body): ApiJson<NewOutcomeReport>,
+) -> Result<Response, ApiError> {
+    let r = state.service.report_outcome(&actor, &id, body).await?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+/// Every outcome report, newest first. Public.
+#[utoipa::path(get, path = "/api/v1/outcomes", tag = "participation",
+    responses(CommonProblems, (status = 200, description = "The reports", body = Vec<OutcomeReport>)))]
+pub(crate) async fn outcome_reports(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<OutcomeReport>>, ApiError> {
+    Ok(Json(state.service.outcome_reports().await?))
+}
+
+/// Outcomes by purpose and by year: how many reports and their mean ratings. Public.
+#[utoipa::path(get, path = "/api/v1/outcomes/summary", tag = "participation",
+    responses(CommonProblems, (status = 200, description = "The summary", body = OutcomeSummary)))]
+pub(crate) async fn outcome_summary(
+    State(state): State<AppState>,
+) -> Result<Json<OutcomeSummary>, ApiError> {
+    Ok(Json(state.service.outcome_summary().await?))
+}
+
+/// Outcome reports past their date and not filed (trustees and administrators).
+#[utoipa::path(get, path = "/api/v1/outcomes/overdue", tag = "participation", security(("bearer" = [])),
+    responses(
+        CommonProblems,
+        (status = 200, description = "What is overdue", body = Vec<OutcomeDue>),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a trustee or an administrator", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn overdue_outcomes(
+    State(state): State<AppState>,
+    SignedIn(actor): SignedIn,
+) -> Result<Json<Vec<OutcomeDue>>, ApiError> {
+    Ok(Json(state.service.overdue_outcomes(&actor).await?))
 }

@@ -197,7 +197,7 @@ impl Who {
 
     /// The recipients that stand for this person alone or their own
     /// organisations (not their groups): who attests deletion, who is blocked.
-    fn direct_recipients(&self) -> Vec<String> {
+    pub(crate) fn direct_recipients(&self) -> Vec<String> {
         self.recipients()
             .into_iter()
             .filter(|r| !r.starts_with("group:"))
@@ -627,6 +627,10 @@ impl Service {
             .ok_or_else(|| ValidationErrors::single("purpose", "unknown purpose"))?;
         let who = self.who(actor).await?;
         self.refuse_if_overdue(&who).await?;
+        let outcome_report_overdue = !self
+            .overdue_outcomes_of(&who.direct_recipients())
+            .await?
+            .is_empty();
         let (charter_version, charter) = self.charter_in_force().await?;
         let today = self.today();
         let mut datasets = Vec::new();
@@ -683,6 +687,7 @@ impl Service {
                 row_level: request.level.is_row_level(),
                 sharing: request.sharing.as_str(),
                 standing_agreement: standing,
+                outcome_report_overdue,
             };
             let outcome = who
                 .with(|p| charter.decide_request(p, &facts(dataset), &facts_request))

@@ -20,6 +20,14 @@
 //! with small numbers suppressed by the privacy engine and free text only
 //! where its writer agreed. A response is never shown to anyone but its
 //! writer.
+//!
+//! The board in public (R-PAR-1): trustees' terms, appointment and
+//! declarations; a trustee outside a recorded term does not vote.
+//!
+//! Outcomes (R-PAR-4): each agreement's recipient reports what it achieved,
+//! yearly and at the end; reports are public, summed up by purpose and by
+//! year; an overdue report makes the charter's `outcome-report-overdue` rule
+//! refuse the recipient's new requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,8 +35,8 @@ use citytrust_model::access::format_day;
 use citytrust_model::participation::{
     AnswerInput, Audience, ChoiceCount, Citation, Consultation, ConsultationResponse,
     ConsultationResults, ConsultationState, DataRequest, DataRequestAnswer, DataRequestAssignment,
-    DataRequestEvent, DataRequestStatus, NewConsultation, NewDataRequest, Question, QuestionKind,
-    QuestionResult,
+    DataRequestEvent, DataRequestStatus, NewConsultation, NewDataRequest, NewOutcomeReport,
+    OutcomeDue, OutcomeReport, Question, QuestionKind, QuestionResult, outcome_dues,
 };
 use citytrust_model::residents::InboxMessage;
 use citytrust_model::{Actor, Spectrum, ValidationErrors, authz};
@@ -1162,4 +1170,247 @@ impl Service {
 fn in_term(t: &citytrust_store::StoredTerm, today: i64) -> bool {
     let day = citytrust_model::access::parse_day;
     day(&t.starts_on).is_some_and(|s| s <= today) && day(&t.ends_on).is_some_and(|e| today <= e)
+}
+
+// ---- outcomes (R-PAR-4) -------------------------------------------------------------
+
+/// An agreement's reports and what it still owes.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct AgreementOutcomes {
+    pub agreement_id: String,
+    pub dues: Vec<OutcomeDue>,
+    pub reports: Vec<OutcomeReport>,
+}
+
+/// Outcomes summed up by purpose and by year: how many reports, and their
+/// mean ratings.
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct OutcomeSummary {
+    pub by_purpose: Vec<OutcomeGroup>,
+    pub by_year: Vec<OutcomeGroup>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, ToSchema)]
+pub struct OutcomeGroup {
+    /// The purpose's id, or the year.
+    pub key: String,
+    pub reports: usize,
+    pub mean_effectiveness: f64,
+    pub mean_impact: f64,
+    pub mean_effort: f64,
+    pub mean_risk: f64,
+}
+
+fn summarise<'a>(key: String, reports: impl Iterator<Item = &'a OutcomeReport>) -> OutcomeGroup {
+    let rs: Vec<&OutcomeReport> = reports.collect();
+    let n = rs.len().max(1) as f64;
+    let mean = |f: fn(&OutcomeReport) -> u8| {
+        (rs.iter().map(|r| f64::from(f(r))).sum::<f64>() / n * 10.0).round() / 10.0
+    };
+    OutcomeGroup {
+        key,
+        reports: rs.len(),
+        mean_effectiveness: mean(|r| r.effectiveness),
+        mean_impact: mean(|r| r.impact),
+        mean_effort: mean(|r| r.effort),
+        mean_risk: mean(|r| r.risk),
+    }
+}
+
+/// The public form of a recipient, as the register shows it.
+fn public_recipient(recipient: &str) -> String {
+    if recipient.starts_with("organization:") || recipient.starts_with("group:") {
+        recipient.to_string()
+    } else {
+        "individual".into()
+    }
+}
+
+impl Service {
+    fn dues_of(
+        &self,
+        a: &citytrust_model::Agreement,
+        reports: &[OutcomeReport],
+    ) -> Vec<OutcomeDue> {
+        // Group standing agreements are many organisations' at once: each
+        // member's own agreements carry the duty, not the group's.
+        if a.status == citytrust_model::AgreementStatus::Superseded
+            || a.recipient.starts_with("group:")
+        {
+            return Vec::new();
+        }
+        let done: Vec<String> = reports
+            .iter()
+            .filter(|r| r.agreement_id == a.id)
+            .map(|r| r.period.clone())
+            .collect();
+        outcome_dues(&a.id, &a.starts_on, a.last_day(), self.today(), &done)
+    }
+
+    /// An agreement's outcome reports and what it owes. Public.
+    pub async fn agreement_outcomes(&self, id: &str) -> Result<AgreementOutcomes> {
+        let a = self.agreement(id).await?;
+        let reports = self.store.outcome_reports(Some(id)).await?;
+        Ok(AgreementOutcomes {
+            agreement_id: a.id.clone(),
+            dues: self.dues_of(&a, &reports),
+            reports,
+        })
+    }
+
+    /// The recipient reports an agreement's outcome, for the earliest
+    /// period due and not yet reported (or the one named).
+    pub async fn report_outcome(
+        &self,
+        actor: &Actor,
+        id: &str,
+        new: NewOutcomeReport,
+    ) -> Result<OutcomeReport> {
+        if actor.username().is_none() {
+            return Err(ServiceError::Unauthenticated);
+        }
+        let a = self.agreement(id).await?;
+        let who = self.who(actor).await?;
+        if !who.direct_recipients().contains(&a.recipient) {
+            return Err(ServiceError::Forbidden(format!(
+                "only the recipient of agreement {id} reports its outcome"
+            )));
+        }
+        new.validate()?;
+        if let Some(d) = &new.evidence_dataset_id
+            && self.store.get_dataset(d).await?.is_none()
+        {
+            return Err(ValidationErrors::single(
+                "evidence_dataset_id",
+                format!("there is no dataset '{d}'"),
+            )
+            .into());
+        }
+        let reports = self.store.outcome_reports(Some(id)).await?;
+        let dues = self.dues_of(&a, &reports);
+        let due = match &new.period {
+            Some(p) => dues.iter().find(|d| &d.period == p).ok_or_else(|| {
+                ServiceError::from(ValidationErrors::single(
+                    "period",
+                    format!("agreement {id} owes no '{p}' report (yet)"),
+                ))
+            })?,
+            None => dues.iter().find(|d| !d.reported).ok_or_else(|| {
+                ServiceError::Unprocessable {
+                    code: citytrust_model::ProblemCode::AgreementInForce,
+                    message: format!(
+                        "agreement {id} owes no report now: the first is due after a year, or after it ends ({})",
+                        a.ends_on
+                    ),
+                }
+            })?,
+        };
+        if due.reported {
+            return Err(ServiceError::Conflict(format!(
+                "the {} outcome report of agreement {id}",
+                due.period
+            )));
+        }
+        let report = OutcomeReport {
+            id: format!("or-{}", random_hex::<6>()?),
+            agreement_id: a.id.clone(),
+            purpose: a.purpose.clone(),
+            recipient: public_recipient(&a.recipient),
+            period: due.period.clone(),
+            due_on: due.due_on.clone(),
+            effectiveness: new.effectiveness,
+            impact: new.impact,
+            effort: new.effort,
+            risk: new.risk,
+            what_was_done: new.what_was_done.trim().to_string(),
+            beneficiaries: new.beneficiaries.trim().to_string(),
+            evidence_url: new.evidence_url,
+            evidence_dataset_id: new.evidence_dataset_id,
+            submitted_at: rfc3339(self.now()),
+            log_entry: 0,
+        };
+        let (body, at) = self.log_entry_by(
+            actor,
+            "agreement.outcome_reported",
+            serde_json::json!({
+                "agreement": a.id,
+                "period": report.period,
+                "purpose": report.purpose,
+                "recipient": report.recipient,
+                "effectiveness": report.effectiveness,
+                "impact": report.impact,
+                "effort": report.effort,
+                "risk": report.risk,
+                "text_sha256": sha256_hex(&format!("{}\n{}", report.what_was_done, report.beneficiaries)),
+                "evidence": report.evidence_url.as_ref().or(report.evidence_dataset_id.as_ref()),
+                "late": self.today() > citytrust_model::access::parse_day(&report.due_on).unwrap_or(i64::MAX),
+            }),
+        )?;
+        Ok(self
+            .store
+            .insert_outcome_report(
+                &report,
+                &crate::ledger::new_entry("agreement.outcome_reported", &body, &at),
+            )
+            .await?)
+    }
+
+    /// Every outcome report, newest first. Public.
+    pub async fn outcome_reports(&self) -> Result<Vec<OutcomeReport>> {
+        Ok(self.store.outcome_reports(None).await?)
+    }
+
+    /// Outcomes by purpose and by year. Public.
+    pub async fn outcome_summary(&self) -> Result<OutcomeSummary> {
+        let reports = self.store.outcome_reports(None).await?;
+        let purposes: BTreeSet<&str> = reports.iter().map(|r| r.purpose.as_str()).collect();
+        let years: BTreeSet<&str> = reports.iter().map(|r| &r.submitted_at[..4]).collect();
+        Ok(OutcomeSummary {
+            by_purpose: purposes
+                .into_iter()
+                .map(|p| summarise(p.to_string(), reports.iter().filter(|r| r.purpose == p)))
+                .collect(),
+            by_year: years
+                .into_iter()
+                .map(|y| {
+                    summarise(
+                        y.to_string(),
+                        reports.iter().filter(|r| r.submitted_at.starts_with(y)),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Reports past their date and not filed (trustees and administrators).
+    pub async fn overdue_outcomes(&self, actor: &Actor) -> Result<Vec<OutcomeDue>> {
+        if authz::may_vote(actor).is_err() && authz::may_administer(actor).is_err() {
+            return Err(ServiceError::Forbidden(
+                "only trustees and administrators see the overdue outcome reports".into(),
+            ));
+        }
+        self.overdue_outcomes_of(&[]).await
+    }
+
+    /// Overdue reports of agreements with these recipients (every recipient when empty).
+    pub(crate) async fn overdue_outcomes_of(
+        &self,
+        recipients: &[String],
+    ) -> Result<Vec<OutcomeDue>> {
+        let agreements: Vec<citytrust_model::Agreement> = self
+            .agreements()
+            .await?
+            .into_iter()
+            .filter(|a| recipients.is_empty() || recipients.contains(&a.recipient))
+            .collect();
+        if agreements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reports = self.store.outcome_reports(None).await?;
+        Ok(agreements
+            .iter()
+            .flat_map(|a| self.dues_of(a, &reports))
+            .filter(|d| d.overdue)
+            .collect())
+    }
 }

@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0016_consultations.sql"),
         postgres: include_str!("../migrations/postgres/0016_consultations.sql"),
     },
+    Migration {
+        version: 17,
+        name: "outcomes",
+        sqlite: include_str!("../migrations/sqlite/0017_outcomes.sql"),
+        postgres: include_str!("../migrations/postgres/0017_outcomes.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

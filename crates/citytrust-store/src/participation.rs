@@ -5,10 +5,12 @@
 //! interleaving; answers are conditional on the status read, so two answers
 //! cannot both land. A response is a row keyed by (consultation, person),
 //! replaced until the results are published; publishing takes the
-//! consultation's row, so no response lands after the count.
+//! consultation's row, so no response lands after the count. An outcome
+//! report is keyed by (agreement, period): one each.
 
 use citytrust_model::participation::{
     Consultation, ConsultationResponse, ConsultationResults, DataRequest, DataRequestStatus,
+    OutcomeReport,
 };
 use citytrust_model::residents::InboxMessage;
 use sqlx::Row;
@@ -561,4 +563,69 @@ fn consultation_from_row(r: &AnyRow) -> Result<Consultation> {
         })
         .transpose()?;
     Ok(c)
+}
+
+// ---- outcome reports --------------------------------------------------------------
+
+impl Store {
+    /// Store a report with its log entry; a second report for the same
+    /// agreement and period is a `Conflict`.
+    pub async fn insert_outcome_report(
+        &self,
+        report: &OutcomeReport,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<OutcomeReport> {
+        let mut tx = self.pool.begin().await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut doc = report.clone();
+        doc.log_entry = idx;
+        sqlx::query(
+            "INSERT INTO outcome_reports (id, agreement_id, period, purpose, submitted_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&doc.id)
+        .bind(&doc.agreement_id)
+        .bind(&doc.period)
+        .bind(&doc.purpose)
+        .bind(&doc.submitted_at)
+        .bind(json(&doc)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            conflict(
+                e,
+                format!(
+                    "the {} outcome report of agreement {}",
+                    doc.period, doc.agreement_id
+                ),
+            )
+        })?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    /// Reports, newest first: of one agreement, or all.
+    pub async fn outcome_reports(&self, agreement_id: Option<&str>) -> Result<Vec<OutcomeReport>> {
+        let rows = match agreement_id {
+            Some(a) => {
+                sqlx::query(
+                    "SELECT body FROM outcome_reports WHERE agreement_id = $1 ORDER BY submitted_at DESC, id",
+                )
+                .bind(a)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT body FROM outcome_reports ORDER BY submitted_at DESC, id")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(&r.try_get::<String, _>("body")?)
+                    .map_err(|e| StoreError::Corrupt(format!("outcome report: {e}")))
+            })
+            .collect()
+    }
 }

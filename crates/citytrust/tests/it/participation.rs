@@ -1070,3 +1070,178 @@ async fn a_trustee_out_of_term_may_not_vote_and_the_board_is_public() {
     json_of(app.post_json(&votes, Some(&t3), &approve).await, 200).await;
     assert_eq!(app.entries_of_type("trustee.term_recorded").await.len(), 2);
 }
+
+fn outcome(effectiveness: u8) -> Value {
+    json!({
+        "effectiveness": effectiveness,
+        "impact": 3,
+        "effort": 2,
+        "risk": 1,
+        "what_was_done": "Ranked the city's buildings for retrofit by energy intensity.",
+        "beneficiaries": "Tenants of the twenty worst buildings, retrofitted first.",
+        "evidence_url": "https://uni.example/retrofit-report",
+    })
+}
+
+#[tokio::test]
+async fn the_recipient_reports_an_agreements_outcome_and_may_not_ask_for_more_while_it_is_overdue()
+{
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let analyst = app.token("analyst").await;
+    let energy = crate::governance::with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+    let ask = crate::governance::request(&[&energy], "research", "identified");
+    let r = json_of(
+        app.post_json("/api/v1/access-requests", Some(&analyst), &ask)
+            .await,
+        201,
+    )
+    .await;
+    let decided = crate::governance::all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let agreement = decided["agreement_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{decided}"))
+        .to_string();
+    let outcomes = format!("/api/v1/agreements/{agreement}/outcomes");
+
+    // In force (ends 2026-03-31): nothing owed yet.
+    let owed = json_of(app.get(&outcomes, None).await, 200).await;
+    assert_eq!(owed["dues"], json!([]));
+    let res = app.post_json(&outcomes, Some(&analyst), &outcome(4)).await;
+    assert_problem(res, 422, "agreement_in_force", None).await;
+
+    // Ended: the final report is owed by 2026-04-30; only the recipient files it.
+    app.clock.advance(time::Duration::days(45)); // 2026-04-15
+    let (alice, bob, analyst) = (
+        app.token("alice").await,
+        app.token("bob").await,
+        app.token("analyst").await,
+    );
+    let _ = (&alice, &bob);
+    let owed = json_of(app.get(&outcomes, None).await, 200).await;
+    assert_eq!(
+        owed["dues"],
+        json!([{"agreement_id": agreement, "period": "final", "period_ends_on": "2026-03-31", "due_on": "2026-04-30", "reported": false, "overdue": false}])
+    );
+    assert_eq!(
+        app.post_json(&outcomes, Some(&bob), &outcome(4))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.post_json(&outcomes, None, &outcome(4)).await.status(),
+        401
+    );
+    let res = app.post_json(&outcomes, Some(&analyst), &outcome(7)).await;
+    assert_problem(res, 422, "validation_failed", Some("effectiveness")).await;
+    let mut bad = outcome(4);
+    bad["evidence_url"] = json!("ftp://uni.example/x");
+    assert_problem(
+        app.post_json(&outcomes, Some(&analyst), &bad).await,
+        422,
+        "validation_failed",
+        Some("evidence_url"),
+    )
+    .await;
+    json_of(
+        app.post_json(
+            &format!("/api/v1/agreements/{agreement}/attest-deletion"),
+            Some(&analyst),
+            &json!({"statement": "Deleted from the secure environment on 2026-04-01."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+
+    // Overdue: the charter refuses the recipient's new requests, by name.
+    app.clock.advance(time::Duration::days(17)); // 2026-05-02
+    let (trustee, analyst) = (app.token("trustee").await, app.token("analyst").await);
+    let overdue = json_of(
+        app.get("/api/v1/outcomes/overdue", Some(&trustee)).await,
+        200,
+    )
+    .await;
+    assert_eq!(overdue[0]["agreement_id"], json!(agreement));
+    assert_eq!(
+        app.get("/api/v1/outcomes/overdue", Some(&analyst))
+            .await
+            .status(),
+        403
+    );
+    let mut again = crate::governance::request(&[&energy], "research", "aggregate");
+    again["starts_on"] = json!("2026-05-10");
+    again["ends_on"] = json!("2026-06-10");
+    let res = app
+        .post_json("/api/v1/access-requests", Some(&analyst), &again)
+        .await;
+    let code = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["status"], "refused", "{body}");
+    assert!(
+        body.to_string().contains("outcome-report-overdue"),
+        "{body}"
+    );
+
+    // Filed (late): public, summed up, logged without names; then the way is clear.
+    let report = json_of(
+        app.post_json(&outcomes, Some(&analyst), &outcome(4)).await,
+        201,
+    )
+    .await;
+    assert_eq!(
+        (report["period"].as_str(), report["recipient"].as_str()),
+        (Some("final"), Some("organization:uni"))
+    );
+    let res = app.post_json(&outcomes, Some(&analyst), &outcome(5)).await;
+    assert_eq!(res.status(), 422, "nothing more is owed");
+    let mut named = outcome(5);
+    named["period"] = json!("final");
+    assert_problem(
+        app.post_json(&outcomes, Some(&analyst), &named).await,
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+    let all = json_of(app.get("/api/v1/outcomes", None).await, 200).await;
+    assert_eq!(
+        all[0]["what_was_done"],
+        "Ranked the city's buildings for retrofit by energy intensity."
+    );
+    let summary = json_of(app.get("/api/v1/outcomes/summary", None).await, 200).await;
+    assert_eq!(
+        summary["by_purpose"],
+        json!([{"key": "research", "reports": 1, "mean_effectiveness": 4.0, "mean_impact": 3.0, "mean_effort": 2.0, "mean_risk": 1.0}])
+    );
+    assert_eq!(summary["by_year"][0]["key"], "2026");
+    let entry = &app.entries_of_type("agreement.outcome_reported").await[0];
+    assert!(
+        entry.contains("\"late\":true") && !entry.contains("analyst"),
+        "{entry}"
+    );
+    assert_eq!(
+        json_of(
+            app.get("/api/v1/outcomes/overdue", Some(&trustee)).await,
+            200
+        )
+        .await,
+        json!([])
+    );
+    let res = app
+        .post_json("/api/v1/access-requests", Some(&analyst), &again)
+        .await;
+    let body: Value = res.json().await.unwrap();
+    assert_ne!(body["status"], "refused", "{body}");
+}
