@@ -579,7 +579,10 @@ mod tests {
                     outcome_report_overdue: true,
                     ..request(standing, "primary", false)
                 };
-                match c.decide_request(&analyst(), &dataset(spectrum), &late).unwrap() {
+                match c
+                    .decide_request(&analyst(), &dataset(spectrum), &late)
+                    .unwrap()
+                {
                     RequestOutcome::Refused(d) => {
                         assert_eq!(ids(&d), ["outcome-report-overdue"], "{spectrum}")
                     }

@@ -1088,7 +1088,6 @@ async fn the_recipient_reports_an_agreements_outcome_and_may_not_ask_for_more_wh
 {
     let app = crate::governance::start().await;
     let alice = app.token("alice").await;
-    let bob = app.token("bob").await;
     let analyst = app.token("analyst").await;
     let energy = crate::governance::with_content(
         &app,
@@ -1121,12 +1120,8 @@ async fn the_recipient_reports_an_agreements_outcome_and_may_not_ask_for_more_wh
 
     // Ended: the final report is owed by 2026-04-30; only the recipient files it.
     app.clock.advance(time::Duration::days(45)); // 2026-04-15
-    let (alice, bob, analyst) = (
-        app.token("alice").await,
-        app.token("bob").await,
-        app.token("analyst").await,
-    );
-    let _ = (&alice, &bob);
+    let (bob, analyst) = (app.token("bob").await, app.token("analyst").await);
+
     let owed = json_of(app.get(&outcomes, None).await, 200).await;
     assert_eq!(
         owed["dues"],
