@@ -408,7 +408,7 @@ test('the analyst asks for building energy, three trustees vote, and the agreeme
   for (const trustee of ['trustee1', 'trustee2', 'trustee3']) {
     const t = await newPage({ width: 1280, height: 900 });
     await signIn(t, trustee);
-    await t.getByRole('link', { name: 'Requests' }).click();
+    await t.getByRole('link', { name: 'Access requests', exact: true }).click();
     await t.waitForURL(`${BASE}/requests`);
     await assertAccessible(t, `the trustees' queue (${trustee})`);
     await t.goto(requestUrl);
@@ -722,4 +722,36 @@ test('a trustee opens a consultation, residents answer, it closes, and the resul
   assert.match(await t.locator('#v2').innerText(), /Added:.*Household readings/);
   await assertAccessible(t, 'the charter');
   await t.context().close();
+});
+
+test('the analyst files the outcome report an ended agreement owes, and it appears in the register', async () => {
+  const p = await newPage({ width: 1280, height: 900 });
+  await signIn(p, 'analyst');
+  await p.goto(`${BASE}/register`);
+  const row = p.getByRole('region', { name: 'Agreements table' }).getByRole('row', { name: /barcelona-deaths/ });
+  await row.getByRole('link').first().click();
+  await p.waitForURL(/\/agreements\/dsa-/);
+  const outcome = p.getByRole('region', { name: 'Outcome' });
+  assert.match(await outcome.innerText(), /The final report .* is due by/);
+  await assertAccessible(p, 'an agreement owing its outcome report');
+  await outcome.getByRole('link', { name: 'Report the outcome' }).click();
+  await assertAccessible(p, 'the outcome report form');
+  // Forgetting the ratings is named, and what was typed is kept.
+  await p.getByLabel('What was done with the data').fill('Mapped mortality by district beside NO2 levels for the public-health atlas.');
+  await p.getByRole('button', { name: 'File the report' }).click();
+  assert.match(await p.getByRole('alert').innerText(), /not filed/);
+  assert.equal(await p.getByLabel('What was done with the data').inputValue(), 'Mapped mortality by district beside NO2 levels for the public-health atlas.');
+  await assertAccessible(p, 'the outcome report form with errors');
+  for (const [group, value] of [['How well did the data', '4'], ['What difference', '3'], ['How much effort', '2'], ['How much risk', '1']]) {
+    await p.getByRole('group', { name: new RegExp(group) }).getByRole('radio', { name: value }).check();
+  }
+  await p.getByLabel('Who benefited, and how').fill('Residents of the two districts with the highest NO2, now on the clean-air plan.');
+  await p.getByRole('button', { name: 'File the report' }).click();
+  await p.waitForURL(/\/agreements\/dsa-[^/]+#outcomes$/);
+  assert.match(await p.getByRole('region', { name: 'Outcome' }).innerText(), /final report[\s\S]*Effectiveness\s*4 of 5/);
+  await p.goto(`${BASE}/register`);
+  assert.match(await p.getByRole('region', { name: 'Outcome reports table' }).innerText(), /Mapped mortality by district/);
+  assert.match(await p.getByRole('region', { name: 'Outcomes by purpose table' }).innerText(), /research\s+2/);
+  await assertAccessible(p, 'the register with outcomes');
+  await p.context().close();
 });

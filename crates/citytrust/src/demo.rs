@@ -176,14 +176,17 @@ pub async fn load(
     }
     if fresh_city {
         // While the city still lives three weeks ago: a consultation that
-        // has run its course by today.
+        // has run its course by today, and two week-long agreements of the
+        // analyst's that have ended.
         consultation(service, password).await?;
+        ended_agreements(service).await?;
     }
     let household = residents(service, fresh_city, clock).await?;
     clock.catch_up(0);
     participation(service).await?;
     if fresh_city {
         charter_and_board(service).await?;
+        outcome(service).await?;
     }
     Ok(Loaded {
         fresh: created > 0,
@@ -534,6 +537,114 @@ async fn charter_and_board(service: &Service) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("demo charter: {e}"))?;
+    Ok(())
+}
+
+/// The datasets of the analyst's two ended agreements: building energy
+/// (its outcome reported in the demo) and deaths by district (its report
+/// still owed, due a month after its end).
+const ENDED: [(&str, &str, &str); 2] = [
+    (
+        "seattle-building-energy",
+        "identified",
+        "A ranked list of the buildings to retrofit first, published for the city's climate plan.",
+    ),
+    (
+        "barcelona-deaths",
+        "aggregate",
+        "Mortality by district beside air quality, for the university's public-health atlas.",
+    ),
+];
+
+/// Three weeks ago the analyst asked, for research, for a week of each of
+/// the [`ENDED`] datasets, and the three trustees approved.
+async fn ended_agreements(service: &Service) -> anyhow::Result<()> {
+    let analyst = demo_actor(service, "analyst").await?;
+    let today = service.now().unix_timestamp() / 86_400;
+    let day = citytrust_model::access::format_day;
+    for (dataset, level, benefit) in ENDED {
+        let request: citytrust_model::NewAccessRequest = serde_json::from_value(
+            serde_json::json!({
+                "dataset_ids": [dataset],
+                "purpose": "research",
+                "level": level,
+                "starts_on": day(today),
+                "ends_on": day(today + 7),
+                "benefit": benefit,
+                "sharing": "systematic",
+                "checklist": {
+                    "justified": "The study needs these figures; published summaries are too coarse.",
+                    "benefits_and_risks": "A published study for the city; commercial or sensitive figures could leak, so the data stays in the university's secure environment.",
+                    "proportionate": "Only the columns the study uses, for one week.",
+                    "without_personal_data": "The data is about buildings and districts, not people.",
+                    "power_to_share": "The city's open-data and benchmarking ordinances."
+                }
+            }),
+        )?;
+        let r = service
+            .create_access_request(&analyst, request)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo request for {dataset}: {e}"))?;
+        for trustee in ["trustee1", "trustee2", "trustee3"] {
+            service
+                .vote(
+                    &demo_actor(service, trustee).await?,
+                    &r.id,
+                    citytrust_model::NewVote {
+                        vote: citytrust_model::access::VoteChoice::Approve,
+                        reason: "A published study with a clear public benefit, for one week only."
+                            .into(),
+                        conflict_of_interest: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("demo vote on {dataset}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Today: the analyst attests the deletion of both ended agreements' data
+/// and reports the building-energy agreement's outcome (the other's report
+/// is still owed).
+async fn outcome(service: &Service) -> anyhow::Result<()> {
+    let analyst = demo_actor(service, "analyst").await?;
+    for a in service.agreements().await? {
+        let Some(dataset) = a.dataset_ids.first() else {
+            continue;
+        };
+        if a.recipient != "organization:city-university" || !ENDED.iter().any(|e| e.0 == dataset) {
+            continue;
+        }
+        service
+            .attest_deletion(
+                &analyst,
+                &a.id,
+                "Deleted from the university's secure environment the day the agreement ended.",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo attestation: {e}"))?;
+        if dataset == ENDED[0].0 {
+            service
+                .report_outcome(
+                    &analyst,
+                    &a.id,
+                    citytrust_model::participation::NewOutcomeReport {
+                        period: None,
+                        effectiveness: 4,
+                        impact: 4,
+                        effort: 2,
+                        risk: 1,
+                        what_was_done: "Ranked Seattle's large buildings by energy use per square foot and weather-normalised it; the forty worst are on the city's retrofit list.".into(),
+                        beneficiaries: "Tenants of the forty buildings retrofitted first (lower bills), and the city's climate plan.".into(),
+                        evidence_url: Some("https://www.seattle.gov/environment/climate-change/buildings-and-energy/energy-benchmarking".into()),
+                        evidence_dataset_id: None,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("demo outcome report: {e}"))?;
+        }
+    }
     Ok(())
 }
 

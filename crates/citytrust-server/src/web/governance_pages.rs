@@ -86,6 +86,8 @@ struct RequestsPage {
     mine: Vec<RequestRow>,
     queue: Vec<RequestRow>,
     overdue: Vec<AgreementRow>,
+    /// Outcome reports past their date (trustees).
+    overdue_outcomes: Vec<citytrust_model::participation::OutcomeDue>,
     is_trustee: bool,
     message: String,
 }
@@ -133,6 +135,11 @@ async fn requests_page(
     } else {
         Vec::new()
     };
+    let overdue_outcomes = if is_trustee {
+        state.service.overdue_outcomes(actor).await?
+    } else {
+        Vec::new()
+    };
     let message = match raw.as_deref().unwrap_or("") {
         "done=draft" => "Draft saved. Only you can see it until you submit it.",
         _ => "",
@@ -142,6 +149,7 @@ async fn requests_page(
         mine,
         queue,
         overdue,
+        overdue_outcomes,
         is_trustee,
         message: message.into(),
     })
@@ -583,6 +591,10 @@ struct RegisterPage {
     nav: Nav,
     agreements: Vec<AgreementRow>,
     decisions: Vec<(RequestRow, String)>,
+    /// Outcomes by purpose and by year (R-PAR-4).
+    outcomes: citytrust_service::participation::OutcomeSummary,
+    /// The latest outcome reports.
+    reports: Vec<citytrust_model::participation::OutcomeReport>,
 }
 
 async fn register_page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
@@ -608,10 +620,14 @@ async fn register_page(State(state): State<AppState>, viewer: Viewer) -> PageRes
             )
         })
         .collect();
+    let mut reports = state.service.outcome_reports().await?;
+    reports.truncate(50);
     render(&RegisterPage {
         nav: viewer.nav("register"),
         agreements,
         decisions,
+        outcomes: state.service.outcome_summary().await?,
+        reports,
     })
 }
 
@@ -633,6 +649,10 @@ struct AgreementPage {
     may_amend: bool,
     /// Its signed log entries (a page of them, oldest first).
     log: citytrust_service::analytics::AgreementEntries,
+    /// Its outcome reports and what it owes (R-PAR-4).
+    outcomes: citytrust_service::participation::AgreementOutcomes,
+    /// The viewer receives it and owes a report now.
+    may_report: bool,
 }
 
 async fn agreement_page(
@@ -646,11 +666,15 @@ async fn agreement_page(
     let from =
         query_number(raw.as_deref(), "from", "from must be a log entry number.")?.unwrap_or(0);
     let log = state.service.agreement_entries(&a.id, from, 100).await?;
-    let may_amend = a.status == citytrust_model::AgreementStatus::Active
-        && state.service.receives(&viewer.actor(), &a).await?;
+    let receives = state.service.receives(&viewer.actor(), &a).await?;
+    let may_amend = a.status == citytrust_model::AgreementStatus::Active && receives;
+    let outcomes = state.service.agreement_outcomes(&a.id).await?;
+    let may_report = receives && outcomes.dues.iter().any(|d| !d.reported);
     render(&AgreementPage {
         log,
         may_amend,
+        outcomes,
+        may_report,
         nav: viewer.nav("register"),
         version: a.version,
         providers: a.providers.join(", "),

@@ -237,6 +237,8 @@ struct AnalyticsPage {
     by_purpose_svg: String,
     by_party_svg: String,
     requests_svg: String,
+    /// Outcomes by purpose and by year (R-PAR-4).
+    outcomes: citytrust_service::participation::OutcomeSummary,
 }
 
 /// Bars for the first `n` counts.
@@ -280,6 +282,7 @@ async fn analytics_page(State(state): State<AppState>, viewer: Viewer) -> PageRe
             "requests",
             &series(&a.requests_over_time),
         ),
+        outcomes: state.service.outcome_summary().await?,
         a,
     })
 }

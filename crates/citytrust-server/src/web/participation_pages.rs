@@ -5,12 +5,13 @@
 //! consultation's page with the resident's answer form or the results); the
 //! charter in public (`/charter`: the ethics code, the rules, the board with
 //! terms and declarations — recorded there by administrators — and every
-//! version's changes with its reason and consultation).
+//! version's changes with its reason and consultation); the recipient's
+//! outcome report form (`/agreements/{id}/outcome`).
 
 use citytrust_model::participation::{
     AnswerInput, Audience, Consultation, ConsultationResponse, ConsultationState,
     ConsultationSubject, DataRequest, DataRequestAnswer, DataRequestAssignment, DataRequestStatus,
-    NewConsultation, NewDataRequest, NewQuestion, QuestionKind,
+    NewConsultation, NewDataRequest, NewOutcomeReport, NewQuestion, QuestionKind,
 };
 use citytrust_service::participation::{DataRequestQuery, DataRequestSort, TermInput};
 
@@ -37,6 +38,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/consultations/{id}/close", post(close_consultation))
         .route("/charter", get(charter_page))
         .route("/charter/terms", post(record_term))
+        .route(
+            "/agreements/{id}/outcome",
+            get(outcome_form).post(report_outcome),
+        )
 }
 
 fn status_label(s: DataRequestStatus) -> &'static str {
@@ -1182,6 +1187,171 @@ async fn record_term(State(state): State<AppState>, signed: SignedForm) -> PageR
     {
         Ok(_) => Ok(Redirect::to("/charter?done=term#board").into_response()),
         Err(ServiceError::Invalid(v)) => charter_view(&state, signed.viewer(), "", v.0).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---- outcome reports ------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "outcome_form.html")]
+struct OutcomeFormPage {
+    nav: Nav,
+    agreement_id: String,
+    purpose: String,
+    periods: Vec<(String, String)>,
+    scales: Vec<(&'static str, &'static str, &'static str)>,
+    errors: Vec<ErrorLink>,
+    form: BTreeMap<String, String>,
+}
+
+impl OutcomeFormPage {
+    fn value(&self, name: &str) -> &str {
+        self.form.get(name).map(String::as_str).unwrap_or("")
+    }
+    fn error_for(&self, name: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == name)
+            .map(|e| e.message.as_str())
+    }
+}
+
+const OUTCOME_FIELDS: [&str; 9] = [
+    "period",
+    "effectiveness",
+    "impact",
+    "effort",
+    "risk",
+    "what_was_done",
+    "beneficiaries",
+    "evidence_url",
+    "evidence_dataset_id",
+];
+
+async fn outcome_form_view(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    errors: Vec<FieldError>,
+    form: BTreeMap<String, String>,
+) -> PageResult {
+    let Some(session) = viewer.session() else {
+        return Err(PageError::SignIn);
+    };
+    let a = state.service.agreement(id).await?;
+    if !state.service.receives(&session.actor, &a).await? {
+        return Err(PageError::page(
+            StatusCode::FORBIDDEN,
+            "Only the agreement's recipient reports its outcome.",
+        ));
+    }
+    let outcomes = state.service.agreement_outcomes(id).await?;
+    if outcomes.dues.iter().all(|d| d.reported) {
+        return Err(PageError::page(
+            StatusCode::CONFLICT,
+            format!(
+                "Agreement {id} owes no outcome report now: the first is due after a year, or after it ends ({}).",
+                a.ends_on
+            ),
+        ));
+    }
+    let periods = outcomes
+        .dues
+        .iter()
+        .filter(|d| !d.reported)
+        .map(|d| {
+            (
+                d.period.clone(),
+                format!("{} (to {}, due {})", d.period, d.period_ends_on, d.due_on),
+            )
+        })
+        .collect();
+    let failed = !errors.is_empty();
+    let page = OutcomeFormPage {
+        nav: viewer.nav("register"),
+        agreement_id: a.id,
+        purpose: a.purpose,
+        periods,
+        scales: vec![
+            (
+                "effectiveness",
+                "How well did the data serve the purpose?",
+                "1 not at all … 5 fully",
+            ),
+            (
+                "impact",
+                "What difference did it make to residents?",
+                "1 none … 5 a large one",
+            ),
+            (
+                "effort",
+                "How much effort did it take?",
+                "1 little … 5 a great deal",
+            ),
+            (
+                "risk",
+                "How much risk did it carry?",
+                "1 negligible … 5 serious",
+            ),
+        ],
+        errors: errors
+            .into_iter()
+            .map(|e| ErrorLink {
+                anchor: format!("outcome-{}", e.field.replace('_', "-")),
+                field: e.field,
+                message: e.message,
+            })
+            .collect(),
+        form,
+    };
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
+async fn outcome_form(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> PageResult {
+    outcome_form_view(&state, &viewer, &id, Vec::new(), BTreeMap::new()).await
+}
+
+async fn report_outcome(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let form = &signed.form;
+    let kept: BTreeMap<String, String> = OUTCOME_FIELDS
+        .into_iter()
+        .map(|k| (k.to_string(), form.one(k)))
+        .collect();
+    let rating = |name: &str| form.one(name).parse::<u8>().unwrap_or(0);
+    let new = NewOutcomeReport {
+        period: form.opt("period"),
+        effectiveness: rating("effectiveness"),
+        impact: rating("impact"),
+        effort: rating("effort"),
+        risk: rating("risk"),
+        what_was_done: form.one("what_was_done"),
+        beneficiaries: form.one("beneficiaries"),
+        evidence_url: form.opt("evidence_url"),
+        evidence_dataset_id: form.opt("evidence_dataset_id"),
+    };
+    match state
+        .service
+        .report_outcome(&signed.session().actor, &id, new)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/agreements/{id}#outcomes")).into_response()),
+        Err(ServiceError::Invalid(v)) => {
+            outcome_form_view(&state, signed.viewer(), &id, v.0, kept).await
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -307,6 +307,19 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
                 .all(|t| t["in_term"] == true && t["ends_on"] == "2028-12-31"),
             "{board}"
         );
+        // The analyst's ended building-energy agreement with its outcome
+        // report (the deaths agreement's report is still owed, not late).
+        let outcomes: Value = client
+            .get(format!("{}/api/v1/outcomes", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(outcomes.as_array().unwrap().len(), 1, "{outcomes}");
+        assert_eq!(outcomes[0]["recipient"], "organization:city-university");
+        assert_eq!(outcomes[0]["period"], "final");
     }
     // Run again on the same directory: reused, not reloaded (the edit above survives).
     let demo = start_demo(&storage);

@@ -2228,3 +2228,96 @@ async fn a_trustee_opens_a_consultation_through_the_form_a_resident_answers_and_
         "a trustee does not extend their own term"
     );
 }
+
+#[tokio::test]
+async fn the_recipient_reports_an_outcome_through_the_form_and_the_register_shows_it() {
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let energy = crate::governance::with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+    let r: serde_json::Value = app
+        .post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &crate::governance::request(&[&energy], "research", "identified"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let decided = crate::governance::all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let agreement = decided["agreement_id"].as_str().unwrap().to_string();
+    let form_path = format!("/agreements/{agreement}/outcome");
+    let mut browser = Browser::new(&app);
+    browser.sign_in("analyst").await;
+    assert_eq!(
+        browser.get(&form_path).await.status(),
+        409,
+        "nothing owed while it runs"
+    );
+    app.clock.advance(time::Duration::days(40));
+    let mut browser = Browser::new(&app);
+    browser.sign_in("analyst").await;
+    let page = browser
+        .get(&format!("/agreements/{agreement}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("The final report") && page.contains("Report the outcome"),
+        "{page}"
+    );
+    let csrf = browser.csrf().await;
+    let res = browser
+        .post(
+            &form_path,
+            &[
+                ("csrf", &csrf),
+                ("period", "final"),
+                ("effectiveness", "4"),
+                ("what_was_done", "Ranked the buildings."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("href=\"#outcome-impact\"") && page.contains("Ranked the buildings."));
+    let res = browser
+        .post(
+            &form_path,
+            &[
+                ("csrf", &csrf),
+                ("period", "final"),
+                ("effectiveness", "4"),
+                ("impact", "3"),
+                ("effort", "2"),
+                ("risk", "1"),
+                ("what_was_done", "Ranked the buildings."),
+                ("beneficiaries", "Tenants of the worst buildings."),
+                ("evidence_url", ""),
+                ("evidence_dataset_id", ""),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let register = app.page("/register").await;
+    assert!(
+        register.contains("Outcomes by purpose table")
+            && register.contains("Ranked the buildings.")
+    );
+    let analytics = app.page("/log/analytics").await;
+    assert!(analytics.contains("Outcomes by year table"));
+    // Someone else's agreement: no form.
+    let mut bob = Browser::new(&app);
+    bob.sign_in("bob").await;
+    assert_eq!(bob.get(&form_path).await.status(), 403);
+}
