@@ -464,16 +464,20 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
     assert_eq!(
         settled_size(&demo.url).await,
-        "58",
-        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions, \
-         then the residents' story: a link, a consent, a request, three votes, the decision, \
-         the analyst's read under the agreement and the owner's own read"
+        "96",
+        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions; \
+         three weeks ago a consultation opened and 13 answers, two requests of the analyst \
+         with three votes and the decision each; the residents' story: a link, a consent, \
+         a request, three votes, the decision, the analyst's read under the agreement and \
+         the owner's own read; a data request, two supports and its plan; three trustees' \
+         terms, the consultation's results and the charter citing them; two deletion \
+         attestations and an outcome report"
     );
     let state = dir.path().join("verify-state.json");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 58 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 96 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -506,14 +510,14 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("this node signed a checkpoint of 58"),
+        stderr.contains("this node signed a checkpoint of 96"),
         "{stderr}"
     );
     // Without it, the node signs the forked log with the same key, and
     // verify, remembering what it saw, names the rewritten entry.
     std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
     let demo = start_demo(&storage);
-    assert_eq!(settled_size(&demo.url).await, "58");
+    assert_eq!(settled_size(&demo.url).await, "96");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(
         !ok && out.contains("entry 11 differs from the one seen before"),
@@ -526,11 +530,11 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 57").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 95").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 57 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 95 is missing"), "{out}");
 }
 
 /// The checkpoint's size once it stops growing.
