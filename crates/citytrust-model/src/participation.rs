@@ -603,6 +603,13 @@ pub struct ConsultationResponse {
     /// (without your name). Unpublished, nobody but you ever reads them.
     #[serde(default)]
     pub publish_text: bool,
+    /// Set by the trust (anything sent is replaced): a digest of this
+    /// response under a random salt, shown only to you; the log entry that
+    /// publishes the results lists every receipt (when the number of
+    /// respondents may be shown), so you can check yours was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub receipt: Option<String>,
 }
 
 impl ConsultationResponse {

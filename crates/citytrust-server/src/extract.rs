@@ -235,6 +235,11 @@ pub fn authority_area(path: &str) -> Option<citytrust_model::AuthorityArea> {
     if path == "/api/v1/me" || path.starts_with("/api/v1/me/") {
         return Some(A::ResidentsChoices);
     }
+    // An agreement's outcome report is its recipient's own account of what
+    // the share achieved: no authority covers it.
+    if path.starts_with("/api/v1/agreements/") && path.ends_with("/outcomes") {
+        return None;
+    }
     if path.starts_with("/api/v1/access-requests") || path.starts_with("/api/v1/agreements/") {
         return Some(A::AccessRequests);
     }
@@ -302,6 +307,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_authority_lets_an_agent_report_outcomes_or_take_part_for_someone() {
+        use citytrust_model::AuthorityArea as A;
+        for path in [
+            "/api/v1/agreements/dsa-1/outcomes",
+            "/api/v1/data-requests",
+            "/api/v1/data-requests/dr-1/support",
+            "/api/v1/consultations/cn-1/response",
+            "/api/v1/trustees/t/term",
+        ] {
+            assert_eq!(authority_area(path), None, "{path}");
+        }
+        assert_eq!(
+            authority_area("/api/v1/agreements/dsa-1/attest-deletion"),
+            Some(A::AccessRequests)
+        );
+    }
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

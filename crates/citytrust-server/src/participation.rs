@@ -350,8 +350,9 @@ pub(crate) async fn my_response(
     ))]
 pub(crate) async fn trustees(
     State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
 ) -> Result<Json<Vec<Trustee>>, ApiError> {
-    Ok(Json(state.service.trustees().await?))
+    Ok(Json(state.service.trustees(&actor).await?))
 }
 
 #[derive(Debug, Deserialize)]

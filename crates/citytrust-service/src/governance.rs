@@ -87,7 +87,7 @@ pub struct CharterChanges {
 
 /// The most lines a comparison handles line by line (beyond, the old text
 /// is shown removed and the new added).
-const MAX_DIFF_LINES: usize = 4000;
+const MAX_DIFF_LINES: usize = 1000;
 
 /// A line comparison by longest common subsequence.
 pub fn line_diff(old: &str, new: &str) -> Vec<DiffLine> {
@@ -443,26 +443,41 @@ impl Service {
     /// ethics code line by line, why, and the consultation that informed it.
     pub async fn charter_changes(&self, version: i64) -> Result<CharterChanges> {
         let all = self.store.list_charters().await?;
-        let Some(this) = all.iter().find(|c| c.version == version) else {
-            return Err(ServiceError::NotFound(format!("charter version {version}")));
-        };
-        let before = all.iter().find(|c| c.version == version - 1);
-        let empty = String::new();
-        Ok(CharterChanges {
-            version,
-            previous: before.map(|b| b.version),
-            note: this.note.clone(),
-            consultation_id: this.consultation_id.clone(),
-            created_at: this.created_at.clone(),
-            rules: line_diff(before.map_or(&empty, |b| &b.text), &this.text),
-            ethics_code: line_diff(before.map_or(&empty, |b| &b.ethics_code), &this.ethics_code),
-        })
+        changes_of(&all, version)
+            .ok_or_else(|| ServiceError::NotFound(format!("charter version {version}")))
+    }
+
+    /// Every version's changes, newest first (the charters read once).
+    pub async fn charter_history_changes(&self) -> Result<Vec<CharterChanges>> {
+        let all = self.store.list_charters().await?;
+        Ok(all
+            .iter()
+            .filter_map(|c| changes_of(&all, c.version))
+            .collect())
     }
 
     pub(crate) fn today(&self) -> i64 {
         self.now().unix_timestamp().div_euclid(86_400)
     }
+}
 
+/// What version `version` of `all` changed from the one before.
+fn changes_of(all: &[StoredCharter], version: i64) -> Option<CharterChanges> {
+    let this = all.iter().find(|c| c.version == version)?;
+    let before = all.iter().find(|c| c.version == version - 1);
+    let empty = String::new();
+    Some(CharterChanges {
+        version,
+        previous: before.map(|b| b.version),
+        note: this.note.clone(),
+        consultation_id: this.consultation_id.clone(),
+        created_at: this.created_at.clone(),
+        rules: line_diff(before.map_or(&empty, |b| &b.text), &this.text),
+        ethics_code: line_diff(before.map_or(&empty, |b| &b.ethics_code), &this.ethics_code),
+    })
+}
+
+impl Service {
     /// Ask for access (or save a draft). The charter decides at once what it
     /// can: refusals, automatic grants, public comment; the rest waits for votes.
     pub async fn create_access_request(
@@ -1116,7 +1131,10 @@ impl Service {
         }];
         let (charter_version, _) = self.charter_in_force().await?;
         let mut agreement = None;
-        let trustees = self.store.count_trustees_except(&request.requester).await?;
+        let trustees = self
+            .store
+            .count_trustees_except(&request.requester, &format_day(self.today()))
+            .await?;
         let outcome = tally(
             &request.votes,
             self.settings.quorum,
@@ -1170,7 +1188,10 @@ impl Service {
     /// how many counting votes are in and how many decide, or that declared
     /// conflicts leave too few trustees to decide.
     pub async fn quorum_state(&self, request: &AccessRequest) -> Result<String> {
-        let trustees = self.store.count_trustees_except(&request.requester).await?;
+        let trustees = self
+            .store
+            .count_trustees_except(&request.requester, &format_day(self.today()))
+            .await?;
         let trustees = usize::try_from(trustees).unwrap_or(0);
         let conflicted = request
             .votes

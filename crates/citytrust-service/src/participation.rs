@@ -445,7 +445,10 @@ impl Service {
         }
         let stored = self.stored_data_request(id).await?;
         let before = stored.request.clone();
-        authz::may_answer_data_request(actor, before.organization_id.as_deref())?;
+        // A request to open a dataset is answered by its owner now (it may
+        // have changed hands since the request was made).
+        let answerer = self.answerer_of(&before).await?;
+        authz::may_answer_data_request(actor, answerer.as_deref())?;
         if !before.status.is_pending() {
             return Err(ServiceError::Stale(format!(
                 "data request '{id}' was {} already",
@@ -454,34 +457,37 @@ impl Service {
         }
         answer.validate(self.today())?;
         if let Some(d) = &answer.dataset_id {
-            match self.store.get_dataset(d).await? {
-                None => {
+            let Some(ds) = self.store.get_dataset(d).await? else {
+                return Err(ValidationErrors::single(
+                    "dataset_id",
+                    format!("there is no dataset '{d}'"),
+                )
+                .into());
+            };
+            if let Some(asked) = &before.dataset_id {
+                if answer.status == DataRequestStatus::Published && asked != d {
                     return Err(ValidationErrors::single(
                         "dataset_id",
-                        format!("there is no dataset '{d}'"),
+                        format!("the request asks for '{asked}' to be opened: publishing means opening it"),
                     )
                     .into());
                 }
-                Some(ds)
-                    if answer.status == DataRequestStatus::Published
-                        && before.dataset_id.as_deref() == Some(d.as_str())
-                        && ds.metadata.spectrum != Spectrum::Open =>
-                {
+                if ds.metadata.spectrum != Spectrum::Open {
                     return Err(ValidationErrors::single(
                         "dataset_id",
                         format!(
-                            "the request asks for '{d}' to be opened, and it is still {}",
+                            "the request asks for open data, and '{d}' is {}: open it first, or decline with the reason",
                             ds.metadata.spectrum.as_str()
                         ),
                     )
                     .into());
                 }
-                Some(_) => {}
             }
         }
         let now = rfc3339(self.now());
-        let by = who_acted(actor, before.organization_id.as_deref());
+        let by = who_acted(actor, answerer.as_deref());
         let mut request = before.clone();
+        request.organization_id = answerer;
         request.status = answer.status;
         request.target_date = answer.target_date.clone();
         request.answer_dataset_id = answer.dataset_id.clone();
@@ -577,6 +583,18 @@ impl Service {
         self.get_data_request(actor, id).await
     }
 
+    /// Who answers a request: for one to open a dataset, the dataset's
+    /// owner now; otherwise the organisation it is assigned to (none: the
+    /// administrators).
+    async fn answerer_of(&self, r: &DataRequest) -> Result<Option<String>> {
+        if let Some(d) = &r.dataset_id
+            && let Some(ds) = self.store.get_dataset(d).await?
+        {
+            return Ok(Some(ds.metadata.owner_organization_id));
+        }
+        Ok(r.organization_id.clone())
+    }
+
     /// Requests an organisation's members are to answer (or, for an
     /// administrator, the unassigned ones too), pending only, oldest first.
     pub async fn data_requests_to_answer(&self, actor: &Actor) -> Result<Vec<DataRequest>> {
@@ -585,16 +603,17 @@ impl Service {
         }
         let viewer = self.viewer_of(actor);
         let supported = self.supported_by(actor).await?;
-        let mut out: Vec<DataRequest> = self
+        let mut out: Vec<DataRequest> = Vec::new();
+        for s in self
             .store
             .list_data_requests(&[DataRequestStatus::Open, DataRequestStatus::Planned])
             .await?
-            .into_iter()
-            .filter(|s| {
-                authz::may_answer_data_request(actor, s.request.organization_id.as_deref()).is_ok()
-            })
-            .map(|s| self.shown(s, viewer.as_deref(), &supported))
-            .collect();
+        {
+            let answerer = self.answerer_of(&s.request).await?;
+            if authz::may_answer_data_request(actor, answerer.as_deref()).is_ok() {
+                out.push(self.shown(s, viewer.as_deref(), &supported));
+            }
+        }
         out.reverse();
         Ok(out)
     }
@@ -607,18 +626,59 @@ impl Service {
 
 // ---- consultations (R-PAR-3) ------------------------------------------------------
 
-/// Count responses into results, suppressing small numbers: for single
-/// choice and scale questions through the privacy engine's table protection
-/// (the question's total is the table's margin, so no suppressed count can
-/// be worked out from the others); for multiple choice, whose counts do not
-/// add up to a total, each count below the threshold on its own.
+/// One line of counts protected by the privacy engine: `cells` (label,
+/// count; zeros included) whose total is the line's margin. Returns the
+/// margin and each cell, `None` where suppressed.
+fn protect_line(
+    cells: &[(String, u64)],
+    threshold: u64,
+) -> Result<(Option<u64>, Vec<Option<u64>>)> {
+    let total: u64 = cells.iter().map(|c| c.1).sum();
+    if total == 0 {
+        return Ok((Some(0), cells.iter().map(|_| Some(0)).collect()));
+    }
+    let rows: Vec<(Vec<String>, u64, Vec<f64>)> = cells
+        .iter()
+        .map(|(label, n)| (vec![label.clone()], *n, Vec::new()))
+        .collect();
+    let table = citytrust_privacy::cells::protect(1, &rows, threshold)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let cell = |key: Option<&str>| {
+        table
+            .cells
+            .iter()
+            .find(|c| c.key.first().map(|k| k.as_deref()) == Some(key))
+            .map(|c| c.count)
+    };
+    Ok((
+        cell(None).flatten(),
+        cells
+            .iter()
+            .map(|(label, _)| cell(Some(label)).unwrap_or(Some(0)))
+            .collect(),
+    ))
+}
+
+/// A label no choice can have (choices are trimmed text; this has a newline).
+const NO_ANSWER: &str = "\n(no answer)";
+
+/// Count responses into results, suppressing small numbers through the
+/// privacy engine so that nothing shown lets a count under the threshold be
+/// worked out. Every question is a partition of the respondents: for single
+/// choice and scale questions, its values and "no answer", whose margin is
+/// the number of respondents; for multiple choice, first (answered, no
+/// answer), then for each choice (ticked, answered but not ticked), whose
+/// margin is the number who answered; for free text, (answered, no answer).
+/// The respondents' number is shown only where every question's table
+/// shows it as its margin.
 pub fn count_results(
     questions: &[Question],
     responses: &[ConsultationResponse],
     threshold: u64,
     published_at: String,
 ) -> Result<ConsultationResults> {
-    let shown = |n: u64| (n == 0 || n >= threshold).then_some(n);
+    let respondents = responses.len() as u64;
+    let mut margins_shown = true;
     let mut out = Vec::with_capacity(questions.len());
     for q in questions {
         let answers: Vec<&AnswerInput> = responses
@@ -629,7 +689,7 @@ pub fn count_results(
         let mut result = QuestionResult {
             question: q.id.clone(),
             kind: q.kind,
-            answered: shown(answered),
+            answered: None,
             counts: Vec::new(),
             texts: Vec::new(),
         };
@@ -639,65 +699,65 @@ pub fn count_results(
                     QuestionKind::Scale => a.scale.map(|v| v.to_string()),
                     _ => a.choice.clone(),
                 };
-                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-                for a in &answers {
-                    if let Some(v) = value(a) {
-                        *counts.entry(v).or_default() += 1;
-                    }
-                }
-                let rows: Vec<(Vec<String>, u64, Vec<f64>)> = counts
+                let values = q.values();
+                let mut cells: Vec<(String, u64)> = values
                     .iter()
-                    .map(|(v, n)| (vec![v.clone()], *n, Vec::new()))
-                    .collect();
-                if rows.is_empty() {
-                    result.counts = q
-                        .values()
-                        .into_iter()
-                        .map(|choice| ChoiceCount {
-                            choice,
-                            count: Some(0),
-                        })
-                        .collect();
-                } else {
-                    let table = citytrust_privacy::cells::protect(1, &rows, threshold)
-                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                    let cell = |key: Option<&str>| {
-                        table
-                            .cells
-                            .iter()
-                            .find(|c| c.key.first().map(|k| k.as_deref()) == Some(key))
-                    };
-                    result.answered = cell(None).and_then(|c| c.count);
-                    result.counts = q
-                        .values()
-                        .into_iter()
-                        .map(|choice| {
-                            let count = match cell(Some(&choice)) {
-                                Some(c) => c.count,
-                                None => Some(0),
-                            };
-                            ChoiceCount { choice, count }
-                        })
-                        .collect();
-                }
-            }
-            QuestionKind::MultipleChoice => {
-                result.counts = q
-                    .choices
-                    .iter()
-                    .map(|choice| {
+                    .map(|v| {
                         let n = answers
+                            .iter()
+                            .filter(|a| value(a).as_deref() == Some(v))
+                            .count();
+                        (v.clone(), n as u64)
+                    })
+                    .collect();
+                cells.push((NO_ANSWER.to_string(), respondents - answered));
+                let (total, shown) = protect_line(&cells, threshold)?;
+                margins_shown &= total.is_some();
+                let no_answer = shown.last().copied().flatten();
+                result.answered = total.zip(no_answer).map(|(t, n)| t - n);
+                result.counts = values
+                    .into_iter()
+                    .zip(shown)
+                    .map(|(choice, count)| ChoiceCount { choice, count })
+                    .collect();
+            }
+            QuestionKind::MultipleChoice | QuestionKind::FreeText => {
+                let (total, shown) = protect_line(
+                    &[
+                        ("answered".to_string(), answered),
+                        (NO_ANSWER.to_string(), respondents - answered),
+                    ],
+                    threshold,
+                )?;
+                margins_shown &= total.is_some();
+                result.answered = shown[0];
+                if q.kind == QuestionKind::MultipleChoice {
+                    for choice in &q.choices {
+                        let ticked = answers
                             .iter()
                             .filter(|a| a.choices.as_ref().is_some_and(|cs| cs.contains(choice)))
                             .count() as u64;
-                        ChoiceCount {
+                        let count = if result.answered.is_some() {
+                            // Answered is shown: ticked and not ticked are a line whose total it is.
+                            protect_line(
+                                &[
+                                    ("ticked".to_string(), ticked),
+                                    ("not ticked".to_string(), answered - ticked),
+                                ],
+                                threshold,
+                            )?
+                            .1[0]
+                        } else {
+                            // Nobody can subtract from a hidden total; small counts are hidden alone.
+                            (ticked == 0 || ticked >= threshold).then_some(ticked)
+                        };
+                        result.counts.push(ChoiceCount {
                             choice: choice.clone(),
-                            count: shown(n),
-                        }
-                    })
-                    .collect();
+                            count,
+                        });
+                    }
+                }
             }
-            QuestionKind::FreeText => {}
         }
         out.push(result);
     }
@@ -716,9 +776,10 @@ pub fn count_results(
     for q in &mut out {
         q.texts.sort();
     }
+    let respondents_shown = (respondents == 0 || respondents >= threshold) && margins_shown;
     Ok(ConsultationResults {
         threshold,
-        respondents: shown(responses.len() as u64),
+        respondents: respondents_shown.then_some(respondents),
         questions: out,
         published_at,
     })
@@ -836,6 +897,9 @@ impl Service {
             .publish_consultation_results(&c.id, |responses| {
                 let made = count_results(&c.questions, responses, threshold, published_at.clone())
                     .and_then(|results| {
+                        let mut receipts: Vec<String> =
+                            responses.iter().filter_map(|r| r.receipt.clone()).collect();
+                        receipts.sort();
                         let (body, at) = self.log_entry(
                             "consultation.results_published",
                             serde_json::json!({
@@ -843,6 +907,10 @@ impl Service {
                                 "respondents": results.respondents,
                                 "threshold": threshold,
                                 "results_sha256": sha256_hex(&serde_json::to_string(&results).unwrap_or_default()),
+                                "receipts_sha256": sha256_hex(&receipts.join("\n")),
+                                // Each respondent finds their receipt here, when
+                                // the number of respondents may be shown.
+                                "receipts": results.respondents.map(|_| receipts.clone()),
                             }),
                         )?;
                         Ok((results, body, at))
@@ -979,24 +1047,19 @@ impl Service {
                 *t = t.trim().to_string();
             }
         }
-        let changed = self
-            .store
-            .consultation_response_of(id, username)
-            .await?
-            .is_some();
-        let (body, at) = self.log_entry(
-            "consultation.responded",
-            serde_json::json!({"consultation": id, "changed": changed}),
-        )?;
+        // No log entry per response: entries for one consultation would
+        // count its respondents, which the results may hide. Each response
+        // gets a receipt (a digest under a random salt, shown only to its
+        // writer); the results' entry commits to every receipt.
+        let salt = random_hex::<16>()?;
+        response.receipt = None;
+        response.receipt = Some(sha256_hex(&format!(
+            "citytrust-response-v1\n{salt}\n{id}\n{}",
+            serde_json::to_string(&response).unwrap_or_default()
+        )));
         if !self
             .store
-            .put_consultation_response(
-                id,
-                username,
-                &at,
-                &response,
-                &crate::ledger::new_entry("consultation.responded", &body, &at),
-            )
+            .put_consultation_response(id, username, &rfc3339(self.now()), &response)
             .await?
         {
             return Err(ServiceError::Stale(format!(
@@ -1043,7 +1106,9 @@ pub struct TermInput {
 /// A trustee as the public sees them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, ToSchema)]
 pub struct Trustee {
-    pub username: String,
+    /// Their account's username: shown to administrators only (who record terms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     pub display_name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub starts_on: Option<String>,
@@ -1102,7 +1167,7 @@ impl Service {
             actor,
             "trustee.term_recorded",
             serde_json::json!({
-                "trustee": username,
+                "role": "trustee",
                 "starts_on": term.starts_on,
                 "ends_on": term.ends_on,
                 "declarations_sha256": sha256_hex(&term.declarations),
@@ -1115,15 +1180,17 @@ impl Service {
                 &crate::ledger::new_entry("trustee.term_recorded", &body, &at),
             )
             .await?;
-        self.trustees()
+        self.trustees(actor)
             .await?
             .into_iter()
-            .find(|t| t.username == username)
+            .find(|t| t.username.as_deref() == Some(username))
             .ok_or_else(|| ServiceError::NotFound(format!("trustee '{username}'")))
     }
 
-    /// The board: every trustee with their term, public.
-    pub async fn trustees(&self) -> Result<Vec<Trustee>> {
+    /// The board: every trustee with their term, public (usernames for
+    /// administrators only).
+    pub async fn trustees(&self, actor: &Actor) -> Result<Vec<Trustee>> {
+        let admin = authz::may_administer(actor).is_ok();
         let terms: BTreeMap<String, citytrust_store::StoredTerm> = self
             .store
             .trustee_terms()
@@ -1146,7 +1213,7 @@ impl Service {
                     ends_on: term.map(|t| t.ends_on.clone()),
                     appointed_by: term.map(|t| t.appointed_by.clone()),
                     declarations: term.map(|t| t.declarations.clone()),
-                    username: u.username,
+                    username: admin.then_some(u.username),
                     display_name: u.display_name,
                 }
             })
@@ -1412,5 +1479,96 @@ impl Service {
             .flat_map(|a| self.dues_of(a, &reports))
             .filter(|d| d.overdue)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn question(id: &str, kind: QuestionKind, choices: &[&str]) -> Question {
+        Question {
+            id: id.into(),
+            text: id.into(),
+            kind,
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    fn response(answers: Vec<AnswerInput>) -> ConsultationResponse {
+        ConsultationResponse {
+            answers,
+            publish_text: false,
+            receipt: None,
+        }
+    }
+
+    #[test]
+    fn a_multiple_choice_count_near_the_number_who_answered_is_hidden() {
+        // 20 answer, 19 tick "research": showing 19 and 20 would say one did not.
+        let q = question("q1", QuestionKind::MultipleChoice, &["research", "tariffs"]);
+        let responses: Vec<ConsultationResponse> = (0..20)
+            .map(|i| {
+                let picked = if i < 19 {
+                    vec!["research".to_string(), "tariffs".into()]
+                } else {
+                    vec!["tariffs".to_string()]
+                };
+                response(vec![AnswerInput {
+                    question: "q1".into(),
+                    choices: Some(picked),
+                    ..AnswerInput::default()
+                }])
+            })
+            .collect();
+        let r = count_results(&[q], &responses, 10, String::new()).unwrap();
+        assert_eq!(r.respondents, Some(20));
+        assert_eq!(r.questions[0].answered, Some(20));
+        assert_eq!(
+            r.questions[0].counts[0].count, None,
+            "19 of 20 hides itself"
+        );
+        assert_eq!(r.questions[0].counts[1].count, Some(20));
+    }
+
+    #[test]
+    fn the_number_of_respondents_is_hidden_when_it_would_pin_hidden_counts() {
+        // Ten people, ten different choices: each count is 1, which showing
+        // "10 respondents" beside ten hidden cells would give away.
+        let choices: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        let refs: Vec<&str> = choices.iter().map(String::as_str).collect();
+        let q = question("q1", QuestionKind::SingleChoice, &refs);
+        let responses: Vec<ConsultationResponse> = choices
+            .iter()
+            .map(|c| {
+                response(vec![AnswerInput {
+                    question: "q1".into(),
+                    choice: Some(c.clone()),
+                    ..AnswerInput::default()
+                }])
+            })
+            .collect();
+        let r = count_results(&[q], &responses, 10, String::new()).unwrap();
+        assert_eq!(r.respondents, None);
+        assert!(r.questions[0].counts.iter().all(|c| c.count.is_none()));
+        assert_eq!(r.questions[0].answered, None);
+        // Twelve respondents, one skipping: the skip is a hidden cell too.
+        let q = question("q1", QuestionKind::SingleChoice, &["yes", "no"]);
+        let mut responses: Vec<ConsultationResponse> = (0..11)
+            .map(|_| {
+                response(vec![AnswerInput {
+                    question: "q1".into(),
+                    choice: Some("yes".into()),
+                    ..AnswerInput::default()
+                }])
+            })
+            .collect();
+        responses.push(response(vec![]));
+        let r = count_results(&[q], &responses, 10, String::new()).unwrap();
+        assert_eq!(
+            r.questions[0].answered, None,
+            "12 respondents, 11 answered: one skipped"
+        );
+        assert_eq!(r.questions[0].counts[0].count, None);
     }
 }

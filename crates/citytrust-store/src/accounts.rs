@@ -84,12 +84,17 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 
-    /// Active trustees other than `except` (who may not vote on their own request).
-    pub async fn count_trustees_except(&self, except: &str) -> Result<i64> {
+    /// Active trustees other than `except` (who may not vote on their own
+    /// request), leaving out those whose recorded term does not cover `today`
+    /// (YYYY-MM-DD): they do not vote.
+    pub async fn count_trustees_except(&self, except: &str, today: &str) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM users WHERE is_trustee = 1 AND disabled = 0 AND username <> $1",
+            "SELECT COUNT(*) AS n FROM users u WHERE u.is_trustee = 1 AND u.disabled = 0 AND u.username <> $1 \
+             AND NOT EXISTS (SELECT 1 FROM trustee_terms t WHERE t.username = u.username \
+                             AND (t.starts_on > $2 OR t.ends_on < $2))",
         )
         .bind(except)
+        .bind(today)
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get::<i64, _>("n")?)

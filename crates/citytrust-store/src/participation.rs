@@ -324,7 +324,8 @@ impl Store {
         rows.iter().map(consultation_from_row).collect()
     }
 
-    /// Keep `username`'s response (replacing theirs) with its log entry, if the
+    /// Keep `username`'s response (replacing theirs; no log entry: the
+    /// results' entry commits to every response's receipt), if the
     /// consultation was not closed early and its results are not published
     /// yet. `false`: it was, or they are.
     pub async fn put_consultation_response(
@@ -333,7 +334,6 @@ impl Store {
         username: &str,
         at: &str,
         response: &ConsultationResponse,
-        entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         // Take the consultation's row first: publishing the results takes it
@@ -362,7 +362,6 @@ impl Store {
         .bind(json(response)?)
         .execute(&mut *tx)
         .await?;
-        append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -386,6 +385,9 @@ impl Store {
         };
         let stored: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
             .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
+        if stored.closed_early {
+            return Ok(false);
+        }
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = doc.clone();
         doc.log_entries = stored.log_entries;

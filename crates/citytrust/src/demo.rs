@@ -470,6 +470,7 @@ async fn consultation(service: &Service, password: &str) -> anyhow::Result<()> {
                 ConsultationResponse {
                     answers,
                     publish_text: publish,
+                    receipt: None,
                 },
             )
             .await

@@ -333,9 +333,18 @@ async fn request_view(
     let orgs = organization_names(state).await?;
     let signed_in = viewer.session().is_some();
     let pending = r.status.is_pending();
-    let may_answer = signed_in
-        && pending
-        && authz::may_answer_data_request(&actor, r.organization_id.as_deref()).is_ok();
+    let answerer = match &r.dataset_id {
+        Some(d) => state
+            .service
+            .get_dataset(d)
+            .await
+            .ok()
+            .map(|ds| ds.metadata.owner_organization_id)
+            .or_else(|| r.organization_id.clone()),
+        None => r.organization_id.clone(),
+    };
+    let may_answer =
+        signed_in && pending && authz::may_answer_data_request(&actor, answerer.as_deref()).is_ok();
     let may_assign = signed_in
         && pending
         && r.dataset_id.is_none()
@@ -992,6 +1001,7 @@ async fn answer_consultation(
     let response = ConsultationResponse {
         answers,
         publish_text: form.checked("publish_text"),
+        receipt: None,
     };
     match state
         .service
@@ -1065,8 +1075,8 @@ async fn charter_view(
 ) -> PageResult {
     let charter = state.service.charter().await?;
     let mut history = Vec::new();
-    for v in state.service.charter_history().await? {
-        let changes = state.service.charter_changes(v.version).await?;
+    for v in state.service.charter_history_changes().await? {
+        let changes = v.clone();
         let keep =
             |lines: Vec<citytrust_service::governance::DiffLine>| -> Vec<(&'static str, String)> {
                 lines
@@ -1094,7 +1104,7 @@ async fn charter_view(
     }
     let trustees = state
         .service
-        .trustees()
+        .trustees(&viewer.actor())
         .await?
         .into_iter()
         .map(|t| TrusteeRow {
@@ -1105,7 +1115,7 @@ async fn charter_view(
             appointed_by: t.appointed_by.unwrap_or_default(),
             declarations: t.declarations.unwrap_or_default(),
             in_term: t.in_term,
-            username: t.username,
+            username: t.username.unwrap_or_default(),
             name: t.display_name,
         })
         .collect();
