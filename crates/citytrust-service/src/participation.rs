@@ -424,8 +424,7 @@ impl Service {
             .update_data_request(
                 &request,
                 (before.status, before.organization_id.as_deref()),
-                &crate::ledger::new_entry("data_request.assigned", &body, &at),
-                &[],
+                |_| Ok(("data_request.assigned".to_string(), body, at, Vec::new())),
             )
             .await?
             .ok_or_else(|| ServiceError::Stale(format!("data request '{id}' changed meanwhile")))?;
@@ -508,73 +507,77 @@ impl Service {
                 _ => request.answer_note.clone(),
             },
         });
-        let mut messages = Vec::new();
-        if matches!(
+        let tells = matches!(
             answer.status,
             DataRequestStatus::Published | DataRequestStatus::Exists
-        ) {
-            let dataset = answer.dataset_id.clone().unwrap_or_default();
-            let mut people = self.store.supporters_of(id).await?;
-            people.push(stored.requested_by.clone());
-            people.sort();
-            people.dedup();
-            let body = if answer.status == DataRequestStatus::Published {
-                format!(
-                    "The data you asked for or supported — \"{}\" — is now published as '{dataset}'.{}",
-                    request.title,
-                    request
-                        .answer_note
-                        .as_deref()
-                        .map(|n| format!(" {n}"))
-                        .unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "The data you asked for or supported — \"{}\" — is in the catalogue already, as '{dataset}'.{}",
-                    request.title,
-                    request
-                        .answer_note
-                        .as_deref()
-                        .map(|n| format!(" {n}"))
-                        .unwrap_or_default()
-                )
-            };
-            for person in people {
+        );
+        let dataset = answer.dataset_id.clone().unwrap_or_default();
+        let notice = if answer.status == DataRequestStatus::Published {
+            format!(
+                "The data you asked for or supported — \"{}\" — is now published as '{dataset}'.",
+                request.title
+            )
+        } else {
+            format!(
+                "The data you asked for or supported — \"{}\" — is in the catalogue already, as '{dataset}'.",
+                request.title
+            )
+        };
+        let notice = match &request.answer_note {
+            Some(n) => format!("{notice} {n}"),
+            None => notice,
+        };
+        let title = format!("Data request answered: {}", request.title);
+        let entry_fields = serde_json::json!({
+            "request": id,
+            "status": answer.status.as_str(),
+            "target_date": request.target_date,
+            "dataset": request.answer_dataset_id,
+            "note_sha256": request.answer_note.as_deref().map(sha256_hex),
+            "by": by,
+        });
+        // The people to tell are read in the answer's transaction.
+        let finish = |people: &[String]| -> citytrust_store::Result<_> {
+            let internal = |e: ServiceError| citytrust_store::StoreError::Corrupt(e.to_string());
+            let mut messages = Vec::new();
+            let mut supporters = 0;
+            let mut seen = BTreeSet::new();
+            for (i, person) in people.iter().enumerate() {
+                if i > 0 {
+                    supporters += 1;
+                }
+                if !tells || !seen.insert(person.clone()) {
+                    continue;
+                }
                 messages.push((
-                    person,
+                    person.clone(),
                     InboxMessage {
-                        id: format!("msg-{}", random_hex::<8>()?),
+                        id: format!("msg-{}", random_hex::<8>().map_err(internal)?),
                         at: now.clone(),
                         kind: "data_request".into(),
-                        title: format!("Data request answered: {}", request.title),
-                        body: body.clone(),
+                        title: title.clone(),
+                        body: notice.clone(),
                         breach_id: None,
                         dataset_ids: vec![dataset.clone()],
                         data_request_id: Some(id.to_string()),
                     },
                 ));
             }
-        }
-        let (body, at) = self.log_entry_by(
-            actor,
-            "data_request.answered",
-            serde_json::json!({
-                "request": id,
-                "status": answer.status.as_str(),
-                "target_date": request.target_date,
-                "dataset": request.answer_dataset_id,
-                "note_sha256": request.answer_note.as_deref().map(sha256_hex),
-                "by": by,
-                "supporters": before.supporters,
-                "told": messages.len(),
-            }),
-        )?;
+            let mut fields = entry_fields.clone();
+            if let Some(map) = fields.as_object_mut() {
+                map.insert("supporters".into(), serde_json::json!(supporters));
+                map.insert("told".into(), serde_json::json!(messages.len()));
+            }
+            let (body, at) = self
+                .log_entry_by(actor, "data_request.answered", fields)
+                .map_err(internal)?;
+            Ok(("data_request.answered".to_string(), body, at, messages))
+        };
         self.store
             .update_data_request(
                 &request,
                 (before.status, before.organization_id.as_deref()),
-                &crate::ledger::new_entry("data_request.answered", &body, &at),
-                &messages,
+                finish,
             )
             .await?
             .ok_or_else(|| {

@@ -209,21 +209,27 @@ impl Store {
         Ok(SupportChange::Done(supporters))
     }
 
-    /// Save a request's new state (an answer or an assignment) with its log
-    /// entry and the inbox messages it sends, only if it is still at
-    /// `expected` status and assignment. `None` back: it changed meanwhile.
-    pub async fn update_data_request(
+    /// Save a request's new state (an answer or an assignment) only if it
+    /// is still as it was read — status, assignment and history (two
+    /// re-plans at once cannot both land) — with the log entry and the inbox
+    /// messages `finish` makes from the people to tell (the requester and
+    /// the supporters, read inside the transaction after the request's row
+    /// is taken, so a support or withdrawal in flight is either counted or
+    /// waits). `None` back: it changed meanwhile.
+    pub async fn update_data_request<F>(
         &self,
         request: &DataRequest,
         expected: (DataRequestStatus, Option<&str>),
-        entry: &NewLogEntry<'_>,
-        messages: &[(String, InboxMessage)],
-    ) -> Result<Option<DataRequest>> {
+        finish: F,
+    ) -> Result<Option<DataRequest>>
+    where
+        F: FnOnce(&[String]) -> Result<(String, String, String, Vec<(String, InboxMessage)>)>,
+    {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query(
             "UPDATE data_requests SET status = $2, organization_id = $3 \
              WHERE id = $1 AND status = $4 AND COALESCE(organization_id, '') = $5 \
-             RETURNING body",
+             RETURNING body, requested_by",
         )
         .bind(&request.id)
         .bind(request.status.as_str())
@@ -237,7 +243,31 @@ impl Store {
         };
         let stored: DataRequest = serde_json::from_str(&row.try_get::<String, _>("body")?)
             .map_err(|e| StoreError::Corrupt(format!("data request: {e}")))?;
-        let idx = append_entry(&mut tx, entry).await?;
+        if stored.history.len() + 1 != request.history.len() {
+            // Someone else's change landed first (dropping the transaction undoes ours).
+            return Ok(None);
+        }
+        let requested_by: String = row.try_get("requested_by")?;
+        let supporters = sqlx::query(
+            "SELECT username FROM data_request_supports WHERE request_id = $1 ORDER BY username",
+        )
+        .bind(&request.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut people = vec![requested_by];
+        for r in &supporters {
+            people.push(r.try_get("username")?);
+        }
+        let (kind, body, at, messages) = finish(&people)?;
+        let idx = append_entry(
+            &mut tx,
+            &NewLogEntry {
+                kind: &kind,
+                body: &body,
+                at: &at,
+            },
+        )
+        .await?;
         let mut doc = request.clone();
         doc.log_entries = stored.log_entries;
         doc.log_entries.push(idx);
@@ -250,7 +280,7 @@ impl Store {
             .bind(json(&doc)?)
             .execute(&mut *tx)
             .await?;
-        for (username, message) in messages {
+        for (username, message) in &messages {
             sqlx::query(
                 "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
             )

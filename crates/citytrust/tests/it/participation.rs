@@ -411,6 +411,64 @@ async fn one_person_supports_a_request_once_however_many_times_they_race() {
     let now = json_of(app.get(&path.replace("/support", ""), None).await, 200).await;
     assert_eq!(now["supporters"], 1);
     assert_eq!(app.entries_of_type("data_request.supported").await.len(), 1);
+
+    // Two re-plans sent at once by the owner: one lands, the other is told
+    // the request changed — neither is lost silently from its history.
+    let alice = app.token("alice").await;
+    let admin = app.token("admin").await;
+    let id = r["id"].as_str().unwrap();
+    json_of(
+        app.post_json(
+            &format!("/api/v1/data-requests/{id}/assign"),
+            Some(&admin),
+            &json!({"organization_id": "city-energy"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let answer = format!("/api/v1/data-requests/{id}/answer");
+    json_of(
+        app.post_json(
+            &answer,
+            Some(&alice),
+            &json!({"status": "planned", "target_date": "2026-05-01"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let plans = [
+        json!({"status": "planned", "target_date": "2026-06-01"}),
+        json!({"status": "planned", "target_date": "2026-07-01"}),
+    ];
+    let tries = plans
+        .iter()
+        .map(|p| app.post_json(&answer, Some(&alice), p));
+    let statuses: Vec<u16> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    let now = json_of(
+        app.get(&format!("/api/v1/data-requests/{id}"), None).await,
+        200,
+    )
+    .await;
+    let landed = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        landed >= 1 && statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        now["history"].as_array().unwrap().len(),
+        3 + landed,
+        "opened, assigned, planned, and one event per plan that landed: {now}"
+    );
+    assert_eq!(
+        app.entries_of_type("data_request.answered").await.len(),
+        1 + landed
+    );
 }
 
 #[tokio::test]
