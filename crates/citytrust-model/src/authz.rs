@@ -1,7 +1,8 @@
 //! Every role check in CityTrust: who may change the catalogue, the accounts,
 //! the charter and the purposes, vote, retire agreements, keep the breach
 //! register, record evidence, issue link codes, re-assess or reclassify a
-//! dataset, answer or assign a data request, open or answer a consultation.
+//! dataset, answer or assign a data request, open or answer a consultation,
+//! work on a sharing project or sign off its stages.
 //! Deny by default: each function names the only actors it lets
 //! through, and says why not otherwise. No other file asks an actor for its
 //! roles (the tidy test in `crates/citytrust/tests/it/tidy.rs` holds it).
@@ -353,6 +354,31 @@ pub fn may_answer_consultation(
             "this consultation asks residents whose records are in the dataset concerned: link your records first",
         ),
     }
+}
+
+/// Work on a sharing project (edit it, add documents, renew it): members of
+/// its lead or partner organisations.
+pub fn may_work_on_project(actor: &Actor, organizations: &[String]) -> Result<(), Refusal> {
+    only(
+        organizations.iter().any(|o| actor.is_member_of(o)),
+        actor,
+        "only members of the project's organisations work on it",
+    )
+}
+
+/// Sign off a project's stage: trustees; for a project whose data is all
+/// open, also members of every organisation that owns it (`owners`).
+pub fn may_sign_off_stage(
+    actor: &Actor,
+    open_data_owners: Option<&[String]>,
+) -> Result<(), Refusal> {
+    let owner = open_data_owners
+        .is_some_and(|owners| !owners.is_empty() && owners.iter().all(|o| actor.is_member_of(o)));
+    only(
+        trustee(actor) || owner,
+        actor,
+        "only the trustees sign off a project's stage (or, when all its data is open, its owner)",
+    )
 }
 
 /// Whether the actor sees the people behind requests and votes (the public

@@ -11,6 +11,7 @@ pub mod authz;
 pub mod catalogue;
 pub mod participation;
 pub mod problem;
+pub mod projects;
 pub mod residents;
 pub mod validation;
 

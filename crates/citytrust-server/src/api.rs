@@ -91,7 +91,10 @@ pub fn routes() -> Router<AppState> {
         crate::participation::set_term, crate::participation::charter_changes,
         crate::participation::agreement_outcomes, crate::participation::report_outcome,
         crate::participation::outcome_reports, crate::participation::outcome_summary,
-        crate::participation::overdue_outcomes
+        crate::participation::overdue_outcomes,
+        crate::projects::create_project, crate::projects::list_projects, crate::projects::get_project,
+        crate::projects::update_project, crate::projects::add_document, crate::projects::get_document,
+        crate::projects::sign_off, crate::projects::share, crate::projects::renew, crate::projects::retire
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -101,7 +104,7 @@ pub fn routes() -> Router<AppState> {
         citytrust_model::residents::PersonalTerms, citytrust_model::residents::PurposeBasis,
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
-    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public, outcomes of agreements"),
+    tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public, outcomes of agreements, sharing projects"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

@@ -22,6 +22,7 @@ mod lineage;
 mod metrics;
 pub mod oidc;
 mod participation;
+mod projects;
 mod rdf;
 mod residents;
 mod web;
@@ -111,6 +112,7 @@ pub fn app(state: AppState) -> Router {
         .merge(residents::routes())
         .merge(breaches::routes())
         .merge(participation::routes())
+        .merge(projects::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

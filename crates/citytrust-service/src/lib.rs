@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod levels;
 pub mod lineage;
 pub mod participation;
+pub mod projects;
 mod read;
 pub mod residents;
 pub mod search;

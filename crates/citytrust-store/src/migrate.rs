@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0017_outcomes.sql"),
         postgres: include_str!("../migrations/postgres/0017_outcomes.sql"),
     },
+    Migration {
+        version: 18,
+        name: "projects",
+        sqlite: include_str!("../migrations/sqlite/0018_projects.sql"),
+        postgres: include_str!("../migrations/postgres/0018_projects.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

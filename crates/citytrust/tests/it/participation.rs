@@ -1358,3 +1358,358 @@ async fn the_recipient_reports_an_agreements_outcome_and_may_not_ask_for_more_wh
     let body: Value = res.json().await.unwrap();
     assert_ne!(body["status"], "refused", "{body}");
 }
+
+#[tokio::test]
+async fn a_sharing_project_goes_from_discover_to_retirement_through_the_trustees() {
+    let app = crate::governance::start().await;
+    let alice = app.token("alice").await; // city-energy: the data's owner, a partner
+    let bob = app.token("bob").await; // water-co: not in the project
+    let analyst = app.token("analyst").await; // uni: the lead
+    let trustee = app.token("trustee").await;
+    let energy = crate::governance::with_content(
+        &app,
+        &alice,
+        "Building energy",
+        "city-energy",
+        "shared_specific",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+
+    // Discover.
+    let new = json!({"title": "Retrofit priorities", "summary": "The council and the university rank buildings for retrofit.",
+        "lead_organization_id": "uni", "partner_organization_ids": ["city-energy"]});
+    assert_eq!(
+        app.post_json("/api/v1/projects", Some(&bob), &new)
+            .await
+            .status(),
+        403,
+        "only the lead's members start it"
+    );
+    let p = json_of(
+        app.post_json("/api/v1/projects", Some(&analyst), &new)
+            .await,
+        201,
+    )
+    .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/projects/{id}");
+    assert_eq!(p["stage"], "discover");
+    let sign = format!("{path}/sign-off");
+    let res = app
+        .post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "discover", "note": "Looks good."}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "validation_failed", Some("maturity")).await;
+    for field in ["reasons.user_needs", "team", "ecosystem", "dataset_ids"] {
+        assert!(body.to_string().contains(field), "{field} missing: {body}");
+    }
+    let discover = json!({
+        "revision": 1,
+        "reasons": {"user_needs": "Tenants pay for the worst buildings' waste.", "organisational_aims": "Meet the climate plan.", "exchange_pattern": "mutual_exchange"},
+        "team": [{"name": "Dr Arun Analyst", "role": "senior_sponsor", "organization_id": "uni"},
+                 {"name": "Alice Energy", "role": "data_provision_lead", "organization_id": "city-energy"}],
+        "ecosystem": [{"organization": "City Energy Department", "role": "data provider"}],
+        "dataset_ids": [energy],
+        "canvas": {"problem": "Retrofit money goes to the loudest, not the worst.", "data": "Annual building energy totals."},
+        "maturity": {"technology": "medium", "mindset": "high", "resources": "low", "skills": "medium", "operations": "medium", "legal": "high"},
+    });
+    assert_eq!(
+        app.patch_json(&path, Some(&bob), &discover).await.status(),
+        403,
+        "not the project's"
+    );
+    let p = json_of(app.patch_json(&path, Some(&analyst), &discover).await, 200).await;
+    assert_eq!(p["revision"], 2);
+    assert_eq!(p["missing"], json!([]));
+    let res = app.patch_json(&path, Some(&alice), &discover).await;
+    assert_problem(res, 409, "stale_revision", None).await;
+    let res = app
+        .post_json(
+            &sign,
+            Some(&analyst),
+            &json!({"stage": "discover", "note": "Done."}),
+        )
+        .await;
+    assert_eq!(res.status(), 403, "a project does not sign itself off");
+    let p = json_of(
+        app.post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "discover", "note": "Clear need, the right team."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(p["stage"], "prepare");
+
+    // Prepare: a "yes" in the DPIA screening blocks it until a DPIA is attached.
+    let mut screening = serde_json::Map::new();
+    for q in [
+        "evaluation_or_scoring",
+        "automated_decisions",
+        "systematic_monitoring",
+        "sensitive_data",
+        "large_scale",
+        "matching_datasets",
+        "vulnerable_people",
+        "innovative_technology",
+        "prevents_rights",
+    ] {
+        screening.insert(q.into(), json!(q == "matching_datasets"));
+    }
+    let case = |s: &str| json!({"providing": format!("{s}: for the council"), "receiving": format!("{s}: for the university")});
+    let prepare = json!({
+        "revision": p["revision"],
+        "business_case": {"strategic": case("strategic"), "economic": case("economic"), "commercial": case("commercial"),
+                          "financial": case("financial"), "management": case("management")},
+        "legal_basis": "The city's building energy benchmarking ordinance.",
+        "dpia_screening": screening,
+        "ethics_review": {"outcome": "approved_with_conditions", "notes": "University ethics board: publish the method."},
+        "technical_pattern": "api",
+        "preparation": {"cleaning": "Duplicates removed, units made kBtu.", "explanation": "A data dictionary on the dataset page."},
+        "share_request": crate::governance::request(&[&energy], "research", "identified"),
+        "review_on": "2026-09-01",
+    });
+    let mut bad = prepare.clone();
+    bad["dpia_screening"]["asked_nicely"] = json!(true);
+    let res = app.patch_json(&path, Some(&analyst), &bad).await;
+    assert_problem(
+        res,
+        422,
+        "validation_failed",
+        Some("dpia_screening.asked_nicely"),
+    )
+    .await;
+    let p = json_of(app.patch_json(&path, Some(&alice), &prepare).await, 200).await;
+    let docs = format!("{path}/documents");
+    let mou = b"Memorandum of understanding between the council and the university.".to_vec();
+    let res = app
+        .post_raw(
+            &format!("{docs}?kind=mou&name=mou.txt"),
+            Some(&bob),
+            "text/plain",
+            mou.clone(),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = app
+        .post_raw(
+            &format!("{docs}?kind=treaty&name=mou.txt"),
+            Some(&analyst),
+            "text/plain",
+            mou.clone(),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("kind")).await;
+    let res = app
+        .post_raw(
+            &format!("{docs}?kind=mou&name=mou.txt"),
+            Some(&analyst),
+            "text/plain",
+            vec![0u8; 10 * 1024 * 1024 + 10],
+        )
+        .await;
+    assert_eq!(res.status(), 413);
+    let doc = json_of(
+        app.post_raw(
+            &format!("{docs}?kind=mou&name=mou.txt"),
+            Some(&analyst),
+            "text/plain",
+            mou.clone(),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(doc["version"], 1);
+    let res = app
+        .post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "prepare", "note": "Ready."}),
+        )
+        .await;
+    let body = assert_problem(res, 422, "validation_failed", Some("documents")).await;
+    assert!(body.to_string().contains("full DPIA"), "{body}");
+    let _ = p;
+    json_of(
+        app.post_raw(
+            &format!("{docs}?kind=dpia&name=dpia.txt"),
+            Some(&analyst),
+            "text/plain",
+            b"Full DPIA: matching is limited to building ids.".to_vec(),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let p = json_of(
+        app.post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "prepare", "note": "Business case, DPIA and ethics in order."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(p["stage"], "share");
+
+    // Share: the request goes the ordinary way, decided by the trustees.
+    let share = format!("{path}/share");
+    assert_eq!(
+        app.post_json(&share, Some(&alice), &json!({}))
+            .await
+            .status(),
+        403,
+        "the lead's members share"
+    );
+    let p = json_of(app.post_json(&share, Some(&analyst), &json!({})).await, 200).await;
+    let request_id = p["access_request_ids"][0].as_str().unwrap().to_string();
+    let r = json_of(
+        app.get(
+            &format!("/api/v1/access-requests/{request_id}"),
+            Some(&analyst),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        r["status"], "under_review",
+        "no shortcut around the trustees: {r}"
+    );
+    assert_problem(
+        app.post_json(&share, Some(&analyst), &json!({})).await,
+        409,
+        "conflict",
+        None,
+    )
+    .await;
+    let res = app
+        .post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "share", "note": "Shared."}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("agreement_ids")).await;
+    let decided = crate::governance::all_vote(&app, &request_id, "approve").await;
+    let agreement = decided["agreement_id"].as_str().unwrap().to_string();
+    let p = json_of(
+        app.post_json(
+            &sign,
+            Some(&trustee),
+            &json!({"stage": "share", "note": "The agreement is in force."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (p["stage"].as_str(), p["agreement_ids"][0].as_str()),
+        (Some("review"), Some(agreement.as_str()))
+    );
+
+    // Review: a change is a new version; renewed; then retired by the trustees.
+    let p = json_of(
+        app.patch_json(
+            &path,
+            Some(&analyst),
+            &json!({"revision": p["revision"], "summary": "Now with the tenants' panel."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(p["version"], 2);
+    let res = app
+        .post_json(
+            &format!("{path}/renew"),
+            Some(&analyst),
+            &json!({"review_on": "2026-01-01"}),
+        )
+        .await;
+    assert_problem(res, 422, "validation_failed", Some("review_on")).await;
+    json_of(
+        app.post_json(
+            &format!("{path}/renew"),
+            Some(&analyst),
+            &json!({"review_on": "2027-03-01"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    let retire = format!("{path}/retire");
+    assert_eq!(
+        app.post_json(&retire, Some(&analyst), &json!({"reason": "Done."}))
+            .await
+            .status(),
+        403
+    );
+    let p = json_of(
+        app.post_json(
+            &retire,
+            Some(&trustee),
+            &json!({"reason": "The retrofit list is published; the share has done its work."}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(p["stage"], "retired");
+    assert_eq!(
+        p["retirement"]["attestations"][0]["agreement_id"],
+        json!(agreement)
+    );
+    let a = json_of(
+        app.get(&format!("/api/v1/agreements/{agreement}"), None)
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(a["status"], "retired");
+    assert_problem(
+        app.post_json(&retire, Some(&trustee), &json!({"reason": "Again."}))
+            .await,
+        409,
+        "stale_revision",
+        None,
+    )
+    .await;
+
+    // Documents: kept byte for byte, read by the project and the trustees only.
+    let doc_path = format!("{docs}/{}", doc["id"].as_str().unwrap());
+    let res = app.get(&doc_path, Some(&alice)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), mou);
+    assert_eq!(app.get(&doc_path, Some(&trustee)).await.status(), 200);
+    assert_eq!(app.get(&doc_path, Some(&bob)).await.status(), 403);
+    assert_eq!(app.get(&doc_path, None).await.status(), 401);
+
+    // Every step in the log, naming organisations and roles.
+    for (kind, n) in [
+        ("project.started", 1),
+        ("project.updated", 3),
+        ("project.document_added", 2),
+        ("project.stage_signed_off", 3),
+        ("project.shared", 1),
+        ("project.renewed", 1),
+        ("project.retired", 1),
+    ] {
+        let entries = app.entries_of_type(kind).await;
+        assert_eq!(entries.len(), n, "{kind}");
+        for e in entries {
+            assert!(
+                !e.contains("analyst") && !e.contains("alice"),
+                "{kind} names a person: {e}"
+            );
+        }
+    }
+}
