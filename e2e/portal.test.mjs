@@ -755,3 +755,22 @@ test('the analyst files the outcome report an ended agreement owes, and it appea
   await assertAccessible(p, 'the register with outcomes');
   await p.context().close();
 });
+
+test('the sharing projects are public and the demo project waits in Share', async () => {
+  const p = await newPage({ width: 1280, height: 900 });
+  await p.goto(`${BASE}/projects`);
+  await assertAccessible(p, 'the sharing projects');
+  await p.getByRole('link', { name: 'Retrofit priorities from building energy' }).click();
+  assert.match(await p.locator('main').innerText(), /Share · version 1/);
+  assert.match(await p.getByRole('region', { name: 'Sign-offs' }).innerText(), /Discover signed off by trustees[\s\S]*Prepare signed off by trustees/);
+  await assertAccessible(p, 'a sharing project, anonymous');
+  await p.context().close();
+  const t = await newPage({ width: 1280, height: 900 });
+  await signIn(t, 'trustee1');
+  await t.goto(`${BASE}/projects`);
+  await t.getByRole('link', { name: 'Retrofit priorities from building energy' }).click();
+  // Share's checklist: the request is not made yet, so the stage cannot be signed off.
+  assert.match(await t.getByRole('region', { name: /checklist/ }).innerText(), /the access request, made/);
+  await assertAccessible(t, 'a sharing project, as a trustee');
+  await t.context().close();
+});

@@ -16,6 +16,7 @@ mod content_pages;
 mod governance_pages;
 mod log_pages;
 mod participation_pages;
+mod project_pages;
 mod resident_pages;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .merge(log_pages::routes())
         .merge(resident_pages::routes())
         .merge(participation_pages::routes())
+        .merge(project_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------

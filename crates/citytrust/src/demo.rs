@@ -187,6 +187,7 @@ pub async fn load(
     if fresh_city {
         charter_and_board(service).await?;
         outcome(service).await?;
+        project(service).await?;
     }
     Ok(Loaded {
         fresh: created > 0,
@@ -646,6 +647,134 @@ async fn outcome(service: &Service) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("demo outcome report: {e}"))?;
         }
     }
+    Ok(())
+}
+
+/// A sharing project of the City Data Office and City University on
+/// building energy, through Discover and Prepare (business case, DPIA
+/// screening, documents), signed off by the trustees and waiting in Share.
+async fn project(service: &Service) -> anyhow::Result<()> {
+    use citytrust_model::projects::{DPIA_CRITERIA, NewProject, ProjectUpdate, Stage};
+    let analyst = demo_actor(service, "analyst").await?;
+    let trustee = demo_actor(service, "trustee1").await?;
+    let fail =
+        |what: &'static str| move |e: ServiceError| anyhow::anyhow!("demo project ({what}): {e}");
+    let p = service
+        .create_project(
+            &analyst,
+            NewProject {
+                title: "Retrofit priorities from building energy".into(),
+                summary: "The City Data Office and City University rank the city's large buildings by weather-normalised energy use, so retrofit money goes where it saves most.".into(),
+                lead_organization_id: "city-university".into(),
+                partner_organization_ids: vec!["city-data-office".into()],
+            },
+        )
+        .await
+        .map_err(fail("start"))?;
+    let discover: ProjectUpdate = serde_json::from_value(serde_json::json!({
+        "revision": p.revision,
+        "reasons": {
+            "user_needs": "Tenants of the least efficient buildings pay the most; the council cannot see which buildings those are.",
+            "organisational_aims": "The climate plan's 40% cut in building emissions by 2030; the university's applied research mission.",
+            "exchange_pattern": "mutual_exchange"
+        },
+        "team": [
+            {"name": "Arun Analyst", "role": "senior_sponsor", "organization_id": "city-university"},
+            {"name": "Olga Owner", "role": "data_provision_lead", "organization_id": "city-data-office"},
+            {"name": "Data protection officer of the council", "role": "data_protection_officer", "organization_id": "city-data-office"}
+        ],
+        "ecosystem": [
+            {"organization": "City Data Office", "role": "data provider"},
+            {"organization": "City University", "role": "analyst and publisher of the method"},
+            {"organization": "Tenants' associations", "role": "users of the ranking"}
+        ],
+        "dataset_ids": ["seattle-building-energy"],
+        "canvas": {
+            "problem": "Retrofit grants go to whoever applies first, not to the worst buildings.",
+            "data": "Annual benchmarking totals per building.",
+            "users": "The council's retrofit team; tenants' associations."
+        },
+        "maturity": {"technology": "medium", "mindset": "high", "resources": "low", "skills": "medium", "operations": "medium", "legal": "high"}
+    }))?;
+    let p = service
+        .update_project(&analyst, &p.id, discover)
+        .await
+        .map_err(fail("discover"))?;
+    let p = service
+        .sign_off_stage(
+            &trustee,
+            &p.id,
+            citytrust_service::projects::SignOffBody {
+                stage: Stage::Discover,
+                note: "A clear need, the right people, data already in the catalogue.".into(),
+            },
+        )
+        .await
+        .map_err(fail("discover sign-off"))?;
+    let case = |s: &str| serde_json::json!({"providing": format!("Council: {s}"), "receiving": format!("University: {s}")});
+    let screening: serde_json::Map<String, serde_json::Value> = DPIA_CRITERIA
+        .iter()
+        .map(|(c, _)| (c.to_string(), serde_json::json!(false)))
+        .collect();
+    let prepare: ProjectUpdate = serde_json::from_value(serde_json::json!({
+        "revision": p.revision,
+        "business_case": {
+            "strategic": case("fits the climate plan and the research strategy"),
+            "economic": case("targeting the worst 10% of buildings saves an estimated three times the grant spend"),
+            "commercial": case("shared under the trust's agreement; no charge; the method published under CC-BY"),
+            "financial": case("staff time only: about twenty days, within existing budgets"),
+            "management": case("monthly joint review; the trust's log is the audit trail")
+        },
+        "legal_basis": "The city's building energy benchmarking ordinance; the university's research mandate.",
+        "dpia_screening": screening,
+        "ethics_review": {"outcome": "approved", "notes": "University ethics board, 2026: buildings, not people; no conditions."},
+        "technical_pattern": "api",
+        "preparation": {"cleaning": "Buildings with missing floor area removed; units made kBtu.", "explanation": "A data dictionary and the weather normalisation method on the dataset page."},
+        "share_request": {
+            "dataset_ids": ["seattle-building-energy"],
+            "purpose": "research",
+            "level": "identified",
+            "starts_on": citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400 + 7),
+            "ends_on": citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400 + 97),
+            "benefit": "A published ranking of buildings for retrofit, and its method.",
+            "sharing": "systematic",
+            "checklist": {
+                "justified": "The ranking needs each building's totals.",
+                "benefits_and_risks": "Lower bills and emissions; owners' figures could leak, so the data stays in the university's environment.",
+                "proportionate": "The latest year's totals only, for three months.",
+                "without_personal_data": "The data is about buildings, not people.",
+                "power_to_share": "The benchmarking ordinance."
+            }
+        },
+        "review_on": citytrust_model::access::format_day(service.now().unix_timestamp() / 86_400 + 180)
+    }))?;
+    let p = service
+        .update_project(&analyst, &p.id, prepare)
+        .await
+        .map_err(fail("prepare"))?;
+    service
+        .add_project_document(
+            &analyst,
+            &p.id,
+            "mou",
+            "memorandum-of-understanding.txt",
+            "text/plain",
+            b"Memorandum of understanding between the City Data Office and City University on retrofit priorities (demo).",
+        )
+        .await
+        .map_err(fail("document"))?;
+    service
+        .sign_off_stage(
+            &trustee,
+            &p.id,
+            citytrust_service::projects::SignOffBody {
+                stage: Stage::Prepare,
+                note: "Business case, screening and ethics review in order: make the request."
+                    .into(),
+            },
+        )
+        .await
+        .map_err(fail("prepare sign-off"))?;
     Ok(())
 }
 

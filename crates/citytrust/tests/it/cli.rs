@@ -320,6 +320,17 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
         assert_eq!(outcomes.as_array().unwrap().len(), 1, "{outcomes}");
         assert_eq!(outcomes[0]["recipient"], "organization:city-university");
         assert_eq!(outcomes[0]["period"], "final");
+        // The council and the university's sharing project, waiting in Share.
+        let projects: Value = client
+            .get(format!("{}/api/v1/projects", demo.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(projects[0]["stage"], "share", "{projects}");
+        assert_eq!(projects[0]["sign_offs"].as_array().unwrap().len(), 2);
     }
     // Run again on the same directory: reused, not reloaded (the edit above survives).
     let demo = start_demo(&storage);
@@ -464,20 +475,21 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
     assert_eq!(
         settled_size(&demo.url).await,
-        "83",
+        "89",
         "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions; \
          three weeks ago a consultation opened (answers are not logged one by one), two requests of the analyst \
          with three votes and the decision each; the residents' story: a link, a consent, \
          a request, three votes, the decision, the analyst's read under the agreement and \
          the owner's own read; a data request, two supports and its plan; three trustees' \
          terms, the consultation's results and the charter citing them; two deletion \
-         attestations and an outcome report"
+         attestations and an outcome report; a sharing project started, filled in twice, \
+         a document and two sign-offs"
     );
     let state = dir.path().join("verify-state.json");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 83 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 89 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -510,14 +522,14 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("this node signed a checkpoint of 83"),
+        stderr.contains("this node signed a checkpoint of 89"),
         "{stderr}"
     );
     // Without it, the node signs the forked log with the same key, and
     // verify, remembering what it saw, names the rewritten entry.
     std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
     let demo = start_demo(&storage);
-    assert_eq!(settled_size(&demo.url).await, "83");
+    assert_eq!(settled_size(&demo.url).await, "89");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(
         !ok && out.contains("entry 11 differs from the one seen before"),
@@ -530,11 +542,11 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 82").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 88").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 82 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 88 is missing"), "{out}");
 }
 
 /// The checkpoint's size once it stops growing.

@@ -2321,3 +2321,63 @@ async fn the_recipient_reports_an_outcome_through_the_form_and_the_register_show
     bob.sign_in("bob").await;
     assert_eq!(bob.get(&form_path).await.status(), 403);
 }
+
+#[tokio::test]
+async fn a_projects_page_shows_its_checklist_and_only_trustees_sign_off_through_it() {
+    let app = crate::governance::start().await;
+    let analyst = app.token("analyst").await;
+    let p: serde_json::Value = app
+        .post_json(
+            "/api/v1/projects",
+            Some(&analyst),
+            &json!({"title": "Retrofit priorities", "summary": "Ranking buildings.", "lead_organization_id": "uni"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/projects/{}", p["id"].as_str().unwrap());
+    let list = app.page("/projects").await;
+    assert!(list.contains("Retrofit priorities"));
+    let page = app.page(&path).await;
+    assert!(
+        page.contains("a senior sponsor in the team")
+            && page.contains("the data-maturity self-assessment")
+    );
+    assert!(
+        !page.contains("Sign off Discover"),
+        "anonymous visitors see no actions"
+    );
+    let mut analyst_browser = Browser::new(&app);
+    analyst_browser.sign_in("analyst").await;
+    let csrf = analyst_browser.csrf().await;
+    let page = analyst_browser.get(&path).await.text().await.unwrap();
+    assert!(
+        !page.contains("Sign off Discover"),
+        "the project does not sign itself off"
+    );
+    let res = analyst_browser
+        .post(
+            &format!("{path}/sign-off"),
+            &[("csrf", &csrf), ("stage", "discover"), ("note", "Done.")],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let mut trustee = Browser::new(&app);
+    trustee.sign_in("trustee").await;
+    let tcsrf = trustee.csrf().await;
+    let page = trustee.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Sign off Discover"));
+    let res = trustee
+        .post(
+            &format!("{path}/sign-off"),
+            &[
+                ("csrf", &tcsrf),
+                ("stage", "discover"),
+                ("note", "Too early."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422, "an incomplete stage is not signed off");
+    assert!(res.text().await.unwrap().contains("That was refused"));
+}
