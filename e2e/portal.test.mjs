@@ -774,3 +774,25 @@ test('the sharing projects are public and the demo project waits in Share', asyn
   await assertAccessible(t, 'a sharing project, as a trustee');
   await t.context().close();
 });
+
+test('the project\'s lead fills it in through the page without JavaScript, and makes its access request', async () => {
+  const a = await newPage({ width: 1280, height: 900 });
+  await signIn(a, 'analyst');
+  await a.goto(`${BASE}/projects`);
+  await a.getByRole('link', { name: 'Retrofit priorities from building energy' }).click();
+  const url = a.url();
+  await a.getByText('Discover: reasons, team').click();
+  await assertAccessible(a, 'a sharing project with its forms');
+  // A change to Discover is kept (the stage moved on; the form still saves).
+  await a.getByLabel('User needs').fill('Tenants of the least efficient buildings pay the most, and say so.');
+  await a.getByRole('button', { name: 'Save Discover' }).click();
+  await a.waitForURL(/done=saved$/);
+  assert.match(await a.locator('main').innerText(), /say so\./);
+  // Share: the request goes to the trustees like any other.
+  await a.getByRole('button', { name: 'Make the access request' }).click();
+  await a.waitForURL(/done=shared$/);
+  assert.match(await a.getByRole('region', { name: /checklist/ }).innerText(), /the trustees' approval of every access request/);
+  await assertAccessible(a, 'a sharing project after its request');
+  await a.context().close();
+  assert.ok(url.includes('/projects/prj-'));
+});

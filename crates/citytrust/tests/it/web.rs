@@ -2380,4 +2380,72 @@ async fn a_projects_page_shows_its_checklist_and_only_trustees_sign_off_through_
         .await;
     assert_eq!(res.status(), 422, "an incomplete stage is not signed off");
     assert!(res.text().await.unwrap().contains("That was refused"));
+
+    // The project's organisation fills in Discover through the form.
+    let page = analyst_browser.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Save Discover"));
+    let revision = {
+        let marker = "name=\"revision\" value=\"";
+        let at = page.find(marker).unwrap() + marker.len();
+        page[at..].split('"').next().unwrap().to_string()
+    };
+    let mut discover = vec![
+        ("csrf", csrf.as_str()),
+        ("revision", revision.as_str()),
+        ("section", "discover"),
+        ("user_needs", "Tenants pay for the worst buildings' waste."),
+        ("organisational_aims", "The climate plan."),
+        ("exchange_pattern", "mutual_exchange"),
+        ("team", "Arun Analyst | chief wizard | uni"),
+        ("ecosystem", "City Energy Department | data provider"),
+        ("dataset_ids", ""),
+        ("data_request_ids", ""),
+        ("canvas", "problem: Retrofit money goes to the loudest."),
+        ("maturity_technology", "medium"),
+        ("maturity_mindset", "high"),
+        ("maturity_resources", "low"),
+        ("maturity_skills", "medium"),
+        ("maturity_operations", "medium"),
+        ("maturity_legal", "high"),
+    ];
+    let res = analyst_browser
+        .post(&format!("{path}/edit"), &discover)
+        .await;
+    assert_eq!(res.status(), 422, "an unknown role is named");
+    assert!(res.text().await.unwrap().contains("team[0].role"));
+    discover[6] = ("team", "Arun Analyst | senior sponsor | uni");
+    let alice = app.token("alice").await;
+    let energy = app
+        .create_dataset(
+            &alice,
+            &dataset("Building energy", "city-energy", "shared_specific"),
+        )
+        .await;
+    discover[8] = ("dataset_ids", energy.as_str());
+    let res = analyst_browser
+        .post(&format!("{path}/edit"), &discover)
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = trustee.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Complete: it can be signed off"), "{page}");
+    assert!(
+        !page.contains("Save Discover"),
+        "trustees do not fill in others' projects"
+    );
+    let res = trustee
+        .post(
+            &format!("{path}/sign-off"),
+            &[
+                ("csrf", &tcsrf),
+                ("stage", "discover"),
+                ("note", "A clear need."),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = app.page(&path).await;
+    assert!(
+        page.contains(">Prepare</span>") && page.contains("Discover signed off by trustees"),
+        "{page}"
+    );
 }
