@@ -634,6 +634,9 @@ pub struct NewVote {
     /// A conflict of interest, declared: the vote is recorded but does not count.
     #[serde(default)]
     pub conflict_of_interest: Option<String>,
+    /// A closed consultation of residents that informed this vote.
+    #[serde(default)]
+    pub consultation_id: Option<String>,
 }
 
 impl NewVote {
@@ -654,6 +657,9 @@ pub struct Vote {
     pub vote: VoteChoice,
     pub reason: String,
     pub conflict_of_interest: Option<String>,
+    /// The consultation of residents the vote cites, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consultation_id: Option<String>,
     #[schema(format = DateTime)]
     pub at: String,
 }
@@ -1063,6 +1069,7 @@ mod tests {
             vote,
             reason: "r".into(),
             conflict_of_interest: conflict.then(|| "my employer".into()),
+            consultation_id: None,
             at: String::new(),
         };
         use VoteChoice::*;

@@ -548,6 +548,9 @@ pub struct Consultation {
     /// Charter versions that cite it: what it changed.
     #[serde(default)]
     pub cited_by: Vec<Citation>,
+    /// Access requests with a trustee's vote that cites it.
+    #[serde(default)]
+    pub cited_by_decisions: Vec<String>,
     /// The viewer has answered (false for anonymous viewers).
     #[serde(default)]
     pub answered: bool,

@@ -1105,12 +1105,27 @@ impl Service {
         if request.votes.iter().any(|v| v.trustee == username) {
             return Err(ServiceError::Conflict(format!("your vote on request {id}")));
         }
+        if let Some(c) = &vote.consultation_id {
+            match self.store.get_consultation(c).await? {
+                Some(k)
+                    if k.state_on(today)
+                        == citytrust_model::participation::ConsultationState::Closed => {}
+                _ => {
+                    return Err(ValidationErrors::single(
+                        "consultation_id",
+                        format!("there is no closed consultation '{c}' to cite"),
+                    )
+                    .into());
+                }
+            }
+        }
         let now = rfc3339(self.now());
         request.votes.push(Vote {
             trustee: username.to_string(),
             vote: vote.vote,
             reason: vote.reason.trim().to_string(),
             conflict_of_interest: vote.conflict_of_interest.clone(),
+            consultation_id: vote.consultation_id.clone(),
             at: now.clone(),
         });
         request.updated_at = now.clone();
@@ -1121,6 +1136,7 @@ impl Service {
                 "vote": match vote.vote { citytrust_model::access::VoteChoice::Approve => "approve", citytrust_model::access::VoteChoice::Deny => "deny" },
                 "reason": vote.reason.trim(),
                 "conflict_declared": vote.conflict_of_interest.is_some(),
+                "consultation": vote.consultation_id,
                 "by": "trustee",
             }),
         )?;

@@ -832,6 +832,7 @@ impl Service {
             closed_early: false,
             results: None,
             cited_by: vec![],
+            cited_by_decisions: vec![],
             answered: false,
             log_entries: vec![],
         };
@@ -887,6 +888,18 @@ impl Service {
                 note,
                 at,
             })
+            .collect();
+        c.cited_by_decisions = self
+            .store
+            .list_access_requests(None, &[], 10_000)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r.votes
+                    .iter()
+                    .any(|v| v.consultation_id.as_deref() == Some(c.id.as_str()))
+            })
+            .map(|r| r.id)
             .collect();
         Ok(c)
     }

@@ -424,6 +424,7 @@ impl Store {
         doc.log_entries.push(idx);
         doc.results = None;
         doc.cited_by.clear();
+        doc.cited_by_decisions.clear();
         doc.answered = false;
         sqlx::query("UPDATE consultations SET body = $2, closes_on = $3 WHERE id = $1")
             .bind(&doc.id)

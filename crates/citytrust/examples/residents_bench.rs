@@ -354,6 +354,7 @@ async fn main() {
                     vote: citytrust_model::access::VoteChoice::Approve,
                     reason: "Consent-based.".into(),
                     conflict_of_interest: None,
+                    consultation_id: None,
                 },
             )
             .await

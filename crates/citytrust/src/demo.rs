@@ -279,6 +279,7 @@ async fn residents(
                         vote: citytrust_model::access::VoteChoice::Approve,
                         reason: "Public benefit; consent-based, so only households that agreed are read.".into(),
                         conflict_of_interest: None,
+                        consultation_id: None,
                     },
                 )
                 .await
@@ -597,6 +598,7 @@ async fn ended_agreements(service: &Service) -> anyhow::Result<()> {
                         reason: "A published study with a clear public benefit, for one week only."
                             .into(),
                         conflict_of_interest: None,
+                        consultation_id: None,
                     },
                 )
                 .await

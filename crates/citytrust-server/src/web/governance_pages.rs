@@ -530,6 +530,7 @@ async fn vote(
         vote: choice,
         reason: form.one("reason"),
         conflict_of_interest: form.opt("conflict_of_interest"),
+        consultation_id: form.opt("consultation_id"),
     };
     match state.service.vote(&session.actor, &id, vote).await {
         Ok(_) => Ok(Redirect::to(&format!("/requests/{id}?done=vote")).into_response()),

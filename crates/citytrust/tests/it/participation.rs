@@ -1185,7 +1185,40 @@ async fn a_trustee_out_of_term_may_not_vote_and_the_board_is_public() {
         200,
     )
     .await;
-    json_of(app.post_json(&votes, Some(&t3), &approve).await, 200).await;
+    // A vote may cite a closed consultation (not an open one); its page shows the decision.
+    let trustee = app.token("trustee").await;
+    let c = json_of(
+        app.post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &consultation("2026-03-01", "2026-03-31"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let cid = c["id"].as_str().unwrap().to_string();
+    let citing =
+        json!({"vote": "approve", "reason": "Residents were asked.", "consultation_id": cid});
+    let res = app.post_json(&votes, Some(&t3), &citing).await;
+    assert_problem(res, 422, "validation_failed", Some("consultation_id")).await;
+    json_of(
+        app.post_json(
+            &format!("/api/v1/consultations/{cid}/close"),
+            Some(&trustee),
+            &json!({}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    json_of(app.post_json(&votes, Some(&t3), &citing).await, 200).await;
+    let c = json_of(
+        app.get(&format!("/api/v1/consultations/{cid}"), None).await,
+        200,
+    )
+    .await;
+    assert_eq!(c["cited_by_decisions"], json!([r["id"]]));
     assert_eq!(app.entries_of_type("trustee.term_recorded").await.len(), 2);
 }
 
