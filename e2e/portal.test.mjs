@@ -788,6 +788,12 @@ test('the project\'s lead fills it in through the page without JavaScript, and m
   await a.getByRole('button', { name: 'Save Discover' }).click();
   await a.waitForURL(/done=saved$/);
   assert.match(await a.locator('main').innerText(), /say so\./);
+  // A document through the page's form (a plain file input, no script).
+  await a.getByLabel('Kind').selectOption('data_sharing_agreement');
+  await a.getByLabel('The file', { exact: true }).setInputFiles({ name: 'dsa.txt', mimeType: 'text/plain', buffer: Buffer.from('Data sharing agreement (demo).') });
+  await a.getByRole('button', { name: 'Add the document' }).click();
+  await a.waitForURL(/done=kept$/);
+  assert.ok(await a.getByRole('region', { name: 'Project documents table' }).getByRole('link', { name: 'dsa.txt' }).isVisible());
   // Share: the request goes to the trustees like any other.
   await a.getByRole('button', { name: 'Make the access request' }).click();
   await a.waitForURL(/done=shared$/);

@@ -277,14 +277,22 @@ impl axum::extract::FromRequest<AppState> for SignedForm {
     ) -> Result<Self, PageError> {
         let (mut parts, body) = req.into_parts();
         let Ok(viewer) = Viewer::from_request_parts(&mut parts, state).await;
-        let body = axum::body::to_bytes(body, MAX_FORM_BODY)
-            .await
-            .map_err(|_| {
-                PageError::page(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The form is too large, or did not arrive whole.",
-                )
-            })?;
+        let multipart = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("multipart/form-data"));
+        let limit = if multipart {
+            MAX_UPLOAD_FORM_BODY
+        } else {
+            MAX_FORM_BODY
+        };
+        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            PageError::page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The form is too large, or did not arrive whole.",
+            )
+        })?;
         let form = Form::parse(&parts.headers, &body)?;
         let session = viewer.check_form(&form)?.clone();
         Ok(SignedForm {
@@ -295,8 +303,100 @@ impl axum::extract::FromRequest<AppState> for SignedForm {
     }
 }
 
-/// A submitted `application/x-www-form-urlencoded` body; names may repeat.
-pub(crate) struct Form(Vec<(String, String)>);
+/// A submitted `application/x-www-form-urlencoded` body, or a
+/// `multipart/form-data` one (a form with a file); names may repeat.
+pub(crate) struct Form(Vec<(String, String)>, Vec<UploadedFile>);
+
+/// A file sent with a multipart form.
+pub(crate) struct UploadedFile {
+    /// The form field's name.
+    pub(crate) field: String,
+    /// The file's name as the browser sent it (without folders).
+    pub(crate) filename: String,
+    pub(crate) content_type: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Largest multipart form body (a file of at most 10 MiB and its fields).
+const MAX_UPLOAD_FORM_BODY: usize = 10 * 1024 * 1024 + 64 * 1024;
+
+/// Where `needle` first occurs in `hay` at or after `from`.
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (from..=hay.len() - needle.len())
+        .find(|&i| hay[i] == needle[0] && hay[i..i + needle.len()] == *needle)
+}
+
+/// A form's text fields (name, value) and its files.
+type FormParts = (Vec<(String, String)>, Vec<UploadedFile>);
+
+/// A `multipart/form-data` body (RFC 7578): its text fields and its files.
+fn parse_multipart(boundary: &str, body: &[u8]) -> Result<FormParts, PageError> {
+    let bad = || {
+        PageError::page(
+            StatusCode::BAD_REQUEST,
+            "The form did not arrive whole (its parts could not be read).",
+        )
+    };
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut fields = Vec::new();
+    let mut files = Vec::new();
+    let mut at = find(body, &delimiter, 0).ok_or_else(bad)? + delimiter.len();
+    loop {
+        if body.get(at..at + 2) == Some(b"--") {
+            break;
+        }
+        if body.get(at..at + 2) != Some(b"\r\n") {
+            return Err(bad());
+        }
+        let start = at + 2;
+        let end = find(body, &delimiter, start).ok_or_else(bad)?;
+        // The part ends with CRLF before the next delimiter.
+        let part = body
+            .get(start..end.checked_sub(2).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        let split = find(part, b"\r\n\r\n", 0).ok_or_else(bad)?;
+        let head = std::str::from_utf8(&part[..split]).map_err(|_| bad())?;
+        let content = &part[split + 4..];
+        let mut name = None;
+        let mut filename = None;
+        let mut content_type = String::from("application/octet-stream");
+        for line in head.split("\r\n") {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let key = key.trim().to_ascii_lowercase();
+            if key == "content-type" {
+                content_type = value.trim().chars().take(100).collect();
+            } else if key == "content-disposition" {
+                for param in value.split(';').skip(1) {
+                    if let Some((k, v)) = param.trim().split_once('=') {
+                        let v = v.trim().trim_matches('"').to_string();
+                        match k.trim() {
+                            "name" => name = Some(v),
+                            "filename" => filename = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let name = name.ok_or_else(bad)?;
+        match filename {
+            Some(f) => files.push(UploadedFile {
+                field: name,
+                filename: f.rsplit(['/', '\\']).next().unwrap_or("").to_string(),
+                content_type,
+                bytes: content.to_vec(),
+            }),
+            None => fields.push((name, String::from_utf8_lossy(content).into_owned())),
+        }
+        at = end + delimiter.len();
+    }
+    Ok((fields, files))
+}
 
 impl Form {
     pub(crate) fn parse(headers: &HeaderMap, body: &Bytes) -> Result<Form, PageError> {
@@ -304,10 +404,29 @@ impl Form {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
+        if content_type.starts_with("multipart/form-data") {
+            let boundary = content_type
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("boundary="))
+                .next()
+                .map(|b| b.trim_matches('"').to_string())
+                .filter(|b| !b.is_empty() && b.len() <= 200)
+                .ok_or_else(|| {
+                    PageError::page(StatusCode::BAD_REQUEST, "The form names no boundary.")
+                })?;
+            if body.len() > MAX_UPLOAD_FORM_BODY {
+                return Err(PageError::page(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too large.",
+                ));
+            }
+            let (fields, files) = parse_multipart(&boundary, body)?;
+            return Ok(Form(fields, files));
+        }
         if !content_type.starts_with("application/x-www-form-urlencoded") {
             return Err(PageError::page(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Forms must be sent URL-encoded.",
+                "Forms must be sent URL-encoded (or as multipart, with a file).",
             ));
         }
         if body.len() > MAX_FORM_BODY {
@@ -316,7 +435,16 @@ impl Form {
                 "The form is too large.",
             ));
         }
-        Ok(Form(form_urlencoded::parse(body).into_owned().collect()))
+        Ok(Form(
+            form_urlencoded::parse(body).into_owned().collect(),
+            Vec::new(),
+        ))
+    }
+    /// The file sent in field `name`, if any (an empty file input sends none).
+    pub(crate) fn file(&self, name: &str) -> Option<&UploadedFile> {
+        self.1
+            .iter()
+            .find(|f| f.field == name && !(f.filename.is_empty() && f.bytes.is_empty()))
     }
     pub(crate) fn one(&self, name: &str) -> String {
         self.0
@@ -684,6 +812,32 @@ async fn stylesheet() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multipart_form_gives_its_fields_and_files_and_a_broken_one_is_refused() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok en\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"document\"; filename=\"C:\\\\docs\\\\mou.pdf\"\r\n\
+Content-Type: application/pdf\r\n\r\n%PDF\r\n--not the end\r\n--XyZ--\r\n";
+        let Ok((fields, files)) = parse_multipart("XyZ", body) else {
+            panic!("a well-formed body");
+        };
+        assert_eq!(fields, vec![("csrf".to_string(), "tok en".to_string())]);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].field, "document");
+        assert_eq!(files[0].filename, "mou.pdf", "folders are dropped");
+        assert_eq!(files[0].content_type, "application/pdf");
+        assert_eq!(files[0].bytes, b"%PDF\r\n--not the end");
+        // Cut short, or without the final delimiter: refused, nothing half-read.
+        assert!(parse_multipart("XyZ", &body[..body.len() / 2]).is_err());
+        assert!(
+            parse_multipart(
+                "XyZ",
+                b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ--"
+            )
+            .is_err()
+        );
+        assert!(parse_multipart("other", body).is_err());
+    }
 
     #[test]
     fn cookies_are_found_among_others() {

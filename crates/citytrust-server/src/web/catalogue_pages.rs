@@ -1064,7 +1064,10 @@ mod tests {
             b"title=T&description=D&owner_organization_id=o&spectrum=open&themes=energy&themes=health\
               &keywords=a,+b&licence_id=CC-BY-4.0&licence_title=CC+BY+4.0",
         );
-        let form = Form(form_urlencoded::parse(&body).into_owned().collect());
+        let form = Form(
+            form_urlencoded::parse(&body).into_owned().collect(),
+            Vec::new(),
+        );
         let v = FormValues::from_form(&form);
         let input = v.apply(&form, base).unwrap();
         assert_eq!(input.analogue_conversion.as_deref(), Some("scanned"));
@@ -1078,10 +1081,13 @@ mod tests {
 
     #[test]
     fn an_unknown_choice_is_named() {
-        let form = Form(vec![
-            ("spectrum".into(), "secret".into()),
-            ("structure".into(), "xml".into()),
-        ]);
+        let form = Form(
+            vec![
+                ("spectrum".into(), "secret".into()),
+                ("structure".into(), "xml".into()),
+            ],
+            Vec::new(),
+        );
         let errors = FormValues::from_form(&form)
             .apply(&form, blank_input())
             .unwrap_err();

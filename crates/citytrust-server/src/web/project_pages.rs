@@ -4,7 +4,8 @@
 //! the trustees' sign-off and retirement, the lead's "make the access
 //! request", renewal at review, and downloading documents (the project's
 //! organisations and the trustees). Sections are filled in through the API
-//! (`PATCH /api/v1/projects/{id}`).
+//! and on this page (Discover and Prepare forms; documents as a multipart
+//! form, parsed by `SignedForm`).
 
 use citytrust_model::projects::{DPIA_CRITERIA, Project, Stage};
 use citytrust_service::projects::{RenewBody, RetireProjectBody, SignOffBody};
@@ -21,6 +22,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/projects/{id}/retire", post(retire))
         .route("/projects/{id}/documents/{doc}", get(document))
         .route("/projects/{id}/edit", post(edit))
+        .route("/projects/{id}/documents", post(upload))
 }
 
 fn stage_label(s: Stage) -> &'static str {
@@ -415,6 +417,7 @@ async fn project_page(
     let message = match query_param(raw.as_deref(), "done").as_deref() {
         Some("signed") => "The stage is signed off.",
         Some("saved") => "Saved.",
+        Some("kept") => "The document is kept; its digest is in the log.",
         Some("shared") => "The access request is made: the trustees decide it as any other.",
         Some("renewed") => "The project is renewed.",
         Some("retired") => {
@@ -723,4 +726,39 @@ async fn edit(
         .update_project(&signed.session().actor, &id, update)
         .await;
     act(&state, &signed, &id, "saved", result).await
+}
+
+/// A document sent with the page's form (multipart, no JavaScript needed).
+async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let Some(file) = signed.form.file("document") else {
+        let errors = vec![FieldError {
+            field: "document".into(),
+            message: "choose a file".into(),
+        }];
+        return project_view(&state, signed.viewer(), &id, "", errors).await;
+    };
+    let name = signed
+        .form
+        .opt("name")
+        .unwrap_or_else(|| file.filename.clone());
+    let result = state
+        .service
+        .add_project_document(
+            &signed.session().actor,
+            &id,
+            &signed.form.one("kind"),
+            &name,
+            &file.content_type,
+            &file.bytes,
+        )
+        .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/projects/{id}?done=kept")).into_response()),
+        Err(ServiceError::Invalid(v)) => project_view(&state, signed.viewer(), &id, "", v.0).await,
+        Err(e) => Err(e.into()),
+    }
 }

@@ -2448,4 +2448,45 @@ async fn a_projects_page_shows_its_checklist_and_only_trustees_sign_off_through_
         page.contains(">Prepare</span>") && page.contains("Discover signed off by trustees"),
         "{page}"
     );
+
+    // A document through the page's multipart form: no token, refused; with it, kept and logged.
+    let multipart = |csrf: &str, bytes: &[u8]| {
+        let mut body = Vec::new();
+        for (name, value) in [("csrf", csrf), ("kind", "mou"), ("name", "")] {
+            body.extend_from_slice(format!("--B0undary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"--B0undary\r\nContent-Disposition: form-data; name=\"document\"; filename=\"mou.txt\"\r\nContent-Type: text/plain\r\n\r\n");
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n--B0undary--\r\n");
+        body
+    };
+    let send = |cookie: String, body: Vec<u8>| {
+        app.client
+            .post(app.url(&format!("{path}/documents")))
+            .header("cookie", cookie)
+            .header("content-type", "multipart/form-data; boundary=B0undary")
+            .body(body)
+            .send()
+    };
+    let res = send(
+        analyst_browser.cookie_header(),
+        multipart("", b"Memorandum."),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403, "no CSRF token, no document");
+    let res = send(
+        analyst_browser.cookie_header(),
+        multipart(&csrf, b"Memorandum of understanding."),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303);
+    let page = analyst_browser.get(&path).await.text().await.unwrap();
+    assert!(page.contains(">mou.txt</a>"), "{page}");
+    assert_eq!(app.entries_of_type("project.document_added").await.len(), 1);
+    let res = send(trustee.cookie_header(), multipart(&tcsrf, b"Not theirs."))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "trustees do not add others' documents");
 }
