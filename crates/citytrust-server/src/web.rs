@@ -241,6 +241,17 @@ pub async fn not_found(uri: Uri, viewer: Viewer) -> Response {
 
 pub(crate) type PageResult = Result<Response, PageError>;
 
+/// A page that may carry a form's errors: 422 when it does, so clients and
+/// tests can tell a refused form from a shown page.
+fn render_form_page(page: &impl Template, failed: bool) -> PageResult {
+    let status = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Html(page.render()?)).into_response())
+}
+
 fn render(t: &impl Template) -> PageResult {
     Ok(Html(t.render()?).into_response())
 }

@@ -280,17 +280,7 @@ impl Store {
             .bind(json(&doc)?)
             .execute(&mut *tx)
             .await?;
-        for (username, message) in &messages {
-            sqlx::query(
-                "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&message.id)
-            .bind(username)
-            .bind(&message.at)
-            .bind(json(message)?)
-            .execute(&mut *tx)
-            .await?;
-        }
+        crate::residents::insert_inbox(&mut tx, &messages).await?;
         tx.commit().await?;
         Ok(Some(doc))
     }

@@ -16,6 +16,24 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// Put messages (each for its username) in the inbox, inside the
+/// transaction of the change that sends them.
+pub(crate) async fn insert_inbox(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    messages: &[(String, InboxMessage)],
+) -> Result<()> {
+    for (username, message) in messages {
+        sqlx::query("INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)")
+            .bind(&message.id)
+            .bind(username)
+            .bind(&message.at)
+            .bind(json(message)?)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Rows per multi-row INSERT (3 values each: well under either backend's bind limit).
 const CHUNK: usize = 1000;
 
@@ -853,17 +871,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict(e, format!("breach '{}'", doc.id)))?;
-        for (username, message) in messages {
-            sqlx::query(
-                "INSERT INTO inbox (id, username, created_at, body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&message.id)
-            .bind(username)
-            .bind(&message.at)
-            .bind(json(message)?)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_inbox(&mut tx, messages).await?;
         tx.commit().await?;
         Ok(doc)
     }

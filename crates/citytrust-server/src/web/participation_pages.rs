@@ -238,12 +238,7 @@ async fn form_view(
         datasets,
         organizations,
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn new_page(State(state): State<AppState>, viewer: Viewer) -> PageResult {
@@ -415,12 +410,7 @@ async fn request_view(
         form,
         r,
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn request_page(
@@ -659,12 +649,7 @@ async fn consultations_view(
             ("free_text", "Their own words"),
         ],
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 /// Where a field of the consultation form is: `questions[2].choices` → `cn-q3-choices`.
@@ -941,12 +926,7 @@ async fn consultation_view(
             .collect(),
         c,
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn consultation_page(
@@ -1151,12 +1131,7 @@ async fn charter_view(
             })
             .collect(),
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 /// A line of the ethics code as runs of plain and `**emphasised**` text
@@ -1315,12 +1290,7 @@ async fn outcome_form_view(
             .collect(),
         form,
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn outcome_form(

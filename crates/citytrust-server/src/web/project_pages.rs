@@ -400,12 +400,7 @@ async fn project_view(
             .collect(),
         p,
     };
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Html(page.render()?)).into_response())
+    render_form_page(&page, failed)
 }
 
 async fn project_page(

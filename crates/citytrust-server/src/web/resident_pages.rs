@@ -25,7 +25,9 @@ use citytrust_model::residents::{
 };
 use citytrust_service::ServiceError;
 
-use super::{Form, Nav, PageError, PageResult, Viewer, humanise, organization_names};
+use super::{
+    Form, Nav, PageError, PageResult, Viewer, humanise, organization_names, render_form_page,
+};
 use crate::AppState;
 use crate::web::SignedForm;
 
@@ -504,17 +506,6 @@ async fn dashboard_view(
         request_kinds,
     };
     render_form_page(&page, !error.is_empty())
-}
-
-/// A page that may carry a form's errors: 422 when it does, so clients and
-/// tests can tell a refused form from a shown page.
-fn render_form_page(page: &impl Template, failed: bool) -> PageResult {
-    let status = if failed {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::response::Html(page.render()?)).into_response())
 }
 
 async fn dashboard(
