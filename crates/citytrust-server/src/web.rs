@@ -554,6 +554,18 @@ struct ErrorLink {
     message: String,
 }
 
+/// A form's errors as links to their fields, `anchor` naming each field's id.
+fn error_links(errors: Vec<FieldError>, anchor: impl Fn(&str) -> String) -> Vec<ErrorLink> {
+    errors
+        .into_iter()
+        .map(|e| ErrorLink {
+            anchor: anchor(&e.field),
+            field: e.field,
+            message: e.message,
+        })
+        .collect()
+}
+
 /// Where on the form a field's error should take the reader.
 fn anchor_for(field: &str) -> String {
     let head = field.split(['[', '.']).next().unwrap_or(field);

@@ -358,17 +358,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Take the consultation's row first: publishing the results takes it
         // too, so no response lands after the results were counted.
-        let Some(row) = sqlx::query(
-            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
-        )
-        .bind(consultation_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        let Some(doc) = take_unpublished(&mut tx, consultation_id).await? else {
             return Ok(false);
         };
-        let doc: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
-            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
         if doc.closed_early {
             return Ok(false);
         }
@@ -394,17 +386,9 @@ impl Store {
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(
-            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
-        )
-        .bind(&doc.id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        let Some(stored) = take_unpublished(&mut tx, &doc.id).await? else {
             return Ok(false);
         };
-        let stored: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
-            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
         if stored.closed_early {
             return Ok(false);
         }
@@ -456,17 +440,9 @@ impl Store {
         F: FnOnce(&[ConsultationResponse]) -> Result<(ConsultationResults, String, String, String)>,
     {
         let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query(
-            "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
-        )
-        .bind(consultation_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        let Some(mut doc) = take_unpublished(&mut tx, consultation_id).await? else {
             return Ok(None);
         };
-        let mut doc: Consultation = serde_json::from_str(&row.try_get::<String, _>("body")?)
-            .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))?;
         let rows = sqlx::query(
             "SELECT body FROM consultation_responses WHERE consultation_id = $1 ORDER BY username",
         )
@@ -557,6 +533,27 @@ impl Store {
             .await?;
         rows.iter().map(term_from_row).collect()
     }
+}
+
+/// Take a consultation's row (the write lock on SQLite, a row lock on
+/// PostgreSQL) if its results are not published yet, and read it. Responses,
+/// an early close and the publication all start here, so they are serialised.
+async fn take_unpublished(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> Result<Option<Consultation>> {
+    let Some(row) = sqlx::query(
+        "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(&row.try_get::<String, _>("body")?)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("consultation: {e}")))
 }
 
 fn term_from_row(r: &AnyRow) -> Result<StoredTerm> {

@@ -226,14 +226,7 @@ async fn form_view(
     let failed = !errors.is_empty();
     let page = FormPage {
         nav: viewer.nav("data-requests"),
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: format!("dr-{}", e.field.replace('_', "-")),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, |f| format!("dr-{}", f.replace('_', "-"))),
         form,
         datasets,
         organizations,
@@ -399,14 +392,7 @@ async fn request_view(
         .collect(),
         datasets,
         organizations: orgs.into_iter().collect(),
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: format!("answer-{}", e.field.replace('_', "-")),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, |f| format!("answer-{}", f.replace('_', "-"))),
         form,
         r,
     };
@@ -631,14 +617,7 @@ async fn consultations_view(
         message: message.to_string(),
         rows,
         may_open: viewer.session().is_some() && authz::may_open_consultation(&actor).is_ok(),
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: consultation_anchor(&e.field),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, consultation_anchor),
         form,
         today: state.service.today_text(),
         question_slots: (1..=QUESTION_SLOTS).collect(),
@@ -1122,14 +1101,7 @@ async fn charter_view(
         is_admin: viewer
             .session()
             .is_some_and(|s| authz::may_administer(&s.actor).is_ok()),
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: format!("term-{}", e.field.replace('_', "-")),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, |f| format!("term-{}", f.replace('_', "-"))),
     };
     render_form_page(&page, failed)
 }
@@ -1280,14 +1252,7 @@ async fn outcome_form_view(
                 "1 negligible … 5 serious",
             ),
         ],
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: format!("outcome-{}", e.field.replace('_', "-")),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, |f| format!("outcome-{}", f.replace('_', "-"))),
         form,
     };
     render_form_page(&page, failed)

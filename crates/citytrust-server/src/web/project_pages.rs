@@ -390,14 +390,7 @@ async fn project_view(
         .collect(),
         criteria: DPIA_CRITERIA.to_vec(),
         missing,
-        errors: errors
-            .into_iter()
-            .map(|e| ErrorLink {
-                anchor: "actions".into(),
-                field: e.field,
-                message: e.message,
-            })
-            .collect(),
+        errors: error_links(errors, |_| "actions".into()),
         p,
     };
     render_form_page(&page, failed)
