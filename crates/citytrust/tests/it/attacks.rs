@@ -1051,3 +1051,111 @@ async fn a_bad_row_is_reported_on_its_physical_line_whatever_the_line_ending() {
         assert_eq!(problem["errors"][0]["line"], 4, "{name}: {problem}");
     }
 }
+
+/// A consultation's answers leave only as its published results. An
+/// anonymous analyst reads everything public — the results, the list, every
+/// log entry — and tries to recover a count under the threshold: by counting
+/// log entries per consultation, by subtracting shown counts from shown
+/// totals (one question's choices from its respondents; a multiple-choice
+/// count from those who answered). Each was possible before its fix.
+#[tokio::test]
+async fn a_consultation_gives_away_no_count_under_the_threshold() {
+    let app = TestApp::start().await;
+    let trustee = app.token("trustee").await;
+    let c: Value = app
+        .post_json(
+            "/api/v1/consultations",
+            Some(&trustee),
+            &json!({
+                "title": "Night buses", "description": "Should night buses run on weekdays?",
+                "subject": "kind_of_use", "audience": "residents",
+                "questions": [
+                    {"text": "Run them?", "kind": "single_choice", "choices": ["Yes", "No"]},
+                    {"text": "Which lines?", "kind": "multiple_choice", "choices": ["N1", "N2"]}
+                ],
+                "opens_on": "2026-03-01", "closes_on": "2026-03-07"
+            }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = c["id"].as_str().unwrap().to_string();
+    // Eleven residents: ten say yes, one (the target) says no; all tick N1,
+    // all but the target tick N2.
+    for i in 0..11 {
+        let name = format!("rider{i:02}");
+        app.service
+            .insert_user(crate::harness::user(
+                &name,
+                vec![citytrust_model::Role::Resident],
+                vec![],
+            ))
+            .await
+            .unwrap();
+        let token = app.token(&name).await;
+        let target = i == 10;
+        let lines = if target {
+            json!(["N1"])
+        } else {
+            json!(["N1", "N2"])
+        };
+        let res = app
+            .put_json(
+                &format!("/api/v1/consultations/{id}/response"),
+                Some(&token),
+                &json!({"answers": [
+                    {"question": "q1", "choice": if target { "No" } else { "Yes" }},
+                    {"question": "q2", "choices": lines}
+                ]}),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    json_of_close(&app, &trustee, &id).await;
+    let public = app
+        .get(&format!("/api/v1/consultations/{id}"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_str(&public).unwrap();
+    let results = &r["results"];
+    // 11 respondents may be shown; then yes/no must not be 10/1, and N2 must not be 10 of 11.
+    let q1 = &results["questions"][0]["counts"];
+    assert!(
+        q1[0].get("count").is_none() && q1[1].get("count").is_none(),
+        "{results}"
+    );
+    let q2 = &results["questions"][1]["counts"];
+    assert!(
+        q2[1].get("count").is_none(),
+        "10 of 11 ticking N2 says one did not: {results}"
+    );
+    // The log: no entry per answer, nothing that counts them.
+    assert!(
+        app.entries_of_type("consultation.responded")
+            .await
+            .is_empty()
+    );
+    for kind in [
+        "consultation.opened",
+        "consultation.closed_early",
+        "consultation.results_published",
+    ] {
+        for e in app.entries_of_type(kind).await {
+            assert!(!e.contains("rider"), "{kind} names a resident: {e}");
+        }
+    }
+}
+
+async fn json_of_close(app: &TestApp, trustee: &str, id: &str) {
+    let res = app
+        .post_json(
+            &format!("/api/v1/consultations/{id}/close"),
+            Some(trustee),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+}
