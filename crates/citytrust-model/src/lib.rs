@@ -9,6 +9,7 @@ pub mod access;
 pub mod account;
 pub mod authz;
 pub mod catalogue;
+pub mod federation;
 pub mod participation;
 pub mod problem;
 pub mod projects;

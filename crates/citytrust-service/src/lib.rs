@@ -13,8 +13,10 @@ pub mod clock;
 pub mod content;
 pub mod cosigning;
 mod error;
+pub mod federation;
 pub mod feedback;
 pub mod governance;
+pub mod harvest;
 pub mod identity;
 pub mod interop;
 pub mod ledger;
@@ -120,6 +122,8 @@ impl Default for Settings {
 pub struct Service {
     store: Store,
     index: search::CatalogueIndex,
+    /// Entries harvested from other catalogues, for search.
+    federated: federation::FederatedIndex,
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
@@ -243,6 +247,7 @@ impl Service {
             versions,
             store,
             index,
+            federated: federation::FederatedIndex::default(),
             clock,
             settings,
             ledger,
@@ -288,6 +293,7 @@ impl Service {
         let datasets = self.store.list_datasets().await?;
         let organizations = self.store.list_organizations().await?;
         self.index.rebuild(datasets, &organizations, revision)?;
+        self.reload_federated().await?;
         Ok(true)
     }
 }

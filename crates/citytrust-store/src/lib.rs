@@ -20,6 +20,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 mod accounts;
 mod catalogue;
+mod federation;
 mod governance;
 mod identity;
 mod ledger;
@@ -30,6 +31,7 @@ mod projects;
 mod residents;
 mod witness;
 
+pub use federation::{HarvestCounts, StagedEntry};
 pub use governance::StoredCharter;
 pub use identity::PendingLogin;
 pub use participation::{StoredDataRequest, StoredTerm, SupportChange};

@@ -121,6 +121,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0018_projects.sql"),
         postgres: include_str!("../migrations/postgres/0018_projects.sql"),
     },
+    Migration {
+        version: 19,
+        name: "federation",
+        sqlite: include_str!("../migrations/sqlite/0019_federation.sql"),
+        postgres: include_str!("../migrations/postgres/0019_federation.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

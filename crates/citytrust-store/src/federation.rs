@@ -1,0 +1,374 @@
+//! Federation rows: remote catalogues and the entries harvested from them.
+//!
+//! A harvest stages what it reads, a batch per transaction, under its own
+//! id; only when the feed was read to its end does [`Store::finish_harvest`]
+//! replace the catalogue's entries with the staged ones — counting what was
+//! added, changed, unchanged and removed, recording the report and appending
+//! the log entry, all in one transaction. A harvest that fails drops its
+//! staging and leaves the entries as the last good harvest left them. Each
+//! harvest holds a lease on its catalogue's row, so two nodes (or the
+//! scheduler and an administrator) never harvest one catalogue at once.
+
+use citytrust_model::federation::{FederatedEntry, RemoteCatalogue};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, bump_catalogue_revision, conflict};
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// One record a harvest read, ready to stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedEntry {
+    pub id: String,
+    pub remote_id: String,
+    /// SHA-256 (hex) of `body`.
+    pub digest: String,
+    /// The entry's JSON document; empty for a kept record.
+    pub body: String,
+    /// A rejected record whose earlier version stays.
+    pub kept: bool,
+}
+
+/// What a finished harvest changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HarvestCounts {
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+}
+
+fn catalogue_from_row(row: &AnyRow) -> Result<RemoteCatalogue> {
+    let mut c: RemoteCatalogue = from_json(&row.try_get::<String, _>("body")?)?;
+    c.next_harvest_at = row.try_get("next_harvest_at")?;
+    c.entries = u64::try_from(row.try_get::<i64, _>("entries")?).unwrap_or(0);
+    Ok(c)
+}
+
+const CATALOGUE_COLUMNS: &str = "c.body, c.next_harvest_at, \
+     (SELECT COUNT(*) FROM federated_entries e WHERE e.catalogue_id = c.id) AS entries";
+
+impl Store {
+    pub async fn insert_remote_catalogue(
+        &self,
+        catalogue: &RemoteCatalogue,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO remote_catalogues (id, created_at, next_harvest_at, body) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&catalogue.id)
+        .bind(&catalogue.created_at)
+        .bind(&catalogue.next_harvest_at)
+        .bind(json(catalogue)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("remote catalogue '{}'", catalogue.id)))?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_remote_catalogue(&self, id: &str) -> Result<Option<RemoteCatalogue>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CATALOGUE_COLUMNS} FROM remote_catalogues c WHERE c.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(catalogue_from_row).transpose()
+    }
+
+    pub async fn list_remote_catalogues(&self) -> Result<Vec<RemoteCatalogue>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CATALOGUE_COLUMNS} FROM remote_catalogues c ORDER BY c.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(catalogue_from_row).collect()
+    }
+
+    /// Remove a catalogue and every entry harvested from it.
+    pub async fn delete_remote_catalogue(&self, id: &str, entry: &NewLogEntry<'_>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM federated_staging WHERE catalogue_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM federated_entries WHERE catalogue_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM remote_catalogues WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone == 0 {
+            return Ok(false);
+        }
+        bump_catalogue_revision(&mut tx).await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The catalogues whose scheduled harvest is due at `now` and that no
+    /// harvest holds.
+    pub async fn due_remote_catalogues(&self, now: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM remote_catalogues WHERE next_harvest_at <= $1 \
+             AND (harvesting_until IS NULL OR harvesting_until < $1) ORDER BY next_harvest_at",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("id")?))
+            .collect()
+    }
+
+    /// Take the catalogue's harvest lease until `until`, unless a harvest
+    /// holds it at `now`. False when it is held (or there is no such catalogue).
+    pub async fn claim_harvest(&self, id: &str, now: &str, until: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE remote_catalogues SET harvesting_until = $2 WHERE id = $1 \
+             AND (harvesting_until IS NULL OR harvesting_until < $3)",
+        )
+        .bind(id)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Stage a batch of a harvest's records (one transaction).
+    pub async fn stage_federated(
+        &self,
+        harvest_id: &str,
+        catalogue_id: &str,
+        batch: &[StagedEntry],
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // Seven parameters a row; SQLite allows 32,766 in a statement.
+        for chunk in batch.chunks(1000) {
+            let mut sql = String::from(
+                "INSERT INTO federated_staging (harvest_id, id, catalogue_id, remote_id, digest, body, kept) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 7;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            // A feed that lists a dataset twice: the last record wins.
+            sql.push_str(
+                " ON CONFLICT (harvest_id, id) DO UPDATE SET digest = excluded.digest, \
+                 body = excluded.body, kept = excluded.kept",
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(harvest_id)
+                    .bind(&e.id)
+                    .bind(catalogue_id)
+                    .bind(&e.remote_id)
+                    .bind(&e.digest)
+                    .bind(&e.body)
+                    .bind(i32::from(e.kept));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether an earlier harvest of the catalogue brought this record.
+    pub async fn federated_entry_exists(&self, catalogue_id: &str, remote_id: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM federated_entries WHERE catalogue_id = $1 AND remote_id = $2",
+        )
+        .bind(catalogue_id)
+        .bind(remote_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Replace the catalogue's entries with the harvest's staged records,
+    /// record the report `finish` makes from the counts (with the log entry
+    /// it makes), release the lease and set the next harvest — one
+    /// transaction. Returns the log entry's index.
+    pub async fn finish_harvest<F>(
+        &self,
+        catalogue_id: &str,
+        harvest_id: &str,
+        next_harvest_at: &str,
+        finish: F,
+    ) -> Result<(HarvestCounts, i64)>
+    where
+        F: FnOnce(HarvestCounts) -> Result<(String, String, String, RemoteCatalogue)>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let mut counts = HarvestCounts::default();
+        for (slot, sql) in [
+            (
+                0,
+                "SELECT COUNT(*) AS n FROM federated_staging s WHERE s.harvest_id = $1 AND s.kept = 0 \
+                 AND NOT EXISTS (SELECT 1 FROM federated_entries e WHERE e.id = s.id)",
+            ),
+            (
+                1,
+                "SELECT COUNT(*) AS n FROM federated_staging s JOIN federated_entries e ON e.id = s.id \
+                 WHERE s.harvest_id = $1 AND s.kept = 0 AND e.digest <> s.digest",
+            ),
+            (
+                2,
+                "SELECT COUNT(*) AS n FROM federated_staging s JOIN federated_entries e ON e.id = s.id \
+                 WHERE s.harvest_id = $1 AND s.kept = 0 AND e.digest = s.digest",
+            ),
+        ] {
+            let n: i64 = sqlx::query(sql)
+                .bind(harvest_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match slot {
+                0 => counts.added = n,
+                1 => counts.updated = n,
+                _ => counts.unchanged = n,
+            }
+        }
+        counts.removed = sqlx::query(
+            "DELETE FROM federated_entries WHERE catalogue_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM federated_staging s WHERE s.harvest_id = $2 AND s.id = federated_entries.id)",
+        )
+        .bind(catalogue_id)
+        .bind(harvest_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO federated_entries (id, catalogue_id, remote_id, digest, body) \
+             SELECT id, catalogue_id, remote_id, digest, body FROM federated_staging \
+             WHERE harvest_id = $1 AND kept = 0 \
+             ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, body = excluded.body \
+             WHERE federated_entries.digest <> excluded.digest",
+        )
+        .bind(harvest_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM federated_staging WHERE harvest_id = $1")
+            .bind(harvest_id)
+            .execute(&mut *tx)
+            .await?;
+        let (kind, body, at, catalogue) = finish(counts)?;
+        let idx = append_entry(
+            &mut tx,
+            &NewLogEntry {
+                kind: &kind,
+                body: &body,
+                at: &at,
+            },
+        )
+        .await?;
+        let mut catalogue = catalogue;
+        if let Some(report) = catalogue.last_harvest.as_mut() {
+            report.log_index = u64::try_from(idx).ok();
+        }
+        let updated = sqlx::query(
+            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL WHERE id = $1",
+        )
+        .bind(catalogue_id)
+        .bind(json(&catalogue)?)
+        .bind(next_harvest_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "remote catalogue '{catalogue_id}' (removed during its harvest)"
+            )));
+        }
+        if counts.added + counts.updated + counts.removed > 0 {
+            bump_catalogue_revision(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok((counts, idx))
+    }
+
+    /// A harvest that failed: drop its staging, record the report and its
+    /// log entry, release the lease. The entries stay as they were.
+    pub async fn fail_harvest(
+        &self,
+        catalogue_id: &str,
+        harvest_id: &str,
+        next_harvest_at: &str,
+        catalogue: &RemoteCatalogue,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<i64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM federated_staging WHERE harvest_id = $1")
+            .bind(harvest_id)
+            .execute(&mut *tx)
+            .await?;
+        let idx = append_entry(&mut tx, entry).await?;
+        let mut catalogue = catalogue.clone();
+        if let Some(report) = catalogue.last_harvest.as_mut() {
+            report.log_index = u64::try_from(idx).ok();
+        }
+        sqlx::query(
+            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL WHERE id = $1",
+        )
+        .bind(catalogue_id)
+        .bind(json(&catalogue)?)
+        .bind(next_harvest_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(idx)
+    }
+
+    /// Every federated entry (for the search index), in id order.
+    pub async fn list_federated_entries(&self) -> Result<Vec<FederatedEntry>> {
+        let rows = sqlx::query("SELECT body FROM federated_entries ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .collect()
+    }
+
+    pub async fn get_federated_entry(&self, id: &str) -> Result<Option<FederatedEntry>> {
+        let row = sqlx::query("SELECT body FROM federated_entries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_json(&r.try_get::<String, _>("body")?))
+            .transpose()
+    }
+}
