@@ -94,7 +94,10 @@ pub fn routes() -> Router<AppState> {
         crate::participation::overdue_outcomes,
         crate::projects::create_project, crate::projects::list_projects, crate::projects::get_project,
         crate::projects::update_project, crate::projects::add_document, crate::projects::get_document,
-        crate::projects::sign_off, crate::projects::share, crate::projects::renew, crate::projects::retire
+        crate::projects::sign_off, crate::projects::share, crate::projects::renew, crate::projects::retire,
+        crate::federation::register_remote_catalogue, crate::federation::list_remote_catalogues,
+        crate::federation::get_remote_catalogue, crate::federation::remove_remote_catalogue,
+        crate::federation::harvest, crate::federation::search_federated, crate::federation::get_federated_entry
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -105,6 +108,7 @@ pub fn routes() -> Router<AppState> {
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public, outcomes of agreements, sharing projects"),
+        (name = "federation", description = "Other catalogues harvested into this one (DCAT-AP, CKAN), and their entries"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;
@@ -235,6 +239,10 @@ pub struct SearchParams {
     pub page: Option<String>,
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub per_page: Option<String>,
+    /// `local`, this trust's own entries (the only ones this endpoint
+    /// answers); entries harvested from other catalogues are searched at
+    /// `/api/v1/federated-entries`.
+    pub source: Option<String>,
 }
 
 impl SearchParams {
@@ -266,6 +274,14 @@ impl SearchParams {
                 },
             }
         };
+        if let Some(source) = some(&self.source)
+            && source != "local"
+        {
+            return Err(bad(
+                "source",
+                format!("'{source}' is not this trust's own catalogue: search /api/v1/federated-entries?source={source}"),
+            ));
+        }
         let text = self.q.clone().unwrap_or_default();
         if text.chars().count() > 500 {
             return Err(bad("q", "is longer than 500 characters".into()));

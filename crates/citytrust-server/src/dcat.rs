@@ -22,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use citytrust_model::Dataset;
 use citytrust_model::account::Organization;
-use citytrust_model::catalogue::{Spectrum, Theme, UpdateFrequency, ValueChainRole};
+use citytrust_model::catalogue::{
+    PublicationStatus, Spectrum, Theme, UpdateFrequency, ValueChainRole,
+};
 use citytrust_service::interop::ContentSummary;
 
 use crate::AppState;
@@ -82,6 +84,16 @@ pub(crate) fn access_right(s: Spectrum) -> (&'static str, &'static str) {
             ("RESTRICTED", "restricted")
         }
         Spectrum::Closed => ("NON_PUBLIC", "non-public"),
+    }
+}
+
+/// The EU dataset-status concept of a publication status (a harvester drops withdrawn entries).
+fn status(s: PublicationStatus) -> (&'static str, &'static str) {
+    match s {
+        PublicationStatus::Planned => ("DEVELOP", "Under development"),
+        PublicationStatus::Published => ("COMPLETED", "Completed"),
+        PublicationStatus::Archived => ("DEPRECATED", "Deprecated"),
+        PublicationStatus::Withdrawn => ("WITHDRAWN", "Withdrawn"),
     }
 }
 
@@ -231,6 +243,23 @@ impl Context<'_> {
                     .with("skos:prefLabel", Term::Text(label.into(), "en")),
             );
         }
+        nodes.push(
+            Node::named(format!("{EU}/dataset-status"), "skos:ConceptScheme")
+                .with("dct:title", Term::lit("Dataset status")),
+        );
+        for s in [
+            PublicationStatus::Planned,
+            PublicationStatus::Published,
+            PublicationStatus::Archived,
+            PublicationStatus::Withdrawn,
+        ] {
+            let (code, label) = status(s);
+            nodes.push(concept(
+                &format!("{EU}/dataset-status/{code}"),
+                label,
+                "dataset-status",
+            ));
+        }
         for f in UpdateFrequency::ALL {
             let (code, label) = frequency(f);
             nodes.push(
@@ -334,6 +363,13 @@ impl Context<'_> {
         ds.add(
             "dct:accessRights",
             Term::iri(format!("{EU}/access-right/{right}")),
+        );
+        ds.add(
+            "adms:status",
+            Term::iri(format!(
+                "{EU}/dataset-status/{}",
+                status(m.publication_status).0
+            )),
         );
         ds.add(
             "dct:accrualPeriodicity",

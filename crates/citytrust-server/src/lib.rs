@@ -14,6 +14,7 @@ pub mod cosigning;
 mod dcat;
 pub mod error;
 pub mod extract;
+mod federation;
 mod feedback;
 mod governance;
 mod health;
@@ -113,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         .merge(breaches::routes())
         .merge(participation::routes())
         .merge(projects::routes())
+        .merge(federation::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())
@@ -174,6 +176,18 @@ pub fn spawn_maintenance(service: Arc<Service>) {
         loop {
             tick.tick().await;
             cosigning.round(&cosigner).await;
+        }
+    });
+    // Other catalogues' scheduled harvests, each in its turn (a harvest
+    // another node holds is left to it).
+    let harvester = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = harvester.harvest_due().await {
+                tracing::warn!(error = %e, "scheduled harvests failed");
+            }
         }
     });
     tokio::spawn(async move {

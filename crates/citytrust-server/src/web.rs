@@ -39,6 +39,8 @@ use citytrust_model::{
     Spectrum, Theme, User,
 };
 use citytrust_service::accounts::{Session, new_form_token};
+use citytrust_model::federation::FederatedEntry;
+use citytrust_service::federation::FederatedQuery;
 use citytrust_service::search::FacetCount;
 use citytrust_service::{SearchQuery, ServiceError};
 use serde::de::DeserializeOwned;

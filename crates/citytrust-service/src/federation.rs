@@ -138,8 +138,10 @@ struct Tally {
 }
 
 impl Service {
-    /// Register a catalogue to harvest (administrators). Its first harvest
-    /// is due at once.
+    /// Register a catalogue to harvest (administrators) and harvest it
+    /// once, so the answer says at once whether its feed can be read (the
+    /// report is its `last_harvest`). It is harvested again every
+    /// `interval_hours`.
     pub async fn register_remote_catalogue(
         &self,
         actor: &Actor,
@@ -147,15 +149,16 @@ impl Service {
     ) -> Result<RemoteCatalogue> {
         authz::may_administer(actor)?;
         new.validate()?;
-        let now = rfc3339(self.now());
+        let now = self.now();
+        let interval_hours = new.interval_hours.unwrap_or(DEFAULT_HARVEST_HOURS);
         let catalogue = RemoteCatalogue {
             id: new.id.clone(),
             name: new.name.trim().to_string(),
             url: new.url.clone(),
             kind: new.kind,
-            interval_hours: new.interval_hours.unwrap_or(DEFAULT_HARVEST_HOURS),
-            created_at: now.clone(),
-            next_harvest_at: now,
+            interval_hours,
+            created_at: rfc3339(now),
+            next_harvest_at: rfc3339(now + time::Duration::hours(i64::from(interval_hours))),
             entries: 0,
             last_harvest: None,
             last_success_at: None,
@@ -172,7 +175,14 @@ impl Service {
         self.store
             .insert_remote_catalogue(&catalogue, &new_entry("catalogue.remote_registered", &body, &at))
             .await?;
-        Ok(catalogue)
+        match self.run_harvest(&catalogue.id, &|_| {}).await {
+            Ok(_) | Err(ServiceError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.store
+            .get_remote_catalogue(&catalogue.id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("remote catalogue '{}'", catalogue.id)))
     }
 
     /// The registered catalogues with their last harvests (administrators).
@@ -216,6 +226,27 @@ impl Service {
     ) -> Result<HarvestReport> {
         authz::may_administer(actor)?;
         self.run_harvest(id, progress).await
+    }
+
+    /// Harvest a catalogue now for the command line, which runs as a node
+    /// of the trust on its storage (whoever holds that runs the trust).
+    pub async fn harvest_now(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(HarvestProgress) + Send + Sync),
+    ) -> Result<HarvestReport> {
+        self.run_harvest(id, progress).await
+    }
+
+    /// The ids of the registered catalogues (for the command line).
+    pub async fn remote_catalogue_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list_remote_catalogues()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 
     /// Harvest every catalogue whose turn has come (the scheduler); a

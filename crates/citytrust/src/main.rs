@@ -112,6 +112,19 @@ enum Command {
         #[arg(long, env = "CITYTRUST_DATA", default_value = "./citytrust-data")]
         data: PathBuf,
     },
+    /// Harvest the remote catalogues registered on this trust (all of them,
+    /// or one) now, with a progress bar, and print each harvest's report as
+    /// JSON. Runs as a node of the trust, on its storage.
+    Harvest {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Only this catalogue (its id).
+        #[arg(long)]
+        catalogue: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -436,6 +449,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 user.username,
                 roles.join(", ")
             );
+            Ok(())
+        }
+        Command::Harvest {
+            storage,
+            catalogue,
+            quiet,
+        } => {
+            let service = open(&storage).await?;
+            let ids = match catalogue {
+                Some(id) => vec![id],
+                None => service.remote_catalogue_ids().await?,
+            };
+            if ids.is_empty() {
+                anyhow::bail!("no remote catalogue is registered (POST /api/v1/remote-catalogues)");
+            }
+            let mut failed = 0;
+            for id in ids {
+                let bar = indicatif::ProgressBar::with_draw_target(
+                    None,
+                    if quiet {
+                        indicatif::ProgressDrawTarget::hidden()
+                    } else {
+                        indicatif::ProgressDrawTarget::stderr_with_hz(8)
+                    },
+                );
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {prefix} [{wide_bar}] {pos}/{len} records {msg}",
+                ) {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(id.clone());
+                let shown = bar.clone();
+                let report = service
+                    .harvest_now(&id, &move |p| {
+                        shown.set_length(p.total.unwrap_or(p.records).max(p.records));
+                        shown.set_position(p.records);
+                        shown.set_message(format!("{} read", indicatif::HumanBytes(p.bytes)));
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+                bar.finish_and_clear();
+                if report.outcome == citytrust_model::federation::HarvestOutcome::Failed {
+                    failed += 1;
+                }
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "catalogue": id, "report": report }))?);
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} harvest(s) failed; the entries they would have changed are as they were");
+            }
             Ok(())
         }
         // Dispatched in `main` before the runtime starts.

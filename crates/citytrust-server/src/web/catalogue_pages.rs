@@ -11,6 +11,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/datasets/new", get(new_dataset_form))
         .route("/datasets/{id}", get(dataset_page).post(update_dataset))
         .route("/datasets/{id}/edit", get(edit_dataset_form))
+        .route("/federated/{id}", get(federated_page))
 }
 
 // ---- home -----------------------------------------------------------------------
@@ -76,6 +77,41 @@ struct SearchPage {
     active_filters: Vec<FacetLink>,
     pages: Vec<PageLink>,
     error: String,
+    /// Entries from other catalogues: the page's results when a remote
+    /// source is chosen, else the first few matches.
+    federated: Vec<FederatedCard>,
+    /// How many entries of other catalogues match (shown when no source is chosen).
+    federated_total: usize,
+    /// A remote source is chosen: the results are its entries.
+    remote: bool,
+}
+
+struct FederatedCard {
+    id: String,
+    title: String,
+    summary: String,
+    source: String,
+    publisher: String,
+    access: String,
+    formats: String,
+    modified: String,
+}
+
+fn federated_card(e: &FederatedEntry) -> FederatedCard {
+    let mut summary: String = e.description.chars().take(220).collect();
+    if e.description.chars().count() > 220 {
+        summary.push('…');
+    }
+    FederatedCard {
+        id: e.id.clone(),
+        title: e.title.clone(),
+        summary,
+        source: e.source.catalogue_name.clone(),
+        publisher: e.publisher.clone().unwrap_or_default(),
+        access: e.access_right.map(|a| a.label().to_string()).unwrap_or_default(),
+        formats: e.formats.join(", "),
+        modified: e.modified.as_deref().and_then(|m| m.get(..10)).unwrap_or("").to_string(),
+    }
 }
 
 fn params_get<'a>(p: &'a SearchParams, name: &str) -> &'a Option<String> {
@@ -88,6 +124,7 @@ fn params_get<'a>(p: &'a SearchParams, name: &str) -> &'a Option<String> {
         "personal_data" => &p.personal_data,
         "sort" => &p.sort,
         "page" => &p.page,
+        "source" => &p.source,
         _ => &p.per_page,
     }
 }
@@ -102,6 +139,7 @@ fn params_set(p: &mut SearchParams, name: &str, value: Option<String>) {
         "personal_data" => p.personal_data = value,
         "sort" => p.sort = value,
         "page" => p.page = value,
+        "source" => p.source = value,
         _ => p.per_page = value,
     }
 }
@@ -118,6 +156,7 @@ fn search_href(p: &SearchParams) -> String {
         "sort",
         "page",
         "per_page",
+        "source",
     ] {
         if let Some(v) = params_get(p, name).as_deref().filter(|v| !v.is_empty()) {
             s.append_pair(name, v);
@@ -142,6 +181,7 @@ fn with_param(p: &SearchParams, name: &str, value: Option<String>) -> String {
         sort: p.sort.clone(),
         page: None,
         per_page: p.per_page.clone(),
+        source: p.source.clone(),
     };
     params_set(&mut next, name, value);
     search_href(&next)
@@ -171,8 +211,14 @@ async fn search_page(
     RawQuery(raw): RawQuery,
 ) -> PageResult {
     let raw = raw.unwrap_or_default();
-    let params: SearchParams = serde_urlencoded::from_str(&raw).unwrap_or_default();
+    let mut params: SearchParams = serde_urlencoded::from_str(&raw).unwrap_or_default();
     let nav = viewer.nav("datasets");
+    // A remote source's entries are searched apart; the local search sees `source` only as "local".
+    let remote_source = params
+        .source
+        .clone()
+        .filter(|s| !s.is_empty() && s != "local");
+    let chosen_source = params.source.take();
     let (query, error) = match params.to_query() {
         Ok(q) => (q, String::new()),
         Err(e) => (
@@ -184,10 +230,36 @@ async fn search_page(
             e.detail,
         ),
     };
+    params.source = chosen_source;
     let results = state.service.search(&query)?;
     let orgs = organization_names(&state).await?;
+    let remote = remote_source.is_some();
+    let fed = state.service.search_federated(&FederatedQuery {
+        q: Some(query.text.clone()),
+        source: remote_source,
+        page: Some(if remote { query.page } else { 1 }),
+        per_page: Some(if remote { query.per_page } else { 5 }),
+    })?;
+    let mut sources = vec![FacetCount {
+        value: "local".into(),
+        label: "This city".into(),
+        count: results.total,
+    }];
+    sources.extend(fed.sources.iter().cloned());
     let f = &results.facets;
-    let facets = vec![
+    let source_group = FacetGroup {
+        title: "Source",
+        links: if fed.sources.is_empty() {
+            Vec::new()
+        } else {
+            facet_links(&params, "source", &sources)
+        },
+    };
+    let facets = if remote {
+        vec![source_group]
+    } else {
+        vec![
+        source_group,
         FacetGroup {
             title: "Classification",
             links: facet_links(&params, "spectrum", &f.spectrum),
@@ -208,7 +280,10 @@ async fn search_page(
             title: "Personal data",
             links: facet_links(&params, "personal_data", &f.personal_data),
         },
-    ];
+    ]
+    };
+    let total = if remote { fed.total } else { results.total };
+    let show_preview = remote || params.source.as_deref().is_none_or(str::is_empty);
     let active_filters = facets
         .iter()
         .flat_map(|g| g.links.iter())
@@ -221,7 +296,7 @@ async fn search_page(
             active: true,
         });
     let active_filters: Vec<FacetLink> = active_filters.collect();
-    let page_count = results.total.div_ceil(query.per_page.max(1)).max(1);
+    let page_count = total.div_ceil(query.per_page.max(1)).max(1);
     let pages = (1..=page_count)
         .filter(|n| *n == 1 || *n == page_count || n.abs_diff(query.page) <= 2)
         .map(|n| {
@@ -240,12 +315,47 @@ async fn search_page(
         nav,
         q: query.text.clone(),
         sort: params.sort.clone().unwrap_or_default(),
-        total: results.total,
-        results: results.items.iter().map(|d| card(d, &orgs)).collect(),
+        total,
+        results: if remote {
+            Vec::new()
+        } else {
+            results.items.iter().map(|d| card(d, &orgs)).collect()
+        },
         facets,
         active_filters,
         pages,
         error,
+        federated: if show_preview {
+            fed.items.iter().map(federated_card).collect()
+        } else {
+            Vec::new()
+        },
+        federated_total: if show_preview { fed.total } else { 0 },
+        remote,
+    })
+}
+
+// ---- a federated entry ------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "federated.html")]
+struct FederatedPageView {
+    nav: Nav,
+    e: FederatedEntry,
+    access: String,
+}
+
+/// An entry harvested from another catalogue: what its source says, and where to find it there.
+async fn federated_page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> PageResult {
+    let e = state.service.federated_entry(&id).await?;
+    render(&FederatedPageView {
+        nav: viewer.nav("datasets"),
+        access: e.access_right.map(|a| a.label().to_string()).unwrap_or_default(),
+        e,
     })
 }
 
