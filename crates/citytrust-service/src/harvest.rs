@@ -550,7 +550,19 @@ fn ckan_record(site: &str, index: usize, p: &serde_json::Value) -> Record {
         record: name.clone(),
         reason,
     };
-    if s("state").is_some_and(|st| st != "active") || p.get("private").and_then(|v| v.as_bool()) == Some(true) {
+    let extra = |key: &str| {
+        p.get("extras")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .find(|e| e.get("key").and_then(|k| k.as_str()) == Some(key))
+            .and_then(|e| e.get("value").and_then(|v| v.as_str()))
+    };
+    // Deleted, private, or (as CityTrust's CKAN API says) withdrawn: not harvested.
+    if s("state").is_some_and(|st| st != "active")
+        || p.get("private").and_then(|v| v.as_bool()) == Some(true)
+        || extra("publication_status") == Some("withdrawn")
+    {
         return Record::Withdrawn { remote_id: name };
     }
     let title = s("title").unwrap_or_else(|| name.clone());
@@ -605,18 +617,7 @@ fn ckan_record(site: &str, index: usize, p: &serde_json::Value) -> Record {
                 .collect()
         })
         .unwrap_or_default();
-    let access_right = p
-        .get("extras")
-        .and_then(|e| e.as_array())
-        .into_iter()
-        .flatten()
-        .find(|e| {
-            e.get("key")
-                .and_then(|k| k.as_str())
-                .is_some_and(|k| k == "access_rights" || k == "dct:accessRights")
-        })
-        .and_then(|e| e.get("value").and_then(|v| v.as_str()))
-        .and_then(AccessRight::from_iri);
+    let access_right = extra("access_rights").and_then(AccessRight::from_iri);
     Record::Entry(Box::new(FederatedEntry {
         id: String::new(),
         source: FederatedSource {
