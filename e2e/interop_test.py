@@ -3,6 +3,8 @@
 - the catalogue (/catalog.ttl, and /catalog.jsonld, which must be the same
   graph) validated with pySHACL against the official DCAT-AP 3.0.1 shapes
   (e2e/dcat-ap/): zero violations;
+- federation: this demo harvests its own /catalog.ttl, and the CKAN API of
+  a second demo node (SECOND_URL), and finds the entries with their source;
 - the CKAN-compatible API driven through the real `ckanapi` client:
   package_search with a query and a facet, package_show, organization_list
   with all_fields, an open resource downloaded through its returned URL, and
@@ -185,6 +187,80 @@ class Ckan(unittest.TestCase):
         }
         for path, status in statuses.items():
             self.assertEqual(requests.get(f"{BASE}/api/3/action/{path}", timeout=30).status_code, status, path)
+
+
+class Federation(unittest.TestCase):
+    """Harvesting: the demo's own DCAT-AP catalogue, and a second node's CKAN API."""
+
+    @classmethod
+    def setUpClass(cls):
+        r = requests.post(BASE + "/api/v1/auth/token",
+                          json={"username": "admin", "password": "demo-password"}, timeout=30)
+        r.raise_for_status()
+        cls.auth = {"Authorization": "Bearer " + r.json()["token"]}
+
+    def register(self, id, url, kind):
+        r = requests.post(BASE + "/api/v1/remote-catalogues", headers=self.auth, timeout=120,
+                          json={"id": id, "name": f"Harvested {id}", "url": url, "kind": kind})
+        self.assertEqual(r.status_code, 201, r.text)
+        c = r.json()
+        report = c["last_harvest"]
+        print(f"\n  {id}: {report['records']} records, {report['added']} added, "
+              f"{report['rejected']} rejected, {report['bytes']} bytes")
+        self.assertEqual(report["outcome"], "succeeded", report)
+        self.assertEqual(report["rejected"], 0, report["rejected_records"])
+        return c
+
+    def listed(self, base):
+        """The entries a catalogue lists, not withdrawn, by landing page."""
+        graph = Graph().parse(data=requests.get(base + "/catalog.ttl", timeout=60).text, format="turtle")
+        adms = Namespace("http://www.w3.org/ns/adms#")
+        withdrawn = URIRef(EU + "/dataset-status/WITHDRAWN")
+        return {str(graph.value(d, DCAT.landingPage)): str(graph.value(d, DCT.title))
+                for d in graph.subjects(RDF.type, DCAT.Dataset)
+                if graph.value(d, adms.status) != withdrawn}
+
+    def entries(self, source):
+        out, page = [], 1
+        while True:
+            r = requests.get(BASE + "/api/v1/federated-entries",
+                             params={"source": source, "per_page": 100, "page": page}, timeout=30)
+            r.raise_for_status()
+            body = r.json()
+            out += body["items"]
+            if len(out) >= body["total"] or not body["items"]:
+                return out
+            page += 1
+
+    def test_the_demo_harvests_its_own_dcat_ap_catalogue(self):
+        c = self.register("self-ttl", BASE + "/catalog.ttl", "dcat")
+        listed = self.listed(BASE)
+        self.assertEqual(c["entries"], len(listed))
+        got = {e["landing_page"]: e["title"] for e in self.entries("self-ttl")}
+        self.assertEqual(got, listed)
+        # Found by a word of a title, with the source facet counting it.
+        word = sorted(listed.values())[0].split()[0]
+        r = requests.get(BASE + "/api/v1/federated-entries", params={"q": word}, timeout=30).json()
+        self.assertIn("self-ttl", [s["value"] for s in r["sources"]])
+        # Harvested again, nothing changed.
+        r = requests.post(BASE + "/api/v1/remote-catalogues/self-ttl/harvest", headers=self.auth, timeout=120)
+        self.assertEqual(r.status_code, 200, r.text)
+        again = r.json()
+        self.assertEqual((again["added"], again["updated"], again["removed"], again["unchanged"]),
+                         (0, 0, 0, len(listed)))
+
+    def test_the_demo_harvests_a_second_nodes_ckan_api(self):
+        second = os.environ["SECOND_URL"].rstrip("/")
+        c = self.register("neighbour", second, "ckan")
+        listed = self.listed(second)
+        self.assertEqual(c["entries"], len(listed))
+        client = ckanapi.RemoteCKAN(second)
+        count = client.action.package_search(rows=0)["count"]
+        self.assertGreaterEqual(count, len(listed))
+        got = {e["title"] for e in self.entries("neighbour")}
+        self.assertEqual(got, set(listed.values()))
+        page = requests.get(BASE + "/datasets", params={"source": "neighbour"}, timeout=30).text
+        self.assertIn(f"{len(listed)} datasets from another catalogue", page)
 
 
 if __name__ == "__main__":
