@@ -39,7 +39,8 @@ themes = ["energy", "buildings", "mobility", "transport", "health", "environment
           "government", "safety", "education", "culture", "technology", "boundaries"]
 spectra = ["open"] * 5 + ["shared_public"] * 2 + ["shared_group", "shared_specific", "closed"]
 formats = ["CSV", "GeoJSON", "Parquet", "JSON", "GTFS", "XLSX"]
-for i in range(n):
+start = int(__import__("os").environ.get("START", "0"))  # the first number (to add more later)
+for i in range(start, start + n):
     s, p, k = rng.choice(subjects), rng.choice(places), rng.choice(kinds)
     body = {
         "id": f"bench-{i:05d}",

@@ -10,7 +10,7 @@
 # Usage: bench/harvest.sh   (needs the venv scripts/test makes: pyshacl brings rdflib)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=target/release/citytrust
+BIN=${BIN:-target/release/citytrust}
 [ -x "$BIN" ] || cargo build --release --locked --bin citytrust
 WORK=$(mktemp -d /tmp/citytrust-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -41,8 +41,8 @@ harvest() { # id kind url → prints the report's figures and the wall time
   echo "$out" | python3 -c '
 import json, sys
 d = json.load(sys.stdin); r = d.get("last_harvest", d)
-print(f"  outcome {r[\"outcome\"]}: {r[\"records\"]} records, {r[\"added\"]} added, {r[\"updated\"]} updated, "
-      f"{r[\"unchanged\"]} unchanged, {r[\"rejected\"]} rejected, {r[\"bytes\"]/1e6:.1f} MB read")'
+print("  outcome %s: %d records, %d added, %d updated, %d unchanged, %d rejected, %.1f MB read" % (
+    r["outcome"], r["records"], r["added"], r["updated"], r["unchanged"], r["rejected"], r["bytes"] / 1e6))' 
   echo "  wall time: $(( (t1 - t0) / 1000000 )) ms; A's RSS $(( $(kb $SERVE_A VmRSS) / 1024 )) MB, peak $(( $(kb $SERVE_A VmHWM) / 1024 )) MB"
 }
 
@@ -53,7 +53,7 @@ echo "B: $total datasets; A before: RSS $(( $(kb $SERVE_A VmRSS) / 1024 )) MB, p
 echo "harvest of $total entries (all new):"
 harvest new b1k
 echo "generating 9,000 more on B…"
-python3 bench/gen_catalogue.py "$B" 9000
+START=1000 python3 bench/gen_catalogue.py "$B" 9000
 total=$(curl -fsS "$B/api/v1/datasets?per_page=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 echo "B: $total datasets"
 curl -fsS -o "$WORK/catalog.ttl" "$B/catalog.ttl"

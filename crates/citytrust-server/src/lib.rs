@@ -10,6 +10,7 @@ pub mod api;
 mod breaches;
 mod ckan;
 mod content;
+mod dataspace;
 pub mod cosigning;
 mod dcat;
 pub mod error;
@@ -115,6 +116,7 @@ pub fn app(state: AppState) -> Router {
         .merge(participation::routes())
         .merge(projects::routes())
         .merge(federation::routes())
+        .merge(dataspace::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

@@ -176,6 +176,17 @@ pub(crate) struct Who {
 }
 
 impl Who {
+    /// Someone of an organisation the trust does not know (what a catalogue
+    /// offered to other organisations is decided for). No user name can be
+    /// written with parentheses, so it is no one's.
+    pub(crate) fn outsider() -> Who {
+        Who {
+            user: Some("(participant)".into()),
+            roles: vec![],
+            orgs: vec![("(participant)".into(), vec![])],
+        }
+    }
+
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Principal<'_>) -> T) -> T {
         let groups: Vec<Vec<&str>> = self
             .orgs

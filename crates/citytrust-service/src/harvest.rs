@@ -29,6 +29,9 @@ const SKOS_PREF_LABEL: &str = "http://www.w3.org/2004/02/skos/core#prefLabel";
 pub const MAX_PENDING: usize = 1000;
 /// Distributions no dataset has claimed yet, kept at most.
 const MAX_LOOSE: usize = 100_000;
+/// Statements held at once, at most: a feed that is not grouped by dataset
+/// (or one dataset of millions of statements) is refused, not followed.
+pub const MAX_WINDOW_STATEMENTS: usize = 1_000_000;
 /// Publishers' names remembered, at most.
 const MAX_NAMES: usize = 10_000;
 /// The longest title, description, keyword and list a record may carry.
@@ -81,6 +84,8 @@ struct Assembler {
     loose: usize,
     /// Datasets a catalogue lists (`dcat:dataset`) that have had no statement yet.
     announced: HashSet<String>,
+    /// Statements in `window`.
+    held: usize,
 }
 
 fn key_of(s: &NamedOrBlankNode) -> String {
@@ -147,6 +152,7 @@ impl Assembler {
             self.owner_of.insert(dist.clone(), subject.clone());
         }
         self.window.entry(subject).or_default().push((predicate, object));
+        self.held += 1;
         if let Some(d) = discovered
             && !self.pending_set.contains(&d)
             && !self.taken.contains(&hash(&d))
@@ -220,6 +226,7 @@ impl Assembler {
         let mut stack = vec![subject.to_string()];
         while let Some(s) = stack.pop() {
             if let Some(st) = self.window.remove(&s) {
+                self.held = self.held.saturating_sub(st.len());
                 for (_, o) in st {
                     if let Obj::Blank(b) = o {
                         stack.push(b);
@@ -306,7 +313,15 @@ impl DcatFeed {
     fn drain(&mut self, out: &mut Vec<Record>) -> Result<(), String> {
         while let Some(next) = self.parser.parse_next() {
             match next {
-                Ok(t) => self.assembler.triple(t, out),
+                Ok(t) => {
+                    self.assembler.triple(t, out);
+                    if self.assembler.held > MAX_WINDOW_STATEMENTS {
+                        return Err(format!(
+                            "more than {MAX_WINDOW_STATEMENTS} statements about datasets not yet complete: \
+                             the feed does not keep each dataset's statements together"
+                        ));
+                    }
+                }
                 Err(e) => {
                     let at = e.location().start;
                     return Err(format!(
@@ -755,6 +770,28 @@ mod tests {
         assert_eq!(out.len(), 5000);
         assert!(out.iter().all(|r| matches!(r, Record::Entry(e) if e.formats == ["CSV"])));
         assert!(most < 20, "the window grew to {most}");
+    }
+
+    #[test]
+    fn a_feed_that_never_completes_a_dataset_is_refused_not_followed() {
+        let mut feed = DcatFeed::new("https://r.example/");
+        let mut out = Vec::new();
+        feed.push(b"<https://r.example/d> a <http://www.w3.org/ns/dcat#Dataset> .\n", &mut out)
+            .unwrap();
+        // A distribution it lists that never arrives, and statements about it without end.
+        feed.push(b"<https://r.example/d> <http://www.w3.org/ns/dcat#distribution> <https://r.example/never> .\n", &mut out).unwrap();
+        let mut err = None;
+        for i in 0..(MAX_WINDOW_STATEMENTS / 1000 + 2) {
+            let mut chunk = String::new();
+            for j in 0..1000 {
+                chunk.push_str(&format!("<https://r.example/d> <http://www.w3.org/ns/dcat#keyword> \"k{i}-{j}\" .\n"));
+            }
+            if let Err(e) = feed.push(chunk.as_bytes(), &mut out) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert!(err.is_some_and(|e| e.contains("statements")));
     }
 
     #[test]

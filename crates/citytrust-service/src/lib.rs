@@ -11,6 +11,7 @@ pub mod breaches;
 pub mod catalogue;
 pub mod clock;
 pub mod content;
+pub mod dataspace;
 pub mod cosigning;
 mod error;
 pub mod federation;

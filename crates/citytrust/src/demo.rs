@@ -908,3 +908,50 @@ mod tests {
         }
     }
 }
+
+/// The demo's peers are trusts it federates with too: once a peer answers,
+/// its `/catalog.ttl` is registered (and so harvested) as a remote
+/// catalogue, harvested again every hour. A peer registered on an earlier
+/// run is left as it is.
+pub fn federate_with_peers(service: std::sync::Arc<Service>, peers: Vec<String>) {
+    tokio::spawn(async move {
+        let admin = match service.store().list_users().await {
+            Ok(users) => users.into_iter().find(|u| u.roles.contains(&Role::Administrator)),
+            Err(e) => {
+                tracing::warn!(error = %e, "demo federation: no administrator");
+                return;
+            }
+        };
+        let Some(admin) = admin else { return };
+        let actor = Actor::from_user(&admin);
+        let client = reqwest::Client::new();
+        for (n, peer) in peers.iter().enumerate() {
+            let base = peer.trim_end_matches('/').to_string();
+            let id = format!("peer-{}", n + 1);
+            loop {
+                let up = client
+                    .get(format!("{base}/healthz"))
+                    .timeout(std::time::Duration::from_secs(5))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if up {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+            }
+            let new = citytrust_model::federation::NewRemoteCatalogue {
+                id: id.clone(),
+                name: format!("The peer trust at {base}"),
+                url: format!("{base}/catalog.ttl"),
+                kind: citytrust_model::federation::RemoteKind::Dcat,
+                interval_hours: Some(1),
+            };
+            match service.register_remote_catalogue(&actor, new).await {
+                Ok(c) => tracing::info!(catalogue = %id, entries = c.entries, "federating with the peer's catalogue"),
+                Err(citytrust_service::ServiceError::Conflict(_)) => {}
+                Err(e) => tracing::warn!(catalogue = %id, error = %e, "demo federation failed"),
+            }
+        }
+    });
+}

@@ -672,6 +672,9 @@ async fn serve(
     for peer in &args.peers {
         citytrust_server::cosigning::spawn_peering(service.clone(), peer.clone());
     }
+    if demo.is_some() && !args.peers.is_empty() {
+        demo::federate_with_peers(service.clone(), args.peers.clone());
+    }
     let app = citytrust_server::app(state);
     let url = format!("http://{addr}/");
     tracing::info!(%url, datasets = service.catalogue_size(), ready_ms = started.elapsed().as_millis() as u64, "serving");

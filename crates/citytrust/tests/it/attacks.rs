@@ -1159,3 +1159,58 @@ async fn json_of_close(app: &TestApp, trustee: &str, id: &str) {
         .await;
     assert_eq!(res.status(), 200);
 }
+
+/// A remote catalogue is an untrusted author: its feed may not reach another
+/// source's entries, script the portal, or make its entries readable or
+/// editable as the city's own.
+#[tokio::test]
+async fn a_hostile_feed_reaches_nothing_but_its_own_entries() {
+    use crate::federation::{federated, harvest, register, serve_feed};
+    let a = TestApp::start().await;
+    let admin = a.token("admin").await;
+    let honest = serve_feed().await;
+    *honest.answer.lock().unwrap() = (
+        200,
+        "<https://x.example/d/1> a <http://www.w3.org/ns/dcat#Dataset> ; <http://purl.org/dc/terms/title> \"Honest\" .\n".into(),
+    );
+    let hostile = serve_feed().await;
+    // The same dataset IRI, a script for a title, a javascript: landing page.
+    *hostile.answer.lock().unwrap() = (
+        200,
+        "<https://x.example/d/1> a <http://www.w3.org/ns/dcat#Dataset> ; \
+         <http://purl.org/dc/terms/title> \"<script>alert(1)</script>\" ; \
+         <http://www.w3.org/ns/dcat#landingPage> <javascript:alert(1)> .\n"
+            .into(),
+    );
+    register(&a, &admin, "one", &honest.url, "dcat").await;
+    register(&a, &admin, "two", &hostile.url, "dcat").await;
+    let one = federated(&a, "source=one").await;
+    let two = federated(&a, "source=two").await;
+    assert_eq!(one["items"][0]["title"], "Honest");
+    assert_ne!(one["items"][0]["id"], two["items"][0]["id"]);
+    // No javascript: link is kept (the dataset's own IRI stands in); the title is text on every page.
+    assert_eq!(two["items"][0]["landing_page"], "https://x.example/d/1", "{two}");
+    let id = two["items"][0]["id"].as_str().unwrap().to_string();
+    for path in ["/datasets?source=two".to_string(), "/datasets?q=alert".to_string(), format!("/federated/{id}")] {
+        let page = a.page(&path).await;
+        assert!(!page.contains("<script>alert"), "{path}");
+        assert!(!page.contains("javascript:"), "{path}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") || page.contains("&#60;script&#62;"), "{path}: {page}");
+    }
+    // Dropping the dataset from the hostile feed removes only its own copy.
+    *hostile.answer.lock().unwrap() = (200, String::new());
+    let r = harvest(&a, &admin, "two").await;
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(federated(&a, "source=one").await["total"], 1);
+    // A federated entry is no dataset here: nothing reads or edits it as one.
+    let alice = a.token("alice").await;
+    let one_id = one["items"][0]["id"].as_str().unwrap();
+    for res in [
+        a.get(&format!("/api/v1/datasets/{one_id}"), None).await,
+        a.get(&format!("/api/v1/datasets/{one_id}/data?purpose=research"), Some(&alice)).await,
+        a.patch_json(&format!("/api/v1/datasets/{one_id}"), Some(&admin), &json!({"title": "Mine"})).await,
+    ] {
+        assert_eq!(res.status(), 404);
+    }
+    assert_eq!(federated(&a, "source=one").await["items"][0]["title"], "Honest");
+}

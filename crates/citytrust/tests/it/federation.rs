@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{TestApp, assert_problem, dataset};
 
-async fn register(app: &TestApp, token: &str, id: &str, url: &str, kind: &str) -> Value {
+pub(crate) async fn register(app: &TestApp, token: &str, id: &str, url: &str, kind: &str) -> Value {
     let res = app
         .post_json(
             "/api/v1/remote-catalogues",
@@ -21,7 +21,7 @@ async fn register(app: &TestApp, token: &str, id: &str, url: &str, kind: &str) -
     res.json().await.unwrap()
 }
 
-async fn harvest(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn harvest(app: &TestApp, token: &str, id: &str) -> Value {
     let res = app
         .post_json(
             &format!("/api/v1/remote-catalogues/{id}/harvest"),
@@ -33,7 +33,7 @@ async fn harvest(app: &TestApp, token: &str, id: &str) -> Value {
     res.json().await.unwrap()
 }
 
-async fn federated(app: &TestApp, query: &str) -> Value {
+pub(crate) async fn federated(app: &TestApp, query: &str) -> Value {
     let res = app
         .get(&format!("/api/v1/federated-entries?{query}"), None)
         .await;
@@ -234,12 +234,12 @@ async fn only_administrators_register_read_and_harvest_catalogues() {
 }
 
 /// A feed served from memory: each request answers the current (status, body).
-struct Feed {
-    url: String,
-    answer: Arc<Mutex<(u16, String)>>,
+pub(crate) struct Feed {
+    pub url: String,
+    pub answer: Arc<Mutex<(u16, String)>>,
 }
 
-async fn serve_feed() -> Feed {
+pub(crate) async fn serve_feed() -> Feed {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/catalog.ttl", listener.local_addr().unwrap());
     let answer = Arc::new(Mutex::new((200u16, String::new())));

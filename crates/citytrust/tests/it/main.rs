@@ -9,6 +9,7 @@ mod api;
 mod attacks;
 mod cli;
 mod content;
+mod dataspace;
 mod federation;
 mod governance;
 mod harness;
