@@ -1,5 +1,11 @@
-//! The administration page: organisations, accounts, memberships and
-//! groups, for administrators (`authz::may_administer`).
+//! The administration page: organisations, accounts, memberships, groups
+//! and the remote catalogues this trust harvests (register, harvest now,
+//! remove, with each one's last report), for administrators
+//! (`authz::may_administer`).
+
+use citytrust_model::federation::{
+    HarvestOutcome, NewRemoteCatalogue, RejectedRecord, RemoteCatalogue, RemoteKind,
+};
 
 use super::*;
 
@@ -10,6 +16,15 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/users", post(admin_create_user))
         .route("/admin/memberships", post(admin_add_membership))
         .route("/admin/groups", post(admin_create_group))
+        .route("/admin/remote-catalogues", post(admin_register_catalogue))
+        .route(
+            "/admin/remote-catalogues/{id}/harvest",
+            post(admin_harvest_catalogue),
+        )
+        .route(
+            "/admin/remote-catalogues/{id}/remove",
+            post(admin_remove_catalogue),
+        )
 }
 
 // ---- administration -------------------------------------------------------------
@@ -28,6 +43,60 @@ struct GroupRow {
     members: String,
 }
 
+struct CatalogueRow {
+    id: String,
+    name: String,
+    kind: &'static str,
+    url: String,
+    entries: u64,
+    /// "Succeeded 2026-… : 3 added, …" or "Failed …: why".
+    last: String,
+    failed: bool,
+    next: String,
+    rejected: Vec<RejectedRecord>,
+}
+
+fn catalogue_row(c: RemoteCatalogue) -> CatalogueRow {
+    let (last, failed, rejected) = match c.last_harvest {
+        None => ("Not harvested yet".to_string(), false, Vec::new()),
+        Some(r) => {
+            let when = r.finished_at.replace('T', " ").replace('Z', " UTC");
+            match r.outcome {
+                HarvestOutcome::Succeeded => (
+                    format!(
+                        "Succeeded {when}: {} records — {} added, {} updated, {} unchanged, {} removed, {} rejected",
+                        r.records, r.added, r.updated, r.unchanged, r.removed, r.rejected
+                    ),
+                    false,
+                    r.rejected_records,
+                ),
+                HarvestOutcome::Failed => (
+                    format!(
+                        "Failed {when}: {} — nothing changed",
+                        r.error.unwrap_or_default()
+                    ),
+                    true,
+                    r.rejected_records,
+                ),
+            }
+        }
+    };
+    CatalogueRow {
+        kind: match c.kind {
+            RemoteKind::Dcat => "DCAT-AP",
+            RemoteKind::Ckan => "CKAN",
+        },
+        next: c.next_harvest_at.replace('T', " ").replace('Z', " UTC"),
+        id: c.id,
+        name: c.name,
+        url: c.url,
+        entries: c.entries,
+        last,
+        failed,
+        rejected,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin.html")]
 struct AdminPage {
@@ -38,6 +107,7 @@ struct AdminPage {
     roles: Vec<Choice>,
     users: Vec<UserRow>,
     groups: Vec<GroupRow>,
+    catalogues: Vec<CatalogueRow>,
     message: String,
     errors: Vec<ErrorLink>,
 }
@@ -70,6 +140,9 @@ async fn admin_page(
         "done=user" => "Account created.",
         "done=membership" => "Membership added.",
         "done=group" => "Group created.",
+        "done=catalogue" => "Catalogue registered and harvested once: its report is below.",
+        "done=harvest" => "Harvest finished: its report is below.",
+        "done=removed" => "Catalogue removed, with its entries.",
         _ => "",
     };
     admin_view(&state, session, message.into(), Vec::new()).await
@@ -88,7 +161,15 @@ async fn admin_view(
         .collect();
     let users = state.service.list_users(&session.actor).await?;
     let groups = state.service.list_groups().await?;
+    let catalogues = state
+        .service
+        .remote_catalogues(&session.actor)
+        .await?
+        .into_iter()
+        .map(catalogue_row)
+        .collect();
     let page = AdminPage {
+        catalogues,
         nav: Viewer(Some(session.clone())).nav("admin"),
         org_choices: organizations
             .iter()
@@ -253,4 +334,65 @@ async fn admin_create_group(State(state): State<AppState>, signed: SignedForm) -
         .await
         .map(|_| ());
     admin_outcome(&state, session, result, "group").await
+}
+
+async fn admin_register_catalogue(
+    State(state): State<AppState>,
+    signed: SignedForm,
+) -> PageResult {
+    let (form, session) = admin_form(&signed)?;
+    let interval_hours = match form.opt("interval_hours") {
+        None => None,
+        Some(h) => match h.trim().parse::<u32>() {
+            Ok(h) => Some(h),
+            Err(_) => {
+                let errors = vec![FieldError {
+                    field: "interval_hours".into(),
+                    message: format!("'{h}' is not a whole number of hours"),
+                }];
+                return admin_view(&state, session, String::new(), errors).await;
+            }
+        },
+    };
+    let kind = match form.one("kind").as_str() {
+        "ckan" => RemoteKind::Ckan,
+        _ => RemoteKind::Dcat,
+    };
+    let new = NewRemoteCatalogue {
+        id: form.one("id"),
+        name: form.one("name"),
+        url: form.one("url"),
+        kind,
+        interval_hours,
+    };
+    let result = state
+        .service
+        .register_remote_catalogue(&session.actor, new)
+        .await
+        .map(|_| ());
+    admin_outcome(&state, session, result, "catalogue").await
+}
+
+async fn admin_harvest_catalogue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let (_, session) = admin_form(&signed)?;
+    let result = state
+        .service
+        .harvest(&session.actor, &id, &|_| {})
+        .await
+        .map(|_| ());
+    admin_outcome(&state, session, result, "harvest").await
+}
+
+async fn admin_remove_catalogue(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let (_, session) = admin_form(&signed)?;
+    let result = state.service.remove_remote_catalogue(&session.actor, &id).await;
+    admin_outcome(&state, session, result, "removed").await
 }

@@ -2490,3 +2490,62 @@ async fn a_projects_page_shows_its_checklist_and_only_trustees_sign_off_through_
         .unwrap();
     assert_eq!(res.status(), 403, "trustees do not add others' documents");
 }
+
+#[tokio::test]
+async fn an_administrator_registers_harvests_and_removes_a_catalogue_through_the_portal() {
+    let b = TestApp::start().await;
+    let alice = b.token("alice").await;
+    b.create_dataset(&alice, &crate::harness::dataset("Tram stops", "city-energy", "open"))
+        .await;
+    let a = TestApp::start().await;
+    let feed = b.url("/catalog.ttl");
+    // Not for anyone else: the form's endpoints refuse a non-administrator.
+    let mut member = Browser::new(&a);
+    member.sign_in("alice").await;
+    let csrf = member.csrf().await;
+    let res = member
+        .post(
+            "/admin/remote-catalogues",
+            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed)],
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+
+    let mut admin = Browser::new(&a);
+    admin.sign_in("admin").await;
+    let csrf = admin.csrf().await;
+    // A bad interval is named, and what was sent registers nothing.
+    let res = admin
+        .post(
+            "/admin/remote-catalogues",
+            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed), ("interval_hours", "soon")],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("is not a whole number of hours"));
+    let res = admin
+        .post(
+            "/admin/remote-catalogues",
+            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed), ("interval_hours", "6")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = admin.get("/admin?done=catalogue").await.text().await.unwrap();
+    assert!(page.contains("Succeeded"), "{page}");
+    assert!(page.contains("1 records — 1 added"), "{page}");
+    let res = admin
+        .post("/admin/remote-catalogues/b/harvest", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = admin.get("/admin?done=harvest").await.text().await.unwrap();
+    assert!(page.contains("1 unchanged"), "{page}");
+    // The entry is in the catalogue's search, under its source.
+    let search = admin.get("/datasets?q=tram").await.text().await.unwrap();
+    assert!(search.contains("1 more in other catalogues"), "{search}");
+    let res = admin
+        .post("/admin/remote-catalogues/b/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let search = admin.get("/datasets?q=tram").await.text().await.unwrap();
+    assert!(!search.contains("other catalogues"));
+}
