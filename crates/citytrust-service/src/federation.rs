@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{random_hex, sha256_hex};
-use crate::harvest::{DcatFeed, Record, ckan_page};
+use crate::harvest::{ChannelReader, DcatFeed, FeedSyntax, Record, ckan_page, parse_blocking};
 use crate::ledger::new_entry;
 use crate::search::FacetCount;
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -635,29 +635,83 @@ impl Stager<'_> {
             .get(
                 client,
                 &url,
-                "text/turtle, application/n-triples;q=0.9, */*;q=0.1",
+                "text/turtle, application/n-triples;q=0.9, application/ld+json;q=0.8, \
+                 application/rdf+xml;q=0.7, */*;q=0.1",
             )
             .await?;
-        let mut feed = DcatFeed::new(&url);
+        let syntax = FeedSyntax::of(
+            response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            &url,
+        );
         let mut hasher = sha2::Sha256::new();
+        // Turtle is parsed here as it arrives; JSON-LD and RDF/XML parsers
+        // read, so they run on a blocking thread fed the chunks.
+        let mut turtle = (syntax == FeedSyntax::Turtle).then(|| DcatFeed::new(&url));
+        let (chunks, records) = if turtle.is_none() {
+            let (chunk_tx, chunk_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+            let (record_tx, record_rx) = tokio::sync::mpsc::unbounded_channel();
+            let base = url.clone();
+            let parser = tokio::task::spawn_blocking(move || {
+                parse_blocking(syntax, &base, ChannelReader::new(chunk_rx), &record_tx)
+            });
+            (Some(chunk_tx), Some((record_rx, parser)))
+        } else {
+            (None, None)
+        };
+        let (mut records, parser) = match records {
+            Some((rx, p)) => (Some(rx), Some(p)),
+            None => (None, None),
+        };
+        let mut chunks = chunks;
         let mut out = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("the feed broke off after {} bytes: {e}", self.tally.bytes))?
-        {
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| format!("the feed broke off after {} bytes: {e}", self.tally.bytes))?;
+            let Some(chunk) = chunk else { break };
             self.tally.bytes += chunk.len() as u64;
             if self.tally.bytes > MAX_FEED_BYTES {
                 return Err(format!("the feed is larger than {MAX_FEED_BYTES} bytes"));
             }
             hasher.update(&chunk);
-            feed.push(&chunk, &mut out)?;
+            if let Some(feed) = turtle.as_mut() {
+                feed.push(&chunk, &mut out)?;
+            }
+            if let Some(tx) = &chunks
+                && tx.send(chunk.to_vec()).await.is_err()
+            {
+                // The parser stopped early: its error is waiting below.
+                chunks = None;
+            }
+            if let Some(rx) = records.as_mut() {
+                while let Ok(batch) = rx.try_recv() {
+                    out.extend(batch?);
+                }
+            }
             if !out.is_empty() {
                 self.take(std::mem::take(&mut out)).await?;
                 self.report(progress);
             }
         }
-        feed.finish(&mut out)?;
+        if let Some(feed) = turtle.as_mut() {
+            feed.finish(&mut out)?;
+        }
+        drop(chunks);
+        if let Some(mut rx) = records {
+            while let Some(batch) = rx.recv().await {
+                out.extend(batch?);
+                if out.len() >= BATCH {
+                    self.take(std::mem::take(&mut out)).await?;
+                }
+            }
+        }
+        if let Some(p) = parser {
+            p.await.map_err(|e| format!("the feed's parser failed: {e}"))?;
+        }
         self.take(out).await?;
         self.tally.feed_sha256 = hex::encode(hasher.finalize());
         self.report(progress);

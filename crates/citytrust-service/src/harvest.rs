@@ -159,6 +159,12 @@ impl Assembler {
         {
             self.pending_set.insert(d.clone());
             self.pending.push_back(d);
+            // The dataset before it may be complete now.
+            if self.pending.len() >= 2
+                && let Some(previous) = self.pending.get(self.pending.len() - 2).cloned()
+            {
+                self.take_if_ready(&previous, out);
+            }
             while self.pending.len() > MAX_PENDING {
                 if let Some(oldest) = self.pending.pop_front() {
                     self.take(&oldest, out);
@@ -208,8 +214,12 @@ impl Assembler {
             .unwrap_or_default()
     }
 
+    /// Take `dataset` if its block and its distributions' have ended and a
+    /// later dataset has begun (RDF/XML nests a distribution inside its
+    /// dataset and states the link after it, so a dataset's block may
+    /// resume until the next dataset).
     fn take_if_ready(&mut self, dataset: &str, out: &mut Vec<Record>) {
-        if !self.ended.contains(dataset) {
+        if !self.ended.contains(dataset) || self.pending.back().map(String::as_str) == Some(dataset) {
             return;
         }
         let ready = self
@@ -275,6 +285,144 @@ impl Assembler {
                 record: d,
                 reason: "the catalogue lists it but the feed says nothing about it".into(),
             });
+        }
+    }
+}
+
+/// The RDF syntax of a DCAT-AP feed: from its media type, else its URL's
+/// extension, else Turtle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedSyntax {
+    /// Turtle, or N-Triples (which is Turtle too).
+    Turtle,
+    JsonLd,
+    RdfXml,
+}
+
+impl FeedSyntax {
+    pub fn of(content_type: Option<&str>, url: &str) -> FeedSyntax {
+        let media = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match media.as_str() {
+            "application/ld+json" | "application/json" => return FeedSyntax::JsonLd,
+            "application/rdf+xml" | "application/xml" | "text/xml" => return FeedSyntax::RdfXml,
+            "text/turtle" | "application/n-triples" | "application/x-turtle" => {
+                return FeedSyntax::Turtle;
+            }
+            _ => {}
+        }
+        let path = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(url)
+            .to_ascii_lowercase();
+        if path.ends_with(".jsonld") || path.ends_with(".json") {
+            FeedSyntax::JsonLd
+        } else if path.ends_with(".rdf") || path.ends_with(".xml") {
+            FeedSyntax::RdfXml
+        } else {
+            FeedSyntax::Turtle
+        }
+    }
+}
+
+/// Bytes sent from the async side, read on a blocking thread.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(next) => {
+                    self.current = next;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Parse a JSON-LD or RDF/XML feed from `reader` on this (blocking) thread,
+/// sending the records as they complete; an error ends the feed. Remote
+/// JSON-LD contexts are not fetched: a feed that needs one is refused,
+/// naming it.
+pub fn parse_blocking(
+    syntax: FeedSyntax,
+    base: &str,
+    reader: impl std::io::Read,
+    tx: &tokio::sync::mpsc::UnboundedSender<Result<Vec<Record>, String>>,
+) {
+    let mut assembler = Assembler::default();
+    let mut out = Vec::new();
+    let mut fed = |t: oxrdf::Triple, out: &mut Vec<Record>| -> Result<(), String> {
+        assembler.triple(t, out);
+        if assembler.held > MAX_WINDOW_STATEMENTS {
+            return Err(format!(
+                "more than {MAX_WINDOW_STATEMENTS} statements about datasets not yet complete: \
+                 the feed does not keep each dataset's statements together"
+            ));
+        }
+        if out.len() >= 64 {
+            let _ = tx.send(Ok(std::mem::take(out)));
+        }
+        Ok(())
+    };
+    let result: Result<(), String> = match syntax {
+        FeedSyntax::JsonLd => {
+            let parser = oxjsonld::JsonLdParser::new();
+            let parser = parser.clone().with_base_iri(base).unwrap_or(parser);
+            let mut quads = parser.for_reader(reader).with_load_document_callback(|url, _| {
+                Err(format!("the feed needs the remote JSON-LD context {url}, which is not fetched").into())
+            });
+            quads.try_for_each(|q| {
+                let q = q.map_err(|e| format!("the feed is not valid JSON-LD: {e}"))?;
+                if q.graph_name.is_default_graph() {
+                    fed(oxrdf::Triple::new(q.subject, q.predicate, q.object), &mut out)?;
+                }
+                Ok(())
+            })
+        }
+        FeedSyntax::RdfXml => {
+            let parser = oxrdfxml::RdfXmlParser::new();
+            let parser = parser.clone().with_base_iri(base).unwrap_or(parser);
+            parser.for_reader(reader).try_for_each(|t| {
+                let t = t.map_err(|e| format!("the feed is not valid RDF/XML: {e}"))?;
+                fed(t, &mut out)
+            })
+        }
+        FeedSyntax::Turtle => Err("Turtle is read as it arrives, not here".into()),
+    };
+    match result {
+        Ok(()) => {
+            assembler.finish(&mut out);
+            let _ = tx.send(Ok(out));
+        }
+        Err(e) => {
+            let _ = tx.send(Err(e));
         }
     }
 }
@@ -792,6 +940,62 @@ mod tests {
             }
         }
         assert!(err.is_some_and(|e| e.contains("statements")));
+    }
+
+    fn blocking(syntax: FeedSyntax, doc: &str) -> Result<Vec<Record>, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        parse_blocking(syntax, "https://r.example/", std::io::Cursor::new(doc.to_string()), &tx);
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(batch) = rx.blocking_recv() {
+            out.extend(batch?);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn json_ld_and_rdf_xml_feeds_give_the_same_records_as_turtle() {
+        let jsonld = r#"{"@context": {"dcat": "http://www.w3.org/ns/dcat#", "dct": "http://purl.org/dc/terms/"},
+          "@graph": [
+            {"@id": "https://remote.example/d/trees", "@type": "dcat:Dataset",
+             "dct:title": {"@value": "Street trees", "@language": "en"},
+             "dcat:keyword": ["trees", "green"],
+             "dcat:distribution": {"@id": "https://remote.example/d/trees/csv"}},
+            {"@id": "https://remote.example/d/trees/csv", "@type": "dcat:Distribution",
+             "dct:format": {"@id": "http://publications.europa.eu/resource/authority/file-type/CSV"}}
+          ]}"#;
+        let rdfxml = r#"<?xml version="1.0"?>
+<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:dcat="http://www.w3.org/ns/dcat#" xmlns:dct="http://purl.org/dc/terms/">
+  <dcat:Dataset rdf:about="https://remote.example/d/trees">
+    <dct:title xml:lang="en">Street trees</dct:title>
+    <dcat:keyword>trees</dcat:keyword>
+    <dcat:keyword>green</dcat:keyword>
+    <dcat:distribution>
+      <dcat:Distribution rdf:about="https://remote.example/d/trees/csv">
+        <dct:format rdf:resource="http://publications.europa.eu/resource/authority/file-type/CSV"/>
+      </dcat:Distribution>
+    </dcat:distribution>
+  </dcat:Dataset>
+</rdf:RDF>"#;
+        for (syntax, doc) in [(FeedSyntax::JsonLd, jsonld), (FeedSyntax::RdfXml, rdfxml)] {
+            let out = blocking(syntax, doc).unwrap();
+            let [Record::Entry(e)] = out.as_slice() else {
+                panic!("{syntax:?}: {out:?}")
+            };
+            assert_eq!(e.title, "Street trees", "{syntax:?}");
+            let mut k = e.keywords.clone();
+            k.sort();
+            assert_eq!(k, ["green", "trees"], "{syntax:?}");
+            assert_eq!(e.formats, ["CSV"], "{syntax:?}");
+        }
+        // A remote context is not fetched: the feed is refused, naming it.
+        let err = blocking(FeedSyntax::JsonLd, r#"{"@context": "https://contexts.example/dcat.jsonld", "@id": "https://r.example/d"}"#)
+            .unwrap_err();
+        assert!(err.contains("https://contexts.example/dcat.jsonld"), "{err}");
+        assert!(blocking(FeedSyntax::RdfXml, "<rdf:RDF").is_err());
+        assert_eq!(FeedSyntax::of(Some("application/ld+json; charset=utf-8"), "https://x/c"), FeedSyntax::JsonLd);
+        assert_eq!(FeedSyntax::of(None, "https://x/catalog.rdf"), FeedSyntax::RdfXml);
+        assert_eq!(FeedSyntax::of(Some("text/plain"), "https://x/catalog"), FeedSyntax::Turtle);
     }
 
     #[test]

@@ -152,6 +152,26 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
             .starts_with(&b.url("/dataset/"))
     );
 
+    // B's JSON-LD export reads the same as its Turtle.
+    let c = register(&a, &admin_a, "b-jsonld", &b.url("/catalog.jsonld"), "dcat").await;
+    assert_eq!(c["last_harvest"]["outcome"], "succeeded", "{c}");
+    let mut from_jsonld: Vec<String> = federated(&a, "source=b-jsonld").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["title"].as_str().unwrap().to_string())
+        .collect();
+    let mut from_turtle: Vec<String> = federated(&a, "source=b").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["title"].as_str().unwrap().to_string())
+        .collect();
+    from_jsonld.sort();
+    from_turtle.sort();
+    assert_eq!(from_jsonld, from_turtle);
+    assert_eq!(from_jsonld.len(), 2);
+
     // Removing a catalogue removes its entries.
     let res = a.delete("/api/v1/remote-catalogues/b-ckan", Some(&admin_a)).await;
     assert_eq!(res.status(), 204);
