@@ -802,3 +802,39 @@ test('the project\'s lead fills it in through the page without JavaScript, and m
   await a.context().close();
   assert.ok(url.includes('/projects/prj-'));
 });
+
+test('an administrator registers a catalogue to harvest, and its entries are found under their source', async () => {
+  const admin = await newPage({ width: 1280, height: 900 });
+  await signIn(admin, 'admin');
+  await admin.goto(`${BASE}/admin`);
+  const form = admin.locator('form', { has: admin.getByRole('heading', { name: 'Register a catalogue' }) });
+  await form.getByLabel('Identifier').fill('mirror');
+  await form.getByLabel('Name shown as the source').fill('A mirror of this trust');
+  await form.getByLabel('Kind').selectOption('dcat');
+  await form.getByLabel('URL').fill(`${BASE}/catalog.ttl`);
+  await form.getByLabel('Harvest every (hours)').fill('12');
+  await form.getByRole('button', { name: 'Register and harvest' }).click();
+  await admin.waitForURL(`${BASE}/admin?done=catalogue`);
+  const table = admin.getByRole('region', { name: 'Remote catalogues table' });
+  assert.match(await table.innerText(), /A mirror of this trust[\s\S]*Succeeded[\s\S]*added, 0 updated/);
+  await assertAccessible(admin, 'the admin page with a remote catalogue');
+
+  // Anyone searching finds the harvested entries below the city's own, and under their source.
+  const p = await newPage({ width: 1280, height: 900 });
+  await p.goto(`${BASE}/datasets?q=energy`);
+  assert.match(await p.getByRole('heading', { name: /more in other catalogues/ }).innerText(), /\d+ more in other catalogues/);
+  await p.getByRole('link', { name: /A mirror of this trust/ }).first().click();
+  assert.match(await p.getByRole('heading', { level: 2, name: /from another catalogue/ }).innerText(), /\d+ datasets? from another catalogue/);
+  await assertAccessible(p, 'search under a remote source');
+  await p.locator('.card-federated h3 a').first().click();
+  assert.match(await p.locator('main').innerText(), /cannot be changed here/);
+  await assertAccessible(p, 'a federated entry');
+  await p.context().close();
+
+  // Removing it takes its entries away.
+  await admin.getByRole('button', { name: 'Remove A mirror of this trust' }).click();
+  await admin.waitForURL(`${BASE}/admin?done=removed`);
+  await admin.goto(`${BASE}/datasets?q=energy`);
+  assert.equal(await admin.getByRole('heading', { name: /more in other catalogues/ }).count(), 0);
+  await admin.context().close();
+});
