@@ -281,7 +281,11 @@ mod tests {
 
     #[test]
     fn only_plain_http_urls_are_registered() {
-        assert!(new("https://opendata.example/catalog.ttl").validate().is_ok());
+        assert!(
+            new("https://opendata.example/catalog.ttl")
+                .validate()
+                .is_ok()
+        );
         for bad in [
             "file:///etc/passwd",
             "ftp://x.example/a",
@@ -297,7 +301,10 @@ mod tests {
     fn ids_never_collide_with_local_slugs() {
         let id = federated_id("bcn", "https://x.example/datasets/a#dataset");
         assert!(id.starts_with("bcn:") && id.len() == 4 + 16);
-        assert_ne!(id, federated_id("bcn", "https://x.example/datasets/b#dataset"));
+        assert_ne!(
+            id,
+            federated_id("bcn", "https://x.example/datasets/b#dataset")
+        );
     }
 
     #[test]

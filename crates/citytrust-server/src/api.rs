@@ -279,7 +279,9 @@ impl SearchParams {
         {
             return Err(bad(
                 "source",
-                format!("'{source}' is not this trust's own catalogue: search /api/v1/federated-entries?source={source}"),
+                format!(
+                    "'{source}' is not this trust's own catalogue: search /api/v1/federated-entries?source={source}"
+                ),
             ));
         }
         let text = self.q.clone().unwrap_or_default();

@@ -38,10 +38,15 @@ fn catalog_error(status: StatusCode, reason: impl Into<String>) -> Response {
 
 fn failed(e: ServiceError) -> Response {
     match e {
-        ServiceError::NotFound(what) => catalog_error(StatusCode::NOT_FOUND, format!("no {what} is offered")),
+        ServiceError::NotFound(what) => {
+            catalog_error(StatusCode::NOT_FOUND, format!("no {what} is offered"))
+        }
         e => {
             tracing::error!(error = %e, "DSP catalogue failed");
-            catalog_error(StatusCode::INTERNAL_SERVER_ERROR, "the catalogue could not be made")
+            catalog_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the catalogue could not be made",
+            )
         }
     }
 }
@@ -88,7 +93,11 @@ async fn catalog_request(State(state): State<AppState>, body: Bytes) -> Response
 }
 
 async fn dataset(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.service.dsp_dataset(&id, &crate::base_url(&state)).await {
+    match state
+        .service
+        .dsp_dataset(&id, &crate::base_url(&state))
+        .await
+    {
         Ok(d) => Json(d).into_response(),
         Err(e) => failed(e),
     }

@@ -54,10 +54,7 @@ pub(crate) async fn register_remote_catalogue(
     SignedIn(actor): SignedIn,
     ApiJson(new): ApiJson<NewRemoteCatalogue>,
 ) -> Result<Response, ApiError> {
-    let c = state
-        .service
-        .register_remote_catalogue(&actor, new)
-        .await?;
+    let c = state.service.register_remote_catalogue(&actor, new).await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 

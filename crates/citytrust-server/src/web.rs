@@ -34,12 +34,12 @@ use citytrust_model::catalogue::{
     Accuracy, Completeness, Contact, Dataset, DatasetInput, FrameworkClass, Licence, Location,
     Period, PublicationStatus, Structure, UpdateFrequency,
 };
+use citytrust_model::federation::FederatedEntry;
 use citytrust_model::{
     Actor, FieldError, NewGroup, NewOrganization, NewUser, Organization, OrganizationKind, Role,
     Spectrum, Theme, User,
 };
 use citytrust_service::accounts::{Session, new_form_token};
-use citytrust_model::federation::FederatedEntry;
 use citytrust_service::federation::FederatedQuery;
 use citytrust_service::search::FacetCount;
 use citytrust_service::{SearchQuery, ServiceError};

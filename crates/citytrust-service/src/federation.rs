@@ -13,12 +13,12 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use citytrust_model::{Actor, ValidationErrors, authz};
 use citytrust_model::federation::{
     DEFAULT_HARVEST_HOURS, FederatedEntry, FederatedSource, HarvestOutcome, HarvestReport,
     MAX_REJECTED_LISTED, NewRemoteCatalogue, RejectedRecord, RemoteCatalogue, RemoteKind,
     federated_id,
 };
+use citytrust_model::{Actor, ValidationErrors, authz};
 use citytrust_store::StagedEntry;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -116,10 +116,7 @@ impl FederatedIndex {
     }
 
     fn snapshot(&self) -> Arc<Vec<Indexed>> {
-        self.entries
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_default()
+        self.entries.read().map(|g| g.clone()).unwrap_or_default()
     }
 }
 
@@ -173,7 +170,10 @@ impl Service {
             }),
         )?;
         self.store
-            .insert_remote_catalogue(&catalogue, &new_entry("catalogue.remote_registered", &body, &at))
+            .insert_remote_catalogue(
+                &catalogue,
+                &new_entry("catalogue.remote_registered", &body, &at),
+            )
             .await?;
         match self.run_harvest(&catalogue.id, &|_| {}).await {
             Ok(_) | Err(ServiceError::Conflict(_)) => {}
@@ -403,7 +403,11 @@ impl Service {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("CityTrust/", env!("CARGO_PKG_VERSION"), " (harvester)"))
+            .user_agent(concat!(
+                "CityTrust/",
+                env!("CARGO_PKG_VERSION"),
+                " (harvester)"
+            ))
             .build()
         {
             Ok(c) => c,
@@ -456,7 +460,10 @@ impl Service {
                 .entry(s.catalogue_id.as_str())
                 .or_insert((s.catalogue_name.as_str(), 0))
                 .1 += 1;
-            if q.source.as_deref().is_some_and(|want| want != s.catalogue_id) {
+            if q.source
+                .as_deref()
+                .is_some_and(|want| want != s.catalogue_id)
+            {
                 continue;
             }
             let in_title = words.iter().filter(|w| e.title.contains(**w)).count();
@@ -710,7 +717,8 @@ impl Stager<'_> {
             }
         }
         if let Some(p) = parser {
-            p.await.map_err(|e| format!("the feed's parser failed: {e}"))?;
+            p.await
+                .map_err(|e| format!("the feed's parser failed: {e}"))?;
         }
         self.take(out).await?;
         self.tally.feed_sha256 = hex::encode(hasher.finalize());
@@ -740,7 +748,9 @@ impl Stager<'_> {
             {
                 body.extend_from_slice(&chunk);
                 if body.len() > MAX_CKAN_PAGE_BYTES {
-                    return Err(format!("{url} answered more than {MAX_CKAN_PAGE_BYTES} bytes"));
+                    return Err(format!(
+                        "{url} answered more than {MAX_CKAN_PAGE_BYTES} bytes"
+                    ));
                 }
             }
             self.tally.bytes += body.len() as u64;

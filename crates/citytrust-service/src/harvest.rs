@@ -130,7 +130,9 @@ impl Assembler {
             && let Obj::Lit { value, .. } = &object
             && self.names.len() < MAX_NAMES
         {
-            self.names.entry(subject.clone()).or_insert_with(|| value.clone());
+            self.names
+                .entry(subject.clone())
+                .or_insert_with(|| value.clone());
         }
         let mut discovered = match (&*predicate, &object) {
             (RDF_TYPE, Obj::Iri(class)) if named && class == &format!("{DCAT}Dataset") => {
@@ -151,7 +153,10 @@ impl Assembler {
         if let (true, Obj::Iri(dist)) = (predicate == format!("{DCAT}distribution"), &object) {
             self.owner_of.insert(dist.clone(), subject.clone());
         }
-        self.window.entry(subject).or_default().push((predicate, object));
+        self.window
+            .entry(subject)
+            .or_default()
+            .push((predicate, object));
         self.held += 1;
         if let Some(d) = discovered
             && !self.pending_set.contains(&d)
@@ -219,7 +224,8 @@ impl Assembler {
     /// dataset and states the link after it, so a dataset's block may
     /// resume until the next dataset).
     fn take_if_ready(&mut self, dataset: &str, out: &mut Vec<Record>) {
-        if !self.ended.contains(dataset) || self.pending.back().map(String::as_str) == Some(dataset) {
+        if !self.ended.contains(dataset) || self.pending.back().map(String::as_str) == Some(dataset)
+        {
             return;
         }
         let ready = self
@@ -395,13 +401,21 @@ pub fn parse_blocking(
         FeedSyntax::JsonLd => {
             let parser = oxjsonld::JsonLdParser::new();
             let parser = parser.clone().with_base_iri(base).unwrap_or(parser);
-            let mut quads = parser.for_reader(reader).with_load_document_callback(|url, _| {
-                Err(format!("the feed needs the remote JSON-LD context {url}, which is not fetched").into())
-            });
+            let mut quads = parser
+                .for_reader(reader)
+                .with_load_document_callback(|url, _| {
+                    Err(format!(
+                        "the feed needs the remote JSON-LD context {url}, which is not fetched"
+                    )
+                    .into())
+                });
             quads.try_for_each(|q| {
                 let q = q.map_err(|e| format!("the feed is not valid JSON-LD: {e}"))?;
                 if q.graph_name.is_default_graph() {
-                    fed(oxrdf::Triple::new(q.subject, q.predicate, q.object), &mut out)?;
+                    fed(
+                        oxrdf::Triple::new(q.subject, q.predicate, q.object),
+                        &mut out,
+                    )?;
                 }
                 Ok(())
             })
@@ -486,7 +500,9 @@ impl DcatFeed {
 }
 
 fn objects<'a>(st: &'a Statements, predicate: &'a str) -> impl Iterator<Item = &'a Obj> + 'a {
-    st.iter().filter(move |(p, _)| p == predicate).map(|(_, o)| o)
+    st.iter()
+        .filter(move |(p, _)| p == predicate)
+        .map(|(_, o)| o)
 }
 
 /// The best literal among `predicate`'s values: English, then untagged, then any.
@@ -498,7 +514,11 @@ fn text(st: &Statements, predicate: &str) -> Option<String> {
         })
         .collect();
     lits.iter()
-        .find(|(_, l)| l.as_deref().is_some_and(|l| l.eq_ignore_ascii_case("en") || l.to_ascii_lowercase().starts_with("en-")))
+        .find(|(_, l)| {
+            l.as_deref().is_some_and(|l| {
+                l.eq_ignore_ascii_case("en") || l.to_ascii_lowercase().starts_with("en-")
+            })
+        })
         .or_else(|| lits.iter().find(|(_, l)| l.is_none()))
         .or_else(|| lits.first())
         .map(|(v, _)| v.trim().to_string())
@@ -528,7 +548,9 @@ fn build(
         record: dataset.to_string(),
         reason,
     };
-    if objects(st, ADMS_STATUS).any(|o| matches!(o, Obj::Iri(i) if last_segment(i).eq_ignore_ascii_case("withdrawn"))) {
+    if objects(st, ADMS_STATUS)
+        .any(|o| matches!(o, Obj::Iri(i) if last_segment(i).eq_ignore_ascii_case("withdrawn")))
+    {
         return Record::Withdrawn {
             remote_id: dataset.to_string(),
         };
@@ -595,9 +617,9 @@ fn build(
         objects(s, &format!("{DCT}license")).find_map(|o| match o {
             Obj::Iri(i) => Some(i.clone()),
             Obj::Lit { value, .. } => Some(value.clone()),
-            Obj::Blank(b) => window.get(b).and_then(|s| {
-                text(s, &format!("{DCT}title")).or_else(|| text(s, SKOS_PREF_LABEL))
-            }),
+            Obj::Blank(b) => window
+                .get(b)
+                .and_then(|s| text(s, &format!("{DCT}title")).or_else(|| text(s, SKOS_PREF_LABEL))),
         })
     };
     let mut licence = licence_of(st);
@@ -734,7 +756,9 @@ fn ckan_record(site: &str, index: usize, p: &serde_json::Value) -> Record {
     }
     let description = s("notes").unwrap_or_default();
     if description.chars().count() > MAX_DESCRIPTION {
-        return reject(format!("notes are longer than {MAX_DESCRIPTION} characters"));
+        return reject(format!(
+            "notes are longer than {MAX_DESCRIPTION} characters"
+        ));
     }
     let keywords: Vec<String> = p
         .get("tags")
@@ -865,7 +889,9 @@ mod tests {
         );
         assert_eq!(trees.access_right, Some(AccessRight::Public));
         assert!(matches!(&whole[1], Record::Rejected { reason, .. } if reason == "no dct:title"));
-        assert!(matches!(&whole[2], Record::Withdrawn { remote_id } if remote_id.ends_with("/gone")));
+        assert!(
+            matches!(&whole[2], Record::Withdrawn { remote_id } if remote_id.ends_with("/gone"))
+        );
         let Record::Entry(blank) = &whole[3] else {
             panic!("{:?}", whole[3])
         };
@@ -916,7 +942,10 @@ mod tests {
         }
         feed.finish(&mut out).unwrap();
         assert_eq!(out.len(), 5000);
-        assert!(out.iter().all(|r| matches!(r, Record::Entry(e) if e.formats == ["CSV"])));
+        assert!(
+            out.iter()
+                .all(|r| matches!(r, Record::Entry(e) if e.formats == ["CSV"]))
+        );
         assert!(most < 20, "the window grew to {most}");
     }
 
@@ -924,15 +953,20 @@ mod tests {
     fn a_feed_that_never_completes_a_dataset_is_refused_not_followed() {
         let mut feed = DcatFeed::new("https://r.example/");
         let mut out = Vec::new();
-        feed.push(b"<https://r.example/d> a <http://www.w3.org/ns/dcat#Dataset> .\n", &mut out)
-            .unwrap();
+        feed.push(
+            b"<https://r.example/d> a <http://www.w3.org/ns/dcat#Dataset> .\n",
+            &mut out,
+        )
+        .unwrap();
         // A distribution it lists that never arrives, and statements about it without end.
         feed.push(b"<https://r.example/d> <http://www.w3.org/ns/dcat#distribution> <https://r.example/never> .\n", &mut out).unwrap();
         let mut err = None;
         for i in 0..(MAX_WINDOW_STATEMENTS / 1000 + 2) {
             let mut chunk = String::new();
             for j in 0..1000 {
-                chunk.push_str(&format!("<https://r.example/d> <http://www.w3.org/ns/dcat#keyword> \"k{i}-{j}\" .\n"));
+                chunk.push_str(&format!(
+                    "<https://r.example/d> <http://www.w3.org/ns/dcat#keyword> \"k{i}-{j}\" .\n"
+                ));
             }
             if let Err(e) = feed.push(chunk.as_bytes(), &mut out) {
                 err = Some(e);
@@ -944,7 +978,12 @@ mod tests {
 
     fn blocking(syntax: FeedSyntax, doc: &str) -> Result<Vec<Record>, String> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        parse_blocking(syntax, "https://r.example/", std::io::Cursor::new(doc.to_string()), &tx);
+        parse_blocking(
+            syntax,
+            "https://r.example/",
+            std::io::Cursor::new(doc.to_string()),
+            &tx,
+        );
         drop(tx);
         let mut out = Vec::new();
         while let Some(batch) = rx.blocking_recv() {
@@ -989,13 +1028,28 @@ mod tests {
             assert_eq!(e.formats, ["CSV"], "{syntax:?}");
         }
         // A remote context is not fetched: the feed is refused, naming it.
-        let err = blocking(FeedSyntax::JsonLd, r#"{"@context": "https://contexts.example/dcat.jsonld", "@id": "https://r.example/d"}"#)
-            .unwrap_err();
-        assert!(err.contains("https://contexts.example/dcat.jsonld"), "{err}");
+        let err = blocking(
+            FeedSyntax::JsonLd,
+            r#"{"@context": "https://contexts.example/dcat.jsonld", "@id": "https://r.example/d"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("https://contexts.example/dcat.jsonld"),
+            "{err}"
+        );
         assert!(blocking(FeedSyntax::RdfXml, "<rdf:RDF").is_err());
-        assert_eq!(FeedSyntax::of(Some("application/ld+json; charset=utf-8"), "https://x/c"), FeedSyntax::JsonLd);
-        assert_eq!(FeedSyntax::of(None, "https://x/catalog.rdf"), FeedSyntax::RdfXml);
-        assert_eq!(FeedSyntax::of(Some("text/plain"), "https://x/catalog"), FeedSyntax::Turtle);
+        assert_eq!(
+            FeedSyntax::of(Some("application/ld+json; charset=utf-8"), "https://x/c"),
+            FeedSyntax::JsonLd
+        );
+        assert_eq!(
+            FeedSyntax::of(None, "https://x/catalog.rdf"),
+            FeedSyntax::RdfXml
+        );
+        assert_eq!(
+            FeedSyntax::of(Some("text/plain"), "https://x/catalog"),
+            FeedSyntax::Turtle
+        );
     }
 
     #[test]
@@ -1007,15 +1061,25 @@ mod tests {
             {"name": "old", "title": "Old", "state": "deleted"},
             {"title": "nameless"}
         ]}});
-        let (count, records) = ckan_page("https://ckan.example/", body.to_string().as_bytes()).unwrap();
+        let (count, records) =
+            ckan_page("https://ckan.example/", body.to_string().as_bytes()).unwrap();
         assert_eq!(count, 3);
         let Record::Entry(e) = &records[0] else {
             panic!("{:?}", records[0])
         };
-        assert_eq!(e.landing_page.as_deref(), Some("https://ckan.example/dataset/trees"));
+        assert_eq!(
+            e.landing_page.as_deref(),
+            Some("https://ckan.example/dataset/trees")
+        );
         assert_eq!(e.formats, ["CSV"]);
         assert!(matches!(&records[1], Record::Withdrawn { .. }));
-        assert!(matches!(&records[2], Record::Rejected { remote_id: None, .. }));
+        assert!(matches!(
+            &records[2],
+            Record::Rejected {
+                remote_id: None,
+                ..
+            }
+        ));
         assert!(ckan_page("https://x", b"{\"success\": false}").is_err());
     }
 }

@@ -13,7 +13,9 @@ use citytrust_model::federation::{FederatedEntry, RemoteCatalogue};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry, bump_catalogue_revision, conflict};
+use crate::{
+    NewLogEntry, Result, Store, StoreError, append_entry, bump_catalogue_revision, conflict,
+};
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -207,7 +209,11 @@ impl Store {
     }
 
     /// Whether an earlier harvest of the catalogue brought this record.
-    pub async fn federated_entry_exists(&self, catalogue_id: &str, remote_id: &str) -> Result<bool> {
+    pub async fn federated_entry_exists(
+        &self,
+        catalogue_id: &str,
+        remote_id: &str,
+    ) -> Result<bool> {
         let row = sqlx::query(
             "SELECT 1 AS one FROM federated_entries WHERE catalogue_id = $1 AND remote_id = $2",
         )

@@ -916,7 +916,9 @@ mod tests {
 pub fn federate_with_peers(service: std::sync::Arc<Service>, peers: Vec<String>) {
     tokio::spawn(async move {
         let admin = match service.store().list_users().await {
-            Ok(users) => users.into_iter().find(|u| u.roles.contains(&Role::Administrator)),
+            Ok(users) => users
+                .into_iter()
+                .find(|u| u.roles.contains(&Role::Administrator)),
             Err(e) => {
                 tracing::warn!(error = %e, "demo federation: no administrator");
                 return;
@@ -948,7 +950,9 @@ pub fn federate_with_peers(service: std::sync::Arc<Service>, peers: Vec<String>)
                 interval_hours: Some(1),
             };
             match service.register_remote_catalogue(&actor, new).await {
-                Ok(c) => tracing::info!(catalogue = %id, entries = c.entries, "federating with the peer's catalogue"),
+                Ok(c) => {
+                    tracing::info!(catalogue = %id, entries = c.entries, "federating with the peer's catalogue")
+                }
                 Err(citytrust_service::ServiceError::Conflict(_)) => {}
                 Err(e) => tracing::warn!(catalogue = %id, error = %e, "demo federation failed"),
             }

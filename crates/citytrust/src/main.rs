@@ -493,10 +493,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if report.outcome == citytrust_model::federation::HarvestOutcome::Failed {
                     failed += 1;
                 }
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "catalogue": id, "report": report }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "catalogue": id, "report": report })
+                    )?
+                );
             }
             if failed > 0 {
-                anyhow::bail!("{failed} harvest(s) failed; the entries they would have changed are as they were");
+                anyhow::bail!(
+                    "{failed} harvest(s) failed; the entries they would have changed are as they were"
+                );
             }
             Ok(())
         }

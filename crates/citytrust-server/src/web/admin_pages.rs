@@ -336,10 +336,7 @@ async fn admin_create_group(State(state): State<AppState>, signed: SignedForm) -
     admin_outcome(&state, session, result, "group").await
 }
 
-async fn admin_register_catalogue(
-    State(state): State<AppState>,
-    signed: SignedForm,
-) -> PageResult {
+async fn admin_register_catalogue(State(state): State<AppState>, signed: SignedForm) -> PageResult {
     let (form, session) = admin_form(&signed)?;
     let interval_hours = match form.opt("interval_hours") {
         None => None,
@@ -393,6 +390,9 @@ async fn admin_remove_catalogue(
     signed: SignedForm,
 ) -> PageResult {
     let (_, session) = admin_form(&signed)?;
-    let result = state.service.remove_remote_catalogue(&session.actor, &id).await;
+    let result = state
+        .service
+        .remove_remote_catalogue(&session.actor, &id)
+        .await;
     admin_outcome(&state, session, result, "removed").await
 }

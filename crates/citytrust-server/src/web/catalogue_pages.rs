@@ -108,9 +108,17 @@ fn federated_card(e: &FederatedEntry) -> FederatedCard {
         summary,
         source: e.source.catalogue_name.clone(),
         publisher: e.publisher.clone().unwrap_or_default(),
-        access: e.access_right.map(|a| a.label().to_string()).unwrap_or_default(),
+        access: e
+            .access_right
+            .map(|a| a.label().to_string())
+            .unwrap_or_default(),
         formats: e.formats.join(", "),
-        modified: e.modified.as_deref().and_then(|m| m.get(..10)).unwrap_or("").to_string(),
+        modified: e
+            .modified
+            .as_deref()
+            .and_then(|m| m.get(..10))
+            .unwrap_or("")
+            .to_string(),
     }
 }
 
@@ -259,28 +267,28 @@ async fn search_page(
         vec![source_group]
     } else {
         vec![
-        source_group,
-        FacetGroup {
-            title: "Classification",
-            links: facet_links(&params, "spectrum", &f.spectrum),
-        },
-        FacetGroup {
-            title: "Theme",
-            links: facet_links(&params, "theme", &f.theme),
-        },
-        FacetGroup {
-            title: "Organisation",
-            links: facet_links(&params, "organization", &f.organization),
-        },
-        FacetGroup {
-            title: "Format",
-            links: facet_links(&params, "format", &f.format),
-        },
-        FacetGroup {
-            title: "Personal data",
-            links: facet_links(&params, "personal_data", &f.personal_data),
-        },
-    ]
+            source_group,
+            FacetGroup {
+                title: "Classification",
+                links: facet_links(&params, "spectrum", &f.spectrum),
+            },
+            FacetGroup {
+                title: "Theme",
+                links: facet_links(&params, "theme", &f.theme),
+            },
+            FacetGroup {
+                title: "Organisation",
+                links: facet_links(&params, "organization", &f.organization),
+            },
+            FacetGroup {
+                title: "Format",
+                links: facet_links(&params, "format", &f.format),
+            },
+            FacetGroup {
+                title: "Personal data",
+                links: facet_links(&params, "personal_data", &f.personal_data),
+            },
+        ]
     };
     let total = if remote { fed.total } else { results.total };
     let show_preview = remote || params.source.as_deref().is_none_or(str::is_empty);
@@ -354,7 +362,10 @@ async fn federated_page(
     let e = state.service.federated_entry(&id).await?;
     render(&FederatedPageView {
         nav: viewer.nav("datasets"),
-        access: e.access_right.map(|a| a.label().to_string()).unwrap_or_default(),
+        access: e
+            .access_right
+            .map(|a| a.label().to_string())
+            .unwrap_or_default(),
         e,
     })
 }

@@ -1189,13 +1189,24 @@ async fn a_hostile_feed_reaches_nothing_but_its_own_entries() {
     assert_eq!(one["items"][0]["title"], "Honest");
     assert_ne!(one["items"][0]["id"], two["items"][0]["id"]);
     // No javascript: link is kept (the dataset's own IRI stands in); the title is text on every page.
-    assert_eq!(two["items"][0]["landing_page"], "https://x.example/d/1", "{two}");
+    assert_eq!(
+        two["items"][0]["landing_page"], "https://x.example/d/1",
+        "{two}"
+    );
     let id = two["items"][0]["id"].as_str().unwrap().to_string();
-    for path in ["/datasets?source=two".to_string(), "/datasets?q=alert".to_string(), format!("/federated/{id}")] {
+    for path in [
+        "/datasets?source=two".to_string(),
+        "/datasets?q=alert".to_string(),
+        format!("/federated/{id}"),
+    ] {
         let page = a.page(&path).await;
         assert!(!page.contains("<script>alert"), "{path}");
         assert!(!page.contains("javascript:"), "{path}");
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;") || page.contains("&#60;script&#62;"), "{path}: {page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+                || page.contains("&#60;script&#62;"),
+            "{path}: {page}"
+        );
     }
     // Dropping the dataset from the hostile feed removes only its own copy.
     *hostile.answer.lock().unwrap() = (200, String::new());
@@ -1207,10 +1218,22 @@ async fn a_hostile_feed_reaches_nothing_but_its_own_entries() {
     let one_id = one["items"][0]["id"].as_str().unwrap();
     for res in [
         a.get(&format!("/api/v1/datasets/{one_id}"), None).await,
-        a.get(&format!("/api/v1/datasets/{one_id}/data?purpose=research"), Some(&alice)).await,
-        a.patch_json(&format!("/api/v1/datasets/{one_id}"), Some(&admin), &json!({"title": "Mine"})).await,
+        a.get(
+            &format!("/api/v1/datasets/{one_id}/data?purpose=research"),
+            Some(&alice),
+        )
+        .await,
+        a.patch_json(
+            &format!("/api/v1/datasets/{one_id}"),
+            Some(&admin),
+            &json!({"title": "Mine"}),
+        )
+        .await,
     ] {
         assert_eq!(res.status(), 404);
     }
-    assert_eq!(federated(&a, "source=one").await["items"][0]["title"], "Honest");
+    assert_eq!(
+        federated(&a, "source=one").await["items"][0]["title"],
+        "Honest"
+    );
 }

@@ -58,11 +58,26 @@ fn example(path: &str) -> Value {
 fn the_specifications_examples_validate_against_its_schemas() {
     let mut dsp = Dsp::new();
     for (example_file, schema) in [
-        ("catalog/example/catalog.json", "catalog/catalog-schema.json"),
-        ("catalog/example/dataset.json", "catalog/dataset-schema.json"),
-        ("catalog/example/catalog-error.json", "catalog/catalog-error-schema.json"),
-        ("catalog/example/catalog-request-message.json", "catalog/catalog-request-message-schema.json"),
-        ("common/example/protocol-version.json", "common/protocol-version-schema.json"),
+        (
+            "catalog/example/catalog.json",
+            "catalog/catalog-schema.json",
+        ),
+        (
+            "catalog/example/dataset.json",
+            "catalog/dataset-schema.json",
+        ),
+        (
+            "catalog/example/catalog-error.json",
+            "catalog/catalog-error-schema.json",
+        ),
+        (
+            "catalog/example/catalog-request-message.json",
+            "catalog/catalog-request-message-schema.json",
+        ),
+        (
+            "common/example/protocol-version.json",
+            "common/protocol-version-schema.json",
+        ),
     ] {
         dsp.check(schema, &example(example_file))
             .unwrap_or_else(|e| panic!("{example_file}: {e}"));
@@ -91,12 +106,17 @@ async fn the_catalogue_offers_shared_datasets_under_the_charter_and_validates() 
     let res = app.get("/.well-known/dspace-version", None).await;
     assert_eq!(res.status(), 200);
     let versions: Value = res.json().await.unwrap();
-    dsp.check("common/protocol-version-schema.json", &versions).unwrap();
+    dsp.check("common/protocol-version-schema.json", &versions)
+        .unwrap();
     assert_eq!(versions["protocolVersions"][0]["version"], "2025-1");
 
     // The specification's own catalogue request is accepted.
     let res = app
-        .post_json("/dsp/catalog/request", None, &example("catalog/example/catalog-request-message.json"))
+        .post_json(
+            "/dsp/catalog/request",
+            None,
+            &example("catalog/example/catalog-request-message.json"),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let catalog: Value = res.json().await.unwrap();
@@ -116,19 +136,28 @@ async fn the_catalogue_offers_shared_datasets_under_the_charter_and_validates() 
     assert_eq!(offers.len(), 6, "{heat:#}");
     let purposes = &offers[0]["permission"][0]["constraint"][0];
     assert_eq!(purposes["leftOperand"], "purpose");
-    assert!(purposes["rightOperand"].as_array().unwrap().iter().any(|p| p == "research"), "{purposes}");
+    assert!(
+        purposes["rightOperand"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "research"),
+        "{purposes}"
+    );
     assert_eq!(heat["distribution"][0]["format"], "HttpData-PULL");
 
     // One dataset, and the ones not offered, by the same rules.
     let res = app.get("/dsp/catalog/datasets/heat-meters", None).await;
     assert_eq!(res.status(), 200);
     let one: Value = res.json().await.unwrap();
-    dsp.check("catalog/dataset-schema.json", &one).unwrap_or_else(|e| panic!("{e}"));
+    dsp.check("catalog/dataset-schema.json", &one)
+        .unwrap_or_else(|e| panic!("{e}"));
     for id in ["street-lights", "substations", "nothing-here"] {
         let res = app.get(&format!("/dsp/catalog/datasets/{id}"), None).await;
         assert_eq!(res.status(), 404, "{id}");
         let err: Value = res.json().await.unwrap();
-        dsp.check("catalog/catalog-error-schema.json", &err).unwrap();
+        dsp.check("catalog/catalog-error-schema.json", &err)
+            .unwrap();
     }
 
     // A charter that refuses outsiders a level takes that offer away.
@@ -140,22 +169,38 @@ async fn the_catalogue_offers_shared_datasets_under_the_charter_and_validates() 
         charter["text"].as_str().unwrap()
     );
     let res = app
-        .put_json("/api/v1/charter", Some(&trustee), &json!({"text": text, "note": "no identified rows"}))
+        .put_json(
+            "/api/v1/charter",
+            Some(&trustee),
+            &json!({"text": text, "note": "no identified rows"}),
+        )
         .await;
     assert!(res.status().is_success(), "{}", res.text().await.unwrap());
-    let one: Value = app.get("/dsp/catalog/datasets/heat-meters", None).await.json().await.unwrap();
+    let one: Value = app
+        .get("/dsp/catalog/datasets/heat-meters", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["hasPolicy"].as_array().unwrap().len(), 5, "{one:#}");
 
     // Bad messages: a CatalogError that says what was wrong.
     for (body, says) in [
         (json!({"@type": "CatalogRequestMessage"}), "@context"),
-        (json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "DatasetRequestMessage"}), "expected CatalogRequestMessage"),
-        (json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": [{"x": 1}]}), "filters"),
+        (
+            json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "DatasetRequestMessage"}),
+            "expected CatalogRequestMessage",
+        ),
+        (
+            json!({"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage", "filter": [{"x": 1}]}),
+            "filters",
+        ),
     ] {
         let res = app.post_json("/dsp/catalog/request", None, &body).await;
         assert_eq!(res.status(), 400);
         let err: Value = res.json().await.unwrap();
-        dsp.check("catalog/catalog-error-schema.json", &err).unwrap();
+        dsp.check("catalog/catalog-error-schema.json", &err)
+            .unwrap();
         assert!(err["reason"][0].as_str().unwrap().contains(says), "{err}");
     }
     let res = app

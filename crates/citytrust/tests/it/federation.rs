@@ -60,7 +60,11 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
     let c = register(&a, &admin_a, "b", &b.url("/catalog.ttl"), "dcat").await;
     let report = &c["last_harvest"];
     assert_eq!(report["outcome"], "succeeded", "{c}");
-    assert_eq!((report["records"].as_u64(), report["added"].as_u64()), (Some(3), Some(3)), "{c}");
+    assert_eq!(
+        (report["records"].as_u64(), report["added"].as_u64()),
+        (Some(3), Some(3)),
+        "{c}"
+    );
     assert_eq!(c["entries"], 3);
     let found = federated(&a, "q=heat").await;
     assert_eq!(found["total"], 2, "{found}");
@@ -81,7 +85,12 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
     let restricted = federated(&a, "q=meters").await;
     assert_eq!(restricted["items"][0]["access_right"], "restricted");
     // The local search does not mix them in; the API points to where they are.
-    let local: Value = a.get("/api/v1/datasets?q=heat", None).await.json().await.unwrap();
+    let local: Value = a
+        .get("/api/v1/datasets?q=heat", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(local["total"], 0);
     assert_problem(
         a.get("/api/v1/datasets?source=b", None).await,
@@ -121,7 +130,12 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
     assert_eq!(res.status(), 200);
     let r = harvest(&a, &admin_a, "b").await;
     assert_eq!(
-        (r["added"].as_u64(), r["updated"].as_u64(), r["unchanged"].as_u64(), r["removed"].as_u64()),
+        (
+            r["added"].as_u64(),
+            r["updated"].as_u64(),
+            r["unchanged"].as_u64(),
+            r["removed"].as_u64()
+        ),
         (Some(0), Some(1), Some(1), Some(1)),
         "{r}"
     );
@@ -132,12 +146,20 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
     );
     // Nothing changed on B: nothing changes on A.
     let r = harvest(&a, &admin_a, "b").await;
-    assert_eq!((r["unchanged"].as_u64(), r["updated"].as_u64()), (Some(2), Some(0)), "{r}");
+    assert_eq!(
+        (r["unchanged"].as_u64(), r["updated"].as_u64()),
+        (Some(2), Some(0)),
+        "{r}"
+    );
 
     // Each harvest is a log entry with its counts.
     let logged = a.entries_of_type("catalogue.harvested").await;
     assert_eq!(logged.len(), 3);
-    assert!(logged[1].contains("\"removed\":1") && logged[1].contains("\"updated\":1"), "{}", logged[1]);
+    assert!(
+        logged[1].contains("\"removed\":1") && logged[1].contains("\"updated\":1"),
+        "{}",
+        logged[1]
+    );
 
     // B's CKAN API is a second way in: the same two entries.
     let c = register(&a, &admin_a, "b-ckan", &b.url(""), "ckan").await;
@@ -173,7 +195,9 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
     assert_eq!(from_jsonld.len(), 2);
 
     // Removing a catalogue removes its entries.
-    let res = a.delete("/api/v1/remote-catalogues/b-ckan", Some(&admin_a)).await;
+    let res = a
+        .delete("/api/v1/remote-catalogues/b-ckan", Some(&admin_a))
+        .await;
     assert_eq!(res.status(), 204);
     assert_eq!(federated(&a, "source=b-ckan").await["total"], 0);
     assert_eq!(a.entries_of_type("catalogue.remote_removed").await.len(), 1);
@@ -182,7 +206,8 @@ async fn a_node_harvests_another_nodes_catalogue_and_follows_its_changes() {
 #[tokio::test]
 async fn only_administrators_register_read_and_harvest_catalogues() {
     let a = TestApp::start().await;
-    let body = json!({"id": "x", "name": "X", "url": "http://127.0.0.1:9/catalog.ttl", "kind": "dcat"});
+    let body =
+        json!({"id": "x", "name": "X", "url": "http://127.0.0.1:9/catalog.ttl", "kind": "dcat"});
     assert_problem(
         a.post_json("/api/v1/remote-catalogues", None, &body).await,
         401,
@@ -193,7 +218,8 @@ async fn only_administrators_register_read_and_harvest_catalogues() {
     for who in ["alice", "trustee", "resident"] {
         let token = a.token(who).await;
         assert_problem(
-            a.post_json("/api/v1/remote-catalogues", Some(&token), &body).await,
+            a.post_json("/api/v1/remote-catalogues", Some(&token), &body)
+                .await,
             403,
             "forbidden",
             None,
@@ -211,10 +237,21 @@ async fn only_administrators_register_read_and_harvest_catalogues() {
     // Registered though unreachable: the failed first harvest is its report.
     let c = register(&a, &admin, "x", "http://127.0.0.1:9/catalog.ttl", "dcat").await;
     assert_eq!(c["last_harvest"]["outcome"], "failed");
-    assert!(c["last_harvest"]["error"].as_str().unwrap().contains("could not be fetched"), "{c}");
+    assert!(
+        c["last_harvest"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be fetched"),
+        "{c}"
+    );
     let alice = a.token("alice").await;
     assert_problem(
-        a.post_json("/api/v1/remote-catalogues/x/harvest", Some(&alice), &json!({})).await,
+        a.post_json(
+            "/api/v1/remote-catalogues/x/harvest",
+            Some(&alice),
+            &json!({}),
+        )
+        .await,
         403,
         "forbidden",
         None,
@@ -229,12 +266,22 @@ async fn only_administrators_register_read_and_harvest_catalogues() {
     .await;
     // Bad registrations name the field.
     for (field, bad) in [
-        ("url", json!({"id": "y", "name": "Y", "url": "file:///etc/passwd", "kind": "dcat"})),
-        ("id", json!({"id": "Not OK", "name": "Y", "url": "https://y.example/", "kind": "ckan"})),
-        ("interval_hours", json!({"id": "y", "name": "Y", "url": "https://y.example/", "kind": "ckan", "interval_hours": 0})),
+        (
+            "url",
+            json!({"id": "y", "name": "Y", "url": "file:///etc/passwd", "kind": "dcat"}),
+        ),
+        (
+            "id",
+            json!({"id": "Not OK", "name": "Y", "url": "https://y.example/", "kind": "ckan"}),
+        ),
+        (
+            "interval_hours",
+            json!({"id": "y", "name": "Y", "url": "https://y.example/", "kind": "ckan", "interval_hours": 0}),
+        ),
     ] {
         assert_problem(
-            a.post_json("/api/v1/remote-catalogues", Some(&admin), &bad).await,
+            a.post_json("/api/v1/remote-catalogues", Some(&admin), &bad)
+                .await,
             422,
             "validation_failed",
             Some(field),
@@ -243,12 +290,17 @@ async fn only_administrators_register_read_and_harvest_catalogues() {
     }
     let dup = json!({"id": "x", "name": "X", "url": "http://127.0.0.1:9/c.ttl", "kind": "dcat"});
     assert_eq!(
-        a.post_json("/api/v1/remote-catalogues", Some(&admin), &dup).await.status(),
+        a.post_json("/api/v1/remote-catalogues", Some(&admin), &dup)
+            .await
+            .status(),
         409
     );
-    let unknown = json!({"id": "z", "name": "Z", "url": "https://z.example/", "kind": "dcat", "secret": 1});
+    let unknown =
+        json!({"id": "z", "name": "Z", "url": "https://z.example/", "kind": "dcat", "secret": 1});
     assert_eq!(
-        a.post_json("/api/v1/remote-catalogues", Some(&admin), &unknown).await.status(),
+        a.post_json("/api/v1/remote-catalogues", Some(&admin), &unknown)
+            .await
+            .status(),
         422
     );
 }
@@ -310,7 +362,10 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
     let a = TestApp::start().await;
     let admin = a.token("admin").await;
     let f = serve_feed().await;
-    *f.answer.lock().unwrap() = (200, feed(&[("one", Some("Bridges")), ("two", Some("Tunnels"))]));
+    *f.answer.lock().unwrap() = (
+        200,
+        feed(&[("one", Some("Bridges")), ("two", Some("Tunnels"))]),
+    );
     let c = register(&a, &admin, "r", &f.url, "dcat").await;
     assert_eq!(c["entries"], 2, "{c}");
 
@@ -322,7 +377,12 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
     assert_eq!(r["outcome"], "failed");
     assert!(r["error"].as_str().unwrap().contains("line 5"), "{r}");
     let all = federated(&a, "source=r").await;
-    let titles: Vec<&str> = all["items"].as_array().unwrap().iter().map(|e| e["title"].as_str().unwrap()).collect();
+    let titles: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["title"].as_str().unwrap())
+        .collect();
     assert_eq!(titles, ["Bridges", "Tunnels"]);
 
     // An HTTP error: the same.
@@ -335,22 +395,36 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
 
     // A record that lost its title is rejected and named; its last good version stays.
     // A record never seen before without a title is rejected too, and not kept.
-    *f.answer.lock().unwrap() = (200, feed(&[("one", None), ("two", Some("Tunnels")), ("five", None)]));
+    *f.answer.lock().unwrap() = (
+        200,
+        feed(&[("one", None), ("two", Some("Tunnels")), ("five", None)]),
+    );
     let r = harvest(&a, &admin, "r").await;
     assert_eq!(r["outcome"], "succeeded", "{r}");
     assert_eq!(r["rejected"], 2);
     let rejected = r["rejected_records"].as_array().unwrap();
-    let one = rejected.iter().find(|x| x["record"] == "https://remote.example/d/one").unwrap();
+    let one = rejected
+        .iter()
+        .find(|x| x["record"] == "https://remote.example/d/one")
+        .unwrap();
     assert_eq!(one["reason"], "no dct:title");
     assert_eq!(one["kept_previous"], true);
-    let five = rejected.iter().find(|x| x["record"] == "https://remote.example/d/five").unwrap();
+    let five = rejected
+        .iter()
+        .find(|x| x["record"] == "https://remote.example/d/five")
+        .unwrap();
     assert_eq!(five["kept_previous"], false);
     assert_eq!(r["removed"], 0);
     let all = federated(&a, "source=r").await;
     assert_eq!(all["total"], 2, "{all}");
 
     // The catalogue's record keeps the last report and when it last succeeded.
-    let c: Value = a.get("/api/v1/remote-catalogues/r", Some(&admin)).await.json().await.unwrap();
+    let c: Value = a
+        .get("/api/v1/remote-catalogues/r", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(c["last_harvest"]["rejected"], 2);
     assert!(c["last_success_at"].is_string());
 }

@@ -2495,8 +2495,11 @@ async fn a_projects_page_shows_its_checklist_and_only_trustees_sign_off_through_
 async fn an_administrator_registers_harvests_and_removes_a_catalogue_through_the_portal() {
     let b = TestApp::start().await;
     let alice = b.token("alice").await;
-    b.create_dataset(&alice, &crate::harness::dataset("Tram stops", "city-energy", "open"))
-        .await;
+    b.create_dataset(
+        &alice,
+        &crate::harness::dataset("Tram stops", "city-energy", "open"),
+    )
+    .await;
     let a = TestApp::start().await;
     let feed = b.url("/catalog.ttl");
     // Not for anyone else: the form's endpoints refuse a non-administrator.
@@ -2506,7 +2509,13 @@ async fn an_administrator_registers_harvests_and_removes_a_catalogue_through_the
     let res = member
         .post(
             "/admin/remote-catalogues",
-            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed)],
+            &[
+                ("csrf", &csrf),
+                ("id", "b"),
+                ("name", "City B"),
+                ("kind", "dcat"),
+                ("url", &feed),
+            ],
         )
         .await;
     assert_eq!(res.status(), 403);
@@ -2518,19 +2527,43 @@ async fn an_administrator_registers_harvests_and_removes_a_catalogue_through_the
     let res = admin
         .post(
             "/admin/remote-catalogues",
-            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed), ("interval_hours", "soon")],
+            &[
+                ("csrf", &csrf),
+                ("id", "b"),
+                ("name", "City B"),
+                ("kind", "dcat"),
+                ("url", &feed),
+                ("interval_hours", "soon"),
+            ],
         )
         .await;
     assert_eq!(res.status(), 422);
-    assert!(res.text().await.unwrap().contains("is not a whole number of hours"));
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("is not a whole number of hours")
+    );
     let res = admin
         .post(
             "/admin/remote-catalogues",
-            &[("csrf", &csrf), ("id", "b"), ("name", "City B"), ("kind", "dcat"), ("url", &feed), ("interval_hours", "6")],
+            &[
+                ("csrf", &csrf),
+                ("id", "b"),
+                ("name", "City B"),
+                ("kind", "dcat"),
+                ("url", &feed),
+                ("interval_hours", "6"),
+            ],
         )
         .await;
     assert_eq!(res.status(), 303);
-    let page = admin.get("/admin?done=catalogue").await.text().await.unwrap();
+    let page = admin
+        .get("/admin?done=catalogue")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Succeeded"), "{page}");
     assert!(page.contains("1 records — 1 added"), "{page}");
     let res = admin
