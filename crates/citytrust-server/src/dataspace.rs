@@ -87,7 +87,7 @@ async fn catalog_request(State(state): State<AppState>, body: Bytes) -> Response
         );
     }
     match state.service.dsp_catalog(&crate::base_url(&state)).await {
-        Ok(c) => Json(c).into_response(),
+        Ok(c) => Json(c.as_ref()).into_response(),
         Err(e) => failed(e),
     }
 }

@@ -12,6 +12,8 @@
 //! Messages are JSON-LD in the compact form the DSP schemas describe, with
 //! the specification's context named by its IRI (never fetched).
 
+use std::sync::Arc;
+
 use citytrust_model::AccessLevel;
 use citytrust_model::catalogue::{Dataset, PublicationStatus, Spectrum};
 use citytrust_policy::{RequestFacts, RequestOutcome};
@@ -61,9 +63,22 @@ impl Service {
     }
 
     /// The catalogue as a DSP `Catalog` (the answer to a `CatalogRequestMessage`).
-    pub async fn dsp_catalog(&self, base: &str) -> Result<Value> {
-        let (_, charter) = self.charter_in_force().await?;
+    /// Made once per catalogue revision, charter version and purpose
+    /// taxonomy: asking again costs nothing while none of them changes.
+    pub async fn dsp_catalog(&self, base: &str) -> Result<Arc<Value>> {
+        let revision = self.store.catalogue_revision().await?;
+        let (version, charter) = self.charter_in_force().await?;
         let purposes = self.purposes().await?;
+        let key = format!(
+            "{revision}/{version}/{}/{base}",
+            crate::accounts::sha256_hex(&serde_json::to_string(&purposes).unwrap_or_default())
+        );
+        if let Ok(cache) = self.dsp_catalog_cache.lock()
+            && let Some((k, v)) = cache.as_ref()
+            && *k == key
+        {
+            return Ok(v.clone());
+        }
         let mut datasets = Vec::new();
         for d in self.store.list_datasets().await? {
             if !offered(&d) {
@@ -84,6 +99,10 @@ impl Service {
         });
         if !datasets.is_empty() {
             catalog["dataset"] = Value::Array(datasets);
+        }
+        let catalog = Arc::new(catalog);
+        if let Ok(mut cache) = self.dsp_catalog_cache.lock() {
+            *cache = Some((key, catalog.clone()));
         }
         Ok(catalog)
     }

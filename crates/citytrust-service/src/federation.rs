@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{random_hex, sha256_hex};
-use crate::harvest::{ChannelReader, DcatFeed, FeedSyntax, Record, ckan_page, parse_blocking};
+use crate::harvest::{
+    ChannelReader, DcatFeed, FeedSyntax, MAX_REMOTE_ID, Record, check_entry, ckan_page,
+    parse_blocking,
+};
 use crate::ledger::new_entry;
 use crate::search::FacetCount;
 use crate::{Result, Service, ServiceError, rfc3339};
@@ -40,6 +43,51 @@ const BATCH: usize = 500;
 const LEASE: time::Duration = time::Duration::minutes(30);
 /// A failed harvest is tried again after at most this long.
 const RETRY: time::Duration = time::Duration::hours(1);
+/// A harvest that has not finished by then fails (well inside its lease).
+const DEADLINE: Duration = Duration::from_secs(20 * 60);
+/// The most records one harvest takes: a feed that lists more fails.
+pub const MAX_RECORDS: u64 = 200_000;
+/// The longest error text kept in a report and the log.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// A URL as the public log shows it: scheme, host, port and path, never a
+/// query or fragment (which may carry a token).
+fn loggable(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// An error as reports and the log keep it: its first line, shortened, with
+/// any URL in it cut to what [`loggable`] keeps.
+fn bounded(error: &str) -> String {
+    let line = error.lines().next().unwrap_or("");
+    let words: Vec<String> = line
+        .split(' ')
+        .map(|w| {
+            if w.starts_with("http://") || w.starts_with("https://") {
+                loggable(w.trim_end_matches([',', ':', ';', ')']))
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    let text = words.join(" ");
+    if text.chars().count() > MAX_ERROR_CHARS {
+        let mut t: String = text.chars().take(MAX_ERROR_CHARS).collect();
+        t.push('…');
+        t
+    } else {
+        text
+    }
+}
 
 /// Where a harvest has got to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +139,7 @@ pub(crate) struct FederatedIndex {
 
 impl FederatedIndex {
     pub(crate) fn replace(&self, entries: Vec<FederatedEntry>) {
-        let indexed = entries
+        let mut indexed: Vec<Indexed> = entries
             .into_iter()
             .map(|e| {
                 let title = e.title.to_lowercase();
@@ -110,6 +158,12 @@ impl FederatedIndex {
                 }
             })
             .collect();
+        // Title order once here, so a search only moves the better matches up.
+        indexed.sort_by(|a, b| {
+            a.title
+                .cmp(&b.title)
+                .then_with(|| a.entry.id.cmp(&b.entry.id))
+        });
         if let Ok(mut guard) = self.entries.write() {
             *guard = Arc::new(indexed);
         }
@@ -165,7 +219,7 @@ impl Service {
             serde_json::json!({
                 "catalogue": catalogue.id,
                 "name": catalogue.name,
-                "url": catalogue.url,
+                "url": loggable(&catalogue.url),
                 "kind": catalogue.kind.as_str(),
             }),
         )?;
@@ -276,19 +330,44 @@ impl Service {
             .ok_or_else(|| ServiceError::NotFound(format!("remote catalogue '{id}'")))?;
         let started = self.now();
         let started_at = rfc3339(started);
+        let harvest_id = random_hex::<16>()?;
         if !self
             .store
-            .claim_harvest(id, &started_at, &rfc3339(started + LEASE))
+            .claim_harvest(id, &harvest_id, &started_at, &rfc3339(started + LEASE))
             .await?
         {
             return Err(ServiceError::Conflict(format!(
                 "a harvest of remote catalogue '{id}' is running; its report will be on the catalogue"
             )));
         }
-        let harvest_id = random_hex::<16>()?;
-        let read = self
-            .read_feed(&catalogue, &harvest_id, &started_at, progress)
-            .await;
+        let read = match tokio::time::timeout(
+            DEADLINE,
+            self.read_feed(&catalogue, &harvest_id, &started_at, progress),
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(_) => Err((
+                format!(
+                    "the harvest took longer than {} minutes",
+                    DEADLINE.as_secs() / 60
+                ),
+                Tally::default(),
+            )),
+        };
+        // A feed that suddenly lists nothing is more likely broken than emptied:
+        // nothing is removed (removing the catalogue removes its entries).
+        let read = match read {
+            Ok(tally) if tally.records == 0 && catalogue.entries > 0 => Err((
+                format!(
+                    "the feed lists no datasets, where the last harvest brought {}; nothing was removed",
+                    catalogue.entries
+                ),
+                tally,
+            )),
+            other => other,
+        };
+        let read = read.map_err(|(e, t)| (bounded(&e), t));
         let finished_at = rfc3339(self.now());
         let interval = time::Duration::hours(i64::from(catalogue.interval_hours));
         let report = match read {
@@ -322,7 +401,7 @@ impl Service {
                                 "catalogue.harvested",
                                 serde_json::json!({
                                     "catalogue": catalogue.id,
-                                    "url": catalogue.url,
+                                    "url": loggable(&catalogue.url),
                                     "records": report.records,
                                     "added": report.added,
                                     "updated": report.updated,
@@ -364,7 +443,7 @@ impl Service {
                     "catalogue.harvest_failed",
                     serde_json::json!({
                         "catalogue": catalogue.id,
-                        "url": catalogue.url,
+                        "url": loggable(&catalogue.url),
                         "error": error,
                         "records": report.records,
                         "bytes": report.bytes,
@@ -402,7 +481,7 @@ impl Service {
         let client = match reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(same_host_redirects())
             .user_agent(concat!(
                 "CityTrust/",
                 env!("CARGO_PKG_VERSION"),
@@ -469,11 +548,10 @@ impl Service {
             let in_title = words.iter().filter(|w| e.title.contains(**w)).count();
             hits.push((in_title, e));
         }
-        hits.sort_by(|(a, ea), (b, eb)| {
-            b.cmp(a)
-                .then_with(|| ea.title.cmp(&eb.title))
-                .then_with(|| ea.entry.id.cmp(&eb.entry.id))
-        });
+        if !words.is_empty() {
+            // Stable: within as many words in the title, title order stays.
+            hits.sort_by(|(a, _), (b, _)| b.cmp(a));
+        }
         let total = hits.len();
         let items = hits
             .into_iter()
@@ -517,6 +595,28 @@ impl Service {
     }
 }
 
+/// Follow at most five redirects, and only on the registered URL's host
+/// (its port, or http → https): a feed cannot send the harvester to another
+/// host, an internal one included.
+fn same_host_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let next = attempt.url();
+        let same = first.as_ref().is_some_and(|f| {
+            f.host_str() == next.host_str()
+                && (f.port_or_known_default() == next.port_or_known_default()
+                    || (f.scheme() == "http" && next.scheme() == "https"))
+        });
+        if attempt.previous().len() > 5 {
+            attempt.error("more than five redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// Stages a harvest's records a batch at a time.
 struct Stager<'a> {
     service: &'a Service,
@@ -532,6 +632,20 @@ impl Stager<'_> {
     async fn take(&mut self, records: Vec<Record>) -> std::result::Result<(), String> {
         for r in records {
             self.tally.records += 1;
+            if self.tally.records > MAX_RECORDS {
+                return Err(format!("the feed lists more than {MAX_RECORDS} datasets"));
+            }
+            let r = match r {
+                Record::Entry(e) => match check_entry(&e) {
+                    Ok(()) => Record::Entry(e),
+                    Err(reason) => Record::Rejected {
+                        remote_id: Some(e.source.remote_id.clone()),
+                        record: e.source.remote_id.chars().take(300).collect(),
+                        reason,
+                    },
+                },
+                other => other,
+            };
             match r {
                 Record::Entry(mut e) => {
                     let remote_id = e.source.remote_id.clone();
@@ -563,6 +677,7 @@ impl Stager<'_> {
                     self.tally.rejected += 1;
                     let mut kept_previous = false;
                     if let Some(remote_id) = remote_id
+                        && remote_id.len() <= MAX_REMOTE_ID
                         && self
                             .service
                             .store
@@ -673,6 +788,7 @@ impl Stager<'_> {
             None => (None, None),
         };
         let mut chunks = chunks;
+        let mut tail: Vec<u8> = Vec::new();
         let mut out = Vec::new();
         loop {
             let chunk = response
@@ -685,6 +801,19 @@ impl Stager<'_> {
                 return Err(format!("the feed is larger than {MAX_FEED_BYTES} bytes"));
             }
             hasher.update(&chunk);
+            if syntax == FeedSyntax::RdfXml {
+                // Entity declarations expand without bound in the XML parser: refused.
+                let mut seen = std::mem::take(&mut tail);
+                seen.extend_from_slice(&chunk);
+                if contains(&seen, b"<!DOCTYPE") || contains(&seen, b"<!ENTITY") {
+                    return Err(
+                        "the RDF/XML feed declares a DOCTYPE or entities, which are refused \
+                                (entity expansion can exhaust memory)"
+                            .into(),
+                    );
+                }
+                tail = seen[seen.len().saturating_sub(9)..].to_vec();
+            }
             if let Some(feed) = turtle.as_mut() {
                 feed.push(&chunk, &mut out)?;
             }
@@ -767,8 +896,15 @@ impl Stager<'_> {
             if n == 0 || start >= count {
                 break;
             }
+            if start > MAX_RECORDS {
+                return Err(format!("the site lists more than {MAX_RECORDS} datasets"));
+            }
         }
         self.tally.feed_sha256 = hex::encode(hasher.finalize());
         Ok(())
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

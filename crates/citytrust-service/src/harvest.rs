@@ -34,6 +34,10 @@ const MAX_LOOSE: usize = 100_000;
 pub const MAX_WINDOW_STATEMENTS: usize = 1_000_000;
 /// Publishers' names remembered, at most.
 const MAX_NAMES: usize = 10_000;
+/// The longest remote id (IRI or CKAN name) a record may have.
+pub const MAX_REMOTE_ID: usize = 2000;
+/// The longest keyword, theme, format, publisher, licence and date.
+const MAX_SHORT: usize = 500;
 /// The longest title, description, keyword and list a record may carry.
 const MAX_TITLE: usize = 1000;
 const MAX_DESCRIPTION: usize = 50_000;
@@ -86,7 +90,11 @@ struct Assembler {
     announced: HashSet<String>,
     /// Statements in `window`.
     held: usize,
+    /// Datasets without an IRI seen (each reported as rejected).
+    blank_datasets: usize,
 }
+
+const MAX_BLANK_DATASETS_REPORTED: usize = 100_000;
 
 fn key_of(s: &NamedOrBlankNode) -> String {
     match s {
@@ -109,10 +117,11 @@ impl Assembler {
         if named && self.taken.contains(&hash(&subject)) {
             return;
         }
-        if named && self.current.as_deref() != Some(subject.as_str()) {
-            if let Some(previous) = self.current.replace(subject.clone()) {
-                self.block_ended(previous, out);
-            }
+        if named
+            && self.current.as_deref() != Some(subject.as_str())
+            && let Some(previous) = self.current.replace(subject.clone())
+        {
+            self.block_ended(previous, out);
         }
         let predicate = t.predicate.into_string();
         let object = match t.object {
@@ -133,6 +142,19 @@ impl Assembler {
             self.names
                 .entry(subject.clone())
                 .or_insert_with(|| value.clone());
+        }
+        if !named
+            && predicate == RDF_TYPE
+            && matches!(&object, Obj::Iri(c) if c == &format!("{DCAT}Dataset"))
+            && self.blank_datasets < MAX_BLANK_DATASETS_REPORTED
+        {
+            // No IRI: nothing to follow it by from one harvest to the next.
+            self.blank_datasets += 1;
+            out.push(Record::Rejected {
+                remote_id: None,
+                record: "a dataset without an IRI (a blank node)".into(),
+                reason: "a dataset needs an IRI to be followed from one harvest to the next".into(),
+            });
         }
         let mut discovered = match (&*predicate, &object) {
             (RDF_TYPE, Obj::Iri(class)) if named && class == &format!("{DCAT}Dataset") => {
@@ -688,6 +710,51 @@ fn build(
     }))
 }
 
+/// Whether an entry is within the limits every federated entry keeps to:
+/// else the reason, naming the field.
+pub fn check_entry(e: &FederatedEntry) -> Result<(), String> {
+    let long = |s: &str, max: usize| s.chars().count() > max;
+    if long(&e.source.remote_id, MAX_REMOTE_ID) {
+        return Err(format!(
+            "its IRI or name is longer than {MAX_REMOTE_ID} characters"
+        ));
+    }
+    if long(&e.title, MAX_TITLE) {
+        return Err(format!("the title is longer than {MAX_TITLE} characters"));
+    }
+    if long(&e.description, MAX_DESCRIPTION) {
+        return Err(format!(
+            "the description is longer than {MAX_DESCRIPTION} characters"
+        ));
+    }
+    for (field, list, most) in [
+        ("keywords", &e.keywords, MAX_KEYWORDS),
+        ("themes", &e.themes, MAX_KEYWORDS),
+        ("formats", &e.formats, MAX_FORMATS),
+    ] {
+        if list.len() > most {
+            return Err(format!("more than {most} {field}"));
+        }
+        if let Some(v) = list.iter().find(|v| long(v, MAX_SHORT)) {
+            let shown: String = v.chars().take(40).collect();
+            return Err(format!(
+                "one of its {field} ('{shown}…') is longer than {MAX_SHORT} characters"
+            ));
+        }
+    }
+    for (field, value, most) in [
+        ("publisher", &e.publisher, MAX_SHORT),
+        ("licence", &e.licence, MAX_REMOTE_ID),
+        ("landing page", &e.landing_page, MAX_REMOTE_ID),
+        ("modified", &e.modified, 64),
+    ] {
+        if value.as_deref().is_some_and(|v| long(v, most)) {
+            return Err(format!("its {field} is longer than {most} characters"));
+        }
+    }
+    Ok(())
+}
+
 /// One page of CKAN's `package_search`: the total count and the records.
 pub fn ckan_page(site: &str, body: &[u8]) -> Result<(u64, Vec<Record>), String> {
     let v: serde_json::Value = serde_json::from_slice(body)
@@ -1050,6 +1117,28 @@ mod tests {
             FeedSyntax::of(Some("text/plain"), "https://x/catalog"),
             FeedSyntax::Turtle
         );
+    }
+
+    #[test]
+    fn datasets_without_an_iri_are_rejected_and_overlong_fields_named() {
+        let out = read(
+            "_:d a <http://www.w3.org/ns/dcat#Dataset> ; <http://purl.org/dc/terms/title> \"Anonymous\" .\n",
+            8,
+        )
+        .unwrap();
+        assert!(
+            matches!(&out[..], [Record::Rejected { remote_id: None, reason, .. }] if reason.contains("IRI")),
+            "{out:?}"
+        );
+        let ttl = format!(
+            "<https://r.example/d> a <http://www.w3.org/ns/dcat#Dataset> ; <http://purl.org/dc/terms/title> \"T\" ; <http://www.w3.org/ns/dcat#keyword> \"{}\" .\n",
+            "k".repeat(600)
+        );
+        let out = read(&ttl, 64).unwrap();
+        let [Record::Entry(e)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert!(check_entry(e).unwrap_err().contains("keywords"));
     }
 
     #[test]

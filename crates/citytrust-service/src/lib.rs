@@ -125,6 +125,8 @@ pub struct Service {
     index: search::CatalogueIndex,
     /// Entries harvested from other catalogues, for search.
     federated: federation::FederatedIndex,
+    /// The DSP catalogue last made, under the key it was made for.
+    dsp_catalog_cache: std::sync::Mutex<Option<(String, Arc<serde_json::Value>)>>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
@@ -249,6 +251,7 @@ impl Service {
             store,
             index,
             federated: federation::FederatedIndex::default(),
+            dsp_catalog_cache: std::sync::Mutex::default(),
             clock,
             settings,
             ledger,

@@ -138,16 +138,24 @@ impl Store {
             .collect()
     }
 
-    /// Take the catalogue's harvest lease until `until`, unless a harvest
-    /// holds it at `now`. False when it is held (or there is no such catalogue).
-    pub async fn claim_harvest(&self, id: &str, now: &str, until: &str) -> Result<bool> {
+    /// Take the catalogue's harvest lease for `harvest_id` until `until`,
+    /// unless a harvest holds it at `now`. False when it is held (or there
+    /// is no such catalogue).
+    pub async fn claim_harvest(
+        &self,
+        id: &str,
+        harvest_id: &str,
+        now: &str,
+        until: &str,
+    ) -> Result<bool> {
         let n = sqlx::query(
-            "UPDATE remote_catalogues SET harvesting_until = $2 WHERE id = $1 \
+            "UPDATE remote_catalogues SET harvesting_until = $2, harvesting_by = $4 WHERE id = $1 \
              AND (harvesting_until IS NULL OR harvesting_until < $3)",
         )
         .bind(id)
         .bind(until)
         .bind(now)
+        .bind(harvest_id)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -164,6 +172,18 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        // One row per id in a statement (PostgreSQL refuses an upsert that
+        // touches a row twice): a feed that lists a dataset twice, the last wins.
+        let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, e) in batch.iter().enumerate() {
+            last.insert(e.id.as_str(), i);
+        }
+        let batch: Vec<&StagedEntry> = batch
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| last.get(e.id.as_str()) == Some(i))
+            .map(|(_, e)| e)
+            .collect();
         let mut tx = self.pool.begin().await?;
         // Seven parameters a row; SQLite allows 32,766 in a statement.
         for chunk in batch.chunks(1000) {
@@ -307,17 +327,20 @@ impl Store {
             report.log_index = u64::try_from(idx).ok();
         }
         let updated = sqlx::query(
-            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL WHERE id = $1",
+            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
+             harvesting_by = NULL WHERE id = $1 AND harvesting_by = $4",
         )
         .bind(catalogue_id)
         .bind(json(&catalogue)?)
         .bind(next_harvest_at)
+        .bind(harvest_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 0 {
+            // Removed, or the lease ran out and another harvest took it: nothing of this one stays.
             return Err(StoreError::StaleRevision(format!(
-                "remote catalogue '{catalogue_id}' (removed during its harvest)"
+                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
             )));
         }
         if counts.added + counts.updated + counts.removed > 0 {
@@ -342,13 +365,29 @@ impl Store {
             .bind(harvest_id)
             .execute(&mut *tx)
             .await?;
+        let held = sqlx::query(
+            "SELECT 1 AS one FROM remote_catalogues WHERE id = $1 AND harvesting_by = $2",
+        )
+        .bind(catalogue_id)
+        .bind(harvest_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if !held {
+            // Another harvest holds the catalogue now (or it was removed): drop the staging only.
+            tx.commit().await?;
+            return Err(StoreError::StaleRevision(format!(
+                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
+            )));
+        }
         let idx = append_entry(&mut tx, entry).await?;
         let mut catalogue = catalogue.clone();
         if let Some(report) = catalogue.last_harvest.as_mut() {
             report.log_index = u64::try_from(idx).ok();
         }
         sqlx::query(
-            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL WHERE id = $1",
+            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
+             harvesting_by = NULL WHERE id = $1",
         )
         .bind(catalogue_id)
         .bind(json(&catalogue)?)

@@ -890,25 +890,6 @@ fn kept(result: Result<(), ServiceError>, what: &str) -> anyhow::Result<usize> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_manifest_parses_and_every_dataset_validates() {
-        let m = super::manifest().unwrap();
-        assert!(m.datasets.len() >= 16);
-        for d in m.datasets {
-            let id = d.dataset.id.clone().unwrap();
-            if let Some(file) = &d.file {
-                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../demo/data")
-                    .join(file);
-                assert!(path.is_file(), "{id}: {} is missing", path.display());
-            }
-            d.dataset.validate().unwrap_or_else(|e| panic!("{id}: {e}"));
-        }
-    }
-}
-
 /// The demo's peers are trusts it federates with too: once a peer answers,
 /// its `/catalog.ttl` is registered (and so harvested) as a remote
 /// catalogue, harvested again every hour. A peer registered on an earlier
@@ -958,4 +939,23 @@ pub fn federate_with_peers(service: std::sync::Arc<Service>, peers: Vec<String>)
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_manifest_parses_and_every_dataset_validates() {
+        let m = super::manifest().unwrap();
+        assert!(m.datasets.len() >= 16);
+        for d in m.datasets {
+            let id = d.dataset.id.clone().unwrap();
+            if let Some(file) = &d.file {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../demo/data")
+                    .join(file);
+                assert!(path.is_file(), "{id}: {} is missing", path.display());
+            }
+            d.dataset.validate().unwrap_or_else(|e| panic!("{id}: {e}"));
+        }
+    }
 }

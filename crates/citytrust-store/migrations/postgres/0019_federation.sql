@@ -1,12 +1,14 @@
 -- Federation (R-PLT-4): the remote catalogues an administrator registered,
 -- and the entries harvested from them. A catalogue is its model document
 -- beside the columns the scheduler needs; `harvesting_until` is the lease
--- one node takes to harvest it, so two nodes never harvest it at once.
+-- one node takes to harvest it, so two nodes never harvest it at once, and
+-- `harvesting_by` the harvest holding it: only that harvest may finish.
 CREATE TABLE remote_catalogues (
     id               TEXT PRIMARY KEY,
     created_at       TEXT NOT NULL,
     next_harvest_at  TEXT NOT NULL,
     harvesting_until TEXT,
+    harvesting_by    TEXT,
     body             TEXT NOT NULL
 );
 

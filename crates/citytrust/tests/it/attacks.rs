@@ -1209,7 +1209,10 @@ async fn a_hostile_feed_reaches_nothing_but_its_own_entries() {
         );
     }
     // Dropping the dataset from the hostile feed removes only its own copy.
-    *hostile.answer.lock().unwrap() = (200, String::new());
+    *hostile.answer.lock().unwrap() = (
+        200,
+        "<https://x.example/d/2> a <http://www.w3.org/ns/dcat#Dataset> ; <http://purl.org/dc/terms/title> \"Other\" .\n".into(),
+    );
     let r = harvest(&a, &admin, "two").await;
     assert_eq!(r["removed"], 1, "{r}");
     assert_eq!(federated(&a, "source=one").await["total"], 1);
@@ -1236,4 +1239,73 @@ async fn a_hostile_feed_reaches_nothing_but_its_own_entries() {
         federated(&a, "source=one").await["items"][0]["title"],
         "Honest"
     );
+}
+
+/// A hostile feed may not exhaust the harvester, send it to another host,
+/// or write its own text into the public log.
+#[tokio::test]
+async fn a_hostile_feed_cannot_exhaust_redirect_or_write_the_log() {
+    use crate::federation::{harvest, register, serve_feed, serve_feed_as};
+    let a = TestApp::start().await;
+    let admin = a.token("admin").await;
+
+    // "Billion laughs": entities that expand without bound in the XML parser.
+    let xml = serve_feed_as("application/rdf+xml").await;
+    *xml.answer.lock().unwrap() = (
+        200,
+        "<?xml version=\"1.0\"?><!DOCTYPE rdf:RDF [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\">]>\
+         <rdf:RDF xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description rdf:about=\"https://x.example/d\"><rdf:value>&b;</rdf:value></rdf:Description></rdf:RDF>"
+            .into(),
+    );
+    let c = register(&a, &admin, "xml", &xml.url, "dcat").await;
+    assert_eq!(c["last_harvest"]["outcome"], "failed");
+    assert!(
+        c["last_harvest"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("DOCTYPE"),
+        "{c}"
+    );
+
+    // A redirect to another host (here: this trust's own API) is not followed.
+    let hop = serve_feed().await;
+    *hop.answer.lock().unwrap() = (302, a.url("/api/v1/remote-catalogues"));
+    let c = register(&a, &admin, "hop", &hop.url, "dcat").await;
+    assert_eq!(c["last_harvest"]["outcome"], "failed", "{c}");
+    assert!(
+        c["last_harvest"]["error"].as_str().unwrap().contains("302"),
+        "{c}"
+    );
+
+    // A CKAN site's own error text: shortened before it reaches the report and the log.
+    let ckan = serve_feed_as("application/json").await;
+    let essay = "x".repeat(70_000);
+    *ckan.answer.lock().unwrap() = (200, json!({"success": false, "error": essay}).to_string());
+    let c = register(&a, &admin, "talky", &ckan.url, "ckan").await;
+    let error = c["last_harvest"]["error"].as_str().unwrap();
+    assert!(error.chars().count() <= 301, "{} characters", error.len());
+    let logged = a.entries_of_type("catalogue.harvest_failed").await;
+    assert_eq!(logged.len(), 3, "every failure has its entry");
+    assert!(logged.iter().all(|e| e.len() < 2000));
+
+    // A token in a registered URL's query stays out of the public log.
+    let secret = serve_feed().await;
+    *secret.answer.lock().unwrap() = (200, String::new());
+    register(
+        &a,
+        &admin,
+        "tok",
+        &format!("{}?token=s3cr3t", secret.url),
+        "dcat",
+    )
+    .await;
+    let all = a.entries_of_type("catalogue.remote_registered").await;
+    assert!(all.iter().all(|e| !e.contains("s3cr3t")), "{all:?}");
+    assert!(
+        a.entries_of_type("catalogue.harvested")
+            .await
+            .iter()
+            .all(|e| !e.contains("s3cr3t"))
+    );
+    let _ = harvest;
 }

@@ -312,6 +312,11 @@ pub(crate) struct Feed {
 }
 
 pub(crate) async fn serve_feed() -> Feed {
+    serve_feed_as("text/turtle").await
+}
+
+/// A feed answering with `content_type`; a 3xx answer's body is its `Location`.
+pub(crate) async fn serve_feed_as(content_type: &'static str) -> Feed {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/catalog.ttl", listener.local_addr().unwrap());
     let answer = Arc::new(Mutex::new((200u16, String::new())));
@@ -331,10 +336,21 @@ pub(crate) async fn serve_feed() -> Feed {
                         Ok(n) => seen.extend_from_slice(&buf[..n]),
                     }
                 }
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: text/turtle\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
+                let head = if (300..400).contains(&status) {
+                    format!(
+                        "HTTP/1.1 {status} X\r\nlocation: {body}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                } else {
+                    format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    )
+                };
+                let body = if (300..400).contains(&status) {
+                    String::new()
+                } else {
+                    body
+                };
                 let _ = socket.write_all(head.as_bytes()).await;
                 let _ = socket.write_all(body.as_bytes()).await;
             });
@@ -418,6 +434,35 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
     let all = federated(&a, "source=r").await;
     assert_eq!(all["total"], 2, "{all}");
 
+    // A feed that suddenly lists nothing is taken for broken: nothing is removed.
+    *f.answer.lock().unwrap() = (200, String::new());
+    let r = harvest(&a, &admin, "r").await;
+    assert_eq!(r["outcome"], "failed");
+    assert!(
+        r["error"].as_str().unwrap().contains("lists no datasets"),
+        "{r}"
+    );
+    assert_eq!(federated(&a, "source=r").await["total"], 2);
+
+    // A harvest running (another node's lease) is not doubled; a lease past its time is taken over.
+    a.sql("UPDATE remote_catalogues SET harvesting_until = '2999-01-01T00:00:00Z', harvesting_by = 'elsewhere' WHERE id = 'r'")
+        .await;
+    let res = a
+        .post_json(
+            "/api/v1/remote-catalogues/r/harvest",
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 409);
+    a.sql("UPDATE remote_catalogues SET harvesting_until = '2000-01-01T00:00:00Z' WHERE id = 'r'")
+        .await;
+    *f.answer.lock().unwrap() = (
+        200,
+        feed(&[("one", Some("Bridges")), ("two", Some("Tunnels"))]),
+    );
+    assert_eq!(harvest(&a, &admin, "r").await["outcome"], "succeeded");
+
     // The catalogue's record keeps the last report and when it last succeeded.
     let c: Value = a
         .get("/api/v1/remote-catalogues/r", Some(&admin))
@@ -425,6 +470,7 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
         .json()
         .await
         .unwrap();
-    assert_eq!(c["last_harvest"]["rejected"], 2);
+    assert_eq!(c["last_harvest"]["outcome"], "succeeded");
+    assert_eq!(c["last_harvest"]["records"], 2);
     assert!(c["last_success_at"].is_string());
 }
