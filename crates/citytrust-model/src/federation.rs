@@ -246,6 +246,22 @@ impl AccessRight {
             AccessRight::NonPublic => "non_public",
         }
     }
+    /// Its code in the EU access-right vocabulary.
+    pub fn code(self) -> &'static str {
+        match self {
+            AccessRight::Public => "PUBLIC",
+            AccessRight::Restricted => "RESTRICTED",
+            AccessRight::NonPublic => "NON_PUBLIC",
+        }
+    }
+    /// Its label in the EU access-right vocabulary.
+    pub fn eu_label(self) -> &'static str {
+        match self {
+            AccessRight::Public => "public",
+            AccessRight::Restricted => "restricted",
+            AccessRight::NonPublic => "non-public",
+        }
+    }
     pub fn label(self) -> &'static str {
         match self {
             AccessRight::Public => "Public",
@@ -312,8 +328,10 @@ mod tests {
         let eu = "http://publications.europa.eu/resource/authority/access-right/";
         for s in Spectrum::ALL {
             let right = AccessRight::of(s);
-            let code = right.as_str().to_ascii_uppercase();
-            assert_eq!(AccessRight::from_iri(&format!("{eu}{code}")), Some(right));
+            assert_eq!(
+                AccessRight::from_iri(&format!("{eu}{}", right.code())),
+                Some(right)
+            );
         }
         assert_eq!(AccessRight::from_iri("urn:x:other"), None);
     }

@@ -78,13 +78,8 @@ pub(crate) fn eu_theme(t: Theme) -> (&'static str, &'static str) {
 /// shared data restricted (it needs a purpose and, mostly, an agreement),
 /// closed data non-public.
 pub(crate) fn access_right(s: Spectrum) -> (&'static str, &'static str) {
-    match s {
-        Spectrum::Open => ("PUBLIC", "public"),
-        Spectrum::SharedPublic | Spectrum::SharedGroup | Spectrum::SharedSpecific => {
-            ("RESTRICTED", "restricted")
-        }
-        Spectrum::Closed => ("NON_PUBLIC", "non-public"),
-    }
+    let right = citytrust_model::federation::AccessRight::of(s);
+    (right.code(), right.eu_label())
 }
 
 /// The EU dataset-status concept of a publication status (a harvester drops withdrawn entries).

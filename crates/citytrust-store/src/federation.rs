@@ -15,15 +15,8 @@ use sqlx::any::AnyRow;
 
 use crate::{
     NewLogEntry, Result, Store, StoreError, append_entry, bump_catalogue_revision, conflict,
+    from_json, json,
 };
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
 
 /// One record a harvest read, ready to stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use citytrust_model::access::{AccessRequest, Agreement, Purpose, parse_day};
 use sqlx::Row;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict};
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict, json};
 
 /// One version of the charter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,10 +19,6 @@ pub struct StoredCharter {
     pub ethics_code: String,
     /// The consultation that informed this version, if any (R-PAR-3).
     pub consultation_id: Option<String>,
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {

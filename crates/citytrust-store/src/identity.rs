@@ -5,7 +5,7 @@ use citytrust_model::access::parse_day;
 use citytrust_model::account::{Authority, User};
 use sqlx::Row;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict, flag};
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict, flag, json};
 
 /// A sign-in started at a provider, as kept until its answer comes back.
 #[derive(Clone, PartialEq, Eq)]
@@ -236,10 +236,6 @@ impl Store {
             .map(|r| parse(&r.try_get::<String, _>("body")?))
             .collect()
     }
-}
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {

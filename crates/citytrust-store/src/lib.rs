@@ -360,6 +360,16 @@ async fn append_entry(
     Ok(idx)
 }
 
+/// A model document as a JSON column holds it.
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A JSON column's model document.
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 async fn bump_catalogue_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
     sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'catalogue_revision'")
         .execute(&mut **tx)

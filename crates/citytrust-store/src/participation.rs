@@ -16,11 +16,7 @@ use citytrust_model::residents::InboxMessage;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict};
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict, json};
 
 /// A request as stored: the document, with its live support count, and who asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

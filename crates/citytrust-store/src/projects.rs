@@ -6,11 +6,7 @@ use citytrust_model::projects::Project;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict};
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry, conflict, json};
 
 fn project_from_row(r: &AnyRow) -> Result<Project> {
     let mut p: Project = serde_json::from_str(&r.try_get::<String, _>("body")?)

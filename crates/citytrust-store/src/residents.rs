@@ -6,11 +6,7 @@
 use citytrust_model::residents::{Breach, Consent, InboxMessage, SubjectLink, SubjectRequest};
 use sqlx::Row;
 
-use crate::{NewLogEntry, Result, Store, StoreError, StoredVersion, append_entry, conflict};
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use crate::{NewLogEntry, Result, Store, StoreError, StoredVersion, append_entry, conflict, json};
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
