@@ -340,9 +340,37 @@ impl Service {
                 "a harvest of remote catalogue '{id}' is running; its report will be on the catalogue"
             )));
         }
+        match self
+            .harvest_holding_lease(&catalogue, &harvest_id, started, progress)
+            .await
+        {
+            Ok(report) => {
+                self.refresh_search_index().await?;
+                Ok(report)
+            }
+            Err(e) => {
+                // The database failed under it: give the lease and the staging back.
+                if let Err(release) = self.store.abandon_harvest(id, &harvest_id).await {
+                    tracing::warn!(catalogue = %id, error = %release, "could not release a failed harvest's lease");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The harvest proper, once its lease is held: read, then finish or fail.
+    async fn harvest_holding_lease(
+        &self,
+        catalogue: &RemoteCatalogue,
+        harvest_id: &str,
+        started: time::OffsetDateTime,
+        progress: &(dyn Fn(HarvestProgress) + Send + Sync),
+    ) -> Result<HarvestReport> {
+        let id = catalogue.id.as_str();
+        let started_at = rfc3339(started);
         let read = match tokio::time::timeout(
             DEADLINE,
-            self.read_feed(&catalogue, &harvest_id, &started_at, progress),
+            self.read_feed(catalogue, harvest_id, &started_at, progress),
         )
         .await
         {
@@ -391,7 +419,7 @@ impl Service {
                 let feed_sha256 = tally.feed_sha256;
                 let (_, idx) = self
                     .store
-                    .finish_harvest(id, &harvest_id, &next, |counts| {
+                    .finish_harvest(id, harvest_id, &next, |counts| {
                         report.added = counts.added;
                         report.updated = counts.updated;
                         report.unchanged = counts.unchanged;
@@ -455,7 +483,7 @@ impl Service {
                     .store
                     .fail_harvest(
                         id,
-                        &harvest_id,
+                        harvest_id,
                         &next,
                         &c,
                         &new_entry("catalogue.harvest_failed", &body, &at),
@@ -466,7 +494,6 @@ impl Service {
                 report
             }
         };
-        self.refresh_search_index().await?;
         Ok(report)
     }
 

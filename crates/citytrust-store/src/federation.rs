@@ -252,6 +252,23 @@ impl Store {
         F: FnOnce(HarvestCounts) -> Result<(String, String, String, RemoteCatalogue)>,
     {
         let mut tx = self.pool.begin().await?;
+        // A write first: SQLite takes its write lock now (waiting its busy
+        // timeout), rather than failing to upgrade a read transaction after
+        // another writer committed; PostgreSQL locks the catalogue's row.
+        // And only the harvest holding the lease may go on.
+        let held = sqlx::query(
+            "UPDATE remote_catalogues SET harvesting_by = harvesting_by WHERE id = $1 AND harvesting_by = $2",
+        )
+        .bind(catalogue_id)
+        .bind(harvest_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if held == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
+            )));
+        }
         let mut counts = HarvestCounts::default();
         for (slot, sql) in [
             (
@@ -319,23 +336,15 @@ impl Store {
         if let Some(report) = catalogue.last_harvest.as_mut() {
             report.log_index = u64::try_from(idx).ok();
         }
-        let updated = sqlx::query(
+        sqlx::query(
             "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
-             harvesting_by = NULL WHERE id = $1 AND harvesting_by = $4",
+             harvesting_by = NULL WHERE id = $1",
         )
         .bind(catalogue_id)
         .bind(json(&catalogue)?)
         .bind(next_harvest_at)
-        .bind(harvest_id)
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            // Removed, or the lease ran out and another harvest took it: nothing of this one stays.
-            return Err(StoreError::StaleRevision(format!(
-                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
-            )));
-        }
+        .await?;
         if counts.added + counts.updated + counts.removed > 0 {
             bump_catalogue_revision(&mut tx).await?;
         }
@@ -389,6 +398,26 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(idx)
+    }
+
+    /// Give up a harvest the database failed under: drop its staging and
+    /// release its lease (if it still holds it). The entries stay.
+    pub async fn abandon_harvest(&self, catalogue_id: &str, harvest_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM federated_staging WHERE harvest_id = $1")
+            .bind(harvest_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE remote_catalogues SET harvesting_until = NULL, harvesting_by = NULL \
+             WHERE id = $1 AND harvesting_by = $2",
+        )
+        .bind(catalogue_id)
+        .bind(harvest_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Every federated entry (for the search index), in id order.

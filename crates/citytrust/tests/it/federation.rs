@@ -474,3 +474,48 @@ async fn broken_feeds_change_nothing_and_bad_records_are_named() {
     assert_eq!(c["last_harvest"]["records"], 2);
     assert!(c["last_success_at"].is_string());
 }
+
+/// Harvests finish while other requests write the log: a harvest's
+/// transaction takes its write lock first (on SQLite, a read transaction
+/// that had to become a write one after another commit failed as "database
+/// is locked", and left its lease held).
+#[tokio::test]
+async fn harvests_finish_while_others_write() {
+    let a = TestApp::start().await;
+    let admin = a.token("admin").await;
+    let resident = a.token("resident").await;
+    let f = serve_feed().await;
+    *f.answer.lock().unwrap() = (
+        200,
+        feed(&[("one", Some("Bridges")), ("two", Some("Tunnels"))]),
+    );
+    register(&a, &admin, "busy", &f.url, "dcat").await;
+    let writers = async {
+        for i in 0..60 {
+            let res = a
+                .post_json(
+                    "/api/v1/data-requests",
+                    Some(&resident),
+                    &json!({"title": format!("Data {i}"), "description": "d", "reason": "r", "use_case": "u", "benefit": "b"}),
+                )
+                .await;
+            assert_eq!(res.status(), 201);
+        }
+    };
+    let harvests = async {
+        let mut statuses = Vec::new();
+        for _ in 0..20 {
+            let res = a
+                .post_json(
+                    "/api/v1/remote-catalogues/busy/harvest",
+                    Some(&admin),
+                    &json!({}),
+                )
+                .await;
+            statuses.push(res.status().as_u16());
+        }
+        statuses
+    };
+    let ((), statuses) = tokio::join!(writers, harvests);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}
