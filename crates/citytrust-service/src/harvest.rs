@@ -92,7 +92,13 @@ struct Assembler {
     held: usize,
     /// Datasets without an IRI seen (each reported as rejected).
     blank_datasets: usize,
+    /// The last distributions taken with a dataset, for a later dataset
+    /// that lists the same one.
+    recent: VecDeque<(String, Statements)>,
 }
+
+/// How many taken distributions are kept for reuse.
+const RECENT_DISTRIBUTIONS: usize = 64;
 
 const MAX_BLANK_DATASETS_REPORTED: usize = 100_000;
 
@@ -200,10 +206,19 @@ impl Assembler {
         }
     }
 
+    /// Typed a distribution, or saying what only a distribution says (its
+    /// format, media type or URLs): feeds leave the type out.
     fn is_distribution(&self, s: &str) -> bool {
+        let says = [
+            format!("{DCT}format"),
+            format!("{DCAT}mediaType"),
+            format!("{DCAT}accessURL"),
+            format!("{DCAT}downloadURL"),
+        ];
         self.window.get(s).is_some_and(|st| {
             st.iter().any(|(p, o)| {
-                p == RDF_TYPE && matches!(o, Obj::Iri(c) if c == &format!("{DCAT}Distribution"))
+                (p == RDF_TYPE && matches!(o, Obj::Iri(c) if c == &format!("{DCAT}Distribution")))
+                    || says.contains(p)
             })
         })
     }
@@ -253,7 +268,7 @@ impl Assembler {
         let ready = self
             .distributions(dataset)
             .iter()
-            .all(|d| self.ended.contains(d));
+            .all(|d| self.ended.contains(d) || self.recent.iter().any(|(r, _)| r == d));
         if ready {
             self.take(dataset, out);
         }
@@ -282,9 +297,31 @@ impl Assembler {
         }
         self.taken.insert(hash(dataset));
         let distributions = self.distributions(dataset);
+        // A distribution an earlier dataset was taken with comes back for this one.
+        for d in &distributions {
+            if !self.window.contains_key(d)
+                && let Some((_, st)) = self.recent.iter().find(|(r, _)| r == d)
+            {
+                self.held += st.len();
+                self.window.insert(d.clone(), st.clone());
+            }
+        }
         let record = build(dataset, &self.window, &distributions, &self.names);
         for d in &distributions {
-            if self.window.contains_key(d) && !self.pending_set.contains(d) {
+            // A distribution a later dataset lists too stays for it.
+            let listed_later = self.owner_of.get(d).is_some_and(|o| o != dataset);
+            if listed_later {
+                continue;
+            }
+            if !self.pending_set.contains(d)
+                && let Some(st) = self.window.get(d)
+            {
+                if !self.recent.iter().any(|(r, _)| r == d) {
+                    self.recent.push_back((d.clone(), st.clone()));
+                    if self.recent.len() > RECENT_DISTRIBUTIONS {
+                        self.recent.pop_front();
+                    }
+                }
                 self.drop_subject(d);
                 self.loose = self.loose.saturating_sub(1);
             }
@@ -980,6 +1017,40 @@ mod tests {
             panic!("{out:?}")
         };
         assert_eq!(e.formats, ["GEOJSON"]);
+    }
+
+    #[test]
+    fn untyped_and_shared_distributions_are_joined() {
+        let ttl = r#"
+<https://r.example/early> <http://purl.org/dc/terms/format> "CSV" .
+<https://r.example/a> a <http://www.w3.org/ns/dcat#Dataset> ;
+  <http://purl.org/dc/terms/title> "A" ;
+  <http://www.w3.org/ns/dcat#distribution> <https://r.example/early>, <https://r.example/shared> .
+<https://r.example/shared> <http://www.w3.org/ns/dcat#mediaType> <https://www.iana.org/assignments/media-types/application/json> .
+<https://r.example/b> a <http://www.w3.org/ns/dcat#Dataset> ;
+  <http://purl.org/dc/terms/title> "B" ;
+  <http://www.w3.org/ns/dcat#distribution> <https://r.example/shared> .
+<https://r.example/c> a <http://www.w3.org/ns/dcat#Dataset> ; <http://purl.org/dc/terms/title> "C" .
+"#;
+        for chunk in [1, 13, ttl.len()] {
+            let out = read(ttl, chunk).unwrap();
+            let formats: Vec<(String, Vec<String>)> = out
+                .iter()
+                .map(|r| match r {
+                    Record::Entry(e) => (e.title.clone(), e.formats.clone()),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                formats,
+                [
+                    ("A".to_string(), vec!["CSV".to_string(), "JSON".to_string()]),
+                    ("B".to_string(), vec!["JSON".to_string()]),
+                    ("C".to_string(), vec![]),
+                ],
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]
