@@ -50,6 +50,52 @@ fn catalogue_from_row(row: &AnyRow) -> Result<RemoteCatalogue> {
 const CATALOGUE_COLUMNS: &str = "c.body, c.next_harvest_at, \
      (SELECT COUNT(*) FROM federated_entries e WHERE e.catalogue_id = c.id) AS entries";
 
+/// Go on only while `harvest_id` holds the catalogue's lease. A write, so
+/// SQLite takes its write lock here and PostgreSQL the catalogue's row.
+async fn hold_lease(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    catalogue_id: &str,
+    harvest_id: &str,
+) -> Result<()> {
+    let held = sqlx::query(
+        "UPDATE remote_catalogues SET harvesting_by = harvesting_by WHERE id = $1 AND harvesting_by = $2",
+    )
+    .bind(catalogue_id)
+    .bind(harvest_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if held == 0 {
+        return Err(StoreError::StaleRevision(format!(
+            "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
+        )));
+    }
+    Ok(())
+}
+
+/// Keep a harvest's report (naming its log entry), set the next harvest and release the lease.
+async fn record_report(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    catalogue_id: &str,
+    mut catalogue: RemoteCatalogue,
+    log_index: i64,
+    next_harvest_at: &str,
+) -> Result<()> {
+    if let Some(report) = catalogue.last_harvest.as_mut() {
+        report.log_index = u64::try_from(log_index).ok();
+    }
+    sqlx::query(
+        "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
+         harvesting_by = NULL WHERE id = $1",
+    )
+    .bind(catalogue_id)
+    .bind(json(&catalogue)?)
+    .bind(next_harvest_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn insert_remote_catalogue(
         &self,
@@ -256,19 +302,7 @@ impl Store {
         // timeout), rather than failing to upgrade a read transaction after
         // another writer committed; PostgreSQL locks the catalogue's row.
         // And only the harvest holding the lease may go on.
-        let held = sqlx::query(
-            "UPDATE remote_catalogues SET harvesting_by = harvesting_by WHERE id = $1 AND harvesting_by = $2",
-        )
-        .bind(catalogue_id)
-        .bind(harvest_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if held == 0 {
-            return Err(StoreError::StaleRevision(format!(
-                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
-            )));
-        }
+        hold_lease(&mut tx, catalogue_id, harvest_id).await?;
         let mut counts = HarvestCounts::default();
         for (slot, sql) in [
             (
@@ -332,19 +366,7 @@ impl Store {
             },
         )
         .await?;
-        let mut catalogue = catalogue;
-        if let Some(report) = catalogue.last_harvest.as_mut() {
-            report.log_index = u64::try_from(idx).ok();
-        }
-        sqlx::query(
-            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
-             harvesting_by = NULL WHERE id = $1",
-        )
-        .bind(catalogue_id)
-        .bind(json(&catalogue)?)
-        .bind(next_harvest_at)
-        .execute(&mut *tx)
-        .await?;
+        record_report(&mut tx, catalogue_id, catalogue, idx, next_harvest_at).await?;
         if counts.added + counts.updated + counts.removed > 0 {
             bump_catalogue_revision(&mut tx).await?;
         }
@@ -367,34 +389,19 @@ impl Store {
             .bind(harvest_id)
             .execute(&mut *tx)
             .await?;
-        let held = sqlx::query(
-            "SELECT 1 AS one FROM remote_catalogues WHERE id = $1 AND harvesting_by = $2",
-        )
-        .bind(catalogue_id)
-        .bind(harvest_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-        if !held {
+        if let Err(lost) = hold_lease(&mut tx, catalogue_id, harvest_id).await {
             // Another harvest holds the catalogue now (or it was removed): drop the staging only.
             tx.commit().await?;
-            return Err(StoreError::StaleRevision(format!(
-                "the harvest of remote catalogue '{catalogue_id}' (it lost its lease, or the catalogue was removed)"
-            )));
+            return Err(lost);
         }
         let idx = append_entry(&mut tx, entry).await?;
-        let mut catalogue = catalogue.clone();
-        if let Some(report) = catalogue.last_harvest.as_mut() {
-            report.log_index = u64::try_from(idx).ok();
-        }
-        sqlx::query(
-            "UPDATE remote_catalogues SET body = $2, next_harvest_at = $3, harvesting_until = NULL, \
-             harvesting_by = NULL WHERE id = $1",
+        record_report(
+            &mut tx,
+            catalogue_id,
+            catalogue.clone(),
+            idx,
+            next_harvest_at,
         )
-        .bind(catalogue_id)
-        .bind(json(&catalogue)?)
-        .bind(next_harvest_at)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(idx)
