@@ -25,7 +25,40 @@ pub struct TestApp {
     pub settings: Settings,
     /// The HTTP server's task (aborted by `stop_serving`).
     server: tokio::task::JoinHandle<()>,
+    /// The PostgreSQL database this app made (admin URL, name), dropped
+    /// with it: CI runs some 350 apps, and their databases, at 8 MB each,
+    /// once filled the disk. Nodes joined to it share it and drop nothing.
+    owned_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+        let Some((admin_url, name)) = self.owned_database.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // a thread of its own with its own runtime does the work.
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop the test database: {e}");
+        }
+    }
 }
 
 /// The settings of a test app in `dir`: content under it, or, when
@@ -53,7 +86,9 @@ fn test_settings(dir: &std::path::Path) -> Settings {
     }
 }
 
-async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
+/// A fresh store in `dir` (SQLite), or in a new PostgreSQL database, whose
+/// admin URL and name come back to be dropped with the app.
+async fn fresh_store(dir: &std::path::Path) -> (Store, String, Option<(String, String)>) {
     match std::env::var("CITYTRUST_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
             use sqlx::Connection;
@@ -79,11 +114,13 @@ async fn fresh_store(dir: &std::path::Path) -> (Store, String) {
             (
                 Store::connect(&url).await.expect("open PostgreSQL store"),
                 url,
+                Some((admin_url, name)),
             )
         }
         _ => (
             Store::open_data_dir(dir).await.expect("open SQLite store"),
             format!("sqlite://{}", dir.join("citytrust.sqlite").display()),
+            None,
         ),
     }
 }
@@ -113,7 +150,7 @@ impl TestApp {
                 .try_init();
         }
         let dir = tempfile::tempdir().unwrap();
-        let (store, db_url) = fresh_store(dir.path()).await;
+        let (store, db_url, owned_database) = fresh_store(dir.path()).await;
         let clock = Arc::new(ManualClock::new(
             time::macros::datetime!(2026-03-01 09:00 UTC),
         ));
@@ -125,7 +162,9 @@ impl TestApp {
                 .unwrap(),
         );
         seed(&service).await;
-        TestApp::serve(listener, service, clock, settings, db_url, dir)
+        let mut app = TestApp::serve(listener, service, clock, settings, db_url, dir);
+        app.owned_database = owned_database;
+        app
     }
 
     /// Another node of the same trust, as docs/OPERATING.md sets several up:
@@ -194,6 +233,7 @@ impl TestApp {
             clock,
             settings,
             server,
+            owned_database: None,
             _dir: dir,
         }
     }
