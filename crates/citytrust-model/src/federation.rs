@@ -51,9 +51,59 @@ pub struct NewRemoteCatalogue {
     /// Harvest again this many hours after the last harvest (1 to 720; default 24).
     #[serde(default)]
     pub interval_hours: Option<u32>,
+    /// The node behind the catalogue as a Dataspace Protocol participant,
+    /// for asking it for data (another CityTrust: its `GET /dsp/participant`).
+    #[serde(default)]
+    pub participant: Option<Participant>,
 }
 
 pub const DEFAULT_HARVEST_HOURS: u32 = 24;
+
+/// A partner node as a Dataspace Protocol participant: who it says it is
+/// (its public URL) and the key its messages must be signed with, pinned by
+/// the administrator who registered it. A message signed with any other key
+/// is not from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    /// The node's public URL (http or https, no query), e.g. `https://data.city-b.eu`.
+    pub id: String,
+    /// Its Ed25519 public key: `ed25519:` and 64 hexadecimal digits.
+    pub key: String,
+}
+
+impl Participant {
+    pub fn validate(&self, e: &mut ValidationErrors) {
+        match url::Url::parse(&self.id) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && !self.id.ends_with('/')
+                    && self.id.len() <= 500 => {}
+            _ => e.push(
+                "participant.id",
+                "the node's public URL: http or https, a host, no query, no trailing slash",
+            ),
+        }
+        if self.key_bytes().is_none() {
+            e.push(
+                "participant.key",
+                "an Ed25519 public key: 'ed25519:' and 64 hexadecimal digits",
+            );
+        }
+    }
+
+    /// The key's 32 bytes, when it is well formed.
+    pub fn key_bytes(&self) -> Option<[u8; 32]> {
+        let h = self.key.strip_prefix("ed25519:")?;
+        let bytes = hex::decode(h).ok()?;
+        bytes.try_into().ok()
+    }
+}
 
 impl NewRemoteCatalogue {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
@@ -92,6 +142,9 @@ impl NewRemoteCatalogue {
         {
             e.push("interval_hours", "between 1 and 720");
         }
+        if let Some(p) = &self.participant {
+            p.validate(&mut e);
+        }
         e.into_result()
     }
 }
@@ -116,6 +169,9 @@ pub struct RemoteCatalogue {
     /// When a harvest last succeeded (RFC 3339 UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success_at: Option<String>,
+    /// The node as a Dataspace Protocol participant, when one was pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<Participant>,
 }
 
 /// How one harvest went.
@@ -281,6 +337,104 @@ impl AccessRight {
     }
 }
 
+/// The states of a Dataspace Protocol contract negotiation (DSP 2025-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NegotiationState {
+    Requested,
+    Offered,
+    Accepted,
+    Agreed,
+    Verified,
+    Finalized,
+    Terminated,
+}
+
+impl NegotiationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NegotiationState::Requested => "REQUESTED",
+            NegotiationState::Offered => "OFFERED",
+            NegotiationState::Accepted => "ACCEPTED",
+            NegotiationState::Agreed => "AGREED",
+            NegotiationState::Verified => "VERIFIED",
+            NegotiationState::Finalized => "FINALIZED",
+            NegotiationState::Terminated => "TERMINATED",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            NegotiationState::Finalized | NegotiationState::Terminated
+        )
+    }
+}
+
+/// A message the provider owes the consumer, sent (and retried) by the
+/// negotiations' worker; the state moves only once the consumer took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OwedMessage {
+    /// `ContractAgreementMessage`: the trustees approved (→ AGREED).
+    Agreement,
+    /// `ContractNegotiationEventMessage` FINALIZED (→ FINALIZED).
+    Finalized,
+    /// `ContractNegotiationTerminationMessage`: refused or withdrawn (→ TERMINATED).
+    Termination,
+}
+
+/// A contract negotiation this trust is the provider in: another node's
+/// organisation asking, through the Dataspace Protocol, for one of the
+/// trust's shared datasets. It is an access request like any other (made
+/// by the account standing for the participant, for the organisation
+/// standing for the consumer's), decided by the charter and the trustees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Negotiation {
+    /// `urn:uuid:…`, chosen here.
+    pub provider_pid: String,
+    /// The consumer's id for it.
+    pub consumer_pid: String,
+    /// The remote catalogue whose pinned participant asked.
+    pub catalogue_id: String,
+    /// The participant (its public URL).
+    pub participant_id: String,
+    /// The consumer's organisation, as the participant names it.
+    pub consumer_organization: String,
+    /// The local organisation standing for it.
+    pub organization_id: String,
+    pub dataset_id: String,
+    /// The offer asked for (one of the catalogue's).
+    pub offer_id: String,
+    pub level: crate::AccessLevel,
+    pub purpose: String,
+    /// Where messages to the consumer go (under the participant's URL).
+    pub callback_address: String,
+    /// This trust's public URL when the negotiation began (it signs and
+    /// addresses what it sends with it).
+    pub provider_base: String,
+    pub state: NegotiationState,
+    pub access_request_id: String,
+    #[serde(default)]
+    pub agreement_id: Option<String>,
+    /// What is owed to the consumer next, if anything.
+    #[serde(default)]
+    pub owed: Option<OwedMessage>,
+    /// Failed deliveries of what is owed, and the last one's error.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When to try again (RFC 3339 UTC).
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    /// Why it was terminated, and by whom ("consumer" or "provider").
+    #[serde(default)]
+    pub termination: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +446,7 @@ mod tests {
             url: url.into(),
             kind: RemoteKind::Dcat,
             interval_hours: None,
+            participant: None,
         }
     }
 

@@ -1,16 +1,21 @@
-//! The Dataspace Protocol over HTTP (DSP 2025-1), provider side, first
-//! part: `/.well-known/dspace-version` and the catalogue
-//! (`POST /dsp/catalog/request`, `GET /dsp/catalog/datasets/{id}`). Bad
-//! messages and unknown datasets answer DSP's `CatalogError`, not problem+json.
+//! The Dataspace Protocol over HTTP (DSP 2025-1), provider side:
+//! `/.well-known/dspace-version`, the catalogue (`POST /dsp/catalog/request`,
+//! `GET /dsp/catalog/datasets/{id}`), this trust's participant identity
+//! (`GET /dsp/participant`) and contract negotiations (`/dsp/negotiations/…`).
+//! Bad messages and unknown datasets answer DSP's `CatalogError`, and
+//! negotiation failures its `ContractNegotiationError`, not problem+json.
+//! Negotiations need a participant's signed token (`Authorization: Bearer`);
+//! without one, as for an unknown negotiation, the answer is 404.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use citytrust_service::ServiceError;
-use citytrust_service::dataspace::DSP_CONTEXT;
+use citytrust_service::dataspace::{Caller, DSP_CONTEXT};
+use citytrust_service::negotiation::{ConsumerMessage, DspError};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -20,6 +25,233 @@ pub fn routes() -> Router<AppState> {
         .route("/.well-known/dspace-version", get(versions))
         .route("/dsp/catalog/request", post(catalog_request))
         .route("/dsp/catalog/datasets/{id}", get(dataset))
+        .route("/dsp/participant", get(participant))
+        .route("/dsp/negotiations/request", post(negotiation_request))
+        .route("/dsp/negotiations/{pid}", get(negotiation))
+        .route("/dsp/negotiations/{pid}/request", post(counter_request))
+        .route("/dsp/negotiations/{pid}/events", post(negotiation_event))
+        .route(
+            "/dsp/negotiations/{pid}/agreement/verification",
+            post(agreement_verification),
+        )
+        .route("/dsp/negotiations/{pid}/termination", post(termination))
+}
+
+/// A DSP `ContractNegotiationError`, naming the negotiation's ids as far
+/// as the message gave them.
+fn negotiation_error(
+    status: StatusCode,
+    pids: (&str, &str),
+    reason: impl Into<String>,
+) -> Response {
+    (
+        status,
+        Json(json!({
+            "@context": [DSP_CONTEXT],
+            "@type": "ContractNegotiationError",
+            "providerPid": pids.0,
+            "consumerPid": pids.1,
+            "code": status.as_u16().to_string(),
+            "reason": [reason.into()],
+        })),
+    )
+        .into_response()
+}
+
+fn negotiation_failed(e: DspError, pids: (&str, &str)) -> Response {
+    match e {
+        DspError::NotFound => negotiation_error(
+            StatusCode::NOT_FOUND,
+            pids,
+            "no such negotiation is known to this participant",
+        ),
+        DspError::BadRequest(reason) => negotiation_error(StatusCode::BAD_REQUEST, pids, reason),
+        DspError::Internal(e) => {
+            tracing::error!(error = %e, "DSP negotiation failed");
+            negotiation_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pids,
+                "the negotiation could not be handled",
+            )
+        }
+    }
+}
+
+/// The participant behind a request's token; unauthorised callers are
+/// answered as for an unknown negotiation.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, DspError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state
+        .service
+        .dsp_caller(authorization, &crate::base_url(state))
+        .await
+    {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(DspError::NotFound),
+        Err(e) => Err(DspError::Internal(e)),
+    }
+}
+
+async fn participant(State(state): State<AppState>) -> Response {
+    Json(state.service.dsp_participant(&crate::base_url(&state))).into_response()
+}
+
+async fn negotiation_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let consumer_pid = pid_in(&body, "consumerPid");
+    let pids = ("", consumer_pid.as_str());
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return negotiation_failed(e, pids),
+    };
+    let msg = match message(&body, "ContractRequestMessage") {
+        Ok(m) => m,
+        Err(reason) => return negotiation_error(StatusCode::BAD_REQUEST, pids, reason),
+    };
+    match state
+        .service
+        .dsp_request_negotiation(&caller, &msg, &crate::base_url(&state))
+        .await
+    {
+        Ok(n) => (StatusCode::CREATED, Json(n)).into_response(),
+        Err(e) => negotiation_failed(e, pids),
+    }
+}
+
+/// A string field of a message, if it is JSON with one (for error bodies).
+fn pid_in(body: &[u8], field: &str) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get(field).and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn negotiation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+) -> Response {
+    let result = match caller(&state, &headers).await {
+        Ok(c) => state.service.dsp_get_negotiation(&c, &pid).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(n) => Json(n).into_response(),
+        Err(e) => negotiation_failed(e, (&pid, "")),
+    }
+}
+
+/// A consumer's message of `expected` type on negotiation `pid`.
+async fn consumer_message(
+    state: &AppState,
+    headers: &HeaderMap,
+    pid: &str,
+    body: &[u8],
+    expected: &str,
+    kind: impl FnOnce(&Value) -> Result<ConsumerMessage, String>,
+) -> Response {
+    let consumer_pid = pid_in(body, "consumerPid");
+    let pids = (pid, consumer_pid.as_str());
+    let caller = match caller(state, headers).await {
+        Ok(c) => c,
+        Err(e) => return negotiation_failed(e, pids),
+    };
+    let msg = match message(body, expected) {
+        Ok(m) => m,
+        Err(reason) => return negotiation_error(StatusCode::BAD_REQUEST, pids, reason),
+    };
+    let kind = match kind(&msg) {
+        Ok(k) => k,
+        Err(reason) => return negotiation_error(StatusCode::BAD_REQUEST, pids, reason),
+    };
+    match state
+        .service
+        .dsp_consumer_message(&caller, pid, kind, &msg)
+        .await
+    {
+        Ok(n) => Json(n).into_response(),
+        Err(e) => negotiation_failed(e, pids),
+    }
+}
+
+async fn counter_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    consumer_message(
+        &state,
+        &headers,
+        &pid,
+        &body,
+        "ContractRequestMessage",
+        |_| Ok(ConsumerMessage::Request),
+    )
+    .await
+}
+
+async fn negotiation_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    consumer_message(
+        &state,
+        &headers,
+        &pid,
+        &body,
+        "ContractNegotiationEventMessage",
+        |m| match m.get("eventType").and_then(Value::as_str) {
+            Some("ACCEPTED" | "dspace:ACCEPTED") => Ok(ConsumerMessage::Accepted),
+            Some("FINALIZED" | "dspace:FINALIZED") => Ok(ConsumerMessage::Finalized),
+            Some(other) => Err(format!(
+                "eventType '{other}' is neither ACCEPTED nor FINALIZED"
+            )),
+            None => Err("eventType is missing".into()),
+        },
+    )
+    .await
+}
+
+async fn agreement_verification(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    consumer_message(
+        &state,
+        &headers,
+        &pid,
+        &body,
+        "ContractAgreementVerificationMessage",
+        |_| Ok(ConsumerMessage::Verification),
+    )
+    .await
+}
+
+async fn termination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    consumer_message(
+        &state,
+        &headers,
+        &pid,
+        &body,
+        "ContractNegotiationTerminationMessage",
+        |_| Ok(ConsumerMessage::Termination),
+    )
+    .await
 }
 
 /// A DSP `CatalogError`.

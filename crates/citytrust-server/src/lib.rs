@@ -192,6 +192,19 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
+    // Dataspace Protocol negotiations: send consumers what decisions owe
+    // them, when a decision wakes it and every few seconds (for retries).
+    let negotiator = service.clone();
+    tokio::spawn(async move {
+        loop {
+            negotiator
+                .negotiations_waiting(Duration::from_secs(5))
+                .await;
+            if let Err(e) = negotiator.advance_negotiations().await {
+                tracing::warn!(error = %e, "DSP negotiations could not be advanced");
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut n: u64 = 0;

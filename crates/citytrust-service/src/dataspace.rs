@@ -201,3 +201,205 @@ fn offers(
     }
     Ok(out)
 }
+
+/// How long a participant token lives (seconds): long enough for one
+/// message to cross, short enough that a copied one is soon worthless.
+pub const TOKEN_LIFETIME_SECS: i64 = 300;
+/// Clock skew tolerated between two nodes (seconds).
+const TOKEN_SKEW_SECS: i64 = 60;
+
+/// This trust's key as a Dataspace Protocol participant. It is derived
+/// from the log's seed under a label of its own, so no message it signs
+/// can be taken for a checkpoint and no new secret needs keeping.
+pub(crate) struct ParticipantKey(ed25519_dalek::SigningKey);
+
+impl ParticipantKey {
+    pub(crate) fn derive(seed: &crate::ledger::LedgerSeed) -> ParticipantKey {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"citytrust dataspace participant key v1\n");
+        h.update(seed.0);
+        ParticipantKey(ed25519_dalek::SigningKey::from_bytes(&h.finalize().into()))
+    }
+
+    /// `ed25519:` and the public key in hexadecimal, as administrators pin it.
+    pub(crate) fn public(&self) -> String {
+        format!("ed25519:{}", hex::encode(self.0.verifying_key().as_bytes()))
+    }
+}
+
+/// What a participant token says: a JWT (RFC 7519) signed with EdDSA.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenClaims {
+    /// The sending participant (its public URL).
+    pub iss: String,
+    /// The participant it is for.
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The sender's organisation the message is sent for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// That organisation's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_name: Option<String>,
+}
+
+const TOKEN_HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+
+/// Sign `claims` with `key` (compact JWS).
+pub fn sign_token(key: &ed25519_dalek::SigningKey, claims: &TokenClaims) -> String {
+    use base64::Engine;
+    use ed25519_dalek::Signer;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(TOKEN_HEADER),
+        b64.encode(serde_json::to_vec(claims).unwrap_or_default())
+    );
+    let signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64.encode(signature.to_bytes()))
+}
+
+/// The claims of `token` when `key` signed it (nothing else is checked).
+fn verified_claims(key: &ed25519_dalek::VerifyingKey, token: &str) -> Option<TokenClaims> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.split('.');
+    let (header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || token.len() > 4096 {
+        return None;
+    }
+    let h: Value = serde_json::from_slice(&b64.decode(header).ok()?).ok()?;
+    if h.get("alg").and_then(Value::as_str) != Some("EdDSA") {
+        return None;
+    }
+    let signature: [u8; 64] = b64.decode(signature).ok()?.try_into().ok()?;
+    key.verify_strict(
+        format!("{header}.{claims}").as_bytes(),
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    )
+    .ok()?;
+    serde_json::from_slice(&b64.decode(claims).ok()?).ok()
+}
+
+/// The claims of `token` before its signature is checked: only to find
+/// which pinned key to check it with.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let claims = token.split('.').nth(1)?;
+    let v: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .ok()?,
+    )
+    .ok()?;
+    v.get("iss").and_then(Value::as_str).map(str::to_string)
+}
+
+/// A participant whose signed token this trust checked: the remote
+/// catalogue its key is pinned in, and the organisation it speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub catalogue_id: String,
+    pub catalogue_name: String,
+    pub participant_id: String,
+    /// (id, name) of the sender's organisation, when the token names one.
+    pub organization: Option<(String, String)>,
+}
+
+fn is_org_id(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+impl Service {
+    /// `GET /dsp/participant`: who this trust is in the dataspace, for
+    /// partners' administrators to pin.
+    pub fn dsp_participant(&self, base: &str) -> Value {
+        json!({"participantId": base, "key": self.dsp_key.public()})
+    }
+
+    /// A token for a message from this trust (`base`) to participant `aud`.
+    pub(crate) fn dsp_token(
+        &self,
+        base: &str,
+        aud: &str,
+        org: Option<(&str, &str)>,
+    ) -> Result<String> {
+        let now = self.now().unix_timestamp();
+        Ok(sign_token(
+            &self.dsp_key.0,
+            &TokenClaims {
+                iss: base.to_string(),
+                aud: aud.to_string(),
+                iat: now,
+                exp: now + TOKEN_LIFETIME_SECS,
+                jti: hex::encode(crate::accounts::random_bytes::<12>()?),
+                sub: org.map(|(id, _)| id.to_string()),
+                org_name: org.map(|(_, name)| name.to_string()),
+            },
+        ))
+    }
+
+    /// Who sent a message to this trust (`base`), from its `Authorization`
+    /// header: a token signed with the key pinned for its issuer, for this
+    /// trust, current. `None` for anything else — the protocol answers
+    /// unauthorised callers as it answers unknown ids (404).
+    pub async fn dsp_caller(
+        &self,
+        authorization: Option<&str>,
+        base: &str,
+    ) -> Result<Option<Caller>> {
+        let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return Ok(None);
+        };
+        let Some(issuer) = unverified_issuer(token) else {
+            return Ok(None);
+        };
+        let now = self.now().unix_timestamp();
+        for c in self.store.list_remote_catalogues().await? {
+            let Some(p) = &c.participant else { continue };
+            if p.id != issuer {
+                continue;
+            }
+            let Some(key) = p
+                .key_bytes()
+                .and_then(|k| ed25519_dalek::VerifyingKey::from_bytes(&k).ok())
+            else {
+                continue;
+            };
+            let Some(claims) = verified_claims(&key, token) else {
+                continue;
+            };
+            let current = claims.iat <= now + TOKEN_SKEW_SECS
+                && now <= claims.exp + TOKEN_SKEW_SECS
+                && claims.exp - claims.iat <= 2 * TOKEN_LIFETIME_SECS;
+            if claims.aud.trim_end_matches('/') != base.trim_end_matches('/') || !current {
+                return Ok(None);
+            }
+            let organization = match claims.sub {
+                Some(id) if is_org_id(&id) => {
+                    let name = claims
+                        .org_name
+                        .map(|n| n.trim().chars().take(120).collect::<String>())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| id.clone());
+                    Some((id, name))
+                }
+                Some(_) => return Ok(None),
+                None => None,
+            };
+            return Ok(Some(Caller {
+                catalogue_id: c.id.clone(),
+                catalogue_name: c.name.clone(),
+                participant_id: p.id.clone(),
+                organization,
+            }));
+        }
+        Ok(None)
+    }
+}

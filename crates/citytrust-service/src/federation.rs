@@ -213,6 +213,7 @@ impl Service {
             entries: 0,
             last_harvest: None,
             last_success_at: None,
+            participant: new.participant.clone(),
         };
         let (body, at) = self.log_entry(
             "catalogue.remote_registered",
@@ -221,6 +222,7 @@ impl Service {
                 "name": catalogue.name,
                 "url": loggable(&catalogue.url),
                 "kind": catalogue.kind.as_str(),
+                "participant": catalogue.participant,
             }),
         )?;
         self.store

@@ -1208,6 +1208,8 @@ impl Service {
         self.store
             .save_access_request(&request, Some(revision), agreement.as_ref(), &entries)
             .await?;
+        // A negotiation through the Dataspace Protocol may wait on this decision.
+        self.wake_negotiations();
         Ok(request)
     }
 
@@ -1314,6 +1316,17 @@ impl Service {
         let mut e = ValidationErrors::default();
         e.required_text("reason", reason, 5000);
         e.into_result()?;
+        self.retire_agreement_for(id, "trustees", reason).await
+    }
+
+    /// Retire an active agreement, `by` whom (the trustees, or a consumer
+    /// ending its Dataspace Protocol negotiation), logged.
+    pub(crate) async fn retire_agreement_for(
+        &self,
+        id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Agreement> {
         let mut a = self.agreement(id).await?;
         if a.status != AgreementStatus::Active {
             return Err(ServiceError::Unprocessable {
@@ -1324,7 +1337,7 @@ impl Service {
         a.version += 1;
         a.status = AgreementStatus::Retired;
         a.decision.reason = reason.trim().to_string();
-        a.decision.by = "trustees".into();
+        a.decision.by = by.into();
         a.decision.at = rfc3339(self.now());
         a.created_at = a.decision.at.clone();
         let entry = self.agreement_entry("agreement.retired", &a)?;

@@ -23,6 +23,7 @@ pub mod interop;
 pub mod ledger;
 pub mod levels;
 pub mod lineage;
+pub mod negotiation;
 pub mod participation;
 pub mod projects;
 mod read;
@@ -127,6 +128,10 @@ pub struct Service {
     federated: federation::FederatedIndex,
     /// The DSP catalogue last made, under the key it was made for.
     dsp_catalog_cache: std::sync::Mutex<Option<(String, Arc<serde_json::Value>)>>,
+    /// This trust's key as a Dataspace Protocol participant.
+    dsp_key: dataspace::ParticipantKey,
+    /// Wakes the negotiations' worker (a decision may owe a consumer a message).
+    dsp_wake: tokio::sync::Notify,
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
@@ -252,6 +257,8 @@ impl Service {
             index,
             federated: federation::FederatedIndex::default(),
             dsp_catalog_cache: std::sync::Mutex::default(),
+            dsp_key: dataspace::ParticipantKey::derive(&seed),
+            dsp_wake: tokio::sync::Notify::new(),
             clock,
             settings,
             ledger,

@@ -9,7 +9,7 @@
 //! harvest holds a lease on its catalogue's row, so two nodes (or the
 //! scheduler and an administrator) never harvest one catalogue at once.
 
-use citytrust_model::federation::{FederatedEntry, RemoteCatalogue};
+use citytrust_model::federation::{FederatedEntry, Negotiation, RemoteCatalogue};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -444,5 +444,111 @@ impl Store {
             .await?;
         row.map(|r| from_json(&r.try_get::<String, _>("body")?))
             .transpose()
+    }
+}
+
+/// A negotiation and the revision it was read at.
+fn negotiation_from_row(row: &AnyRow) -> Result<(Negotiation, i64)> {
+    let n: Negotiation = from_json(&row.try_get::<String, _>("body")?)?;
+    Ok((n, row.try_get("revision")?))
+}
+
+impl Store {
+    /// Record a new negotiation (and its log entries) in one transaction.
+    pub async fn insert_negotiation(
+        &self,
+        n: &Negotiation,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dsp_negotiations (provider_pid, catalogue_id, access_request_id, state, \
+             next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(&n.provider_pid)
+        .bind(&n.catalogue_id)
+        .bind(&n.access_request_id)
+        .bind(n.state.as_str())
+        .bind(&n.next_attempt_at)
+        .bind(json(n)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("negotiation '{}'", n.provider_pid)))?;
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_negotiation(&self, provider_pid: &str) -> Result<Option<(Negotiation, i64)>> {
+        let row =
+            sqlx::query("SELECT body, revision FROM dsp_negotiations WHERE provider_pid = $1")
+                .bind(provider_pid)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(negotiation_from_row).transpose()
+    }
+
+    /// Write a negotiation read at `revision`, with its log entries, in one
+    /// transaction; [`StoreError::StaleRevision`] if another change came first.
+    pub async fn update_negotiation(
+        &self,
+        n: &Negotiation,
+        revision: i64,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE dsp_negotiations SET state = $1, next_attempt_at = $2, revision = $3, body = $4 \
+             WHERE provider_pid = $5 AND revision = $6",
+        )
+        .bind(n.state.as_str())
+        .bind(&n.next_attempt_at)
+        .bind(revision + 1)
+        .bind(json(n)?)
+        .bind(&n.provider_pid)
+        .bind(revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "negotiation '{}'",
+                n.provider_pid
+            )));
+        }
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Negotiations the worker may have something to do for at `now`: not
+    /// in a terminal state, and not waiting to retry a delivery.
+    pub async fn negotiations_to_advance(&self, now: &str) -> Result<Vec<(Negotiation, i64)>> {
+        let rows = sqlx::query(
+            "SELECT body, revision FROM dsp_negotiations \
+             WHERE state NOT IN ('FINALIZED', 'TERMINATED') \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(negotiation_from_row).collect()
+    }
+
+    /// Every negotiation, newest first.
+    pub async fn list_negotiations(&self) -> Result<Vec<Negotiation>> {
+        let rows = sqlx::query("SELECT body, revision FROM dsp_negotiations")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut all = rows
+            .iter()
+            .map(|r| negotiation_from_row(r).map(|(n, _)| n))
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(all)
     }
 }

@@ -127,6 +127,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0019_federation.sql"),
         postgres: include_str!("../migrations/postgres/0019_federation.sql"),
     },
+    Migration {
+        version: 20,
+        name: "negotiations",
+        sqlite: include_str!("../migrations/sqlite/0020_negotiations.sql"),
+        postgres: include_str!("../migrations/postgres/0020_negotiations.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -923,12 +923,29 @@ pub fn federate_with_peers(service: std::sync::Arc<Service>, peers: Vec<String>)
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(3)).await;
             }
+            // The demo pins the key the peer shows (trust on first use):
+            // an operator checks it with the peer's operators instead.
+            let participant = match client
+                .get(format!("{base}/dsp/participant"))
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await
+            {
+                Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| {
+                    Some(citytrust_model::federation::Participant {
+                        id: v["participantId"].as_str()?.to_string(),
+                        key: v["key"].as_str()?.to_string(),
+                    })
+                }),
+                Err(_) => None,
+            };
             let new = citytrust_model::federation::NewRemoteCatalogue {
                 id: id.clone(),
                 name: format!("The peer trust at {base}"),
                 url: format!("{base}/catalog.ttl"),
                 kind: citytrust_model::federation::RemoteKind::Dcat,
                 interval_hours: Some(1),
+                participant,
             };
             match service.register_remote_catalogue(&actor, new).await {
                 Ok(c) => {

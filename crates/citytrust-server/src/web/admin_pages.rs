@@ -54,6 +54,8 @@ struct CatalogueRow {
     failed: bool,
     next: String,
     rejected: Vec<RejectedRecord>,
+    /// "URL (key)" of the pinned Dataspace participant.
+    participant: Option<String>,
 }
 
 fn catalogue_row(c: RemoteCatalogue) -> CatalogueRow {
@@ -82,6 +84,7 @@ fn catalogue_row(c: RemoteCatalogue) -> CatalogueRow {
         }
     };
     CatalogueRow {
+        participant: c.participant.map(|p| format!("{} ({})", p.id, p.key)),
         kind: match c.kind {
             RemoteKind::Dcat => "DCAT-AP",
             RemoteKind::Ckan => "CKAN",
@@ -355,12 +358,22 @@ async fn admin_register_catalogue(State(state): State<AppState>, signed: SignedF
         "ckan" => RemoteKind::Ckan,
         _ => RemoteKind::Dcat,
     };
+    // A participant is pinned when either of its fields is filled in (and
+    // then both must be: validation names the one missing).
+    let participant = match (form.opt("participant_id"), form.opt("participant_key")) {
+        (None, None) => None,
+        (id, key) => Some(citytrust_model::federation::Participant {
+            id: id.unwrap_or_default().trim().to_string(),
+            key: key.unwrap_or_default().trim().to_string(),
+        }),
+    };
     let new = NewRemoteCatalogue {
         id: form.one("id"),
         name: form.one("name"),
         url: form.one("url"),
         kind,
         interval_hours,
+        participant,
     };
     let result = state
         .service

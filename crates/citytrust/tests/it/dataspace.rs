@@ -213,3 +213,575 @@ async fn the_catalogue_offers_shared_datasets_under_the_charter_and_validates() 
         .unwrap();
     assert_eq!(res.status(), 400);
 }
+
+/// A consumer node as the provider sees it: its public URL, its key, and
+/// every message the provider sent to its callback address.
+struct Consumer {
+    url: String,
+    key: ed25519_dalek::SigningKey,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Value)>>>,
+    /// Answer the provider's messages with 503 while set.
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Consumer {
+    async fn start(seed: u8) -> Consumer {
+        use axum::extract::{Path, State};
+        use std::sync::atomic::Ordering;
+        type Inbox = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Value)>>>;
+        let received: Inbox = Default::default();
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state = (received.clone(), failing.clone());
+        let app = axum::Router::new()
+            // An empty catalogue, for the registration's first harvest.
+            .route(
+                "/catalog.ttl",
+                axum::routing::get(|| async { ([("content-type", "text/turtle")], "") }),
+            )
+            .route(
+                "/callback/negotiations/{*rest}",
+                axum::routing::post(
+                    |State((inbox, failing)): State<(
+                        Inbox,
+                        std::sync::Arc<std::sync::atomic::AtomicBool>,
+                    )>,
+                     Path(rest): Path<String>,
+                     headers: axum::http::HeaderMap,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        if failing.load(Ordering::SeqCst) {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        inbox.lock().unwrap().push((rest, auth, body));
+                        axum::http::StatusCode::OK
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Consumer {
+            url,
+            key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+            received,
+            failing,
+        }
+    }
+
+    fn public_key(&self) -> String {
+        let hex: String = self
+            .key
+            .verifying_key()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("ed25519:{hex}")
+    }
+
+    /// A token for `provider`, signed with `key`, issued `age` seconds before `now`.
+    fn token_with(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        provider: &TestApp,
+        org: Option<&str>,
+        age: i64,
+    ) -> String {
+        let now = provider.service.now().unix_timestamp() - age;
+        citytrust_service::dataspace::sign_token(
+            key,
+            &citytrust_service::dataspace::TokenClaims {
+                iss: self.url.clone(),
+                aud: provider.base.clone(),
+                iat: now,
+                exp: now + 300,
+                jti: format!("t{now}{age}"),
+                sub: org.map(str::to_string),
+                org_name: org.map(|o| format!("{o} of city A")),
+            },
+        )
+    }
+
+    fn token(&self, provider: &TestApp) -> String {
+        self.token_with(&self.key, provider, Some("mobility-lab"), 0)
+    }
+
+    fn messages(&self) -> Vec<(String, Option<String>, Value)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// POST a DSP message with a bearer token.
+async fn dsp_post(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+    let mut req = app.client.post(app.url(path)).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn dsp_get(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn request_message(
+    provider: &TestApp,
+    consumer: &Consumer,
+    cpid: &str,
+    level: &str,
+    purpose: &str,
+) -> Value {
+    json!({
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "ContractRequestMessage",
+        "consumerPid": cpid,
+        "offer": {
+            "@type": "Offer",
+            "@id": format!("{}/dsp/offers/heat-meters/{level}", provider.base),
+            "target": "heat-meters",
+            "dct:description": "Plan heat networks for the next winter.",
+            "citytrust:checklist": {
+                "justified": "Heat demand by building decides where the network goes.",
+                "benefits_and_risks": "Residents get cheaper heat; owners' consumption could be exposed.",
+                "proportionate": "One season, the buildings of one district.",
+                "without_personal_data": "The data is about buildings, not people.",
+                "power_to_share": "The regional energy plan mandates it.",
+            },
+            "permission": [{"action": "use", "constraint": [
+                {"leftOperand": "purpose", "operator": "eq", "rightOperand": purpose},
+                {"leftOperand": "dateTime", "operator": "gteq", "rightOperand": "2026-03-01"},
+                {"leftOperand": "dateTime", "operator": "lteq", "rightOperand": "2026-08-31"},
+            ]}],
+        },
+        "callbackAddress": format!("{}/callback", consumer.url),
+    })
+}
+
+fn consumer_message(kind: &str, ppid: &str, cpid: &str, extra: Value) -> Value {
+    let mut m = json!({
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": kind,
+        "providerPid": ppid,
+        "consumerPid": cpid,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        m[k] = v.clone();
+    }
+    m
+}
+
+/// The access request a negotiation became, as the trustees see it.
+async fn request_of(app: &TestApp, trustee: &str, benefit_marker: &str) -> Value {
+    let list: Value = app
+        .get("/api/v1/access-requests", Some(trustee))
+        .await
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["requester"] == "dsp.city-a" && r["purpose"] == benefit_marker)
+        .cloned()
+        .unwrap_or_else(|| panic!("no request for {benefit_marker} in {list:#}"))
+}
+
+#[tokio::test]
+async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
+    let mut dsp = Dsp::new();
+    let b = crate::governance::start().await;
+    let alice = b.token("alice").await;
+    b.create_dataset(
+        &alice,
+        &dataset("Heat meters", "city-energy", "shared_public"),
+    )
+    .await;
+    let admin = b.token("admin").await;
+    let a = Consumer::start(7).await;
+    let stranger = Consumer::start(9).await;
+    for (id, c) in [("city-a", &a), ("city-c", &stranger)] {
+        let res = b
+            .post_json(
+                "/api/v1/remote-catalogues",
+                Some(&admin),
+                &json!({"id": id, "name": id, "url": format!("{}/catalog.ttl", c.url), "kind": "dcat",
+                        "participant": {"id": c.url, "key": c.public_key()}}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    // B shows who it is, for A's administrators to pin.
+    let me: Value = b.get("/dsp/participant", None).await.json().await.unwrap();
+    assert_eq!(me["participantId"], b.base.as_str());
+    let b_key = ed25519_dalek::VerifyingKey::from_bytes(
+        &(0..32)
+            .map(|i| {
+                u8::from_str_radix(&me["key"].as_str().unwrap()[8 + 2 * i..10 + 2 * i], 16).unwrap()
+            })
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+
+    let start = request_message(&b, &a, "urn:uuid:c-1", "identified", "research");
+    dsp.check("negotiation/contract-request-message-schema.json", &start)
+        .unwrap();
+    // Without a token, with another key, for another provider, or stale: as if nothing were there.
+    let wrong_key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    for token in [
+        None,
+        Some(a.token_with(&wrong_key, &b, Some("mobility-lab"), 0)),
+        Some(a.token_with(&a.key, &b, Some("mobility-lab"), 900)),
+        Some("Bearer nonsense".to_string()),
+    ] {
+        let (status, err) =
+            dsp_post(&b, "/dsp/negotiations/request", token.as_deref(), &start).await;
+        assert_eq!(status, 404, "{token:?}: {err}");
+        dsp.check("negotiation/contract-negotiation-error-schema.json", &err)
+            .unwrap();
+    }
+    // A token for another audience is refused too.
+    let other_aud = citytrust_service::dataspace::sign_token(
+        &a.key,
+        &citytrust_service::dataspace::TokenClaims {
+            iss: a.url.clone(),
+            aud: "http://elsewhere.example".into(),
+            iat: b.service.now().unix_timestamp(),
+            exp: b.service.now().unix_timestamp() + 300,
+            jti: "x".into(),
+            sub: Some("mobility-lab".into()),
+            org_name: None,
+        },
+    );
+    assert_eq!(
+        dsp_post(&b, "/dsp/negotiations/request", Some(&other_aud), &start)
+            .await
+            .0,
+        404
+    );
+
+    // Bad requests say what is wrong.
+    let token = a.token(&b);
+    let mut bad_offer = start.clone();
+    bad_offer["offer"]["@id"] = json!(format!("{}/dsp/offers/heat-meters/everything", b.base));
+    let mut bad_callback = start.clone();
+    bad_callback["callbackAddress"] = json!(format!("{}/callback", b.base));
+    for (msg, says, tok) in [
+        (
+            request_message(&b, &a, "urn:uuid:c-0", "identified", "marketing"),
+            "not made for the purpose",
+            token.clone(),
+        ),
+        (bad_offer, "no offer", token.clone()),
+        (bad_callback, "callbackAddress", token.clone()),
+        (
+            start.clone(),
+            "names no organisation",
+            a.token_with(&a.key, &b, None, 0),
+        ),
+    ] {
+        let (status, err) = dsp_post(&b, "/dsp/negotiations/request", Some(&tok), &msg).await;
+        assert_eq!(status, 400, "{err}");
+        dsp.check("negotiation/contract-negotiation-error-schema.json", &err)
+            .unwrap();
+        assert!(
+            err["reason"][0].as_str().unwrap().contains(says),
+            "{says}: {err}"
+        );
+    }
+
+    // The request: 201 and REQUESTED; it is an access request under review.
+    let (status, created) = dsp_post(&b, "/dsp/negotiations/request", Some(&token), &start).await;
+    assert_eq!(status, 201, "{created}");
+    dsp.check("negotiation/contract-negotiation-schema.json", &created)
+        .unwrap();
+    assert_eq!(created["state"], "REQUESTED");
+    let ppid = created["providerPid"].as_str().unwrap().to_string();
+    let path = format!("/dsp/negotiations/{ppid}");
+    let (status, got) = dsp_get(&b, &path, &token).await;
+    assert_eq!((status, &got["state"]), (200, &json!("REQUESTED")));
+    // Another participant, and an unknown id: the same 404.
+    let (s1, e1) = dsp_get(&b, &path, &stranger.token(&b)).await;
+    let (s2, e2) = dsp_get(&b, "/dsp/negotiations/urn:uuid:nothing", &token).await;
+    assert_eq!((s1, s2), (404, 404));
+    assert_eq!(e1["reason"], e2["reason"]);
+    let trustee = b.token("trustee").await;
+    let r = request_of(&b, &trustee, "research").await;
+    assert_eq!(r["status"], "under_review", "{r}");
+    assert_eq!(r["organization_id"], "dsp-city-a-mobility-lab");
+    assert_eq!(r["benefit"], "Plan heat networks for the next winter.");
+    // The account standing for the participant cannot sign in: disabled, no password.
+    let users: Value = b
+        .get("/api/v1/users", Some(&admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stand_in = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "dsp.city-a")
+        .unwrap();
+    assert_eq!(stand_in["disabled"], true);
+    assert_eq!(
+        stand_in["organization_ids"],
+        json!(["dsp-city-a-mobility-lab"])
+    );
+    let res = b
+        .post_json(
+            "/api/v1/auth/token",
+            None,
+            &json!({"username": "dsp.city-a", "password": ""}),
+        )
+        .await;
+    assert!(res.status().is_client_error());
+
+    // Every transition the state machine does not draw from REQUESTED: 400.
+    for (suffix, msg) in [
+        (
+            "agreement/verification",
+            consumer_message(
+                "ContractAgreementVerificationMessage",
+                &ppid,
+                "urn:uuid:c-1",
+                json!({}),
+            ),
+        ),
+        (
+            "events",
+            consumer_message(
+                "ContractNegotiationEventMessage",
+                &ppid,
+                "urn:uuid:c-1",
+                json!({"eventType": "ACCEPTED"}),
+            ),
+        ),
+        (
+            "events",
+            consumer_message(
+                "ContractNegotiationEventMessage",
+                &ppid,
+                "urn:uuid:c-1",
+                json!({"eventType": "FINALIZED"}),
+            ),
+        ),
+        ("request", {
+            let mut m = start.clone();
+            m["providerPid"] = json!(ppid);
+            m.as_object_mut().unwrap().remove("callbackAddress");
+            m
+        }),
+    ] {
+        let (status, err) = dsp_post(&b, &format!("{path}/{suffix}"), Some(&token), &msg).await;
+        assert_eq!(status, 400, "{suffix}: {err}");
+        dsp.check("negotiation/contract-negotiation-error-schema.json", &err)
+            .unwrap();
+    }
+    // Nothing is owed before the trustees decide.
+    b.service.advance_negotiations().await.unwrap();
+    assert!(a.messages().is_empty());
+
+    // The trustees approve through B's API; the worker sends the agreement
+    // (first to a consumer that is down: kept, retried later).
+    a.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let tok = b.token(t).await;
+        let res = b
+            .post_json(
+                &votes,
+                Some(&tok),
+                &json!({"vote": "approve", "reason": "A neighbouring city's heat plan."}),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    b.service.advance_negotiations().await.unwrap();
+    assert_eq!(dsp_get(&b, &path, &token).await.1["state"], "REQUESTED");
+    a.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    b.service.advance_negotiations().await.unwrap();
+    assert!(a.messages().is_empty(), "retried before its time");
+    b.clock.advance(time::Duration::seconds(30));
+    b.service.advance_negotiations().await.unwrap();
+    let sent = a.messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (where_, auth, agreement) = &sent[0];
+    assert_eq!(where_, "urn:uuid:c-1/agreement");
+    dsp.check(
+        "negotiation/contract-agreement-message-schema.json",
+        agreement,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{agreement:#}"));
+    assert_eq!(agreement["agreement"]["target"], "heat-meters");
+    assert_eq!(agreement["agreement"]["assignee"], a.url.as_str());
+    // Signed by B's pinned key, for A.
+    let token_b = auth.as_deref().unwrap().strip_prefix("Bearer ").unwrap();
+    let (signing_input, sig) = token_b.rsplit_once('.').unwrap();
+    use base64::Engine;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap();
+    b_key
+        .verify_strict(
+            signing_input.as_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&sig.try_into().unwrap()),
+        )
+        .unwrap();
+    assert_eq!(dsp_get(&b, &path, &token).await.1["state"], "AGREED");
+
+    // A verifies; B finalises.
+    let verify = consumer_message(
+        "ContractAgreementVerificationMessage",
+        &ppid,
+        "urn:uuid:c-1",
+        json!({}),
+    );
+    dsp.check(
+        "negotiation/contract-agreement-verification-message-schema.json",
+        &verify,
+    )
+    .unwrap();
+    let (status, v) = dsp_post(
+        &b,
+        &format!("{path}/agreement/verification"),
+        Some(&token),
+        &verify,
+    )
+    .await;
+    assert_eq!((status, &v["state"]), (200, &json!("VERIFIED")), "{v}");
+    b.service.advance_negotiations().await.unwrap();
+    let sent = a.messages();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].0, "urn:uuid:c-1/events");
+    dsp.check(
+        "negotiation/contract-negotiation-event-message-schema.json",
+        &sent[1].2,
+    )
+    .unwrap();
+    assert_eq!(sent[1].2["eventType"], "FINALIZED");
+    assert_eq!(dsp_get(&b, &path, &token).await.1["state"], "FINALIZED");
+    // A terminal state takes nothing more.
+    for (suffix, msg) in [
+        (
+            "termination",
+            consumer_message(
+                "ContractNegotiationTerminationMessage",
+                &ppid,
+                "urn:uuid:c-1",
+                json!({}),
+            ),
+        ),
+        ("agreement/verification", verify.clone()),
+    ] {
+        assert_eq!(
+            dsp_post(&b, &format!("{path}/{suffix}"), Some(&token), &msg)
+                .await
+                .0,
+            400,
+            "{suffix}"
+        );
+    }
+
+    // The consumer ends a negotiation under review: its request is withdrawn.
+    let (_, second) = dsp_post(
+        &b,
+        "/dsp/negotiations/request",
+        Some(&token),
+        &request_message(&b, &a, "urn:uuid:c-2", "identified", "city-operations"),
+    )
+    .await;
+    let ppid2 = second["providerPid"].as_str().unwrap().to_string();
+    let end = consumer_message(
+        "ContractNegotiationTerminationMessage",
+        &ppid2,
+        "urn:uuid:c-2",
+        json!({"code": "1", "reason": ["no longer needed"]}),
+    );
+    dsp.check(
+        "negotiation/contract-negotiation-termination-message-schema.json",
+        &end,
+    )
+    .unwrap();
+    let (status, t) = dsp_post(
+        &b,
+        &format!("/dsp/negotiations/{ppid2}/termination"),
+        Some(&token),
+        &end,
+    )
+    .await;
+    assert_eq!((status, &t["state"]), (200, &json!("TERMINATED")), "{t}");
+    assert_eq!(
+        request_of(&b, &trustee, "city-operations").await["status"],
+        "withdrawn"
+    );
+
+    // A request the trustees vote down: B sends a termination.
+    let (_, third) = dsp_post(
+        &b,
+        "/dsp/negotiations/request",
+        Some(&token),
+        &request_message(&b, &a, "urn:uuid:c-3", "identified", "innovation"),
+    )
+    .await;
+    let ppid3 = third["providerPid"].as_str().unwrap().to_string();
+    let r3 = request_of(&b, &trustee, "innovation").await;
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        r3["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let tok = b.token(t).await;
+        b.post_json(
+            &votes,
+            Some(&tok),
+            &json!({"vote": "deny", "reason": "Not for this purpose."}),
+        )
+        .await;
+    }
+    b.service.advance_negotiations().await.unwrap();
+    let sent = a.messages();
+    let last = sent.last().unwrap();
+    assert_eq!(last.0, "urn:uuid:c-3/termination");
+    dsp.check(
+        "negotiation/contract-negotiation-termination-message-schema.json",
+        &last.2,
+    )
+    .unwrap();
+    assert_eq!(
+        dsp_get(&b, &format!("/dsp/negotiations/{ppid3}"), &token)
+            .await
+            .1["state"],
+        "TERMINATED"
+    );
+
+    // Each step is in B's log.
+    for (kind, n) in [
+        ("dsp.negotiation_requested", 3),
+        ("dsp.agreement_sent", 1),
+        ("dsp.agreement_verified", 1),
+        ("dsp.negotiation_finalized", 1),
+        ("dsp.negotiation_terminated", 2),
+    ] {
+        assert_eq!(b.entries_of_type(kind).await.len(), n, "{kind}");
+    }
+}
