@@ -435,6 +435,75 @@ pub struct Negotiation {
     pub updated_at: String,
 }
 
+/// The states of a Dataspace Protocol transfer process (DSP 2025-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferState {
+    Requested,
+    Started,
+    Completed,
+    Suspended,
+    Terminated,
+}
+
+impl TransferState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferState::Requested => "REQUESTED",
+            TransferState::Started => "STARTED",
+            TransferState::Completed => "COMPLETED",
+            TransferState::Suspended => "SUSPENDED",
+            TransferState::Terminated => "TERMINATED",
+        }
+    }
+}
+
+/// What the provider owes the consumer in a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OwedTransferMessage {
+    /// `TransferStartMessage` with the data address (→ STARTED).
+    Start,
+    /// `TransferTerminationMessage`: the agreement ended (→ TERMINATED).
+    Termination,
+}
+
+/// A transfer process this trust is the provider in: an `HttpData-PULL`
+/// under an agreement a finalised negotiation made. The consumer reads
+/// through the governed read path with the data token the start message
+/// carried (kept here only as its SHA-256), as the organisation the
+/// agreement was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferProcess {
+    pub provider_pid: String,
+    pub consumer_pid: String,
+    pub negotiation_pid: String,
+    pub catalogue_id: String,
+    pub participant_id: String,
+    /// The local organisation standing for the consumer's.
+    pub organization_id: String,
+    pub agreement_id: String,
+    pub dataset_id: String,
+    pub callback_address: String,
+    pub provider_base: String,
+    pub state: TransferState,
+    #[serde(default)]
+    pub owed: Option<OwedTransferMessage>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    /// SHA-256 (hex) of the data token, once the start message carried one.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    #[serde(default)]
+    pub termination: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -414,6 +414,19 @@ async fn get_data(
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<DataParams>,
 ) -> Result<Response, ApiError> {
+    let path = format!("/api/v1/datasets/{id}/data");
+    serve_data(&state, &actor, &id, params, &path).await
+}
+
+/// Serve dataset `id`'s content to `actor` through the governed read path;
+/// the next page's link names `path` (where this read was asked at).
+pub(crate) async fn serve_data(
+    state: &AppState,
+    actor: &citytrust_model::Actor,
+    id: &str,
+    params: DataParams,
+    path: &str,
+) -> Result<Response, ApiError> {
     let format = params.format.unwrap_or_default();
     let version = VersionChoice::from_parts(params.version, params.as_of.as_deref())
         .map_err(|e| version_problem(StatusCode::BAD_REQUEST, e))?;
@@ -446,8 +459,8 @@ async fn get_data(
     let served = state
         .service
         .read_content(
-            &actor,
-            &id,
+            actor,
+            id,
             ReadRequest {
                 version,
                 format,
@@ -465,10 +478,7 @@ async fn get_data(
         && served.rows == limit
         && paged
     {
-        let mut next = format!(
-            "/api/v1/datasets/{id}/data?format=json&offset={}&limit={limit}",
-            offset + limit
-        );
+        let mut next = format!("{path}?format=json&offset={}&limit={limit}", offset + limit);
         if let Some(v) = params.version {
             next.push_str(&format!("&version={v}"));
         }

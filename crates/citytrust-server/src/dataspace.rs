@@ -16,6 +16,11 @@ use axum::{Json, Router};
 use citytrust_service::ServiceError;
 use citytrust_service::dataspace::{Caller, DSP_CONTEXT};
 use citytrust_service::negotiation::{ConsumerMessage, DspError};
+use citytrust_service::transfer::TransferMessage;
+
+use crate::content::{DataParams, serve_data};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -35,7 +40,21 @@ pub fn routes() -> Router<AppState> {
             post(agreement_verification),
         )
         .route("/dsp/negotiations/{pid}/termination", post(termination))
+        .route("/dsp/transfers/request", post(transfer_request))
+        .route("/dsp/transfers/{pid}", get(transfer))
+        .route("/dsp/transfers/{pid}/start", post(transfer_start))
+        .route("/dsp/transfers/{pid}/completion", post(transfer_completion))
+        .route("/dsp/transfers/{pid}/suspension", post(transfer_suspension))
+        .route(
+            "/dsp/transfers/{pid}/termination",
+            post(transfer_termination),
+        )
+        .route("/dsp/transfers/{pid}/data", get(transfer_data))
 }
+
+/// The header a participant's signed token travels in on data reads (the
+/// `Authorization` header carries the transfer's data token).
+pub const PARTICIPANT_HEADER: &str = "citytrust-participant";
 
 /// A DSP `ContractNegotiationError`, naming the negotiation's ids as far
 /// as the message gave them.
@@ -333,4 +352,178 @@ async fn dataset(State(state): State<AppState>, Path(id): Path<String>) -> Respo
         Ok(d) => Json(d).into_response(),
         Err(e) => failed(e),
     }
+}
+
+/// A DSP `TransferError`.
+fn transfer_error(status: StatusCode, pids: (&str, &str), reason: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({
+            "@context": [DSP_CONTEXT],
+            "@type": "TransferError",
+            "providerPid": pids.0,
+            "consumerPid": pids.1,
+            "code": status.as_u16().to_string(),
+            "reason": [reason.into()],
+        })),
+    )
+        .into_response()
+}
+
+fn transfer_failed(e: DspError, pids: (&str, &str)) -> Response {
+    match e {
+        DspError::NotFound => transfer_error(
+            StatusCode::NOT_FOUND,
+            pids,
+            "no such transfer is known to this participant",
+        ),
+        DspError::BadRequest(reason) => transfer_error(StatusCode::BAD_REQUEST, pids, reason),
+        DspError::Internal(e) => {
+            tracing::error!(error = %e, "DSP transfer failed");
+            transfer_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pids,
+                "the transfer could not be handled",
+            )
+        }
+    }
+}
+
+async fn transfer_request(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let consumer_pid = pid_in(&body, "consumerPid");
+    let pids = ("", consumer_pid.as_str());
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return transfer_failed(e, pids),
+    };
+    let msg = match message(&body, "TransferRequestMessage") {
+        Ok(m) => m,
+        Err(reason) => return transfer_error(StatusCode::BAD_REQUEST, pids, reason),
+    };
+    match state
+        .service
+        .dsp_request_transfer(&caller, &msg, &crate::base_url(&state))
+        .await
+    {
+        Ok(t) => (StatusCode::CREATED, Json(t)).into_response(),
+        Err(e) => transfer_failed(e, pids),
+    }
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+) -> Response {
+    let result = match caller(&state, &headers).await {
+        Ok(c) => state.service.dsp_get_transfer(&c, &pid).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => transfer_failed(e, (&pid, "")),
+    }
+}
+
+async fn transfer_message(
+    state: &AppState,
+    headers: &HeaderMap,
+    pid: &str,
+    body: &[u8],
+    kind: TransferMessage,
+) -> Response {
+    let consumer_pid = pid_in(body, "consumerPid");
+    let pids = (pid, consumer_pid.as_str());
+    let caller = match caller(state, headers).await {
+        Ok(c) => c,
+        Err(e) => return transfer_failed(e, pids),
+    };
+    let msg = match message(body, kind.type_name()) {
+        Ok(m) => m,
+        Err(reason) => return transfer_error(StatusCode::BAD_REQUEST, pids, reason),
+    };
+    match state
+        .service
+        .dsp_transfer_message(&caller, pid, kind, &msg)
+        .await
+    {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => transfer_failed(e, pids),
+    }
+}
+
+async fn transfer_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    transfer_message(&state, &headers, &pid, &body, TransferMessage::Start).await
+}
+
+async fn transfer_completion(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    transfer_message(&state, &headers, &pid, &body, TransferMessage::Completion).await
+}
+
+async fn transfer_suspension(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    transfer_message(&state, &headers, &pid, &body, TransferMessage::Suspension).await
+}
+
+async fn transfer_termination(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    body: Bytes,
+) -> Response {
+    transfer_message(&state, &headers, &pid, &body, TransferMessage::Termination).await
+}
+
+/// The data address of an `HttpData-PULL` transfer: the transfer's data
+/// token (`Authorization: Bearer`) and the participant's signed token
+/// (`CityTrust-Participant`) naming the organisation the agreement is for;
+/// then a governed read like any other (the agreement's purpose and level
+/// unless the read names others), logged before its first byte.
+async fn transfer_data(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+    ApiQuery(mut params): ApiQuery<DataParams>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::from(ServiceError::NotFound(format!("transfer '{pid}'")));
+    let participant = headers
+        .get(PARTICIPANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|t| format!("Bearer {t}"));
+    let caller = state
+        .service
+        .dsp_caller(participant.as_deref(), &crate::base_url(&state))
+        .await?
+        .ok_or_else(not_found)?;
+    let data_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(not_found)?;
+    let reader = state
+        .service
+        .dsp_transfer_reader(&caller, &pid, data_token)
+        .await?;
+    params.purpose.get_or_insert(reader.purpose.clone());
+    params.level.get_or_insert(reader.level);
+    let path = format!("/dsp/transfers/{pid}/data");
+    serve_data(&state, &reader.actor, &reader.dataset_id, params, &path).await
 }

@@ -30,6 +30,7 @@ mod read;
 pub mod residents;
 pub mod search;
 mod throttle;
+pub mod transfer;
 pub mod witness;
 
 use std::sync::Arc;

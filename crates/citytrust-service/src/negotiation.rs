@@ -77,7 +77,7 @@ impl From<citytrust_store::StoreError> for DspError {
     }
 }
 
-type DspResult<T> = std::result::Result<T, DspError>;
+pub(crate) type DspResult<T> = std::result::Result<T, DspError>;
 
 /// The messages a consumer sends a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub fn negotiation_json(n: &Negotiation) -> Value {
     })
 }
 
-fn text<'a>(msg: &'a Value, field: &str) -> DspResult<&'a str> {
+pub(crate) fn text<'a>(msg: &'a Value, field: &str) -> DspResult<&'a str> {
     match msg.get(field).and_then(Value::as_str) {
         Some(s) if !s.trim().is_empty() && s.len() <= 500 => Ok(s),
         Some(_) => Err(DspError::BadRequest(format!(
@@ -132,8 +132,28 @@ fn text<'a>(msg: &'a Value, field: &str) -> DspResult<&'a str> {
     }
 }
 
+/// A message's `callbackAddress`, which must lie under the participant's
+/// own URL: this trust sends nothing anywhere else (no request can make it
+/// call a third party, or itself).
+pub(crate) fn callback_of(caller: &Caller, msg: &Value) -> DspResult<String> {
+    let callback = text(msg, "callbackAddress")?
+        .trim_end_matches('/')
+        .to_string();
+    let under_participant = url::Url::parse(&callback).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none()
+    }) && (callback == caller.participant_id
+        || callback.starts_with(&format!("{}/", caller.participant_id)));
+    if !under_participant {
+        return Err(DspError::BadRequest(format!(
+            "the callbackAddress must be an http(s) URL under the participant's own, {}",
+            caller.participant_id
+        )));
+    }
+    Ok(callback)
+}
+
 /// `msg`'s reason (the first, cut short) and code, for the log.
-fn reason_of(msg: &Value) -> String {
+pub(crate) fn reason_of(msg: &Value) -> String {
     let code = msg.get("code").and_then(Value::as_str).unwrap_or("");
     let reason = msg
         .get("reason")
@@ -281,19 +301,7 @@ impl Service {
             ));
         }
         let consumer_pid = text(msg, "consumerPid")?.to_string();
-        let callback = text(msg, "callbackAddress")?
-            .trim_end_matches('/')
-            .to_string();
-        let under_participant = url::Url::parse(&callback).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none()
-        }) && (callback == caller.participant_id
-            || callback.starts_with(&format!("{}/", caller.participant_id)));
-        if !under_participant {
-            return Err(DspError::BadRequest(format!(
-                "the callbackAddress must be an http(s) URL under the participant's own, {}",
-                caller.participant_id
-            )));
-        }
+        let callback = callback_of(caller, msg)?;
         let Some((org_id, org_name)) = caller.organization.clone() else {
             return Err(DspError::BadRequest(
                 "the token names no organisation (its 'sub'): a request is made for one".into(),
@@ -442,7 +450,7 @@ impl Service {
     /// The account and organisation standing here for a participant's
     /// organisation, made the first time it asks. The account cannot sign
     /// in; it acts only through the protocol, for that organisation only.
-    async fn dsp_stand_ins(
+    pub(crate) async fn dsp_stand_ins(
         &self,
         caller: &Caller,
         org_id: &str,
@@ -793,7 +801,7 @@ impl Service {
                 }
             }
         }
-        Ok(moved)
+        Ok(moved + self.advance_transfers().await?)
     }
 
     /// The callback path and body of what `n` owes.
@@ -842,14 +850,32 @@ impl Service {
         path: &str,
         message: &Value,
     ) -> std::result::Result<(), String> {
-        let mut url = url::Url::parse(&n.callback_address).map_err(|e| e.to_string())?;
+        self.deliver_dsp(
+            &n.callback_address,
+            ["negotiations", n.consumer_pid.as_str(), path],
+            &n.provider_base,
+            &n.participant_id,
+            message,
+        )
+        .await
+    }
+
+    /// POST `message`, signed for participant `aud`, to `callback` and the
+    /// path `segments` under it; only a 2xx answer is the consumer's ACK.
+    pub(crate) async fn deliver_dsp(
+        &self,
+        callback: &str,
+        segments: [&str; 3],
+        base: &str,
+        aud: &str,
+        message: &Value,
+    ) -> std::result::Result<(), String> {
+        let mut url = url::Url::parse(callback).map_err(|e| e.to_string())?;
         url.path_segments_mut()
             .map_err(|()| "the callback address cannot take a path".to_string())?
             .pop_if_empty()
-            .extend(["negotiations", n.consumer_pid.as_str(), path]);
-        let token = self
-            .dsp_token(&n.provider_base, &n.participant_id, None)
-            .map_err(|e| e.to_string())?;
+            .extend(segments);
+        let token = self.dsp_token(base, aud, None).map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
@@ -930,7 +956,7 @@ pub fn dsp_agreement(n: &Negotiation, a: &citytrust_model::Agreement) -> Value {
 }
 
 /// A random (version 4) UUID.
-fn uuid_v4() -> crate::Result<String> {
+pub(crate) fn uuid_v4() -> crate::Result<String> {
     let mut b = crate::accounts::random_bytes::<16>()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

@@ -1,4 +1,7 @@
-//! Federation rows: remote catalogues and the entries harvested from them.
+//! Federation rows: remote catalogues and the entries harvested from them,
+//! and the Dataspace Protocol negotiations and transfers this trust is the
+//! provider in (each its model document, written at a revision with its
+//! log entries in one transaction).
 //!
 //! A harvest stages what it reads, a batch per transaction, under its own
 //! id; only when the feed was read to its end does [`Store::finish_harvest`]
@@ -9,7 +12,7 @@
 //! harvest holds a lease on its catalogue's row, so two nodes (or the
 //! scheduler and an administrator) never harvest one catalogue at once.
 
-use citytrust_model::federation::{FederatedEntry, Negotiation, RemoteCatalogue};
+use citytrust_model::federation::{FederatedEntry, Negotiation, RemoteCatalogue, TransferProcess};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -447,6 +450,12 @@ impl Store {
     }
 }
 
+/// A transfer and the revision it was read at.
+fn transfer_from_row(row: &AnyRow) -> Result<(TransferProcess, i64)> {
+    let t: TransferProcess = from_json(&row.try_get::<String, _>("body")?)?;
+    Ok((t, row.try_get("revision")?))
+}
+
 /// A negotiation and the revision it was read at.
 fn negotiation_from_row(row: &AnyRow) -> Result<(Negotiation, i64)> {
     let n: Negotiation = from_json(&row.try_get::<String, _>("body")?)?;
@@ -462,12 +471,13 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO dsp_negotiations (provider_pid, catalogue_id, access_request_id, state, \
-             next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+            "INSERT INTO dsp_negotiations (provider_pid, catalogue_id, access_request_id, agreement_id, \
+             state, next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
         )
         .bind(&n.provider_pid)
         .bind(&n.catalogue_id)
         .bind(&n.access_request_id)
+        .bind(&n.agreement_id)
         .bind(n.state.as_str())
         .bind(&n.next_attempt_at)
         .bind(json(n)?)
@@ -500,8 +510,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
-            "UPDATE dsp_negotiations SET state = $1, next_attempt_at = $2, revision = $3, body = $4 \
-             WHERE provider_pid = $5 AND revision = $6",
+            "UPDATE dsp_negotiations SET state = $1, next_attempt_at = $2, revision = $3, body = $4, \
+             agreement_id = $7 WHERE provider_pid = $5 AND revision = $6",
         )
         .bind(n.state.as_str())
         .bind(&n.next_attempt_at)
@@ -509,6 +519,7 @@ impl Store {
         .bind(json(n)?)
         .bind(&n.provider_pid)
         .bind(revision)
+        .bind(&n.agreement_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -537,6 +548,109 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(negotiation_from_row).collect()
+    }
+
+    /// The negotiation that made agreement `agreement_id`, if one did.
+    pub async fn negotiation_for_agreement(
+        &self,
+        agreement_id: &str,
+    ) -> Result<Option<Negotiation>> {
+        let row =
+            sqlx::query("SELECT body, revision FROM dsp_negotiations WHERE agreement_id = $1")
+                .bind(agreement_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .as_ref()
+            .map(negotiation_from_row)
+            .transpose()?
+            .map(|(n, _)| n))
+    }
+
+    /// Record a new transfer process (and its log entries) in one transaction.
+    pub async fn insert_transfer(
+        &self,
+        t: &TransferProcess,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dsp_transfers (provider_pid, catalogue_id, agreement_id, state, next_attempt_at, \
+             token_hash, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
+        )
+        .bind(&t.provider_pid)
+        .bind(&t.catalogue_id)
+        .bind(&t.agreement_id)
+        .bind(t.state.as_str())
+        .bind(&t.next_attempt_at)
+        .bind(&t.token_hash)
+        .bind(json(t)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("transfer '{}'", t.provider_pid)))?;
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_transfer(&self, provider_pid: &str) -> Result<Option<(TransferProcess, i64)>> {
+        let row = sqlx::query("SELECT body, revision FROM dsp_transfers WHERE provider_pid = $1")
+            .bind(provider_pid)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(transfer_from_row).transpose()
+    }
+
+    /// Write a transfer read at `revision`, with its log entries;
+    /// [`StoreError::StaleRevision`] if another change came first.
+    pub async fn update_transfer(
+        &self,
+        t: &TransferProcess,
+        revision: i64,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE dsp_transfers SET state = $1, next_attempt_at = $2, token_hash = $3, revision = $4, \
+             body = $5 WHERE provider_pid = $6 AND revision = $7",
+        )
+        .bind(t.state.as_str())
+        .bind(&t.next_attempt_at)
+        .bind(&t.token_hash)
+        .bind(revision + 1)
+        .bind(json(t)?)
+        .bind(&t.provider_pid)
+        .bind(revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "transfer '{}'",
+                t.provider_pid
+            )));
+        }
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Transfers the worker may have something to do for at `now`: those
+    /// owing the consumer a message, and those started (whose agreement may
+    /// have ended).
+    pub async fn transfers_to_advance(&self, now: &str) -> Result<Vec<(TransferProcess, i64)>> {
+        let rows = sqlx::query(
+            "SELECT body, revision FROM dsp_transfers WHERE state IN ('REQUESTED', 'STARTED', 'SUSPENDED') \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transfer_from_row).collect()
     }
 
     /// Every negotiation, newest first.

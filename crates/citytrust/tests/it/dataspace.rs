@@ -27,7 +27,13 @@ impl Dsp {
             for entry in std::fs::read_dir(dsp_dir().join(area)).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "json") {
-                    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                    // One reference in the published transfer schemas lacks
+                    // the '/' of its JSON pointer (`…json#definitions/…`);
+                    // read as the pointer it means, not as an anchor.
+                    let text = std::fs::read_to_string(&path)
+                        .unwrap()
+                        .replace(".json#definitions/", ".json#/definitions/");
+                    let v: Value = serde_json::from_str(&text).unwrap();
                     let id = v["$id"].as_str().unwrap().to_string();
                     compiler.add_resource(&id, v).unwrap();
                 }
@@ -77,6 +83,74 @@ fn the_specifications_examples_validate_against_its_schemas() {
         (
             "common/example/protocol-version.json",
             "common/protocol-version-schema.json",
+        ),
+        (
+            "negotiation/example/contract-request-message_initial.json",
+            "negotiation/contract-request-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-request-message.json",
+            "negotiation/contract-request-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-offer-message.json",
+            "negotiation/contract-offer-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-agreement-message.json",
+            "negotiation/contract-agreement-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-agreement-message-full.json",
+            "negotiation/contract-agreement-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-agreement-verification-message.json",
+            "negotiation/contract-agreement-verification-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-negotiation-event-message.json",
+            "negotiation/contract-negotiation-event-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-negotiation-termination-message.json",
+            "negotiation/contract-negotiation-termination-message-schema.json",
+        ),
+        (
+            "negotiation/example/contract-negotiation.json",
+            "negotiation/contract-negotiation-schema.json",
+        ),
+        (
+            "negotiation/example/contract-negotiation-error.json",
+            "negotiation/contract-negotiation-error-schema.json",
+        ),
+        (
+            "transfer/example/transfer-request-message.json",
+            "transfer/transfer-request-message-schema.json",
+        ),
+        (
+            "transfer/example/transfer-start-message.json",
+            "transfer/transfer-start-message-schema.json",
+        ),
+        (
+            "transfer/example/transfer-completion-message.json",
+            "transfer/transfer-completion-message-schema.json",
+        ),
+        (
+            "transfer/example/transfer-suspension-message.json",
+            "transfer/transfer-suspension-message-schema.json",
+        ),
+        (
+            "transfer/example/transfer-termination-message.json",
+            "transfer/transfer-termination-message-schema.json",
+        ),
+        (
+            "transfer/example/transfer-process.json",
+            "transfer/transfer-process-schema.json",
+        ),
+        (
+            "transfer/example/transfer-error.json",
+            "transfer/transfer-error-schema.json",
         ),
     ] {
         dsp.check(schema, &example(example_file))
@@ -214,12 +288,16 @@ async fn the_catalogue_offers_shared_datasets_under_the_charter_and_validates() 
     assert_eq!(res.status(), 400);
 }
 
+/// What the consumer received: the path under its callback, the
+/// `Authorization` header, and the message.
+type Inbox = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Value)>>>;
+
 /// A consumer node as the provider sees it: its public URL, its key, and
 /// every message the provider sent to its callback address.
 struct Consumer {
     url: String,
     key: ed25519_dalek::SigningKey,
-    received: std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Value)>>>,
+    received: Inbox,
     /// Answer the provider's messages with 503 while set.
     failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -228,7 +306,6 @@ impl Consumer {
     async fn start(seed: u8) -> Consumer {
         use axum::extract::{Path, State};
         use std::sync::atomic::Ordering;
-        type Inbox = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Value)>>>;
         let received: Inbox = Default::default();
         let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = (received.clone(), failing.clone());
@@ -239,13 +316,13 @@ impl Consumer {
                 axum::routing::get(|| async { ([("content-type", "text/turtle")], "") }),
             )
             .route(
-                "/callback/negotiations/{*rest}",
+                "/callback/{area}/{*rest}",
                 axum::routing::post(
                     |State((inbox, failing)): State<(
                         Inbox,
                         std::sync::Arc<std::sync::atomic::AtomicBool>,
                     )>,
-                     Path(rest): Path<String>,
+                     Path((_area, rest)): Path<(String, String)>,
                      headers: axum::http::HeaderMap,
                      axum::Json(body): axum::Json<Value>| async move {
                         if failing.load(Ordering::SeqCst) {
@@ -406,9 +483,13 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
     let mut dsp = Dsp::new();
     let b = crate::governance::start().await;
     let alice = b.token("alice").await;
-    b.create_dataset(
+    crate::governance::with_content(
+        &b,
         &alice,
-        &dataset("Heat meters", "city-energy", "shared_public"),
+        "Heat meters",
+        "city-energy",
+        "shared_public",
+        crate::governance::ENERGY_CSV,
     )
     .await;
     let admin = b.token("admin").await;
@@ -783,5 +864,202 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         ("dsp.negotiation_terminated", 2),
     ] {
         assert_eq!(b.entries_of_type(kind).await.len(), n, "{kind}");
+    }
+
+    // The transfer: an HttpData-PULL under the agreement.
+    let agreement_ref = agreement["agreement"]["@id"].as_str().unwrap().to_string();
+    let transfer_request = json!({
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "TransferRequestMessage",
+        "consumerPid": "urn:uuid:t-1",
+        "agreementId": agreement_ref,
+        "format": "HttpData-PULL",
+        "callbackAddress": format!("{}/callback", a.url),
+    });
+    dsp.check(
+        "transfer/transfer-request-message-schema.json",
+        &transfer_request,
+    )
+    .unwrap();
+    let parks = a.token_with(&a.key, &b, Some("parks-dept"), 0);
+    let mut push = transfer_request.clone();
+    push["dataAddress"] =
+        json!({"@type": "DataAddress", "endpointType": "https://w3id.org/idsa/v4.1/HTTP"});
+    let mut other_format = transfer_request.clone();
+    other_format["format"] = json!("HttpData-PUSH");
+    for (msg, tok, says) in [
+        // Another organisation of A cannot transfer under this one's agreement.
+        (&transfer_request, &parks, "no agreement"),
+        (&push, &token, "no dataAddress"),
+        (&other_format, &token, "only HttpData-PULL"),
+    ] {
+        let (status, err) = dsp_post(&b, "/dsp/transfers/request", Some(tok), msg).await;
+        assert_eq!(status, 400, "{err}");
+        dsp.check("transfer/transfer-error-schema.json", &err)
+            .unwrap_or_else(|e| panic!("{e}\n{err:#}"));
+        assert!(
+            err["reason"][0].as_str().unwrap().contains(says),
+            "{says}: {err}"
+        );
+    }
+    assert_eq!(
+        dsp_post(&b, "/dsp/transfers/request", None, &transfer_request)
+            .await
+            .0,
+        404
+    );
+    let (status, tp) = dsp_post(
+        &b,
+        "/dsp/transfers/request",
+        Some(&token),
+        &transfer_request,
+    )
+    .await;
+    assert_eq!((status, &tp["state"]), (201, &json!("REQUESTED")), "{tp}");
+    dsp.check("transfer/transfer-process-schema.json", &tp)
+        .unwrap();
+    let tpid = tp["providerPid"].as_str().unwrap().to_string();
+    let tpath = format!("/dsp/transfers/{tpid}");
+    let transfer_msg = |kind: &str| consumer_message(kind, &tpid, "urn:uuid:t-1", json!({}));
+    // Only a termination is the consumer's to send while REQUESTED.
+    for (suffix, kind) in [
+        ("start", "TransferStartMessage"),
+        ("completion", "TransferCompletionMessage"),
+        ("suspension", "TransferSuspensionMessage"),
+    ] {
+        let (status, err) = dsp_post(
+            &b,
+            &format!("{tpath}/{suffix}"),
+            Some(&token),
+            &transfer_msg(kind),
+        )
+        .await;
+        assert_eq!(status, 400, "{suffix}: {err}");
+        dsp.check("transfer/transfer-error-schema.json", &err)
+            .unwrap();
+    }
+    assert_eq!(dsp_get(&b, &tpath, &stranger.token(&b)).await.0, 404);
+    b.service.advance_negotiations().await.unwrap();
+    let sent = a.messages();
+    let (where_, _, start_msg) = sent.last().unwrap();
+    assert_eq!(where_, "urn:uuid:t-1/start");
+    dsp.check("transfer/transfer-start-message-schema.json", start_msg)
+        .unwrap_or_else(|e| panic!("{e}\n{start_msg:#}"));
+    assert_eq!(dsp_get(&b, &tpath, &token).await.1["state"], "STARTED");
+    let endpoint = start_msg["dataAddress"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data_token = start_msg["dataAddress"]["endpointProperties"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The data token never enters the log.
+    for kind in ["dsp.transfer_requested", "dsp.transfer_started"] {
+        for e in b.entries_of_type(kind).await {
+            assert!(!e.contains(&data_token), "{e}");
+        }
+    }
+    let read = |query: &'static str, participant: Option<String>, data: String| {
+        let mut req = b.client.get(format!("{endpoint}{query}")).bearer_auth(data);
+        if let Some(p) = participant {
+            req = req.header("citytrust-participant", p);
+        }
+        req.send()
+    };
+    let reads_before = b.entries_of_type("content.read").await.len();
+    let res = read("?format=json", Some(a.token(&b)), data_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().contains_key("citytrust-log-entry"));
+    let rows: Value = res.json().await.unwrap();
+    assert_eq!(rows[0]["building"], "Alpha Tower", "{rows}");
+    assert_eq!(
+        b.entries_of_type("content.read").await.len(),
+        reads_before + 1
+    );
+    // Another purpose, another organisation of A, no participant token, a
+    // wrong data token: refused by B, and nothing of the data in the answer.
+    for (query, participant, data, status) in [
+        (
+            "?format=json&purpose=city-operations",
+            Some(a.token(&b)),
+            data_token.clone(),
+            403,
+        ),
+        ("?format=json", Some(parks.clone()), data_token.clone(), 403),
+        ("?format=json", None, data_token.clone(), 404),
+        ("?format=json", Some(a.token(&b)), "0".repeat(64), 404),
+        (
+            "?format=json",
+            Some(stranger.token(&b)),
+            data_token.clone(),
+            404,
+        ),
+    ] {
+        let res = read(query, participant, data).await.unwrap();
+        assert_eq!(res.status(), status, "{query}");
+        let text = res.text().await.unwrap();
+        assert!(
+            !text.contains("Alpha Tower") && !text.contains("1520000"),
+            "{text}"
+        );
+    }
+    // Suspended, no read; resumed, reads again.
+    let (status, s) = dsp_post(
+        &b,
+        &format!("{tpath}/suspension"),
+        Some(&token),
+        &transfer_msg("TransferSuspensionMessage"),
+    )
+    .await;
+    assert_eq!((status, &s["state"]), (200, &json!("SUSPENDED")));
+    let res = read("?format=json", Some(a.token(&b)), data_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let (status, s) = dsp_post(
+        &b,
+        &format!("{tpath}/start"),
+        Some(&token),
+        &transfer_msg("TransferStartMessage"),
+    )
+    .await;
+    assert_eq!((status, &s["state"]), (200, &json!("STARTED")), "{s}");
+    let res = read("?format=json", Some(a.token(&b)), data_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // After the agreement's last day: refused at once, and the worker ends the transfer.
+    b.clock.advance(time::Duration::days(200));
+    let res = read("?format=json", Some(a.token(&b)), data_token.clone())
+        .await
+        .unwrap();
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("Alpha Tower"), "{text}");
+    b.service.advance_negotiations().await.unwrap();
+    let sent = a.messages();
+    let (where_, _, end_msg) = sent.last().unwrap();
+    assert_eq!(where_, "urn:uuid:t-1/termination");
+    dsp.check("transfer/transfer-termination-message-schema.json", end_msg)
+        .unwrap();
+    assert_eq!(
+        dsp_get(&b, &tpath, &a.token(&b)).await.1["state"],
+        "TERMINATED"
+    );
+    let res = read("?format=json", Some(a.token(&b)), data_token.clone())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    for kind in [
+        "dsp.transfer_requested",
+        "dsp.transfer_started",
+        "dsp.transfer_suspended",
+        "dsp.transfer_resumed",
+        "dsp.transfer_terminated",
+    ] {
+        assert_eq!(b.entries_of_type(kind).await.len(), 1, "{kind}");
     }
 }
