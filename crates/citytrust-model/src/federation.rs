@@ -504,6 +504,87 @@ pub struct TransferProcess {
     pub updated_at: String,
 }
 
+/// What a member of this trust asks another node for through the
+/// Dataspace Protocol (body of `POST /api/v1/federated-entries/{id}/negotiations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRemote {
+    /// The organisation asking (one of the asker's).
+    pub organization_id: String,
+    /// The access level (one the other node offers).
+    pub level: String,
+    /// A purpose of the other node's taxonomy its offer lists.
+    pub purpose: String,
+    /// First and last day of use (YYYY-MM-DD); the other node decides by default.
+    #[serde(default)]
+    pub starts_on: Option<String>,
+    #[serde(default)]
+    pub ends_on: Option<String>,
+    /// The benefit the use brings, and to whom (the other node's trustees read it).
+    pub benefit: String,
+    /// Answers to the other node's sharing checklist, by question id.
+    #[serde(default)]
+    pub checklist: std::collections::BTreeMap<String, String>,
+}
+
+/// A transfer this trust is the consumer in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerTransfer {
+    pub consumer_pid: String,
+    #[serde(default)]
+    pub provider_pid: Option<String>,
+    pub state: TransferState,
+    /// The data address's endpoint, once started.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Its data token (kept in the store; never shown — the service
+    /// clears it from every answer — and never logged; useless without
+    /// this trust's signature naming the organisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A negotiation this trust is the consumer in: a member's organisation
+/// asking another node (a pinned participant) for one of its datasets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsumerNegotiation {
+    /// `urn:uuid:…`, chosen here.
+    pub consumer_pid: String,
+    /// The provider's id for it, once it answered.
+    #[serde(default)]
+    pub provider_pid: Option<String>,
+    pub catalogue_id: String,
+    pub participant_id: String,
+    /// The federated entry asked about, and the dataset's id at the provider.
+    pub federated_id: String,
+    pub remote_dataset_id: String,
+    pub title: String,
+    pub offer_id: String,
+    pub level: String,
+    pub purpose: String,
+    /// Who asked, and for which organisation.
+    pub requester: String,
+    pub organization_id: String,
+    pub state: NegotiationState,
+    /// The agreement the provider sent (DSP `Agreement`).
+    #[serde(default)]
+    pub agreement: Option<serde_json::Value>,
+    #[serde(default)]
+    pub transfer: Option<ConsumerTransfer>,
+    /// This trust's public URL when it asked (its callbacks are under it).
+    pub consumer_base: String,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    #[serde(default)]
+    pub termination: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,14 @@ problem_codes! {
     /// The DP statistic is malformed.
     InvalidStatistic = "invalid_statistic",
 
+    // ---- the Dataspace Protocol, as a consumer ------------------------------------------
+    /// The entry's catalogue is not a pinned dataspace participant, or does not offer it.
+    NotOffered = "not_offered",
+    /// The other node refused or failed; `detail` gives its reason.
+    RemoteRefused = "remote_refused",
+    /// No transfer is started under the agreement yet.
+    TransferNotStarted = "transfer_not_started",
+
     // ---- the witness (C2SP tlog-witness) ---------------------------------------------
     /// The `add-checkpoint` body is not an `old` line, proof lines, an empty line and a checkpoint, or its old size is beyond the checkpoint.
     MalformedAddCheckpoint = "malformed_add_checkpoint",

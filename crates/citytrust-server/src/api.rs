@@ -97,7 +97,8 @@ pub fn routes() -> Router<AppState> {
         crate::projects::sign_off, crate::projects::share, crate::projects::renew, crate::projects::retire,
         crate::federation::register_remote_catalogue, crate::federation::list_remote_catalogues,
         crate::federation::get_remote_catalogue, crate::federation::remove_remote_catalogue,
-        crate::federation::harvest, crate::federation::search_federated, crate::federation::get_federated_entry
+        crate::federation::harvest, crate::federation::search_federated, crate::federation::get_federated_entry,
+        crate::federation::ask_remote, crate::federation::my_remote_requests, crate::federation::remote_data
     ),
     components(schemas(Problem, crate::content::QueryBody, crate::content::AggregateBody, crate::content::DpBody, crate::content::LookupBody, citytrust_service::content::RefreshState,
         crate::lineage::DeriveBody, crate::lineage::ReassessBody, crate::lineage::Derived,
@@ -108,7 +109,7 @@ pub fn routes() -> Router<AppState> {
         citytrust_model::residents::LawfulBasis, citytrust_model::residents::BreachScope)),
     modifiers(&BearerAuth),
     tags((name = "catalogue"), (name = "content"), (name = "accounts"), (name = "ledger"), (name = "governance"), (name = "residents", description = "Residents in control: links, consent, who used my data, subject requests, erasure"), (name = "operations"), (name = "participation", description = "Residents shape the trust: demand-led data requests and the roadmap, consultations, the board in public, outcomes of agreements, sharing projects"),
-        (name = "federation", description = "Other catalogues harvested into this one (DCAT-AP, CKAN), and their entries"),
+        (name = "federation", description = "Other catalogues harvested into this one (DCAT-AP, CKAN), their entries, and asking their nodes for data through the Dataspace Protocol"),
         (name = "ckan", description = "A CKAN-compatible read API (CKAN's envelope and errors, not problem+json)"))
 )]
 pub struct ApiDoc;

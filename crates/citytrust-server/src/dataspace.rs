@@ -50,6 +50,18 @@ pub fn routes() -> Router<AppState> {
             post(transfer_termination),
         )
         .route("/dsp/transfers/{pid}/data", get(transfer_data))
+        .route(
+            "/dsp/callback/negotiations/{pid}",
+            get(callback_negotiation),
+        )
+        .route(
+            "/dsp/callback/negotiations/{pid}/{kind}",
+            post(callback_negotiation_message),
+        )
+        .route(
+            "/dsp/callback/transfers/{pid}/{kind}",
+            post(callback_transfer_message),
+        )
 }
 
 /// The header a participant's signed token travels in on data reads (the
@@ -526,4 +538,94 @@ async fn transfer_data(
     params.level.get_or_insert(reader.level);
     let path = format!("/dsp/transfers/{pid}/data");
     serve_data(&state, &reader.actor, &reader.dataset_id, params, &path).await
+}
+
+/// `GET {callback}/negotiations/{pid}`: a partner asks this trust, as its
+/// consumer, how a negotiation stands.
+async fn callback_negotiation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+) -> Response {
+    let result = match caller(&state, &headers).await {
+        Ok(c) => state.service.dsp_callback_negotiation(&c, &pid).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(n) => Json(n).into_response(),
+        Err(e) => negotiation_failed(e, ("", &pid)),
+    }
+}
+
+/// A partner's message to this trust as its consumer.
+async fn callback_message(
+    state: &AppState,
+    headers: &HeaderMap,
+    area: &str,
+    pid: &str,
+    kind: &str,
+    body: &[u8],
+) -> Response {
+    let expected = match (area, kind) {
+        ("negotiations", "agreement") => "ContractAgreementMessage",
+        ("negotiations", "events") => "ContractNegotiationEventMessage",
+        ("negotiations", "termination") => "ContractNegotiationTerminationMessage",
+        ("negotiations", "offers") => "ContractOfferMessage",
+        ("transfers", "start") => "TransferStartMessage",
+        ("transfers", "completion") => "TransferCompletionMessage",
+        ("transfers", "suspension") => "TransferSuspensionMessage",
+        ("transfers", "termination") => "TransferTerminationMessage",
+        _ => "",
+    };
+    let provider_pid = pid_in(body, "providerPid");
+    let pids = (provider_pid.as_str(), pid);
+    let fail = |e: DspError| {
+        if area == "transfers" {
+            transfer_failed(e, pids)
+        } else {
+            negotiation_failed(e, pids)
+        }
+    };
+    if expected.is_empty() {
+        return fail(DspError::NotFound);
+    }
+    let caller = match caller(state, headers).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let msg = match message(body, expected) {
+        Ok(m) => m,
+        Err(reason) => return fail(DspError::BadRequest(reason)),
+    };
+    if msg.get("consumerPid").and_then(Value::as_str) != Some(pid) {
+        return fail(DspError::BadRequest(
+            "the consumerPid must be the one in the path".into(),
+        ));
+    }
+    match state
+        .service
+        .dsp_callback(&caller, area, pid, kind, &msg)
+        .await
+    {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn callback_negotiation_message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    callback_message(&state, &headers, "negotiations", &pid, &kind, &body).await
+}
+
+async fn callback_transfer_message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((pid, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    callback_message(&state, &headers, "transfers", &pid, &kind, &body).await
 }

@@ -801,7 +801,7 @@ impl Service {
                 }
             }
         }
-        Ok(moved + self.advance_transfers().await?)
+        Ok(moved + self.advance_transfers().await? + self.advance_consumer().await?)
     }
 
     /// The callback path and body of what `n` owes.

@@ -12,7 +12,9 @@
 //! harvest holds a lease on its catalogue's row, so two nodes (or the
 //! scheduler and an administrator) never harvest one catalogue at once.
 
-use citytrust_model::federation::{FederatedEntry, Negotiation, RemoteCatalogue, TransferProcess};
+use citytrust_model::federation::{
+    ConsumerNegotiation, FederatedEntry, Negotiation, RemoteCatalogue, TransferProcess,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -661,6 +663,120 @@ impl Store {
         let mut all = rows
             .iter()
             .map(|r| negotiation_from_row(r).map(|(n, _)| n))
+            .collect::<Result<Vec<_>>>()?;
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(all)
+    }
+}
+
+fn consumer_from_row(row: &AnyRow) -> Result<(ConsumerNegotiation, i64)> {
+    let n: ConsumerNegotiation = from_json(&row.try_get::<String, _>("body")?)?;
+    Ok((n, row.try_get("revision")?))
+}
+
+impl Store {
+    /// Record a negotiation this trust is the consumer in, with its log entries.
+    pub async fn insert_consumer_negotiation(
+        &self,
+        n: &ConsumerNegotiation,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dsp_consumer_negotiations (consumer_pid, requester, organization_id, \
+             transfer_pid, state, next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
+        )
+        .bind(&n.consumer_pid)
+        .bind(&n.requester)
+        .bind(&n.organization_id)
+        .bind(n.transfer.as_ref().map(|t| t.consumer_pid.clone()))
+        .bind(n.state.as_str())
+        .bind(&n.next_attempt_at)
+        .bind(json(n)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, format!("negotiation '{}'", n.consumer_pid)))?;
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A consumer negotiation by its id, or by its transfer's.
+    pub async fn get_consumer_negotiation(
+        &self,
+        pid: &str,
+    ) -> Result<Option<(ConsumerNegotiation, i64)>> {
+        let row = sqlx::query(
+            "SELECT body, revision FROM dsp_consumer_negotiations WHERE consumer_pid = $1 OR transfer_pid = $1",
+        )
+        .bind(pid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(consumer_from_row).transpose()
+    }
+
+    /// Write a consumer negotiation read at `revision`, with its log entries.
+    pub async fn update_consumer_negotiation(
+        &self,
+        n: &ConsumerNegotiation,
+        revision: i64,
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE dsp_consumer_negotiations SET state = $1, next_attempt_at = $2, transfer_pid = $3, \
+             revision = $4, body = $5 WHERE consumer_pid = $6 AND revision = $7",
+        )
+        .bind(n.state.as_str())
+        .bind(&n.next_attempt_at)
+        .bind(n.transfer.as_ref().map(|t| t.consumer_pid.clone()))
+        .bind(revision + 1)
+        .bind(json(n)?)
+        .bind(&n.consumer_pid)
+        .bind(revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "negotiation '{}'",
+                n.consumer_pid
+            )));
+        }
+        for entry in entries {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Consumer negotiations with something for this trust to send: an
+    /// agreement to verify, a finalised one to transfer under.
+    pub async fn consumer_negotiations_to_advance(
+        &self,
+        now: &str,
+    ) -> Result<Vec<(ConsumerNegotiation, i64)>> {
+        let rows = sqlx::query(
+            "SELECT body, revision FROM dsp_consumer_negotiations \
+             WHERE (state = 'AGREED' OR (state = 'FINALIZED' AND transfer_pid IS NULL)) \
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY consumer_pid",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(consumer_from_row).collect()
+    }
+
+    /// Every consumer negotiation, newest first.
+    pub async fn list_consumer_negotiations(&self) -> Result<Vec<ConsumerNegotiation>> {
+        let rows = sqlx::query("SELECT body, revision FROM dsp_consumer_negotiations")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut all = rows
+            .iter()
+            .map(|r| consumer_from_row(r).map(|(n, _)| n))
             .collect::<Result<Vec<_>>>()?;
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         Ok(all)

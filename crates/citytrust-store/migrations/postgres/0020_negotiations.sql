@@ -27,3 +27,18 @@ CREATE TABLE dsp_transfers (
     body            TEXT NOT NULL
 );
 CREATE INDEX dsp_transfers_state ON dsp_transfers (state);
+
+-- Negotiations this trust is the consumer in: a member's organisation
+-- asking a partner node. `transfer_pid` is the consumer id of the transfer
+-- that follows (the provider's callbacks name it).
+CREATE TABLE dsp_consumer_negotiations (
+    consumer_pid    TEXT PRIMARY KEY,
+    requester       TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    transfer_pid    TEXT,
+    state           TEXT NOT NULL,
+    next_attempt_at TEXT,
+    revision        BIGINT NOT NULL,
+    body            TEXT NOT NULL
+);
+CREATE INDEX dsp_consumer_negotiations_transfer ON dsp_consumer_negotiations (transfer_pid);

@@ -1063,3 +1063,298 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         assert_eq!(b.entries_of_type(kind).await.len(), 1, "{kind}");
     }
 }
+
+/// Pin `other` as a participant on `app` (its catalogue harvested at once).
+async fn pin(app: &TestApp, other: &TestApp, id: &str) {
+    let me: Value = other
+        .get("/dsp/participant", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let admin = app.token("admin").await;
+    let res = app
+        .post_json(
+            "/api/v1/remote-catalogues",
+            Some(&admin),
+            &json!({"id": id, "name": format!("City {id}"), "url": format!("{}/catalog.ttl", other.base),
+                    "kind": "dcat", "participant": {"id": me["participantId"], "key": me["key"]}}),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
+/// Both logs, checked from their public files by `citytrust verify`.
+async fn log_verifies(app: &TestApp) {
+    while app.service.integrate_ledger().await.unwrap().is_some() {}
+    let url = app.base.clone();
+    let state = tempfile::tempdir().unwrap().keep().join("state");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_citytrust"))
+            .args(["verify", "--url", &url, "--state"])
+            .arg(&state)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{}: {text}", app.base);
+}
+
+#[tokio::test]
+async fn a_city_asks_another_through_the_dataspace_protocol_and_reads_under_its_agreement() {
+    let b = crate::governance::start().await;
+    let a = TestApp::start().await;
+    let alice_b = b.token("alice").await;
+    crate::governance::with_content(
+        &b,
+        &alice_b,
+        "Heat meters",
+        "city-energy",
+        "shared_public",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+    b.create_dataset(
+        &alice_b,
+        &dataset("Boiler permits", "city-energy", "shared_public"),
+    )
+    .await;
+    // Each city pins the other; A harvests B's catalogue as it does so.
+    pin(&b, &a, "city-a").await;
+    pin(&a, &b, "city-b").await;
+    let found: Value = a
+        .get("/api/v1/federated-entries?q=heat", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = &found["items"][0];
+    assert_eq!(entry["source"]["catalogue_id"], "city-b", "{found:#}");
+    let entry_id = entry["id"].as_str().unwrap().to_string();
+
+    // An analyst of A asks, for her organisation.
+    let alice_a = a.token("alice").await;
+    let ask = json!({
+        "organization_id": "city-energy",
+        "level": "identified",
+        "purpose": "research",
+        "starts_on": "2026-03-01",
+        "ends_on": "2026-06-30",
+        "benefit": "Compare heat demand across the two cities.",
+        "checklist": {
+            "justified": "Heat demand by building decides where the network goes.",
+            "benefits_and_risks": "Residents get cheaper heat; owners' consumption could be exposed.",
+            "proportionate": "One season, the buildings of one district.",
+            "without_personal_data": "The data is about buildings, not people.",
+            "power_to_share": "The regional energy plan mandates it.",
+        },
+    });
+    let path = format!("/api/v1/federated-entries/{entry_id}/negotiations");
+    // Not for an organisation she is not in; not at a level or for a purpose B does not offer.
+    for (change, field) in [
+        (json!({"organization_id": "water-co"}), "organization_id"),
+        (json!({"purpose": "marketing"}), "purpose"),
+    ] {
+        let mut bad = ask.clone();
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        crate::harness::assert_problem(
+            a.post_json(&path, Some(&alice_a), &bad).await,
+            422,
+            "validation_failed",
+            Some(field),
+        )
+        .await;
+    }
+    let res = a.post_json(&path, Some(&alice_a), &ask).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let asked: Value = res.json().await.unwrap();
+    assert_eq!(asked["state"], "REQUESTED");
+    let cpid = asked["consumer_pid"].as_str().unwrap().to_string();
+
+    // B's trustees decide through B's API.
+    let trustee = b.token("trustee").await;
+    let requests: Value = b
+        .get("/api/v1/access-requests", Some(&trustee))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let request = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requester"] == "dsp.city-a")
+        .unwrap();
+    assert_eq!(request["organization_id"], "dsp-city-a-city-energy");
+    assert_eq!(
+        request["benefit"],
+        "Compare heat demand across the two cities."
+    );
+    let votes = format!(
+        "/api/v1/access-requests/{}/votes",
+        request["id"].as_str().unwrap()
+    );
+    // Nothing moves before they do.
+    b.service.advance_negotiations().await.unwrap();
+    a.service.advance_negotiations().await.unwrap();
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["state"], "REQUESTED");
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let tok = b.token(t).await;
+        let res = b
+            .post_json(
+                &votes,
+                Some(&tok),
+                &json!({"vote": "approve", "reason": "A neighbouring city's plan."}),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    // The workers of both nodes carry it through: AGREED, VERIFIED,
+    // FINALIZED, then a transfer requested and started.
+    for _ in 0..4 {
+        b.service.advance_negotiations().await.unwrap();
+        a.service.advance_negotiations().await.unwrap();
+    }
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["state"], "FINALIZED", "{mine:#}");
+    assert_eq!(mine[0]["transfer"]["state"], "STARTED", "{mine:#}");
+    assert!(
+        mine[0]["transfer"].get("token").is_none(),
+        "the data token is never shown"
+    );
+    assert_eq!(mine[0]["agreement"]["target"], "heat-meters");
+
+    // She reads through A, under the agreement's purpose.
+    let data = format!("/api/v1/remote-requests/{cpid}/data?format=json");
+    let b_reads = b.entries_of_type("content.read").await.len();
+    let res = a.get(&data, Some(&alice_a)).await;
+    let status = res.status();
+    let provider_entry = res.headers().contains_key("citytrust-provider-log-entry");
+    let body = res.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(provider_entry);
+    let res_json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(res_json[0]["building"], "Alpha Tower", "{res_json}");
+    assert_eq!(b.entries_of_type("content.read").await.len(), b_reads + 1);
+    // Another purpose, another organisation of A: refused by B.
+    let res = a
+        .get(&format!("{data}&purpose=city-operations"), Some(&alice_a))
+        .await;
+    assert_eq!(res.status(), 403);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("Alpha Tower"), "{text}");
+    let bob_a = a.token("bob").await;
+    let res = a.get(&data, Some(&bob_a)).await;
+    assert_eq!(res.status(), 403);
+    assert!(!res.text().await.unwrap().contains("Alpha Tower"));
+    // Anonymous callers get nothing at all.
+    assert_eq!(a.get(&data, None).await.status(), 401);
+
+    // An entry deleted on B leaves A at the next harvest.
+    let res = b
+        .patch_json(
+            "/api/v1/datasets/boiler-permits",
+            Some(&alice_b),
+            &json!({"publication_status": "withdrawn"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let admin_a = a.token("admin").await;
+    a.post_json(
+        "/api/v1/remote-catalogues/city-b/harvest",
+        Some(&admin_a),
+        &json!({}),
+    )
+    .await;
+    let found: Value = a
+        .get("/api/v1/federated-entries?q=boiler", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 0, "{found:#}");
+
+    // After the agreement's last day, B refuses, and its worker ends the transfer.
+    for node in [&a, &b] {
+        node.clock.advance(time::Duration::days(130));
+    }
+    let alice_a = a.token("alice").await;
+    let res = a.get(&data, Some(&alice_a)).await;
+    assert_eq!(res.status(), 403);
+    for _ in 0..2 {
+        b.service.advance_negotiations().await.unwrap();
+        a.service.advance_negotiations().await.unwrap();
+    }
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["transfer"]["state"], "TERMINATED", "{mine:#}");
+    crate::harness::assert_problem(
+        a.get(&data, Some(&alice_a)).await,
+        422,
+        "transfer_not_started",
+        None,
+    )
+    .await;
+
+    // Both logs hold each step, and verify.
+    for (node, kinds) in [
+        (
+            &a,
+            &[
+                "dsp.negotiation_asked",
+                "dsp.agreement_received",
+                "dsp.agreement_verified",
+                "dsp.negotiation_finalized",
+                "dsp.transfer_requested",
+                "dsp.transfer_started",
+                "dsp.remote_read",
+                "dsp.transfer_terminated",
+            ][..],
+        ),
+        (
+            &b,
+            &[
+                "dsp.negotiation_requested",
+                "dsp.agreement_sent",
+                "dsp.agreement_verified",
+                "dsp.negotiation_finalized",
+                "dsp.transfer_requested",
+                "dsp.transfer_started",
+                "content.read",
+                "dsp.transfer_terminated",
+            ][..],
+        ),
+    ] {
+        for kind in kinds {
+            assert!(
+                !node.entries_of_type(kind).await.is_empty(),
+                "{}: no {kind}",
+                node.base
+            );
+        }
+        log_verifies(node).await;
+    }
+}
