@@ -94,6 +94,19 @@ fn shown(mut n: ConsumerNegotiation) -> ConsumerNegotiation {
 }
 
 impl Service {
+    /// Whether an entry's node can be asked through the Dataspace
+    /// Protocol (its catalogue has a pinned participant).
+    pub async fn remote_askable(
+        &self,
+        entry: &citytrust_model::federation::FederatedEntry,
+    ) -> Result<bool> {
+        Ok(self
+            .store
+            .get_remote_catalogue(&entry.source.catalogue_id)
+            .await?
+            .is_some_and(|c| c.participant.is_some()))
+    }
+
     /// Ask the node an entry came from for it, for one of the asker's
     /// organisations (`base`: this trust's public URL).
     pub async fn ask_remote(

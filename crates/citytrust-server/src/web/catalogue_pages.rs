@@ -12,6 +12,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/datasets/{id}", get(dataset_page).post(update_dataset))
         .route("/datasets/{id}/edit", get(edit_dataset_form))
         .route("/federated/{id}", get(federated_page))
+        .route("/federated/{id}/ask", post(ask_remote))
+        .route("/remote-requests/{pid}/data", get(remote_data))
 }
 
 // ---- home -----------------------------------------------------------------------
@@ -351,6 +353,78 @@ struct FederatedPageView {
     nav: Nav,
     e: FederatedEntry,
     access: String,
+    /// The form asking the entry's node for access, when it can be asked
+    /// and the viewer has an organisation to ask for.
+    ask: Option<AskView>,
+    errors: Vec<ErrorLink>,
+    form: BTreeMap<String, String>,
+}
+
+struct AskView {
+    organizations: Vec<(String, String)>,
+    levels: Vec<&'static str>,
+    questions: &'static [citytrust_model::access::Question],
+}
+
+impl FederatedPageView {
+    fn value(&self, name: &str) -> &str {
+        self.form.get(name).map(String::as_str).unwrap_or("")
+    }
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+async fn federated_view(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    errors: Vec<FieldError>,
+    form: BTreeMap<String, String>,
+) -> PageResult {
+    let e = state.service.federated_entry(id).await?;
+    let ask = match viewer.session() {
+        Some(session)
+            if !session.actor.organization_ids().is_empty()
+                && state.service.remote_askable(&e).await? =>
+        {
+            let names = organization_names(state).await?;
+            Some(AskView {
+                organizations: session
+                    .actor
+                    .organization_ids()
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.clone(),
+                            names.get(o).cloned().unwrap_or_else(|| o.clone()),
+                        )
+                    })
+                    .collect(),
+                levels: citytrust_model::AccessLevel::ALL
+                    .iter()
+                    .filter(|l| **l != citytrust_model::AccessLevel::Metadata)
+                    .map(|l| l.as_str())
+                    .collect(),
+                questions: citytrust_model::Sharing::Systematic.checklist(),
+            })
+        }
+        _ => None,
+    };
+    render(&FederatedPageView {
+        nav: viewer.nav("datasets"),
+        access: e
+            .access_right
+            .map(|a| a.label().to_string())
+            .unwrap_or_default(),
+        e,
+        ask,
+        errors: error_links(errors, |f| format!("ask-{}", f.replace('.', "-"))),
+        form,
+    })
 }
 
 /// An entry harvested from another catalogue: what its source says, and where to find it there.
@@ -359,15 +433,107 @@ async fn federated_page(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> PageResult {
-    let e = state.service.federated_entry(&id).await?;
-    render(&FederatedPageView {
-        nav: viewer.nav("datasets"),
-        access: e
-            .access_right
-            .map(|a| a.label().to_string())
-            .unwrap_or_default(),
-        e,
-    })
+    federated_view(&state, &viewer, &id, Vec::new(), BTreeMap::new()).await
+}
+
+/// "Ask city B for access": the request goes to the entry's node through
+/// the Dataspace Protocol, whose trustees decide; it is then followed on
+/// "my requests".
+async fn ask_remote(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    signed: SignedForm,
+) -> PageResult {
+    let form = &signed.form;
+    let mut kept = BTreeMap::new();
+    for k in [
+        "organization_id",
+        "level",
+        "purpose",
+        "starts_on",
+        "ends_on",
+        "benefit",
+    ] {
+        kept.insert(k.to_string(), form.one(k));
+    }
+    let mut checklist = BTreeMap::new();
+    for q in citytrust_model::Sharing::Systematic.checklist() {
+        let answer = form.one(&format!("checklist.{}", q.id));
+        kept.insert(format!("checklist.{}", q.id), answer.clone());
+        if !answer.is_empty() {
+            checklist.insert(q.id.to_string(), answer);
+        }
+    }
+    let ask = citytrust_model::federation::AskRemote {
+        organization_id: form.one("organization_id"),
+        level: form.one("level"),
+        purpose: form.one("purpose"),
+        starts_on: form.opt("starts_on"),
+        ends_on: form.opt("ends_on"),
+        benefit: form.one("benefit"),
+        checklist,
+    };
+    match state
+        .service
+        .ask_remote(&signed.session().actor, &id, ask, &crate::base_url(&state))
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/requests?done=remote").into_response()),
+        Err(citytrust_service::ServiceError::Unprocessable { message, .. }) => {
+            let errors = vec![FieldError {
+                field: "request".into(),
+                message,
+            }];
+            federated_view(&state, signed.viewer(), &id, errors, kept).await
+        }
+        Err(e) => {
+            let errors = form_errors(e)?;
+            federated_view(&state, signed.viewer(), &id, errors, kept).await
+        }
+    }
+}
+
+/// The data another node agreed to share, read through this trust as CSV
+/// (the other node decides and logs the read; nothing is kept here).
+async fn remote_data(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(pid): Path<String>,
+) -> PageResult {
+    let Some(session) = viewer.session() else {
+        return Err(PageError::SignIn);
+    };
+    let res = state
+        .service
+        .remote_read(
+            &session.actor,
+            &pid,
+            None,
+            &[("format".to_string(), "csv".to_string())],
+        )
+        .await?;
+    if !res.status().is_success() {
+        let status = StatusCode::from_u16(res.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let detail = res
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "the other node refused the read".into());
+        return Err(PageError::page(
+            status,
+            format!("The other node refused the read: {detail}"),
+        ));
+    }
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Some(v) = res.headers().get("citytrust-log-entry") {
+        headers.insert("citytrust-provider-log-entry", v.clone());
+    }
+    Ok((headers, axum::body::Body::from_stream(res.bytes_stream())).into_response())
 }
 
 // ---- dataset page ---------------------------------------------------------------

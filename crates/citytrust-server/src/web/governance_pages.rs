@@ -84,12 +84,60 @@ fn row(r: &AccessRequest) -> RequestRow {
 struct RequestsPage {
     nav: Nav,
     mine: Vec<RequestRow>,
+    /// Requests to other trusts, through the Dataspace Protocol.
+    remote: Vec<RemoteRow>,
     queue: Vec<RequestRow>,
     overdue: Vec<AgreementRow>,
     /// Outcome reports past their date (trustees).
     overdue_outcomes: Vec<citytrust_model::participation::OutcomeDue>,
     is_trustee: bool,
     message: String,
+}
+
+/// A request to another trust, as "my requests" lists it.
+struct RemoteRow {
+    pid: String,
+    title: String,
+    federated_id: String,
+    participant: String,
+    organization: String,
+    level: String,
+    purpose: String,
+    state: &'static str,
+    transfer: &'static str,
+    readable: bool,
+    note: String,
+}
+
+fn remote_row(n: citytrust_model::federation::ConsumerNegotiation) -> RemoteRow {
+    use citytrust_model::federation::{NegotiationState as S, TransferState as T};
+    let state = match n.state {
+        S::Requested | S::Offered | S::Accepted => "waiting for its trustees",
+        S::Agreed | S::Verified => "agreed, being confirmed",
+        S::Finalized => "agreed",
+        S::Terminated => "ended",
+    };
+    let (transfer, readable) = match n.transfer.as_ref().map(|t| t.state) {
+        None => ("", false),
+        Some(T::Requested) => ("being set up", false),
+        Some(T::Started) => ("open", true),
+        Some(T::Suspended) => ("suspended", false),
+        Some(T::Completed) => ("completed", false),
+        Some(T::Terminated) => ("ended", false),
+    };
+    RemoteRow {
+        pid: n.consumer_pid,
+        title: n.title,
+        federated_id: n.federated_id,
+        participant: n.participant_id,
+        organization: n.organization_id,
+        level: n.level,
+        purpose: n.purpose,
+        state,
+        transfer,
+        readable,
+        note: n.termination.or(n.last_error).unwrap_or_default(),
+    }
 }
 
 async fn requests_page(
@@ -107,6 +155,13 @@ async fn requests_page(
         .await?
         .iter()
         .map(row)
+        .collect();
+    let remote = state
+        .service
+        .my_remote_requests(actor)
+        .await?
+        .into_iter()
+        .map(remote_row)
         .collect();
     let is_trustee = authz::may_vote(actor).is_ok();
     let queue = if is_trustee {
@@ -142,11 +197,15 @@ async fn requests_page(
     };
     let message = match raw.as_deref().unwrap_or("") {
         "done=draft" => "Draft saved. Only you can see it until you submit it.",
+        "done=remote" => {
+            "Your request was sent to the other trust. Its trustees decide; its state shows below."
+        }
         _ => "",
     };
     render(&RequestsPage {
         nav: viewer.nav("requests"),
         mine,
+        remote,
         queue,
         overdue,
         overdue_outcomes,

@@ -1173,11 +1173,60 @@ async fn a_city_asks_another_through_the_dataspace_protocol_and_reads_under_its_
         )
         .await;
     }
-    let res = a.post_json(&path, Some(&alice_a), &ask).await;
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let asked: Value = res.json().await.unwrap();
-    assert_eq!(asked["state"], "REQUESTED");
-    let cpid = asked["consumer_pid"].as_str().unwrap().to_string();
+    // She presses "Ask City city-b for access" on the entry's page.
+    let mut browser = crate::web::Browser::new(&a);
+    browser.sign_in("alice").await;
+    let page = browser
+        .get(&format!("/federated/{entry_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Ask City city-b for access"), "{page}");
+    let csrf = crate::web::hidden(&page, "csrf");
+    let form_path = format!("/federated/{entry_id}/ask");
+    let checklist: Vec<(String, String)> = ask["checklist"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (format!("checklist.{k}"), v.as_str().unwrap().to_string()))
+        .collect();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("csrf", &csrf),
+        ("organization_id", "city-energy"),
+        ("level", "identified"),
+        ("starts_on", "2026-03-01"),
+        ("ends_on", "2026-06-30"),
+        ("benefit", "Compare heat demand across the two cities."),
+    ];
+    for (k, v) in &checklist {
+        fields.push((k, v));
+    }
+    // A purpose B does not offer: the form says which it does.
+    let mut wrong = fields.clone();
+    wrong.push(("purpose", "marketing"));
+    let page = browser.post(&form_path, &wrong).await.text().await.unwrap();
+    assert!(page.contains("The request was not sent"), "{page}");
+    assert!(page.contains("research"), "{page}");
+    fields.push(("purpose", "research"));
+    let res = browser.post(&form_path, &fields).await;
+    assert_eq!(res.status(), 303);
+    let page = browser
+        .get("/requests?done=remote")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("My requests to other trusts"), "{page}");
+    assert!(page.contains("waiting for its trustees"), "{page}");
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["state"], "REQUESTED");
+    let cpid = mine[0]["consumer_pid"].as_str().unwrap().to_string();
 
     // B's trustees decide through B's API.
     let trustee = b.token("trustee").await;
@@ -1241,11 +1290,18 @@ async fn a_city_asks_another_through_the_dataspace_protocol_and_reads_under_its_
         mine[0]["transfer"].get("token").is_none(),
         "the data token is never shown"
     );
+    // The portal offers the data, read through A as CSV.
+    let page = browser.get("/requests").await.text().await.unwrap();
+    assert!(page.contains("Read as CSV"), "{page}");
+    let res = browser.get(&format!("/remote-requests/{cpid}/data")).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Alpha Tower"));
     assert_eq!(mine[0]["agreement"]["target"], "heat-meters");
 
     // She reads through A, under the agreement's purpose.
     let data = format!("/api/v1/remote-requests/{cpid}/data?format=json");
     let b_reads = b.entries_of_type("content.read").await.len();
+    assert!(b_reads >= 1, "the portal's read is in B's log");
     let res = a.get(&data, Some(&alice_a)).await;
     let status = res.status();
     let provider_entry = res.headers().contains_key("citytrust-provider-log-entry");

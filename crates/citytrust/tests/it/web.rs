@@ -8,13 +8,13 @@ use serde_json::json;
 use crate::harness::{PASSWORD, TestApp, dataset};
 
 /// A browser: keeps cookies by hand (reqwest's jar would drop `Secure` cookies over plain HTTP).
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
     cookies: Vec<(String, String)>,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         Browser {
             app,
             cookies: Vec::new(),
@@ -38,7 +38,7 @@ impl<'a> Browser<'a> {
             }
         }
     }
-    async fn get(&mut self, path: &str) -> Response {
+    pub(crate) async fn get(&mut self, path: &str) -> Response {
         let res = self
             .app
             .client
@@ -50,7 +50,7 @@ impl<'a> Browser<'a> {
         self.keep(&res);
         res
     }
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Response {
         let body = {
             let mut s = form_encode(form);
             if s.is_empty() {
@@ -71,7 +71,7 @@ impl<'a> Browser<'a> {
         self.keep(&res);
         res
     }
-    async fn sign_in(&mut self, username: &str) {
+    pub(crate) async fn sign_in(&mut self, username: &str) {
         let page = self.get("/signin").await.text().await.unwrap();
         let csrf = hidden(&page, "csrf");
         let res = self
@@ -88,7 +88,7 @@ impl<'a> Browser<'a> {
         assert!(self.cookies.iter().any(|(k, _)| k == "ct_session"));
     }
     /// The CSRF token the signed-in pages carry.
-    async fn csrf(&mut self) -> String {
+    pub(crate) async fn csrf(&mut self) -> String {
         let page = self.get("/datasets").await.text().await.unwrap();
         hidden(&page, "csrf")
     }
@@ -117,7 +117,7 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page
         .find(&marker)
