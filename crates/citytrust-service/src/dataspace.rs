@@ -324,12 +324,7 @@ impl Service {
     }
 
     /// A token for a message from this trust (`base`) to participant `aud`.
-    pub(crate) fn dsp_token(
-        &self,
-        base: &str,
-        aud: &str,
-        org: Option<(&str, &str)>,
-    ) -> Result<String> {
+    pub fn dsp_token(&self, base: &str, aud: &str, org: Option<(&str, &str)>) -> Result<String> {
         let now = self.now().unix_timestamp();
         Ok(sign_token(
             &self.dsp_key.0,

@@ -1309,3 +1309,239 @@ async fn a_hostile_feed_cannot_exhaust_redirect_or_write_the_log() {
     );
     let _ = harvest;
 }
+
+/// Across trusts (issue 29): a hostile partner, or a partner's stranger,
+/// tries to make this trust read elsewhere, to move a process that is not
+/// its own, or to read under another's agreement; a member tries to have
+/// this trust sign for an organisation not theirs.
+#[tokio::test]
+async fn partners_cannot_steer_reads_nor_move_processes_not_their_own() {
+    use crate::dataspace::pin;
+    let b = start().await;
+    let a = TestApp::start().await;
+    let c = TestApp::start().await;
+    let alice_b = b.token("alice").await;
+    with_content(
+        &b,
+        &alice_b,
+        "Heat meters",
+        "city-energy",
+        "shared_public",
+        crate::governance::ENERGY_CSV,
+    )
+    .await;
+    pin(&b, &a, "city-a").await;
+    pin(&a, &b, "city-b").await;
+    pin(&a, &c, "city-c").await;
+    pin(&b, &c, "city-c").await;
+    let found: Value = a
+        .get("/api/v1/federated-entries?q=heat", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entry = found["items"][0]["id"].as_str().unwrap().to_string();
+    let alice_a = a.token("alice").await;
+    let res = a
+        .post_json(
+            &format!("/api/v1/federated-entries/{entry}/negotiations"),
+            Some(&alice_a),
+            &json!({"organization_id": "city-energy", "level": "identified", "purpose": "research",
+                    "starts_on": "2026-03-01", "ends_on": "2026-06-30", "benefit": "Heat plans.",
+                    "checklist": {"justified": "j", "benefits_and_risks": "b", "proportionate": "p",
+                                  "without_personal_data": "w", "power_to_share": "s"}}),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let asked: Value = res.json().await.unwrap();
+    let cpid = asked["consumer_pid"].as_str().unwrap().to_string();
+    let trustee = b.token("trustee").await;
+    let list: Value = b
+        .get("/api/v1/access-requests", Some(&trustee))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rid = list[0]["id"].as_str().unwrap().to_string();
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let tok = b.token(t).await;
+        b.post_json(
+            &format!("/api/v1/access-requests/{rid}/votes"),
+            Some(&tok),
+            &json!({"vote": "approve", "reason": "ok"}),
+        )
+        .await;
+    }
+    for _ in 0..4 {
+        b.service.advance_negotiations().await.unwrap();
+        a.service.advance_negotiations().await.unwrap();
+    }
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["transfer"]["state"], "STARTED", "{mine:#}");
+    let tpid = mine[0]["transfer"]["consumer_pid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ppid = mine[0]["provider_pid"].as_str().unwrap().to_string();
+    let data = format!("/api/v1/remote-requests/{cpid}/data?format=csv");
+    let before = a.get(&data, Some(&alice_a)).await;
+    assert_eq!(before.status(), 200);
+
+    let post_signed = |signer: &TestApp, path: String, body: Value| {
+        let token = signer
+            .service
+            .dsp_token(&signer.base, &a.base, None)
+            .unwrap();
+        a.client
+            .post(a.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let ctx = json!(["https://w3id.org/dspace/2025/1/context.jsonld"]);
+    // The partner itself cannot point this trust's reads at another address
+    // (here: this trust's own API, with the token it would present).
+    let steer = json!({"@context": ctx, "@type": "TransferStartMessage", "providerPid": "x",
+        "consumerPid": tpid, "dataAddress": {"@type": "DataAddress",
+        "endpointType": "https://w3id.org/idsa/v4.1/HTTP", "endpoint": a.url("/api/v1/users"),
+        "endpointProperties": [{"@type": "EndpointProperty", "name": "authorization", "value": "t"}]}});
+    // (Suspended first, so that a start is a transition the state machine allows.)
+    let suspend = json!({"@context": ctx, "@type": "TransferSuspensionMessage", "providerPid": "x",
+        "consumerPid": tpid});
+    let res = post_signed(
+        &b,
+        format!("/dsp/callback/transfers/{tpid}/suspension"),
+        suspend,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = post_signed(
+        &b,
+        format!("/dsp/callback/transfers/{tpid}/start"),
+        steer.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert!(
+        err["reason"][0]
+            .as_str()
+            .unwrap()
+            .contains("under the provider's URL"),
+        "{err}"
+    );
+    // A start that keeps the address the transfer began with resumes it.
+    let resume = json!({"@context": ctx, "@type": "TransferStartMessage", "providerPid": "x",
+        "consumerPid": tpid});
+    let res = post_signed(&b, format!("/dsp/callback/transfers/{tpid}/start"), resume)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Another pinned partner cannot move a process that is not its own, nor
+    // learn that it exists; unsigned messages are nobody's.
+    let agreement = json!({"@context": ctx, "@type": "ContractAgreementMessage", "providerPid": ppid,
+        "consumerPid": cpid, "agreement": {"@id": "urn:x", "@type": "Agreement", "target": "heat-meters",
+        "timestamp": "2026-03-01T00:00:00Z", "assigner": "x", "assignee": "y",
+        "permission": [{"action": "use"}]}});
+    let end = json!({"@context": ctx, "@type": "TransferTerminationMessage", "providerPid": "x",
+        "consumerPid": tpid});
+    for (path, body) in [
+        (format!("/dsp/callback/transfers/{tpid}/start"), steer),
+        (
+            format!("/dsp/callback/transfers/{tpid}/termination"),
+            end.clone(),
+        ),
+        (
+            format!("/dsp/callback/negotiations/{cpid}/agreement"),
+            agreement.clone(),
+        ),
+    ] {
+        let res = post_signed(&c, path.clone(), body.clone()).await.unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+        let res = a
+            .client
+            .post(a.url(&path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{path} unsigned");
+    }
+    let token_c = c.service.dsp_token(&c.base, &a.base, None).unwrap();
+    let res = a
+        .client
+        .get(a.url(&format!("/dsp/callback/negotiations/{cpid}")))
+        .bearer_auth(token_c)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Not even the partner may take a finalised negotiation back to AGREED.
+    let res = post_signed(
+        &b,
+        format!("/dsp/callback/negotiations/{cpid}/agreement"),
+        agreement,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    // Nothing of that moved: the transfer still reads from B.
+    let res = a.get(&data, Some(&alice_a)).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("Alpha Tower"));
+
+    // A member cannot have this trust sign for an organisation not theirs.
+    assert_problem(
+        a.get(&format!("{data}&organization_id=water-co"), Some(&alice_a))
+            .await,
+        422,
+        "validation_failed",
+        Some("organization_id"),
+    )
+    .await;
+    // A third trust's participant, pinned at B, cannot read at B's data
+    // address under A's transfer (its signature, any token).
+    let pull = format!("{}/dsp/transfers/", b.base);
+    let c_token = c
+        .service
+        .dsp_token(&c.base, &b.base, Some(("city-energy", "City Energy")))
+        .unwrap();
+    let negotiations = b.service.negotiations().await.unwrap();
+    assert_eq!(negotiations.len(), 1);
+    let res = a
+        .client
+        .get(format!("{pull}anything/data?format=csv"))
+        .bearer_auth("0".repeat(64))
+        .header("citytrust-participant", c_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // The partner refused nothing it should not have: B's log holds each read.
+    assert!(b.entries_of_type("content.read").await.len() >= 2);
+    // And after termination by the partner, reads stop at once.
+    let end_signed = json!({"@context": ctx, "@type": "TransferTerminationMessage", "providerPid": "x",
+        "consumerPid": tpid, "code": "1", "reason": ["agreement retired"]});
+    let res = post_signed(
+        &b,
+        format!("/dsp/callback/transfers/{tpid}/termination"),
+        end_signed,
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_problem(
+        a.get(&data, Some(&alice_a)).await,
+        422,
+        "transfer_not_started",
+        None,
+    )
+    .await;
+}

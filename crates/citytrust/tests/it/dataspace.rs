@@ -1065,7 +1065,7 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
 }
 
 /// Pin `other` as a participant on `app` (its catalogue harvested at once).
-async fn pin(app: &TestApp, other: &TestApp, id: &str) {
+pub(crate) async fn pin(app: &TestApp, other: &TestApp, id: &str) {
     let me: Value = other
         .get("/dsp/participant", None)
         .await
