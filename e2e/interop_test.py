@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import unittest
+import time
 import urllib.parse
 
 import ckanapi
@@ -261,6 +262,103 @@ class Federation(unittest.TestCase):
         self.assertEqual(got, set(listed.values()))
         page = requests.get(BASE + "/datasets", params={"source": "neighbour"}, timeout=30).text
         self.assertIn(f"{len(listed)} datasets from another catalogue", page)
+
+
+
+class Dataspace(unittest.TestCase):
+    """The Dataspace Protocol between two running trusts: each pins the
+    other, the demo's analyst asks the second node for a shared dataset, the
+    second node's trustees approve, and the analyst reads it through the
+    demo — the second node deciding (another purpose is refused) and logging."""
+
+    @staticmethod
+    def token(base, user):
+        r = requests.post(base + "/api/v1/auth/token",
+                          json={"username": user, "password": "demo-password"}, timeout=30)
+        r.raise_for_status()
+        return {"Authorization": "Bearer " + r.json()["token"]}
+
+    def pin(self, base, other, id):
+        me = requests.get(other + "/dsp/participant", timeout=30).json()
+        r = requests.post(base + "/api/v1/remote-catalogues", headers=self.token(base, "admin"), timeout=120,
+                          json={"id": id, "name": f"Trust {id}", "url": other + "/catalog.ttl", "kind": "dcat",
+                                "participant": {"id": me["participantId"], "key": me["key"]}})
+        self.assertIn(r.status_code, (201, 409), r.text)  # 409: pinned by an earlier run
+
+    def test_the_demos_analyst_asks_a_second_trust_and_reads_under_its_agreement(self):
+        second = os.environ["SECOND_URL"].rstrip("/")
+        self.pin(BASE, second, "dsp-second")
+        self.pin(second, BASE, "dsp-first")
+        catalog = requests.post(second + "/dsp/catalog/request", timeout=60, json={
+            "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+            "@type": "CatalogRequestMessage"}).json()
+        analyst = self.token(BASE, "analyst")
+        org = requests.get(BASE + "/api/v1/me", headers=analyst, timeout=30).json()["organization_ids"][0]
+        entries = {e["source"]["remote_id"]: e["id"] for e in
+                   requests.get(BASE + "/api/v1/federated-entries",
+                                params={"source": "dsp-second", "per_page": 100}, timeout=30).json()["items"]}
+        checklist = {q: "Compared with the demo city's own figures." for q in
+                     ["justified", "benefits_and_risks", "proportionate", "without_personal_data", "power_to_share"]}
+        asked = None
+        trustee = self.token(second, "trustee1")
+
+        def request_for(dataset):
+            listed = requests.get(second + "/api/v1/access-requests", headers=trustee, timeout=30).json()
+            return max((r for r in listed if r["requester"] == "dsp.dsp-first" and dataset in r["dataset_ids"]),
+                       key=lambda r: r["created_at"])
+
+        # The first shared dataset the second trust lets an outsider ask for
+        # rows of, for research, that its trustees can vote on at once (a
+        # request the charter opens for public comment waits two weeks).
+        for d in catalog.get("dataset", []):
+            entry = entries.get(f"{second}/datasets/{d['@id']}#dataset")
+            if entry is None:
+                continue
+            for level in ["identified", "pseudonymised"]:
+                r = requests.post(BASE + f"/api/v1/federated-entries/{entry}/negotiations", headers=analyst,
+                                  timeout=60, json={"organization_id": org, "level": level, "purpose": "research",
+                                                    "benefit": "A comparison across two cities.",
+                                                    "checklist": checklist})
+                if r.status_code != 201:
+                    continue
+                request = request_for(d["@id"])
+                if request["status"] in ("under_review", "approved"):
+                    asked = (d["@id"], r.json(), request)
+                    break
+            if asked:
+                break
+        self.assertIsNotNone(asked, "no dataset of the second trust could be asked for")
+        dataset, negotiation, request = asked
+        print(f"\n  asked for {dataset}: {negotiation['state']}, {request['status']} there")
+        self.assertEqual(negotiation["state"], "REQUESTED")
+        # The second trust's trustees decide, through its API.
+        if request["status"] != "approved":
+            for t in ["trustee1", "trustee2", "trustee3"]:
+                r = requests.post(second + f"/api/v1/access-requests/{request['id']}/votes",
+                                  headers=self.token(second, t), timeout=30,
+                                  json={"vote": "approve", "reason": "A neighbouring city's comparison."})
+                self.assertIn(r.status_code, (200, 409), r.text)
+        # Both trusts' workers carry it through.
+        state = None
+        for _ in range(120):
+            mine = requests.get(BASE + "/api/v1/me/remote-requests", headers=analyst, timeout=30).json()
+            state = next(n for n in mine if n["consumer_pid"] == negotiation["consumer_pid"])
+            if (state.get("transfer") or {}).get("state") == "STARTED":
+                break
+            time.sleep(0.5)
+        self.assertEqual(state["state"], "FINALIZED", state)
+        self.assertEqual(state["transfer"]["state"], "STARTED", state)
+        data = BASE + f"/api/v1/remote-requests/{negotiation['consumer_pid']}/data"
+        r = requests.get(data, headers=analyst, params={"format": "csv"}, timeout=60)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertIn("citytrust-provider-log-entry", r.headers)
+        rows = list(csv_module.reader(io.StringIO(r.text)))
+        print(f"  read {len(rows) - 1} rows of {dataset} through the demo")
+        self.assertGreater(len(rows), 1)
+        # Another purpose: refused by the second trust, nothing of the data.
+        r = requests.get(data, headers=analyst, params={"format": "csv", "purpose": "commercial"}, timeout=60)
+        self.assertEqual(r.status_code, 403, r.text)
+        self.assertNotIn(",".join(rows[1]), r.text)
 
 
 if __name__ == "__main__":
