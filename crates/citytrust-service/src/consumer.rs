@@ -42,13 +42,8 @@ fn not_offered(message: impl Into<String>) -> ServiceError {
     }
 }
 
-fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(20))
-        .build()
-        .map_err(|e| ServiceError::Internal(e.to_string()))
-}
+/// The total time a control message to a partner may take.
+const MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The `reason` a partner's DSP error gives, cut short.
 async fn partner_reason(res: reqwest::Response) -> String {
@@ -156,12 +151,13 @@ impl Service {
                     participant.id
                 ))
             })?;
-        let http = client()?;
+        let http = self.dsp_http()?;
         let res = http
             .get(format!(
                 "{}{DSP_PATH}/catalog/datasets/{remote_dataset_id}",
                 participant.id
             ))
+            .timeout(MESSAGE_TIMEOUT)
             .send()
             .await
             .map_err(|e| refused(format!("{} could not be reached: {e}", participant.id)))?;
@@ -260,6 +256,7 @@ impl Service {
             .post(format!("{}{DSP_PATH}/negotiations/request", participant.id))
             .bearer_auth(token)
             .json(&message)
+            .timeout(MESSAGE_TIMEOUT)
             .send()
             .await
             .map_err(|e| refused(format!("{} could not be reached: {e}", participant.id)))?;
@@ -534,7 +531,7 @@ impl Service {
             let org = self.store.get_organization(&n.organization_id).await?;
             let org = org.as_ref().map(|o| (o.id.as_str(), o.name.as_str()));
             let token = self.dsp_token(&n.consumer_base, &n.participant_id, org)?;
-            let http = client()?;
+            let http = self.dsp_http()?;
             let (url, message) = if n.state == NegotiationState::Agreed {
                 (
                     format!(
@@ -707,7 +704,7 @@ impl Service {
             &n.participant_id,
             Some((&org.id, &org.name)),
         )?;
-        client()?
+        self.dsp_http()?
             .get(endpoint)
             .query(query)
             .bearer_auth(data_token)

@@ -317,6 +317,22 @@ fn is_org_id(s: &str) -> bool {
 }
 
 impl Service {
+    /// The client every message and pull to another trust goes through:
+    /// no redirects followed (a partner cannot send this trust elsewhere),
+    /// bounded connects and reads (control messages add a total limit).
+    pub(crate) fn dsp_http(&self) -> Result<&reqwest::Client> {
+        if let Some(c) = self.dsp_client.get() {
+            return Ok(c);
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(self.dsp_client.get_or_init(|| client))
+    }
+
     /// `GET /dsp/participant`: who this trust is in the dataspace, for
     /// partners' administrators to pin.
     pub fn dsp_participant(&self, base: &str) -> Value {

@@ -134,6 +134,9 @@ pub struct Service {
     dsp_key: dataspace::ParticipantKey,
     /// Wakes the negotiations' worker (a decision may owe a consumer a message).
     dsp_wake: tokio::sync::Notify,
+    /// The HTTP client for other trusts (made once: making one loads the
+    /// system's root certificates, which cost a read through DSP 45 ms).
+    dsp_client: std::sync::OnceLock<reqwest::Client>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
@@ -261,6 +264,7 @@ impl Service {
             dsp_catalog_cache: std::sync::Mutex::default(),
             dsp_key: dataspace::ParticipantKey::derive(&seed),
             dsp_wake: tokio::sync::Notify::new(),
+            dsp_client: std::sync::OnceLock::new(),
             clock,
             settings,
             ledger,

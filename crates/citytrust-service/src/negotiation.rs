@@ -876,15 +876,13 @@ impl Service {
             .pop_if_empty()
             .extend(segments);
         let token = self.dsp_token(base, aud, None).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let answer = client
+        let answer = self
+            .dsp_http()
+            .map_err(|e| e.to_string())?
             .post(url)
             .bearer_auth(token)
             .json(message)
+            .timeout(std::time::Duration::from_secs(10))
             .send()
             .await
             .map_err(|e| format!("the consumer could not be reached: {e}"))?;
