@@ -54,6 +54,61 @@ async fn partner_reason(res: reqwest::Response) -> String {
     }
 }
 
+/// The `ContractRequestMessage` asking for `offer_id` of `dataset`, with
+/// the asker's purpose, period, benefit and checklist answers.
+pub fn contract_request_message(
+    consumer_pid: &str,
+    offer_id: &str,
+    dataset: &str,
+    ask: &AskRemote,
+    callback: &str,
+) -> Value {
+    let mut constraints =
+        vec![json!({"leftOperand": "purpose", "operator": "eq", "rightOperand": ask.purpose})];
+    for (op, day) in [("gteq", &ask.starts_on), ("lteq", &ask.ends_on)] {
+        if let Some(day) = day {
+            constraints
+                .push(json!({"leftOperand": "dateTime", "operator": op, "rightOperand": day}));
+        }
+    }
+    json!({
+        "@context": [DSP_CONTEXT],
+        "@type": "ContractRequestMessage",
+        "consumerPid": consumer_pid,
+        "offer": {
+            "@type": "Offer",
+            "@id": offer_id,
+            "target": dataset,
+            "dct:description": ask.benefit.trim(),
+            crate::negotiation::CHECKLIST: ask.checklist,
+            "permission": [{"action": "use", "constraint": constraints}],
+        },
+        "callbackAddress": callback,
+    })
+}
+
+/// The `ContractAgreementVerificationMessage` for a negotiation.
+pub fn verification_message(provider_pid: &str, consumer_pid: &str) -> Value {
+    json!({
+        "@context": [DSP_CONTEXT],
+        "@type": "ContractAgreementVerificationMessage",
+        "providerPid": provider_pid,
+        "consumerPid": consumer_pid,
+    })
+}
+
+/// The `TransferRequestMessage` for a pull under `agreement_id`.
+pub fn transfer_request_message(consumer_pid: &str, agreement_id: &str, callback: &str) -> Value {
+    json!({
+        "@context": [DSP_CONTEXT],
+        "@type": "TransferRequestMessage",
+        "consumerPid": consumer_pid,
+        "agreementId": agreement_id,
+        "format": HTTP_PULL,
+        "callbackAddress": callback,
+    })
+}
+
 /// The state the partner's message takes a negotiation to, from `state`,
 /// if the protocol's state machine lets a provider send it then.
 pub fn provider_transition(state: NegotiationState, message: &str) -> Option<NegotiationState> {
@@ -229,28 +284,13 @@ impl Service {
             .await?
             .ok_or_else(|| ValidationErrors::single("organization_id", "unknown organisation"))?;
         let consumer_pid = format!("urn:uuid:{}", uuid_v4()?);
-        let mut constraints =
-            vec![json!({"leftOperand": "purpose", "operator": "eq", "rightOperand": ask.purpose})];
-        for (op, day) in [("gteq", &ask.starts_on), ("lteq", &ask.ends_on)] {
-            if let Some(day) = day {
-                constraints
-                    .push(json!({"leftOperand": "dateTime", "operator": op, "rightOperand": day}));
-            }
-        }
-        let message = json!({
-            "@context": [DSP_CONTEXT],
-            "@type": "ContractRequestMessage",
-            "consumerPid": consumer_pid,
-            "offer": {
-                "@type": "Offer",
-                "@id": offer_id,
-                "target": remote_dataset_id,
-                "dct:description": ask.benefit.trim(),
-                crate::negotiation::CHECKLIST: ask.checklist,
-                "permission": [{"action": "use", "constraint": constraints}],
-            },
-            "callbackAddress": format!("{base}{CALLBACK_PATH}"),
-        });
+        let message = contract_request_message(
+            &consumer_pid,
+            &offer_id,
+            &remote_dataset_id,
+            &ask,
+            &format!("{base}{CALLBACK_PATH}"),
+        );
         let token = self.dsp_token(base, &participant.id, Some((&org.id, &org.name)))?;
         let res = http
             .post(format!("{}{DSP_PATH}/negotiations/request", participant.id))
@@ -538,12 +578,7 @@ impl Service {
                         "{}{DSP_PATH}/negotiations/{ppid}/agreement/verification",
                         n.participant_id
                     ),
-                    json!({
-                        "@context": [DSP_CONTEXT],
-                        "@type": "ContractAgreementVerificationMessage",
-                        "providerPid": ppid,
-                        "consumerPid": n.consumer_pid,
-                    }),
+                    verification_message(&ppid, &n.consumer_pid),
                 )
             } else {
                 let agreement_id = n
@@ -554,14 +589,11 @@ impl Service {
                     .to_string();
                 (
                     format!("{}{DSP_PATH}/transfers/request", n.participant_id),
-                    json!({
-                        "@context": [DSP_CONTEXT],
-                        "@type": "TransferRequestMessage",
-                        "consumerPid": format!("urn:uuid:{}", uuid_v4()?),
-                        "agreementId": agreement_id,
-                        "format": HTTP_PULL,
-                        "callbackAddress": format!("{}{CALLBACK_PATH}", n.consumer_base),
-                    }),
+                    transfer_request_message(
+                        &format!("urn:uuid:{}", uuid_v4()?),
+                        &agreement_id,
+                        &format!("{}{CALLBACK_PATH}", n.consumer_base),
+                    ),
                 )
             };
             let sent = http

@@ -99,6 +99,11 @@ impl Node {
         let app = citytrust_server::app(
             citytrust_server::AppState::new(service.clone(), true).with_public_url(url.clone()),
         );
+        // As `citytrust serve` does: TCP_NODELAY on every connection.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Node {
             url,

@@ -690,6 +690,16 @@ async fn serve(
     } else {
         println!("CityTrust is serving at {url}");
     }
+    // Responses are written as they are made (headers, then the body a
+    // chunk at a time): without TCP_NODELAY, Nagle's algorithm holds a small
+    // write until the client's delayed ACK, 40 ms on Linux — which a read
+    // through another trust, two such hops, paid every time.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -520,6 +520,67 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
     )
     .unwrap();
 
+    // The specification's example messages, each sent where it goes with a
+    // valid token: taken as what they are, and answered with the protocol's
+    // error — their ids are unknown here (404), their callback is not the
+    // participant's (400).
+    let token = a.token(&b);
+    for (file, path, status, schema) in [
+        ("negotiation/example/contract-request-message_initial.json", "/dsp/negotiations/request".to_string(), 400, "negotiation/contract-negotiation-error-schema.json"),
+        ("negotiation/example/contract-request-message.json", "/dsp/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/request".into(), 404, "negotiation/contract-negotiation-error-schema.json"),
+        ("negotiation/example/contract-agreement-verification-message.json", "/dsp/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/agreement/verification".into(), 404, "negotiation/contract-negotiation-error-schema.json"),
+        ("negotiation/example/contract-negotiation-event-message.json", "/dsp/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/events".into(), 404, "negotiation/contract-negotiation-error-schema.json"),
+        ("negotiation/example/contract-negotiation-termination-message.json", "/dsp/negotiations/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/termination".into(), 404, "negotiation/contract-negotiation-error-schema.json"),
+        ("transfer/example/transfer-request-message.json", "/dsp/transfers/request".into(), 400, "transfer/transfer-error-schema.json"),
+        ("transfer/example/transfer-start-message.json", "/dsp/transfers/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/start".into(), 404, "transfer/transfer-error-schema.json"),
+        ("transfer/example/transfer-completion-message.json", "/dsp/transfers/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/completion".into(), 404, "transfer/transfer-error-schema.json"),
+        ("transfer/example/transfer-suspension-message.json", "/dsp/transfers/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/suspension".into(), 404, "transfer/transfer-error-schema.json"),
+        ("transfer/example/transfer-termination-message.json", "/dsp/transfers/urn:uuid:a343fcbf-99fc-4ce8-8e9b-148c97605aab/termination".into(), 404, "transfer/transfer-error-schema.json"),
+    ] {
+        let (got, err) = dsp_post(&b, &path, Some(&token), &example(file)).await;
+        assert_eq!(got, status, "{file}: {err}");
+        dsp.check(schema, &err)
+            .unwrap_or_else(|e| panic!("{file}: {e}\n{err:#}"));
+        let reason = err["reason"][0].as_str().unwrap();
+        assert!(
+            !reason.contains("@type") && !reason.contains("not JSON") && !reason.contains("@context"),
+            "{file} was not taken as its message: {reason}"
+        );
+    }
+    // What a CityTrust consumer sends validates too.
+    let ask: citytrust_model::federation::AskRemote = serde_json::from_value(json!({
+        "organization_id": "lab", "level": "identified", "purpose": "research",
+        "starts_on": "2026-03-01", "ends_on": "2026-06-30", "benefit": "b",
+        "checklist": {"justified": "j"}}))
+    .unwrap();
+    for (schema, msg) in [
+        (
+            "negotiation/contract-request-message-schema.json",
+            citytrust_service::consumer::contract_request_message(
+                "urn:uuid:c",
+                &format!("{}/dsp/offers/heat-meters/identified", b.base),
+                "heat-meters",
+                &ask,
+                "http://a.example/dsp/callback",
+            ),
+        ),
+        (
+            "negotiation/contract-agreement-verification-message-schema.json",
+            citytrust_service::consumer::verification_message("urn:uuid:p", "urn:uuid:c"),
+        ),
+        (
+            "transfer/transfer-request-message-schema.json",
+            citytrust_service::consumer::transfer_request_message(
+                "urn:uuid:t",
+                "http://b.example/agreements/agr-1",
+                "http://a.example/dsp/callback",
+            ),
+        ),
+    ] {
+        dsp.check(schema, &msg)
+            .unwrap_or_else(|e| panic!("{schema}: {e}\n{msg:#}"));
+    }
+
     let start = request_message(&b, &a, "urn:uuid:c-1", "identified", "research");
     dsp.check("negotiation/contract-request-message-schema.json", &start)
         .unwrap();
