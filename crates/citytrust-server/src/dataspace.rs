@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/dsp/catalog/request", post(catalog_request))
         .route("/dsp/catalog/datasets/{id}", get(dataset))
         .route("/dsp/participant", get(participant))
+        .route("/dsp/context.jsonld", get(context))
         .route("/dsp/negotiations/request", post(negotiation_request))
         .route("/dsp/negotiations/{pid}", get(negotiation))
         .route("/dsp/negotiations/{pid}/request", post(counter_request))
@@ -123,6 +124,18 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, DspErro
         Ok(None) => Err(DspError::NotFound),
         Err(e) => Err(DspError::Internal(e)),
     }
+}
+
+/// The DSP 2025-1 JSON-LD context every message names, served from the
+/// copy built in (the specification's, Apache-2.0, `assets/dsp/`), so a
+/// client that expands this trust's messages need not fetch it from w3id.org;
+/// this trust itself never fetches a context.
+async fn context() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/ld+json")],
+        include_str!("../assets/dsp/context.jsonld"),
+    )
+        .into_response()
 }
 
 async fn participant(State(state): State<AppState>) -> Response {

@@ -506,6 +506,19 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
             .await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     }
+    // The protocol's context is served from the copy built in, unchanged.
+    let res = b.get("/dsp/context.jsonld", None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/ld+json"
+    );
+    let served: Value = res.json().await.unwrap();
+    assert_eq!(
+        served,
+        example("../../../citytrust-server/assets/dsp/context.jsonld")
+    );
+    assert!(served["@context"]["ContractRequestMessage"].is_object());
     // B shows who it is, for A's administrators to pin.
     let me: Value = b.get("/dsp/participant", None).await.json().await.unwrap();
     assert_eq!(me["participantId"], b.base.as_str());
@@ -927,6 +940,75 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         assert_eq!(b.entries_of_type(kind).await.len(), n, "{kind}");
     }
 
+    // The consumer may end a negotiation it was sent an agreement in: the agreement is retired.
+    let (_, fourth) = dsp_post(
+        &b,
+        "/dsp/negotiations/request",
+        Some(&token),
+        &request_message(&b, &a, "urn:uuid:c-4", "identified", "emergency"),
+    )
+    .await;
+    let ppid4 = fourth["providerPid"].as_str().unwrap().to_string();
+    let r4 = request_of(&b, &trustee, "emergency").await;
+    let votes4 = format!(
+        "/api/v1/access-requests/{}/votes",
+        r4["id"].as_str().unwrap()
+    );
+    for t in ["trustee", "trustee2", "trustee3"] {
+        let tok = b.token(t).await;
+        b.post_json(
+            &votes4,
+            Some(&tok),
+            &json!({"vote": "approve", "reason": "Yes."}),
+        )
+        .await;
+    }
+    b.service.advance_negotiations().await.unwrap();
+    assert_eq!(
+        dsp_get(&b, &format!("/dsp/negotiations/{ppid4}"), &token)
+            .await
+            .1["state"],
+        "AGREED"
+    );
+    let end4 = consumer_message(
+        "ContractNegotiationTerminationMessage",
+        &ppid4,
+        "urn:uuid:c-4",
+        json!({"reason": ["changed our mind"]}),
+    );
+    let (status, t4) = dsp_post(
+        &b,
+        &format!("/dsp/negotiations/{ppid4}/termination"),
+        Some(&token),
+        &end4,
+    )
+    .await;
+    assert_eq!((status, &t4["state"]), (200, &json!("TERMINATED")), "{t4}");
+    let a4 = request_of(&b, &trustee, "emergency").await["agreement_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let retired: Value = b
+        .get(&format!("/api/v1/agreements/{a4}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retired["status"], "retired", "{retired}");
+    // Its agreement takes no transfer.
+    let under_retired = json!({
+        "@context": ["https://w3id.org/dspace/2025/1/context.jsonld"],
+        "@type": "TransferRequestMessage", "consumerPid": "urn:uuid:t-0",
+        "agreementId": format!("{}/agreements/{a4}", b.base), "format": "HttpData-PULL",
+        "callbackAddress": format!("{}/callback", a.url),
+    });
+    assert_eq!(
+        dsp_post(&b, "/dsp/transfers/request", Some(&token), &under_retired)
+            .await
+            .0,
+        400
+    );
+
     // The transfer: an HttpData-PULL under the agreement.
     let agreement_ref = agreement["agreement"]["@id"].as_str().unwrap().to_string();
     let transfer_request = json!({
@@ -1093,6 +1175,89 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
+    // A transfer may be ended while requested, or completed once started;
+    // a completed one takes nothing more and reads nothing.
+    let mut second_transfer = transfer_request.clone();
+    second_transfer["consumerPid"] = json!("urn:uuid:t-2");
+    let (_, t2) = dsp_post(&b, "/dsp/transfers/request", Some(&token), &second_transfer).await;
+    let t2pid = t2["providerPid"].as_str().unwrap().to_string();
+    let end2 = consumer_message(
+        "TransferTerminationMessage",
+        &t2pid,
+        "urn:uuid:t-2",
+        json!({}),
+    );
+    let (status, s2) = dsp_post(
+        &b,
+        &format!("/dsp/transfers/{t2pid}/termination"),
+        Some(&token),
+        &end2,
+    )
+    .await;
+    assert_eq!((status, &s2["state"]), (200, &json!("TERMINATED")));
+    let mut third_transfer = transfer_request.clone();
+    third_transfer["consumerPid"] = json!("urn:uuid:t-3");
+    let (_, t3) = dsp_post(&b, "/dsp/transfers/request", Some(&token), &third_transfer).await;
+    let t3pid = t3["providerPid"].as_str().unwrap().to_string();
+    b.service.advance_negotiations().await.unwrap();
+    let done = consumer_message(
+        "TransferCompletionMessage",
+        &t3pid,
+        "urn:uuid:t-3",
+        json!({}),
+    );
+    let (status, s3) = dsp_post(
+        &b,
+        &format!("/dsp/transfers/{t3pid}/completion"),
+        Some(&token),
+        &done,
+    )
+    .await;
+    assert_eq!((status, &s3["state"]), (200, &json!("COMPLETED")), "{s3}");
+    for (suffix, kind) in [
+        ("start", "TransferStartMessage"),
+        ("suspension", "TransferSuspensionMessage"),
+        ("termination", "TransferTerminationMessage"),
+        ("completion", "TransferCompletionMessage"),
+    ] {
+        let msg = consumer_message(kind, &t3pid, "urn:uuid:t-3", json!({}));
+        assert_eq!(
+            dsp_post(
+                &b,
+                &format!("/dsp/transfers/{t3pid}/{suffix}"),
+                Some(&token),
+                &msg
+            )
+            .await
+            .0,
+            400,
+            "{suffix}"
+        );
+    }
+    let (_, _, start3) = a
+        .messages()
+        .into_iter()
+        .find(|(w, _, _)| w == "urn:uuid:t-3/start")
+        .unwrap();
+    let token3 = start3["dataAddress"]["endpointProperties"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let endpoint3 = start3["dataAddress"]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = b
+        .client
+        .get(format!("{endpoint3}?format=json"))
+        .bearer_auth(token3)
+        .header("citytrust-participant", a.token(&b))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    assert!(!res.text().await.unwrap().contains("Alpha Tower"));
+
     // After the agreement's last day: refused at once, and the worker ends the transfer.
     b.clock.advance(time::Duration::days(200));
     let res = read("?format=json", Some(a.token(&b)), data_token.clone())
@@ -1114,14 +1279,15 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    for kind in [
-        "dsp.transfer_requested",
-        "dsp.transfer_started",
-        "dsp.transfer_suspended",
-        "dsp.transfer_resumed",
-        "dsp.transfer_terminated",
+    for (kind, n) in [
+        ("dsp.transfer_requested", 3),
+        ("dsp.transfer_started", 2),
+        ("dsp.transfer_suspended", 1),
+        ("dsp.transfer_resumed", 1),
+        ("dsp.transfer_completed", 1),
+        ("dsp.transfer_terminated", 2),
     ] {
-        assert_eq!(b.entries_of_type(kind).await.len(), 1, "{kind}");
+        assert_eq!(b.entries_of_type(kind).await.len(), n, "{kind}");
     }
 }
 
