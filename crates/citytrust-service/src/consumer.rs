@@ -640,9 +640,7 @@ impl Service {
                         Err(e) => format!("could not be reached: {e}"),
                     };
                     n.attempts += 1;
-                    let wait = 5i64 << n.attempts.min(10);
-                    n.next_attempt_at =
-                        Some(rfc3339(now + time::Duration::seconds(wait.min(3600))));
+                    n.next_attempt_at = Some(crate::negotiation::retry_at(now, n.attempts));
                     tracing::warn!(negotiation = %n.consumer_pid, error = %error, "a DSP message to a partner failed");
                     n.last_error = Some(error);
                 }

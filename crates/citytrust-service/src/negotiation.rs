@@ -42,6 +42,13 @@ pub const MAX_ATTEMPTS: u32 = 12;
 /// checklist (question id → answer), which every access request answers:
 /// a CityTrust term beside ODRL's.
 pub const CHECKLIST: &str = "citytrust:checklist";
+/// When to try a delivery again after `attempts` failures: 10 s, doubling,
+/// at most an hour.
+pub(crate) fn retry_at(now: time::OffsetDateTime, attempts: u32) -> String {
+    let wait = (5i64 << attempts.min(10)).min(3600);
+    rfc3339(now + time::Duration::seconds(wait))
+}
+
 /// The longest reason or code kept from a consumer's message.
 const MAX_REASON: usize = 500;
 
@@ -789,9 +796,7 @@ impl Service {
                             &logged.1,
                         ));
                     } else {
-                        let wait = 5i64 << n.attempts.min(10);
-                        n.next_attempt_at =
-                            Some(rfc3339(now + time::Duration::seconds(wait.min(3600))));
+                        n.next_attempt_at = Some(retry_at(now, n.attempts));
                     }
                     tracing::warn!(negotiation = %n.provider_pid, attempts = n.attempts, error = %error, "a DSP message could not be delivered");
                     match self.store.update_negotiation(&n, rev, &entries).await {

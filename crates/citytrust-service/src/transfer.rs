@@ -456,9 +456,7 @@ impl Service {
                             )?,
                         ));
                     } else {
-                        let wait = 5i64 << t.attempts.min(10);
-                        t.next_attempt_at =
-                            Some(rfc3339(now + time::Duration::seconds(wait.min(3600))));
+                        t.next_attempt_at = Some(crate::negotiation::retry_at(now, t.attempts));
                     }
                 }
             }

@@ -452,6 +452,14 @@ impl Store {
     }
 }
 
+/// A row kept as a document at a revision: where it is, and what to call it.
+struct Versioned<'a> {
+    table: &'static str,
+    key_column: &'static str,
+    key: &'a str,
+    what: &'static str,
+}
+
 /// A transfer and the revision it was read at.
 fn transfer_from_row(row: &AnyRow) -> Result<(TransferProcess, i64)> {
     let t: TransferProcess = from_json(&row.try_get::<String, _>("body")?)?;
@@ -510,32 +518,23 @@ impl Store {
         revision: i64,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE dsp_negotiations SET state = $1, next_attempt_at = $2, revision = $3, body = $4, \
-             agreement_id = $7 WHERE provider_pid = $5 AND revision = $6",
+        self.write_at_revision(
+            Versioned {
+                table: "dsp_negotiations",
+                key_column: "provider_pid",
+                key: &n.provider_pid,
+                what: "negotiation",
+            },
+            revision,
+            json(n)?,
+            &[
+                ("state", Some(n.state.as_str().to_string())),
+                ("next_attempt_at", n.next_attempt_at.clone()),
+                ("agreement_id", n.agreement_id.clone()),
+            ],
+            entries,
         )
-        .bind(n.state.as_str())
-        .bind(&n.next_attempt_at)
-        .bind(revision + 1)
-        .bind(json(n)?)
-        .bind(&n.provider_pid)
-        .bind(revision)
-        .bind(&n.agreement_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::StaleRevision(format!(
-                "negotiation '{}'",
-                n.provider_pid
-            )));
-        }
-        for entry in entries {
-            append_entry(&mut tx, entry).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Negotiations the worker may have something to do for at `now`: not
@@ -613,32 +612,23 @@ impl Store {
         revision: i64,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE dsp_transfers SET state = $1, next_attempt_at = $2, token_hash = $3, revision = $4, \
-             body = $5 WHERE provider_pid = $6 AND revision = $7",
+        self.write_at_revision(
+            Versioned {
+                table: "dsp_transfers",
+                key_column: "provider_pid",
+                key: &t.provider_pid,
+                what: "transfer",
+            },
+            revision,
+            json(t)?,
+            &[
+                ("state", Some(t.state.as_str().to_string())),
+                ("next_attempt_at", t.next_attempt_at.clone()),
+                ("token_hash", t.token_hash.clone()),
+            ],
+            entries,
         )
-        .bind(t.state.as_str())
-        .bind(&t.next_attempt_at)
-        .bind(&t.token_hash)
-        .bind(revision + 1)
-        .bind(json(t)?)
-        .bind(&t.provider_pid)
-        .bind(revision)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            return Err(StoreError::StaleRevision(format!(
-                "transfer '{}'",
-                t.provider_pid
-            )));
-        }
-        for entry in entries {
-            append_entry(&mut tx, entry).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Transfers the worker may have something to do for at `now`: those
@@ -724,25 +714,72 @@ impl Store {
         revision: i64,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE dsp_consumer_negotiations SET state = $1, next_attempt_at = $2, transfer_pid = $3, \
-             revision = $4, body = $5 WHERE consumer_pid = $6 AND revision = $7",
+        self.write_at_revision(
+            Versioned {
+                table: "dsp_consumer_negotiations",
+                key_column: "consumer_pid",
+                key: &n.consumer_pid,
+                what: "negotiation",
+            },
+            revision,
+            json(n)?,
+            &[
+                ("state", Some(n.state.as_str().to_string())),
+                ("next_attempt_at", n.next_attempt_at.clone()),
+                (
+                    "transfer_pid",
+                    n.transfer.as_ref().map(|t| t.consumer_pid.clone()),
+                ),
+            ],
+            entries,
         )
-        .bind(n.state.as_str())
-        .bind(&n.next_attempt_at)
-        .bind(n.transfer.as_ref().map(|t| t.consumer_pid.clone()))
-        .bind(revision + 1)
-        .bind(json(n)?)
-        .bind(&n.consumer_pid)
-        .bind(revision)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await
+    }
+
+    /// Write a row's document read at `revision` (and the columns kept
+    /// beside it), with its log entries, in one transaction — the update
+    /// is the transaction's first statement, so SQLite takes its write lock
+    /// at once; [`StoreError::StaleRevision`] if another change came first.
+    async fn write_at_revision(
+        &self,
+        row: Versioned<'_>,
+        revision: i64,
+        body: String,
+        columns: &[(&str, Option<String>)],
+        entries: &[NewLogEntry<'_>],
+    ) -> Result<()> {
+        let n = columns.len();
+        let sets: String = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}, ", i + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {sets}revision = ${}, body = ${} WHERE {} = ${} AND revision = ${}",
+            row.table,
+            n + 1,
+            n + 2,
+            row.key_column,
+            n + 3,
+            n + 4
+        );
+        let mut tx = self.pool.begin().await?;
+        let mut query = sqlx::query(&sql);
+        for (_, value) in columns {
+            query = query.bind(value.clone());
+        }
+        let changed = query
+            .bind(revision + 1)
+            .bind(body)
+            .bind(row.key)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         if changed == 0 {
             return Err(StoreError::StaleRevision(format!(
-                "negotiation '{}'",
-                n.consumer_pid
+                "{} '{}'",
+                row.what, row.key
             )));
         }
         for entry in entries {
