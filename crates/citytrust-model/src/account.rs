@@ -208,6 +208,11 @@ impl NewUser {
                 "username",
                 "must be 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'",
             );
+        } else if self.username.starts_with("dsp.") {
+            e.push(
+                "username",
+                "names beginning 'dsp.' are kept for the accounts standing for other trusts",
+            );
         }
         e.required_text("display_name", &self.display_name, 200);
         e.email("email", &self.email);

@@ -83,10 +83,12 @@ impl Participant {
                     && u.username().is_empty()
                     && u.password().is_none()
                     && !self.id.ends_with('/')
+                    && u.as_str().trim_end_matches('/') == self.id
                     && self.id.len() <= 500 => {}
             _ => e.push(
                 "participant.id",
-                "the node's public URL: http or https, a host, no query, no trailing slash",
+                "the node's public URL as written out by a URL parser: http or https, a host, \
+                 no query, no trailing slash (e.g. https://data.city-b.eu)",
             ),
         }
         if self.key_bytes().is_none() {

@@ -545,7 +545,13 @@ async fn transfer_data(
         .ok_or_else(not_found)?;
     let reader = state
         .service
-        .dsp_transfer_reader(&caller, &pid, data_token)
+        .dsp_transfer_reader(
+            &caller,
+            &pid,
+            data_token,
+            params.purpose.as_deref(),
+            params.level,
+        )
         .await?;
     params.purpose.get_or_insert(reader.purpose.clone());
     params.level.get_or_insert(reader.level);

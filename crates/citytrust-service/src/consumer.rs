@@ -45,10 +45,26 @@ fn not_offered(message: impl Into<String>) -> ServiceError {
 /// The total time a control message to a partner may take.
 const MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The most of a partner's answer read as JSON (its catalogue entry, its
+/// acknowledgements and errors): a partner cannot make this trust hold more.
+const MAX_ANSWER: usize = 4 << 20;
+
+/// A partner's answer as JSON, read to at most [`MAX_ANSWER`] bytes.
+async fn capped_json(mut res: reqwest::Response) -> std::result::Result<Value, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON: {e}"))
+}
+
 /// The `reason` a partner's DSP error gives, cut short.
 async fn partner_reason(res: reqwest::Response) -> String {
     let status = res.status();
-    match res.json::<Value>().await {
+    match capped_json(res).await {
         Ok(v) => format!("{status}: {}", reason_of(&v)),
         Err(_) => status.to_string(),
     }
@@ -223,10 +239,9 @@ impl Service {
                 partner_reason(res).await
             )));
         }
-        let dataset: Value = res
-            .json()
+        let dataset: Value = capped_json(res)
             .await
-            .map_err(|e| refused(format!("{}'s answer is not JSON: {e}", participant.id)))?;
+            .map_err(|e| refused(format!("{}: {e}", participant.id)))?;
         let offers: Vec<&Value> = dataset
             .get("hasPolicy")
             .and_then(Value::as_array)
@@ -314,10 +329,9 @@ impl Service {
                 partner_reason(res).await
             )));
         }
-        let answer: Value = res
-            .json()
+        let answer: Value = capped_json(res)
             .await
-            .map_err(|e| refused(format!("{}'s answer is not JSON: {e}", participant.id)))?;
+            .map_err(|e| refused(format!("{}: {e}", participant.id)))?;
         let now = rfc3339(self.now());
         let n = ConsumerNegotiation {
             consumer_pid,
@@ -425,6 +439,21 @@ impl Service {
                 }
                 other => other,
             };
+            // A message this trust already took, sent again because its
+            // answer was lost: acknowledged, nothing changes.
+            let repeat = matches!(
+                (n.state, message),
+                (
+                    NegotiationState::Agreed
+                        | NegotiationState::Verified
+                        | NegotiationState::Finalized,
+                    "agreement"
+                ) | (NegotiationState::Finalized, "finalized")
+                    | (NegotiationState::Terminated, "termination")
+            );
+            if repeat {
+                return Ok(json!({}));
+            }
             let Some(next) = provider_transition(n.state, message) else {
                 return Err(DspError::BadRequest(format!(
                     "a {message} message cannot be taken in state {}",
@@ -456,12 +485,22 @@ impl Service {
                     NegotiationState::Finalized => "dsp.negotiation_finalized",
                     _ => "dsp.negotiation_terminated",
                 },
-                json!({"negotiation": n.consumer_pid, "agreement": n.agreement.as_ref().and_then(|a| a.get("@id")), "reason": n.termination}),
+                json!({"negotiation": n.consumer_pid, "agreement": n.agreement.as_ref().and_then(|a| a.get("@id")), "reason": crate::negotiation::reason_commitment(n.termination.as_deref().unwrap_or(""))}),
             )
         } else {
             let Some(t) = n.transfer.as_mut().filter(|t| t.consumer_pid == pid) else {
                 return Err(DspError::NotFound);
             };
+            let repeat = matches!(
+                (t.state, kind),
+                (TransferState::Started, "start")
+                    | (TransferState::Completed, "completion")
+                    | (TransferState::Suspended, "suspension")
+                    | (TransferState::Terminated, "termination")
+            );
+            if repeat {
+                return Ok(json!({}));
+            }
             let Some(next) = provider_transfer_transition(t.state, kind) else {
                 return Err(DspError::BadRequest(format!(
                     "a transfer {kind} message cannot be taken in state {}",
@@ -473,7 +512,7 @@ impl Service {
                     let endpoint = address
                         .get("endpoint")
                         .and_then(Value::as_str)
-                        .filter(|e| e.starts_with(&format!("{}/", n.participant_id)))
+                        .filter(|e| crate::dataspace::under(e, &n.participant_id))
                         .ok_or_else(|| {
                             DspError::BadRequest(
                                 "the data address's endpoint must lie under the provider's URL"
@@ -511,7 +550,7 @@ impl Service {
                     _ => "dsp.transfer_terminated",
                 },
                 // The data token never enters the log.
-                json!({"transfer": pid, "negotiation": n.consumer_pid, "by": "provider", "reason": reason_of(msg)}),
+                json!({"transfer": pid, "negotiation": n.consumer_pid, "by": "provider", "reason": crate::negotiation::reason_commitment(&reason_of(msg))}),
             )
         };
         n.updated_at = now;
@@ -611,7 +650,7 @@ impl Service {
                         n.state = NegotiationState::Verified;
                         "dsp.agreement_verified"
                     } else {
-                        let answer: Value = res.json().await.unwrap_or(Value::Null);
+                        let answer: Value = capped_json(res).await.unwrap_or(Value::Null);
                         n.transfer = Some(ConsumerTransfer {
                             consumer_pid: message["consumerPid"]
                                 .as_str()
@@ -672,12 +711,19 @@ impl Service {
             return Err(ServiceError::Unauthenticated);
         }
         let not_found = || ServiceError::NotFound(format!("negotiation '{pid}'"));
+        // Only the asker and the members of the organisation it was made
+        // for may read under a negotiation; to anyone else it does not exist.
+        let username = actor.username().unwrap_or_default();
         let (n, _) = self
             .store
             .get_consumer_negotiation(pid)
             .await?
             .filter(|(n, _)| n.consumer_pid == pid)
+            .filter(|(n, _)| n.requester == username || actor.is_member_of(&n.organization_id))
             .ok_or_else(not_found)?;
+        // The read is signed for the organisation it is for — one of the
+        // reader's, the negotiation's by default — and the partner decides:
+        // a read for another organisation is the partner's to refuse.
         let org_id = match organization {
             Some(o) if actor.is_member_of(o) => o.to_string(),
             Some(_) => {
@@ -714,10 +760,13 @@ impl Service {
             .get_organization(&org_id)
             .await?
             .ok_or_else(not_found)?;
-        let purpose = query
-            .iter()
-            .find(|(k, _)| k == "purpose")
-            .map(|(_, v)| v.clone());
+        // The purpose asked for is the reader's words: the log says only
+        // whether it is the agreement's.
+        let purpose = match query.iter().find(|(k, _)| k == "purpose") {
+            None => n.purpose.clone(),
+            Some((_, p)) if *p == n.purpose => n.purpose.clone(),
+            Some(_) => "(another)".to_string(),
+        };
         let (body, at) = self.log_entry(
             "dsp.remote_read",
             json!({

@@ -222,6 +222,11 @@ impl ParticipantKey {
         ParticipantKey(ed25519_dalek::SigningKey::from_bytes(&h.finalize().into()))
     }
 
+    /// The secret key's bytes, to key other secrets derived from it.
+    pub(crate) fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// `ed25519:` and the public key in hexadecimal, as administrators pin it.
     pub(crate) fn public(&self) -> String {
         format!("ed25519:{}", hex::encode(self.0.verifying_key().as_bytes()))
@@ -309,11 +314,37 @@ pub struct Caller {
     pub organization: Option<(String, String)>,
 }
 
+/// Whether URL `candidate` lies at or under `base`, compared as parsed URLs
+/// (scheme, host, port, then whole path segments, after the parser
+/// resolved `..` and its encodings), with no user, query or fragment. A
+/// string prefix would let `https://b.example/x/../admin` pass for
+/// `https://b.example/x`.
+pub(crate) fn under(candidate: &str, base: &str) -> bool {
+    let (Ok(c), Ok(b)) = (url::Url::parse(candidate), url::Url::parse(base)) else {
+        return false;
+    };
+    if !matches!(c.scheme(), "http" | "https")
+        || c.scheme() != b.scheme()
+        || c.host_str() != b.host_str()
+        || c.port_or_known_default() != b.port_or_known_default()
+        || !c.username().is_empty()
+        || c.password().is_some()
+        || c.query().is_some()
+        || c.fragment().is_some()
+    {
+        return false;
+    }
+    let segments = |u: &url::Url| -> Vec<String> {
+        u.path_segments()
+            .map(|s| s.filter(|x| !x.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (cs, bs) = (segments(&c), segments(&b));
+    cs.len() >= bs.len() && cs[..bs.len()] == bs[..]
+}
+
 fn is_org_id(s: &str) -> bool {
-    (1..=40).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
+    s.len() <= 40 && citytrust_model::validation::is_slug(s)
 }
 
 impl Service {
@@ -412,5 +443,75 @@ impl Service {
             }));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A callback or data address lies under a participant's URL as parsed
+    /// URLs do, not as strings do.
+    #[test]
+    fn under_compares_parsed_urls_whole_segment_by_segment() {
+        let base = "https://b.example/trust";
+        for fine in [
+            "https://b.example/trust",
+            "https://b.example/trust/",
+            "https://b.example/trust/dsp/callback",
+            "https://b.example:443/trust/x",
+        ] {
+            assert!(under(fine, base), "{fine}");
+        }
+        for bad in [
+            "https://b.example/trust/../admin",
+            "https://b.example/trust/%2e%2e/admin",
+            "https://b.example/trustee",
+            "https://b.example.evil.com/trust",
+            "https://b.example:8443/trust",
+            "http://b.example/trust",
+            "https://user@b.example/trust",
+            "https://b.example/trust?x=1",
+            "https://b.example/trust#x",
+            "ftp://b.example/trust",
+            "not a url",
+        ] {
+            assert!(!under(bad, base), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_verify_only_under_their_key_and_unchanged() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let claims = TokenClaims {
+            iss: "https://a.example".into(),
+            aud: "https://b.example".into(),
+            iat: 1,
+            exp: 301,
+            jti: "j".into(),
+            sub: Some("lab".into()),
+            org_name: None,
+        };
+        let token = sign_token(&key, &claims);
+        assert_eq!(verified_claims(&key.verifying_key(), &token), Some(claims));
+        assert_eq!(verified_claims(&other.verifying_key(), &token), None);
+        // Any change to the claims breaks the signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        use base64::Engine;
+        let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"iss":"https://a.example","aud":"https://b.example","iat":1,"exp":99999,"jti":"j","sub":"lab"}"#);
+        parts[1] = &forged;
+        assert_eq!(
+            verified_claims(&key.verifying_key(), &parts.join(".")),
+            None
+        );
+        // "alg": "none" is not EdDSA.
+        let none = format!(
+            "{}.{}.",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            token.split('.').nth(1).unwrap()
+        );
+        assert_eq!(verified_claims(&key.verifying_key(), &none), None);
     }
 }

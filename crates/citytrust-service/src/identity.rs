@@ -363,6 +363,10 @@ fn username_from(profile: &ExternalProfile) -> String {
         .chars()
         .take(60)
         .collect();
+    // `dsp.` names the accounts standing for dataspace participants.
+    if name.starts_with("dsp.") {
+        name = format!("u-{name}").chars().take(60).collect();
+    }
     if is_username(&name) {
         name
     } else {
@@ -402,6 +406,15 @@ mod tests {
         );
         assert_eq!(username_from(&profile(Some("__"), None)), "user");
         assert_eq!(username_from(&profile(None, None)), "user");
+        // The names of the stand-ins for other trusts are not anyone's.
+        assert_eq!(
+            username_from(&profile(Some("dsp.city-b"), None)),
+            "u-dsp.city-b"
+        );
+        assert_eq!(
+            username_from(&profile(None, Some("DSP.City-B@example.org"))),
+            "u-dsp.city-b"
+        );
         assert!(is_username(&username_from(&profile(
             Some(&"x".repeat(300)),
             None

@@ -49,6 +49,22 @@ pub(crate) fn retry_at(now: time::OffsetDateTime, attempts: u32) -> String {
     rfc3339(now + time::Duration::seconds(wait))
 }
 
+/// How the description of an organisation standing for a participant's begins.
+const STAND_IN_MARK: &str = "Stands for the organisation";
+/// The account standing for a participant is this and the catalogue's id.
+pub const STAND_IN_USER_PREFIX: &str = "dsp.";
+/// Open negotiations (not finalised or terminated) one participant may have.
+pub const MAX_OPEN_PER_PARTICIPANT: usize = 100;
+
+/// The id of the organisation standing here for `org` of the participant
+/// pinned in `catalogue`: a slug no two (catalogue, organisation) pairs
+/// share, whatever hyphens they hold.
+pub fn stand_in_organization(catalogue: &str, org: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{catalogue}\n{org}").as_bytes());
+    format!("dsp-{}", hex::encode(&digest[..8]))
+}
+
 /// The longest reason or code kept from a consumer's message.
 const MAX_REASON: usize = 500;
 
@@ -146,17 +162,37 @@ pub(crate) fn callback_of(caller: &Caller, msg: &Value) -> DspResult<String> {
     let callback = text(msg, "callbackAddress")?
         .trim_end_matches('/')
         .to_string();
-    let under_participant = url::Url::parse(&callback).is_ok_and(|u| {
-        matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none()
-    }) && (callback == caller.participant_id
-        || callback.starts_with(&format!("{}/", caller.participant_id)));
-    if !under_participant {
+    if !crate::dataspace::under(&callback, &caller.participant_id) {
         return Err(DspError::BadRequest(format!(
             "the callbackAddress must be an http(s) URL under the participant's own, {}",
             caller.participant_id
         )));
     }
     Ok(callback)
+}
+
+/// A process id a partner chose (`consumerPid`): a URI of at most 200
+/// characters without spaces or quotes, as it goes into paths and the log.
+pub(crate) fn process_id(msg: &Value, field: &str) -> DspResult<String> {
+    let id = text(msg, field)?;
+    let fine = id.len() <= 200
+        && id.contains(':')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '_' | '/'));
+    if fine {
+        Ok(id.to_string())
+    } else {
+        Err(DspError::BadRequest(format!(
+            "{field} must be a URI (e.g. urn:uuid:…) of at most 200 letters, digits and : - . _ /"
+        )))
+    }
+}
+
+/// What the log keeps of a partner's reason: its SHA-256 and length, never
+/// its words (no free text a caller chose enters the public log).
+pub(crate) fn reason_commitment(reason: &str) -> Value {
+    json!({"sha256": crate::accounts::sha256_hex(reason), "chars": reason.chars().count()})
 }
 
 /// `msg`'s reason (the first, cut short) and code, for the log.
@@ -307,8 +343,18 @@ impl Service {
                 "a negotiation is started without a providerPid".into(),
             ));
         }
-        let consumer_pid = text(msg, "consumerPid")?.to_string();
+        let consumer_pid = process_id(msg, "consumerPid")?;
         let callback = callback_of(caller, msg)?;
+        let open = self
+            .store
+            .open_negotiations_of(&caller.catalogue_id)
+            .await?;
+        if open >= MAX_OPEN_PER_PARTICIPANT {
+            return Err(DspError::BadRequest(format!(
+                "this participant has {open} negotiations open here, the most it may: \
+                 finish or terminate some first"
+            )));
+        }
         let Some((org_id, org_name)) = caller.organization.clone() else {
             return Err(DspError::BadRequest(
                 "the token names no organisation (its 'sub'): a request is made for one".into(),
@@ -463,9 +509,11 @@ impl Service {
         org_id: &str,
         org_name: &str,
     ) -> DspResult<(Actor, String)> {
-        let local_org = format!("dsp-{}-{org_id}", caller.catalogue_id);
+        let local_org = stand_in_organization(&caller.catalogue_id, org_id);
         match self.store.get_organization(&local_org).await? {
-            Some(o) if o.url.as_deref() == Some(caller.participant_id.as_str()) => {}
+            Some(o)
+                if o.url.as_deref() == Some(caller.participant_id.as_str())
+                    && o.description.starts_with(STAND_IN_MARK) => {}
             Some(_) => {
                 return Err(DspError::BadRequest(format!(
                     "the organisation id '{local_org}' is taken here by another organisation"
@@ -477,7 +525,7 @@ impl Service {
                     name: format!("{org_name} ({})", caller.catalogue_name),
                     kind: OrganizationKind::Other,
                     description: format!(
-                        "Stands for the organisation '{org_id}' of the dataspace participant {} \
+                        "{STAND_IN_MARK} '{org_id}' of the dataspace participant {} \
                          (remote catalogue '{}'), which asks for data through the Dataspace Protocol.",
                         caller.participant_id, caller.catalogue_id
                     ),
@@ -486,7 +534,9 @@ impl Service {
                 };
                 let (body, at) = self.log_entry(
                     "organization.created",
-                    json!({"organization": org.id, "name": org.name, "kind": org.kind.as_str(), "participant": caller.participant_id}),
+                    // The name is the partner's words: the log names the
+                    // organisation by its id and the participant only.
+                    json!({"organization": org.id, "kind": org.kind.as_str(), "participant": caller.participant_id}),
                 )?;
                 match self
                     .store
@@ -498,9 +548,23 @@ impl Service {
                 }
             }
         }
-        let username = format!("dsp.{}", caller.catalogue_id);
+        let username = format!("{STAND_IN_USER_PREFIX}{}", caller.catalogue_id);
         let display_name = format!("Dataspace participant {}", caller.catalogue_name);
-        if self.store.get_user(&username).await?.is_none() {
+        // The `dsp.` names are reserved (no account made since may take
+        // one); an account of that name made otherwise is not the stand-in,
+        // and is never given the participant's organisations.
+        if let Some(existing) = self.store.get_user(&username).await? {
+            let stand_in = existing.user.disabled
+                && existing.user.roles.is_empty()
+                && existing.password_hash.is_none()
+                && existing.user.email.is_none();
+            if !stand_in {
+                tracing::error!(account = %username, "an account holds the name of a participant's stand-in");
+                return Err(DspError::Internal(ServiceError::Internal(format!(
+                    "the account name '{username}' is taken by a person: rename that account"
+                ))));
+            }
+        } else {
             let user = User {
                 username: username.clone(),
                 display_name: display_name.clone(),
@@ -616,10 +680,9 @@ impl Service {
                 let reason = reason_of(msg);
                 n.owed = None;
                 n.termination = Some(format!("by the consumer: {reason}"));
-                self.dsp_undo_request(&n, &reason).await?;
                 (
                     "dsp.negotiation_terminated",
-                    json!({"negotiation": n.provider_pid, "by": "consumer", "reason": reason}),
+                    json!({"negotiation": n.provider_pid, "by": "consumer", "reason": reason_commitment(&reason)}),
                 )
             }
             // Counter-offers and acceptances follow only a provider's
@@ -652,6 +715,14 @@ impl Service {
             }
             Err(e) => return Err(e.into()),
         }
+        // Only once the termination is written does the request go back
+        // (a stale write above changed nothing).
+        if next == NegotiationState::Terminated {
+            let reason = reason_of(msg);
+            if let Err(e) = self.dsp_undo_request(&n, &reason).await {
+                tracing::error!(negotiation = %n.provider_pid, error = ?e, "a terminated negotiation's request could not be taken back");
+            }
+        }
         self.dsp_wake.notify_one();
         Ok(negotiation_json(&n))
     }
@@ -671,7 +742,7 @@ impl Service {
             request.updated_at = rfc3339(self.now());
             let (body, at) = self.log_entry(
                 "access_request.withdrawn",
-                json!({"request": request.id, "negotiation": n.provider_pid, "reason": reason}),
+                json!({"request": request.id, "negotiation": n.provider_pid, "reason": reason_commitment(reason)}),
             )?;
             self.store
                 .save_access_request(

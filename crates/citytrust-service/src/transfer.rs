@@ -30,8 +30,13 @@ use serde_json::{Value, json};
 use crate::accounts::sha256_hex;
 use crate::dataspace::{Caller, DSP_CONTEXT, DSP_PATH, HTTP_PULL};
 use crate::ledger::new_entry;
-use crate::negotiation::{DspError, DspResult, callback_of, reason_of, text, uuid_v4};
+use crate::negotiation::{
+    DspError, DspResult, callback_of, process_id, reason_commitment, reason_of, text, uuid_v4,
+};
 use crate::{Service, ServiceError, rfc3339};
+
+/// Transfers open at once under one agreement.
+pub const MAX_OPEN_TRANSFERS: usize = 10;
 
 /// The endpoint type of the data address: plain HTTP(S).
 pub const HTTP_ENDPOINT: &str = "https://w3id.org/idsa/v4.1/HTTP";
@@ -98,6 +103,17 @@ pub struct TransferReader {
 }
 
 impl Service {
+    /// A transfer's data token: keyed by this trust's participant key, so
+    /// only this trust can make it, and the same for every retry of the start.
+    fn data_token(&self, provider_pid: &str) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"citytrust dsp data token v1\n");
+        h.update(self.dsp_key.secret_bytes());
+        h.update(provider_pid.as_bytes());
+        hex::encode(h.finalize())
+    }
+
     /// Whether agreement `id` is active and its period holds today; why not otherwise.
     async fn agreement_in_force(&self, id: &str) -> crate::Result<Result<(), String>> {
         let a = self.agreement(id).await?;
@@ -120,7 +136,7 @@ impl Service {
         msg: &Value,
         base: &str,
     ) -> DspResult<Value> {
-        let consumer_pid = text(msg, "consumerPid")?.to_string();
+        let consumer_pid = process_id(msg, "consumerPid")?;
         let callback = callback_of(caller, msg)?;
         let format = text(msg, "format")?;
         if format != HTTP_PULL {
@@ -162,6 +178,13 @@ impl Service {
         if let Err(why) = self.agreement_in_force(&agreement_id).await? {
             return Err(DspError::BadRequest(format!(
                 "the agreement is not in force: {why}"
+            )));
+        }
+        let open = self.store.open_transfers_under(&agreement_id).await?;
+        if open >= MAX_OPEN_TRANSFERS {
+            return Err(DspError::BadRequest(format!(
+                "{open} transfers are open under this agreement, the most it may have: \
+                 complete or terminate one first"
             )));
         }
         let now = rfc3339(self.now());
@@ -277,7 +300,7 @@ impl Service {
         };
         let (body, at) = self.log_entry(
             kind,
-            json!({"transfer": t.provider_pid, "by": "consumer", "reason": reason}),
+            json!({"transfer": t.provider_pid, "by": "consumer", "reason": reason_commitment(&reason)}),
         )?;
         match self
             .store
@@ -302,6 +325,8 @@ impl Service {
         caller: &Caller,
         pid: &str,
         data_token: &str,
+        purpose: Option<&str>,
+        level: Option<AccessLevel>,
     ) -> crate::Result<TransferReader> {
         let not_found = || ServiceError::NotFound(format!("transfer '{pid}'"));
         let (t, _) = self
@@ -337,8 +362,33 @@ impl Service {
                 t.state.as_str()
             )));
         }
+        // A transfer reads under its own agreement only: not under another
+        // agreement or rule the stand-in organisation may have, and not
+        // after this one ended (before the worker has told the partner).
+        if let Err(why) = self.agreement_in_force(&t.agreement_id).await? {
+            return Err(ServiceError::Refused {
+                rule: Some("agreement-in-force".into()),
+                message: format!("transfer {pid} reads under an agreement not in force: {why}"),
+            });
+        }
         let agreement = self.agreement(&t.agreement_id).await?;
-        let username = format!("dsp.{}", t.catalogue_id);
+        if purpose.is_some_and(|p| p != agreement.purpose)
+            || level.is_some_and(|l| l != agreement.level)
+        {
+            return Err(ServiceError::Refused {
+                rule: Some("agreement-terms".into()),
+                message: format!(
+                    "transfer {pid} reads for the purpose '{}' at the level '{}' only, as its agreement says",
+                    agreement.purpose,
+                    agreement.level.as_str()
+                ),
+            });
+        }
+        let username = format!(
+            "{}{}",
+            crate::negotiation::STAND_IN_USER_PREFIX,
+            t.catalogue_id
+        );
         Ok(TransferReader {
             actor: Actor::User {
                 display_name: format!("Dataspace participant {}", caller.catalogue_name),
@@ -378,7 +428,9 @@ impl Service {
             let mut token = None;
             let (path, message) = match owed {
                 OwedTransferMessage::Start => {
-                    let secret = hex::encode(crate::accounts::random_bytes::<32>()?);
+                    // The same token on every retry: a start the consumer
+                    // took but whose answer was lost is not made worthless.
+                    let secret = self.data_token(&t.provider_pid);
                     let mut m = head("TransferStartMessage");
                     m["dataAddress"] = json!({
                         "@type": "DataAddress",

@@ -543,7 +543,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT body, revision FROM dsp_negotiations \
              WHERE state NOT IN ('FINALIZED', 'TERMINATED') \
-             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid",
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid LIMIT 500",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -637,12 +637,36 @@ impl Store {
     pub async fn transfers_to_advance(&self, now: &str) -> Result<Vec<(TransferProcess, i64)>> {
         let rows = sqlx::query(
             "SELECT body, revision FROM dsp_transfers WHERE state IN ('REQUESTED', 'STARTED', 'SUSPENDED') \
-             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid",
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY provider_pid LIMIT 500",
         )
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(transfer_from_row).collect()
+    }
+
+    /// How many negotiations of the participant pinned in `catalogue_id` are open.
+    pub async fn open_negotiations_of(&self, catalogue_id: &str) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dsp_negotiations WHERE catalogue_id = $1 \
+             AND state NOT IN ('FINALIZED', 'TERMINATED')",
+        )
+        .bind(catalogue_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// How many transfers under agreement `agreement_id` are not over.
+    pub async fn open_transfers_under(&self, agreement_id: &str) -> Result<usize> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dsp_transfers WHERE agreement_id = $1 \
+             AND state IN ('REQUESTED', 'STARTED', 'SUSPENDED')",
+        )
+        .bind(agreement_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Every negotiation, newest first.
@@ -798,7 +822,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT body, revision FROM dsp_consumer_negotiations \
              WHERE (state = 'AGREED' OR (state = 'FINALIZED' AND transfer_pid IS NULL)) \
-             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY consumer_pid",
+             AND (next_attempt_at IS NULL OR next_attempt_at <= $1) ORDER BY consumer_pid LIMIT 500",
         )
         .bind(now)
         .fetch_all(&self.pool)

@@ -1483,7 +1483,10 @@ async fn partners_cannot_steer_reads_nor_move_processes_not_their_own() {
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
-    // Not even the partner may take a finalised negotiation back to AGREED.
+    // Not even the partner may take a finalised negotiation back: an
+    // agreement sent again is acknowledged (its first answer may have been
+    // lost) and changes nothing; a termination is not the provider's to send
+    // after FINALIZED.
     let res = post_signed(
         &b,
         format!("/dsp/callback/negotiations/{cpid}/agreement"),
@@ -1491,7 +1494,24 @@ async fn partners_cannot_steer_reads_nor_move_processes_not_their_own() {
     )
     .await
     .unwrap();
+    assert_eq!(res.status(), 200);
+    let late_end = json!({"@context": ctx, "@type": "ContractNegotiationTerminationMessage",
+        "providerPid": ppid, "consumerPid": cpid});
+    let res = post_signed(
+        &b,
+        format!("/dsp/callback/negotiations/{cpid}/termination"),
+        late_end,
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 400);
+    let mine: Value = a
+        .get("/api/v1/me/remote-requests", Some(&alice_a))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine[0]["state"], "FINALIZED");
     // Nothing of that moved: the transfer still reads from B.
     let res = a.get(&data, Some(&alice_a)).await;
     assert_eq!(res.status(), 200);

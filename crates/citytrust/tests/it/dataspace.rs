@@ -679,7 +679,9 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
     let trustee = b.token("trustee").await;
     let r = request_of(&b, &trustee, "research").await;
     assert_eq!(r["status"], "under_review", "{r}");
-    assert_eq!(r["organization_id"], "dsp-city-a-mobility-lab");
+    let stand_in_org =
+        citytrust_service::negotiation::stand_in_organization("city-a", "mobility-lab");
+    assert_eq!(r["organization_id"], stand_in_org.as_str());
     assert_eq!(r["benefit"], "Plan heat networks for the next winter.");
     // The account standing for the participant cannot sign in: disabled, no password.
     let users: Value = b
@@ -695,10 +697,20 @@ async fn negotiations_follow_the_protocol_and_the_trustees_decide() {
         .find(|u| u["username"] == "dsp.city-a")
         .unwrap();
     assert_eq!(stand_in["disabled"], true);
-    assert_eq!(
-        stand_in["organization_ids"],
-        json!(["dsp-city-a-mobility-lab"])
-    );
+    // Nobody may be given such a name.
+    crate::harness::assert_problem(
+        b.post_json(
+            "/api/v1/users",
+            Some(&admin),
+            &json!({"username": "dsp.city-c", "display_name": "Not a trust", "password": "correct horse battery"}),
+        )
+        .await,
+        422,
+        "validation_failed",
+        Some("username"),
+    )
+    .await;
+    assert_eq!(stand_in["organization_ids"], json!([stand_in_org]));
     let res = b
         .post_json(
             "/api/v1/auth/token",
@@ -1469,7 +1481,10 @@ async fn a_city_asks_another_through_the_dataspace_protocol_and_reads_under_its_
         .iter()
         .find(|r| r["requester"] == "dsp.city-a")
         .unwrap();
-    assert_eq!(request["organization_id"], "dsp-city-a-city-energy");
+    assert_eq!(
+        request["organization_id"],
+        citytrust_service::negotiation::stand_in_organization("city-a", "city-energy").as_str()
+    );
     assert_eq!(
         request["benefit"],
         "Compare heat demand across the two cities."
@@ -1545,9 +1560,26 @@ async fn a_city_asks_another_through_the_dataspace_protocol_and_reads_under_its_
     assert_eq!(res.status(), 403);
     let text = res.text().await.unwrap();
     assert!(!text.contains("Alpha Tower"), "{text}");
+    // Someone of both organisations reading for the other one: B refuses.
+    a.service
+        .insert_user(crate::harness::user(
+            "carol",
+            vec![],
+            vec!["city-energy", "water-co"],
+        ))
+        .await
+        .unwrap();
+    let carol_a = a.token("carol").await;
+    let res = a
+        .get(&format!("{data}&organization_id=water-co"), Some(&carol_a))
+        .await;
+    assert_eq!(res.status(), 403);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("Alpha Tower"), "{text}");
+    // Someone of another organisation only: A does not even ask.
     let bob_a = a.token("bob").await;
     let res = a.get(&data, Some(&bob_a)).await;
-    assert_eq!(res.status(), 403);
+    assert_eq!(res.status(), 404);
     assert!(!res.text().await.unwrap().contains("Alpha Tower"));
     // Anonymous callers get nothing at all.
     assert_eq!(a.get(&data, None).await.status(), 401);
