@@ -811,7 +811,7 @@ test('an administrator registers a catalogue to harvest, and its entries are fou
   await form.getByLabel('Identifier').fill('mirror');
   await form.getByLabel('Name shown as the source').fill('A mirror of this trust');
   await form.getByLabel('Kind').selectOption('dcat');
-  await form.getByLabel('URL').fill(`${BASE}/catalog.ttl`);
+  await form.getByLabel('URL', { exact: true }).fill(`${BASE}/catalog.ttl`);
   await form.getByLabel('Harvest every (hours)').fill('12');
   await form.getByRole('button', { name: 'Register and harvest' }).click();
   await admin.waitForURL(`${BASE}/admin?done=catalogue`);
