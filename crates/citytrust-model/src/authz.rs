@@ -2,7 +2,7 @@
 //! the charter and the purposes, vote, retire agreements, keep the breach
 //! register, record evidence, issue link codes, re-assess or reclassify a
 //! dataset, answer or assign a data request, open or answer a consultation,
-//! work on a sharing project or sign off its stages.
+//! work on a sharing project or sign off its stages, write a stream.
 //! Deny by default: each function names the only actors it lets
 //! through, and says why not otherwise. No other file asks an actor for its
 //! roles (the tidy test in `crates/citytrust/tests/it/tidy.rs` holds it).
@@ -30,6 +30,21 @@ pub fn may_create_dataset(actor: &Actor, owner: &str) -> Result<(), Refusal> {
         _ if actor.is_admin() || actor.is_member_of(owner) => Ok(()),
         _ => Err(Refusal::NotAllowed(format!(
             "only members of organisation '{owner}' may register datasets it owns"
+        ))),
+    }
+}
+
+/// Write a stream's entities, or issue, list and revoke its write
+/// credentials: members of its owning organisation only (not administrators,
+/// not custodians: the owner answers for what its devices report).
+pub fn may_write_stream(actor: &Actor, dataset: &DatasetMetadata) -> Result<(), Refusal> {
+    let owner = &dataset.owner_organization_id;
+    match actor {
+        Actor::Anonymous => Err(Refusal::NotSignedIn),
+        _ if actor.is_member_of(owner) => Ok(()),
+        _ => Err(Refusal::NotAllowed(format!(
+            "only members of organisation '{owner}', which owns the stream, write its entities \
+             or manage its credentials"
         ))),
     }
 }

@@ -572,6 +572,9 @@ pub struct DatasetInput {
     /// For analogue data: how it was digitised.
     #[serde(default)]
     pub analogue_conversion: Option<String>,
+    /// Present when the entry is a stream of NGSI-LD entities (issue 26).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::ngsi::StreamTerms>,
     pub spectrum: Spectrum,
     #[serde(default)]
     pub data_states: DataStates,
@@ -621,6 +624,9 @@ pub struct DatasetMetadata {
     pub framework_class: FrameworkClass,
     pub structure: Structure,
     pub analogue_conversion: Option<String>,
+    /// Present when the entry is a stream of NGSI-LD entities (issue 26).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::ngsi::StreamTerms>,
     pub spectrum: Spectrum,
     pub data_states: DataStates,
     /// Present when the dataset was derived from others by a query (R-CAT-5).
@@ -702,6 +708,7 @@ impl DatasetInput {
             framework_class: self.framework_class,
             structure: self.structure,
             analogue_conversion: self.analogue_conversion,
+            stream: self.stream,
             spectrum: self.spectrum,
             data_states: self.data_states,
             derivation: None,
@@ -738,6 +745,7 @@ impl DatasetMetadata {
             framework_class: m.framework_class,
             structure: m.structure,
             analogue_conversion: m.analogue_conversion,
+            stream: m.stream,
             spectrum: m.spectrum,
             data_states: m.data_states,
         }
@@ -747,6 +755,9 @@ impl DatasetMetadata {
         e.required_text("title", &self.title, 200);
         e.required_text("description", &self.description, 20_000);
         e.slug("owner_organization_id", &self.owner_organization_id);
+        if let Some(stream) = &self.stream {
+            stream.check(e);
+        }
         if self.roles.len() > 50 {
             e.push("roles", "has more than 50 entries");
         }

@@ -10,6 +10,7 @@ pub mod account;
 pub mod authz;
 pub mod catalogue;
 pub mod federation;
+pub mod ngsi;
 pub mod participation;
 pub mod problem;
 pub mod projects;

@@ -42,6 +42,9 @@ problem_codes! {
     UnreadableBody = "unreadable_body",
     /// The `Content-Type` is not one the route takes.
     UnsupportedMediaType = "unsupported_media_type",
+    /// An NGSI-LD request the broker cannot take as sent; the problem's
+    /// `type` is the NGSI-LD error type (`…/errors/BadRequestData`, …).
+    NgsiLdError = "ngsi_ld_error",
     /// The `Content-Encoding` is not one the route takes.
     UnsupportedEncoding = "unsupported_encoding",
     /// The upload stopped before its declared length arrived.

@@ -298,6 +298,11 @@ impl From<ServiceError> for ApiError {
                     ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
                 }
             }
+            ServiceError::Ngsi(n) => ApiError::new(
+                StatusCode::from_u16(n.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                ProblemCode::NgsiLdError,
+                n.detail,
+            ),
             ServiceError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
                 ApiError::new(

@@ -22,6 +22,7 @@ mod health;
 mod ledger;
 mod lineage;
 mod metrics;
+mod ngsi;
 pub mod oidc;
 mod participation;
 mod projects;
@@ -117,6 +118,7 @@ pub fn app(state: AppState) -> Router {
         .merge(projects::routes())
         .merge(federation::routes())
         .merge(dataspace::routes())
+        .merge(ngsi::routes())
         .merge(web::routes())
         .merge(oidc::routes())
         .merge(health::routes())

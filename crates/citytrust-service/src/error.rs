@@ -64,6 +64,10 @@ pub enum ServiceError {
     /// operator; retrying later, or at another node, may succeed.
     #[error("{message}")]
     Unavailable { code: ProblemCode, message: String },
+    /// An NGSI-LD request the broker cannot take as sent, with the
+    /// specification's error type (issue 26).
+    #[error(transparent)]
+    Ngsi(#[from] citytrust_model::ngsi::NgsiError),
     /// A failure inside the system; the text is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),

@@ -30,6 +30,7 @@ pub mod projects;
 mod read;
 pub mod residents;
 pub mod search;
+pub mod streams;
 mod throttle;
 pub mod transfer;
 pub mod witness;

@@ -1,7 +1,7 @@
 //! CityTrust's persistence: the `Store`, its connection and the row types
 //! and helpers every area shares here; the rows of each area in its own
 //! module (accounts, the log, the catalogue, governance, residents, privacy
-//! budgets, identity, the witness, participation, projects). In SQLite (the embedded default) or PostgreSQL (to scale out),
+//! budgets, identity, the witness, participation, projects, streams). In SQLite (the embedded default) or PostgreSQL (to scale out),
 //! through one sqlx `Any` pool. Each backend has its own migrations under
 //! `migrations/<backend>/`; the SQL in this file is written to run unchanged
 //! on both (`$n` parameters, integers for flags, text for JSON).
@@ -29,6 +29,7 @@ mod participation;
 mod privacy;
 mod projects;
 mod residents;
+mod streams;
 mod witness;
 
 pub use federation::{HarvestCounts, StagedEntry};
@@ -37,6 +38,7 @@ pub use identity::PendingLogin;
 pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
+pub use streams::{EntityRow, HistoryRow, StoredStreamCredential, StreamWrite};
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 
 /// Which database is behind the pool.

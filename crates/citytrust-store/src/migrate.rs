@@ -133,6 +133,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0020_negotiations.sql"),
         postgres: include_str!("../migrations/postgres/0020_negotiations.sql"),
     },
+    Migration {
+        version: 21,
+        name: "streams",
+        sqlite: include_str!("../migrations/sqlite/0021_streams.sql"),
+        postgres: include_str!("../migrations/postgres/0021_streams.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -1248,6 +1248,7 @@ fn blank_input() -> DatasetInput {
         framework_class: Default::default(),
         structure: Default::default(),
         analogue_conversion: None,
+        stream: None,
         spectrum: Spectrum::Open,
         data_states: Default::default(),
     }

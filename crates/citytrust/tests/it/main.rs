@@ -19,6 +19,7 @@ mod levels;
 mod nodes;
 mod participation;
 mod residents;
+mod streams;
 mod tidy;
 mod web;
 mod witness;

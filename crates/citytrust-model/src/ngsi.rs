@@ -1,0 +1,1426 @@
+//! Streams and NGSI-LD (issue 26), no IO: what makes a catalogue entry a
+//! stream (`StreamTerms`), the NGSI-LD error types (`NgsiError`), JSON-LD
+//! contexts resolved from the copies built in and never fetched
+//! (`Context`), and entities — parsed from the normalised or concise form,
+//! checked attribute by attribute, kept with every name expanded to its IRI,
+//! merged as the API's append, update, partial update and replace say, and
+//! rendered back (normalised or `keyValues`, with or without `sysAttrs`)
+//! under the reader's context. The query language is in `ngsi/query.rs`.
+
+pub mod query;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::validation::ValidationErrors;
+
+/// The NGSI-LD core context's URL (v1.8), which every answer's `Link` names.
+pub const CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+/// Where terms no context defines expand (NGSI-LD's default context).
+pub const DEFAULT_VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
+/// The most entities one batch operation takes.
+pub const MAX_BATCH: usize = 1000;
+/// The most entities one query answers (`limit`'s ceiling).
+pub const MAX_LIMIT: usize = 1000;
+/// The longest entity id, attribute name or type accepted.
+const MAX_NAME: usize = 512;
+
+// ---- streams ---------------------------------------------------------------------------
+
+/// What makes a catalogue entry a stream: the entity types it holds and how
+/// long their history is kept. Every entity belongs to exactly one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTerms {
+    /// The NGSI-LD entity types the stream holds: terms of the NGSI-LD core
+    /// context (other terms are in its default context) or full IRIs. Empty:
+    /// any type (a stream fed by a general-purpose client).
+    #[serde(default)]
+    pub entity_types: Vec<String>,
+    /// Days of history kept; older readings are deleted (and the deletion logged).
+    #[serde(default = "default_retention")]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub retention_days: u32,
+}
+
+fn default_retention() -> u32 {
+    365
+}
+
+impl StreamTerms {
+    pub fn check(&self, e: &mut ValidationErrors) {
+        if self.entity_types.len() > 100 {
+            e.push("stream.entity_types", "has more than 100 types");
+        }
+        for (i, t) in self.entity_types.iter().enumerate() {
+            if let Err(why) = check_name(t) {
+                e.push(format!("stream.entity_types[{i}]"), why);
+            }
+        }
+        if !(1..=36_500).contains(&self.retention_days) {
+            e.push("stream.retention_days", "must be between 1 and 36500 days");
+        }
+    }
+
+    /// The declared types, expanded to IRIs.
+    pub fn expanded_types(&self) -> Vec<String> {
+        let core = Context::core();
+        self.entity_types.iter().map(|t| core.expand(t)).collect()
+    }
+
+    /// Whether an entity of these (expanded) types may be kept here.
+    pub fn holds(&self, types: &[String]) -> bool {
+        self.entity_types.is_empty() || {
+            let declared = self.expanded_types();
+            types.iter().all(|t| declared.contains(t))
+        }
+    }
+
+    /// Whether the stream may hold entities of this (expanded) type.
+    pub fn may_hold(&self, ty: &str) -> bool {
+        self.entity_types.is_empty() || self.expanded_types().iter().any(|t| t == ty)
+    }
+}
+
+/// A name NGSI-LD accepts: not empty, not too long, none of the characters
+/// its query language and URLs reserve.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("is longer than {MAX_NAME} bytes"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "<>\"'=;()&?".contains(*c))
+    {
+        return Err(format!(
+            "holds the character {c:?}, which NGSI-LD names may not"
+        ));
+    }
+    Ok(())
+}
+
+// ---- errors ----------------------------------------------------------------------------
+
+/// The NGSI-LD API's error types (ETSI GS CIM 009, 5.5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    InvalidRequest,
+    BadRequestData,
+    AlreadyExists,
+    OperationNotSupported,
+    ResourceNotFound,
+    InternalError,
+    TooComplexQuery,
+    TooManyResults,
+    LdContextNotAvailable,
+}
+
+impl ErrorType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorType::InvalidRequest => "InvalidRequest",
+            ErrorType::BadRequestData => "BadRequestData",
+            ErrorType::AlreadyExists => "AlreadyExists",
+            ErrorType::OperationNotSupported => "OperationNotSupported",
+            ErrorType::ResourceNotFound => "ResourceNotFound",
+            ErrorType::InternalError => "InternalError",
+            ErrorType::TooComplexQuery => "TooComplexQuery",
+            ErrorType::TooManyResults => "TooManyResults",
+            ErrorType::LdContextNotAvailable => "LdContextNotAvailable",
+        }
+    }
+
+    /// The error's type URI, as problem details carry it.
+    pub fn uri(self) -> String {
+        format!("https://uri.etsi.org/ngsi-ld/errors/{}", self.name())
+    }
+
+    /// The HTTP status the specification gives it.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorType::InvalidRequest | ErrorType::BadRequestData => 400,
+            ErrorType::AlreadyExists => 409,
+            ErrorType::OperationNotSupported => 422,
+            ErrorType::ResourceNotFound => 404,
+            ErrorType::InternalError => 500,
+            ErrorType::TooComplexQuery | ErrorType::TooManyResults => 403,
+            ErrorType::LdContextNotAvailable => 503,
+        }
+    }
+}
+
+/// An NGSI-LD error: its type and what was wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", kind.name())]
+pub struct NgsiError {
+    pub kind: ErrorType,
+    pub detail: String,
+}
+
+impl NgsiError {
+    pub fn new(kind: ErrorType, detail: impl Into<String>) -> NgsiError {
+        NgsiError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+    pub fn bad(detail: impl Into<String>) -> NgsiError {
+        NgsiError::new(ErrorType::BadRequestData, detail)
+    }
+    pub fn invalid(detail: impl Into<String>) -> NgsiError {
+        NgsiError::new(ErrorType::InvalidRequest, detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> NgsiError {
+        NgsiError::new(ErrorType::ResourceNotFound, detail)
+    }
+}
+
+type R<T> = Result<T, NgsiError>;
+
+// ---- contexts --------------------------------------------------------------------------
+
+/// The contexts a request may name by URL: copies built in (the NGSI-LD core
+/// context, every published version of it answered by v1.8; the ETSI test
+/// suite's contexts). Nothing else is ever fetched.
+fn preloaded(url: &str) -> Option<&'static str> {
+    const CORE: &str = include_str!("../assets/ngsi-ld/ngsi-ld-core-context-v1.8.jsonld");
+    const SUITE: &str = include_str!("../assets/ngsi-ld/ngsi-ld-test-suite.jsonld");
+    const SUITE_COMPOUND: &str =
+        include_str!("../assets/ngsi-ld/ngsi-ld-test-suite-compound.jsonld");
+    let core = url.starts_with("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context")
+        && url.ends_with(".jsonld")
+        || url == "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld";
+    if core {
+        return Some(CORE);
+    }
+    let suite = url.strip_prefix("https://raw.githubusercontent.com/")?;
+    // The suite's contexts, from any fork of the suite's repository.
+    if suite.ends_with("/resources/jsonld-contexts/ngsi-ld-test-suite.jsonld") {
+        Some(SUITE)
+    } else if suite.ends_with("/resources/jsonld-contexts/ngsi-ld-test-suite-compound.jsonld") {
+        Some(SUITE_COMPOUND)
+    } else {
+        None
+    }
+}
+
+/// An active JSON-LD context, reduced to what NGSI-LD names need: each term's
+/// IRI, and the reverse for compaction. The core context always applies, last
+/// (it is protected: no request redefines its terms).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    terms: HashMap<String, String>,
+    reverse: HashMap<String, String>,
+    vocab: Option<String>,
+    /// The context as the request gave it (`None`: the core context alone).
+    pub source: Option<Value>,
+}
+
+impl Context {
+    /// The core context alone.
+    pub fn core() -> &'static Context {
+        static CORE: OnceLock<Context> = OnceLock::new();
+        CORE.get_or_init(|| {
+            let mut c = Context::default();
+            let doc: Value = serde_json::from_str(preloaded(CORE_CONTEXT).unwrap_or("{}"))
+                .unwrap_or(Value::Null);
+            // The built-in copy is known good; a failure here would leave only the default vocabulary.
+            let _ = c.apply_document(&doc, 0);
+            c.finish();
+            c
+        })
+    }
+
+    /// The context a request gives — a URL, an object, or an array of them
+    /// (`None`: the core context alone) — with the core context after it.
+    pub fn resolve(spec: Option<&Value>) -> R<Context> {
+        let Some(spec) = spec else {
+            return Ok(Context::core().clone());
+        };
+        let mut c = Context::default();
+        c.apply(spec, 0)?;
+        let core = Context::core();
+        for (term, iri) in &core.terms {
+            c.terms.insert(term.clone(), iri.clone());
+        }
+        c.finish();
+        c.source = Some(spec.clone());
+        Ok(c)
+    }
+
+    fn apply(&mut self, spec: &Value, depth: usize) -> R<()> {
+        if depth > 8 {
+            return Err(NgsiError::bad(
+                "the @context nests other contexts too deeply",
+            ));
+        }
+        match spec {
+            Value::Null => Ok(()),
+            Value::String(url) => {
+                let text = preloaded(url).ok_or_else(|| {
+                    NgsiError::new(
+                        ErrorType::LdContextNotAvailable,
+                        format!(
+                            "the @context '{}' is not one this broker holds, and it fetches \
+                             none at run time: give the context inline, or use the NGSI-LD core \
+                             context",
+                            url.chars().take(200).collect::<String>()
+                        ),
+                    )
+                })?;
+                let doc: Value = serde_json::from_str(text)
+                    .map_err(|e| NgsiError::new(ErrorType::InternalError, e.to_string()))?;
+                self.apply_document(&doc, depth + 1)
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.apply(item, depth + 1)?;
+                }
+                Ok(())
+            }
+            Value::Object(map) => self.apply_definitions(map, depth),
+            _ => Err(NgsiError::bad(
+                "@context must be a URL, an object or an array of them",
+            )),
+        }
+    }
+
+    fn apply_document(&mut self, doc: &Value, depth: usize) -> R<()> {
+        match doc.get("@context") {
+            Some(inner) => self.apply(inner, depth),
+            None => Err(NgsiError::bad("a context document holds no @context")),
+        }
+    }
+
+    fn apply_definitions(&mut self, map: &Map<String, Value>, depth: usize) -> R<()> {
+        if let Some(v) = map.get("@vocab").and_then(Value::as_str) {
+            self.vocab = Some(v.to_string());
+        }
+        // Prefixes first, so a term may use a prefix defined after it.
+        let mut raw: Vec<(&String, String)> = Vec::new();
+        for (term, def) in map {
+            if term.starts_with('@') {
+                continue;
+            }
+            let iri = match def {
+                Value::String(s) => s.clone(),
+                Value::Object(o) => match o.get("@id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(_) => {
+                        return Err(NgsiError::bad(format!("the term '{term}' has a bad @id")));
+                    }
+                    None => continue,
+                },
+                Value::Null => continue,
+                _ => {
+                    return Err(NgsiError::bad(format!(
+                        "the @context's term '{term}' is neither an IRI nor a definition"
+                    )));
+                }
+            };
+            raw.push((term, iri));
+        }
+        let _ = depth;
+        let prefixes: HashMap<String, String> = raw
+            .iter()
+            .filter(|(_, iri)| iri.ends_with('/') || iri.ends_with('#'))
+            .map(|(t, iri)| ((*t).clone(), iri.clone()))
+            .collect();
+        for (term, iri) in raw {
+            let iri = match iri.split_once(':') {
+                Some((p, rest)) if !rest.starts_with("//") => {
+                    match prefixes.get(p).or_else(|| self.terms.get(p)) {
+                        Some(base) => format!("{base}{rest}"),
+                        None => iri,
+                    }
+                }
+                _ => iri,
+            };
+            self.terms.insert(term.clone(), iri);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        // Compaction prefers the shortest term for an IRI (a stable choice).
+        let mut reverse: HashMap<String, String> = HashMap::new();
+        for (term, iri) in &self.terms {
+            match reverse.get(iri) {
+                Some(t) if (t.len(), t.as_str()) <= (term.len(), term.as_str()) => {}
+                _ => {
+                    reverse.insert(iri.clone(), term.clone());
+                }
+            }
+        }
+        self.reverse = reverse;
+    }
+
+    /// A term (or compact IRI, or IRI) as its full IRI.
+    pub fn expand(&self, term: &str) -> String {
+        if let Some(iri) = self.terms.get(term) {
+            return iri.clone();
+        }
+        if let Some((prefix, rest)) = term.split_once(':') {
+            if rest.starts_with("//") {
+                return term.to_string();
+            }
+            if let Some(base) = self.terms.get(prefix) {
+                return format!("{base}{rest}");
+            }
+            // urn:…, and other absolute IRIs.
+            return term.to_string();
+        }
+        format!("{}{term}", self.vocab.as_deref().unwrap_or(DEFAULT_VOCAB))
+    }
+
+    /// An IRI as the shortest term that names it here.
+    pub fn compact(&self, iri: &str) -> String {
+        if let Some(term) = self.reverse.get(iri) {
+            return term.clone();
+        }
+        for base in [self.vocab.as_deref(), Some(DEFAULT_VOCAB)]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(rest) = iri.strip_prefix(base)
+                && !rest.is_empty()
+                && !rest.contains(['/', '#', ':'])
+            {
+                return rest.to_string();
+            }
+        }
+        iri.to_string()
+    }
+}
+
+// ---- entities --------------------------------------------------------------------------
+
+/// The attribute types NGSI-LD defines.
+const ATTRIBUTE_TYPES: &[(&str, &str)] = &[
+    ("Property", "value"),
+    ("Relationship", "object"),
+    ("GeoProperty", "value"),
+    ("LanguageProperty", "languageMap"),
+    ("VocabProperty", "vocab"),
+    ("JsonProperty", "json"),
+    ("ListProperty", "valueList"),
+    ("ListRelationship", "objectList"),
+];
+
+/// Members of an attribute that are not sub-attributes.
+const INSTANCE_KEYWORDS: &[&str] = &[
+    "type",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "json",
+    "valueList",
+    "objectList",
+    "objectType",
+    "observedAt",
+    "unitCode",
+    "datasetId",
+    "createdAt",
+    "modifiedAt",
+    "instanceId",
+    "lang",
+];
+
+/// Attributes the core context defines as geo-properties.
+const GEO_ATTRIBUTES: &[&str] = &["location", "observationSpace", "operationSpace"];
+
+/// One attribute instance, every member name expanded (sub-attributes are
+/// the members whose names hold a `:`).
+pub type Instance = Map<String, Value>;
+
+/// An entity as kept: every name expanded to its IRI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: String,
+    pub types: Vec<String>,
+    /// Attribute IRI → its instances (one per `datasetId`; the default first).
+    pub attrs: BTreeMap<String, Vec<Instance>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Vec<String>>,
+    pub created_at: String,
+    pub modified_at: String,
+    /// The attributes (IRIs) the change being made wrote: their instances
+    /// stamped now are this write's readings. Not kept.
+    #[serde(skip)]
+    pub touched: std::collections::BTreeSet<String>,
+}
+
+/// Where a fragment's attribute failed, for the 207 answers' `notUpdated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUpdated {
+    pub attribute: String,
+    pub reason: String,
+}
+
+/// What a change to an entity's attributes did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Attribute names as the request gave them.
+    pub updated: Vec<String>,
+    pub not_updated: Vec<NotUpdated>,
+}
+
+/// How attributes of a fragment are merged into an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Append: add or replace (`noOverwrite`: add only).
+    Append { overwrite: bool },
+    /// Update: replace only attributes (and datasets) that exist.
+    Update,
+}
+
+/// A request's entity (or fragment), parsed and checked: names expanded,
+/// each attribute as its instances. `compact` keeps each attribute's name as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fragment {
+    pub id: Option<String>,
+    pub types: Vec<String>,
+    pub scope: Option<Vec<String>>,
+    pub attrs: Vec<(String, String, Vec<Instance>)>,
+}
+
+/// An entity id (or relationship object) must be an absolute URI.
+pub fn check_uri(what: &str, s: &str) -> R<()> {
+    let ok = s.len() <= MAX_NAME
+        && s.split_once(':').is_some_and(|(scheme, rest)| {
+            !rest.is_empty()
+                && scheme
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        })
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(NgsiError::bad(format!(
+            "{what} '{}' is not a URI (an entity id is an absolute URI, such as \
+             urn:ngsi-ld:AirQualityObserved:station-4)",
+            s.chars().take(200).collect::<String>()
+        )))
+    }
+}
+
+fn is_datetime(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}
+
+/// Check a GeoJSON geometry: a known type and coordinates of the right depth.
+pub fn check_geometry(where_: &str, v: &Value) -> R<()> {
+    let bad = |why: &str| NgsiError::bad(format!("{where_}: {why}"));
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("a GeoProperty's value is a GeoJSON geometry object"))?;
+    let ty = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("the geometry has no type"))?;
+    let depth = match ty {
+        "Point" => 0,
+        "MultiPoint" | "LineString" => 1,
+        "MultiLineString" | "Polygon" => 2,
+        "MultiPolygon" => 3,
+        "GeometryCollection" => {
+            let parts = obj
+                .get("geometries")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("a GeometryCollection has geometries"))?;
+            for g in parts {
+                check_geometry(where_, g)?;
+            }
+            return Ok(());
+        }
+        other => return Err(bad(&format!("'{other}' is not a GeoJSON geometry type"))),
+    };
+    let coords = obj
+        .get("coordinates")
+        .ok_or_else(|| bad("the geometry has no coordinates"))?;
+    fn position(v: &Value) -> bool {
+        v.as_array().is_some_and(|a| {
+            (2..=3).contains(&a.len()) && a.iter().all(|n| n.as_f64().is_some_and(f64::is_finite))
+        })
+    }
+    fn nested(v: &Value, depth: usize) -> bool {
+        if depth == 0 {
+            return position(v);
+        }
+        v.as_array()
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|x| nested(x, depth - 1)))
+    }
+    if !nested(coords, depth) {
+        return Err(bad(&format!("the coordinates are not those of a {ty}")));
+    }
+    if ty == "Polygon" || ty == "MultiPolygon" {
+        let rings: Vec<&Value> = if ty == "Polygon" {
+            coords.as_array().into_iter().flatten().collect()
+        } else {
+            coords
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_array)
+                .flatten()
+                .collect()
+        };
+        for ring in rings {
+            let r = ring.as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if r.len() < 4 || r.first() != r.last() {
+                return Err(bad(
+                    "a polygon's ring has at least four positions, the last the first",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The attribute type a concise attribute stands for, from its members.
+fn concise_type(map: &Map<String, Value>) -> Option<&'static str> {
+    for (ty, member) in ATTRIBUTE_TYPES {
+        if map.contains_key(*member) {
+            return Some(ty);
+        }
+    }
+    None
+}
+
+/// Parse one attribute instance (normalised or concise) under `ctx`.
+fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Instance> {
+    let at = |why: String| NgsiError::bad(format!("attribute '{name}': {why}"));
+    if depth > 4 {
+        return Err(at("sub-attributes nest too deeply".into()));
+    }
+    let geo_name = GEO_ATTRIBUTES.contains(&name);
+    let map = match v {
+        Value::Object(m) => m.clone(),
+        Value::Null => {
+            return Err(at(
+                "null is not a value (delete the attribute instead)".into()
+            ));
+        }
+        // Concise: a bare value is a Property's.
+        other => {
+            let mut m = Map::new();
+            m.insert("value".into(), other.clone());
+            m
+        }
+    };
+    let mut map = map;
+    let geometry = map.get("type").and_then(Value::as_str).is_some_and(|t| {
+        matches!(
+            t,
+            "Point" | "MultiPoint" | "LineString" | "MultiLineString" | "Polygon" | "MultiPolygon"
+        )
+    }) && map.contains_key("coordinates");
+    if geometry {
+        // Concise: a bare GeoJSON geometry is a GeoProperty's value.
+        let g = Value::Object(std::mem::take(&mut map));
+        map.insert("type".into(), "GeoProperty".into());
+        map.insert("value".into(), g);
+    }
+    let ty = match map.get("type") {
+        Some(Value::String(t)) => {
+            let t = t.as_str();
+            ATTRIBUTE_TYPES
+                .iter()
+                .find(|(known, _)| *known == t || ctx.expand(known) == ctx.expand(t))
+                .map(|(known, _)| *known)
+                .ok_or_else(|| at(format!("'{t}' is not an NGSI-LD attribute type")))?
+        }
+        Some(_) => return Err(at("its type is not a string".into())),
+        None => match concise_type(&map) {
+            Some(ty) => ty,
+            None => {
+                // Concise: an object without the members of an attribute is a Property's value.
+                let mut m = Map::new();
+                m.insert("value".into(), Value::Object(map));
+                map = m;
+                "Property"
+            }
+        },
+    };
+    let ty = if ty == "Property"
+        && geo_name
+        && map
+            .get("value")
+            .is_some_and(|g| check_geometry(name, g).is_ok())
+    {
+        "GeoProperty"
+    } else {
+        ty
+    };
+    if geo_name && ty != "GeoProperty" {
+        return Err(at(
+            "is a GeoProperty in the core context: its value is a GeoJSON geometry".into(),
+        ));
+    }
+    let member = ATTRIBUTE_TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, m)| *m)
+        .unwrap_or("value");
+    let mut out = Instance::new();
+    out.insert("type".into(), ty.into());
+    let value = map
+        .get(member)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| at(format!("a {ty} has a non-null '{member}'")))?;
+    match ty {
+        "Relationship" => {
+            let objects: Vec<&Value> = match value {
+                Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            for o in objects {
+                let s = o
+                    .as_str()
+                    .ok_or_else(|| at("a Relationship's object is a URI".into()))?;
+                check_uri("the relationship's object", s).map_err(|e| at(e.detail))?;
+            }
+        }
+        "GeoProperty" => check_geometry(&format!("attribute '{name}'"), value)?,
+        "LanguageProperty" => {
+            let m = value
+                .as_object()
+                .ok_or_else(|| at("a LanguageProperty's languageMap is an object".into()))?;
+            if m.values().any(|s| {
+                !(s.is_string() || s.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
+            }) {
+                return Err(at("a languageMap's values are strings".into()));
+            }
+        }
+        "VocabProperty" => {
+            let ok = match value {
+                Value::String(_) => true,
+                Value::Array(a) => a.iter().all(Value::is_string),
+                _ => false,
+            };
+            if !ok {
+                return Err(at(
+                    "a VocabProperty's vocab is a term or a list of terms".into()
+                ));
+            }
+        }
+        "ListProperty" | "ListRelationship" if !value.is_array() => {
+            return Err(at(format!("a {ty}'s '{member}' is an array")));
+        }
+        _ => {}
+    }
+    let value = if ty == "VocabProperty" {
+        map_strings(value, |s| ctx.expand(s))
+    } else {
+        value.clone()
+    };
+    out.insert(member.into(), value);
+    for (key, v) in &map {
+        match key.as_str() {
+            "type" => {}
+            k if k == member => {}
+            "@context" => {}
+            "createdAt" | "modifiedAt" | "instanceId" => {} // the broker's own
+            "observedAt" => {
+                if !v.as_str().is_some_and(is_datetime) {
+                    return Err(at(
+                        "observedAt is a date-time (RFC 3339, such as 2017-11-01T10:00:00Z)".into(),
+                    ));
+                }
+                out.insert(key.clone(), v.clone());
+            }
+            "datasetId" => {
+                let s = v.as_str().ok_or_else(|| at("datasetId is a URI".into()))?;
+                check_uri("datasetId", s).map_err(|e| at(e.detail))?;
+                out.insert(key.clone(), v.clone());
+            }
+            "unitCode" | "lang" => {
+                if !v.is_string() {
+                    return Err(at(format!("{key} is a string")));
+                }
+                out.insert(key.clone(), v.clone());
+            }
+            "objectType" => {
+                out.insert(key.clone(), v.clone());
+            }
+            k if INSTANCE_KEYWORDS.contains(&k) => {
+                return Err(at(format!("'{k}' does not belong in a {ty}")));
+            }
+            sub => {
+                check_name(sub).map_err(|why| at(format!("sub-attribute '{sub}' {why}")))?;
+                let inner = parse_instance(ctx, sub, v, depth + 1)?;
+                out.insert(ctx.expand(sub), Value::Object(inner));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn map_strings(v: &Value, f: impl Fn(&str) -> String) -> Value {
+    match v {
+        Value::String(s) => Value::String(f(s)),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| x.as_str().map(|s| Value::String(f(s))).unwrap_or(x.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Parse an attribute's instances: one, or an array of instances that
+/// differ by `datasetId` (an array of plain values is one Property's value).
+fn parse_attribute(ctx: &Context, name: &str, v: &Value) -> R<Vec<Instance>> {
+    let instances = match v {
+        Value::Array(items)
+            if !items.is_empty()
+                && items.iter().all(|i| {
+                    i.as_object().is_some_and(|m| {
+                        m.contains_key("type") && !m.contains_key("coordinates")
+                            || concise_type(m).is_some()
+                    })
+                }) =>
+        {
+            items
+                .iter()
+                .map(|i| parse_instance(ctx, name, i, 0))
+                .collect::<R<Vec<_>>>()?
+        }
+        one => vec![parse_instance(ctx, name, one, 0)?],
+    };
+    let mut seen: Vec<Option<&str>> = Vec::new();
+    for i in &instances {
+        let d = i.get("datasetId").and_then(Value::as_str);
+        if seen.contains(&d) {
+            return Err(NgsiError::bad(format!(
+                "attribute '{name}' has two instances with the same datasetId"
+            )));
+        }
+        seen.push(d);
+    }
+    Ok(instances)
+}
+
+impl Fragment {
+    /// Parse an entity, or an attribute fragment (`whole == false`: id and
+    /// type optional), under `ctx`. Anything wrong fails the whole of it.
+    pub fn parse(ctx: &Context, body: &Value, whole: bool) -> R<Fragment> {
+        let map = body
+            .as_object()
+            .ok_or_else(|| NgsiError::bad("an entity is a JSON object"))?;
+        let id = match map.get("id").or_else(|| map.get("@id")) {
+            Some(Value::String(s)) => {
+                check_uri("the entity id", s)?;
+                Some(s.clone())
+            }
+            Some(_) => return Err(NgsiError::bad("the entity id is a string")),
+            None if whole => return Err(NgsiError::bad("an entity has an id")),
+            None => None,
+        };
+        let types = match map.get("type").or_else(|| map.get("@type")) {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|t| {
+                    t.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| NgsiError::bad("an entity's types are strings"))
+                })
+                .collect::<R<Vec<_>>>()?,
+            Some(_) => {
+                return Err(NgsiError::bad(
+                    "an entity's type is a string or a list of them",
+                ));
+            }
+            None if whole => return Err(NgsiError::bad("an entity has a type")),
+            None => Vec::new(),
+        };
+        for t in &types {
+            check_name(t).map_err(|why| NgsiError::bad(format!("the entity type '{t}' {why}")))?;
+        }
+        let types: Vec<String> = types.iter().map(|t| ctx.expand(t)).collect();
+        let scope = match map.get("scope") {
+            None => None,
+            Some(Value::String(s)) => Some(vec![s.clone()]),
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => Some(
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            Some(_) => return Err(NgsiError::bad("scope is a string or a list of them")),
+        };
+        let mut attrs = Vec::new();
+        for (name, v) in map {
+            if matches!(
+                name.as_str(),
+                "id" | "@id" | "type" | "@type" | "@context" | "scope" | "createdAt" | "modifiedAt"
+            ) {
+                continue;
+            }
+            check_name(name)
+                .map_err(|why| NgsiError::bad(format!("attribute name '{name}' {why}")))?;
+            let instances = parse_attribute(ctx, name, v)?;
+            attrs.push((name.clone(), ctx.expand(name), instances));
+        }
+        Ok(Fragment {
+            id,
+            types,
+            scope,
+            attrs,
+        })
+    }
+}
+
+fn stamp(instance: &mut Instance, now: &str, created: Option<&Value>) {
+    instance.insert(
+        "createdAt".into(),
+        created
+            .cloned()
+            .unwrap_or_else(|| Value::String(now.to_string())),
+    );
+    instance.insert("modifiedAt".into(), Value::String(now.to_string()));
+    for (k, v) in instance.iter_mut() {
+        if k.contains(':')
+            && let Value::Object(sub) = v
+        {
+            sub.insert("createdAt".into(), Value::String(now.to_string()));
+            sub.insert("modifiedAt".into(), Value::String(now.to_string()));
+        }
+    }
+}
+
+fn dataset_of(i: &Instance) -> Option<&str> {
+    i.get("datasetId").and_then(Value::as_str)
+}
+
+impl Entity {
+    /// A new entity from a parsed (whole) fragment.
+    pub fn create(fragment: Fragment, now: &str) -> R<Entity> {
+        let id = fragment
+            .id
+            .ok_or_else(|| NgsiError::bad("an entity has an id"))?;
+        let mut attrs = BTreeMap::new();
+        for (_, iri, mut instances) in fragment.attrs {
+            for i in &mut instances {
+                stamp(i, now, None);
+            }
+            attrs.insert(iri, instances);
+        }
+        Ok(Entity {
+            id,
+            types: fragment.types,
+            touched: attrs.keys().cloned().collect(),
+            attrs,
+            scope: fragment.scope,
+            created_at: now.to_string(),
+            modified_at: now.to_string(),
+        })
+    }
+
+    /// Merge a fragment's attributes; what was not merged is said in the outcome.
+    pub fn merge(&mut self, fragment: Fragment, how: Merge, now: &str) -> Outcome {
+        let mut outcome = Outcome::default();
+        for t in fragment.types {
+            if !self.types.contains(&t) {
+                self.types.push(t);
+            }
+        }
+        if let Some(scope) = fragment.scope {
+            self.scope = Some(scope);
+        }
+        for (name, iri, instances) in fragment.attrs {
+            let existing = self.attrs.get_mut(&iri);
+            match (how, existing) {
+                (Merge::Update, None) => outcome.not_updated.push(NotUpdated {
+                    attribute: name,
+                    reason: "the entity has no such attribute (append it instead)".into(),
+                }),
+                (Merge::Append { overwrite: true } | Merge::Update, Some(have))
+                | (Merge::Append { overwrite: false }, Some(have)) => {
+                    let mut changed = false;
+                    let mut refused = None;
+                    for mut new in instances {
+                        let pos = have.iter().position(|h| dataset_of(h) == dataset_of(&new));
+                        match (pos, how) {
+                            (Some(p), Merge::Append { overwrite: false }) => {
+                                let _ = p;
+                                refused = Some("the attribute exists and noOverwrite was asked");
+                            }
+                            (Some(p), _) => {
+                                let created = have[p].get("createdAt").cloned();
+                                stamp(&mut new, now, created.as_ref());
+                                have[p] = new;
+                                changed = true;
+                            }
+                            (None, Merge::Update) => {
+                                refused = Some("the attribute has no instance with that datasetId");
+                            }
+                            (None, _) => {
+                                stamp(&mut new, now, None);
+                                have.push(new);
+                                changed = true;
+                            }
+                        }
+                    }
+                    if changed {
+                        self.touched.insert(iri);
+                        outcome.updated.push(name);
+                    } else if let Some(reason) = refused {
+                        outcome.not_updated.push(NotUpdated {
+                            attribute: name,
+                            reason: reason.into(),
+                        });
+                    }
+                }
+                (Merge::Append { .. }, None) => {
+                    let mut instances = instances;
+                    for i in &mut instances {
+                        stamp(i, now, None);
+                    }
+                    self.touched.insert(iri.clone());
+                    self.attrs.insert(iri, instances);
+                    outcome.updated.push(name);
+                }
+            }
+        }
+        if !outcome.updated.is_empty() {
+            self.modified_at = now.to_string();
+        }
+        outcome
+    }
+
+    /// Replace every attribute (PUT, and upsert's `replace`); types are kept
+    /// with the fragment's added.
+    pub fn replace(&mut self, fragment: Fragment, now: &str) {
+        let mut fresh = Entity::create(
+            Fragment {
+                id: Some(self.id.clone()),
+                ..fragment
+            },
+            now,
+        )
+        .unwrap_or_else(|_| self.clone());
+        for t in &self.types {
+            if !fresh.types.contains(t) {
+                fresh.types.insert(0, t.clone());
+            }
+        }
+        fresh.created_at = self.created_at.clone();
+        *self = fresh;
+    }
+
+    /// Partially update one attribute (PATCH …/attrs/{attr}): the fragment's
+    /// members replace the instance's (the one with its `datasetId`).
+    pub fn patch_attribute(
+        &mut self,
+        iri: &str,
+        name: &str,
+        fragment: &Value,
+        ctx: &Context,
+        now: &str,
+    ) -> R<()> {
+        let map = fragment
+            .as_object()
+            .ok_or_else(|| NgsiError::bad("an attribute fragment is a JSON object"))?;
+        let dataset = map.get("datasetId").and_then(Value::as_str);
+        let have = self.attrs.get_mut(iri).ok_or_else(|| {
+            NgsiError::not_found(format!("entity '{}' has no attribute '{name}'", self.id))
+        })?;
+        let pos = have
+            .iter()
+            .position(|h| dataset_of(h) == dataset)
+            .ok_or_else(|| {
+                NgsiError::not_found(format!(
+                    "attribute '{name}' has no instance with that datasetId"
+                ))
+            })?;
+        let mut merged = Map::new();
+        for (k, v) in &have[pos] {
+            if !k.contains(':') {
+                merged.insert(k.clone(), v.clone());
+            } else {
+                merged.insert(
+                    ctx.compact(k),
+                    compact_instance(ctx, v.as_object().cloned().unwrap_or_default(), false),
+                );
+            }
+        }
+        let member_keys: Vec<&str> = ATTRIBUTE_TYPES.iter().map(|(_, m)| *m).collect();
+        if map.keys().any(|k| member_keys.contains(&k.as_str())) {
+            for m in &member_keys {
+                merged.remove(*m);
+            }
+        }
+        for (k, v) in map {
+            merged.insert(k.clone(), v.clone());
+        }
+        let created = have[pos].get("createdAt").cloned();
+        self.touched.insert(iri.to_string());
+        let mut instance = parse_instance(ctx, name, &Value::Object(merged), 0)?;
+        stamp(&mut instance, now, created.as_ref());
+        have[pos] = instance;
+        self.modified_at = now.to_string();
+        Ok(())
+    }
+
+    /// Delete an attribute: its default instance, the one with `dataset`, or every one.
+    pub fn delete_attribute(
+        &mut self,
+        iri: &str,
+        name: &str,
+        dataset: Option<&str>,
+        all: bool,
+        now: &str,
+    ) -> R<()> {
+        let missing =
+            || NgsiError::not_found(format!("entity '{}' has no attribute '{name}'", self.id));
+        let have = self.attrs.get_mut(iri).ok_or_else(missing)?;
+        if all {
+            self.attrs.remove(iri);
+        } else {
+            let pos = have
+                .iter()
+                .position(|h| dataset_of(h) == dataset)
+                .ok_or_else(missing)?;
+            have.remove(pos);
+            if have.is_empty() {
+                self.attrs.remove(iri);
+            }
+        }
+        self.modified_at = now.to_string();
+        Ok(())
+    }
+
+    /// The value an attribute's default instance (else its first) holds:
+    /// a Property's value, a Relationship's object, and so on.
+    pub fn value_of(&self, iri: &str) -> Option<&Value> {
+        let instances = self.attrs.get(iri)?;
+        let i = instances
+            .iter()
+            .find(|i| dataset_of(i).is_none())
+            .or_else(|| instances.first())?;
+        instance_value(i)
+    }
+
+    /// The point of its `location`, if it has one (longitude, latitude).
+    pub fn point(&self) -> Option<(f64, f64)> {
+        let g = self.value_of(&Context::core().expand("location"))?;
+        let c = g.get("coordinates")?;
+        match g.get("type")?.as_str()? {
+            "Point" => Some((c.get(0)?.as_f64()?, c.get(1)?.as_f64()?)),
+            _ => None,
+        }
+    }
+}
+
+/// An instance's principal member.
+pub fn instance_value(i: &Instance) -> Option<&Value> {
+    ATTRIBUTE_TYPES
+        .iter()
+        .find_map(|(_, member)| i.get(*member))
+}
+
+/// How an answer renders entities.
+#[derive(Debug, Clone, Default)]
+pub struct Rendering {
+    pub key_values: bool,
+    pub sys_attrs: bool,
+    /// Only these attributes (expanded); `None`: all.
+    pub attrs: Option<Vec<String>>,
+    /// Put the `@context` in the body (`application/ld+json`).
+    pub with_context: bool,
+}
+
+fn compact_instance(ctx: &Context, instance: Instance, sys_attrs: bool) -> Value {
+    let mut out = Map::new();
+    let vocab = instance.get("type").and_then(Value::as_str) == Some("VocabProperty");
+    for (k, v) in instance {
+        if k.contains(':') {
+            let sub = v.as_object().cloned().unwrap_or_default();
+            out.insert(ctx.compact(&k), compact_instance(ctx, sub, sys_attrs));
+        } else if !sys_attrs && (k == "createdAt" || k == "modifiedAt") {
+        } else if vocab && k == "vocab" {
+            out.insert(k, map_strings(&v, |s| ctx.compact(s)));
+        } else {
+            out.insert(k, v);
+        }
+    }
+    Value::Object(out)
+}
+
+impl Entity {
+    /// The entity as an answer gives it, under `ctx`.
+    pub fn render(&self, ctx: &Context, r: &Rendering) -> Value {
+        let mut out = Map::new();
+        out.insert("id".into(), self.id.clone().into());
+        let types: Vec<Value> = self.types.iter().map(|t| ctx.compact(t).into()).collect();
+        out.insert(
+            "type".into(),
+            if types.len() == 1 {
+                types[0].clone()
+            } else {
+                Value::Array(types)
+            },
+        );
+        if let Some(scope) = &self.scope {
+            out.insert("scope".into(), scope.clone().into());
+        }
+        if r.sys_attrs {
+            out.insert("createdAt".into(), self.created_at.clone().into());
+            out.insert("modifiedAt".into(), self.modified_at.clone().into());
+        }
+        for (iri, instances) in &self.attrs {
+            if r.attrs.as_ref().is_some_and(|a| !a.contains(iri)) {
+                continue;
+            }
+            let name = ctx.compact(iri);
+            let rendered: Vec<Value> = instances
+                .iter()
+                .map(|i| {
+                    if r.key_values {
+                        let v = instance_value(i).cloned().unwrap_or(Value::Null);
+                        if i.get("type").and_then(Value::as_str) == Some("VocabProperty") {
+                            map_strings(&v, |s| ctx.compact(s))
+                        } else {
+                            v
+                        }
+                    } else {
+                        compact_instance(ctx, i.clone(), r.sys_attrs)
+                    }
+                })
+                .collect();
+            let v = if rendered.len() == 1 {
+                rendered.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                Value::Array(rendered)
+            };
+            out.insert(name, v);
+        }
+        if r.with_context {
+            out.insert(
+                "@context".into(),
+                ctx.source.clone().unwrap_or_else(|| CORE_CONTEXT.into()),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: &str = "2026-12-06T10:00:00Z";
+
+    #[test]
+    fn terms_expand_through_the_context_and_back() {
+        let ctx = Context::resolve(Some(&json!([
+            "https://raw.githubusercontent.com/x/ngsi-ld-test-suite/main/resources/jsonld-contexts/ngsi-ld-test-suite-compound.jsonld"
+        ])))
+        .unwrap();
+        assert_eq!(
+            ctx.expand("Building"),
+            "https://ngsi-ld-test-suite/context#Building"
+        );
+        assert_eq!(
+            ctx.compact("https://ngsi-ld-test-suite/context#Building"),
+            "Building"
+        );
+        assert_eq!(
+            ctx.expand("location"),
+            "https://uri.etsi.org/ngsi-ld/location"
+        );
+        assert_eq!(ctx.expand("NO2"), format!("{DEFAULT_VOCAB}NO2"));
+        assert_eq!(
+            Context::core().compact(&format!("{DEFAULT_VOCAB}NO2")),
+            "NO2"
+        );
+        let inline = Context::resolve(Some(
+            &json!({"sdm": "https://smartdatamodels.org/", "NO2": "sdm:NO2"}),
+        ))
+        .unwrap();
+        assert_eq!(inline.expand("NO2"), "https://smartdatamodels.org/NO2");
+        assert_eq!(inline.compact("https://smartdatamodels.org/NO2"), "NO2");
+    }
+
+    #[test]
+    fn an_unknown_remote_context_is_not_fetched() {
+        let e = Context::resolve(Some(&json!("https://example.org/ctx.jsonld"))).unwrap_err();
+        assert_eq!(e.kind, ErrorType::LdContextNotAvailable);
+        assert_eq!(e.kind.status(), 503);
+        let e = Context::resolve(Some(&json!(42))).unwrap_err();
+        assert_eq!(e.kind, ErrorType::BadRequestData);
+    }
+
+    #[test]
+    fn entities_parse_in_normalised_and_concise_form_and_render_back() {
+        let ctx = Context::core();
+        let body = json!({
+            "id": "urn:ngsi-ld:AirQualityObserved:4",
+            "type": "AirQualityObserved",
+            "NO2": {"type": "Property", "value": 42, "unitCode": "GQ", "observedAt": "2017-11-01T10:00:00Z"},
+            "O3": 17,
+            "location": {"type": "Point", "coordinates": [2.15, 41.39]},
+            "refDevice": {"object": "urn:ngsi-ld:Device:1"}
+        });
+        let e = Entity::create(Fragment::parse(ctx, &body, true).unwrap(), NOW).unwrap();
+        assert_eq!(e.point(), Some((2.15, 41.39)));
+        let out = e.render(ctx, &Rendering::default());
+        assert_eq!(
+            out["NO2"],
+            json!({"type": "Property", "value": 42, "unitCode": "GQ", "observedAt": "2017-11-01T10:00:00Z"})
+        );
+        assert_eq!(out["O3"], json!({"type": "Property", "value": 17}));
+        assert_eq!(out["location"]["type"], "GeoProperty");
+        assert_eq!(
+            out["refDevice"],
+            json!({"type": "Relationship", "object": "urn:ngsi-ld:Device:1"})
+        );
+        let kv = e.render(
+            ctx,
+            &Rendering {
+                key_values: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(kv["NO2"], 42);
+        assert_eq!(kv["refDevice"], "urn:ngsi-ld:Device:1");
+        let sys = e.render(
+            ctx,
+            &Rendering {
+                sys_attrs: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(sys["NO2"]["createdAt"], NOW);
+    }
+
+    #[test]
+    fn attributes_of_the_wrong_shape_are_refused_naming_them() {
+        let ctx = Context::core();
+        for (body, says) in [
+            (json!({"id": "not a uri", "type": "T"}), "is not a URI"),
+            (
+                json!({"id": "urn:a", "type": "T", "p": {"type": "Property"}}),
+                "attribute 'p'",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "r": {"type": "Relationship", "object": 3}}),
+                "attribute 'r'",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "location": {"type": "Property", "value": 3}}),
+                "attribute 'location'",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "g": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1]}}}),
+                "attribute 'g'",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "p": {"type": "Property", "value": 1, "observedAt": "yesterday"}}),
+                "observedAt",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "p": {"type": "Thing", "value": 1}}),
+                "not an NGSI-LD attribute type",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "p;q": 1}),
+                "attribute name",
+            ),
+            (
+                json!({"id": "urn:a", "type": "T", "p": null}),
+                "attribute 'p'",
+            ),
+            (json!({"id": "urn:a"}), "has a type"),
+        ] {
+            let e = Fragment::parse(ctx, &body, true).unwrap_err();
+            assert_eq!(e.kind, ErrorType::BadRequestData, "{body}");
+            assert!(e.detail.contains(says), "{body}: {}", e.detail);
+        }
+    }
+
+    #[test]
+    fn merges_follow_append_update_and_no_overwrite() {
+        let ctx = Context::core();
+        let mut e = Entity::create(
+            Fragment::parse(ctx, &json!({"id": "urn:a", "type": "T", "p": 1}), true).unwrap(),
+            NOW,
+        )
+        .unwrap();
+        let frag = |v: Value| Fragment::parse(ctx, &v, false).unwrap();
+        let later = "2026-12-06T11:00:00Z";
+        let o = e.merge(frag(json!({"p": 2, "q": 3})), Merge::Update, later);
+        assert_eq!(o.updated, vec!["p"]);
+        assert_eq!(o.not_updated[0].attribute, "q");
+        assert_eq!(e.value_of(&ctx.expand("p")), Some(&json!(2)));
+        let o = e.merge(
+            frag(json!({"p": 5, "q": 3})),
+            Merge::Append { overwrite: false },
+            later,
+        );
+        assert_eq!(o.updated, vec!["q"]);
+        assert_eq!(e.value_of(&ctx.expand("p")), Some(&json!(2)));
+        let o = e.merge(
+            frag(json!({"p": 5})),
+            Merge::Append { overwrite: true },
+            later,
+        );
+        assert_eq!(o.updated, vec!["p"]);
+        assert_eq!(e.attrs[&ctx.expand("p")][0]["createdAt"], NOW);
+        assert_eq!(e.modified_at, later);
+        e.patch_attribute(
+            &ctx.expand("p"),
+            "p",
+            &json!({"value": 9, "unitCode": "C"}),
+            ctx,
+            later,
+        )
+        .unwrap();
+        assert_eq!(e.value_of(&ctx.expand("p")), Some(&json!(9)));
+        e.delete_attribute(&ctx.expand("q"), "q", None, false, later)
+            .unwrap();
+        assert!(
+            e.delete_attribute(&ctx.expand("q"), "q", None, false, later)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn stream_terms_hold_their_declared_types() {
+        let t = StreamTerms {
+            entity_types: vec!["AirQualityObserved".into()],
+            retention_days: 30,
+        };
+        assert!(t.holds(&[format!("{DEFAULT_VOCAB}AirQualityObserved")]));
+        assert!(!t.holds(&[format!("{DEFAULT_VOCAB}Vehicle")]));
+        let any = StreamTerms {
+            entity_types: vec![],
+            retention_days: 30,
+        };
+        assert!(any.holds(&[format!("{DEFAULT_VOCAB}Vehicle")]));
+        let mut e = ValidationErrors::default();
+        StreamTerms {
+            entity_types: vec!["a b".into()],
+            retention_days: 0,
+        }
+        .check(&mut e);
+        assert!(!e.is_empty());
+    }
+}

@@ -1,0 +1,680 @@
+//! The NGSI-LD API at `/ngsi-ld/v1` (issue 26): entities (create,
+//! retrieve, replace, merge, delete; append, update, partial update and
+//! delete of attributes), the batch operations, and queries — over the
+//! streams of the catalogue, through `citytrust-service::streams`. Also a
+//! stream's write credentials under `/api/v1/datasets/{id}/stream-credentials`.
+//!
+//! The `@context` comes from a `Link` header (`application/json`) or the
+//! body (`application/ld+json`), never both; only contexts built in are used
+//! (an unknown remote one is `503 LdContextNotAvailable`). Errors are
+//! NGSI-LD problem details (`type` = the specification's error type URI),
+//! with CityTrust's `code` and, for refused reads, the charter `rule`.
+//! Collection paths answer with or without a trailing slash. A read names
+//! its purpose in `purpose` or the `CityTrust-Purpose` header; every answer
+//! carries `CityTrust-Log-Entry`, `CityTrust-Log-Nonce` and `Repr-Digest`.
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use citytrust_model::ngsi::query::EntityQuery;
+use citytrust_model::ngsi::{CORE_CONTEXT, Context, ErrorType, NgsiError, Outcome, Rendering};
+use citytrust_service::ServiceError;
+use citytrust_service::streams::{
+    BatchOp, CREDENTIAL_PREFIX, IssuedStreamCredential, NgsiAnswer, StreamCaller, StreamCredential,
+};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiActor, ApiJson};
+
+/// The largest body the NGSI-LD API takes (a full batch of entities).
+pub const MAX_NGSI_BODY: usize = 8 * 1024 * 1024;
+const LD_CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
+
+pub fn routes() -> Router<AppState> {
+    let entities = get(query).post(create);
+    let attrs = post(append).patch(update);
+    let ngsi = Router::new()
+        .route("/ngsi-ld/v1/entities", entities.clone())
+        .route("/ngsi-ld/v1/entities/", entities)
+        .route(
+            "/ngsi-ld/v1/entities/{id}",
+            get(retrieve).delete(delete).put(replace).patch(merge),
+        )
+        .route("/ngsi-ld/v1/entities/{id}/attrs", attrs.clone())
+        .route("/ngsi-ld/v1/entities/{id}/attrs/", attrs)
+        .route(
+            "/ngsi-ld/v1/entities/{id}/attrs/{attr}",
+            patch(patch_attribute)
+                .put(replace_attribute)
+                .delete(delete_attribute),
+        )
+        .route("/ngsi-ld/v1/entityOperations/{op}", post(batch))
+        .route("/ngsi-ld/v1/entityOperations/{op}/", post(batch))
+        .layer(DefaultBodyLimit::max(MAX_NGSI_BODY));
+    ngsi.route(
+        "/api/v1/datasets/{id}/stream-credentials",
+        get(list_credentials).post(issue_credential),
+    )
+    .route(
+        "/api/v1/datasets/{id}/stream-credentials/{credential}",
+        axum::routing::delete(revoke_credential),
+    )
+}
+
+// ---- errors ------------------------------------------------------------------------------
+
+/// An error as NGSI-LD problem details (or, for what is not NGSI-LD's —
+/// a sign-in, a refusal by the charter, a body too large — CityTrust's
+/// problem with its code and rule).
+pub enum NgsiProblem {
+    Service(ServiceError),
+    Api(ApiError),
+}
+
+impl From<ServiceError> for NgsiProblem {
+    fn from(e: ServiceError) -> Self {
+        NgsiProblem::Service(e)
+    }
+}
+
+impl From<NgsiError> for NgsiProblem {
+    fn from(e: NgsiError) -> Self {
+        NgsiProblem::Service(e.into())
+    }
+}
+
+impl From<ApiError> for NgsiProblem {
+    fn from(e: ApiError) -> Self {
+        NgsiProblem::Api(e)
+    }
+}
+
+impl IntoResponse for NgsiProblem {
+    fn into_response(self) -> Response {
+        match self {
+            NgsiProblem::Service(ServiceError::Ngsi(n)) => {
+                let detail = if n.kind == ErrorType::InternalError {
+                    tracing::error!(error = %n.detail, "NGSI-LD internal error");
+                    "something went wrong on our side; it has been logged".to_string()
+                } else {
+                    n.detail
+                };
+                let status =
+                    StatusCode::from_u16(n.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let body = json!({
+                    "type": n.kind.uri(),
+                    "title": n.kind.name(),
+                    "status": n.kind.status(),
+                    "detail": detail,
+                    "code": citytrust_model::ProblemCode::NgsiLdError.as_str(),
+                });
+                (status, Json(body)).into_response()
+            }
+            NgsiProblem::Service(other) => ApiError::from(other).into_response(),
+            NgsiProblem::Api(e) => e.into_response(),
+        }
+    }
+}
+
+type NgsiResult<T = Response> = Result<T, NgsiProblem>;
+
+// ---- the caller --------------------------------------------------------------------------
+
+/// Who calls: a stream's write credential (`Bearer ctw_…`), or an API actor.
+pub struct Caller(pub StreamCaller);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = NgsiProblem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NgsiProblem> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        if let Some(t) = token
+            && t.starts_with(CREDENTIAL_PREFIX)
+            && t.len() <= 200
+        {
+            return Ok(Caller(state.service.stream_caller_for_token(t).await?));
+        }
+        let ApiActor(actor) = ApiActor::from_request_parts(parts, state).await?;
+        Ok(Caller(StreamCaller::Actor(actor)))
+    }
+}
+
+// ---- contexts, bodies and answers --------------------------------------------------------
+
+/// The context a `Link` header names, if any.
+fn link_context(headers: &HeaderMap) -> NgsiResult<Option<String>> {
+    let mut found = None;
+    for v in headers.get_all(header::LINK) {
+        let v = v
+            .to_str()
+            .map_err(|_| NgsiError::bad("the Link header is not text"))?;
+        for link in v.split(',') {
+            let mut parts = link.split(';').map(str::trim);
+            let target = parts.next().unwrap_or("");
+            let is_context = parts.any(|p| {
+                p.strip_prefix("rel=")
+                    .is_some_and(|r| r.trim_matches('"') == LD_CONTEXT_REL)
+            });
+            if is_context {
+                let url = target
+                    .strip_prefix('<')
+                    .and_then(|t| t.strip_suffix('>'))
+                    .ok_or_else(|| NgsiError::bad("the Link header's context is not <URL>"))?;
+                if found.is_some() {
+                    return Err(
+                        NgsiError::bad("the Link header names more than one @context").into(),
+                    );
+                }
+                found = Some(url.to_string());
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The context of a request without a body (from `Link`, else the core).
+fn request_context(headers: &HeaderMap) -> NgsiResult<Context> {
+    let link = link_context(headers)?;
+    Ok(Context::resolve(link.map(Value::String).as_ref())?)
+}
+
+/// A request's JSON body and its context (see the module's header).
+async fn body_and_context(req: Request) -> NgsiResult<(Value, Context, HeaderMap)> {
+    let headers = req.headers().clone();
+    let essence = media_type(&headers);
+    let ld = essence == "application/ld+json";
+    if !(ld || essence == "application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            citytrust_model::ProblemCode::UnsupportedMediaType,
+            format!("send application/json or application/ld+json (got '{essence}')"),
+        )
+        .into());
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_NGSI_BODY)
+        .await
+        .map_err(|_| {
+            ServiceError::TooLarge(format!(
+                "the request body is larger than the NGSI-LD API's limit of {MAX_NGSI_BODY} bytes \
+                 (a batch holds at most {} entities)",
+                citytrust_model::ngsi::MAX_BATCH
+            ))
+        })?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        NgsiError::invalid(format!(
+            "the body is not JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let link = link_context(&headers)?;
+    let inline = body_context(&body);
+    let ctx = match (ld, link, inline) {
+        (true, Some(_), _) => {
+            return Err(NgsiError::bad(
+                "application/ld+json carries its @context in the body, not in a Link header",
+            )
+            .into());
+        }
+        (true, None, None) => {
+            return Err(
+                NgsiError::bad("application/ld+json must carry an @context in the body").into(),
+            );
+        }
+        (true, None, Some(c)) => Context::resolve(Some(&c))?,
+        (false, _, Some(_)) => {
+            return Err(NgsiError::bad(
+                "application/json carries no @context in the body: send it in a Link header, or \
+                 send application/ld+json",
+            )
+            .into());
+        }
+        (false, link, None) => Context::resolve(link.map(Value::String).as_ref())?,
+    };
+    Ok((body, ctx, headers))
+}
+
+/// The `@context` of a body (of its first entity, for a batch).
+fn body_context(body: &Value) -> Option<Value> {
+    match body {
+        Value::Object(m) => m.get("@context").cloned(),
+        Value::Array(items) => items.iter().find_map(|i| i.get("@context").cloned()),
+        _ => None,
+    }
+}
+
+/// The query string's parameters, decoded.
+fn params(parts: &axum::http::Uri) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(parts.query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The purpose a read names: `purpose`, else `CityTrust-Purpose`.
+fn purpose(params: &[(String, String)], headers: &HeaderMap) -> Option<String> {
+    param(params, "purpose").map(str::to_string).or_else(|| {
+        headers
+            .get("citytrust-purpose")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
+}
+
+fn options(params: &[(String, String)]) -> Vec<String> {
+    param(params, "options")
+        .map(|o| o.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the reader asked for `application/ld+json`.
+fn wants_ld(headers: &HeaderMap) -> NgsiResult<bool> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*")
+        .to_ascii_lowercase();
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    if types
+        .iter()
+        .any(|t| *t == "application/json" || *t == "*/*" || *t == "application/*")
+    {
+        return Ok(false);
+    }
+    if types.contains(&"application/ld+json") {
+        return Ok(true);
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        citytrust_model::ProblemCode::UnsupportedMediaType,
+        "this API answers application/json or application/ld+json",
+    )
+    .into())
+}
+
+fn rendering(params: &[(String, String)], ctx: &Context, ld: bool) -> Rendering {
+    let opts = options(params);
+    let attrs = param(params, "attrs")
+        .or_else(|| param(params, "pick"))
+        .map(|a| {
+            a.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| ctx.expand(s))
+                .collect()
+        });
+    Rendering {
+        key_values: opts.iter().any(|o| o == "keyValues" || o == "simplified")
+            || param(params, "format").is_some_and(|f| f == "keyValues" || f == "simplified"),
+        sys_attrs: opts.iter().any(|o| o == "sysAttrs"),
+        attrs,
+        with_context: ld,
+    }
+}
+
+/// An answer with its log headers, and the context's `Link` for plain JSON.
+fn answer(a: NgsiAnswer, ctx: &Context, ld: bool) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if ld {
+            "application/ld+json"
+        } else {
+            "application/json"
+        }),
+    );
+    if !ld {
+        let url = match &ctx.source {
+            Some(Value::String(u)) => u.clone(),
+            _ => CORE_CONTEXT.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "<{url}>; rel=\"{LD_CONTEXT_REL}\"; type=\"application/ld+json\""
+        )) {
+            headers.insert(header::LINK, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&a.log_index.to_string()) {
+        headers.insert("citytrust-log-entry", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&a.nonce) {
+        headers.insert("citytrust-log-nonce", v);
+    }
+    use base64::Engine;
+    let digest = base64::engine::general_purpose::STANDARD
+        .encode(hex::decode(&a.sha256).unwrap_or_default());
+    if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{digest}:")) {
+        headers.insert("repr-digest", v);
+    }
+    if let Some(n) = a.count
+        && let Ok(v) = HeaderValue::from_str(&n.to_string())
+    {
+        headers.insert("ngsild-results-count", v);
+    }
+    (StatusCode::OK, headers, a.body).into_response()
+}
+
+fn stream_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("citytrust-stream")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// 204, or 207 with what was not updated.
+fn outcome(o: Outcome) -> Response {
+    if o.not_updated.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    (
+        StatusCode::MULTI_STATUS,
+        Json(json!({
+            "updated": o.updated,
+            "notUpdated": o.not_updated.iter().map(|n| json!({
+                "attributeName": n.attribute, "reason": n.reason,
+            })).collect::<Vec<_>>(),
+        })),
+    )
+        .into_response()
+}
+
+// ---- handlers ----------------------------------------------------------------------------
+
+async fn create(State(state): State<AppState>, Caller(caller): Caller, req: Request) -> NgsiResult {
+    let (body, ctx, headers) = body_and_context(req).await?;
+    let id = state
+        .service
+        .ngsi_create(&caller, &ctx, &body, stream_header(&headers).as_deref())
+        .await?;
+    let location = format!("/ngsi-ld/v1/entities/{}", urlencoding(&id));
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn retrieve(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> NgsiResult {
+    let params = params(&uri);
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let r = rendering(&params, &ctx, ld);
+    let a = state
+        .service
+        .ngsi_retrieve(
+            &caller,
+            &ctx,
+            &id,
+            purpose(&params, &headers).as_deref(),
+            &r,
+        )
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
+async fn query(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> NgsiResult {
+    let params = params(&uri);
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let q = EntityQuery::from_params(&params, &ctx)?;
+    let r = rendering(&params, &ctx, ld);
+    let a = state
+        .service
+        .ngsi_query(&caller, &ctx, &q, purpose(&params, &headers).as_deref(), &r)
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> NgsiResult {
+    state.service.ngsi_delete(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    state
+        .service
+        .ngsi_replace(&caller, &ctx, &id, &body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn merge(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    let o = state
+        .service
+        .ngsi_append(&caller, &ctx, &id, &body, true)
+        .await?;
+    Ok(outcome(o))
+}
+
+async fn append(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let overwrite = !params(req.uri())
+        .iter()
+        .any(|(k, v)| k == "options" && v.split(',').any(|o| o == "noOverwrite"));
+    let (body, ctx, _) = body_and_context(req).await?;
+    let o = state
+        .service
+        .ngsi_append(&caller, &ctx, &id, &body, overwrite)
+        .await?;
+    Ok(outcome(o))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    let o = state.service.ngsi_update(&caller, &ctx, &id, &body).await?;
+    Ok(outcome(o))
+}
+
+async fn patch_attribute(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, attr)): Path<(String, String)>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    state
+        .service
+        .ngsi_patch_attribute(&caller, &ctx, &id, &attr, &body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn replace_attribute(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, attr)): Path<(String, String)>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    state
+        .service
+        .ngsi_replace_attribute(&caller, &ctx, &id, &attr, &body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_attribute(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path((id, attr)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> NgsiResult {
+    let params = params(&uri);
+    let ctx = request_context(&headers)?;
+    let all = param(&params, "deleteAll") == Some("true");
+    state
+        .service
+        .ngsi_delete_attribute(&caller, &ctx, &id, &attr, param(&params, "datasetId"), all)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn batch(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(op): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let opts: Vec<String> = params(req.uri())
+        .into_iter()
+        .filter(|(k, _)| k == "options")
+        .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    let op = match op.as_str() {
+        "create" => BatchOp::Create,
+        "upsert" => BatchOp::Upsert {
+            replace: !opts.iter().any(|o| o == "update"),
+        },
+        "update" => BatchOp::Update {
+            overwrite: !opts.iter().any(|o| o == "noOverwrite"),
+        },
+        "delete" => BatchOp::Delete,
+        other => {
+            return Err(NgsiError::not_found(format!(
+                "'{other}' is not a batch operation (create, upsert, update, delete)"
+            ))
+            .into());
+        }
+    };
+    let (body, ctx, headers) = body_and_context(req).await?;
+    let o = state
+        .service
+        .ngsi_batch(&caller, &ctx, op, &body, stream_header(&headers).as_deref())
+        .await?;
+    if !o.errors.is_empty() {
+        return Ok((
+            StatusCode::MULTI_STATUS,
+            Json(json!({
+                "success": o.success,
+                "errors": o.errors.iter().map(|(id, e)| json!({
+                    "entityId": id,
+                    "error": {
+                        "type": e.kind.uri(),
+                        "title": e.kind.name(),
+                        "status": e.kind.status(),
+                        "detail": e.detail,
+                    },
+                })).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response());
+    }
+    Ok(match op {
+        BatchOp::Create => (StatusCode::CREATED, Json(json!(o.success))).into_response(),
+        BatchOp::Upsert { .. } if !o.created.is_empty() => {
+            (StatusCode::CREATED, Json(json!(o.created))).into_response()
+        }
+        _ => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+// ---- write credentials -------------------------------------------------------------------
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewStreamCredential {
+    /// What the credential is for (a device, a gateway).
+    pub label: String,
+}
+
+async fn issue_credential(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    ApiJson(new): ApiJson<NewStreamCredential>,
+) -> Result<(StatusCode, Json<IssuedStreamCredential>), ApiError> {
+    let issued = state
+        .service
+        .issue_stream_credential(&actor, &id, &new.label)
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+async fn list_credentials(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<StreamCredential>>, ApiError> {
+    Ok(Json(state.service.stream_credentials(&actor, &id).await?))
+}
+
+async fn revoke_credential(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path((id, credential)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .revoke_stream_credential(&actor, &id, &credential)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

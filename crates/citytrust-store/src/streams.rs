@@ -1,0 +1,330 @@
+//! Stream rows (issue 26): NGSI-LD entities' latest state, the readings
+//! kept as history, and the streams' write credentials (hashes only).
+//!
+//! A write (`write_stream`) is one transaction: it first moves each stream's
+//! revision (in a fixed order, so writers to one stream queue there and two
+//! writes never deadlock), then creates entities (a create that finds the id
+//! taken fails the whole write), updates and deletes them at the revision
+//! they were read at (a lost race fails the whole write, and the service
+//! reads again), appends every reading to the history and the write's log
+//! entry. Nothing of a failed write remains.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{NewLogEntry, Result, Store, StoreError, append_entry};
+
+/// A stream's write credential, as kept (its token only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStreamCredential {
+    pub id: String,
+    pub dataset_id: String,
+    pub label: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// An entity's row: its stream, the revision it was read at, and its document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityRow {
+    pub entity_id: String,
+    pub dataset_id: String,
+    pub revision: i64,
+    pub modified_at: String,
+    pub body: String,
+}
+
+/// One reading kept: an attribute instance as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub entity_id: String,
+    pub attribute: String,
+    pub observed_at: String,
+    pub dataset_id: String,
+    pub instance: String,
+}
+
+/// Everything one write request changes, applied all or nothing.
+#[derive(Debug, Default)]
+pub struct StreamWrite<'a> {
+    /// The streams written (their revisions move on).
+    pub streams: Vec<String>,
+    pub creates: Vec<EntityRow>,
+    /// Rows to replace, each at the revision it was read at.
+    pub updates: Vec<EntityRow>,
+    /// Entities to delete: (id, the revision read).
+    pub deletes: Vec<(String, i64)>,
+    pub history: Vec<HistoryRow>,
+    pub entry: Option<NewLogEntry<'a>>,
+}
+
+fn credential_from_row(r: &AnyRow) -> Result<StoredStreamCredential> {
+    Ok(StoredStreamCredential {
+        id: r.try_get("id")?,
+        dataset_id: r.try_get("dataset_id")?,
+        label: r.try_get("label")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn entity_from_row(r: &AnyRow) -> Result<EntityRow> {
+    Ok(EntityRow {
+        entity_id: r.try_get("entity_id")?,
+        dataset_id: r.try_get("dataset_id")?,
+        revision: r.try_get("revision")?,
+        modified_at: r.try_get("modified_at")?,
+        body: r.try_get("body")?,
+    })
+}
+
+/// Readings go in this many to a statement.
+const HISTORY_CHUNK: usize = 200;
+
+impl Store {
+    pub async fn insert_stream_credential(
+        &self,
+        credential: &StoredStreamCredential,
+        token_hash: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO stream_credentials (id, dataset_id, label, token_hash, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&credential.id)
+        .bind(&credential.dataset_id)
+        .bind(&credential.label)
+        .bind(token_hash)
+        .bind(&credential.created_by)
+        .bind(&credential.created_at)
+        .execute(&mut *tx)
+        .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_stream_credentials(
+        &self,
+        dataset_id: &str,
+    ) -> Result<Vec<StoredStreamCredential>> {
+        let rows = sqlx::query(
+            "SELECT id, dataset_id, label, created_by, created_at, revoked_at FROM stream_credentials \
+             WHERE dataset_id = $1 ORDER BY created_at, id",
+        )
+        .bind(dataset_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    /// The credential a token's hash names, revoked or not.
+    pub async fn stream_credential_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<StoredStreamCredential>> {
+        let row = sqlx::query(
+            "SELECT id, dataset_id, label, created_by, created_at, revoked_at FROM stream_credentials \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    /// Revoke a credential (once), with its log entry; `false` if there was
+    /// none in force by that id on that stream.
+    pub async fn revoke_stream_credential(
+        &self,
+        dataset_id: &str,
+        id: &str,
+        at: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE stream_credentials SET revoked_at = $1 \
+             WHERE dataset_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(dataset_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The entities with these ids (those that exist).
+    pub async fn get_entities(&self, ids: &[String]) -> Result<Vec<EntityRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(HISTORY_CHUNK) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
+                 WHERE entity_id IN ({})",
+                params.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(entity_from_row(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entity of these streams, in id order.
+    pub async fn stream_entities(&self, dataset_ids: &[String]) -> Result<Vec<EntityRow>> {
+        if dataset_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params: Vec<String> = (1..=dataset_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
+             WHERE dataset_id IN ({}) ORDER BY entity_id",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in dataset_ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(entity_from_row)
+            .collect()
+    }
+
+    /// The readings kept of one entity, oldest first.
+    pub async fn entity_history(&self, entity_id: &str) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
+             WHERE entity_id = $1 ORDER BY attribute, observed_at",
+        )
+        .bind(entity_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    entity_id: r.try_get("entity_id")?,
+                    attribute: r.try_get("attribute")?,
+                    observed_at: r.try_get("observed_at")?,
+                    dataset_id: r.try_get("dataset_id")?,
+                    instance: r.try_get("instance")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Apply one write request, all or nothing (see the module's header).
+    pub async fn write_stream(&self, write: StreamWrite<'_>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut streams = write.streams.clone();
+        streams.sort();
+        streams.dedup();
+        for s in &streams {
+            sqlx::query(
+                "INSERT INTO stream_revisions (dataset_id, revision) VALUES ($1, 1) \
+                 ON CONFLICT (dataset_id) DO UPDATE SET revision = stream_revisions.revision + 1",
+            )
+            .bind(s)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for e in &write.creates {
+            let added = sqlx::query(
+                "INSERT INTO ngsi_entities (entity_id, dataset_id, revision, modified_at, body) \
+                 VALUES ($1, $2, 1, $3, $4) ON CONFLICT (entity_id) DO NOTHING",
+            )
+            .bind(&e.entity_id)
+            .bind(&e.dataset_id)
+            .bind(&e.modified_at)
+            .bind(&e.body)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if added == 0 {
+                return Err(StoreError::Conflict(format!("entity '{}'", e.entity_id)));
+            }
+        }
+        for e in &write.updates {
+            let done = sqlx::query(
+                "UPDATE ngsi_entities SET body = $1, modified_at = $2, revision = revision + 1 \
+                 WHERE entity_id = $3 AND revision = $4",
+            )
+            .bind(&e.body)
+            .bind(&e.modified_at)
+            .bind(&e.entity_id)
+            .bind(e.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::StaleRevision(format!(
+                    "entity '{}'",
+                    e.entity_id
+                )));
+            }
+        }
+        for (id, revision) in &write.deletes {
+            let done =
+                sqlx::query("DELETE FROM ngsi_entities WHERE entity_id = $1 AND revision = $2")
+                    .bind(id)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if done == 0 {
+                return Err(StoreError::StaleRevision(format!("entity '{id}'")));
+            }
+        }
+        for chunk in write.history.chunks(HISTORY_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q
+                    .bind(&h.entity_id)
+                    .bind(&h.attribute)
+                    .bind(&h.observed_at)
+                    .bind(&h.dataset_id)
+                    .bind(&h.instance);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        if let Some(entry) = &write.entry {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

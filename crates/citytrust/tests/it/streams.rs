@@ -1,0 +1,821 @@
+//! Streams over NGSI-LD (issue 26), over real HTTP: write credentials,
+//! entity and batch operations, queries, and reads governed exactly as
+//! downloads are (purpose, agreement, charter, the log before the bytes).
+
+use reqwest::Response;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::governance::{all_vote, request, start};
+use crate::harness::{TestApp, dataset};
+
+const NGSI: &str = "/ngsi-ld/v1";
+const LD_JSON: &str = "application/ld+json";
+
+fn station(n: u32, no2: f64) -> Value {
+    json!({
+        "id": format!("urn:ngsi-ld:AirQualityObserved:station-{n}"),
+        "type": "AirQualityObserved",
+        "NO2": {"type": "Property", "value": no2, "unitCode": "GQ", "observedAt": "2017-11-01T10:00:00Z"},
+        "stationName": {"type": "Property", "value": format!("Station {n}")},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.15 + f64::from(n) / 100.0, 41.39]}},
+    })
+}
+
+/// A stream dataset owned by city-energy, and a write credential for it.
+async fn stream(app: &TestApp, owner_token: &str, title: &str, spectrum: &str) -> (String, String) {
+    let mut body = dataset(title, "city-energy", spectrum);
+    body["structure"] = json!("real_time");
+    body["stream"] = json!({"entity_types": ["AirQualityObserved"], "retention_days": 30});
+    let id = app.create_dataset(owner_token, &body).await;
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/stream-credentials"),
+            Some(owner_token),
+            &json!({"label": "Gateway 1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let issued: Value = res.json().await.unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("ctw_"));
+    (id, token)
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
+    let mut r = app.client.request(method, app.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    r.send().await.unwrap()
+}
+
+async fn post(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> Response {
+    send(app, reqwest::Method::POST, path, token, Some(body)).await
+}
+
+async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Response {
+    send(app, reqwest::Method::GET, path, token, None).await
+}
+
+/// An NGSI-LD problem with this status and error type; returns its body.
+async fn ngsi_problem(res: Response, status: u16, kind: &str) -> Value {
+    let got = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://uri.etsi.org/ngsi-ld/errors/{kind}"),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// A refusal naming its rule and nothing of the data.
+async fn refused(res: Response, status: u16) -> Value {
+    let got = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    for secret in ["Station 1", "42.5", "2.16"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The answer's log entry exists, and commits to exactly the bytes served.
+async fn logged_before_served(app: &TestApp, res: Response) -> Value {
+    let index: i64 = res.headers()["citytrust-log-entry"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let nonce = res.headers()["citytrust-log-nonce"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = res.bytes().await.unwrap();
+    let entry = app
+        .service
+        .store()
+        .ledger_entry(index)
+        .await
+        .unwrap()
+        .unwrap();
+    let entry: Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(entry["type"], "stream.read", "{entry}");
+    let digest: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        entry["commitment"],
+        citytrust_service::content::commitment("served", &nonce, &digest).as_str()
+    );
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_is_fed_by_its_credential_and_read_only_under_an_agreement_for_its_purpose() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let (air, device) = stream(&app, &alice, "Air quality", "shared_specific").await;
+
+    // The device writes: one entity, then a batch upsert.
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&device),
+        &station(1, 42.5),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/upsert"),
+        Some(&device),
+        &json!([station(2, 17.0), station(3, 61.0)]),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+    // Every reading is kept, and the write is logged.
+    let written = app.entries_of_type("stream.written").await;
+    assert_eq!(written.len(), 2);
+    assert!(
+        written[1].contains(&format!("\"dataset\":\"{air}\"")),
+        "{}",
+        written[1]
+    );
+
+    // A write credential reads nothing, even what it wrote.
+    let body = refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved"),
+            Some(&device),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert_eq!(body["rule"], "write-credential-only-writes");
+    // Nobody reads a shared stream anonymously, or without an agreement.
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved"),
+            None,
+        )
+        .await,
+        401,
+    )
+    .await;
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1"),
+            None,
+        )
+        .await,
+        401,
+    )
+    .await;
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved&purpose=research"),
+            Some(&analyst),
+        )
+        .await,
+        403,
+    )
+    .await;
+
+    // The trustees grant the analyst's organisation research use.
+    let r: Value = app
+        .post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&air], "research", "identified"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities?type=AirQualityObserved&purpose=research&q=NO2>40&count=true"),
+        Some(&analyst),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["ngsild-results-count"], "2");
+    assert!(
+        res.headers()["link"]
+            .to_str()
+            .unwrap()
+            .contains("ngsi-ld-core-context")
+    );
+    let entities = logged_before_served(&app, res).await;
+    let ids: Vec<&str> = entities
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "urn:ngsi-ld:AirQualityObserved:station-1",
+            "urn:ngsi-ld:AirQualityObserved:station-3"
+        ]
+    );
+    assert_eq!(entities[0]["NO2"]["value"], 42.5);
+    let read = app.entries_of_type("stream.read").await;
+    let last: Value = serde_json::from_str(read.last().unwrap()).unwrap();
+    assert_eq!(last["streams"][0]["dataset"], air.as_str());
+    assert_eq!(last["streams"][0]["purpose"], "research");
+    assert_eq!(last["streams"][0]["rule"], "agreement-in-force");
+    assert_eq!(last["by"], "organization:uni");
+
+    // One entity, by the header's purpose, in keyValues.
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-2?options=keyValues"
+        )))
+        .bearer_auth(&analyst)
+        .header("CityTrust-Purpose", "research")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let e = logged_before_served(&app, res).await;
+    assert_eq!(e["NO2"], 17.0);
+    assert_eq!(e["location"]["type"], "Point");
+
+    // Another purpose, or after the agreement's end: refused, naming no data.
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved&purpose=innovation"),
+            Some(&analyst),
+        )
+        .await,
+        403,
+    )
+    .await;
+    app.clock.advance(time::Duration::days(40));
+    let (alice, analyst) = (app.token("alice").await, app.token("analyst").await);
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved&purpose=research"),
+            Some(&analyst),
+        )
+        .await,
+        403,
+    )
+    .await;
+
+    // The owner's members list the credential (never its token) and revoke it; it then writes nothing.
+    let list: Value = app
+        .get(
+            &format!("/api/v1/datasets/{air}/stream-credentials"),
+            Some(&alice),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["label"], "Gateway 1");
+    assert!(!list.to_string().contains("ctw_"));
+    let analyst_list = app
+        .get(
+            &format!("/api/v1/datasets/{air}/stream-credentials"),
+            Some(&analyst),
+        )
+        .await;
+    assert_eq!(analyst_list.status(), 403);
+    let id = list[0]["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(
+            &format!("/api/v1/datasets/{air}/stream-credentials/{id}"),
+            Some(&alice)
+        )
+        .await
+        .status(),
+        204
+    );
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&device),
+        &station(9, 1.0),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        app.entries_of_type("stream.credential_revoked").await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    for n in 1..=5 {
+        let res = post(
+            &app,
+            &format!("{NGSI}/entities/"),
+            Some(&device),
+            &station(n, f64::from(n) * 10.0),
+        )
+        .await;
+        assert_eq!(res.status(), 201);
+        assert_eq!(
+            res.headers()["location"],
+            format!("/ngsi-ld/v1/entities/urn%3Angsi-ld%3AAirQualityObserved%3Astation-{n}")
+                .as_str()
+        );
+    }
+    // Paging, counting, attribute projection, id patterns.
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities?type=AirQualityObserved&limit=2&offset=1&count=true&attrs=NO2"),
+        None,
+    )
+    .await;
+    assert_eq!(res.headers()["ngsild-results-count"], "5");
+    let page = logged_before_served(&app, res).await;
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    assert_eq!(page[0]["id"], "urn:ngsi-ld:AirQualityObserved:station-2");
+    assert!(page[0].get("stationName").is_none());
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities?idPattern=station-%5B45%5D%24&type=AirQualityObserved"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        2
+    );
+    // application/ld+json carries the context in the body.
+    let res = app
+        .client
+        .get(app.url(&format!(
+            "{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1?options=sysAttrs"
+        )))
+        .header("accept", LD_JSON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], LD_JSON);
+    let e: Value = res.json().await.unwrap();
+    assert!(e["@context"].as_str().unwrap().contains("core-context"));
+    assert!(e["NO2"]["createdAt"].is_string());
+
+    // Attributes: update what exists (207 for the rest), append, patch, delete.
+    let base = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &base,
+        Some(&device),
+        Some(&json!({"NO2": 99, "O3": 5})),
+    )
+    .await;
+    assert_eq!(res.status(), 207);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["updated"], json!(["NO2"]));
+    assert_eq!(body["notUpdated"][0]["attributeName"], "O3");
+    assert_eq!(
+        post(&app, &base, Some(&device), &json!({"O3": 5}))
+            .await
+            .status(),
+        204
+    );
+    let res = post(
+        &app,
+        &format!("{base}?options=noOverwrite"),
+        Some(&device),
+        &json!({"O3": 6}),
+    )
+    .await;
+    assert_eq!(res.status(), 207);
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{base}/O3"),
+        Some(&device),
+        Some(&json!({"value": 7})),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!((e["NO2"].clone(), e["O3"].clone()), (json!(99), json!(7)));
+    assert_eq!(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{base}/O3"),
+            Some(&device),
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+    ngsi_problem(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{base}/O3"),
+            Some(&device),
+            None,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+    // Every accepted update is kept as history.
+    let history = app
+        .service
+        .store()
+        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.attribute.ends_with("/NO2"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.attribute.ends_with("/O3"))
+            .count(),
+        2
+    );
+
+    // Batch delete, and a delete of what is gone.
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/delete"),
+        Some(&device),
+        &json!([
+            "urn:ngsi-ld:AirQualityObserved:station-4",
+            "urn:ngsi-ld:AirQualityObserved:nowhere"
+        ]),
+    )
+    .await;
+    assert_eq!(res.status(), 207);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["success"],
+        json!(["urn:ngsi-ld:AirQualityObserved:station-4"])
+    );
+    assert_eq!(
+        body["errors"][0]["entityId"],
+        "urn:ngsi-ld:AirQualityObserved:nowhere"
+    );
+    assert_eq!(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-5"),
+            Some(&device),
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+    ngsi_problem(
+        get(
+            &app,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-5"),
+            None,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_ngsi_ld_input_gets_a_clear_error_and_changes_nothing() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let entities = format!("{NGSI}/entities");
+    // Malformed JSON says where.
+    let res = app
+        .client
+        .post(app.url(&entities))
+        .bearer_auth(&device)
+        .header("content-type", "application/json")
+        .body("{\"id\": \"urn:a\",\n \"type\": }")
+        .send()
+        .await
+        .unwrap();
+    let body = ngsi_problem(res, 400, "InvalidRequest").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("line 2"),
+        "{body}"
+    );
+    // An unknown remote context is not fetched.
+    let mut e = station(1, 1.0);
+    e["@context"] = json!("https://example.org/unknown-context.jsonld");
+    let res = app
+        .client
+        .post(app.url(&entities))
+        .bearer_auth(&device)
+        .header("content-type", LD_JSON)
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap();
+    ngsi_problem(res, 503, "LdContextNotAvailable").await;
+    // A context in both the Link header and the body, or in a plain JSON body.
+    let res = app
+        .client
+        .post(app.url(&entities))
+        .bearer_auth(&device)
+        .header("content-type", "application/json")
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap();
+    ngsi_problem(res, 400, "BadRequestData").await;
+    // Attributes of the wrong shape name the attribute.
+    let mut bad = station(1, 1.0);
+    bad["location"] =
+        json!({"type": "GeoProperty", "value": {"type": "Point", "coordinates": ["east", 41.0]}});
+    let body = ngsi_problem(
+        post(&app, &entities, Some(&device), &bad).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("location"),
+        "{body}"
+    );
+    // A type the stream does not hold.
+    let mut vehicle = station(1, 1.0);
+    vehicle["type"] = json!("Vehicle");
+    ngsi_problem(
+        post(&app, &entities, Some(&device), &vehicle).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    // Not JSON at all.
+    let res = app
+        .client
+        .post(app.url(&entities))
+        .bearer_auth(&device)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 415);
+    assert!(app.entries_of_type("stream.written").await.is_empty());
+
+    // A batch with some bad entities: 207 naming each, the good ones written.
+    let mut wrong = station(3, 1.0);
+    wrong["NO2"] = json!({"type": "Relationship", "object": 5});
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/create"),
+        Some(&device),
+        &json!([station(1, 1.0), station(2, 2.0), wrong, {"type": "AirQualityObserved"}]),
+    )
+    .await;
+    assert_eq!(res.status(), 207);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["success"].as_array().unwrap().len(), 2);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        errors[0]["entityId"],
+        "urn:ngsi-ld:AirQualityObserved:station-3"
+    );
+    assert!(
+        errors[0]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NO2")
+    );
+    // Creating what exists: 409, and in a batch an error of its own.
+    ngsi_problem(
+        post(&app, &entities, Some(&device), &station(1, 5.0)).await,
+        409,
+        "AlreadyExists",
+    )
+    .await;
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/create"),
+        Some(&device),
+        &json!([station(1, 5.0)]),
+    )
+    .await;
+    assert_eq!(res.status(), 207);
+    // An oversized batch is refused whole.
+    let many: Vec<Value> = (0..1001).map(|n| station(100 + n, 1.0)).collect();
+    ngsi_problem(
+        post(
+            &app,
+            &format!("{NGSI}/entityOperations/upsert"),
+            Some(&device),
+            &json!(many),
+        )
+        .await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(e["NO2"], 1.0);
+    assert!(
+        get(
+            &app,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-100"),
+            None
+        )
+        .await
+        .status()
+            == 404
+    );
+    // A malformed query says what.
+    ngsi_problem(
+        get(
+            &app,
+            &format!("{NGSI}/entities?type=AirQualityObserved&q=NO2%3E"),
+            None,
+        )
+        .await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    ngsi_problem(
+        get(&app, &format!("{NGSI}/entities"), None).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_owner_writes_a_stream_and_a_credential_only_its_own() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let bob = app.token("bob").await;
+    let (_, device) = stream(&app, &alice, "Air one", "open").await;
+    let (other, other_device) = stream(&app, &alice, "Air two", "open").await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 1.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    // Another organisation's member: neither creates nor changes.
+    let res = app
+        .client
+        .post(app.url(&format!("{NGSI}/entities")))
+        .bearer_auth(&bob)
+        .header("content-type", "application/json")
+        .header("CityTrust-Stream", other.as_str())
+        .body(station(2, 1.0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let base = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    assert_eq!(
+        post(&app, &base, Some(&bob), &json!({"NO2": 2}))
+            .await
+            .status(),
+        403
+    );
+    // Anonymous callers write nothing.
+    assert_eq!(
+        post(&app, &base, None, &json!({"NO2": 2})).await.status(),
+        401
+    );
+    // The other stream's credential cannot touch this stream's entity.
+    assert_eq!(
+        post(&app, &base, Some(&other_device), &json!({"NO2": 2}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1"),
+            Some(&other_device),
+            None
+        )
+        .await
+        .status(),
+        403
+    );
+    // A token that is no credential is refused, not taken for anonymous.
+    assert_eq!(
+        post(&app, &base, Some("ctw_0000"), &json!({"NO2": 2}))
+            .await
+            .status(),
+        401
+    );
+    // The owner's member writes with the stream named, or found by type when only one holds it.
+    let res = app
+        .client
+        .post(app.url(&format!("{NGSI}/entities")))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .header("CityTrust-Stream", other.as_str())
+        .body(station(2, 1.0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let ambiguous = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&alice),
+        &station(3, 1.0),
+    )
+    .await;
+    let body = ngsi_problem(ambiguous, 400, "BadRequestData").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CityTrust-Stream")
+    );
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(e["NO2"], 1.0);
+}
