@@ -5,9 +5,13 @@
 //! checked attribute by attribute, kept with every name expanded to its IRI,
 //! merged as the API's append, update, partial update and replace say, and
 //! rendered back (normalised or `keyValues`, with or without `sysAttrs`)
-//! under the reader's context. The query language is in `ngsi/query.rs`.
+//! under the reader's context. The query language is in `ngsi/query.rs`,
+//! geo-queries in `ngsi/geo.rs`, the temporal representation in
+//! `ngsi/temporal.rs`.
 
+pub mod geo;
 pub mod query;
+pub mod temporal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;

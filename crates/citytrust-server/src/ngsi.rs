@@ -1,6 +1,7 @@
 //! The NGSI-LD API at `/ngsi-ld/v1` (issue 26): entities (create,
 //! retrieve, replace, merge, delete; append, update, partial update and
-//! delete of attributes), the batch operations, and queries — over the
+//! delete of attributes), the batch operations, queries (with geo-queries)
+//! and the temporal API (`/temporal/entities`) — over the
 //! streams of the catalogue, through `citytrust-service::streams`. Also a
 //! stream's write credentials under `/api/v1/datasets/{id}/stream-credentials`.
 //!
@@ -11,7 +12,9 @@
 //! with CityTrust's `code` and, for refused reads, the charter `rule`.
 //! Collection paths answer with or without a trailing slash. A read names
 //! its purpose in `purpose` or the `CityTrust-Purpose` header; every answer
-//! carries `CityTrust-Log-Entry`, `CityTrust-Log-Nonce` and `Repr-Digest`.
+//! carries `CityTrust-Log-Entry`, `CityTrust-Log-Nonce` and `Repr-Digest`;
+//! a query answers from the streams the reader may read and names the
+//! others in `CityTrust-Withheld-Streams` (refused outright when none may be).
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -20,10 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use citytrust_model::ngsi::query::EntityQuery;
+use citytrust_model::ngsi::temporal::TemporalQuery;
 use citytrust_model::ngsi::{CORE_CONTEXT, Context, ErrorType, NgsiError, Outcome, Rendering};
 use citytrust_service::ServiceError;
 use citytrust_service::streams::{
     BatchOp, CREDENTIAL_PREFIX, IssuedStreamCredential, NgsiAnswer, StreamCaller, StreamCredential,
+    TemporalTarget,
 };
 use serde_json::{Value, json};
 
@@ -53,6 +58,9 @@ pub fn routes() -> Router<AppState> {
                 .put(replace_attribute)
                 .delete(delete_attribute),
         )
+        .route("/ngsi-ld/v1/temporal/entities", get(temporal_query))
+        .route("/ngsi-ld/v1/temporal/entities/", get(temporal_query))
+        .route("/ngsi-ld/v1/temporal/entities/{id}", get(temporal_retrieve))
         .route("/ngsi-ld/v1/entityOperations/{op}", post(batch))
         .route("/ngsi-ld/v1/entityOperations/{op}/", post(batch))
         .layer(DefaultBodyLimit::max(MAX_NGSI_BODY));
@@ -383,6 +391,11 @@ fn answer(a: NgsiAnswer, ctx: &Context, ld: bool) -> Response {
     {
         headers.insert("ngsild-results-count", v);
     }
+    if !a.withheld.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&a.withheld.join(", "))
+    {
+        headers.insert("citytrust-withheld-streams", v);
+    }
     (StatusCode::OK, headers, a.body).into_response()
 }
 
@@ -464,6 +477,56 @@ async fn query(
     let a = state
         .service
         .ngsi_query(&caller, &ctx, &q, purpose(&params, &headers).as_deref(), &r)
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
+async fn temporal_retrieve(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> NgsiResult {
+    let params = params(&uri);
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let tq = TemporalQuery::from_params(&params, &ctx)?;
+    let a = state
+        .service
+        .ngsi_temporal(
+            &caller,
+            &ctx,
+            TemporalTarget::One(&id),
+            &tq,
+            purpose(&params, &headers).as_deref(),
+            ld,
+        )
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
+async fn temporal_query(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> NgsiResult {
+    let params = params(&uri);
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let q = EntityQuery::from_params(&params, &ctx)?;
+    let tq = TemporalQuery::from_params(&params, &ctx)?;
+    let a = state
+        .service
+        .ngsi_temporal(
+            &caller,
+            &ctx,
+            TemporalTarget::Query(&q),
+            &tq,
+            purpose(&params, &headers).as_deref(),
+            ld,
+        )
         .await?;
     Ok(answer(a, &ctx, ld))
 }

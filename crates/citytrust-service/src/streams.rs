@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use citytrust_model::catalogue::{Dataset, PublicationStatus};
 use citytrust_model::ngsi::query::EntityQuery;
+use citytrust_model::ngsi::temporal::{self, TemporalQuery, instant};
 use citytrust_model::ngsi::{
     Context, Entity, ErrorType, Fragment, MAX_BATCH, Merge, NgsiError, Outcome, Rendering,
 };
@@ -77,6 +78,9 @@ pub struct NgsiAnswer {
     pub nonce: String,
     /// The number of matching entities (for `count=true`).
     pub count: Option<usize>,
+    /// Streams that may hold what was asked but that this reader may not
+    /// read (their ids; that a stream exists is public).
+    pub withheld: Vec<String>,
 }
 
 /// A batch operation's outcome: the ids done, and each one not done with why.
@@ -86,6 +90,13 @@ pub struct BatchOutcome {
     /// Ids created (for upsert's 201).
     pub created: Vec<String>,
     pub errors: Vec<(String, NgsiError)>,
+}
+
+/// What a temporal request reads: one entity, or those a query matches.
+#[derive(Debug, Clone, Copy)]
+pub enum TemporalTarget<'a> {
+    One(&'a str),
+    Query(&'a EntityQuery),
 }
 
 /// The four batch operations.
@@ -151,11 +162,13 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
             if i.get("modifiedAt").and_then(Value::as_str) != Some(now) {
                 continue;
             }
+            // Kept normalised (UTC, microseconds): text order is time order.
             let observed = i
                 .get("observedAt")
                 .and_then(Value::as_str)
-                .unwrap_or(now)
-                .to_string();
+                .and_then(instant)
+                .or_else(|| instant(now))
+                .unwrap_or_else(|| now.to_string());
             out.push(HistoryRow {
                 entity_id: e.id.clone(),
                 attribute: attr.clone(),
@@ -1012,19 +1025,22 @@ impl Service {
                         .any(|t| terms.is_some_and(|s| s.may_hold(t)))
             })
             .collect();
-        // A query naming types must be answerable in full: a stream that
-        // holds them and refuses this reader refuses the query (naming the
-        // rule). Without types, only the streams the reader may read answer.
+        // Each stream that may hold what is asked answers if this reader
+        // may read it; the others are named in the answer (`withheld`). When
+        // none may be read, the first refusal is the answer (naming its rule).
         let mut decided = Vec::new();
+        let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         for d in candidates {
             match self.decide_stream_read(actor, d, purpose).await {
                 Ok((grant, scope)) => decided.push((d, grant, scope)),
-                Err(e) if named_types => return Err(e),
-                Err(ServiceError::Unprocessable { code, message }) => {
-                    return Err(ServiceError::Unprocessable { code, message });
-                }
-                Err(_) => {}
+                Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
+                Err(e) => refusals.push((d.id.clone(), e)),
             }
+        }
+        if decided.is_empty()
+            && let Some((_, e)) = refusals.drain(..).next()
+        {
+            return Err(e);
         }
         let ids: Vec<String> = decided.iter().map(|(d, _, _)| d.id.clone()).collect();
         let by_id: HashMap<&str, usize> = decided
@@ -1060,15 +1076,149 @@ impl Service {
             .map(|(d, g, s)| (*d, g, s.as_ref()))
             .collect();
         let n = page.len();
-        self.log_stream_answer(
-            actor,
-            "query",
-            &reads,
-            n,
-            Value::Array(page),
-            query.count.then_some(count),
-        )
-        .await
+        let mut answer = self
+            .log_stream_answer(
+                actor,
+                "query",
+                &reads,
+                n,
+                Value::Array(page),
+                query.count.then_some(count),
+            )
+            .await?;
+        answer.withheld = refusals.into_iter().map(|(id, _)| id).collect();
+        Ok(answer)
+    }
+
+    /// `GET /temporal/entities/{id}` (`id` alone) and `GET /temporal/entities`
+    /// (`query`): each entity's kept readings, decided per stream like any read.
+    pub async fn ngsi_temporal(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        target: TemporalTarget<'_>,
+        tq: &TemporalQuery,
+        purpose: Option<&str>,
+        with_context: bool,
+    ) -> Result<NgsiAnswer> {
+        let actor = Self::reader(caller)?;
+        let _slot = self.read_slot(actor).await?;
+        let (rows, _named_types) = match target {
+            TemporalTarget::One(id) => {
+                citytrust_model::ngsi::check_uri("the entity id", id)?;
+                let rows = self.store.get_entities(&[id.to_string()]).await?;
+                if rows.is_empty() {
+                    return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
+                }
+                (rows, true)
+            }
+            TemporalTarget::Query(q) => {
+                if !q.is_bounded() {
+                    return Err(NgsiError::bad(
+                        "a temporal query names at least one of type, id, idPattern, attrs or q",
+                    )
+                    .into());
+                }
+                let streams = self.streams().await?;
+                let ids: Vec<String> = streams
+                    .iter()
+                    .filter(|d| {
+                        q.types.is_empty()
+                            || q.types
+                                .iter()
+                                .any(|t| d.metadata.stream.as_ref().is_some_and(|s| s.may_hold(t)))
+                    })
+                    .map(|d| d.id.clone())
+                    .collect();
+                (self.store.stream_entities(&ids).await?, !q.types.is_empty())
+            }
+        };
+        let mut decided: HashMap<String, Option<(Dataset, ReadGrant, Option<SubjectScope>)>> =
+            HashMap::new();
+        let mut answers = Vec::new();
+        let mut used: Vec<String> = Vec::new();
+        let mut refusals: Vec<(String, ServiceError)> = Vec::new();
+        let one = matches!(target, TemporalTarget::One(_));
+        for row in &rows {
+            if !decided.contains_key(&row.dataset_id) {
+                let Some(d) = self.store.get_dataset(&row.dataset_id).await? else {
+                    continue;
+                };
+                let decision = match self.decide_stream_read(actor, &d, purpose).await {
+                    Ok((g, s)) => Some((d, g, s)),
+                    Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
+                    Err(e) if one => return Err(e),
+                    Err(e) => {
+                        refusals.push((row.dataset_id.clone(), e));
+                        None
+                    }
+                };
+                decided.insert(row.dataset_id.clone(), decision);
+            }
+            let Some(Some((d, grant, scope))) = decided.get(&row.dataset_id) else {
+                continue;
+            };
+            let entity = limited(&decode(row)?, grant);
+            if !admitted(&entity, d, scope.as_ref()) {
+                if let TemporalTarget::One(id) = target {
+                    return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
+                }
+                continue;
+            }
+            if let TemporalTarget::Query(q) = target
+                && !q.matches(&entity)
+            {
+                continue;
+            }
+            let mut readings: BTreeMap<String, temporal::Readings> = BTreeMap::new();
+            for h in self
+                .store
+                .entity_history(&entity.id, tq.from.as_deref(), tq.to.as_deref())
+                .await?
+            {
+                // Only what the agreement's columns allow, as for the latest values.
+                if grant.columns.is_some() && !entity.attrs.contains_key(&h.attribute) {
+                    continue;
+                }
+                let inst: citytrust_model::ngsi::Instance = serde_json::from_str(&h.instance)
+                    .map_err(|e| ServiceError::Internal(format!("stored reading: {e}")))?;
+                readings
+                    .entry(h.attribute)
+                    .or_default()
+                    .push((h.observed_at, inst));
+            }
+            answers.push(temporal::render(
+                &entity.id,
+                &entity.types,
+                &readings,
+                tq,
+                ctx,
+                with_context,
+            )?);
+            if !used.contains(&d.id) {
+                used.push(d.id.clone());
+            }
+        }
+        let reads: Vec<(&Dataset, &ReadGrant, Option<&SubjectScope>)> = used
+            .iter()
+            .filter_map(|id| decided.get(id).and_then(|d| d.as_ref()))
+            .map(|(d, g, s)| (d, g, s.as_ref()))
+            .collect();
+        if used.is_empty()
+            && let Some((_, e)) = refusals.drain(..).next()
+        {
+            return Err(e);
+        }
+        let n = answers.len();
+        let body = match target {
+            TemporalTarget::One(_) => answers.into_iter().next().unwrap_or(Value::Null),
+            TemporalTarget::Query(_) => Value::Array(answers),
+        };
+        let mut answer = self
+            .log_stream_answer(actor, "temporal", &reads, n, body, None)
+            .await?;
+        answer.withheld = refusals.into_iter().map(|(id, _)| id).collect();
+        Ok(answer)
     }
 
     /// Commit to an answer in the log, then hand it back.
@@ -1125,6 +1275,7 @@ impl Service {
             log_index,
             nonce,
             count,
+            withheld: Vec::new(),
         })
     }
 }

@@ -208,13 +208,22 @@ impl Store {
             .collect()
     }
 
-    /// The readings kept of one entity, oldest first.
-    pub async fn entity_history(&self, entity_id: &str) -> Result<Vec<HistoryRow>> {
+    /// The readings kept of one entity, by attribute, oldest first; with
+    /// `from` / `to`, only those at or after `from` and before `to`.
+    pub async fn entity_history(
+        &self,
+        entity_id: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
             "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
-             WHERE entity_id = $1 ORDER BY attribute, observed_at",
+             WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 \
+             ORDER BY attribute, observed_at",
         )
         .bind(entity_id)
+        .bind(from.unwrap_or(""))
+        .bind(to.unwrap_or("~"))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

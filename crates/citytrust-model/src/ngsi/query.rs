@@ -4,7 +4,8 @@
 //! quoted strings, date-times, booleans, URIs, ranges `a..b` and lists
 //! `a,b`, attribute paths `attr.subattr` and `attr[key][key]`, `;` (and),
 //! `|` (or) and parentheses. Also the other filters of `GET /entities`
-//! (`EntityQuery`): types, ids, an id pattern and the attributes asked for.
+//! (`EntityQuery`): types, ids, an id pattern, the attributes asked for and
+//! a geo-query.
 
 use regex::Regex;
 use serde_json::Value;
@@ -461,6 +462,7 @@ pub struct EntityQuery {
     /// Only entities with any of these attributes, and only those rendered (expanded).
     pub attrs: Option<Vec<String>>,
     pub q: Option<Q>,
+    pub geo: Option<super::geo::GeoQuery>,
     pub limit: usize,
     pub offset: usize,
     pub count: bool,
@@ -535,6 +537,29 @@ impl EntityQuery {
                 _ => {}
             }
         }
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        match (get("georel"), get("geometry"), get("coordinates")) {
+            (None, None, None) => {}
+            (Some(rel), Some(geometry), Some(coordinates)) => {
+                q.geo = Some(super::geo::GeoQuery::parse(
+                    rel,
+                    geometry,
+                    coordinates,
+                    get("geoproperty"),
+                    ctx,
+                )?);
+            }
+            _ => {
+                return Err(NgsiError::bad(
+                    "a geo-query names georel, geometry and coordinates together",
+                ));
+            }
+        }
         Ok(q)
     }
 
@@ -543,6 +568,7 @@ impl EntityQuery {
         !self.types.is_empty()
             || self.attrs.is_some()
             || self.q.is_some()
+            || self.geo.is_some()
             || !self.ids.is_empty()
             || self.id_pattern.is_some()
     }
@@ -557,6 +583,7 @@ impl EntityQuery {
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|a| e.attrs.contains_key(a)))
             && self.q.as_ref().is_none_or(|q| q.matches(e))
+            && self.geo.as_ref().is_none_or(|g| g.matches(e))
     }
 }
 

@@ -475,7 +475,7 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     let history = app
         .service
         .store()
-        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1")
+        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1", None, None)
         .await
         .unwrap();
     assert_eq!(
@@ -818,4 +818,162 @@ async fn only_the_owner_writes_a_stream_and_a_credential_only_its_own() {
     .await
     .unwrap();
     assert_eq!(e["NO2"], 1.0);
+}
+
+#[tokio::test]
+async fn latest_values_answer_geo_queries_and_history_answers_temporal_ones() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let (shared, shared_device) = stream(&app, &alice, "Shared air", "shared_specific").await;
+    // Stations 1..3 near Plaça de Catalunya (2.16–2.18, 41.39), 4 far away.
+    for n in 1..=3 {
+        assert_eq!(
+            post(
+                &app,
+                &format!("{NGSI}/entities"),
+                Some(&device),
+                &station(n, 10.0)
+            )
+            .await
+            .status(),
+            201
+        );
+    }
+    let mut far = station(4, 10.0);
+    far["location"]["value"]["coordinates"] = json!([2.80, 41.98]);
+    assert_eq!(
+        post(&app, &format!("{NGSI}/entities"), Some(&device), &far)
+            .await
+            .status(),
+        201
+    );
+    let near = "georel=near%3BmaxDistance%3D%3D3000&geometry=Point&coordinates=%5B2.17%2C41.39%5D";
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities?type=AirQualityObserved&{near}&count=true"),
+        None,
+    )
+    .await;
+    assert_eq!(res.headers()["ngsild-results-count"], "3");
+    // The shared stream of the same type answers no anonymous caller, and says so.
+    assert_eq!(res.headers()["citytrust-withheld-streams"], shared.as_str());
+    let box_ = "georel=within&geometry=Polygon&coordinates=%5B%5B%5B2.7%2C41.9%5D%2C%5B2.9%2C41.9%5D%2C%5B2.9%2C42.1%5D%2C%5B2.7%2C42.1%5D%2C%5B2.7%2C41.9%5D%5D%5D";
+    let found: Value = get(
+        &app,
+        &format!("{NGSI}/entities?type=AirQualityObserved&{box_}"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(found[0]["id"], "urn:ngsi-ld:AirQualityObserved:station-4");
+    ngsi_problem(get(&app, &format!("{NGSI}/entities?type=AirQualityObserved&georel=within&geometry=Point&coordinates=%5B1%2C2%5D"), None).await, 400, "BadRequestData").await;
+
+    // Three hours of readings, one every 20 minutes.
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    for i in 0..9u32 {
+        let at = format!("2017-11-01T{:02}:{:02}:00Z", 10 + i / 3, (i % 3) * 20);
+        let body = json!({"NO2": {"type": "Property", "value": f64::from(i), "observedAt": at}});
+        assert_eq!(
+            send(
+                &app,
+                reqwest::Method::PATCH,
+                &attrs,
+                Some(&device),
+                Some(&body)
+            )
+            .await
+            .status(),
+            204
+        );
+    }
+    let one = format!("{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-1");
+    let res = get(&app, &format!("{one}?timerel=between&timeAt=2017-11-01T11:00:00Z&endTimeAt=2017-11-01T12:00:00Z&options=temporalValues&attrs=NO2"), None).await;
+    assert_eq!(res.status(), 200);
+    let t = logged_before_served(&app, res).await;
+    assert_eq!(
+        t["NO2"]["values"],
+        json!([
+            [3.0, "2017-11-01T11:00:00Z"],
+            [4.0, "2017-11-01T11:20:00Z"],
+            [5.0, "2017-11-01T11:40:00Z"]
+        ])
+    );
+    let t: Value = get(&app, &format!("{one}?lastN=2&attrs=NO2"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["NO2"].as_array().unwrap().len(), 2);
+    assert_eq!(t["NO2"][1]["value"], 8.0);
+    let t: Value = get(
+        &app,
+        &format!("{one}?timerel=after&timeAt=2017-11-01T10:00:00Z&options=aggregatedValues&aggrMethods=avg,max,totalCount&aggrPeriodDuration=PT1H&attrs=NO2"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    // The first hour holds the reading the entity was created with (10.0 at 10:00) too.
+    assert_eq!(t["NO2"]["avg"][0][0], 3.25);
+    assert_eq!(t["NO2"]["totalCount"][0][0], 4);
+    assert_eq!(t["NO2"]["avg"][2][0], 7.0);
+    assert_eq!(t["NO2"]["totalCount"][1][0], 3);
+    let all: Value = get(
+        &app,
+        &format!("{NGSI}/temporal/entities?type=AirQualityObserved&lastN=1"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 4);
+    ngsi_problem(
+        get(
+            &app,
+            &format!("{one}?timerel=between&timeAt=2017-11-01T11:00:00Z"),
+            None,
+        )
+        .await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+
+    // A shared stream's history is no more open than its latest values.
+    let mut s = station(7, 3.0);
+    s["id"] = json!("urn:ngsi-ld:AirQualityObserved:shared-7");
+    assert_eq!(
+        post(&app, &format!("{NGSI}/entities"), Some(&shared_device), &s)
+            .await
+            .status(),
+        201
+    );
+    refused(
+        get(
+            &app,
+            &format!("{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:shared-7"),
+            None,
+        )
+        .await,
+        401,
+    )
+    .await;
+    let analyst = app.token("analyst").await;
+    refused(
+        get(
+            &app,
+            &format!(
+                "{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:shared-7?purpose=research"
+            ),
+            Some(&analyst),
+        )
+        .await,
+        403,
+    )
+    .await;
 }

@@ -1,0 +1,502 @@
+//! The temporal representation of entities (ETSI GS CIM 009 4.5.8–4.5.9):
+//! what `/temporal/entities` asks (`timerel` before / after / between with
+//! `timeAt` and `endTimeAt`, `lastN`, `attrs`, `timeproperty`) and how the
+//! kept readings answer it — every instance, `temporalValues` (`[value,
+//! time]` pairs), or `aggregatedValues` (`aggrMethods` totalCount,
+//! distinctCount, sum, avg, min, max, stddev, sumsq, over periods of
+//! `aggrPeriodDuration`, each `[value, startAt, endAt]`). Instants are
+//! compared normalised to UTC (`instant`), so text order is time order.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{Context, Instance, NgsiError, instance_value};
+
+type R<T> = Result<T, NgsiError>;
+
+/// The most values one attribute answers (`lastN`'s ceiling, and the default).
+pub const MAX_VALUES: usize = 10_000;
+
+/// An instant as kept: UTC, microseconds, `Z` — text order is time order.
+pub fn instant(s: &str) -> Option<String> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    Some(format_instant(t))
+}
+
+pub fn format_instant(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// An ISO 8601 duration (`P1D`, `PT1H`, `PT15M`, `P1W`, `P1M` as 30 days,
+/// `P1Y` as 365 days).
+pub fn duration(s: &str) -> R<time::Duration> {
+    let bad = || {
+        NgsiError::bad(format!(
+            "'{s}' is not an ISO 8601 duration such as PT1H or P1D"
+        ))
+    };
+    let rest = s.strip_prefix('P').ok_or_else(bad)?;
+    let (date, clock) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = 0f64;
+    let mut take = |part: &str, units: &[(char, f64)]| -> R<()> {
+        let mut num = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                num.push(c);
+            } else {
+                let (_, secs) = units.iter().find(|(u, _)| *u == c).ok_or_else(bad)?;
+                let n: f64 = num.parse().map_err(|_| bad())?;
+                total += n * secs;
+                num.clear();
+            }
+        }
+        if num.is_empty() { Ok(()) } else { Err(bad()) }
+    };
+    take(
+        date,
+        &[
+            ('Y', 365.0 * 86400.0),
+            ('M', 30.0 * 86400.0),
+            ('W', 7.0 * 86400.0),
+            ('D', 86400.0),
+        ],
+    )?;
+    take(clock, &[('H', 3600.0), ('M', 60.0), ('S', 1.0)])?;
+    if total < 1.0 || (date.is_empty() && clock.is_empty()) {
+        return Err(bad());
+    }
+    Ok(time::Duration::seconds_f64(total))
+}
+
+/// An aggregation method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggr {
+    TotalCount,
+    DistinctCount,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Stddev,
+    Sumsq,
+}
+
+impl Aggr {
+    fn parse(s: &str) -> R<Aggr> {
+        Ok(match s {
+            "totalCount" => Aggr::TotalCount,
+            "distinctCount" => Aggr::DistinctCount,
+            "sum" => Aggr::Sum,
+            "avg" => Aggr::Avg,
+            "min" => Aggr::Min,
+            "max" => Aggr::Max,
+            "stddev" => Aggr::Stddev,
+            "sumsq" => Aggr::Sumsq,
+            other => {
+                return Err(NgsiError::bad(format!(
+                    "'{other}' is not an aggregation method (totalCount, distinctCount, sum, avg, min, max, stddev, sumsq)"
+                )));
+            }
+        })
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Aggr::TotalCount => "totalCount",
+            Aggr::DistinctCount => "distinctCount",
+            Aggr::Sum => "sum",
+            Aggr::Avg => "avg",
+            Aggr::Min => "min",
+            Aggr::Max => "max",
+            Aggr::Stddev => "stddev",
+            Aggr::Sumsq => "sumsq",
+        }
+    }
+}
+
+/// What a temporal request asks.
+#[derive(Debug, Clone, Default)]
+pub struct TemporalQuery {
+    /// Readings at or after this instant (normalised).
+    pub from: Option<String>,
+    /// Readings before this instant (normalised).
+    pub to: Option<String>,
+    pub last_n: Option<usize>,
+    pub attrs: Option<Vec<String>>,
+    pub temporal_values: bool,
+    /// `aggregatedValues`: the methods and the period (`None`: the whole range).
+    pub aggregate: Option<(Vec<Aggr>, Option<time::Duration>)>,
+}
+
+impl TemporalQuery {
+    pub fn from_params(params: &[(String, String)], ctx: &Context) -> R<TemporalQuery> {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let at = |name: &str| -> R<Option<String>> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => instant(v).map(Some).ok_or_else(|| {
+                    NgsiError::bad(format!("{name} '{v}' is not a date-time (RFC 3339)"))
+                }),
+            }
+        };
+        let mut q = TemporalQuery::default();
+        let (time_at, end) = (at("timeAt")?, at("endTimeAt")?);
+        match get("timerel") {
+            None => {}
+            Some("before") => {
+                q.to = Some(time_at.ok_or_else(|| NgsiError::bad("timerel=before needs timeAt"))?)
+            }
+            Some("after") => {
+                q.from = Some(time_at.ok_or_else(|| NgsiError::bad("timerel=after needs timeAt"))?)
+            }
+            Some("between") => {
+                let (a, b) = time_at
+                    .zip(end)
+                    .ok_or_else(|| NgsiError::bad("timerel=between needs timeAt and endTimeAt"))?;
+                if b <= a {
+                    return Err(NgsiError::bad("endTimeAt is after timeAt"));
+                }
+                q.from = Some(a);
+                q.to = Some(b);
+            }
+            Some(other) => {
+                return Err(NgsiError::bad(format!(
+                    "timerel '{other}' is not before, after or between"
+                )));
+            }
+        }
+        if let Some(n) = get("lastN") {
+            let n: usize =
+                n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    NgsiError::bad(format!("lastN '{n}' is not a positive number"))
+                })?;
+            q.last_n = Some(n.min(MAX_VALUES));
+        }
+        q.attrs = get("attrs").map(|a| {
+            a.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| ctx.expand(s))
+                .collect()
+        });
+        let options: Vec<&str> = params
+            .iter()
+            .filter(|(k, _)| k == "options" || k == "format")
+            .flat_map(|(_, v)| v.split(','))
+            .collect();
+        q.temporal_values = options.contains(&"temporalValues");
+        if options.contains(&"aggregatedValues") {
+            let methods = get("aggrMethods")
+                .ok_or_else(|| NgsiError::bad("aggregatedValues needs aggrMethods"))?
+                .split(',')
+                .map(|m| Aggr::parse(m.trim()))
+                .collect::<R<Vec<_>>>()?;
+            let period = get("aggrPeriodDuration").map(duration).transpose()?;
+            q.aggregate = Some((methods, period));
+        }
+        Ok(q)
+    }
+
+    /// Whether a reading's (normalised) instant is in range.
+    pub fn in_range(&self, at: &str) -> bool {
+        self.from.as_deref().is_none_or(|f| at >= f) && self.to.as_deref().is_none_or(|t| at < t)
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|f| f.is_finite())
+}
+
+fn aggregate(method: Aggr, values: &[&Value]) -> Value {
+    let nums: Vec<f64> = values.iter().filter_map(|v| number(v)).collect();
+    let n = nums.len() as f64;
+    let sum: f64 = nums.iter().sum();
+    let pick = |x: Option<f64>| x.map(Value::from).unwrap_or(Value::Null);
+    match method {
+        Aggr::TotalCount => Value::from(values.len()),
+        Aggr::DistinctCount => {
+            let mut seen: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+            seen.sort();
+            seen.dedup();
+            Value::from(seen.len())
+        }
+        Aggr::Sum => pick((!nums.is_empty()).then_some(sum)),
+        Aggr::Avg => pick((!nums.is_empty()).then(|| sum / n)),
+        Aggr::Min => pick(nums.iter().copied().reduce(f64::min)),
+        Aggr::Max => pick(nums.iter().copied().reduce(f64::max)),
+        Aggr::Sumsq => pick((!nums.is_empty()).then(|| nums.iter().map(|x| x * x).sum())),
+        Aggr::Stddev => pick((!nums.is_empty()).then(|| {
+            let mean = sum / n;
+            (nums.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt()
+        })),
+    }
+}
+
+/// One attribute's readings: (normalised instant, instance), oldest first.
+pub type Readings = Vec<(String, Instance)>;
+
+/// An entity's temporal representation from its readings per attribute.
+pub fn render(
+    id: &str,
+    types: &[String],
+    readings: &BTreeMap<String, Readings>,
+    q: &TemporalQuery,
+    ctx: &Context,
+    with_context: bool,
+) -> R<Value> {
+    let mut out = Map::new();
+    out.insert("id".into(), id.into());
+    let t: Vec<Value> = types.iter().map(|t| ctx.compact(t).into()).collect();
+    out.insert(
+        "type".into(),
+        if t.len() == 1 {
+            t[0].clone()
+        } else {
+            Value::Array(t)
+        },
+    );
+    for (attr, all) in readings {
+        if q.attrs.as_ref().is_some_and(|a| !a.contains(attr)) {
+            continue;
+        }
+        let mut kept: Vec<&(String, Instance)> =
+            all.iter().filter(|(at, _)| q.in_range(at)).collect();
+        if let Some(n) = q.last_n {
+            let skip = kept.len().saturating_sub(n);
+            kept.drain(..skip);
+        }
+        kept.truncate(MAX_VALUES);
+        if kept.is_empty() {
+            continue;
+        }
+        let ty = kept[0]
+            .1
+            .get("type")
+            .cloned()
+            .unwrap_or_else(|| "Property".into());
+        let name = ctx.compact(attr);
+        let time_of = |(at, i): &(String, Instance)| -> Value {
+            i.get("observedAt")
+                .cloned()
+                .unwrap_or_else(|| Value::String(at.clone()))
+        };
+        if let Some((methods, period)) = &q.aggregate {
+            let mut m = Map::new();
+            m.insert("type".into(), ty);
+            let start = q
+                .from
+                .as_deref()
+                .and_then(|f| OffsetDateTime::parse(f, &Rfc3339).ok())
+                .or_else(|| OffsetDateTime::parse(&kept[0].0, &Rfc3339).ok())
+                .ok_or_else(|| {
+                    NgsiError::new(
+                        super::ErrorType::InternalError,
+                        "a kept instant is unreadable",
+                    )
+                })?;
+            let mut buckets: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+            for (at, i) in &kept {
+                let t = OffsetDateTime::parse(at, &Rfc3339).map_err(|_| {
+                    NgsiError::new(
+                        super::ErrorType::InternalError,
+                        "a kept instant is unreadable",
+                    )
+                })?;
+                let k = match period {
+                    Some(p) => {
+                        ((t - start).whole_seconds() as f64 / p.as_seconds_f64()).floor() as i64
+                    }
+                    None => 0,
+                };
+                if let Some(v) = instance_value(i) {
+                    buckets.entry(k).or_default().push(v);
+                }
+            }
+            let last = OffsetDateTime::parse(&kept[kept.len() - 1].0, &Rfc3339).unwrap_or(start);
+            for method in methods {
+                let series: Vec<Value> = buckets
+                    .iter()
+                    .map(|(k, values)| {
+                        let (a, b) = match period {
+                            Some(p) => (start + *p * (*k as f64), start + *p * ((*k + 1) as f64)),
+                            None => (start, last),
+                        };
+                        Value::Array(vec![
+                            aggregate(*method, values),
+                            format_instant(a).into(),
+                            format_instant(b).into(),
+                        ])
+                    })
+                    .collect();
+                m.insert(method.name().into(), Value::Array(series));
+            }
+            out.insert(name, Value::Object(m));
+        } else if q.temporal_values {
+            let values: Vec<Value> = kept
+                .iter()
+                .map(|r| {
+                    Value::Array(vec![
+                        instance_value(&r.1).cloned().unwrap_or(Value::Null),
+                        time_of(r),
+                    ])
+                })
+                .collect();
+            let member = if ty == "Relationship" {
+                "objects"
+            } else {
+                "values"
+            };
+            let mut m = Map::new();
+            m.insert("type".into(), ty);
+            m.insert(member.into(), Value::Array(values));
+            out.insert(name, Value::Object(m));
+        } else {
+            let instances: Vec<Value> = kept
+                .iter()
+                .map(|(_, i)| {
+                    let mut i = i.clone();
+                    i.remove("createdAt");
+                    i.remove("modifiedAt");
+                    let mut o = Map::new();
+                    for (k, v) in i {
+                        if k.contains(':') {
+                            o.insert(ctx.compact(&k), v);
+                        } else {
+                            o.insert(k, v);
+                        }
+                    }
+                    Value::Object(o)
+                })
+                .collect();
+            out.insert(name, Value::Array(instances));
+        }
+    }
+    if with_context {
+        out.insert(
+            "@context".into(),
+            ctx.source
+                .clone()
+                .unwrap_or_else(|| super::CORE_CONTEXT.into()),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn readings(n: usize) -> BTreeMap<String, Readings> {
+        let attr = Context::core().expand("NO2");
+        let rows = (0..n)
+            .map(|i| {
+                let at = format!("2017-11-01T{:02}:{:02}:00Z", i / 60, i % 60);
+                let mut inst = Instance::new();
+                inst.insert("type".into(), "Property".into());
+                inst.insert("value".into(), json!(i as f64));
+                inst.insert("observedAt".into(), at.clone().into());
+                (instant(&at).unwrap(), inst)
+            })
+            .collect();
+        BTreeMap::from([(attr, rows)])
+    }
+
+    fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn instants_and_durations_read_as_the_standard_says() {
+        assert_eq!(
+            instant("2017-11-01T11:00:00+01:00").unwrap(),
+            "2017-11-01T10:00:00.000000Z"
+        );
+        assert!(instant("2017-11-01").is_none());
+        assert_eq!(duration("PT1H").unwrap(), time::Duration::hours(1));
+        assert_eq!(duration("P1DT12H").unwrap(), time::Duration::hours(36));
+        assert_eq!(duration("PT15M").unwrap(), time::Duration::minutes(15));
+        for bad in ["1H", "P", "PT", "PX", "PT0S", "P1H"] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn temporal_values_last_n_ranges_and_hourly_aggregates() {
+        let ctx = Context::core();
+        let r = readings(180); // three hours, one value a minute
+        let q = TemporalQuery::from_params(
+            &params(&[
+                ("timerel", "between"),
+                ("timeAt", "2017-11-01T01:00:00Z"),
+                ("endTimeAt", "2017-11-01T02:00:00Z"),
+                ("options", "temporalValues"),
+            ]),
+            ctx,
+        )
+        .unwrap();
+        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        let values = v["NO2"]["values"].as_array().unwrap();
+        assert_eq!(values.len(), 60);
+        assert_eq!(values[0], json!([60.0, "2017-11-01T01:00:00Z"]));
+        let q = TemporalQuery::from_params(&params(&[("lastN", "2")]), ctx).unwrap();
+        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        assert_eq!(v["NO2"].as_array().unwrap().len(), 2);
+        assert_eq!(v["NO2"][1]["value"], 179.0);
+        let q = TemporalQuery::from_params(
+            &params(&[
+                ("timerel", "after"),
+                ("timeAt", "2017-11-01T00:00:00Z"),
+                ("options", "aggregatedValues"),
+                ("aggrMethods", "avg,max,totalCount"),
+                ("aggrPeriodDuration", "PT1H"),
+            ]),
+            ctx,
+        )
+        .unwrap();
+        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        assert_eq!(
+            v["NO2"]["avg"][1],
+            json!([
+                89.5,
+                "2017-11-01T01:00:00.000000Z",
+                "2017-11-01T02:00:00.000000Z"
+            ])
+        );
+        assert_eq!(v["NO2"]["max"][2][0], 179.0);
+        assert_eq!(v["NO2"]["totalCount"][0][0], 60);
+        assert!(
+            TemporalQuery::from_params(
+                &params(&[("timerel", "between"), ("timeAt", "2017-11-01T00:00:00Z")]),
+                ctx
+            )
+            .is_err()
+        );
+        assert!(
+            TemporalQuery::from_params(
+                &params(&[("options", "aggregatedValues"), ("aggrMethods", "median")]),
+                ctx
+            )
+            .is_err()
+        );
+    }
+}
