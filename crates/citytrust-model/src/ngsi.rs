@@ -7,10 +7,11 @@
 //! rendered back (normalised or `keyValues`, with or without `sysAttrs`)
 //! under the reader's context. The query language is in `ngsi/query.rs`,
 //! geo-queries in `ngsi/geo.rs`, the temporal representation in
-//! `ngsi/temporal.rs`.
+//! `ngsi/temporal.rs`, subscriptions in `ngsi/subscription.rs`.
 
 pub mod geo;
 pub mod query;
+pub mod subscription;
 pub mod temporal;
 
 use std::collections::{BTreeMap, HashMap};

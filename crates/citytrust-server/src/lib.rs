@@ -194,6 +194,25 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
+    // NGSI-LD notifications: deliver what writes owe subscribers when a
+    // write wakes it (and every second, for retries and throttling); every
+    // ten seconds, expire subscriptions whose agreements ended.
+    let notifier = service.clone();
+    tokio::spawn(async move {
+        let mut last_sweep = std::time::Instant::now();
+        loop {
+            notifier.notifications_waiting(Duration::from_secs(1)).await;
+            if let Err(e) = notifier.deliver_notifications().await {
+                tracing::warn!(error = %e, "delivering notifications failed");
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(10) {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = notifier.expire_subscriptions().await {
+                    tracing::warn!(error = %e, "expiring subscriptions failed");
+                }
+            }
+        }
+    });
     // Dataspace Protocol negotiations: send consumers what decisions owe
     // them, when a decision wakes it and every few seconds (for retries).
     let negotiator = service.clone();

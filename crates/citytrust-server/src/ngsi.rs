@@ -1,7 +1,8 @@
 //! The NGSI-LD API at `/ngsi-ld/v1` (issue 26): entities (create,
 //! retrieve, replace, merge, delete; append, update, partial update and
 //! delete of attributes), the batch operations, queries (with geo-queries)
-//! and the temporal API (`/temporal/entities`) — over the
+//! the temporal API (`/temporal/entities`) and subscriptions
+//! (`/subscriptions`, made for a purpose like a read) — over the
 //! streams of the catalogue, through `citytrust-service::streams`. Also a
 //! stream's write credentials under `/api/v1/datasets/{id}/stream-credentials`.
 //!
@@ -61,6 +62,20 @@ pub fn routes() -> Router<AppState> {
         .route("/ngsi-ld/v1/temporal/entities", get(temporal_query))
         .route("/ngsi-ld/v1/temporal/entities/", get(temporal_query))
         .route("/ngsi-ld/v1/temporal/entities/{id}", get(temporal_retrieve))
+        .route(
+            "/ngsi-ld/v1/subscriptions",
+            get(subscriptions).post(subscribe),
+        )
+        .route(
+            "/ngsi-ld/v1/subscriptions/",
+            get(subscriptions).post(subscribe),
+        )
+        .route(
+            "/ngsi-ld/v1/subscriptions/{id}",
+            get(subscription)
+                .patch(update_subscription)
+                .delete(unsubscribe),
+        )
         .route("/ngsi-ld/v1/entityOperations/{op}", post(batch))
         .route("/ngsi-ld/v1/entityOperations/{op}/", post(batch))
         .layer(DefaultBodyLimit::max(MAX_NGSI_BODY));
@@ -529,6 +544,91 @@ async fn temporal_query(
         )
         .await?;
     Ok(answer(a, &ctx, ld))
+}
+
+async fn subscribe(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    req: Request,
+) -> NgsiResult {
+    let params = params(req.uri());
+    let purpose = purpose(&params, req.headers());
+    let (body, ctx, _) = body_and_context(req).await?;
+    let id = state
+        .service
+        .ngsi_subscribe(&caller, &ctx, &body, purpose.as_deref())
+        .await?;
+    let location = format!("/ngsi-ld/v1/subscriptions/{}", urlencoding(&id));
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+/// A JSON answer that is not content (subscriptions): with the context's `Link`.
+fn plain(v: Value, ctx: &Context, ld: bool) -> Response {
+    let mut res = (StatusCode::OK, Json(v)).into_response();
+    if ld {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/ld+json"),
+        );
+    } else if let Ok(link) = HeaderValue::from_str(&format!(
+        "<{}>; rel=\"{LD_CONTEXT_REL}\"; type=\"application/ld+json\"",
+        match &ctx.source {
+            Some(Value::String(u)) => u.clone(),
+            _ => CORE_CONTEXT.to_string(),
+        }
+    )) {
+        res.headers_mut().insert(header::LINK, link);
+    }
+    res
+}
+
+async fn subscriptions(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+) -> NgsiResult {
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let all = state.service.ngsi_subscriptions(&caller, &ctx, ld).await?;
+    Ok(plain(Value::Array(all), &ctx, ld))
+}
+
+async fn subscription(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> NgsiResult {
+    let ld = wants_ld(&headers)?;
+    let ctx = request_context(&headers)?;
+    let s = state
+        .service
+        .ngsi_subscription(&caller, &ctx, &id, ld)
+        .await?;
+    Ok(plain(s, &ctx, ld))
+}
+
+async fn update_subscription(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    state
+        .service
+        .ngsi_update_subscription(&caller, &ctx, &id, &body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> NgsiResult {
+    state.service.ngsi_unsubscribe(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn delete(

@@ -31,6 +31,7 @@ mod read;
 pub mod residents;
 pub mod search;
 pub mod streams;
+pub mod subscriptions;
 mod throttle;
 pub mod transfer;
 pub mod witness;
@@ -135,6 +136,8 @@ pub struct Service {
     dsp_key: dataspace::ParticipantKey,
     /// Wakes the negotiations' worker (a decision may owe a consumer a message).
     dsp_wake: tokio::sync::Notify,
+    /// Wakes the notification worker after a write owed notifications.
+    notify_wake: tokio::sync::Notify,
     /// The HTTP client for other trusts (made once: making one loads the
     /// system's root certificates, which cost a read through DSP 45 ms).
     dsp_client: std::sync::OnceLock<reqwest::Client>,
@@ -265,6 +268,7 @@ impl Service {
             dsp_catalog_cache: std::sync::Mutex::default(),
             dsp_key: dataspace::ParticipantKey::derive(&seed),
             dsp_wake: tokio::sync::Notify::new(),
+            notify_wake: tokio::sync::Notify::new(),
             dsp_client: std::sync::OnceLock::new(),
             clock,
             settings,

@@ -477,7 +477,24 @@ impl Service {
             body: &body,
             at: &at,
         });
+        // What the change owes subscribers goes in with it.
+        let changed: Vec<(&Entity, &str)> = plan
+            .creates
+            .iter()
+            .map(|(e, d)| (e, d.as_str()))
+            .chain(
+                plan.updates
+                    .iter()
+                    .map(|(e, row)| (e, row.dataset_id.as_str())),
+            )
+            .collect();
+        write.notifications = self.owed_by(&changed).await?;
+        write.now = now.clone();
+        let owes = !write.notifications.is_empty();
         self.store.write_stream(write).await?;
+        if owes {
+            self.wake_notifier();
+        }
         Ok(())
     }
 
@@ -1305,7 +1322,7 @@ fn ngsi_error_of(e: ServiceError) -> Result<NgsiError> {
 }
 
 /// Whether a personal stream's subject scope admits the entity.
-fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScope>) -> bool {
+pub(crate) fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScope>) -> bool {
     let Some(filter) = scope.and_then(|s| s.filter.as_deref()) else {
         return true;
     };
@@ -1323,7 +1340,7 @@ fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScope>) -> bool
 }
 
 /// The entity with only the attributes the agreement's columns allow.
-fn limited(e: &Entity, grant: &ReadGrant) -> Entity {
+pub(crate) fn limited(e: &Entity, grant: &ReadGrant) -> Entity {
     let Some(columns) = &grant.columns else {
         return e.clone();
     };

@@ -38,7 +38,9 @@ pub use identity::PendingLogin;
 pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
-pub use streams::{EntityRow, HistoryRow, StoredStreamCredential, StreamWrite};
+pub use streams::{
+    EntityRow, HistoryRow, OwedNotification, StoredStreamCredential, StreamWrite, SubscriptionRow,
+};
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 
 /// Which database is behind the pool.

@@ -56,7 +56,44 @@ pub struct StreamWrite<'a> {
     /// Entities to delete: (id, the revision read).
     pub deletes: Vec<(String, i64)>,
     pub history: Vec<HistoryRow>,
+    /// Notifications owed: (subscription, entity, the changed attributes as JSON).
+    pub notifications: Vec<(String, String, String)>,
+    /// When they are first due.
+    pub now: String,
     pub entry: Option<NewLogEntry<'a>>,
+}
+
+/// A subscription's row: its document, owner, status and revision, and the
+/// streams it was decided for (JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    pub id: String,
+    pub owner: String,
+    pub status: String,
+    pub revision: i64,
+    pub grants: String,
+    pub body: String,
+}
+
+/// A notification owed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwedNotification {
+    pub seq: i64,
+    pub subscription_id: String,
+    pub entity_id: String,
+    pub changed: String,
+    pub attempts: i64,
+}
+
+fn subscription_from_row(r: &AnyRow) -> Result<SubscriptionRow> {
+    Ok(SubscriptionRow {
+        id: r.try_get("id")?,
+        owner: r.try_get("owner")?,
+        status: r.try_get("status")?,
+        revision: r.try_get("revision")?,
+        grants: r.try_get("grants")?,
+        body: r.try_get("body")?,
+    })
 }
 
 fn credential_from_row(r: &AnyRow) -> Result<StoredStreamCredential> {
@@ -330,10 +367,188 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        for (sub, entity, changed) in &write.notifications {
+            sqlx::query(
+                "INSERT INTO ngsi_notifications (subscription_id, entity_id, changed, created_at, next_attempt_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $4, 0)",
+            )
+            .bind(sub)
+            .bind(entity)
+            .bind(changed)
+            .bind(&write.now)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(entry) = &write.entry {
             append_entry(&mut tx, entry).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    // ---- subscriptions ---------------------------------------------------------------------
+
+    pub async fn insert_subscription(
+        &self,
+        row: &SubscriptionRow,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let added = sqlx::query(
+            "INSERT INTO ngsi_subscriptions (id, owner, status, revision, grants, body) \
+             VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&row.id)
+        .bind(&row.owner)
+        .bind(&row.status)
+        .bind(&row.grants)
+        .bind(&row.body)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if added == 0 {
+            return Err(StoreError::Conflict(format!("subscription '{}'", row.id)));
+        }
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionRow>> {
+        let row = sqlx::query("SELECT id, owner, status, revision, grants, body FROM ngsi_subscriptions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    /// Subscriptions made by `owner`, or (`None`) those in a status.
+    pub async fn list_subscriptions(
+        &self,
+        owner: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Vec<SubscriptionRow>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, status, revision, grants, body FROM ngsi_subscriptions \
+             WHERE ($1 = '' OR owner = $1) AND ($2 = '' OR status = $2) ORDER BY id",
+        )
+        .bind(owner.unwrap_or(""))
+        .bind(status.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(subscription_from_row).collect()
+    }
+
+    /// Replace a subscription read at `row.revision`, with an entry if one is given;
+    /// an ended one (`drop_owed`) loses the notifications it was owed.
+    pub async fn update_subscription(
+        &self,
+        row: &SubscriptionRow,
+        drop_owed: bool,
+        entry: Option<&NewLogEntry<'_>>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE ngsi_subscriptions SET status = $1, grants = $2, body = $3, revision = revision + 1 \
+             WHERE id = $4 AND revision = $5",
+        )
+        .bind(&row.status)
+        .bind(&row.grants)
+        .bind(&row.body)
+        .bind(&row.id)
+        .bind(row.revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "subscription '{}'",
+                row.id
+            )));
+        }
+        if drop_owed {
+            sqlx::query("DELETE FROM ngsi_notifications WHERE subscription_id = $1")
+                .bind(&row.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(entry) = entry {
+            append_entry(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_subscription(&self, id: &str, entry: &NewLogEntry<'_>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM ngsi_subscriptions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM ngsi_notifications WHERE subscription_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Notifications due by `now`, oldest first.
+    pub async fn due_notifications(&self, now: &str, limit: i64) -> Result<Vec<OwedNotification>> {
+        let rows = sqlx::query(
+            "SELECT seq, subscription_id, entity_id, changed, attempts FROM ngsi_notifications \
+             WHERE next_attempt_at <= $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OwedNotification {
+                    seq: r.try_get("seq")?,
+                    subscription_id: r.try_get("subscription_id")?,
+                    entity_id: r.try_get("entity_id")?,
+                    changed: r.try_get("changed")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Notifications delivered (or no longer owed): gone.
+    pub async fn drop_notifications(&self, seqs: &[i64]) -> Result<()> {
+        for s in seqs {
+            sqlx::query("DELETE FROM ngsi_notifications WHERE seq = $1")
+                .bind(s)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Notifications to try again at `at`.
+    pub async fn retry_notifications(&self, seqs: &[i64], at: &str) -> Result<()> {
+        for s in seqs {
+            sqlx::query("UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = $1 WHERE seq = $2")
+                .bind(at)
+                .bind(s)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// How many notifications are owed (all subscriptions).
+    pub async fn owed_notifications(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM ngsi_notifications")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 }

@@ -61,7 +61,9 @@ impl GeoQuery {
                         "maxDistance" => max = Some(m),
                         "minDistance" => min = Some(m),
                         other => {
-                            return Err(bad(format!("'{other}' is not maxDistance or minDistance")));
+                            return Err(bad(format!(
+                                "'{other}' is not maxDistance or minDistance"
+                            )));
                         }
                     }
                 }

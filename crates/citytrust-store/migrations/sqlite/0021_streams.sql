@@ -38,3 +38,30 @@ CREATE TABLE stream_credentials (
     revoked_at TEXT
 );
 CREATE INDEX stream_credentials_dataset ON stream_credentials (dataset_id);
+
+-- Subscriptions: the model document, who made it, for what purpose, and the
+-- streams (with the agreement each was read under) it was decided for.
+CREATE TABLE ngsi_subscriptions (
+    id       TEXT PRIMARY KEY,
+    owner    TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    grants   TEXT NOT NULL,
+    body     TEXT NOT NULL
+);
+CREATE INDEX ngsi_subscriptions_status ON ngsi_subscriptions (status);
+
+-- Notifications owed: one row per subscription and entity change, written
+-- in the change's transaction, removed only once delivered (or the
+-- subscription ended); a failed delivery is tried again later.
+CREATE TABLE ngsi_notifications (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription_id TEXT NOT NULL,
+    entity_id       TEXT NOT NULL,
+    changed         TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    attempts        BIGINT NOT NULL
+);
+CREATE INDEX ngsi_notifications_due ON ngsi_notifications (next_attempt_at);
+CREATE INDEX ngsi_notifications_subscription ON ngsi_notifications (subscription_id);

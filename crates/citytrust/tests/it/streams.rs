@@ -977,3 +977,239 @@ async fn latest_values_answer_geo_queries_and_history_answers_temporal_ones() {
     )
     .await;
 }
+
+/// Notifications received by a local endpoint: (log entry header, nonce, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, axum::body::Bytes)>>>;
+
+/// A local HTTP endpoint that takes notifications at `/notify`.
+async fn notification_listener() -> (String, Received) {
+    let received: Received = Default::default();
+    let keep = received.clone();
+    let router = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let keep = keep.clone();
+                async move {
+                    let h = |k: &str| {
+                        headers
+                            .get(k)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    keep.lock().unwrap().push((
+                        h("citytrust-log-entry"),
+                        h("citytrust-log-nonce"),
+                        body,
+                    ));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test]
+async fn a_subscription_notifies_under_its_agreement_is_logged_first_and_stops_when_the_agreement_is_retired()
+ {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let bob = app.token("bob").await;
+    let (air, device) = stream(&app, &alice, "Air quality", "shared_specific").await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 10.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    let (url, received) = notification_listener().await;
+    let subscription = json!({
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved"}],
+        "watchedAttributes": ["NO2"],
+        "q": "NO2>40",
+        "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
+    });
+    let subs = format!("{NGSI}/subscriptions");
+    // Nobody subscribes anonymously, nor without an agreement, nor with a write credential.
+    assert_eq!(post(&app, &subs, None, &subscription).await.status(), 401);
+    refused(
+        post(
+            &app,
+            &format!("{subs}?purpose=research"),
+            Some(&bob),
+            &subscription,
+        )
+        .await,
+        403,
+    )
+    .await;
+    refused(
+        post(
+            &app,
+            &format!("{subs}?purpose=research"),
+            Some(&device),
+            &subscription,
+        )
+        .await,
+        403,
+    )
+    .await;
+
+    let r: Value = app
+        .post_json(
+            "/api/v1/access-requests",
+            Some(&analyst),
+            &request(&[&air], "research", "identified"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let decided = all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let agreement = decided["agreement_id"].as_str().unwrap().to_string();
+    let res = post(
+        &app,
+        &format!("{subs}?purpose=research"),
+        Some(&analyst),
+        &subscription,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+
+    // A change it does not watch, or one its q does not match, owes nothing.
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"stationName": "Renamed"})),
+    )
+    .await;
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 12.0})),
+    )
+    .await;
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    // One that matches is delivered, its log entry committed first.
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 55.5})),
+    )
+    .await;
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 1);
+    let (index, nonce, body) = received.lock().unwrap()[0].clone();
+    let notification: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(notification["type"], "Notification");
+    assert_eq!(
+        notification["data"],
+        json!([{"id": "urn:ngsi-ld:AirQualityObserved:station-1", "type": "AirQualityObserved", "NO2": 55.5}])
+    );
+    let entry = app
+        .service
+        .store()
+        .ledger_entry(index.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let entry: Value = serde_json::from_str(&entry).unwrap();
+    assert_eq!(entry["type"], "stream.notified");
+    assert_eq!(entry["streams"][0]["agreement"], agreement.as_str());
+    let digest: String = sha2::Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        entry["commitment"],
+        citytrust_service::content::commitment("served", &nonce, &digest).as_str()
+    );
+    let s: Value = get(&app, &location, Some(&analyst))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["notification"]["timesSent"], 1);
+    assert_eq!(s["status"], "active");
+    // Another reader does not see it.
+    assert_eq!(get(&app, &location, Some(&bob)).await.status(), 404);
+
+    // An endpoint that cannot be reached: the notification stays owed.
+    let mut unreachable = subscription.clone();
+    unreachable["notification"]["endpoint"]["uri"] = json!("http://127.0.0.1:9/notify");
+    let res = post(
+        &app,
+        &format!("{subs}?purpose=research"),
+        Some(&analyst),
+        &unreachable,
+    )
+    .await;
+    let dead = res.headers()["location"].to_str().unwrap().to_string();
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 60.0})),
+    )
+    .await;
+    app.service.deliver_notifications().await.unwrap();
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 1);
+    let s: Value = get(&app, &dead, Some(&analyst)).await.json().await.unwrap();
+    assert!(s["notification"]["lastFailure"].is_string(), "{s}");
+    assert_eq!(s["notification"]["status"], "failed");
+    assert_eq!(received.lock().unwrap().len(), 2);
+
+    // The trustees retire the agreement: the subscription expires, logged, and notifies nothing more.
+    let trustee = app.token("trustee").await;
+    let res = app
+        .post_json(
+            &format!("/api/v1/agreements/{agreement}/retire"),
+            Some(&trustee),
+            &json!({"reason": "Ended early."}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.service.expire_subscriptions().await.unwrap(), 2);
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 70.0})),
+    )
+    .await;
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    assert_eq!(received.lock().unwrap().len(), 2);
+    let s: Value = get(&app, &location, Some(&analyst))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["status"], "expired");
+    assert_eq!(
+        app.entries_of_type("stream.subscription_expired")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
+}

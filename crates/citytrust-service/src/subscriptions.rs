@@ -1,0 +1,678 @@
+//! NGSI-LD subscriptions (issue 26), governed like every read.
+//!
+//! - **Made** by a signed-in reader, for a purpose: each stream that may hold
+//!   what it asks for is decided now (`authorize_read`); it is kept with the
+//!   streams it was allowed and the agreement each was read under (`grants`),
+//!   and refused outright when none is allowed.
+//! - **Owed**: a write that changes an entity a subscription watches puts a
+//!   row in the notification outbox in the write's own transaction, so a
+//!   notification is never lost between the write and its delivery.
+//! - **Delivered** by the worker (`deliver_notifications`): each stream read
+//!   is decided again now — a retired or ended agreement, or another refusal,
+//!   expires the subscription (status `expired`, logged `stream.subscription_expired`);
+//!   a personal stream's subject scope is decided now (a withdrawn resident's
+//!   entity is left out of the very next notification); the agreement's
+//!   columns limit the attributes, and the subscription's `q` and `geoQ` are
+//!   tested again on what the subscriber may see. The notification is
+//!   committed to in a `stream.notified` entry (one per notification, however
+//!   many entities it carries) before it is sent. A failed delivery stays
+//!   owed and is tried again with back-off (never dropped); `throttling` holds
+//!   notifications back until it has passed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use citytrust_model::Actor;
+use citytrust_model::catalogue::Dataset;
+use citytrust_model::ngsi::subscription::Subscription;
+use citytrust_model::ngsi::{Context, Entity, ErrorType, NgsiError, Rendering};
+use citytrust_store::{NewLogEntry, SubscriptionRow};
+use serde_json::{Value, json};
+
+use crate::accounts::random_hex;
+use crate::content::{commitment, new_nonce, reader_label};
+use crate::streams::StreamCaller;
+use crate::{Result, Service, ServiceError, rfc3339};
+
+/// What a subscription was allowed when it was made.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Grants {
+    purpose: Option<String>,
+    /// Stream → the agreement it was read under (`None`: open, or its owner's).
+    streams: BTreeMap<String, Option<String>>,
+}
+
+/// How many owed notifications one worker pass takes.
+const PASS: i64 = 2000;
+/// A delivery's time limit.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn decode(row: &SubscriptionRow) -> Result<(Subscription, Grants)> {
+    let s = serde_json::from_str(&row.body)
+        .map_err(|e| ServiceError::Internal(format!("stored subscription: {e}")))?;
+    let g = serde_json::from_str(&row.grants)
+        .map_err(|e| ServiceError::Internal(format!("stored subscription grants: {e}")))?;
+    Ok((s, g))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+fn not_found(id: &str) -> ServiceError {
+    NgsiError::not_found(format!("no subscription '{id}' of yours")).into()
+}
+
+impl Service {
+    /// The signed-in reader behind a subscription request.
+    fn subscriber(caller: &StreamCaller) -> Result<&Actor> {
+        match caller {
+            StreamCaller::Actor(a @ Actor::User { .. }) => Ok(a),
+            StreamCaller::Actor(_) => Err(ServiceError::Unauthenticated),
+            StreamCaller::Credential { .. } => Err(ServiceError::Refused {
+                rule: Some("write-credential-only-writes".into()),
+                message: "a stream's write credential writes readings and subscribes to nothing"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The streams a subscription may be told about: those holding its types.
+    async fn streams_for(&self, s: &Subscription) -> Result<Vec<Dataset>> {
+        let types = s.types();
+        Ok(self
+            .streams()
+            .await?
+            .into_iter()
+            .filter(|d| {
+                types.is_empty()
+                    || types
+                        .iter()
+                        .any(|t| d.metadata.stream.as_ref().is_some_and(|st| st.may_hold(t)))
+            })
+            .collect())
+    }
+
+    /// `POST /subscriptions`.
+    pub async fn ngsi_subscribe(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        body: &Value,
+        purpose: Option<&str>,
+    ) -> Result<String> {
+        let actor = Self::subscriber(caller)?;
+        let now = rfc3339(self.now());
+        let new_id = format!("urn:ngsi-ld:Subscription:{}", random_hex::<12>()?);
+        let sub = Subscription::parse(body, ctx, None, &now, &new_id)?;
+        let purpose = crate::content::clean_purpose(purpose)?;
+        let mut grants = Grants {
+            purpose: purpose.clone(),
+            streams: BTreeMap::new(),
+        };
+        let mut first_refusal = None;
+        for d in self.streams_for(&sub).await? {
+            match self
+                .authorize_read(
+                    actor,
+                    &d,
+                    purpose.as_deref(),
+                    citytrust_model::AccessLevel::Identified,
+                )
+                .await
+            {
+                Ok(g) => {
+                    grants.streams.insert(d.id.clone(), g.agreement_id);
+                }
+                Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        if grants.streams.is_empty() {
+            return Err(first_refusal.unwrap_or_else(|| {
+                NgsiError::bad(
+                    "no stream of this trust holds the entity types this subscription names",
+                )
+                .into()
+            }));
+        }
+        let (entry, at) = self.log_entry(
+            "stream.subscribed",
+            json!({
+                "subscription": sub.id,
+                "streams": grants.streams.iter().map(|(d, a)| json!({"dataset": d, "agreement": a})).collect::<Vec<_>>(),
+                "purpose": grants.purpose,
+                "by": actor.organization_ids().first().map(|o| format!("organization:{o}")).unwrap_or_else(|| "individual".into()),
+            }),
+        )?;
+        let row = SubscriptionRow {
+            id: sub.id.clone(),
+            owner: actor.username().unwrap_or_default().to_string(),
+            status: sub.status.clone(),
+            revision: 1,
+            grants: encode(&grants)?,
+            body: encode(&sub)?,
+        };
+        match self
+            .store
+            .insert_subscription(
+                &row,
+                &NewLogEntry {
+                    kind: "stream.subscribed",
+                    body: &entry,
+                    at: &at,
+                },
+            )
+            .await
+        {
+            Err(citytrust_store::StoreError::Conflict(_)) => Err(NgsiError::new(
+                ErrorType::AlreadyExists,
+                format!("subscription '{}' exists already", sub.id),
+            )
+            .into()),
+            other => other.map_err(ServiceError::from),
+        }?;
+        Ok(sub.id)
+    }
+
+    async fn own_subscription(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(SubscriptionRow, Subscription, Grants)> {
+        let row = self
+            .store
+            .get_subscription(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if Some(row.owner.as_str()) != actor.username() {
+            return Err(not_found(id));
+        }
+        let (s, g) = decode(&row)?;
+        Ok((row, s, g))
+    }
+
+    /// `GET /subscriptions/{id}` (its subscriber only).
+    pub async fn ngsi_subscription(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        id: &str,
+        with_context: bool,
+    ) -> Result<Value> {
+        let actor = Self::subscriber(caller)?;
+        let (_, s, _) = self.own_subscription(actor, id).await?;
+        Ok(s.render(ctx, with_context))
+    }
+
+    /// `GET /subscriptions`: the caller's own.
+    pub async fn ngsi_subscriptions(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        with_context: bool,
+    ) -> Result<Vec<Value>> {
+        let actor = Self::subscriber(caller)?;
+        let mut out = Vec::new();
+        for row in self
+            .store
+            .list_subscriptions(actor.username(), None)
+            .await?
+        {
+            let (s, _) = decode(&row)?;
+            out.push(s.render(ctx, with_context));
+        }
+        Ok(out)
+    }
+
+    /// `PATCH /subscriptions/{id}`: what it watches and where it notifies;
+    /// the streams and purpose it was decided for stay.
+    pub async fn ngsi_update_subscription(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
+        let actor = Self::subscriber(caller)?;
+        let (mut row, s, g) = self.own_subscription(actor, id).await?;
+        if s.status == "expired" {
+            return Err(NgsiError::new(
+                ErrorType::OperationNotSupported,
+                format!(
+                    "subscription '{id}' has expired: {}",
+                    s.expired_because.as_deref().unwrap_or("")
+                ),
+            )
+            .into());
+        }
+        let now = rfc3339(self.now());
+        let updated = Subscription::parse(body, ctx, Some(&s), &now, id)?;
+        let types = updated.types();
+        if !types.is_empty() {
+            for d in self.streams_for(&updated).await? {
+                if !g.streams.contains_key(&d.id) {
+                    return Err(NgsiError::bad(format!(
+                        "the subscription was decided for other streams; '{}' needs a subscription of its own",
+                        d.id
+                    ))
+                    .into());
+                }
+            }
+        }
+        row.status = updated.status.clone();
+        row.body = encode(&updated)?;
+        self.store.update_subscription(&row, false, None).await?;
+        Ok(())
+    }
+
+    /// `DELETE /subscriptions/{id}`.
+    pub async fn ngsi_unsubscribe(&self, caller: &StreamCaller, id: &str) -> Result<()> {
+        let actor = Self::subscriber(caller)?;
+        self.own_subscription(actor, id).await?;
+        let (entry, at) = self.log_entry("stream.unsubscribed", json!({"subscription": id}))?;
+        if !self
+            .store
+            .delete_subscription(
+                id,
+                &NewLogEntry {
+                    kind: "stream.unsubscribed",
+                    body: &entry,
+                    at: &at,
+                },
+            )
+            .await?
+        {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+
+    /// The notifications a write owes: (subscription, entity, changed
+    /// attributes) for each active subscription the change is news to.
+    pub(crate) async fn owed_by(
+        &self,
+        changed: &[(&Entity, &str)],
+    ) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        if changed.is_empty() {
+            return Ok(out);
+        }
+        let now = rfc3339(self.now());
+        for row in self.store.list_subscriptions(None, Some("active")).await? {
+            let (s, g) = decode(&row)?;
+            if s.expires_at.as_ref().is_some_and(|e| {
+                citytrust_model::ngsi::temporal::instant(e)
+                    <= citytrust_model::ngsi::temporal::instant(&now)
+            }) {
+                continue;
+            }
+            let Ok(ctx) = s.context() else { continue };
+            for (e, dataset) in changed {
+                let touched: Vec<String> = e.touched.iter().cloned().collect();
+                if g.streams.contains_key(*dataset) && s.matches(e, &touched, &ctx) {
+                    out.push((s.id.clone(), e.id.clone(), encode(&touched)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wait until a write may have owed a notification (or `timeout` passed).
+    pub async fn notifications_waiting(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.notify_wake.notified()).await;
+    }
+
+    pub(crate) fn wake_notifier(&self) {
+        self.notify_wake.notify_one();
+    }
+
+    /// Expire a subscription: it notifies nothing more, and the log says why.
+    async fn expire(&self, mut row: SubscriptionRow, mut s: Subscription, why: &str) -> Result<()> {
+        s.status = "expired".into();
+        s.expired_because = Some(why.to_string());
+        s.modified_at = rfc3339(self.now());
+        row.status = s.status.clone();
+        row.body = encode(&s)?;
+        let (entry, at) = self.log_entry(
+            "stream.subscription_expired",
+            json!({"subscription": s.id, "reason": why}),
+        )?;
+        match self
+            .store
+            .update_subscription(
+                &row,
+                true,
+                Some(&NewLogEntry {
+                    kind: "stream.subscription_expired",
+                    body: &entry,
+                    at: &at,
+                }),
+            )
+            .await
+        {
+            // Another pass got there first.
+            Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Expire subscriptions whose reads are no longer allowed (an agreement
+    /// ended or retired, the subscriber gone); returns how many.
+    pub async fn expire_subscriptions(&self) -> Result<usize> {
+        let mut n = 0;
+        for row in self.store.list_subscriptions(None, Some("active")).await? {
+            let (s, g) = decode(&row)?;
+            if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
+                self.expire(row, s, &why).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Why a subscription may no longer be served, if it may not.
+    async fn no_longer_allowed(
+        &self,
+        owner: &str,
+        g: &Grants,
+        s: &Subscription,
+    ) -> Result<Option<String>> {
+        let now = rfc3339(self.now());
+        if s.expires_at.as_ref().is_some_and(|e| {
+            citytrust_model::ngsi::temporal::instant(e)
+                <= citytrust_model::ngsi::temporal::instant(&now)
+        }) {
+            return Ok(Some("its expiresAt has passed".into()));
+        }
+        let Ok(user) = self.get_user(owner).await else {
+            return Ok(Some("its subscriber's account is no longer active".into()));
+        };
+        let actor = Actor::from_user(&user);
+        for (dataset, agreement) in &g.streams {
+            let Some(d) = self.store.get_dataset(dataset).await? else {
+                return Ok(Some(format!("stream '{dataset}' is gone")));
+            };
+            match self
+                .authorize_read(
+                    &actor,
+                    &d,
+                    g.purpose.as_deref(),
+                    citytrust_model::AccessLevel::Identified,
+                )
+                .await
+            {
+                Ok(grant) if agreement.is_none() || grant.agreement_id == *agreement => {}
+                Ok(_) => {
+                    return Ok(Some(format!(
+                        "agreement {} it was made under is no longer in force",
+                        agreement.as_deref().unwrap_or("")
+                    )));
+                }
+                Err(ServiceError::Refused { rule, message }) => {
+                    return Ok(Some(match (agreement, rule) {
+                        (Some(a), _) => {
+                            format!("agreement {a} it was made under is no longer in force")
+                        }
+                        (None, Some(r)) => format!("refused by rule {r}: {message}"),
+                        (None, None) => message,
+                    }));
+                }
+                Err(ServiceError::Unavailable { code, message }) => {
+                    return Err(ServiceError::Unavailable { code, message });
+                }
+                Err(ServiceError::Internal(e)) => return Err(ServiceError::Internal(e)),
+                Err(e) => return Ok(Some(e.to_string())),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The worker's pass: deliver what is owed (see the module's header).
+    /// Returns how many notifications were sent.
+    pub async fn deliver_notifications(&self) -> Result<usize> {
+        let now_t = self.now();
+        let now = rfc3339(now_t);
+        let due = self.store.due_notifications(&now, PASS).await?;
+        let mut by_sub: BTreeMap<String, Vec<citytrust_store::OwedNotification>> = BTreeMap::new();
+        for d in due {
+            by_sub.entry(d.subscription_id.clone()).or_default().push(d);
+        }
+        let mut sent = 0;
+        for (sub_id, owed) in by_sub {
+            let seqs: Vec<i64> = owed.iter().map(|o| o.seq).collect();
+            let Some(row) = self.store.get_subscription(&sub_id).await? else {
+                self.store.drop_notifications(&seqs).await?;
+                continue;
+            };
+            let (mut s, g) = decode(&row)?;
+            if s.status != "active" {
+                if s.status == "expired" {
+                    self.store.drop_notifications(&seqs).await?;
+                }
+                // A paused subscription keeps what it is owed.
+                continue;
+            }
+            if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
+                self.expire(row, s, &why).await?;
+                continue;
+            }
+            if let (Some(t), Some(last)) = (s.throttling, &s.last_notification)
+                && let Ok(last) = time::OffsetDateTime::parse(
+                    last,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                && last + time::Duration::seconds(t as i64) > now_t
+            {
+                let at = rfc3339(last + time::Duration::seconds(t as i64));
+                self.store.retry_notifications(&seqs, &at).await?;
+                continue;
+            }
+            match self.notify(&row, &s, &g, &owed).await {
+                Ok(Some(log_index)) => {
+                    let _ = log_index;
+                    sent += 1;
+                    s.times_sent += 1;
+                    s.last_notification = Some(now.clone());
+                    s.last_success = Some(now.clone());
+                    self.store.drop_notifications(&seqs).await?;
+                }
+                Ok(None) => {
+                    // Nothing the subscriber may see now: nothing to send.
+                    self.store.drop_notifications(&seqs).await?;
+                    continue;
+                }
+                Err(ServiceError::Unavailable { code, message }) => {
+                    return Err(ServiceError::Unavailable { code, message });
+                }
+                Err(e) => {
+                    tracing::info!(subscription = %s.id, error = %e, "a notification was not delivered; it stays owed");
+                    let attempts = owed.iter().map(|o| o.attempts).max().unwrap_or(0);
+                    let delay = 2i64
+                        .saturating_pow(u32::try_from(attempts.min(12)).unwrap_or(12))
+                        .min(3600);
+                    let at = rfc3339(now_t + time::Duration::seconds(delay));
+                    self.store.retry_notifications(&seqs, &at).await?;
+                    s.last_notification = Some(now.clone());
+                    s.last_failure = Some(now.clone());
+                }
+            }
+            let mut row = self
+                .store
+                .get_subscription(&sub_id)
+                .await?
+                .ok_or_else(|| not_found(&sub_id))?;
+            let (mut current, _) = decode(&row)?;
+            current.times_sent = s.times_sent;
+            current.last_notification = s.last_notification.clone();
+            current.last_success = s.last_success.clone();
+            current.last_failure = s.last_failure.clone();
+            row.body = encode(&current)?;
+            match self.store.update_subscription(&row, false, None).await {
+                Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Render, log and send one notification; `None` if nothing is left to send.
+    async fn notify(
+        &self,
+        row: &SubscriptionRow,
+        s: &Subscription,
+        g: &Grants,
+        owed: &[citytrust_store::OwedNotification],
+    ) -> Result<Option<i64>> {
+        let user = self.get_user(&row.owner).await?;
+        let actor = Actor::from_user(&user);
+        let ctx = s.context()?;
+        let mut ids: Vec<String> = owed.iter().map(|o| o.entity_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut changed: HashMap<String, Vec<String>> = HashMap::new();
+        for o in owed {
+            let c: Vec<String> = serde_json::from_str(&o.changed).unwrap_or_default();
+            changed.entry(o.entity_id.clone()).or_default().extend(c);
+        }
+        let rendering = Rendering {
+            key_values: s.key_values,
+            sys_attrs: false,
+            attrs: s.attributes.clone(),
+            with_context: false,
+        };
+        let mut decided: HashMap<
+            String,
+            (
+                Dataset,
+                crate::read::ReadGrant,
+                Option<crate::residents::SubjectScope>,
+            ),
+        > = HashMap::new();
+        let mut data = Vec::new();
+        for row in self.store.get_entities(&ids).await? {
+            if !g.streams.contains_key(&row.dataset_id) {
+                continue;
+            }
+            if !decided.contains_key(&row.dataset_id) {
+                let Some(d) = self.store.get_dataset(&row.dataset_id).await? else {
+                    continue;
+                };
+                let grant = self
+                    .authorize_read(
+                        &actor,
+                        &d,
+                        g.purpose.as_deref(),
+                        citytrust_model::AccessLevel::Identified,
+                    )
+                    .await?;
+                let scope = self.subject_scope(&actor, &d, &grant).await?;
+                decided.insert(row.dataset_id.clone(), (d, grant, scope));
+            }
+            let Some((d, grant, scope)) = decided.get(&row.dataset_id) else {
+                continue;
+            };
+            let entity: Entity = serde_json::from_str(&row.body)
+                .map_err(|e| ServiceError::Internal(format!("stored entity: {e}")))?;
+            let visible = crate::streams::limited(&entity, grant);
+            if !crate::streams::admitted(&visible, d, scope.as_ref()) {
+                continue;
+            }
+            let c = changed.get(&visible.id).cloned().unwrap_or_default();
+            if !s.matches(&visible, &c, &ctx) {
+                continue;
+            }
+            data.push(visible.render(&ctx, &rendering));
+        }
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let notification = json!({
+            "id": format!("urn:ngsi-ld:Notification:{}", random_hex::<12>()?),
+            "type": "Notification",
+            "subscriptionId": s.id,
+            "notifiedAt": rfc3339(self.now()),
+            "data": data,
+        });
+        let ld = s.accept == "application/ld+json";
+        let mut notification = notification;
+        if ld && let Some(m) = notification.as_object_mut() {
+            m.insert(
+                "@context".into(),
+                ctx.source
+                    .clone()
+                    .unwrap_or_else(|| citytrust_model::ngsi::CORE_CONTEXT.into()),
+            );
+        }
+        let body =
+            serde_json::to_vec(&notification).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+        let nonce = new_nonce()?;
+        let streams: Vec<Value> = decided
+            .values()
+            .map(|(d, grant, scope)| {
+                let mut v = json!({
+                    "dataset": d.id, "purpose": grant.purpose, "level": grant.level.as_str(),
+                    "rule": grant.rule, "agreement": grant.agreement_id, "charter_version": grant.charter_version,
+                });
+                if let (Some(sc), Some(m)) = (scope, v.as_object_mut()) {
+                    m.insert("subjects".into(), sc.rule.as_str().into());
+                }
+                v
+            })
+            .collect();
+        let by = decided
+            .values()
+            .next()
+            .map(|(d, _, _)| reader_label(&actor, d))
+            .unwrap_or_else(|| "individual".into());
+        let (entry, at) = self.log_entry(
+            "stream.notified",
+            json!({
+                "subscription": s.id,
+                "streams": streams,
+                "entities": data.len(),
+                "bytes": body.len(),
+                "commitment": commitment("served", &nonce, &sha256),
+                "by": by,
+            }),
+        )?;
+        // Committed before a byte is sent.
+        let log_index = self.appender.append("stream.notified", entry, at).await?;
+        let mut req = self
+            .dsp_http()?
+            .post(&s.endpoint)
+            .timeout(DELIVERY_TIMEOUT)
+            .header(
+                "content-type",
+                if ld {
+                    "application/ld+json"
+                } else {
+                    "application/json"
+                },
+            )
+            .header("citytrust-log-entry", log_index.to_string())
+            .header("citytrust-log-nonce", nonce);
+        if !ld {
+            let url = match &ctx.source {
+                Some(Value::String(u)) => u.clone(),
+                _ => citytrust_model::ngsi::CORE_CONTEXT.to_string(),
+            };
+            req = req.header(
+                "link",
+                format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""),
+            );
+        }
+        let res = req.body(body).send().await.map_err(|e| {
+            ServiceError::Internal(format!("notification to the endpoint: {}", e.without_url()))
+        })?;
+        if !res.status().is_success() {
+            return Err(ServiceError::Internal(format!(
+                "the endpoint answered {}",
+                res.status()
+            )));
+        }
+        Ok(Some(log_index))
+    }
+}
