@@ -838,3 +838,35 @@ test('an administrator registers a catalogue to harvest, and its entries are fou
   assert.equal(await admin.getByRole('heading', { name: /more in other catalogues/ }).count(), 0);
   await admin.context().close();
 });
+
+test('the live air-quality stream shows Barcelona\'s stations changing, with their history, to anyone', async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  await page.goto(`${BASE}/datasets/barcelona-air-quality-live`);
+  await page.getByRole('link', { name: /see its latest values/ }).click();
+  await page.waitForURL(`${BASE}/datasets/barcelona-air-quality-live/live`);
+  const table = page.locator('#latest-values');
+  // Eight stations of the city's network, at their real places on the map.
+  assert.equal(await table.locator('tbody tr').count(), 8);
+  assert.ok(await page.getByRole('img', { name: 'Where each entity is' }).isVisible());
+  assert.equal(await page.locator('svg.stream-map circle').count(), 8);
+  assert.ok(await table.getByRole('rowheader', { name: 'Barcelona - Eixample' }).isVisible());
+  // Each shown read is logged, and the page says where.
+  assert.match(await table.locator('caption').innerText(), /entry \d+/);
+  // A chart of recent history per pollutant, with its figures as a table.
+  assert.ok(await page.getByRole('img', { name: /^NO2, the last \d+ readings/ }).isVisible());
+  await assertAccessible(page, 'stream page');
+  // The replay moves on: an hour of readings every five seconds.
+  const before = await table.locator('tbody tr').first().locator('td').last().innerText();
+  let after = before;
+  for (let i = 0; i < 20 && after === before; i++) {
+    await new Promise(r => setTimeout(r, 1000));
+    await page.reload();
+    after = await page.locator('#latest-values tbody tr').first().locator('td').last().innerText();
+  }
+  assert.notEqual(after, before, 'the latest values did not change');
+  // Another station's history.
+  await page.getByRole('link', { name: 'Barcelona - Sants' }).click();
+  assert.ok(await page.getByRole('heading', { name: 'Recent history of Barcelona - Sants' }).isVisible());
+  await assertAccessible(page, 'stream page, one station');
+  await page.context().close();
+});

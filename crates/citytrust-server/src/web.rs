@@ -18,6 +18,7 @@ mod log_pages;
 mod participation_pages;
 mod project_pages;
 mod resident_pages;
+mod stream_pages;
 
 use std::collections::BTreeMap;
 
@@ -68,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .merge(resident_pages::routes())
         .merge(participation_pages::routes())
         .merge(project_pages::routes())
+        .merge(stream_pages::routes())
 }
 
 // ---- sessions -------------------------------------------------------------------

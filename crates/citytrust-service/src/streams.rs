@@ -1035,11 +1035,12 @@ impl Service {
             .iter()
             .filter(|d| {
                 let terms = d.metadata.stream.as_ref();
-                !named_types
-                    || query
-                        .types
-                        .iter()
-                        .any(|t| terms.is_some_and(|s| s.may_hold(t)))
+                query.stream.as_ref().is_none_or(|s| *s == d.id)
+                    && (!named_types
+                        || query
+                            .types
+                            .iter()
+                            .any(|t| terms.is_some_and(|s| s.may_hold(t))))
             })
             .collect();
         // Each stream that may hold what is asked answers if this reader
@@ -1139,6 +1140,7 @@ impl Service {
                 let streams = self.streams().await?;
                 let ids: Vec<String> = streams
                     .iter()
+                    .filter(|d| q.stream.as_ref().is_none_or(|s| *s == d.id))
                     .filter(|d| {
                         q.types.is_empty()
                             || q.types

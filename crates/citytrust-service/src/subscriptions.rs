@@ -289,6 +289,38 @@ impl Service {
         Ok(())
     }
 
+    /// The reader's own subscriptions that `dataset` notifies: (id, name,
+    /// status, times sent and last notification).
+    pub async fn stream_subscriptions(
+        &self,
+        actor: &Actor,
+        dataset: &str,
+    ) -> Result<Vec<(String, String, String, String)>> {
+        let Some(owner) = actor.username() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for row in self.store.list_subscriptions(Some(owner), None).await? {
+            let (s, g) = decode(&row)?;
+            if g.streams.contains_key(dataset) {
+                out.push((
+                    s.id.clone(),
+                    s.name.clone().unwrap_or_default(),
+                    s.status.clone(),
+                    format!(
+                        "{} sent{}",
+                        s.times_sent,
+                        s.last_notification
+                            .as_deref()
+                            .map(|l| format!(", the last at {l}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// The notifications a write owes: (subscription, entity, changed
     /// attributes) for each active subscription the change is news to.
     pub(crate) async fn owed_by(

@@ -780,6 +780,74 @@ async fn project(service: &Service) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's live stream.
+pub const LIVE_STREAM: &str = "barcelona-air-quality-live";
+/// How much faster than real time the demo replays it: an hour every five seconds.
+const LIVE_SPEED: f64 = 720.0;
+
+/// Replay the Barcelona air-quality readings into the live stream, for
+/// ever, through the NGSI-LD API at `url` with a write credential the
+/// stream's owner issues at each start (the previous ones revoked).
+pub fn replay_live(service: std::sync::Arc<Service>, url: String) {
+    tokio::spawn(async move {
+        if let Err(e) = run_live(&service, &url).await {
+            tracing::warn!(error = %e, "the live air-quality replay stopped");
+        }
+    });
+}
+
+async fn run_live(service: &Service, url: &str) -> anyhow::Result<()> {
+    let owner = demo_actor(service, "owner").await?;
+    for old in service.stream_credentials(&owner, LIVE_STREAM).await? {
+        if old.revoked_at.is_none() {
+            service
+                .revoke_stream_credential(&owner, LIVE_STREAM, &old.id)
+                .await?;
+        }
+    }
+    let issued = service
+        .issue_stream_credential(&owner, LIVE_STREAM, "The demo's replay of November 2018")
+        .await?;
+    let instants =
+        crate::replay::air_quality(&data_dir().join("barcelona/air_quality_Nov2017.csv"))?;
+    // A demo started again goes on from the newest reading it holds.
+    let core = citytrust_model::ngsi::Context::core();
+    let observed = core.expand("dateObserved");
+    let mut after = None;
+    for row in service
+        .store()
+        .stream_entities(&[LIVE_STREAM.to_string()])
+        .await?
+    {
+        let e: citytrust_model::ngsi::Entity = serde_json::from_str(&row.body)?;
+        let t = e
+            .value_of(&observed)
+            .and_then(|v| v.as_str())
+            .and_then(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| t.unix_timestamp());
+        after = after.max(t);
+    }
+    tracing::info!(
+        stream = LIVE_STREAM,
+        instants = instants.len(),
+        speed = LIVE_SPEED,
+        "replaying live air-quality readings"
+    );
+    crate::replay::replay(
+        url,
+        &issued.token,
+        LIVE_STREAM,
+        &instants,
+        LIVE_SPEED,
+        true,
+        after,
+        |_, _| {},
+    )
+    .await
+}
+
 /// The demo's data files: beside the binary's source in a checkout.
 fn data_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/data")

@@ -8,6 +8,7 @@
 mod demo;
 mod import;
 mod release;
+mod replay;
 mod verify;
 
 use std::io::{BufRead, IsTerminal};
@@ -121,6 +122,31 @@ enum Command {
         /// Only this catalogue (its id).
         #[arg(long)]
         catalogue: Option<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Feed a stream from a file of real readings at their real times,
+    /// accelerated (the Barcelona air-quality CSV: AirQualityObserved
+    /// entities), over the NGSI-LD API with the stream's write credential.
+    Replay {
+        /// The readings (Barcelona's air_quality CSV).
+        file: PathBuf,
+        /// The stream's dataset id.
+        #[arg(long)]
+        stream: String,
+        /// How many times faster than real time (3600: an hour a second).
+        #[arg(long, default_value_t = 3600.0)]
+        speed: f64,
+        /// The trust's base URL.
+        #[arg(long, env = "CITYTRUST_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The stream's write credential (`ctw_…`, from POST /api/v1/datasets/{id}/stream-credentials).
+        #[arg(long, env = "CITYTRUST_STREAM_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Start again when the file ends, shifted past its last reading.
+        #[arg(long = "loop")]
+        looping: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -451,6 +477,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Replay {
+            file,
+            stream,
+            speed,
+            url,
+            token,
+            looping,
+            quiet,
+        } => {
+            let instants = replay::air_quality(&file)?;
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(instants.len() as u64),
+                if quiet {
+                    indicatif::ProgressDrawTarget::hidden()
+                } else {
+                    indicatif::ProgressDrawTarget::stderr_with_hz(8)
+                },
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len} instants {msg}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            let shown = bar.clone();
+            replay::replay(
+                &url,
+                &token,
+                &stream,
+                &instants,
+                speed,
+                looping,
+                None,
+                |i, t| {
+                    shown.set_position(i as u64 + 1);
+                    if let Ok(at) = time::OffsetDateTime::from_unix_timestamp(t) {
+                        shown.set_message(format!("{at}"));
+                    }
+                },
+            )
+            .await?;
+            bar.finish();
+            println!(
+                "{} instants of readings sent to stream {stream}",
+                instants.len()
+            );
+            Ok(())
+        }
         Command::Harvest {
             storage,
             catalogue,
@@ -681,6 +754,15 @@ async fn serve(
     }
     if demo.is_some() && !args.peers.is_empty() {
         demo::federate_with_peers(service.clone(), args.peers.clone());
+    }
+    if demo.is_some() {
+        // Live readings: the Barcelona air-quality stations, replayed.
+        let local = if addr.ip().is_unspecified() {
+            format!("http://127.0.0.1:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        demo::replay_live(service.clone(), local);
     }
     let app = citytrust_server::app(state);
     let url = format!("http://{addr}/");

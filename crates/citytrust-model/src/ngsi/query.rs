@@ -466,6 +466,8 @@ pub struct EntityQuery {
     pub limit: usize,
     pub offset: usize,
     pub count: bool,
+    /// Only this stream's entities (a CityTrust parameter, `stream`).
+    pub stream: Option<String>,
 }
 
 impl EntityQuery {
@@ -534,6 +536,7 @@ impl EntityQuery {
                         .map_err(|_| NgsiError::bad(format!("offset '{v}' is not a number")))?;
                 }
                 "count" => q.count = v == "true",
+                "stream" => q.stream = Some(v.clone()),
                 _ => {}
             }
         }
@@ -571,6 +574,7 @@ impl EntityQuery {
             || self.geo.is_some()
             || !self.ids.is_empty()
             || self.id_pattern.is_some()
+            || self.stream.is_some()
     }
 
     /// Whether an entity answers it.

@@ -579,6 +579,8 @@ fn link_row(label: &'static str, value: &Option<String>) -> Row {
 #[template(path = "dataset.html")]
 struct DatasetPage {
     nav: Nav,
+    /// A stream: its live page exists.
+    live: bool,
     id: String,
     title: String,
     description: String,
@@ -672,6 +674,7 @@ async fn dataset_page(
     let cc = &m.column_classes;
     let page = DatasetPage {
         nav: viewer.nav("datasets"),
+        live: m.stream.is_some(),
         id: d.id.clone(),
         title: m.title.clone(),
         description: m.description.clone(),
