@@ -100,15 +100,36 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME {
         return Err(format!("is longer than {MAX_NAME} bytes"));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || "<>\"'=;()&?".contains(*c))
-    {
+    if let Some(c) = name.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || invisible(*c) || "<>\"'=;()&?".contains(*c)
+    }) {
         return Err(format!(
             "holds the character {c:?}, which NGSI-LD names may not"
         ));
     }
     Ok(())
+}
+
+/// Characters that change how text reads without showing (format and
+/// bidirectional controls, zero-width characters, variation selectors,
+/// fillers, noncharacters): an id or name holding one can pass for another.
+pub fn invisible(c: char) -> bool {
+    let u = c as u32;
+    matches!(u,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180E | 0x2800 | 0x3164
+        | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F
+        | 0xFE00..=0xFE0F | 0xE0000..=0xE0FFF | 0xFDD0..=0xFDEF)
+        || u & 0xFFFE == 0xFFFE
+}
+
+/// A name that is not an IRI starts with a letter (NGSI-LD's names).
+fn starts_well(name: &str) -> bool {
+    name.contains(':')
+        || name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_' || c == '@')
 }
 
 // ---- errors ----------------------------------------------------------------------------
@@ -439,6 +460,37 @@ const INSTANCE_KEYWORDS: &[&str] = &[
     "lang",
 ];
 
+/// Core members that may not name an attribute.
+const CORE_MEMBERS: &[&str] = &[
+    "datasetId",
+    "instanceId",
+    "observedAt",
+    "unitCode",
+    "value",
+    "object",
+    "languageMap",
+    "vocab",
+    "json",
+    "valueList",
+    "objectList",
+    "deletedAt",
+    "lang",
+    "objectType",
+];
+
+/// `urn:ngsi-ld:null`, which only ever deletes.
+pub const NGSI_NULL: &str = "urn:ngsi-ld:null";
+
+fn holds_null(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s == NGSI_NULL,
+        Value::Array(a) => a.iter().any(holds_null),
+        Value::Object(m) => m.values().any(holds_null),
+        _ => false,
+    }
+}
+
 /// Attributes the core context defines as geo-properties.
 const GEO_ATTRIBUTES: &[&str] = &["location", "observationSpace", "operationSpace"];
 
@@ -483,7 +535,8 @@ pub struct Outcome {
 pub enum Merge {
     /// Append: add or replace (`noOverwrite`: add only).
     Append { overwrite: bool },
-    /// Update: replace only attributes (and datasets) that exist.
+    /// Update: change only attributes that exist (an instance with a new
+    /// `datasetId` is added to its attribute).
     Update,
 }
 
@@ -512,7 +565,7 @@ pub fn check_uri(what: &str, s: &str) -> R<()> {
         })
         && !s
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c));
+            .any(|c| c.is_whitespace() || c.is_control() || invisible(c) || "<>\"".contains(c));
     if ok {
         Ok(())
     } else {
@@ -688,6 +741,11 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         .get(member)
         .filter(|v| !v.is_null())
         .ok_or_else(|| at(format!("a {ty} has a non-null '{member}'")))?;
+    if ty != "JsonProperty" && holds_null(value) {
+        return Err(at(format!(
+            "its '{member}' holds a null ({NGSI_NULL} deletes, and only in a merge)"
+        )));
+    }
     match ty {
         "Relationship" => {
             let objects: Vec<&Value> = match value {
@@ -701,7 +759,17 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
                 check_uri("the relationship's object", s).map_err(|e| at(e.detail))?;
             }
         }
-        "GeoProperty" => check_geometry(&format!("attribute '{name}'"), value)?,
+        "GeoProperty" => {
+            check_geometry(&format!("attribute '{name}'"), value)?;
+            if value.get("type").and_then(Value::as_str) == Some("GeometryCollection") {
+                return Err(at(
+                    "a GeoProperty's value is a single geometry, not a GeometryCollection".into(),
+                ));
+            }
+        }
+        "JsonProperty" if !(value.is_object() || value.is_array()) => {
+            return Err(at("a JsonProperty's json is an object or an array".into()));
+        }
         "LanguageProperty" => {
             let m = value
                 .as_object()
@@ -727,6 +795,17 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         "ListProperty" | "ListRelationship" if !value.is_array() => {
             return Err(at(format!("a {ty}'s '{member}' is an array")));
         }
+        "ListRelationship" => {
+            for o in value.as_array().into_iter().flatten() {
+                let uri = o
+                    .as_str()
+                    .or_else(|| o.get("object").and_then(Value::as_str));
+                let Some(uri) = uri else {
+                    return Err(at("a ListRelationship's objectList holds URIs".into()));
+                };
+                check_uri("an objectList entry", uri).map_err(|e| at(e.detail))?;
+            }
+        }
         _ => {}
     }
     let value = if ty == "VocabProperty" {
@@ -742,9 +821,12 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
             "@context" => {}
             "createdAt" | "modifiedAt" | "instanceId" => {} // the broker's own
             "observedAt" => {
-                if !v.as_str().is_some_and(is_datetime) {
+                if !v
+                    .as_str()
+                    .is_some_and(|t| is_datetime(t) && t.ends_with('Z'))
+                {
                     return Err(at(
-                        "observedAt is a date-time (RFC 3339, such as 2017-11-01T10:00:00Z)".into(),
+                        "observedAt is a date-time in UTC (RFC 3339 ending in Z, such as 2017-11-01T10:00:00Z)".into(),
                     ));
                 }
                 out.insert(key.clone(), v.clone());
@@ -753,6 +835,18 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
                 let s = v.as_str().ok_or_else(|| at("datasetId is a URI".into()))?;
                 check_uri("datasetId", s).map_err(|e| at(e.detail))?;
                 out.insert(key.clone(), v.clone());
+            }
+            "unitCode"
+                if matches!(
+                    ty,
+                    "Relationship"
+                        | "ListRelationship"
+                        | "JsonProperty"
+                        | "GeoProperty"
+                        | "VocabProperty"
+                ) =>
+            {
+                return Err(at(format!("a {ty} has no unitCode")));
             }
             "unitCode" | "lang" => {
                 if !v.is_string() {
@@ -821,13 +915,137 @@ fn parse_attribute(ctx: &Context, name: &str, v: &Value) -> R<Vec<Instance>> {
     Ok(instances)
 }
 
+/// A temporal representation to write (`POST /temporal/entities`): each
+/// attribute's instances over time, names expanded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalFragment {
+    pub id: Option<String>,
+    pub types: Vec<String>,
+    /// (name as given, IRI, its instances in the order given).
+    pub attrs: Vec<(String, String, Vec<Instance>)>,
+}
+
+impl TemporalFragment {
+    /// Parse under `ctx`; every instance is checked as an attribute is.
+    pub fn parse(ctx: &Context, body: &Value, whole: bool) -> R<TemporalFragment> {
+        let map = body
+            .as_object()
+            .ok_or_else(|| NgsiError::bad("a temporal representation is a JSON object"))?;
+        // The id, types and names are checked as an entity's are.
+        let mut head = Map::new();
+        for k in ["id", "@id", "type", "@type"] {
+            if let Some(v) = map.get(k) {
+                head.insert(k.to_string(), v.clone());
+            }
+        }
+        let f = Fragment::parse(ctx, &Value::Object(head), whole)?;
+        let mut attrs = Vec::new();
+        for (name, v) in map {
+            if matches!(
+                name.as_str(),
+                "id" | "@id" | "type" | "@type" | "@context" | "scope" | "createdAt" | "modifiedAt"
+            ) {
+                continue;
+            }
+            check_name(name)
+                .map_err(|why| NgsiError::bad(format!("attribute name '{name}' {why}")))?;
+            let items: Vec<&Value> = match v {
+                Value::Array(a) => a.iter().collect(),
+                one => vec![one],
+            };
+            let instances = items
+                .into_iter()
+                .map(|i| parse_instance(ctx, name, i, 0))
+                .collect::<R<Vec<_>>>()?;
+            attrs.push((name.clone(), ctx.expand(name), instances));
+        }
+        Ok(TemporalFragment {
+            id: f.id,
+            types: f.types,
+            attrs,
+        })
+    }
+}
+
+/// When an instance was observed (else when it was written), for ordering.
+fn instance_time(i: &Instance) -> Option<String> {
+    i.get("observedAt")
+        .and_then(Value::as_str)
+        .and_then(temporal::instant)
+}
+
+impl Entity {
+    /// Take a temporal fragment's instances: each becomes the attribute's
+    /// latest value (for its `datasetId`) unless a later one is held.
+    /// Returns every instance, stamped, as the readings to keep.
+    pub fn absorb(&mut self, f: TemporalFragment, now: &str) -> Vec<(String, Instance)> {
+        let mut readings = Vec::new();
+        for t in f.types {
+            if !self.types.contains(&t) {
+                self.types.push(t);
+            }
+        }
+        for (_, iri, instances) in f.attrs {
+            for mut i in instances {
+                stamp(&mut i, now, None);
+                readings.push((iri.clone(), i.clone()));
+                let have = self.attrs.entry(iri.clone()).or_default();
+                match have.iter().position(|h| dataset_of(h) == dataset_of(&i)) {
+                    Some(p) if instance_time(&have[p]) > instance_time(&i) => {}
+                    Some(p) => {
+                        let created = have[p].get("createdAt").cloned();
+                        stamp(&mut i, now, created.as_ref());
+                        have[p] = i;
+                    }
+                    None => have.push(i),
+                }
+            }
+        }
+        self.modified_at = now.to_string();
+        readings
+    }
+}
+
+/// Scopes (4.18): `[/]Level(/Level)*`, each level a letter then letters,
+/// digits or `_`; `urn:ngsi-ld:null` only ever marks a deleted scope.
+pub fn parse_scope(v: &Value) -> R<Vec<String>> {
+    let list: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let mut out = Vec::new();
+    for s in list {
+        let s = s
+            .as_str()
+            .ok_or_else(|| NgsiError::bad("scope is a string or a list of them"))?;
+        let levels = s.strip_prefix('/').unwrap_or(s);
+        let ok = !levels.is_empty()
+            && levels.split('/').all(|l| {
+                let mut cs = l.chars();
+                cs.next().is_some_and(char::is_alphabetic)
+                    && cs.all(|c| c.is_alphanumeric() || c == '_')
+            });
+        if !ok {
+            return Err(NgsiError::bad(format!(
+                "scope '{s}' is not a scope: /Level/Level…, each level a letter followed by \
+                 letters, digits or _"
+            )));
+        }
+        out.push(s.to_string());
+    }
+    if out.is_empty() {
+        return Err(NgsiError::bad("scope names at least one scope"));
+    }
+    Ok(out)
+}
+
 impl Fragment {
     /// Parse an entity, or an attribute fragment (`whole == false`: id and
     /// type optional), under `ctx`. Anything wrong fails the whole of it.
     pub fn parse(ctx: &Context, body: &Value, whole: bool) -> R<Fragment> {
         let map = body
             .as_object()
-            .ok_or_else(|| NgsiError::bad("an entity is a JSON object"))?;
+            .ok_or_else(|| NgsiError::invalid("an entity is a JSON object"))?;
         let id = match map.get("id").or_else(|| map.get("@id")) {
             Some(Value::String(s)) => {
                 check_uri("the entity id", s)?;
@@ -858,16 +1076,21 @@ impl Fragment {
         for t in &types {
             check_name(t).map_err(|why| NgsiError::bad(format!("the entity type '{t}' {why}")))?;
         }
+        if let Some(t) = types.iter().find(|t| !starts_well(t)) {
+            return Err(NgsiError::bad(format!(
+                "the entity type '{t}' does not start with a letter"
+            )));
+        }
+
         let types: Vec<String> = types.iter().map(|t| ctx.expand(t)).collect();
+        if let Some(t) = types.iter().find(|t| t.starts_with('@')) {
+            return Err(NgsiError::bad(format!(
+                "the entity type names the JSON-LD keyword {t}, not a type"
+            )));
+        }
         let scope = match map.get("scope") {
             None => None,
-            Some(Value::String(s)) => Some(vec![s.clone()]),
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => Some(
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect(),
-            ),
-            Some(_) => return Err(NgsiError::bad("scope is a string or a list of them")),
+            Some(v) => Some(parse_scope(v)?),
         };
         let mut attrs = Vec::new();
         for (name, v) in map {
@@ -879,8 +1102,19 @@ impl Fragment {
             }
             check_name(name)
                 .map_err(|why| NgsiError::bad(format!("attribute name '{name}' {why}")))?;
+            if CORE_MEMBERS.contains(&name.as_str()) {
+                return Err(NgsiError::bad(format!(
+                    "'{name}' is a member of the NGSI-LD core, not an attribute name"
+                )));
+            }
+            let iri = ctx.expand(name);
+            if iri.starts_with('@') {
+                return Err(NgsiError::bad(format!(
+                    "attribute '{name}' names the JSON-LD keyword {iri}"
+                )));
+            }
             let instances = parse_attribute(ctx, name, v)?;
-            attrs.push((name.clone(), ctx.expand(name), instances));
+            attrs.push((name.clone(), iri, instances));
         }
         Ok(Fragment {
             id,
@@ -971,9 +1205,6 @@ impl Entity {
                                 stamp(&mut new, now, created.as_ref());
                                 have[p] = new;
                                 changed = true;
-                            }
-                            (None, Merge::Update) => {
-                                refused = Some("the attribute has no instance with that datasetId");
                             }
                             (None, _) => {
                                 stamp(&mut new, now, None);
@@ -1147,8 +1378,24 @@ pub struct Rendering {
     pub sys_attrs: bool,
     /// Only these attributes (expanded); `None`: all.
     pub attrs: Option<Vec<String>>,
+    /// Only these members (`pick`: core members as named, attributes expanded).
+    pub pick: Option<Vec<String>>,
+    /// All members but these (`omit`).
+    pub omit: Option<Vec<String>>,
     /// Put the `@context` in the body (`application/ld+json`).
     pub with_context: bool,
+    /// As a GeoJSON Feature (`application/geo+json`): the geometry from
+    /// `geometry_property` (`location` by default), the rest as properties.
+    pub geo_json: bool,
+    pub geometry_property: Option<String>,
+}
+
+/// Features as a GeoJSON FeatureCollection.
+pub fn feature_collection(features: Vec<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), "FeatureCollection".into());
+    m.insert("features".into(), Value::Array(features));
+    Value::Object(m)
 }
 
 fn compact_instance(ctx: &Context, instance: Instance, sys_attrs: bool) -> Value {
@@ -1183,7 +1430,13 @@ impl Entity {
             },
         );
         if let Some(scope) = &self.scope {
-            out.insert("scope".into(), scope.clone().into());
+            out.insert(
+                "scope".into(),
+                match scope.as_slice() {
+                    [one] => one.clone().into(),
+                    many => many.to_vec().into(),
+                },
+            );
         }
         if r.sys_attrs {
             out.insert("createdAt".into(), self.created_at.clone().into());
@@ -1216,11 +1469,42 @@ impl Entity {
             };
             out.insert(name, v);
         }
+        let member = |k: &str| {
+            if matches!(k, "id" | "type" | "scope" | "createdAt" | "modifiedAt") {
+                k.to_string()
+            } else {
+                ctx.expand(k)
+            }
+        };
+        if let Some(pick) = &r.pick {
+            out.retain(|k, _| pick.contains(&member(k)));
+        }
+        if let Some(omit) = &r.omit {
+            out.retain(|k, _| !omit.contains(&member(k)));
+        }
         if r.with_context {
             out.insert(
                 "@context".into(),
                 ctx.source.clone().unwrap_or_else(|| CORE_CONTEXT.into()),
             );
+        }
+        if r.geo_json {
+            let geo = r
+                .geometry_property
+                .clone()
+                .unwrap_or_else(|| "location".into());
+            let geometry = self
+                .value_of(&ctx.expand(&geo))
+                .filter(|g| g.get("coordinates").is_some() || g.get("geometries").is_some())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let id = out.remove("id").unwrap_or(Value::Null);
+            let mut feature = Map::new();
+            feature.insert("id".into(), id);
+            feature.insert("type".into(), "Feature".into());
+            feature.insert("geometry".into(), geometry);
+            feature.insert("properties".into(), Value::Object(out));
+            return Value::Object(feature);
         }
         Value::Object(out)
     }

@@ -11,7 +11,8 @@
 //! (an unknown remote one is `503 LdContextNotAvailable`). Errors are
 //! NGSI-LD problem details (`type` = the specification's error type URI),
 //! with CityTrust's `code` and, for refused reads, the charter `rule`.
-//! Collection paths answer with or without a trailing slash. A read names
+//! Collection paths answer with or without a trailing slash. A write
+//! credential comes as `Bearer ctw_…`, or as HTTP Basic's password. A read names
 //! its purpose in `purpose` or the `CityTrust-Purpose` header; every answer
 //! carries `CityTrust-Log-Entry`, `CityTrust-Log-Nonce` and `Repr-Digest`;
 //! a query answers from the streams the reader may read and names the
@@ -59,9 +60,26 @@ pub fn routes() -> Router<AppState> {
                 .put(replace_attribute)
                 .delete(delete_attribute),
         )
-        .route("/ngsi-ld/v1/temporal/entities", get(temporal_query))
-        .route("/ngsi-ld/v1/temporal/entities/", get(temporal_query))
-        .route("/ngsi-ld/v1/temporal/entities/{id}", get(temporal_retrieve))
+        .route(
+            "/ngsi-ld/v1/temporal/entities",
+            get(temporal_query).post(temporal_upsert),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entities/",
+            get(temporal_query).post(temporal_upsert),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entities/{id}",
+            get(temporal_retrieve).delete(delete),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entities/{id}/attrs",
+            post(temporal_append),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entities/{id}/attrs/",
+            post(temporal_append),
+        )
         .route(
             "/ngsi-ld/v1/subscriptions",
             get(subscriptions).post(subscribe),
@@ -75,6 +93,14 @@ pub fn routes() -> Router<AppState> {
             get(subscription)
                 .patch(update_subscription)
                 .delete(unsubscribe),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entityOperations/query",
+            post(post_temporal_query),
+        )
+        .route(
+            "/ngsi-ld/v1/temporal/entityOperations/query/",
+            post(post_temporal_query),
         )
         .route("/ngsi-ld/v1/entityOperations/{op}", post(batch))
         .route("/ngsi-ld/v1/entityOperations/{op}/", post(batch))
@@ -155,10 +181,34 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = NgsiProblem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NgsiProblem> {
-        let token = parts
+        let value = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.to_str().ok());
+        // A credential in HTTP Basic (any user name, the token as the
+        // password): what clients that take a broker URL with user info send.
+        let basic = value
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()));
+        if let Some(password) = basic {
+            if password.starts_with(CREDENTIAL_PREFIX) && password.len() <= 200 {
+                return Ok(Caller(
+                    state.service.stream_caller_for_token(&password).await?,
+                ));
+            }
+            return Err(ServiceError::ExpiredCredentials.into());
+        }
+        let token = value
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
@@ -319,8 +369,28 @@ fn options(params: &[(String, String)]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether the reader asked for `application/geo+json` (and takes nothing plainer).
+fn wants_geo(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let types: Vec<&str> = accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or("").trim())
+        .collect();
+    types.contains(&"application/geo+json")
+        && !types
+            .iter()
+            .any(|t| *t == "application/json" || *t == "application/ld+json")
+}
+
 /// Whether the reader asked for `application/ld+json`.
 fn wants_ld(headers: &HeaderMap) -> NgsiResult<bool> {
+    if wants_geo(headers) {
+        return Ok(false);
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -347,24 +417,127 @@ fn wants_ld(headers: &HeaderMap) -> NgsiResult<bool> {
     .into())
 }
 
+/// A `pick` or `omit` list (`None`: not given).
+type Projection = Option<Vec<String>>;
+
+/// The options and formats a read takes.
+const OPTIONS: &[&str] = &[
+    "keyValues",
+    "simplified",
+    "normalized",
+    "concise",
+    "sysAttrs",
+    "temporalValues",
+    "aggregatedValues",
+    "noOverwrite",
+    "replace",
+    "update",
+];
+
+/// A projection list (`attrs`, `pick`, `omit`): names separated by commas,
+/// none empty, none with a character a name may not hold.
+fn projection(
+    params: &[(String, String)],
+    name: &str,
+    ctx: &Context,
+) -> NgsiResult<Option<Vec<String>>> {
+    let Some(v) = param(params, name) else {
+        return Ok(None);
+    };
+    let items: Vec<&str> = v.split(',').map(str::trim).collect();
+    if items.iter().any(|i| {
+        i.is_empty()
+            || !i
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_:/#.@-".contains(c))
+    }) {
+        return Err(NgsiError::bad(format!(
+            "{name} '{v}' is not a list of names (nested projections and joins are not supported)"
+        ))
+        .into());
+    }
+    Ok(Some(
+        items
+            .iter()
+            .map(|i| {
+                if matches!(*i, "id" | "type" | "scope" | "createdAt" | "modifiedAt")
+                    && name != "attrs"
+                {
+                    (*i).to_string()
+                } else {
+                    ctx.expand(i)
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Check a read's parameters: known `format` and `options`, and projections
+/// that make sense together. The answer names what was wrong.
+fn check_read(params: &[(String, String)], ctx: &Context) -> NgsiResult<(Projection, Projection)> {
+    if let Some(f) = param(params, "format")
+        && !OPTIONS.contains(&f)
+    {
+        return Err(
+            NgsiError::bad(format!("format '{f}' is not one of {}", OPTIONS.join(", "))).into(),
+        );
+    }
+    for o in options(params) {
+        if !OPTIONS.contains(&o.as_str()) {
+            return Err(NgsiError::bad(format!(
+                "option '{o}' is not one of {}",
+                OPTIONS.join(", ")
+            ))
+            .into());
+        }
+    }
+    let (attrs, pick, omit) = (
+        projection(params, "attrs", ctx)?,
+        projection(params, "pick", ctx)?,
+        projection(params, "omit", ctx)?,
+    );
+    if attrs.is_some() && (pick.is_some() || omit.is_some()) {
+        return Err(NgsiError::bad("attrs is not given with pick or omit").into());
+    }
+    if let (Some(p), Some(o)) = (&pick, &omit)
+        && p.iter().any(|x| o.contains(x))
+    {
+        return Err(NgsiError::bad("a member is both picked and omitted").into());
+    }
+    Ok((pick, omit))
+}
+
 fn rendering(params: &[(String, String)], ctx: &Context, ld: bool) -> Rendering {
     let opts = options(params);
-    let attrs = param(params, "attrs")
-        .or_else(|| param(params, "pick"))
-        .map(|a| {
-            a.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| ctx.expand(s))
-                .collect()
-        });
+    let attrs = param(params, "attrs").map(|a| {
+        a.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| ctx.expand(s))
+            .collect()
+    });
     Rendering {
         key_values: opts.iter().any(|o| o == "keyValues" || o == "simplified")
             || param(params, "format").is_some_and(|f| f == "keyValues" || f == "simplified"),
         sys_attrs: opts.iter().any(|o| o == "sysAttrs"),
         attrs,
         with_context: ld,
+        geo_json: false,
+        geometry_property: param(params, "geometryProperty").map(str::to_string),
+        pick: None,
+        omit: None,
     }
+}
+
+/// A GeoJSON answer is labelled as one.
+fn geo_answer(mut res: Response, geo: bool) -> Response {
+    if geo {
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/geo+json"),
+        );
+    }
+    res
 }
 
 /// An answer with its log headers, and the context's `Link` for plain JSON.
@@ -450,8 +623,18 @@ async fn create(State(state): State<AppState>, Caller(caller): Caller, req: Requ
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
+/// An id as a path segment: what RFC 3986 allows in one (`:` included, as
+/// other brokers send URNs) kept, anything else percent-encoded.
 fn urlencoding(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:@!$&'()*+,;=".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 async fn retrieve(
@@ -464,7 +647,11 @@ async fn retrieve(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
-    let r = rendering(&params, &ctx, ld);
+    let (pick, omit) = check_read(&params, &ctx)?;
+    let mut r = rendering(&params, &ctx, ld);
+    r.geo_json = wants_geo(&headers);
+    r.pick = pick;
+    r.omit = omit;
     let a = state
         .service
         .ngsi_retrieve(
@@ -475,7 +662,7 @@ async fn retrieve(
             &r,
         )
         .await?;
-    Ok(answer(a, &ctx, ld))
+    Ok(geo_answer(answer(a, &ctx, ld), r.geo_json))
 }
 
 async fn query(
@@ -488,12 +675,16 @@ async fn query(
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
     let q = EntityQuery::from_params(&params, &ctx)?;
-    let r = rendering(&params, &ctx, ld);
+    let (pick, omit) = check_read(&params, &ctx)?;
+    let mut r = rendering(&params, &ctx, ld);
+    r.geo_json = wants_geo(&headers);
+    r.pick = pick;
+    r.omit = omit;
     let a = state
         .service
         .ngsi_query(&caller, &ctx, &q, purpose(&params, &headers).as_deref(), &r)
         .await?;
-    Ok(answer(a, &ctx, ld))
+    Ok(geo_answer(answer(a, &ctx, ld), r.geo_json))
 }
 
 async fn temporal_retrieve(
@@ -506,6 +697,7 @@ async fn temporal_retrieve(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
+    check_read(&params, &ctx)?;
     let tq = TemporalQuery::from_params(&params, &ctx)?;
     let a = state
         .service
@@ -530,6 +722,7 @@ async fn temporal_query(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
+    check_read(&params, &ctx)?;
     let q = EntityQuery::from_params(&params, &ctx)?;
     let tq = TemporalQuery::from_params(&params, &ctx)?;
     let a = state
@@ -631,6 +824,39 @@ async fn unsubscribe(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn temporal_upsert(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, headers) = body_and_context(req).await?;
+    let created = state
+        .service
+        .ngsi_temporal_upsert(&caller, &ctx, &body, stream_header(&headers).as_deref())
+        .await?;
+    if created {
+        let id = body.get("id").and_then(Value::as_str).unwrap_or("");
+        let location = format!("/ngsi-ld/v1/temporal/entities/{}", urlencoding(id));
+        Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+    } else {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+}
+
+async fn temporal_append(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    req: Request,
+) -> NgsiResult {
+    let (body, ctx, _) = body_and_context(req).await?;
+    state
+        .service
+        .ngsi_temporal_append(&caller, &ctx, &id, &body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -661,11 +887,8 @@ async fn merge(
     req: Request,
 ) -> NgsiResult {
     let (body, ctx, _) = body_and_context(req).await?;
-    let o = state
-        .service
-        .ngsi_append(&caller, &ctx, &id, &body, true)
-        .await?;
-    Ok(outcome(o))
+    state.service.ngsi_merge(&caller, &ctx, &id, &body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn append(
@@ -741,12 +964,159 @@ async fn delete_attribute(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The query-string form of a POSTed query's body: `entities`, `attrs`,
+/// `q`, `geoQ`, and for the temporal API `temporalQ` and `aggrParams`.
+fn body_params(body: &Value, temporal: bool) -> NgsiResult<Vec<(String, String)>> {
+    let m = body
+        .as_object()
+        .ok_or_else(|| NgsiError::bad("a query is a JSON object"))?;
+    if m.get("type").is_some_and(|t| t != "Query") {
+        return Err(NgsiError::bad("a query's type is Query").into());
+    }
+    let join = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => Ok(a
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",")),
+        _ => Err(NgsiError::bad(
+            "a list of names is a non-empty array of strings",
+        )),
+    };
+    let mut out = Vec::new();
+    if let Some(entities) = m.get("entities") {
+        let entities = entities
+            .as_array()
+            .ok_or_else(|| NgsiError::bad("entities is an array of selectors"))?;
+        let mut types = Vec::new();
+        let mut ids = Vec::new();
+        for e in entities {
+            let t = e
+                .get("type")
+                .ok_or_else(|| NgsiError::bad("each entities selector names a type"))?;
+            types.push(join(t)?);
+            if let Some(id) = e.get("id") {
+                ids.push(join(id)?);
+            }
+            if let Some(p) = e.get("idPattern").and_then(Value::as_str) {
+                out.push(("idPattern".to_string(), p.to_string()));
+            }
+        }
+        out.push(("type".into(), types.join(",")));
+        if !ids.is_empty() {
+            out.push(("id".into(), ids.join(",")));
+        }
+    }
+    if let Some(a) = m.get("attrs") {
+        out.push(("attrs".into(), join(a)?));
+    }
+    match m.get("q") {
+        Some(Value::String(q)) => out.push(("q".into(), q.clone())),
+        Some(_) => return Err(NgsiError::bad("q is a string").into()),
+        None => {}
+    }
+    if let Some(g) = m.get("geoQ") {
+        out.push(("geoQ".into(), g.to_string()));
+    }
+    match (temporal, m.get("temporalQ")) {
+        (false, Some(_)) => {
+            return Err(NgsiError::bad("temporalQ belongs to the temporal API's query").into());
+        }
+        (true, Some(Value::Object(t))) => {
+            for (k, v) in t {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) if k == "lastN" => n.to_string(),
+                    _ => return Err(NgsiError::bad(format!("temporalQ.{k} is not valid")).into()),
+                };
+                if !matches!(
+                    k.as_str(),
+                    "timerel" | "timeAt" | "endTimeAt" | "lastN" | "timeproperty"
+                ) {
+                    return Err(
+                        NgsiError::bad(format!("'{k}' is not a member of temporalQ")).into(),
+                    );
+                }
+                out.push((k.clone(), text));
+            }
+        }
+        (true, Some(_)) => return Err(NgsiError::bad("temporalQ is an object").into()),
+        _ => {}
+    }
+    if let Some(a) = m.get("aggrParams") {
+        if let Some(methods) = a.get("aggrMethods") {
+            out.push(("aggrMethods".into(), join(methods)?));
+            out.push(("options".into(), "aggregatedValues".into()));
+        }
+        if let Some(d) = a.get("aggrPeriodDuration").and_then(Value::as_str) {
+            out.push(("aggrPeriodDuration".into(), d.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /temporal/entityOperations/query`.
+async fn post_temporal_query(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    req: Request,
+) -> NgsiResult {
+    let mut query_params = params(req.uri());
+    let headers = req.headers().clone();
+    let ld = wants_ld(&headers)?;
+    let (body, ctx, _) = body_and_context(req).await?;
+    query_params.extend(body_params(&body, true)?);
+    check_read(&query_params, &ctx)?;
+    let q = EntityQuery::from_params(&query_params, &ctx)?;
+    let tq = TemporalQuery::from_params(&query_params, &ctx)?;
+    let a = state
+        .service
+        .ngsi_temporal(
+            &caller,
+            &ctx,
+            TemporalTarget::Query(&q),
+            &tq,
+            purpose(&query_params, &headers).as_deref(),
+            ld,
+        )
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
+/// `POST /entityOperations/query`: a query in the body (`entities`, `attrs`,
+/// `q`, `geoQ`), paged and rendered by the query string, answered as `GET /entities`.
+async fn post_query(state: AppState, caller: StreamCaller, req: Request) -> NgsiResult {
+    let mut query_params = params(req.uri());
+    let headers = req.headers().clone();
+    let ld = wants_ld(&headers)?;
+    let (body, ctx, _) = body_and_context(req).await?;
+    query_params.extend(body_params(&body, false)?);
+    check_read(&query_params, &ctx)?;
+    let q = EntityQuery::from_params(&query_params, &ctx)?;
+    let r = rendering(&query_params, &ctx, ld);
+    let a = state
+        .service
+        .ngsi_query(
+            &caller,
+            &ctx,
+            &q,
+            purpose(&query_params, &headers).as_deref(),
+            &r,
+        )
+        .await?;
+    Ok(answer(a, &ctx, ld))
+}
+
 async fn batch(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(op): Path<String>,
     req: Request,
 ) -> NgsiResult {
+    if op == "query" {
+        return post_query(state, caller, req).await;
+    }
     let opts: Vec<String> = params(req.uri())
         .into_iter()
         .filter(|(k, _)| k == "options")

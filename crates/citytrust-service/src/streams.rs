@@ -19,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use citytrust_model::catalogue::{Dataset, PublicationStatus};
+use citytrust_model::ngsi::TemporalFragment;
 use citytrust_model::ngsi::query::EntityQuery;
 use citytrust_model::ngsi::temporal::{self, TemporalQuery, instant};
 use citytrust_model::ngsi::{
@@ -119,6 +120,8 @@ struct Plan {
     creates: Vec<(Entity, String)>,
     updates: Vec<(Entity, EntityRow)>,
     deletes: Vec<EntityRow>,
+    /// Readings written as such (temporal writes): (entity, stream, attribute, instance).
+    readings: Vec<(String, String, String, citytrust_model::ngsi::Instance)>,
 }
 
 impl From<StreamCredential> for citytrust_store::StoredStreamCredential {
@@ -443,6 +446,23 @@ impl Service {
         for row in &plan.deletes {
             per_stream.entry(row.dataset_id.clone()).or_default().0 += 1;
             write.deletes.push((row.entity_id.clone(), row.revision));
+            // An entity deleted takes its history with it.
+            write.history_deletes.push(row.entity_id.clone());
+        }
+        for (entity, dataset, attr, i) in &plan.readings {
+            per_stream.entry(dataset.clone()).or_default().1 += 1;
+            write.history.push(HistoryRow {
+                entity_id: entity.clone(),
+                attribute: attr.clone(),
+                observed_at: i
+                    .get("observedAt")
+                    .and_then(Value::as_str)
+                    .and_then(instant)
+                    .or_else(|| instant(&now))
+                    .unwrap_or_else(|| now.clone()),
+                dataset_id: dataset.clone(),
+                instance: Value::Object(i.clone()).to_string(),
+            });
         }
         if per_stream.is_empty() {
             return Ok(());
@@ -648,6 +668,56 @@ impl Service {
         .await
     }
 
+    /// `PATCH /entities/{id}` (merge): attributes added or replaced, and
+    /// those given as `urn:ngsi-ld:null` deleted, in one change.
+    pub async fn ngsi_merge(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
+        const NULL: &str = "urn:ngsi-ld:null";
+        let map = body
+            .as_object()
+            .ok_or_else(|| NgsiError::bad("a merge fragment is a JSON object"))?;
+        let is_null = |v: &Value| {
+            v == NULL
+                || ["value", "object", "vocab", "json"]
+                    .iter()
+                    .any(|m| v.get(m).is_some_and(|x| x == NULL))
+                || v.get("languageMap")
+                    .and_then(|l| l.get("@none"))
+                    .is_some_and(|x| x == NULL)
+        };
+        let mut kept = serde_json::Map::new();
+        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
+        for (k, v) in map {
+            if !k.starts_with('@') && !matches!(k.as_str(), "id" | "type" | "scope") && is_null(v) {
+                let dataset = v
+                    .get("datasetId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                dropped.push((k.clone(), dataset));
+            } else {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        let fragment = Fragment::parse(ctx, &Value::Object(kept), false)?;
+        check_fragment_id(&fragment, id)?;
+        self.change_entity(caller, id, |e, now| {
+            e.merge(fragment.clone(), Merge::Append { overwrite: true }, now);
+            for (name, dataset) in &dropped {
+                let iri = ctx.expand(name);
+                if e.attrs.contains_key(&iri) {
+                    e.delete_attribute(&iri, name, dataset.as_deref(), false, now)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// `PATCH /entities/{id}/attrs` (update the attributes that exist).
     pub async fn ngsi_update(
         &self,
@@ -676,6 +746,12 @@ impl Service {
         attr: &str,
         body: &Value,
     ) -> Result<()> {
+        if attr == "scope" {
+            return Err(NgsiError::bad(
+                "scope is not an attribute: change it with PATCH /entities/{id}/attrs or a merge",
+            )
+            .into());
+        }
         let iri = ctx.expand(attr);
         self.change_entity(caller, id, |e, now| {
             Ok(e.patch_attribute(&iri, attr, body, ctx, now)?)
@@ -721,6 +797,14 @@ impl Service {
     ) -> Result<()> {
         let iri = ctx.expand(attr);
         self.change_entity(caller, id, |e, now| {
+            if attr == "scope" {
+                // Scope is the entity's own member, deleted whole.
+                if e.scope.take().is_none() {
+                    return Err(NgsiError::not_found(format!("entity '{id}' has no scope")).into());
+                }
+                e.modified_at = now.to_string();
+                return Ok(());
+            }
             Ok(e.delete_attribute(&iri, attr, dataset_id, all, now)?)
         })
         .await
@@ -752,6 +836,93 @@ impl Service {
         self.write_entities(caller, &ids, |loaded, plan| {
             let (_, row) = self.writable(caller, loaded, &datasets, id)?;
             plan.deletes.push(row.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /temporal/entities`: create an entity from its temporal
+    /// representation, or add the instances to one that exists. Every
+    /// instance is kept as a reading; each attribute's latest becomes its
+    /// value. `true`: created.
+    pub async fn ngsi_temporal_upsert(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        body: &Value,
+        stream: Option<&str>,
+    ) -> Result<bool> {
+        let f = TemporalFragment::parse(ctx, body, true)?;
+        let id =
+            f.id.clone()
+                .ok_or_else(|| NgsiError::bad("an entity has an id"))?;
+        let ids = [id.clone()];
+        let rows = self.store.get_entities(&ids).await?;
+        let datasets = self.stream_datasets(&rows).await?;
+        let streams = if rows.is_empty() {
+            self.streams().await?
+        } else {
+            Vec::new()
+        };
+        let now = rfc3339(self.now());
+        self.write_entities(caller, &ids, |loaded, plan| match loaded.get(&id) {
+            Some(_) => {
+                let (entity, row) = self.writable(caller, loaded, &datasets, &id)?;
+                let mut entity = entity.clone();
+                for (attr, i) in entity.absorb(f.clone(), &now) {
+                    plan.readings
+                        .push((id.clone(), row.dataset_id.clone(), attr, i));
+                }
+                entity.touched.clear();
+                plan.updates.push((entity, row.clone()));
+                Ok(false)
+            }
+            None => {
+                let d = self.stream_for_new(caller, stream, &f.types, &streams)?;
+                self.check_writer(caller, &d)?;
+                let mut entity = Entity::create(
+                    citytrust_model::ngsi::Fragment {
+                        id: Some(id.clone()),
+                        types: f.types.clone(),
+                        scope: None,
+                        attrs: Vec::new(),
+                    },
+                    &now,
+                )?;
+                for (attr, i) in entity.absorb(f.clone(), &now) {
+                    plan.readings.push((id.clone(), d.id.clone(), attr, i));
+                }
+                entity.touched.clear();
+                plan.creates.push((entity, d.id.clone()));
+                Ok(true)
+            }
+        })
+        .await
+    }
+
+    /// `POST /temporal/entities/{id}/attrs`: add instances to an entity's history.
+    pub async fn ngsi_temporal_append(
+        &self,
+        caller: &StreamCaller,
+        ctx: &Context,
+        id: &str,
+        body: &Value,
+    ) -> Result<()> {
+        citytrust_model::ngsi::check_uri("the entity id", id)?;
+        let f = TemporalFragment::parse(ctx, body, false)?;
+        let ids = [id.to_string()];
+        let rows = self.store.get_entities(&ids).await?;
+        let datasets = self.stream_datasets(&rows).await?;
+        let now = rfc3339(self.now());
+        self.write_entities(caller, &ids, |loaded, plan| {
+            let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
+            let mut entity = entity.clone();
+            for (attr, i) in entity.absorb(f.clone(), &now) {
+                plan.readings
+                    .push((id.to_string(), row.dataset_id.clone(), attr, i));
+            }
+            entity.touched.clear();
+            plan.updates.push((entity, row.clone()));
             Ok(())
         })
         .await
@@ -938,16 +1109,26 @@ impl Service {
 
     // ---- reading -------------------------------------------------------------------------
 
-    /// The actor of a read; a write credential never reads.
-    fn reader(caller: &StreamCaller) -> Result<&Actor> {
-        match caller {
-            StreamCaller::Actor(a) => Ok(a),
-            StreamCaller::Credential { .. } => Err(ServiceError::Refused {
-                rule: Some("write-credential-only-writes".into()),
-                message: "a stream's write credential writes readings and reads nothing: read \
-                          as a signed-in member, for a purpose, under an agreement"
-                    .into(),
-            }),
+    /// The actor of a read, and whether it came with a write credential:
+    /// a credential carries no right to read, so its caller reads only what
+    /// anyone may (open streams), and is refused the rest by its own rule.
+    pub(crate) fn reader(caller: &StreamCaller) -> Result<(&Actor, bool)> {
+        static ANONYMOUS: Actor = Actor::Anonymous;
+        Ok(match caller {
+            StreamCaller::Actor(a) => (a, false),
+            StreamCaller::Credential { .. } => (&ANONYMOUS, true),
+        })
+    }
+
+    /// A write credential's refusal to read a stream that is not open.
+    pub(crate) fn credential_refusal(dataset: &Dataset) -> ServiceError {
+        ServiceError::Refused {
+            rule: Some("write-credential-only-writes".into()),
+            message: format!(
+                "a stream's write credential writes readings and reads nothing beyond open data: \
+                 '{}' is read by a signed-in reader, for a purpose, under an agreement",
+                dataset.id
+            ),
         }
     }
 
@@ -957,7 +1138,11 @@ impl Service {
         actor: &Actor,
         dataset: &Dataset,
         purpose: Option<&str>,
+        credential: bool,
     ) -> Result<(ReadGrant, Option<SubjectScope>)> {
+        if credential && dataset.metadata.spectrum != citytrust_model::catalogue::Spectrum::Open {
+            return Err(Self::credential_refusal(dataset));
+        }
         let purpose = crate::content::clean_purpose(purpose)?;
         let grant = self
             .authorize_read(actor, dataset, purpose.as_deref(), AccessLevel::Identified)
@@ -975,7 +1160,7 @@ impl Service {
         purpose: Option<&str>,
         rendering: &Rendering,
     ) -> Result<NgsiAnswer> {
-        let actor = Self::reader(caller)?;
+        let (actor, credential) = Self::reader(caller)?;
         citytrust_model::ngsi::check_uri("the entity id", id)?;
         let _slot = self.read_slot(actor).await?;
         let rows = self.store.get_entities(&[id.to_string()]).await?;
@@ -987,7 +1172,9 @@ impl Service {
             .get_dataset(&row.dataset_id)
             .await?
             .ok_or_else(|| not_a_stream(&row.dataset_id))?;
-        let (grant, scope) = self.decide_stream_read(actor, &dataset, purpose).await?;
+        let (grant, scope) = self
+            .decide_stream_read(actor, &dataset, purpose, credential)
+            .await?;
         let entity = decode(row)?;
         if !admitted(&entity, &dataset, scope.as_ref()) {
             return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
@@ -1021,7 +1208,7 @@ impl Service {
         purpose: Option<&str>,
         rendering: &Rendering,
     ) -> Result<NgsiAnswer> {
-        let actor = Self::reader(caller)?;
+        let (actor, credential) = Self::reader(caller)?;
         if !query.is_bounded() {
             return Err(NgsiError::bad(
                 "a query names at least one of type, id, idPattern, attrs or q",
@@ -1049,7 +1236,7 @@ impl Service {
         let mut decided = Vec::new();
         let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         for d in candidates {
-            match self.decide_stream_read(actor, d, purpose).await {
+            match self.decide_stream_read(actor, d, purpose, credential).await {
                 Ok((grant, scope)) => decided.push((d, grant, scope)),
                 Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
                 Err(e) => refusals.push((d.id.clone(), e)),
@@ -1119,7 +1306,7 @@ impl Service {
         purpose: Option<&str>,
         with_context: bool,
     ) -> Result<NgsiAnswer> {
-        let actor = Self::reader(caller)?;
+        let (actor, credential) = Self::reader(caller)?;
         let _slot = self.read_slot(actor).await?;
         let (rows, _named_types) = match target {
             TemporalTarget::One(id) => {
@@ -1163,7 +1350,10 @@ impl Service {
                 let Some(d) = self.store.get_dataset(&row.dataset_id).await? else {
                     continue;
                 };
-                let decision = match self.decide_stream_read(actor, &d, purpose).await {
+                let decision = match self
+                    .decide_stream_read(actor, &d, purpose, credential)
+                    .await
+                {
                     Ok((g, s)) => Some((d, g, s)),
                     Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
                     Err(e) if one => return Err(e),

@@ -63,17 +63,39 @@ fn not_found(id: &str) -> ServiceError {
 }
 
 impl Service {
-    /// The signed-in reader behind a subscription request.
-    fn subscriber(caller: &StreamCaller) -> Result<&Actor> {
+    /// Who subscribes: a signed-in reader (`owner` = the username), or a
+    /// stream's write credential (`owner` = `credential:{id}`), which reads
+    /// as anyone does — open streams only. Nobody subscribes anonymously:
+    /// a subscription makes this trust send requests where it is told.
+    fn subscriber(caller: &StreamCaller) -> Result<(&Actor, String, bool)> {
+        let (actor, credential) = Self::reader(caller)?;
         match caller {
-            StreamCaller::Actor(a @ Actor::User { .. }) => Ok(a),
+            StreamCaller::Actor(a @ Actor::User { .. }) => {
+                Ok((a, a.username().unwrap_or_default().to_string(), false))
+            }
             StreamCaller::Actor(_) => Err(ServiceError::Unauthenticated),
-            StreamCaller::Credential { .. } => Err(ServiceError::Refused {
-                rule: Some("write-credential-only-writes".into()),
-                message: "a stream's write credential writes readings and subscribes to nothing"
-                    .into(),
-            }),
+            StreamCaller::Credential { id, .. } => {
+                Ok((actor, format!("credential:{id}"), credential))
+            }
         }
+    }
+
+    /// The actor a subscription's notifications are decided for (`None`:
+    /// its subscriber is gone — an account no longer active, a credential revoked).
+    async fn owner_actor(&self, owner: &str) -> Result<Option<Actor>> {
+        if let Some(id) = owner.strip_prefix("credential:") {
+            return Ok(self
+                .store
+                .stream_credential(id)
+                .await?
+                .filter(|c| c.revoked_at.is_none())
+                .map(|_| Actor::Anonymous));
+        }
+        Ok(self
+            .get_user(owner)
+            .await
+            .ok()
+            .map(|u| Actor::from_user(&u)))
     }
 
     /// The streams a subscription may be told about: those holding its types.
@@ -100,7 +122,7 @@ impl Service {
         body: &Value,
         purpose: Option<&str>,
     ) -> Result<String> {
-        let actor = Self::subscriber(caller)?;
+        let (actor, owner, credential) = Self::subscriber(caller)?;
         let now = rfc3339(self.now());
         let new_id = format!("urn:ngsi-ld:Subscription:{}", random_hex::<12>()?);
         let sub = Subscription::parse(body, ctx, None, &now, &new_id)?;
@@ -111,6 +133,10 @@ impl Service {
         };
         let mut first_refusal = None;
         for d in self.streams_for(&sub).await? {
+            if credential && d.metadata.spectrum != citytrust_model::catalogue::Spectrum::Open {
+                first_refusal.get_or_insert(Self::credential_refusal(&d));
+                continue;
+            }
             match self
                 .authorize_read(
                     actor,
@@ -143,12 +169,12 @@ impl Service {
                 "subscription": sub.id,
                 "streams": grants.streams.iter().map(|(d, a)| json!({"dataset": d, "agreement": a})).collect::<Vec<_>>(),
                 "purpose": grants.purpose,
-                "by": actor.organization_ids().first().map(|o| format!("organization:{o}")).unwrap_or_else(|| "individual".into()),
+                "by": if credential { owner.clone() } else { actor.organization_ids().first().map(|o| format!("organization:{o}")).unwrap_or_else(|| "individual".into()) },
             }),
         )?;
         let row = SubscriptionRow {
             id: sub.id.clone(),
-            owner: actor.username().unwrap_or_default().to_string(),
+            owner,
             status: sub.status.clone(),
             revision: 1,
             grants: encode(&grants)?,
@@ -178,15 +204,16 @@ impl Service {
 
     async fn own_subscription(
         &self,
-        actor: &Actor,
+        owner: &str,
         id: &str,
     ) -> Result<(SubscriptionRow, Subscription, Grants)> {
+        citytrust_model::ngsi::check_uri("the subscription id", id)?;
         let row = self
             .store
             .get_subscription(id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if Some(row.owner.as_str()) != actor.username() {
+        if row.owner != owner {
             return Err(not_found(id));
         }
         let (s, g) = decode(&row)?;
@@ -201,8 +228,8 @@ impl Service {
         id: &str,
         with_context: bool,
     ) -> Result<Value> {
-        let actor = Self::subscriber(caller)?;
-        let (_, s, _) = self.own_subscription(actor, id).await?;
+        let (_, owner, _) = Self::subscriber(caller)?;
+        let (_, s, _) = self.own_subscription(&owner, id).await?;
         Ok(s.render(ctx, with_context))
     }
 
@@ -213,13 +240,9 @@ impl Service {
         ctx: &Context,
         with_context: bool,
     ) -> Result<Vec<Value>> {
-        let actor = Self::subscriber(caller)?;
+        let (_, owner, _) = Self::subscriber(caller)?;
         let mut out = Vec::new();
-        for row in self
-            .store
-            .list_subscriptions(actor.username(), None)
-            .await?
-        {
+        for row in self.store.list_subscriptions(Some(&owner), None).await? {
             let (s, _) = decode(&row)?;
             out.push(s.render(ctx, with_context));
         }
@@ -235,8 +258,8 @@ impl Service {
         id: &str,
         body: &Value,
     ) -> Result<()> {
-        let actor = Self::subscriber(caller)?;
-        let (mut row, s, g) = self.own_subscription(actor, id).await?;
+        let (_, owner, _) = Self::subscriber(caller)?;
+        let (mut row, s, g) = self.own_subscription(&owner, id).await?;
         if s.status == "expired" {
             return Err(NgsiError::new(
                 ErrorType::OperationNotSupported,
@@ -269,8 +292,8 @@ impl Service {
 
     /// `DELETE /subscriptions/{id}`.
     pub async fn ngsi_unsubscribe(&self, caller: &StreamCaller, id: &str) -> Result<()> {
-        let actor = Self::subscriber(caller)?;
-        self.own_subscription(actor, id).await?;
+        let (_, owner, _) = Self::subscriber(caller)?;
+        self.own_subscription(&owner, id).await?;
         let (entry, at) = self.log_entry("stream.unsubscribed", json!({"subscription": id}))?;
         if !self
             .store
@@ -418,10 +441,12 @@ impl Service {
         }) {
             return Ok(Some("its expiresAt has passed".into()));
         }
-        let Ok(user) = self.get_user(owner).await else {
-            return Ok(Some("its subscriber's account is no longer active".into()));
+        let Some(actor) = self.owner_actor(owner).await? else {
+            return Ok(Some(
+                "its subscriber is gone (an account no longer active, or a credential revoked)"
+                    .into(),
+            ));
         };
-        let actor = Actor::from_user(&user);
         for (dataset, agreement) in &g.streams {
             let Some(d) = self.store.get_dataset(dataset).await? else {
                 return Ok(Some(format!("stream '{dataset}' is gone")));
@@ -557,8 +582,10 @@ impl Service {
         g: &Grants,
         owed: &[citytrust_store::OwedNotification],
     ) -> Result<Option<i64>> {
-        let user = self.get_user(&row.owner).await?;
-        let actor = Actor::from_user(&user);
+        let actor = self
+            .owner_actor(&row.owner)
+            .await?
+            .ok_or_else(|| ServiceError::Internal("the subscriber is gone".into()))?;
         let ctx = s.context()?;
         let mut ids: Vec<String> = owed.iter().map(|o| o.entity_id.clone()).collect();
         ids.sort();
@@ -572,7 +599,7 @@ impl Service {
             key_values: s.key_values,
             sys_attrs: false,
             attrs: s.attributes.clone(),
-            with_context: false,
+            ..Default::default()
         };
         let mut decided: HashMap<
             String,

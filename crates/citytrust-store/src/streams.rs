@@ -56,6 +56,8 @@ pub struct StreamWrite<'a> {
     /// Entities to delete: (id, the revision read).
     pub deletes: Vec<(String, i64)>,
     pub history: Vec<HistoryRow>,
+    /// Entities whose kept readings go (deleted entities).
+    pub history_deletes: Vec<String>,
     /// Notifications owed: (subscription, entity, the changed attributes as JSON).
     pub notifications: Vec<(String, String, String)>,
     /// When they are first due.
@@ -157,6 +159,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(credential_from_row).collect()
+    }
+
+    /// A credential by its id, revoked or not.
+    pub async fn stream_credential(&self, id: &str) -> Result<Option<StoredStreamCredential>> {
+        let row = sqlx::query(
+            "SELECT id, dataset_id, label, created_by, created_at, revoked_at FROM stream_credentials \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(credential_from_row).transpose()
     }
 
     /// The credential a token's hash names, revoked or not.
@@ -337,6 +351,12 @@ impl Store {
             if done == 0 {
                 return Err(StoreError::StaleRevision(format!("entity '{id}'")));
             }
+        }
+        for id in &write.history_deletes {
+            sqlx::query("DELETE FROM ngsi_history WHERE entity_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         for chunk in write.history.chunks(HISTORY_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())

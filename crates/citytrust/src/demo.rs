@@ -80,6 +80,8 @@ pub struct Loaded {
     pub datasets: usize,
     /// The household `resident` is linked to in `household-electricity`.
     pub household: Option<String>,
+    /// How fast the live stream is replayed (0: not at all; `--live-speed`).
+    pub live_speed: f64,
 }
 
 /// A fresh demo city's history starts this many days ago.
@@ -166,7 +168,9 @@ pub async fn load(
         created += 1;
     }
     for (id, file, content) in contents {
-        if service.get_version(&actor, &id, None).await.is_ok() {
+        // A stream has no file: its content arrives live.
+        let has_content = file.is_some() || content.file.is_some() || content.synthetic.is_some();
+        if !has_content || service.get_version(&actor, &id, None).await.is_ok() {
             continue;
         }
         load_content(service, &actor, &id, file, content)
@@ -193,6 +197,7 @@ pub async fn load(
         fresh: created > 0,
         datasets: service.catalogue_size(),
         household,
+        live_speed: 0.0,
     })
 }
 
@@ -782,21 +787,19 @@ async fn project(service: &Service) -> anyhow::Result<()> {
 
 /// The demo's live stream.
 pub const LIVE_STREAM: &str = "barcelona-air-quality-live";
-/// How much faster than real time the demo replays it: an hour every five seconds.
-const LIVE_SPEED: f64 = 720.0;
 
 /// Replay the Barcelona air-quality readings into the live stream, for
 /// ever, through the NGSI-LD API at `url` with a write credential the
 /// stream's owner issues at each start (the previous ones revoked).
-pub fn replay_live(service: std::sync::Arc<Service>, url: String) {
+pub fn replay_live(service: std::sync::Arc<Service>, url: String, speed: f64) {
     tokio::spawn(async move {
-        if let Err(e) = run_live(&service, &url).await {
+        if let Err(e) = run_live(&service, &url, speed).await {
             tracing::warn!(error = %e, "the live air-quality replay stopped");
         }
     });
 }
 
-async fn run_live(service: &Service, url: &str) -> anyhow::Result<()> {
+async fn run_live(service: &Service, url: &str, speed: f64) -> anyhow::Result<()> {
     let owner = demo_actor(service, "owner").await?;
     for old in service.stream_credentials(&owner, LIVE_STREAM).await? {
         if old.revoked_at.is_none() {
@@ -832,7 +835,7 @@ async fn run_live(service: &Service, url: &str) -> anyhow::Result<()> {
     tracing::info!(
         stream = LIVE_STREAM,
         instants = instants.len(),
-        speed = LIVE_SPEED,
+        speed,
         "replaying live air-quality readings"
     );
     crate::replay::replay(
@@ -840,7 +843,7 @@ async fn run_live(service: &Service, url: &str) -> anyhow::Result<()> {
         &issued.token,
         LIVE_STREAM,
         &instants,
-        LIVE_SPEED,
+        speed,
         true,
         after,
         |_, _| {},

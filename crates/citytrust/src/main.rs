@@ -52,6 +52,10 @@ enum Command {
             hide_env_values = true
         )]
         demo_password: String,
+        /// How much faster than real time the live air-quality stream is
+        /// replayed (0: not at all).
+        #[arg(long, default_value_t = 720.0)]
+        live_speed: f64,
     },
     /// Verify a CityTrust transparency log from its public files (no database access).
     Verify {
@@ -324,6 +328,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo {
             serve: args,
             demo_password,
+            live_speed,
         } => {
             let started = Instant::now();
             // A fresh demo city is loaded as of three weeks ago, so that its
@@ -333,6 +338,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ));
             let service = open_with(&args.storage, clock.clone()).await?;
             let loaded = demo::load(&service, &demo_password, &clock).await?;
+            let mut loaded = loaded;
+            loaded.live_speed = live_speed;
             serve(service, &args, started, Some((loaded, demo_password))).await
         }
         Command::Verify {
@@ -755,14 +762,16 @@ async fn serve(
     if demo.is_some() && !args.peers.is_empty() {
         demo::federate_with_peers(service.clone(), args.peers.clone());
     }
-    if demo.is_some() {
+    if let Some((loaded, _)) = &demo
+        && loaded.live_speed > 0.0
+    {
         // Live readings: the Barcelona air-quality stations, replayed.
         let local = if addr.ip().is_unspecified() {
             format!("http://127.0.0.1:{}", addr.port())
         } else {
             format!("http://{addr}")
         };
-        demo::replay_live(service.clone(), local);
+        demo::replay_live(service.clone(), local, loaded.live_speed);
     }
     let app = citytrust_server::app(state);
     let url = format!("http://{addr}/");

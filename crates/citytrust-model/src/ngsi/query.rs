@@ -513,7 +513,7 @@ impl EntityQuery {
                             })?,
                     );
                 }
-                "attrs" | "pick" => q.attrs = Some(list(v).iter().map(|a| ctx.expand(a)).collect()),
+                "attrs" => q.attrs = Some(list(v).iter().map(|a| ctx.expand(a)).collect()),
                 "q" => q.q = Some(Q::parse(v, ctx)?),
                 "limit" => {
                     let n: usize = v
@@ -546,6 +546,39 @@ impl EntityQuery {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        if let Some(g) = get("geoQ") {
+            // The single form: JSON, or the three parameters as one query string.
+            q.geo = Some(if g.trim_start().starts_with('{') {
+                let v: serde_json::Value = serde_json::from_str(g)
+                    .map_err(|_| NgsiError::bad("geoQ is not a JSON object"))?;
+                super::geo::GeoQuery::from_json(&v, ctx)?
+            } else {
+                let inner: Vec<(String, String)> = url::form_urlencoded::parse(g.as_bytes())
+                    .into_owned()
+                    .collect();
+                let part = |name: &str| {
+                    inner
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                };
+                match (part("georel"), part("geometry"), part("coordinates")) {
+                    (Some(rel), Some(geometry), Some(coordinates)) => super::geo::GeoQuery::parse(
+                        rel,
+                        geometry,
+                        coordinates,
+                        part("geoproperty"),
+                        ctx,
+                    )?,
+                    _ => {
+                        return Err(NgsiError::bad(
+                            "geoQ names georel, geometry and coordinates",
+                        ));
+                    }
+                }
+            });
+            return Ok(q);
+        }
         match (get("georel"), get("geometry"), get("coordinates")) {
             (None, None, None) => {}
             (Some(rel), Some(geometry), Some(coordinates)) => {

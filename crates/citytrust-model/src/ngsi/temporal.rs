@@ -210,6 +210,22 @@ impl TemporalQuery {
                 .collect::<R<Vec<_>>>()?;
             let period = get("aggrPeriodDuration").map(duration).transpose()?;
             q.aggregate = Some((methods, period));
+        } else if let Some(d) = get("aggrPeriodDuration") {
+            duration(d)?;
+        }
+        if let Some(m) = get("aggrMethods")
+            && !options.contains(&"aggregatedValues")
+        {
+            for x in m.split(',') {
+                Aggr::parse(x.trim())?;
+            }
+        }
+        if let Some(tp) = get("timeproperty")
+            && !matches!(tp, "observedAt" | "createdAt" | "modifiedAt" | "deletedAt")
+        {
+            return Err(NgsiError::bad(format!(
+                "timeproperty '{tp}' is not observedAt, createdAt, modifiedAt or deletedAt"
+            )));
         }
         Ok(q)
     }

@@ -66,6 +66,8 @@ fn start_demo_with(storage: &[String], env: &[(&str, String)]) -> Running {
         .args(storage)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["--listen", "127.0.0.1:0"])
+        // The live stream's replay would add entries while the tests count them.
+        .args(["--live-speed", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -119,7 +121,7 @@ async fn the_demo_loads_the_city_once_and_serves_it() {
             .json()
             .await
             .unwrap();
-        assert_eq!(page["total"], 17);
+        assert_eq!(page["total"], 18);
         let ids: Vec<&str> = page["items"]
             .as_array()
             .unwrap()
@@ -475,8 +477,8 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     // Wait for the sequencer to checkpoint the demo's entries (organisations, groups, datasets).
     assert_eq!(
         settled_size(&demo.url).await,
-        "89",
-        "9 organisations + 2 groups + 17 datasets + 3 quality rules + 17 versions; \
+        "90",
+        "9 organisations + 2 groups + 18 datasets (one a stream, fed only while the demo replays it) + 3 quality rules + 17 versions; \
          three weeks ago a consultation opened (answers are not logged one by one), two requests of the analyst \
          with three votes and the decision each; the residents' story: a link, a consent, \
          a request, three votes, the decision, the analyst's read under the agreement and \
@@ -489,7 +491,7 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK: 89 entries") && out.contains("dataset.registered"),
+        out.contains("OK: 90 entries") && out.contains("dataset.registered"),
         "{out}"
     );
 
@@ -516,20 +518,20 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
     let refused = citytrust()
         .arg("demo")
         .args(&storage)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--live-speed", "0"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(
-        stderr.contains("this node signed a checkpoint of 89"),
+        stderr.contains("this node signed a checkpoint of 90"),
         "{stderr}"
     );
     // Without it, the node signs the forked log with the same key, and
     // verify, remembering what it saw, names the rewritten entry.
     std::fs::remove_file(dir.path().join("ledger-witness")).unwrap();
     let demo = start_demo(&storage);
-    assert_eq!(settled_size(&demo.url).await, "89");
+    assert_eq!(settled_size(&demo.url).await, "90");
     let (ok, out) = run_verify(&demo.url, &state);
     assert!(
         !ok && out.contains("entry 11 differs from the one seen before"),
@@ -542,11 +544,11 @@ async fn verify_checks_the_demo_log_and_names_the_first_bad_entry() {
 
     // Someone deletes the last entry.
     assert_eq!(
-        sql(&url, "DELETE FROM ledger_entries WHERE idx = 88").await,
+        sql(&url, "DELETE FROM ledger_entries WHERE idx = 89").await,
         1
     );
     let (ok, out) = run_verify(&demo.url, &state);
-    assert!(!ok && out.contains("entry 88 is missing"), "{out}");
+    assert!(!ok && out.contains("entry 89 is missing"), "{out}");
 }
 
 /// The checkpoint's size once it stops growing.

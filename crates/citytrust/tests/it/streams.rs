@@ -358,8 +358,7 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
         assert_eq!(res.status(), 201);
         assert_eq!(
             res.headers()["location"],
-            format!("/ngsi-ld/v1/entities/urn%3Angsi-ld%3AAirQualityObserved%3Astation-{n}")
-                .as_str()
+            format!("/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:station-{n}").as_str()
         );
     }
     // Paging, counting, attribute projection, id patterns.
@@ -1212,4 +1211,219 @@ async fn a_subscription_notifies_under_its_agreement_is_logged_first_and_stops_w
         2
     );
     assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_write_credential_reads_only_what_anyone_may_and_writes_in_basic_auth_too() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, open_device) = stream(&app, &alice, "Open air", "open").await;
+    // Clients that take a broker URL with user info send the credential as Basic.
+    let res = app
+        .client
+        .post(app.url(&format!("{NGSI}/entities")))
+        .basic_auth("credential", Some(&open_device))
+        .header("content-type", "application/json")
+        .body(station(1, 5.0).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // A Basic password that is no credential is refused, not taken for anonymous.
+    let res = app
+        .client
+        .get(app.url(&format!("{NGSI}/entities?type=AirQualityObserved")))
+        .basic_auth("credential", Some("ctw_0000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // The credential reads the open stream as anyone may.
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1"),
+        Some(&open_device),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let entry = logged_before_served(&app, res).await;
+    assert_eq!(entry["NO2"]["value"], 5.0);
+    let last: Value =
+        serde_json::from_str(app.entries_of_type("stream.read").await.last().unwrap()).unwrap();
+    assert_eq!(last["by"], "public");
+}
+
+#[tokio::test]
+async fn temporal_representations_are_written_and_pick_omit_and_bad_parameters_are_checked() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let id = "urn:ngsi-ld:AirQualityObserved:temporal-1";
+    let troe = json!({
+        "id": id, "type": "AirQualityObserved",
+        "NO2": [
+            {"type": "Property", "value": 30, "observedAt": "2020-09-01T12:00:00Z"},
+            {"type": "Property", "value": 50, "observedAt": "2020-09-01T14:00:00Z"},
+            {"type": "Property", "value": 40, "observedAt": "2020-09-01T13:00:00Z"}
+        ]
+    });
+    let res = post(
+        &app,
+        &format!("{NGSI}/temporal/entities"),
+        Some(&device),
+        &troe,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    // The latest observation is the value; every instance is history.
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/{id}?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(e["NO2"], 50);
+    let t: Value = get(
+        &app,
+        &format!("{NGSI}/temporal/entities/{id}?options=temporalValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(t["NO2"]["values"].as_array().unwrap().len(), 3);
+    let more =
+        json!({"NO2": [{"type": "Property", "value": 10, "observedAt": "2020-09-01T11:00:00Z"}]});
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/temporal/entities/{id}/attrs"),
+            Some(&device),
+            &more
+        )
+        .await
+        .status(),
+        204
+    );
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/{id}?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        e["NO2"], 50,
+        "an older observation does not replace the latest"
+    );
+    // pick and omit project; bad parameters say what is wrong.
+    let e: Value = get(&app, &format!("{NGSI}/entities/{id}?pick=id,NO2"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        e.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["id", "NO2"]
+    );
+    let e: Value = get(&app, &format!("{NGSI}/entities/{id}?omit=NO2"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(e.get("NO2").is_none() && e.get("type").is_some());
+    for bad in [
+        "format=bogus",
+        "options=keyValues,bogus",
+        "pick=id&attrs=NO2",
+        "pick=NO2&omit=NO2",
+        "pick=id,,NO2",
+        "pick=id%3Bname",
+    ] {
+        ngsi_problem(
+            get(&app, &format!("{NGSI}/entities/{id}?{bad}"), None).await,
+            400,
+            "BadRequestData",
+        )
+        .await;
+    }
+    for bad in [
+        "lastN=0",
+        "lastN=1.5",
+        "timerel=during&timeAt=2020-09-01T11:00:00Z",
+        "aggrPeriodDuration=PT0S",
+        "timeproperty=bogus",
+    ] {
+        ngsi_problem(
+            get(&app, &format!("{NGSI}/temporal/entities/{id}?{bad}"), None).await,
+            400,
+            "BadRequestData",
+        )
+        .await;
+    }
+    // A query in a POST body, and the temporal one.
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/query"),
+        None,
+        &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "q": "NO2>45"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()[0]["id"], id);
+    let res = post(
+        &app,
+        &format!("{NGSI}/temporal/entityOperations/query"),
+        None,
+        &json!({"type": "Query", "entities": [{"type": "AirQualityObserved"}], "temporalQ": {"timerel": "after", "timeAt": "2020-09-01T12:30:00Z"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()[0]["NO2"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Merge deletes with urn:ngsi-ld:null; an offset observedAt and nulls elsewhere are refused.
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{NGSI}/entities/{id}"),
+        Some(&device),
+        Some(&json!({"NO2": "urn:ngsi-ld:null", "O3": 4})),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/{id}?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(e.get("NO2").is_none() && e["O3"] == 4, "{e}");
+    for bad in [
+        json!({"id": "urn:x:1", "type": "AirQualityObserved", "NO2": {"type": "Property", "value": 1, "observedAt": "2020-09-01T12:00:00+01:00"}}),
+        json!({"id": "urn:x:2", "type": "AirQualityObserved", "NO2": "urn:ngsi-ld:null"}),
+        json!({"id": "urn:x:3", "type": "AirQualityObserved", "NO2": {"type": "Property", "value": {"a": null}}}),
+        json!({"id": "urn:x:\u{200b}4", "type": "AirQualityObserved"}),
+        json!({"id": "urn:x:5", "type": "AirQualityObserved", "observedAt": 3}),
+    ] {
+        ngsi_problem(
+            post(&app, &format!("{NGSI}/entities"), Some(&device), &bad).await,
+            400,
+            "BadRequestData",
+        )
+        .await;
+    }
 }
