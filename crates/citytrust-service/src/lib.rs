@@ -98,6 +98,11 @@ pub struct Settings {
     /// quorum a checkpoint needs to be published. `None`: the newest signed
     /// checkpoint is published, unwitnessed.
     pub witness_policy: Option<citytrust_ledger::policy::Policy>,
+    /// Let subscriptions notify endpoints on loopback and private networks
+    /// (a trust whose subscribers are inside its own network; tests). Off:
+    /// such endpoints are refused, so no subscriber turns the trust against
+    /// its own network.
+    pub private_notifications: bool,
 }
 
 impl Default for Settings {
@@ -120,6 +125,7 @@ impl Default for Settings {
             dp_budget_epsilon: 1.0,
             witnessing: None,
             witness_policy: None,
+            private_notifications: false,
         }
     }
 }

@@ -37,6 +37,8 @@ use crate::{Result, Service, ServiceError, rfc3339};
 
 /// How a write credential's token starts (API tokens start `ct_`).
 pub const CREDENTIAL_PREFIX: &str = "ctw_";
+/// The most readings of one entity a temporal answer reads (the newest).
+const HISTORY_CAP: i64 = 100_000;
 /// How many times a write is planned again after losing a race.
 const RETRIES: usize = 8;
 
@@ -874,6 +876,7 @@ impl Service {
                         .push((id.clone(), row.dataset_id.clone(), attr, i));
                 }
                 entity.touched.clear();
+                hold_types(&datasets, row, &entity)?;
                 plan.updates.push((entity, row.clone()));
                 Ok(false)
             }
@@ -922,6 +925,7 @@ impl Service {
                     .push((id.to_string(), row.dataset_id.clone(), attr, i));
             }
             entity.touched.clear();
+            hold_types(&datasets, row, &entity)?;
             plan.updates.push((entity, row.clone()));
             Ok(())
         })
@@ -1179,8 +1183,10 @@ impl Service {
         if !admitted(&entity, &dataset, scope.as_ref()) {
             return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
         }
+        // Judged on what the reader may see: a hidden attribute is not there.
+        let visible = limited(&entity, &grant);
         if let Some(a) = &rendering.attrs
-            && !a.iter().any(|a| entity.attrs.contains_key(a))
+            && !a.iter().any(|a| visible.attrs.contains_key(a))
         {
             return Err(NgsiError::not_found(format!(
                 "entity '{id}' has none of the attributes asked for"
@@ -1308,6 +1314,11 @@ impl Service {
     ) -> Result<NgsiAnswer> {
         let (actor, credential) = Self::reader(caller)?;
         let _slot = self.read_slot(actor).await?;
+        let mut decided: HashMap<String, Option<(Dataset, ReadGrant, Option<SubjectScope>)>> =
+            HashMap::new();
+        let mut answers = Vec::new();
+        let mut used: Vec<String> = Vec::new();
+        let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         let (rows, _named_types) = match target {
             TemporalTarget::One(id) => {
                 citytrust_model::ngsi::check_uri("the entity id", id)?;
@@ -1324,9 +1335,11 @@ impl Service {
                     )
                     .into());
                 }
+                // Each stream is decided first; only the allowed ones are read.
                 let streams = self.streams().await?;
-                let ids: Vec<String> = streams
-                    .iter()
+                let mut allowed = Vec::new();
+                for d in streams
+                    .into_iter()
                     .filter(|d| q.stream.as_ref().is_none_or(|s| *s == d.id))
                     .filter(|d| {
                         q.types.is_empty()
@@ -1334,17 +1347,34 @@ impl Service {
                                 .iter()
                                 .any(|t| d.metadata.stream.as_ref().is_some_and(|s| s.may_hold(t)))
                     })
-                    .map(|d| d.id.clone())
-                    .collect();
-                (self.store.stream_entities(&ids).await?, !q.types.is_empty())
+                {
+                    match self
+                        .decide_stream_read(actor, &d, purpose, credential)
+                        .await
+                    {
+                        Ok((g, sc)) => {
+                            allowed.push(d.id.clone());
+                            decided.insert(d.id.clone(), Some((d, g, sc)));
+                        }
+                        Err(e @ ServiceError::Unprocessable { .. }) => return Err(e),
+                        Err(e) => {
+                            refusals.push((d.id.clone(), e));
+                            decided.insert(d.id.clone(), None);
+                        }
+                    }
+                }
+                (
+                    self.store.stream_entities(&allowed).await?,
+                    !q.types.is_empty(),
+                )
             }
         };
-        let mut decided: HashMap<String, Option<(Dataset, ReadGrant, Option<SubjectScope>)>> =
-            HashMap::new();
-        let mut answers = Vec::new();
-        let mut used: Vec<String> = Vec::new();
-        let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         let one = matches!(target, TemporalTarget::One(_));
+        let (offset, limit) = match target {
+            TemporalTarget::Query(q) => (q.offset, q.limit),
+            TemporalTarget::One(_) => (0, 1),
+        };
+        let mut matched = 0usize;
         for row in &rows {
             if !decided.contains_key(&row.dataset_id) {
                 let Some(d) = self.store.get_dataset(&row.dataset_id).await? else {
@@ -1367,22 +1397,36 @@ impl Service {
             let Some(Some((d, grant, scope))) = decided.get(&row.dataset_id) else {
                 continue;
             };
-            let entity = limited(&decode(row)?, grant);
-            if !admitted(&entity, d, scope.as_ref()) {
+            let whole = decode(row)?;
+            if !admitted(&whole, d, scope.as_ref()) {
                 if let TemporalTarget::One(id) = target {
                     return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
                 }
                 continue;
             }
+            let entity = limited(&whole, grant);
             if let TemporalTarget::Query(q) = target
                 && !q.matches(&entity)
             {
                 continue;
             }
+            // A page of entities at a time (`limit`, `offset`), history read for those only.
+            matched += 1;
+            if matched <= offset {
+                continue;
+            }
+            if answers.len() >= limit {
+                break;
+            }
             let mut readings: BTreeMap<String, temporal::Readings> = BTreeMap::new();
             for h in self
                 .store
-                .entity_history(&entity.id, tq.from.as_deref(), tq.to.as_deref())
+                .entity_history(
+                    &entity.id,
+                    tq.from.as_deref(),
+                    tq.to.as_deref(),
+                    HISTORY_CAP,
+                )
                 .await?
             {
                 // Only what the agreement's columns allow, as for the latest values.
@@ -1413,7 +1457,8 @@ impl Service {
             .filter_map(|id| decided.get(id).and_then(|d| d.as_ref()))
             .map(|(d, g, s)| (d, g, s.as_ref()))
             .collect();
-        if used.is_empty()
+        // Refused outright only when no stream that may hold it may be read.
+        if decided.values().all(Option::is_none)
             && let Some((_, e)) = refusals.drain(..).next()
         {
             return Err(e);
@@ -1489,6 +1534,26 @@ impl Service {
     }
 }
 
+/// An entity stays of types its stream holds.
+fn hold_types(datasets: &HashMap<String, Dataset>, row: &EntityRow, e: &Entity) -> Result<()> {
+    let dataset = datasets
+        .get(&row.dataset_id)
+        .ok_or_else(|| not_a_stream(&row.dataset_id))?;
+    if !dataset
+        .metadata
+        .stream
+        .as_ref()
+        .is_some_and(|s| s.holds(&e.types))
+    {
+        return Err(NgsiError::bad(format!(
+            "stream '{}' does not hold entities of these types",
+            dataset.id
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// A fragment's id, when it has one, is the entity's.
 fn check_fragment_id(f: &Fragment, id: &str) -> Result<()> {
     match &f.id {
@@ -1518,17 +1583,23 @@ pub(crate) fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScop
     let Some(filter) = scope.and_then(|s| s.filter.as_deref()) else {
         return true;
     };
-    let column = Context::core().expand(&filter.column);
-    let key = e.value_of(&column).and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    });
     let _ = dataset;
-    match key {
-        Some(k) => filter.keys.contains(&k) == filter.keep,
-        None => !filter.keep,
+    // Decided on the whole entity (before any column limit), over every
+    // instance of the subject-key attribute; an entity whose key cannot be
+    // read is nobody's the filter could admit: it is left out (fail closed).
+    let column = Context::core().expand(&filter.column);
+    let Some(instances) = e.attrs.get(&column) else {
+        return false;
+    };
+    let mut keys = Vec::new();
+    for i in instances {
+        match citytrust_model::ngsi::instance_value(i) {
+            Some(Value::String(s)) => keys.push(s.clone()),
+            Some(Value::Number(n)) => keys.push(n.to_string()),
+            _ => return false,
+        }
     }
+    !keys.is_empty() && keys.iter().all(|k| filter.keys.contains(k) == filter.keep)
 }
 
 /// The entity with only the attributes the agreement's columns allow.

@@ -62,7 +62,70 @@ fn not_found(id: &str) -> ServiceError {
     NgsiError::not_found(format!("no subscription '{id}' of yours")).into()
 }
 
+/// Whether an address is on this machine or a private network.
+fn private_address(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || o[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| private_address(IpAddr::V4(v4)))
+        }
+    }
+}
+
 impl Service {
+    /// A notification endpoint may not be on this machine or a private
+    /// network (unless `Settings::private_notifications`): its host is
+    /// resolved, and every address it names is checked.
+    pub(crate) async fn check_endpoint(&self, uri: &str) -> Result<()> {
+        if self.settings.private_notifications {
+            return Ok(());
+        }
+        let url = url::Url::parse(uri).map_err(|_| NgsiError::bad("the endpoint is not a URL"))?;
+        let host = url
+            .host_str()
+            .unwrap_or("")
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let refused = || -> ServiceError {
+            NgsiError::bad(format!(
+                "notification endpoint '{host}' is on this machine or a private network, which \
+                 this trust does not notify (its operator can allow it)"
+            ))
+            .into()
+        };
+        if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
+            return Err(refused());
+        }
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| {
+                NgsiError::bad(format!("notification endpoint '{host}' cannot be resolved"))
+            })?
+            .collect();
+        if addrs.is_empty() || addrs.iter().any(|a| private_address(a.ip())) {
+            return Err(refused());
+        }
+        Ok(())
+    }
+
     /// Who subscribes: a signed-in reader (`owner` = the username), or a
     /// stream's write credential (`owner` = `credential:{id}`), which reads
     /// as anyone does — open streams only. Nobody subscribes anonymously:
@@ -126,6 +189,7 @@ impl Service {
         let now = rfc3339(self.now());
         let new_id = format!("urn:ngsi-ld:Subscription:{}", random_hex::<12>()?);
         let sub = Subscription::parse(body, ctx, None, &now, &new_id)?;
+        self.check_endpoint(&sub.endpoint).await?;
         let purpose = crate::content::clean_purpose(purpose)?;
         let mut grants = Grants {
             purpose: purpose.clone(),
@@ -272,6 +336,7 @@ impl Service {
         }
         let now = rfc3339(self.now());
         let updated = Subscription::parse(body, ctx, Some(&s), &now, id)?;
+        self.check_endpoint(&updated.endpoint).await?;
         let types = updated.types();
         if !types.is_empty() {
             for d in self.streams_for(&updated).await? {
@@ -286,7 +351,21 @@ impl Service {
         }
         row.status = updated.status.clone();
         row.body = encode(&updated)?;
-        self.store.update_subscription(&row, false, None).await?;
+        let (entry, at) = self.log_entry(
+            "stream.subscription_changed",
+            json!({"subscription": id, "status": updated.status}),
+        )?;
+        self.store
+            .update_subscription(
+                &row,
+                false,
+                Some(&NewLogEntry {
+                    kind: "stream.subscription_changed",
+                    body: &entry,
+                    at: &at,
+                }),
+            )
+            .await?;
         Ok(())
     }
 
@@ -634,11 +713,22 @@ impl Service {
             };
             let entity: Entity = serde_json::from_str(&row.body)
                 .map_err(|e| ServiceError::Internal(format!("stored entity: {e}")))?;
-            let visible = crate::streams::limited(&entity, grant);
-            if !crate::streams::admitted(&visible, d, scope.as_ref()) {
+            // Whose entity: decided on the whole entity, before the column limit.
+            if !crate::streams::admitted(&entity, d, scope.as_ref()) {
                 continue;
             }
-            let c = changed.get(&visible.id).cloned().unwrap_or_default();
+            let visible = crate::streams::limited(&entity, grant);
+            // Only changes to what the subscriber may see are news to it.
+            let c: Vec<String> = changed
+                .get(&visible.id)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| visible.attrs.contains_key(a))
+                .collect();
+            if c.is_empty() {
+                continue;
+            }
             if !s.matches(&visible, &c, &ctx) {
                 continue;
             }
@@ -664,6 +754,8 @@ impl Service {
                     .unwrap_or_else(|| citytrust_model::ngsi::CORE_CONTEXT.into()),
             );
         }
+        // Checked again at each delivery: a name may resolve elsewhere now.
+        self.check_endpoint(&s.endpoint).await?;
         let body =
             serde_json::to_vec(&notification).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));

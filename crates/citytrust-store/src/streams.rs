@@ -260,21 +260,26 @@ impl Store {
     }
 
     /// The readings kept of one entity, by attribute, oldest first; with
-    /// `from` / `to`, only those at or after `from` and before `to`.
+    /// `from` / `to`, only those at or after `from` and before `to`; at most
+    /// `cap`, the newest.
     pub async fn entity_history(
         &self,
         entity_id: &str,
         from: Option<&str>,
         to: Option<&str>,
+        cap: i64,
     ) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
-            "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
-             WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 \
+            "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ( \
+               SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
+               WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 \
+               ORDER BY observed_at DESC LIMIT $4) newest \
              ORDER BY attribute, observed_at",
         )
         .bind(entity_id)
         .bind(from.unwrap_or(""))
         .bind(to.unwrap_or("~"))
+        .bind(cap)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

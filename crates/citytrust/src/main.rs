@@ -185,6 +185,11 @@ enum UserCommand {
 
 #[derive(Args, Clone)]
 struct StorageArgs {
+    /// Let NGSI-LD subscriptions notify endpoints on loopback and private
+    /// networks (refused by default: no subscriber may point the trust at
+    /// its own network).
+    #[arg(long, env = "CITYTRUST_PRIVATE_NOTIFICATIONS")]
+    allow_private_notifications: bool,
     /// Data directory (holds the SQLite database unless --database-url is given).
     #[arg(long, env = "CITYTRUST_DATA", default_value = "./citytrust-data")]
     data: PathBuf,
@@ -663,6 +668,7 @@ async fn open_with(
         dp_budget_epsilon: storage.rules.dp_budget,
         witnessing: Some(witnessing),
         witness_policy,
+        private_notifications: storage.allow_private_notifications,
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;

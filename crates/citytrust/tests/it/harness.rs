@@ -82,6 +82,8 @@ fn test_settings(dir: &std::path::Path) -> Settings {
         ledger_tiles: Some(dir.join("ledger-tiles")),
         pseudonym_keys: Some(dir.join("pseudonym-keys")),
         object_store,
+        // The tests' notification listeners are on loopback.
+        private_notifications: true,
         ..Settings::default()
     }
 }

@@ -474,7 +474,7 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     let history = app
         .service
         .store()
-        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1", None, None)
+        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1", None, None, 1000)
         .await
         .unwrap();
     assert_eq!(
@@ -1426,4 +1426,36 @@ async fn temporal_representations_are_written_and_pick_omit_and_bad_parameters_a
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn no_subscriber_points_the_trust_at_its_own_network() {
+    let app = crate::harness::TestApp::start_with(|s| s.private_notifications = false).await;
+    let alice = app.token("alice").await;
+    let (_, _device) = stream(&app, &alice, "Open air", "open").await;
+    for endpoint in [
+        "http://127.0.0.1:9/notify",
+        "http://localhost:8080/",
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:80/",
+        "http://[fd00::1]/",
+        "http://100.64.0.1/",
+    ] {
+        let body = json!({
+            "type": "Subscription",
+            "entities": [{"type": "AirQualityObserved"}],
+            "notification": {"endpoint": {"uri": endpoint}},
+        });
+        let res = post(&app, &format!("{NGSI}/subscriptions"), Some(&alice), &body).await;
+        let problem = ngsi_problem(res, 400, "BadRequestData").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("private network"),
+            "{endpoint}: {problem}"
+        );
+    }
+    assert!(app.entries_of_type("stream.subscribed").await.is_empty());
 }
