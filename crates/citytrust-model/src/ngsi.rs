@@ -31,6 +31,8 @@ pub const DEFAULT_VOCAB: &str = "https://uri.etsi.org/ngsi-ld/default-context/";
 pub const MAX_BATCH: usize = 1000;
 /// The most entities one query answers (`limit`'s ceiling).
 pub const MAX_LIMIT: usize = 1000;
+/// The most contexts one `@context` array lists.
+const MAX_CONTEXTS: usize = 32;
 /// The longest entity id, attribute name or type accepted.
 const MAX_NAME: usize = 512;
 
@@ -247,6 +249,8 @@ pub struct Context {
     vocab: Option<String>,
     /// The context as the request gave it (`None`: the core context alone).
     pub source: Option<Value>,
+    /// How many contexts were applied to make it (bounded by `MAX_CONTEXTS`).
+    applied: usize,
 }
 
 impl Context {
@@ -287,6 +291,12 @@ impl Context {
                 "the @context nests other contexts too deeply",
             ));
         }
+        self.applied += 1;
+        if self.applied > 4 * MAX_CONTEXTS {
+            return Err(NgsiError::bad(format!(
+                "an @context lists at most {MAX_CONTEXTS} contexts"
+            )));
+        }
         match spec {
             Value::Null => Ok(()),
             Value::String(url) => {
@@ -306,6 +316,13 @@ impl Context {
                 self.apply_document(&doc, depth + 1)
             }
             Value::Array(items) => {
+                // A context lists a few contexts; a long list is only work
+                // asked of the broker before anything is decided.
+                if items.len() > MAX_CONTEXTS {
+                    return Err(NgsiError::bad(format!(
+                        "an @context lists at most {MAX_CONTEXTS} contexts"
+                    )));
+                }
                 for item in items {
                     self.apply(item, depth + 1)?;
                 }
@@ -1555,6 +1572,9 @@ mod tests {
         assert_eq!(e.kind.status(), 503);
         let e = Context::resolve(Some(&json!(42))).unwrap_err();
         assert_eq!(e.kind, ErrorType::BadRequestData);
+        let many: Vec<&str> = vec![CORE_CONTEXT; 1000];
+        let e = Context::resolve(Some(&json!(many))).unwrap_err();
+        assert!(e.detail.contains("at most"), "{}", e.detail);
     }
 
     #[test]
