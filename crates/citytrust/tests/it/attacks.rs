@@ -1565,3 +1565,139 @@ async fn partners_cannot_steer_reads_nor_move_processes_not_their_own() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_stream_reader_learns_nothing_of_the_attributes_its_agreement_leaves_out() {
+    use crate::streams::{get, notification_listener, post, send, station, stream};
+    const NGSI: &str = "/ngsi-ld/v1";
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let (air, device) = stream(&app, &alice, "Air quality", "shared_specific").await;
+    // Two stations; one with a high hidden reading, one with a low one.
+    for (n, hidden) in [(1, 90.0), (2, 10.0)] {
+        let mut e = station(n, 20.0);
+        e["secretLevel"] = json!({"type": "Property", "value": hidden});
+        assert_eq!(
+            post(&app, &format!("{NGSI}/entities"), Some(&device), &e)
+                .await
+                .status(),
+            201
+        );
+    }
+    // The trustees grant research use of NO2 and the station's name only.
+    let mut body = request(&[&air], "research", "identified");
+    body["columns"] = json!(["NO2", "stationName"]);
+    let r: Value = app
+        .post_json("/api/v1/access-requests", Some(&analyst), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    crate::governance::all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let q =
+        |extra: &str| format!("{NGSI}/entities?type=AirQualityObserved&purpose=research{extra}");
+
+    // Not in the answer ...
+    let (status, text) = status_text(get(&app, &q(""), Some(&analyst)).await).await;
+    assert_eq!(status, 200);
+    assert!(
+        !text.contains("secretLevel") && !text.contains("location"),
+        "{text}"
+    );
+    // ... nor through a filter: `q` and geo on hidden attributes match nothing, high or low.
+    for filter in [
+        "&q=secretLevel>50",
+        "&q=secretLevel<50",
+        "&q=secretLevel",
+        "&georel=near%3BmaxDistance%3D%3D100000&geometry=Point&coordinates=%5B2.16%2C41.39%5D",
+    ] {
+        let (status, text) = status_text(get(&app, &q(filter), Some(&analyst)).await).await;
+        assert_eq!((status, text.as_str()), (200, "[]"), "{filter}");
+    }
+    // ... nor through `attrs`: a hidden attribute is as absent as one that never was.
+    let one = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1?purpose=research");
+    let hidden =
+        status_text(get(&app, &format!("{one}&attrs=secretLevel"), Some(&analyst)).await).await;
+    let absent =
+        status_text(get(&app, &format!("{one}&attrs=neverWritten"), Some(&analyst)).await).await;
+    assert_eq!(hidden.0, 404);
+    assert_eq!(hidden.0, absent.0);
+    // ... nor through history.
+    let (status, text) = status_text(
+        get(
+            &app,
+            &format!(
+                "{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-1?purpose=research"
+            ),
+            Some(&analyst),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!text.contains("secretLevel"), "{text}");
+    // ... nor by when a notification comes: a subscription watching a hidden attribute hears nothing.
+    let (url, received) = notification_listener().await;
+    let sub = json!({
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved"}],
+        "watchedAttributes": ["secretLevel"],
+        "notification": {"endpoint": {"uri": url}},
+    });
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/subscriptions?purpose=research"),
+            Some(&analyst),
+            &sub
+        )
+        .await
+        .status(),
+        201
+    );
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    assert_eq!(
+        send(
+            &app,
+            reqwest::Method::PATCH,
+            &attrs,
+            Some(&device),
+            Some(&json!({"secretLevel": 95.0}))
+        )
+        .await
+        .status(),
+        204
+    );
+    app.service.deliver_notifications().await.unwrap();
+    assert!(received.lock().unwrap().is_empty());
+    // A change it may see is delivered, without the hidden attribute.
+    let all = json!({"type": "Subscription", "entities": [{"type": "AirQualityObserved"}], "notification": {"endpoint": {"uri": url}}});
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/subscriptions?purpose=research"),
+            Some(&analyst),
+            &all
+        )
+        .await
+        .status(),
+        201
+    );
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 33.0, "secretLevel": 96.0})),
+    )
+    .await;
+    app.service.deliver_notifications().await.unwrap();
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body = String::from_utf8_lossy(&got[0].2).to_string();
+    let n: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(n["data"][0]["NO2"]["value"], 33.0, "{body}");
+    assert!(n["data"][0].get("secretLevel").is_none(), "{body}");
+    assert!(!body.contains("secretLevel"), "{body}");
+}

@@ -12,7 +12,7 @@ use crate::harness::{TestApp, dataset};
 const NGSI: &str = "/ngsi-ld/v1";
 const LD_JSON: &str = "application/ld+json";
 
-fn station(n: u32, no2: f64) -> Value {
+pub(crate) fn station(n: u32, no2: f64) -> Value {
     json!({
         "id": format!("urn:ngsi-ld:AirQualityObserved:station-{n}"),
         "type": "AirQualityObserved",
@@ -23,7 +23,12 @@ fn station(n: u32, no2: f64) -> Value {
 }
 
 /// A stream dataset owned by city-energy, and a write credential for it.
-async fn stream(app: &TestApp, owner_token: &str, title: &str, spectrum: &str) -> (String, String) {
+pub(crate) async fn stream(
+    app: &TestApp,
+    owner_token: &str,
+    title: &str,
+    spectrum: &str,
+) -> (String, String) {
     let mut body = dataset(title, "city-energy", spectrum);
     body["structure"] = json!("real_time");
     body["stream"] = json!({"entity_types": ["AirQualityObserved"], "retention_days": 30});
@@ -42,7 +47,7 @@ async fn stream(app: &TestApp, owner_token: &str, title: &str, spectrum: &str) -
     (id, token)
 }
 
-async fn send(
+pub(crate) async fn send(
     app: &TestApp,
     method: reqwest::Method,
     path: &str,
@@ -61,11 +66,11 @@ async fn send(
     r.send().await.unwrap()
 }
 
-async fn post(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> Response {
+pub(crate) async fn post(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> Response {
     send(app, reqwest::Method::POST, path, token, Some(body)).await
 }
 
-async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Response {
+pub(crate) async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Response {
     send(app, reqwest::Method::GET, path, token, None).await
 }
 
@@ -978,10 +983,11 @@ async fn latest_values_answer_geo_queries_and_history_answers_temporal_ones() {
 }
 
 /// Notifications received by a local endpoint: (log entry header, nonce, body).
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String, axum::body::Bytes)>>>;
+pub(crate) type Received =
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, axum::body::Bytes)>>>;
 
 /// A local HTTP endpoint that takes notifications at `/notify`.
-async fn notification_listener() -> (String, Received) {
+pub(crate) async fn notification_listener() -> (String, Received) {
     let received: Received = Default::default();
     let keep = received.clone();
     let router = axum::Router::new().route(
