@@ -112,6 +112,12 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An attribute name given in a path (`/attrs/{attr}`): a name NGSI-LD
+/// accepts, or 400 naming what is wrong.
+pub fn check_attribute_name(name: &str) -> R<()> {
+    check_name(name).map_err(|why| NgsiError::bad(format!("attribute name '{name}' {why}")))
+}
+
 /// Characters that change how text reads without showing (format and
 /// bidirectional controls, zero-width characters, variation selectors,
 /// fillers, noncharacters): an id or name holding one can pass for another.
@@ -228,6 +234,17 @@ fn preloaded(url: &str) -> Option<&'static str> {
     if core {
         return Some(CORE);
     }
+    // The suite's contexts as EGM publishes them (the same terms, the same
+    // IRIs), which some of the suite's data names.
+    const EGM: &str = "https://easy-global-market.github.io/ngsild-api-data-models/";
+    if let Some(egm) = url.strip_prefix(EGM) {
+        return match egm {
+            "ngsildTestSuite/ngsildTestSuiteV1.8-compound.jsonld" => Some(SUITE_COMPOUND),
+            "ngsildTestSuite/ngsildTestSuite.jsonld" => Some(SUITE),
+            "shared-jsonld-contexts/ngsi-ld-core-context-v1.8.jsonld" => Some(CORE),
+            _ => None,
+        };
+    }
     let suite = url.strip_prefix("https://raw.githubusercontent.com/")?;
     // The suite's contexts, from any fork of the suite's repository.
     if suite.ends_with("/resources/jsonld-contexts/ngsi-ld-test-suite.jsonld") {
@@ -251,6 +268,8 @@ pub struct Context {
     pub source: Option<Value>,
     /// How many contexts were applied to make it (bounded by `MAX_CONTEXTS`).
     applied: usize,
+    /// Inside a built-in context document (not the request's own context).
+    in_document: usize,
 }
 
 impl Context {
@@ -262,10 +281,22 @@ impl Context {
             let doc: Value = serde_json::from_str(preloaded(CORE_CONTEXT).unwrap_or("{}"))
                 .unwrap_or(Value::Null);
             // The built-in copy is known good; a failure here would leave only the default vocabulary.
+            c.in_document = 1;
             let _ = c.apply_document(&doc, 0);
+            c.in_document = 0;
             c.finish();
             c
         })
+    }
+
+    /// The context as a GeoJSON answer names it: a list (the core context's
+    /// URL when the request gave none).
+    pub fn as_array(&self) -> Value {
+        match &self.source {
+            Some(Value::Array(a)) => Value::Array(a.clone()),
+            Some(v) => Value::Array(vec![v.clone()]),
+            None => Value::Array(vec![CORE_CONTEXT.into()]),
+        }
     }
 
     /// The context a request gives — a URL, an object, or an array of them
@@ -313,7 +344,10 @@ impl Context {
                 })?;
                 let doc: Value = serde_json::from_str(text)
                     .map_err(|e| NgsiError::new(ErrorType::InternalError, e.to_string()))?;
-                self.apply_document(&doc, depth + 1)
+                self.in_document += 1;
+                let done = self.apply_document(&doc, depth + 1);
+                self.in_document -= 1;
+                done
             }
             Value::Array(items) => {
                 // A context lists a few contexts; a long list is only work
@@ -328,7 +362,19 @@ impl Context {
                 }
                 Ok(())
             }
-            Value::Object(map) => self.apply_definitions(map, depth),
+            Value::Object(map) => {
+                // A request's own context may not scope terms: a term that
+                // means one thing here and another inside a type would let
+                // names mean what a reader does not see.
+                if self.in_document == 0
+                    && let Some((term, _)) = map.iter().find(|(_, d)| d.get("@context").is_some())
+                {
+                    return Err(NgsiError::bad(format!(
+                        "the term '{term}' carries a scoped @context, which this broker does not take"
+                    )));
+                }
+                self.apply_definitions(map, depth)
+            }
             _ => Err(NgsiError::bad(
                 "@context must be a URL, an object or an array of them",
             )),
@@ -530,6 +576,35 @@ pub struct Entity {
     /// stamped now are this write's readings. Not kept.
     #[serde(skip)]
     pub touched: std::collections::BTreeSet<String>,
+    /// The attribute instances the change being made deleted, each as the
+    /// NGSI-LD Null instance a notification shows for it. Not kept.
+    #[serde(skip)]
+    pub deleted: Vec<(String, Instance)>,
+}
+
+/// The NGSI-LD Null instance that stands for a deleted one (its type and
+/// datasetId, `urn:ngsi-ld:null` for its value).
+pub fn null_instance(i: &Instance) -> Instance {
+    let ty = i.get("type").and_then(Value::as_str).unwrap_or("Property");
+    let member = ATTRIBUTE_TYPES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, m)| *m)
+        .unwrap_or("value");
+    let mut out = Instance::new();
+    out.insert("type".into(), ty.into());
+    if ty == "LanguageProperty" {
+        out.insert(
+            "languageMap".into(),
+            serde_json::json!({"@none": NGSI_NULL}),
+        );
+    } else {
+        out.insert(member.into(), NGSI_NULL.into());
+    }
+    if let Some(d) = i.get("datasetId") {
+        out.insert("datasetId".into(), d.clone());
+    }
+    out
 }
 
 /// Where a fragment's attribute failed, for the 207 answers' `notUpdated`.
@@ -699,6 +774,14 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         }
     };
     let mut map = map;
+    // A geometry given as a string of GeoJSON (4.7) is that geometry.
+    if (geo_name || map.get("type").and_then(Value::as_str) == Some("GeoProperty"))
+        && let Some(Value::String(text)) = map.get("value")
+        && let Ok(g @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+        && g.get("coordinates").is_some()
+    {
+        map.insert("value".into(), g);
+    }
     let geometry = map.get("type").and_then(Value::as_str).is_some_and(|t| {
         matches!(
             t,
@@ -791,6 +874,9 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
             let m = value
                 .as_object()
                 .ok_or_else(|| at("a LanguageProperty's languageMap is an object".into()))?;
+            if m.keys().any(|k| k.trim().is_empty()) {
+                return Err(at("a languageMap's language tags are not empty".into()));
+            }
             if m.values().any(|s| {
                 !(s.is_string() || s.as_array().is_some_and(|a| a.iter().all(Value::is_string)))
             }) {
@@ -825,6 +911,9 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         }
         _ => {}
     }
+    if name == "ngsildproof" && !value.is_object() {
+        return Err(at("ngsildproof's value is a proof object".into()));
+    }
     let value = if ty == "VocabProperty" {
         map_strings(value, |s| ctx.expand(s))
     } else {
@@ -835,7 +924,37 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         match key.as_str() {
             "type" => {}
             k if k == member => {}
-            "@context" => {}
+            k if k.starts_with('@') => {
+                return Err(at(format!(
+                    "'{k}' is a JSON-LD keyword: an attribute carries no context of its own"
+                )));
+            }
+            "previousValue"
+            | "previousObject"
+            | "previousLanguageMap"
+            | "previousJson"
+            | "previousVocab"
+            | "previousValueList"
+            | "previousObjectList" => {
+                return Err(at(format!(
+                    "'{key}' is output only (a notification's showChanges)"
+                )));
+            }
+            "entityIdSealed" | "entityTypeSealed" if name == "ngsildproof" => {
+                out.insert(key.clone(), v.clone());
+            }
+            "entityIdSealed" | "entityTypeSealed" => {
+                return Err(at(format!("'{key}' belongs in ngsildproof only")));
+            }
+            "valueType" if ty == "LanguageProperty" && v != "rdf:langString" => {
+                return Err(at("a LanguageProperty's valueType is rdf:langString".into()));
+            }
+            "valueType" => {
+                if !v.is_string() {
+                    return Err(at("valueType is a string".into()));
+                }
+                out.insert(key.clone(), v.clone());
+            }
             "createdAt" | "modifiedAt" | "instanceId" => {} // the broker's own
             "observedAt" => {
                 if !v
@@ -848,6 +967,8 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
                 }
                 out.insert(key.clone(), v.clone());
             }
+            // `@none` names the default instance.
+            "datasetId" if v == "@none" => {}
             "datasetId" => {
                 let s = v.as_str().ok_or_else(|| at("datasetId is a URI".into()))?;
                 check_uri("datasetId", s).map_err(|e| at(e.detail))?;
@@ -885,6 +1006,11 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         }
     }
     Ok(out)
+}
+
+/// A VocabProperty's vocab (one IRI or a list) compacted under `ctx`.
+pub fn compact_vocab(ctx: &Context, v: &Value) -> Value {
+    map_strings(v, |s| ctx.compact(s))
 }
 
 fn map_strings(v: &Value, f: impl Fn(&str) -> String) -> Value {
@@ -940,6 +1066,8 @@ pub struct TemporalFragment {
     pub types: Vec<String>,
     /// (name as given, IRI, its instances in the order given).
     pub attrs: Vec<(String, String, Vec<Instance>)>,
+    /// The scope it gives (plain, or the latest of temporal instances).
+    pub scope: Option<Vec<String>>,
 }
 
 impl TemporalFragment {
@@ -976,10 +1104,39 @@ impl TemporalFragment {
                 .collect::<R<Vec<_>>>()?;
             attrs.push((name.clone(), ctx.expand(name), instances));
         }
+        let scope = match map.get("scope") {
+            None => None,
+            Some(v) => {
+                let items: Vec<&Value> = match v {
+                    Value::Array(a) => a.iter().collect(),
+                    one => vec![one],
+                };
+                if items.iter().all(|i| i.is_string()) {
+                    Some(parse_scope(v)?)
+                } else {
+                    // Temporal instances of the scope: the latest is the entity's.
+                    let latest = items
+                        .iter()
+                        .filter_map(|i| {
+                            let value = i.get("value")?;
+                            let at = i.get("observedAt").and_then(Value::as_str).unwrap_or("");
+                            Some((temporal::instant(at).unwrap_or_default(), value))
+                        })
+                        .max_by(|a, b| a.0.cmp(&b.0))
+                        .ok_or_else(|| {
+                            NgsiError::bad(
+                                "scope is a scope, a list of them, or instances with a value",
+                            )
+                        })?;
+                    Some(parse_scope(latest.1)?)
+                }
+            }
+        };
         Ok(TemporalFragment {
             id: f.id,
             types: f.types,
             attrs,
+            scope,
         })
     }
 }
@@ -1001,6 +1158,9 @@ impl Entity {
             if !self.types.contains(&t) {
                 self.types.push(t);
             }
+        }
+        if let Some(scope) = f.scope {
+            self.scope = Some(scope);
         }
         for (_, iri, instances) in f.attrs {
             for mut i in instances {
@@ -1064,6 +1224,11 @@ impl Fragment {
             .as_object()
             .ok_or_else(|| NgsiError::invalid("an entity is a JSON object"))?;
         let id = match map.get("id").or_else(|| map.get("@id")) {
+            Some(Value::String(s)) if s == NGSI_NULL => {
+                return Err(NgsiError::bad(format!(
+                    "{NGSI_NULL} is NGSI-LD Null, not an entity id"
+                )));
+            }
             Some(Value::String(s)) => {
                 check_uri("the entity id", s)?;
                 Some(s.clone())
@@ -1181,6 +1346,7 @@ impl Entity {
             id,
             types: fragment.types,
             touched: attrs.keys().cloned().collect(),
+            deleted: Vec::new(),
             attrs,
             scope: fragment.scope,
             created_at: now.to_string(),
@@ -1196,8 +1362,17 @@ impl Entity {
                 self.types.push(t);
             }
         }
-        if let Some(scope) = fragment.scope {
-            self.scope = Some(scope);
+        match (fragment.scope, how, &mut self.scope) {
+            (None, _, _) => {}
+            // noOverwrite adds to the scopes held.
+            (Some(add), Merge::Append { overwrite: false }, Some(have)) => {
+                for s in add {
+                    if !have.contains(&s) {
+                        have.push(s);
+                    }
+                }
+            }
+            (Some(scope), _, held) => *held = Some(scope),
         }
         for (name, iri, instances) in fragment.attrs {
             let existing = self.attrs.get_mut(&iri);
@@ -1344,19 +1519,36 @@ impl Entity {
             || NgsiError::not_found(format!("entity '{}' has no attribute '{name}'", self.id));
         let have = self.attrs.get_mut(iri).ok_or_else(missing)?;
         if all {
+            for i in have.iter() {
+                self.deleted.push((iri.to_string(), null_instance(i)));
+            }
             self.attrs.remove(iri);
         } else {
             let pos = have
                 .iter()
                 .position(|h| dataset_of(h) == dataset)
                 .ok_or_else(missing)?;
-            have.remove(pos);
+            let gone = have.remove(pos);
+            self.deleted.push((iri.to_string(), null_instance(&gone)));
             if have.is_empty() {
                 self.attrs.remove(iri);
             }
         }
         self.modified_at = now.to_string();
         Ok(())
+    }
+
+    /// Keep only attribute instances with one of these datasetIds (`@none`:
+    /// the default instance); attributes left with none are dropped.
+    pub fn retain_datasets(&mut self, ids: &[String]) {
+        let keep = |i: &Instance| match dataset_of(i) {
+            Some(d) => ids.iter().any(|x| x == d),
+            None => ids.iter().any(|x| x == "@none"),
+        };
+        self.attrs.retain(|_, instances| {
+            instances.retain(|i| keep(i));
+            !instances.is_empty()
+        });
     }
 
     /// The value an attribute's default instance (else its first) holds:
@@ -1405,13 +1597,291 @@ pub struct Rendering {
     /// `geometry_property` (`location` by default), the rest as properties.
     pub geo_json: bool,
     pub geometry_property: Option<String>,
+    /// `lang`: language ranges (RFC 4647, with `q` weights) that turn each
+    /// LanguageProperty into a Property holding the best-matching string.
+    pub lang: Option<String>,
+    /// `pick` / `omit` as given, with what they say of linked entities.
+    pub pick_tree: Option<Projection>,
+    pub omit_tree: Option<Projection>,
+    /// Linked entity retrieval (`join`, `joinLevel`).
+    pub join: Option<Join>,
+    /// `datasetId`: only attribute instances with one of these (`@none`:
+    /// the default instance).
+    pub datasets: Option<Vec<String>>,
+    /// `type` on a retrieval: the entity has one of these (expanded), or
+    /// it is not found.
+    pub type_selector: Option<Vec<String>>,
 }
 
-/// Features as a GeoJSON FeatureCollection.
-pub fn feature_collection(features: Vec<Value>) -> Value {
+/// `join=inline|flat` with `joinLevel` (4.5.23): the entities an entity's
+/// relationships name, inside each relationship or listed after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    pub flat: bool,
+    pub level: u32,
+}
+
+/// The deepest `joinLevel` taken.
+pub const MAX_JOIN_LEVEL: u32 = 8;
+
+/// A `pick` or `omit` (4.21): member names (core members as named,
+/// attributes expanded), a relationship's with `{…}` saying the same of the
+/// entity it links to (`locatedAt{id,name}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Projection {
+    pub members: Vec<(String, Option<Projection>)>,
+}
+
+impl Projection {
+    pub fn parse(text: &str, ctx: &Context) -> R<Projection> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut pos = 0;
+        let p = Self::list(&chars, &mut pos, ctx, 0, text)?;
+        if pos != chars.len() {
+            return Err(NgsiError::bad(format!(
+                "'{text}': unexpected '{}' at character {}",
+                chars[pos],
+                pos + 1
+            )));
+        }
+        Ok(p)
+    }
+
+    fn list(c: &[char], pos: &mut usize, ctx: &Context, depth: usize, text: &str) -> R<Projection> {
+        if depth > MAX_JOIN_LEVEL as usize {
+            return Err(NgsiError::bad(format!("'{text}' nests too deeply")));
+        }
+        let mut members = Vec::new();
+        loop {
+            let start = *pos;
+            while *pos < c.len() && (c[*pos].is_alphanumeric() || "_:/#.@-".contains(c[*pos])) {
+                *pos += 1;
+            }
+            let name: String = c[start..*pos].iter().collect();
+            if name.is_empty() {
+                return Err(NgsiError::bad(format!(
+                    "'{text}' names an empty member at character {}",
+                    start + 1
+                )));
+            }
+            let child = if *pos < c.len() && c[*pos] == '{' {
+                *pos += 1;
+                let inner = Self::list(c, pos, ctx, depth + 1, text)?;
+                if *pos >= c.len() || c[*pos] != '}' {
+                    return Err(NgsiError::bad(format!("'{text}': a '{{' is not closed")));
+                }
+                *pos += 1;
+                Some(inner)
+            } else {
+                None
+            };
+            let iri = if matches!(
+                name.as_str(),
+                "id" | "type" | "scope" | "createdAt" | "modifiedAt"
+            ) {
+                name
+            } else {
+                ctx.expand(&name)
+            };
+            members.push((iri, child));
+            if *pos < c.len() && matches!(c[*pos], ',' | '|') {
+                *pos += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(Projection { members })
+    }
+
+    /// How many levels of linked entities it speaks of.
+    pub fn depth(&self) -> u32 {
+        self.members
+            .iter()
+            .filter_map(|(_, c)| c.as_ref())
+            .map(|c| 1 + c.depth())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The members named at this level.
+    pub fn names(&self) -> Vec<String> {
+        self.members.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// What it says of the entity `member` links to.
+    pub fn child(&self, member: &str) -> Option<&Projection> {
+        self.members
+            .iter()
+            .find(|(n, _)| n == member)
+            .and_then(|(_, c)| c.as_ref())
+    }
+
+    fn names_whole(&self, member: &str) -> bool {
+        self.members.iter().any(|(n, c)| n == member && c.is_none())
+    }
+}
+
+impl Rendering {
+    /// Whether a linked entity retrieval follows this relationship: one
+    /// `pick` leaves (or no pick), that `omit` does not drop whole.
+    pub fn follows(&self, iri: &str) -> bool {
+        self.pick_tree
+            .as_ref()
+            .is_none_or(|p| p.members.iter().any(|(n, _)| n == iri))
+            && self.omit_tree.as_ref().is_none_or(|o| !o.names_whole(iri))
+    }
+
+    /// How the entity a relationship links to is rendered: as this one,
+    /// with what `pick` and `omit` say of it.
+    pub fn linked(&self, iri: &str) -> Rendering {
+        let pick_tree = self.pick_tree.as_ref().and_then(|p| p.child(iri)).cloned();
+        let omit_tree = self.omit_tree.as_ref().and_then(|o| o.child(iri)).cloned();
+        Rendering {
+            key_values: self.key_values,
+            sys_attrs: self.sys_attrs,
+            attrs: None,
+            pick: pick_tree.as_ref().map(Projection::names),
+            omit: omit_tree.as_ref().map(|o| {
+                o.members
+                    .iter()
+                    .filter(|(_, c)| c.is_none())
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            }),
+            with_context: false,
+            geo_json: false,
+            geometry_property: None,
+            lang: self.lang.clone(),
+            pick_tree,
+            omit_tree,
+            join: self.join,
+            datasets: None,
+            type_selector: None,
+        }
+    }
+}
+
+/// The tag of `map` that best matches the ranges of an Accept-Language-like
+/// `lang` (`fr-CH,fr;q=0.9,*;q=0.5`): ranges by weight, each tried exactly
+/// (case-insensitively), as a prefix of a longer tag, then truncated; `*`,
+/// or nothing matching, gives the first tag.
+pub fn best_language<'a>(map: &'a Map<String, Value>, lang: &str) -> Option<&'a str> {
+    let mut ranges: Vec<(f64, usize, String)> = lang
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let mut parts = r.split(';');
+            let range = parts.next()?.trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                })
+                .next()
+                .unwrap_or(1.0);
+            (!range.is_empty() && q > 0.0).then_some((q, i, range))
+        })
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let tags: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|t| *t != "@none")
+        .collect();
+    for (_, _, range) in &ranges {
+        if range == "*" {
+            break;
+        }
+        let mut r = range.as_str();
+        loop {
+            if let Some(t) = tags.iter().find(|t| t.eq_ignore_ascii_case(r)) {
+                return Some(t);
+            }
+            if let Some(t) = tags
+                .iter()
+                .find(|t| t.to_ascii_lowercase().starts_with(&format!("{r}-")))
+            {
+                return Some(t);
+            }
+            match r.rfind('-') {
+                Some(i) => r = &r[..i],
+                None => break,
+            }
+        }
+    }
+    tags.first()
+        .copied()
+        .or_else(|| map.contains_key("@none").then_some("@none"))
+}
+
+/// A LanguageProperty instance as the Property `lang` asks for.
+fn language_instance(i: &Instance, lang: &str) -> Instance {
+    let mut out = Instance::new();
+    let map = i.get("languageMap").and_then(Value::as_object);
+    let tag = map.and_then(|m| best_language(m, lang));
+    for (k, v) in i {
+        match k.as_str() {
+            "type" => {
+                out.insert("type".into(), "Property".into());
+            }
+            "languageMap" => {
+                let value = match (map, tag) {
+                    (Some(m), Some(t)) => m.get(t).cloned().unwrap_or(Value::Null),
+                    _ => Value::Null,
+                };
+                out.insert("value".into(), value);
+                if let Some(t) = tag.filter(|t| *t != "@none") {
+                    out.insert("lang".into(), t.into());
+                }
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One instance in the simplified (keyValues) form: a Property's value, a
+/// Relationship's object; the members that say what a value is kept for
+/// JSON, vocabulary and language properties.
+fn simplified_instance(ctx: &Context, i: &Instance, lang: Option<&str>) -> Value {
+    let ty = i.get("type").and_then(Value::as_str).unwrap_or("Property");
+    let v = instance_value(i).cloned().unwrap_or(Value::Null);
+    let wrap = |k: &str, v: Value| {
+        let mut m = Map::new();
+        m.insert(k.into(), v);
+        Value::Object(m)
+    };
+    match ty {
+        "VocabProperty" => wrap("vocab", map_strings(&v, |s| ctx.compact(s))),
+        "JsonProperty" => wrap("json", v),
+        "LanguageProperty" => match lang {
+            Some(l) => language_instance(i, l)
+                .remove("value")
+                .unwrap_or(Value::Null),
+            None => wrap("languageMap", v),
+        },
+        _ => v,
+    }
+}
+
+/// Features as a GeoJSON FeatureCollection, the context given once.
+pub fn feature_collection(features: Vec<Value>, ctx: &Context) -> Value {
+    let features: Vec<Value> = features
+        .into_iter()
+        .map(|mut f| {
+            if let Some(m) = f.as_object_mut() {
+                m.remove("@context");
+            }
+            f
+        })
+        .collect();
     let mut m = Map::new();
     m.insert("type".into(), "FeatureCollection".into());
     m.insert("features".into(), Value::Array(features));
+    m.insert("@context".into(), ctx.as_array());
     Value::Object(m)
 }
 
@@ -1464,16 +1934,29 @@ impl Entity {
                 continue;
             }
             let name = ctx.compact(iri);
+            let lang = r.lang.as_deref();
+            let instances: Vec<&Instance> = instances
+                .iter()
+                .filter(|i| {
+                    r.datasets.as_ref().is_none_or(|ds| {
+                        let d = dataset_of(i).unwrap_or("@none");
+                        ds.iter().any(|x| x == d)
+                    })
+                })
+                .collect();
+            if instances.is_empty() {
+                continue;
+            }
             let rendered: Vec<Value> = instances
                 .iter()
+                .copied()
                 .map(|i| {
                     if r.key_values {
-                        let v = instance_value(i).cloned().unwrap_or(Value::Null);
-                        if i.get("type").and_then(Value::as_str) == Some("VocabProperty") {
-                            map_strings(&v, |s| ctx.compact(s))
-                        } else {
-                            v
-                        }
+                        simplified_instance(ctx, i, lang)
+                    } else if let Some(l) = lang
+                        && i.get("type").and_then(Value::as_str) == Some("LanguageProperty")
+                    {
+                        compact_instance(ctx, language_instance(i, l), r.sys_attrs)
                     } else {
                         compact_instance(ctx, i.clone(), r.sys_attrs)
                     }
@@ -1481,6 +1964,15 @@ impl Entity {
                 .collect();
             let v = if rendered.len() == 1 {
                 rendered.into_iter().next().unwrap_or(Value::Null)
+            } else if r.key_values {
+                // Several instances, simplified: keyed by datasetId.
+                let mut by = Map::new();
+                for (i, v) in instances.iter().zip(rendered) {
+                    by.insert(dataset_of(i).unwrap_or("@none").to_string(), v);
+                }
+                let mut m = Map::new();
+                m.insert("dataset".into(), Value::Object(by));
+                Value::Object(m)
             } else {
                 Value::Array(rendered)
             };
@@ -1521,6 +2013,7 @@ impl Entity {
             feature.insert("type".into(), "Feature".into());
             feature.insert("geometry".into(), geometry);
             feature.insert("properties".into(), Value::Object(out));
+            feature.insert("@context".into(), ctx.as_array());
             return Value::Object(feature);
         }
         Value::Object(out)
@@ -1533,6 +2026,96 @@ mod tests {
     use serde_json::json;
 
     const NOW: &str = "2026-12-06T10:00:00Z";
+
+    #[test]
+    fn lang_picks_the_best_language_and_keyvalues_keep_what_a_value_is() {
+        let ctx = Context::core();
+        let e = Entity::create(
+            Fragment::parse(
+                ctx,
+                &json!({"id": "urn:a", "type": "T",
+                    "street": {"type": "LanguageProperty", "languageMap": {"fr": "Grand Place", "nl": "Grote Markt"}},
+                    "regional": {"type": "LanguageProperty", "languageMap": {"en-US": "Main Square", "de": "Hauptplatz"}},
+                    "doc": {"type": "JsonProperty", "json": {"a": 1}},
+                    "speed": [{"type": "Property", "value": 55}, {"type": "Property", "value": 11, "datasetId": "urn:ngsi-ld:Dataset:gps"}]}),
+                true,
+            )
+            .unwrap(),
+            NOW,
+        )
+        .unwrap();
+        let with = |lang: &str, kv: bool| {
+            e.render(
+                ctx,
+                &Rendering {
+                    key_values: kv,
+                    lang: Some(lang.into()),
+                    ..Default::default()
+                },
+            )
+        };
+        for (lang, tag) in [
+            ("fr", "fr"),
+            ("fr-CH,fr", "fr"),
+            ("fr;q=0.2,nl;q=0.9", "nl"),
+            ("FR", "fr"),
+            ("nl-BE", "nl"),
+            ("pt", "fr"),
+            ("*", "fr"),
+        ] {
+            let v = with(lang, false);
+            assert_eq!(v["street"]["type"], "Property", "{lang}");
+            assert_eq!(v["street"]["lang"], tag, "{lang}");
+            assert!(v["street"].get("languageMap").is_none());
+        }
+        assert_eq!(with("en", false)["regional"]["lang"], "en-US");
+        assert_eq!(with("nl", true)["street"], "Grote Markt");
+        let kv = e.render(
+            ctx,
+            &Rendering {
+                key_values: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(kv["street"]["languageMap"]["nl"], "Grote Markt");
+        assert_eq!(kv["doc"], json!({"json": {"a": 1}}));
+        assert_eq!(
+            kv["speed"],
+            json!({"dataset": {"@none": 55, "urn:ngsi-ld:Dataset:gps": 11}})
+        );
+    }
+
+    #[test]
+    fn pick_and_omit_say_what_they_keep_of_linked_entities() {
+        let ctx = Context::core();
+        let p = Projection::parse("id,locatedAt{id,name,isInCountry{description}}", ctx).unwrap();
+        assert_eq!(p.names(), vec!["id".to_string(), ctx.expand("locatedAt")]);
+        let r = Rendering {
+            pick: Some(p.names()),
+            pick_tree: Some(p),
+            ..Default::default()
+        };
+        assert!(r.follows(&ctx.expand("locatedAt")));
+        assert!(!r.follows(&ctx.expand("owner")));
+        let city = r.linked(&ctx.expand("locatedAt"));
+        assert_eq!(city.pick.as_ref().unwrap().len(), 3);
+        let country = city.linked(&ctx.expand("isInCountry"));
+        assert_eq!(country.pick, Some(vec![ctx.expand("description")]));
+        let o = Projection::parse("type,locatedAt{name}", ctx).unwrap();
+        let r = Rendering {
+            omit_tree: Some(o),
+            ..Default::default()
+        };
+        // `locatedAt{name}` omits the city's name, not the relationship.
+        assert!(r.follows(&ctx.expand("locatedAt")));
+        assert_eq!(
+            r.linked(&ctx.expand("locatedAt")).omit,
+            Some(vec![ctx.expand("name")])
+        );
+        for bad in ["", "a,,b", "a{b", "a}b", "a{}"] {
+            assert!(Projection::parse(bad, ctx).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn terms_expand_through_the_context_and_back() {

@@ -104,6 +104,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/ngsi-ld/v1/entityOperations/{op}", post(batch))
         .route("/ngsi-ld/v1/entityOperations/{op}/", post(batch))
+        .layer(axum::middleware::from_fn(version_preference))
         .layer(DefaultBodyLimit::max(MAX_NGSI_BODY));
     ngsi.route(
         "/api/v1/datasets/{id}/stream-credentials",
@@ -113,6 +114,38 @@ pub fn routes() -> Router<AppState> {
         "/api/v1/datasets/{id}/stream-credentials/{credential}",
         axum::routing::delete(revoke_credential),
     )
+}
+
+/// `Prefer: ngsi-ld=<version>` (RFC 7240): `Preference-Applied` says the
+/// answer is in the version asked for when it is. Entities are rendered as
+/// in 1.8 (which added VocabProperty and more), so only 1.8 and later are
+/// honoured for them; a subscription reads the same in every version.
+async fn version_preference(req: Request, next: axum::middleware::Next) -> Response {
+    let subscriptions = req.uri().path().starts_with("/ngsi-ld/v1/subscriptions");
+    let asked = req
+        .headers()
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| {
+            let p = p.split(';').next()?.trim();
+            let (name, value) = p.split_once('=')?;
+            let value = value.trim().trim_matches('"');
+            let mut parts = value.split('.').map(|n| n.parse::<u32>().ok());
+            let (major, minor) = (parts.next()??, parts.next().flatten().unwrap_or(0));
+            (name.trim().eq_ignore_ascii_case("ngsi-ld")
+                && value.chars().all(|c| c.is_ascii_digit() || c == '.')
+                && (subscriptions || (major, minor) >= (1, 8)))
+                .then(|| value.to_string())
+        });
+    let mut res = next.run(req).await;
+    if let Some(v) = asked
+        && let Ok(h) = HeaderValue::from_str(&format!("ngsi-ld={v}"))
+    {
+        res.headers_mut().insert("preference-applied", h);
+    }
+    res
 }
 
 // ---- errors ------------------------------------------------------------------------------
@@ -275,7 +308,9 @@ fn request_context(headers: &HeaderMap) -> NgsiResult<Context> {
 }
 
 /// A request's JSON body and its context (see the module's header).
-async fn body_and_context(req: Request) -> NgsiResult<(Value, Context, HeaderMap)> {
+/// A request's JSON body, its headers, whether it is JSON-LD, and the
+/// context its Link header names.
+async fn read_json(req: Request) -> NgsiResult<(Value, HeaderMap, bool, Option<String>)> {
     let headers = req.headers().clone();
     let essence = media_type(&headers);
     let ld = essence == "application/ld+json";
@@ -304,30 +339,75 @@ async fn body_and_context(req: Request) -> NgsiResult<(Value, Context, HeaderMap
         ))
     })?;
     let link = link_context(&headers)?;
+    if ld && link.is_some() {
+        return Err(NgsiError::bad(
+            "application/ld+json carries its @context in the body, not in a Link header",
+        )
+        .into());
+    }
+    Ok((body, headers, ld, link))
+}
+
+/// The context of one JSON document: its own `@context` (JSON-LD), or the
+/// Link header's (JSON, which may not carry one).
+fn document_context(
+    ld: bool,
+    link: Option<&str>,
+    inline: Option<&Value>,
+) -> Result<Context, NgsiError> {
+    match (ld, inline) {
+        (true, None) => Err(NgsiError::bad(
+            "application/ld+json must carry an @context in the body",
+        )),
+        (true, Some(c)) => Context::resolve(Some(c)),
+        (false, Some(_)) => Err(NgsiError::bad(
+            "application/json carries no @context in the body: send it in a Link header, or \
+             send application/ld+json",
+        )),
+        (false, None) => Context::resolve(link.map(|l| Value::String(l.to_string())).as_ref()),
+    }
+}
+
+async fn body_and_context(req: Request) -> NgsiResult<(Value, Context, HeaderMap)> {
+    let (body, headers, ld, link) = read_json(req).await?;
+    if !body.is_object() {
+        return Err(NgsiError::invalid("the body is a JSON object").into());
+    }
     let inline = body_context(&body);
-    let ctx = match (ld, link, inline) {
-        (true, Some(_), _) => {
-            return Err(NgsiError::bad(
-                "application/ld+json carries its @context in the body, not in a Link header",
-            )
-            .into());
-        }
-        (true, None, None) => {
-            return Err(
-                NgsiError::bad("application/ld+json must carry an @context in the body").into(),
-            );
-        }
-        (true, None, Some(c)) => Context::resolve(Some(&c))?,
-        (false, _, Some(_)) => {
-            return Err(NgsiError::bad(
-                "application/json carries no @context in the body: send it in a Link header, or \
-                 send application/ld+json",
-            )
-            .into());
-        }
-        (false, link, None) => Context::resolve(link.map(Value::String).as_ref())?,
-    };
+    let ctx = document_context(ld, link.as_deref(), inline.as_ref())?;
     Ok((body, ctx, headers))
+}
+
+/// A batch's body and each entry's context: in JSON-LD each entity carries
+/// its own `@context`; in JSON none may, and the Link header's applies.
+/// An entry's bad context is that entry's error, not the batch's.
+async fn batch_body(
+    req: Request,
+) -> NgsiResult<(Value, Vec<Result<Context, NgsiError>>, HeaderMap)> {
+    let (body, headers, ld, link) = read_json(req).await?;
+    let items = body
+        .as_array()
+        .ok_or_else(|| NgsiError::bad("a batch operation's body is a JSON array"))?;
+    let mut known: Vec<(Option<Value>, Result<Context, NgsiError>)> = Vec::new();
+    let mut contexts = Vec::with_capacity(items.len());
+    for item in items {
+        let inline = item.get("@context").cloned();
+        if let Some((_, c)) = known.iter().find(|(k, _)| *k == inline) {
+            contexts.push(c.clone());
+            continue;
+        }
+        // An id to delete names no term: any context will do.
+        let c = if item.is_string() && inline.is_none() {
+            Ok(Context::core().clone())
+        } else {
+            document_context(ld, link.as_deref(), inline.as_ref())
+        };
+        if known.len() < 8 {
+            known.push((inline, c.clone()));
+        }
+        contexts.push(c);
+    }
+    Ok((body, contexts, headers))
 }
 
 /// The `@context` of a body (of its first entity, for a batch).
@@ -417,9 +497,6 @@ fn wants_ld(headers: &HeaderMap) -> NgsiResult<bool> {
     .into())
 }
 
-/// A `pick` or `omit` list (`None`: not given).
-type Projection = Option<Vec<String>>;
-
 /// The options and formats a read takes.
 const OPTIONS: &[&str] = &[
     "keyValues",
@@ -474,37 +551,134 @@ fn projection(
 
 /// Check a read's parameters: known `format` and `options`, and projections
 /// that make sense together. The answer names what was wrong.
-fn check_read(params: &[(String, String)], ctx: &Context) -> NgsiResult<(Projection, Projection)> {
+fn check_read(
+    params: &[(String, String)],
+    ctx: &Context,
+) -> NgsiResult<(
+    Option<citytrust_model::ngsi::Projection>,
+    Option<citytrust_model::ngsi::Projection>,
+)> {
     if let Some(f) = param(params, "format")
         && !OPTIONS.contains(&f)
     {
-        return Err(
-            NgsiError::bad(format!("format '{f}' is not one of {}", OPTIONS.join(", "))).into(),
-        );
+        return Err(NgsiError::invalid(format!(
+            "format '{f}' is not one of {}",
+            OPTIONS.join(", ")
+        ))
+        .into());
     }
     for o in options(params) {
         if !OPTIONS.contains(&o.as_str()) {
-            return Err(NgsiError::bad(format!(
+            return Err(NgsiError::invalid(format!(
                 "option '{o}' is not one of {}",
                 OPTIONS.join(", ")
             ))
             .into());
         }
     }
-    let (attrs, pick, omit) = (
-        projection(params, "attrs", ctx)?,
-        projection(params, "pick", ctx)?,
-        projection(params, "omit", ctx)?,
-    );
+    let attrs = projection(params, "attrs", ctx)?;
+    let tree = |name: &str| -> NgsiResult<Option<citytrust_model::ngsi::Projection>> {
+        match param(params, name) {
+            None => Ok(None),
+            Some(v) => Ok(Some(
+                citytrust_model::ngsi::Projection::parse(v, ctx)
+                    .map_err(|e| NgsiError::bad(format!("{name}: {}", e.detail)))?,
+            )),
+        }
+    };
+    let (pick, omit) = (tree("pick")?, tree("omit")?);
     if attrs.is_some() && (pick.is_some() || omit.is_some()) {
         return Err(NgsiError::bad("attrs is not given with pick or omit").into());
     }
     if let (Some(p), Some(o)) = (&pick, &omit)
-        && p.iter().any(|x| o.contains(x))
+        && p.members
+            .iter()
+            .any(|(x, _)| o.members.iter().any(|(y, c)| y == x && c.is_none()))
     {
         return Err(NgsiError::bad("a member is both picked and omitted").into());
     }
     Ok((pick, omit))
+}
+
+/// Set a rendering's `pick` and `omit`: what they keep of the entity
+/// itself (an `omit` member with `{…}` speaks of the linked entity only).
+/// What they say of linked entities needs a join that reaches that deep.
+fn project(
+    r: &mut Rendering,
+    pick: Option<citytrust_model::ngsi::Projection>,
+    omit: Option<citytrust_model::ngsi::Projection>,
+    join: Option<citytrust_model::ngsi::Join>,
+) -> NgsiResult<()> {
+    let depth = pick
+        .iter()
+        .chain(omit.iter())
+        .map(|p| p.depth())
+        .max()
+        .unwrap_or(0);
+    let reach = join.map_or(0, |j| j.level);
+    if depth > reach {
+        return Err(NgsiError::bad(format!(
+            "pick or omit speaks of linked entities {depth} level(s) deep; join reaches {reach}"
+        ))
+        .into());
+    }
+    r.join = join;
+    r.pick = pick.as_ref().map(|p| p.names());
+    r.omit = omit.as_ref().map(|o| {
+        o.members
+            .iter()
+            .filter(|(_, c)| c.is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
+    });
+    r.pick_tree = pick;
+    r.omit_tree = omit;
+    Ok(())
+}
+
+/// `pick` and `omit` on a temporal answer: its own members only (the
+/// temporal API joins no linked entities).
+fn temporal_projection(
+    tq: &mut TemporalQuery,
+    pick: Option<citytrust_model::ngsi::Projection>,
+    omit: Option<citytrust_model::ngsi::Projection>,
+) -> NgsiResult<()> {
+    if pick.iter().chain(omit.iter()).any(|p| p.depth() > 0) {
+        return Err(NgsiError::bad(
+            "the temporal API joins no linked entities: pick and omit name its own members",
+        )
+        .into());
+    }
+    tq.pick = pick.map(|p| p.names());
+    tq.omit = omit.map(|o| o.names());
+    Ok(())
+}
+
+/// `join` and `joinLevel` (linked entity retrieval).
+fn join(params: &[(String, String)]) -> NgsiResult<Option<citytrust_model::ngsi::Join>> {
+    let level = match param(params, "joinLevel") {
+        None => 1,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=citytrust_model::ngsi::MAX_JOIN_LEVEL).contains(&n) => n,
+            _ => {
+                return Err(NgsiError::bad(format!(
+                    "joinLevel '{l}' is not a whole number from 1 to {}",
+                    citytrust_model::ngsi::MAX_JOIN_LEVEL
+                ))
+                .into());
+            }
+        },
+    };
+    Ok(match param(params, "join") {
+        None | Some("@none") => None,
+        Some("inline") => Some(citytrust_model::ngsi::Join { flat: false, level }),
+        Some("flat") => Some(citytrust_model::ngsi::Join { flat: true, level }),
+        Some(other) => {
+            return Err(
+                NgsiError::bad(format!("join '{other}' is not inline, flat or @none")).into(),
+            );
+        }
+    })
 }
 
 fn rendering(params: &[(String, String)], ctx: &Context, ld: bool) -> Rendering {
@@ -526,6 +700,18 @@ fn rendering(params: &[(String, String)], ctx: &Context, ld: bool) -> Rendering 
         geometry_property: param(params, "geometryProperty").map(str::to_string),
         pick: None,
         omit: None,
+        lang: param(params, "lang").map(str::to_string),
+        pick_tree: None,
+        omit_tree: None,
+        join: None,
+        type_selector: None,
+        datasets: param(params, "datasetId").map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        }),
     }
 }
 
@@ -584,7 +770,16 @@ fn answer(a: NgsiAnswer, ctx: &Context, ld: bool) -> Response {
     {
         headers.insert("citytrust-withheld-streams", v);
     }
-    (StatusCode::OK, headers, a.body).into_response()
+    let status = match &a.content_range {
+        Some(range) => {
+            if let Ok(v) = HeaderValue::from_str(range) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            StatusCode::PARTIAL_CONTENT
+        }
+        None => StatusCode::OK,
+    };
+    (status, headers, a.body).into_response()
 }
 
 fn stream_header(headers: &HeaderMap) -> Option<String> {
@@ -650,8 +845,20 @@ async fn retrieve(
     let (pick, omit) = check_read(&params, &ctx)?;
     let mut r = rendering(&params, &ctx, ld);
     r.geo_json = wants_geo(&headers);
-    r.pick = pick;
-    r.omit = omit;
+    if r.geometry_property.is_some() && !r.geo_json {
+        return Err(NgsiError::bad(
+            "geometryProperty is for GeoJSON answers: send Accept: application/geo+json",
+        )
+        .into());
+    }
+    project(&mut r, pick, omit, join(&params)?)?;
+    r.type_selector = param(&params, "type").map(|t| {
+        t.split([',', '|'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| ctx.expand(s))
+            .collect()
+    });
     let a = state
         .service
         .ngsi_retrieve(
@@ -678,13 +885,31 @@ async fn query(
     let (pick, omit) = check_read(&params, &ctx)?;
     let mut r = rendering(&params, &ctx, ld);
     r.geo_json = wants_geo(&headers);
-    r.pick = pick;
-    r.omit = omit;
+    if r.geometry_property.is_some() && !r.geo_json {
+        return Err(NgsiError::bad(
+            "geometryProperty is for GeoJSON answers: send Accept: application/geo+json",
+        )
+        .into());
+    }
+    project(&mut r, pick, omit, join(&params)?)?;
     let a = state
         .service
         .ngsi_query(&caller, &ctx, &q, purpose(&params, &headers).as_deref(), &r)
         .await?;
-    Ok(geo_answer(answer(a, &ctx, ld), r.geo_json))
+    let links = page_links(
+        uri.path().trim_end_matches('/'),
+        &params,
+        q.limit,
+        q.offset,
+        a.matched,
+    );
+    let mut res = geo_answer(answer(a, &ctx, ld), r.geo_json);
+    for l in links {
+        if let Ok(v) = HeaderValue::from_str(&l) {
+            res.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(res)
 }
 
 async fn temporal_retrieve(
@@ -697,8 +922,9 @@ async fn temporal_retrieve(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
-    check_read(&params, &ctx)?;
-    let tq = TemporalQuery::from_params(&params, &ctx)?;
+    let (pick, omit) = check_read(&params, &ctx)?;
+    let mut tq = TemporalQuery::from_params(&params, &ctx)?;
+    temporal_projection(&mut tq, pick, omit)?;
     let a = state
         .service
         .ngsi_temporal(
@@ -713,6 +939,18 @@ async fn temporal_retrieve(
     Ok(answer(a, &ctx, ld))
 }
 
+/// The entities a temporal query selects; it orders by id alone.
+fn temporal_entity_query(params: &[(String, String)], ctx: &Context) -> NgsiResult<EntityQuery> {
+    let q = EntityQuery::from_params(params, ctx)?;
+    if q.orders_by_more_than_id() {
+        return Err(NgsiError::bad(
+            "the temporal API orders entities by id alone (orderBy=id or id;desc)",
+        )
+        .into());
+    }
+    Ok(q)
+}
+
 async fn temporal_query(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -722,9 +960,10 @@ async fn temporal_query(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
-    check_read(&params, &ctx)?;
-    let q = EntityQuery::from_params(&params, &ctx)?;
-    let tq = TemporalQuery::from_params(&params, &ctx)?;
+    let (pick, omit) = check_read(&params, &ctx)?;
+    let q = temporal_entity_query(&params, &ctx)?;
+    let mut tq = TemporalQuery::from_params(&params, &ctx)?;
+    temporal_projection(&mut tq, pick, omit)?;
     let a = state
         .service
         .ngsi_temporal(
@@ -857,11 +1096,83 @@ async fn temporal_append(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Pagination links (4.12): `prev` and `next` pages of a query, as the
+/// request with another `offset` (parameters in name order).
+fn page_links(
+    path: &str,
+    params: &[(String, String)],
+    limit: usize,
+    offset: usize,
+    matched: Option<usize>,
+) -> Vec<String> {
+    let Some(total) = matched else {
+        return Vec::new();
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    let link = |to: usize, rel: &str| {
+        let mut ps: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "offset" && k != "limit")
+            .cloned()
+            .collect();
+        ps.push(("limit".into(), limit.to_string()));
+        ps.push(("offset".into(), to.to_string()));
+        ps.sort();
+        let query: Vec<String> = ps
+            .iter()
+            .map(|(k, v)| {
+                // Kept as sent, but what would break the header is escaped.
+                let v: String = v
+                    .chars()
+                    .map(|c| match c {
+                        '>' | '<' | '"' | ' ' | ',' | '&' | '#' => format!("%{:02X}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                format!("{k}={v}")
+            })
+            .collect();
+        format!(
+            "<{path}?{}>; rel=\"{rel}\";type=\"application/json\"",
+            query.join("&")
+        )
+    };
+    let mut out = Vec::new();
+    if offset > 0 {
+        out.push(link(offset.saturating_sub(limit), "prev"));
+    }
+    if offset + limit < total {
+        out.push(link(offset + limit, "next"));
+    }
+    out
+}
+
+/// A `type` selector on an operation on one entity: the entity has one of
+/// the types, or the operation answers 404 and changes nothing.
+async fn type_gate(
+    state: &AppState,
+    caller: &StreamCaller,
+    ctx: &Context,
+    id: &str,
+    selector: Option<&str>,
+) -> NgsiResult<()> {
+    if let Some(types) = selector {
+        state.service.ngsi_type_gate(caller, ctx, id, types).await?;
+    }
+    Ok(())
+}
+
 async fn delete(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> NgsiResult {
+    let ctx = request_context(&headers)?;
+    type_gate(&state, &caller, &ctx, &id, param(&params(&uri), "type")).await?;
     state.service.ngsi_delete(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -872,7 +1183,9 @@ async fn replace(
     Path(id): Path<String>,
     req: Request,
 ) -> NgsiResult {
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     state
         .service
         .ngsi_replace(&caller, &ctx, &id, &body)
@@ -886,7 +1199,9 @@ async fn merge(
     Path(id): Path<String>,
     req: Request,
 ) -> NgsiResult {
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     state.service.ngsi_merge(&caller, &ctx, &id, &body).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -900,7 +1215,9 @@ async fn append(
     let overwrite = !params(req.uri())
         .iter()
         .any(|(k, v)| k == "options" && v.split(',').any(|o| o == "noOverwrite"));
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     let o = state
         .service
         .ngsi_append(&caller, &ctx, &id, &body, overwrite)
@@ -914,7 +1231,9 @@ async fn update(
     Path(id): Path<String>,
     req: Request,
 ) -> NgsiResult {
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     let o = state.service.ngsi_update(&caller, &ctx, &id, &body).await?;
     Ok(outcome(o))
 }
@@ -925,7 +1244,9 @@ async fn patch_attribute(
     Path((id, attr)): Path<(String, String)>,
     req: Request,
 ) -> NgsiResult {
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     state
         .service
         .ngsi_patch_attribute(&caller, &ctx, &id, &attr, &body)
@@ -939,7 +1260,9 @@ async fn replace_attribute(
     Path((id, attr)): Path<(String, String)>,
     req: Request,
 ) -> NgsiResult {
+    let selector = param(&params(req.uri()), "type").map(str::to_string);
     let (body, ctx, _) = body_and_context(req).await?;
+    type_gate(&state, &caller, &ctx, &id, selector.as_deref()).await?;
     state
         .service
         .ngsi_replace_attribute(&caller, &ctx, &id, &attr, &body)
@@ -957,6 +1280,7 @@ async fn delete_attribute(
     let params = params(&uri);
     let ctx = request_context(&headers)?;
     let all = param(&params, "deleteAll") == Some("true");
+    type_gate(&state, &caller, &ctx, &id, param(&params, "type")).await?;
     state
         .service
         .ngsi_delete_attribute(&caller, &ctx, &id, &attr, param(&params, "datasetId"), all)
@@ -1011,6 +1335,24 @@ fn body_params(body: &Value, temporal: bool) -> NgsiResult<Vec<(String, String)>
     if let Some(a) = m.get("attrs") {
         out.push(("attrs".into(), join(a)?));
     }
+    for k in ["pick", "omit"] {
+        if let Some(v) = m.get(k) {
+            out.push((k.into(), join(v)?));
+        }
+    }
+    for k in ["join", "lang", "scopeQ"] {
+        match m.get(k) {
+            Some(Value::String(v)) => out.push((k.into(), v.clone())),
+            Some(_) => return Err(NgsiError::bad(format!("{k} is a string")).into()),
+            None => {}
+        }
+    }
+    if let Some(v) = m.get("joinLevel") {
+        out.push((
+            "joinLevel".into(),
+            v.as_u64().map_or_else(|| v.to_string(), |n| n.to_string()),
+        ));
+    }
     match m.get("q") {
         Some(Value::String(q)) => out.push(("q".into(), q.clone())),
         Some(_) => return Err(NgsiError::bad("q is a string").into()),
@@ -1044,6 +1386,44 @@ fn body_params(body: &Value, temporal: bool) -> NgsiResult<Vec<(String, String)>
         (true, Some(_)) => return Err(NgsiError::bad("temporalQ is an object").into()),
         _ => {}
     }
+    match (temporal, m.get("ordering")) {
+        (_, None) => {}
+        (false, Some(Value::Object(o))) => {
+            for (k, v) in o {
+                let text = match (k.as_str(), v) {
+                    ("orderBy", v) => join(v)?,
+                    ("coordinates", Value::Array(a)) => Value::Array(a.clone()).to_string(),
+                    ("coordinates", _) => {
+                        return Err(
+                            NgsiError::bad("ordering.coordinates is an array [lon,lat]").into()
+                        );
+                    }
+                    ("geometry", Value::String(g)) if g == "Point" => continue,
+                    ("geometry", _) => {
+                        return Err(NgsiError::bad("ordering.geometry is \"Point\"").into());
+                    }
+                    ("collation", Value::String(c)) => c.clone(),
+                    _ => {
+                        return Err(
+                            NgsiError::bad(format!("'{k}' is not a member of ordering")).into()
+                        );
+                    }
+                };
+                let name = match k.as_str() {
+                    "coordinates" => "orderFrom",
+                    other => other,
+                };
+                out.push((name.to_string(), text));
+            }
+        }
+        (false, Some(_)) => return Err(NgsiError::bad("ordering is an object").into()),
+        (true, Some(_)) => {
+            return Err(NgsiError::bad(
+                "ordering belongs to the entity query, not the temporal one",
+            )
+            .into());
+        }
+    }
     if let Some(a) = m.get("aggrParams") {
         if let Some(methods) = a.get("aggrMethods") {
             out.push(("aggrMethods".into(), join(methods)?));
@@ -1067,9 +1447,10 @@ async fn post_temporal_query(
     let ld = wants_ld(&headers)?;
     let (body, ctx, _) = body_and_context(req).await?;
     query_params.extend(body_params(&body, true)?);
-    check_read(&query_params, &ctx)?;
-    let q = EntityQuery::from_params(&query_params, &ctx)?;
-    let tq = TemporalQuery::from_params(&query_params, &ctx)?;
+    let (pick, omit) = check_read(&query_params, &ctx)?;
+    let q = temporal_entity_query(&query_params, &ctx)?;
+    let mut tq = TemporalQuery::from_params(&query_params, &ctx)?;
+    temporal_projection(&mut tq, pick, omit)?;
     let a = state
         .service
         .ngsi_temporal(
@@ -1092,9 +1473,10 @@ async fn post_query(state: AppState, caller: StreamCaller, req: Request) -> Ngsi
     let ld = wants_ld(&headers)?;
     let (body, ctx, _) = body_and_context(req).await?;
     query_params.extend(body_params(&body, false)?);
-    check_read(&query_params, &ctx)?;
+    let (pick, omit) = check_read(&query_params, &ctx)?;
     let q = EntityQuery::from_params(&query_params, &ctx)?;
-    let r = rendering(&query_params, &ctx, ld);
+    let mut r = rendering(&query_params, &ctx, ld);
+    project(&mut r, pick, omit, join(&query_params)?)?;
     let a = state
         .service
         .ngsi_query(
@@ -1131,17 +1513,24 @@ async fn batch(
             overwrite: !opts.iter().any(|o| o == "noOverwrite"),
         },
         "delete" => BatchOp::Delete,
+        "merge" => BatchOp::Merge,
         other => {
             return Err(NgsiError::not_found(format!(
-                "'{other}' is not a batch operation (create, upsert, update, delete)"
+                "'{other}' is not a batch operation (create, upsert, update, merge, delete)"
             ))
             .into());
         }
     };
-    let (body, ctx, headers) = body_and_context(req).await?;
+    let (body, contexts, headers) = batch_body(req).await?;
     let o = state
         .service
-        .ngsi_batch(&caller, &ctx, op, &body, stream_header(&headers).as_deref())
+        .ngsi_batch(
+            &caller,
+            &contexts,
+            op,
+            &body,
+            stream_header(&headers).as_deref(),
+        )
         .await?;
     if !o.errors.is_empty() {
         return Ok((

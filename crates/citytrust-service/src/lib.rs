@@ -102,6 +102,9 @@ pub struct Settings {
     /// (a trust whose subscribers are inside its own network; tests). Off:
     /// such endpoints are refused, so no subscriber turns the trust against
     /// its own network.
+    /// The most instances of one attribute a temporal answer holds before
+    /// it is cut to a page (206 Partial Content).
+    pub temporal_page: usize,
     pub private_notifications: bool,
 }
 
@@ -126,6 +129,7 @@ impl Default for Settings {
             witnessing: None,
             witness_policy: None,
             private_notifications: false,
+            temporal_page: citytrust_model::ngsi::temporal::MAX_VALUES,
         }
     }
 }

@@ -84,6 +84,10 @@ pub struct NgsiAnswer {
     /// Streams that may hold what was asked but that this reader may not
     /// read (their ids; that a stream exists is public).
     pub withheld: Vec<String>,
+    /// A temporal answer cut to a page: its `Content-Range` (a 206).
+    pub content_range: Option<String>,
+    /// A query's matches in all (for its pagination links).
+    pub matched: Option<usize>,
 }
 
 /// A batch operation's outcome: the ids done, and each one not done with why.
@@ -113,6 +117,8 @@ pub enum BatchOp {
     Update {
         overwrite: bool,
     },
+    /// Merge into existing entities (`urn:ngsi-ld:null` deletes).
+    Merge,
     Delete,
 }
 
@@ -182,6 +188,19 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
                 instance: Value::Object(i.clone()).to_string(),
             });
         }
+    }
+    // A deletion is kept too: NGSI-LD Null, stamped `deletedAt` (what
+    // `timeproperty=deletedAt` reads).
+    for (attr, null) in &e.deleted {
+        let mut i = null.clone();
+        i.insert("deletedAt".into(), Value::String(now.to_string()));
+        out.push(HistoryRow {
+            entity_id: e.id.clone(),
+            attribute: attr.clone(),
+            observed_at: instant(now).unwrap_or_else(|| now.to_string()),
+            dataset_id: dataset_id.to_string(),
+            instance: Value::Object(i).to_string(),
+        });
     }
     out
 }
@@ -500,17 +519,30 @@ impl Service {
             at: &at,
         });
         // What the change owes subscribers goes in with it.
-        let changed: Vec<(&Entity, &str)> = plan
-            .creates
+        let before: Vec<Entity> = plan
+            .updates
             .iter()
-            .map(|(e, d)| (e, d.as_str()))
-            .chain(
-                plan.updates
-                    .iter()
-                    .map(|(e, row)| (e, row.dataset_id.as_str())),
-            )
-            .collect();
-        write.notifications = self.owed_by(&changed).await?;
+            .map(|(_, row)| decode(row))
+            .collect::<Result<_>>()?;
+        let gone: Vec<Entity> = plan.deletes.iter().map(decode).collect::<Result<_>>()?;
+        use crate::subscriptions::Change;
+        let changes: Vec<(&Entity, &str, Change, Option<&Entity>)> =
+            plan.creates
+                .iter()
+                .map(|(e, d)| (e, d.as_str(), Change::Created, None))
+                .chain(
+                    plan.updates.iter().zip(&before).map(|((e, row), b)| {
+                        (e, row.dataset_id.as_str(), Change::Updated, Some(b))
+                    }),
+                )
+                .chain(
+                    plan.deletes
+                        .iter()
+                        .zip(&gone)
+                        .map(|(row, e)| (e, row.dataset_id.as_str(), Change::Deleted, None)),
+                )
+                .collect();
+        write.notifications = self.owed_by(&changes).await?;
         write.now = now.clone();
         let owes = !write.notifications.is_empty();
         self.store.write_stream(write).await?;
@@ -679,32 +711,7 @@ impl Service {
         id: &str,
         body: &Value,
     ) -> Result<()> {
-        const NULL: &str = "urn:ngsi-ld:null";
-        let map = body
-            .as_object()
-            .ok_or_else(|| NgsiError::bad("a merge fragment is a JSON object"))?;
-        let is_null = |v: &Value| {
-            v == NULL
-                || ["value", "object", "vocab", "json"]
-                    .iter()
-                    .any(|m| v.get(m).is_some_and(|x| x == NULL))
-                || v.get("languageMap")
-                    .and_then(|l| l.get("@none"))
-                    .is_some_and(|x| x == NULL)
-        };
-        let mut kept = serde_json::Map::new();
-        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
-        for (k, v) in map {
-            if !k.starts_with('@') && !matches!(k.as_str(), "id" | "type" | "scope") && is_null(v) {
-                let dataset = v
-                    .get("datasetId")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                dropped.push((k.clone(), dataset));
-            } else {
-                kept.insert(k.clone(), v.clone());
-            }
-        }
+        let (kept, dropped) = split_nulls(body)?;
         let fragment = Fragment::parse(ctx, &Value::Object(kept), false)?;
         check_fragment_id(&fragment, id)?;
         self.change_entity(caller, id, |e, now| {
@@ -720,7 +727,8 @@ impl Service {
         .await
     }
 
-    /// `PATCH /entities/{id}/attrs` (update the attributes that exist).
+    /// `PATCH /entities/{id}/attrs`: attributes updated (or added), those
+    /// given as NGSI-LD Null deleted.
     pub async fn ngsi_update(
         &self,
         caller: &StreamCaller,
@@ -728,13 +736,44 @@ impl Service {
         id: &str,
         body: &Value,
     ) -> Result<Outcome> {
-        let fragment = Fragment::parse(ctx, body, false)?;
+        let (kept, dropped) = split_nulls(body)?;
+        let fragment = Fragment::parse(ctx, &Value::Object(kept), false)?;
         check_fragment_id(&fragment, id)?;
-        if fragment.attrs.is_empty() {
+        if fragment.attrs.is_empty()
+            && dropped.is_empty()
+            && fragment.scope.is_none()
+            && fragment.types.is_empty()
+        {
             return Err(NgsiError::bad("the fragment names no attribute").into());
         }
         self.change_entity(caller, id, |e, now| {
-            Ok(e.merge(fragment.clone(), Merge::Update, now))
+            // Attributes are updated or added (as the conformance suite has
+            // it); a scope replaces one the entity has, and is not added.
+            let mut f = fragment.clone();
+            let scope = f.scope.take();
+            let mut o = e.merge(f, Merge::Append { overwrite: true }, now);
+            match scope {
+                Some(s) if e.scope.is_some() => {
+                    e.scope = Some(s);
+                    e.modified_at = now.to_string();
+                    o.updated.push("scope".into());
+                }
+                Some(_) => o.not_updated.push(citytrust_model::ngsi::NotUpdated {
+                    attribute: "scope".into(),
+                    reason: "the entity has no scope to update (append it instead)".into(),
+                }),
+                None => {}
+            }
+            for (name, dataset) in &dropped {
+                match e.delete_attribute(&ctx.expand(name), name, dataset.as_deref(), false, now) {
+                    Ok(()) => o.updated.push(name.clone()),
+                    Err(why) => o.not_updated.push(citytrust_model::ngsi::NotUpdated {
+                        attribute: name.clone(),
+                        reason: why.detail,
+                    }),
+                }
+            }
+            Ok(o)
         })
         .await
     }
@@ -748,6 +787,7 @@ impl Service {
         attr: &str,
         body: &Value,
     ) -> Result<()> {
+        citytrust_model::ngsi::check_attribute_name(attr)?;
         if attr == "scope" {
             return Err(NgsiError::bad(
                 "scope is not an attribute: change it with PATCH /entities/{id}/attrs or a merge",
@@ -755,6 +795,14 @@ impl Service {
             .into());
         }
         let iri = ctx.expand(attr);
+        if is_ngsi_null(body) {
+            let dataset = body.get("datasetId").and_then(Value::as_str);
+            return self
+                .change_entity(caller, id, |e, now| {
+                    Ok(e.delete_attribute(&iri, attr, dataset, false, now)?)
+                })
+                .await;
+        }
         self.change_entity(caller, id, |e, now| {
             Ok(e.patch_attribute(&iri, attr, body, ctx, now)?)
         })
@@ -770,6 +818,7 @@ impl Service {
         attr: &str,
         body: &Value,
     ) -> Result<()> {
+        citytrust_model::ngsi::check_attribute_name(attr)?;
         let mut wrapped = serde_json::Map::new();
         wrapped.insert(attr.to_string(), body.clone());
         let fragment = Fragment::parse(ctx, &Value::Object(wrapped), false)?;
@@ -797,6 +846,7 @@ impl Service {
         dataset_id: Option<&str>,
         all: bool,
     ) -> Result<()> {
+        citytrust_model::ngsi::check_attribute_name(attr)?;
         let iri = ctx.expand(attr);
         self.change_entity(caller, id, |e, now| {
             if attr == "scope" {
@@ -932,12 +982,48 @@ impl Service {
         .await
     }
 
-    /// `POST /entityOperations/{create,upsert,update,delete}`: each entity
-    /// checked on its own; those that pass are applied together.
-    pub async fn ngsi_batch(
+    /// A `type` selector on a write to one entity: the writer may write it,
+    /// and it has one of the types (else 404, nothing changed).
+    pub async fn ngsi_type_gate(
         &self,
         caller: &StreamCaller,
         ctx: &Context,
+        id: &str,
+        types: &str,
+    ) -> Result<()> {
+        citytrust_model::ngsi::check_uri("the entity id", id)?;
+        let wanted: Vec<String> = types
+            .split([',', '|'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|t| ctx.expand(t))
+            .collect();
+        let rows = self.store.get_entities(&[id.to_string()]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| NgsiError::not_found(format!("no entity '{id}'")))?;
+        let datasets = self.stream_datasets(&rows).await?;
+        let d = datasets
+            .get(&row.dataset_id)
+            .ok_or_else(|| not_a_stream(&row.dataset_id))?;
+        self.check_writer(caller, d)?;
+        if !decode(row)?.types.iter().any(|t| wanted.contains(t)) {
+            return Err(NgsiError::not_found(format!(
+                "entity '{id}' is of none of the types {types}"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// `POST /entityOperations/{create,upsert,update,merge,delete}`: each
+    /// entity checked on its own; those that pass are applied together, in
+    /// the order given (an id given twice: the later entry is applied to
+    /// what the earlier made). `contexts` holds each entry's context.
+    pub async fn ngsi_batch(
+        &self,
+        caller: &StreamCaller,
+        contexts: &[std::result::Result<Context, NgsiError>],
         op: BatchOp,
         body: &Value,
         stream: Option<&str>,
@@ -955,14 +1041,23 @@ impl Service {
             ))
             .into());
         }
+        if let Some(i) = items.iter().position(Value::is_null) {
+            return Err(NgsiError::bad(format!(
+                "entry {i} of the batch is null: a batch lists entities{}",
+                if op == BatchOp::Delete { " ids" } else { "" }
+            ))
+            .into());
+        }
         let mut outcome = BatchOutcome::default();
         // Parse first: a bad entity is an error of its own, never the batch's.
-        let mut parsed: Vec<(String, Option<Fragment>)> = Vec::new();
-        for item in items {
+        // Each entry: its id, its fragment, and the attributes it deletes (merge).
+        type Deleted = Vec<(String, String, Option<String>)>;
+        let mut parsed: Vec<(String, Option<Fragment>, Deleted)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
             if op == BatchOp::Delete {
                 match item.as_str() {
                     Some(id) => match citytrust_model::ngsi::check_uri("the entity id", id) {
-                        Ok(()) => parsed.push((id.to_string(), None)),
+                        Ok(()) => parsed.push((id.to_string(), None, Vec::new())),
                         Err(e) => outcome.errors.push((id.to_string(), e)),
                     },
                     None => outcome.errors.push((
@@ -977,19 +1072,39 @@ impl Service {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            match Fragment::parse(ctx, item, true) {
-                Ok(f) if parsed.iter().any(|(p, _)| *p == id) => {
-                    let _ = f;
-                    outcome.errors.push((
-                        id.clone(),
-                        NgsiError::bad(format!("entity '{id}' is in the batch twice")),
-                    ));
+            let ctx = match contexts.get(i) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    outcome.errors.push((id, e.clone()));
+                    continue;
                 }
-                Ok(f) => parsed.push((id, Some(f))),
+                None => Context::core(),
+            };
+            let (item, deleted) = if op == BatchOp::Merge && item.is_object() {
+                match split_nulls(item) {
+                    Ok((kept, deleted)) => (
+                        Value::Object(kept),
+                        deleted
+                            .into_iter()
+                            .map(|(n, d)| (ctx.expand(&n), n, d))
+                            .collect(),
+                    ),
+                    Err(e) => {
+                        outcome.errors.push((id, ngsi_error_of(e)?));
+                        continue;
+                    }
+                }
+            } else {
+                (item.clone(), Vec::new())
+            };
+            match Fragment::parse(ctx, &item, true) {
+                Ok(f) => parsed.push((id, Some(f), deleted)),
                 Err(e) => outcome.errors.push((id, e)),
             }
         }
-        let ids: Vec<String> = parsed.iter().map(|(id, _)| id.clone()).collect();
+        let mut ids: Vec<String> = parsed.iter().map(|(id, _, _)| id.clone()).collect();
+        ids.sort();
+        ids.dedup();
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
         let streams = match op {
@@ -1000,56 +1115,91 @@ impl Service {
         let errors_before = outcome.errors.clone();
         let (success, created, errors) = self
             .write_entities(caller, &ids, |loaded, plan| {
-                let mut success = Vec::new();
+                let mut success: Vec<String> = Vec::new();
                 let mut created = Vec::new();
                 let mut errors: Vec<(String, NgsiError)> = Vec::new();
-                for (id, fragment) in &parsed {
+                // The state each id has reached in this batch: the entity
+                // (None: deleted) and the stream a new one goes to.
+                let mut work: BTreeMap<String, (Option<Entity>, Option<String>)> = BTreeMap::new();
+                for (id, fragment, deleted) in &parsed {
                     let result: Result<bool> = (|| {
-                        let existing = loaded.get(id);
+                        let existing: Option<Entity> = match work.get(id) {
+                            Some((e, _)) => e.clone(),
+                            None => match loaded.get(id) {
+                                Some(_) => {
+                                    Some(self.writable(caller, loaded, &datasets, id)?.0.clone())
+                                }
+                                None => None,
+                            },
+                        };
+                        let stream_of =
+                            |work: &BTreeMap<String, (Option<Entity>, Option<String>)>| {
+                                work.get(id).and_then(|(_, d)| d.clone())
+                            };
                         match (op, existing, fragment) {
                             (BatchOp::Delete, Some(_), _) => {
-                                let (_, row) = self.writable(caller, loaded, &datasets, id)?;
-                                plan.deletes.push(row.clone());
+                                let d = stream_of(&work);
+                                work.insert(id.clone(), (None, d));
                                 Ok(false)
                             }
-                            (BatchOp::Delete, None, _) | (BatchOp::Update { .. }, None, _) => {
-                                Err(NgsiError::not_found(format!("no entity '{id}'")).into())
-                            }
+                            (
+                                BatchOp::Delete | BatchOp::Update { .. } | BatchOp::Merge,
+                                None,
+                                _,
+                            ) => Err(NgsiError::not_found(format!("no entity '{id}'")).into()),
                             (BatchOp::Create, Some(_), _) => Err(NgsiError::new(
                                 ErrorType::AlreadyExists,
                                 format!("entity '{id}' exists already"),
                             )
                             .into()),
                             (BatchOp::Create | BatchOp::Upsert { .. }, None, Some(f)) => {
-                                let d = self.stream_for_new(caller, stream, &f.types, &streams)?;
-                                self.check_writer(caller, &d)?;
-                                plan.creates
-                                    .push((Entity::create(f.clone(), &now)?, d.id.clone()));
-                                Ok(true)
+                                let d = match (loaded.get(id), stream_of(&work)) {
+                                    (Some((_, row)), _) => row.dataset_id.clone(),
+                                    (None, Some(d)) => d,
+                                    (None, None) => {
+                                        let d = self
+                                            .stream_for_new(caller, stream, &f.types, &streams)?;
+                                        self.check_writer(caller, &d)?;
+                                        d.id
+                                    }
+                                };
+                                work.insert(
+                                    id.clone(),
+                                    (Some(Entity::create(f.clone(), &now)?), Some(d)),
+                                );
+                                Ok(loaded.get(id).is_none())
                             }
                             (
-                                BatchOp::Upsert { replace }
-                                | BatchOp::Update { overwrite: replace },
-                                Some(_),
+                                BatchOp::Upsert { .. } | BatchOp::Update { .. } | BatchOp::Merge,
+                                Some(mut entity),
                                 Some(f),
                             ) => {
-                                let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
-                                let mut entity = entity.clone();
                                 match op {
                                     BatchOp::Upsert { replace: true } => {
                                         entity.replace(f.clone(), &now)
                                     }
-                                    BatchOp::Upsert { replace: false } => {
+                                    BatchOp::Upsert { replace: false } | BatchOp::Merge => {
                                         entity.merge(
                                             f.clone(),
                                             Merge::Append { overwrite: true },
                                             &now,
                                         );
+                                        for (iri, name, dataset) in deleted {
+                                            if entity.attrs.contains_key(iri) {
+                                                entity.delete_attribute(
+                                                    iri,
+                                                    name,
+                                                    dataset.as_deref(),
+                                                    false,
+                                                    &now,
+                                                )?;
+                                            }
+                                        }
                                     }
-                                    _ => {
+                                    BatchOp::Update { overwrite } => {
                                         let o = entity.merge(
                                             f.clone(),
-                                            Merge::Append { overwrite: replace },
+                                            Merge::Append { overwrite },
                                             &now,
                                         );
                                         if o.updated.is_empty() && !o.not_updated.is_empty() {
@@ -1067,23 +1217,13 @@ impl Service {
                                             .into());
                                         }
                                     }
+                                    _ => {}
                                 }
-                                let dataset = datasets
-                                    .get(&row.dataset_id)
-                                    .ok_or_else(|| not_a_stream(&row.dataset_id))?;
-                                if !dataset
-                                    .metadata
-                                    .stream
-                                    .as_ref()
-                                    .is_some_and(|s| s.holds(&entity.types))
-                                {
-                                    return Err(NgsiError::bad(format!(
-                                        "stream '{}' does not hold entities of these types",
-                                        dataset.id
-                                    ))
-                                    .into());
+                                if let Some((_, row)) = loaded.get(id) {
+                                    hold_types(&datasets, row, &entity)?;
                                 }
-                                plan.updates.push((entity, row.clone()));
+                                let d = stream_of(&work);
+                                work.insert(id.clone(), (Some(entity), d));
                                 Ok(false)
                             }
                             (_, _, None) => {
@@ -1093,12 +1233,30 @@ impl Service {
                     })();
                     match result {
                         Ok(was_created) => {
-                            success.push(id.clone());
-                            if was_created {
+                            if !success.contains(id) {
+                                success.push(id.clone());
+                            }
+                            if was_created && !created.contains(id) {
                                 created.push(id.clone());
                             }
                         }
                         Err(e) => errors.push((id.clone(), ngsi_error_of(e)?)),
+                    }
+                }
+                for (id, (entity, new_stream)) in work {
+                    match (loaded.get(&id), entity) {
+                        (Some((_, row)), Some(entity)) => {
+                            hold_types(&datasets, row, &entity)?;
+                            plan.updates.push((entity, row.clone()));
+                        }
+                        (Some((_, row)), None) => plan.deletes.push(row.clone()),
+                        (None, Some(entity)) => {
+                            let d = new_stream.ok_or_else(|| {
+                                ServiceError::Internal("a new entity without its stream".into())
+                            })?;
+                            plan.creates.push((entity, d));
+                        }
+                        (None, None) => {}
                     }
                 }
                 Ok((success, created, errors))
@@ -1183,6 +1341,14 @@ impl Service {
         if !admitted(&entity, &dataset, scope.as_ref()) {
             return Err(NgsiError::not_found(format!("no entity '{id}'")).into());
         }
+        if let Some(types) = &rendering.type_selector
+            && !entity.types.iter().any(|t| types.contains(t))
+        {
+            return Err(NgsiError::not_found(format!(
+                "entity '{id}' is of none of the types asked for"
+            ))
+            .into());
+        }
         // Judged on what the reader may see: a hidden attribute is not there.
         let visible = limited(&entity, &grant);
         if let Some(a) = &rendering.attrs
@@ -1194,15 +1360,140 @@ impl Service {
             .into());
         }
         let v = render_limited(&entity, ctx, rendering, &grant);
-        self.log_stream_answer(
-            actor,
-            "retrieve",
-            &[(&dataset, &grant, scope.as_ref())],
-            1,
-            v,
-            None,
-        )
-        .await
+        if (rendering.pick.is_some() || rendering.omit.is_some())
+            && v.as_object()
+                .is_some_and(|m| m.keys().all(|k| k == "@context"))
+        {
+            return Err(NgsiError::not_found(format!(
+                "entity '{id}' has none of the members pick and omit leave"
+            ))
+            .into());
+        }
+        let linked = self
+            .linked_entities(actor, purpose, credential, &[&visible], rendering)
+            .await?;
+        let mut reads: Vec<(&Dataset, &ReadGrant, Option<&SubjectScope>)> =
+            vec![(&dataset, &grant, scope.as_ref())];
+        for (d, g, sc) in &linked.reads {
+            if !reads.iter().any(|(x, _, _)| x.id == d.id) {
+                reads.push((d, g, sc.as_ref()));
+            }
+        }
+        let mut answer = with_linked(vec![(&visible, v)], ctx, rendering, &linked);
+        let v = match rendering.join {
+            Some(j) if j.flat => Value::Array(answer),
+            _ => answer.pop().unwrap_or(Value::Null),
+        };
+        self.log_stream_answer(actor, "retrieve", &reads, 1 + linked.order.len(), v, None)
+            .await
+    }
+
+    /// Linked entity retrieval (4.5.23): the entities `roots`' relationships
+    /// name, to `join.level` hops, following only what `pick` and `omit`
+    /// leave. Each is read as any read is: its stream decided for this
+    /// reader and purpose, its subject scope applied, its columns limited;
+    /// what may not be read is simply not reached. Returns the entities
+    /// reached (as the reader may see them) in the order reached, with the
+    /// rendering each is given, and the stream reads they took.
+    pub(crate) async fn linked_entities(
+        &self,
+        actor: &Actor,
+        purpose: Option<&str>,
+        credential: bool,
+        roots: &[&Entity],
+        r: &Rendering,
+    ) -> Result<Linked> {
+        let mut out = Linked::default();
+        let Some(join) = r.join else {
+            return Ok(out);
+        };
+        let mut decided: HashMap<String, Option<usize>> = HashMap::new();
+        let mut frontier: Vec<(Entity, Rendering)> =
+            roots.iter().map(|e| ((*e).clone(), r.clone())).collect();
+        for _ in 0..join.level {
+            // The ids this level's relationships name, with how each is rendered.
+            let mut wanted: Vec<(String, Rendering)> = Vec::new();
+            for (e, er) in &frontier {
+                for (iri, instances) in &e.attrs {
+                    if !er.follows(iri) {
+                        continue;
+                    }
+                    for i in instances {
+                        if !matches!(
+                            i.get("type").and_then(Value::as_str),
+                            Some("Relationship" | "ListRelationship")
+                        ) {
+                            continue;
+                        }
+                        let objects: Vec<&str> = match citytrust_model::ngsi::instance_value(i) {
+                            Some(Value::String(o)) => vec![o.as_str()],
+                            Some(Value::Array(a)) => a
+                                .iter()
+                                .filter_map(|o| {
+                                    o.as_str()
+                                        .or_else(|| o.get("object").and_then(Value::as_str))
+                                })
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        for o in objects {
+                            if !out.entities.contains_key(o) && !wanted.iter().any(|(w, _)| w == o)
+                            {
+                                wanted.push((o.to_string(), er.linked(iri)));
+                            }
+                        }
+                    }
+                }
+            }
+            if wanted.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = wanted.iter().map(|(id, _)| id.clone()).collect();
+            let rows = self.store.get_entities(&ids).await?;
+            let mut next = Vec::new();
+            for (id, er) in wanted {
+                let Some(row) = rows.iter().find(|row| row.entity_id == id) else {
+                    continue;
+                };
+                if !decided.contains_key(&row.dataset_id) {
+                    let read = match self.store.get_dataset(&row.dataset_id).await? {
+                        Some(d) => match self
+                            .decide_stream_read(actor, &d, purpose, credential)
+                            .await
+                        {
+                            Ok((grant, scope)) => {
+                                out.reads.push((d, grant, scope));
+                                Some(out.reads.len() - 1)
+                            }
+                            Err(ServiceError::Unavailable { code, message }) => {
+                                return Err(ServiceError::Unavailable { code, message });
+                            }
+                            Err(ServiceError::Internal(e)) => {
+                                return Err(ServiceError::Internal(e));
+                            }
+                            // Not this reader's to read: not reached.
+                            Err(_) => None,
+                        },
+                        None => None,
+                    };
+                    decided.insert(row.dataset_id.clone(), read);
+                }
+                let Some(Some(at)) = decided.get(&row.dataset_id).copied() else {
+                    continue;
+                };
+                let (d, grant, scope) = &out.reads[at];
+                let entity = decode(row)?;
+                if !admitted(&entity, d, scope.as_ref()) {
+                    continue;
+                }
+                let visible = limited(&entity, grant);
+                out.order.push((id.clone(), er.clone()));
+                out.entities.insert(id, visible.clone());
+                next.push((visible, er));
+            }
+            frontier = next;
+        }
+        Ok(out)
     }
 
     /// `GET /entities`: every readable stream that may hold the types asked.
@@ -1217,7 +1508,7 @@ impl Service {
         let (actor, credential) = Self::reader(caller)?;
         if !query.is_bounded() {
             return Err(NgsiError::bad(
-                "a query names at least one of type, id, idPattern, attrs or q",
+                "a query names at least one of type, attrs, q or a geo-query (ids alone do not bound it)",
             )
             .into());
         }
@@ -1275,29 +1566,53 @@ impl Service {
                 matched.push((visible, i));
             }
         }
+        if !query.order.is_empty() {
+            matched.sort_by(|(a, _), (b, _)| query.order(a, b));
+        }
         let count = matched.len();
-        let page: Vec<Value> = matched
+        let page: Vec<(&Entity, Value)> = matched
             .iter()
             .skip(query.offset)
             .take(query.limit)
-            .map(|(e, i)| render_limited(e, ctx, rendering, &decided[*i].1))
+            .map(|(e, i)| (e, render_limited(e, ctx, rendering, &decided[*i].1)))
+            // An entity pick and omit leave nothing of is not listed.
+            .filter(|(_, v)| {
+                v.as_object()
+                    .is_none_or(|m| m.keys().any(|k| k != "@context"))
+            })
             .collect();
-        let reads: Vec<(&Dataset, &ReadGrant, Option<&SubjectScope>)> = decided
+        let roots: Vec<&Entity> = page.iter().map(|(e, _)| *e).collect();
+        let linked = self
+            .linked_entities(actor, purpose, credential, &roots, rendering)
+            .await?;
+        let page = with_linked(page, ctx, rendering, &linked);
+        let mut reads: Vec<(&Dataset, &ReadGrant, Option<&SubjectScope>)> = decided
             .iter()
             .map(|(d, g, s)| (*d, g, s.as_ref()))
             .collect();
+        for (d, g, sc) in &linked.reads {
+            if !reads.iter().any(|(x, _, _)| x.id == d.id) {
+                reads.push((d, g, sc.as_ref()));
+            }
+        }
         let n = page.len();
+        let body = if rendering.geo_json {
+            citytrust_model::ngsi::feature_collection(page, ctx)
+        } else {
+            Value::Array(page)
+        };
         let mut answer = self
             .log_stream_answer(
                 actor,
                 "query",
                 &reads,
                 n,
-                Value::Array(page),
+                body,
                 query.count.then_some(count),
             )
             .await?;
         answer.withheld = refusals.into_iter().map(|(id, _)| id).collect();
+        answer.matched = Some(count);
         Ok(answer)
     }
 
@@ -1316,7 +1631,8 @@ impl Service {
         let _slot = self.read_slot(actor).await?;
         let mut decided: HashMap<String, Option<(Dataset, ReadGrant, Option<SubjectScope>)>> =
             HashMap::new();
-        let mut answers = Vec::new();
+        let mut pending: Vec<(String, Vec<String>)> = Vec::new();
+        let mut pages: temporal::AnswerReadings = Vec::new();
         let mut used: Vec<String> = Vec::new();
         let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         let (rows, _named_types) = match target {
@@ -1331,7 +1647,7 @@ impl Service {
             TemporalTarget::Query(q) => {
                 if !q.is_bounded() {
                     return Err(NgsiError::bad(
-                        "a temporal query names at least one of type, id, idPattern, attrs or q",
+                        "a temporal query names at least one of type, attrs, q or a geo-query",
                     )
                     .into());
                 }
@@ -1369,6 +1685,12 @@ impl Service {
                 )
             }
         };
+        let mut rows = rows;
+        if let TemporalTarget::Query(q) = target
+            && q.by_id_descending()
+        {
+            rows.reverse();
+        }
         let one = matches!(target, TemporalTarget::One(_));
         let (offset, limit) = match target {
             TemporalTarget::Query(q) => (q.offset, q.limit),
@@ -1410,12 +1732,7 @@ impl Service {
             {
                 continue;
             }
-            // A page of entities at a time (`limit`, `offset`), history read for those only.
-            matched += 1;
-            if matched <= offset {
-                continue;
-            }
-            if answers.len() >= limit {
+            if pending.len() >= limit {
                 break;
             }
             let mut readings: BTreeMap<String, temporal::Readings> = BTreeMap::new();
@@ -1435,19 +1752,30 @@ impl Service {
                 }
                 let inst: citytrust_model::ngsi::Instance = serde_json::from_str(&h.instance)
                     .map_err(|e| ServiceError::Internal(format!("stored reading: {e}")))?;
+                // Deletions answer `timeproperty=deletedAt`, and only it.
+                if inst.contains_key("deletedAt") != tq.deleted {
+                    continue;
+                }
                 readings
                     .entry(h.attribute)
                     .or_default()
                     .push((h.observed_at, inst));
             }
-            answers.push(temporal::render(
-                &entity.id,
-                &entity.types,
-                &readings,
-                tq,
-                ctx,
-                with_context,
-            )?);
+            // A query lists the entities with readings in its window; a page
+            // at a time (`limit`, `offset`).
+            if !one
+                && !readings
+                    .iter()
+                    .any(|(a, r)| !r.is_empty() && tq.attrs.as_ref().is_none_or(|x| x.contains(a)))
+            {
+                continue;
+            }
+            matched += 1;
+            if matched <= offset {
+                continue;
+            }
+            pending.push((entity.id.clone(), entity.types.clone()));
+            pages.push(readings);
             if !used.contains(&d.id) {
                 used.push(d.id.clone());
             }
@@ -1463,6 +1791,40 @@ impl Service {
         {
             return Err(e);
         }
+        if let (TemporalTarget::One(id), Some(attrs), Some(first)) =
+            (target, &tq.attrs, pages.first())
+            && !first.keys().any(|a| attrs.contains(a))
+        {
+            return Err(NgsiError::not_found(format!(
+                "entity '{id}' has no history of the attributes asked for"
+            ))
+            .into());
+        }
+        // At most a page of instances per attribute (a 206 says where it was cut).
+        let content_range = if tq.aggregate.is_none() {
+            temporal::paginate(&mut pages, tq, self.settings.temporal_page)
+        } else {
+            None
+        };
+        let mut answers = Vec::with_capacity(pending.len());
+        let projected = tq.pick.is_some() || tq.omit.is_some();
+        for ((id, types), readings) in pending.iter().zip(&pages) {
+            let v = temporal::render(id, types, readings, tq, ctx, with_context)?;
+            // What pick and omit leave nothing of is not answered.
+            if projected
+                && v.as_object()
+                    .is_some_and(|m| m.keys().all(|k| k == "@context"))
+            {
+                if let TemporalTarget::One(id) = target {
+                    return Err(NgsiError::not_found(format!(
+                        "entity '{id}' has none of the members pick and omit leave"
+                    ))
+                    .into());
+                }
+                continue;
+            }
+            answers.push(v);
+        }
         let n = answers.len();
         let body = match target {
             TemporalTarget::One(_) => answers.into_iter().next().unwrap_or(Value::Null),
@@ -1472,6 +1834,7 @@ impl Service {
             .log_stream_answer(actor, "temporal", &reads, n, body, None)
             .await?;
         answer.withheld = refusals.into_iter().map(|(id, _)| id).collect();
+        answer.content_range = content_range;
         Ok(answer)
     }
 
@@ -1530,6 +1893,8 @@ impl Service {
             nonce,
             count,
             withheld: Vec::new(),
+            content_range: None,
+            matched: None,
         })
     }
 }
@@ -1616,4 +1981,140 @@ pub(crate) fn limited(e: &Entity, grant: &ReadGrant) -> Entity {
 
 fn render_limited(e: &Entity, ctx: &Context, r: &Rendering, grant: &ReadGrant) -> Value {
     limited(e, grant).render(ctx, r)
+}
+
+/// What a linked entity retrieval reached (see `linked_entities`).
+#[derive(Default)]
+pub(crate) struct Linked {
+    /// By id, as the reader may see each.
+    entities: HashMap<String, Entity>,
+    /// In the order reached, with the rendering each is given.
+    order: Vec<(String, Rendering)>,
+    /// The stream reads they took.
+    pub(crate) reads: Vec<(Dataset, ReadGrant, Option<SubjectScope>)>,
+}
+
+/// An entity rendered with the entities its relationships link to inside
+/// each relationship (`join=inline`): in `entity`, or (simplified) in place
+/// of the relationship's object.
+fn render_inline(e: &Entity, ctx: &Context, r: &Rendering, linked: &Linked, hops: u32) -> Value {
+    let mut v = e.render(ctx, r);
+    if hops == 0 {
+        return v;
+    }
+    let Some(m) = v.as_object_mut() else {
+        return v;
+    };
+    for (iri, instances) in &e.attrs {
+        if !r.follows(iri) {
+            continue;
+        }
+        let name = ctx.compact(iri);
+        let Some(rendered) = m.get_mut(&name) else {
+            continue;
+        };
+        let child = r.linked(iri);
+        let inline = |object: &str| {
+            linked
+                .entities
+                .get(object)
+                .map(|le| render_inline(le, ctx, &child, linked, hops - 1))
+        };
+        let mut slots: Vec<&mut Value> = match rendered {
+            Value::Array(items) if !r.key_values => items.iter_mut().collect(),
+            one => vec![one],
+        };
+        for (slot, i) in slots.iter_mut().zip(instances) {
+            if i.get("type").and_then(Value::as_str) != Some("Relationship") {
+                continue;
+            }
+            let Some(object) = i.get("object").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some(entity) = inline(object) else {
+                continue;
+            };
+            if r.key_values {
+                **slot = entity;
+            } else if let Some(o) = slot.as_object_mut() {
+                o.insert("entity".into(), entity);
+            }
+        }
+    }
+    v
+}
+
+/// Answers with their linked entities: inline, or (flat) listed after the
+/// answers, each once.
+pub(crate) fn with_linked(
+    answers: Vec<(&Entity, Value)>,
+    ctx: &Context,
+    r: &Rendering,
+    linked: &Linked,
+) -> Vec<Value> {
+    match r.join {
+        None => answers.into_iter().map(|(_, v)| v).collect(),
+        Some(j) if !j.flat => answers
+            .into_iter()
+            .map(|(e, v)| {
+                let mut inl = render_inline(e, ctx, r, linked, j.level);
+                if let (Some(c), Some(m)) = (v.get("@context"), inl.as_object_mut()) {
+                    m.insert("@context".into(), c.clone());
+                }
+                inl
+            })
+            .collect(),
+        Some(_) => {
+            let mut seen: std::collections::HashSet<String> =
+                answers.iter().map(|(e, _)| e.id.clone()).collect();
+            let mut out: Vec<Value> = answers.into_iter().map(|(_, v)| v).collect();
+            for (id, er) in &linked.order {
+                if seen.insert(id.clone())
+                    && let Some(e) = linked.entities.get(id)
+                {
+                    out.push(e.render(ctx, er));
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Whether an attribute (or instance) given in a request is NGSI-LD Null,
+/// `urn:ngsi-ld:null` in its value member: a deletion, not a value.
+fn is_ngsi_null(v: &Value) -> bool {
+    const NULL: &str = citytrust_model::ngsi::NGSI_NULL;
+    v == NULL
+        || ["value", "object", "vocab", "json"]
+            .iter()
+            .any(|m| v.get(m).is_some_and(|x| x == NULL))
+        || v.get("languageMap")
+            .and_then(|l| l.get("@none"))
+            .is_some_and(|x| x == NULL)
+}
+
+/// The attributes a fragment sets to NGSI-LD Null: (name, datasetId).
+type Nulls = Vec<(String, Option<String>)>;
+
+/// A fragment's members, less the attributes it sets to NGSI-LD Null, and
+/// those (name, datasetId) to delete.
+fn split_nulls(body: &Value) -> Result<(serde_json::Map<String, Value>, Nulls)> {
+    let map = body
+        .as_object()
+        .ok_or_else(|| NgsiError::bad("an attribute fragment is a JSON object"))?;
+    let mut kept = serde_json::Map::new();
+    let mut dropped = Vec::new();
+    for (k, v) in map {
+        if !k.starts_with('@') && !matches!(k.as_str(), "id" | "type" | "scope") && is_ngsi_null(v)
+        {
+            let dataset = v
+                .get("datasetId")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            dropped.push((k.clone(), dataset));
+        } else {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    Ok((kept, dropped))
 }

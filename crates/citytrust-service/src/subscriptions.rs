@@ -41,6 +41,81 @@ struct Grants {
     streams: BTreeMap<String, Option<String>>,
 }
 
+/// How an entity changed, for `notificationTrigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// The triggers a subscription that names none has (5.2.12).
+const DEFAULT_TRIGGERS: &[&str] = &[
+    "entityCreated",
+    "entityUpdated",
+    "attributeCreated",
+    "attributeUpdated",
+];
+
+/// A deleted entity, as an owed notification remembers it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Gone {
+    entity: Entity,
+    dataset: String,
+    at: String,
+    /// Told for `entityDeleted` (else for `attributeDeleted`: its attributes).
+    entity_deleted: bool,
+}
+
+/// What an owed notification remembers of its change (the outbox's
+/// `changed` column): the attributes written, the instances deleted (as
+/// NGSI-LD Null), their values before (`showChanges`), and a deleted entity.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Owed {
+    #[serde(default)]
+    changed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    deleted: Vec<(String, citytrust_model::ngsi::Instance)>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    previous: BTreeMap<String, Vec<citytrust_model::ngsi::Instance>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gone: Option<Gone>,
+}
+
+impl Owed {
+    /// The column as written (older rows hold the changed attributes alone).
+    fn read(text: &str) -> Owed {
+        serde_json::from_str::<Owed>(text).unwrap_or_else(|_| Owed {
+            changed: serde_json::from_str(text).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    fn absorb(&mut self, other: Owed) {
+        self.changed.extend(other.changed);
+        self.deleted.extend(other.deleted);
+        for (k, v) in other.previous {
+            self.previous.entry(k).or_insert(v);
+        }
+        if other.gone.is_some() {
+            self.gone = other.gone;
+        }
+    }
+}
+
+/// The member that holds an instance's previous value under `showChanges`.
+fn previous_member(ty: &str) -> (&'static str, &'static str) {
+    match ty {
+        "Relationship" => ("object", "previousObject"),
+        "LanguageProperty" => ("languageMap", "previousLanguageMap"),
+        "JsonProperty" => ("json", "previousJson"),
+        "VocabProperty" => ("vocab", "previousVocab"),
+        "ListProperty" => ("valueList", "previousValueList"),
+        "ListRelationship" => ("objectList", "previousObjectList"),
+        _ => ("value", "previousValue"),
+    }
+}
+
 /// How many owed notifications one worker pass takes.
 const PASS: i64 = 2000;
 /// A delivery's time limit.
@@ -423,19 +498,26 @@ impl Service {
         Ok(out)
     }
 
-    /// The notifications a write owes: (subscription, entity, changed
-    /// attributes) for each active subscription the change is news to.
+    /// The notifications a write owes: (subscription, entity, what it
+    /// remembers of the change) for each active subscription the change is
+    /// news to, by the triggers it asked for. `changes` holds each entity as
+    /// it is now (as it was, when deleted), its stream, how it changed, and
+    /// what it was before an update.
     pub(crate) async fn owed_by(
         &self,
-        changed: &[(&Entity, &str)],
+        changes: &[(&Entity, &str, Change, Option<&Entity>)],
     ) -> Result<Vec<(String, String, String)>> {
         let mut out = Vec::new();
-        if changed.is_empty() {
+        if changes.is_empty() {
             return Ok(out);
         }
         let now = rfc3339(self.now());
         for row in self.store.list_subscriptions(None, Some("active")).await? {
             let (s, g) = decode(&row)?;
+            // A periodic subscription is told on its period, not on changes.
+            if s.time_interval.is_some() {
+                continue;
+            }
             if s.expires_at.as_ref().is_some_and(|e| {
                 citytrust_model::ngsi::temporal::instant(e)
                     <= citytrust_model::ngsi::temporal::instant(&now)
@@ -443,11 +525,88 @@ impl Service {
                 continue;
             }
             let Ok(ctx) = s.context() else { continue };
-            for (e, dataset) in changed {
-                let touched: Vec<String> = e.touched.iter().cloned().collect();
-                if g.streams.contains_key(*dataset) && s.matches(e, &touched, &ctx) {
-                    out.push((s.id.clone(), e.id.clone(), encode(&touched)?));
+            let has = |t: &str| match &s.triggers {
+                Some(list) => list.iter().any(|x| x == t),
+                None => DEFAULT_TRIGGERS.contains(&t),
+            };
+            for (e, dataset, kind, before) in changes {
+                if !g.streams.contains_key(*dataset) {
+                    continue;
                 }
+                let mut owed = Owed::default();
+                match kind {
+                    Change::Created => {
+                        if !(has("entityCreated") || has("attributeCreated")) {
+                            continue;
+                        }
+                        owed.changed = e.touched.iter().cloned().collect();
+                    }
+                    Change::Updated => {
+                        if has("entityUpdated")
+                            || has("attributeUpdated")
+                            || has("attributeCreated")
+                        {
+                            owed.changed = e.touched.iter().cloned().collect();
+                        }
+                        if has("attributeDeleted") {
+                            owed.deleted = e.deleted.clone();
+                        }
+                    }
+                    Change::Deleted => {
+                        let entity_deleted = has("entityDeleted");
+                        if !entity_deleted && !has("attributeDeleted") {
+                            continue;
+                        }
+                        if !entity_deleted {
+                            owed.deleted = e
+                                .attrs
+                                .iter()
+                                .filter(|(iri, _)| {
+                                    s.watched.as_ref().is_none_or(|w| w.contains(iri))
+                                })
+                                .flat_map(|(iri, is)| {
+                                    is.iter().map(|i| {
+                                        (iri.clone(), citytrust_model::ngsi::null_instance(i))
+                                    })
+                                })
+                                .collect();
+                        }
+                        owed.gone = Some(Gone {
+                            entity: (*e).clone(),
+                            dataset: dataset.to_string(),
+                            at: now.clone(),
+                            entity_deleted,
+                        });
+                    }
+                }
+                let mut news: Vec<String> = owed.changed.clone();
+                news.extend(owed.deleted.iter().map(|(iri, _)| iri.clone()));
+                if *kind == Change::Deleted && owed.deleted.is_empty() {
+                    news = e.attrs.keys().cloned().collect();
+                }
+                if news.is_empty() && *kind != Change::Deleted {
+                    continue;
+                }
+                if !s.matches(e, &news, &ctx) {
+                    continue;
+                }
+                if s.show_changes
+                    && let Some(before) = before
+                {
+                    for iri in &news {
+                        if let Some(was) = before.attrs.get(iri) {
+                            owed.previous.insert(iri.clone(), was.clone());
+                        }
+                    }
+                }
+                if s.show_changes && *kind == Change::Deleted {
+                    for iri in &news {
+                        if let Some(was) = e.attrs.get(iri) {
+                            owed.previous.insert(iri.clone(), was.clone());
+                        }
+                    }
+                }
+                out.push((s.id.clone(), e.id.clone(), encode(&owed)?));
             }
         }
         Ok(out)
@@ -565,9 +724,50 @@ impl Service {
         Ok(None)
     }
 
+    /// Periodic subscriptions (`timeInterval`) whose period has come round
+    /// are owed every entity they match, as it is now, in the streams they
+    /// were allowed (delivery decides and limits each again).
+    async fn owe_periodic(&self) -> Result<()> {
+        let now_t = self.now();
+        let now = rfc3339(now_t);
+        for mut row in self.store.list_subscriptions(None, Some("active")).await? {
+            let (mut s, g) = decode(&row)?;
+            let Some(every) = s.time_interval else {
+                continue;
+            };
+            let due = s.last_period.as_ref().is_none_or(|last| {
+                time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+                    .map_or(true, |l| l + time::Duration::seconds(every as i64) <= now_t)
+            });
+            if !due || s.paused {
+                continue;
+            }
+            let ctx = s.context()?;
+            let streams: Vec<String> = g.streams.keys().cloned().collect();
+            let mut owed = Vec::new();
+            for e in self.store.stream_entities(&streams).await? {
+                let Ok(entity) = serde_json::from_str::<Entity>(&e.body) else {
+                    continue;
+                };
+                let all: Vec<String> = entity.attrs.keys().cloned().collect();
+                if s.matches(&entity, &all, &ctx) {
+                    owed.push((entity.id.clone(), encode(&all)?));
+                }
+            }
+            s.last_period = Some(now.clone());
+            row.body = encode(&s)?;
+            match self.store.owe_subscription(&row, &owed, &now).await {
+                Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// The worker's pass: deliver what is owed (see the module's header).
     /// Returns how many notifications were sent.
     pub async fn deliver_notifications(&self) -> Result<usize> {
+        self.owe_periodic().await?;
         let now_t = self.now();
         let now = rfc3339(now_t);
         let due = self.store.due_notifications(&now, PASS).await?;
@@ -666,18 +866,36 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::Internal("the subscriber is gone".into()))?;
         let ctx = s.context()?;
-        let mut ids: Vec<String> = owed.iter().map(|o| o.entity_id.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        let mut changed: HashMap<String, Vec<String>> = HashMap::new();
+        // What each entity owes, merged (several changes may be owed at once).
+        let mut what: BTreeMap<String, Owed> = BTreeMap::new();
         for o in owed {
-            let c: Vec<String> = serde_json::from_str(&o.changed).unwrap_or_default();
-            changed.entry(o.entity_id.clone()).or_default().extend(c);
+            what.entry(o.entity_id.clone())
+                .or_default()
+                .absorb(Owed::read(&o.changed));
+        }
+        let live: Vec<String> = what
+            .iter()
+            .filter(|(_, w)| w.gone.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Each entity as it is now (or as it was, deleted), with its stream.
+        let mut entities: Vec<(Entity, String)> = Vec::new();
+        for row in self.store.get_entities(&live).await? {
+            let entity: Entity = serde_json::from_str(&row.body)
+                .map_err(|e| ServiceError::Internal(format!("stored entity: {e}")))?;
+            entities.push((entity, row.dataset_id.clone()));
+        }
+        for w in what.values() {
+            if let Some(g) = &w.gone {
+                entities.push((g.entity.clone(), g.dataset.clone()));
+            }
         }
         let rendering = Rendering {
             key_values: s.key_values,
-            sys_attrs: false,
+            sys_attrs: s.sys_attrs,
             attrs: s.attributes.clone(),
+            pick: s.pick.clone(),
+            omit: s.omit.clone(),
             ..Default::default()
         };
         let mut decided: HashMap<
@@ -689,12 +907,15 @@ impl Service {
             ),
         > = HashMap::new();
         let mut data = Vec::new();
-        for row in self.store.get_entities(&ids).await? {
-            if !g.streams.contains_key(&row.dataset_id) {
+        for (entity, dataset_id) in entities {
+            if !g.streams.contains_key(&dataset_id) {
                 continue;
             }
-            if !decided.contains_key(&row.dataset_id) {
-                let Some(d) = self.store.get_dataset(&row.dataset_id).await? else {
+            let Some(w) = what.get(&entity.id) else {
+                continue;
+            };
+            if !decided.contains_key(&dataset_id) {
+                let Some(d) = self.store.get_dataset(&dataset_id).await? else {
                     continue;
                 };
                 let grant = self
@@ -706,37 +927,119 @@ impl Service {
                     )
                     .await?;
                 let scope = self.subject_scope(&actor, &d, &grant).await?;
-                decided.insert(row.dataset_id.clone(), (d, grant, scope));
+                decided.insert(dataset_id.clone(), (d, grant, scope));
             }
-            let Some((d, grant, scope)) = decided.get(&row.dataset_id) else {
+            let Some((d, grant, scope)) = decided.get(&dataset_id) else {
                 continue;
             };
-            let entity: Entity = serde_json::from_str(&row.body)
-                .map_err(|e| ServiceError::Internal(format!("stored entity: {e}")))?;
             // Whose entity: decided on the whole entity, before the column limit.
             if !crate::streams::admitted(&entity, d, scope.as_ref()) {
                 continue;
             }
-            let visible = crate::streams::limited(&entity, grant);
+            let entity_deleted = w.gone.as_ref().is_some_and(|g| g.entity_deleted);
+            // What is told: the entity now (a deleted one: nothing of its
+            // attributes but those deleted), with each deleted instance as
+            // NGSI-LD Null.
+            let mut told = entity.clone();
+            if w.gone.is_some() {
+                told.attrs.clear();
+            }
+            for (iri, null) in &w.deleted {
+                told.attrs
+                    .entry(iri.clone())
+                    .or_default()
+                    .push(null.clone());
+            }
+            let mut visible = crate::streams::limited(&told, grant);
+            if let Some(ds) = &s.dataset_ids {
+                visible.retain_datasets(ds);
+            }
             // Only changes to what the subscriber may see are news to it.
-            let c: Vec<String> = changed
-                .get(&visible.id)
+            let news: Vec<String> = w
+                .changed
+                .iter()
+                .chain(w.deleted.iter().map(|(iri, _)| iri))
+                .filter(|a| visible.attrs.contains_key(*a))
                 .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| visible.attrs.contains_key(a))
                 .collect();
-            if c.is_empty() {
+            if news.is_empty() && !entity_deleted {
                 continue;
             }
-            if !s.matches(&visible, &c, &ctx) {
+            // q and geoQ are tested on what the subscriber may see of the
+            // entity (as it was, when deleted).
+            let judged = if w.gone.is_some() {
+                crate::streams::limited(&entity, grant)
+            } else {
+                visible.clone()
+            };
+            let all: Vec<String> = judged.attrs.keys().cloned().collect();
+            if !s.matches(&judged, if news.is_empty() { &all } else { &news }, &ctx) {
                 continue;
             }
-            data.push(visible.render(&ctx, &rendering));
+            let mut out = visible.render(&ctx, &rendering);
+            if s.show_changes
+                && let Some(m) = out.as_object_mut()
+            {
+                for (iri, was) in &w.previous {
+                    if !visible.attrs.contains_key(iri) {
+                        continue;
+                    }
+                    let name = ctx.compact(iri);
+                    let set = |inst: &mut Value| {
+                        let ds = inst.get("datasetId").cloned();
+                        let ty = inst
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Property")
+                            .to_string();
+                        let (member, previous) = previous_member(&ty);
+                        if let Some(before) = was
+                            .iter()
+                            .find(|b| b.get("datasetId").cloned() == ds)
+                            .and_then(|b| {
+                                b.get(member)
+                                    .or_else(|| citytrust_model::ngsi::instance_value(b))
+                            })
+                            && let Some(o) = inst.as_object_mut()
+                        {
+                            let before = if ty == "VocabProperty" {
+                                citytrust_model::ngsi::compact_vocab(&ctx, before)
+                            } else {
+                                before.clone()
+                            };
+                            o.insert(previous.into(), before);
+                        }
+                    };
+                    match m.get_mut(&name) {
+                        Some(Value::Array(items)) => items.iter_mut().for_each(set),
+                        Some(one @ Value::Object(_)) => set(one),
+                        _ => {}
+                    }
+                }
+            }
+            if let (Some(gone), Some(m)) = (&w.gone, out.as_object_mut()) {
+                m.insert("deletedAt".into(), gone.at.clone().into());
+            }
+            data.push((visible, out));
         }
         if data.is_empty() {
             return Ok(None);
         }
+        // Linked entities (notification.join): read as the subscriber may.
+        let join_rendering = Rendering {
+            join: s.join,
+            ..rendering.clone()
+        };
+        let roots: Vec<&Entity> = data.iter().map(|(e, _)| e).collect();
+        let linked = self
+            .linked_entities(&actor, g.purpose.as_deref(), false, &roots, &join_rendering)
+            .await?;
+        let data: Vec<Value> = crate::streams::with_linked(
+            data.iter().map(|(e, v)| (e, v.clone())).collect(),
+            &ctx,
+            &join_rendering,
+            &linked,
+        );
         let notification = json!({
             "id": format!("urn:ngsi-ld:Notification:{}", random_hex::<12>()?),
             "type": "Notification",
@@ -746,13 +1049,17 @@ impl Service {
         });
         let ld = s.accept == "application/ld+json";
         let mut notification = notification;
+        // The context named for the receiver: `jsonldContext`, else the one
+        // the subscription was made under (terms compacted with the latter).
+        let named: Value = match &s.jsonld_context {
+            Some(c) => Value::String(c.clone()),
+            None => ctx
+                .source
+                .clone()
+                .unwrap_or_else(|| citytrust_model::ngsi::CORE_CONTEXT.into()),
+        };
         if ld && let Some(m) = notification.as_object_mut() {
-            m.insert(
-                "@context".into(),
-                ctx.source
-                    .clone()
-                    .unwrap_or_else(|| citytrust_model::ngsi::CORE_CONTEXT.into()),
-            );
+            m.insert("@context".into(), named.clone());
         }
         // Checked again at each delivery: a name may resolve elsewhere now.
         self.check_endpoint(&s.endpoint).await?;
@@ -762,6 +1069,7 @@ impl Service {
         let nonce = new_nonce()?;
         let streams: Vec<Value> = decided
             .values()
+            .chain(linked.reads.iter().filter(|(d, _, _)| !decided.contains_key(&d.id)))
             .map(|(d, grant, scope)| {
                 let mut v = json!({
                     "dataset": d.id, "purpose": grant.purpose, "level": grant.level.as_str(),
@@ -805,9 +1113,21 @@ impl Service {
             )
             .header("citytrust-log-entry", log_index.to_string())
             .header("citytrust-log-nonce", nonce);
+        for (k, v) in &s.receiver_info {
+            // Names and values that are not valid in HTTP are left out.
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                req = req.header(k, v);
+            }
+        }
         if !ld {
-            let url = match &ctx.source {
-                Some(Value::String(u)) => u.clone(),
+            let url = match &named {
+                Value::String(u) => u.clone(),
+                Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+                    a[0].as_str().unwrap_or_default().to_string()
+                }
                 _ => citytrust_model::ngsi::CORE_CONTEXT.to_string(),
             };
             req = req.header(

@@ -504,6 +504,47 @@ impl Store {
         Ok(())
     }
 
+    /// Replace a subscription read at `row.revision` and owe it notifications
+    /// of these (entity, changed attributes as JSON), due at `now`, together.
+    pub async fn owe_subscription(
+        &self,
+        row: &SubscriptionRow,
+        owed: &[(String, String)],
+        now: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
+             WHERE id = $2 AND revision = $3",
+        )
+        .bind(&row.body)
+        .bind(&row.id)
+        .bind(row.revision)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "subscription '{}'",
+                row.id
+            )));
+        }
+        for (entity, changed) in owed {
+            sqlx::query(
+                "INSERT INTO ngsi_notifications (subscription_id, entity_id, changed, created_at, next_attempt_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $4, 0)",
+            )
+            .bind(&row.id)
+            .bind(entity)
+            .bind(changed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn delete_subscription(&self, id: &str, entry: &NewLogEntry<'_>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM ngsi_subscriptions WHERE id = $1")

@@ -190,6 +190,12 @@ struct StorageArgs {
     /// its own network).
     #[arg(long, env = "CITYTRUST_PRIVATE_NOTIFICATIONS")]
     allow_private_notifications: bool,
+    /// The most instances of one attribute an NGSI-LD temporal answer holds;
+    /// a longer answer is cut to a page (206 Partial Content with its
+    /// Content-Range) and the client asks for the next.
+    #[arg(long, env = "CITYTRUST_TEMPORAL_PAGE", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    temporal_page: u32,
     /// Data directory (holds the SQLite database unless --database-url is given).
     #[arg(long, env = "CITYTRUST_DATA", default_value = "./citytrust-data")]
     data: PathBuf,
@@ -669,6 +675,7 @@ async fn open_with(
         witnessing: Some(witnessing),
         witness_policy,
         private_notifications: storage.allow_private_notifications,
+        temporal_page: storage.temporal_page as usize,
         ..Settings::default()
     };
     let service = Service::new(store, clock, settings).await?;

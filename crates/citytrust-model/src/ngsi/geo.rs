@@ -57,8 +57,14 @@ impl GeoQuery {
                         .ok()
                         .filter(|m: &f64| m.is_finite() && *m >= 0.0)
                         .ok_or_else(|| bad(format!("'{v}' is not a distance in metres")))?;
+                    if max.is_some() || min.is_some() {
+                        return Err(bad("near takes one of maxDistance and minDistance".into()));
+                    }
                     match k {
-                        "maxDistance" => max = Some(m),
+                        "maxDistance" if m > 0.0 => max = Some(m),
+                        "maxDistance" => {
+                            return Err(bad("maxDistance is more than 0 metres".into()));
+                        }
                         "minDistance" => min = Some(m),
                         other => {
                             return Err(bad(format!(
@@ -204,7 +210,7 @@ fn same_geometry(a: &Value, b: &Value) -> bool {
 }
 
 /// Great-circle distance in metres.
-fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+pub(crate) fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (lat1, lat2) = (a.1.to_radians(), b.1.to_radians());
     let dlat = lat2 - lat1;
     let dlon = (b.0 - a.0).to_radians();

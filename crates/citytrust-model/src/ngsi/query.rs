@@ -365,6 +365,26 @@ impl Q {
     pub fn matches(&self, e: &Entity) -> bool {
         eval(&self.0, e)
     }
+
+    /// Whether it tests only system members (`createdAt`, `modifiedAt`, …).
+    pub fn system_only(&self) -> bool {
+        fn paths(e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::And(p) | Expr::Or(p) => p.iter().for_each(|x| paths(x, out)),
+                Expr::Term(Term::Exists(p) | Term::Compare(p, _, _) | Term::Pattern(p, _, _)) => {
+                    out.push(p.attr.clone())
+                }
+            }
+        }
+        let mut all = Vec::new();
+        paths(&self.0, &mut all);
+        !all.is_empty()
+            && all.iter().all(|a| {
+                ["createdAt", "modifiedAt", "deletedAt", "observedAt"]
+                    .iter()
+                    .any(|s| a == s || a.ends_with(&format!("/{s}")))
+            })
+    }
 }
 
 fn eval(expr: &Expr, e: &Entity) -> bool {
@@ -380,30 +400,35 @@ fn values<'a>(p: &Path, e: &'a Entity) -> Vec<&'a Value> {
     let Some(instances) = e.attrs.get(&p.attr) else {
         return Vec::new();
     };
-    instances
-        .iter()
-        .filter_map(|i| {
-            let mut v = match &p.sub {
-                None => instance_value(i)?,
-                Some(s) if s.contains(':') => {
-                    let sub = i.get(s)?.as_object()?;
-                    instance_value(sub)?
-                }
-                Some(s) => i.get(s)?,
-            };
-            for k in &p.keys {
-                v = v.get(k)?;
+    let mut out = Vec::new();
+    for i in instances {
+        let v = match &p.sub {
+            None => instance_value(i),
+            Some(s) if s.contains(':') => {
+                i.get(s).and_then(Value::as_object).and_then(instance_value)
             }
-            Some(v)
-        })
-        .collect()
+            Some(s) => i.get(s),
+        };
+        // `[*]`: every member (a LanguageProperty's strings in all languages).
+        let mut reached: Vec<&Value> = v.into_iter().collect();
+        for k in &p.keys {
+            reached = reached
+                .into_iter()
+                .flat_map(|v| match (k.as_str(), v) {
+                    ("*", Value::Object(m)) => m.values().collect::<Vec<_>>(),
+                    _ => v.get(k).into_iter().collect(),
+                })
+                .collect();
+        }
+        out.extend(reached);
+    }
+    out
 }
 
 fn cmp(v: &Value, o: &Operand) -> Option<std::cmp::Ordering> {
     match (v, o) {
         (Value::Number(n), Operand::Number(x)) => n.as_f64()?.partial_cmp(x),
         (Value::String(s), Operand::Text(t)) => Some(compare_text(s, t)),
-        (Value::String(s), Operand::Number(x)) => s.parse::<f64>().ok()?.partial_cmp(x),
         (Value::Bool(b), Operand::Bool(x)) => Some(b.cmp(x)),
         _ => None,
     }
@@ -440,9 +465,14 @@ fn term(t: &Term, e: &Entity) -> bool {
         Term::Pattern(p, want, re) => values(p, e)
             .iter()
             .any(|v| v.as_str().is_some_and(|s| re.is_match(s) == *want)),
+        // `!=`: the attribute is there and no value of it equals.
+        Term::Compare(p, Op::Ne, o) => {
+            let vs = values(p, e);
+            !vs.is_empty() && !vs.iter().any(|v| equal(v, o))
+        }
         Term::Compare(p, op, o) => values(p, e).iter().any(|v| match op {
             Op::Eq => equal(v, o),
-            Op::Ne => !equal(v, o),
+            Op::Ne => false,
             Op::Gt => cmp(v, o).is_some_and(|c| c.is_gt()),
             Op::Ge => cmp(v, o).is_some_and(|c| c.is_ge()),
             Op::Lt => cmp(v, o).is_some_and(|c| c.is_lt()),
@@ -450,6 +480,205 @@ fn term(t: &Term, e: &Entity) -> bool {
             Op::Match | Op::NotMatch => false,
         }),
     }
+}
+
+/// `scopeQ` (4.19): scopes joined by `;` (and), `,` or `|` (or), grouped
+/// by parentheses; in a scope, `+` stands for one level and a final `#` for
+/// the level before it and any below (`/#`: any scope at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeQ {
+    And(Vec<ScopeQ>),
+    Or(Vec<ScopeQ>),
+    /// One scope's levels.
+    Scope(Vec<String>),
+}
+
+impl ScopeQ {
+    pub fn parse(s: &str) -> R<ScopeQ> {
+        let chars: Vec<char> = s.chars().collect();
+        let mut pos = 0;
+        let q = Self::or(&chars, &mut pos, 0)?;
+        if pos != chars.len() {
+            return Err(NgsiError::bad(format!(
+                "scopeQ '{s}': unexpected '{}' at position {}",
+                chars[pos],
+                pos + 1
+            )));
+        }
+        Ok(q)
+    }
+
+    fn or(c: &[char], pos: &mut usize, depth: usize) -> R<ScopeQ> {
+        let mut parts = vec![Self::and(c, pos, depth)?];
+        while *pos < c.len() && matches!(c[*pos], ',' | '|') {
+            *pos += 1;
+            parts.push(Self::and(c, pos, depth)?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            ScopeQ::Or(parts)
+        })
+    }
+
+    fn and(c: &[char], pos: &mut usize, depth: usize) -> R<ScopeQ> {
+        let mut parts = vec![Self::atom(c, pos, depth)?];
+        while *pos < c.len() && c[*pos] == ';' {
+            *pos += 1;
+            parts.push(Self::atom(c, pos, depth)?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            ScopeQ::And(parts)
+        })
+    }
+
+    fn atom(c: &[char], pos: &mut usize, depth: usize) -> R<ScopeQ> {
+        if depth > 16 {
+            return Err(NgsiError::bad("scopeQ nests too deeply"));
+        }
+        if *pos < c.len() && c[*pos] == '(' {
+            *pos += 1;
+            let inner = Self::or(c, pos, depth + 1)?;
+            if *pos >= c.len() || c[*pos] != ')' {
+                return Err(NgsiError::bad("scopeQ: a '(' is not closed"));
+            }
+            *pos += 1;
+            return Ok(inner);
+        }
+        let start = *pos;
+        while *pos < c.len() && !matches!(c[*pos], ',' | '|' | ';' | '(' | ')') {
+            *pos += 1;
+        }
+        let text: String = c[start..*pos].iter().collect();
+        let bad = || {
+            NgsiError::bad(format!(
+                "scopeQ: '{text}' is not a scope (/Level/Level…, a level being a name, + or a final #)"
+            ))
+        };
+        let levels: Vec<String> = text
+            .strip_prefix('/')
+            .ok_or_else(bad)?
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        let n = levels.len();
+        for (i, l) in levels.iter().enumerate() {
+            let ok = l == "+"
+                || (l == "#" && i + 1 == n)
+                || (l.chars().next().is_some_and(char::is_alphabetic)
+                    && l.chars().all(|c| c.is_alphanumeric() || c == '_'));
+            if !ok {
+                return Err(bad());
+            }
+        }
+        Ok(ScopeQ::Scope(levels))
+    }
+
+    /// Whether an entity with these scopes answers it.
+    pub fn matches(&self, scopes: &[String]) -> bool {
+        match self {
+            ScopeQ::And(p) => p.iter().all(|q| q.matches(scopes)),
+            ScopeQ::Or(p) => p.iter().any(|q| q.matches(scopes)),
+            ScopeQ::Scope(pattern) => scopes.iter().any(|s| scope_matches(pattern, s)),
+        }
+    }
+}
+
+fn scope_matches(pattern: &[String], scope: &str) -> bool {
+    let levels: Vec<&str> = scope.trim_start_matches('/').split('/').collect();
+    for (i, p) in pattern.iter().enumerate() {
+        if p == "#" {
+            return levels.len() >= i && !scope.is_empty();
+        }
+        match levels.get(i) {
+            Some(l) if p == "+" || p == l => {}
+            _ => return false,
+        }
+    }
+    levels.len() == pattern.len()
+}
+
+/// What an `orderBy` key orders by.
+#[derive(Debug, Clone)]
+enum OrderBy {
+    /// `id`, `type`, `createdAt` or `modifiedAt`.
+    Member(&'static str),
+    /// An attribute's value, a sub-attribute's, or a key into it (as in `q`).
+    Value(Path),
+    /// Distance from `orderFrom` to a GeoProperty (expanded).
+    Distance(String),
+}
+
+/// One `orderBy` key: what, and whether descending.
+#[derive(Debug, Clone)]
+pub struct OrderKey {
+    by: OrderBy,
+    desc: bool,
+}
+
+/// A value as ordering sees it: numbers, then text, then anything else,
+/// then nothing (absent values come last either way).
+#[derive(Debug, Clone, PartialEq)]
+enum SortValue {
+    Number(f64),
+    Text(String),
+    Other(String),
+    Absent,
+}
+
+impl SortValue {
+    fn of(v: Option<&Value>) -> SortValue {
+        match v {
+            None | Some(Value::Null) => SortValue::Absent,
+            Some(Value::Number(n)) => n.as_f64().map_or(SortValue::Absent, SortValue::Number),
+            Some(Value::String(s)) => SortValue::Text(s.clone()),
+            Some(other) => SortValue::Other(other.to_string()),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            SortValue::Number(_) => 0,
+            SortValue::Text(_) => 1,
+            SortValue::Other(_) => 2,
+            SortValue::Absent => 3,
+        }
+    }
+}
+
+/// Text folded for a collation: accents and case set aside (then restored
+/// as tie-breakers by the caller).
+fn folded(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    s.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A BCP 47 language tag, as far as its shape goes (`de-u-co-phonebk`, `und`).
+fn language_tag(s: &str) -> bool {
+    let mut parts = s.split('-');
+    parts
+        .next()
+        .is_some_and(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphabetic()))
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The first position of a GeoJSON geometry (a Point's own).
+fn first_position(g: &Value) -> Option<(f64, f64)> {
+    let mut c = g.get("coordinates")?;
+    while let Some(first) = c
+        .as_array()
+        .and_then(|a| a.first())
+        .filter(|f| f.is_array())
+    {
+        c = first;
+    }
+    let a = c.as_array()?;
+    Some((a.first()?.as_f64()?, a.get(1)?.as_f64()?))
 }
 
 /// What `GET /entities` asks for, parsed under the request's context.
@@ -468,6 +697,19 @@ pub struct EntityQuery {
     pub count: bool,
     /// Only this stream's entities (a CityTrust parameter, `stream`).
     pub stream: Option<String>,
+    pub scope_q: Option<ScopeQ>,
+    /// `type=*`: every type (4.17).
+    pub any_type: bool,
+    /// `local`: this broker's entities only (all it has: it federates no
+    /// context sources); `true` lets a query name nothing else.
+    pub local: Option<bool>,
+    /// `orderBy`, in order of precedence (empty: by id).
+    pub order: Vec<OrderKey>,
+    /// `orderFrom`: the point distances are measured from (lon, lat).
+    pub order_from: Option<(f64, f64)>,
+    /// `collation`: text compared folded (accents and case second); `None`:
+    /// by code point.
+    pub collation: Option<String>,
 }
 
 impl EntityQuery {
@@ -486,6 +728,7 @@ impl EntityQuery {
         };
         for (k, v) in params {
             match k.as_str() {
+                "type" if v.trim() == "*" => q.any_type = true,
                 "type" => {
                     // `A,B` and `A|B` both mean either.
                     q.types = v
@@ -513,7 +756,23 @@ impl EntityQuery {
                             })?,
                     );
                 }
-                "attrs" => q.attrs = Some(list(v).iter().map(|a| ctx.expand(a)).collect()),
+                "attrs" => {
+                    let names = list(v);
+                    if let Some(core) = names
+                        .iter()
+                        .find(|a| matches!(a.as_str(), "id" | "type" | "scope" | "@id" | "@type"))
+                    {
+                        return Err(NgsiError::bad(format!(
+                            "attrs names attributes; '{core}' is a core member"
+                        )));
+                    }
+                    q.attrs = Some(names.iter().map(|a| ctx.expand(a)).collect());
+                }
+                "csf" => {
+                    // No context sources are registered here: a well-formed
+                    // filter selects none; a malformed one is an error.
+                    Q::parse(v, ctx).map_err(|e| NgsiError::bad(format!("csf: {}", e.detail)))?;
+                }
                 "q" => q.q = Some(Q::parse(v, ctx)?),
                 "limit" => {
                     let n: usize = v
@@ -536,6 +795,45 @@ impl EntityQuery {
                         .map_err(|_| NgsiError::bad(format!("offset '{v}' is not a number")))?;
                 }
                 "count" => q.count = v == "true",
+                "scopeQ" => q.scope_q = Some(ScopeQ::parse(v)?),
+                "local" => {
+                    q.local = Some(match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(NgsiError::bad(format!("local '{v}' is true or false"))),
+                    })
+                }
+                "orderBy" => q.order = Self::order_keys(v, ctx)?,
+                "orderFrom" => {
+                    let nums: Vec<f64> = v
+                        .trim()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .split(',')
+                        .map(|n| n.trim().parse::<f64>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| {
+                            NgsiError::bad(format!("orderFrom '{v}' is not a position [lon,lat]"))
+                        })?;
+                    match nums.as_slice() {
+                        [lon, lat] if lon.abs() <= 180.0 && lat.abs() <= 90.0 => {
+                            q.order_from = Some((*lon, *lat));
+                        }
+                        _ => {
+                            return Err(NgsiError::bad(format!(
+                                "orderFrom '{v}' is not a position [lon,lat]"
+                            )));
+                        }
+                    }
+                }
+                "collation" => {
+                    if !language_tag(v) {
+                        return Err(NgsiError::bad(format!(
+                            "collation '{v}' is not a language tag (BCP 47)"
+                        )));
+                    }
+                    q.collation = Some(v.clone());
+                }
                 "stream" => q.stream = Some(v.clone()),
                 _ => {}
             }
@@ -577,7 +875,14 @@ impl EntityQuery {
                     }
                 }
             });
+            q.check_order()?;
             return Ok(q);
+        }
+        q.check_order()?;
+        if q.any_type && q.local == Some(false) {
+            return Err(NgsiError::bad(
+                "type=* asks for every type this broker holds: it is not given with local=false",
+            ));
         }
         match (get("georel"), get("geometry"), get("coordinates")) {
             (None, None, None) => {}
@@ -599,28 +904,208 @@ impl EntityQuery {
         Ok(q)
     }
 
-    /// Whether the query names enough to run (NGSI-LD asks for one of these).
+    fn order_keys(v: &str, ctx: &Context) -> R<Vec<OrderKey>> {
+        let mut keys = Vec::new();
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (what, dir) = item.split_once(';').unwrap_or((item, "asc"));
+            let (desc, distance) = match dir.trim() {
+                "asc" => (false, false),
+                "desc" => (true, false),
+                "dist-asc" => (false, true),
+                "dist-desc" => (true, true),
+                other => {
+                    return Err(NgsiError::bad(format!(
+                        "orderBy '{item}': '{other}' is not asc, desc, dist-asc or dist-desc"
+                    )));
+                }
+            };
+            let what = what.trim();
+            let by = match what {
+                "id" | "type" | "createdAt" | "modifiedAt" if !distance => {
+                    OrderBy::Member(match what {
+                        "id" => "id",
+                        "type" => "type",
+                        "createdAt" => "createdAt",
+                        _ => "modifiedAt",
+                    })
+                }
+                _ if distance => OrderBy::Distance(ctx.expand(what)),
+                _ => {
+                    let mut parser = Parser {
+                        s: what.as_bytes(),
+                        text: what,
+                        pos: 0,
+                        ctx,
+                        depth: 0,
+                    };
+                    let path = parser.path()?;
+                    if parser.pos != what.len() {
+                        return Err(NgsiError::bad(format!(
+                            "orderBy '{what}' is not an attribute path"
+                        )));
+                    }
+                    OrderBy::Value(path)
+                }
+            };
+            keys.push(OrderKey { by, desc });
+        }
+        if keys.is_empty() {
+            return Err(NgsiError::bad("orderBy names at least one key"));
+        }
+        Ok(keys)
+    }
+
+    /// Check what ordering needs: a point to measure distances from.
+    pub fn check_order(&self) -> R<()> {
+        if self
+            .order
+            .iter()
+            .any(|k| matches!(k.by, OrderBy::Distance(_)))
+            && self.order_from.is_none()
+        {
+            return Err(NgsiError::bad(
+                "ordering by distance (dist-asc, dist-desc) needs orderFrom",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether it orders by anything but the entity id (the temporal API
+    /// orders by id alone).
+    pub fn orders_by_more_than_id(&self) -> bool {
+        self.order
+            .iter()
+            .any(|k| !matches!(k.by, OrderBy::Member("id")))
+    }
+
+    /// Whether it orders by id, descending (first).
+    pub fn by_id_descending(&self) -> bool {
+        self.order
+            .first()
+            .is_some_and(|k| k.desc && matches!(k.by, OrderBy::Member("id")))
+    }
+
+    fn sort_value(&self, by: &OrderBy, e: &Entity) -> SortValue {
+        match by {
+            OrderBy::Member("id") => SortValue::Text(e.id.clone()),
+            OrderBy::Member("type") => {
+                SortValue::Text(e.types.first().cloned().unwrap_or_default())
+            }
+            OrderBy::Member("createdAt") => SortValue::Text(e.created_at.clone()),
+            OrderBy::Member(_) => SortValue::Text(e.modified_at.clone()),
+            OrderBy::Value(p) => SortValue::of(values(p, e).first().copied()),
+            OrderBy::Distance(iri) => {
+                match (self.order_from, e.value_of(iri).and_then(first_position)) {
+                    (Some(from), Some(at)) => SortValue::Number(super::geo::haversine(from, at)),
+                    _ => SortValue::Absent,
+                }
+            }
+        }
+    }
+
+    fn compare_text(&self, a: &str, b: &str) -> std::cmp::Ordering {
+        match &self.collation {
+            None => a.cmp(b),
+            Some(_) => folded(a).cmp(&folded(b)).then_with(|| a.cmp(b)),
+        }
+    }
+
+    /// The order `orderBy` asks for between two entities (ties: by id).
+    pub fn order(&self, a: &Entity, b: &Entity) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for k in &self.order {
+            let (x, y) = (self.sort_value(&k.by, a), self.sort_value(&k.by, b));
+            let o = match (&x, &y) {
+                (SortValue::Absent, SortValue::Absent) => Ordering::Equal,
+                (SortValue::Absent, _) => return Ordering::Greater,
+                (_, SortValue::Absent) => return Ordering::Less,
+                (SortValue::Number(m), SortValue::Number(n)) => m.total_cmp(n),
+                (SortValue::Text(m), SortValue::Text(n)) => self.compare_text(m, n),
+                (SortValue::Other(m), SortValue::Other(n)) => m.cmp(n),
+                _ => x.rank().cmp(&y.rank()),
+            };
+            let o = if k.desc { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.id.cmp(&b.id)
+    }
+
+    /// Whether the query names enough to run: a type, attributes (not
+    /// system ones alone), a `q` (on more than system members), or a
+    /// geo-query (NGSI-LD 5.7.2; ids alone do not bound it), or a stream.
     pub fn is_bounded(&self) -> bool {
+        const SYSTEM: &[&str] = &["createdAt", "modifiedAt", "deletedAt", "observedAt"];
+        let system = |a: &String| {
+            SYSTEM
+                .iter()
+                .any(|s| a == s || a.ends_with(&format!("/{s}")))
+        };
         !self.types.is_empty()
-            || self.attrs.is_some()
-            || self.q.is_some()
+            || self.attrs.as_ref().is_some_and(|a| !a.iter().all(system))
+            || self.q.as_ref().is_some_and(|q| !q.system_only())
             || self.geo.is_some()
-            || !self.ids.is_empty()
-            || self.id_pattern.is_some()
             || self.stream.is_some()
+            || self.any_type
+            || self.local == Some(true)
     }
 
     /// Whether an entity answers it.
     pub fn matches(&self, e: &Entity) -> bool {
         (self.types.is_empty() || e.types.iter().any(|t| self.types.contains(t)))
             && (self.ids.is_empty() || self.ids.contains(&e.id))
-            && self.id_pattern.as_ref().is_none_or(|re| re.is_match(&e.id))
+            // Ids, when given, take precedence over idPattern.
+            && (!self.ids.is_empty() || self.id_pattern.as_ref().is_none_or(|re| re.is_match(&e.id)))
             && self
                 .attrs
                 .as_ref()
                 .is_none_or(|a| a.iter().any(|a| e.attrs.contains_key(a)))
             && self.q.as_ref().is_none_or(|q| q.matches(e))
             && self.geo.as_ref().is_none_or(|g| g.matches(e))
+            && self
+                .scope_q
+                .as_ref()
+                .is_none_or(|q| e.scope.as_ref().is_some_and(|s| q.matches(s)))
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::ScopeQ;
+
+    #[test]
+    fn scope_queries_follow_the_grammar() {
+        let both = [
+            "/Madrid/Gardens/ParqueNorte".to_string(),
+            "/CompanyA/OrganizationB/UnitC".to_string(),
+        ];
+        let one = ["/Madrid/Gardens/ParqueNorte".to_string()];
+        for (q, want_both, want_one) in [
+            ("/Madrid/Gardens/ParqueNorte", true, true),
+            ("/Madrid/+/ParqueNorte", true, true),
+            ("/CompanyA/#", true, false),
+            ("/#", true, true),
+            (
+                "/Madrid/Gardens/ParqueNorte;/CompanyA/OrganizationB/UnitC",
+                true,
+                false,
+            ),
+            (
+                "/Madrid/Gardens/ParqueNorte,/CompanyA/OrganizationB/UnitC",
+                true,
+                true,
+            ),
+            ("(/Madrid/#;/CompanyA/+/UnitC)|/X", true, false),
+            ("/Madrid", false, false),
+        ] {
+            let s = ScopeQ::parse(q).unwrap();
+            assert_eq!(s.matches(&both), want_both, "{q}");
+            assert_eq!(s.matches(&one), want_one, "{q}");
+        }
+        for bad in ["Madrid", "/a/#/b", "(/a", "/a)", "/1a", ""] {
+            assert!(ScopeQ::parse(bad).is_err(), "{bad}");
+        }
     }
 }
 

@@ -53,10 +53,49 @@ pub struct Subscription {
     /// Seconds between two notifications at least.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttling: Option<u64>,
+    /// Periodic: every so many seconds, the matching entities as they are
+    /// (instead of on each change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_interval: Option<u64>,
+    /// The kinds of change notified (`notificationTrigger`); `None`: the default ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<Vec<String>>,
+    /// The context notifications are compacted with (`jsonldContext`), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonld_context: Option<String>,
+    /// Only attribute instances with these datasetIds (`@none`: the default instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_ids: Option<Vec<String>>,
+    /// `notification.pick` / `omit`: core members as named, attributes expanded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pick: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omit: Option<Vec<String>>,
+    /// `notification.sysAttrs`: createdAt and modifiedAt in what is sent.
+    #[serde(default)]
+    pub sys_attrs: bool,
+    /// `notification.join` / `joinLevel`: linked entities in what is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<super::Join>,
+    /// `notification.showChanges`: each changed attribute with its previous value.
+    #[serde(default)]
+    pub show_changes: bool,
+    /// When a periodic subscription was last owed its entities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_period: Option<String>,
+    /// `endpoint.receiverInfo`: headers sent with each notification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receiver_info: Vec<(String, String)>,
+    /// `endpoint.notifierInfo`: kept and shown (HTTP needs none of it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifier_info: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// The subscriber paused it (`isActive: false`).
     pub paused: bool,
+    /// `isActive` was given (it is shown only then, or when paused).
+    #[serde(default)]
+    pub active_given: bool,
     /// The `@context` it was made under (`None`: the core context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
@@ -120,7 +159,96 @@ const MEMBERS: &[&str] = &[
     "lastSuccess",
     "lastFailure",
     "jsonldContext",
+    "datasetId",
 ];
+
+/// `%XX` escapes decoded (an invalid escape, or invalid UTF-8, is kept as it is).
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+/// The values `notificationTrigger` takes (5.2.12).
+const TRIGGERS: &[&str] = &[
+    "entityCreated",
+    "entityUpdated",
+    "entityDeleted",
+    "attributeCreated",
+    "attributeUpdated",
+    "attributeDeleted",
+];
+
+/// `key`/`value` pairs (`receiverInfo`, `notifierInfo`), both strings.
+fn key_values(v: &Value, what: &str) -> R<Vec<(String, String)>> {
+    let bad = || {
+        NgsiError::bad(format!(
+            "{what} is a list of {{\"key\": string, \"value\": string}}"
+        ))
+    };
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|p| match (p.get("key"), p.get("value")) {
+            (Some(Value::String(k)), Some(Value::String(v))) if !k.is_empty() => {
+                Ok((k.clone(), v.clone()))
+            }
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// Headers a notification's receiverInfo may not set: the broker's own
+/// (its log entry and nonce, the body's type and length, the context).
+fn reserved_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("citytrust-")
+        || matches!(
+            n.as_str(),
+            "content-type"
+                | "content-length"
+                | "content-encoding"
+                | "transfer-encoding"
+                | "host"
+                | "link"
+                | "connection"
+                | "te"
+                | "trailer"
+                | "upgrade"
+        )
+}
+
+/// A non-empty list of names (`attributes`, `pick`, `omit`).
+fn names(v: &Value, what: &str) -> R<Vec<String>> {
+    let list = strings(v, what)?;
+    if list.is_empty() {
+        return Err(NgsiError::bad(format!("{what} names at least one member")));
+    }
+    Ok(list)
+}
+
+/// Core members are named as they are; attributes are expanded.
+fn expand_member(ctx: &Context, name: &str) -> String {
+    if matches!(name, "id" | "type" | "scope" | "createdAt" | "modifiedAt") {
+        name.to_string()
+    } else {
+        ctx.expand(name)
+    }
+}
 
 impl Subscription {
     /// Parse a new subscription, or (with `base`) a patch of one.
@@ -143,12 +271,6 @@ impl Subscription {
             && t != "Subscription"
         {
             return Err(NgsiError::bad("a subscription's type is Subscription"));
-        }
-        if m.contains_key("timeInterval") {
-            return Err(NgsiError::new(
-                super::ErrorType::OperationNotSupported,
-                "timeInterval (periodic) subscriptions are not supported: subscribe to changes",
-            ));
         }
         let mut s = match base {
             Some(b) => b.clone(),
@@ -174,8 +296,21 @@ impl Subscription {
                     endpoint: String::new(),
                     accept: "application/json".into(),
                     throttling: None,
+                    time_interval: None,
+                    triggers: None,
+                    jsonld_context: None,
+                    dataset_ids: None,
+                    pick: None,
+                    omit: None,
+                    sys_attrs: false,
+                    show_changes: false,
+                    join: None,
+                    last_period: None,
+                    receiver_info: Vec::new(),
+                    notifier_info: Vec::new(),
                     expires_at: None,
                     paused: false,
+                    active_given: false,
                     context: ctx.source.clone(),
                     status: "active".into(),
                     times_sent: 0,
@@ -258,6 +393,9 @@ impl Subscription {
         }
         if let Some(v) = m.get("q") {
             let q = v.as_str().ok_or_else(|| NgsiError::bad("q is a string"))?;
+            // As in a query string, a q may arrive percent-encoded.
+            let decoded = percent_decoded(q);
+            let q = decoded.as_str();
             Q::parse(q, ctx)?;
             s.q = Some(q.to_string());
         }
@@ -272,6 +410,48 @@ impl Subscription {
                     .ok_or_else(|| NgsiError::bad("throttling is a positive number of seconds"))?,
             );
         }
+        if let Some(v) = m.get("timeInterval") {
+            s.time_interval =
+                Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                    NgsiError::bad("timeInterval is a positive number of seconds")
+                })?);
+        }
+        if s.time_interval.is_some() && (s.watched.is_some() || s.throttling.is_some()) {
+            return Err(NgsiError::bad(
+                "a periodic subscription (timeInterval) has no watchedAttributes and no throttling",
+            ));
+        }
+        if let Some(v) = m.get("notificationTrigger") {
+            let t = names(v, "notificationTrigger")?;
+            if let Some(bad) = t.iter().find(|t| !TRIGGERS.contains(&t.as_str())) {
+                return Err(NgsiError::bad(format!(
+                    "notificationTrigger '{bad}' is not one of {}",
+                    TRIGGERS.join(", ")
+                )));
+            }
+            s.triggers = Some(t);
+        }
+        if let Some(v) = m.get("jsonldContext") {
+            let c = v
+                .as_str()
+                .ok_or_else(|| NgsiError::bad("jsonldContext is the URI of a context"))?;
+            let url = url::Url::parse(c)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            if url.is_none() {
+                return Err(NgsiError::bad(format!(
+                    "jsonldContext '{c}' is not the http(s) URI of a context"
+                )));
+            }
+            s.jsonld_context = Some(c.to_string());
+        }
+        if let Some(v) = m.get("datasetId") {
+            let d = names(v, "datasetId")?;
+            for id in d.iter().filter(|d| *d != "@none") {
+                check_uri("a datasetId", id)?;
+            }
+            s.dataset_ids = Some(d);
+        }
         if let Some(v) = m.get("expiresAt") {
             let e = v
                 .as_str()
@@ -283,6 +463,7 @@ impl Subscription {
             s.expires_at = Some(e.to_string());
         }
         if let Some(v) = m.get("isActive") {
+            s.active_given = true;
             s.paused = !v
                 .as_bool()
                 .ok_or_else(|| NgsiError::bad("isActive is true or false"))?;
@@ -306,9 +487,64 @@ impl Subscription {
             .as_object()
             .ok_or_else(|| NgsiError::bad("notification is an object"))?;
         if let Some(a) = n.get("attributes") {
-            let list = strings(a, "notification.attributes")?;
-            self.attributes =
-                (!list.is_empty()).then(|| list.iter().map(|a| ctx.expand(a)).collect());
+            let list = names(a, "notification.attributes")?;
+            self.attributes = Some(list.iter().map(|a| ctx.expand(a)).collect());
+        }
+        if let Some(p) = n.get("pick") {
+            let list = names(p, "notification.pick")?;
+            self.pick = Some(list.iter().map(|a| expand_member(ctx, a)).collect());
+        }
+        if let Some(p) = n.get("omit") {
+            let list = names(p, "notification.omit")?;
+            self.omit = Some(list.iter().map(|a| expand_member(ctx, a)).collect());
+        }
+        if let (Some(p), Some(o)) = (&self.pick, &self.omit)
+            && let Some(both) = p.iter().find(|p| o.contains(p))
+        {
+            return Err(NgsiError::bad(format!(
+                "notification.pick and notification.omit both name '{}'",
+                ctx.compact(both)
+            )));
+        }
+        if self.attributes.is_some() && (self.pick.is_some() || self.omit.is_some()) {
+            return Err(NgsiError::bad(
+                "notification.attributes is not given with pick or omit (use pick)",
+            ));
+        }
+        if let Some(v) = n.get("sysAttrs") {
+            self.sys_attrs = v
+                .as_bool()
+                .ok_or_else(|| NgsiError::bad("notification.sysAttrs is true or false"))?;
+        }
+        if n.contains_key("join") || n.contains_key("joinLevel") {
+            let level = match n.get("joinLevel") {
+                None => 1,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|l| u32::try_from(l).ok())
+                    .filter(|l| (1..=super::MAX_JOIN_LEVEL).contains(l))
+                    .ok_or_else(|| {
+                        NgsiError::bad(format!(
+                            "notification.joinLevel is a whole number from 1 to {}",
+                            super::MAX_JOIN_LEVEL
+                        ))
+                    })?,
+            };
+            self.join = match n.get("join").and_then(Value::as_str) {
+                Some("inline") => Some(super::Join { flat: false, level }),
+                Some("flat") => Some(super::Join { flat: true, level }),
+                Some("@none") | None => None,
+                Some(other) => {
+                    return Err(NgsiError::bad(format!(
+                        "notification.join '{other}' is inline, flat or @none"
+                    )));
+                }
+            };
+        }
+        if let Some(v) = n.get("showChanges") {
+            self.show_changes = v
+                .as_bool()
+                .ok_or_else(|| NgsiError::bad("notification.showChanges is true or false"))?;
         }
         if let Some(f) = n.get("format") {
             self.key_values = match f.as_str() {
@@ -347,8 +583,26 @@ impl Subscription {
                 }
                 self.accept = a.to_string();
             }
+            if let Some(r) = e.get("receiverInfo") {
+                let pairs = key_values(r, "notification.endpoint.receiverInfo")?;
+                if let Some((k, _)) = pairs.iter().find(|(k, _)| reserved_header(k)) {
+                    return Err(NgsiError::bad(format!(
+                        "receiverInfo may not set the header '{k}': the broker sets it"
+                    )));
+                }
+                self.receiver_info = pairs;
+            }
+            if let Some(r) = e.get("notifierInfo") {
+                self.notifier_info = key_values(r, "notification.endpoint.notifierInfo")?;
+            }
         } else if self.endpoint.is_empty() {
             return Err(NgsiError::bad("notification.endpoint is required"));
+        }
+        if self.show_changes && self.key_values {
+            return Err(NgsiError::bad(
+                "notification.showChanges needs the normalized format: keyValues has no room \
+                 for previous values",
+            ));
         }
         Ok(())
     }
@@ -445,6 +699,24 @@ impl Subscription {
                 a.iter().map(|a| Value::from(ctx.compact(a))).collect(),
             );
         }
+        for (k, list) in [("pick", &self.pick), ("omit", &self.omit)] {
+            if let Some(l) = list {
+                n.insert(
+                    k.into(),
+                    l.iter().map(|a| Value::from(ctx.compact(a))).collect(),
+                );
+            }
+        }
+        if self.sys_attrs {
+            n.insert("sysAttrs".into(), true.into());
+        }
+        if self.show_changes {
+            n.insert("showChanges".into(), true.into());
+        }
+        if let Some(j) = self.join {
+            n.insert("join".into(), if j.flat { "flat" } else { "inline" }.into());
+            n.insert("joinLevel".into(), j.level.into());
+        }
         n.insert(
             "format".into(),
             if self.key_values {
@@ -454,23 +726,40 @@ impl Subscription {
             }
             .into(),
         );
-        n.insert(
-            "endpoint".into(),
-            serde_json::json!({"uri": self.endpoint, "accept": self.accept}),
-        );
-        n.insert(
-            "status".into(),
-            if self
-                .last_failure
-                .as_ref()
-                .is_some_and(|f| self.last_success.as_ref().is_none_or(|s| f > s))
+        let mut endpoint = serde_json::json!({"uri": self.endpoint, "accept": self.accept});
+        for (k, pairs) in [
+            ("receiverInfo", &self.receiver_info),
+            ("notifierInfo", &self.notifier_info),
+        ] {
+            if !pairs.is_empty()
+                && let Some(m) = endpoint.as_object_mut()
             {
-                "failed"
-            } else {
-                "ok"
+                m.insert(
+                    k.into(),
+                    pairs
+                        .iter()
+                        .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+                        .collect(),
+                );
             }
-            .into(),
-        );
+        }
+        n.insert("endpoint".into(), endpoint);
+        // How the last attempt went (nothing to say before the first).
+        if self.last_notification.is_some() {
+            n.insert(
+                "status".into(),
+                if self
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|f| self.last_success.as_ref().is_none_or(|s| f > s))
+                {
+                    "failed"
+                } else {
+                    "ok"
+                }
+                .into(),
+            );
+        }
         n.insert("timesSent".into(), self.times_sent.into());
         for (k, v) in [
             ("lastNotification", &self.last_notification),
@@ -485,10 +774,24 @@ impl Subscription {
         if let Some(t) = self.throttling {
             o.insert("throttling".into(), t.into());
         }
+        if let Some(t) = self.time_interval {
+            o.insert("timeInterval".into(), t.into());
+        }
+        if let Some(t) = &self.triggers {
+            o.insert("notificationTrigger".into(), t.clone().into());
+        }
+        if let Some(c) = &self.jsonld_context {
+            o.insert("jsonldContext".into(), c.clone().into());
+        }
+        if let Some(d) = &self.dataset_ids {
+            o.insert("datasetId".into(), d.clone().into());
+        }
         if let Some(e) = &self.expires_at {
             o.insert("expiresAt".into(), e.clone().into());
         }
-        o.insert("isActive".into(), (!self.paused).into());
+        if self.active_given || self.paused {
+            o.insert("isActive".into(), (!self.paused).into());
+        }
         o.insert("status".into(), self.status.clone().into());
         if let Some(why) = &self.expired_because {
             o.insert("citytrust:expiredBecause".into(), why.clone().into());
@@ -551,6 +854,15 @@ mod tests {
         assert!(!s.matches(&e(12.0), std::slice::from_ref(&no2), ctx));
         assert!(!s.matches(&e(42.0), &[ctx.expand("O3")], ctx));
         let out = s.render(ctx, false);
+        // A q sent percent-encoded (as in a query string) is decoded.
+        let encoded = sub(json!({
+            "entities": [{"type": "T"}], "q": "name==%22Eiffel%20Tower%22",
+            "timeInterval": 5,
+            "notification": {"endpoint": {"uri": "http://x/"}}
+        }))
+        .unwrap();
+        assert_eq!(encoded.q.as_deref(), Some("name==\"Eiffel Tower\""));
+        assert_eq!(encoded.render(ctx, false)["timeInterval"], 5);
         assert_eq!(out["entities"][0]["type"], "AirQualityObserved");
         assert_eq!(out["notification"]["format"], "keyValues");
         assert_eq!(out["status"], "active");
@@ -583,6 +895,38 @@ mod tests {
             (
                 json!({"entities": [{"type": "T"}], "colour": "red", "notification": {"endpoint": {"uri": "http://x/"}}}),
                 "colour",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notification": {"format": "keyValues", "showChanges": true, "endpoint": {"uri": "http://x/"}}}),
+                "showChanges",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notification": {"endpoint": {"uri": "http://x/", "receiverInfo": [{"key": "K", "value": 42}]}}}),
+                "receiverInfo",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notification": {"endpoint": {"uri": "http://x/", "receiverInfo": [{"key": "CityTrust-Log-Entry", "value": "1"}]}}}),
+                "the broker sets it",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notificationTrigger": ["entityChanged"], "notification": {"endpoint": {"uri": "http://x/"}}}),
+                "entityChanged",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notification": {"pick": ["id"], "omit": ["id"], "endpoint": {"uri": "http://x/"}}}),
+                "both name",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "notification": {"attributes": [], "endpoint": {"uri": "http://x/"}}}),
+                "at least one",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "jsonldContext": "unknownContext", "notification": {"endpoint": {"uri": "http://x/"}}}),
+                "jsonldContext",
+            ),
+            (
+                json!({"entities": [{"type": "T"}], "timeInterval": 5, "watchedAttributes": ["a"], "notification": {"endpoint": {"uri": "http://x/"}}}),
+                "periodic",
             ),
         ] {
             let e = sub(body.clone()).unwrap_err();

@@ -138,6 +138,11 @@ pub struct TemporalQuery {
     pub temporal_values: bool,
     /// `aggregatedValues`: the methods and the period (`None`: the whole range).
     pub aggregate: Option<(Vec<Aggr>, Option<time::Duration>)>,
+    /// `timeproperty=deletedAt`: the deletions kept, not the readings.
+    pub deleted: bool,
+    /// `pick` / `omit`: core members as named, attributes expanded.
+    pub pick: Option<Vec<String>>,
+    pub omit: Option<Vec<String>>,
 }
 
 impl TemporalQuery {
@@ -182,6 +187,15 @@ impl TemporalQuery {
                 )));
             }
         }
+        match get("timeproperty") {
+            None | Some("observedAt" | "createdAt" | "modifiedAt") => {}
+            Some("deletedAt") => q.deleted = true,
+            Some(other) => {
+                return Err(NgsiError::bad(format!(
+                    "timeproperty '{other}' is not observedAt, createdAt, modifiedAt or deletedAt"
+                )));
+            }
+        }
         if let Some(n) = get("lastN") {
             let n: usize =
                 n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -220,19 +234,102 @@ impl TemporalQuery {
                 Aggr::parse(x.trim())?;
             }
         }
-        if let Some(tp) = get("timeproperty")
-            && !matches!(tp, "observedAt" | "createdAt" | "modifiedAt" | "deletedAt")
-        {
-            return Err(NgsiError::bad(format!(
-                "timeproperty '{tp}' is not observedAt, createdAt, modifiedAt or deletedAt"
-            )));
-        }
         Ok(q)
     }
 
     /// Whether a reading's (normalised) instant is in range.
     pub fn in_range(&self, at: &str) -> bool {
         self.from.as_deref().is_none_or(|f| at >= f) && self.to.as_deref().is_none_or(|t| at < t)
+    }
+}
+
+/// Readings by attribute (each oldest first), of the entities of one answer.
+pub type AnswerReadings = Vec<BTreeMap<String, Readings>>;
+
+/// Temporal pagination (6.3.6, as brokers implement it): at most `page`
+/// instances of any attribute are answered. When `lastN` is given and
+/// smaller, it is the limit and the answer is whole. Otherwise, if some
+/// attribute reached the limit, the answer is cut to the time range every
+/// such attribute covers completely, across all the answer's entities,
+/// and that range is returned for `Content-Range: date-time
+/// <start>-<end>/<lastN or *>` (a 206). Emptied attributes stay, empty.
+pub fn paginate(all: &mut AnswerReadings, q: &TemporalQuery, page: usize) -> Option<String> {
+    let page = page.max(1);
+    let limit = match q.last_n {
+        Some(n) if n < page => n,
+        _ => page,
+    };
+    let mut reached: Vec<(String, String)> = Vec::new();
+    let mut oldest_all: Option<String> = None;
+    let mut newest_all: Option<String> = None;
+    for readings in all.iter_mut() {
+        for r in readings.values_mut() {
+            r.retain(|(at, _)| q.in_range(at));
+            if r.len() > limit {
+                if q.last_n.is_some() {
+                    r.drain(..r.len() - limit);
+                } else {
+                    r.truncate(limit);
+                }
+            }
+            let (Some(first), Some(last)) = (r.first(), r.last()) else {
+                continue;
+            };
+            let (o, n) = (first.0.clone(), last.0.clone());
+            if oldest_all.as_ref().is_none_or(|x| o < *x) {
+                oldest_all = Some(o.clone());
+            }
+            if newest_all.as_ref().is_none_or(|x| n > *x) {
+                newest_all = Some(n.clone());
+            }
+            if r.len() >= limit {
+                reached.push((o, n));
+            }
+        }
+    }
+    if matches!(q.last_n, Some(n) if n < page) || reached.is_empty() {
+        return None;
+    }
+    let (start, end) = if q.last_n.is_some() {
+        // Newest first: the range runs back to the latest of the oldest reached.
+        let end = reached.iter().map(|(o, _)| o.clone()).max()?;
+        let start = match (&q.from, &q.to) {
+            (None, Some(to)) => to.clone(),
+            (Some(_), Some(to)) => to.clone(),
+            _ => newest_all.clone()?,
+        };
+        (start, end)
+    } else {
+        let end = reached.iter().map(|(_, n)| n.clone()).min()?;
+        let start = match &q.from {
+            Some(from) => from.clone(),
+            None => oldest_all.clone()?,
+        };
+        (start, end)
+    };
+    let (lo, hi) = if start <= end {
+        (start.clone(), end.clone())
+    } else {
+        (end.clone(), start.clone())
+    };
+    for readings in all.iter_mut() {
+        for r in readings.values_mut() {
+            r.retain(|(at, _)| *at >= lo && *at <= hi);
+        }
+    }
+    let size = q.last_n.map_or_else(|| "*".to_string(), |n| n.to_string());
+    Some(format!(
+        "date-time {}-{}/{size}",
+        range_instant(&start),
+        range_instant(&end)
+    ))
+}
+
+/// An instant for a `Content-Range`: to the second when that is exact.
+fn range_instant(at: &str) -> String {
+    match at.strip_suffix(".000000Z") {
+        Some(whole) => format!("{whole}Z"),
+        None => at.to_string(),
     }
 }
 
@@ -300,6 +397,18 @@ pub fn render(
         }
         kept.truncate(MAX_VALUES);
         if kept.is_empty() {
+            // An attribute a page cut emptied is still named.
+            if all.is_empty() && q.aggregate.is_none() {
+                let name = ctx.compact(attr);
+                out.insert(
+                    name,
+                    if q.temporal_values {
+                        serde_json::json!({"type": "Property", "values": []})
+                    } else {
+                        Value::Array(Vec::new())
+                    },
+                );
+            }
             continue;
         }
         let ty = kept[0]
@@ -356,8 +465,8 @@ pub fn render(
                         };
                         Value::Array(vec![
                             aggregate(*method, values),
-                            format_instant(a).into(),
-                            format_instant(b).into(),
+                            range_instant(&format_instant(a)).into(),
+                            range_instant(&format_instant(b)).into(),
                         ])
                     })
                     .collect();
@@ -368,16 +477,24 @@ pub fn render(
             let values: Vec<Value> = kept
                 .iter()
                 .map(|r| {
-                    Value::Array(vec![
-                        instance_value(&r.1).cloned().unwrap_or(Value::Null),
-                        time_of(r),
-                    ])
+                    let v = instance_value(&r.1).cloned().unwrap_or(Value::Null);
+                    let v = if ty == "VocabProperty" {
+                        super::map_strings(&v, |s| ctx.compact(s))
+                    } else {
+                        v
+                    };
+                    Value::Array(vec![v, time_of(r)])
                 })
                 .collect();
-            let member = if ty == "Relationship" {
-                "objects"
-            } else {
-                "values"
+            // The simplified temporal form names the pairs by what they hold.
+            let member = match ty.as_str().unwrap_or("Property") {
+                "Relationship" => "objects",
+                "LanguageProperty" => "languageMaps",
+                "VocabProperty" => "vocabs",
+                "JsonProperty" => "jsons",
+                "ListProperty" => "valueLists",
+                "ListRelationship" => "objectLists",
+                _ => "values",
             };
             let mut m = Map::new();
             m.insert("type".into(), ty);
@@ -390,6 +507,11 @@ pub fn render(
                     let mut i = i.clone();
                     i.remove("createdAt");
                     i.remove("modifiedAt");
+                    if i.get("type").and_then(Value::as_str) == Some("VocabProperty")
+                        && let Some(v) = i.get("vocab").cloned()
+                    {
+                        i.insert("vocab".into(), super::map_strings(&v, |s| ctx.compact(s)));
+                    }
                     let mut o = Map::new();
                     for (k, v) in i {
                         if k.contains(':') {
@@ -403,6 +525,19 @@ pub fn render(
                 .collect();
             out.insert(name, Value::Array(instances));
         }
+    }
+    let member = |k: &str| {
+        if matches!(k, "id" | "type" | "scope" | "createdAt" | "modifiedAt") {
+            k.to_string()
+        } else {
+            ctx.expand(k)
+        }
+    };
+    if let Some(pick) = &q.pick {
+        out.retain(|k, _| pick.contains(&member(k)));
+    }
+    if let Some(omit) = &q.omit {
+        out.retain(|k, _| !omit.contains(&member(k)));
     }
     if with_context {
         out.insert(
@@ -439,6 +574,40 @@ mod tests {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_long_answer_is_cut_to_a_page_and_says_where() {
+        let ctx = Context::core();
+        let attr = ctx.expand("NO2");
+        // 20 readings, a page of 10: the oldest 10, and the range they cover.
+        let mut all = vec![readings(20)];
+        let q = TemporalQuery::from_params(&params(&[]), ctx).unwrap();
+        let range = paginate(&mut all, &q, 10).unwrap();
+        assert_eq!(
+            range,
+            "date-time 2017-11-01T00:00:00Z-2017-11-01T00:09:00Z/*"
+        );
+        assert_eq!(all[0][&attr].len(), 10);
+        // lastN below the page: whole, and the newest.
+        let mut all = vec![readings(20)];
+        let q = TemporalQuery::from_params(&params(&[("lastN", "5")]), ctx).unwrap();
+        assert!(paginate(&mut all, &q, 10).is_none());
+        assert_eq!(all[0][&attr][0].1["value"], json!(15.0));
+        // lastN above the page: the newest page, counted back.
+        let mut all = vec![readings(20)];
+        let q = TemporalQuery::from_params(&params(&[("lastN", "20")]), ctx).unwrap();
+        let range = paginate(&mut all, &q, 10).unwrap();
+        assert_eq!(
+            range,
+            "date-time 2017-11-01T00:19:00Z-2017-11-01T00:10:00Z/20"
+        );
+        assert_eq!(all[0][&attr].len(), 10);
+        // Under the page: whole.
+        let mut all = vec![readings(5)];
+        let q = TemporalQuery::from_params(&params(&[]), ctx).unwrap();
+        assert!(paginate(&mut all, &q, 10).is_none());
+        assert_eq!(all[0][&attr].len(), 5);
     }
 
     #[test]
@@ -492,11 +661,7 @@ mod tests {
         let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
         assert_eq!(
             v["NO2"]["avg"][1],
-            json!([
-                89.5,
-                "2017-11-01T01:00:00.000000Z",
-                "2017-11-01T02:00:00.000000Z"
-            ])
+            json!([89.5, "2017-11-01T01:00:00Z", "2017-11-01T02:00:00Z"])
         );
         assert_eq!(v["NO2"]["max"][2][0], 179.0);
         assert_eq!(v["NO2"]["totalCount"][0][0], 60);

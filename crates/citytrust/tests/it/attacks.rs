@@ -1701,3 +1701,112 @@ async fn a_stream_reader_learns_nothing_of_the_attributes_its_agreement_leaves_o
     assert!(n["data"][0].get("secretLevel").is_none(), "{body}");
     assert!(!body.contains("secretLevel"), "{body}");
 }
+
+#[tokio::test]
+async fn linked_entity_retrieval_reaches_no_entity_its_reader_may_not_read() {
+    use crate::streams::{get, notification_listener, post, station, stream};
+    const NGSI: &str = "/ngsi-ld/v1";
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let (_open, open_device) = stream(&app, &alice, "Open air", "open").await;
+    let (_shared, shared_device) = stream(&app, &alice, "Shared air", "shared_specific").await;
+    // A shared station holding what only an agreement may read ...
+    let mut hidden = station(9, 50.0);
+    hidden["hiddenName"] = json!({"type": "Property", "value": "Behind the agreement"});
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&shared_device),
+        &hidden,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    // ... and an open station that links to it, and to an open neighbour.
+    let neighbour = station(2, 20.0);
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&open_device),
+        &neighbour,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    let mut linking = station(1, 30.0);
+    linking["nearBy"] =
+        json!({"type": "Relationship", "object": "urn:ngsi-ld:AirQualityObserved:station-9"});
+    linking["sameStreet"] =
+        json!({"type": "Relationship", "object": "urn:ngsi-ld:AirQualityObserved:station-2"});
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&open_device),
+        &linking,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+
+    let one = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1");
+    for (who, token) in [("anonymous", None), ("analyst", Some(analyst.as_str()))] {
+        for how in [
+            "join=inline",
+            "join=flat",
+            "join=inline&joinLevel=3",
+            "join=flat&options=keyValues",
+            "join=inline&pick=id,nearBy%7BhiddenName%7D,sameStreet%7BstationName%7D",
+        ] {
+            let (status, text) = status_text(get(&app, &format!("{one}?{how}"), token).await).await;
+            assert_eq!(status, 200, "{who} {how}: {text}");
+            // The open neighbour is reached (the join works) ...
+            assert!(text.contains("Station 2"), "{who} {how}: {text}");
+            // ... the shared one is not, by any form.
+            assert!(
+                !text.contains("Behind the agreement") && !text.contains("Station 9"),
+                "{who} {how}: {text}"
+            );
+        }
+        // Nor through a query's flat list.
+        let (status, text) = status_text(
+            get(
+                &app,
+                &format!("{NGSI}/entities?type=AirQualityObserved&join=flat&joinLevel=2"),
+                token,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{who}: {text}");
+        assert!(text.contains("Station 2"), "{who}: {text}");
+        assert!(
+            !text.contains("Behind the agreement") && !text.contains("Station 9"),
+            "{who}: {text}"
+        );
+    }
+    // Nor through a notification that joins its linked entities.
+    let (url, received) = notification_listener().await;
+    let sub = json!({
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved", "id": "urn:ngsi-ld:AirQualityObserved:station-1"}],
+        "notification": {"endpoint": {"uri": url}, "join": "flat", "joinLevel": 2},
+    });
+    let res = post(&app, &format!("{NGSI}/subscriptions"), Some(&analyst), &sub).await;
+    assert_eq!(res.status(), 201);
+    let res = crate::streams::send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{one}/attrs"),
+        Some(&open_device),
+        Some(&json!({"NO2": 31.0})),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    app.service.deliver_notifications().await.unwrap();
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let body = String::from_utf8_lossy(&got[0].2).to_string();
+    assert!(body.contains("Station 2"), "{body}");
+    assert!(
+        !body.contains("Behind the agreement") && !body.contains("Station 9"),
+        "{body}"
+    );
+}

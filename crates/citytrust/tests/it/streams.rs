@@ -403,20 +403,21 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     assert!(e["@context"].as_str().unwrap().contains("core-context"));
     assert!(e["NO2"]["createdAt"].is_string());
 
-    // Attributes: update what exists (207 for the rest), append, patch, delete.
+    // Attributes: update (and add, as the conformance suite has it; a scope
+    // only where there is one: 207), append, patch, delete.
     let base = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
     let res = send(
         &app,
         reqwest::Method::PATCH,
         &base,
         Some(&device),
-        Some(&json!({"NO2": 99, "O3": 5})),
+        Some(&json!({"NO2": 99, "scope": "/Barcelona/Eixample"})),
     )
     .await;
     assert_eq!(res.status(), 207);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["updated"], json!(["NO2"]));
-    assert_eq!(body["notUpdated"][0]["attributeName"], "O3");
+    assert_eq!(body["notUpdated"][0]["attributeName"], "scope");
     assert_eq!(
         post(&app, &base, Some(&device), &json!({"O3": 5}))
             .await
@@ -494,7 +495,8 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
             .iter()
             .filter(|h| h.attribute.ends_with("/O3"))
             .count(),
-        2
+        // Two readings, and its deletion (what `timeproperty=deletedAt` reads).
+        3
     );
 
     // Batch delete, and a delete of what is gone.
@@ -1344,9 +1346,15 @@ async fn temporal_representations_are_written_and_pick_omit_and_bad_parameters_a
         .await
         .unwrap();
     assert!(e.get("NO2").is_none() && e.get("type").is_some());
+    for bad in ["format=bogus", "options=keyValues,bogus"] {
+        ngsi_problem(
+            get(&app, &format!("{NGSI}/entities/{id}?{bad}"), None).await,
+            400,
+            "InvalidRequest",
+        )
+        .await;
+    }
     for bad in [
-        "format=bogus",
-        "options=keyValues,bogus",
         "pick=id&attrs=NO2",
         "pick=NO2&omit=NO2",
         "pick=id,,NO2",
@@ -1464,4 +1472,242 @@ async fn no_subscriber_points_the_trust_at_its_own_network() {
         );
     }
     assert!(app.entries_of_type("stream.subscribed").await.is_empty());
+}
+
+/// The suite's options, end to end: ordering, scopes, NGSI-LD Null in an
+/// update and a batch merge, type selectors, a temporal answer cut to a
+/// page, deletion and periodic notifications.
+#[tokio::test]
+async fn ordering_scopes_nulls_pages_and_deletion_notifications_work_as_ngsi_ld_says() {
+    let app = crate::harness::TestApp::start_with(|s| s.temporal_page = 5).await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    for (n, no2, scope) in [
+        (1, 30.0, "/Barcelona/Eixample"),
+        (2, 10.0, "/Barcelona/Gracia"),
+        (3, 20.0, "/Madrid/Centro"),
+    ] {
+        let mut e = station(n, no2);
+        e["scope"] = json!(scope);
+        assert_eq!(
+            post(&app, &format!("{NGSI}/entities"), Some(&device), &e)
+                .await
+                .status(),
+            201
+        );
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e["id"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let q = |extra: &str| format!("{NGSI}/entities?type=AirQualityObserved{extra}");
+    let v: Value = get(&app, &q("&orderBy=NO2;desc"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&v), ["1", "3", "2"]);
+    let v: Value = get(
+        &app,
+        &q("&orderBy=location;dist-asc&orderFrom=%5B2.172,41.39%5D"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(ids(&v), ["2", "3", "1"]);
+    ngsi_problem(
+        get(&app, &q("&orderBy=location;dist-asc"), None).await,
+        400,
+        "BadRequestData",
+    )
+    .await;
+    let v: Value = get(&app, &q("&scopeQ=/Barcelona/%23"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&v), ["1", "2"]);
+    let v: Value = get(&app, &q("&scopeQ=/%2B/Centro"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&v), ["3"]);
+    // Pagination links name the pages either side.
+    let res = get(&app, &q("&limit=1&offset=1&count=true"), None).await;
+    let links: Vec<String> = res
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|l| l.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.contains("offset=0") && l.contains("rel=\"prev\"")),
+        "{links:?}"
+    );
+    assert!(
+        links
+            .iter()
+            .any(|l| l.contains("offset=2") && l.contains("rel=\"next\"")),
+        "{links:?}"
+    );
+
+    // Deletions are told to those who asked for them.
+    let (url, received) = notification_listener().await;
+    let sub = json!({"type": "Subscription", "entities": [{"type": "AirQualityObserved"}],
+        "notificationTrigger": ["attributeDeleted", "entityDeleted"],
+        "notification": {"endpoint": {"uri": url}}});
+    assert_eq!(
+        post(&app, &format!("{NGSI}/subscriptions"), Some(&device), &sub)
+            .await
+            .status(),
+        201
+    );
+    // NGSI-LD Null deletes, in an update and in a batch merge.
+    let one = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1");
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{one}/attrs"),
+        Some(&device),
+        Some(&json!({"stationName": {"type": "Property", "value": "urn:ngsi-ld:null"}})),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let res = post(&app, &format!("{NGSI}/entityOperations/merge"), Some(&device),
+        &json!([{"id": "urn:ngsi-ld:AirQualityObserved:station-2", "type": "AirQualityObserved", "stationName": "urn:ngsi-ld:null"}])).await;
+    assert_eq!(res.status(), 204);
+    for n in [1, 2] {
+        let e: Value = get(
+            &app,
+            &format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-{n}"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert!(e.get("stationName").is_none(), "{e}");
+    }
+    // A type selector that does not match changes nothing.
+    ngsi_problem(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{one}?type=Building"),
+            Some(&device),
+            None,
+        )
+        .await,
+        404,
+        "ResourceNotFound",
+    )
+    .await;
+    assert_eq!(
+        send(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("{one}?type=AirQualityObserved"),
+            Some(&device),
+            None
+        )
+        .await
+        .status(),
+        204
+    );
+    app.service.deliver_notifications().await.unwrap();
+    let got: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.2).unwrap())
+        .collect();
+    let data: Vec<&Value> = got
+        .iter()
+        .flat_map(|n| n["data"].as_array().unwrap())
+        .collect();
+    assert!(
+        data.iter()
+            .any(|d| d["stationName"]["value"] == "urn:ngsi-ld:null"
+                && d["id"].as_str().unwrap().ends_with("-2")),
+        "{got:?}"
+    );
+    assert!(
+        data.iter()
+            .any(|d| d["id"].as_str().unwrap().ends_with("-1") && d["deletedAt"].is_string()),
+        "{got:?}"
+    );
+
+    // A temporal answer longer than a page is cut, and says where.
+    let readings: Vec<Value> = (0..12)
+        .map(|i| json!({"type": "Property", "value": i, "observedAt": format!("2020-01-01T00:{i:02}:00Z")}))
+        .collect();
+    let t = json!({"id": "urn:ngsi-ld:AirQualityObserved:station-7", "type": "AirQualityObserved", "NO2": readings});
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/temporal/entities"),
+            Some(&device),
+            &t
+        )
+        .await
+        .status(),
+        201
+    );
+    let res = get(
+        &app,
+        &format!("{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-7"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.headers()["content-range"],
+        "date-time 2020-01-01T00:00:00Z-2020-01-01T00:04:00Z/*"
+    );
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["NO2"].as_array().unwrap().len(), 5);
+    let res = get(
+        &app,
+        &format!("{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-7?lastN=3"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+
+    // A periodic subscription is told the matching entities as they are.
+    let (url, received) = notification_listener().await;
+    let sub = json!({"type": "Subscription", "entities": [{"type": "AirQualityObserved"}], "timeInterval": 60,
+        "q": "NO2%3E15", "notification": {"endpoint": {"uri": url}, "format": "keyValues"}});
+    assert_eq!(
+        post(&app, &format!("{NGSI}/subscriptions"), Some(&device), &sub)
+            .await
+            .status(),
+        201
+    );
+    app.service.deliver_notifications().await.unwrap();
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let n: Value = serde_json::from_slice(&got[0].2).unwrap();
+    let mut told: Vec<String> = ids(&n["data"]);
+    told.sort();
+    assert_eq!(told, ["3"], "{n}");
+    // Not again before its period.
+    app.service.deliver_notifications().await.unwrap();
+    assert_eq!(received.lock().unwrap().len(), 1);
 }
