@@ -115,6 +115,11 @@ fn check_name(name: &str) -> Result<(), String> {
 /// An attribute name given in a path (`/attrs/{attr}`): a name NGSI-LD
 /// accepts, or 400 naming what is wrong.
 pub fn check_attribute_name(name: &str) -> R<()> {
+    if name.starts_with('@') {
+        return Err(NgsiError::bad(format!(
+            "attribute name '{name}' is a JSON-LD keyword's form"
+        )));
+    }
     check_name(name).map_err(|why| NgsiError::bad(format!("attribute name '{name}' {why}")))
 }
 
@@ -604,6 +609,9 @@ pub fn null_instance(i: &Instance) -> Instance {
     if let Some(d) = i.get("datasetId") {
         out.insert("datasetId".into(), d.clone());
     }
+    if let Some(c) = i.get("createdAt") {
+        out.insert("createdAt".into(), c.clone());
+    }
     out
 }
 
@@ -946,7 +954,17 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
             "entityIdSealed" | "entityTypeSealed" => {
                 return Err(at(format!("'{key}' belongs in ngsildproof only")));
             }
-            "valueType" if ty == "LanguageProperty" && v != "rdf:langString" => {
+            "valueType"
+                if ty == "LanguageProperty"
+                    && !matches!(
+                        v.as_str(),
+                        Some(
+                            "rdf:langString"
+                                | "langString"
+                                | "http://www.w3.org/1999/02/22-rdf-syntax-ns#langString"
+                        )
+                    ) =>
+            {
                 return Err(at("a LanguageProperty's valueType is rdf:langString".into()));
             }
             "valueType" => {
@@ -1466,6 +1484,11 @@ impl Entity {
             .as_object()
             .ok_or_else(|| NgsiError::bad("an attribute fragment is a JSON object"))?;
         let dataset = map.get("datasetId").and_then(Value::as_str);
+        if dataset == Some(NGSI_NULL) {
+            return Err(NgsiError::bad(
+                "a datasetId is not deleted by NGSI-LD Null: delete the instance instead",
+            ));
+        }
         let have = self.attrs.get_mut(iri).ok_or_else(|| {
             NgsiError::not_found(format!("entity '{}' has no attribute '{name}'", self.id))
         })?;
@@ -1477,6 +1500,17 @@ impl Entity {
                     "attribute '{name}' has no instance with that datasetId"
                 ))
             })?;
+        if let Some(t) = map.get("type").and_then(Value::as_str)
+            && have[pos].get("type").and_then(Value::as_str) != Some(t)
+        {
+            return Err(NgsiError::bad(format!(
+                "attribute '{name}' is a {}: a partial update keeps its type (replace it to change it)",
+                have[pos]
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("Property")
+            )));
+        }
         let mut merged = Map::new();
         for (k, v) in &have[pos] {
             if !k.contains(':') {
@@ -1494,7 +1528,7 @@ impl Entity {
                 merged.remove(*m);
             }
         }
-        for (k, v) in map {
+        for (k, v) in map.iter().filter(|(k, _)| *k != "@context") {
             merged.insert(k.clone(), v.clone());
         }
         let created = have[pos].get("createdAt").cloned();
@@ -1518,9 +1552,17 @@ impl Entity {
         let missing =
             || NgsiError::not_found(format!("entity '{}' has no attribute '{name}'", self.id));
         let have = self.attrs.get_mut(iri).ok_or_else(missing)?;
+        let stamped = |mut i: Instance| {
+            i.insert("modifiedAt".into(), now.into());
+            i.insert("deletedAt".into(), now.into());
+            i
+        };
         if all {
-            for i in have.iter() {
-                self.deleted.push((iri.to_string(), null_instance(i)));
+            // The whole attribute: one deletion, of no instance in particular.
+            if let Some(first) = have.first() {
+                let mut null = null_instance(first);
+                null.remove("datasetId");
+                self.deleted.push((iri.to_string(), stamped(null)));
             }
             self.attrs.remove(iri);
         } else {
@@ -1529,7 +1571,8 @@ impl Entity {
                 .position(|h| dataset_of(h) == dataset)
                 .ok_or_else(missing)?;
             let gone = have.remove(pos);
-            self.deleted.push((iri.to_string(), null_instance(&gone)));
+            self.deleted
+                .push((iri.to_string(), stamped(null_instance(&gone))));
             if have.is_empty() {
                 self.attrs.remove(iri);
             }
@@ -1892,7 +1935,7 @@ fn compact_instance(ctx: &Context, instance: Instance, sys_attrs: bool) -> Value
         if k.contains(':') {
             let sub = v.as_object().cloned().unwrap_or_default();
             out.insert(ctx.compact(&k), compact_instance(ctx, sub, sys_attrs));
-        } else if !sys_attrs && (k == "createdAt" || k == "modifiedAt") {
+        } else if !sys_attrs && (k == "createdAt" || k == "modifiedAt" || k == "deletedAt") {
         } else if vocab && k == "vocab" {
             out.insert(k, map_strings(&v, |s| ctx.compact(s)));
         } else {

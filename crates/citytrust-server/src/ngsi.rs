@@ -43,7 +43,10 @@ pub const MAX_NGSI_BODY: usize = 8 * 1024 * 1024;
 const LD_CONTEXT_REL: &str = "http://www.w3.org/ns/json-ld#context";
 
 pub fn routes() -> Router<AppState> {
-    let entities = get(query).post(create);
+    let entities = get(query)
+        .post(create)
+        .put(no_entity_id)
+        .patch(no_entity_id);
     let attrs = post(append).patch(update);
     let ngsi = Router::new()
         .route("/ngsi-ld/v1/entities", entities.clone())
@@ -902,6 +905,7 @@ async fn query(
         q.limit,
         q.offset,
         a.matched,
+        ld,
     );
     let mut res = geo_answer(answer(a, &ctx, ld), r.geo_json);
     for l in links {
@@ -1018,11 +1022,50 @@ async fn subscriptions(
     State(state): State<AppState>,
     Caller(caller): Caller,
     headers: HeaderMap,
+    uri: axum::http::Uri,
 ) -> NgsiResult {
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
+    let params = params(&uri);
+    let number = |name: &str, default: usize| -> NgsiResult<usize> {
+        match param(&params, name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| NgsiError::bad(format!("{name} '{v}' is not a number")).into()),
+        }
+    };
+    let (limit, offset) = (number("limit", 20)?, number("offset", 0)?);
+    if limit > citytrust_model::ngsi::MAX_LIMIT {
+        return Err(NgsiError::new(
+            citytrust_model::ngsi::ErrorType::TooManyResults,
+            format!("limit is at most {}", citytrust_model::ngsi::MAX_LIMIT),
+        )
+        .into());
+    }
     let all = state.service.ngsi_subscriptions(&caller, &ctx, ld).await?;
-    Ok(plain(Value::Array(all), &ctx, ld))
+    let total = all.len();
+    let page: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+    let mut res = plain(Value::Array(page), &ctx, ld);
+    if param(&params, "count") == Some("true")
+        && let Ok(v) = HeaderValue::from_str(&total.to_string())
+    {
+        res.headers_mut().insert("ngsild-results-count", v);
+    }
+    let links = page_links(
+        uri.path().trim_end_matches('/'),
+        &params,
+        limit,
+        offset,
+        Some(total),
+        ld,
+    );
+    for l in links {
+        if let Ok(v) = HeaderValue::from_str(&l) {
+            res.headers_mut().append(header::LINK, v);
+        }
+    }
+    Ok(res)
 }
 
 async fn subscription(
@@ -1104,7 +1147,13 @@ fn page_links(
     limit: usize,
     offset: usize,
     matched: Option<usize>,
+    ld: bool,
 ) -> Vec<String> {
+    let kind = if ld {
+        "application/ld+json"
+    } else {
+        "application/json"
+    };
     let Some(total) = matched else {
         return Vec::new();
     };
@@ -1135,7 +1184,7 @@ fn page_links(
             })
             .collect();
         format!(
-            "<{path}?{}>; rel=\"{rel}\";type=\"application/json\"",
+            "<{path}?{}>; rel=\"{rel}\";type=\"{kind}\"",
             query.join("&")
         )
     };
@@ -1147,6 +1196,11 @@ fn page_links(
         out.push(link(offset + limit, "next"));
     }
     out
+}
+
+/// `PUT` / `PATCH` on the collection: an entity is named in the path.
+async fn no_entity_id() -> NgsiResult {
+    Err(NgsiError::bad("name the entity to replace or merge: /entities/{id}").into())
 }
 
 /// A `type` selector on an operation on one entity: the entity has one of
@@ -1370,11 +1424,21 @@ fn body_params(body: &Value, temporal: bool) -> NgsiResult<Vec<(String, String)>
                 let text = match v {
                     Value::String(s) => s.clone(),
                     Value::Number(n) if k == "lastN" => n.to_string(),
+                    Value::Array(_) if k == "aggrMethods" => join(v)?,
                     _ => return Err(NgsiError::bad(format!("temporalQ.{k} is not valid")).into()),
                 };
+                if k == "aggrMethods" {
+                    out.push(("options".into(), "aggregatedValues".into()));
+                }
                 if !matches!(
                     k.as_str(),
-                    "timerel" | "timeAt" | "endTimeAt" | "lastN" | "timeproperty"
+                    "timerel"
+                        | "timeAt"
+                        | "endTimeAt"
+                        | "lastN"
+                        | "timeproperty"
+                        | "aggrMethods"
+                        | "aggrPeriodDuration"
                 ) {
                     return Err(
                         NgsiError::bad(format!("'{k}' is not a member of temporalQ")).into(),

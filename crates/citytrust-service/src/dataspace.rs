@@ -359,6 +359,9 @@ impl Service {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(std::time::Duration::from_secs(60))
+            // Header names as usually written (`Link`, `Content-Type`): some
+            // receivers of notifications match them case-sensitively.
+            .http1_title_case_headers()
             .build()
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(self.dsp_client.get_or_init(|| client))

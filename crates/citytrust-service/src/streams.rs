@@ -820,7 +820,12 @@ impl Service {
     ) -> Result<()> {
         citytrust_model::ngsi::check_attribute_name(attr)?;
         let mut wrapped = serde_json::Map::new();
-        wrapped.insert(attr.to_string(), body.clone());
+        // The body's own `@context` is the request's, not the attribute's.
+        let mut body = body.clone();
+        if let Some(m) = body.as_object_mut() {
+            m.remove("@context");
+        }
+        wrapped.insert(attr.to_string(), body);
         let fragment = Fragment::parse(ctx, &Value::Object(wrapped), false)?;
         self.change_entity(caller, id, |e, now| {
             let o = e.merge(fragment.clone(), Merge::Update, now);
@@ -1174,6 +1179,8 @@ impl Service {
                                 Some(mut entity),
                                 Some(f),
                             ) => {
+                                // Attributes left as they were (noOverwrite), said after the rest is applied.
+                                let mut kept_back: Option<NgsiError> = None;
                                 match op {
                                     BatchOp::Upsert { replace: true } => {
                                         entity.replace(f.clone(), &now)
@@ -1202,9 +1209,14 @@ impl Service {
                                             Merge::Append { overwrite },
                                             &now,
                                         );
-                                        if o.updated.is_empty() && !o.not_updated.is_empty() {
-                                            return Err(NgsiError::bad(format!(
-                                                "no attribute updated: {}",
+                                        if !o.not_updated.is_empty() {
+                                            let e = NgsiError::bad(format!(
+                                                "{}: {}",
+                                                if o.updated.is_empty() {
+                                                    "no attribute updated"
+                                                } else {
+                                                    "not updated"
+                                                },
                                                 o.not_updated
                                                     .iter()
                                                     .map(|n| format!(
@@ -1213,8 +1225,11 @@ impl Service {
                                                     ))
                                                     .collect::<Vec<_>>()
                                                     .join("; ")
-                                            ))
-                                            .into());
+                                            ));
+                                            if o.updated.is_empty() {
+                                                return Err(e.into());
+                                            }
+                                            kept_back = Some(e);
                                         }
                                     }
                                     _ => {}
@@ -1224,6 +1239,9 @@ impl Service {
                                 }
                                 let d = stream_of(&work);
                                 work.insert(id.clone(), (Some(entity), d));
+                                if let Some(e) = kept_back {
+                                    return Err(e.into());
+                                }
                                 Ok(false)
                             }
                             (_, _, None) => {
@@ -1380,8 +1398,9 @@ impl Service {
             }
         }
         let mut answer = with_linked(vec![(&visible, v)], ctx, rendering, &linked);
+        // Flat: the entity and those it links to (alone, when none is reached).
         let v = match rendering.join {
-            Some(j) if j.flat => Value::Array(answer),
+            Some(j) if j.flat && answer.len() > 1 => Value::Array(answer),
             _ => answer.pop().unwrap_or(Value::Null),
         };
         self.log_stream_answer(actor, "retrieve", &reads, 1 + linked.order.len(), v, None)
@@ -1755,6 +1774,15 @@ impl Service {
                 // Deletions answer `timeproperty=deletedAt`, and only it.
                 if inst.contains_key("deletedAt") != tq.deleted {
                     continue;
+                }
+                if let Some(ds) = &tq.datasets {
+                    let d = inst
+                        .get("datasetId")
+                        .and_then(Value::as_str)
+                        .unwrap_or("@none");
+                    if !ds.iter().any(|x| x == d) {
+                        continue;
+                    }
                 }
                 readings
                     .entry(h.attribute)

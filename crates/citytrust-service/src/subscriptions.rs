@@ -398,50 +398,67 @@ impl Service {
         body: &Value,
     ) -> Result<()> {
         let (_, owner, _) = Self::subscriber(caller)?;
-        let (mut row, s, g) = self.own_subscription(&owner, id).await?;
-        if s.status == "expired" {
-            return Err(NgsiError::new(
-                ErrorType::OperationNotSupported,
-                format!(
-                    "subscription '{id}' has expired: {}",
-                    s.expired_because.as_deref().unwrap_or("")
-                ),
-            )
-            .into());
-        }
-        let now = rfc3339(self.now());
-        let updated = Subscription::parse(body, ctx, Some(&s), &now, id)?;
-        self.check_endpoint(&updated.endpoint).await?;
-        let types = updated.types();
-        if !types.is_empty() {
-            for d in self.streams_for(&updated).await? {
-                if !g.streams.contains_key(&d.id) {
-                    return Err(NgsiError::bad(format!(
-                        "the subscription was decided for other streams; '{}' needs a subscription of its own",
-                        d.id
-                    ))
+        // The worker may change the row meanwhile (what it sent): read again and retry.
+        for _ in 0..5 {
+            let (mut row, s, g) = self.own_subscription(&owner, id).await?;
+            let now = rfc3339(self.now());
+            let mut updated = Subscription::parse(body, ctx, Some(&s), &now, id)?;
+            if s.status == "expired" {
+                // An expired subscription lives again only if what ended it
+                // no longer holds (a new expiresAt) and its reads are allowed now.
+                updated.status = "active".into();
+                updated.expired_because = None;
+                if let Some(why) = self.no_longer_allowed(&owner, &g, &updated).await? {
+                    return Err(NgsiError::new(
+                        ErrorType::OperationNotSupported,
+                        format!("subscription '{id}' has expired: {why}"),
+                    )
                     .into());
                 }
+                if updated.paused {
+                    updated.status = "paused".into();
+                }
+            }
+            self.check_endpoint(&updated.endpoint).await?;
+            let types = updated.types();
+            if !types.is_empty() {
+                for d in self.streams_for(&updated).await? {
+                    if !g.streams.contains_key(&d.id) {
+                        return Err(NgsiError::bad(format!(
+                            "the subscription was decided for other streams; '{}' needs a subscription of its own",
+                            d.id
+                        ))
+                        .into());
+                    }
+                }
+            }
+            row.status = updated.status.clone();
+            row.body = encode(&updated)?;
+            let (entry, at) = self.log_entry(
+                "stream.subscription_changed",
+                json!({"subscription": id, "status": updated.status}),
+            )?;
+            match self
+                .store
+                .update_subscription(
+                    &row,
+                    false,
+                    Some(&NewLogEntry {
+                        kind: "stream.subscription_changed",
+                        body: &entry,
+                        at: &at,
+                    }),
+                )
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(citytrust_store::StoreError::StaleRevision(_)) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        row.status = updated.status.clone();
-        row.body = encode(&updated)?;
-        let (entry, at) = self.log_entry(
-            "stream.subscription_changed",
-            json!({"subscription": id, "status": updated.status}),
-        )?;
-        self.store
-            .update_subscription(
-                &row,
-                false,
-                Some(&NewLogEntry {
-                    kind: "stream.subscription_changed",
-                    body: &entry,
-                    at: &at,
-                }),
-            )
-            .await?;
-        Ok(())
+        Err(ServiceError::Conflict(format!(
+            "subscription '{id}' kept changing; try again"
+        )))
     }
 
     /// `DELETE /subscriptions/{id}`.
@@ -557,7 +574,9 @@ impl Service {
                         if !entity_deleted && !has("attributeDeleted") {
                             continue;
                         }
-                        if !entity_deleted {
+                        // Its attributes are told deleted for attributeDeleted,
+                        // and with what they were for showChanges.
+                        if !entity_deleted || s.show_changes {
                             owed.deleted = e
                                 .attrs
                                 .iter()
@@ -566,7 +585,10 @@ impl Service {
                                 })
                                 .flat_map(|(iri, is)| {
                                     is.iter().map(|i| {
-                                        (iri.clone(), citytrust_model::ngsi::null_instance(i))
+                                        let mut null = citytrust_model::ngsi::null_instance(i);
+                                        null.insert("modifiedAt".into(), now.clone().into());
+                                        null.insert("deletedAt".into(), now.clone().into());
+                                        (iri.clone(), null)
                                     })
                                 })
                                 .collect();
@@ -866,6 +888,11 @@ impl Service {
             .await?
             .ok_or_else(|| ServiceError::Internal("the subscriber is gone".into()))?;
         let ctx = s.context()?;
+        // Compacted with `jsonldContext` when one was named (it is held here).
+        let out_ctx = match &s.jsonld_context {
+            Some(c) => Context::resolve(Some(&Value::String(c.clone())))?,
+            None => ctx.clone(),
+        };
         // What each entity owes, merged (several changes may be owed at once).
         let mut what: BTreeMap<String, Owed> = BTreeMap::new();
         for o in owed {
@@ -892,6 +919,8 @@ impl Service {
         }
         let rendering = Rendering {
             key_values: s.key_values,
+            // JSON-LD: each entity carries its context.
+            with_context: s.accept == "application/ld+json",
             sys_attrs: s.sys_attrs,
             attrs: s.attributes.clone(),
             pick: s.pick.clone(),
@@ -976,7 +1005,7 @@ impl Service {
             if !s.matches(&judged, if news.is_empty() { &all } else { &news }, &ctx) {
                 continue;
             }
-            let mut out = visible.render(&ctx, &rendering);
+            let mut out = visible.render(&out_ctx, &rendering);
             if s.show_changes
                 && let Some(m) = out.as_object_mut()
             {
@@ -984,7 +1013,7 @@ impl Service {
                     if !visible.attrs.contains_key(iri) {
                         continue;
                     }
-                    let name = ctx.compact(iri);
+                    let name = out_ctx.compact(iri);
                     let set = |inst: &mut Value| {
                         let ds = inst.get("datasetId").cloned();
                         let ty = inst
@@ -1003,7 +1032,7 @@ impl Service {
                             && let Some(o) = inst.as_object_mut()
                         {
                             let before = if ty == "VocabProperty" {
-                                citytrust_model::ngsi::compact_vocab(&ctx, before)
+                                citytrust_model::ngsi::compact_vocab(&out_ctx, before)
                             } else {
                                 before.clone()
                             };
@@ -1036,7 +1065,7 @@ impl Service {
             .await?;
         let data: Vec<Value> = crate::streams::with_linked(
             data.iter().map(|(e, v)| (e, v.clone())).collect(),
-            &ctx,
+            &out_ctx,
             &join_rendering,
             &linked,
         );

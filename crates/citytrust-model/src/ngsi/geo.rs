@@ -146,7 +146,10 @@ impl GeoQuery {
                 max.is_none_or(|m| d <= m) && min.is_none_or(|m| d >= m)
             }
             Rel::Within => mine.iter().all(|p| inside(&self.geometry, *p)),
-            Rel::Contains => positions(&self.geometry).iter().all(|p| inside(g, *p)),
+            // A point or line contains the positions it is made of.
+            Rel::Contains => positions(&self.geometry)
+                .iter()
+                .all(|p| inside(g, *p) || on_positions(g, *p)),
             Rel::Intersects | Rel::Overlaps => self.intersects(g, &mine),
             Rel::Disjoint => !self.intersects(g, &mine),
             Rel::Equals => same_geometry(g, &self.geometry),

@@ -52,6 +52,7 @@ struct Path {
 #[derive(Debug, Clone)]
 enum Term {
     Exists(Path),
+    Absent(Path),
     Compare(Path, Op, Operand),
     Pattern(Path, bool, Box<Regex>),
 }
@@ -127,6 +128,11 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             self.depth -= 1;
             return Ok(e);
+        }
+        // `!attr`: the attribute is absent.
+        if self.peek() == Some(b'!') && self.s.get(self.pos + 1) != Some(&b'=') {
+            self.pos += 1;
+            return Ok(Expr::Term(Term::Absent(self.path()?)));
         }
         self.term().map(Expr::Term)
     }
@@ -371,9 +377,12 @@ impl Q {
         fn paths(e: &Expr, out: &mut Vec<String>) {
             match e {
                 Expr::And(p) | Expr::Or(p) => p.iter().for_each(|x| paths(x, out)),
-                Expr::Term(Term::Exists(p) | Term::Compare(p, _, _) | Term::Pattern(p, _, _)) => {
-                    out.push(p.attr.clone())
-                }
+                Expr::Term(
+                    Term::Exists(p)
+                    | Term::Absent(p)
+                    | Term::Compare(p, _, _)
+                    | Term::Pattern(p, _, _),
+                ) => out.push(p.attr.clone()),
             }
         }
         let mut all = Vec::new();
@@ -462,6 +471,7 @@ fn equal(v: &Value, o: &Operand) -> bool {
 fn term(t: &Term, e: &Entity) -> bool {
     match t {
         Term::Exists(p) => !values(p, e).is_empty(),
+        Term::Absent(p) => values(p, e).is_empty(),
         Term::Pattern(p, want, re) => values(p, e)
             .iter()
             .any(|v| v.as_str().is_some_and(|s| re.is_match(s) == *want)),
@@ -469,6 +479,20 @@ fn term(t: &Term, e: &Entity) -> bool {
         Term::Compare(p, Op::Ne, o) => {
             let vs = values(p, e);
             !vs.is_empty() && !vs.iter().any(|v| equal(v, o))
+        }
+        // Ordering never applies to a relationship's object (a URI).
+        Term::Compare(p, Op::Gt | Op::Ge | Op::Lt | Op::Le, _)
+            if p.sub.is_none()
+                && e.attrs.get(&p.attr).is_some_and(|is| {
+                    is.iter().any(|i| {
+                        matches!(
+                            i.get("type").and_then(Value::as_str),
+                            Some("Relationship" | "ListRelationship")
+                        )
+                    })
+                }) =>
+        {
+            false
         }
         Term::Compare(p, op, o) => values(p, e).iter().any(|v| match op {
             Op::Eq => equal(v, o),
@@ -700,6 +724,8 @@ pub struct EntityQuery {
     pub scope_q: Option<ScopeQ>,
     /// `type=*`: every type (4.17).
     pub any_type: bool,
+    /// `type=(A;B)|C`: each group's types all held (else any of `types`).
+    pub type_groups: Option<Vec<Vec<String>>>,
     /// `local`: this broker's entities only (all it has: it federates no
     /// context sources); `true` lets a query name nothing else.
     pub local: Option<bool>,
@@ -729,6 +755,27 @@ impl EntityQuery {
         for (k, v) in params {
             match k.as_str() {
                 "type" if v.trim() == "*" => q.any_type = true,
+                "type" if v.contains(';') => {
+                    // `(A;B)|C`: all of A and B, or C.
+                    let groups: Vec<Vec<String>> = v
+                        .split([',', '|'])
+                        .map(|alt| {
+                            alt.trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace())
+                                .split(';')
+                                .map(|t| {
+                                    t.trim_matches(|c: char| {
+                                        c == '(' || c == ')' || c.is_whitespace()
+                                    })
+                                })
+                                .filter(|t| !t.is_empty())
+                                .map(|t| ctx.expand(t))
+                                .collect::<Vec<_>>()
+                        })
+                        .filter(|g| !g.is_empty())
+                        .collect();
+                    q.types = groups.iter().flatten().cloned().collect();
+                    q.type_groups = Some(groups);
+                }
                 "type" => {
                     // `A,B` and `A|B` both mean either.
                     q.types = v
@@ -743,6 +790,12 @@ impl EntityQuery {
                     for id in &q.ids {
                         super::check_uri("id", id)?;
                     }
+                }
+                // `**` is no pattern (a quantifier of nothing).
+                "idPattern" if v.contains("**") => {
+                    return Err(NgsiError::bad(format!(
+                        "idPattern '{v}' is not a regular expression"
+                    )));
                 }
                 "idPattern" => {
                     q.id_pattern = Some(
@@ -1053,7 +1106,10 @@ impl EntityQuery {
 
     /// Whether an entity answers it.
     pub fn matches(&self, e: &Entity) -> bool {
-        (self.types.is_empty() || e.types.iter().any(|t| self.types.contains(t)))
+        (match &self.type_groups {
+            Some(groups) => groups.iter().any(|g| g.iter().all(|t| e.types.contains(t))),
+            None => self.types.is_empty() || e.types.iter().any(|t| self.types.contains(t)),
+        })
             && (self.ids.is_empty() || self.ids.contains(&e.id))
             // Ids, when given, take precedence over idPattern.
             && (!self.ids.is_empty() || self.id_pattern.as_ref().is_none_or(|re| re.is_match(&e.id)))

@@ -443,6 +443,9 @@ impl Subscription {
                     "jsonldContext '{c}' is not the http(s) URI of a context"
                 )));
             }
+            // Notifications are compacted with it: it must be one held here
+            // (none is fetched).
+            Context::resolve(Some(&Value::String(c.to_string())))?;
             s.jsonld_context = Some(c.to_string());
         }
         if let Some(v) = m.get("datasetId") {
@@ -467,6 +470,14 @@ impl Subscription {
             s.paused = !v
                 .as_bool()
                 .ok_or_else(|| NgsiError::bad("isActive is true or false"))?;
+        }
+        if base.is_some()
+            && let Some(n) = m.get("notification")
+            && n.get("endpoint").is_none()
+        {
+            return Err(NgsiError::bad(
+                "a notification replaces the subscription's whole: it names its endpoint",
+            ));
         }
         match m.get("notification") {
             Some(n) => s.apply_notification(n, ctx)?,
@@ -760,7 +771,9 @@ impl Subscription {
                 .into(),
             );
         }
-        n.insert("timesSent".into(), self.times_sent.into());
+        if self.times_sent > 0 {
+            n.insert("timesSent".into(), self.times_sent.into());
+        }
         for (k, v) in [
             ("lastNotification", &self.last_notification),
             ("lastSuccess", &self.last_success),

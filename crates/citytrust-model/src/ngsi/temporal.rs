@@ -140,6 +140,8 @@ pub struct TemporalQuery {
     pub aggregate: Option<(Vec<Aggr>, Option<time::Duration>)>,
     /// `timeproperty=deletedAt`: the deletions kept, not the readings.
     pub deleted: bool,
+    /// `datasetId`: only instances with one of these (`@none`: the default).
+    pub datasets: Option<Vec<String>>,
     /// `pick` / `omit`: core members as named, attributes expanded.
     pub pick: Option<Vec<String>>,
     pub omit: Option<Vec<String>>,
@@ -187,6 +189,13 @@ impl TemporalQuery {
                 )));
             }
         }
+        q.datasets = get("datasetId").map(|d| {
+            d.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        });
         match get("timeproperty") {
             None | Some("observedAt" | "createdAt" | "modifiedAt") => {}
             Some("deletedAt") => q.deleted = true,
@@ -210,22 +219,32 @@ impl TemporalQuery {
                 .map(|s| ctx.expand(s))
                 .collect()
         });
-        let options: Vec<&str> = params
-            .iter()
-            .filter(|(k, _)| k == "options" || k == "format")
-            .flat_map(|(_, v)| v.split(','))
-            .collect();
+        // `format` names the representation, and wins over `options`.
+        let options: Vec<&str> = match get("format") {
+            Some(f) => vec![f],
+            None => params
+                .iter()
+                .filter(|(k, _)| k == "options")
+                .flat_map(|(_, v)| v.split(','))
+                .collect(),
+        };
         q.temporal_values = options.contains(&"temporalValues");
         if options.contains(&"aggregatedValues") {
             let methods = get("aggrMethods")
                 .ok_or_else(|| NgsiError::bad("aggregatedValues needs aggrMethods"))?
                 .split(',')
                 .map(|m| Aggr::parse(m.trim()))
-                .collect::<R<Vec<_>>>()?;
-            let period = get("aggrPeriodDuration").map(duration).transpose()?;
+                .collect::<R<Vec<_>>>()
+                .map_err(|e| NgsiError::bad(format!("aggrMethods: {}", e.detail)))?;
+            // PT0S: the whole range, as no period does.
+            let period = get("aggrPeriodDuration")
+                .filter(|d| *d != "PT0S")
+                .map(duration)
+                .transpose()
+                .map_err(|e| NgsiError::bad(format!("aggrPeriodDuration: {}", e.detail)))?;
             q.aggregate = Some((methods, period));
-        } else if let Some(d) = get("aggrPeriodDuration") {
-            duration(d)?;
+        } else if let Some(d) = get("aggrPeriodDuration").filter(|d| *d != "PT0S") {
+            duration(d).map_err(|e| NgsiError::bad(format!("aggrPeriodDuration: {}", e.detail)))?;
         }
         if let Some(m) = get("aggrMethods")
             && !options.contains(&"aggregatedValues")
@@ -242,6 +261,9 @@ impl TemporalQuery {
         self.from.as_deref().is_none_or(|f| at >= f) && self.to.as_deref().is_none_or(|t| at < t)
     }
 }
+
+/// One datasetId's readings of an attribute (`None`: the default instance's).
+type Series<'a> = (Option<String>, Vec<&'a (String, Instance)>);
 
 /// Readings by attribute (each oldest first), of the entities of one answer.
 pub type AnswerReadings = Vec<BTreeMap<String, Readings>>;
@@ -474,32 +496,62 @@ pub fn render(
             }
             out.insert(name, Value::Object(m));
         } else if q.temporal_values {
-            let values: Vec<Value> = kept
+            // One series per datasetId (the default instance's first).
+            let mut series: Vec<Series> = Vec::new();
+            for r in &kept {
+                let d =
+                    r.1.get("datasetId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                match series.iter_mut().find(|(x, _)| *x == d) {
+                    Some((_, rs)) => rs.push(r),
+                    None => series.push((d, vec![r])),
+                }
+            }
+            series.sort_by_key(|(d, _)| d.is_some());
+            let mut rendered: Vec<Value> = Vec::new();
+            for (dataset, rs) in &series {
+                let values: Vec<Value> = rs
                 .iter()
                 .map(|r| {
                     let v = instance_value(&r.1).cloned().unwrap_or(Value::Null);
-                    let v = if ty == "VocabProperty" {
-                        super::map_strings(&v, |s| ctx.compact(s))
-                    } else {
-                        v
+                    // What a value is stays said for JSON, vocabulary and
+                    // language properties (as in the simplified form).
+                    let v = match ty.as_str().unwrap_or("Property") {
+                        "VocabProperty" => serde_json::json!({"vocab": super::map_strings(&v, |s| ctx.compact(s))}),
+                        "JsonProperty" => serde_json::json!({"json": v}),
+                        "LanguageProperty" => serde_json::json!({"languageMap": v}),
+                        _ => v,
                     };
                     Value::Array(vec![v, time_of(r)])
                 })
                 .collect();
-            // The simplified temporal form names the pairs by what they hold.
-            let member = match ty.as_str().unwrap_or("Property") {
-                "Relationship" => "objects",
-                "LanguageProperty" => "languageMaps",
-                "VocabProperty" => "vocabs",
-                "JsonProperty" => "jsons",
-                "ListProperty" => "valueLists",
-                "ListRelationship" => "objectLists",
-                _ => "values",
-            };
-            let mut m = Map::new();
-            m.insert("type".into(), ty);
-            m.insert(member.into(), Value::Array(values));
-            out.insert(name, Value::Object(m));
+                // The simplified temporal form names the pairs by what they hold.
+                let member = match ty.as_str().unwrap_or("Property") {
+                    "Relationship" => "objects",
+                    "LanguageProperty" => "languageMaps",
+                    "VocabProperty" => "vocabs",
+                    "JsonProperty" => "jsons",
+                    "ListProperty" => "valueLists",
+                    "ListRelationship" => "objectLists",
+                    _ => "values",
+                };
+                let mut m = Map::new();
+                m.insert("type".into(), ty.clone());
+                if let Some(d) = dataset {
+                    m.insert("datasetId".into(), d.clone().into());
+                }
+                m.insert(member.into(), Value::Array(values));
+                rendered.push(Value::Object(m));
+            }
+            out.insert(
+                name,
+                if rendered.len() == 1 {
+                    rendered.remove(0)
+                } else {
+                    Value::Array(rendered)
+                },
+            );
         } else {
             let instances: Vec<Value> = kept
                 .iter()

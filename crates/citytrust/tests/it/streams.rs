@@ -1371,7 +1371,7 @@ async fn temporal_representations_are_written_and_pick_omit_and_bad_parameters_a
         "lastN=0",
         "lastN=1.5",
         "timerel=during&timeAt=2020-09-01T11:00:00Z",
-        "aggrPeriodDuration=PT0S",
+        "aggrPeriodDuration=P1X",
         "timeproperty=bogus",
     ] {
         ngsi_problem(
