@@ -233,9 +233,17 @@ fn preloaded(url: &str) -> Option<&'static str> {
     const SUITE: &str = include_str!("../assets/ngsi-ld/ngsi-ld-test-suite.jsonld");
     const SUITE_COMPOUND: &str =
         include_str!("../assets/ngsi-ld/ngsi-ld-test-suite-compound.jsonld");
-    let core = url.starts_with("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context")
-        && url.ends_with(".jsonld")
-        || url == "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld";
+    // The published names only: `ngsi-ld-core-context.jsonld` and
+    // `ngsi-ld-core-context-v1.N[.M].jsonld`.
+    let core = url
+        .strip_prefix("https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context")
+        .and_then(|rest| rest.strip_suffix(".jsonld"))
+        .is_some_and(|version| {
+            version.is_empty()
+                || version.strip_prefix("-v1.").is_some_and(|v| {
+                    !v.is_empty() && v.split('.').all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                })
+        });
     if core {
         return Some(CORE);
     }

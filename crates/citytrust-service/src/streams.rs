@@ -205,6 +205,22 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
     out
 }
 
+/// The time an entity's change is stamped with: UTC, to the millisecond
+/// (sensors write more often than once a second; `createdAt` orders them).
+fn ngsi_now(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 fn not_a_stream(id: &str) -> ServiceError {
     NgsiError::bad(format!("'{id}' is not a stream of this trust")).into()
 }
@@ -453,7 +469,8 @@ impl Service {
             });
         }
         for (e, row) in &plan.updates {
-            let h = readings(e, &row.dataset_id, &now);
+            // The instances stamped by this change carry its time.
+            let h = readings(e, &row.dataset_id, &e.modified_at);
             let s = per_stream.entry(row.dataset_id.clone()).or_default();
             s.0 += 1;
             s.1 += h.len() as u64;
@@ -611,7 +628,7 @@ impl Service {
         let streams = self.streams().await?;
         let dataset = self.stream_for_new(caller, stream, &fragment.types, &streams)?;
         self.check_writer(caller, &dataset)?;
-        let now = rfc3339(self.now());
+        let now = ngsi_now(self.now());
         let entity = Entity::create(fragment, &now)?;
         let id = entity.id.clone();
         self.write_entities(caller, std::slice::from_ref(&id), |loaded, plan| {
@@ -659,7 +676,7 @@ impl Service {
         let ids = [id.to_string()];
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
-        let now = rfc3339(self.now());
+        let now = ngsi_now(self.now());
         self.write_entities(caller, &ids, |loaded, plan| {
             let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
             let mut entity = entity.clone();
@@ -921,7 +938,7 @@ impl Service {
         } else {
             Vec::new()
         };
-        let now = rfc3339(self.now());
+        let now = ngsi_now(self.now());
         self.write_entities(caller, &ids, |loaded, plan| match loaded.get(&id) {
             Some(_) => {
                 let (entity, row) = self.writable(caller, loaded, &datasets, &id)?;
@@ -971,7 +988,7 @@ impl Service {
         let ids = [id.to_string()];
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
-        let now = rfc3339(self.now());
+        let now = ngsi_now(self.now());
         self.write_entities(caller, &ids, |loaded, plan| {
             let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
             let mut entity = entity.clone();
@@ -1116,7 +1133,7 @@ impl Service {
             BatchOp::Create | BatchOp::Upsert { .. } => self.streams().await?,
             _ => Vec::new(),
         };
-        let now = rfc3339(self.now());
+        let now = ngsi_now(self.now());
         let errors_before = outcome.errors.clone();
         let (success, created, errors) = self
             .write_entities(caller, &ids, |loaded, plan| {
@@ -1751,7 +1768,9 @@ impl Service {
             {
                 continue;
             }
-            if pending.len() >= limit {
+            // A full page stops the reading, unless the matches are counted.
+            let counting = matches!(target, TemporalTarget::Query(q) if q.count);
+            if pending.len() >= limit && !counting {
                 break;
             }
             let mut readings: BTreeMap<String, temporal::Readings> = BTreeMap::new();
@@ -1799,7 +1818,7 @@ impl Service {
                 continue;
             }
             matched += 1;
-            if matched <= offset {
+            if matched <= offset || pending.len() >= limit {
                 continue;
             }
             pending.push((entity.id.clone(), entity.types.clone()));
@@ -1863,6 +1882,11 @@ impl Service {
             .await?;
         answer.withheld = refusals.into_iter().map(|(id, _)| id).collect();
         answer.content_range = content_range;
+        if let TemporalTarget::Query(q) = target
+            && q.count
+        {
+            answer.count = Some(matched);
+        }
         Ok(answer)
     }
 
