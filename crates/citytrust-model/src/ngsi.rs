@@ -241,7 +241,9 @@ fn preloaded(url: &str) -> Option<&'static str> {
         .is_some_and(|version| {
             version.is_empty()
                 || version.strip_prefix("-v1.").is_some_and(|v| {
-                    !v.is_empty() && v.split('.').all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                    !v.is_empty()
+                        && v.split('.')
+                            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
                 })
         });
     if core {
