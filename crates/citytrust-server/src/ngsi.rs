@@ -964,22 +964,35 @@ async fn temporal_query(
     let params = params(&uri);
     let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
-    let (pick, omit) = check_read(&params, &ctx)?;
-    let q = temporal_entity_query(&params, &ctx)?;
-    let mut tq = TemporalQuery::from_params(&params, &ctx)?;
+    temporal_query_answer(&state, &caller, &params, &headers, &ctx, ld).await
+}
+
+/// A temporal query, from its parameters (the query string's, and a
+/// POSTed query's body's), answered.
+async fn temporal_query_answer(
+    state: &AppState,
+    caller: &StreamCaller,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    ctx: &Context,
+    ld: bool,
+) -> NgsiResult {
+    let (pick, omit) = check_read(params, ctx)?;
+    let q = temporal_entity_query(params, ctx)?;
+    let mut tq = TemporalQuery::from_params(params, ctx)?;
     temporal_projection(&mut tq, pick, omit)?;
     let a = state
         .service
         .ngsi_temporal(
-            &caller,
-            &ctx,
+            caller,
+            ctx,
             TemporalTarget::Query(&q),
             &tq,
-            purpose(&params, &headers).as_deref(),
+            purpose(params, headers).as_deref(),
             ld,
         )
         .await?;
-    Ok(answer(a, &ctx, ld))
+    Ok(answer(a, ctx, ld))
 }
 
 async fn subscribe(
@@ -1511,22 +1524,7 @@ async fn post_temporal_query(
     let ld = wants_ld(&headers)?;
     let (body, ctx, _) = body_and_context(req).await?;
     query_params.extend(body_params(&body, true)?);
-    let (pick, omit) = check_read(&query_params, &ctx)?;
-    let q = temporal_entity_query(&query_params, &ctx)?;
-    let mut tq = TemporalQuery::from_params(&query_params, &ctx)?;
-    temporal_projection(&mut tq, pick, omit)?;
-    let a = state
-        .service
-        .ngsi_temporal(
-            &caller,
-            &ctx,
-            TemporalTarget::Query(&q),
-            &tq,
-            purpose(&query_params, &headers).as_deref(),
-            ld,
-        )
-        .await?;
-    Ok(answer(a, &ctx, ld))
+    temporal_query_answer(&state, &caller, &query_params, &headers, &ctx, ld).await
 }
 
 /// `POST /entityOperations/query`: a query in the body (`entities`, `attrs`,

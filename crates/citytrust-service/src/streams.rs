@@ -39,6 +39,8 @@ use crate::{Result, Service, ServiceError, rfc3339};
 pub const CREDENTIAL_PREFIX: &str = "ctw_";
 /// The most readings of one entity a temporal answer reads (the newest).
 const HISTORY_CAP: i64 = 100_000;
+/// The most linked entities one answer's `join` reaches.
+const MAX_LINKED: usize = 5_000;
 /// How many times a write is planned again after losing a race.
 const RETRIES: usize = 8;
 
@@ -681,21 +683,7 @@ impl Service {
             let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
             let mut entity = entity.clone();
             let answer = change(&mut entity, &now)?;
-            let dataset = datasets
-                .get(&row.dataset_id)
-                .ok_or_else(|| not_a_stream(&row.dataset_id))?;
-            if !dataset
-                .metadata
-                .stream
-                .as_ref()
-                .is_some_and(|s| s.holds(&entity.types))
-            {
-                return Err(NgsiError::bad(format!(
-                    "stream '{}' does not hold entities of these types",
-                    dataset.id
-                ))
-                .into());
-            }
+            hold_types(&datasets, row, &entity)?;
             plan.updates.push((entity, row.clone()));
             Ok(answer)
         })
@@ -1481,6 +1469,12 @@ impl Service {
                     }
                 }
             }
+            if wanted.is_empty() {
+                break;
+            }
+            // A join reaches at most so many entities: a graph is no reason
+            // to read a stream whole.
+            wanted.truncate(MAX_LINKED.saturating_sub(out.entities.len()));
             if wanted.is_empty() {
                 break;
             }
