@@ -159,6 +159,10 @@ pub enum ErrorType {
     TooComplexQuery,
     TooManyResults,
     LdContextNotAvailable,
+    /// LdContextNotAvailable where the broker would have had to fetch the
+    /// context to do its own work (a subscription's `jsonldContext`):
+    /// 504, as for a gateway that could not reach what it depends on.
+    LdContextNotFetched,
 }
 
 impl ErrorType {
@@ -172,7 +176,9 @@ impl ErrorType {
             ErrorType::InternalError => "InternalError",
             ErrorType::TooComplexQuery => "TooComplexQuery",
             ErrorType::TooManyResults => "TooManyResults",
-            ErrorType::LdContextNotAvailable => "LdContextNotAvailable",
+            ErrorType::LdContextNotAvailable | ErrorType::LdContextNotFetched => {
+                "LdContextNotAvailable"
+            }
         }
     }
 
@@ -191,6 +197,7 @@ impl ErrorType {
             ErrorType::InternalError => 500,
             ErrorType::TooComplexQuery | ErrorType::TooManyResults => 403,
             ErrorType::LdContextNotAvailable => 503,
+            ErrorType::LdContextNotFetched => 504,
         }
     }
 }
@@ -496,11 +503,27 @@ impl Context {
             if let Some(rest) = iri.strip_prefix(base)
                 && !rest.is_empty()
                 && !rest.contains(['/', '#', ':'])
+                // A term the context defines as another IRI cannot stand for this one.
+                && self.terms.get(rest).is_none_or(|t| t == iri)
             {
                 return rest.to_string();
             }
         }
-        iri.to_string()
+        // A compact IRI with the longest prefix the context defines (`ngsi-ld:…`).
+        let prefix = self
+            .terms
+            .iter()
+            .filter(|(t, v)| {
+                !t.contains(':')
+                    && v.ends_with(['/', '#'])
+                    && iri.len() > v.len()
+                    && iri.starts_with(v.as_str())
+            })
+            .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)));
+        match prefix {
+            Some((t, v)) => format!("{t}:{}", &iri[v.len()..]),
+            None => iri.to_string(),
+        }
     }
 }
 
@@ -599,6 +622,33 @@ pub struct Entity {
 
 /// The NGSI-LD Null instance that stands for a deleted one (its type and
 /// datasetId, `urn:ngsi-ld:null` for its value).
+/// A temporal instance whose value is NGSI-LD Null (5.6.11): the attribute
+/// was deleted at its `observedAt`. Kept in history as given.
+fn deletion_reading(v: &Value) -> Option<Instance> {
+    let m = v.as_object()?;
+    let ty = m.get("type").and_then(Value::as_str).unwrap_or("Property");
+    let (_, member) = ATTRIBUTE_TYPES.iter().find(|(t, _)| *t == ty)?;
+    if m.get(*member).and_then(Value::as_str) != Some(NGSI_NULL) {
+        return None;
+    }
+    let mut out = Instance::new();
+    out.insert("type".into(), ty.into());
+    out.insert((*member).into(), NGSI_NULL.into());
+    for k in ["observedAt", "datasetId"] {
+        if let Some(x) = m.get(k).filter(|x| x.is_string()) {
+            out.insert(k.into(), x.clone());
+        }
+    }
+    Some(out)
+}
+
+/// Whether an instance is a deletion (its value NGSI-LD Null).
+fn is_deletion(i: &Instance) -> bool {
+    ATTRIBUTE_TYPES
+        .iter()
+        .any(|(_, m)| i.get(*m).and_then(Value::as_str) == Some(NGSI_NULL))
+}
+
 pub fn null_instance(i: &Instance) -> Instance {
     let ty = i.get("type").and_then(Value::as_str).unwrap_or("Property");
     let member = ATTRIBUTE_TYPES
@@ -635,7 +685,7 @@ pub struct NotUpdated {
 /// What a change to an entity's attributes did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// Attribute names as the request gave them.
+    /// Attribute names, expanded (as the UpdateResult of 5.2.18 carries them).
     pub updated: Vec<String>,
     pub not_updated: Vec<NotUpdated>,
 }
@@ -812,6 +862,7 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
         map.insert("type".into(), "GeoProperty".into());
         map.insert("value".into(), g);
     }
+    let typed = map.contains_key("type");
     let ty = match map.get("type") {
         Some(Value::String(t)) => {
             let t = t.as_str();
@@ -833,8 +884,10 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
             }
         },
     };
+    // Concise: a Property named as a geo-property, or whose type is not
+    // given, with a GeoJSON geometry for its value is a GeoProperty.
     let ty = if ty == "Property"
-        && geo_name
+        && (geo_name || !typed)
         && map
             .get("value")
             .is_some_and(|g| check_geometry(name, g).is_ok())
@@ -932,10 +985,21 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
     if name == "ngsildproof" && !value.is_object() {
         return Err(at("ngsildproof's value is a proof object".into()));
     }
-    let value = if ty == "VocabProperty" {
-        map_strings(value, |s| ctx.expand(s))
-    } else {
-        value.clone()
+    let value = match ty {
+        "VocabProperty" => map_strings(value, |s| ctx.expand(s)),
+        // Each objectList entry as its normalised `{"object": uri}`.
+        "ListRelationship" => Value::Array(
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| match o {
+                    Value::String(_) => serde_json::json!({ "object": o }),
+                    other => other.clone(),
+                })
+                .collect(),
+        ),
+        _ => value.clone(),
     };
     out.insert(member.into(), value);
     for (key, v) in &map {
@@ -959,6 +1023,9 @@ fn parse_instance(ctx: &Context, name: &str, v: &Value, depth: usize) -> R<Insta
                 )));
             }
             "entityIdSealed" | "entityTypeSealed" if name == "ngsildproof" => {
+                if !v.is_string() {
+                    return Err(at(format!("'{key}' is a string (the sealed id or type)")));
+                }
                 out.insert(key.clone(), v.clone());
             }
             "entityIdSealed" | "entityTypeSealed" => {
@@ -1128,7 +1195,10 @@ impl TemporalFragment {
             };
             let instances = items
                 .into_iter()
-                .map(|i| parse_instance(ctx, name, i, 0))
+                .map(|i| match deletion_reading(i) {
+                    Some(null) => Ok(null),
+                    None => parse_instance(ctx, name, i, 0),
+                })
                 .collect::<R<Vec<_>>>()?;
             attrs.push((name.clone(), ctx.expand(name), instances));
         }
@@ -1194,6 +1264,18 @@ impl Entity {
             for mut i in instances {
                 stamp(&mut i, now, None);
                 readings.push((iri.clone(), i.clone()));
+                if is_deletion(&i) {
+                    // The attribute's latest value is gone, unless a newer one is held.
+                    if let Some(have) = self.attrs.get_mut(&iri) {
+                        have.retain(|h| {
+                            dataset_of(h) != dataset_of(&i) || instance_time(h) > instance_time(&i)
+                        });
+                        if have.is_empty() {
+                            self.attrs.remove(&iri);
+                        }
+                    }
+                    continue;
+                }
                 let have = self.attrs.entry(iri.clone()).or_default();
                 match have.iter().position(|h| dataset_of(h) == dataset_of(&i)) {
                     Some(p) if instance_time(&have[p]) > instance_time(&i) => {}
@@ -1357,7 +1439,99 @@ fn dataset_of(i: &Instance) -> Option<&str> {
     i.get("datasetId").and_then(Value::as_str)
 }
 
+/// `have` (an instance held) in request form with `map`'s members laid
+/// over it: a value member given replaces the held one; with `deep` (a
+/// merge, 5.6.17), a compound value given is merged into the held one key by
+/// key, a key given as NGSI-LD Null removed.
+fn overlay(
+    ctx: &Context,
+    have: &Instance,
+    map: &Map<String, Value>,
+    deep: bool,
+) -> Map<String, Value> {
+    let mut merged = Map::new();
+    for (k, v) in have {
+        if !k.contains(':') {
+            merged.insert(k.clone(), v.clone());
+        } else {
+            merged.insert(
+                ctx.compact(k),
+                compact_instance(ctx, v.as_object().cloned().unwrap_or_default(), false),
+            );
+        }
+    }
+    let member_keys: Vec<&str> = ATTRIBUTE_TYPES.iter().map(|(_, m)| *m).collect();
+    if map.keys().any(|k| member_keys.contains(&k.as_str())) {
+        for m in &member_keys {
+            if !(deep && *m == "value" && map.get("value").is_some_and(Value::is_object)) {
+                merged.remove(*m);
+            }
+        }
+    }
+    for (k, v) in map.iter().filter(|(k, _)| *k != "@context") {
+        match (k.as_str(), merged.get_mut(k)) {
+            ("value", Some(held @ Value::Object(_))) if deep && v.is_object() => {
+                merge_patch(held, v)
+            }
+            _ => {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    merged
+}
+
+/// RFC 7396 merge patch, with NGSI-LD Null (and JSON null) removing a key.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() || v.as_str() == Some(NGSI_NULL) {
+                    t.remove(k);
+                } else if let Some(held) = t.get_mut(k).filter(|h| h.is_object() && v.is_object()) {
+                    merge_patch(held, v);
+                } else {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
 impl Entity {
+    /// A merge's body (`PATCH /entities/{id}`, `/entityOperations/merge`)
+    /// against this entity: each attribute given for an instance held is
+    /// laid over it (the members it does not give are kept, compound values
+    /// merged key by key); the rest as given.
+    pub fn merge_body(&self, ctx: &Context, body: &Map<String, Value>) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (k, v) in body {
+            let held = match (k.as_str(), v) {
+                ("id" | "type" | "scope" | "@context", _) => None,
+                (_, Value::Object(m)) => {
+                    let dataset = m.get("datasetId").and_then(Value::as_str);
+                    self.attrs.get(&ctx.expand(k)).and_then(|have| {
+                        have.iter().find(|h| {
+                            dataset_of(h) == dataset
+                                && m.get("type").is_none_or(|t| h.get("type") == Some(t))
+                        })
+                    })
+                }
+                _ => None,
+            };
+            match (held, v) {
+                (Some(h), Value::Object(m)) => {
+                    out.insert(k.clone(), Value::Object(overlay(ctx, h, m, true)));
+                }
+                _ => {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// A new entity from a parsed (whole) fragment.
     pub fn create(fragment: Fragment, now: &str) -> R<Entity> {
         let id = fragment
@@ -1402,11 +1576,11 @@ impl Entity {
             }
             (Some(scope), _, held) => *held = Some(scope),
         }
-        for (name, iri, instances) in fragment.attrs {
+        for (_name, iri, instances) in fragment.attrs {
             let existing = self.attrs.get_mut(&iri);
             match (how, existing) {
                 (Merge::Update, None) => outcome.not_updated.push(NotUpdated {
-                    attribute: name,
+                    attribute: iri.clone(),
                     reason: "the entity has no such attribute (append it instead)".into(),
                 }),
                 (Merge::Append { overwrite: true } | Merge::Update, Some(have))
@@ -1434,11 +1608,11 @@ impl Entity {
                         }
                     }
                     if changed {
+                        outcome.updated.push(iri.clone());
                         self.touched.insert(iri);
-                        outcome.updated.push(name);
                     } else if let Some(reason) = refused {
                         outcome.not_updated.push(NotUpdated {
-                            attribute: name,
+                            attribute: iri.clone(),
                             reason: reason.into(),
                         });
                     }
@@ -1449,8 +1623,8 @@ impl Entity {
                         stamp(i, now, None);
                     }
                     self.touched.insert(iri.clone());
+                    outcome.updated.push(iri.clone());
                     self.attrs.insert(iri, instances);
-                    outcome.updated.push(name);
                 }
             }
         }
@@ -1521,26 +1695,7 @@ impl Entity {
                     .unwrap_or("Property")
             )));
         }
-        let mut merged = Map::new();
-        for (k, v) in &have[pos] {
-            if !k.contains(':') {
-                merged.insert(k.clone(), v.clone());
-            } else {
-                merged.insert(
-                    ctx.compact(k),
-                    compact_instance(ctx, v.as_object().cloned().unwrap_or_default(), false),
-                );
-            }
-        }
-        let member_keys: Vec<&str> = ATTRIBUTE_TYPES.iter().map(|(_, m)| *m).collect();
-        if map.keys().any(|k| member_keys.contains(&k.as_str())) {
-            for m in &member_keys {
-                merged.remove(*m);
-            }
-        }
-        for (k, v) in map.iter().filter(|(k, _)| *k != "@context") {
-            merged.insert(k.clone(), v.clone());
-        }
+        let merged = overlay(ctx, &have[pos], map, false);
         let created = have[pos].get("createdAt").cloned();
         self.touched.insert(iri.to_string());
         let mut instance = parse_instance(ctx, name, &Value::Object(merged), 0)?;
@@ -1910,6 +2065,14 @@ fn simplified_instance(ctx: &Context, i: &Instance, lang: Option<&str>) -> Value
     match ty {
         "VocabProperty" => wrap("vocab", map_strings(&v, |s| ctx.compact(s))),
         "JsonProperty" => wrap("json", v),
+        // The URIs of the objectList's entries.
+        "ListRelationship" => Value::Array(
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
+                .collect(),
+        ),
         "LanguageProperty" => match lang {
             Some(l) => language_instance(i, l)
                 .remove("value")
@@ -2312,22 +2475,22 @@ mod tests {
         let frag = |v: Value| Fragment::parse(ctx, &v, false).unwrap();
         let later = "2026-12-06T11:00:00Z";
         let o = e.merge(frag(json!({"p": 2, "q": 3})), Merge::Update, later);
-        assert_eq!(o.updated, vec!["p"]);
-        assert_eq!(o.not_updated[0].attribute, "q");
+        assert_eq!(o.updated, vec![ctx.expand("p")]);
+        assert_eq!(o.not_updated[0].attribute, ctx.expand("q"));
         assert_eq!(e.value_of(&ctx.expand("p")), Some(&json!(2)));
         let o = e.merge(
             frag(json!({"p": 5, "q": 3})),
             Merge::Append { overwrite: false },
             later,
         );
-        assert_eq!(o.updated, vec!["q"]);
+        assert_eq!(o.updated, vec![ctx.expand("q")]);
         assert_eq!(e.value_of(&ctx.expand("p")), Some(&json!(2)));
         let o = e.merge(
             frag(json!({"p": 5})),
             Merge::Append { overwrite: true },
             later,
         );
-        assert_eq!(o.updated, vec!["p"]);
+        assert_eq!(o.updated, vec![ctx.expand("p")]);
         assert_eq!(e.attrs[&ctx.expand("p")][0]["createdAt"], NOW);
         assert_eq!(e.modified_at, later);
         e.patch_attribute(

@@ -882,32 +882,58 @@ async fn query(
     uri: axum::http::Uri,
 ) -> NgsiResult {
     let params = params(&uri);
-    let ld = wants_ld(&headers)?;
     let ctx = request_context(&headers)?;
     let q = EntityQuery::from_params(&params, &ctx)?;
-    let (pick, omit) = check_read(&params, &ctx)?;
-    let mut r = rendering(&params, &ctx, ld);
-    r.geo_json = wants_geo(&headers);
+    query_answer(
+        &state,
+        &caller,
+        &params,
+        &headers,
+        &ctx,
+        &q,
+        Some(uri.path()),
+    )
+    .await
+}
+
+/// An entity query's answer (`GET /entities`, `POST /entityOperations/query`),
+/// with pagination links to `path` when given.
+async fn query_answer(
+    state: &AppState,
+    caller: &StreamCaller,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+    ctx: &Context,
+    q: &EntityQuery,
+    path: Option<&str>,
+) -> NgsiResult {
+    let ld = wants_ld(headers)?;
+    let (pick, omit) = check_read(params, ctx)?;
+    let mut r = rendering(params, ctx, ld);
+    r.geo_json = wants_geo(headers);
     if r.geometry_property.is_some() && !r.geo_json {
         return Err(NgsiError::bad(
             "geometryProperty is for GeoJSON answers: send Accept: application/geo+json",
         )
         .into());
     }
-    project(&mut r, pick, omit, join(&params)?)?;
+    project(&mut r, pick, omit, join(params)?)?;
     let a = state
         .service
-        .ngsi_query(&caller, &ctx, &q, purpose(&params, &headers).as_deref(), &r)
+        .ngsi_query(caller, ctx, q, purpose(params, headers).as_deref(), &r)
         .await?;
-    let links = page_links(
-        uri.path().trim_end_matches('/'),
-        &params,
-        q.limit,
-        q.offset,
-        a.matched,
-        ld,
-    );
-    let mut res = geo_answer(answer(a, &ctx, ld), r.geo_json);
+    let links = match path {
+        Some(path) => page_links(
+            path.trim_end_matches('/'),
+            params,
+            q.limit,
+            q.offset,
+            a.matched,
+            ld,
+        ),
+        None => Vec::new(),
+    };
+    let mut res = geo_answer(answer(a, ctx, ld), r.geo_json);
     for l in links {
         if let Ok(v) = HeaderValue::from_str(&l) {
             res.headers_mut().append(header::LINK, v);
@@ -1532,24 +1558,12 @@ async fn post_temporal_query(
 async fn post_query(state: AppState, caller: StreamCaller, req: Request) -> NgsiResult {
     let mut query_params = params(req.uri());
     let headers = req.headers().clone();
-    let ld = wants_ld(&headers)?;
+    wants_ld(&headers)?;
     let (body, ctx, _) = body_and_context(req).await?;
     query_params.extend(body_params(&body, false)?);
-    let (pick, omit) = check_read(&query_params, &ctx)?;
+    check_read(&query_params, &ctx)?;
     let q = EntityQuery::from_params(&query_params, &ctx)?;
-    let mut r = rendering(&query_params, &ctx, ld);
-    project(&mut r, pick, omit, join(&query_params)?)?;
-    let a = state
-        .service
-        .ngsi_query(
-            &caller,
-            &ctx,
-            &q,
-            purpose(&query_params, &headers).as_deref(),
-            &r,
-        )
-        .await?;
-    Ok(answer(a, &ctx, ld))
+    query_answer(&state, &caller, &query_params, &headers, &ctx, &q, None).await
 }
 
 async fn batch(

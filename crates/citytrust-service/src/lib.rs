@@ -142,6 +142,8 @@ pub struct Service {
     federated: federation::FederatedIndex,
     /// The DSP catalogue last made, under the key it was made for.
     dsp_catalog_cache: std::sync::Mutex<Option<(String, Arc<serde_json::Value>)>>,
+    /// Each stream's entities as last decoded, at the stream's revision then.
+    latest: streams::LatestCache,
     /// This trust's key as a Dataspace Protocol participant.
     dsp_key: dataspace::ParticipantKey,
     /// Wakes the negotiations' worker (a decision may owe a consumer a message).
@@ -276,6 +278,7 @@ impl Service {
             index,
             federated: federation::FederatedIndex::default(),
             dsp_catalog_cache: std::sync::Mutex::default(),
+            latest: streams::LatestCache::default(),
             dsp_key: dataspace::ParticipantKey::derive(&seed),
             dsp_wake: tokio::sync::Notify::new(),
             notify_wake: tokio::sync::Notify::new(),

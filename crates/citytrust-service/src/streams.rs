@@ -17,6 +17,7 @@
 //!   only then returned. A write credential never reads.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use citytrust_model::catalogue::{Dataset, PublicationStatus};
 use citytrust_model::ngsi::TemporalFragment;
@@ -491,7 +492,7 @@ impl Service {
         }
         for (entity, dataset, attr, i) in &plan.readings {
             per_stream.entry(dataset.clone()).or_default().1 += 1;
-            write.history.push(HistoryRow {
+            let row = HistoryRow {
                 entity_id: entity.clone(),
                 attribute: attr.clone(),
                 observed_at: i
@@ -502,7 +503,29 @@ impl Service {
                     .unwrap_or_else(|| now.clone()),
                 dataset_id: dataset.clone(),
                 instance: Value::Object(i.clone()).to_string(),
-            });
+            };
+            // A reading at an instant held (same attribute and datasetId) replaces it.
+            let dataset_of = |inst: &str| {
+                serde_json::from_str::<Value>(inst).ok().and_then(|v| {
+                    v.get("datasetId")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+            };
+            let mine = i
+                .get("datasetId")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            for held in self
+                .store
+                .readings_at(entity, attr, &row.observed_at)
+                .await?
+            {
+                if dataset_of(&held.instance) == mine {
+                    write.history_replaced.push(held);
+                }
+            }
+            write.history.push(row);
         }
         if per_stream.is_empty() {
             return Ok(());
@@ -717,10 +740,12 @@ impl Service {
         body: &Value,
     ) -> Result<()> {
         let (kept, dropped) = split_nulls(body)?;
-        let fragment = Fragment::parse(ctx, &Value::Object(kept), false)?;
+        // Checked as given first (a bad body is refused before any entity is read).
+        let fragment = Fragment::parse(ctx, &Value::Object(without_nested_nulls(&kept)), false)?;
         check_fragment_id(&fragment, id)?;
         self.change_entity(caller, id, |e, now| {
-            e.merge(fragment.clone(), Merge::Append { overwrite: true }, now);
+            let fragment = Fragment::parse(ctx, &Value::Object(e.merge_body(ctx, &kept)), false)?;
+            e.merge(fragment, Merge::Append { overwrite: true }, now);
             for (name, dataset) in &dropped {
                 let iri = ctx.expand(name);
                 if e.attrs.contains_key(&iri) {
@@ -770,10 +795,11 @@ impl Service {
                 None => {}
             }
             for (name, dataset) in &dropped {
-                match e.delete_attribute(&ctx.expand(name), name, dataset.as_deref(), false, now) {
-                    Ok(()) => o.updated.push(name.clone()),
+                let iri = ctx.expand(name);
+                match e.delete_attribute(&iri, name, dataset.as_deref(), false, now) {
+                    Ok(()) => o.updated.push(iri),
                     Err(why) => o.not_updated.push(citytrust_model::ngsi::NotUpdated {
-                        attribute: name.clone(),
+                        attribute: iri,
                         reason: why.detail,
                     }),
                 }
@@ -1063,6 +1089,9 @@ impl Service {
         // Each entry: its id, its fragment, and the attributes it deletes (merge).
         type Deleted = Vec<(String, String, Option<String>)>;
         let mut parsed: Vec<(String, Option<Fragment>, Deleted)> = Vec::new();
+        // A merge's entries as given (laid over the entity held when applied), by id.
+        let mut merge_bodies: HashMap<String, (Context, serde_json::Map<String, Value>)> =
+            HashMap::new();
         for (i, item) in items.iter().enumerate() {
             if op == BatchOp::Delete {
                 match item.as_str() {
@@ -1093,7 +1122,11 @@ impl Service {
             let (item, deleted) = if op == BatchOp::Merge && item.is_object() {
                 match split_nulls(item) {
                     Ok((kept, deleted)) => (
-                        Value::Object(kept),
+                        {
+                            let checked = Value::Object(without_nested_nulls(&kept));
+                            merge_bodies.insert(id.clone(), (ctx.clone(), kept));
+                            checked
+                        },
                         deleted
                             .into_iter()
                             .map(|(n, d)| (ctx.expand(&n), n, d))
@@ -1191,11 +1224,17 @@ impl Service {
                                         entity.replace(f.clone(), &now)
                                     }
                                     BatchOp::Upsert { replace: false } | BatchOp::Merge => {
-                                        entity.merge(
-                                            f.clone(),
-                                            Merge::Append { overwrite: true },
-                                            &now,
-                                        );
+                                        let f = match merge_bodies.get(id) {
+                                            Some((ctx, kept)) if op == BatchOp::Merge => {
+                                                Fragment::parse(
+                                                    ctx,
+                                                    &Value::Object(entity.merge_body(ctx, kept)),
+                                                    true,
+                                                )?
+                                            }
+                                            _ => f.clone(),
+                                        };
+                                        entity.merge(f, Merge::Append { overwrite: true }, &now);
                                         for (iri, name, dataset) in deleted {
                                             if entity.attrs.contains_key(iri) {
                                                 entity.delete_attribute(
@@ -1580,21 +1619,38 @@ impl Service {
             .enumerate()
             .map(|(i, (d, _, _))| (d.id.as_str(), i))
             .collect();
-        let mut matched: Vec<(Entity, usize)> = Vec::new();
-        for row in self.store.stream_entities(&ids).await? {
-            let Some(&i) = by_id.get(row.dataset_id.as_str()) else {
+        let latest = self.latest_entities(&ids).await?;
+        // A geo-query on `location` with a box skips, unread, the entities outside it.
+        let bound = query
+            .geo
+            .as_ref()
+            .filter(|g| g.property() == Context::core().expand("location"))
+            .and_then(|g| g.bounds());
+        let mut matched: Vec<(std::borrow::Cow<'_, Entity>, usize)> = Vec::new();
+        for (sid, list) in &latest {
+            let Some(&i) = by_id.get(sid.as_str()) else {
                 continue;
             };
-            let entity = decode(&row)?;
             let (d, grant, scope) = &decided[i];
-            if !admitted(&entity, d, scope.as_ref()) {
-                continue;
+            for (entity, b) in list.entities.iter().zip(&list.boxes) {
+                if let (Some(q), Some(b)) = (&bound, b)
+                    && !citytrust_model::ngsi::geo::boxes_meet(q, b)
+                {
+                    continue;
+                }
+                if !admitted(entity, d, scope.as_ref()) {
+                    continue;
+                }
+                // Attribute limits apply before the filter: a hidden attribute matches nothing.
+                let visible = limited_cow(entity, grant);
+                if query.matches(&visible) {
+                    matched.push((visible, i));
+                }
             }
-            // Attribute limits apply before the filter: a hidden attribute matches nothing.
-            let visible = limited(&entity, grant);
-            if query.matches(&visible) {
-                matched.push((visible, i));
-            }
+        }
+        // Streams' entities together in id order, as one stream's are.
+        if latest.len() > 1 {
+            matched.sort_by(|(a, _), (b, _)| a.id.cmp(&b.id));
         }
         if !query.order.is_empty() {
             matched.sort_by(|(a, _), (b, _)| query.order(a, b));
@@ -1604,7 +1660,7 @@ impl Service {
             .iter()
             .skip(query.offset)
             .take(query.limit)
-            .map(|(e, i)| (e, render_limited(e, ctx, rendering, &decided[*i].1)))
+            .map(|(e, i)| (&**e, render_limited(e, ctx, rendering, &decided[*i].1)))
             // An entity pick and omit leave nothing of is not listed.
             .filter(|(_, v)| {
                 v.as_object()
@@ -2013,6 +2069,102 @@ pub(crate) fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScop
     !keys.is_empty() && keys.iter().all(|k| filter.keys.contains(k) == filter.keep)
 }
 
+/// The entity as `limited` leaves it, borrowed when nothing is taken away.
+fn limited_cow<'a>(e: &'a Entity, grant: &ReadGrant) -> std::borrow::Cow<'a, Entity> {
+    match grant.columns {
+        None => std::borrow::Cow::Borrowed(e),
+        Some(_) => std::borrow::Cow::Owned(limited(e, grant)),
+    }
+}
+
+/// The most entities the latest-state cache holds (over all streams): a
+/// stream that would take it past this is decoded per query instead.
+const LATEST_CACHE_ENTITIES: usize = 100_000;
+
+/// Each stream's entities, decoded, at the revision they were read at. A
+/// query uses a stream's list only while the stream is still at that
+/// revision (every write moves it in its own transaction), so what is
+/// answered is always a state the store held; deciding, the consent filter
+/// and column limits are applied per query, as before.
+#[derive(Default)]
+pub(crate) struct LatestCache(std::sync::Mutex<HashMap<String, (i64, Arc<Latest>)>>);
+
+/// One stream's entities, in id order, each with the box of its `location`.
+pub(crate) struct Latest {
+    entities: Vec<Entity>,
+    boxes: Vec<Option<[f64; 4]>>,
+}
+
+impl Latest {
+    fn new(entities: Vec<Entity>) -> Latest {
+        let location = Context::core().expand("location");
+        let boxes = entities
+            .iter()
+            .map(|e| {
+                e.value_of(&location)
+                    .and_then(citytrust_model::ngsi::geo::bbox)
+            })
+            .collect();
+        Latest { entities, boxes }
+    }
+
+    fn len(&self) -> usize {
+        self.entities.len()
+    }
+}
+
+impl Service {
+    /// The entities of `ids` (streams), each stream's in id order.
+    async fn latest_entities(&self, ids: &[String]) -> Result<Vec<(String, Arc<Latest>)>> {
+        let before = self.store.stream_revisions(ids).await?;
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        if let Ok(cache) = self.latest.0.lock() {
+            for id in ids {
+                let at = before.get(id).copied().unwrap_or(0);
+                match cache.get(id) {
+                    Some((r, list)) if *r == at => out.push((id.clone(), list.clone())),
+                    _ => missing.push(id.clone()),
+                }
+            }
+        } else {
+            missing = ids.to_vec();
+        }
+        for id in missing {
+            let rows = self
+                .store
+                .stream_entities(std::slice::from_ref(&id))
+                .await?;
+            let list = Arc::new(Latest::new(
+                rows.iter().map(decode).collect::<Result<Vec<_>>>()?,
+            ));
+            let at = before.get(&id).copied().unwrap_or(0);
+            let after = self
+                .store
+                .stream_revisions(std::slice::from_ref(&id))
+                .await?;
+            // Kept only when no write came between the two readings of the revision.
+            if after.get(&id).copied().unwrap_or(0) == at
+                && let Ok(mut cache) = self.latest.0.lock()
+            {
+                let held: usize = cache
+                    .iter()
+                    .filter(|(k, _)| **k != id)
+                    .map(|(_, (_, l))| l.len())
+                    .sum();
+                if held + list.len() > LATEST_CACHE_ENTITIES {
+                    cache.clear();
+                }
+                if list.len() <= LATEST_CACHE_ENTITIES {
+                    cache.insert(id.clone(), (at, list.clone()));
+                }
+            }
+            out.push((id, list));
+        }
+        Ok(out)
+    }
+}
+
 /// The entity with only the attributes the agreement's columns allow.
 pub(crate) fn limited(e: &Entity, grant: &ReadGrant) -> Entity {
     let Some(columns) = &grant.columns else {
@@ -2144,6 +2296,32 @@ type Nulls = Vec<(String, Option<String>)>;
 
 /// A fragment's members, less the attributes it sets to NGSI-LD Null, and
 /// those (name, datasetId) to delete.
+/// A merge body with the NGSI-LD Nulls inside compound values taken out
+/// (they remove keys of the value held; the rest is checked as given).
+fn without_nested_nulls(map: &serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, x)| !is_ngsi_null(x) && !x.is_null())
+                    .map(|(k, x)| (k.clone(), strip(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    map.iter()
+        .map(|(k, v)| match v.get("value") {
+            Some(inner @ Value::Object(_)) => {
+                let mut a = v.as_object().cloned().unwrap_or_default();
+                a.insert("value".into(), strip(inner));
+                (k.clone(), Value::Object(a))
+            }
+            _ => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
 fn split_nulls(body: &Value) -> Result<(serde_json::Map<String, Value>, Nulls)> {
     let map = body
         .as_object()

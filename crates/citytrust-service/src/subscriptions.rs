@@ -831,7 +831,6 @@ impl Service {
                 Ok(Some(log_index)) => {
                     let _ = log_index;
                     sent += 1;
-                    s.times_sent += 1;
                     s.last_notification = Some(now.clone());
                     s.last_success = Some(now.clone());
                     self.store.drop_notifications(&seqs).await?;
@@ -862,7 +861,6 @@ impl Service {
                 .await?
                 .ok_or_else(|| not_found(&sub_id))?;
             let (mut current, _) = decode(&row)?;
-            current.times_sent = s.times_sent;
             current.last_notification = s.last_notification.clone();
             current.last_success = s.last_success.clone();
             current.last_failure = s.last_failure.clone();
@@ -873,6 +871,25 @@ impl Service {
             }
         }
         Ok(sent)
+    }
+
+    /// One more notification sent (`timesSent`, `lastNotification`).
+    async fn count_sent(&self, id: &str) -> Result<()> {
+        for _ in 0..8 {
+            let Some(mut row) = self.store.get_subscription(id).await? else {
+                return Ok(());
+            };
+            let (mut current, _) = decode(&row)?;
+            current.times_sent += 1;
+            current.last_notification = Some(rfc3339(self.now()));
+            row.body = encode(&current)?;
+            match self.store.update_subscription(&row, false, None).await {
+                Ok(()) => return Ok(()),
+                Err(citytrust_store::StoreError::StaleRevision(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Render, log and send one notification; `None` if nothing is left to send.
@@ -1164,6 +1181,9 @@ impl Service {
                 format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""),
             );
         }
+        // Counted as sent before it is: a subscriber reading the
+        // subscription as the notification arrives sees it counted.
+        self.count_sent(&s.id).await?;
         let res = req.body(body).send().await.map_err(|e| {
             ServiceError::Internal(format!("notification to the endpoint: {}", e.without_url()))
         })?;

@@ -58,6 +58,9 @@ pub struct StreamWrite<'a> {
     pub history: Vec<HistoryRow>,
     /// Entities whose kept readings go (deleted entities).
     pub history_deletes: Vec<String>,
+    /// Readings replaced by one of `history` (the same attribute, instant
+    /// and datasetId, written again through the temporal API).
+    pub history_replaced: Vec<HistoryRow>,
     /// Notifications owed: (subscription, entity, the changed attributes as JSON).
     pub notifications: Vec<(String, String, String)>,
     /// When they are first due.
@@ -237,6 +240,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The revision each of these streams is at (a stream never written is absent).
+    pub async fn stream_revisions(
+        &self,
+        dataset_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>> {
+        let mut out = std::collections::HashMap::new();
+        if dataset_ids.is_empty() {
+            return Ok(out);
+        }
+        let params: Vec<String> = (1..=dataset_ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT dataset_id, revision FROM stream_revisions WHERE dataset_id IN ({})",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in dataset_ids {
+            q = q.bind(id);
+        }
+        for r in q.fetch_all(&self.pool).await? {
+            out.insert(r.try_get("dataset_id")?, r.try_get("revision")?);
+        }
+        Ok(out)
+    }
+
     /// Every entity of these streams, in id order.
     pub async fn stream_entities(&self, dataset_ids: &[String]) -> Result<Vec<EntityRow>> {
         if dataset_ids.is_empty() {
@@ -282,17 +309,26 @@ impl Store {
         .bind(cap)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryRow {
-                    entity_id: r.try_get("entity_id")?,
-                    attribute: r.try_get("attribute")?,
-                    observed_at: r.try_get("observed_at")?,
-                    dataset_id: r.try_get("dataset_id")?,
-                    instance: r.try_get("instance")?,
-                })
-            })
-            .collect()
+        rows.iter().map(history_from_row).collect()
+    }
+
+    /// The readings kept of one entity's attribute at one instant.
+    pub async fn readings_at(
+        &self,
+        entity_id: &str,
+        attribute: &str,
+        observed_at: &str,
+    ) -> Result<Vec<HistoryRow>> {
+        let rows = sqlx::query(
+            "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
+             WHERE entity_id = $1 AND attribute = $2 AND observed_at = $3",
+        )
+        .bind(entity_id)
+        .bind(attribute)
+        .bind(observed_at)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(history_from_row).collect()
     }
 
     /// Apply one write request, all or nothing (see the module's header).
@@ -362,6 +398,18 @@ impl Store {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for h in &write.history_replaced {
+            sqlx::query(
+                "DELETE FROM ngsi_history WHERE entity_id = $1 AND attribute = $2 \
+                 AND observed_at = $3 AND instance = $4",
+            )
+            .bind(&h.entity_id)
+            .bind(&h.attribute)
+            .bind(&h.observed_at)
+            .bind(&h.instance)
+            .execute(&mut *tx)
+            .await?;
         }
         for chunk in write.history.chunks(HISTORY_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
@@ -617,4 +665,14 @@ impl Store {
             .await?
             .try_get("n")?)
     }
+}
+
+fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {
+    Ok(HistoryRow {
+        entity_id: r.try_get("entity_id")?,
+        attribute: r.try_get("attribute")?,
+        observed_at: r.try_get("observed_at")?,
+        dataset_id: r.try_get("dataset_id")?,
+        instance: r.try_get("instance")?,
+    })
 }

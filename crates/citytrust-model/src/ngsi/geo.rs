@@ -156,6 +156,36 @@ impl GeoQuery {
         }
     }
 
+    /// The geo-property compared (expanded).
+    pub fn property(&self) -> &str {
+        &self.property
+    }
+
+    /// A box (west, south, east, north, in degrees) that every matching
+    /// entity's geometry meets, when the query has one: `near` with a
+    /// `maxDistance` (the circle's box, widened a little), `within` (the
+    /// query geometry's box). `None`: no such bound (other relations, a box
+    /// crossing the antimeridian or reaching a pole). A prefilter only:
+    /// `matches` still decides.
+    pub fn bounds(&self) -> Option<[f64; 4]> {
+        match &self.rel {
+            Rel::Near { max: Some(m), .. } => {
+                let (lon, lat) = point(&self.geometry)?;
+                let dlat = (m / EARTH_RADIUS_M).to_degrees() * 1.01 + 1e-6;
+                if lat.abs() + dlat >= 89.0 {
+                    return None;
+                }
+                let dlon = dlat / (lat.abs() + dlat).to_radians().cos();
+                if lon.abs() + dlon >= 180.0 {
+                    return None;
+                }
+                Some([lon - dlon, lat - dlat, lon + dlon, lat + dlat])
+            }
+            Rel::Within => bbox(&self.geometry),
+            _ => None,
+        }
+    }
+
     fn intersects(&self, g: &Value, mine: &[(f64, f64)]) -> bool {
         mine.iter()
             .any(|p| inside(&self.geometry, *p) || on_positions(&self.geometry, *p))
@@ -169,6 +199,25 @@ fn point(g: &Value) -> Option<(f64, f64)> {
 }
 
 /// Every position of a geometry (longitude, latitude).
+/// The box (west, south, east, north) of a geometry's positions.
+pub fn bbox(g: &Value) -> Option<[f64; 4]> {
+    let ps = positions(g);
+    let first = ps.first()?;
+    let mut b = [first.0, first.1, first.0, first.1];
+    for (x, y) in &ps {
+        b[0] = b[0].min(*x);
+        b[1] = b[1].min(*y);
+        b[2] = b[2].max(*x);
+        b[3] = b[3].max(*y);
+    }
+    Some(b)
+}
+
+/// Whether two boxes meet.
+pub fn boxes_meet(a: &[f64; 4], b: &[f64; 4]) -> bool {
+    a[0] <= b[2] && b[0] <= a[2] && a[1] <= b[3] && b[1] <= a[3]
+}
+
 fn positions(g: &Value) -> Vec<(f64, f64)> {
     fn walk(v: &Value, out: &mut Vec<(f64, f64)>) {
         if let Some(a) = v.as_array() {
@@ -266,6 +315,43 @@ mod tests {
     use super::super::{Entity, Fragment};
     use super::*;
     use serde_json::json;
+
+    /// The prefilter's box never leaves out an entity `near` matches: over a
+    /// grid of places and distances, every point the query matches is in the box.
+    #[test]
+    fn a_near_box_holds_every_match() {
+        for (lon, lat) in [
+            (2.17, 41.39),
+            (-70.6, -33.4),
+            (139.7, 35.7),
+            (18.0, 69.6),
+            (-0.1, 51.5),
+        ] {
+            for max in [10.0, 1_500.0, 50_000.0] {
+                let q = GeoQuery::parse(
+                    &format!("near;maxDistance=={max}"),
+                    "Point",
+                    &format!("[{lon},{lat}]"),
+                    None,
+                    Context::core(),
+                )
+                .unwrap();
+                let b = q.bounds().unwrap();
+                let step = max / EARTH_RADIUS_M * 180.0 / std::f64::consts::PI / 10.0;
+                let mut matched = 0;
+                for i in -30..=30 {
+                    for j in -30..=30 {
+                        let (x, y) = (lon + f64::from(i) * step * 2.0, lat + f64::from(j) * step);
+                        if q.matches(&at(x, y)) {
+                            matched += 1;
+                            assert!(boxes_meet(&b, &[x, y, x, y]), "({x}, {y}) outside {b:?}");
+                        }
+                    }
+                }
+                assert!(matched > 10);
+            }
+        }
+    }
 
     fn at(lon: f64, lat: f64) -> Entity {
         let body = json!({"id": "urn:x", "type": "T", "location": {"type": "Point", "coordinates": [lon, lat]}});

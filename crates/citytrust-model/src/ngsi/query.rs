@@ -411,6 +411,21 @@ fn values<'a>(p: &Path, e: &'a Entity) -> Vec<&'a Value> {
     };
     let mut out = Vec::new();
     for i in instances {
+        // A ListRelationship's values are the URIs of its objectList entries.
+        if p.sub.is_none()
+            && p.keys.is_empty()
+            && i.get("type").and_then(Value::as_str) == Some("ListRelationship")
+        {
+            for o in i
+                .get("objectList")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                out.push(o.get("object").unwrap_or(o));
+            }
+            continue;
+        }
         let v = match &p.sub {
             None => instance_value(i),
             Some(s) if s.contains(':') => {

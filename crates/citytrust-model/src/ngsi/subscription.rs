@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::geo::GeoQuery;
 use super::query::Q;
-use super::{Context, Entity, NgsiError, check_uri};
+use super::{Context, Entity, ErrorType, NgsiError, check_uri};
 
 type R<T> = Result<T, NgsiError>;
 
@@ -183,6 +183,20 @@ fn percent_decoded(s: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
+/// The members only the broker sets (Table 5.2.12-2), top level and in `notification`.
+const READ_ONLY: &[&str] = &[
+    "status",
+    "timesSent",
+    "lastNotification",
+    "lastSuccess",
+    "lastFailure",
+    "createdAt",
+    "modifiedAt",
+];
+
+/// The triggers shown for a subscription that names none (5.2.12).
+pub const DEFAULT_TRIGGERS: &[&str] = &["attributeCreated", "attributeUpdated"];
+
 /// The values `notificationTrigger` takes (5.2.12).
 const TRIGGERS: &[&str] = &[
     "entityCreated",
@@ -262,6 +276,15 @@ impl Subscription {
         let m = body
             .as_object()
             .ok_or_else(|| NgsiError::bad("a subscription is a JSON object"))?;
+        // The members the broker sets (Table 5.2.12-2) are ignored when a
+        // client gives them, as are members named with a leading `_` (no
+        // NGSI-LD term is); any other unknown member is refused.
+        let m: serde_json::Map<String, Value> = m
+            .iter()
+            .filter(|(k, _)| !READ_ONLY.contains(&k.as_str()) && !k.starts_with('_'))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let m = &m;
         if let Some(k) = m.keys().find(|k| !MEMBERS.contains(&k.as_str())) {
             return Err(NgsiError::bad(format!(
                 "'{k}' is not a member of a subscription"
@@ -445,7 +468,13 @@ impl Subscription {
             }
             // Notifications are compacted with it: it must be one held here
             // (none is fetched).
-            Context::resolve(Some(&Value::String(c.to_string())))?;
+            Context::resolve(Some(&Value::String(c.to_string()))).map_err(|e| {
+                if e.kind == ErrorType::LdContextNotAvailable {
+                    NgsiError::new(ErrorType::LdContextNotFetched, e.detail)
+                } else {
+                    e
+                }
+            })?;
             s.jsonld_context = Some(c.to_string());
         }
         if let Some(v) = m.get("datasetId") {
@@ -790,8 +819,14 @@ impl Subscription {
         if let Some(t) = self.time_interval {
             o.insert("timeInterval".into(), t.into());
         }
-        if let Some(t) = &self.triggers {
-            o.insert("notificationTrigger".into(), t.clone().into());
+        match (&self.triggers, self.time_interval) {
+            (Some(t), _) => {
+                o.insert("notificationTrigger".into(), t.clone().into());
+            }
+            (None, None) => {
+                o.insert("notificationTrigger".into(), DEFAULT_TRIGGERS.into());
+            }
+            (None, Some(_)) => {}
         }
         if let Some(c) = &self.jsonld_context {
             o.insert("jsonldContext".into(), c.clone().into());

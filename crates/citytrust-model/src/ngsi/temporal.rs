@@ -417,7 +417,10 @@ pub fn render(
             let skip = kept.len().saturating_sub(n);
             kept.drain(..skip);
         }
-        kept.truncate(MAX_VALUES);
+        // Aggregates read every reading in range (the store bounds how many).
+        if q.aggregate.is_none() {
+            kept.truncate(MAX_VALUES);
+        }
         if kept.is_empty() {
             // An attribute a page cut emptied is still named.
             if all.is_empty() && q.aggregate.is_none() {
@@ -521,6 +524,14 @@ pub fn render(
                         "VocabProperty" => serde_json::json!({"vocab": super::map_strings(&v, |s| ctx.compact(s))}),
                         "JsonProperty" => serde_json::json!({"json": v}),
                         "LanguageProperty" => serde_json::json!({"languageMap": v}),
+                        // An objectList's entries as their URIs.
+                        "ListRelationship" => Value::Array(
+                            v.as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
+                                .collect(),
+                        ),
                         _ => v,
                     };
                     Value::Array(vec![v, time_of(r)])

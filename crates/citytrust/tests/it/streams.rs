@@ -416,7 +416,11 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     .await;
     assert_eq!(res.status(), 207);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["updated"], json!(["NO2"]));
+    // Names expanded, as the UpdateResult carries them.
+    assert_eq!(
+        body["updated"],
+        json!(["https://uri.etsi.org/ngsi-ld/default-context/NO2"])
+    );
     assert_eq!(body["notUpdated"][0]["attributeName"], "scope");
     assert_eq!(
         post(&app, &base, Some(&device), &json!({"O3": 5}))
