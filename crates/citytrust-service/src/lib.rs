@@ -144,6 +144,8 @@ pub struct Service {
     dsp_catalog_cache: std::sync::Mutex<Option<(String, Arc<serde_json::Value>)>>,
     /// Each stream's entities as last decoded, at the stream's revision then.
     latest: streams::LatestCache,
+    /// Active subscriptions compiled, at their rows' revisions.
+    subscription_cache: subscriptions::SubscriptionCache,
     /// This trust's key as a Dataspace Protocol participant.
     dsp_key: dataspace::ParticipantKey,
     /// Wakes the negotiations' worker (a decision may owe a consumer a message).
@@ -279,6 +281,7 @@ impl Service {
             federated: federation::FederatedIndex::default(),
             dsp_catalog_cache: std::sync::Mutex::default(),
             latest: streams::LatestCache::default(),
+            subscription_cache: subscriptions::SubscriptionCache::default(),
             dsp_key: dataspace::ParticipantKey::derive(&seed),
             dsp_wake: tokio::sync::Notify::new(),
             notify_wake: tokio::sync::Notify::new(),

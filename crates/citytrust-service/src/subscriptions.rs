@@ -20,6 +20,7 @@
 //!   notifications back until it has passed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use citytrust_model::Actor;
 use citytrust_model::catalogue::Dataset;
@@ -39,6 +40,21 @@ struct Grants {
     purpose: Option<String>,
     /// Stream → the agreement it was read under (`None`: open, or its owner's).
     streams: BTreeMap<String, Option<String>>,
+}
+
+/// Active subscriptions as `owed_by` tests changes against them: decoded,
+/// their context resolved, each at the revision its row was read at (a
+/// changed row, delivery counters included, is read again; one no longer
+/// active is dropped). Kept per node; the store's revisions decide.
+#[derive(Default)]
+pub(crate) struct SubscriptionCache(std::sync::Mutex<HashMap<String, (i64, Arc<Compiled>)>>);
+
+/// One subscription, ready to be matched.
+pub(crate) struct Compiled {
+    s: Subscription,
+    g: Grants,
+    /// `None`: its context no longer resolves (it is then told nothing).
+    ctx: Option<Context>,
 }
 
 /// How an entity changed, for `notificationTrigger`.
@@ -529,8 +545,8 @@ impl Service {
             return Ok(out);
         }
         let now = rfc3339(self.now());
-        for row in self.store.list_subscriptions(None, Some("active")).await? {
-            let (s, g) = decode(&row)?;
+        for c in self.active_subscriptions().await? {
+            let (s, g) = (&c.s, &c.g);
             // A periodic subscription is told on its period, not on changes.
             if s.time_interval.is_some() {
                 continue;
@@ -541,7 +557,7 @@ impl Service {
             }) {
                 continue;
             }
-            let Ok(ctx) = s.context() else { continue };
+            let Some(ctx) = &c.ctx else { continue };
             let has = |t: &str| match &s.triggers {
                 Some(list) => list.iter().any(|x| x == t),
                 None => DEFAULT_TRIGGERS.contains(&t),
@@ -609,7 +625,7 @@ impl Service {
                 if news.is_empty() && *kind != Change::Deleted {
                     continue;
                 }
-                if !s.matches(e, &news, &ctx) {
+                if !s.matches(e, &news, ctx) {
                     continue;
                 }
                 if s.show_changes
@@ -632,6 +648,47 @@ impl Service {
             }
         }
         Ok(out)
+    }
+
+    /// The active subscriptions, compiled (see `SubscriptionCache`), in id order.
+    async fn active_subscriptions(&self) -> Result<Vec<Arc<Compiled>>> {
+        let revs = self.store.active_subscription_revisions().await?;
+        let mut out = Vec::with_capacity(revs.len());
+        let mut stale = Vec::new();
+        if let Ok(cache) = self.subscription_cache.0.lock() {
+            for (id, rev) in &revs {
+                match cache.get(id) {
+                    Some((r, c)) if r == rev => out.push((id.clone(), Some(c.clone()))),
+                    _ => {
+                        stale.push(out.len());
+                        out.push((id.clone(), None));
+                    }
+                }
+            }
+        } else {
+            stale = (0..revs.len()).collect();
+            out = revs.iter().map(|(id, _)| (id.clone(), None)).collect();
+        }
+        for i in stale {
+            let Some(row) = self.store.get_subscription(&out[i].0).await? else {
+                continue;
+            };
+            if row.status != "active" {
+                continue;
+            }
+            let (s, g) = decode(&row)?;
+            let ctx = s.context().ok();
+            let c = Arc::new(Compiled { s, g, ctx });
+            if let Ok(mut cache) = self.subscription_cache.0.lock() {
+                cache.insert(row.id.clone(), (row.revision, c.clone()));
+            }
+            out[i].1 = Some(c);
+        }
+        if let Ok(mut cache) = self.subscription_cache.0.lock() {
+            let live: std::collections::HashSet<&String> = revs.iter().map(|(id, _)| id).collect();
+            cache.retain(|id, _| live.contains(id));
+        }
+        Ok(out.into_iter().filter_map(|(_, c)| c).collect())
     }
 
     /// Wait until a write may have owed a notification (or `timeout` passed).
@@ -873,7 +930,9 @@ impl Service {
         Ok(sent)
     }
 
-    /// One more notification sent (`timesSent`, `lastNotification`).
+    /// One more notification sent (`timesSent`, `lastNotification`, and
+    /// `lastSuccess`, which a failed delivery then puts back as it was:
+    /// `deliver_notifications` writes the value it read before sending).
     async fn count_sent(&self, id: &str) -> Result<()> {
         for _ in 0..8 {
             let Some(mut row) = self.store.get_subscription(id).await? else {
@@ -882,6 +941,7 @@ impl Service {
             let (mut current, _) = decode(&row)?;
             current.times_sent += 1;
             current.last_notification = Some(rfc3339(self.now()));
+            current.last_success = current.last_notification.clone();
             row.body = encode(&current)?;
             match self.store.update_subscription(&row, false, None).await {
                 Ok(()) => return Ok(()),

@@ -487,6 +487,18 @@ impl Store {
         Ok(())
     }
 
+    /// Each active subscription's id and revision, in id order.
+    pub async fn active_subscription_revisions(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT id, revision FROM ngsi_subscriptions WHERE status = 'active' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("revision")?)))
+            .collect()
+    }
+
     pub async fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionRow>> {
         let row = sqlx::query("SELECT id, owner, status, revision, grants, body FROM ngsi_subscriptions WHERE id = $1")
             .bind(id)

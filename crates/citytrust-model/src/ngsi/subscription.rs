@@ -394,10 +394,29 @@ impl Subscription {
                                 ))
                             })?;
                     }
+                    // A type selection of alternatives (`(A|B)`, `A,B`) names each.
+                    let mut expanded = Vec::new();
+                    for t in &types {
+                        if t.contains(';') {
+                            return Err(NgsiError::bad(format!(
+                                "the entities selector's type '{t}' asks for several types at once \
+                                 (;): a subscription's selection takes alternatives only, such as (A|B)"
+                            )));
+                        }
+                        for alt in t.split([',', '|']) {
+                            let alt = alt.trim_matches(|c: char| c == '(' || c == ')' || c.is_whitespace());
+                            if !alt.is_empty() {
+                                expanded.push(ctx.expand(alt));
+                            }
+                        }
+                    }
+                    if expanded.is_empty() {
+                        return Err(NgsiError::bad("each entities selector names a type"));
+                    }
                     Ok(Selector {
                         id,
                         id_pattern,
-                        types: types.iter().map(|t| ctx.expand(t)).collect(),
+                        types: expanded,
                     })
                 })
                 .collect::<R<Vec<_>>>()?;
@@ -912,6 +931,22 @@ mod tests {
         assert_eq!(encoded.q.as_deref(), Some("name==\"Eiffel Tower\""));
         assert_eq!(encoded.render(ctx, false)["timeInterval"], 5);
         assert_eq!(out["entities"][0]["type"], "AirQualityObserved");
+        // A type selection of alternatives names each type.
+        let alt = Subscription::parse(
+            &json!({"entities": [{"type": "(Building|Tower)"}], "notification": {"endpoint": {"uri": "http://x/"}}}),
+            Context::core(),
+            None,
+            "2026-01-01T00:00:00Z",
+            "urn:ngsi-ld:Subscription:alt",
+        )
+        .unwrap();
+        assert_eq!(
+            alt.types(),
+            vec![
+                Context::core().expand("Building"),
+                Context::core().expand("Tower")
+            ]
+        );
         assert_eq!(out["notification"]["format"], "keyValues");
         assert_eq!(out["status"], "active");
     }
@@ -959,6 +994,10 @@ mod tests {
             (
                 json!({"entities": [{"type": "T"}], "notificationTrigger": ["entityChanged"], "notification": {"endpoint": {"uri": "http://x/"}}}),
                 "entityChanged",
+            ),
+            (
+                json!({"entities": [{"type": "(A;B)"}], "notification": {"endpoint": {"uri": "http://x/"}}}),
+                "alternatives only",
             ),
             (
                 json!({"entities": [{"type": "T"}], "notification": {"pick": ["id"], "omit": ["id"], "endpoint": {"uri": "http://x/"}}}),
