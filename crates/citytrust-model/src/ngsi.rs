@@ -2065,14 +2065,7 @@ fn simplified_instance(ctx: &Context, i: &Instance, lang: Option<&str>) -> Value
     match ty {
         "VocabProperty" => wrap("vocab", map_strings(&v, |s| ctx.compact(s))),
         "JsonProperty" => wrap("json", v),
-        // The URIs of the objectList's entries.
-        "ListRelationship" => Value::Array(
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
-                .collect(),
-        ),
+        "ListRelationship" => object_list_uris(&v),
         "LanguageProperty" => match lang {
             Some(l) => language_instance(i, l)
                 .remove("value")
@@ -2081,6 +2074,17 @@ fn simplified_instance(ctx: &Context, i: &Instance, lang: Option<&str>) -> Value
         },
         _ => v,
     }
+}
+
+/// An objectList as its entries' URIs (the simplified forms).
+pub(crate) fn object_list_uris(v: &Value) -> Value {
+    Value::Array(
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
+            .collect(),
+    )
 }
 
 /// Features as a GeoJSON FeatureCollection, the context given once.

@@ -208,22 +208,6 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
     out
 }
 
-/// The time an entity's change is stamped with: UTC, to the millisecond
-/// (sensors write more often than once a second; `createdAt` orders them).
-fn ngsi_now(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
 fn not_a_stream(id: &str) -> ServiceError {
     NgsiError::bad(format!("'{id}' is not a stream of this trust")).into()
 }
@@ -653,7 +637,7 @@ impl Service {
         let streams = self.streams().await?;
         let dataset = self.stream_for_new(caller, stream, &fragment.types, &streams)?;
         self.check_writer(caller, &dataset)?;
-        let now = ngsi_now(self.now());
+        let now = temporal::format_millis(self.now());
         let entity = Entity::create(fragment, &now)?;
         let id = entity.id.clone();
         self.write_entities(caller, std::slice::from_ref(&id), |loaded, plan| {
@@ -701,7 +685,7 @@ impl Service {
         let ids = [id.to_string()];
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
-        let now = ngsi_now(self.now());
+        let now = temporal::format_millis(self.now());
         self.write_entities(caller, &ids, |loaded, plan| {
             let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
             let mut entity = entity.clone();
@@ -952,7 +936,7 @@ impl Service {
         } else {
             Vec::new()
         };
-        let now = ngsi_now(self.now());
+        let now = temporal::format_millis(self.now());
         self.write_entities(caller, &ids, |loaded, plan| match loaded.get(&id) {
             Some(_) => {
                 let (entity, row) = self.writable(caller, loaded, &datasets, &id)?;
@@ -1002,7 +986,7 @@ impl Service {
         let ids = [id.to_string()];
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
-        let now = ngsi_now(self.now());
+        let now = temporal::format_millis(self.now());
         self.write_entities(caller, &ids, |loaded, plan| {
             let (entity, row) = self.writable(caller, loaded, &datasets, id)?;
             let mut entity = entity.clone();
@@ -1154,7 +1138,7 @@ impl Service {
             BatchOp::Create | BatchOp::Upsert { .. } => self.streams().await?,
             _ => Vec::new(),
         };
-        let now = ngsi_now(self.now());
+        let now = temporal::format_millis(self.now());
         let errors_before = outcome.errors.clone();
         let (success, created, errors) = self
             .write_entities(caller, &ids, |loaded, plan| {

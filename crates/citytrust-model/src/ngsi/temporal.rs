@@ -27,16 +27,30 @@ pub fn instant(s: &str) -> Option<String> {
 }
 
 pub fn format_instant(t: OffsetDateTime) -> String {
+    format_utc(t, false)
+}
+
+/// An instant to the millisecond, UTC, `Z`: what an entity's change is
+/// stamped with (sensors write more often than once a second).
+pub fn format_millis(t: OffsetDateTime) -> String {
+    format_utc(t, true)
+}
+
+fn format_utc(t: OffsetDateTime, millis: bool) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
+    let fraction = if millis {
+        format!("{:03}", t.millisecond())
+    } else {
+        format!("{:06}", t.microsecond())
+    };
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{fraction}Z",
         t.year(),
         u8::from(t.month()),
         t.day(),
         t.hour(),
         t.minute(),
         t.second(),
-        t.microsecond()
     )
 }
 
@@ -524,14 +538,7 @@ pub fn render(
                         "VocabProperty" => serde_json::json!({"vocab": super::map_strings(&v, |s| ctx.compact(s))}),
                         "JsonProperty" => serde_json::json!({"json": v}),
                         "LanguageProperty" => serde_json::json!({"languageMap": v}),
-                        // An objectList's entries as their URIs.
-                        "ListRelationship" => Value::Array(
-                            v.as_array()
-                                .into_iter()
-                                .flatten()
-                                .map(|o| o.get("object").cloned().unwrap_or_else(|| o.clone()))
-                                .collect(),
-                        ),
+                        "ListRelationship" => super::object_list_uris(&v),
                         _ => v,
                     };
                     Value::Array(vec![v, time_of(r)])
