@@ -82,7 +82,11 @@ class Dcat(unittest.TestCase):
         same = Graph().parse(data=jsonld.text, format="json-ld")
         self.assertTrue(isomorphic(graph, same), "the JSON-LD and Turtle catalogues differ")
 
-        # Every catalogue entry is there, closed ones without distributions.
+        # Every catalogue entry is there, closed ones without distributions;
+        # a stream's live entities are a distribution served by the NGSI-LD API.
+        ngsi = URIRef(f"{BASE}/ngsi-ld/v1")
+        self.assertIn((ngsi, RDF.type, DCAT.DataService), graph)
+        streams = 0
         listed = ours("/api/v1/datasets?per_page=100")
         self.assertEqual(len(set(graph.subjects(RDF.type, DCAT.Dataset))), listed["total"])
         for d in listed["items"]:
@@ -97,6 +101,14 @@ class Dcat(unittest.TestCase):
                 self.assertEqual(rights, URIRef(f"{EU}/access-right/PUBLIC"))
             else:
                 self.assertEqual(rights, URIRef(f"{EU}/access-right/RESTRICTED"))
+            live = [x for x in dists if graph.value(x, DCAT.accessService) == ngsi]
+            if d.get("stream") and d["spectrum"] != "closed":
+                streams += 1
+                self.assertEqual(len(live), 1, d["id"])
+                self.assertTrue(str(graph.value(live[0], DCAT.accessURL)).startswith(f"{ngsi}/entities?type="))
+            else:
+                self.assertEqual(live, [], d["id"])
+        self.assertGreater(streams, 0, "the demo has a live stream")
 
     def test_the_shapes_do_catch_a_broken_catalogue(self):
         # A control: without a description (mandatory in DCAT-AP) an entry violates the shapes.

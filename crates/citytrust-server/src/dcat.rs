@@ -37,6 +37,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/catalog.jsonld", get(catalog_jsonld))
 }
 
+/// The NGSI-LD specification the stream API follows.
+const NGSI_LD_SPEC: &str =
+    "https://www.etsi.org/deliver/etsi_gs/CIM/001_099/009/01.08.01_60/gs_CIM009v010801p.pdf";
+
 /// Entries rendered per page of the streamed catalogue.
 const PAGE: usize = 200;
 
@@ -152,6 +156,10 @@ impl Context<'_> {
     fn service_iri(&self) -> String {
         format!("{}/api/v1", self.base)
     }
+    /// The NGSI-LD API, through which streams are read.
+    fn ngsi_iri(&self) -> String {
+        format!("{}/ngsi-ld/v1", self.base)
+    }
     fn metric(&self, name: &str) -> String {
         format!("{}/catalog#{name}", self.base)
     }
@@ -179,7 +187,8 @@ impl Context<'_> {
                         "dcat:themeTaxonomy",
                         Term::iri(format!("{EU}/data-theme")),
                     )
-                    .with("dcat:service", Term::iri(self.service_iri())),
+                    .with("dcat:service", Term::iri(self.service_iri()))
+                    .with("dcat:service", Term::iri(self.ngsi_iri())),
             );
             nodes.push(Node::named(format!("{}/", self.base), "foaf:Document"));
             nodes.push(
@@ -207,6 +216,20 @@ impl Context<'_> {
                     Term::iri(format!("{}/api/openapi.json", self.base)),
                 ),
         );
+        let mut ngsi = Node::named(self.ngsi_iri(), "dcat:DataService");
+        ngsi.types.push("rdfs:Resource");
+        nodes.push(
+            ngsi.with(
+                "dct:title",
+                Term::lit("CityTrust NGSI-LD API (streams: latest values, history, subscriptions)"),
+            )
+            .with("dcat:endpointURL", Term::iri(self.ngsi_iri()))
+            .with("dct:conformsTo", Term::iri(NGSI_LD_SPEC)),
+        );
+        nodes.push(Node::named(NGSI_LD_SPEC, "dct:Standard").with(
+            "dct:title",
+            Term::lit("ETSI GS CIM 009 V1.8.1: Context Information Management (CIM); NGSI-LD API"),
+        ));
         let mut orgs: Vec<&Organization> = self.organizations.values().collect();
         orgs.sort_by(|a, b| a.id.cmp(&b.id));
         for o in orgs {
@@ -483,6 +506,56 @@ impl Context<'_> {
         }
         let mut nodes = Vec::new();
         let mut distributions = extra;
+        let shown = m.spectrum != Spectrum::Closed;
+        let licence = m.licence.as_ref().filter(|_| shown).map(|l| match &l.url {
+            Some(url) => {
+                distributions.push(
+                    Node::named(url, "dct:LicenseDocument")
+                        .with("dct:title", Term::lit(&l.title))
+                        .with("dct:identifier", Term::lit(&l.id)),
+                );
+                Term::iri(url)
+            }
+            None => Term::Blank(
+                Node::blank("dct:LicenseDocument")
+                    .with("dct:title", Term::lit(&l.title))
+                    .with("dct:identifier", Term::lit(&l.id)),
+            ),
+        });
+        // A stream's live entities: one distribution, through the NGSI-LD API.
+        if let Some(stream) = m.stream.as_ref().filter(|_| shown) {
+            let dist_iri = format!("{page}#distribution-ngsi-ld");
+            ds.add("dcat:distribution", Term::iri(&dist_iri));
+            let access = match stream.entity_types.as_slice() {
+                [] => self.ngsi_iri(),
+                types => format!("{}/entities?type={}", self.ngsi_iri(), types.join(",")),
+            };
+            let mut dist = Node::named(&dist_iri, "dcat:Distribution")
+                .with(
+                    "dct:title",
+                    Term::lit(format!("{} — live entities over NGSI-LD", m.title)),
+                )
+                .with(
+                    "dct:description",
+                    Term::lit(format!(
+                        "Latest values, history (the temporal API, {} days kept) and subscriptions. {}",
+                        stream.retention_days,
+                        if m.spectrum == Spectrum::Open {
+                            "Open: no sign-in; every answer is logged."
+                        } else {
+                            "Read for a stated purpose under an agreement: ask for access on the dataset's page."
+                        }
+                    )),
+                )
+                .with("dct:format", Term::iri(format!("{EU}/file-type/JSON_LD")))
+                .with("dcat:mediaType", Term::iri(format!("{IANA}/application/ld+json")))
+                .with("dcat:accessURL", Term::iri(access))
+                .with("dcat:accessService", Term::iri(self.ngsi_iri()));
+            if let Some(l) = &licence {
+                dist.add("dct:license", l.clone());
+            }
+            distributions.push(dist);
+        }
         // Closed data carries no content and no distribution (invariant 6).
         if let Some(c) = content.filter(|_| m.spectrum != Spectrum::Closed) {
             ds.add("dcat:version", Term::lit(c.version.to_string()));
@@ -514,21 +587,6 @@ impl Context<'_> {
                     ),
                 );
             }
-            let licence = m.licence.as_ref().map(|l| match &l.url {
-                Some(url) => {
-                    distributions.push(
-                        Node::named(url, "dct:LicenseDocument")
-                            .with("dct:title", Term::lit(&l.title))
-                            .with("dct:identifier", Term::lit(&l.id)),
-                    );
-                    Term::iri(url)
-                }
-                None => Term::Blank(
-                    Node::blank("dct:LicenseDocument")
-                        .with("dct:title", Term::lit(&l.title))
-                        .with("dct:identifier", Term::lit(&l.id)),
-                ),
-            });
             for (format, file_type, media_type, title) in formats_of(c) {
                 let dist_iri = format!("{page}#distribution-{format}");
                 ds.add("dcat:distribution", Term::iri(&dist_iri));

@@ -194,6 +194,17 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
+    // Streams' history past its retention goes (logged), checked every minute.
+    let keeper = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = keeper.expire_stream_history().await {
+                tracing::warn!(error = %e, "expiring stream history failed");
+            }
+        }
+    });
     // NGSI-LD notifications: deliver what writes owe subscribers when a
     // write wakes it (and every second, for retries and throttling); every
     // ten seconds, expire subscriptions whose agreements ended.

@@ -1126,42 +1126,103 @@ impl Service {
                     }));
                 }
             }
-            request.status = SubjectRequestStatus::Answered;
-            request.answer = Some(format!(
-                "your rows were removed from {} version(s) of '{}'",
-                changes.len(),
-                dataset.id
-            ));
-            request.answered_at = Some(rfc3339(self.now()));
-            request.answered_by = Some(format!(
-                "organization:{}",
-                dataset.metadata.owner_organization_id
-            ));
+            // A personal stream: the entities holding the subject, and their
+            // history, go in the transaction that records the erasure; a
+            // write that came between (it may hold the subject again) means
+            // finding them again.
             let commitment = self.new_commitment(&request.username, "subject.erased")?;
-            let (body, at) = self.log_entry(
-                "subject.erased",
-                serde_json::json!({
-                    "request": request.id,
-                    "dataset": dataset.id,
-                    "subject": commitment.commitment,
-                    "versions": changes,
-                    "by": request.answered_by,
-                }),
-            )?;
-            self.store
-                .record_erasure(
-                    &dataset.id,
-                    key,
-                    &versions,
-                    Some(&request),
-                    &crate::ledger::new_entry("subject.erased", &body, &at),
-                )
-                .await?;
+            for attempt in 0.. {
+                let stream = match dataset.metadata.stream {
+                    Some(_) => {
+                        self.stream_holding(&dataset.id, &terms.subject_key, key)
+                            .await?
+                    }
+                    None => None,
+                };
+                let mut logged = changes.clone();
+                if let Some(s) = &stream {
+                    logged.push(serde_json::json!({
+                        "stream": dataset.id,
+                        "entities_removed": s.entities.len(),
+                        "entities_sha256": s.entities.iter().map(|e| sha256_hex(&e.body)).collect::<Vec<_>>(),
+                    }));
+                }
+                request.status = SubjectRequestStatus::Answered;
+                request.answer = Some(match &stream {
+                    Some(s) => format!(
+                        "your rows were removed from {} version(s) of '{}', and {} entit{} with their history from its stream",
+                        changes.len(),
+                        dataset.id,
+                        s.entities.len(),
+                        if s.entities.len() == 1 { "y" } else { "ies" }
+                    ),
+                    None => format!(
+                        "your rows were removed from {} version(s) of '{}'",
+                        changes.len(),
+                        dataset.id
+                    ),
+                });
+                request.answered_at = Some(rfc3339(self.now()));
+                request.answered_by = Some(format!(
+                    "organization:{}",
+                    dataset.metadata.owner_organization_id
+                ));
+                let (body, at) = self.log_entry(
+                    "subject.erased",
+                    serde_json::json!({
+                        "request": request.id,
+                        "dataset": dataset.id,
+                        "subject": commitment.commitment,
+                        "versions": logged,
+                        "by": request.answered_by,
+                    }),
+                )?;
+                match self
+                    .store
+                    .record_erasure(
+                        &dataset.id,
+                        key,
+                        &versions,
+                        stream.as_ref(),
+                        Some(&request),
+                        &crate::ledger::new_entry("subject.erased", &body, &at),
+                    )
+                    .await
+                {
+                    Ok(()) => break,
+                    Err(citytrust_store::StoreError::StaleRevision(_)) if attempt < 8 => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             self.store
                 .insert_commitment(&request.username, &commitment)
                 .await?;
         }
         Ok(request)
+    }
+
+    /// A personal stream's entities holding `key` in `attribute`, with the
+    /// stream's revision they were read at (`None`: never written).
+    async fn stream_holding(
+        &self,
+        dataset_id: &str,
+        attribute: &str,
+        key: &str,
+    ) -> Result<Option<citytrust_store::StreamErasure>> {
+        let ids = [dataset_id.to_string()];
+        let Some(&revision) = self.store.stream_revisions(&ids).await?.get(dataset_id) else {
+            return Ok(None);
+        };
+        let mut entities = Vec::new();
+        for row in self.store.stream_entities(&ids).await? {
+            let e = crate::streams::decode(&row)?;
+            if crate::streams::subject_keys(&e, attribute)
+                .is_some_and(|keys| keys.iter().any(|k| k == key))
+            {
+                entities.push(row);
+            }
+        }
+        Ok(Some(citytrust_store::StreamErasure { revision, entities }))
     }
 
     /// Write a version's rejects file again without the rows holding `key`
@@ -1292,9 +1353,28 @@ impl Service {
                 }
                 None => (serde_json::json!([]), String::new(), None),
             };
+            // A personal stream: the resident's entities as the stream holds them now.
+            let entities: Vec<serde_json::Value> = match dataset.metadata.stream {
+                Some(_) => match self
+                    .stream_holding(&dataset.id, &terms.subject_key, &link.subject_key)
+                    .await?
+                {
+                    Some(s) => s
+                        .entities
+                        .iter()
+                        .map(|r| {
+                            serde_json::from_str(&r.body)
+                                .map_err(|e| ServiceError::Internal(e.to_string()))
+                        })
+                        .collect::<Result<_>>()?,
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
+            };
             datasets.push(serde_json::json!({
                 "dataset_id": dataset.id,
                 "title": dataset.metadata.title,
+                "stream_entities": entities,
                 "controller": dataset.metadata.owner_organization_id,
                 "subject_key": link.subject_key,
                 "version": version,

@@ -159,7 +159,7 @@ fn credential_view(c: citytrust_store::StoredStreamCredential) -> StreamCredenti
     }
 }
 
-fn decode(row: &EntityRow) -> Result<Entity> {
+pub(crate) fn decode(row: &EntityRow) -> Result<Entity> {
     serde_json::from_str(&row.body)
         .map_err(|e| ServiceError::Internal(format!("stored entity '{}': {e}", row.entity_id)))
 }
@@ -515,6 +515,7 @@ impl Service {
             return Ok(());
         }
         write.streams = per_stream.keys().cloned().collect();
+        write.subjects = self.subjects_written(plan, &write.streams).await?;
         let mut digest = sha2::Sha256::default();
         for r in write.creates.iter().chain(&write.updates) {
             sha2::Digest::update(&mut digest, r.body.as_bytes());
@@ -576,6 +577,95 @@ impl Service {
             self.wake_notifier();
         }
         Ok(())
+    }
+
+    /// Delete every stream's readings observed longer ago than its
+    /// retention, a bounded batch at a time, each batch logged
+    /// (`stream.history_expired`: the stream, how many readings, the instant
+    /// they were all before); returns how many went. The latest values stay:
+    /// they are the stream's present state, not its history.
+    pub async fn expire_stream_history(&self) -> Result<u64> {
+        const BATCH: i64 = 50_000;
+        let mut total = 0;
+        for d in self.streams().await? {
+            let Some(terms) = d.metadata.stream.as_ref() else {
+                continue;
+            };
+            let cutoff = self.now() - time::Duration::days(i64::from(terms.retention_days));
+            let before = temporal::format_instant(cutoff);
+            loop {
+                let n = self
+                    .store
+                    .expire_history(&d.id, &before, BATCH, |n, upto| {
+                        self.log_entry(
+                            "stream.history_expired",
+                            serde_json::json!({
+                                "dataset": d.id,
+                                "readings": n,
+                                "observed_before": upto,
+                                "retention_days": terms.retention_days,
+                            }),
+                        )
+                        .map_err(|e| citytrust_store::StoreError::Corrupt(e.to_string()))
+                    })
+                    .await?;
+                total += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// The subjects of personal streams that a plan's new entity states
+    /// hold. An erased subject is not taken again: the write is refused,
+    /// naming the entity, and nothing of it is kept.
+    async fn subjects_written(
+        &self,
+        plan: &Plan,
+        streams: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        let mut subjects = Vec::new();
+        for id in streams {
+            let Some(dataset) = self.store.get_dataset(id).await? else {
+                continue;
+            };
+            let Some(terms) = dataset.metadata.personal_terms.as_ref() else {
+                continue;
+            };
+            let erased = self.store.erased_keys(id).await?;
+            let states = plan
+                .creates
+                .iter()
+                .filter(|(_, d)| d == id)
+                .map(|(e, _)| e)
+                .chain(
+                    plan.updates
+                        .iter()
+                        .filter(|(_, r)| &r.dataset_id == id)
+                        .map(|(e, _)| e),
+                );
+            for e in states {
+                for key in subject_keys(e, &terms.subject_key).unwrap_or_default() {
+                    if erased.contains(&key) {
+                        return Err(NgsiError::new(
+                            ErrorType::OperationNotSupported,
+                            format!(
+                                "entity '{}' holds a subject that was erased from stream '{id}' at \
+                                 their request ('{}'): their data is not taken again",
+                                e.id, terms.subject_key
+                            ),
+                        )
+                        .into());
+                    }
+                    subjects.push((id.clone(), key));
+                }
+            }
+        }
+        subjects.sort();
+        subjects.dedup();
+        Ok(subjects)
     }
 
     /// Run `plan` against the entities `ids` as stored now, and apply it;
@@ -2038,19 +2128,28 @@ pub(crate) fn admitted(e: &Entity, dataset: &Dataset, scope: Option<&SubjectScop
     // Decided on the whole entity (before any column limit), over every
     // instance of the subject-key attribute; an entity whose key cannot be
     // read is nobody's the filter could admit: it is left out (fail closed).
-    let column = Context::core().expand(&filter.column);
-    let Some(instances) = e.attrs.get(&column) else {
+    let Some(keys) = subject_keys(e, &filter.column) else {
         return false;
     };
-    let mut keys = Vec::new();
-    for i in instances {
-        match citytrust_model::ngsi::instance_value(i) {
-            Some(Value::String(s)) => keys.push(s.clone()),
-            Some(Value::Number(n)) => keys.push(n.to_string()),
-            _ => return false,
-        }
-    }
     !keys.is_empty() && keys.iter().all(|k| filter.keys.contains(k) == filter.keep)
+}
+
+/// The subject keys an entity holds in its subject-key attribute (a term of
+/// the core context), one per instance; `None` when an instance's value is
+/// not a string or a number.
+pub(crate) fn subject_keys(e: &Entity, attribute: &str) -> Option<Vec<String>> {
+    let column = Context::core().expand(attribute);
+    let Some(instances) = e.attrs.get(&column) else {
+        return Some(Vec::new());
+    };
+    instances
+        .iter()
+        .map(|i| match citytrust_model::ngsi::instance_value(i) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The entity as `limited` leaves it, borrowed when nothing is taken away.

@@ -256,14 +256,16 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
-    /// The versions still holding `key`'s rows.
+    /// The published versions still holding `key`'s rows (not a stream's
+    /// live entities, which are found by reading them).
     pub async fn versions_holding(&self, dataset_id: &str, key: &str) -> Result<Vec<i64>> {
         let rows = sqlx::query(
             "SELECT version FROM subject_index WHERE dataset_id = $1 AND subject_key = $2 \
-             AND erased = 0 ORDER BY version",
+             AND erased = 0 AND version <> $3 ORDER BY version",
         )
         .bind(dataset_id)
         .bind(key)
+        .bind(crate::STREAM_VERSION)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -730,10 +732,12 @@ impl Store {
         dataset_id: &str,
         subject_key: &str,
         versions: &[ErasedVersion],
+        stream: Option<&crate::StreamErasure>,
         request: Option<&SubjectRequest>,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        crate::streams::erase_entities(&mut tx, dataset_id, stream).await?;
         for v in versions {
             sqlx::query(
                 "UPDATE dataset_versions SET row_count = $3, bytes = $4, sha256 = $5, quality = $6 \

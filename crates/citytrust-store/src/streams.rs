@@ -65,8 +65,77 @@ pub struct StreamWrite<'a> {
     pub notifications: Vec<(String, String, String)>,
     /// When they are first due.
     pub now: String,
+    /// Personal streams' subjects the write holds: (stream, subject key),
+    /// kept in the subject index at [`STREAM_VERSION`] so a resident can be
+    /// linked to them and an erasure finds them.
+    pub subjects: Vec<(String, String)>,
     pub entry: Option<NewLogEntry<'a>>,
 }
+
+/// What an erasure takes from a personal stream: the entities holding the
+/// subject, found with the stream at `revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamErasure {
+    pub revision: i64,
+    pub entities: Vec<EntityRow>,
+}
+
+/// Erase a personal stream's entities, their kept readings and the
+/// notifications they still owe, if the stream is still at the revision
+/// they were found at; moving it on, so no cached state outlives them.
+pub(crate) async fn erase_entities(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dataset_id: &str,
+    stream: Option<&StreamErasure>,
+) -> Result<()> {
+    let Some(StreamErasure { revision, entities }) = stream else {
+        return Ok(());
+    };
+    // The stream as a whole is still as it was read: no write came between
+    // (one that did may hold the subject again), else the service reads again.
+    let moved = sqlx::query(
+        "UPDATE stream_revisions SET revision = revision + 1 WHERE dataset_id = $1 AND revision = $2",
+    )
+    .bind(dataset_id)
+    .bind(revision)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        return Err(StoreError::StaleRevision(format!("stream '{dataset_id}'")));
+    }
+    for e in entities {
+        let done = sqlx::query(
+            "DELETE FROM ngsi_entities WHERE entity_id = $1 AND dataset_id = $2 AND revision = $3",
+        )
+        .bind(&e.entity_id)
+        .bind(dataset_id)
+        .bind(e.revision)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Err(StoreError::StaleRevision(format!(
+                "entity '{}'",
+                e.entity_id
+            )));
+        }
+        for sql in [
+            "DELETE FROM ngsi_history WHERE entity_id = $1",
+            "DELETE FROM ngsi_notifications WHERE entity_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&e.entity_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The subject index's version for a stream's live entities and history
+/// (published versions are numbered from 1).
+pub const STREAM_VERSION: i64 = 0;
 
 /// A subscription's row: its document, owner, status and revision, and the
 /// streams it was decided for (JSON).
@@ -264,6 +333,79 @@ impl Store {
         Ok(out)
     }
 
+    /// Delete at most about `limit` of a stream's readings observed before
+    /// `before` (the oldest first), with the log entry `entry` makes of how
+    /// many went and the instant they were all before, in one transaction;
+    /// returns how many went (0: nothing was past it, and nothing logged).
+    pub async fn expire_history(
+        &self,
+        dataset_id: &str,
+        before: &str,
+        limit: i64,
+        entry: impl FnOnce(u64, &str) -> Result<(String, String)>,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Bounded: up to the `limit`-th oldest reading's instant.
+        let upto: Option<String> = sqlx::query(
+            "SELECT observed_at FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2 \
+             ORDER BY observed_at LIMIT 1 OFFSET $3",
+        )
+        .bind(dataset_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("observed_at"))
+        .transpose()?;
+        let upto = upto.as_deref().unwrap_or(before);
+        let mut n =
+            sqlx::query("DELETE FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2")
+                .bind(dataset_id)
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if n == 0 && upto != before {
+            // More than `limit` readings at the oldest instant: that instant whole.
+            n = sqlx::query("DELETE FROM ngsi_history WHERE dataset_id = $1 AND observed_at = $2")
+                .bind(dataset_id)
+                .bind(upto)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let (body, at) = entry(n, upto)?;
+        append_entry(
+            &mut tx,
+            &NewLogEntry {
+                kind: "stream.history_expired",
+                body: &body,
+                at: &at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The subjects a stream's writes have held (erased ones too).
+    pub async fn stream_subjects(&self, dataset_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT subject_key FROM subject_index WHERE dataset_id = $1 AND version = $2 \
+             ORDER BY subject_key",
+        )
+        .bind(dataset_id)
+        .bind(STREAM_VERSION)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
+            .collect()
+    }
+
     /// Every entity of these streams, in id order.
     pub async fn stream_entities(&self, dataset_ids: &[String]) -> Result<Vec<EntityRow>> {
         if dataset_ids.is_empty() {
@@ -439,6 +581,44 @@ impl Store {
                     .bind(&h.instance);
             }
             q.execute(&mut *tx).await?;
+        }
+        // A subject erased since the service checked (an erasure commits
+        // between): the write is planned again, and refused there.
+        for chunk in write.subjects.chunks(400) {
+            let marks: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    format!(
+                        "(dataset_id = ${} AND subject_key = ${})",
+                        2 * i + 1,
+                        2 * i + 2
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "SELECT COUNT(*) AS n FROM erased_subjects WHERE {}",
+                marks.join(" OR ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (dataset, key) in chunk {
+                q = q.bind(dataset).bind(key);
+            }
+            let n: i64 = q.fetch_one(&mut *tx).await?.try_get("n")?;
+            if n > 0 {
+                return Err(StoreError::StaleRevision(
+                    "a subject erased meanwhile".into(),
+                ));
+            }
+        }
+        for (dataset, key) in &write.subjects {
+            sqlx::query(
+                "INSERT INTO subject_index (dataset_id, version, subject_key) VALUES ($1, $2, $3) \
+                 ON CONFLICT (dataset_id, subject_key, version) DO NOTHING",
+            )
+            .bind(dataset)
+            .bind(STREAM_VERSION)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
         }
         for (sub, entity, changed) in &write.notifications {
             sqlx::query(

@@ -1810,3 +1810,224 @@ async fn linked_entity_retrieval_reaches_no_entity_its_reader_may_not_read() {
         "{body}"
     );
 }
+
+/// The households an NGSI-LD answer (normalized entities) names.
+fn households_in(text: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{text}"));
+    let mut h: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{text}"))
+        .iter()
+        .map(|e| e["household"]["value"].as_str().unwrap().to_string())
+        .collect();
+    h.sort();
+    h
+}
+
+/// Latest-values answers come from a cache of each stream's entities
+/// (issue 26), kept while no write moves the stream. The attack: warm the
+/// cache, then change nothing in the stream but the reader's rights — a
+/// resident withdraws, another is erased, the agreement is retired — and
+/// ask again, by every query form, by id, through history and through a
+/// subscription. The cache holds entities, never decisions.
+#[tokio::test]
+async fn a_warm_stream_cache_outlives_no_withdrawal_erasure_or_ended_agreement() {
+    use crate::streams::{get, meter, notification_listener, personal_stream, post, send};
+    const NGSI: &str = "/ngsi-ld/v1";
+    let app = start().await;
+    let (id, device, agreement) = personal_stream(&app).await;
+    let analyst = app.token("analyst").await;
+    let q = format!("{NGSI}/entities?type=ElectricityMeter&purpose=research");
+    let forms = [
+        q.clone(),
+        format!("{q}&q=activePower>0"),
+        format!(
+            "{q}&georel=near%3BmaxDistance%3D%3D100000&geometry=Point&coordinates=%5B2.16%2C41.39%5D"
+        ),
+        format!("{q}&attrs=activePower,household"),
+    ];
+    let ask = |path: String, token: String| {
+        let app = &app;
+        async move { status_text(get(app, &path, Some(&token)).await).await }
+    };
+    // Warm: the consenting households only (the public-task household H-1 never).
+    for _ in 0..2 {
+        for f in &forms {
+            let (status, text) = ask(f.clone(), analyst.clone()).await;
+            assert_eq!(status, 200, "{text}");
+            assert_eq!(households_in(&text), ["H-2", "H-3"], "{f}");
+        }
+    }
+    let (url, received) = notification_listener().await;
+    let sub = json!({"type": "Subscription", "entities": [{"type": "ElectricityMeter"}],
+        "notification": {"endpoint": {"uri": url}}});
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions?purpose=research"),
+        Some(&analyst),
+        &sub,
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+
+    // 1. The resident withdraws; nothing is written to the stream.
+    let resident = app.token("resident").await;
+    let consents: Value = app
+        .get("/api/v1/me/consents", Some(&resident))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cid = consents[0]["id"].as_str().unwrap();
+    let res = app
+        .post_json(
+            &format!("/api/v1/me/consents/{cid}/withdraw"),
+            Some(&resident),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    for f in &forms {
+        let (status, text) = ask(f.clone(), analyst.clone()).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(households_in(&text), ["H-3"], "{f}");
+        assert!(!text.contains("M-2"), "{text}");
+    }
+    for path in [
+        format!("{NGSI}/entities/urn:ngsi-ld:ElectricityMeter:M-2?purpose=research"),
+        format!("{NGSI}/temporal/entities/urn:ngsi-ld:ElectricityMeter:M-2?purpose=research"),
+    ] {
+        let (status, text) = ask(path.clone(), analyst.clone()).await;
+        assert_eq!(status, 404, "{path}: {text}");
+        assert!(!text.contains("H-2") && !text.contains("1.5"), "{text}");
+    }
+    let (_, text) = ask(
+        format!("{NGSI}/temporal/entities?type=ElectricityMeter&purpose=research"),
+        analyst.clone(),
+    )
+    .await;
+    assert!(!text.contains("M-2") && text.contains("M-3"), "{text}");
+    // The next change to both meters notifies the neighbour's only.
+    for n in [2, 3] {
+        let res = send(
+            &app,
+            reqwest::Method::PATCH,
+            &format!("{NGSI}/entities/urn:ngsi-ld:ElectricityMeter:M-{n}/attrs"),
+            Some(&device),
+            Some(&json!({"activePower": 2.5})),
+        )
+        .await;
+        assert_eq!(res.status(), 204);
+    }
+    app.service.deliver_notifications().await.unwrap();
+    let got = received.lock().unwrap().clone();
+    let bodies: Vec<String> = got
+        .iter()
+        .map(|(_, _, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(!bodies.is_empty());
+    assert!(
+        bodies
+            .iter()
+            .all(|b| !b.contains("M-2") && !b.contains("H-2")),
+        "{bodies:?}"
+    );
+    assert!(bodies.iter().any(|b| b.contains("M-3")), "{bodies:?}");
+
+    // 2. The neighbour is erased: their meter and its history are gone for
+    // everyone, the owner too, and the device cannot write them back.
+    let neighbour = app.token("neighbour").await;
+    let alice = app.token("alice").await;
+    let erasure: Value = app
+        .post_json(
+            "/api/v1/me/subject-access-requests",
+            Some(&neighbour),
+            &json!({"kind": "erasure", "dataset_id": id}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app
+        .post_json(
+            &format!(
+                "/api/v1/subject-requests/{}/erase",
+                erasure["id"].as_str().unwrap()
+            ),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    let (status, text) = status_text(res).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("1 entity"), "{text}");
+    for f in &forms {
+        let (status, text) = ask(f.clone(), analyst.clone()).await;
+        assert_eq!((status, households_in(&text)), (200, vec![]), "{f}: {text}");
+    }
+    let own = format!("{NGSI}/entities?type=ElectricityMeter&purpose=city-operations");
+    let (status, text) = ask(own.clone(), alice.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(households_in(&text), ["H-1", "H-2"]);
+    let (status, _) = ask(
+        format!(
+            "{NGSI}/temporal/entities/urn:ngsi-ld:ElectricityMeter:M-3?purpose=city-operations"
+        ),
+        alice.clone(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let res = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&device),
+        &meter(3, 9.0),
+    )
+    .await;
+    let (status, text) = status_text(res).await;
+    assert!((400..500).contains(&status), "{status}: {text}");
+    assert!(text.contains("erased"), "{text}");
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/upsert"),
+        Some(&device),
+        &json!([meter(3, 9.5)]),
+    )
+    .await;
+    assert!(
+        res.status().is_client_error() || res.status() == 207,
+        "{}",
+        res.status()
+    );
+    let (_, text) = ask(own, alice.clone()).await;
+    assert_eq!(households_in(&text), ["H-1", "H-2"]);
+    let erased = app.entries_of_type("subject.erased").await;
+    assert!(erased[0].contains("\"entities_removed\":1"), "{erased:?}");
+
+    // 3. The resident consents again (the answer has them again), then the
+    // trustees retire the agreement: refused, cache warm or not.
+    let res = app
+        .post_json(
+            "/api/v1/me/consents",
+            Some(&resident),
+            &json!({"dataset_id": id, "purpose": "research", "recipient_organization_id": "uni"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let (_, text) = ask(forms[0].clone(), analyst.clone()).await;
+    assert_eq!(households_in(&text), ["H-2"]);
+    let trustee = app.token("trustee").await;
+    let res = app
+        .post_json(
+            &format!("/api/v1/agreements/{agreement}/retire"),
+            Some(&trustee),
+            &json!({"reason": "Ended early."}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    for f in &forms {
+        let (status, text) = ask(f.clone(), analyst.clone()).await;
+        assert_eq!(status, 403, "{f}: {text}");
+        assert!(!text.contains("H-2") && !text.contains("2.5"), "{text}");
+    }
+}

@@ -47,6 +47,87 @@ pub(crate) async fn stream(
     (id, token)
 }
 
+/// A household's electricity meter, naming its household (the subject key).
+pub(crate) fn meter(n: u32, power: f64) -> Value {
+    json!({
+        "id": format!("urn:ngsi-ld:ElectricityMeter:M-{n}"),
+        "type": "ElectricityMeter",
+        "household": {"type": "Property", "value": format!("H-{n}")},
+        "activePower": {"type": "Property", "value": power, "unitCode": "KWT", "observedAt": "2026-03-01T10:00:00Z"},
+        "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [2.15 + f64::from(n) / 100.0, 41.39]}},
+    })
+}
+
+/// A personal stream of city-energy's household meters (M-1 … M-3 written
+/// by its device credential), H-2 linked to `resident` and H-3 to
+/// `neighbour`, both consenting to research by the university, and the
+/// university's consent-based research agreement. Returns the stream, the
+/// device's credential and the agreement.
+pub(crate) async fn personal_stream(app: &TestApp) -> (String, String, String) {
+    let alice = app.token("alice").await;
+    let mut body = dataset("Household meters, live", "city-energy", "shared_specific");
+    body["structure"] = json!("real_time");
+    body["stream"] = json!({"entity_types": ["ElectricityMeter"], "retention_days": 30});
+    body["personal_data"] = json!(true);
+    body["column_classes"] = json!({"personal": ["household"]});
+    body["personal_terms"] = json!({
+        "subject_key": "household",
+        "purposes": [
+            {"purpose": "research", "basis": "consent", "notice": "Researchers may study your readings."},
+            {"purpose": "city-operations", "basis": "public_task", "notice": "The city plans the grid."}
+        ],
+        "retention": "P30D",
+        "notice": "Your household's live readings."
+    });
+    let id = app.create_dataset(&alice, &body).await;
+    let res = app
+        .post_json(
+            &format!("/api/v1/datasets/{id}/stream-credentials"),
+            Some(&alice),
+            &json!({"label": "Meter gateway"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let device = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for n in 1..=3 {
+        let res = post(
+            app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &meter(n, 1.5),
+        )
+        .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    app.service
+        .insert_user(crate::harness::user(
+            "neighbour",
+            vec![citytrust_model::Role::Resident],
+            vec![],
+        ))
+        .await
+        .unwrap();
+    // The stream's writes put its households in the subject index: the
+    // owner can link them.
+    for (who, key) in [("resident", "H-2"), ("neighbour", "H-3")] {
+        crate::residents::link_with_code(app, &alice, &id, who, key).await;
+        let token = app.token(who).await;
+        let res = app
+            .post_json(
+                "/api/v1/me/consents",
+                Some(&token),
+                &json!({"dataset_id": id, "purpose": "research", "recipient_organization_id": "uni"}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    }
+    let agreement = crate::residents::research_agreement(app, &id).await;
+    (id, device, agreement)
+}
+
 pub(crate) async fn send(
     app: &TestApp,
     method: reqwest::Method,
@@ -1714,4 +1795,79 @@ async fn ordering_scopes_nulls_pages_and_deletion_notifications_work_as_ngsi_ld_
     // Not again before its period.
     app.service.deliver_notifications().await.unwrap();
     assert_eq!(received.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn history_past_a_streams_retention_goes_logged_and_the_latest_values_stay() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    // `stream` declares 30 days; the clock reads 2026-03-01T09:00Z.
+    let (air, device) = stream(&app, &alice, "Open air", "open").await;
+    let id = "urn:ngsi-ld:AirQualityObserved:kept-1";
+    let at = |day: &str| format!("{day}T12:00:00Z");
+    let troe = json!({
+        "id": id, "type": "AirQualityObserved",
+        "NO2": [
+            {"type": "Property", "value": 10, "observedAt": at("2026-01-10")},
+            {"type": "Property", "value": 20, "observedAt": at("2026-01-29")},
+            {"type": "Property", "value": 30, "observedAt": at("2026-01-30")},
+            {"type": "Property", "value": 40, "observedAt": at("2026-02-20")}
+        ],
+        "stationName": [{"type": "Property", "value": "Old name", "observedAt": at("2025-12-01")}]
+    });
+    let res = post(
+        &app,
+        &format!("{NGSI}/temporal/entities"),
+        Some(&device),
+        &troe,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    assert_eq!(kept_history(&app, id).await.0.len(), 4);
+    // Readings observed before 2026-01-30T09:00Z are past 30 days.
+    assert_eq!(app.service.expire_stream_history().await.unwrap(), 3);
+    assert_eq!(
+        kept_history(&app, id).await,
+        (vec![json!(30), json!(40)], vec![])
+    );
+    // Nothing more is past it; nothing more is logged.
+    assert_eq!(app.service.expire_stream_history().await.unwrap(), 0);
+    let logged = app.entries_of_type("stream.history_expired").await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let entry: Value = serde_json::from_str(&logged[0]).unwrap();
+    assert_eq!(entry["dataset"], air.as_str());
+    assert_eq!(entry["readings"], 3);
+    assert_eq!(entry["retention_days"], 30);
+    assert_eq!(entry["observed_before"], "2026-01-30T09:00:00.000000Z");
+    // The latest values are the stream's present state: they stay.
+    let e: Value = get(
+        &app,
+        &format!("{NGSI}/entities/{id}?options=keyValues"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (e["NO2"].clone(), e["stationName"].clone()),
+        (json!(40), json!("Old name"))
+    );
+    // A day later, the next reading's turn.
+    app.clock.advance(time::Duration::days(1));
+    assert_eq!(app.service.expire_stream_history().await.unwrap(), 1);
+    assert_eq!(kept_history(&app, id).await.0, vec![json!(40)]);
+}
+
+/// An entity's kept NO2 and stationName values, oldest first.
+async fn kept_history(app: &TestApp, id: &str) -> (Vec<Value>, Vec<Value>) {
+    let path = format!("{NGSI}/temporal/entities/{id}?options=temporalValues");
+    let t: Value = get(app, &path, None).await.json().await.unwrap();
+    let values = |a: &str| -> Vec<Value> {
+        t[a]["values"]
+            .as_array()
+            .map(|v| v.iter().map(|p| p[0].clone()).collect())
+            .unwrap_or_default()
+    };
+    (values("NO2"), values("stationName"))
 }
