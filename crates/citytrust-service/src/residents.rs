@@ -285,12 +285,37 @@ impl Service {
         log_index: i64,
         kind: &str,
     ) -> Result<()> {
-        let Some(scope) = &plan.scope else {
+        self.record_read_of_subjects(
+            &plan.actor,
+            &plan.dataset,
+            &plan.grant,
+            plan.scope.as_ref(),
+            plan.version.version,
+            log_index,
+            kind,
+        )
+        .await
+    }
+
+    /// Keep what "who used my data" needs about a logged read of `version`
+    /// (a personal stream's live entities: `STREAM_VERSION`) under `scope`
+    /// (none: data about no one, nothing kept).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_read_of_subjects(
+        &self,
+        actor: &Actor,
+        dataset: &Dataset,
+        grant: &crate::read::ReadGrant,
+        scope: Option<&SubjectScope>,
+        version: i64,
+        log_index: i64,
+        kind: &str,
+    ) -> Result<()> {
+        let Some(scope) = scope else {
             return Ok(());
         };
-        let (actor, grant) = (&plan.actor, &plan.grant);
         let body = serde_json::json!({
-            "by": crate::content::reader_label(actor, &plan.dataset),
+            "by": crate::content::reader_label(actor, dataset),
             "level": grant.level.as_str(),
             "agreement": grant.agreement_id,
             "kind": kind,
@@ -298,8 +323,8 @@ impl Service {
         self.store
             .insert_personal_read(&PersonalRead {
                 log_index,
-                dataset_id: plan.dataset.id.clone(),
-                version: plan.version.version,
+                dataset_id: dataset.id.clone(),
+                version,
                 rule: scope.rule.as_str().into(),
                 purpose: grant.purpose.clone(),
                 recipients: actor.organization_ids().join(","),

@@ -2062,6 +2062,19 @@ impl Service {
         let (entry, at) = self.log_entry_by(actor, "stream.read", fields)?;
         // Committed (group commit) before a byte is served.
         let log_index = self.appender.append("stream.read", entry, at).await?;
+        // Personal streams: kept for "who used my data".
+        for (d, g, scope) in reads {
+            self.record_read_of_subjects(
+                actor,
+                d,
+                g,
+                *scope,
+                citytrust_store::STREAM_VERSION,
+                log_index,
+                &format!("stream_{operation}"),
+            )
+            .await?;
+        }
         Ok(NgsiAnswer {
             body,
             sha256,

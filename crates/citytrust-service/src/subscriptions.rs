@@ -1205,6 +1205,24 @@ impl Service {
         )?;
         // Committed before a byte is sent.
         let log_index = self.appender.append("stream.notified", entry, at).await?;
+        // Personal streams: kept for "who used my data".
+        for (d, grant, scope) in decided.values().chain(
+            linked
+                .reads
+                .iter()
+                .filter(|(d, _, _)| !decided.contains_key(&d.id)),
+        ) {
+            self.record_read_of_subjects(
+                &actor,
+                d,
+                grant,
+                scope.as_ref(),
+                citytrust_store::STREAM_VERSION,
+                log_index,
+                "stream_notification",
+            )
+            .await?;
+        }
         let mut req = self
             .dsp_http()?
             .post(&s.endpoint)

@@ -1934,6 +1934,48 @@ async fn a_warm_stream_cache_outlives_no_withdrawal_erasure_or_ended_agreement()
     );
     assert!(bodies.iter().any(|b| b.contains("M-3")), "{bodies:?}");
 
+    // Who used my data: the resident sees the eight queries before their
+    // withdrawal and nothing after; the neighbour sees those after too, and
+    // the notification.
+    let uses = |who: &'static str| {
+        let (app, agreement) = (&app, &agreement);
+        async move {
+            let token = app.token(who).await;
+            let a: Value = app
+                .get("/api/v1/me/accesses", Some(&token))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let a = a.as_array().unwrap().clone();
+            assert!(
+                a.iter().all(|r| r["by"] == "organization:uni"
+                    && r["purpose"] == "research"
+                    && r["agreement"] == agreement.as_str()),
+                "{a:?}"
+            );
+            let kinds: Vec<String> = a
+                .iter()
+                .map(|r| r["kind"].as_str().unwrap().to_string())
+                .collect();
+            kinds
+        }
+    };
+    assert_eq!(uses("resident").await, vec!["stream_query"; 8]);
+    let seen = uses("neighbour").await;
+    assert!(
+        seen.contains(&"stream_notification".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"stream_retrieve".to_string()) || seen.len() > 12,
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().filter(|k| *k == "stream_query").count() >= 12,
+        "{seen:?}"
+    );
+
     // 2. The neighbour is erased: their meter and its history are gone for
     // everyone, the owner too, and the device cannot write them back.
     let neighbour = app.token("neighbour").await;
