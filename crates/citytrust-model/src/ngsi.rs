@@ -52,10 +52,37 @@ pub struct StreamTerms {
     #[serde(default = "default_retention")]
     #[schema(minimum = 1, maximum = 36500)]
     pub retention_days: u32,
+    /// How often the history kept is compacted into a version of the
+    /// dataset (one row per entity and instant, a column per attribute), so
+    /// SQL, downloads, the privacy levels and erasure work on it.
+    #[serde(default)]
+    pub compaction: Compaction,
 }
 
 fn default_retention() -> u32 {
     365
+}
+
+/// The period of a stream's compaction: its history up to the start of the
+/// current period becomes a version, once per period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compaction {
+    Hour,
+    #[default]
+    Day,
+}
+
+impl Compaction {
+    /// The start of the period `t` falls in (UTC).
+    pub fn period_start(self, t: time::OffsetDateTime) -> time::OffsetDateTime {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let hour = match self {
+            Compaction::Hour => t.hour(),
+            Compaction::Day => 0,
+        };
+        t.replace_time(time::Time::from_hms(hour, 0, 0).unwrap_or(time::Time::MIDNIGHT))
+    }
 }
 
 impl StreamTerms {
@@ -2519,20 +2546,36 @@ mod tests {
         let t = StreamTerms {
             entity_types: vec!["AirQualityObserved".into()],
             retention_days: 30,
+            compaction: Compaction::Day,
         };
         assert!(t.holds(&[format!("{DEFAULT_VOCAB}AirQualityObserved")]));
         assert!(!t.holds(&[format!("{DEFAULT_VOCAB}Vehicle")]));
         let any = StreamTerms {
             entity_types: vec![],
             retention_days: 30,
+            compaction: Compaction::Day,
         };
         assert!(any.holds(&[format!("{DEFAULT_VOCAB}Vehicle")]));
         let mut e = ValidationErrors::default();
         StreamTerms {
             entity_types: vec!["a b".into()],
             retention_days: 0,
+            compaction: Compaction::Hour,
         }
         .check(&mut e);
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn a_compaction_period_starts_on_the_hour_or_the_day_in_utc() {
+        let t = time::macros::datetime!(2026-03-01 09:42:17.5 +02:00);
+        assert_eq!(
+            Compaction::Hour.period_start(t),
+            time::macros::datetime!(2026-03-01 07:00 UTC)
+        );
+        assert_eq!(
+            Compaction::Day.period_start(t),
+            time::macros::datetime!(2026-03-01 00:00 UTC)
+        );
     }
 }

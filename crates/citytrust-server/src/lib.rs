@@ -194,7 +194,8 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
-    // Streams' history past its retention goes (logged), checked every minute.
+    // Streams' history past its retention goes (logged), and what is kept
+    // is compacted into a version once per period; checked every minute.
     let keeper = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -202,6 +203,9 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             tick.tick().await;
             if let Err(e) = keeper.expire_stream_history().await {
                 tracing::warn!(error = %e, "expiring stream history failed");
+            }
+            if let Err(e) = keeper.compact_streams().await {
+                tracing::warn!(error = %e, "compacting streams failed");
             }
         }
     });

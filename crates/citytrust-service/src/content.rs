@@ -406,6 +406,20 @@ impl Service {
         })
     }
 
+    /// An upload the trust makes itself on the owner's behalf (a stream's
+    /// compaction), named as the owner's organisation in the log.
+    pub(crate) fn owner_upload(&self, dataset: &Dataset) -> Result<Upload> {
+        let token = hex::encode(crate::accounts::random_bytes::<12>()?);
+        let dir = self.spool_dir().join(token);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Upload {
+            by: format!("organization:{}", dataset.metadata.owner_organization_id),
+            dataset: dataset.clone(),
+            dir,
+            committed: false,
+        })
+    }
+
     /// Convert the received body, measure its quality, move it into place and
     /// record the version with its log entry. `progress` sees rows as they go.
     pub async fn finish_upload(

@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod breaches;
 pub mod catalogue;
 pub mod clock;
+pub mod compaction;
 pub mod consumer;
 pub mod content;
 pub mod cosigning;

@@ -208,7 +208,7 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
     out
 }
 
-fn not_a_stream(id: &str) -> ServiceError {
+pub(crate) fn not_a_stream(id: &str) -> ServiceError {
     NgsiError::bad(format!("'{id}' is not a stream of this trust")).into()
 }
 

@@ -391,18 +391,18 @@ impl Store {
         Ok(n)
     }
 
-    /// The subjects a stream's writes have held (erased ones too).
-    pub async fn stream_subjects(&self, dataset_id: &str) -> Result<Vec<String>> {
+    /// The attributes of a stream's readings observed before `before`.
+    pub async fn history_attributes(&self, dataset_id: &str, before: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT subject_key FROM subject_index WHERE dataset_id = $1 AND version = $2 \
-             ORDER BY subject_key",
+            "SELECT DISTINCT attribute FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2 \
+             ORDER BY attribute",
         )
         .bind(dataset_id)
-        .bind(STREAM_VERSION)
+        .bind(before)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok(r.try_get::<String, _>("subject_key")?))
+            .map(|r| Ok(r.try_get::<String, _>("attribute")?))
             .collect()
     }
 

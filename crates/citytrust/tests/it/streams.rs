@@ -1871,3 +1871,121 @@ async fn kept_history(app: &TestApp, id: &str) -> (Vec<Value>, Vec<Value>) {
     };
     (values("NO2"), values("stationName"))
 }
+
+#[tokio::test]
+async fn a_streams_history_is_compacted_into_versions_that_sql_consent_and_erasure_work_on() {
+    let app = start().await;
+    let (id, device, _) = personal_stream(&app).await;
+    let table = id.replace('-', "_");
+    let stream = || async { app.service.get_dataset(&id).await.unwrap() };
+    // The clock reads 2026-03-16T09:00Z: every reading is before today.
+    let v1 = app
+        .service
+        .compact_stream(&stream().await)
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!((v1.version, v1.rows), (1, 6), "{v1:?}");
+    // One per period.
+    assert!(
+        app.service
+            .compact_stream(&stream().await)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let published = app.entries_of_type("version.published").await;
+    assert_eq!(published.len(), 1);
+    assert!(
+        published[0].contains("\"by\":\"organization:city-energy\""),
+        "{published:?}"
+    );
+    let sql = |who: &'static str, purpose: &'static str, sql: String| {
+        let app = &app;
+        async move {
+            let token = app.token(who).await;
+            let res = app
+                .post_json(
+                    "/api/v1/query",
+                    Some(&token),
+                    &json!({"sql": sql, "purpose": purpose}),
+                )
+                .await;
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let by_household = format!(
+        "SELECT household, COUNT(*) AS n, MAX(\"activePower\") AS p FROM {table} GROUP BY household ORDER BY household"
+    );
+    // Under consent: the consenting households' rows only.
+    assert_eq!(
+        sql("analyst", "research", by_household.clone()).await,
+        json!([{"household": "H-2", "n": 2, "p": 1.5}, {"household": "H-3", "n": 2, "p": 1.5}])
+    );
+    // The owner, for its public task: everyone's.
+    assert_eq!(
+        sql(
+            "alice",
+            "city-operations",
+            format!("SELECT COUNT(*) AS n FROM {table}")
+        )
+        .await,
+        json!([{"n": 6}])
+    );
+
+    // Erasure reaches the compacted version as it reaches the live entities.
+    let neighbour = app.token("neighbour").await;
+    let alice = app.token("alice").await;
+    let erasure: Value = app
+        .post_json(
+            "/api/v1/me/subject-access-requests",
+            Some(&neighbour),
+            &json!({"kind": "erasure", "dataset_id": id}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app
+        .post_json(
+            &format!(
+                "/api/v1/subject-requests/{}/erase",
+                erasure["id"].as_str().unwrap()
+            ),
+            Some(&alice),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        sql("analyst", "research", by_household.clone()).await,
+        json!([{"household": "H-2", "n": 2, "p": 1.5}])
+    );
+
+    // The next day's compaction holds the new reading, and not the erased.
+    app.clock.advance(time::Duration::days(1));
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{NGSI}/entities/urn:ngsi-ld:ElectricityMeter:M-2/attrs"),
+        Some(&device),
+        Some(&json!({"activePower": 3.25})),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    app.clock.advance(time::Duration::days(1));
+    let v2 = app
+        .service
+        .compact_stream(&stream().await)
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!((v2.version, v2.rows), (2, 5), "{v2:?}");
+    assert_eq!(
+        sql("alice", "city-operations", by_household).await,
+        json!([{"household": "H-1", "n": 2, "p": 1.5}, {"household": "H-2", "n": 3, "p": 3.25}])
+    );
+}
