@@ -111,6 +111,14 @@ fn frequency(f: UpdateFrequency) -> (&'static str, &'static str) {
     }
 }
 
+/// A stream's entities, through the NGSI-LD API (as a [`FORMATS`] row).
+const STREAM_FORMAT: (&str, &str, &str, &str) = (
+    "ngsi-ld",
+    "JSON_LD",
+    "application/ld+json",
+    "JSON-LD (NGSI-LD)",
+);
+
 /// A format content is served in: (`format` parameter, EU file type, IANA media type, title).
 pub(crate) const FORMATS: [(&str, &str, &str, &str); 4] = [
     ("csv", "CSV", "text/csv", "CSV"),
@@ -285,7 +293,7 @@ impl Context<'_> {
                     .with("skos:prefLabel", Term::Text(label.into(), "en")),
             );
         }
-        for (_, file_type, media_type, title) in FORMATS {
+        for &(_, file_type, media_type, title) in FORMATS.iter().chain([&STREAM_FORMAT]) {
             nodes.push(
                 Node::named(
                     format!("{EU}/file-type/{file_type}"),
@@ -533,7 +541,7 @@ impl Context<'_> {
             let mut dist = Node::named(&dist_iri, "dcat:Distribution")
                 .with(
                     "dct:title",
-                    Term::lit(format!("{} — live entities over NGSI-LD", m.title)),
+                    Term::lit(format!("{}: its entities through the NGSI-LD API", m.title)),
                 )
                 .with(
                     "dct:description",
@@ -547,8 +555,14 @@ impl Context<'_> {
                         }
                     )),
                 )
-                .with("dct:format", Term::iri(format!("{EU}/file-type/JSON_LD")))
-                .with("dcat:mediaType", Term::iri(format!("{IANA}/application/ld+json")))
+                .with(
+                    "dct:format",
+                    Term::iri(format!("{EU}/file-type/{}", STREAM_FORMAT.1)),
+                )
+                .with(
+                    "dcat:mediaType",
+                    Term::iri(format!("{IANA}/{}", STREAM_FORMAT.2)),
+                )
                 .with("dcat:accessURL", Term::iri(access))
                 .with("dcat:accessService", Term::iri(self.ngsi_iri()));
             if let Some(l) = &licence {

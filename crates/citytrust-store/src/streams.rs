@@ -344,8 +344,10 @@ impl Store {
         limit: i64,
         entry: impl FnOnce(u64, &str) -> Result<(String, String)>,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
-        // Bounded: up to the `limit`-th oldest reading's instant.
+        // Bounded: up to the `limit`-th oldest reading's instant. Read
+        // before the transaction, which then starts with its write (SQLite
+        // would refuse to turn a read transaction into a writing one while
+        // another writer works, rather than wait).
         let upto: Option<String> = sqlx::query(
             "SELECT observed_at FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2 \
              ORDER BY observed_at LIMIT 1 OFFSET $3",
@@ -353,11 +355,12 @@ impl Store {
         .bind(dataset_id)
         .bind(before)
         .bind(limit)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?
         .map(|r| r.try_get("observed_at"))
         .transpose()?;
         let upto = upto.as_deref().unwrap_or(before);
+        let mut tx = self.pool.begin().await?;
         let mut n =
             sqlx::query("DELETE FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2")
                 .bind(dataset_id)
