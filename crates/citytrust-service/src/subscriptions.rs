@@ -17,7 +17,8 @@
 //!   committed to in a `stream.notified` entry (one per notification, however
 //!   many entities it carries) before it is sent. A failed delivery stays
 //!   owed and is tried again with back-off (never dropped); `throttling` holds
-//!   notifications back until it has passed.
+//!   notifications back until it has passed. A pass serves up to 32
+//!   subscriptions at once, each one's notifications in order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -135,6 +136,8 @@ fn previous_member(ty: &str) -> (&'static str, &'static str) {
 /// How many owed notifications one worker pass takes.
 const PASS: i64 = 2000;
 /// A delivery's time limit.
+/// How many subscriptions are delivered to at once.
+const CONCURRENT_DELIVERIES: usize = 32;
 const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn decode(row: &SubscriptionRow) -> Result<(Subscription, Grants)> {
@@ -854,78 +857,100 @@ impl Service {
         for d in due {
             by_sub.entry(d.subscription_id.clone()).or_default().push(d);
         }
+        // Subscriptions are served side by side (each its own receiver and
+        // rows; up to CONCURRENT_DELIVERIES at once), each one's
+        // notifications in order: a slow receiver no longer delays the
+        // others of the pass.
+        use futures::StreamExt;
+        let results: Vec<Result<bool>> = futures::stream::iter(by_sub)
+            .map(|(sub_id, owed)| self.deliver_to(sub_id, owed, now_t))
+            .buffer_unordered(CONCURRENT_DELIVERIES)
+            .collect()
+            .await;
         let mut sent = 0;
-        for (sub_id, owed) in by_sub {
-            let seqs: Vec<i64> = owed.iter().map(|o| o.seq).collect();
-            let Some(row) = self.store.get_subscription(&sub_id).await? else {
+        for r in results {
+            if r? {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Deliver what one subscription is owed now; whether a notification went.
+    async fn deliver_to(
+        &self,
+        sub_id: String,
+        owed: Vec<citytrust_store::OwedNotification>,
+        now_t: time::OffsetDateTime,
+    ) -> Result<bool> {
+        let now = rfc3339(now_t);
+        let seqs: Vec<i64> = owed.iter().map(|o| o.seq).collect();
+        let Some(row) = self.store.get_subscription(&sub_id).await? else {
+            self.store.drop_notifications(&seqs).await?;
+            return Ok(false);
+        };
+        let (mut s, g) = decode(&row)?;
+        if s.status != "active" {
+            if s.status == "expired" {
                 self.store.drop_notifications(&seqs).await?;
-                continue;
-            };
-            let (mut s, g) = decode(&row)?;
-            if s.status != "active" {
-                if s.status == "expired" {
-                    self.store.drop_notifications(&seqs).await?;
-                }
-                // A paused subscription keeps what it is owed.
-                continue;
             }
-            if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
-                self.expire(row, s, &why).await?;
-                continue;
+            // A paused subscription keeps what it is owed.
+            return Ok(false);
+        }
+        if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
+            self.expire(row, s, &why).await?;
+            return Ok(false);
+        }
+        if let (Some(t), Some(last)) = (s.throttling, &s.last_notification)
+            && let Ok(last) =
+                time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+            && last + time::Duration::seconds(t as i64) > now_t
+        {
+            let at = rfc3339(last + time::Duration::seconds(t as i64));
+            self.store.retry_notifications(&seqs, &at).await?;
+            return Ok(false);
+        }
+        let mut sent = false;
+        match self.notify(&row, &s, &g, &owed).await {
+            Ok(Some(_log_index)) => {
+                sent = true;
+                s.last_notification = Some(now.clone());
+                s.last_success = Some(now.clone());
+                self.store.drop_notifications(&seqs).await?;
             }
-            if let (Some(t), Some(last)) = (s.throttling, &s.last_notification)
-                && let Ok(last) = time::OffsetDateTime::parse(
-                    last,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                && last + time::Duration::seconds(t as i64) > now_t
-            {
-                let at = rfc3339(last + time::Duration::seconds(t as i64));
+            Ok(None) => {
+                // Nothing the subscriber may see now: nothing to send.
+                self.store.drop_notifications(&seqs).await?;
+                return Ok(false);
+            }
+            Err(ServiceError::Unavailable { code, message }) => {
+                return Err(ServiceError::Unavailable { code, message });
+            }
+            Err(e) => {
+                tracing::info!(subscription = %s.id, error = %e, "a notification was not delivered; it stays owed");
+                let attempts = owed.iter().map(|o| o.attempts).max().unwrap_or(0);
+                let delay = 2i64
+                    .saturating_pow(u32::try_from(attempts.min(12)).unwrap_or(12))
+                    .min(3600);
+                let at = rfc3339(now_t + time::Duration::seconds(delay));
                 self.store.retry_notifications(&seqs, &at).await?;
-                continue;
+                s.last_notification = Some(now.clone());
+                s.last_failure = Some(now.clone());
             }
-            match self.notify(&row, &s, &g, &owed).await {
-                Ok(Some(log_index)) => {
-                    let _ = log_index;
-                    sent += 1;
-                    s.last_notification = Some(now.clone());
-                    s.last_success = Some(now.clone());
-                    self.store.drop_notifications(&seqs).await?;
-                }
-                Ok(None) => {
-                    // Nothing the subscriber may see now: nothing to send.
-                    self.store.drop_notifications(&seqs).await?;
-                    continue;
-                }
-                Err(ServiceError::Unavailable { code, message }) => {
-                    return Err(ServiceError::Unavailable { code, message });
-                }
-                Err(e) => {
-                    tracing::info!(subscription = %s.id, error = %e, "a notification was not delivered; it stays owed");
-                    let attempts = owed.iter().map(|o| o.attempts).max().unwrap_or(0);
-                    let delay = 2i64
-                        .saturating_pow(u32::try_from(attempts.min(12)).unwrap_or(12))
-                        .min(3600);
-                    let at = rfc3339(now_t + time::Duration::seconds(delay));
-                    self.store.retry_notifications(&seqs, &at).await?;
-                    s.last_notification = Some(now.clone());
-                    s.last_failure = Some(now.clone());
-                }
-            }
-            let mut row = self
-                .store
-                .get_subscription(&sub_id)
-                .await?
-                .ok_or_else(|| not_found(&sub_id))?;
-            let (mut current, _) = decode(&row)?;
-            current.last_notification = s.last_notification.clone();
-            current.last_success = s.last_success.clone();
-            current.last_failure = s.last_failure.clone();
-            row.body = encode(&current)?;
-            match self.store.update_subscription(&row, false, None).await {
-                Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+        }
+        let mut row = self
+            .store
+            .get_subscription(&sub_id)
+            .await?
+            .ok_or_else(|| not_found(&sub_id))?;
+        let (mut current, _) = decode(&row)?;
+        current.last_notification = s.last_notification.clone();
+        current.last_success = s.last_success.clone();
+        current.last_failure = s.last_failure.clone();
+        row.body = encode(&current)?;
+        match self.store.update_subscription(&row, false, None).await {
+            Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(sent)
     }
