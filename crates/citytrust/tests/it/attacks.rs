@@ -1978,28 +1978,8 @@ async fn a_warm_stream_cache_outlives_no_withdrawal_erasure_or_ended_agreement()
 
     // 2. The neighbour is erased: their meter and its history are gone for
     // everyone, the owner too, and the device cannot write them back.
-    let neighbour = app.token("neighbour").await;
     let alice = app.token("alice").await;
-    let erasure: Value = app
-        .post_json(
-            "/api/v1/me/subject-access-requests",
-            Some(&neighbour),
-            &json!({"kind": "erasure", "dataset_id": id}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let res = app
-        .post_json(
-            &format!(
-                "/api/v1/subject-requests/{}/erase",
-                erasure["id"].as_str().unwrap()
-            ),
-            Some(&alice),
-            &json!({}),
-        )
-        .await;
+    let res = crate::residents::erase(&app, "neighbour", "alice", &id).await;
     let (status, text) = status_text(res).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("1 entity"), "{text}");

@@ -723,6 +723,37 @@ async fn guardians_act_only_for_minors_and_agents_only_while_their_authority_las
     assert_eq!(body["rule"], "no-authority", "{body}");
 }
 
+/// `resident` asks for erasure from `dataset` and a member of its owner
+/// (`owner`) carries it out; the owner's answer.
+pub(crate) async fn erase(
+    app: &TestApp,
+    resident: &str,
+    owner: &str,
+    dataset: &str,
+) -> reqwest::Response {
+    let token = app.token(resident).await;
+    let erasure = json_of(
+        app.post_json(
+            "/api/v1/me/subject-access-requests",
+            Some(&token),
+            &json!({"kind": "erasure", "dataset_id": dataset}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let owner = app.token(owner).await;
+    app.post_json(
+        &format!(
+            "/api/v1/subject-requests/{}/erase",
+            erasure["id"].as_str().unwrap()
+        ),
+        Some(&owner),
+        &json!({}),
+    )
+    .await
+}
+
 /// Link `username` to `key` in `dataset` with a code the owner issued.
 pub(crate) async fn link_with_code(
     app: &TestApp,

@@ -1937,28 +1937,7 @@ async fn a_streams_history_is_compacted_into_versions_that_sql_consent_and_erasu
     );
 
     // Erasure reaches the compacted version as it reaches the live entities.
-    let neighbour = app.token("neighbour").await;
-    let alice = app.token("alice").await;
-    let erasure: Value = app
-        .post_json(
-            "/api/v1/me/subject-access-requests",
-            Some(&neighbour),
-            &json!({"kind": "erasure", "dataset_id": id}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let res = app
-        .post_json(
-            &format!(
-                "/api/v1/subject-requests/{}/erase",
-                erasure["id"].as_str().unwrap()
-            ),
-            Some(&alice),
-            &json!({}),
-        )
-        .await;
+    let res = crate::residents::erase(&app, "neighbour", "alice", &id).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         sql("analyst", "research", by_household.clone()).await,
