@@ -83,6 +83,14 @@ impl Compaction {
         };
         t.replace_time(time::Time::from_hms(hour, 0, 0).unwrap_or(time::Time::MIDNIGHT))
     }
+
+    /// How long a period is.
+    pub fn length(self) -> time::Duration {
+        match self {
+            Compaction::Hour => time::Duration::HOUR,
+            Compaction::Day => time::Duration::DAY,
+        }
+    }
 }
 
 impl StreamTerms {

@@ -69,6 +69,9 @@ problem_codes! {
     // ---- the state of things ---------------------------------------------------
     /// No such thing (or not one the caller may know of).
     NotFound = "not_found",
+    /// It existed and was removed for good (a version past its stream's
+    /// retention); `detail` says when and why.
+    Removed = "removed",
     /// It exists already.
     Conflict = "conflict",
     /// Someone changed it since it was read; read it again.

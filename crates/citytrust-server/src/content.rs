@@ -393,6 +393,7 @@ const MAX_ROW_INDEX: u64 = 9_007_199_254_740_991;
 #[utoipa::path(get, path = "/api/v1/datasets/{id}/data", tag = "content",
     params(("id" = String, Path, description = "The dataset's id"), DataParams),
     responses(
+        (status = 410, description = "The version named was removed (a stream version past retention)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
         (status = 200, description = "The content; `CityTrust-Log-Entry` names the log entry recording this read", content(
             (String = "text/csv"),
@@ -530,6 +531,7 @@ pub struct QueryBody {
 /// Run one read-only SELECT over the datasets the caller may read.
 #[utoipa::path(post, path = "/api/v1/query", tag = "content", request_body = QueryBody,
     responses(
+        (status = 410, description = "The version named was removed (a stream version past retention)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
         (status = 200, description = "The result rows (JSON array of objects by default)", content(
             (String = "text/csv"),
@@ -644,6 +646,7 @@ pub struct AggregateBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = AggregateBody,
     responses(
+        (status = 410, description = "The version named was removed (a stream version past retention)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
         (status = 200, description = "The table: one row per shown cell, margins included (`(total)` in CSV, null in JSON). A cell not listed counts zero or fewer than the threshold, and nothing says which. For a reader who may not read the rows, counts and sums are perturbed (`perturbed: true`): each by a small amount fixed by the records in the cell", content(
             (String = "text/csv"),
@@ -727,6 +730,7 @@ pub struct DpBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = DpBody,
     responses(
+        (status = 410, description = "The version named was removed (a stream version past retention)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
         (status = 200, description = "The released statistic, its noise and the budget left", body = citytrust_service::levels::DpRelease),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
@@ -816,6 +820,7 @@ pub struct LookupBody {
     params(("id" = String, Path, description = "The dataset's id")),
     request_body = LookupBody,
     responses(
+        (status = 410, description = "The version named was removed (a stream version past retention)", body = Problem, content_type = "application/problem+json"),
         CommonProblems,
         (status = 200, description = "Whether a record holds the value", body = citytrust_service::levels::LookupAnswer),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),

@@ -151,6 +151,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "Sign-in required",
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
+            StatusCode::GONE => "Removed",
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
             StatusCode::CONFLICT => "Conflict",
             StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
@@ -232,6 +233,7 @@ impl From<ServiceError> for ApiError {
                 }
             }
             ServiceError::NotFound(what) => ApiError::not_found(what),
+            ServiceError::Gone(why) => ApiError::new(StatusCode::GONE, ProblemCode::Removed, why),
             ServiceError::TooLarge(why) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ProblemCode::BodyTooLarge,

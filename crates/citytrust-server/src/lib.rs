@@ -194,8 +194,9 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
         }
     });
-    // Streams' history past its retention goes (logged), and what is kept
-    // is compacted into a version once per period; checked every minute.
+    // Streams' history past its retention goes (logged), what is kept is
+    // compacted into a version once per period, and versions holding
+    // readings past retention are removed (logged); checked every minute.
     let keeper = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -206,6 +207,10 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             }
             if let Err(e) = keeper.compact_streams().await {
                 tracing::warn!(error = %e, "compacting streams failed");
+            }
+            // After compaction: the period's new version is in place first.
+            if let Err(e) = keeper.remove_expired_versions().await {
+                tracing::warn!(error = %e, "removing stream versions past retention failed");
             }
         }
     });

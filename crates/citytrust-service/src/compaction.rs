@@ -19,6 +19,13 @@
 //!   gone from the store, so from the next version too), and there is at
 //!   most one per period: a version published since the period began means
 //!   the period is done.
+//! - Retention reaches the versions too, to within one period: a version
+//!   whose oldest reading (its `observedAt` minimum) is older than the
+//!   retention plus one period is removed — its files deleted, its row marked
+//!   with when and why, a `version.removed` entry logged — and a read of it
+//!   is answered 410 Gone. By then the next period's version, made from the
+//!   history kept, has taken its place (compaction runs first), so a stream
+//!   that still has readings always has a version to read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -29,7 +36,7 @@ use citytrust_query::InputFormat;
 use citytrust_query::ingest::OnError;
 use serde_json::{Map, Value};
 
-use crate::content::{UploadOptions, VersionInfo};
+use crate::content::{REMOVED_PAST_RETENTION, UploadOptions, VersionInfo};
 use crate::{Result, Service, ServiceError, rfc3339};
 
 /// The columns every compacted row has, before its attributes.
@@ -245,4 +252,83 @@ impl Service {
         tracing::info!(stream = %dataset.id, version = info.version, rows, "stream history compacted");
         Ok(Some(info))
     }
+
+    /// Remove every stream version holding a reading older than the
+    /// stream's retention plus one compaction period (see the module's
+    /// notes); how many were removed. Versions without an `observedAt`
+    /// timestamp column (uploaded by hand) are not judged.
+    pub async fn remove_expired_versions(&self) -> Result<usize> {
+        let mut n = 0;
+        for d in self.streams().await? {
+            let Some(terms) = d.metadata.stream.as_ref() else {
+                continue;
+            };
+            let cutoff = self.now()
+                - time::Duration::days(i64::from(terms.retention_days))
+                - terms.compaction.length();
+            for stored in self.store.list_versions(&d.id).await? {
+                let v = VersionInfo::from_stored(stored)?;
+                if v.removed.is_some() {
+                    continue;
+                }
+                let Some(oldest) = oldest_reading(&v) else {
+                    continue;
+                };
+                if oldest >= cutoff {
+                    continue;
+                }
+                let (body, at) = self.log_entry(
+                    "version.removed",
+                    serde_json::json!({
+                        "dataset": d.id,
+                        "version": v.version,
+                        "reason": REMOVED_PAST_RETENTION,
+                        "sha256": v.sha256,
+                        "rows": v.rows,
+                        "oldest_reading": temporal::format_instant(oldest),
+                        "retention_days": terms.retention_days,
+                    }),
+                )?;
+                let removed = self
+                    .store
+                    .remove_version(
+                        &d.id,
+                        v.version,
+                        &at,
+                        REMOVED_PAST_RETENTION,
+                        &crate::ledger::new_entry("version.removed", &body, &at),
+                    )
+                    .await?;
+                if removed {
+                    // After the commit: a crash before this leaves files the
+                    // sweep at start removes (their version is not kept).
+                    self.remove_version_files(&d.id, v.version).await?;
+                    tracing::info!(stream = %d.id, version = v.version, "version past retention removed");
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The oldest reading a compacted version holds: its `observedAt` column's
+/// minimum, from the quality statement.
+fn oldest_reading(v: &VersionInfo) -> Option<time::OffsetDateTime> {
+    let min = v
+        .quality
+        .columns
+        .iter()
+        .find(|c| {
+            c.name == "observedAt" && c.column_type == citytrust_query::ColumnType::Timestamp
+        })?
+        .min
+        .as_deref()?;
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(min, rfc3339) {
+        return Some(t);
+    }
+    // Shown without its zone: the column is kept in UTC.
+    let naive = min.get(..19)?.replace(' ', "T");
+    time::OffsetDateTime::parse(&format!("{naive}Z"), rfc3339).ok()
 }

@@ -67,6 +67,23 @@ pub struct VersionInfo {
     /// then omits values taken from the data (minimum, maximum, mean, outliers).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub values_withheld: bool,
+    /// Set once the version is removed: its file is gone and a read of it is
+    /// answered 410 Gone (a stream's compacted version holding readings past
+    /// the stream's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<VersionRemoval>,
+}
+
+/// The reason a version is removed when it holds readings past its
+/// stream's retention.
+pub(crate) const REMOVED_PAST_RETENTION: &str = "retention";
+
+/// When a version was removed, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VersionRemoval {
+    pub at: String,
+    /// `retention`: it held readings past the stream's retention.
+    pub reason: String,
 }
 
 impl VersionInfo {
@@ -94,7 +111,25 @@ impl VersionInfo {
             errors: Vec::new(),
             created_at: v.created_at,
             values_withheld: false,
+            removed: v.removed.map(|(at, reason)| VersionRemoval { at, reason }),
         })
+    }
+
+    /// The version itself, if it can still be read: a removed one is 410 Gone.
+    pub(crate) fn readable(self) -> Result<VersionInfo> {
+        match &self.removed {
+            None => Ok(self),
+            Some(r) => Err(ServiceError::Gone(format!(
+                "version {} of dataset '{}' was removed on {}{}; its content can no longer be read",
+                self.version,
+                self.dataset_id,
+                r.at,
+                match r.reason.as_str() {
+                    REMOVED_PAST_RETENTION => ": it held readings past the stream's retention",
+                    _ => "",
+                }
+            ))),
+        }
     }
 
     /// As `actor` may see it: values from the data only for those who may read it.
@@ -276,6 +311,14 @@ impl Service {
     /// The key prefix of a version's files in the version store.
     fn version_key(dataset_id: &str, version: i64) -> String {
         format!("datasets/{dataset_id}/{version}")
+    }
+
+    /// Delete a removed version's files (its row is kept, marked removed).
+    pub(crate) async fn remove_version_files(&self, dataset_id: &str, version: i64) -> Result<()> {
+        Ok(self
+            .versions
+            .remove_dir(&Self::version_key(dataset_id, version))
+            .await?)
     }
 
     /// Where DataFusion reads a version's Parquet file from.
@@ -600,6 +643,7 @@ impl Service {
                 .map_err(|e| ServiceError::Internal(e.to_string()))?,
             created_by: upload.by.clone(),
             created_at: now,
+            removed: None,
         };
         let (body, at) = self.log_entry(
             "version.published",
@@ -684,7 +728,21 @@ impl Service {
                 None => ServiceError::NotFound(format!(
                     "content of dataset '{dataset_id}' (no version uploaded yet)"
                 )),
-            })?;
+            });
+        let v = match v {
+            Ok(v) => v,
+            // Every version removed: the newest says when and why.
+            Err(e) => match self
+                .store
+                .list_versions(dataset_id)
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(newest) if version.is_none() => newest,
+                _ => return Err(e),
+            },
+        };
         VersionInfo::from_stored(v)
     }
 
@@ -1381,7 +1439,7 @@ impl Service {
         if may_read_content(actor, &dataset).is_err() {
             return Ok(None);
         }
-        let version = self.version_record(dataset_id, version).await?;
+        let version = self.version_record(dataset_id, version).await?.readable()?;
         let key = Self::version_key(dataset_id, version.version);
         if let Some(svg) = self.versions.get_bytes(&format!("{key}/map.svg")).await? {
             return Ok(Some(String::from_utf8_lossy(&svg).into_owned()));

@@ -37,6 +37,10 @@ pub enum ServiceError {
     },
     #[error("{0} already exists")]
     Conflict(String),
+    /// It existed and was removed for good (a version past retention): the
+    /// message says when and why.
+    #[error("{0}")]
+    Gone(String),
     #[error("{0}")]
     Stale(String),
     /// Content that cannot be used as sent (`code` names the kind of problem).

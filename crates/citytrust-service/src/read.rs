@@ -325,15 +325,17 @@ impl Service {
         dataset_id: &str,
         choice: VersionChoice,
     ) -> Result<VersionInfo> {
-        match choice {
+        let v = match choice {
             VersionChoice::Latest => self.version_record(dataset_id, None).await,
             VersionChoice::Number(n) => self.version_record(dataset_id, Some(n)).await,
             VersionChoice::AsOf(at) => self.version_as_of(dataset_id, at).await,
-        }
+        }?;
+        // A removed version's file is gone: said so, not read.
+        v.readable()
     }
 
     /// The version in force at `as_of` (seconds since the epoch): the latest
-    /// published at or before it.
+    /// published at or before it (it may have been removed since).
     pub(crate) async fn version_as_of(&self, dataset_id: &str, as_of: i64) -> Result<VersionInfo> {
         self.get_dataset(dataset_id).await?;
         for v in self.store.list_versions(dataset_id).await? {

@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// The columns a [`StoredVersion`] is read from.
+const VERSION_COLUMNS: &str = "dataset_id, version, input_format, row_count, rejected, bytes, sha256, \
+     source_sha256, columns, quality, created_by, created_at, removed_at, removed_reason";
+
 impl Store {
     // ---- the catalogue -------------------------------------------------------
 
@@ -271,29 +275,28 @@ impl Store {
         rows.iter().map(feedback_from_row).collect()
     }
 
-    /// A dataset's versions, newest first.
+    /// A dataset's versions, newest first (removed ones too).
     pub async fn list_versions(&self, dataset_id: &str) -> Result<Vec<StoredVersion>> {
-        let rows = sqlx::query(
-            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
-             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM dataset_versions WHERE dataset_id = $1 ORDER BY version DESC"
+        ))
         .bind(dataset_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(version_from_row).collect()
     }
 
-    /// One version, or the latest when `version` is `None`.
+    /// One version (removed or not), or the latest not removed when
+    /// `version` is `None`.
     pub async fn get_version(
         &self,
         dataset_id: &str,
         version: Option<i64>,
     ) -> Result<Option<StoredVersion>> {
-        let row = sqlx::query(
-            "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
-             quality, created_by, created_at FROM dataset_versions WHERE dataset_id = $1 AND ($2 < 0 OR version = $2) \
-             ORDER BY version DESC LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM dataset_versions WHERE dataset_id = $1 \
+             AND (version = $2 OR ($2 < 0 AND removed_at IS NULL)) ORDER BY version DESC LIMIT 1"
+        ))
         .bind(dataset_id)
         .bind(version.unwrap_or(-1))
         .fetch_optional(&self.pool)
@@ -301,15 +304,16 @@ impl Store {
         row.map(|r| version_from_row(&r)).transpose()
     }
 
-    /// The latest version of each of `dataset_ids` that has one (any order).
+    /// The latest version not removed of each of `dataset_ids` that has one
+    /// (any order).
     pub async fn latest_versions(&self, dataset_ids: &[String]) -> Result<Vec<StoredVersion>> {
         let mut out = Vec::new();
         for chunk in dataset_ids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT dataset_id, version, input_format, row_count, rejected, bytes, sha256, source_sha256, columns, \
-                 quality, created_by, created_at FROM dataset_versions v WHERE dataset_id IN ({}) \
-                 AND version = (SELECT MAX(version) FROM dataset_versions w WHERE w.dataset_id = v.dataset_id)",
+                "SELECT {VERSION_COLUMNS} FROM dataset_versions v WHERE dataset_id IN ({}) \
+                 AND version = (SELECT MAX(version) FROM dataset_versions w WHERE w.dataset_id = v.dataset_id \
+                 AND w.removed_at IS NULL)",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql);
@@ -323,14 +327,54 @@ impl Store {
         Ok(out)
     }
 
-    /// Every (dataset, version) pair that exists, for sweeping orphan files.
+    /// Every (dataset, version) pair that has files (not removed), for
+    /// sweeping orphan files.
     pub async fn all_version_keys(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT dataset_id, version FROM dataset_versions")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT dataset_id, version FROM dataset_versions WHERE removed_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("dataset_id")?, r.try_get("version")?)))
             .collect()
+    }
+
+    /// Mark a version removed (`at`, `reason`) with its log entry, in one
+    /// transaction: its subjects' index rows are marked erased (the rows are
+    /// gone) and kept for "who used my data". `false` when it was removed
+    /// already. The caller deletes the files after.
+    pub async fn remove_version(
+        &self,
+        dataset_id: &str,
+        version: i64,
+        at: &str,
+        reason: &str,
+        entry: &NewLogEntry<'_>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE dataset_versions SET removed_at = $3, removed_reason = $4 \
+             WHERE dataset_id = $1 AND version = $2 AND removed_at IS NULL",
+        )
+        .bind(dataset_id)
+        .bind(version)
+        .bind(at)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE subject_index SET erased = 1 WHERE dataset_id = $1 AND version = $2")
+            .bind(dataset_id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        append_entry(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn quality_rules(&self, dataset_id: &str) -> Result<Option<String>> {

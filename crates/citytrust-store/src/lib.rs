@@ -135,6 +135,9 @@ pub struct StoredVersion {
     pub quality: String,
     pub created_by: String,
     pub created_at: String,
+    /// When the version was removed (its file deleted), and why; `None`
+    /// while it can be read.
+    pub removed: Option<(String, String)>,
 }
 
 /// A report of an error in a dataset, and its answer (the feedback loop).
@@ -324,6 +327,10 @@ fn version_from_row(r: &AnyRow) -> Result<StoredVersion> {
         quality: r.try_get("quality")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
+        removed: match r.try_get::<Option<String>, _>("removed_at")? {
+            Some(at) => Some((at, r.try_get("removed_reason")?)),
+            None => None,
+        },
     })
 }
 

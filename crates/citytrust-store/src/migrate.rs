@@ -139,6 +139,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0021_streams.sql"),
         postgres: include_str!("../migrations/postgres/0021_streams.sql"),
     },
+    Migration {
+        version: 22,
+        name: "version_removal",
+        sqlite: include_str!("../migrations/sqlite/0022_version_removal.sql"),
+        postgres: include_str!("../migrations/postgres/0022_version_removal.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

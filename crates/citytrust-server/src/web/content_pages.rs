@@ -206,6 +206,8 @@ pub struct VersionRow {
     pub rejected: i64,
     pub published: String,
     pub input_format: String,
+    /// Empty, or when and why the version was removed.
+    pub removed: String,
 }
 
 /// Build the content section for `viewer`.
@@ -331,7 +333,29 @@ pub async fn content_view(
         view.personal_data = dataset.metadata.personal_data;
         view.revision = dataset.revision;
     }
-    let Some(latest) = versions.first() else {
+    view.versions = versions
+        .iter()
+        .map(|v| VersionRow {
+            version: v.version,
+            rows: thousands(v.rows),
+            rejected: v.rejected,
+            published: date_of(&v.created_at),
+            input_format: v.input_format.clone(),
+            removed: v
+                .removed
+                .as_ref()
+                .map(|r| match r.reason.as_str() {
+                    "retention" => format!(
+                        "removed {}: it held readings past retention",
+                        date_of(&r.at)
+                    ),
+                    _ => format!("removed {}", date_of(&r.at)),
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    // The latest version that can still be read.
+    let Some(latest) = versions.iter().find(|v| v.removed.is_none()) else {
         return Ok(view);
     };
     view.has_content = true;
@@ -397,16 +421,6 @@ pub async fn content_view(
     view.completeness_svg = completeness_chart(&latest.quality.columns);
     view.findings = findings(latest);
     view.risk = latest.quality.risk.as_ref().map(risk_view);
-    view.versions = versions
-        .iter()
-        .map(|v| VersionRow {
-            version: v.version,
-            rows: thousands(v.rows),
-            rejected: v.rejected,
-            published: date_of(&v.created_at),
-            input_format: v.input_format.clone(),
-        })
-        .collect();
     view.rows_svg = rows_chart(&versions);
     Ok(view)
 }

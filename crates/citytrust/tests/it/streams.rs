@@ -1859,6 +1859,154 @@ async fn history_past_a_streams_retention_goes_logged_and_the_latest_values_stay
     assert_eq!(kept_history(&app, id).await.0, vec![json!(40)]);
 }
 
+#[tokio::test]
+async fn compacted_versions_holding_readings_past_retention_are_removed_and_reads_of_them_are_410()
+{
+    let app = start().await;
+    let alice = app.token("alice").await;
+    // 30 days' retention, compacted daily; the clock reads 2026-03-01T09:00Z.
+    let (air, device) = stream(&app, &alice, "Open air", "open").await;
+    let troe = json!({
+        "id": "urn:ngsi-ld:AirQualityObserved:old-1", "type": "AirQualityObserved",
+        "NO2": [
+            {"type": "Property", "value": 10, "observedAt": "2026-01-10T12:00:00Z"},
+            {"type": "Property", "value": 20, "observedAt": "2026-02-20T12:00:00Z"},
+            {"type": "Property", "value": 30, "observedAt": "2026-02-28T12:00:00Z"}
+        ]
+    });
+    let res = post(
+        &app,
+        &format!("{NGSI}/temporal/entities"),
+        Some(&device),
+        &troe,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    // What the maintenance loop does each minute, in its order.
+    let maintain = || async {
+        app.service.expire_stream_history().await.unwrap();
+        app.service.compact_streams().await.unwrap();
+        app.service.remove_expired_versions().await.unwrap()
+    };
+    // January's reading is past retention before the first version is made:
+    // version 1 holds February's two, and nothing is removed.
+    assert_eq!(maintain().await, 0);
+    let rows = |version: &'static str| {
+        let app = &app;
+        let air = air.clone();
+        async move {
+            let res = get(
+                app,
+                &format!("/api/v1/datasets/{air}/data?format=json{version}"),
+                None,
+            )
+            .await;
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap())
+        }
+    };
+    let (status, body) = rows("&version=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("2026-02-20") && !body.contains("2026-01-10"),
+        "{body}"
+    );
+
+    // 25 days on: February 20th is past 30 days plus the day's period.
+    // The day's version 2 (February 28th only) is made first, then version 1 goes.
+    app.clock.advance(time::Duration::days(25));
+    assert_eq!(maintain().await, 1);
+    assert_eq!(maintain().await, 0, "removed once");
+    let (status, body) = rows("").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("2026-02-28") && !body.contains("2026-02-20"),
+        "{body}"
+    );
+    // Every read of version 1 is 410 Gone, saying when and why, with none of its data:
+    // by number, as of a time it was in force, and in SQL.
+    for query in ["&version=1", "&as_of=2026-03-10T00:00:00Z"] {
+        let (status, body) = rows(query).await;
+        assert_eq!(status, 410, "{query}: {body}");
+        let problem: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["code"], "removed", "{body}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("version 1") && detail.contains("past the stream's retention"),
+            "{detail}"
+        );
+        assert!(!body.contains("2026-02-20"), "{body}");
+    }
+    let table = air.replace('-', "_");
+    let res = app
+        .post_json(
+            "/api/v1/query",
+            None,
+            &json!({"sql": format!("SELECT COUNT(*) AS n FROM \"{table}@1\""), "purpose": "research"}),
+        )
+        .await;
+    assert_eq!(res.status(), 410, "{}", res.text().await.unwrap());
+    // Its record stays, saying so; its files are gone, version 2's are there.
+    let listed: Value = get(&app, &format!("/api/v1/datasets/{air}/versions"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[1]["version"], 1);
+    assert_eq!(listed[1]["removed"]["reason"], "retention", "{listed}");
+    assert!(listed[0].get("removed").is_none(), "{listed}");
+    let files = app
+        .service
+        .versions()
+        .list(&format!("datasets/{air}"))
+        .await
+        .unwrap();
+    assert!(!files.is_empty(), "version 2's files");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with(&format!("datasets/{air}/2/"))),
+        "{files:?}"
+    );
+    // Logged, with the digest of what went.
+    let logged = app.entries_of_type("version.removed").await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let entry: Value = serde_json::from_str(&logged[0]).unwrap();
+    assert_eq!(
+        (
+            &entry["dataset"],
+            &entry["version"],
+            &entry["reason"],
+            &entry["retention_days"]
+        ),
+        (&json!(air), &json!(1), &json!("retention"), &json!(30))
+    );
+    assert_eq!(entry["oldest_reading"], "2026-02-20T12:00:00.000000Z");
+    assert_eq!(entry["sha256"], listed[1]["sha256"]);
+    // The portal's list of versions says so.
+    let page = app.page(&format!("/datasets/{air}")).await;
+    assert!(
+        page.contains("removed 2026-03-26 09:00: it held readings past retention"),
+        "{page}"
+    );
+
+    // Forty days on, every reading is past retention: no new version is
+    // made, version 2 goes too, and the stream's content is gone.
+    app.clock.advance(time::Duration::days(40));
+    assert_eq!(maintain().await, 1);
+    let (status, body) = rows("").await;
+    assert_eq!(status, 410, "{body}");
+    assert!(!body.contains("2026-02-28"), "{body}");
+    assert!(
+        app.service
+            .versions()
+            .list(&format!("datasets/{air}"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// An entity's kept NO2 and stationName values, oldest first.
 async fn kept_history(app: &TestApp, id: &str) -> (Vec<Value>, Vec<Value>) {
     let path = format!("{NGSI}/temporal/entities/{id}?options=temporalValues");
