@@ -275,10 +275,12 @@ def history_rows(db_kind, data_dir, kind, token, base):
             eid = sensor_id(kind, i)
             rows = []
             for m in range(minutes):
-                inst = dict(template, value=round(rng.uniform(0, 100), 2), observedAt=stamp(m)[:19] + "Z")
-                rows.append((eid, attribute, stamp(m), dataset_id, json.dumps(inst)))
-            db.executemany("INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance) "
-                           "VALUES (?, ?, ?, ?, ?)", rows)
+                value = round(rng.uniform(0, 100), 2)
+                inst = dict(template, value=value, observedAt=stamp(m)[:19] + "Z")
+                rows.append((eid, attribute, stamp(m), dataset_id, json.dumps(inst), value))
+            # `num` as the broker keeps it beside each numeric reading (`deleted` is 0 by default).
+            db.executemany("INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance, num) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
             db.commit()
         db.execute("ANALYZE")
         db.commit()
@@ -287,13 +289,15 @@ def history_rows(db_kind, data_dir, kind, token, base):
         base_t = (now - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S")
         psql(STORE_URL, f"""
 DELETE FROM ngsi_history WHERE dataset_id = '{dataset_id}';
-INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance)
+INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance, num)
 SELECT 'urn:ngsi-ld:{kind}:s' || lpad(e::text, 6, '0'), '{attribute}',
        to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS') || '{frac}Z', '{dataset_id}',
-       jsonb_set(jsonb_set('{json.dumps(template)}'::jsonb, '{{value}}', to_jsonb(round((random() * 100)::numeric, 2))),
-                 '{{observedAt}}', to_jsonb(to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS') || 'Z'))::text
+       jsonb_set(jsonb_set('{json.dumps(template)}'::jsonb, '{{value}}', to_jsonb(v)),
+                 '{{observedAt}}', to_jsonb(to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS') || 'Z'))::text,
+       v::double precision
 FROM generate_series(0, {HISTORY_ENTITIES - 1}) e,
-     generate_series('{base_t}'::timestamp + interval '1 minute', '{base_t}'::timestamp + interval '{minutes} minutes', interval '1 minute') ts;
+     generate_series('{base_t}'::timestamp + interval '1 minute', '{base_t}'::timestamp + interval '{minutes} minutes', interval '1 minute') ts,
+     LATERAL (SELECT round((random() * 100 + e * 0 + extract(epoch FROM ts) * 0)::numeric, 2) AS v) r;
 ANALYZE ngsi_history;
 """)
     result("temporal.history_readings", HISTORY_ENTITIES * minutes, "rows")

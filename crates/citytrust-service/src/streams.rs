@@ -183,13 +183,7 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
                 .and_then(instant)
                 .or_else(|| instant(now))
                 .unwrap_or_else(|| now.to_string());
-            out.push(HistoryRow {
-                entity_id: e.id.clone(),
-                attribute: attr.clone(),
-                observed_at: observed,
-                dataset_id: dataset_id.to_string(),
-                instance: Value::Object(i.clone()).to_string(),
-            });
+            out.push(history_row(&e.id, attr, observed, dataset_id, i));
         }
     }
     // A deletion is kept too: NGSI-LD Null, stamped `deletedAt` (what
@@ -197,15 +191,34 @@ fn readings(e: &Entity, dataset_id: &str, now: &str) -> Vec<HistoryRow> {
     for (attr, null) in &e.deleted {
         let mut i = null.clone();
         i.insert("deletedAt".into(), Value::String(now.to_string()));
-        out.push(HistoryRow {
-            entity_id: e.id.clone(),
-            attribute: attr.clone(),
-            observed_at: instant(now).unwrap_or_else(|| now.to_string()),
-            dataset_id: dataset_id.to_string(),
-            instance: Value::Object(i).to_string(),
-        });
+        let observed = instant(now).unwrap_or_else(|| now.to_string());
+        out.push(history_row(&e.id, attr, observed, dataset_id, &i));
     }
     out
+}
+
+/// A reading as kept: the instance, and beside it its value when that is a
+/// finite number (what temporal aggregates sum in SQL) and whether it is a
+/// deletion.
+fn history_row(
+    entity_id: &str,
+    attribute: &str,
+    observed_at: String,
+    dataset_id: &str,
+    i: &citytrust_model::ngsi::Instance,
+) -> HistoryRow {
+    let deleted = i.contains_key("deletedAt");
+    HistoryRow {
+        entity_id: entity_id.to_string(),
+        attribute: attribute.to_string(),
+        observed_at,
+        dataset_id: dataset_id.to_string(),
+        instance: serde_json::to_string(i).unwrap_or_default(),
+        num: citytrust_model::ngsi::instance_value(i)
+            .and_then(Value::as_f64)
+            .filter(|f| f.is_finite() && !deleted),
+        deleted,
+    }
 }
 
 pub(crate) fn not_a_stream(id: &str) -> ServiceError {
@@ -476,18 +489,13 @@ impl Service {
         }
         for (entity, dataset, attr, i) in &plan.readings {
             per_stream.entry(dataset.clone()).or_default().1 += 1;
-            let row = HistoryRow {
-                entity_id: entity.clone(),
-                attribute: attr.clone(),
-                observed_at: i
-                    .get("observedAt")
-                    .and_then(Value::as_str)
-                    .and_then(instant)
-                    .or_else(|| instant(&now))
-                    .unwrap_or_else(|| now.clone()),
-                dataset_id: dataset.clone(),
-                instance: Value::Object(i.clone()).to_string(),
-            };
+            let observed = i
+                .get("observedAt")
+                .and_then(Value::as_str)
+                .and_then(instant)
+                .or_else(|| instant(&now))
+                .unwrap_or_else(|| now.clone());
+            let row = history_row(entity, attr, observed, dataset, i);
             // A reading at an instant held (same attribute and datasetId) replaces it.
             let dataset_of = |inst: &str| {
                 serde_json::from_str::<Value>(inst).ok().and_then(|v| {
@@ -1793,6 +1801,7 @@ impl Service {
             HashMap::new();
         let mut pending: Vec<(String, Vec<String>)> = Vec::new();
         let mut pages: temporal::AnswerReadings = Vec::new();
+        let mut sums: Vec<BTreeMap<String, temporal::Summary>> = Vec::new();
         let mut used: Vec<String> = Vec::new();
         let mut refusals: Vec<(String, ServiceError)> = Vec::new();
         let (rows, _named_types) = match target {
@@ -1898,16 +1907,72 @@ impl Service {
                 break;
             }
             let mut readings: BTreeMap<String, temporal::Readings> = BTreeMap::new();
-            for h in self
-                .store
-                .entity_history(
-                    &entity.id,
-                    tq.from.as_deref(),
-                    tq.to.as_deref(),
-                    HISTORY_CAP,
-                )
-                .await?
-            {
+            let mut summed: BTreeMap<String, temporal::Summary> = BTreeMap::new();
+            let history = match tq.summable() {
+                // Counts, sums and extremes per period: summed by the store,
+                // no reading decoded.
+                Some(period) => {
+                    for (attr, first, last, instance) in self
+                        .store
+                        .history_span(&entity.id, tq.from.as_deref(), tq.to.as_deref())
+                        .await?
+                    {
+                        if grant.columns.is_some() && !entity.attrs.contains_key(&attr) {
+                            continue;
+                        }
+                        let start = tq.bucket_start(&first)?;
+                        let buckets = self
+                            .store
+                            .history_buckets(
+                                &entity.id,
+                                &attr,
+                                tq.from.as_deref(),
+                                tq.to.as_deref(),
+                                start.unix_timestamp(),
+                                period,
+                            )
+                            .await?;
+                        let ty = serde_json::from_str::<Value>(&instance)
+                            .ok()
+                            .and_then(|i| i.get("type").cloned())
+                            .unwrap_or_else(|| "Property".into());
+                        let buckets = buckets
+                            .into_iter()
+                            .map(|b| temporal::BucketSums {
+                                index: b.bucket,
+                                readings: u64::try_from(b.readings).unwrap_or(0),
+                                numbers: u64::try_from(b.numbers).unwrap_or(0),
+                                sum: b.sum.unwrap_or(0.0),
+                                sumsq: b.sumsq.unwrap_or(0.0),
+                                min: b.min,
+                                max: b.max,
+                            })
+                            .collect();
+                        readings.insert(attr.clone(), Vec::new());
+                        summed.insert(
+                            attr,
+                            temporal::Summary {
+                                ty,
+                                first,
+                                last,
+                                buckets,
+                            },
+                        );
+                    }
+                    Vec::new()
+                }
+                None => {
+                    self.store
+                        .entity_history(
+                            &entity.id,
+                            tq.from.as_deref(),
+                            tq.to.as_deref(),
+                            HISTORY_CAP,
+                        )
+                        .await?
+                }
+            };
+            for h in history {
                 // Only what the agreement's columns allow, as for the latest values.
                 if grant.columns.is_some() && !entity.attrs.contains_key(&h.attribute) {
                     continue;
@@ -1935,9 +2000,10 @@ impl Service {
             // A query lists the entities with readings in its window; a page
             // at a time (`limit`, `offset`).
             if !one
-                && !readings
-                    .iter()
-                    .any(|(a, r)| !r.is_empty() && tq.attrs.as_ref().is_none_or(|x| x.contains(a)))
+                && !readings.iter().any(|(a, r)| {
+                    (!r.is_empty() || summed.contains_key(a))
+                        && tq.attrs.as_ref().is_none_or(|x| x.contains(a))
+                })
             {
                 continue;
             }
@@ -1947,6 +2013,7 @@ impl Service {
             }
             pending.push((entity.id.clone(), entity.types.clone()));
             pages.push(readings);
+            sums.push(summed);
             if !used.contains(&d.id) {
                 used.push(d.id.clone());
             }
@@ -1979,8 +2046,8 @@ impl Service {
         };
         let mut answers = Vec::with_capacity(pending.len());
         let projected = tq.pick.is_some() || tq.omit.is_some();
-        for ((id, types), readings) in pending.iter().zip(&pages) {
-            let v = temporal::render(id, types, readings, tq, ctx, with_context)?;
+        for (((id, types), readings), summed) in pending.iter().zip(&pages).zip(&sums) {
+            let v = temporal::render(id, types, readings, summed, tq, ctx, with_context)?;
             // What pick and omit leave nothing of is not answered.
             if projected
                 && v.as_object()

@@ -39,8 +39,8 @@ pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 pub use streams::{
-    EntityRow, HistoryRow, OwedNotification, STREAM_VERSION, StoredStreamCredential, StreamErasure,
-    StreamWrite, SubscriptionRow,
+    EntityRow, HistoryBucket, HistoryRow, OwedNotification, STREAM_VERSION, StoredStreamCredential,
+    StreamErasure, StreamWrite, SubscriptionRow,
 };
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 

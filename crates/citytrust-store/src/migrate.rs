@@ -145,6 +145,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0022_version_removal.sql"),
         postgres: include_str!("../migrations/postgres/0022_version_removal.sql"),
     },
+    Migration {
+        version: 23,
+        name: "history_values",
+        sqlite: include_str!("../migrations/sqlite/0023_history_values.sql"),
+        postgres: include_str!("../migrations/postgres/0023_history_values.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

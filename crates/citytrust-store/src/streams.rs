@@ -12,7 +12,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{NewLogEntry, Result, Store, StoreError, append_entry};
+use crate::{Backend, NewLogEntry, Result, Store, StoreError, append_entry};
 
 /// A stream's write credential, as kept (its token only as a hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +36,35 @@ pub struct EntityRow {
 }
 
 /// One reading kept: an attribute instance as written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
     pub entity_id: String,
     pub attribute: String,
     pub observed_at: String,
     pub dataset_id: String,
     pub instance: String,
+    /// The value, when it is a finite number (what temporal aggregates sum
+    /// in SQL); kept beside the instance on write, not read back.
+    pub num: Option<f64>,
+    /// A deletion (the instance is stamped `deletedAt`).
+    pub deleted: bool,
+}
+
+/// One attribute's readings in a time range, summed per period bucket in
+/// SQL (deletions left out): what `aggregatedValues` needs for counts,
+/// sums and extremes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryBucket {
+    /// The bucket's index from the start given.
+    pub bucket: i64,
+    pub readings: i64,
+    /// How many of them are numbers, their sum, sum of squares, minimum
+    /// and maximum.
+    pub numbers: i64,
+    pub sum: Option<f64>,
+    pub sumsq: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
 }
 
 /// Everything one write request changes, applied all or nothing.
@@ -457,6 +479,91 @@ impl Store {
         rows.iter().map(history_from_row).collect()
     }
 
+    /// The attributes of one entity with readings (not deletions) at or
+    /// after `from` and before `to`: each with its first and last instant and
+    /// the first reading's instance.
+    pub async fn history_span(
+        &self,
+        entity_id: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<(String, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT attribute, MIN(observed_at) AS first, MAX(observed_at) AS last FROM ngsi_history \
+             WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 AND deleted = 0 \
+             GROUP BY attribute ORDER BY attribute",
+        )
+        .bind(entity_id)
+        .bind(from.unwrap_or(""))
+        .bind(to.unwrap_or("~"))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let attribute: String = r.try_get("attribute")?;
+            let first: String = r.try_get("first")?;
+            let last: String = r.try_get("last")?;
+            let instance = sqlx::query(
+                "SELECT instance FROM ngsi_history WHERE entity_id = $1 AND attribute = $2 \
+                 AND observed_at = $3 AND deleted = 0 LIMIT 1",
+            )
+            .bind(entity_id)
+            .bind(&attribute)
+            .bind(&first)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("instance")?;
+            out.push((attribute, first, last, instance));
+        }
+        Ok(out)
+    }
+
+    /// One attribute's readings (not deletions) at or after `from` and
+    /// before `to`, summed per bucket of `period` seconds from `start`
+    /// (seconds since the epoch, at or before the first reading), in bucket
+    /// order. Only buckets with readings are answered.
+    pub async fn history_buckets(
+        &self,
+        entity_id: &str,
+        attribute: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        start: i64,
+        period: i64,
+    ) -> Result<Vec<HistoryBucket>> {
+        let seconds = match self.backend {
+            Backend::Sqlite => "unixepoch(observed_at)",
+            Backend::Postgres => "FLOOR(EXTRACT(EPOCH FROM observed_at::timestamptz))::bigint",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT ({seconds} - $5) / $6 AS bucket, COUNT(*) AS readings, COUNT(num) AS numbers, \
+             SUM(num) AS total, SUM(num * num) AS sumsq, MIN(num) AS lo, MAX(num) AS hi FROM ngsi_history \
+             WHERE entity_id = $1 AND attribute = $2 AND observed_at >= $3 AND observed_at < $4 AND deleted = 0 \
+             GROUP BY 1 ORDER BY 1"
+        ))
+        .bind(entity_id)
+        .bind(attribute)
+        .bind(from.unwrap_or(""))
+        .bind(to.unwrap_or("~"))
+        .bind(start)
+        .bind(period.max(1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryBucket {
+                    bucket: r.try_get("bucket")?,
+                    readings: r.try_get("readings")?,
+                    numbers: r.try_get("numbers")?,
+                    sum: r.try_get("total")?,
+                    sumsq: r.try_get("sumsq")?,
+                    min: r.try_get("lo")?,
+                    max: r.try_get("hi")?,
+                })
+            })
+            .collect()
+    }
+
     /// The readings kept of one entity's attribute at one instant.
     pub async fn readings_at(
         &self,
@@ -559,19 +666,22 @@ impl Store {
         for chunk in write.history.chunks(HISTORY_CHUNK) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
-                    let b = i * 5;
+                    let b = i * 7;
                     format!(
-                        "(${}, ${}, ${}, ${}, ${})",
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
                         b + 1,
                         b + 2,
                         b + 3,
                         b + 4,
-                        b + 5
+                        b + 5,
+                        b + 6,
+                        b + 7
                     )
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance) VALUES {}",
+                "INSERT INTO ngsi_history (entity_id, attribute, observed_at, dataset_id, instance, num, deleted) \
+                 VALUES {}",
                 rows.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -581,7 +691,9 @@ impl Store {
                     .bind(&h.attribute)
                     .bind(&h.observed_at)
                     .bind(&h.dataset_id)
-                    .bind(&h.instance);
+                    .bind(&h.instance)
+                    .bind(h.num)
+                    .bind(i64::from(h.deleted));
             }
             q.execute(&mut *tx).await?;
         }
@@ -869,5 +981,7 @@ fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {
         observed_at: r.try_get("observed_at")?,
         dataset_id: r.try_get("dataset_id")?,
         instance: r.try_get("instance")?,
+        num: None,
+        deleted: false,
     })
 }

@@ -274,6 +274,130 @@ impl TemporalQuery {
     pub fn in_range(&self, at: &str) -> bool {
         self.from.as_deref().is_none_or(|f| at >= f) && self.to.as_deref().is_none_or(|t| at < t)
     }
+
+    /// When the store can sum the aggregation itself (counts, sums and
+    /// extremes per period, no `lastN`, no `datasetId`, not deletions, a
+    /// period of whole seconds): the period in seconds (`i64::MAX` for the
+    /// whole range). `distinctCount` and `stddev` read every value.
+    pub fn summable(&self) -> Option<i64> {
+        let (methods, period) = self.aggregate.as_ref()?;
+        if self.last_n.is_some()
+            || self.datasets.is_some()
+            || self.deleted
+            || methods
+                .iter()
+                .any(|m| matches!(m, Aggr::DistinctCount | Aggr::Stddev))
+        {
+            return None;
+        }
+        match period {
+            None => Some(i64::MAX),
+            Some(p) if p.subsec_nanoseconds() == 0 && p.whole_seconds() > 0 => {
+                Some(p.whole_seconds())
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Where an attribute's buckets start: `timeAt`'s instant, else its
+    /// first reading's.
+    pub fn bucket_start(&self, first: &str) -> R<OffsetDateTime> {
+        self.from
+            .as_deref()
+            .and_then(|f| OffsetDateTime::parse(f, &Rfc3339).ok())
+            .or_else(|| OffsetDateTime::parse(first, &Rfc3339).ok())
+            .ok_or_else(|| {
+                NgsiError::new(
+                    super::ErrorType::InternalError,
+                    "a kept instant is unreadable",
+                )
+            })
+    }
+}
+
+/// One attribute's readings in range as the store summed them per bucket
+/// (see [`TemporalQuery::summable`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The first reading's type (`Property`, …).
+    pub ty: Value,
+    /// The first and last readings' instants (as kept).
+    pub first: String,
+    pub last: String,
+    pub buckets: Vec<BucketSums>,
+}
+
+/// One bucket: its index from the start, how many readings, and of the
+/// numbers among them how many, their sum, sum of squares and extremes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketSums {
+    pub index: i64,
+    pub readings: u64,
+    pub numbers: u64,
+    pub sum: f64,
+    pub sumsq: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl BucketSums {
+    /// What `method` answers for this bucket (`null` where no reading was a
+    /// number), as [`aggregate`] answers it from the values.
+    fn answer(&self, method: Aggr) -> Value {
+        let some = |x: f64| {
+            if self.numbers > 0 {
+                Value::from(x)
+            } else {
+                Value::Null
+            }
+        };
+        let pick = |x: Option<f64>| x.map(Value::from).unwrap_or(Value::Null);
+        match method {
+            Aggr::TotalCount => Value::from(self.readings),
+            Aggr::Sum => some(self.sum),
+            Aggr::Avg => some(self.sum / self.numbers as f64),
+            Aggr::Min => pick(self.min),
+            Aggr::Max => pick(self.max),
+            Aggr::Sumsq => some(self.sumsq),
+            // Not summable: `summable` sends these through the readings.
+            Aggr::DistinctCount | Aggr::Stddev => Value::Null,
+        }
+    }
+}
+
+/// An aggregation's series from the store's sums.
+fn summarised(
+    s: &Summary,
+    methods: &[Aggr],
+    period: Option<time::Duration>,
+    start: OffsetDateTime,
+) -> Value {
+    let last = OffsetDateTime::parse(&s.last, &Rfc3339).unwrap_or(start);
+    let mut m = Map::new();
+    m.insert("type".into(), s.ty.clone());
+    for method in methods {
+        let series: Vec<Value> = s
+            .buckets
+            .iter()
+            .filter(|b| b.readings > 0)
+            .map(|b| {
+                let (a, z) = match period {
+                    Some(p) => (
+                        start + p * (b.index as f64),
+                        start + p * ((b.index + 1) as f64),
+                    ),
+                    None => (start, last),
+                };
+                Value::Array(vec![
+                    b.answer(*method),
+                    range_instant(&format_instant(a)).into(),
+                    range_instant(&format_instant(z)).into(),
+                ])
+            })
+            .collect();
+        m.insert(method.name().into(), Value::Array(series));
+    }
+    Value::Object(m)
 }
 
 /// One datasetId's readings of an attribute (`None`: the default instance's).
@@ -402,10 +526,14 @@ fn aggregate(method: Aggr, values: &[&Value]) -> Value {
 pub type Readings = Vec<(String, Instance)>;
 
 /// An entity's temporal representation from its readings per attribute.
+///
+/// An attribute in `sums` is answered from the store's sums (its readings
+/// there are not read).
 pub fn render(
     id: &str,
     types: &[String],
     readings: &BTreeMap<String, Readings>,
+    sums: &BTreeMap<String, Summary>,
     q: &TemporalQuery,
     ctx: &Context,
     with_context: bool,
@@ -423,6 +551,11 @@ pub fn render(
     );
     for (attr, all) in readings {
         if q.attrs.as_ref().is_some_and(|a| !a.contains(attr)) {
+            continue;
+        }
+        if let (Some((methods, period)), Some(s)) = (&q.aggregate, sums.get(attr)) {
+            let start = q.bucket_start(&s.first)?;
+            out.insert(ctx.compact(attr), summarised(s, methods, *period, start));
             continue;
         }
         let mut kept: Vec<&(String, Instance)> =
@@ -696,6 +829,101 @@ mod tests {
     }
 
     #[test]
+    fn sums_from_the_store_answer_as_the_readings_do() {
+        let ctx = Context::core();
+        let r = readings(180);
+        for (params_, period) in [
+            (
+                vec![
+                    ("timerel", "after"),
+                    ("timeAt", "2017-11-01T00:30:00Z"),
+                    ("aggrPeriodDuration", "PT1H"),
+                ],
+                3600,
+            ),
+            (
+                vec![
+                    ("timerel", "before"),
+                    ("timeAt", "2017-11-01T02:10:00Z"),
+                    ("aggrPeriodDuration", "PT45M"),
+                ],
+                2700,
+            ),
+            (
+                vec![("timerel", "before"), ("timeAt", "2017-11-01T02:10:00Z")],
+                i64::MAX,
+            ),
+        ] {
+            let mut p = params_.clone();
+            p.extend([
+                ("options", "aggregatedValues"),
+                ("aggrMethods", "totalCount,sum,avg,min,max,sumsq"),
+            ]);
+            let q = TemporalQuery::from_params(&params(&p), ctx).unwrap();
+            assert_eq!(q.summable(), Some(period));
+            // What the store sums: the readings in range, per bucket.
+            let all = &r[&ctx.expand("NO2")];
+            let kept: Vec<&(String, Instance)> =
+                all.iter().filter(|(at, _)| q.in_range(at)).collect();
+            let first = kept[0].0.clone();
+            let start = q.bucket_start(&first).unwrap();
+            let mut buckets: BTreeMap<i64, BucketSums> = BTreeMap::new();
+            for (at, i) in &kept {
+                let t = OffsetDateTime::parse(at, &Rfc3339).unwrap();
+                let index = (t - start).whole_seconds() / period;
+                let x = instance_value(i).and_then(Value::as_f64).unwrap();
+                let b = buckets.entry(index).or_insert(BucketSums {
+                    index,
+                    readings: 0,
+                    numbers: 0,
+                    sum: 0.0,
+                    sumsq: 0.0,
+                    min: None,
+                    max: None,
+                });
+                b.readings += 1;
+                b.numbers += 1;
+                b.sum += x;
+                b.sumsq += x * x;
+                b.min = Some(b.min.map_or(x, |m| m.min(x)));
+                b.max = Some(b.max.map_or(x, |m| m.max(x)));
+            }
+            let summary = Summary {
+                ty: json!("Property"),
+                first,
+                last: kept[kept.len() - 1].0.clone(),
+                buckets: buckets.into_values().collect(),
+            };
+            let sums = BTreeMap::from([(ctx.expand("NO2"), summary)]);
+            let read = render(
+                "urn:a",
+                &[ctx.expand("T")],
+                &r,
+                &BTreeMap::new(),
+                &q,
+                ctx,
+                false,
+            )
+            .unwrap();
+            let summed = render("urn:a", &[ctx.expand("T")], &r, &sums, &q, ctx, false).unwrap();
+            assert_eq!(summed, read, "{p:?}");
+        }
+        // What reads every value is not summed.
+        for more in ["distinctCount", "stddev"] {
+            let q = TemporalQuery::from_params(
+                &params(&[
+                    ("options", "aggregatedValues"),
+                    ("aggrMethods", more),
+                    ("aggrPeriodDuration", "PT1H"),
+                ]),
+                ctx,
+            )
+            .unwrap();
+            assert_eq!(q.summable(), None);
+        }
+    }
+
+    #[test]
     fn temporal_values_last_n_ranges_and_hourly_aggregates() {
         let ctx = Context::core();
         let r = readings(180); // three hours, one value a minute
@@ -709,12 +937,30 @@ mod tests {
             ctx,
         )
         .unwrap();
-        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        let v = render(
+            "urn:a",
+            &[ctx.expand("T")],
+            &r,
+            &BTreeMap::new(),
+            &q,
+            ctx,
+            false,
+        )
+        .unwrap();
         let values = v["NO2"]["values"].as_array().unwrap();
         assert_eq!(values.len(), 60);
         assert_eq!(values[0], json!([60.0, "2017-11-01T01:00:00Z"]));
         let q = TemporalQuery::from_params(&params(&[("lastN", "2")]), ctx).unwrap();
-        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        let v = render(
+            "urn:a",
+            &[ctx.expand("T")],
+            &r,
+            &BTreeMap::new(),
+            &q,
+            ctx,
+            false,
+        )
+        .unwrap();
         assert_eq!(v["NO2"].as_array().unwrap().len(), 2);
         assert_eq!(v["NO2"][1]["value"], 179.0);
         let q = TemporalQuery::from_params(
@@ -728,7 +974,16 @@ mod tests {
             ctx,
         )
         .unwrap();
-        let v = render("urn:a", &[ctx.expand("T")], &r, &q, ctx, false).unwrap();
+        let v = render(
+            "urn:a",
+            &[ctx.expand("T")],
+            &r,
+            &BTreeMap::new(),
+            &q,
+            ctx,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             v["NO2"]["avg"][1],
             json!([89.5, "2017-11-01T01:00:00Z", "2017-11-01T02:00:00Z"])

@@ -2007,6 +2007,85 @@ async fn compacted_versions_holding_readings_past_retention_are_removed_and_read
     );
 }
 
+#[tokio::test]
+async fn aggregates_summed_by_the_store_answer_as_those_read_from_every_value() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    // The clock reads 2026-03-01T09:00Z.
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let id = "urn:ngsi-ld:AirQualityObserved:sums-1";
+    let at = |d: u32, h: u32, m: u32| format!("2026-02-{d:02}T{h:02}:{m:02}:00Z");
+    let mut no2 = Vec::new();
+    let mut temperature = Vec::new();
+    for n in 0..60u32 {
+        let (d, h, m) = (20 + n / 24, n % 24, (n * 7) % 60);
+        // Numbers (whole and halves), and now and then a reading that is not one.
+        let value = match n % 9 {
+            4 => json!("n/a"),
+            k => json!(f64::from(n) * 0.5 + f64::from(k)),
+        };
+        no2.push(json!({"type": "Property", "value": value, "observedAt": at(d, h, m)}));
+        temperature.push(
+            json!({"type": "Property", "value": n % 13, "observedAt": at(d, h, (m + 3) % 60)}),
+        );
+    }
+    // A second instance of NO2 (its own datasetId) at the same instants as some.
+    no2.push(json!({"type": "Property", "value": 100, "observedAt": at(20, 0, 0), "datasetId": "urn:ngsi-ld:Dataset:b"}));
+    let troe =
+        json!({"id": id, "type": "AirQualityObserved", "NO2": no2, "temperature": temperature});
+    let res = post(
+        &app,
+        &format!("{NGSI}/temporal/entities"),
+        Some(&device),
+        &troe,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    // A deletion is kept in the history too, and counted by neither.
+    let res = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("{NGSI}/entities/{id}/attrs/temperature"),
+        Some(&device),
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let summed = "totalCount,sum,avg,min,max,sumsq";
+    for window in [
+        "timerel=after&timeAt=2026-02-01T00:00:00Z&aggrPeriodDuration=PT1H",
+        "timerel=after&timeAt=2026-02-20T05:30:00Z&aggrPeriodDuration=P1D",
+        "timerel=between&timeAt=2026-02-20T03:00:00Z&endTimeAt=2026-02-22T04:00:00Z&aggrPeriodDuration=PT45M",
+        "timerel=before&timeAt=2026-03-02T00:00:00Z&aggrPeriodDuration=PT2H",
+        "timerel=after&timeAt=2026-02-21T00:00:00Z",
+    ] {
+        let answer = |methods: &'static str| {
+            let app = &app;
+            async move {
+                let path = format!(
+                    "{NGSI}/temporal/entities/{id}?{window}&options=aggregatedValues&aggrMethods={methods}"
+                );
+                let res = get(app, &path, None).await;
+                assert_eq!(res.status(), 200, "{path}");
+                res.json::<Value>().await.unwrap()
+            }
+        };
+        // With distinctCount every value is read; without it the store sums.
+        let read = answer("totalCount,sum,avg,min,max,sumsq,distinctCount").await;
+        let sums = answer(summed).await;
+        for attr in ["NO2", "temperature"] {
+            assert!(read[attr].is_object(), "{window}: {read}");
+            for m in summed.split(',') {
+                assert_eq!(sums[attr][m], read[attr][m], "{window} {attr} {m}");
+            }
+            assert!(
+                !sums[attr]["totalCount"].as_array().unwrap().is_empty(),
+                "{window}"
+            );
+        }
+    }
+}
+
 /// An entity's kept NO2 and stationName values, oldest first.
 async fn kept_history(app: &TestApp, id: &str) -> (Vec<Value>, Vec<Value>) {
     let path = format!("{NGSI}/temporal/entities/{id}?options=temporalValues");

@@ -1,0 +1,12 @@
+-- Temporal aggregates in SQL (issue 26): each reading keeps, beside its
+-- instance, its value when that is a finite number (`num`) and whether it
+-- is a deletion (`deleted`), so counts, sums and extremes per period are
+-- computed by the database without decoding an instance. Readings kept
+-- before this are filled in from their instances.
+ALTER TABLE ngsi_history ADD COLUMN num DOUBLE PRECISION;
+ALTER TABLE ngsi_history ADD COLUMN deleted BIGINT NOT NULL DEFAULT 0;
+UPDATE ngsi_history SET
+    deleted = CASE WHEN json_type(instance, '$.deletedAt') IS NULL THEN 0 ELSE 1 END,
+    num = CASE WHEN json_type(instance, '$.deletedAt') IS NULL
+                AND json_type(instance, '$.value') IN ('integer', 'real')
+               THEN json_extract(instance, '$.value') END;
