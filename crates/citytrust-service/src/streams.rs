@@ -553,7 +553,27 @@ impl Service {
             body: &body,
             at: &at,
         });
-        // What the change owes subscribers goes in with it.
+        // What the change owes subscribers goes in with it (the states
+        // before the change are decoded only when someone is subscribed).
+        let active = self.active_subscriptions().await?;
+        if !active.is_empty() {
+            write.notifications = self.owed_to(&active, plan).await?;
+        }
+        write.now = now.clone();
+        let owes = !write.notifications.is_empty();
+        self.store.write_stream(write).await?;
+        if owes {
+            self.wake_notifier();
+        }
+        Ok(())
+    }
+
+    /// The notifications a plan's changes owe the active subscriptions.
+    async fn owed_to(
+        &self,
+        active: &[Arc<crate::subscriptions::Compiled>],
+        plan: &Plan,
+    ) -> Result<Vec<(String, String, String)>> {
         let before: Vec<Entity> = plan
             .updates
             .iter()
@@ -577,14 +597,7 @@ impl Service {
                         .map(|(row, e)| (e, row.dataset_id.as_str(), Change::Deleted, None)),
                 )
                 .collect();
-        write.notifications = self.owed_by(&changes).await?;
-        write.now = now.clone();
-        let owes = !write.notifications.is_empty();
-        self.store.write_stream(write).await?;
-        if owes {
-            self.wake_notifier();
-        }
-        Ok(())
+        self.owed_by(active, &changes).await
     }
 
     /// Delete every stream's readings observed longer ago than its

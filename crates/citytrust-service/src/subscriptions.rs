@@ -541,6 +541,7 @@ impl Service {
     /// what it was before an update.
     pub(crate) async fn owed_by(
         &self,
+        active: &[Arc<Compiled>],
         changes: &[(&Entity, &str, Change, Option<&Entity>)],
     ) -> Result<Vec<(String, String, String)>> {
         let mut out = Vec::new();
@@ -548,7 +549,7 @@ impl Service {
             return Ok(out);
         }
         let now = rfc3339(self.now());
-        for c in self.active_subscriptions().await? {
+        for c in active {
             let (s, g) = (&c.s, &c.g);
             // A periodic subscription is told on its period, not on changes.
             if s.time_interval.is_some() {
@@ -654,7 +655,7 @@ impl Service {
     }
 
     /// The active subscriptions, compiled (see `SubscriptionCache`), in id order.
-    async fn active_subscriptions(&self) -> Result<Vec<Arc<Compiled>>> {
+    pub(crate) async fn active_subscriptions(&self) -> Result<Vec<Arc<Compiled>>> {
         let revs = self.store.active_subscription_revisions().await?;
         let mut out = Vec::with_capacity(revs.len());
         let mut stale = Vec::new();

@@ -213,8 +213,15 @@ fn entity_from_row(r: &AnyRow) -> Result<EntityRow> {
     })
 }
 
-/// Readings go in this many to a statement.
-const HISTORY_CHUNK: usize = 200;
+/// Entities read by id, this many to a statement.
+const IDS_CHUNK: usize = 500;
+
+/// Readings inserted per statement (7 parameters each; SQLite takes
+/// 32,766 parameters a statement, PostgreSQL 65,535).
+const READINGS_CHUNK: usize = 1_000;
+
+/// Entity rows updated per statement (4 parameters each).
+const ENTITY_CHUNK: usize = 250;
 
 impl Store {
     pub async fn insert_stream_credential(
@@ -313,7 +320,7 @@ impl Store {
     /// The entities with these ids (those that exist).
     pub async fn get_entities(&self, ids: &[String]) -> Result<Vec<EntityRow>> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(HISTORY_CHUNK) {
+        for chunk in ids.chunks(IDS_CHUNK) {
             let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
@@ -614,22 +621,37 @@ impl Store {
                 return Err(StoreError::Conflict(format!("entity '{}'", e.entity_id)));
             }
         }
-        for e in &write.updates {
-            let done = sqlx::query(
-                "UPDATE ngsi_entities SET body = $1, modified_at = $2, revision = revision + 1 \
-                 WHERE entity_id = $3 AND revision = $4",
-            )
-            .bind(&e.body)
-            .bind(&e.modified_at)
-            .bind(&e.entity_id)
-            .bind(e.revision)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
+        // Updates, a chunk a statement, each only if the entity is still at
+        // the revision it was read at: fewer rows changed than sent means
+        // one moved on (the write is planned again).
+        for chunk in write.updates.chunks(ENTITY_CHUNK) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 4;
+                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE ngsi_entities SET body = v.column3, modified_at = v.column4, revision = revision + 1 \
+                 FROM (VALUES {}) AS v WHERE ngsi_entities.entity_id = v.column1 \
+                 AND ngsi_entities.revision = v.column2",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(&e.entity_id)
+                    .bind(e.revision)
+                    .bind(&e.body)
+                    .bind(&e.modified_at);
+            }
+            let done = q.execute(&mut *tx).await?.rows_affected();
+            if done != chunk.len() as u64 {
                 return Err(StoreError::StaleRevision(format!(
-                    "entity '{}'",
-                    e.entity_id
+                    "{} of {} entities, from '{}'",
+                    chunk.len() as u64 - done,
+                    chunk.len(),
+                    chunk[0].entity_id
                 )));
             }
         }
@@ -663,18 +685,26 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        for chunk in write.history.chunks(HISTORY_CHUNK) {
+        for chunk in write.history.chunks(READINGS_CHUNK) {
+            // The number is always bound as one, NaN standing for none:
+            // sqlx's Any driver declares a missing f64 to PostgreSQL as a
+            // float4, and a statement it then caches refuses the next real
+            // f64. SQLite stores a NaN as NULL; PostgreSQL is told to.
+            let num = |n: usize| match self.backend {
+                Backend::Sqlite => format!("${n}"),
+                Backend::Postgres => format!("NULLIF(${n}, 'NaN'::float8)"),
+            };
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     let b = i * 7;
                     format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        "(${}, ${}, ${}, ${}, ${}, {}, ${})",
                         b + 1,
                         b + 2,
                         b + 3,
                         b + 4,
                         b + 5,
-                        b + 6,
+                        num(b + 6),
                         b + 7
                     )
                 })
@@ -692,7 +722,7 @@ impl Store {
                     .bind(&h.observed_at)
                     .bind(&h.dataset_id)
                     .bind(&h.instance)
-                    .bind(h.num)
+                    .bind(h.num.unwrap_or(f64::NAN))
                     .bind(i64::from(h.deleted));
             }
             q.execute(&mut *tx).await?;

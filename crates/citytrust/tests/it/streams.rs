@@ -2086,6 +2086,54 @@ async fn aggregates_summed_by_the_store_answer_as_those_read_from_every_value() 
     }
 }
 
+#[tokio::test]
+async fn a_full_batch_is_written_whole_across_the_stores_statements() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    // 1,000 entities: 3,000 readings, then 1,000 updates and their readings,
+    // each more than one statement's worth.
+    let batch = |no2: f64| -> Value { (1..=1000).map(|n| station(n, no2)).collect() };
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/create"),
+        Some(&device),
+        &batch(1.0),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let mut later = batch(2.0);
+    for e in later.as_array_mut().unwrap() {
+        e["NO2"]["observedAt"] = json!("2017-11-01T11:00:00Z");
+    }
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/upsert?options=update"),
+        Some(&device),
+        &later,
+    )
+    .await;
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+    let res = get(
+        &app,
+        &format!("{NGSI}/entities?type=AirQualityObserved&q=NO2==2.0&count=true&limit=1"),
+        None,
+    )
+    .await;
+    assert_eq!(res.headers()["ngsild-results-count"], "1000");
+    for n in [1, 250, 251, 1000] {
+        let path = format!(
+            "{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-{n}?options=temporalValues&attrs=NO2"
+        );
+        let t: Value = get(&app, &path, None).await.json().await.unwrap();
+        assert_eq!(
+            t["NO2"]["values"],
+            json!([[1.0, "2017-11-01T10:00:00Z"], [2.0, "2017-11-01T11:00:00Z"]]),
+            "station {n}"
+        );
+    }
+}
+
 /// An entity's kept NO2 and stationName values, oldest first.
 async fn kept_history(app: &TestApp, id: &str) -> (Vec<Value>, Vec<Value>) {
     let path = format!("{NGSI}/temporal/entities/{id}?options=temporalValues");
