@@ -695,11 +695,28 @@ impl Service {
         &self,
         caller: &StreamCaller,
         ids: &[String],
+        plan: impl FnMut(&HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
+    ) -> Result<T> {
+        self.write_entities_read(caller, ids, None, plan).await
+    }
+
+    /// [`Service::write_entities`], the first plan made against `read`
+    /// (the entities `ids` as the caller just read them; a lost race reads
+    /// them again).
+    async fn write_entities_read<T>(
+        &self,
+        caller: &StreamCaller,
+        ids: &[String],
+        mut read: Option<Vec<EntityRow>>,
         mut plan: impl FnMut(&HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
     ) -> Result<T> {
         for attempt in 0.. {
             let mut loaded = HashMap::new();
-            for row in self.store.get_entities(ids).await? {
+            let rows = match read.take() {
+                Some(rows) => rows,
+                None => self.store.get_entities(ids).await?,
+            };
+            for row in rows {
                 loaded.insert(row.entity_id.clone(), (decode(&row)?, row));
             }
             let mut p = Plan::default();
@@ -1252,7 +1269,7 @@ impl Service {
         let now = temporal::format_millis(self.now());
         let errors_before = outcome.errors.clone();
         let (success, created, errors) = self
-            .write_entities(caller, &ids, |loaded, plan| {
+            .write_entities_read(caller, &ids, Some(rows), |loaded, plan| {
                 let mut success: Vec<String> = Vec::new();
                 let mut created = Vec::new();
                 let mut errors: Vec<(String, NgsiError)> = Vec::new();
