@@ -181,7 +181,7 @@ impl Service {
             let mut at: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
             for h in self
                 .store
-                .entity_history(&row.entity_id, None, Some(&before), i64::MAX)
+                .entity_history(&row.entity_id, None, None, Some(&before), i64::MAX)
                 .await?
             {
                 let instance: Map<String, Value> = serde_json::from_str(&h.instance)

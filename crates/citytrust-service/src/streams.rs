@@ -1995,6 +1995,7 @@ impl Service {
                     self.store
                         .entity_history(
                             &entity.id,
+                            tq.attrs.as_deref(),
                             tq.from.as_deref(),
                             tq.to.as_deref(),
                             HISTORY_CAP,

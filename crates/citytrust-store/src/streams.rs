@@ -461,28 +461,44 @@ impl Store {
     }
 
     /// The readings kept of one entity, by attribute, oldest first; with
-    /// `from` / `to`, only those at or after `from` and before `to`; at most
-    /// `cap`, the newest.
+    /// `from` / `to`, only those at or after `from` and before `to`; with
+    /// `attrs`, only those attributes' (at most 100); at most `cap`, the
+    /// newest.
     pub async fn entity_history(
         &self,
         entity_id: &str,
+        attrs: Option<&[String]>,
         from: Option<&str>,
         to: Option<&str>,
         cap: i64,
     ) -> Result<Vec<HistoryRow>> {
-        let rows = sqlx::query(
+        let attrs = attrs.filter(|a| !a.is_empty() && a.len() <= 100);
+        let only = match attrs {
+            Some(a) => format!(
+                "AND attribute IN ({})",
+                (0..a.len())
+                    .map(|i| format!("${}", i + 5))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
             "SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ( \
                SELECT entity_id, attribute, observed_at, dataset_id, instance FROM ngsi_history \
-               WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 \
+               WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 {only} \
                ORDER BY observed_at DESC LIMIT $4) newest \
-             ORDER BY attribute, observed_at",
-        )
-        .bind(entity_id)
-        .bind(from.unwrap_or(""))
-        .bind(to.unwrap_or("~"))
-        .bind(cap)
-        .fetch_all(&self.pool)
-        .await?;
+             ORDER BY attribute, observed_at"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(entity_id)
+            .bind(from.unwrap_or(""))
+            .bind(to.unwrap_or("~"))
+            .bind(cap);
+        for a in attrs.unwrap_or_default() {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(history_from_row).collect()
     }
 

@@ -565,7 +565,13 @@ async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     let history = app
         .service
         .store()
-        .entity_history("urn:ngsi-ld:AirQualityObserved:station-1", None, None, 1000)
+        .entity_history(
+            "urn:ngsi-ld:AirQualityObserved:station-1",
+            None,
+            None,
+            None,
+            1000,
+        )
         .await
         .unwrap();
     assert_eq!(
