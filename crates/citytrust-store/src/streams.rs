@@ -216,12 +216,11 @@ fn entity_from_row(r: &AnyRow) -> Result<EntityRow> {
 /// Entities read by id, this many to a statement.
 const IDS_CHUNK: usize = 500;
 
-/// Readings inserted per statement (7 parameters each; SQLite takes
-/// 32,766 parameters a statement, PostgreSQL 65,535).
-const READINGS_CHUNK: usize = 1_000;
-
-/// Entity rows updated per statement (4 parameters each).
-const ENTITY_CHUNK: usize = 250;
+/// Readings inserted per statement (7 parameters each). Kept small:
+/// binding a parameter to SQLite through sqlx looks its name up among the
+/// statement's, so binding costs grow with the square of the parameters (a
+/// profile of 1,000-row statements spent 62 % of the broker's time there).
+const READINGS_CHUNK: usize = 100;
 
 impl Store {
     pub async fn insert_stream_credential(
@@ -637,37 +636,25 @@ impl Store {
                 return Err(StoreError::Conflict(format!("entity '{}'", e.entity_id)));
             }
         }
-        // Updates, a chunk a statement, each only if the entity is still at
-        // the revision it was read at: fewer rows changed than sent means
-        // one moved on (the write is planned again).
-        for chunk in write.updates.chunks(ENTITY_CHUNK) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 4;
-                    format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
-                })
-                .collect();
-            let sql = format!(
-                "UPDATE ngsi_entities SET body = v.column3, modified_at = v.column4, revision = revision + 1 \
-                 FROM (VALUES {}) AS v WHERE ngsi_entities.entity_id = v.column1 \
-                 AND ngsi_entities.revision = v.column2",
-                rows.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(&e.entity_id)
-                    .bind(e.revision)
-                    .bind(&e.body)
-                    .bind(&e.modified_at);
-            }
-            let done = q.execute(&mut *tx).await?.rows_affected();
-            if done != chunk.len() as u64 {
+        // Each update only if the entity is still at the revision it was
+        // read at (one statement each: SQLite plans a multi-row
+        // `UPDATE … FROM (VALUES …)` as a scan of the table per chunk).
+        for e in &write.updates {
+            let done = sqlx::query(
+                "UPDATE ngsi_entities SET body = $1, modified_at = $2, revision = revision + 1 \
+                 WHERE entity_id = $3 AND revision = $4",
+            )
+            .bind(&e.body)
+            .bind(&e.modified_at)
+            .bind(&e.entity_id)
+            .bind(e.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
                 return Err(StoreError::StaleRevision(format!(
-                    "{} of {} entities, from '{}'",
-                    chunk.len() as u64 - done,
-                    chunk.len(),
-                    chunk[0].entity_id
+                    "entity '{}'",
+                    e.entity_id
                 )));
             }
         }
