@@ -1637,6 +1637,39 @@ async fn a_stream_reader_learns_nothing_of_the_attributes_its_agreement_leaves_o
     .await;
     assert_eq!(status, 200);
     assert!(!text.contains("secretLevel"), "{text}");
+    // ... nor through aggregates the store sums (counts, sums, extremes),
+    // asked for by name or not: a hidden attribute is as absent as one
+    // that never was.
+    let temporal = format!(
+        "{NGSI}/temporal/entities/urn:ngsi-ld:AirQualityObserved:station-1?purpose=research\
+         &options=aggregatedValues&aggrMethods=totalCount,sum,max&aggrPeriodDuration=PT1H"
+    );
+    let (status, text) = status_text(get(&app, &temporal, Some(&analyst)).await).await;
+    assert_eq!(status, 200);
+    assert!(
+        !text.contains("secretLevel") && text.contains("NO2"),
+        "{text}"
+    );
+    let hidden = status_text(
+        get(
+            &app,
+            &format!("{temporal}&attrs=secretLevel"),
+            Some(&analyst),
+        )
+        .await,
+    )
+    .await;
+    let absent = status_text(
+        get(
+            &app,
+            &format!("{temporal}&attrs=neverWritten"),
+            Some(&analyst),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(hidden.0, absent.0, "{} / {}", hidden.1, absent.1);
+    assert!(!hidden.1.contains("90"), "{}", hidden.1);
     // ... nor by when a notification comes: a subscription watching a hidden attribute hears nothing.
     let (url, received) = notification_listener().await;
     let sub = json!({
