@@ -1,4 +1,6 @@
-"""Issue 26's performance targets, measured on a release `citytrust demo`.
+"""Issue 26's performance targets, measured on a release `citytrust demo`
+(or, with BROKER=serve, `citytrust serve` holding nothing but the benchmark's
+streams: the broker alone, as the RSS target means it).
 
 Run by bench/ngsi.sh (which builds the release binary and starts a throwaway
 PostgreSQL cluster with its default durability: fsync and synchronous commit
@@ -55,6 +57,8 @@ NOTIFY_SECONDS = int(os.environ.get("NOTIFY_SECONDS", "10"))
 PG_URL = os.environ.get("BENCH_PG_URL")  # the plain-PostgreSQL baseline's server
 STORE_URL = os.environ.get("CITYTRUST_DATABASE_URL")  # CityTrust on PostgreSQL when set
 PHASES = set(os.environ.get("PHASES", "write,query,temporal,notify").split(","))
+# `demo`: the demo city's process, with its datasets; `serve`: the broker alone.
+BROKER = os.environ.get("BROKER", "demo")
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
 
 
@@ -100,12 +104,19 @@ def quantiles(xs):
     return q(0.5), q(0.9), q(0.99)
 
 
-def rss_mb(pid):
+def rss_mb(pid, part="VmRSS"):
+    """The process's resident memory (or one part of it: RssAnon, RssFile), in MB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(part + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_results(name, pid):
+    result(name, round(rss_mb(pid)), "MB")
+    for part in ("RssAnon", "RssFile"):
+        result(f"{name}.{part}", round(rss_mb(pid, part)), "MB")
 
 
 def make_stream(base, owner, sid, kind):
@@ -410,12 +421,20 @@ def main():
     data = os.path.join(work, "demo")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    args = [BIN, "demo", "--data", data, "--listen", f"127.0.0.1:{port}", "--live-speed", "0",
-            "--allow-private-notifications"]
-    if STORE_URL:
-        args += ["--database-url", STORE_URL]
+    store = ["--database-url", STORE_URL] if STORE_URL else []
+    env = dict(os.environ, CITYTRUST_LOG="warn")
+    if BROKER == "serve":
+        # The broker alone: a trust with no data but the benchmark's, its
+        # first account an administrator, who makes the owner's organisation.
+        os.makedirs(data)
+        subprocess.run([BIN, "user", "add", "admin", "--data", data] + store, input=PASSWORD.encode(),
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        args = [BIN, "serve", "--data", data, "--listen", f"127.0.0.1:{port}"]
+    else:
+        args = [BIN, "demo", "--data", data, "--listen", f"127.0.0.1:{port}", "--live-speed", "0"]
+    args += ["--allow-private-notifications"] + store
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"),
-                            env=dict(os.environ, CITYTRUST_LOG="warn"))
+                            env=env)
     try:
         c = Conn(base)
         for _ in range(1200):
@@ -425,6 +444,17 @@ def main():
             except Exception:
                 c = Conn(base)
                 time.sleep(0.25)
+        rss_results("rss.start", proc.pid)
+        if BROKER == "serve":
+            st, body, _ = c.call("POST", "/api/v1/auth/token", {"username": "admin", "password": PASSWORD})
+            assert st == 200, body
+            admin = Conn(base, json.loads(body)["token"])
+            st, body, _ = admin.call("POST", "/api/v1/organizations",
+                                     {"id": "city-data-office", "name": "City Data Office", "kind": "city_department"})
+            assert st == 201, body
+            subprocess.run([BIN, "user", "add", "owner", "--data", data, "--organization", "city-data-office"] + store,
+                           input=PASSWORD.encode(), check=True, env=env, stdout=subprocess.DEVNULL)
+        print(f"broker: citytrust {BROKER}", flush=True)
         st, body, _ = c.call("POST", "/api/v1/auth/token", {"username": "owner", "password": PASSWORD})
         owner = json.loads(body)["token"]
         kind = "BenchSensor"
@@ -438,7 +468,7 @@ def main():
             write_phase(base, token, kind, t0)
         else:
             send_all(base, token, batches(kind, 0, t0), "/ngsi-ld/v1/entityOperations/upsert")
-        result("rss.after_writes", round(rss_mb(proc.pid)), "MB")
+        rss_results("rss.after_writes", proc.pid)
         if "query" in PHASES:
             query_phase(base, kind)
         if "temporal" in PHASES:
@@ -446,7 +476,7 @@ def main():
             temporal_phase(base, hkind, now)
         if "notify" in PHASES:
             notify_phase(base, token, kind)
-        result("rss.end", round(rss_mb(proc.pid)), "MB")
+        rss_results("rss.end", proc.pid)
     finally:
         proc.terminate()
         proc.wait()

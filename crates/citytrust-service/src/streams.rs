@@ -571,25 +571,27 @@ impl Service {
     /// The notifications a plan's changes owe the active subscriptions.
     async fn owed_to(
         &self,
-        active: &[Arc<crate::subscriptions::Compiled>],
+        active: &crate::subscriptions::ActiveSet,
         plan: &Plan,
     ) -> Result<Vec<(String, String, String)>> {
-        let before: Vec<Entity> = plan
-            .updates
-            .iter()
-            .map(|(_, row)| decode(row))
-            .collect::<Result<_>>()?;
+        // The states before the change matter only to `showChanges`.
+        let before: Vec<Entity> = if active.show_changes() {
+            plan.updates
+                .iter()
+                .map(|(_, row)| decode(row))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let gone: Vec<Entity> = plan.deletes.iter().map(decode).collect::<Result<_>>()?;
         use crate::subscriptions::Change;
         let changes: Vec<(&Entity, &str, Change, Option<&Entity>)> =
             plan.creates
                 .iter()
                 .map(|(e, d)| (e, d.as_str(), Change::Created, None))
-                .chain(
-                    plan.updates.iter().zip(&before).map(|((e, row), b)| {
-                        (e, row.dataset_id.as_str(), Change::Updated, Some(b))
-                    }),
-                )
+                .chain(plan.updates.iter().enumerate().map(|(i, (e, row))| {
+                    (e, row.dataset_id.as_str(), Change::Updated, before.get(i))
+                }))
                 .chain(
                     plan.deletes
                         .iter()
@@ -1944,7 +1946,12 @@ impl Service {
                 Some(period) => {
                     for (attr, first, last, instance) in self
                         .store
-                        .history_span(&entity.id, tq.from.as_deref(), tq.to.as_deref())
+                        .history_span(
+                            &entity.id,
+                            tq.attrs.as_deref(),
+                            tq.from.as_deref(),
+                            tq.to.as_deref(),
+                        )
                         .await?
                     {
                         if grant.columns.is_some() && !entity.attrs.contains_key(&attr) {

@@ -18,7 +18,10 @@
 //!   many entities it carries) before it is sent. A failed delivery stays
 //!   owed and is tried again with back-off (never dropped); `throttling` holds
 //!   notifications back until it has passed. A pass serves up to 32
-//!   subscriptions at once, each one's notifications in order.
+//!   subscriptions at once, each one's notifications in order, and writes
+//!   what it settles once for all of them: the counters of every
+//!   notification it sends in one transaction (before sending), the outbox
+//!   rows delivered in another (after).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,11 +47,77 @@ struct Grants {
 }
 
 /// Active subscriptions as `owed_by` tests changes against them: decoded,
-/// their context resolved, each at the revision its row was read at (a
-/// changed row, delivery counters included, is read again; one no longer
-/// active is dropped). Kept per node; the store's revisions decide.
+/// their context resolved, each at the revision of its terms it was read at
+/// (a row whose terms changed is read again — not one whose delivery
+/// counters alone did; one no longer active is dropped). Kept per node; the
+/// store's revisions decide.
 #[derive(Default)]
-pub(crate) struct SubscriptionCache(std::sync::Mutex<HashMap<String, (i64, Arc<Compiled>)>>);
+pub(crate) struct SubscriptionCache {
+    rows: std::sync::Mutex<HashMap<String, (i64, Arc<Compiled>)>>,
+    /// The set last built, with the (id, terms' revision) list it was built from.
+    set: std::sync::Mutex<Option<BuiltSet>>,
+}
+
+type BuiltSet = (Vec<(String, i64)>, Arc<ActiveSet>);
+
+/// The active subscriptions, indexed by the entities they may be told of:
+/// a change is tested only against those that could select it.
+#[derive(Default)]
+pub(crate) struct ActiveSet {
+    subs: Vec<Arc<Compiled>>,
+    /// Entity id → the subscriptions (positions in `subs`) that select
+    /// entities by id alone and name it.
+    by_id: HashMap<String, Vec<usize>>,
+    /// Those that select by type or id pattern (or any entity): tested
+    /// against every change.
+    general: Vec<usize>,
+}
+
+impl ActiveSet {
+    fn new(subs: Vec<Arc<Compiled>>) -> ActiveSet {
+        let mut by_id: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut general = Vec::new();
+        for (i, c) in subs.iter().enumerate() {
+            let sel = &c.s.entities;
+            if !sel.is_empty() && sel.iter().all(|x| x.id.is_some()) {
+                for id in sel.iter().filter_map(|x| x.id.as_ref()) {
+                    let list = by_id.entry(id.clone()).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            } else {
+                general.push(i);
+            }
+        }
+        ActiveSet {
+            subs,
+            by_id,
+            general,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Whether any wants the values before a change (`showChanges`).
+    pub(crate) fn show_changes(&self) -> bool {
+        self.subs.iter().any(|c| c.s.show_changes)
+    }
+
+    /// The subscriptions that may select the entity `id`, in order; each
+    /// is still tested in full (`Subscription::matches`).
+    fn candidates(&self, id: &str) -> Vec<usize> {
+        let mut out = self.general.clone();
+        if let Some(named) = self.by_id.get(id) {
+            out.extend(named);
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
+    }
+}
 
 /// One subscription, ready to be matched.
 pub(crate) struct Compiled {
@@ -135,6 +204,48 @@ fn previous_member(ty: &str) -> (&'static str, &'static str) {
 
 /// How many owed notifications one worker pass takes.
 const PASS: i64 = 2000;
+/// One subscription's part of a delivery pass, once prepared.
+enum Prepared {
+    /// Nothing more to do now (expired, paused, or held back by `throttling`).
+    Done,
+    /// Owed no longer: nothing left the subscriber may see.
+    Drop(Vec<i64>),
+    /// Committed to in the log, ready to send.
+    Send(Box<Ready>),
+    /// Could not be made: stays owed.
+    Failed(Failure),
+}
+
+/// What one subscription's notification settles.
+struct Owing {
+    sub_id: String,
+    /// The outbox rows it carries.
+    seqs: Vec<i64>,
+    /// The most times any of them was tried before.
+    attempts: i64,
+    /// `lastSuccess` before this pass, put back if the sending fails.
+    last_success: Option<String>,
+}
+
+struct Ready {
+    owed: Owing,
+    request: reqwest::RequestBuilder,
+}
+
+struct Failure {
+    owed: Owing,
+    error: String,
+}
+
+/// How a pass changes a subscription's delivery counters.
+enum Delivery {
+    Sent,
+    Failed {
+        at: String,
+        last_success: Option<String>,
+    },
+}
+
 /// A delivery's time limit.
 /// How many subscriptions are delivered to at once.
 const CONCURRENT_DELIVERIES: usize = 32;
@@ -541,7 +652,7 @@ impl Service {
     /// what it was before an update.
     pub(crate) async fn owed_by(
         &self,
-        active: &[Arc<Compiled>],
+        active: &ActiveSet,
         changes: &[(&Entity, &str, Change, Option<&Entity>)],
     ) -> Result<Vec<(String, String, String)>> {
         let mut out = Vec::new();
@@ -549,27 +660,35 @@ impl Service {
             return Ok(out);
         }
         let now = rfc3339(self.now());
-        for c in active {
-            let (s, g) = (&c.s, &c.g);
-            // A periodic subscription is told on its period, not on changes.
-            if s.time_interval.is_some() {
-                continue;
-            }
-            if s.expires_at.as_ref().is_some_and(|e| {
-                citytrust_model::ngsi::temporal::instant(e)
-                    <= citytrust_model::ngsi::temporal::instant(&now)
-            }) {
-                continue;
-            }
-            let Some(ctx) = &c.ctx else { continue };
-            let has = |t: &str| match &s.triggers {
-                Some(list) => list.iter().any(|x| x == t),
-                None => DEFAULT_TRIGGERS.contains(&t),
-            };
-            for (e, dataset, kind, before) in changes {
+        // Told of changes at all now: not periodic (told on its period),
+        // not past its expiresAt, its context resolved.
+        let told: Vec<bool> = active
+            .subs
+            .iter()
+            .map(|c| {
+                c.s.time_interval.is_none()
+                    && c.ctx.is_some()
+                    && !c.s.expires_at.as_ref().is_some_and(|e| {
+                        citytrust_model::ngsi::temporal::instant(e)
+                            <= citytrust_model::ngsi::temporal::instant(&now)
+                    })
+            })
+            .collect();
+        for (e, dataset, kind, before) in changes {
+            for i in active.candidates(&e.id) {
+                if !told[i] {
+                    continue;
+                }
+                let c = &active.subs[i];
+                let (s, g) = (&c.s, &c.g);
+                let Some(ctx) = &c.ctx else { continue };
                 if !g.streams.contains_key(*dataset) {
                     continue;
                 }
+                let has = |t: &str| match &s.triggers {
+                    Some(list) => list.iter().any(|x| x == t),
+                    None => DEFAULT_TRIGGERS.contains(&t),
+                };
                 let mut owed = Owed::default();
                 match kind {
                     Change::Created => {
@@ -655,11 +774,17 @@ impl Service {
     }
 
     /// The active subscriptions, compiled (see `SubscriptionCache`), in id order.
-    pub(crate) async fn active_subscriptions(&self) -> Result<Vec<Arc<Compiled>>> {
+    pub(crate) async fn active_subscriptions(&self) -> Result<Arc<ActiveSet>> {
         let revs = self.store.active_subscription_revisions().await?;
+        if let Ok(set) = self.subscription_cache.set.lock()
+            && let Some((at, active)) = set.as_ref()
+            && *at == revs
+        {
+            return Ok(active.clone());
+        }
         let mut out = Vec::with_capacity(revs.len());
         let mut stale = Vec::new();
-        if let Ok(cache) = self.subscription_cache.0.lock() {
+        if let Ok(cache) = self.subscription_cache.rows.lock() {
             for (id, rev) in &revs {
                 match cache.get(id) {
                     Some((r, c)) if r == rev => out.push((id.clone(), Some(c.clone()))),
@@ -683,19 +808,29 @@ impl Service {
             let (s, g) = decode(&row)?;
             let ctx = s.context().ok();
             let c = Arc::new(Compiled { s, g, ctx });
-            if let Ok(mut cache) = self.subscription_cache.0.lock() {
-                cache.insert(row.id.clone(), (row.revision, c.clone()));
+            // Kept at the terms' revision listed: a change since then only
+            // makes the next write read it again.
+            if let Ok(mut cache) = self.subscription_cache.rows.lock() {
+                cache.insert(row.id.clone(), (revs[i].1, c.clone()));
             }
             out[i].1 = Some(c);
         }
-        if let Ok(mut cache) = self.subscription_cache.0.lock() {
+        if let Ok(mut cache) = self.subscription_cache.rows.lock() {
             let live: std::collections::HashSet<&String> = revs.iter().map(|(id, _)| id).collect();
             cache.retain(|id, _| live.contains(id));
         }
-        Ok(out.into_iter().filter_map(|(_, c)| c).collect())
+        let complete = out.iter().all(|(_, c)| c.is_some());
+        let active = Arc::new(ActiveSet::new(
+            out.into_iter().filter_map(|(_, c)| c).collect(),
+        ));
+        // Kept for the writes that find the same list (a row that was no
+        // longer active when read makes the next write look again).
+        if complete && let Ok(mut set) = self.subscription_cache.set.lock() {
+            *set = Some((revs, active.clone()));
+        }
+        Ok(active)
     }
 
-    /// Wait until a write may have owed a notification (or `timeout` passed).
     pub async fn notifications_waiting(&self, timeout: std::time::Duration) {
         let _ = tokio::time::timeout(timeout, self.notify_wake.notified()).await;
     }
@@ -849,6 +984,13 @@ impl Service {
 
     /// The worker's pass: deliver what is owed (see the module's header).
     /// Returns how many notifications were sent.
+    ///
+    /// In three steps, so that what the pass writes is written once for
+    /// all its subscriptions, not once for each: each subscription's
+    /// notification is decided, rendered and committed to in the log (side
+    /// by side); all are counted as sent in one transaction; they are sent
+    /// (side by side); and what was delivered is dropped from the outbox in
+    /// one transaction (what was not is put off, with back-off).
     pub async fn deliver_notifications(&self) -> Result<usize> {
         self.owe_periodic().await?;
         let now_t = self.now();
@@ -860,47 +1002,103 @@ impl Service {
         }
         // Subscriptions are served side by side (each its own receiver and
         // rows; up to CONCURRENT_DELIVERIES at once), each one's
-        // notifications in order: a slow receiver no longer delays the
-        // others of the pass.
+        // notifications in order: a slow receiver does not delay the others.
         use futures::StreamExt;
-        let results: Vec<Result<bool>> = futures::stream::iter(by_sub)
-            .map(|(sub_id, owed)| self.deliver_to(sub_id, owed, now_t))
+        let prepared: Vec<Result<Prepared>> = futures::stream::iter(by_sub)
+            .map(|(sub_id, owed)| self.prepare_delivery(sub_id, owed, now_t))
+            .buffer_unordered(CONCURRENT_DELIVERIES)
+            .collect()
+            .await;
+        let mut error = None;
+        let mut delivered: Vec<i64> = Vec::new();
+        let mut ready = Vec::new();
+        let mut failed = Vec::new();
+        for p in prepared {
+            match p {
+                Ok(Prepared::Done) => {}
+                Ok(Prepared::Drop(seqs)) => delivered.extend(seqs),
+                Ok(Prepared::Send(r)) => ready.push(r),
+                Ok(Prepared::Failed(f)) => failed.push(f),
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        // Counted as sent before they are: a subscriber reading its
+        // subscription as the notification arrives sees it counted.
+        let ids: Vec<String> = ready.iter().map(|r| r.owed.sub_id.clone()).collect();
+        self.record_deliveries(&ids, &Delivery::Sent).await?;
+        let results: Vec<(Owing, std::result::Result<(), String>)> = futures::stream::iter(ready)
+            .map(|ready: Box<Ready>| async move {
+                let Ready { owed, request } = *ready;
+                let res = match request.send().await {
+                    Ok(res) if res.status().is_success() => Ok(()),
+                    Ok(res) => Err(format!("the endpoint answered {}", res.status())),
+                    Err(e) => Err(format!("notification to the endpoint: {}", e.without_url())),
+                };
+                (owed, res)
+            })
             .buffer_unordered(CONCURRENT_DELIVERIES)
             .collect()
             .await;
         let mut sent = 0;
-        for r in results {
-            if r? {
-                sent += 1;
+        for (owed, res) in results {
+            match res {
+                Ok(()) => {
+                    sent += 1;
+                    delivered.extend(owed.seqs);
+                }
+                Err(error) => failed.push(Failure { owed, error }),
             }
         }
-        Ok(sent)
+        self.store.drop_notifications(&delivered).await?;
+        for f in &failed {
+            tracing::info!(subscription = %f.owed.sub_id, error = %f.error, "a notification was not delivered; it stays owed");
+            let delay = 2i64
+                .saturating_pow(u32::try_from(f.owed.attempts.min(12)).unwrap_or(12))
+                .min(3600);
+            let at = rfc3339(now_t + time::Duration::seconds(delay));
+            self.store.retry_notifications(&f.owed.seqs, &at).await?;
+        }
+        for f in failed {
+            self.record_deliveries(
+                &[f.owed.sub_id],
+                &Delivery::Failed {
+                    at: now.clone(),
+                    last_success: f.owed.last_success,
+                },
+            )
+            .await?;
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(sent),
+        }
     }
 
-    /// Deliver what one subscription is owed now; whether a notification went.
-    async fn deliver_to(
+    /// What one subscription is owed now, made ready to send (see
+    /// `deliver_notifications`).
+    async fn prepare_delivery(
         &self,
         sub_id: String,
         owed: Vec<citytrust_store::OwedNotification>,
         now_t: time::OffsetDateTime,
-    ) -> Result<bool> {
-        let now = rfc3339(now_t);
+    ) -> Result<Prepared> {
         let seqs: Vec<i64> = owed.iter().map(|o| o.seq).collect();
         let Some(row) = self.store.get_subscription(&sub_id).await? else {
-            self.store.drop_notifications(&seqs).await?;
-            return Ok(false);
+            return Ok(Prepared::Drop(seqs));
         };
-        let (mut s, g) = decode(&row)?;
+        let (s, g) = decode(&row)?;
         if s.status != "active" {
             if s.status == "expired" {
-                self.store.drop_notifications(&seqs).await?;
+                return Ok(Prepared::Drop(seqs));
             }
             // A paused subscription keeps what it is owed.
-            return Ok(false);
+            return Ok(Prepared::Done);
         }
         if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
             self.expire(row, s, &why).await?;
-            return Ok(false);
+            return Ok(Prepared::Done);
         }
         if let (Some(t), Some(last)) = (s.throttling, &s.last_notification)
             && let Ok(last) =
@@ -909,83 +1107,76 @@ impl Service {
         {
             let at = rfc3339(last + time::Duration::seconds(t as i64));
             self.store.retry_notifications(&seqs, &at).await?;
-            return Ok(false);
+            return Ok(Prepared::Done);
         }
-        let mut sent = false;
-        match self.notify(&row, &s, &g, &owed).await {
-            Ok(Some(_log_index)) => {
-                sent = true;
-                s.last_notification = Some(now.clone());
-                s.last_success = Some(now.clone());
-                self.store.drop_notifications(&seqs).await?;
-            }
-            Ok(None) => {
-                // Nothing the subscriber may see now: nothing to send.
-                self.store.drop_notifications(&seqs).await?;
-                return Ok(false);
-            }
+        let these = Owing {
+            sub_id,
+            attempts: owed.iter().map(|o| o.attempts).max().unwrap_or(0),
+            last_success: s.last_success.clone(),
+            seqs,
+        };
+        match self.notification(&row, &s, &g, &owed).await {
+            Ok(Some(request)) => Ok(Prepared::Send(Box::new(Ready {
+                owed: these,
+                request,
+            }))),
+            // Nothing the subscriber may see now: nothing to send.
+            Ok(None) => Ok(Prepared::Drop(these.seqs)),
             Err(ServiceError::Unavailable { code, message }) => {
-                return Err(ServiceError::Unavailable { code, message });
+                Err(ServiceError::Unavailable { code, message })
             }
-            Err(e) => {
-                tracing::info!(subscription = %s.id, error = %e, "a notification was not delivered; it stays owed");
-                let attempts = owed.iter().map(|o| o.attempts).max().unwrap_or(0);
-                let delay = 2i64
-                    .saturating_pow(u32::try_from(attempts.min(12)).unwrap_or(12))
-                    .min(3600);
-                let at = rfc3339(now_t + time::Duration::seconds(delay));
-                self.store.retry_notifications(&seqs, &at).await?;
-                s.last_notification = Some(now.clone());
-                s.last_failure = Some(now.clone());
-            }
+            Err(e) => Ok(Prepared::Failed(Failure {
+                owed: these,
+                error: e.to_string(),
+            })),
         }
-        let mut row = self
-            .store
-            .get_subscription(&sub_id)
-            .await?
-            .ok_or_else(|| not_found(&sub_id))?;
-        let (mut current, _) = decode(&row)?;
-        current.last_notification = s.last_notification.clone();
-        current.last_success = s.last_success.clone();
-        current.last_failure = s.last_failure.clone();
-        row.body = encode(&current)?;
-        match self.store.update_subscription(&row, false, None).await {
-            Ok(()) | Err(citytrust_store::StoreError::StaleRevision(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(sent)
     }
 
-    /// One more notification sent (`timesSent`, `lastNotification`, and
-    /// `lastSuccess`, which a failed delivery then puts back as it was:
-    /// `deliver_notifications` writes the value it read before sending).
-    async fn count_sent(&self, id: &str) -> Result<()> {
+    /// The delivery counters of subscriptions (`timesSent`,
+    /// `lastNotification`, `lastSuccess`, `lastFailure`), brought up to
+    /// date in one transaction; a row changed meanwhile is read again.
+    async fn record_deliveries(&self, ids: &[String], what: &Delivery) -> Result<()> {
+        let mut ids = ids.to_vec();
         for _ in 0..8 {
-            let Some(mut row) = self.store.get_subscription(id).await? else {
+            if ids.is_empty() {
                 return Ok(());
-            };
-            let (mut current, _) = decode(&row)?;
-            current.times_sent += 1;
-            current.last_notification = Some(rfc3339(self.now()));
-            current.last_success = current.last_notification.clone();
-            row.body = encode(&current)?;
-            match self.store.update_subscription(&row, false, None).await {
-                Ok(()) => return Ok(()),
-                Err(citytrust_store::StoreError::StaleRevision(_)) => continue,
-                Err(e) => return Err(e.into()),
             }
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in &ids {
+                let Some(mut row) = self.store.get_subscription(id).await? else {
+                    continue;
+                };
+                let (mut current, _) = decode(&row)?;
+                match what {
+                    Delivery::Sent => {
+                        current.times_sent += 1;
+                        current.last_notification = Some(rfc3339(self.now()));
+                        current.last_success = current.last_notification.clone();
+                    }
+                    Delivery::Failed { at, last_success } => {
+                        // As it was before the count put it forward.
+                        current.last_notification = Some(at.clone());
+                        current.last_success = last_success.clone();
+                        current.last_failure = Some(at.clone());
+                    }
+                }
+                row.body = encode(&current)?;
+                rows.push(row);
+            }
+            ids = self.store.update_subscriptions(&rows).await?;
         }
         Ok(())
     }
 
-    /// Render, log and send one notification; `None` if nothing is left to send.
-    async fn notify(
+    /// Render one notification and commit to it in the log: the request
+    /// that sends it, or `None` if nothing is left to send.
+    async fn notification(
         &self,
         row: &SubscriptionRow,
         s: &Subscription,
         g: &Grants,
         owed: &[citytrust_store::OwedNotification],
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<reqwest::RequestBuilder>> {
         let actor = self
             .owner_actor(&row.owner)
             .await?
@@ -1285,18 +1476,6 @@ impl Service {
                 format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""),
             );
         }
-        // Counted as sent before it is: a subscriber reading the
-        // subscription as the notification arrives sees it counted.
-        self.count_sent(&s.id).await?;
-        let res = req.body(body).send().await.map_err(|e| {
-            ServiceError::Internal(format!("notification to the endpoint: {}", e.without_url()))
-        })?;
-        if !res.status().is_success() {
-            return Err(ServiceError::Internal(format!(
-                "the endpoint answered {}",
-                res.status()
-            )));
-        }
-        Ok(Some(log_index))
+        Ok(Some(req.body(body)))
     }
 }

@@ -151,6 +151,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0023_history_values.sql"),
         postgres: include_str!("../migrations/postgres/0023_history_values.sql"),
     },
+    Migration {
+        version: 24,
+        name: "subscription_terms",
+        sqlite: include_str!("../migrations/sqlite/0024_subscription_terms.sql"),
+        postgres: include_str!("../migrations/postgres/0024_subscription_terms.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

@@ -222,6 +222,17 @@ const IDS_CHUNK: usize = 500;
 /// profile of 1,000-row statements spent 62 % of the broker's time there).
 const READINGS_CHUNK: usize = 100;
 
+/// Owed notifications dropped or put off per statement.
+const SEQS_CHUNK: usize = 100;
+
+/// `$first, …` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     pub async fn insert_stream_credential(
         &self,
@@ -501,41 +512,75 @@ impl Store {
         rows.iter().map(history_from_row).collect()
     }
 
-    /// The attributes of one entity with readings (not deletions) at or
-    /// after `from` and before `to`: each with its first and last instant and
-    /// the first reading's instance.
+    /// The attributes of one entity (those of `attrs`, or every one) with
+    /// readings (not deletions) at or after `from` and before `to`: each
+    /// with its first and last instant and the first reading's instance.
+    ///
+    /// Each answer is a walk down the history index, never a scan of the
+    /// readings: the attributes are found by skipping from one to the next,
+    /// and each one's first and last reading are the ends of its range.
     pub async fn history_span(
         &self,
         entity_id: &str,
+        attrs: Option<&[String]>,
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<Vec<(String, String, String, String)>> {
-        let rows = sqlx::query(
-            "SELECT attribute, MIN(observed_at) AS first, MAX(observed_at) AS last FROM ngsi_history \
-             WHERE entity_id = $1 AND observed_at >= $2 AND observed_at < $3 AND deleted = 0 \
-             GROUP BY attribute ORDER BY attribute",
-        )
-        .bind(entity_id)
-        .bind(from.unwrap_or(""))
-        .bind(to.unwrap_or("~"))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let attribute: String = r.try_get("attribute")?;
-            let first: String = r.try_get("first")?;
-            let last: String = r.try_get("last")?;
-            let instance = sqlx::query(
-                "SELECT instance FROM ngsi_history WHERE entity_id = $1 AND attribute = $2 \
-                 AND observed_at = $3 AND deleted = 0 LIMIT 1",
+        let attributes: Vec<String> = match attrs.filter(|a| !a.is_empty()) {
+            Some(a) => {
+                let mut a = a.to_vec();
+                a.sort();
+                a.dedup();
+                a
+            }
+            None => sqlx::query(
+                "WITH RECURSIVE a(x) AS ( \
+                   SELECT MIN(attribute) FROM ngsi_history WHERE entity_id = $1 \
+                   UNION ALL \
+                   SELECT (SELECT MIN(attribute) FROM ngsi_history \
+                           WHERE entity_id = $1 AND attribute > a.x) \
+                   FROM a WHERE a.x IS NOT NULL) \
+                 SELECT x FROM a WHERE x IS NOT NULL",
             )
             .bind(entity_id)
-            .bind(&attribute)
-            .bind(&first)
-            .fetch_one(&self.pool)
+            .fetch_all(&self.pool)
             .await?
-            .try_get("instance")?;
-            out.push((attribute, first, last, instance));
+            .iter()
+            .map(|r| r.try_get::<String, _>("x"))
+            .collect::<std::result::Result<_, _>>()?,
+        };
+        let mut out = Vec::with_capacity(attributes.len());
+        for attribute in attributes {
+            let end = |order: &str| {
+                format!(
+                    "SELECT observed_at, instance FROM ngsi_history \
+                     WHERE entity_id = $1 AND attribute = $2 AND observed_at >= $3 \
+                     AND observed_at < $4 AND deleted = 0 ORDER BY observed_at {order} LIMIT 1"
+                )
+            };
+            let Some(first) = sqlx::query(&end("ASC"))
+                .bind(entity_id)
+                .bind(&attribute)
+                .bind(from.unwrap_or(""))
+                .bind(to.unwrap_or("~"))
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                continue;
+            };
+            let last = sqlx::query(&end("DESC"))
+                .bind(entity_id)
+                .bind(&attribute)
+                .bind(from.unwrap_or(""))
+                .bind(to.unwrap_or("~"))
+                .fetch_one(&self.pool)
+                .await?;
+            out.push((
+                attribute,
+                first.try_get("observed_at")?,
+                last.try_get("observed_at")?,
+                first.try_get("instance")?,
+            ));
         }
         Ok(out)
     }
@@ -815,10 +860,12 @@ impl Store {
         Ok(())
     }
 
-    /// Each active subscription's id and revision, in id order.
+    /// Each active subscription's id and the revision of its terms (every
+    /// change but to its delivery counters), in id order.
     pub async fn active_subscription_revisions(&self) -> Result<Vec<(String, i64)>> {
         let rows = sqlx::query(
-            "SELECT id, revision FROM ngsi_subscriptions WHERE status = 'active' ORDER BY id",
+            "SELECT id, terms_revision AS revision FROM ngsi_subscriptions \
+             WHERE status = 'active' ORDER BY id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -862,8 +909,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE ngsi_subscriptions SET status = $1, grants = $2, body = $3, revision = revision + 1 \
-             WHERE id = $4 AND revision = $5",
+            "UPDATE ngsi_subscriptions SET status = $1, grants = $2, body = $3, revision = revision + 1, \
+             terms_revision = terms_revision + 1 WHERE id = $4 AND revision = $5",
         )
         .bind(&row.status)
         .bind(&row.grants)
@@ -902,8 +949,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
-             WHERE id = $2 AND revision = $3",
+            "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1, \
+             terms_revision = terms_revision + 1 WHERE id = $2 AND revision = $3",
         )
         .bind(&row.body)
         .bind(&row.id)
@@ -975,27 +1022,77 @@ impl Store {
             .collect()
     }
 
-    /// Notifications delivered (or no longer owed): gone.
+    /// Notifications delivered (or no longer owed): gone, in one transaction.
     pub async fn drop_notifications(&self, seqs: &[i64]) -> Result<()> {
-        for s in seqs {
-            sqlx::query("DELETE FROM ngsi_notifications WHERE seq = $1")
-                .bind(s)
-                .execute(&self.pool)
-                .await?;
+        if seqs.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        for chunk in seqs.chunks(SEQS_CHUNK) {
+            let sql = format!(
+                "DELETE FROM ngsi_notifications WHERE seq IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(s);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Notifications to try again at `at`.
+    /// Notifications to try again at `at` (one attempt more each), in one
+    /// transaction.
     pub async fn retry_notifications(&self, seqs: &[i64], at: &str) -> Result<()> {
-        for s in seqs {
-            sqlx::query("UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = $1 WHERE seq = $2")
-                .bind(at)
-                .bind(s)
-                .execute(&self.pool)
-                .await?;
+        if seqs.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        for chunk in seqs.chunks(SEQS_CHUNK) {
+            let sql = format!(
+                "UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = $1 \
+                 WHERE seq IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(at);
+            for s in chunk {
+                q = q.bind(s);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Subscription rows rewritten (their bodies: delivery counters only,
+    /// so the terms' revision stays), each only if still at the revision it
+    /// was read at, all in one transaction. Returns the ids of those that were not (read again and
+    /// retry them).
+    pub async fn update_subscriptions(&self, rows: &[SubscriptionRow]) -> Result<Vec<String>> {
+        let mut stale = Vec::new();
+        if rows.is_empty() {
+            return Ok(stale);
+        }
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            let done = sqlx::query(
+                "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
+                 WHERE id = $2 AND revision = $3",
+            )
+            .bind(&row.body)
+            .bind(&row.id)
+            .bind(row.revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                stale.push(row.id.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(stale)
     }
 
     /// How many notifications are owed (all subscriptions).

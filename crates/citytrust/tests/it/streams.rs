@@ -2065,29 +2065,44 @@ async fn aggregates_summed_by_the_store_answer_as_those_read_from_every_value() 
         "timerel=before&timeAt=2026-03-02T00:00:00Z&aggrPeriodDuration=PT2H",
         "timerel=after&timeAt=2026-02-21T00:00:00Z",
     ] {
-        let answer = |methods: &'static str| {
-            let app = &app;
-            async move {
-                let path = format!(
-                    "{NGSI}/temporal/entities/{id}?{window}&options=aggregatedValues&aggrMethods={methods}"
+        // Every attribute, one named, and two named (one twice).
+        for (attrs, named) in [
+            ("", &["NO2", "temperature"][..]),
+            ("&attrs=temperature", &["temperature"][..]),
+            (
+                "&attrs=temperature,NO2,temperature",
+                &["NO2", "temperature"][..],
+            ),
+        ] {
+            let answer = |methods: &'static str| {
+                let app = &app;
+                async move {
+                    let path = format!(
+                        "{NGSI}/temporal/entities/{id}?{window}{attrs}&options=aggregatedValues&aggrMethods={methods}"
+                    );
+                    let res = get(app, &path, None).await;
+                    assert_eq!(res.status(), 200, "{path}");
+                    res.json::<Value>().await.unwrap()
+                }
+            };
+            // With distinctCount every value is read; without it the store sums.
+            let read = answer("totalCount,sum,avg,min,max,sumsq,distinctCount").await;
+            let sums = answer(summed).await;
+            for attr in ["NO2", "temperature"] {
+                if !named.contains(&attr) {
+                    assert!(sums.get(attr).is_none(), "{window}{attrs}: {sums}");
+                    assert!(read.get(attr).is_none(), "{window}{attrs}: {read}");
+                    continue;
+                }
+                assert!(read[attr].is_object(), "{window}{attrs}: {read}");
+                for m in summed.split(',') {
+                    assert_eq!(sums[attr][m], read[attr][m], "{window}{attrs} {attr} {m}");
+                }
+                assert!(
+                    !sums[attr]["totalCount"].as_array().unwrap().is_empty(),
+                    "{window}{attrs}"
                 );
-                let res = get(app, &path, None).await;
-                assert_eq!(res.status(), 200, "{path}");
-                res.json::<Value>().await.unwrap()
             }
-        };
-        // With distinctCount every value is read; without it the store sums.
-        let read = answer("totalCount,sum,avg,min,max,sumsq,distinctCount").await;
-        let sums = answer(summed).await;
-        for attr in ["NO2", "temperature"] {
-            assert!(read[attr].is_object(), "{window}: {read}");
-            for m in summed.split(',') {
-                assert_eq!(sums[attr][m], read[attr][m], "{window} {attr} {m}");
-            }
-            assert!(
-                !sums[attr]["totalCount"].as_array().unwrap().is_empty(),
-                "{window}"
-            );
         }
     }
 }
