@@ -422,7 +422,7 @@ def main():
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     store = ["--database-url", STORE_URL] if STORE_URL else []
-    env = dict(os.environ, CITYTRUST_LOG="warn")
+    env = dict(os.environ, CITYTRUST_LOG=os.environ.get("BENCH_LOG", "warn"))
     if BROKER == "serve":
         # The broker alone: a trust with no data but the benchmark's, its
         # first account an administrator, who makes the owner's organisation.

@@ -8,7 +8,8 @@
 //!   row in the notification outbox in the write's own transaction, so a
 //!   notification is never lost between the write and its delivery.
 //! - **Delivered** by the worker (`deliver_notifications`): each stream read
-//!   is decided again now — a retired or ended agreement, or another refusal,
+//!   is decided again now (once per pass and subscriber, stream and purpose:
+//!   a pass is one instant; `Pass`) — a retired or ended agreement, or another refusal,
 //!   expires the subscription (status `expired`, logged `stream.subscription_expired`);
 //!   a personal stream's subject scope is decided now (a withdrawn resident's
 //!   entity is left out of the very next notification); the agreement's
@@ -123,6 +124,8 @@ impl ActiveSet {
 pub(crate) struct Compiled {
     s: Subscription,
     g: Grants,
+    /// Its subscriber (an account, or `credential:ID`).
+    owner: String,
     /// `None`: its context no longer resolves (it is then told nothing).
     ctx: Option<Context>,
 }
@@ -204,6 +207,11 @@ fn previous_member(ty: &str) -> (&'static str, &'static str) {
 
 /// How many owed notifications one worker pass takes.
 const PASS: i64 = 2000;
+/// How many subscriptions are delivered to at once.
+const CONCURRENT_DELIVERIES: usize = 32;
+/// A delivery's time limit.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One subscription's part of a delivery pass, once prepared.
 enum Prepared {
     /// Nothing more to do now (expired, paused, or held back by `throttling`).
@@ -246,10 +254,19 @@ enum Delivery {
     },
 }
 
-/// A delivery's time limit.
-/// How many subscriptions are delivered to at once.
-const CONCURRENT_DELIVERIES: usize = 32;
-const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// What a delivery pass (or a sweep) decides once, as of its one instant:
+/// each subscriber's account, and each (subscriber, stream, purpose)'s
+/// read decision when it allows (a refusal is decided again each time it
+/// is met, so its reason is always the one found now). A subject scope is
+/// still decided per notification.
+#[derive(Default)]
+pub(crate) struct Pass {
+    actors: std::sync::Mutex<HashMap<String, Option<Actor>>>,
+    reads: std::sync::Mutex<HashMap<ReadKey, (Dataset, crate::read::ReadGrant)>>,
+}
+
+/// (subscriber, stream, purpose).
+type ReadKey = (String, String, Option<String>);
 
 fn decode(row: &SubscriptionRow) -> Result<(Subscription, Grants)> {
     let s = serde_json::from_str(&row.body)
@@ -364,6 +381,49 @@ impl Service {
             .await
             .ok()
             .map(|u| Actor::from_user(&u)))
+    }
+
+    /// The subscriber's account, once per pass.
+    async fn pass_actor(&self, pass: &Pass, owner: &str) -> Result<Option<Actor>> {
+        if let Some(a) = pass.actors.lock().ok().and_then(|m| m.get(owner).cloned()) {
+            return Ok(a);
+        }
+        let a = self.owner_actor(owner).await?;
+        if let Ok(mut m) = pass.actors.lock() {
+            m.insert(owner.to_string(), a.clone());
+        }
+        Ok(a)
+    }
+
+    /// A stream and the decision letting the subscriber read it for
+    /// `purpose` (`authorize_read`), once per pass; `None`: the stream is
+    /// gone. A refusal is the error, as `authorize_read` gives it.
+    async fn pass_read(
+        &self,
+        pass: &Pass,
+        owner: &str,
+        actor: &Actor,
+        dataset: &str,
+        purpose: Option<&str>,
+    ) -> Result<Option<(Dataset, crate::read::ReadGrant)>> {
+        let key = (
+            owner.to_string(),
+            dataset.to_string(),
+            purpose.map(str::to_string),
+        );
+        if let Some(hit) = pass.reads.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(hit));
+        }
+        let Some(d) = self.store.get_dataset(dataset).await? else {
+            return Ok(None);
+        };
+        let grant = self
+            .authorize_read(actor, &d, purpose, citytrust_model::AccessLevel::Identified)
+            .await?;
+        if let Ok(mut m) = pass.reads.lock() {
+            m.insert(key, (d.clone(), grant.clone()));
+        }
+        Ok(Some((d, grant)))
     }
 
     /// The streams a subscription may be told about: those holding its types.
@@ -538,7 +598,10 @@ impl Service {
                 // no longer holds (a new expiresAt) and its reads are allowed now.
                 updated.status = "active".into();
                 updated.expired_because = None;
-                if let Some(why) = self.no_longer_allowed(&owner, &g, &updated).await? {
+                if let Some(why) = self
+                    .no_longer_allowed(&Pass::default(), &owner, &g, &updated)
+                    .await?
+                {
                     return Err(NgsiError::new(
                         ErrorType::OperationNotSupported,
                         format!("subscription '{id}' has expired: {why}"),
@@ -807,7 +870,12 @@ impl Service {
             }
             let (s, g) = decode(&row)?;
             let ctx = s.context().ok();
-            let c = Arc::new(Compiled { s, g, ctx });
+            let c = Arc::new(Compiled {
+                s,
+                g,
+                owner: row.owner.clone(),
+                ctx,
+            });
             // Kept at the terms' revision listed: a change since then only
             // makes the next write read it again.
             if let Ok(mut cache) = self.subscription_cache.rows.lock() {
@@ -873,12 +941,23 @@ impl Service {
     /// ended or retired, the subscriber gone); returns how many.
     pub async fn expire_subscriptions(&self) -> Result<usize> {
         let mut n = 0;
-        for row in self.store.list_subscriptions(None, Some("active")).await? {
-            let (s, g) = decode(&row)?;
-            if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
-                self.expire(row, s, &why).await?;
-                n += 1;
+        // Judged on their terms as compiled for writes; one that must end
+        // is read again, and ended only if still active.
+        let pass = Pass::default();
+        let active = self.active_subscriptions().await?;
+        for c in &active.subs {
+            let Some(why) = self.no_longer_allowed(&pass, &c.owner, &c.g, &c.s).await? else {
+                continue;
+            };
+            let Some(row) = self.store.get_subscription(&c.s.id).await? else {
+                continue;
+            };
+            if row.status != "active" {
+                continue;
             }
+            let (s, _) = decode(&row)?;
+            self.expire(row, s, &why).await?;
+            n += 1;
         }
         Ok(n)
     }
@@ -886,6 +965,7 @@ impl Service {
     /// Why a subscription may no longer be served, if it may not.
     async fn no_longer_allowed(
         &self,
+        pass: &Pass,
         owner: &str,
         g: &Grants,
         s: &Subscription,
@@ -897,27 +977,21 @@ impl Service {
         }) {
             return Ok(Some("its expiresAt has passed".into()));
         }
-        let Some(actor) = self.owner_actor(owner).await? else {
+        let Some(actor) = self.pass_actor(pass, owner).await? else {
             return Ok(Some(
                 "its subscriber is gone (an account no longer active, or a credential revoked)"
                     .into(),
             ));
         };
         for (dataset, agreement) in &g.streams {
-            let Some(d) = self.store.get_dataset(dataset).await? else {
-                return Ok(Some(format!("stream '{dataset}' is gone")));
-            };
             match self
-                .authorize_read(
-                    &actor,
-                    &d,
-                    g.purpose.as_deref(),
-                    citytrust_model::AccessLevel::Identified,
-                )
+                .pass_read(pass, owner, &actor, dataset, g.purpose.as_deref())
                 .await
             {
-                Ok(grant) if agreement.is_none() || grant.agreement_id == *agreement => {}
-                Ok(_) => {
+                Ok(None) => return Ok(Some(format!("stream '{dataset}' is gone"))),
+                Ok(Some((_, grant))) if agreement.is_none() || grant.agreement_id == *agreement => {
+                }
+                Ok(Some(_)) => {
                     return Ok(Some(format!(
                         "agreement {} it was made under is no longer in force",
                         agreement.as_deref().unwrap_or("")
@@ -948,7 +1022,16 @@ impl Service {
     async fn owe_periodic(&self) -> Result<()> {
         let now_t = self.now();
         let now = rfc3339(now_t);
-        for mut row in self.store.list_subscriptions(None, Some("active")).await? {
+        // Only the periodic ones, found among those compiled for writes,
+        // each read again (its row as it is now) before it is owed.
+        let active = self.active_subscriptions().await?;
+        for c in active.subs.iter().filter(|c| c.s.time_interval.is_some()) {
+            let Some(mut row) = self.store.get_subscription(&c.s.id).await? else {
+                continue;
+            };
+            if row.status != "active" {
+                continue;
+            }
             let (mut s, g) = decode(&row)?;
             let Some(every) = s.time_interval else {
                 continue;
@@ -992,10 +1075,16 @@ impl Service {
     /// (side by side); and what was delivered is dropped from the outbox in
     /// one transaction (what was not is put off, with back-off).
     pub async fn deliver_notifications(&self) -> Result<usize> {
+        let started = std::time::Instant::now();
         self.owe_periodic().await?;
         let now_t = self.now();
         let now = rfc3339(now_t);
         let due = self.store.due_notifications(&now, PASS).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let owed = due.len();
+        let read = started.elapsed();
         let mut by_sub: BTreeMap<String, Vec<citytrust_store::OwedNotification>> = BTreeMap::new();
         for d in due {
             by_sub.entry(d.subscription_id.clone()).or_default().push(d);
@@ -1004,8 +1093,9 @@ impl Service {
         // rows; up to CONCURRENT_DELIVERIES at once), each one's
         // notifications in order: a slow receiver does not delay the others.
         use futures::StreamExt;
+        let pass = Pass::default();
         let prepared: Vec<Result<Prepared>> = futures::stream::iter(by_sub)
-            .map(|(sub_id, owed)| self.prepare_delivery(sub_id, owed, now_t))
+            .map(|(sub_id, owed)| self.prepare_delivery(&pass, sub_id, owed, now_t))
             .buffer_unordered(CONCURRENT_DELIVERIES)
             .collect()
             .await;
@@ -1024,10 +1114,12 @@ impl Service {
                 }
             }
         }
+        let prepared = started.elapsed();
         // Counted as sent before they are: a subscriber reading its
         // subscription as the notification arrives sees it counted.
         let ids: Vec<String> = ready.iter().map(|r| r.owed.sub_id.clone()).collect();
         self.record_deliveries(&ids, &Delivery::Sent).await?;
+        let counted = started.elapsed();
         let results: Vec<(Owing, std::result::Result<(), String>)> = futures::stream::iter(ready)
             .map(|ready: Box<Ready>| async move {
                 let Ready { owed, request } = *ready;
@@ -1051,7 +1143,19 @@ impl Service {
                 Err(error) => failed.push(Failure { owed, error }),
             }
         }
+        let posted = started.elapsed();
         self.store.drop_notifications(&delivered).await?;
+        tracing::debug!(
+            owed,
+            sent,
+            failed = failed.len(),
+            read_ms = read.as_secs_f64() * 1e3,
+            prepared_ms = prepared.as_secs_f64() * 1e3,
+            counted_ms = counted.as_secs_f64() * 1e3,
+            posted_ms = posted.as_secs_f64() * 1e3,
+            done_ms = started.elapsed().as_secs_f64() * 1e3,
+            "notification pass"
+        );
         for f in &failed {
             tracing::info!(subscription = %f.owed.sub_id, error = %f.error, "a notification was not delivered; it stays owed");
             let delay = 2i64
@@ -1080,6 +1184,7 @@ impl Service {
     /// `deliver_notifications`).
     async fn prepare_delivery(
         &self,
+        pass: &Pass,
         sub_id: String,
         owed: Vec<citytrust_store::OwedNotification>,
         now_t: time::OffsetDateTime,
@@ -1096,7 +1201,7 @@ impl Service {
             // A paused subscription keeps what it is owed.
             return Ok(Prepared::Done);
         }
-        if let Some(why) = self.no_longer_allowed(&row.owner, &g, &s).await? {
+        if let Some(why) = self.no_longer_allowed(pass, &row.owner, &g, &s).await? {
             self.expire(row, s, &why).await?;
             return Ok(Prepared::Done);
         }
@@ -1115,7 +1220,7 @@ impl Service {
             last_success: s.last_success.clone(),
             seqs,
         };
-        match self.notification(&row, &s, &g, &owed).await {
+        match self.notification(pass, &row, &s, &g, &owed).await {
             Ok(Some(request)) => Ok(Prepared::Send(Box::new(Ready {
                 owed: these,
                 request,
@@ -1172,13 +1277,14 @@ impl Service {
     /// that sends it, or `None` if nothing is left to send.
     async fn notification(
         &self,
+        pass: &Pass,
         row: &SubscriptionRow,
         s: &Subscription,
         g: &Grants,
         owed: &[citytrust_store::OwedNotification],
     ) -> Result<Option<reqwest::RequestBuilder>> {
         let actor = self
-            .owner_actor(&row.owner)
+            .pass_actor(pass, &row.owner)
             .await?
             .ok_or_else(|| ServiceError::Internal("the subscriber is gone".into()))?;
         let ctx = s.context()?;
@@ -1238,17 +1344,12 @@ impl Service {
                 continue;
             };
             if !decided.contains_key(&dataset_id) {
-                let Some(d) = self.store.get_dataset(&dataset_id).await? else {
+                let Some((d, grant)) = self
+                    .pass_read(pass, &row.owner, &actor, &dataset_id, g.purpose.as_deref())
+                    .await?
+                else {
                     continue;
                 };
-                let grant = self
-                    .authorize_read(
-                        &actor,
-                        &d,
-                        g.purpose.as_deref(),
-                        citytrust_model::AccessLevel::Identified,
-                    )
-                    .await?;
                 let scope = self.subject_scope(&actor, &d, &grant).await?;
                 decided.insert(dataset_id.clone(), (d, grant, scope));
             }
