@@ -451,6 +451,7 @@ impl Service {
 
     /// Apply a plan as one transaction with its log entry.
     async fn apply_plan(&self, caller: &StreamCaller, plan: &Plan) -> Result<()> {
+        let started = std::time::Instant::now();
         let now = rfc3339(self.now());
         let mut write = StreamWrite::default();
         let mut per_stream: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -554,15 +555,26 @@ impl Service {
             at: &at,
         });
         // What the change owes subscribers goes in with it (the states
-        // before the change are decoded only when someone is subscribed).
+        // before the change are decoded only when someone wants them).
+        let planned = started.elapsed();
         let active = self.active_subscriptions().await?;
         if !active.is_empty() {
             write.notifications = self.owed_to(&active, plan).await?;
         }
+        let matched = started.elapsed();
         write.now = now.clone();
-        let owes = !write.notifications.is_empty();
+        let owes = write.notifications.len();
+        let rows = write.history.len();
         self.store.write_stream(write).await?;
-        if owes {
+        tracing::debug!(
+            readings = rows,
+            owed = owes,
+            planned_ms = planned.as_secs_f64() * 1e3,
+            matched_ms = matched.as_secs_f64() * 1e3,
+            committed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "stream write"
+        );
+        if owes > 0 {
             self.wake_notifier();
         }
         Ok(())

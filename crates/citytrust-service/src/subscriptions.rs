@@ -51,15 +51,15 @@ struct Grants {
 /// their context resolved, each at the revision of its terms it was read at
 /// (a row whose terms changed is read again — not one whose delivery
 /// counters alone did; one no longer active is dropped). Kept per node; the
-/// store's revisions decide.
+/// store's revisions decide: while its `subscriptions_revision` counter
+/// stands still, a write reads that one number and uses the set it has.
 #[derive(Default)]
 pub(crate) struct SubscriptionCache {
     rows: std::sync::Mutex<HashMap<String, (i64, Arc<Compiled>)>>,
-    /// The set last built, with the (id, terms' revision) list it was built from.
-    set: std::sync::Mutex<Option<BuiltSet>>,
+    /// The set last built, with the store's `subscriptions_revision` it
+    /// was built at (read before the rows were).
+    set: std::sync::Mutex<Option<(i64, Arc<ActiveSet>)>>,
 }
-
-type BuiltSet = (Vec<(String, i64)>, Arc<ActiveSet>);
 
 /// The active subscriptions, indexed by the entities they may be told of:
 /// a change is tested only against those that could select it.
@@ -838,13 +838,14 @@ impl Service {
 
     /// The active subscriptions, compiled (see `SubscriptionCache`), in id order.
     pub(crate) async fn active_subscriptions(&self) -> Result<Arc<ActiveSet>> {
-        let revs = self.store.active_subscription_revisions().await?;
+        let at = self.store.subscriptions_revision().await?;
         if let Ok(set) = self.subscription_cache.set.lock()
-            && let Some((at, active)) = set.as_ref()
-            && *at == revs
+            && let Some((built, active)) = set.as_ref()
+            && *built == at
         {
             return Ok(active.clone());
         }
+        let revs = self.store.active_subscription_revisions().await?;
         let mut out = Vec::with_capacity(revs.len());
         let mut stale = Vec::new();
         if let Ok(cache) = self.subscription_cache.rows.lock() {
@@ -891,10 +892,10 @@ impl Service {
         let active = Arc::new(ActiveSet::new(
             out.into_iter().filter_map(|(_, c)| c).collect(),
         ));
-        // Kept for the writes that find the same list (a row that was no
-        // longer active when read makes the next write look again).
+        // Kept for the writes that find the counter where it was (a row
+        // that was no longer active when read makes the next write look again).
         if complete && let Ok(mut set) = self.subscription_cache.set.lock() {
-            *set = Some((revs, active.clone()));
+            *set = Some((at, active.clone()));
         }
         Ok(active)
     }

@@ -222,6 +222,16 @@ const IDS_CHUNK: usize = 500;
 /// profile of 1,000-row statements spent 62 % of the broker's time there).
 const READINGS_CHUNK: usize = 100;
 
+/// Any subscription made, deleted, or with its terms or status changed:
+/// the `subscriptions_revision` counter moves in the same transaction, so a
+/// node's compiled set of active subscriptions is rebuilt only after one.
+async fn subscriptions_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+    sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'subscriptions_revision'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Owed notifications dropped or put off per statement.
 const SEQS_CHUNK: usize = 100;
 
@@ -855,9 +865,22 @@ impl Store {
         if added == 0 {
             return Err(StoreError::Conflict(format!("subscription '{}'", row.id)));
         }
+        subscriptions_changed(&mut tx).await?;
         append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The `subscriptions_revision` counter: it moves with every change to
+    /// the set of active subscriptions or to one's terms (not with delivery
+    /// counters).
+    pub async fn subscriptions_revision(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT value FROM counters WHERE name = 'subscriptions_revision'")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("value")?,
+        )
     }
 
     /// Each active subscription's id and the revision of its terms (every
@@ -926,6 +949,7 @@ impl Store {
                 row.id
             )));
         }
+        subscriptions_changed(&mut tx).await?;
         if drop_owed {
             sqlx::query("DELETE FROM ngsi_notifications WHERE subscription_id = $1")
                 .bind(&row.id)
@@ -990,6 +1014,7 @@ impl Store {
         if done == 0 {
             return Ok(false);
         }
+        subscriptions_changed(&mut tx).await?;
         sqlx::query("DELETE FROM ngsi_notifications WHERE subscription_id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -6,3 +6,6 @@
 -- notification.
 ALTER TABLE ngsi_subscriptions ADD COLUMN terms_revision BIGINT NOT NULL DEFAULT 0;
 UPDATE ngsi_subscriptions SET terms_revision = revision;
+-- And the set as a whole: moved by every subscription made, deleted, or
+-- with its terms or status changed.
+INSERT INTO counters (name, value) VALUES ('subscriptions_revision', 0);
