@@ -2086,3 +2086,103 @@ async fn a_warm_stream_cache_outlives_no_withdrawal_erasure_or_ended_agreement()
         assert!(!text.contains("H-2") && !text.contains("2.5"), "{text}");
     }
 }
+
+/// A delivery pass takes each allowing decision once per (subscriber,
+/// stream, purpose) and reuses it for the pass. Two subscribers of one
+/// stream, served in the same pass, one of whose agreements was retired
+/// just before it (no expiry sweep in between): the other's allowed read
+/// must not carry the retired one's subscription through (the cache is
+/// keyed by subscriber, and a decision is also checked against the
+/// agreement the subscription was made under: either alone holds). It is
+/// expired then and there, and its endpoint is told nothing.
+#[tokio::test]
+async fn a_retired_subscriber_is_not_carried_by_another_ones_decision_in_the_same_pass() {
+    use crate::governance::all_vote;
+    use crate::streams::{notification_listener, post, send, station, stream};
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let analyst = app.token("analyst").await;
+    let bob = app.token("bob").await;
+    let trustee = app.token("trustee").await;
+    let (air, device) = stream(&app, &alice, "Air quality", "shared_specific").await;
+    let entities = "/ngsi-ld/v1/entities";
+    assert_eq!(
+        post(&app, entities, Some(&device), &station(1, 10.0))
+            .await
+            .status(),
+        201
+    );
+    let mut agreements = HashMap::new();
+    let mut listeners = HashMap::new();
+    for (who, token) in [("analyst", &analyst), ("bob", &bob)] {
+        let r: Value = app
+            .post_json(
+                "/api/v1/access-requests",
+                Some(token),
+                &request(&[&air], "research", "identified"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let decided = all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+        agreements.insert(who, decided["agreement_id"].as_str().unwrap().to_string());
+        let (url, received) = notification_listener().await;
+        let res = post(
+            &app,
+            "/ngsi-ld/v1/subscriptions?purpose=research",
+            Some(token),
+            &json!({
+                "type": "Subscription",
+                "entities": [{"type": "AirQualityObserved"}],
+                "watchedAttributes": ["NO2"],
+                "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues"},
+            }),
+        )
+        .await;
+        assert_eq!(res.status(), 201, "{who}: {}", res.text().await.unwrap());
+        listeners.insert(who, received);
+    }
+    // Bob's agreement ends; the sweep has not run. One change owes both.
+    let res = app
+        .post_json(
+            &format!("/api/v1/agreements/{}/retire", agreements["bob"]),
+            Some(&trustee),
+            &json!({"reason": "Ended early."}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs",
+        Some(&device),
+        Some(&json!({"NO2": 55.5})),
+    )
+    .await;
+    // One pass serves both: the analyst is told, bob's subscription ends.
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 1);
+    assert_eq!(listeners["analyst"].lock().unwrap().len(), 1);
+    assert!(listeners["bob"].lock().unwrap().is_empty());
+    let expired = app.entries_of_type("stream.subscription_expired").await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    let notified = app.entries_of_type("stream.notified").await;
+    assert_eq!(notified.len(), 1, "{notified:?}");
+    let entry: Value = serde_json::from_str(&notified[0]).unwrap();
+    assert_eq!(
+        entry["streams"][0]["agreement"],
+        agreements["analyst"].as_str()
+    );
+    // Nothing is left owed to bob, and nothing more reaches him.
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        "/ngsi-ld/v1/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs",
+        Some(&device),
+        Some(&json!({"NO2": 60.0})),
+    )
+    .await;
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 1);
+    assert!(listeners["bob"].lock().unwrap().is_empty());
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
+}
