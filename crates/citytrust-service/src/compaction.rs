@@ -39,6 +39,9 @@ use serde_json::{Map, Value};
 use crate::content::{REMOVED_PAST_RETENTION, UploadOptions, VersionInfo};
 use crate::{Result, Service, ServiceError, rfc3339};
 
+/// How many of a stream's entities compaction holds at once.
+const ENTITY_PAGE: i64 = 500;
+
 /// The columns every compacted row has, before its attributes.
 const FIXED: [&str; 3] = ["id", "type", "observedAt"];
 
@@ -161,65 +164,73 @@ impl Service {
         let upload = self.owner_upload(dataset)?;
         let mut out = std::io::BufWriter::new(std::fs::File::create_new(upload.body_path())?);
         let mut rows = 0u64;
-        for row in self
-            .store
-            .stream_entities(std::slice::from_ref(&dataset.id))
-            .await?
-        {
-            let entity = crate::streams::decode(&row)?;
-            let kind = entity
-                .types
-                .iter()
-                .map(|t| core.compact(t))
-                .collect::<Vec<_>>()
-                .join(",");
-            let key = subject.as_deref().and_then(|s| {
-                crate::streams::subject_keys(&entity, s).and_then(|k| k.into_iter().next())
-            });
-            // The entity's readings, one row per instant (a default instance
-            // before one with a datasetId).
-            let mut at: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-            for h in self
+        // A page of entities at a time: a stream of 100,000 is not held whole.
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
                 .store
-                .entity_history(&row.entity_id, None, None, Some(&before), i64::MAX)
-                .await?
-            {
-                let instance: Map<String, Value> = serde_json::from_str(&h.instance)
-                    .map_err(|e| ServiceError::Internal(format!("stored reading: {e}")))?;
-                let Some(value) = instance_value(&instance) else {
-                    continue;
-                };
-                let Some(name) = names.get(&h.attribute) else {
-                    continue;
-                };
-                if FIXED.contains(&name.as_str()) {
-                    continue;
+                .stream_entities_page(&dataset.id, after.as_deref(), ENTITY_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.entity_id.clone());
+            for row in page {
+                let entity = crate::streams::decode(&row)?;
+                let kind = entity
+                    .types
+                    .iter()
+                    .map(|t| core.compact(t))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let key = subject.as_deref().and_then(|s| {
+                    crate::streams::subject_keys(&entity, s).and_then(|k| k.into_iter().next())
+                });
+                // The entity's readings, one row per instant (a default instance
+                // before one with a datasetId).
+                let mut at: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+                for h in self
+                    .store
+                    .entity_history(&row.entity_id, None, None, Some(&before), i64::MAX)
+                    .await?
+                {
+                    let instance: Map<String, Value> = serde_json::from_str(&h.instance)
+                        .map_err(|e| ServiceError::Internal(format!("stored reading: {e}")))?;
+                    let Some(value) = instance_value(&instance) else {
+                        continue;
+                    };
+                    let Some(name) = names.get(&h.attribute) else {
+                        continue;
+                    };
+                    if FIXED.contains(&name.as_str()) {
+                        continue;
+                    }
+                    let cells = at.entry(h.observed_at.clone()).or_default();
+                    if cells.contains_key(name) && instance.contains_key("datasetId") {
+                        continue;
+                    }
+                    seen.entry(name.clone()).or_default().observe(value);
+                    cells.insert(name.clone(), cell(value));
                 }
-                let cells = at.entry(h.observed_at.clone()).or_default();
-                if cells.contains_key(name) && instance.contains_key("datasetId") {
-                    continue;
+                for (instant, mut cells) in at {
+                    if let (Some(s), Some(k)) = (&subject, &key) {
+                        cells.insert(s.clone(), Value::String(k.clone()));
+                        seen.entry(s.clone())
+                            .or_default()
+                            .observe(&Value::String(k.clone()));
+                    }
+                    let mut line = Map::new();
+                    line.insert("id".into(), Value::String(entity.id.clone()));
+                    line.insert("type".into(), Value::String(kind.clone()));
+                    line.insert("observedAt".into(), Value::String(instant));
+                    for c in &columns {
+                        line.insert(c.clone(), cells.remove(c).unwrap_or(Value::Null));
+                    }
+                    serde_json::to_writer(&mut out, &Value::Object(line))
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                    out.write_all(b"\n")?;
+                    rows += 1;
                 }
-                seen.entry(name.clone()).or_default().observe(value);
-                cells.insert(name.clone(), cell(value));
-            }
-            for (instant, mut cells) in at {
-                if let (Some(s), Some(k)) = (&subject, &key) {
-                    cells.insert(s.clone(), Value::String(k.clone()));
-                    seen.entry(s.clone())
-                        .or_default()
-                        .observe(&Value::String(k.clone()));
-                }
-                let mut line = Map::new();
-                line.insert("id".into(), Value::String(entity.id.clone()));
-                line.insert("type".into(), Value::String(kind.clone()));
-                line.insert("observedAt".into(), Value::String(instant));
-                for c in &columns {
-                    line.insert(c.clone(), cells.remove(c).unwrap_or(Value::Null));
-                }
-                serde_json::to_writer(&mut out, &Value::Object(line))
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                out.write_all(b"\n")?;
-                rows += 1;
             }
         }
         out.flush()?;

@@ -157,6 +157,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0024_subscription_terms.sql"),
         postgres: include_str!("../migrations/postgres/0024_subscription_terms.sql"),
     },
+    Migration {
+        version: 25,
+        name: "entities_by_stream",
+        sqlite: include_str!("../migrations/sqlite/0025_entities_by_stream.sql"),
+        postgres: include_str!("../migrations/postgres/0025_entities_by_stream.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

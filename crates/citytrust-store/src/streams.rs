@@ -480,6 +480,27 @@ impl Store {
             .collect()
     }
 
+    /// A page of one stream's entities: those after `after` (every one when
+    /// `None`) in id order, at most `limit`. Walking a stream page by page
+    /// holds one page, not the stream.
+    pub async fn stream_entities_page(
+        &self,
+        dataset_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EntityRow>> {
+        let rows = sqlx::query(
+            "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
+             WHERE dataset_id = $1 AND entity_id > $2 ORDER BY entity_id LIMIT $3",
+        )
+        .bind(dataset_id)
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entity_from_row).collect()
+    }
+
     /// The readings kept of one entity, by attribute, oldest first; with
     /// `from` / `to`, only those at or after `from` and before `to`; with
     /// `attrs`, only those attributes' (at most 100); at most `cap`, the

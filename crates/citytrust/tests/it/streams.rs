@@ -2111,7 +2111,7 @@ async fn aggregates_summed_by_the_store_answer_as_those_read_from_every_value() 
 async fn a_full_batch_is_written_whole_across_the_stores_statements() {
     let app = start().await;
     let alice = app.token("alice").await;
-    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let (id, device) = stream(&app, &alice, "Open air", "open").await;
     // 1,000 entities: 3,000 readings, then 1,000 updates and their readings,
     // each more than one statement's worth.
     let batch = |no2: f64| -> Value { (1..=1000).map(|n| station(n, no2)).collect() };
@@ -2153,6 +2153,16 @@ async fn a_full_batch_is_written_whole_across_the_stores_statements() {
             "station {n}"
         );
     }
+    // Compaction reads the stream a page of entities at a time: each of the
+    // 1,000 once across the pages' seams, a row per instant.
+    let stream = app.service.get_dataset(&id).await.unwrap();
+    let v = app
+        .service
+        .compact_stream(&stream)
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!(v.rows, 2000, "{v:?}");
 }
 
 #[tokio::test]
