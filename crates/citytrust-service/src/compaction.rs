@@ -165,16 +165,8 @@ impl Service {
         let mut out = std::io::BufWriter::new(std::fs::File::create_new(upload.body_path())?);
         let mut rows = 0u64;
         // A page of entities at a time: a stream of 100,000 is not held whole.
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .store
-                .stream_entities_page(&dataset.id, after.as_deref(), ENTITY_PAGE)
-                .await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = Some(last.entity_id.clone());
+        let mut pages = self.store.stream_pages(&dataset.id, ENTITY_PAGE);
+        while let Some(page) = pages.next().await? {
             for row in page {
                 let entity = crate::streams::decode(&row)?;
                 let kind = entity

@@ -1071,16 +1071,8 @@ impl Service {
             let mut owed = Vec::new();
             // Each stream a page at a time: only what matches is held.
             for stream in g.streams.keys() {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self
-                        .store
-                        .stream_entities_page(stream, after.as_deref(), 500)
-                        .await?;
-                    let Some(last) = page.last() else {
-                        break;
-                    };
-                    after = Some(last.entity_id.clone());
+                let mut pages = self.store.stream_pages(stream, 500);
+                while let Some(page) = pages.next().await? {
                     for e in page {
                         let Ok(entity) = serde_json::from_str::<Entity>(&e.body) else {
                             continue;

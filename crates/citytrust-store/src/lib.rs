@@ -40,7 +40,7 @@ pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 pub use streams::{
     EntityRow, HistoryBucket, HistoryRow, OwedNotification, STREAM_VERSION, StoredStreamCredential,
-    StreamErasure, StreamWrite, SubscriptionRow,
+    StreamErasure, StreamPages, StreamWrite, SubscriptionRow,
 };
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 

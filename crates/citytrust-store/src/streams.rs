@@ -480,25 +480,15 @@ impl Store {
             .collect()
     }
 
-    /// A page of one stream's entities: those after `after` (every one when
-    /// `None`) in id order, at most `limit`. Walking a stream page by page
-    /// holds one page, not the stream.
-    pub async fn stream_entities_page(
-        &self,
-        dataset_id: &str,
-        after: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<EntityRow>> {
-        let rows = sqlx::query(
-            "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
-             WHERE dataset_id = $1 AND entity_id > $2 ORDER BY entity_id LIMIT $3",
-        )
-        .bind(dataset_id)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(entity_from_row).collect()
+    /// One stream's entities in id order, `page` at a time: walking a
+    /// stream holds one page, not the stream.
+    pub fn stream_pages(&self, dataset_id: &str, page: i64) -> StreamPages<'_> {
+        StreamPages {
+            store: self,
+            dataset_id: dataset_id.to_string(),
+            after: None,
+            page,
+        }
     }
 
     /// The readings kept of one entity, by attribute, oldest first; with
@@ -1160,4 +1150,38 @@ fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {
         num: None,
         deleted: false,
     })
+}
+
+/// A cursor over one stream's entities (`Store::stream_pages`): each page
+/// starts after the last id of the one before (keyset, on the index
+/// `(dataset_id, entity_id)`), so an entity made meanwhile is met if its
+/// id sorts after the cursor.
+pub struct StreamPages<'a> {
+    store: &'a Store,
+    dataset_id: String,
+    after: Option<String>,
+    page: i64,
+}
+
+impl StreamPages<'_> {
+    /// The next page; `None` once the stream is walked.
+    pub async fn next(&mut self) -> Result<Option<Vec<EntityRow>>> {
+        let rows = sqlx::query(
+            "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
+             WHERE dataset_id = $1 AND entity_id > $2 ORDER BY entity_id LIMIT $3",
+        )
+        .bind(&self.dataset_id)
+        .bind(self.after.as_deref().unwrap_or(""))
+        .bind(self.page)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.try_get("entity_id")?);
+        rows.iter()
+            .map(entity_from_row)
+            .collect::<Result<_>>()
+            .map(Some)
+    }
 }
