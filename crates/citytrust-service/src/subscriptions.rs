@@ -20,9 +20,9 @@
 //!   owed and is tried again with back-off (never dropped); `throttling` holds
 //!   notifications back until it has passed. A pass serves up to 32
 //!   subscriptions at once, each one's notifications in order, and writes
-//!   what it settles once for all of them: the counters of every
-//!   notification it sends in one transaction (before sending), the outbox
-//!   rows delivered in another (after).
+//!   what it settles once for all of them: the log entries and the
+//!   counters of every notification it sends in one transaction (before
+//!   sending), the outbox rows delivered in another (after).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -222,7 +222,7 @@ enum Prepared {
     Done,
     /// Owed no longer: nothing left the subscriber may see.
     Drop(Vec<i64>),
-    /// Committed to in the log, ready to send.
+    /// Rendered, ready to be committed to in the log and sent.
     Send(Box<Ready>),
     /// Could not be made: stays owed.
     Failed(Failure),
@@ -241,7 +241,29 @@ struct Owing {
 
 struct Ready {
     owed: Owing,
-    request: reqwest::RequestBuilder,
+    /// The subscription's row and terms as the pass read them.
+    row: SubscriptionRow,
+    s: Subscription,
+    n: Rendered,
+}
+
+/// A notification rendered, waiting for its log entry's index.
+struct Rendered {
+    /// Its `stream.notified` entry (body, time).
+    entry: (String, String),
+    body: Vec<u8>,
+    nonce: String,
+    /// `application/ld+json` (else plain JSON with a `Link` to `context`).
+    ld: bool,
+    context: String,
+    /// The subscriber, and the streams read for it (a personal one's read
+    /// is recorded against the entry, for "who used my data").
+    actor: Actor,
+    reads: Vec<(
+        Dataset,
+        crate::read::ReadGrant,
+        Option<crate::residents::SubjectScope>,
+    )>,
 }
 
 struct Failure {
@@ -256,6 +278,25 @@ enum Delivery {
         at: String,
         last_success: Option<String>,
     },
+}
+
+impl Delivery {
+    /// Move `s`'s counters (a notification sent at `now`).
+    fn count(&self, s: &mut Subscription, now: &str) {
+        match self {
+            Delivery::Sent => {
+                s.times_sent += 1;
+                s.last_notification = Some(now.to_string());
+                s.last_success = s.last_notification.clone();
+            }
+            Delivery::Failed { at, last_success } => {
+                // As it was before the count put it forward.
+                s.last_notification = Some(at.clone());
+                s.last_success = last_success.clone();
+                s.last_failure = Some(at.clone());
+            }
+        }
+    }
 }
 
 /// What a delivery pass (or a sweep) decides once, as of its one instant:
@@ -1098,12 +1139,12 @@ impl Service {
     /// The worker's pass: deliver what is owed (see the module's header).
     /// Returns how many notifications were sent.
     ///
-    /// In three steps, so that what the pass writes is written once for
-    /// all its subscriptions, not once for each: each subscription's
-    /// notification is decided, rendered and committed to in the log (side
-    /// by side); all are counted as sent in one transaction; they are sent
-    /// (side by side); and what was delivered is dropped from the outbox in
-    /// one transaction (what was not is put off, with back-off).
+    /// In steps, so that what the pass writes is written once for all its
+    /// subscriptions, not once for each: each subscription's notification
+    /// is decided and rendered (side by side); all are committed to in the
+    /// log and counted as sent in one transaction; they are sent (side by
+    /// side); and what was delivered is dropped from the outbox in one
+    /// transaction (what was not is put off, with back-off).
     pub async fn deliver_notifications(&self) -> Result<usize> {
         let started = std::time::Instant::now();
         self.owe_periodic().await?;
@@ -1145,24 +1186,67 @@ impl Service {
             }
         }
         let prepared = started.elapsed();
-        // Counted as sent before they are: a subscriber reading its
-        // subscription as the notification arrives sees it counted.
-        let ids: Vec<String> = ready.iter().map(|r| r.owed.sub_id.clone()).collect();
-        self.record_deliveries(&ids, &Delivery::Sent).await?;
+        // Each notification committed to in the log, and counted as sent
+        // before it is (a subscriber reading its subscription as the
+        // notification arrives sees it counted): one transaction.
+        let mut requests = Vec::with_capacity(ready.len());
+        if !ready.is_empty() {
+            let entries: Vec<NewLogEntry<'_>> = ready
+                .iter()
+                .map(|r| NewLogEntry {
+                    kind: "stream.notified",
+                    body: &r.n.entry.0,
+                    at: &r.n.entry.1,
+                })
+                .collect();
+            let sent_at = rfc3339(self.now());
+            let counted: Vec<SubscriptionRow> = ready
+                .iter()
+                .map(|r| {
+                    let mut s = r.s.clone();
+                    Delivery::Sent.count(&mut s, &sent_at);
+                    Ok(SubscriptionRow {
+                        body: encode(&s)?,
+                        ..r.row.clone()
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let (first, stale) = self.store.commit_notifications(&entries, &counted).await?;
+            drop(entries);
+            self.record_deliveries(&stale, &Delivery::Sent).await?;
+            for (i, r) in ready.into_iter().enumerate() {
+                let Ready { owed, s, n, .. } = *r;
+                let log_index = first + i as i64;
+                // Personal streams: kept for "who used my data".
+                for (d, grant, scope) in &n.reads {
+                    self.record_read_of_subjects(
+                        &n.actor,
+                        d,
+                        grant,
+                        scope.as_ref(),
+                        citytrust_store::STREAM_VERSION,
+                        log_index,
+                        "stream_notification",
+                    )
+                    .await?;
+                }
+                requests.push((owed, self.notification_request(&s, n, log_index)?));
+            }
+        }
         let counted = started.elapsed();
-        let results: Vec<(Owing, std::result::Result<(), String>)> = futures::stream::iter(ready)
-            .map(|ready: Box<Ready>| async move {
-                let Ready { owed, request } = *ready;
-                let res = match request.send().await {
-                    Ok(res) if res.status().is_success() => Ok(()),
-                    Ok(res) => Err(format!("the endpoint answered {}", res.status())),
-                    Err(e) => Err(format!("notification to the endpoint: {}", e.without_url())),
-                };
-                (owed, res)
-            })
-            .buffer_unordered(CONCURRENT_DELIVERIES)
-            .collect()
-            .await;
+        let results: Vec<(Owing, std::result::Result<(), String>)> =
+            futures::stream::iter(requests)
+                .map(|(owed, request)| async move {
+                    let res = match request.send().await {
+                        Ok(res) if res.status().is_success() => Ok(()),
+                        Ok(res) => Err(format!("the endpoint answered {}", res.status())),
+                        Err(e) => Err(format!("notification to the endpoint: {}", e.without_url())),
+                    };
+                    (owed, res)
+                })
+                .buffer_unordered(CONCURRENT_DELIVERIES)
+                .collect()
+                .await;
         let mut sent = 0;
         for (owed, res) in results {
             match res {
@@ -1251,9 +1335,11 @@ impl Service {
             seqs,
         };
         match self.notification(pass, &row, &s, &g, &owed).await {
-            Ok(Some(request)) => Ok(Prepared::Send(Box::new(Ready {
+            Ok(Some(n)) => Ok(Prepared::Send(Box::new(Ready {
                 owed: these,
-                request,
+                row,
+                s,
+                n,
             }))),
             // Nothing the subscriber may see now: nothing to send.
             Ok(None) => Ok(Prepared::Drop(these.seqs)),
@@ -1282,19 +1368,7 @@ impl Service {
                     continue;
                 };
                 let (mut current, _) = decode(&row)?;
-                match what {
-                    Delivery::Sent => {
-                        current.times_sent += 1;
-                        current.last_notification = Some(rfc3339(self.now()));
-                        current.last_success = current.last_notification.clone();
-                    }
-                    Delivery::Failed { at, last_success } => {
-                        // As it was before the count put it forward.
-                        current.last_notification = Some(at.clone());
-                        current.last_success = last_success.clone();
-                        current.last_failure = Some(at.clone());
-                    }
-                }
+                what.count(&mut current, &rfc3339(self.now()));
                 row.body = encode(&current)?;
                 rows.push(row);
             }
@@ -1303,8 +1377,8 @@ impl Service {
         Ok(())
     }
 
-    /// Render one notification and commit to it in the log: the request
-    /// that sends it, or `None` if nothing is left to send.
+    /// Render one notification and its log entry, or `None` if nothing is
+    /// left to send.
     async fn notification(
         &self,
         pass: &Pass,
@@ -1312,15 +1386,18 @@ impl Service {
         s: &Subscription,
         g: &Grants,
         owed: &[citytrust_store::OwedNotification],
-    ) -> Result<Option<reqwest::RequestBuilder>> {
+    ) -> Result<Option<Rendered>> {
         let actor = self
             .pass_actor(pass, &row.owner)
             .await?
             .ok_or_else(|| ServiceError::Internal("the subscriber is gone".into()))?;
-        let ctx = s.context()?;
+        let ctx = match self.shared_context(s) {
+            Some(c) => c,
+            None => Arc::new(s.context()?),
+        };
         // Compacted with `jsonldContext` when one was named (it is held here).
         let out_ctx = match &s.jsonld_context {
-            Some(c) => Context::resolve(Some(&Value::String(c.clone())))?,
+            Some(c) => Arc::new(Context::resolve(Some(&Value::String(c.clone())))?),
             None => ctx.clone(),
         };
         // What each entity owes, merged (several changes may be owed at once).
@@ -1540,7 +1617,7 @@ impl Service {
             .next()
             .map(|(d, _, _)| reader_label(&actor, d))
             .unwrap_or_else(|| "individual".into());
-        let (entry, at) = self.log_entry(
+        let entry = self.log_entry(
             "stream.notified",
             json!({
                 "subscription": s.id,
@@ -1551,40 +1628,56 @@ impl Service {
                 "by": by,
             }),
         )?;
-        // Committed before a byte is sent.
-        let log_index = self.appender.append("stream.notified", entry, at).await?;
-        // Personal streams: kept for "who used my data".
-        for (d, grant, scope) in decided.values().chain(
-            linked
-                .reads
-                .iter()
-                .filter(|(d, _, _)| !decided.contains_key(&d.id)),
-        ) {
-            self.record_read_of_subjects(
-                &actor,
-                d,
-                grant,
-                scope.as_ref(),
-                citytrust_store::STREAM_VERSION,
-                log_index,
-                "stream_notification",
+        let read_here: std::collections::HashSet<String> = decided.keys().cloned().collect();
+        let reads = decided
+            .into_values()
+            .chain(
+                linked
+                    .reads
+                    .into_iter()
+                    .filter(|(d, _, _)| !read_here.contains(&d.id)),
             )
-            .await?;
-        }
+            .collect();
+        let context = match &named {
+            Value::String(u) => u.clone(),
+            Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+                a[0].as_str().unwrap_or_default().to_string()
+            }
+            _ => citytrust_model::ngsi::CORE_CONTEXT.to_string(),
+        };
+        Ok(Some(Rendered {
+            entry,
+            body,
+            nonce,
+            ld,
+            context,
+            actor,
+            reads,
+        }))
+    }
+
+    /// The request that sends a notification committed to as the log's
+    /// entry `log_index`.
+    fn notification_request(
+        &self,
+        s: &Subscription,
+        n: Rendered,
+        log_index: i64,
+    ) -> Result<reqwest::RequestBuilder> {
         let mut req = self
             .dsp_http()?
             .post(&s.endpoint)
             .timeout(DELIVERY_TIMEOUT)
             .header(
                 "content-type",
-                if ld {
+                if n.ld {
                     "application/ld+json"
                 } else {
                     "application/json"
                 },
             )
             .header("citytrust-log-entry", log_index.to_string())
-            .header("citytrust-log-nonce", nonce);
+            .header("citytrust-log-nonce", n.nonce);
         for (k, v) in &s.receiver_info {
             // Names and values that are not valid in HTTP are left out.
             if let (Ok(k), Ok(v)) = (
@@ -1594,19 +1687,15 @@ impl Service {
                 req = req.header(k, v);
             }
         }
-        if !ld {
-            let url = match &named {
-                Value::String(u) => u.clone(),
-                Value::Array(a) if a.len() == 1 && a[0].is_string() => {
-                    a[0].as_str().unwrap_or_default().to_string()
-                }
-                _ => citytrust_model::ngsi::CORE_CONTEXT.to_string(),
-            };
+        if !n.ld {
             req = req.header(
                 "link",
-                format!("<{url}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\""),
+                format!(
+                    "<{}>; rel=\"http://www.w3.org/ns/json-ld#context\"; type=\"application/ld+json\"",
+                    n.context
+                ),
             );
         }
-        Ok(Some(req.body(body)))
+        Ok(req.body(n.body))
     }
 }

@@ -11,7 +11,7 @@ impl Store {
         org: &Organization,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, kind, description, url, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -49,7 +49,7 @@ impl Store {
     // ---- users -----------------------------------------------------------
 
     pub async fn insert_user(&self, user: &User, password_hash: Option<&str>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (username, display_name, email, password_hash, is_administrator, is_trustee, \
              is_resident, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -186,7 +186,7 @@ impl Store {
     // ---- groups ------------------------------------------------------------
 
     pub async fn insert_group(&self, group: &Group, entry: &NewLogEntry<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO org_groups (id, name, description, criteria, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&group.id)
             .bind(&group.name)

@@ -20,7 +20,7 @@ impl Store {
     ) -> Result<()> {
         let metadata = serde_json::to_string(&dataset.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO datasets (id, owner_organization_id, spectrum, title, metadata, created_by, created_at, \
              updated_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -53,7 +53,7 @@ impl Store {
     ) -> Result<()> {
         let metadata = serde_json::to_string(&dataset.metadata)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE datasets SET owner_organization_id = $1, spectrum = $2, title = $3, metadata = $4, updated_at = $5, \
              revision = $6 WHERE id = $7 AND revision = $8",
@@ -179,7 +179,7 @@ impl Store {
         subjects: &[String],
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dataset_versions (dataset_id, version, input_format, row_count, rejected, bytes, sha256, \
              source_sha256, columns, quality, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -212,7 +212,7 @@ impl Store {
 
     /// Record a report, with its log entry, in one transaction.
     pub async fn insert_feedback(&self, f: &StoredFeedback, entry: &NewLogEntry<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dataset_feedback (id, dataset_id, version, column_name, row_number, description, \
              reported_by, reported_at, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -240,7 +240,7 @@ impl Store {
         f: &StoredFeedback,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE dataset_feedback SET status = $1, response = $2, resolved_version = $3, answered_by = $4, \
              answered_at = $5 WHERE id = $6 AND status = 'open'",
@@ -309,12 +309,11 @@ impl Store {
     pub async fn latest_versions(&self, dataset_ids: &[String]) -> Result<Vec<StoredVersion>> {
         let mut out = Vec::new();
         for chunk in dataset_ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT {VERSION_COLUMNS} FROM dataset_versions v WHERE dataset_id IN ({}) \
                  AND version = (SELECT MAX(version) FROM dataset_versions w WHERE w.dataset_id = v.dataset_id \
                  AND w.removed_at IS NULL)",
-                placeholders.join(", ")
+                self.backend.params(1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {
@@ -352,7 +351,7 @@ impl Store {
         reason: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE dataset_versions SET removed_at = $3, removed_reason = $4 \
              WHERE dataset_id = $1 AND version = $2 AND removed_at IS NULL",
@@ -393,7 +392,7 @@ impl Store {
         rules: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM dataset_quality_rules WHERE dataset_id = $1")
             .bind(dataset_id)
             .execute(&mut *tx)

@@ -57,11 +57,7 @@ const CATALOGUE_COLUMNS: &str = "c.body, c.next_harvest_at, \
 
 /// Go on only while `harvest_id` holds the catalogue's lease. A write, so
 /// SQLite takes its write lock here and PostgreSQL the catalogue's row.
-async fn hold_lease(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    catalogue_id: &str,
-    harvest_id: &str,
-) -> Result<()> {
+async fn hold_lease(tx: &mut crate::Tx, catalogue_id: &str, harvest_id: &str) -> Result<()> {
     let held = sqlx::query(
         "UPDATE remote_catalogues SET harvesting_by = harvesting_by WHERE id = $1 AND harvesting_by = $2",
     )
@@ -80,7 +76,7 @@ async fn hold_lease(
 
 /// Keep a harvest's report (naming its log entry), set the next harvest and release the lease.
 async fn record_report(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx,
     catalogue_id: &str,
     mut catalogue: RemoteCatalogue,
     log_index: i64,
@@ -107,7 +103,7 @@ impl Store {
         catalogue: &RemoteCatalogue,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO remote_catalogues (id, created_at, next_harvest_at, body) VALUES ($1, $2, $3, $4)",
         )
@@ -144,7 +140,7 @@ impl Store {
 
     /// Remove a catalogue and every entry harvested from it.
     pub async fn delete_remote_catalogue(&self, id: &str, entry: &NewLogEntry<'_>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM federated_staging WHERE catalogue_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -228,28 +224,13 @@ impl Store {
             .filter(|(i, e)| last.get(e.id.as_str()) == Some(i))
             .map(|(_, e)| e)
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Seven parameters a row; SQLite allows 32,766 in a statement.
         for chunk in batch.chunks(1000) {
-            let mut sql = String::from(
-                "INSERT INTO federated_staging (harvest_id, id, catalogue_id, remote_id, digest, body, kept) VALUES ",
+            let mut sql = format!(
+                "INSERT INTO federated_staging (harvest_id, id, catalogue_id, remote_id, digest, body, kept) VALUES {}",
+                tx.backend.value_rows(chunk.len(), 7)
             );
-            for i in 0..chunk.len() {
-                let b = i * 7;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
-            }
             // A feed that lists a dataset twice: the last record wins.
             sql.push_str(
                 " ON CONFLICT (harvest_id, id) DO UPDATE SET digest = excluded.digest, \
@@ -302,7 +283,7 @@ impl Store {
     where
         F: FnOnce(HarvestCounts) -> Result<(String, String, String, RemoteCatalogue)>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // A write first: SQLite takes its write lock now (waiting its busy
         // timeout), rather than failing to upgrade a read transaction after
         // another writer committed; PostgreSQL locks the catalogue's row.
@@ -389,7 +370,7 @@ impl Store {
         catalogue: &RemoteCatalogue,
         entry: &NewLogEntry<'_>,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM federated_staging WHERE harvest_id = $1")
             .bind(harvest_id)
             .execute(&mut *tx)
@@ -415,7 +396,7 @@ impl Store {
     /// Give up a harvest the database failed under: drop its staging and
     /// release its lease (if it still holds it). The entries stay.
     pub async fn abandon_harvest(&self, catalogue_id: &str, harvest_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM federated_staging WHERE harvest_id = $1")
             .bind(harvest_id)
             .execute(&mut *tx)
@@ -479,7 +460,7 @@ impl Store {
         n: &Negotiation,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dsp_negotiations (provider_pid, catalogue_id, access_request_id, agreement_id, \
              state, next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
@@ -574,7 +555,7 @@ impl Store {
         t: &TransferProcess,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dsp_transfers (provider_pid, catalogue_id, agreement_id, state, next_attempt_at, \
              token_hash, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
@@ -695,7 +676,7 @@ impl Store {
         n: &ConsumerNegotiation,
         entries: &[NewLogEntry<'_>],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO dsp_consumer_negotiations (consumer_pid, requester, organization_id, \
              transfer_pid, state, next_attempt_at, revision, body) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
@@ -787,7 +768,7 @@ impl Store {
             n + 3,
             n + 4
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut query = sqlx::query(&sql);
         for (_, value) in columns {
             query = query.bind(value.clone());

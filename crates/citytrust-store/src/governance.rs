@@ -47,7 +47,7 @@ impl Store {
         at: &str,
         entry: Option<&NewLogEntry<'_>>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO purposes (id, body, created_at) VALUES ($1, $2, $3)")
             .bind(&purpose.id)
             .bind(json(purpose)?)
@@ -97,7 +97,7 @@ impl Store {
         charter: &StoredCharter,
         entry: Option<&NewLogEntry<'_>>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO charters (version, text, note, created_by, created_at, ethics_code, consultation_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -178,7 +178,7 @@ impl Store {
         agreement: Option<&Agreement>,
         entries: &[NewLogEntry<'_>],
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let revision = match expected_revision {
             None => {
                 sqlx::query(
@@ -299,7 +299,7 @@ impl Store {
         agreement: &Agreement,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // The previous version stops being active (superseded or retired alike).
         sqlx::query("UPDATE agreements SET status = 'superseded' WHERE id = $1 AND version < $2 AND status = 'active'")
             .bind(&agreement.id)
@@ -313,10 +313,7 @@ impl Store {
     }
 }
 
-async fn insert_agreement(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    agreement: &Agreement,
-) -> Result<()> {
+async fn insert_agreement(tx: &mut crate::Tx, agreement: &Agreement) -> Result<()> {
     sqlx::query(
         "INSERT INTO agreements (id, version, status, recipient, purpose, starts_on, ends_on, body, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

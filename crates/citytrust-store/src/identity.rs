@@ -105,7 +105,7 @@ impl Store {
         issuer: &str,
         subject: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (username, display_name, email, password_hash, is_administrator, is_trustee, \
              is_resident, disabled, created_at) VALUES ($1, $2, $3, NULL, $4, $5, $6, 0, $7)",
@@ -153,7 +153,7 @@ impl Store {
 
     /// Record an authority, with its log entry, in one transaction.
     pub async fn insert_authority(&self, a: &Authority, entry: &NewLogEntry<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO authorities (id, agent, principal, body, starts_on, ends_on, revoked, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
@@ -175,7 +175,7 @@ impl Store {
 
     /// Mark an authority withdrawn, with its log entry, in one transaction.
     pub async fn revoke_authority(&self, a: &Authority, entry: &NewLogEntry<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("UPDATE authorities SET body = $2, revoked = 1 WHERE id = $1")
             .bind(&a.id)
             .bind(json(a)?)

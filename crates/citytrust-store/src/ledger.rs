@@ -47,9 +47,9 @@ impl Store {
                     sql.push_str(" OR ");
                 }
                 sql.push_str(&format!(
-                    "(level = ${} AND idx = ${})",
-                    2 * i + 1,
-                    2 * i + 2
+                    "(level = {} AND idx = {})",
+                    self.backend.param(2 * i + 1),
+                    self.backend.param(2 * i + 2)
                 ));
             }
             let mut q = sqlx::query(&sql);
@@ -74,7 +74,7 @@ impl Store {
 
     /// Store tiles outside an integration (the tree rebuilt from its entries).
     pub async fn put_ledger_tiles(&self, tiles: &[StoredTile]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         upsert_tiles(&mut tx, tiles).await?;
         tx.commit().await?;
         Ok(())
@@ -110,7 +110,7 @@ impl Store {
         checkpoint: &StoredCheckpoint,
         index: &[LedgerIndexRow],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             // Held to the end of the transaction: the one short lock of the sequencer.
             sqlx::query("SELECT pg_advisory_xact_lock(727275)::TEXT")
@@ -163,7 +163,7 @@ impl Store {
     /// Index entries already signed (a log kept before `ledger_index`
     /// existed): `rows` cover the entries up to `upto` (exclusive).
     pub async fn add_ledger_index(&self, rows: &[LedgerIndexRow], upto: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_ledger_index(&mut tx, rows, upto).await?;
         tx.commit().await?;
         Ok(())
@@ -247,35 +247,8 @@ impl Store {
     /// taken in one step and the rows written in multi-row inserts. Returns
     /// the index of the first; the others follow in order.
     pub async fn append_log_batch(&self, entries: &[NewLogEntry<'_>]) -> Result<i64> {
-        let n = i64::try_from(entries.len())
-            .map_err(|_| StoreError::Corrupt("batch too large".into()))?;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE counters SET value = value + $1 WHERE name = 'ledger_size' RETURNING value",
-        )
-        .bind(n)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first: i64 = row.try_get::<i64, _>("value")? - n;
-        const ROWS: usize = 200;
-        let mut idx = first;
-        for chunk in entries.chunks(ROWS) {
-            let mut sql =
-                String::from("INSERT INTO ledger_entries (idx, kind, body, created_at) VALUES ");
-            for i in 0..chunk.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let b = i * 4;
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-            }
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q.bind(idx).bind(e.kind).bind(e.body).bind(e.at);
-                idx += 1;
-            }
-            q.execute(&mut *tx).await?;
-        }
+        let mut tx = self.begin().await?;
+        let first = crate::append_entries(&mut tx, entries).await?;
         tx.commit().await?;
         Ok(first)
     }
@@ -283,7 +256,7 @@ impl Store {
     /// Append a log entry on its own (a read of content: nothing else
     /// changes). Returns the entry's index once committed.
     pub async fn append_log(&self, entry: &NewLogEntry<'_>) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(idx)
@@ -292,20 +265,13 @@ impl Store {
 
 /// Insert or widen tiles: a stored tile is only ever replaced by a wider one
 /// (tiles grow; a narrower write is a node behind, and changes nothing).
-async fn upsert_tiles(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    tiles: &[StoredTile],
-) -> Result<()> {
+async fn upsert_tiles(tx: &mut crate::Tx, tiles: &[StoredTile]) -> Result<()> {
     const ROWS: usize = 50;
     for chunk in tiles.chunks(ROWS) {
-        let mut sql = String::from("INSERT INTO ledger_tiles (level, idx, width, hashes) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = 4 * i;
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-        }
+        let mut sql = format!(
+            "INSERT INTO ledger_tiles (level, idx, width, hashes) VALUES {}",
+            tx.backend.value_rows(chunk.len(), 4)
+        );
         sql.push_str(
             " ON CONFLICT (level, idx) DO UPDATE SET width = excluded.width, hashes = excluded.hashes \
              WHERE excluded.width > ledger_tiles.width",

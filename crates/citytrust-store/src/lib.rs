@@ -51,6 +51,38 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The `n`th (from 1) parameter of a statement whose parameters appear
+    /// in the order they are bound: `$n` on PostgreSQL, an anonymous `?` on
+    /// SQLite. SQLite finds a named parameter's name by walking a list, and
+    /// sqlx asks it for every parameter's: a statement of 700 `$n` spent
+    /// longer naming its parameters than writing its rows. A statement
+    /// uses one kind throughout.
+    pub(crate) fn param(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => "?".into(),
+            Backend::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `n` parameters from the `first`, `…, …` (numbered in order).
+    pub(crate) fn params(self, first: usize, n: usize) -> String {
+        (first..first + n)
+            .map(|i| self.param(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `rows` groups of `cols` parameters, `(…), (…)`, numbered from 1 in
+    /// order (the values of a multi-row insert).
+    pub(crate) fn value_rows(self, rows: usize, cols: usize) -> String {
+        (0..rows)
+            .map(|r| format!("({})", self.params(r * cols + 1, cols)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A row with the same key exists already.
@@ -224,6 +256,123 @@ impl LedgerFacet {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: the one connection transactions write through (see `Tx`).
+    writer: Option<AnyPool>,
+    /// SQLite: the write-ahead log's checkpoints, run beside the writer.
+    checkpoints: std::sync::Arc<Checkpoints>,
+}
+
+/// A transaction of the store. On SQLite every transaction goes through
+/// one writer connection, in turn, first come first served: SQLite lets
+/// one writer in at a time, and a connection it turns away sleeps in
+/// growing steps (up to 100 ms) before asking again, however short the
+/// other's transaction (under load, writers that met waited tens of
+/// milliseconds for locks held for one or two); and the one writer's page
+/// cache stays valid from one transaction to the next. Reads, and
+/// statements outside a transaction, use the other connections; PostgreSQL
+/// has one pool. A transaction must not begin another: it would wait for
+/// its own turn.
+pub(crate) struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    since: std::time::Instant,
+    waited: std::time::Duration,
+    /// SQLite: where the commit's checkpoint is run (see `Checkpoints`).
+    after: Option<(AnyPool, AnyPool, std::sync::Arc<Checkpoints>)>,
+}
+
+/// SQLite copies the write-ahead log back into the database (a checkpoint)
+/// when a commit has made the log long, in that commit, so the committing
+/// connection waits for it. The writer does not (`wal_autocheckpoint = 0`):
+/// after its commits a checkpoint that does not hold up writers (`PASSIVE`)
+/// runs on another connection, one at a time and at most every
+/// `CHECKPOINT_EVERY`, while the writer goes on to the next transaction.
+/// Under a steady stream of writes such a checkpoint never finds the log
+/// all copied, and the log would grow without end: once it holds
+/// `RESTART_FRAMES` pages, the writer (in its turn) finishes the copy and
+/// starts the log again from its beginning (`RESTART`; little is left to
+/// copy by then), and its file is cut back to `journal_size_limit`.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    state: std::sync::Mutex<(bool, Option<std::time::Instant>)>,
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// 64 MiB of 4 KiB pages.
+const RESTART_FRAMES: i64 = 16_384;
+
+impl Checkpoints {
+    fn after_commit(self: std::sync::Arc<Self>, pool: AnyPool, writer: AnyPool) {
+        {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let (running, last) = &mut *state;
+            if *running || last.is_some_and(|t| t.elapsed() < CHECKPOINT_EVERY) {
+                return;
+            }
+            *running = true;
+        }
+        tokio::spawn(async move {
+            // (busy, pages in the log, pages copied)
+            let passive = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
+                .await
+                .and_then(|r| r.try_get::<i64, _>(1));
+            let restart = match passive {
+                Ok(pages) => pages >= RESTART_FRAMES,
+                Err(e) => {
+                    tracing::warn!(error = %e, "write-ahead log checkpoint");
+                    false
+                }
+            };
+            if restart
+                && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(&writer)
+                    .await
+            {
+                tracing::warn!(error = %e, "write-ahead log restart");
+            }
+            if let Ok(mut state) = self.state.lock() {
+                *state = (false, Some(std::time::Instant::now()));
+            }
+        });
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        let r = self.tx.commit().await;
+        if r.is_ok()
+            && let Some((pool, writer, checkpoints)) = self.after
+        {
+            checkpoints.after_commit(pool, writer);
+        }
+        tracing::trace!(
+            waited_ms = self.waited.as_secs_f64() * 1e3,
+            held_ms = self.since.elapsed().as_secs_f64() * 1e3,
+            "tx"
+        );
+        r
+    }
+
+    pub(crate) async fn rollback(self) -> std::result::Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
 }
 
 impl Store {
@@ -245,39 +394,59 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(url)?;
         let pool_options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
-        let pool = match backend {
+        let (pool, writer) = match backend {
             Backend::Sqlite => {
-                pool_options
-                    .max_connections(8)
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            for pragma in [
-                                "PRAGMA journal_mode = WAL",
-                                // Every commit reaches the disk before it is acknowledged: a
-                                // read's log entry must survive a power cut too. Reads'
-                                // entries are group-committed, so this costs one fsync per batch.
-                                "PRAGMA synchronous = FULL",
-                                "PRAGMA foreign_keys = ON",
-                                "PRAGMA busy_timeout = 10000",
-                            ] {
-                                conn.execute(pragma).await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
-                    .await?
+                let pool = sqlite_pool(pool_options, 8, &[], options.clone()).await?;
+                // Transactions wait their turn here rather than in SQLite's
+                // busy handler (see `Tx`); its cache is the one kept warm.
+                let writer = AnyPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(30))
+                    .min_connections(1);
+                let writer = sqlite_pool(
+                    writer,
+                    1,
+                    &[
+                        "PRAGMA cache_size = -16384",
+                        // Checkpoints beside it (`Checkpoints`).
+                        "PRAGMA wal_autocheckpoint = 0",
+                        "PRAGMA journal_size_limit = 67108864",
+                    ],
+                    options,
+                )
+                .await?;
+                (pool, Some(writer))
             }
             Backend::Postgres => {
-                pool_options
+                let pool = pool_options
                     .max_connections(16)
                     .connect_with(options)
-                    .await?
+                    .await?;
+                (pool, None)
             }
         };
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            writer,
+            checkpoints: Default::default(),
+        };
         migrate::run(&store.pool, backend).await?;
         Ok(store)
+    }
+
+    /// Begin a transaction, once it is this one's turn (see `Tx`).
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        let t = std::time::Instant::now();
+        Ok(Tx {
+            tx: self.writer.as_ref().unwrap_or(&self.pool).begin().await?,
+            backend: self.backend,
+            after: self
+                .writer
+                .as_ref()
+                .map(|w| (self.pool.clone(), w.clone(), self.checkpoints.clone())),
+            since: std::time::Instant::now(),
+            waited: t.elapsed(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -291,8 +460,43 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         self.pool.close().await;
     }
+}
+
+/// A pool of `n` SQLite connections, each set up alike (and with `extra`).
+async fn sqlite_pool(
+    pool_options: AnyPoolOptions,
+    n: u32,
+    extra: &'static [&'static str],
+    options: AnyConnectOptions,
+) -> Result<AnyPool> {
+    Ok(pool_options
+        .max_connections(n)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    // Every commit reaches the disk before it is acknowledged: a
+                    // read's log entry must survive a power cut too. Reads'
+                    // entries are group-committed, so this costs one fsync per batch.
+                    "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON",
+                    "PRAGMA busy_timeout = 10000",
+                ]
+                .iter()
+                .chain(extra)
+                {
+                    conn.execute(*pragma).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?)
 }
 
 fn feedback_from_row(r: &AnyRow) -> Result<StoredFeedback> {
@@ -334,7 +538,7 @@ fn version_from_row(r: &AnyRow) -> Result<StoredVersion> {
     })
 }
 
-async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Dataset) -> Result<()> {
+async fn write_roles(tx: &mut Tx, dataset: &Dataset) -> Result<()> {
     for r in &dataset.metadata.roles {
         let role = serde_json::to_value(r.role).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
@@ -352,10 +556,7 @@ async fn write_roles(tx: &mut sqlx::Transaction<'_, sqlx::Any>, dataset: &Datase
 /// Append a log entry inside the transaction of the change it records; returns its index.
 /// The counter row serialises appenders (a row lock on PostgreSQL, the write lock on
 /// SQLite), so indexes are dense and commit in order.
-async fn append_entry(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    entry: &NewLogEntry<'_>,
-) -> Result<i64> {
+async fn append_entry(tx: &mut Tx, entry: &NewLogEntry<'_>) -> Result<i64> {
     let row = sqlx::query(
         "UPDATE counters SET value = value + 1 WHERE name = 'ledger_size' RETURNING value",
     )
@@ -372,6 +573,36 @@ async fn append_entry(
     Ok(idx)
 }
 
+/// Append entries in the transaction `tx`: their indexes are taken in one
+/// step and the rows written in multi-row inserts. Returns the index of the
+/// first; the others follow in order.
+async fn append_entries(tx: &mut Tx, entries: &[NewLogEntry<'_>]) -> Result<i64> {
+    let n =
+        i64::try_from(entries.len()).map_err(|_| StoreError::Corrupt("batch too large".into()))?;
+    let row = sqlx::query(
+        "UPDATE counters SET value = value + $1 WHERE name = 'ledger_size' RETURNING value",
+    )
+    .bind(n)
+    .fetch_one(&mut **tx)
+    .await?;
+    let first: i64 = row.try_get::<i64, _>("value")? - n;
+    const ROWS: usize = 200;
+    let mut idx = first;
+    for chunk in entries.chunks(ROWS) {
+        let sql = format!(
+            "INSERT INTO ledger_entries (idx, kind, body, created_at) VALUES {}",
+            tx.backend.value_rows(chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q.bind(idx).bind(e.kind).bind(e.body).bind(e.at);
+            idx += 1;
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(first)
+}
+
 /// A model document as a JSON column holds it.
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -382,7 +613,7 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-async fn bump_catalogue_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+async fn bump_catalogue_revision(tx: &mut Tx) -> Result<()> {
     sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'catalogue_revision'")
         .execute(&mut **tx)
         .await?;
@@ -460,34 +691,13 @@ pub(crate) fn checkpoint_from_row(r: &AnyRow) -> Result<StoredCheckpoint> {
 
 /// Add `rows` to `ledger_index` and move its high-water mark to `upto`
 /// (multi-row inserts, in the caller's transaction).
-async fn insert_ledger_index(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    rows: &[LedgerIndexRow],
-    upto: i64,
-) -> Result<()> {
+async fn insert_ledger_index(tx: &mut Tx, rows: &[LedgerIndexRow], upto: i64) -> Result<()> {
     const ROWS: usize = 100;
     for chunk in rows.chunks(ROWS) {
-        let mut sql = String::from(
-            "INSERT INTO ledger_index (idx, kind, day, dataset, purpose, party, agreement, request, subject) VALUES ",
+        let sql = format!(
+            "INSERT INTO ledger_index (idx, kind, day, dataset, purpose, party, agreement, request, subject) VALUES {}",
+            tx.backend.value_rows(chunk.len(), 9)
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = 9 * i;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9
-            ));
-        }
         let mut q = sqlx::query(&sql);
         for r in chunk {
             q = q

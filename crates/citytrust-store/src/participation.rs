@@ -55,7 +55,7 @@ impl Store {
         requested_by: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<DataRequest> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = request.clone();
         doc.log_entries.push(idx);
@@ -141,7 +141,7 @@ impl Store {
         at: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<SupportChange> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Lock the request's row first (the write lock on SQLite), so an answer
         // cannot land between the status check and the support.
         let Some(row) = sqlx::query(
@@ -176,7 +176,7 @@ impl Store {
         username: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<SupportChange> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(row) = sqlx::query(
             "UPDATE data_requests SET supporters = supporters - 1 \
              WHERE id = $1 AND status IN ('open', 'planned') RETURNING supporters",
@@ -221,7 +221,7 @@ impl Store {
     where
         F: FnOnce(&[String]) -> Result<(String, String, String, Vec<(String, InboxMessage)>)>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(row) = sqlx::query(
             "UPDATE data_requests SET status = $2, organization_id = $3 \
              WHERE id = $1 AND status = $4 AND COALESCE(organization_id, '') = $5 \
@@ -302,7 +302,7 @@ impl Store {
         c: &Consultation,
         entry: &NewLogEntry<'_>,
     ) -> Result<Consultation> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = c.clone();
         doc.log_entries.push(idx);
@@ -351,7 +351,7 @@ impl Store {
         at: &str,
         response: &ConsultationResponse,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Take the consultation's row first: publishing the results takes it
         // too, so no response lands after the results were counted.
         let Some(doc) = take_unpublished(&mut tx, consultation_id).await? else {
@@ -381,7 +381,7 @@ impl Store {
         doc: &Consultation,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(stored) = take_unpublished(&mut tx, &doc.id).await? else {
             return Ok(false);
         };
@@ -435,7 +435,7 @@ impl Store {
     where
         F: FnOnce(&[ConsultationResponse]) -> Result<(ConsultationResults, String, String, String)>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(mut doc) = take_unpublished(&mut tx, consultation_id).await? else {
             return Ok(None);
         };
@@ -496,7 +496,7 @@ impl Store {
 
     /// Record (or replace) a trustee's term, with its log entry.
     pub async fn put_trustee_term(&self, term: &StoredTerm, entry: &NewLogEntry<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO trustee_terms (username, starts_on, ends_on, appointed_by, declarations, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO UPDATE SET \
@@ -534,10 +534,7 @@ impl Store {
 /// Take a consultation's row (the write lock on SQLite, a row lock on
 /// PostgreSQL) if its results are not published yet, and read it. Responses,
 /// an early close and the publication all start here, so they are serialised.
-async fn take_unpublished(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    id: &str,
-) -> Result<Option<Consultation>> {
+async fn take_unpublished(tx: &mut crate::Tx, id: &str) -> Result<Option<Consultation>> {
     let Some(row) = sqlx::query(
         "UPDATE consultations SET body = body WHERE id = $1 AND results IS NULL RETURNING body",
     )
@@ -591,7 +588,7 @@ impl Store {
         report: &OutcomeReport,
         entry: &NewLogEntry<'_>,
     ) -> Result<OutcomeReport> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = report.clone();
         doc.log_entry = idx;

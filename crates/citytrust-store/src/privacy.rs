@@ -55,7 +55,7 @@ impl Store {
         cost_nano: i64,
         entry: &NewLogEntry<'_>,
     ) -> Result<Charge> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO privacy_budgets (username, account, total_nano, spent_nano, releases, updated_at) \
              VALUES ($1, $2, $3, 0, 0, $4) ON CONFLICT (username, account) DO NOTHING",

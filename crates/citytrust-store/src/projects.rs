@@ -18,7 +18,7 @@ fn project_from_row(r: &AnyRow) -> Result<Project> {
 impl Store {
     /// Store a new project (revision 1) with its log entry.
     pub async fn insert_project(&self, p: &Project, entry: &NewLogEntry<'_>) -> Result<Project> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = p.clone();
         doc.log_entries.push(idx);
@@ -65,7 +65,7 @@ impl Store {
         entry: &NewLogEntry<'_>,
         document: Option<(&str, &str, i64, &[u8])>,
     ) -> Result<Option<Project>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(row) = sqlx::query(
             "UPDATE projects SET revision = revision + 1, stage = $2 WHERE id = $1 AND revision = $3 \
              RETURNING revision",

@@ -15,7 +15,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
 /// Put messages (each for its username) in the inbox, inside the
 /// transaction of the change that sends them.
 pub(crate) async fn insert_inbox(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx,
     messages: &[(String, InboxMessage)],
 ) -> Result<()> {
     for (username, message) in messages {
@@ -81,29 +81,26 @@ pub struct ErasedVersion {
 }
 
 pub(crate) async fn insert_subjects(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx,
     dataset_id: &str,
     version: i64,
     keys: &[String],
 ) -> Result<()> {
     for chunk in keys.chunks(CHUNK) {
-        let marks: Vec<String> = (0..chunk.len())
-            .map(|i| format!("($1, $2, ${})", i + 3))
-            .collect();
         let sql = format!(
             "INSERT INTO subject_index (dataset_id, version, subject_key) VALUES {}",
-            marks.join(", ")
+            tx.backend.value_rows(chunk.len(), 3)
         );
-        let mut q = sqlx::query(&sql).bind(dataset_id).bind(version);
+        let mut q = sqlx::query(&sql);
         for k in chunk {
-            q = q.bind(k);
+            q = q.bind(dataset_id).bind(version).bind(k);
         }
         q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-async fn bump_subjects_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<i64> {
+async fn bump_subjects_revision(tx: &mut crate::Tx) -> Result<i64> {
     let row = sqlx::query(
         "UPDATE counters SET value = value + 1 WHERE name = 'subjects_revision' RETURNING value",
     )
@@ -312,7 +309,7 @@ impl Store {
         via: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<Option<SubjectLink>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE link_codes SET used_by = $2, used_at = $3 \
              WHERE code_hash = $1 AND used_by IS NULL AND expires_at > $4 \
@@ -347,7 +344,7 @@ impl Store {
         link: &SubjectLink,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_link_row(&mut tx, username, link).await?;
         bump_subjects_revision(&mut tx).await?;
         append_entry(&mut tx, entry).await?;
@@ -396,7 +393,7 @@ impl Store {
         commitment: &Commitment,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO consents (id, username, kind, dataset_id, purpose, recipient, given_at, given_rev, body) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8)",
@@ -435,7 +432,7 @@ impl Store {
         commitment: &Commitment,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let rev = bump_subjects_revision(&mut tx).await?;
         let done = sqlx::query(
             "UPDATE consents SET withdrawn_at = $2, withdrawn_rev = $3 WHERE id = $1 AND withdrawn_rev IS NULL",
@@ -637,7 +634,7 @@ impl Store {
         commitment: &Commitment,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO subject_requests (id, username, dataset_id, status, due_on, body) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -663,7 +660,7 @@ impl Store {
         r: &SubjectRequest,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let n = sqlx::query(
             "UPDATE subject_requests SET status = $2, body = $3 WHERE id = $1 AND status = 'open'",
         )
@@ -736,7 +733,7 @@ impl Store {
         request: Option<&SubjectRequest>,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         crate::streams::erase_entities(&mut tx, dataset_id, stream).await?;
         for v in versions {
             sqlx::query(
@@ -793,7 +790,7 @@ impl Store {
     /// Keep a commitment's salt for its resident (entries appended outside a
     /// store transaction: reads, exports).
     pub async fn insert_commitment(&self, username: &str, c: &Commitment) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         insert_commitment(&mut tx, username, c).await?;
         tx.commit().await?;
         Ok(())
@@ -860,7 +857,7 @@ impl Store {
         messages: &[(String, InboxMessage)],
         entry: &NewLogEntry<'_>,
     ) -> Result<Breach> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let idx = append_entry(&mut tx, entry).await?;
         let mut doc = breach.clone();
         doc.log_entries.push(idx);
@@ -883,7 +880,7 @@ impl Store {
         breach: &Breach,
         entry: &NewLogEntry<'_>,
     ) -> Result<Option<Breach>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let Some(row) = sqlx::query("SELECT body FROM breaches WHERE id = $1")
             .bind(&breach.id)
             .fetch_optional(&mut *tx)
@@ -1025,11 +1022,7 @@ impl Store {
     }
 }
 
-async fn insert_link_row(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    username: &str,
-    link: &SubjectLink,
-) -> Result<()> {
+async fn insert_link_row(tx: &mut crate::Tx, username: &str, link: &SubjectLink) -> Result<()> {
     sqlx::query(
         "INSERT INTO subject_links (username, dataset_id, subject_key, via, linked_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -1045,11 +1038,7 @@ async fn insert_link_row(
     Ok(())
 }
 
-async fn insert_commitment(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    username: &str,
-    c: &Commitment,
-) -> Result<()> {
+async fn insert_commitment(tx: &mut crate::Tx, username: &str, c: &Commitment) -> Result<()> {
     sqlx::query(
         "INSERT INTO subject_commitments (commitment, username, salt, kind, created_at) \
          VALUES ($1, $2, $3, $4, $5)",

@@ -106,7 +106,7 @@ pub struct StreamErasure {
 /// notifications they still owe, if the stream is still at the revision
 /// they were found at; moving it on, so no cached state outlives them.
 pub(crate) async fn erase_entities(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx,
     dataset_id: &str,
     stream: Option<&StreamErasure>,
 ) -> Result<()> {
@@ -216,16 +216,14 @@ fn entity_from_row(r: &AnyRow) -> Result<EntityRow> {
 /// Entities read by id, this many to a statement.
 const IDS_CHUNK: usize = 500;
 
-/// Readings inserted per statement (7 parameters each). Kept small:
-/// binding a parameter to SQLite through sqlx looks its name up among the
-/// statement's, so binding costs grow with the square of the parameters (a
-/// profile of 1,000-row statements spent 62 % of the broker's time there).
-const READINGS_CHUNK: usize = 100;
+/// Readings inserted per statement (7 parameters each; `Backend::param`
+/// keeps binding them to SQLite linear in their number).
+const READINGS_CHUNK: usize = 500;
 
 /// Any subscription made, deleted, or with its terms or status changed:
 /// the `subscriptions_revision` counter moves in the same transaction, so a
 /// node's compiled set of active subscriptions is rebuilt only after one.
-async fn subscriptions_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<()> {
+async fn subscriptions_changed(tx: &mut crate::Tx) -> Result<()> {
     sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'subscriptions_revision'")
         .execute(&mut **tx)
         .await?;
@@ -235,14 +233,6 @@ async fn subscriptions_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Res
 /// Owed notifications dropped or put off per statement.
 const SEQS_CHUNK: usize = 100;
 
-/// `$first, …` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Store {
     pub async fn insert_stream_credential(
         &self,
@@ -250,7 +240,7 @@ impl Store {
         token_hash: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO stream_credentials (id, dataset_id, label, token_hash, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -318,7 +308,7 @@ impl Store {
         at: &str,
         entry: &NewLogEntry<'_>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE stream_credentials SET revoked_at = $1 \
              WHERE dataset_id = $2 AND id = $3 AND revoked_at IS NULL",
@@ -341,11 +331,10 @@ impl Store {
     pub async fn get_entities(&self, ids: &[String]) -> Result<Vec<EntityRow>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_CHUNK) {
-            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT entity_id, dataset_id, revision, modified_at, body FROM ngsi_entities \
                  WHERE entity_id IN ({})",
-                params.join(", ")
+                self.backend.params(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {
@@ -409,7 +398,7 @@ impl Store {
         .map(|r| r.try_get("observed_at"))
         .transpose()?;
         let upto = upto.as_deref().unwrap_or(before);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut n =
             sqlx::query("DELETE FROM ngsi_history WHERE dataset_id = $1 AND observed_at < $2")
                 .bind(dataset_id)
@@ -673,7 +662,7 @@ impl Store {
 
     /// Apply one write request, all or nothing (see the module's header).
     pub async fn write_stream(&self, write: StreamWrite<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut streams = write.streams.clone();
         streams.sort();
         streams.dedup();
@@ -759,22 +748,19 @@ impl Store {
             // sqlx's Any driver declares a missing f64 to PostgreSQL as a
             // float4, and a statement it then caches refuses the next real
             // f64. SQLite stores a NaN as NULL; PostgreSQL is told to.
+            let p = |n: usize| self.backend.param(n);
             let num = |n: usize| match self.backend {
-                Backend::Sqlite => format!("${n}"),
-                Backend::Postgres => format!("NULLIF(${n}, 'NaN'::float8)"),
+                Backend::Sqlite => p(n),
+                Backend::Postgres => format!("NULLIF({}, 'NaN'::float8)", p(n)),
             };
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     let b = i * 7;
                     format!(
-                        "(${}, ${}, ${}, ${}, ${}, {}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
+                        "({}, {}, {})",
+                        self.backend.params(b + 1, 5),
                         num(b + 6),
-                        b + 7
+                        p(b + 7)
                     )
                 })
                 .collect();
@@ -802,9 +788,9 @@ impl Store {
             let marks: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     format!(
-                        "(dataset_id = ${} AND subject_key = ${})",
-                        2 * i + 1,
-                        2 * i + 2
+                        "(dataset_id = {} AND subject_key = {})",
+                        self.backend.param(2 * i + 1),
+                        self.backend.param(2 * i + 2)
                     )
                 })
                 .collect();
@@ -860,7 +846,7 @@ impl Store {
         row: &SubscriptionRow,
         entry: &NewLogEntry<'_>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let added = sqlx::query(
             "INSERT INTO ngsi_subscriptions (id, owner, status, revision, grants, body) \
              VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -941,7 +927,7 @@ impl Store {
         drop_owed: bool,
         entry: Option<&NewLogEntry<'_>>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE ngsi_subscriptions SET status = $1, grants = $2, body = $3, revision = revision + 1, \
              terms_revision = terms_revision + 1 WHERE id = $4 AND revision = $5",
@@ -982,7 +968,7 @@ impl Store {
         owed: &[(String, String)],
         now: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1, \
              terms_revision = terms_revision + 1 WHERE id = $2 AND revision = $3",
@@ -1016,7 +1002,7 @@ impl Store {
     }
 
     pub async fn delete_subscription(&self, id: &str, entry: &NewLogEntry<'_>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM ngsi_subscriptions WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -1063,11 +1049,11 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for chunk in seqs.chunks(SEQS_CHUNK) {
             let sql = format!(
                 "DELETE FROM ngsi_notifications WHERE seq IN ({})",
-                placeholders(1, chunk.len())
+                self.backend.params(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for s in chunk {
@@ -1085,12 +1071,13 @@ impl Store {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for chunk in seqs.chunks(SEQS_CHUNK) {
             let sql = format!(
-                "UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = $1 \
+                "UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = {} \
                  WHERE seq IN ({})",
-                placeholders(2, chunk.len())
+                self.backend.param(1),
+                self.backend.params(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(at);
             for s in chunk {
@@ -1102,31 +1089,35 @@ impl Store {
         Ok(())
     }
 
+    /// What a notification pass commits to before it sends, in one
+    /// transaction: each notification's log entry (`entries`, in order) and
+    /// its subscription's delivery counters (`counted`: bodies changed in
+    /// their counters only, each written only if still at the revision it
+    /// was read at). Returns the first entry's index (the others follow in
+    /// order) and the ids of the rows that had moved on (read them again
+    /// and count them then).
+    pub async fn commit_notifications(
+        &self,
+        entries: &[NewLogEntry<'_>],
+        counted: &[SubscriptionRow],
+    ) -> Result<(i64, Vec<String>)> {
+        let mut tx = self.begin().await?;
+        let stale = update_subscription_bodies(&mut tx, counted).await?;
+        let first = crate::append_entries(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok((first, stale))
+    }
+
     /// Subscription rows rewritten (their bodies: delivery counters only,
     /// so the terms' revision stays), each only if still at the revision it
     /// was read at, all in one transaction. Returns the ids of those that were not (read again and
     /// retry them).
     pub async fn update_subscriptions(&self, rows: &[SubscriptionRow]) -> Result<Vec<String>> {
-        let mut stale = Vec::new();
         if rows.is_empty() {
-            return Ok(stale);
+            return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        for row in rows {
-            let done = sqlx::query(
-                "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
-                 WHERE id = $2 AND revision = $3",
-            )
-            .bind(&row.body)
-            .bind(&row.id)
-            .bind(row.revision)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
-                stale.push(row.id.clone());
-            }
-        }
+        let mut tx = self.begin().await?;
+        let stale = update_subscription_bodies(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(stale)
     }
@@ -1138,6 +1129,32 @@ impl Store {
             .await?
             .try_get("n")?)
     }
+}
+
+/// Subscription bodies rewritten in `tx` (delivery counters only: the
+/// terms' revision stays), each only if still at the revision it was read
+/// at; returns the ids of those that were not.
+async fn update_subscription_bodies(
+    tx: &mut crate::Tx,
+    rows: &[SubscriptionRow],
+) -> Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for row in rows {
+        let done = sqlx::query(
+            "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
+             WHERE id = $2 AND revision = $3",
+        )
+        .bind(&row.body)
+        .bind(&row.id)
+        .bind(row.revision)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            stale.push(row.id.clone());
+        }
+    }
+    Ok(stale)
 }
 
 fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {

@@ -78,7 +78,7 @@ impl Store {
         to: &Witnessed,
         entry: &NewLogEntry<'_>,
     ) -> Result<Advance> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let moved = if let Some((from_size, from_root)) = from {
             sqlx::query(
                 "UPDATE witnessed_checkpoints SET size = $1, root = $2, note = $3, \
@@ -143,7 +143,7 @@ impl Store {
         line: &str,
         at: &str,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO checkpoint_cosignatures (size, witness, line) VALUES ($1, $2, $3) \
              ON CONFLICT (size, witness) DO NOTHING",
@@ -169,7 +169,7 @@ impl Store {
 
     /// Record a failed attempt to have `witness` cosign.
     pub async fn log_witness_failed(&self, witness: &str, at: &str, failure: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO log_witnesses (witness, size, attempted_at) VALUES ($1, 0, $2) \
              ON CONFLICT (witness) DO NOTHING",
@@ -235,7 +235,7 @@ impl Store {
 }
 
 async fn upsert_log_witness(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut crate::Tx,
     witness: &str,
     size: i64,
     cosigned_at: Option<&str>,
@@ -290,7 +290,7 @@ impl Store {
         evidence: &ForkEvidence,
         entry: &NewLogEntry<'_>,
     ) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let log_index = append_entry(&mut tx, entry).await?;
         let id: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM witness_evidence")
             .fetch_one(&mut *tx)
