@@ -216,14 +216,35 @@ pub fn spawn_maintenance(service: Arc<Service>) {
     });
     // NGSI-LD notifications: deliver what writes owe subscribers when a
     // write wakes it (and every second, for retries and throttling); every
-    // ten seconds, expire subscriptions whose agreements ended.
+    // ten seconds, expire subscriptions whose agreements ended. A pass's
+    // notifications are sent while the next pass is prepared (up to
+    // POSTING passes at once; a subscription is in one pass at a time).
     let notifier = service.clone();
     tokio::spawn(async move {
+        const POSTING: usize = 4;
         let mut last_sweep = std::time::Instant::now();
+        let mut posting = tokio::task::JoinSet::new();
+        let reap = |r: Option<std::result::Result<citytrust_service::Result<usize>, _>>| match r {
+            Some(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "delivering notifications failed")
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "a notification pass ended early"),
+            _ => {}
+        };
         loop {
             notifier.notifications_waiting(Duration::from_secs(1)).await;
-            if let Err(e) = notifier.deliver_notifications().await {
-                tracing::warn!(error = %e, "delivering notifications failed");
+            while let Some(r) = posting.try_join_next() {
+                reap(Some(r));
+            }
+            while posting.len() >= POSTING {
+                reap(posting.join_next().await);
+            }
+            match notifier.notification_pass().await {
+                Ok(Some(p)) => {
+                    posting.spawn(notifier.clone().post_notifications(p));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "delivering notifications failed"),
             }
             if last_sweep.elapsed() >= Duration::from_secs(10) {
                 last_sweep = std::time::Instant::now();

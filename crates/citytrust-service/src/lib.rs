@@ -153,6 +153,10 @@ pub struct Service {
     dsp_wake: tokio::sync::Notify,
     /// Wakes the notification worker after a write owed notifications.
     notify_wake: tokio::sync::Notify,
+    /// Subscriptions a notification pass has taken rows of, until they are
+    /// settled (sent and dropped, or put back): no other pass serves them
+    /// meanwhile, so each one's notifications stay in order.
+    notifying: subscriptions::InFlight,
     /// The HTTP client for other trusts (made once: making one loads the
     /// system's root certificates, which cost a read through DSP 45 ms).
     dsp_client: std::sync::OnceLock<reqwest::Client>,
@@ -286,6 +290,7 @@ impl Service {
             dsp_key: dataspace::ParticipantKey::derive(&seed),
             dsp_wake: tokio::sync::Notify::new(),
             notify_wake: tokio::sync::Notify::new(),
+            notifying: Default::default(),
             dsp_client: std::sync::OnceLock::new(),
             clock,
             settings,

@@ -2388,14 +2388,17 @@ impl Service {
 
 /// The entity with only the attributes the agreement's columns allow.
 pub(crate) fn limited(e: &Entity, grant: &ReadGrant) -> Entity {
-    let Some(columns) = &grant.columns else {
-        return e.clone();
-    };
-    let core = Context::core();
-    let allowed: Vec<String> = columns.iter().map(|c| core.expand(c)).collect();
-    let mut out = e.clone();
-    out.attrs.retain(|k, _| allowed.contains(k));
-    out
+    limit(e.clone(), grant)
+}
+
+/// `limited`, of an entity given (not copied).
+pub(crate) fn limit(mut e: Entity, grant: &ReadGrant) -> Entity {
+    if let Some(columns) = &grant.columns {
+        let core = Context::core();
+        let allowed: Vec<String> = columns.iter().map(|c| core.expand(c)).collect();
+        e.attrs.retain(|k, _| allowed.contains(k));
+    }
+    e
 }
 
 fn render_limited(e: &Entity, ctx: &Context, r: &Rendering, grant: &ReadGrant) -> Value {

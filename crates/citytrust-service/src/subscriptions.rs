@@ -271,6 +271,97 @@ struct Failure {
     error: String,
 }
 
+/// The subscriptions passes have taken rows of (see `Service::notifying`),
+/// and whether a pass has found rows of one held and left them.
+#[derive(Default)]
+pub(crate) struct InFlight(Arc<std::sync::Mutex<Held>>);
+
+#[derive(Default)]
+struct Held {
+    subs: std::collections::HashSet<String>,
+    left: bool,
+    /// Moves each time a pass lets go of subscriptions.
+    released: u64,
+}
+
+impl InFlight {
+    fn released(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).released
+    }
+
+    /// Take those of `ids` no pass holds.
+    fn take<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Taken {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = std::collections::HashSet::new();
+        for id in ids {
+            if held.subs.insert(id.clone()) {
+                mine.insert(id.clone());
+            } else {
+                held.left = true;
+            }
+        }
+        Taken {
+            all: self.0.clone(),
+            mine,
+        }
+    }
+}
+
+/// Subscriptions one pass holds; let go when dropped (however its posting
+/// ends: an error or a panic included).
+pub(crate) struct Taken {
+    all: Arc<std::sync::Mutex<Held>>,
+    mine: std::collections::HashSet<String>,
+}
+
+impl Taken {
+    fn holds(&self, id: &str) -> bool {
+        self.mine.contains(id)
+    }
+
+    /// Let go; whether a pass should look again (one left rows while
+    /// these or others were held).
+    fn release(mut self) -> bool {
+        let mut held = self.let_go();
+        std::mem::take(&mut held.left)
+    }
+
+    fn let_go(&mut self) -> std::sync::MutexGuard<'_, Held> {
+        let mut held = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.mine.is_empty() {
+            held.released += 1;
+        }
+        for id in self.mine.drain() {
+            held.subs.remove(&id);
+        }
+        held
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // (Rows left meanwhile wait for the worker's next round.)
+        drop(self.let_go());
+    }
+}
+
+/// A pass's notifications, committed to and counted, waiting to be sent
+/// (`Service::post_notifications`).
+pub struct Posting {
+    taken: Taken,
+    now_t: time::OffsetDateTime,
+    requests: Vec<(Owing, reqwest::RequestBuilder)>,
+    /// Rows owed no longer.
+    delivered: Vec<i64>,
+    failed: Vec<Failure>,
+    /// The first error met preparing (the rest of the pass went on).
+    error: Option<ServiceError>,
+    started: std::time::Instant,
+    owed: usize,
+    /// Read, prepared, counted (since `started`).
+    timings: [std::time::Duration; 3],
+}
+
 /// How a pass changes a subscription's delivery counters.
 enum Delivery {
     Sent,
@@ -308,6 +399,23 @@ impl Delivery {
 pub(crate) struct Pass {
     actors: std::sync::Mutex<HashMap<String, Option<Actor>>>,
     reads: std::sync::Mutex<HashMap<ReadKey, (Dataset, crate::read::ReadGrant)>>,
+    /// A delivery pass's entities, read once for all its subscriptions at
+    /// its start (those owed that exist; `None`: read when needed).
+    entities: Option<HashMap<String, citytrust_store::EntityRow>>,
+}
+
+impl Pass {
+    /// The entities with these ids that exist, as of the pass.
+    async fn entities(
+        &self,
+        svc: &Service,
+        ids: &[String],
+    ) -> Result<Vec<citytrust_store::EntityRow>> {
+        Ok(match &self.entities {
+            Some(held) => ids.iter().filter_map(|id| held.get(id).cloned()).collect(),
+            None => svc.store.get_entities(ids).await?,
+        })
+    }
 }
 
 /// (subscriber, stream, purpose).
@@ -1146,27 +1254,92 @@ impl Service {
     /// side); and what was delivered is dropped from the outbox in one
     /// transaction (what was not is put off, with back-off).
     pub async fn deliver_notifications(&self) -> Result<usize> {
+        match self.notification_pass().await? {
+            Some(posting) => self.post(posting).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Send what a pass committed to, and settle it (see `notification_pass`).
+    pub async fn post_notifications(self: Arc<Self>, posting: Posting) -> Result<usize> {
+        self.post(posting).await
+    }
+
+    /// A delivery pass up to its notifications committed to in the log:
+    /// what is due is read, each subscription's part prepared (see
+    /// `prepare_delivery`), and the log entries and counters of what will
+    /// be sent written in one transaction. The returned `Posting` sends
+    /// them and settles the rows: the worker runs it beside its next pass.
+    /// The subscriptions whose rows it took are the pass's until then; a
+    /// pass meanwhile leaves theirs for later.
+    pub async fn notification_pass(&self) -> Result<Option<Posting>> {
         let started = std::time::Instant::now();
         self.owe_periodic().await?;
         let now_t = self.now();
         let now = rfc3339(now_t);
+        let released = self.notifying.released();
         let due = self.store.due_notifications(&now, PASS).await?;
         if due.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
-        let owed = due.len();
         let read = started.elapsed();
-        let mut by_sub: BTreeMap<String, Vec<citytrust_store::OwedNotification>> = BTreeMap::new();
-        for d in due {
-            by_sub.entry(d.subscription_id.clone()).or_default().push(d);
+        let group = |due: Vec<citytrust_store::OwedNotification>| {
+            let mut by_sub: BTreeMap<String, Vec<citytrust_store::OwedNotification>> =
+                BTreeMap::new();
+            for d in due {
+                by_sub.entry(d.subscription_id.clone()).or_default().push(d);
+            }
+            by_sub
+        };
+        let mut by_sub = group(due);
+        let taken = self.notifying.take(by_sub.keys());
+        if self.notifying.released() != released {
+            // Another pass let go of subscriptions between the read and the
+            // take, having settled their rows: what was read of them may be
+            // sent already. Read again (the ones taken are this pass's now).
+            by_sub = group(self.store.due_notifications(&now, PASS).await?);
         }
+        by_sub.retain(|id, _| taken.holds(id));
+        if by_sub.is_empty() {
+            return Ok(None);
+        }
+        let owed = by_sub.values().map(Vec::len).sum::<usize>();
         // Subscriptions are served side by side (each its own receiver and
         // rows; up to CONCURRENT_DELIVERIES at once), each one's
         // notifications in order: a slow receiver does not delay the others.
+        // The subscriptions and the entities owed, read once for the pass.
+        let ids: Vec<String> = by_sub.keys().cloned().collect();
+        let mut rows: HashMap<String, SubscriptionRow> = self
+            .store
+            .get_subscriptions(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut entity_ids: Vec<String> = by_sub
+            .values()
+            .flatten()
+            .map(|o| o.entity_id.clone())
+            .collect();
+        entity_ids.sort_unstable();
+        entity_ids.dedup();
+        let pass = Pass {
+            entities: Some(
+                self.store
+                    .get_entities(&entity_ids)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.entity_id.clone(), e))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
         use futures::StreamExt;
-        let pass = Pass::default();
         let prepared: Vec<Result<Prepared>> = futures::stream::iter(by_sub)
-            .map(|(sub_id, owed)| self.prepare_delivery(&pass, sub_id, owed, now_t))
+            .map(|(sub_id, owed)| {
+                let row = rows.remove(&sub_id);
+                self.prepare_delivery(&pass, sub_id, row, owed, now_t)
+            })
             .buffer_unordered(CONCURRENT_DELIVERIES)
             .collect()
             .await;
@@ -1234,6 +1407,35 @@ impl Service {
             }
         }
         let counted = started.elapsed();
+        Ok(Some(Posting {
+            taken,
+            now_t,
+            requests,
+            delivered,
+            failed,
+            error,
+            started,
+            owed,
+            timings: [read, prepared, counted],
+        }))
+    }
+
+    /// Send a pass's notifications, then settle its rows: those delivered
+    /// (or owed no longer) dropped, those not tried again later with
+    /// back-off, and the counters of failed deliveries put right.
+    async fn post(&self, posting: Posting) -> Result<usize> {
+        let Posting {
+            taken,
+            now_t,
+            requests,
+            mut delivered,
+            mut failed,
+            error,
+            started,
+            owed,
+            timings: [read, prepared, counted],
+        } = posting;
+        use futures::StreamExt;
         let results: Vec<(Owing, std::result::Result<(), String>)> =
             futures::stream::iter(requests)
                 .map(|(owed, request)| async move {
@@ -1270,6 +1472,7 @@ impl Service {
             done_ms = started.elapsed().as_secs_f64() * 1e3,
             "notification pass"
         );
+        let now = rfc3339(now_t);
         for f in &failed {
             tracing::info!(subscription = %f.owed.sub_id, error = %f.error, "a notification was not delivered; it stays owed");
             let delay = 2i64
@@ -1288,6 +1491,11 @@ impl Service {
             )
             .await?;
         }
+        // Its subscriptions are free again: rows owed to them meanwhile
+        // are for the next pass.
+        if taken.release() {
+            self.wake_notifier();
+        }
         match error {
             Some(e) => Err(e),
             None => Ok(sent),
@@ -1300,11 +1508,12 @@ impl Service {
         &self,
         pass: &Pass,
         sub_id: String,
+        row: Option<SubscriptionRow>,
         owed: Vec<citytrust_store::OwedNotification>,
         now_t: time::OffsetDateTime,
     ) -> Result<Prepared> {
         let seqs: Vec<i64> = owed.iter().map(|o| o.seq).collect();
-        let Some(row) = self.store.get_subscription(&sub_id).await? else {
+        let Some(row) = row else {
             return Ok(Prepared::Drop(seqs));
         };
         let (s, g) = decode(&row)?;
@@ -1414,7 +1623,7 @@ impl Service {
             .collect();
         // Each entity as it is now (or as it was, deleted), with its stream.
         let mut entities: Vec<(Entity, String)> = Vec::new();
-        for row in self.store.get_entities(&live).await? {
+        for row in pass.entities(self, &live).await? {
             let entity: Entity = serde_json::from_str(&row.body)
                 .map_err(|e| ServiceError::Internal(format!("stored entity: {e}")))?;
             entities.push((entity, row.dataset_id.clone()));
@@ -1468,10 +1677,16 @@ impl Service {
                 continue;
             }
             let entity_deleted = w.gone.as_ref().is_some_and(|g| g.entity_deleted);
+            // A deleted entity's q and geoQ are tested on what the
+            // subscriber may see of it as it was.
+            let was = w
+                .gone
+                .as_ref()
+                .map(|_| crate::streams::limited(&entity, grant));
             // What is told: the entity now (a deleted one: nothing of its
             // attributes but those deleted), with each deleted instance as
             // NGSI-LD Null.
-            let mut told = entity.clone();
+            let mut told = entity;
             if w.gone.is_some() {
                 told.attrs.clear();
             }
@@ -1481,7 +1696,7 @@ impl Service {
                     .or_default()
                     .push(null.clone());
             }
-            let mut visible = crate::streams::limited(&told, grant);
+            let mut visible = crate::streams::limit(told, grant);
             if let Some(ds) = &s.dataset_ids {
                 visible.retain_datasets(ds);
             }
@@ -1498,13 +1713,9 @@ impl Service {
             }
             // q and geoQ are tested on what the subscriber may see of the
             // entity (as it was, when deleted).
-            let judged = if w.gone.is_some() {
-                crate::streams::limited(&entity, grant)
-            } else {
-                visible.clone()
-            };
+            let judged = was.as_ref().unwrap_or(&visible);
             let all: Vec<String> = judged.attrs.keys().cloned().collect();
-            if !s.matches(&judged, if news.is_empty() { &all } else { &news }, &ctx) {
+            if !s.matches(judged, if news.is_empty() { &all } else { &news }, &ctx) {
                 continue;
             }
             let mut out = visible.render(&out_ctx, &rendering);
@@ -1598,9 +1809,20 @@ impl Service {
             serde_json::to_vec(&notification).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let nonce = new_nonce()?;
-        let streams: Vec<Value> = decided
-            .values()
-            .chain(linked.reads.iter().filter(|(d, _, _)| !decided.contains_key(&d.id)))
+        // Every stream read for it: those decided here, then those its
+        // linked entities were read from (each once).
+        let read_here: std::collections::HashSet<String> = decided.keys().cloned().collect();
+        let reads: Vec<_> = decided
+            .into_values()
+            .chain(
+                linked
+                    .reads
+                    .into_iter()
+                    .filter(|(d, _, _)| !read_here.contains(&d.id)),
+            )
+            .collect();
+        let streams: Vec<Value> = reads
+            .iter()
             .map(|(d, grant, scope)| {
                 let mut v = json!({
                     "dataset": d.id, "purpose": grant.purpose, "level": grant.level.as_str(),
@@ -1612,9 +1834,8 @@ impl Service {
                 v
             })
             .collect();
-        let by = decided
-            .values()
-            .next()
+        let by = reads
+            .first()
             .map(|(d, _, _)| reader_label(&actor, d))
             .unwrap_or_else(|| "individual".into());
         let entry = self.log_entry(
@@ -1628,16 +1849,6 @@ impl Service {
                 "by": by,
             }),
         )?;
-        let read_here: std::collections::HashSet<String> = decided.keys().cloned().collect();
-        let reads = decided
-            .into_values()
-            .chain(
-                linked
-                    .reads
-                    .into_iter()
-                    .filter(|(d, _, _)| !read_here.contains(&d.id)),
-            )
-            .collect();
         let context = match &named {
             Value::String(u) => u.clone(),
             Value::Array(a) if a.len() == 1 && a[0].is_string() => {

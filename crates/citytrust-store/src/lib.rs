@@ -315,6 +315,9 @@ impl Checkpoints {
             *running = true;
         }
         tokio::spawn(async move {
+            // The flag is put down however the task ends (a panic included:
+            // left up, no checkpoint would run again and the log would grow).
+            let _done = CheckpointDone(self);
             // (busy, pages in the log, pages copied)
             let passive = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .fetch_one(&pool)
@@ -334,10 +337,20 @@ impl Checkpoints {
             {
                 tracing::warn!(error = %e, "write-ahead log restart");
             }
-            if let Ok(mut state) = self.state.lock() {
-                *state = (false, Some(std::time::Instant::now()));
-            }
         });
+    }
+}
+
+/// Marks a checkpoint finished when dropped.
+struct CheckpointDone(std::sync::Arc<Checkpoints>);
+
+impl Drop for CheckpointDone {
+    fn drop(&mut self) {
+        let mut state = match self.0.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *state = (false, Some(std::time::Instant::now()));
     }
 }
 

@@ -220,6 +220,9 @@ const IDS_CHUNK: usize = 500;
 /// keeps binding them to SQLite linear in their number).
 const READINGS_CHUNK: usize = 500;
 
+/// Entity updates a statement (seven parameters each).
+const UPDATES_CHUNK: usize = 100;
+
 /// Any subscription made, deleted, or with its terms or status changed:
 /// the `subscriptions_revision` counter moves in the same transaction, so a
 /// node's compiled set of active subscriptions is rebuilt only after one.
@@ -692,25 +695,69 @@ impl Store {
             }
         }
         // Each update only if the entity is still at the revision it was
-        // read at (one statement each: SQLite plans a multi-row
-        // `UPDATE … FROM (VALUES …)` as a scan of the table per chunk).
-        for e in &write.updates {
-            let done = sqlx::query(
-                "UPDATE ngsi_entities SET body = $1, modified_at = $2, revision = revision + 1 \
-                 WHERE entity_id = $3 AND revision = $4",
-            )
-            .bind(&e.body)
-            .bind(&e.modified_at)
-            .bind(&e.entity_id)
-            .bind(e.revision)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if done == 0 {
-                return Err(StoreError::StaleRevision(format!(
-                    "entity '{}'",
-                    e.entity_id
-                )));
+        // read at. Many a statement: the new values picked by id with `CASE`
+        // (SQLite plans a multi-row `UPDATE … FROM (VALUES …)` as a scan of
+        // the table, but this as a lookup of each id); a row not at its
+        // revision is not updated, and the count says so.
+        for chunk in write.updates.chunks(UPDATES_CHUNK) {
+            // Parameters in order, as they appear (SQLite binds `?` by
+            // position): (id, body)…, (id, modified_at)…, (id, revision)…, id….
+            let mut n = 0;
+            let mut next = || {
+                n += 1;
+                self.backend.param(n)
+            };
+            let mut cases = Vec::with_capacity(3);
+            for _ in 0..3 {
+                let whens: Vec<String> = chunk
+                    .iter()
+                    .map(|_| format!("WHEN {} THEN {}", next(), next()))
+                    .collect();
+                cases.push(format!("CASE entity_id {} END", whens.join(" ")));
+            }
+            let ids: Vec<String> = chunk.iter().map(|_| next()).collect();
+            let sql = format!(
+                "UPDATE ngsi_entities SET body = {}, modified_at = {}, revision = revision + 1 \
+                 WHERE revision = {} AND entity_id IN ({})",
+                cases[0],
+                cases[1],
+                cases[2],
+                ids.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q.bind(&e.entity_id).bind(&e.body);
+            }
+            for e in chunk {
+                q = q.bind(&e.entity_id).bind(&e.modified_at);
+            }
+            for e in chunk {
+                q = q.bind(&e.entity_id).bind(e.revision);
+            }
+            for e in chunk {
+                q = q.bind(&e.entity_id);
+            }
+            let done = q.execute(&mut *tx).await?.rows_affected();
+            if done != chunk.len() as u64 {
+                // Which (the transaction is given up): one not as this
+                // update would have left it (another's write at the next
+                // revision has the same number, but not this body).
+                let mut stale = "an entity of this write".to_string();
+                for e in chunk {
+                    let at: Option<(i64, String)> = sqlx::query(
+                        "SELECT revision, body FROM ngsi_entities WHERE entity_id = $1",
+                    )
+                    .bind(&e.entity_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| Ok::<_, sqlx::Error>((r.try_get("revision")?, r.try_get("body")?)))
+                    .transpose()?;
+                    if at.as_ref() != Some(&(e.revision + 1, e.body.clone())) {
+                        stale = format!("entity '{}'", e.entity_id);
+                        break;
+                    }
+                }
+                return Err(StoreError::StaleRevision(stale));
             }
         }
         for (id, revision) in &write.deletes {
@@ -820,17 +867,26 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        for (sub, entity, changed) in &write.notifications {
-            sqlx::query(
+        // Many rows a statement, in the order owed (their `seq` is that order).
+        for chunk in write.notifications.chunks(200) {
+            let sql = format!(
                 "INSERT INTO ngsi_notifications (subscription_id, entity_id, changed, created_at, next_attempt_at, attempts) \
-                 VALUES ($1, $2, $3, $4, $4, 0)",
-            )
-            .bind(sub)
-            .bind(entity)
-            .bind(changed)
-            .bind(&write.now)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {}",
+                (0..chunk.len())
+                    .map(|i| format!("({}, 0)", self.backend.params(i * 5 + 1, 5)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (sub, entity, changed) in chunk {
+                q = q
+                    .bind(sub)
+                    .bind(entity)
+                    .bind(changed)
+                    .bind(&write.now)
+                    .bind(&write.now);
+            }
+            q.execute(&mut *tx).await?;
         }
         if let Some(entry) = &write.entry {
             append_entry(&mut tx, entry).await?;
@@ -900,6 +956,26 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(subscription_from_row).transpose()
+    }
+
+    /// The subscriptions with these ids (those that exist).
+    pub async fn get_subscriptions(&self, ids: &[String]) -> Result<Vec<SubscriptionRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_CHUNK) {
+            let sql = format!(
+                "SELECT id, owner, status, revision, grants, body FROM ngsi_subscriptions \
+                 WHERE id IN ({})",
+                self.backend.params(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(subscription_from_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Subscriptions made by `owner`, or (`None`) those in a status.

@@ -2301,3 +2301,133 @@ async fn a_streams_history_is_compacted_into_versions_that_sql_consent_and_erasu
         json!([{"household": "H-1", "n": 2, "p": 1.5}, {"household": "H-2", "n": 3, "p": 3.25}])
     );
 }
+
+#[tokio::test]
+async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 10.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    let (url, received) = notification_listener().await;
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions"),
+        Some(&alice),
+        &json!({
+            "type": "Subscription",
+            "entities": [{"type": "AirQualityObserved"}],
+            "watchedAttributes": ["NO2"],
+            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    let no2 = |v: f64| json!({"NO2": v});
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&no2(50.0)),
+    )
+    .await;
+    // The first pass commits to its notification; a second one, before the
+    // first has sent it, leaves the subscription alone (its row is not
+    // yet settled, and a newer change waits behind it).
+    let first = app
+        .service
+        .notification_pass()
+        .await
+        .unwrap()
+        .expect("owed");
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&no2(51.0)),
+    )
+    .await;
+    assert!(app.service.notification_pass().await.unwrap().is_none());
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 2);
+    assert_eq!(
+        app.service.clone().post_notifications(first).await.unwrap(),
+        1
+    );
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 1);
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 1);
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
+    let told: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"].clone()
+        })
+        .collect();
+    assert_eq!(told, vec![json!(50.0), json!(51.0)]);
+    assert_eq!(app.entries_of_type("stream.notified").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_whose_entity_moved_on_changes_nothing_and_names_it() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
+    for n in 1..=3 {
+        let res = post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(n, 10.0),
+        )
+        .await;
+        assert_eq!(res.status(), 201);
+    }
+    let ids: Vec<String> = (1..=3)
+        .map(|n| format!("urn:ngsi-ld:AirQualityObserved:station-{n}"))
+        .collect();
+    let store = app.service.store();
+    let before = store.get_entities(&ids).await.unwrap();
+    assert_eq!(before.len(), 3);
+    let mut updates: Vec<citytrust_store::EntityRow> = before
+        .iter()
+        .map(|r| citytrust_store::EntityRow {
+            body: r.body.replace("10.0", "99.0"),
+            ..r.clone()
+        })
+        .collect();
+    // The second as read one revision ago: someone else wrote it since.
+    updates[1].revision -= 1;
+    let stale = updates[1].entity_id.clone();
+    let err = store
+        .write_stream(citytrust_store::StreamWrite {
+            streams: vec![before[0].dataset_id.clone()],
+            updates,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, citytrust_store::StoreError::StaleRevision(m) if m.contains(&stale)),
+        "{err}"
+    );
+    // Nothing of the write stayed: not the other two entities either.
+    let mut after = store.get_entities(&ids).await.unwrap();
+    let mut before = before;
+    after.sort_by(|a, b| a.entity_id.cmp(&b.entity_id));
+    before.sort_by(|a, b| a.entity_id.cmp(&b.entity_id));
+    assert_eq!(after, before);
+}
