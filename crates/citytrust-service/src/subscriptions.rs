@@ -215,6 +215,9 @@ const PASS: i64 = 2000;
 const CONCURRENT_DELIVERIES: usize = 32;
 /// A delivery's time limit.
 const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a pass's claim on its rows outlives the longest its sending
+/// can take (see `citytrust_store::NotificationLease`).
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One subscription's part of a delivery pass, once prepared.
 enum Prepared {
@@ -349,6 +352,9 @@ impl Drop for Taken {
 /// (`Service::post_notifications`).
 pub struct Posting {
     taken: Taken,
+    /// The token of the pass's claim on its rows (see
+    /// `citytrust_store::NotificationLease`).
+    lease: String,
     now_t: time::OffsetDateTime,
     requests: Vec<(Owing, reqwest::RequestBuilder)>,
     /// Rows owed no longer.
@@ -1363,33 +1369,54 @@ impl Service {
         // before it is (a subscriber reading its subscription as the
         // notification arrives sees it counted): one transaction.
         let mut requests = Vec::with_capacity(ready.len());
+        let lease = crate::accounts::random_hex::<16>()?;
         if !ready.is_empty() {
-            let entries: Vec<NewLogEntry<'_>> = ready
-                .iter()
-                .map(|r| NewLogEntry {
-                    kind: "stream.notified",
-                    body: &r.n.entry.0,
-                    at: &r.n.entry.1,
-                })
-                .collect();
             let sent_at = rfc3339(self.now());
-            let counted: Vec<SubscriptionRow> = ready
+            let notes: Vec<citytrust_store::NotificationCommit<'_>> = ready
                 .iter()
                 .map(|r| {
                     let mut s = r.s.clone();
                     Delivery::Sent.count(&mut s, &sent_at);
-                    Ok(SubscriptionRow {
-                        body: encode(&s)?,
-                        ..r.row.clone()
+                    Ok(citytrust_store::NotificationCommit {
+                        seqs: &r.owed.seqs,
+                        entry: NewLogEntry {
+                            kind: "stream.notified",
+                            body: &r.n.entry.0,
+                            at: &r.n.entry.1,
+                        },
+                        counted: SubscriptionRow {
+                            body: encode(&s)?,
+                            ..r.row.clone()
+                        },
                     })
                 })
                 .collect::<Result<_>>()?;
-            let (first, stale) = self.store.commit_notifications(&entries, &counted).await?;
-            drop(entries);
-            self.record_deliveries(&stale, &Delivery::Sent).await?;
-            for (i, r) in ready.into_iter().enumerate() {
+            // The rows are this pass's until settled: past the longest its
+            // sending can take (each request's time limit, CONCURRENT at once).
+            let rounds = ready.len().div_ceil(CONCURRENT_DELIVERIES) as u32;
+            let until = rfc3339(now_t + (LEASE_MARGIN + DELIVERY_TIMEOUT * rounds));
+            let committed = self
+                .store
+                .commit_notifications(
+                    &notes,
+                    &citytrust_store::NotificationLease {
+                        now: &now,
+                        until: &until,
+                        token: &lease,
+                    },
+                )
+                .await?;
+            drop(notes);
+            self.record_deliveries(&committed.stale, &Delivery::Sent)
+                .await?;
+            let mut log_index = committed.first;
+            for (r, claimed) in ready.into_iter().zip(committed.claimed) {
+                if !claimed {
+                    // Another pass (here or on another node) has these rows
+                    // or older ones of the subscription: they are its.
+                    continue;
+                }
                 let Ready { owed, s, n, .. } = *r;
-                let log_index = first + i as i64;
                 // Personal streams: kept for "who used my data".
                 for (d, grant, scope) in &n.reads {
                     self.record_read_of_subjects(
@@ -1404,11 +1431,13 @@ impl Service {
                     .await?;
                 }
                 requests.push((owed, self.notification_request(&s, n, log_index)?));
+                log_index += 1;
             }
         }
         let counted = started.elapsed();
         Ok(Some(Posting {
             taken,
+            lease,
             now_t,
             requests,
             delivered,
@@ -1426,6 +1455,7 @@ impl Service {
     async fn post(&self, posting: Posting) -> Result<usize> {
         let Posting {
             taken,
+            lease,
             now_t,
             requests,
             mut delivered,
@@ -1479,7 +1509,9 @@ impl Service {
                 .saturating_pow(u32::try_from(f.owed.attempts.min(12)).unwrap_or(12))
                 .min(3600);
             let at = rfc3339(now_t + time::Duration::seconds(delay));
-            self.store.retry_notifications(&f.owed.seqs, &at).await?;
+            self.store
+                .retry_notifications(&f.owed.seqs, &at, &lease)
+                .await?;
         }
         for f in failed {
             self.record_deliveries(
@@ -1534,7 +1566,9 @@ impl Service {
             && last + time::Duration::seconds(t as i64) > now_t
         {
             let at = rfc3339(last + time::Duration::seconds(t as i64));
-            self.store.retry_notifications(&seqs, &at).await?;
+            self.store
+                .defer_notifications(&seqs, &rfc3339(now_t), &at)
+                .await?;
             return Ok(Prepared::Done);
         }
         let these = Owing {

@@ -39,8 +39,9 @@ pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};
 pub use residents::{Commitment, ErasedVersion, PersonalRead, StoredConsent};
 pub use streams::{
-    EntityRow, HistoryBucket, HistoryRow, OwedNotification, STREAM_VERSION, StoredStreamCredential,
-    StreamErasure, StreamPages, StreamWrite, SubscriptionRow,
+    CommittedNotifications, EntityRow, HistoryBucket, HistoryRow, NotificationCommit,
+    NotificationLease, OwedNotification, STREAM_VERSION, StoredStreamCredential, StreamErasure,
+    StreamPages, StreamWrite, SubscriptionRow,
 };
 pub use witness::{Advance, ForkEvidence, LogWitness, Witnessed};
 

@@ -163,6 +163,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0025_entities_by_stream.sql"),
         postgres: include_str!("../migrations/postgres/0025_entities_by_stream.sql"),
     },
+    Migration {
+        version: 26,
+        name: "notification_leases",
+        sqlite: include_str!("../migrations/sqlite/0026_notification_leases.sql"),
+        postgres: include_str!("../migrations/postgres/0026_notification_leases.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

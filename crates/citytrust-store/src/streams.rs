@@ -181,6 +181,42 @@ pub struct OwedNotification {
     pub attempts: i64,
 }
 
+/// One notification a pass commits to before sending it
+/// (`Store::commit_notifications`).
+pub struct NotificationCommit<'a> {
+    /// The outbox rows it settles.
+    pub seqs: &'a [i64],
+    /// Its `stream.notified` entry.
+    pub entry: NewLogEntry<'a>,
+    /// Its subscription's row, the delivery counters moved on.
+    pub counted: SubscriptionRow,
+}
+
+/// A pass's claim on the outbox rows it commits to: `token` (the pass's
+/// own, random) is kept on each row, and the row is not due again until
+/// `until` — past the time the pass's sending can take, so that no other
+/// pass takes it meanwhile; if the node stops first, the row is due again
+/// then and sent again (at least once). Settling the row (dropped when
+/// delivered, put off when not) ends the lease.
+pub struct NotificationLease<'a> {
+    pub now: &'a str,
+    pub until: &'a str,
+    pub token: &'a str,
+}
+
+/// What `Store::commit_notifications` committed.
+#[derive(Debug)]
+pub struct CommittedNotifications {
+    /// The index of the first entry appended (the others follow in order).
+    pub first: i64,
+    /// Per notification, whether its rows were claimed (and so its entry
+    /// appended and its counters written).
+    pub claimed: Vec<bool>,
+    /// The ids of subscriptions whose rows had moved on (read them again
+    /// and count them then).
+    pub stale: Vec<String>,
+}
+
 fn subscription_from_row(r: &AnyRow) -> Result<SubscriptionRow> {
     Ok(SubscriptionRow {
         id: r.try_get("id")?,
@@ -1142,20 +1178,48 @@ impl Store {
     }
 
     /// Notifications to try again at `at` (one attempt more each), in one
-    /// transaction.
-    pub async fn retry_notifications(&self, seqs: &[i64], at: &str) -> Result<()> {
+    /// transaction: those unclaimed or claimed under `lease` (the pass's
+    /// own token; its claim ends). A row another pass has claimed is its.
+    pub async fn retry_notifications(&self, seqs: &[i64], at: &str, lease: &str) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
         for chunk in seqs.chunks(SEQS_CHUNK) {
             let sql = format!(
-                "UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = {} \
-                 WHERE seq IN ({})",
+                "UPDATE ngsi_notifications SET attempts = attempts + 1, next_attempt_at = {}, \
+                 lease = NULL WHERE (lease IS NULL OR lease = {}) AND seq IN ({})",
                 self.backend.param(1),
-                self.backend.params(2, chunk.len())
+                self.backend.param(2),
+                self.backend.params(3, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(at);
+            let mut q = sqlx::query(&sql).bind(at).bind(lease);
+            for s in chunk {
+                q = q.bind(s);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notifications held back until `at` (a subscription's `throttling`),
+    /// those still due by `now` only (a row another pass has claimed
+    /// meanwhile is its), and not counted as an attempt.
+    pub async fn defer_notifications(&self, seqs: &[i64], now: &str, at: &str) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for chunk in seqs.chunks(SEQS_CHUNK) {
+            let sql = format!(
+                "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = NULL \
+                 WHERE next_attempt_at <= {} AND seq IN ({})",
+                self.backend.param(1),
+                self.backend.param(2),
+                self.backend.params(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(at).bind(now);
             for s in chunk {
                 q = q.bind(s);
             }
@@ -1166,22 +1230,69 @@ impl Store {
     }
 
     /// What a notification pass commits to before it sends, in one
-    /// transaction: each notification's log entry (`entries`, in order) and
-    /// its subscription's delivery counters (`counted`: bodies changed in
-    /// their counters only, each written only if still at the revision it
-    /// was read at). Returns the first entry's index (the others follow in
-    /// order) and the ids of the rows that had moved on (read them again
-    /// and count them then).
+    /// transaction. Each notification's outbox rows are claimed first (see
+    /// `NotificationLease`); for those claimed, its log entry is appended
+    /// (in order) and its subscription's delivery counters written
+    /// (`counted`: bodies changed in their counters only, each written only
+    /// if still at the revision it was read at). A notification not claimed
+    /// — another pass, on this node or another, has its rows or an older
+    /// row of its subscription — is neither logged nor counted, and its
+    /// rows are left as they were.
     pub async fn commit_notifications(
         &self,
-        entries: &[NewLogEntry<'_>],
-        counted: &[SubscriptionRow],
-    ) -> Result<(i64, Vec<String>)> {
+        notes: &[NotificationCommit<'_>],
+        lease: &NotificationLease<'_>,
+    ) -> Result<CommittedNotifications> {
         let mut tx = self.begin().await?;
-        let stale = update_subscription_bodies(&mut tx, counted).await?;
-        let first = crate::append_entries(&mut tx, entries).await?;
+        if self.backend == Backend::Postgres {
+            // One pass at a time per subscription across nodes: its row is
+            // locked (in id order, so two passes cannot deadlock) until the
+            // claim commits, and a later claim then sees the earlier lease.
+            let mut ids: Vec<&str> = notes.iter().map(|n| n.counted.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for chunk in ids.chunks(SEQS_CHUNK) {
+                let sql = format!(
+                    "SELECT id FROM ngsi_subscriptions WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    self.backend.params(1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(&mut *tx).await?;
+            }
+        }
+        let mut claimed = Vec::with_capacity(notes.len());
+        for n in notes {
+            claimed.push(claim_notifications(&mut tx, &n.counted.id, n.seqs, lease).await?);
+        }
+        let stale = update_subscription_bodies(
+            &mut tx,
+            notes
+                .iter()
+                .zip(&claimed)
+                .filter(|(_, c)| **c)
+                .map(|(n, _)| &n.counted),
+        )
+        .await?;
+        let entries: Vec<NewLogEntry<'_>> = notes
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| **c)
+            .map(|(n, _)| n.entry)
+            .collect();
+        let first = if entries.is_empty() {
+            0
+        } else {
+            crate::append_entries(&mut tx, &entries).await?
+        };
         tx.commit().await?;
-        Ok((first, stale))
+        Ok(CommittedNotifications {
+            first,
+            claimed,
+            stale,
+        })
     }
 
     /// Subscription rows rewritten (their bodies: delivery counters only,
@@ -1193,7 +1304,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
-        let stale = update_subscription_bodies(&mut tx, rows).await?;
+        let stale = update_subscription_bodies(&mut tx, rows.iter()).await?;
         tx.commit().await?;
         Ok(stale)
     }
@@ -1212,7 +1323,7 @@ impl Store {
 /// at; returns the ids of those that were not.
 async fn update_subscription_bodies(
     tx: &mut crate::Tx,
-    rows: &[SubscriptionRow],
+    rows: impl Iterator<Item = &SubscriptionRow>,
 ) -> Result<Vec<String>> {
     let mut stale = Vec::new();
     for row in rows {
@@ -1231,6 +1342,65 @@ async fn update_subscription_bodies(
         }
     }
     Ok(stale)
+}
+
+/// Claim one notification's outbox rows for a pass (see
+/// `NotificationLease`): all of them, or none. A row is claimed only if it
+/// is still due, and only while no other pass holds a lease on a row of the
+/// same subscription (so its notifications go out in order).
+async fn claim_notifications(
+    tx: &mut crate::Tx,
+    subscription_id: &str,
+    seqs: &[i64],
+    lease: &NotificationLease<'_>,
+) -> Result<bool> {
+    let b = tx.backend;
+    // Parameters numbered, and bound, in the order they appear (on SQLite
+    // `?` is bound by position).
+    let sql = format!(
+        "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = {} \
+         WHERE next_attempt_at <= {} AND NOT EXISTS (SELECT 1 FROM ngsi_notifications o \
+         WHERE o.subscription_id = {} AND o.lease IS NOT NULL AND o.lease <> {} \
+         AND o.next_attempt_at > {}) AND seq IN ({})",
+        b.param(1),
+        b.param(2),
+        b.param(3),
+        b.param(4),
+        b.param(5),
+        b.param(6),
+        b.params(7, seqs.len())
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(lease.until)
+        .bind(lease.token)
+        .bind(lease.now)
+        .bind(subscription_id)
+        .bind(lease.token)
+        .bind(lease.now);
+    for s in seqs {
+        q = q.bind(s);
+    }
+    let done = q.execute(&mut **tx).await?.rows_affected();
+    if done == seqs.len() as u64 {
+        return Ok(true);
+    }
+    if done > 0 {
+        // Some were settled or claimed meanwhile: give back the others (they
+        // were due, so they are due again).
+        let sql = format!(
+            "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = NULL \
+             WHERE lease = {} AND seq IN ({})",
+            b.param(1),
+            b.param(2),
+            b.params(3, seqs.len())
+        );
+        let mut q = sqlx::query(&sql).bind(lease.now).bind(lease.token);
+        for s in seqs {
+            q = q.bind(s);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(false)
 }
 
 fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {

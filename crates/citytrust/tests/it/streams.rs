@@ -2382,6 +2382,189 @@ async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() 
 }
 
 #[tokio::test]
+async fn two_nodes_over_one_database_send_each_notification_once_and_in_order() {
+    let app = start().await;
+    let other = app.join_with(|_| {}).await;
+    let alice = app.token("alice").await;
+    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 10.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    let (url, received) = notification_listener().await;
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions"),
+        Some(&alice),
+        &json!({
+            "type": "Subscription",
+            "entities": [{"type": "AirQualityObserved"}],
+            "watchedAttributes": ["NO2"],
+            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let sub_id = res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    let (app_, attrs_, device_) = (&app, &attrs, &device);
+    let patch = |v: f64| async move {
+        send(
+            app_,
+            reqwest::Method::PATCH,
+            attrs_,
+            Some(device_),
+            Some(&json!({"NO2": v})),
+        )
+        .await
+    };
+    patch(50.0).await;
+    let now = citytrust_service::rfc3339(app.service.now());
+    let store = other.service.store();
+    // A pass on the other node reads the row owed...
+    let read_there = store.due_notifications(&now, 100).await.unwrap();
+    assert_eq!(read_there.len(), 1);
+    // ...but this node's pass claims it first: the other's claim fails,
+    // and it logs and counts nothing.
+    let first = app
+        .service
+        .notification_pass()
+        .await
+        .unwrap()
+        .expect("owed");
+    let row = store.get_subscription(&sub_id).await.unwrap().unwrap();
+    let seqs: Vec<i64> = read_there.iter().map(|o| o.seq).collect();
+    /// A pass's commit of one notification over `seqs`, claimed with `token`.
+    async fn claim(
+        store: &citytrust_store::Store,
+        row: &citytrust_store::SubscriptionRow,
+        seqs: &[i64],
+        now: &str,
+        token: &str,
+    ) -> Vec<bool> {
+        let notes = vec![citytrust_store::NotificationCommit {
+            seqs,
+            entry: citytrust_store::NewLogEntry {
+                kind: "stream.notified",
+                body: r#"{"never":"appended"}"#,
+                at: now,
+            },
+            counted: row.clone(),
+        }];
+        let lease = citytrust_store::NotificationLease {
+            now,
+            until: "2026-03-01T10:00:00Z",
+            token,
+        };
+        store
+            .commit_notifications(&notes, &lease)
+            .await
+            .unwrap()
+            .claimed
+    }
+    assert_eq!(
+        claim(store, &row, &seqs, &now, "the-other-pass").await,
+        vec![false]
+    );
+    assert_eq!(app.entries_of_type("stream.notified").await.len(), 1);
+    // A newer change waits behind the one in flight, on either node: a
+    // subscription's notifications are sent in order.
+    patch(51.0).await;
+    assert_eq!(other.service.deliver_notifications().await.unwrap(), 0);
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 2);
+    assert_eq!(
+        app.service.clone().post_notifications(first).await.unwrap(),
+        1
+    );
+    // A claim over rows of which one was settled meanwhile takes none (and
+    // gives back what it took): the other row is still owed, once.
+    let mut both = seqs.clone();
+    both.extend(
+        store
+            .due_notifications(&now, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.seq),
+    );
+    assert_eq!(both.len(), 2);
+    assert_eq!(
+        claim(store, &row, &both, &now, "a-late-pass").await,
+        vec![false]
+    );
+    assert_eq!(other.service.deliver_notifications().await.unwrap(), 1);
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    // A node that stops after committing to a notification, before sending
+    // it: its claim keeps the row from the other node until it runs out,
+    // and the notification is then sent (at least once).
+    patch(52.0).await;
+    drop(
+        app.service
+            .notification_pass()
+            .await
+            .unwrap()
+            .expect("owed"),
+    );
+    assert_eq!(other.service.deliver_notifications().await.unwrap(), 0);
+    app.clock.advance(time::Duration::minutes(2));
+    assert_eq!(other.service.deliver_notifications().await.unwrap(), 1);
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
+    // A row held back (here by `throttling`) is not due: a pass that read
+    // it before cannot claim it.
+    let res = send(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("{NGSI}/subscriptions/{sub_id}"),
+        Some(&alice),
+        Some(&json!({"throttling": 60})),
+    )
+    .await;
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+    patch(53.0).await;
+    let now = citytrust_service::rfc3339(app.service.now());
+    let read_there = store.due_notifications(&now, 100).await.unwrap();
+    assert_eq!(read_there.len(), 1);
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    let row = store.get_subscription(&sub_id).await.unwrap().unwrap();
+    let seqs: Vec<i64> = read_there.iter().map(|o| o.seq).collect();
+    assert_eq!(
+        claim(store, &row, &seqs, &now, "a-hasty-pass").await,
+        vec![false]
+    );
+    app.clock.advance(time::Duration::minutes(2));
+    assert_eq!(other.service.deliver_notifications().await.unwrap(), 1);
+    let told: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"].clone()
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![json!(50.0), json!(51.0), json!(52.0), json!(53.0)]
+    );
+    // Each committed to before it left: the one never sent included.
+    let logged = app.entries_of_type("stream.notified").await;
+    assert_eq!(logged.len(), 5);
+    assert!(logged.iter().all(|e| !e.contains("never")));
+}
+
+#[tokio::test]
 async fn a_write_whose_entity_moved_on_changes_nothing_and_names_it() {
     let app = start().await;
     let alice = app.token("alice").await;
