@@ -216,14 +216,22 @@ pub fn spawn_maintenance(service: Arc<Service>) {
     });
     // NGSI-LD notifications: deliver what writes owe subscribers when a
     // write wakes it (and every second, for retries and throttling); every
-    // ten seconds, expire subscriptions whose agreements ended. A pass's
-    // notifications are sent while the next pass is prepared (up to
-    // POSTING passes at once; a subscription is in one pass at a time).
+    // ten seconds, expire subscriptions whose agreements ended. A write's
+    // wake starts a pass at once, beside one already preparing (up to
+    // PASSES at once: a write arriving during a pass need not wait for it to
+    // end), and a pass's notifications are sent while the next ones are
+    // prepared (up to POSTING at once). A subscription is in one pass at a
+    // time (`InFlight`, and the store's claim on its rows), so its
+    // notifications still go in order.
     let notifier = service.clone();
     tokio::spawn(async move {
+        const PASSES: usize = 2;
         const POSTING: usize = 4;
         let mut last_sweep = std::time::Instant::now();
+        let mut passes = tokio::task::JoinSet::new();
         let mut posting = tokio::task::JoinSet::new();
+        // A wake met while PASSES were running: start one when one ends.
+        let mut pending = false;
         let reap = |r: Option<std::result::Result<citytrust_service::Result<usize>, _>>| match r {
             Some(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "delivering notifications failed")
@@ -232,19 +240,33 @@ pub fn spawn_maintenance(service: Arc<Service>) {
             _ => {}
         };
         loop {
-            notifier.notifications_waiting(Duration::from_secs(1)).await;
+            let start = tokio::select! {
+                _ = notifier.notifications_waiting(Duration::from_secs(1)) => true,
+                Some(done) = passes.join_next() => {
+                    match done {
+                        Ok(Ok(Some(p))) => {
+                            while posting.len() >= POSTING {
+                                reap(posting.join_next().await);
+                            }
+                            posting.spawn(notifier.clone().post_notifications(p));
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "delivering notifications failed"),
+                        Err(e) => tracing::warn!(error = %e, "a notification pass ended early"),
+                    }
+                    std::mem::take(&mut pending)
+                }
+            };
             while let Some(r) = posting.try_join_next() {
                 reap(Some(r));
             }
-            while posting.len() >= POSTING {
-                reap(posting.join_next().await);
-            }
-            match notifier.notification_pass().await {
-                Ok(Some(p)) => {
-                    posting.spawn(notifier.clone().post_notifications(p));
+            if start {
+                if passes.len() < PASSES {
+                    let n = notifier.clone();
+                    passes.spawn(async move { n.notification_pass().await });
+                } else {
+                    pending = true;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "delivering notifications failed"),
             }
             if last_sweep.elapsed() >= Duration::from_secs(10) {
                 last_sweep = std::time::Instant::now();

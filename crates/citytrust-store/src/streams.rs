@@ -1263,10 +1263,7 @@ impl Store {
                 q.fetch_all(&mut *tx).await?;
             }
         }
-        let mut claimed = Vec::with_capacity(notes.len());
-        for n in notes {
-            claimed.push(claim_notifications(&mut tx, &n.counted.id, n.seqs, lease).await?);
-        }
+        let claimed = claim_notifications(&mut tx, notes, lease).await?;
         let stale = update_subscription_bodies(
             &mut tx,
             notes
@@ -1344,63 +1341,76 @@ async fn update_subscription_bodies(
     Ok(stale)
 }
 
-/// Claim one notification's outbox rows for a pass (see
-/// `NotificationLease`): all of them, or none. A row is claimed only if it
-/// is still due, and only while no other pass holds a lease on a row of the
-/// same subscription (so its notifications go out in order).
+/// Claim notifications' outbox rows for a pass (see `NotificationLease`):
+/// for each, all its rows or none. A row is claimed only if it is still
+/// due, and only while no other pass holds a lease on a row of the same
+/// subscription (so its notifications go out in order). Returns, per
+/// notification, whether it was claimed.
 async fn claim_notifications(
     tx: &mut crate::Tx,
-    subscription_id: &str,
-    seqs: &[i64],
+    notes: &[NotificationCommit<'_>],
     lease: &NotificationLease<'_>,
-) -> Result<bool> {
+) -> Result<Vec<bool>> {
     let b = tx.backend;
-    // Parameters numbered, and bound, in the order they appear (on SQLite
-    // `?` is bound by position).
-    let sql = format!(
-        "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = {} \
-         WHERE next_attempt_at <= {} AND NOT EXISTS (SELECT 1 FROM ngsi_notifications o \
-         WHERE o.subscription_id = {} AND o.lease IS NOT NULL AND o.lease <> {} \
-         AND o.next_attempt_at > {}) AND seq IN ({})",
-        b.param(1),
-        b.param(2),
-        b.param(3),
-        b.param(4),
-        b.param(5),
-        b.param(6),
-        b.params(7, seqs.len())
-    );
-    let mut q = sqlx::query(&sql)
-        .bind(lease.until)
-        .bind(lease.token)
-        .bind(lease.now)
-        .bind(subscription_id)
-        .bind(lease.token)
-        .bind(lease.now);
-    for s in seqs {
-        q = q.bind(s);
+    let all: Vec<i64> = notes.iter().flat_map(|n| n.seqs.iter().copied()).collect();
+    let mut got = std::collections::HashSet::with_capacity(all.len());
+    for chunk in all.chunks(SEQS_CHUNK) {
+        // Parameters numbered, and bound, in the order they appear (on
+        // SQLite `?` is bound by position).
+        let sql = format!(
+            "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = {} \
+             WHERE next_attempt_at <= {} AND NOT EXISTS (SELECT 1 FROM ngsi_notifications o \
+             WHERE o.subscription_id = ngsi_notifications.subscription_id \
+             AND o.lease IS NOT NULL AND o.lease <> {} AND o.next_attempt_at > {}) \
+             AND seq IN ({}) RETURNING seq",
+            b.param(1),
+            b.param(2),
+            b.param(3),
+            b.param(4),
+            b.param(5),
+            b.params(6, chunk.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(lease.until)
+            .bind(lease.token)
+            .bind(lease.now)
+            .bind(lease.token)
+            .bind(lease.now);
+        for s in chunk {
+            q = q.bind(s);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            got.insert(r.try_get::<i64, _>("seq")?);
+        }
     }
-    let done = q.execute(&mut **tx).await?.rows_affected();
-    if done == seqs.len() as u64 {
-        return Ok(true);
-    }
-    if done > 0 {
-        // Some were settled or claimed meanwhile: give back the others (they
-        // were due, so they are due again).
+    let claimed: Vec<bool> = notes
+        .iter()
+        .map(|n| n.seqs.iter().all(|s| got.contains(s)))
+        .collect();
+    // A notification some of whose rows were settled or claimed meanwhile
+    // gives back those it took (they were due, so they are due again).
+    let back: Vec<i64> = notes
+        .iter()
+        .zip(&claimed)
+        .filter(|(_, c)| !**c)
+        .flat_map(|(n, _)| n.seqs.iter().copied())
+        .filter(|s| got.contains(s))
+        .collect();
+    for chunk in back.chunks(SEQS_CHUNK) {
         let sql = format!(
             "UPDATE ngsi_notifications SET next_attempt_at = {}, lease = NULL \
              WHERE lease = {} AND seq IN ({})",
             b.param(1),
             b.param(2),
-            b.params(3, seqs.len())
+            b.params(3, chunk.len())
         );
         let mut q = sqlx::query(&sql).bind(lease.now).bind(lease.token);
-        for s in seqs {
+        for s in chunk {
             q = q.bind(s);
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(false)
+    Ok(claimed)
 }
 
 fn history_from_row(r: &AnyRow) -> Result<HistoryRow> {

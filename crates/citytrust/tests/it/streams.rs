@@ -2565,6 +2565,95 @@ async fn two_nodes_over_one_database_send_each_notification_once_and_in_order() 
 }
 
 #[tokio::test]
+async fn two_nodes_delivering_while_writes_go_on_send_in_order_and_lose_nothing() {
+    let app = start().await;
+    let other = app.join_with(|_| {}).await;
+    let alice = app.token("alice").await;
+    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 0.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    let (url, received) = notification_listener().await;
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions"),
+        Some(&alice),
+        &json!({
+            "type": "Subscription",
+            "entities": [{"type": "AirQualityObserved"}],
+            "watchedAttributes": ["NO2"],
+            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    // Both nodes deliver as fast as they can while the device writes.
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let workers: Vec<_> = [app.service.clone(), other.service.clone()]
+        .into_iter()
+        .map(|svc| {
+            let writing = writing.clone();
+            tokio::spawn(async move {
+                loop {
+                    svc.deliver_notifications().await.unwrap();
+                    if !writing.load(std::sync::atomic::Ordering::SeqCst)
+                        && svc.store().owed_notifications().await.unwrap() == 0
+                    {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    for v in 1..=40 {
+        let res = send(
+            &app,
+            reqwest::Method::PATCH,
+            &attrs,
+            Some(&device),
+            Some(&json!({"NO2": f64::from(v)})),
+        )
+        .await;
+        assert_eq!(res.status(), 204);
+    }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let received = received.lock().unwrap().clone();
+    let told: Vec<f64> = received
+        .iter()
+        .map(|(_, _, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    // In order (each notification shows the entity as it was when
+    // rendered, never older than the one before), the last change told.
+    assert!(told.windows(2).all(|w| w[0] <= w[1]), "{told:?}");
+    assert_eq!(told.last(), Some(&40.0), "{told:?}");
+    // Every notification received was committed to in the log first, and
+    // none was sent twice (each its own entry).
+    let logged = app.entries_of_type("stream.notified").await;
+    let mut entries: Vec<&String> = received.iter().map(|(e, _, _)| e).collect();
+    entries.sort();
+    entries.dedup();
+    assert_eq!(entries.len(), received.len());
+    assert_eq!(logged.len(), received.len());
+}
+
+#[tokio::test]
 async fn a_write_whose_entity_moved_on_changes_nothing_and_names_it() {
     let app = start().await;
     let alice = app.token("alice").await;
