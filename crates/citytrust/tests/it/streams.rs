@@ -2302,17 +2302,24 @@ async fn a_streams_history_is_compacted_into_versions_that_sql_consent_and_erasu
     );
 }
 
-#[tokio::test]
-async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() {
-    let app = start().await;
+/// An open stream with station 1 (NO2 at `no2`), and alice's subscription
+/// to its NO2 changes, notified to a local listener.
+struct NO2Watch {
+    alice: String,
+    device: String,
+    sub_id: String,
+    received: Received,
+}
+
+async fn watch_no2(app: &TestApp, no2: f64) -> NO2Watch {
     let alice = app.token("alice").await;
-    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
+    let (_air, device) = stream(app, &alice, "Air quality", "open").await;
     assert_eq!(
         post(
-            &app,
+            app,
             &format!("{NGSI}/entities"),
             Some(&device),
-            &station(1, 10.0)
+            &station(1, no2)
         )
         .await
         .status(),
@@ -2320,7 +2327,7 @@ async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() 
     );
     let (url, received) = notification_listener().await;
     let res = post(
-        &app,
+        app,
         &format!("{NGSI}/subscriptions"),
         Some(&alice),
         &json!({
@@ -2332,6 +2339,39 @@ async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() 
     )
     .await;
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let sub_id = res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    NO2Watch {
+        alice,
+        device,
+        sub_id,
+        received,
+    }
+}
+
+/// The NO2 value each notification received told, in order.
+fn told_no2(received: &Received) -> Vec<Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"].clone()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() {
+    let app = start().await;
+    let NO2Watch {
+        device, received, ..
+    } = watch_no2(&app, 10.0).await;
     let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
     let no2 = |v: f64| json!({"NO2": v});
     send(
@@ -2369,14 +2409,7 @@ async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() 
     assert_eq!(app.service.deliver_notifications().await.unwrap(), 1);
     assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
     assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
-    let told: Vec<Value> = received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, body)| {
-            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"].clone()
-        })
-        .collect();
+    let told = told_no2(&received);
     assert_eq!(told, vec![json!(50.0), json!(51.0)]);
     assert_eq!(app.entries_of_type("stream.notified").await.len(), 2);
 }
@@ -2385,40 +2418,12 @@ async fn passes_side_by_side_never_send_a_notification_twice_nor_out_of_order() 
 async fn two_nodes_over_one_database_send_each_notification_once_and_in_order() {
     let app = start().await;
     let other = app.join_with(|_| {}).await;
-    let alice = app.token("alice").await;
-    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
-    assert_eq!(
-        post(
-            &app,
-            &format!("{NGSI}/entities"),
-            Some(&device),
-            &station(1, 10.0)
-        )
-        .await
-        .status(),
-        201
-    );
-    let (url, received) = notification_listener().await;
-    let res = post(
-        &app,
-        &format!("{NGSI}/subscriptions"),
-        Some(&alice),
-        &json!({
-            "type": "Subscription",
-            "entities": [{"type": "AirQualityObserved"}],
-            "watchedAttributes": ["NO2"],
-            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
-        }),
-    )
-    .await;
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let sub_id = res.headers()["location"]
-        .to_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let NO2Watch {
+        alice,
+        device,
+        sub_id,
+        received,
+    } = watch_no2(&app, 10.0).await;
     let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
     let (app_, attrs_, device_) = (&app, &attrs, &device);
     let patch = |v: f64| async move {
@@ -2546,14 +2551,7 @@ async fn two_nodes_over_one_database_send_each_notification_once_and_in_order() 
     );
     app.clock.advance(time::Duration::minutes(2));
     assert_eq!(other.service.deliver_notifications().await.unwrap(), 1);
-    let told: Vec<Value> = received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, _, body)| {
-            serde_json::from_slice::<Value>(body).unwrap()["data"][0]["NO2"].clone()
-        })
-        .collect();
+    let told = told_no2(&received);
     assert_eq!(
         told,
         vec![json!(50.0), json!(51.0), json!(52.0), json!(53.0)]
@@ -2568,33 +2566,9 @@ async fn two_nodes_over_one_database_send_each_notification_once_and_in_order() 
 async fn two_nodes_delivering_while_writes_go_on_send_in_order_and_lose_nothing() {
     let app = start().await;
     let other = app.join_with(|_| {}).await;
-    let alice = app.token("alice").await;
-    let (_air, device) = stream(&app, &alice, "Air quality", "open").await;
-    assert_eq!(
-        post(
-            &app,
-            &format!("{NGSI}/entities"),
-            Some(&device),
-            &station(1, 0.0)
-        )
-        .await
-        .status(),
-        201
-    );
-    let (url, received) = notification_listener().await;
-    let res = post(
-        &app,
-        &format!("{NGSI}/subscriptions"),
-        Some(&alice),
-        &json!({
-            "type": "Subscription",
-            "entities": [{"type": "AirQualityObserved"}],
-            "watchedAttributes": ["NO2"],
-            "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
-        }),
-    )
-    .await;
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let NO2Watch {
+        device, received, ..
+    } = watch_no2(&app, 0.0).await;
     // Both nodes deliver as fast as they can while the device writes.
     let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let workers: Vec<_> = [app.service.clone(), other.service.clone()]
