@@ -115,6 +115,13 @@ def rss_mb(pid, part="VmRSS"):
     return 0.0
 
 
+def cpu_ms(pid):
+    """The process's CPU time so far (user + system), in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def rss_results(name, pid):
     result(name, round(rss_mb(pid)), "MB")
     for part in ("RssAnon", "RssFile"):
@@ -351,7 +358,7 @@ def temporal_phase(base, kind, now):
     result("temporal.hourly_avg_month.p99", round(p99, 2), "ms")
 
 
-def notify_phase(base, token, kind):
+def notify_phase(base, token, kind, pid):
     lport = free_port()
     listener = subprocess.Popen(["node", os.path.join(os.path.dirname(__file__), "ngsi_listener.mjs"), str(lport)],
                                 stdout=subprocess.PIPE)
@@ -381,6 +388,7 @@ def notify_phase(base, token, kind):
         # connection cannot offer the rate once a request takes longer than
         # its 10 ms slot.
         per_request = max(1, UPDATE_RATE // 100)
+        cpu_before = cpu_ms(pid)
         start = time.perf_counter()
         counts = [0] * NOTIFY_SENDERS
         lates = [0] * NOTIFY_SENDERS
@@ -425,6 +433,9 @@ def notify_phase(base, token, kind):
                 break
             time.sleep(0.5)
         result("notify.delivered", stats["count"], f"of_{sent}")
+        # The broker's CPU for the updates and their notifications (less
+        # noisy than the latency on a machine the sender and listener share).
+        result("notify.broker_cpu_per_update", round(1000 * (cpu_ms(pid) - cpu_before) / max(1, sent), 1), "us")
         result("notify.notifications", stats["notifications"], "requests")
         for k in ("p50", "p90", "p99", "max"):
             if stats.get(k) is not None:
@@ -492,7 +503,7 @@ def main():
             now = history_rows("pg" if STORE_URL else "sqlite", data, hkind, htoken, base)
             temporal_phase(base, hkind, now)
         if "notify" in PHASES:
-            notify_phase(base, token, kind)
+            notify_phase(base, token, kind, proc.pid)
         rss_results("rss.end", proc.pid)
     finally:
         proc.terminate()

@@ -635,7 +635,7 @@ const GEO_ATTRIBUTES: &[&str] = &["location", "observationSpace", "operationSpac
 pub type Instance = Map<String, Value>;
 
 /// An entity as kept: every name expanded to its IRI.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     pub id: String,
     pub types: Vec<String>,

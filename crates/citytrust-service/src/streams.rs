@@ -709,7 +709,7 @@ impl Service {
         &self,
         caller: &StreamCaller,
         ids: &[String],
-        plan: impl FnMut(&HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
+        plan: impl FnMut(&mut HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
     ) -> Result<T> {
         self.write_entities_read(caller, ids, None, plan).await
     }
@@ -722,7 +722,7 @@ impl Service {
         caller: &StreamCaller,
         ids: &[String],
         mut read: Option<Vec<EntityRow>>,
-        mut plan: impl FnMut(&HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
+        mut plan: impl FnMut(&mut HashMap<String, (Entity, EntityRow)>, &mut Plan) -> Result<T>,
     ) -> Result<T> {
         for attempt in 0.. {
             let mut loaded = HashMap::new();
@@ -734,7 +734,7 @@ impl Service {
                 loaded.insert(row.entity_id.clone(), (decode(&row)?, row));
             }
             let mut p = Plan::default();
-            let answer = plan(&loaded, &mut p)?;
+            let answer = plan(&mut loaded, &mut p)?;
             match self.apply_plan(caller, &p).await {
                 Ok(()) => return Ok(answer),
                 Err(ServiceError::Stale(_) | ServiceError::Conflict(_)) if attempt < RETRIES => {
@@ -1274,6 +1274,12 @@ impl Service {
         }
         let mut ids: Vec<String> = parsed.iter().map(|(id, _, _)| id.clone()).collect();
         ids.sort();
+        // The ids the batch names more than once.
+        let repeated: std::collections::HashSet<String> = ids
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0].clone())
+            .collect();
         ids.dedup();
         let rows = self.store.get_entities(&ids).await?;
         let datasets = self.stream_datasets(&rows).await?;
@@ -1297,7 +1303,14 @@ impl Service {
                             Some((e, _)) => e.clone(),
                             None => match loaded.get(id) {
                                 Some(_) => {
-                                    Some(self.writable(caller, loaded, &datasets, id)?.0.clone())
+                                    self.writable(caller, loaded, &datasets, id)?;
+                                    // An id met once in the batch is read once:
+                                    // its entity is taken, not copied (only the
+                                    // row is used after).
+                                    match (repeated.contains(id), loaded.get_mut(id)) {
+                                        (false, Some((e, _))) => Some(std::mem::take(e)),
+                                        (_, found) => found.map(|(e, _)| e.clone()),
+                                    }
                                 }
                                 None => None,
                             },

@@ -490,6 +490,10 @@ async fn sqlite_pool(
 ) -> Result<AnyPool> {
     Ok(pool_options
         .max_connections(n)
+        // A connection to a file in this process does not go stale: the
+        // ping sqlx sends before handing one out by default is a round trip
+        // to the connection's thread for every query, for nothing.
+        .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 for pragma in [

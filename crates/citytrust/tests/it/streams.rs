@@ -429,6 +429,88 @@ async fn a_stream_is_fed_by_its_credential_and_read_only_under_an_agreement_for_
 }
 
 #[tokio::test]
+async fn a_batch_builds_each_entity_on_what_it_held_and_on_its_own_earlier_entries() {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    let batch = |body: Value| {
+        let (app, device) = (&app, &device);
+        async move {
+            let res = post(
+                app,
+                &format!("{NGSI}/entityOperations/upsert?options=update"),
+                Some(device),
+                &body,
+            )
+            .await;
+            // 201 when it created an entity, 204 when it only updated.
+            assert!(
+                [201, 204].contains(&res.status().as_u16()),
+                "{}",
+                res.text().await.unwrap()
+            );
+        }
+    };
+    batch(json!([station(1, 10.0), station(2, 20.0)])).await;
+    let id = |n: u32| format!("urn:ngsi-ld:AirQualityObserved:station-{n}");
+    let part = |n: u32, attr: &str, value: f64| json!({"id": id(n), "type": "AirQualityObserved", attr: {"type": "Property", "value": value}});
+    // Station 1 named once (its entity as held, taken by the write), station
+    // 2 twice: the second entry lays its attribute over the first's result.
+    batch(json!([
+        part(1, "O3", 31.0),
+        part(2, "O3", 32.0),
+        part(2, "NO2", 22.0)
+    ]))
+    .await;
+    for (n, no2, o3) in [(1, 10.0, 31.0), (2, 22.0, 32.0)] {
+        let res = get(
+            &app,
+            &format!("{NGSI}/entities/{}?options=keyValues", id(n)),
+            None,
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let e: Value = res.json().await.unwrap();
+        assert_eq!(e["NO2"], no2, "{e}");
+        assert_eq!(e["O3"], o3, "{e}");
+        assert_eq!(e["stationName"], format!("Station {n}"), "{e}");
+    }
+    // An entry that fails once its entity is read (noOverwrite, and every
+    // attribute it names is held) leaves that entity as it was, also for a
+    // later entry naming it again; the batch's other entries are written.
+    let res = post(
+        &app,
+        &format!("{NGSI}/entityOperations/update?options=noOverwrite"),
+        Some(&device),
+        &json!([
+            part(1, "NO2", 99.0),
+            part(2, "SO2", 5.0),
+            part(1, "CO", 3.0)
+        ]),
+    )
+    .await;
+    assert_eq!(res.status(), 207, "{}", res.text().await.unwrap());
+    for (n, attr, value) in [
+        (1, "NO2", json!(10.0)),
+        (1, "O3", json!(31.0)),
+        (1, "CO", json!(3.0)),
+        (1, "stationName", json!("Station 1")),
+        (2, "SO2", json!(5.0)),
+    ] {
+        let e: Value = get(
+            &app,
+            &format!("{NGSI}/entities/{}?options=keyValues", id(n)),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(e[attr], value, "{e}");
+    }
+}
+
+#[tokio::test]
 async fn an_open_stream_answers_anyone_in_the_forms_ngsi_ld_defines() {
     let app = start().await;
     let alice = app.token("alice").await;
