@@ -63,6 +63,52 @@ pub(crate) struct SubscriptionCache {
     /// `@context` share one (each is a table of hundreds of terms; 1,000
     /// copies held ~40 MB). Kept while some compiled subscription uses it.
     contexts: std::sync::Mutex<HashMap<String, Arc<Context>>>,
+    /// Delivery passes' allow decisions, kept across passes (see `Decisions`).
+    decisions: std::sync::Mutex<Decisions>,
+}
+
+/// The allow decisions of delivery passes — each subscriber's account and
+/// each (subscriber, stream, purpose)'s read grant — kept for the passes
+/// after, as of the store's governance revision and the day they were made
+/// under. The revision moves, in the same transaction, with every change
+/// to a table a decision reads (triggers; the store does not open if a
+/// table neither moves it nor is listed as read by no decision), so a pass
+/// that read it *before* deciding anything and found it where these were
+/// made can use them: nothing they were decided on has changed since, and
+/// agreements are in force by the day. A refusal is never kept (it is
+/// decided again each time, with the reason found then), and a pass
+/// reading another revision or day starts the set afresh.
+#[derive(Default)]
+struct Decisions {
+    /// (governance revision, day) they were made under.
+    as_of: (i64, i64),
+    actors: HashMap<String, Actor>,
+    reads: HashMap<ReadKey, (Dataset, crate::read::ReadGrant)>,
+}
+
+impl SubscriptionCache {
+    fn decisions(&self) -> std::sync::MutexGuard<'_, Decisions> {
+        self.decisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Past this many decisions kept, the set starts afresh.
+const DECISIONS_KEPT: usize = 10_000;
+
+impl Decisions {
+    /// Those made under `as_of`, to add to: afresh if it is newer than
+    /// theirs; `None` if it is older (a slow pass's decisions are not kept).
+    fn under(&mut self, as_of: (i64, i64)) -> Option<&mut Decisions> {
+        if as_of > self.as_of || self.actors.len() + self.reads.len() >= DECISIONS_KEPT {
+            *self = Decisions {
+                as_of: as_of.max(self.as_of),
+                ..Default::default()
+            };
+        }
+        (self.as_of == as_of).then_some(self)
+    }
 }
 
 /// The active subscriptions, indexed by the entities they may be told of:
@@ -405,6 +451,11 @@ impl Delivery {
 pub(crate) struct Pass {
     actors: std::sync::Mutex<HashMap<String, Option<Actor>>>,
     reads: std::sync::Mutex<HashMap<ReadKey, (Dataset, crate::read::ReadGrant)>>,
+    /// The governance revision and day read at a delivery pass's start,
+    /// before it decided anything: its allow decisions are kept across
+    /// passes under them (`Decisions`). `None` (sweeps, edits): decided
+    /// afresh.
+    as_of: Option<(i64, i64)>,
     /// A delivery pass's entities, read once for all its subscriptions at
     /// its start (those owed that exist; `None`: read when needed).
     entities: Option<HashMap<String, citytrust_store::EntityRow>>,
@@ -547,7 +598,20 @@ impl Service {
         if let Some(a) = pass.actors.lock().ok().and_then(|m| m.get(owner).cloned()) {
             return Ok(a);
         }
-        let a = self.owner_actor(owner).await?;
+        let kept = pass.as_of.and_then(|as_of| {
+            let mut d = self.subscription_cache.decisions();
+            d.under(as_of).and_then(|d| d.actors.get(owner).cloned())
+        });
+        let a = match kept {
+            Some(a) => Some(a),
+            None => self.owner_actor(owner).await?,
+        };
+        if let (Some(as_of), Some(a)) = (pass.as_of, &a) {
+            let mut d = self.subscription_cache.decisions();
+            if let Some(d) = d.under(as_of) {
+                d.actors.insert(owner.to_string(), a.clone());
+            }
+        }
         if let Ok(mut m) = pass.actors.lock() {
             m.insert(owner.to_string(), a.clone());
         }
@@ -573,12 +637,28 @@ impl Service {
         if let Some(hit) = pass.reads.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(Some(hit));
         }
-        let Some(d) = self.store.get_dataset(dataset).await? else {
-            return Ok(None);
+        let kept = pass.as_of.and_then(|as_of| {
+            let mut d = self.subscription_cache.decisions();
+            d.under(as_of).and_then(|d| d.reads.get(&key).cloned())
+        });
+        let (d, grant) = match kept {
+            Some(hit) => hit,
+            None => {
+                let Some(d) = self.store.get_dataset(dataset).await? else {
+                    return Ok(None);
+                };
+                let grant = self
+                    .authorize_read(actor, &d, purpose, citytrust_model::AccessLevel::Identified)
+                    .await?;
+                if let Some(as_of) = pass.as_of {
+                    let mut kept = self.subscription_cache.decisions();
+                    if let Some(kept) = kept.under(as_of) {
+                        kept.reads.insert(key.clone(), (d.clone(), grant.clone()));
+                    }
+                }
+                (d, grant)
+            }
         };
-        let grant = self
-            .authorize_read(actor, &d, purpose, citytrust_model::AccessLevel::Identified)
-            .await?;
         if let Ok(mut m) = pass.reads.lock() {
             m.insert(key, (d.clone(), grant.clone()));
         }
@@ -1329,7 +1409,10 @@ impl Service {
             .collect();
         entity_ids.sort_unstable();
         entity_ids.dedup();
+        // Read before anything is decided (see `Decisions`).
+        let as_of = (self.store.governance_revision().await?, self.today());
         let pass = Pass {
+            as_of: Some(as_of),
             entities: Some(
                 self.store
                     .get_entities(&entity_ids)

@@ -33,7 +33,7 @@ mod streams;
 mod witness;
 
 pub use federation::{HarvestCounts, StagedEntry};
-pub use governance::StoredCharter;
+pub use governance::{StoredCharter, UNGOVERNED_TABLES};
 pub use identity::PendingLogin;
 pub use participation::{StoredDataRequest, StoredTerm, SupportChange};
 pub use privacy::{Budget, Charge};

@@ -169,6 +169,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0026_notification_leases.sql"),
         postgres: include_str!("../migrations/postgres/0026_notification_leases.sql"),
     },
+    Migration {
+        version: 27,
+        name: "governance_revision",
+        sqlite: include_str!("../migrations/sqlite/0027_governance_revision.sql"),
+        postgres: include_str!("../migrations/postgres/0027_governance_revision.sql"),
+    },
 ];
 
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
@@ -190,7 +196,8 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS citytrust_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
             .execute(pool)
             .await?;
-        apply_pending(pool, backend).await
+        apply_pending(pool, backend).await?;
+        check_governed(pool, backend).await
     }
     .await;
     if let Some(conn) = lock.as_mut() {
@@ -228,6 +235,55 @@ async fn apply_pending(pool: &AnyPool, backend: Backend) -> Result<()> {
             .await?;
         tx.commit().await?;
         tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}
+
+/// Every table either moves the governance revision on each change (the
+/// triggers of migration 27) or is one of [`crate::UNGOVERNED_TABLES`]: a
+/// table added without either would let a decision kept across the
+/// revision outlive a change to it, so the store does not open.
+async fn check_governed(pool: &AnyPool, backend: Backend) -> Result<()> {
+    let (tables, moving) = match backend {
+        Backend::Sqlite => (
+            "SELECT name FROM sqlite_master WHERE type = 'table'",
+            // A trigger for each of insert, update and delete.
+            "SELECT tbl_name AS name FROM sqlite_master WHERE type = 'trigger' \
+             AND sql LIKE '%UPDATE counters SET value = value + 1 WHERE name = ''governance_revision''%' \
+             GROUP BY tbl_name HAVING SUM(sql LIKE '%AFTER INSERT ON%') >= 1 \
+             AND SUM(sql LIKE '%AFTER UPDATE ON%') >= 1 AND SUM(sql LIKE '%AFTER DELETE ON%') >= 1",
+        ),
+        Backend::Postgres => (
+            "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = current_schema()",
+            // On insert, delete and update (`tgtype` bits 2, 3 and 4).
+            "SELECT c.relname::text AS name FROM pg_trigger t \
+             JOIN pg_class c ON c.oid = t.tgrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_proc p ON p.oid = t.tgfoid \
+             WHERE n.nspname = current_schema() AND t.tgenabled <> 'D' \
+             AND p.proname = 'citytrust_governance_moved' AND (t.tgtype & 28) = 28",
+        ),
+    };
+    let names = |rows: Vec<sqlx::any::AnyRow>| -> Result<std::collections::BTreeSet<String>> {
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("name")?))
+            .collect()
+    };
+    let tables = names(sqlx::query(tables).fetch_all(pool).await?)?;
+    let moving = names(sqlx::query(moving).fetch_all(pool).await?)?;
+    let missing: Vec<&String> = tables
+        .iter()
+        .filter(|t| !moving.contains(*t) && !crate::UNGOVERNED_TABLES.contains(&t.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "tables that neither move the governance revision nor are listed as ungoverned: {}",
+            missing
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     Ok(())
 }

@@ -1394,6 +1394,229 @@ async fn a_subscription_notifies_under_its_agreement_is_logged_first_and_stops_w
     assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
 }
 
+/// The notification worker keeps its allow decisions from one pass to the
+/// next while the store's governance revision stands still; each kind of
+/// change a decision rests on moves it, and the very next pass decides
+/// afresh: the subscription stops there, with no sweep run in between.
+#[tokio::test]
+async fn the_pass_after_a_governance_change_decides_afresh() {
+    // Each change in a trust of its own; every one is tried, and those
+    // that failed are named.
+    let mut failed = Vec::new();
+    for change in [
+        "agreement retired",
+        "charter forbids the purpose",
+        "subscribing credential revoked",
+        "stream no longer open",
+    ] {
+        use futures::FutureExt;
+        if std::panic::AssertUnwindSafe(governance_change_between_passes(change))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            failed.push(change);
+        }
+    }
+    assert!(failed.is_empty(), "not seen by the next pass: {failed:?}");
+}
+
+async fn governance_change_between_passes(change: &'static str) {
+    let app = start().await;
+    let alice = app.token("alice").await;
+    let open = matches!(
+        change,
+        "subscribing credential revoked" | "stream no longer open"
+    );
+    let (air, device) = stream(
+        &app,
+        &alice,
+        "Air quality",
+        if open { "open" } else { "shared_specific" },
+    )
+    .await;
+    let created = post(
+        &app,
+        &format!("{NGSI}/entities"),
+        Some(&device),
+        &station(1, 10.0),
+    )
+    .await;
+    assert_eq!(created.status(), 201, "{change}");
+    let (url, received) = notification_listener().await;
+    let subscription = json!({
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved"}],
+        "watchedAttributes": ["NO2"],
+        "notification": {"endpoint": {"uri": url, "accept": "application/json"}, "format": "keyValues", "attributes": ["NO2"]},
+    });
+    let subs = format!("{NGSI}/subscriptions");
+    // Who subscribes: an analyst under an agreement, a second write
+    // credential of the open stream, or a signed-in reader of it.
+    let (subscriber, path) = match change {
+        "subscribing credential revoked" => {
+            let issued: Value = app
+                .post_json(
+                    &format!("/api/v1/datasets/{air}/stream-credentials"),
+                    Some(&alice),
+                    &json!({"label": "Dashboard"}),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            (issued["token"].as_str().unwrap().to_string(), subs.clone())
+        }
+        "stream no longer open" => (app.token("bob").await, subs.clone()),
+        _ => {
+            let analyst = app.token("analyst").await;
+            let r: Value = app
+                .post_json(
+                    "/api/v1/access-requests",
+                    Some(&analyst),
+                    &request(&[&air], "research", "identified"),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+            (analyst, format!("{subs}?purpose=research"))
+        }
+    };
+    let res = post(&app, &path, Some(&subscriber), &subscription).await;
+    assert_eq!(res.status(), 201, "{change}: {}", res.text().await.unwrap());
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+
+    // Signing in is no change a decision rests on, but it is done first.
+    let trustee = app.token("trustee").await;
+    // Two passes on one decision: writes and deliveries leave the
+    // revision where it was (the second pass reuses the first's allow).
+    let attrs = format!("{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:station-1/attrs");
+    let store = app.service.store();
+    let before = store.governance_revision().await.unwrap();
+    for no2 in [55.0, 56.0] {
+        send(
+            &app,
+            reqwest::Method::PATCH,
+            &attrs,
+            Some(&device),
+            Some(&json!({"NO2": no2})),
+        )
+        .await;
+        assert_eq!(
+            app.service.deliver_notifications().await.unwrap(),
+            1,
+            "{change}"
+        );
+    }
+    assert_eq!(received.lock().unwrap().len(), 2, "{change}");
+    assert_eq!(
+        store.governance_revision().await.unwrap(),
+        before,
+        "{change}"
+    );
+
+    match change {
+        "agreement retired" => {
+            let agreements = store.list_agreements(10).await.unwrap();
+            let res = app
+                .post_json(
+                    &format!("/api/v1/agreements/{}/retire", agreements[0].id),
+                    Some(&trustee),
+                    &json!({"reason": "Ended early."}),
+                )
+                .await;
+            assert_eq!(res.status(), 200, "{change}");
+        }
+        "charter forbids the purpose" => {
+            let charter: Value = app.get("/api/v1/charter", None).await.json().await.unwrap();
+            let text = format!(
+                "{}\n@id(\"no-research\")\n@reason(\"test\")\nforbid (principal, action == CityTrust::Action::\"read\", resource)\nwhen {{ context.purpose == \"research\" }};\n",
+                charter["text"].as_str().unwrap()
+            );
+            let res = app
+                .put_json(
+                    "/api/v1/charter",
+                    Some(&trustee),
+                    &json!({"text": text, "note": "no research reads"}),
+                )
+                .await;
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        }
+        "subscribing credential revoked" => {
+            let list: Value = app
+                .get(
+                    &format!("/api/v1/datasets/{air}/stream-credentials"),
+                    Some(&alice),
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            let id = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["label"] == "Dashboard")
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let res = app
+                .delete(
+                    &format!("/api/v1/datasets/{air}/stream-credentials/{id}"),
+                    Some(&alice),
+                )
+                .await;
+            assert_eq!(res.status(), 204, "{change}");
+        }
+        _ => {
+            let res = app
+                .patch_json(
+                    &format!("/api/v1/datasets/{air}"),
+                    Some(&alice),
+                    &json!({"spectrum": "shared_specific"}),
+                )
+                .await;
+            assert_eq!(res.status(), 200, "{change}: {}", res.text().await.unwrap());
+        }
+    }
+    assert!(
+        store.governance_revision().await.unwrap() > before,
+        "{change}"
+    );
+    send(
+        &app,
+        reqwest::Method::PATCH,
+        &attrs,
+        Some(&device),
+        Some(&json!({"NO2": 70.0})),
+    )
+    .await;
+    assert_eq!(
+        app.service.deliver_notifications().await.unwrap(),
+        0,
+        "{change}"
+    );
+    assert_eq!(received.lock().unwrap().len(), 2, "{change}");
+    if change != "subscribing credential revoked" {
+        let s: Value = get(&app, &location, Some(&subscriber))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(s["status"], "expired", "{change}: {s}");
+    }
+    assert_eq!(
+        app.entries_of_type("stream.subscription_expired")
+            .await
+            .len(),
+        1,
+        "{change}"
+    );
+}
+
 #[tokio::test]
 async fn a_write_credential_reads_only_what_anyone_may_and_writes_in_basic_auth_too() {
     let app = start().await;
