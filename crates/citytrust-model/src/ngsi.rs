@@ -346,6 +346,14 @@ impl Context {
         })
     }
 
+    /// The core context alone, shared: one copy for every request that
+    /// gives no context (a copy is a table of hundreds of terms).
+    pub fn shared_core() -> std::sync::Arc<Context> {
+        static CORE: OnceLock<std::sync::Arc<Context>> = OnceLock::new();
+        CORE.get_or_init(|| std::sync::Arc::new(Context::core().clone()))
+            .clone()
+    }
+
     /// The context as a GeoJSON answer names it: a list (the core context's
     /// URL when the request gave none).
     pub fn as_array(&self) -> Value {

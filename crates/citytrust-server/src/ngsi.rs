@@ -405,9 +405,10 @@ async fn batch_body(req: Request) -> NgsiResult<(Value, Vec<EntryContext>, Heade
             contexts.push(c.clone());
             continue;
         }
-        // An id to delete names no term: any context will do.
-        let c = if item.is_string() && inline.is_none() {
-            Ok(Arc::new(Context::core().clone()))
+        // An id to delete names no term (any context will do), and JSON
+        // without a Link header is under the core context: shared.
+        let c = if inline.is_none() && (item.is_string() || (!ld && link.is_none())) {
+            Ok(Context::shared_core())
         } else {
             document_context(ld, link.as_deref(), inline.as_ref()).map(Arc::new)
         };

@@ -1218,7 +1218,7 @@ impl Service {
         // A merge's entries as given (laid over the entity held when applied), by id.
         let mut merge_bodies: HashMap<String, (Arc<Context>, serde_json::Map<String, Value>)> =
             HashMap::new();
-        let core = Arc::new(Context::core().clone());
+        let core = Context::shared_core();
         for (i, item) in items.iter().enumerate() {
             if op == BatchOp::Delete {
                 match item.as_str() {

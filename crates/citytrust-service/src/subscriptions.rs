@@ -94,8 +94,9 @@ impl SubscriptionCache {
     }
 }
 
-/// Past this many decisions kept, the set starts afresh.
-const DECISIONS_KEPT: usize = 10_000;
+/// Past this many decisions kept, the set starts afresh (each read keeps
+/// its stream's catalogue entry, a few kilobytes: a few MB at most).
+const DECISIONS_KEPT: usize = 2_048;
 
 impl Decisions {
     /// Those made under `as_of`, to add to: afresh if it is newer than
@@ -2025,5 +2026,39 @@ impl Service {
             );
         }
         Ok(req.body(n.body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decisions are added to and used only under the revision and day
+    /// they were made at; a newer pass starts the set afresh, an older
+    /// one keeps nothing.
+    #[test]
+    fn decisions_are_kept_only_under_the_revision_and_day_they_were_made_at() {
+        let mut d = Decisions::default();
+        d.under((5, 100))
+            .unwrap()
+            .actors
+            .insert("ana".into(), Actor::Anonymous);
+        assert!(d.under((5, 100)).unwrap().actors.contains_key("ana"));
+        // A pass that read an older revision: neither used nor added to.
+        assert!(d.under((4, 100)).is_none());
+        assert!(d.under((5, 100)).unwrap().actors.contains_key("ana"));
+        // The revision moved, or the day changed: afresh.
+        assert!(d.under((6, 100)).unwrap().actors.is_empty());
+        d.under((6, 100))
+            .unwrap()
+            .actors
+            .insert("ana".into(), Actor::Anonymous);
+        assert!(d.under((6, 101)).unwrap().actors.is_empty());
+        // Past the bound: afresh too.
+        let kept = d.under((6, 101)).unwrap();
+        for i in 0..DECISIONS_KEPT {
+            kept.actors.insert(format!("u{i}"), Actor::Anonymous);
+        }
+        assert!(d.under((6, 101)).unwrap().actors.is_empty());
     }
 }
