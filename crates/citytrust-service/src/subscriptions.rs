@@ -1094,7 +1094,13 @@ impl Service {
 
     /// The active subscriptions, compiled (see `SubscriptionCache`), in id order.
     pub(crate) async fn active_subscriptions(&self) -> Result<Arc<ActiveSet>> {
-        let at = self.store.subscriptions_revision().await?;
+        self.active_subscriptions_at(self.store.subscriptions_revision().await?)
+            .await
+    }
+
+    /// The active subscriptions as of the `subscriptions_revision` `at`
+    /// (read by the caller, before the rows are).
+    async fn active_subscriptions_at(&self, at: i64) -> Result<Arc<ActiveSet>> {
         if let Ok(set) = self.subscription_cache.set.lock()
             && let Some((built, active)) = set.as_ref()
             && *built == at
@@ -1279,12 +1285,12 @@ impl Service {
     /// Periodic subscriptions (`timeInterval`) whose period has come round
     /// are owed every entity they match, as it is now, in the streams they
     /// were allowed (delivery decides and limits each again).
-    async fn owe_periodic(&self) -> Result<()> {
+    async fn owe_periodic(&self, subscriptions_revision: i64) -> Result<()> {
         let now_t = self.now();
         let now = rfc3339(now_t);
         // Only the periodic ones, found among those compiled for writes,
         // each read again (its row as it is now) before it is owed.
-        let active = self.active_subscriptions().await?;
+        let active = self.active_subscriptions_at(subscriptions_revision).await?;
         for c in active.subs.iter().filter(|c| c.s.time_interval.is_some()) {
             let Some(mut row) = self.store.get_subscription(&c.s.id).await? else {
                 continue;
@@ -1361,7 +1367,11 @@ impl Service {
     /// pass meanwhile leaves theirs for later.
     pub async fn notification_pass(&self) -> Result<Option<Posting>> {
         let started = std::time::Instant::now();
-        self.owe_periodic().await?;
+        // Both counters in one read: the governance revision before
+        // anything is decided (see `Decisions`), with the day.
+        let (subscriptions_revision, governance_revision) = self.store.pass_revisions().await?;
+        let as_of = (governance_revision, self.today());
+        self.owe_periodic(subscriptions_revision).await?;
         let now_t = self.now();
         let now = rfc3339(now_t);
         let released = self.notifying.released();
@@ -1410,8 +1420,6 @@ impl Service {
             .collect();
         entity_ids.sort_unstable();
         entity_ids.dedup();
-        // Read before anything is decided (see `Decisions`).
-        let as_of = (self.store.governance_revision().await?, self.today());
         let pass = Pass {
             as_of: Some(as_of),
             entities: Some(

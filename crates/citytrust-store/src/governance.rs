@@ -70,6 +70,31 @@ impl Store {
         )
     }
 
+    /// The `subscriptions_revision` and the governance revision, in one
+    /// read (a notification pass needs both at its start).
+    pub async fn pass_revisions(&self) -> Result<(i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT name, value FROM counters \
+             WHERE name IN ('subscriptions_revision', 'governance_revision')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = (None, None);
+        for r in &rows {
+            let value: i64 = r.try_get("value")?;
+            match r.try_get::<String, _>("name")?.as_str() {
+                "subscriptions_revision" => out.0 = Some(value),
+                _ => out.1 = Some(value),
+            }
+        }
+        match out {
+            (Some(s), Some(g)) => Ok((s, g)),
+            _ => Err(StoreError::Corrupt(
+                "the subscriptions or governance revision counter is missing".into(),
+            )),
+        }
+    }
+
     /// The taxonomy, in the order purposes were added.
     pub async fn list_purposes(&self) -> Result<Vec<Purpose>> {
         let rows = sqlx::query("SELECT body FROM purposes ORDER BY created_at, id")
