@@ -9,7 +9,9 @@
 //!   notification is never lost between the write and its delivery.
 //! - **Delivered** by the worker (`deliver_notifications`): each stream read
 //!   is decided again now (once per pass and subscriber, stream and purpose:
-//!   a pass is one instant; `Pass`) — a retired or ended agreement, or another refusal,
+//!   a pass is one instant; `Pass`; an allow is kept for the passes after
+//!   while the store's governance revision and the day stand still:
+//!   `Decisions`) — a retired or ended agreement, or another refusal,
 //!   expires the subscription (status `expired`, logged `stream.subscription_expired`);
 //!   a personal stream's subject scope is decided now (a withdrawn resident's
 //!   entity is left out of the very next notification); the agreement's
