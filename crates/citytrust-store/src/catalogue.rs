@@ -120,10 +120,7 @@ impl Store {
 
     /// How many changes the catalogue has seen; search indexes compare it to know they are current.
     pub async fn catalogue_revision(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM counters WHERE name = 'catalogue_revision'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        self.counter("catalogue_revision").await
     }
     /// Take the next version number of a dataset for an upload about to
     /// store its files: one more than any version recorded or claimed. Two

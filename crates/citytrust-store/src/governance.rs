@@ -62,12 +62,7 @@ impl Store {
     /// [`UNGOVERNED_TABLES`]). A decision made after reading it stands
     /// while it does not move (and the day does not change).
     pub async fn governance_revision(&self) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT value FROM counters WHERE name = 'governance_revision'")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("value")?,
-        )
+        self.counter("governance_revision").await
     }
 
     /// The `subscriptions_revision` and the governance revision, in one

@@ -9,10 +9,7 @@ impl Store {
 
     /// How many entries have been appended (committed or not yet integrated).
     pub async fn ledger_size(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_size'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        self.counter("ledger_size").await
     }
 
     /// Entries `from..` in index order, at most `limit`.
@@ -154,10 +151,7 @@ impl Store {
 
     /// Entries below this index are in `ledger_index`.
     pub async fn ledger_indexed(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM counters WHERE name = 'ledger_indexed'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
+        self.counter("ledger_indexed").await
     }
 
     /// Index entries already signed (a log kept before `ledger_index`

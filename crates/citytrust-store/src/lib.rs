@@ -390,6 +390,16 @@ impl Tx {
 }
 
 impl Store {
+    /// One of the `counters` (revisions and sizes, each moved in the
+    /// transactions that change what it counts).
+    pub(crate) async fn counter(&self, name: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("value")?)
+    }
+
     /// Open (creating if needed) the SQLite database `citytrust.sqlite` in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Store> {
         let path = data_dir.join("citytrust.sqlite");

@@ -162,10 +162,7 @@ fn in_list(first: usize, n: usize) -> String {
 impl Store {
     /// Moves on with every change to consents, links or erased subjects.
     pub async fn subjects_revision(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT value FROM counters WHERE name = 'subjects_revision'")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("value")?)
+        self.counter("subjects_revision").await
     }
 
     /// Subject keys with a consent or donation in force for `purpose` whose

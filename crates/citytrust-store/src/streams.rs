@@ -964,12 +964,7 @@ impl Store {
     /// the set of active subscriptions or to one's terms (not with delivery
     /// counters).
     pub async fn subscriptions_revision(&self) -> Result<i64> {
-        Ok(
-            sqlx::query("SELECT value FROM counters WHERE name = 'subscriptions_revision'")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("value")?,
-        )
+        self.counter("subscriptions_revision").await
     }
 
     /// Each active subscription's id and the revision of its terms (every

@@ -21,7 +21,8 @@ INSERT INTO counters (name, value) VALUES ('governance_revision', 0);
 -- deferred), once per transaction: its row's lock is then the last a
 -- transaction takes, so two transactions changing governed tables in
 -- different orders never wait on each other through it (moved at each
--- statement, they deadlocked).
+-- statement, they deadlocked). A constraint trigger cannot watch
+-- TRUNCATE: the store truncates no table.
 CREATE FUNCTION citytrust_governance_moved() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('citytrust.governance_moved', true) IS DISTINCT FROM 'yes' THEN
