@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod content;
 pub mod cosigning;
 pub mod dataspace;
+pub mod endpoints;
 mod error;
 pub mod federation;
 pub mod feedback;
@@ -99,14 +100,18 @@ pub struct Settings {
     /// quorum a checkpoint needs to be published. `None`: the newest signed
     /// checkpoint is published, unwitnessed.
     pub witness_policy: Option<citytrust_ledger::policy::Policy>,
-    /// Let subscriptions notify endpoints on loopback and private networks
-    /// (a trust whose subscribers are inside its own network; tests). Off:
-    /// such endpoints are refused, so no subscriber turns the trust against
-    /// its own network.
     /// The most instances of one attribute a temporal answer holds before
     /// it is cut to a page (206 Partial Content).
     pub temporal_page: usize,
+    /// Let subscriptions notify endpoints on loopback and private networks
+    /// (a trust whose subscribers are inside its own network; tests). Off:
+    /// such endpoints are refused, when a subscription is made and at every
+    /// connection, so no subscriber turns the trust against its own network
+    /// (see `endpoints`).
     pub private_notifications: bool,
+    /// How notification endpoints' host names are resolved: the system's
+    /// resolver (tests give their own).
+    pub names: Arc<dyn endpoints::Names>,
 }
 
 impl Default for Settings {
@@ -131,6 +136,7 @@ impl Default for Settings {
             witness_policy: None,
             private_notifications: false,
             temporal_page: citytrust_model::ngsi::temporal::MAX_VALUES,
+            names: Arc::new(endpoints::SystemNames),
         }
     }
 }
@@ -160,6 +166,8 @@ pub struct Service {
     /// The HTTP client for other trusts (made once: making one loads the
     /// system's root certificates, which cost a read through DSP 45 ms).
     dsp_client: std::sync::OnceLock<reqwest::Client>,
+    /// The HTTP client for notifications (see `endpoints`).
+    notify_client: std::sync::OnceLock<reqwest::Client>,
     clock: Arc<dyn Clock>,
     settings: Settings,
     ledger: ledger::Ledger,
@@ -292,6 +300,7 @@ impl Service {
             notify_wake: tokio::sync::Notify::new(),
             notifying: Default::default(),
             dsp_client: std::sync::OnceLock::new(),
+            notify_client: std::sync::OnceLock::new(),
             clock,
             settings,
             ledger,

@@ -497,70 +497,7 @@ fn not_found(id: &str) -> ServiceError {
     NgsiError::not_found(format!("no subscription '{id}' of yours")).into()
 }
 
-/// Whether an address is on this machine or a private network.
-fn private_address(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| private_address(IpAddr::V4(v4)))
-        }
-    }
-}
-
 impl Service {
-    /// A notification endpoint may not be on this machine or a private
-    /// network (unless `Settings::private_notifications`): its host is
-    /// resolved, and every address it names is checked.
-    pub(crate) async fn check_endpoint(&self, uri: &str) -> Result<()> {
-        if self.settings.private_notifications {
-            return Ok(());
-        }
-        let url = url::Url::parse(uri).map_err(|_| NgsiError::bad("the endpoint is not a URL"))?;
-        let host = url
-            .host_str()
-            .unwrap_or("")
-            .trim_matches(['[', ']'])
-            .to_string();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let refused = || -> ServiceError {
-            NgsiError::bad(format!(
-                "notification endpoint '{host}' is on this machine or a private network, which \
-                 this trust does not notify (its operator can allow it)"
-            ))
-            .into()
-        };
-        if host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost") {
-            return Err(refused());
-        }
-        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|_| {
-                NgsiError::bad(format!("notification endpoint '{host}' cannot be resolved"))
-            })?
-            .collect();
-        if addrs.is_empty() || addrs.iter().any(|a| private_address(a.ip())) {
-            return Err(refused());
-        }
-        Ok(())
-    }
-
     /// Who subscribes: a signed-in reader (`owner` = the username), or a
     /// stream's write credential (`owner` = `credential:{id}`), which reads
     /// as anyone does — open streams only. Nobody subscribes anonymously:
@@ -1931,8 +1868,9 @@ impl Service {
         if ld && let Some(m) = notification.as_object_mut() {
             m.insert("@context".into(), named.clone());
         }
-        // Checked again at each delivery: a name may resolve elsewhere now.
-        self.check_endpoint(&s.endpoint).await?;
+        // Checked again at each delivery (a name where the client connects:
+        // it may resolve elsewhere now; see `endpoints`).
+        self.check_delivery_endpoint(&s.endpoint)?;
         let body =
             serde_json::to_vec(&notification).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
@@ -2004,7 +1942,7 @@ impl Service {
         log_index: i64,
     ) -> Result<reqwest::RequestBuilder> {
         let mut req = self
-            .dsp_http()?
+            .notify_http()?
             .post(&s.endpoint)
             .timeout(DELIVERY_TIMEOUT)
             .header(

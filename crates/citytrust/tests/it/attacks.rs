@@ -2186,3 +2186,116 @@ async fn a_retired_subscriber_is_not_carried_by_another_ones_decision_in_the_sam
     assert!(listeners["bob"].lock().unwrap().is_empty());
     assert_eq!(app.service.store().owed_notifications().await.unwrap(), 0);
 }
+
+/// A name the attacker's DNS answers with a public address while the
+/// subscription is checked, and with this machine's loopback once it is in
+/// use (DNS rebinding).
+#[derive(Debug, Default)]
+struct Rebinding {
+    turned: std::sync::atomic::AtomicBool,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl citytrust_service::endpoints::Names for Rebinding {
+    fn lookup(
+        &self,
+        _host: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Vec<std::net::IpAddr>>> + Send>,
+    > {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.lookups.fetch_add(1, SeqCst);
+        let ip = if self.turned.load(SeqCst) {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            std::net::IpAddr::from([93, 184, 215, 14])
+        };
+        Box::pin(async move { Ok(vec![ip]) })
+    }
+}
+
+/// The endpoint's name is checked where the notification connects, not
+/// only when the subscription is made: a name turned to this machine
+/// afterwards reaches nothing, and its notification stays owed.
+#[tokio::test]
+async fn a_name_turned_to_the_trusts_own_network_after_subscribing_reaches_nothing() {
+    use crate::streams::{get, ngsi_problem, notification_listener, post, station, stream};
+    use std::sync::atomic::Ordering::SeqCst;
+    const NGSI: &str = "/ngsi-ld/v1";
+    let dns = std::sync::Arc::new(Rebinding::default());
+    let names = dns.clone();
+    let app = crate::harness::TestApp::start_with(move |s| {
+        s.private_notifications = false;
+        s.names = names;
+    })
+    .await;
+    let alice = app.token("alice").await;
+    let (_, device) = stream(&app, &alice, "Open air", "open").await;
+    // The receiver is on loopback: what the name will come to mean.
+    let (url, received) = notification_listener().await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/notify");
+    let endpoint = format!("http://hooks.attacker.example:{port}/notify");
+    let subscription = json!({
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved"}],
+        "notification": {"endpoint": {"uri": endpoint, "accept": "application/json"}},
+    });
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions"),
+        Some(&alice),
+        &subscription,
+    )
+    .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(dns.lookups.load(SeqCst) >= 1, "checked when made");
+
+    // The name now means this machine.
+    dns.turned.store(true, SeqCst);
+    let before = dns.lookups.load(SeqCst);
+    assert_eq!(
+        post(
+            &app,
+            &format!("{NGSI}/entities"),
+            Some(&device),
+            &station(1, 10.0)
+        )
+        .await
+        .status(),
+        201
+    );
+    assert_eq!(app.service.deliver_notifications().await.unwrap(), 0);
+    assert!(
+        dns.lookups.load(SeqCst) > before,
+        "the delivery resolved the name where it connects"
+    );
+    assert!(received.lock().unwrap().is_empty(), "nothing reached it");
+    // Not lost: owed, and the failure shown to the subscriber.
+    assert_eq!(app.service.store().owed_notifications().await.unwrap(), 1);
+    let s: Value = get(&app, &location, Some(&alice))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["notification"]["status"], "failed", "{s}");
+    assert!(s["notification"]["lastFailure"].is_string(), "{s}");
+    // Made now, the same subscription is refused at once.
+    let res = post(
+        &app,
+        &format!("{NGSI}/subscriptions"),
+        Some(&alice),
+        &subscription,
+    )
+    .await;
+    let problem = ngsi_problem(res, 400, "BadRequestData").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("private network"),
+        "{problem}"
+    );
+}

@@ -156,7 +156,7 @@ pub(crate) async fn get(app: &TestApp, path: &str, token: Option<&str>) -> Respo
 }
 
 /// An NGSI-LD problem with this status and error type; returns its body.
-async fn ngsi_problem(res: Response, status: u16, kind: &str) -> Value {
+pub(crate) async fn ngsi_problem(res: Response, status: u16, kind: &str) -> Value {
     let got = res.status().as_u16();
     let body: Value = res.json().await.unwrap();
     assert_eq!(got, status, "{body}");
