@@ -731,34 +731,16 @@ impl Store {
             }
         }
         // Each update only if the entity is still at the revision it was
-        // read at. Many a statement: the new values picked by id with `CASE`
-        // (SQLite plans a multi-row `UPDATE … FROM (VALUES …)` as a scan of
-        // the table, but this as a lookup of each id); a row not at its
-        // revision is not updated, and the count says so.
+        // read at, many to a statement (see `keyed_update`); a row not at
+        // its revision is not updated, and the count says so.
         for chunk in write.updates.chunks(UPDATES_CHUNK) {
-            // Parameters in order, as they appear (SQLite binds `?` by
-            // position): (id, body)…, (id, modified_at)…, (id, revision)…, id….
-            let mut n = 0;
-            let mut next = || {
-                n += 1;
-                self.backend.param(n)
-            };
-            let mut cases = Vec::with_capacity(3);
-            for _ in 0..3 {
-                let whens: Vec<String> = chunk
-                    .iter()
-                    .map(|_| format!("WHEN {} THEN {}", next(), next()))
-                    .collect();
-                cases.push(format!("CASE entity_id {} END", whens.join(" ")));
-            }
-            let ids: Vec<String> = chunk.iter().map(|_| next()).collect();
-            let sql = format!(
-                "UPDATE ngsi_entities SET body = {}, modified_at = {}, revision = revision + 1 \
-                 WHERE revision = {} AND entity_id IN ({})",
-                cases[0],
-                cases[1],
-                cases[2],
-                ids.join(", ")
+            let sql = keyed_update(
+                self.backend,
+                "ngsi_entities",
+                "entity_id",
+                &["body", "modified_at"],
+                chunk.len(),
+                "",
             );
             let mut q = sqlx::query(&sql);
             for e in chunk {
@@ -1312,28 +1294,96 @@ impl Store {
 
 /// Subscription bodies rewritten in `tx` (delivery counters only: the
 /// terms' revision stays), each only if still at the revision it was read
-/// at; returns the ids of those that were not.
+/// at; returns the ids of those that were not. One statement for up to
+/// `UPDATES_CHUNK` rows (see `keyed_update`); a subscription named twice
+/// starts a new statement, so its second row meets the revision its first
+/// left, as one after the other would.
 async fn update_subscription_bodies(
     tx: &mut crate::Tx,
     rows: impl Iterator<Item = &SubscriptionRow>,
 ) -> Result<Vec<String>> {
+    // Collected first: the iterator is not held across an await.
+    let rows: Vec<&SubscriptionRow> = rows.collect();
     let mut stale = Vec::new();
-    for row in rows {
-        let done = sqlx::query(
-            "UPDATE ngsi_subscriptions SET body = $1, revision = revision + 1 \
-             WHERE id = $2 AND revision = $3",
-        )
-        .bind(&row.body)
-        .bind(&row.id)
-        .bind(row.revision)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if done == 0 {
-            stale.push(row.id.clone());
+    let mut chunk: Vec<&SubscriptionRow> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        chunk.push(row);
+        let full = chunk.len() == UPDATES_CHUNK
+            || rows
+                .get(i + 1)
+                .is_none_or(|next| chunk.iter().any(|r| r.id == next.id));
+        if !full {
+            continue;
         }
+        let sql = keyed_update(
+            tx.backend,
+            "ngsi_subscriptions",
+            "id",
+            &["body"],
+            chunk.len(),
+            " RETURNING id",
+        );
+        let mut q = sqlx::query(&sql);
+        for r in &chunk {
+            q = q.bind(&r.id).bind(&r.body);
+        }
+        for r in &chunk {
+            q = q.bind(&r.id).bind(r.revision);
+        }
+        for r in &chunk {
+            q = q.bind(&r.id);
+        }
+        let mut done = std::collections::HashSet::with_capacity(chunk.len());
+        for r in q.fetch_all(&mut **tx).await? {
+            done.insert(r.try_get::<String, _>("id")?);
+        }
+        stale.extend(
+            chunk
+                .drain(..)
+                .filter(|r| !done.contains(&r.id))
+                .map(|r| r.id.clone()),
+        );
     }
     Ok(stale)
+}
+
+/// One statement updating `n` rows of `table` by their `key`, each only if
+/// still at the revision it was read at, moving it on by one: `SET col =
+/// CASE key WHEN … THEN … END, …, revision = revision + 1 WHERE revision =
+/// CASE key … END AND key IN (…)` followed by `tail`. The new values are
+/// picked by key with `CASE` because SQLite plans a multi-row `UPDATE …
+/// FROM (VALUES …)` as a scan of the table, but this as a lookup of each
+/// key. Parameters are numbered in the order they appear (SQLite binds `?`
+/// by position): (key, value)… for each of `sets`, then (key, revision)…,
+/// then key….
+fn keyed_update(
+    backend: Backend,
+    table: &str,
+    key: &str,
+    sets: &[&str],
+    n: usize,
+    tail: &str,
+) -> String {
+    let mut p = 0;
+    let mut next = || {
+        p += 1;
+        backend.param(p)
+    };
+    let mut case = || {
+        let whens: Vec<String> = (0..n)
+            .map(|_| format!("WHEN {} THEN {}", next(), next()))
+            .collect();
+        format!("CASE {key} {} END", whens.join(" "))
+    };
+    let assignments: Vec<String> = sets.iter().map(|c| format!("{c} = {}", case())).collect();
+    let revision = case();
+    let keys: Vec<String> = (0..n).map(|_| next()).collect();
+    format!(
+        "UPDATE {table} SET {}, revision = revision + 1 WHERE revision = {revision} \
+         AND {key} IN ({}){tail}",
+        assignments.join(", "),
+        keys.join(", ")
+    )
 }
 
 /// Claim notifications' outbox rows for a pass (see `NotificationLease`):
