@@ -1645,6 +1645,28 @@ pub(crate) async fn all_vote(app: &TestApp, request_id: &str, vote: &str) -> Val
     last
 }
 
+/// `token`'s organisation asks for `purpose` on `datasets` at the
+/// identified level and the three trustees approve: the decided request
+/// (its `agreement_id` the agreement in force).
+pub(crate) async fn approved(
+    app: &TestApp,
+    token: &str,
+    datasets: &[&str],
+    purpose: &str,
+) -> Value {
+    let r = json_of(
+        app.post_json(
+            "/api/v1/access-requests",
+            Some(token),
+            &request(datasets, purpose, "identified"),
+        )
+        .await,
+        201,
+    )
+    .await;
+    all_vote(app, r["id"].as_str().unwrap(), "approve").await
+}
+
 #[tokio::test]
 async fn an_agreement_is_renewed_or_amended_as_a_new_version_decided_again() {
     let app = start().await;

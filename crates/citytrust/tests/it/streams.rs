@@ -6,7 +6,7 @@ use reqwest::Response;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::governance::{all_vote, request, start};
+use crate::governance::{approved, start};
 use crate::harness::{TestApp, dataset};
 
 const NGSI: &str = "/ngsi-ld/v1";
@@ -297,17 +297,7 @@ async fn a_stream_is_fed_by_its_credential_and_read_only_under_an_agreement_for_
     .await;
 
     // The trustees grant the analyst's organisation research use.
-    let r: Value = app
-        .post_json(
-            "/api/v1/access-requests",
-            Some(&analyst),
-            &request(&[&air], "research", "identified"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    approved(&app, &analyst, &[&air], "research").await;
 
     let res = get(
         &app,
@@ -1246,17 +1236,7 @@ async fn a_subscription_notifies_under_its_agreement_is_logged_first_and_stops_w
     )
     .await;
 
-    let r: Value = app
-        .post_json(
-            "/api/v1/access-requests",
-            Some(&analyst),
-            &request(&[&air], "research", "identified"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let decided = all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+    let decided = approved(&app, &analyst, &[&air], "research").await;
     let agreement = decided["agreement_id"].as_str().unwrap().to_string();
     let res = post(
         &app,
@@ -1470,17 +1450,7 @@ async fn governance_change_between_passes(change: &'static str) {
         "stream no longer open" => (app.token("bob").await, subs.clone()),
         _ => {
             let analyst = app.token("analyst").await;
-            let r: Value = app
-                .post_json(
-                    "/api/v1/access-requests",
-                    Some(&analyst),
-                    &request(&[&air], "research", "identified"),
-                )
-                .await
-                .json()
-                .await
-                .unwrap();
-            all_vote(&app, r["id"].as_str().unwrap(), "approve").await;
+            approved(&app, &analyst, &[&air], "research").await;
             (analyst, format!("{subs}?purpose=research"))
         }
     };
